@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod actions;
+mod clock;
+mod context;
+mod error;
+mod event;
+
+pub use actions::{
+    IpBlocker, JwsAlgorithm, JwsSigner, Notification, NotificationAction, Notifier,
+    RevocationCheck, RevocationStatus, SessionTerminator, SignedJws, StepUpRequirer, TokenIdentity,
+    TokenRevoker,
+};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use context::{ClientDeviceInfo, LoginOutcome, RequestContext, TlsInfo};
+pub use error::{BoxError, Error};
+pub use event::{EventId, EventKind, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject};
+
+/// Re-exported so implementors use the same `async_trait` as the trait definitions.
+pub use async_trait::async_trait;

@@ -1,0 +1,41 @@
+//! Replays the committed cargo-fuzz corpus of `security_event_json` on stable.
+//!
+//! Every file must parse or fail without panicking. Seed files named `ok-*` must
+//! parse and round-trip; seeds named `bad-*` must be rejected. Files the fuzzer adds
+//! (hash names) only have to not panic.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::path::PathBuf;
+
+use palisade_core_traits::SecurityEvent;
+
+#[test]
+fn fuzz_corpus_security_event_json_replays() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/security_event_json");
+    let mut seen = (0, 0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let parsed = SecurityEvent::from_json(&bytes);
+        if name.starts_with("ok-") {
+            let event = parsed.unwrap_or_else(|e| panic!("{name} must parse: {e}"));
+            assert_eq!(
+                SecurityEvent::from_json(event.to_json().as_bytes()).unwrap(),
+                event
+            );
+            seen.0 += 1;
+        } else if name.starts_with("bad-") {
+            assert!(parsed.is_err(), "{name} must be rejected");
+            seen.1 += 1;
+        } else {
+            seen.2 += 1;
+        }
+    }
+    assert!(
+        seen.0 >= 4 && seen.1 >= 10,
+        "corpus seeds missing from {}: {seen:?}",
+        dir.display()
+    );
+}

@@ -1,0 +1,25 @@
+//! Real services for Palisade's tests, the way redis-rs tests itself.
+//!
+//! - [`RedisServer`]: a private `redis-server` on a free loopback port, persistence
+//!   off, killed on drop (also when the test panics).
+//! - [`RedisCluster`]: three such servers joined into a Redis Cluster with all 16384
+//!   slots assigned, ready only once every node reports `cluster_state:ok`.
+//! - [`SoftHsm`]: one SoftHSM2 token per test process, with one shared, initialised
+//!   `cryptoki` context.
+//!
+//! Nothing here skips: if `redis-server` or the SoftHSM2 module is missing, the
+//! fixture panics with a message that names `scripts/test.sh`, which installs them.
+//! Fixtures panic rather than return errors because a broken fixture is a failed test.
+#![forbid(unsafe_code)]
+
+mod redis;
+mod resp;
+mod softhsm;
+
+pub use redis::{RedisCluster, RedisServer};
+pub use resp::{Reply, command};
+pub use softhsm::SoftHsm;
+
+/// What to do when a required system tool is missing.
+pub(crate) const INSTALL_HINT: &str =
+    "run scripts/test.sh, which installs redis-server and softhsm2 (apt-get, as root)";

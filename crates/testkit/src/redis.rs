@@ -1,0 +1,321 @@
+//! Private `redis-server` processes and a 3-primary Redis Cluster on loopback.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::INSTALL_HINT;
+use crate::resp::{Reply, command};
+
+/// How long a server may take to answer PING after start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a cluster may take to reach `cluster_state:ok`.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Offset of the cluster bus port from the client port (fixed by Redis).
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
+
+/// The `redis-server` binary: `$PALISADE_REDIS_SERVER`, else the first on `PATH`
+/// (then `/usr/bin` and `/usr/sbin`, which a minimal `PATH` may lack).
+fn redis_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_REDIS_SERVER") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "PALISADE_REDIS_SERVER={} is not a file; unset it or {INSTALL_HINT}",
+            p.display()
+        );
+        return p;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("redis-server not found on PATH; {INSTALL_HINT}"))
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A loopback port that was free a moment ago (and, for cluster nodes, whose bus
+/// port is free too). Another process may take it before we do; callers retry.
+fn free_port(with_bus: bool) -> u16 {
+    for _ in 0..1000 {
+        let port = TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"));
+        if !with_bus {
+            return port;
+        }
+        if let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET)
+            && port_is_free(bus)
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port pair (port, port+10000) after 1000 tries");
+}
+
+/// A private `redis-server` on `127.0.0.1`, in its own temp dir, with persistence
+/// off. It is killed when dropped, also while a test unwinds from a panic.
+///
+/// ```no_run
+/// let mut server = palisade_testkit::RedisServer::start();
+/// let url = server.url(); // redis://127.0.0.1:<port>/
+/// server.stop();          // connections now fail
+/// server.restart();       // same port, empty data set
+/// # let _ = url;
+/// ```
+#[derive(Debug)]
+pub struct RedisServer {
+    binary: PathBuf,
+    dir: TempDir,
+    port: u16,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a standalone server and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra `--name value` arguments.
+    pub fn start_with_args(extra: &[&str]) -> RedisServer {
+        let with_bus = extra.contains(&"--cluster-enabled");
+        let binary = redis_binary();
+        let mut last_log = String::new();
+        // The port can be taken between our probe and redis' bind: retry on a new port.
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("palisade-redis-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
+            let mut server = RedisServer {
+                binary: binary.clone(),
+                dir,
+                port: free_port(with_bus),
+                extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+                child: None,
+            };
+            match server.spawn_and_wait() {
+                Ok(()) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("redis-server did not start after 5 attempts; its last log:\n{last_log}");
+    }
+
+    /// Spawns the process and waits for PING; on failure returns the server's log.
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let log = self.dir.path().join("redis.log");
+        let port = self.port.to_string();
+        let mut cmd = Command::new(&self.binary);
+        cmd.args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--protected-mode",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(self.dir.path())
+        .arg("--logfile")
+        .arg(&log)
+        .args(&self.extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot run {}: {e}; {INSTALL_HINT}", self.binary.display())
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if matches!(command(self.port, &["PING"]), Ok(Reply::Status(ref s)) if s == "PONG") {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some();
+            if exited || Instant::now() > deadline {
+                self.stop();
+                return Err(fs::read_to_string(&log).unwrap_or_default());
+            }
+            sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's working directory (its log is `redis.log` there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has been started and not stopped.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server (SIGKILL, like a crash) and waits for it to exit. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, with an empty data set.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.spawn_and_wait() {
+                Ok(()) => return,
+                Err(log) if Instant::now() > deadline => {
+                    panic!("redis-server did not restart on port {}:\n{log}", self.port)
+                }
+                Err(_) => sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Sends one command on a fresh connection (for setup and probes in tests).
+    pub fn command(&self, args: &[&str]) -> std::io::Result<Reply> {
+        command(self.port, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A 3-primary Redis Cluster on loopback (no replicas), all 16384 slots assigned.
+/// Every node is killed when the cluster is dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Number of primaries.
+    pub const NODES: usize = 3;
+    /// Redis Cluster's slot count.
+    pub const SLOTS: u32 = 16_384;
+
+    /// Starts three nodes, assigns them a third of the slots each, joins them, and
+    /// returns once every node reports `cluster_state:ok` with all slots assigned and
+    /// all nodes known.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..Self::NODES)
+            .map(|_| {
+                RedisServer::start_with_args(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--cluster-announce-ip",
+                    "127.0.0.1",
+                ])
+            })
+            .collect();
+        let per_node = Self::SLOTS / Self::NODES as u32;
+        for (i, node) in nodes.iter().enumerate() {
+            let first = i as u32 * per_node;
+            let last = if i + 1 == Self::NODES {
+                Self::SLOTS - 1
+            } else {
+                first + per_node - 1
+            };
+            expect_ok(
+                node,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ],
+            );
+        }
+        for other in &nodes[1..] {
+            expect_ok(
+                &nodes[0],
+                &["CLUSTER", "MEET", "127.0.0.1", &other.port().to_string()],
+            );
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    fn wait_until_ok(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let mut last = String::new();
+        loop {
+            let ready = self.nodes.iter().all(|n| {
+                last = n
+                    .command(&["CLUSTER", "INFO"])
+                    .map(|r| r.text())
+                    .unwrap_or_default();
+                last.contains("cluster_state:ok")
+                    && last.contains("cluster_slots_assigned:16384")
+                    && last.contains(&format!("cluster_known_nodes:{}", Self::NODES))
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Redis Cluster not ready after {CLUSTER_TIMEOUT:?}; last CLUSTER INFO:\n{last}"
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The nodes, for fault injection (stop one) or probes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// `redis://127.0.0.1:<port>/` of every node (seed URLs for a cluster client).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+fn expect_ok(node: &RedisServer, args: &[&str]) {
+    match node.command(args) {
+        Ok(Reply::Status(s)) if s == "OK" => {}
+        other => panic!("{args:?} on port {} answered {other:?}", node.port()),
+    }
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The test command (README): sets up what a fresh machine lacks, then runs every check.
+# Usage: scripts/test.sh            all steps
+#        scripts/test.sh test doc   only the named steps
+# Every step runs even if an earlier one failed; the exit code is non-zero if any did.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+LOG_DIR="target/test-logs"
+mkdir -p "$LOG_DIR"
+
+ALL_STEPS=(setup fmt clippy deps test doc deny fuzz-corpus benches)
+STEPS=("${@:-${ALL_STEPS[@]}}")
+SUMMARY=()
+FAILED=0
+
+step_setup() {
+    local missing=()
+    command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+    [ -f /usr/lib/softhsm/libsofthsm2.so ] || [ -f /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so ] \
+        || missing+=(softhsm2)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "missing system packages: ${missing[*]}; install them as root:"
+            echo "  apt-get update && apt-get install -y ${missing[*]}"
+            return 1
+        fi
+        echo "installing ${missing[*]} with apt-get"
+        apt-get update -qq || return 1
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || return 1
+    fi
+    for component in rustfmt clippy; do
+        cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 \
+            || { echo "cargo $component is missing from the Rust toolchain"; return 1; }
+    done
+    if ! cargo deny --version >/dev/null 2>&1; then
+        echo "installing cargo-deny from crates.io"
+        cargo install --locked cargo-deny || return 1
+    fi
+    redis-server --version
+    cargo deny --version
+}
+
+step_fmt() {
+    cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check
+}
+
+step_clippy() {
+    cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+}
+
+# The dependency rule (docs/architecture.md): core-traits has no I/O or crypto
+# dependency, and no capability crate depends on another one.
+step_deps() {
+    local bad=0 tree
+    tree=$(cargo tree -p palisade-core-traits -e normal --prefix none --locked) || return 1
+    for forbidden in tokio redis deadpool ring aws-lc cryptoki reqwest hyper mio socket2; do
+        if grep -q "^$forbidden" <<<"$tree"; then
+            echo "palisade-core-traits depends on $forbidden"; bad=1
+        fi
+    done
+    for manifest in crates/*/Cargo.toml; do
+        local name
+        name=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)
+        case "$name" in palisade-core-traits | palisade-testkit) continue ;; esac
+        if cargo tree -p "$name" -e normal --prefix none --locked --all-features \
+            | grep "^palisade-" | grep -v -e "^$name " -e "^palisade-core-traits "; then
+            echo "$name depends on another capability crate"; bad=1
+        fi
+    done
+    [ "$bad" -eq 0 ] && echo "dependency rule holds"
+}
+
+step_test() {
+    cargo test --workspace --all-features --locked 2>&1 | tee "$LOG_DIR/test.log"
+}
+
+step_doc() {
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked
+}
+
+step_deny() {
+    cargo deny --all-features check bans licenses sources
+}
+
+# The corpora are replayed by ordinary #[test]s named fuzz_corpus_*; this step runs
+# them on their own and checks that the cargo-fuzz targets still compile.
+step_fuzz-corpus() {
+    cargo test --workspace --all-features --locked fuzz_corpus 2>&1 | tee "$LOG_DIR/fuzz.log" \
+        && grep -q "test fuzz_corpus_.* ok" "$LOG_DIR/fuzz.log" \
+        && cargo check --manifest-path fuzz/Cargo.toml --locked --bins
+}
+
+step_benches() {
+    cargo bench --workspace --all-features --locked --no-run
+}
+
+for step in "${STEPS[@]}"; do
+    echo "==> $step"
+    start=$(date +%s)
+    if "step_$step"; then status=PASS; else status=FAIL; FAILED=$((FAILED + 1)); fi
+    SUMMARY+=("$status $step ($(($(date +%s) - start))s)")
+done
+
+echo
+echo "==> summary"
+printf '%s\n' "${SUMMARY[@]}"
+if [ -f "$LOG_DIR/test.log" ] && [[ " ${STEPS[*]} " == *" test "* ]]; then
+    awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
+        "$LOG_DIR/test.log"
+fi
+[ "$FAILED" -eq 0 ]
