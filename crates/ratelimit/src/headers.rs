@@ -1,0 +1,112 @@
+//! HTTP response fields: `RateLimit-Policy` and `RateLimit` of
+//! draft-ietf-httpapi-ratelimit-headers-11, and `Retry-After` (RFC 9110).
+//!
+//! A GCRA quota is advertised as `q` = burst units per `w` = the burst window (the
+//! time an empty bucket takes to refill) in whole seconds, rounded up; the live field
+//! gives `r` = remaining units and `t` = seconds until the bucket is full again,
+//! rounded up, so a client that waits `t` never finds less than it was told.
+
+use std::time::Duration;
+
+use crate::{Decision, Error, Quota};
+
+/// Whole seconds, rounded up (a client told to wait must not come back early).
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The policy name as a Structured Field string (RFC 8941 §3.3.3).
+fn sf_string(name: &str) -> Result<String, Error> {
+    if name.is_empty() || !name.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(Error::InvalidKey {
+            what: "policy name",
+            reason: format!("{name:?} must be non-empty printable ASCII"),
+        });
+    }
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    Ok(out)
+}
+
+/// `RateLimit-Policy` member for one named quota, e.g. `"login";q=10;w=60`.
+///
+/// ```
+/// use palisade_ratelimit::{Quota, headers};
+/// let q = Quota::per_minute(10).unwrap();
+/// assert_eq!(headers::ratelimit_policy("login", &q).unwrap(), r#""login";q=10;w=60"#);
+/// ```
+pub fn ratelimit_policy(name: &str, quota: &Quota) -> Result<String, Error> {
+    Ok(format!(
+        "{};q={};w={}",
+        sf_string(name)?,
+        quota.burst(),
+        ceil_secs(quota.burst_window())
+    ))
+}
+
+/// `RateLimit` member for a decision under the named policy, e.g. `"login";r=3;t=42`.
+pub fn ratelimit(name: &str, decision: &Decision) -> Result<String, Error> {
+    Ok(format!(
+        "{};r={};t={}",
+        sf_string(name)?,
+        decision.remaining,
+        ceil_secs(decision.reset_after)
+    ))
+}
+
+/// `Retry-After` in whole seconds, rounded up, for a denied decision; `None` when
+/// the request was allowed.
+pub fn retry_after(decision: &Decision) -> Option<String> {
+    (!decision.allowed).then(|| ceil_secs(decision.retry_after).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(allowed: bool, remaining: u32, reset_ms: u64, retry_ms: u64) -> Decision {
+        Decision {
+            allowed,
+            limit: 10,
+            remaining,
+            reset_after: Duration::from_millis(reset_ms),
+            retry_after: Duration::from_millis(retry_ms),
+        }
+    }
+
+    #[test]
+    fn fields_round_seconds_up() {
+        let q = Quota::new(10, 5, Duration::from_secs(1)).unwrap();
+        assert_eq!(ratelimit_policy("api", &q).unwrap(), "\"api\";q=10;w=2");
+        let d = decision(false, 0, 1_001, 200);
+        assert_eq!(ratelimit("api", &d).unwrap(), "\"api\";r=0;t=2");
+        assert_eq!(retry_after(&d).as_deref(), Some("1"));
+        let d = decision(true, 7, 0, 0);
+        assert_eq!(ratelimit("api", &d).unwrap(), "\"api\";r=7;t=0");
+        assert_eq!(retry_after(&d), None);
+        assert_eq!(
+            retry_after(&decision(false, 0, 0, 3_000)).as_deref(),
+            Some("3")
+        );
+    }
+
+    #[test]
+    fn names_are_escaped_or_refused() {
+        let q = Quota::per_second(1).unwrap();
+        assert_eq!(
+            ratelimit_policy(r#"a"b\c"#, &q).unwrap(),
+            r#""a\"b\\c";q=1;w=1"#
+        );
+        for bad in ["", "caf\u{e9}", "new\nline"] {
+            let err = ratelimit_policy(bad, &q).unwrap_err();
+            assert!(err.to_string().contains("policy name"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod headers;
+mod memory;
+mod quota;
+#[cfg(feature = "redis")]
+mod redis_limiter;
+
+pub use error::Error;
+pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MemoryStats, MemoryStatsSnapshot};
+pub use quota::{Decision, Quota};
+#[cfg(feature = "redis")]
+pub use redis_limiter::MAX_KEY_LEN;
+#[cfg(feature = "redis")]
+pub use redis_limiter::{
+    FailurePolicy, Policy, RedisLimiter, RedisLimiterBuilder, RedisStatsSnapshot,
+};

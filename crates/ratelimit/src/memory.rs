@@ -1,0 +1,316 @@
+//! The in-memory keyed limiter: one atomic TAT per key, a hard bound on keys.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use palisade_core_traits::{Clock, IpBlocker, SystemClock, async_trait};
+
+use crate::{Decision, Error, Quota};
+
+/// Default bound on tracked keys.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+/// Counters of an in-memory limiter. Allowed checks are not counted on purpose: a
+/// shared counter on the hot path would cost more than the check under contention.
+#[derive(Debug, Default)]
+pub struct MemoryStats {
+    denied: AtomicU64,
+    overflow_denied: AtomicU64,
+    blocked: AtomicU64,
+    sweeps: AtomicU64,
+    evicted: AtomicU64,
+}
+
+/// A snapshot of [`MemoryStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct MemoryStatsSnapshot {
+    /// Requests denied by the quota.
+    pub denied: u64,
+    /// New keys denied because the table was full of live keys.
+    pub overflow_denied: u64,
+    /// Requests denied because their key was blocked.
+    pub blocked: u64,
+    /// Eviction sweeps run.
+    pub sweeps: u64,
+    /// Keys evicted (each was indistinguishable from a fresh key).
+    pub evicted: u64,
+}
+
+/// A rate limiter for many keys, in memory.
+///
+/// Each key's state is one `AtomicU64` (its theoretical arrival time) updated with a
+/// compare-and-swap loop, so checks on one key never take a lock of their own; keys
+/// live in a sharded [`DashMap`].
+///
+/// **Bounded memory.** At most `max_keys` keys are tracked. When the table is full, a
+/// sweep removes every key whose state equals a fresh key's (`TAT <= now`), so
+/// eviction never changes a decision. Sweeps cost O(keys) and run at most once per
+/// `max_keys / 8` new keys, which keeps eviction amortised O(1) per new key. When the
+/// table is still full — every slot holds a live key, as under a key-spraying attack —
+/// a **new** key is denied (fail closed, counted in `overflow_denied`) with a
+/// `retry_after` of one emission interval; keys already tracked are unaffected.
+///
+/// ```
+/// use palisade_core_traits::{ManualClock, Timestamp};
+/// use palisade_ratelimit::{KeyedLimiter, Quota};
+///
+/// let clock = ManualClock::new(Timestamp::from_unix_secs(1_000));
+/// let limiter = KeyedLimiter::with_clock(Quota::per_second(2).unwrap(), clock.clone());
+/// assert!(limiter.check(&"alice", 1).unwrap().allowed);
+/// assert!(limiter.check(&"alice", 1).unwrap().allowed);
+/// let third = limiter.check(&"alice", 1).unwrap();
+/// assert!(!third.allowed);
+/// assert_eq!(third.retry_after, std::time::Duration::from_millis(500));
+/// assert!(limiter.check(&"bob", 1).unwrap().allowed); // keys are independent
+/// ```
+#[derive(Debug)]
+pub struct KeyedLimiter<K: Hash + Eq, C = SystemClock> {
+    states: DashMap<K, AtomicU64>,
+    default_quota: ArcSwap<Quota>,
+    overrides: DashMap<K, Quota>,
+    has_overrides: AtomicBool,
+    blocks: DashMap<K, u64>,
+    block_count: AtomicUsize,
+    max_keys: usize,
+    new_keys_since_sweep: AtomicUsize,
+    sweeping: AtomicBool,
+    clock: C,
+    stats: MemoryStats,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K, SystemClock> {
+    /// A limiter on the system clock with [`DEFAULT_MAX_KEYS`].
+    pub fn new(quota: Quota) -> Self {
+        Self::with_clock(quota, SystemClock)
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
+    /// A limiter reading time from `clock`, with [`DEFAULT_MAX_KEYS`].
+    pub fn with_clock(quota: Quota, clock: C) -> Self {
+        KeyedLimiter {
+            states: DashMap::new(),
+            default_quota: ArcSwap::from_pointee(quota),
+            overrides: DashMap::new(),
+            has_overrides: AtomicBool::new(false),
+            blocks: DashMap::new(),
+            block_count: AtomicUsize::new(0),
+            max_keys: DEFAULT_MAX_KEYS,
+            // Let the first sweep run as soon as the table is full.
+            new_keys_since_sweep: AtomicUsize::new(usize::MAX / 2),
+            sweeping: AtomicBool::new(false),
+            clock,
+            stats: MemoryStats::default(),
+        }
+    }
+
+    /// Sets the bound on tracked keys (at least 1).
+    pub fn with_max_keys(mut self, max_keys: usize) -> Result<Self, Error> {
+        if max_keys == 0 {
+            return Err(Error::InvalidConfig("max_keys must be at least 1".into()));
+        }
+        self.max_keys = max_keys;
+        Ok(self)
+    }
+
+    /// Replaces the default quota at runtime. Keys keep their state (a TAT is a time,
+    /// meaningful under any quota).
+    pub fn set_quota(&self, quota: Quota) {
+        self.default_quota.store(Arc::new(quota));
+    }
+
+    /// Gives one key its own quota (replacing any earlier override).
+    pub fn set_key_quota(&self, key: K, quota: Quota) {
+        self.overrides.insert(key, quota);
+        self.has_overrides.store(true, Ordering::Release);
+    }
+
+    /// Removes a key's own quota; it falls back to the default.
+    pub fn clear_key_quota(&self, key: &K) {
+        self.overrides.remove(key);
+    }
+
+    /// The quota that applies to `key`.
+    pub fn quota_for(&self, key: &K) -> Quota {
+        if self.has_overrides.load(Ordering::Acquire)
+            && let Some(q) = self.overrides.get(key)
+        {
+            return *q;
+        }
+        **self.default_quota.load()
+    }
+
+    /// Number of keys currently tracked (never above `max_keys`).
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> MemoryStatsSnapshot {
+        let s = &self.stats;
+        MemoryStatsSnapshot {
+            denied: s.denied.load(Ordering::Relaxed),
+            overflow_denied: s.overflow_denied.load(Ordering::Relaxed),
+            blocked: s.blocked.load(Ordering::Relaxed),
+            sweeps: s.sweeps.load(Ordering::Relaxed),
+            evicted: s.evicted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks (and, if admitted, consumes) `cost` units for `key`.
+    ///
+    /// Cost 0 is a peek: it answers for a cost-1 request without changing anything.
+    /// A cost above the burst is an error: it could never pass.
+    pub fn check(&self, key: &K, cost: u32) -> Result<Decision, Error> {
+        let now = self.clock.now().as_unix_nanos();
+        let quota = self.quota_for(key);
+        quota.check_cost(cost)?;
+        if self.block_count.load(Ordering::Acquire) > 0
+            && let Some(d) = self.blocked(key, now, quota.burst())
+        {
+            return Ok(d);
+        }
+        let decision = match self.states.get(key) {
+            Some(state) => Self::update(&quota, &state, now, cost),
+            None => self.check_new_key(key, &quota, now, cost),
+        };
+        if !decision.allowed {
+            self.stats.denied.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(retry_after = ?decision.retry_after, "rate limit denied");
+        }
+        Ok(decision)
+    }
+
+    fn update(quota: &Quota, state: &AtomicU64, now: u64, cost: u32) -> Decision {
+        let mut tat = state.load(Ordering::Acquire);
+        loop {
+            let (decision, new_tat) = quota.decide(tat, now, cost);
+            let Some(new_tat) = new_tat else {
+                return decision;
+            };
+            match state.compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return decision,
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    fn check_new_key(&self, key: &K, quota: &Quota, now: u64, cost: u32) -> Decision {
+        if cost == 0 {
+            // A peek on an untracked key sees a fresh key and tracks nothing.
+            return quota.decide(0, now, 0).0;
+        }
+        // Every new-key attempt counts toward paying for the next sweep, admitted or not.
+        self.new_keys_since_sweep.fetch_add(1, Ordering::Relaxed);
+        if self.states.len() >= self.max_keys {
+            self.maybe_sweep(now);
+            if self.states.len() >= self.max_keys && !self.states.contains_key(key) {
+                self.stats.overflow_denied.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    max_keys = self.max_keys,
+                    "rate limiter full of live keys; new key denied"
+                );
+                return Decision::denied(quota.burst(), quota.emission_interval());
+            }
+        }
+        let state = self
+            .states
+            .entry(key.clone())
+            .or_insert_with(|| AtomicU64::new(0));
+        Self::update(quota, &state, now, cost)
+    }
+
+    /// Removes every key indistinguishable from a fresh one, if enough new keys have
+    /// arrived since the last sweep to pay for it, and no other thread is sweeping.
+    fn maybe_sweep(&self, now: u64) {
+        let due = (self.max_keys / 8).max(1);
+        if self.new_keys_since_sweep.load(Ordering::Relaxed) < due
+            || self.sweeping.swap(true, Ordering::Acquire)
+        {
+            return;
+        }
+        let before = self.states.len();
+        self.states
+            .retain(|_, tat| tat.load(Ordering::Acquire) > now);
+        let evicted = before.saturating_sub(self.states.len());
+        self.new_keys_since_sweep.store(0, Ordering::Relaxed);
+        self.stats.sweeps.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .evicted
+            .fetch_add(evicted as u64, Ordering::Relaxed);
+        self.sweeping.store(false, Ordering::Release);
+        tracing::debug!(evicted, kept = self.states.len(), "rate limiter sweep");
+    }
+
+    fn blocked(&self, key: &K, now: u64, limit: u32) -> Option<Decision> {
+        let until = *self.blocks.get(key)?;
+        if until > now {
+            self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+            return Some(Decision::denied(limit, Duration::from_nanos(until - now)));
+        }
+        // Expired: forget it (only if nobody extended it meanwhile).
+        if self.blocks.remove_if(key, |_, u| *u <= now).is_some() {
+            self.block_count.fetch_sub(1, Ordering::AcqRel);
+        }
+        None
+    }
+
+    /// Denies every check of `key` for `duration` from now. An existing block keeps
+    /// the later of the two expiries.
+    pub fn block(&self, key: K, duration: Duration) {
+        let until = self.clock.now().saturating_add(duration).as_unix_nanos();
+        let mut fresh = false;
+        self.blocks
+            .entry(key)
+            .and_modify(|u| *u = (*u).max(until))
+            .or_insert_with(|| {
+                fresh = true;
+                until
+            });
+        if fresh {
+            self.block_count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Lifts a block (a no-op if there is none).
+    pub fn unblock(&self, key: &K) {
+        if self.blocks.remove(key).is_some() {
+            self.block_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Lets an incident-response playbook block an address through this limiter.
+#[async_trait]
+impl<K, C> IpBlocker for KeyedLimiter<K, C>
+where
+    K: Hash + Eq + Clone + From<IpAddr> + Send + Sync + std::fmt::Debug,
+    C: Clock,
+{
+    async fn block_ip(
+        &self,
+        ip: IpAddr,
+        duration: Duration,
+        reason: &str,
+    ) -> Result<(), palisade_core_traits::Error> {
+        tracing::info!(%ip, ?duration, reason, "blocking address");
+        self.block(K::from(ip), duration);
+        Ok(())
+    }
+
+    async fn unblock_ip(&self, ip: IpAddr) -> Result<(), palisade_core_traits::Error> {
+        self.unblock(&K::from(ip));
+        Ok(())
+    }
+}

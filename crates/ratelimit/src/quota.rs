@@ -1,0 +1,289 @@
+//! [`Quota`], [`Decision`] and the GCRA arithmetic both backends share.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Emission intervals are whole microseconds, so the in-memory limiter (nanoseconds)
+/// and the Redis script (microseconds) compute exactly the same decisions.
+const MICRO: u64 = 1_000;
+/// The longest burst window we accept (burst × interval): 100 years. Keeps every
+/// time in the Redis script below 2^53 µs, where Lua's doubles are exact integers.
+const MAX_TAU_NANOS: u64 = 100 * 365 * 24 * 3600 * 1_000_000_000;
+
+/// How much a key may do: a burst, refilled at `rate` per `period`.
+///
+/// A quota with burst `b` and rate `r` per `p` admits **at most `b + r·w/p` units of
+/// cost in any window of length `w`**, and a request arriving when a unit has been
+/// refilled is admitted. The refill interval `p / r` is rounded *up* to a whole
+/// microsecond, so the real rate is never above the one asked for.
+///
+/// ```
+/// use palisade_ratelimit::Quota;
+/// use std::time::Duration;
+///
+/// let q = Quota::new(10, 5, Duration::from_secs(1)).unwrap(); // burst 10, 5/s
+/// assert_eq!(q.burst(), 10);
+/// assert_eq!(q.emission_interval(), Duration::from_millis(200));
+/// assert!(Quota::new(0, 5, Duration::from_secs(1)).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    burst: u32,
+    /// Emission interval T in nanoseconds, a multiple of 1000.
+    interval: u64,
+    /// Burst window tau = burst × T, in nanoseconds.
+    tau: u64,
+}
+
+impl Quota {
+    /// `burst` requests at once, refilled at `rate` per `period`.
+    ///
+    /// Refused: zero burst, zero rate, a zero period, a rate above one per
+    /// microsecond, and a burst window (`burst × period / rate`) over 100 years.
+    pub fn new(burst: u32, rate: u32, period: Duration) -> Result<Quota, Error> {
+        let bad = |why: String| Err(Error::InvalidQuota(why));
+        if burst == 0 {
+            return bad("burst must be at least 1".into());
+        }
+        if rate == 0 {
+            return bad("rate must be at least 1".into());
+        }
+        let Ok(period_ns) = u64::try_from(period.as_nanos()) else {
+            return bad(format!("period {period:?} is too long"));
+        };
+        let per_micro = u64::from(rate) * MICRO;
+        if period_ns < per_micro {
+            return bad(format!(
+                "{rate} per {period:?} is faster than one per microsecond, the resolution of the limiter"
+            ));
+        }
+        let interval = period_ns.div_ceil(per_micro) * MICRO;
+        match interval.checked_mul(u64::from(burst)) {
+            Some(tau) if tau <= MAX_TAU_NANOS => Ok(Quota {
+                burst,
+                interval,
+                tau,
+            }),
+            _ => bad(format!(
+                "burst {burst} at {rate} per {period:?} spans more than 100 years"
+            )),
+        }
+    }
+
+    /// `rate` per second with a burst of `rate`.
+    pub fn per_second(rate: u32) -> Result<Quota, Error> {
+        Quota::new(rate, rate, Duration::from_secs(1))
+    }
+
+    /// `rate` per minute with a burst of `rate`.
+    pub fn per_minute(rate: u32) -> Result<Quota, Error> {
+        Quota::new(rate, rate, Duration::from_secs(60))
+    }
+
+    /// The same refill rate with another burst.
+    pub fn with_burst(self, burst: u32) -> Result<Quota, Error> {
+        if burst == 0 {
+            return Err(Error::InvalidQuota("burst must be at least 1".into()));
+        }
+        match self.interval.checked_mul(u64::from(burst)) {
+            Some(tau) if tau <= MAX_TAU_NANOS => Ok(Quota { burst, tau, ..self }),
+            _ => Err(Error::InvalidQuota(format!(
+                "burst {burst} spans more than 100 years"
+            ))),
+        }
+    }
+
+    /// The most cost admitted at once.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// Time to refill one unit (rounded up to a whole microsecond).
+    pub fn emission_interval(&self) -> Duration {
+        Duration::from_nanos(self.interval)
+    }
+
+    /// Time for an empty bucket to refill completely (`burst × interval`).
+    pub fn burst_window(&self) -> Duration {
+        Duration::from_nanos(self.tau)
+    }
+
+    /// The emission interval in whole microseconds (for the Redis script).
+    pub(crate) fn interval_micros(&self) -> u64 {
+        self.interval / MICRO
+    }
+
+    /// A quota with `1/instances` of this one's burst and rate (both at least 1):
+    /// what each of `instances` limiters may admit so that together they stay within
+    /// this quota.
+    pub fn share(&self, instances: u32) -> Quota {
+        let n = u64::from(instances.max(1));
+        let burst = (self.burst / instances.max(1)).max(1);
+        // Interval × n, rounded up to a microsecond: the share's rate is rate / n.
+        let interval = self.interval.saturating_mul(n);
+        Quota {
+            burst,
+            interval,
+            tau: interval.saturating_mul(u64::from(burst)).min(MAX_TAU_NANOS),
+        }
+    }
+
+    /// Checks that a cost can ever pass this quota.
+    pub(crate) fn check_cost(&self, cost: u32) -> Result<(), Error> {
+        if cost > self.burst {
+            Err(Error::CostExceedsBurst {
+                cost,
+                burst: self.burst,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The GCRA decision for a request of `cost` at `now` against theoretical arrival
+    /// time `tat` (all in nanoseconds; `tat <= now` is a fresh key). Returns the
+    /// decision and, when the state must change, the new TAT.
+    ///
+    /// Cost 0 is a peek: it answers for a cost-1 request and never changes state.
+    /// The caller has checked `cost <= burst`.
+    pub(crate) fn decide(&self, tat: u64, now: u64, cost: u32) -> (Decision, Option<u64>) {
+        let base = tat.max(now);
+        let limit = now.saturating_add(self.tau);
+        let new_tat = base.saturating_add(u64::from(cost.max(1)) * self.interval);
+        let remaining = |from: u64| {
+            u32::try_from(limit.saturating_sub(from) / self.interval).unwrap_or(u32::MAX)
+        };
+        if new_tat <= limit {
+            let after = if cost == 0 { base } else { new_tat };
+            let decision = Decision {
+                allowed: true,
+                limit: self.burst,
+                remaining: remaining(after),
+                reset_after: Duration::from_nanos(after - now),
+                retry_after: Duration::ZERO,
+            };
+            (decision, (cost > 0).then_some(new_tat))
+        } else {
+            let decision = Decision {
+                allowed: false,
+                limit: self.burst,
+                remaining: remaining(base),
+                reset_after: Duration::from_nanos(base - now),
+                retry_after: Duration::from_nanos(new_tat - limit),
+            };
+            (decision, None)
+        }
+    }
+}
+
+/// The answer to one check: flat, so a caller reads it without matching.
+///
+/// For a denied request, retrying at exactly `retry_after` from the check is admitted
+/// (if nothing else consumed the key in between) and any earlier retry is denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decision {
+    /// Whether the request is admitted.
+    pub allowed: bool,
+    /// The quota's burst (the `limit` a client is told).
+    pub limit: u32,
+    /// How many more unit-cost requests would be admitted right now.
+    pub remaining: u32,
+    /// Time until the key is back to a full burst.
+    pub reset_after: Duration,
+    /// When denied: how long until this request would be admitted. Zero when allowed.
+    pub retry_after: Duration,
+}
+
+impl Decision {
+    /// A denial that is not a GCRA outcome (a block, an outage under a closed
+    /// policy): nothing remains, retry after `retry_after`.
+    pub(crate) fn denied(limit: u32, retry_after: Duration) -> Decision {
+        Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset_after: retry_after,
+            retry_after,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn quotas_are_validated() {
+        assert!(Quota::new(1, 1, Duration::ZERO).is_err());
+        assert!(Quota::new(1, 0, Duration::from_secs(1)).is_err());
+        assert!(Quota::new(0, 1, Duration::from_secs(1)).is_err());
+        // 2 million per second is faster than the microsecond resolution.
+        let err = Quota::new(1, 2_000_000, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            err.to_string().contains("faster than one per microsecond"),
+            "{err}"
+        );
+        assert!(Quota::new(1, 1_000_000, Duration::from_secs(1)).is_ok());
+        let err = Quota::new(u32::MAX, 1, Duration::from_secs(3600)).unwrap_err();
+        assert!(err.to_string().contains("100 years"), "{err}");
+        assert!(Quota::new(1, 1, Duration::MAX).is_err());
+        assert!(Quota::per_second(5).unwrap().with_burst(0).is_err());
+    }
+
+    #[test]
+    fn interval_rounds_up_to_a_microsecond() {
+        let q = Quota::new(3, 3, Duration::from_secs(1)).unwrap();
+        assert_eq!(q.emission_interval(), Duration::from_micros(333_334));
+        assert_eq!(q.burst_window(), Duration::from_micros(1_000_002));
+    }
+
+    #[test]
+    fn burst_then_one_per_interval() {
+        let q = Quota::new(2, 1, Duration::from_secs(1)).unwrap();
+        let now = 100 * S;
+        let (d1, t1) = q.decide(0, now, 1);
+        assert!(d1.allowed);
+        assert_eq!((d1.remaining, d1.reset_after), (1, Duration::from_secs(1)));
+        let (d2, t2) = q.decide(t1.unwrap(), now, 1);
+        assert!(d2.allowed);
+        assert_eq!((d2.remaining, d2.reset_after), (0, Duration::from_secs(2)));
+        let tat = t2.unwrap();
+        let (d3, t3) = q.decide(tat, now, 1);
+        assert!(!d3.allowed);
+        assert_eq!(t3, None);
+        assert_eq!(d3.retry_after, Duration::from_secs(1));
+        assert_eq!(d3.reset_after, Duration::from_secs(2));
+        // Exactly at retry_after: admitted; a nanosecond earlier: denied.
+        assert!(q.decide(tat, now + S, 1).0.allowed);
+        assert!(!q.decide(tat, now + S - 1, 1).0.allowed);
+    }
+
+    #[test]
+    fn cost_and_peek() {
+        let q = Quota::new(5, 5, Duration::from_secs(1)).unwrap();
+        assert!(q.check_cost(6).is_err());
+        assert!(q.check_cost(5).is_ok());
+        let (d, t) = q.decide(0, S, 5);
+        assert!(d.allowed && d.remaining == 0);
+        let tat = t.unwrap();
+        let (peek, none) = q.decide(tat, S, 0);
+        assert_eq!(none, None);
+        assert!(!peek.allowed);
+        assert_eq!(peek.retry_after, Duration::from_millis(200));
+        let (peek, none) = q.decide(0, S, 0);
+        assert_eq!((peek.allowed, peek.remaining, none), (true, 5, None));
+    }
+
+    #[test]
+    fn share_divides_burst_and_rate() {
+        let q = Quota::new(10, 100, Duration::from_secs(1)).unwrap();
+        let s = q.share(4);
+        assert_eq!(s.burst(), 2);
+        assert_eq!(s.emission_interval(), Duration::from_millis(40));
+        assert_eq!(q.share(100).burst(), 1);
+        assert_eq!(q.share(0), q.share(1));
+    }
+}

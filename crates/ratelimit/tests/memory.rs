@@ -1,0 +1,301 @@
+//! The in-memory limiter: GCRA properties (proptest), eviction, overflow, blocks.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core_traits::{Clock, IpBlocker, ManualClock, Timestamp};
+use palisade_ratelimit::{Decision, Error, KeyedLimiter, Quota};
+use proptest::prelude::*;
+
+const START: u64 = 1_700_000_000_000_000_000;
+
+fn clock() -> ManualClock {
+    ManualClock::new(Timestamp::from_unix_nanos(START))
+}
+
+fn quota() -> impl Strategy<Value = Quota> {
+    (1u32..8, 1u32..20, 1u64..3_000).prop_map(|(burst, rate, period_ms)| {
+        Quota::new(burst, rate, Duration::from_millis(period_ms)).unwrap()
+    })
+}
+
+/// Brute force: for every window [t_i, t_j] between two admitted requests, the
+/// admitted cost inside must be at most burst + floor((t_j - t_i) / interval).
+/// (Windows that start or end between admissions contain no more than these.)
+fn check_window_bound(quota: &Quota, admitted: &[(u64, u32)]) -> Result<(), String> {
+    let t = quota.emission_interval().as_nanos() as u64;
+    for i in 0..admitted.len() {
+        let mut sum = 0u64;
+        for j in i..admitted.len() {
+            sum += u64::from(admitted[j].1);
+            let w = admitted[j].0 - admitted[i].0;
+            let bound = u64::from(quota.burst()) + w / t;
+            if sum > bound {
+                return Err(format!("window {w} ns admitted {sum} > bound {bound}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    /// Any interleaving of K instances sharing one store (here: one limiter object
+    /// used by K callers with their own arrival streams) stays within the bound.
+    #[test]
+    fn admitted_cost_in_any_window_is_bounded(
+        quota in quota(),
+        ops in proptest::collection::vec((0u64..400_000_000, 0u32..8), 1..200),
+    ) {
+        let clock = clock();
+        let limiter = KeyedLimiter::with_clock(quota, clock.clone());
+        let mut admitted = Vec::new();
+        for (gap, cost) in ops {
+            clock.advance(Duration::from_nanos(gap));
+            let cost = cost.min(quota.burst()).max(1);
+            let d = limiter.check(&1u64, cost).unwrap();
+            prop_assert!(d.remaining <= quota.burst());
+            if d.allowed {
+                admitted.push((clock.now().as_unix_nanos(), cost));
+            }
+        }
+        check_window_bound(&quota, &admitted).map_err(TestCaseError::fail)?;
+    }
+
+    /// Arrivals that respect the schedule (each at least the previous cost's worth of
+    /// intervals after the previous one) are always admitted.
+    #[test]
+    fn a_sequence_that_respects_the_schedule_is_always_admitted(
+        quota in quota(),
+        ops in proptest::collection::vec((0u64..1_000_000, 1u32..8), 1..100),
+    ) {
+        let clock = clock();
+        let limiter = KeyedLimiter::with_clock(quota, clock.clone());
+        let t = quota.emission_interval();
+        let mut previous_cost = 0u32;
+        for (extra, cost) in ops {
+            let cost = cost.min(quota.burst());
+            clock.advance(t * previous_cost + Duration::from_nanos(extra));
+            let d = limiter.check(&7u64, cost).unwrap();
+            prop_assert!(d.allowed, "cost {cost} after a full schedule gap was denied: {d:?}");
+            previous_cost = cost;
+        }
+    }
+
+    /// A denied request retried exactly at retry_after is admitted; a nanosecond
+    /// earlier it is denied (and that earlier try changes nothing).
+    #[test]
+    fn retry_at_retry_after_is_admitted_and_not_before(
+        quota in quota(),
+        warmup in proptest::collection::vec((0u64..100_000_000, 1u32..8), 0..30),
+        cost in 1u32..8,
+    ) {
+        let clock = clock();
+        let limiter = KeyedLimiter::with_clock(quota, clock.clone());
+        for (gap, c) in warmup {
+            clock.advance(Duration::from_nanos(gap));
+            limiter.check(&1u64, c.min(quota.burst())).unwrap();
+        }
+        let cost = cost.min(quota.burst());
+        // Exhaust the key so the next request of this cost is denied.
+        let denied = loop {
+            let d = limiter.check(&1u64, cost).unwrap();
+            if !d.allowed { break d; }
+        };
+        prop_assert!(denied.retry_after > Duration::ZERO);
+        clock.advance(denied.retry_after - Duration::from_nanos(1));
+        prop_assert!(!limiter.check(&1u64, cost).unwrap().allowed);
+        clock.advance(Duration::from_nanos(1));
+        prop_assert!(limiter.check(&1u64, cost).unwrap().allowed);
+    }
+
+    /// Peek (cost 0) has no side effect: the next real check answers as if the peek
+    /// never happened.
+    #[test]
+    fn peek_has_no_side_effect(
+        quota in quota(),
+        ops in proptest::collection::vec((0u64..50_000_000, 0u32..8, any::<bool>()), 1..100),
+    ) {
+        let clock = clock();
+        let with_peeks = KeyedLimiter::with_clock(quota, clock.clone());
+        let without = KeyedLimiter::with_clock(quota, clock.clone());
+        for (gap, cost, peek_first) in ops {
+            clock.advance(Duration::from_nanos(gap));
+            let cost = cost.min(quota.burst());
+            if peek_first {
+                let p = with_peeks.check(&1u64, 0).unwrap();
+                prop_assert!(p.remaining <= quota.burst());
+            }
+            prop_assert_eq!(with_peeks.check(&1u64, cost).unwrap(), without.check(&1u64, cost).unwrap());
+        }
+        prop_assert_eq!(with_peeks.len(), without.len());
+    }
+}
+
+#[test]
+fn cost_above_burst_is_a_distinct_error() {
+    let limiter = KeyedLimiter::<u64>::new(Quota::per_second(3).unwrap());
+    match limiter.check(&1, 4) {
+        Err(Error::CostExceedsBurst { cost: 4, burst: 3 }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn quotas_can_be_overridden_per_key_and_changed_at_runtime() {
+    let clock = clock();
+    let limiter = KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    limiter.set_key_quota("vip", Quota::per_second(3).unwrap());
+    let admitted = |key: &'static str| {
+        (0..5)
+            .filter(|_| limiter.check(&key, 1).unwrap().allowed)
+            .count()
+    };
+    assert_eq!(admitted("vip"), 3);
+    assert_eq!(admitted("anon"), 1);
+    limiter.set_quota(Quota::per_second(2).unwrap().with_burst(4).unwrap());
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(admitted("anon"), 4);
+    limiter.clear_key_quota(&"vip");
+    assert_eq!(limiter.quota_for(&"vip").burst(), 4);
+}
+
+/// A spray of 1M distinct keys against a 10k-key table: the table never exceeds its
+/// bound, keys are evicted, and every decision for the live keys equals that of an
+/// unbounded limiter that saw the same requests.
+#[test]
+fn eviction_under_a_spray_of_a_million_keys_changes_no_decision() {
+    const MAX: usize = 10_000;
+    let clock = clock();
+    let spray_quota = Quota::new(1, 1, Duration::from_millis(1)).unwrap();
+    let live_quota = Quota::new(3, 1, Duration::from_secs(2)).unwrap();
+    let bounded = KeyedLimiter::with_clock(spray_quota, clock.clone())
+        .with_max_keys(MAX)
+        .unwrap();
+    let reference = KeyedLimiter::with_clock(spray_quota, clock.clone());
+    for live in 0..100u64 {
+        bounded.set_key_quota(live, live_quota);
+        reference.set_key_quota(live, live_quota);
+    }
+    let mut live_decisions = (0, 0);
+    for i in 0..1_000_000u64 {
+        clock.advance(Duration::from_micros(1));
+        let spray_key = 1_000 + i;
+        assert!(
+            bounded.check(&spray_key, 1).unwrap().allowed,
+            "fresh spray key {i} denied"
+        );
+        if i % 7 == 0 {
+            let live = (i / 7) % 100;
+            let (a, b) = (
+                bounded.check(&live, 1).unwrap(),
+                reference.check(&live, 1).unwrap(),
+            );
+            assert_eq!(a, b, "decision for live key {live} changed at step {i}");
+            if a.allowed {
+                live_decisions.0 += 1
+            } else {
+                live_decisions.1 += 1
+            }
+        }
+        if i % 1_000 == 0 {
+            assert!(bounded.len() <= MAX, "table at {} keys", bounded.len());
+        }
+    }
+    let stats = bounded.stats();
+    assert!(bounded.len() <= MAX);
+    assert_eq!(stats.overflow_denied, 0);
+    assert!(stats.evicted > 900_000, "{stats:?}");
+    assert!(
+        live_decisions.0 > 0 && live_decisions.1 > 0,
+        "{live_decisions:?}"
+    );
+}
+
+/// When every slot holds a live key, a new key is denied (fail closed), counted, and
+/// tracked keys are unaffected; once keys go stale, new keys get in again.
+#[test]
+fn a_table_full_of_live_keys_denies_new_keys_only() {
+    let clock = clock();
+    let quota = Quota::new(2, 1, Duration::from_secs(3600)).unwrap();
+    let limiter = KeyedLimiter::with_clock(quota, clock.clone())
+        .with_max_keys(100)
+        .unwrap();
+    for k in 0..100u64 {
+        assert!(limiter.check(&k, 1).unwrap().allowed);
+    }
+    let denied = limiter.check(&100, 1).unwrap();
+    assert!(!denied.allowed);
+    assert_eq!(denied.retry_after, quota.emission_interval());
+    assert_eq!(limiter.stats().overflow_denied, 1);
+    assert_eq!(limiter.len(), 100);
+    // Tracked keys still get their own answers: one unit left each.
+    assert!(limiter.check(&5, 1).unwrap().allowed);
+    assert!(!limiter.check(&5, 1).unwrap().allowed);
+    // A peek on an untracked key tracks nothing and is not an overflow.
+    assert!(limiter.check(&101, 0).unwrap().allowed);
+    assert_eq!(limiter.stats().overflow_denied, 1);
+    // An hour later (plus enough new-key attempts to pay for a sweep) they are stale.
+    clock.advance(Duration::from_secs(3 * 3600));
+    for k in 200..230u64 {
+        limiter.check(&k, 1).unwrap();
+    }
+    assert!(limiter.check(&100, 1).unwrap().allowed);
+    assert!(limiter.stats().evicted >= 99);
+}
+
+#[tokio::test]
+async fn blocks_deny_until_they_expire_and_can_be_lifted() {
+    let clock = clock();
+    let limiter: Arc<KeyedLimiter<IpAddr, ManualClock>> = Arc::new(KeyedLimiter::with_clock(
+        Quota::per_second(100).unwrap(),
+        clock.clone(),
+    ));
+    let ip: IpAddr = "192.0.2.77".parse().unwrap();
+    let other: IpAddr = "192.0.2.78".parse().unwrap();
+    let blocker: Arc<dyn IpBlocker> = limiter.clone();
+    blocker
+        .block_ip(ip, Duration::from_secs(60), "brute force")
+        .await
+        .unwrap();
+    let d: Decision = limiter.check(&ip, 1).unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+    assert!(limiter.check(&other, 1).unwrap().allowed);
+    // A shorter block does not shorten the existing one.
+    limiter.block(ip, Duration::from_secs(1));
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        limiter.check(&ip, 1).unwrap().retry_after,
+        Duration::from_secs(30)
+    );
+    clock.advance(Duration::from_secs(30));
+    assert!(limiter.check(&ip, 1).unwrap().allowed, "block expired");
+    limiter.block(ip, Duration::from_secs(60));
+    blocker.unblock_ip(ip).await.unwrap();
+    assert!(limiter.check(&ip, 1).unwrap().allowed, "block lifted");
+    assert_eq!(limiter.stats().blocked, 2);
+}
+
+#[test]
+fn two_threads_share_one_key_without_over_admitting() {
+    let clock = clock();
+    let limiter = Arc::new(KeyedLimiter::with_clock(
+        Quota::per_second(1_000).unwrap(),
+        clock,
+    ));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let l = limiter.clone();
+            std::thread::spawn(move || {
+                (0..5_000)
+                    .filter(|_| l.check(&1u64, 1).unwrap().allowed)
+                    .count()
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    // The clock does not move: exactly the burst is admitted, however the CAS races go.
+    assert_eq!(total, 1_000);
+}
