@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod clock;
 mod error;
 pub mod headers;
 mod memory;
@@ -8,6 +9,7 @@ mod quota;
 #[cfg(feature = "redis")]
 mod redis_limiter;
 
+pub use clock::MonotonicClock;
 pub use error::Error;
 pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MemoryStats, MemoryStatsSnapshot};
 pub use quota::{Decision, Quota};

@@ -109,6 +109,20 @@ impl Quota {
         Duration::from_nanos(self.tau)
     }
 
+    /// The raw parts (burst, interval ns, tau ns), for lock-free storage.
+    pub(crate) fn to_parts(self) -> (u32, u64, u64) {
+        (self.burst, self.interval, self.tau)
+    }
+
+    /// Rebuilds a quota from [`Quota::to_parts`].
+    pub(crate) fn from_parts(burst: u32, interval: u64, tau: u64) -> Quota {
+        Quota {
+            burst,
+            interval,
+            tau,
+        }
+    }
+
     /// The emission interval in whole microseconds (for the Redis script).
     pub(crate) fn interval_micros(&self) -> u64 {
         self.interval / MICRO
@@ -147,6 +161,7 @@ impl Quota {
     ///
     /// Cost 0 is a peek: it answers for a cost-1 request and never changes state.
     /// The caller has checked `cost <= burst`.
+    #[inline]
     pub(crate) fn decide(&self, tat: u64, now: u64, cost: u32) -> (Decision, Option<u64>) {
         let base = tat.max(now);
         let limit = now.saturating_add(self.tau);

@@ -43,9 +43,14 @@ fn command_calls(server: &RedisServer) -> HashMap<String, u64> {
         .collect()
 }
 
+/// Tests that are not about outages use a long timeout, so a loaded CI machine can
+/// never turn a slow answer into a failure-policy decision.
+const PATIENT: Duration = Duration::from_secs(5);
+
 async fn limiter(url: &str, policies: Vec<Policy>) -> RedisLimiter {
     RedisLimiter::builder(policies)
         .unwrap()
+        .timeout(PATIENT)
         .connect(url)
         .await
         .unwrap()
@@ -125,6 +130,7 @@ async fn several_policies_are_checked_atomically_all_or_nothing() {
         policy("min", 5, 5, Duration::from_secs(60)),
     ])
     .unwrap()
+    .timeout(PATIENT)
     .clock(Arc::new(clock.clone()))
     .deny_cache_keys(0)
     .connect(&server.url())
@@ -240,6 +246,7 @@ fn memory_and_redis_backends_decide_identically() {
         let redis = rt.block_on(
             RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()]).unwrap()
                 .prefix(&format!("eq{case}"))
+                .timeout(PATIENT)
                 .deny_cache_keys(0)
                 .clock(Arc::new(clock.clone()))
                 .connect(&server.url()),
@@ -251,6 +258,7 @@ fn memory_and_redis_backends_decide_identically() {
             let r = rt.block_on(redis.check_inner("k", cost, Some(clock.now().as_unix_micros()))).unwrap();
             prop_assert_eq!(m, r);
         }
+        prop_assert_eq!(redis.stats().redis_errors, 0);
     });
 }
 
@@ -272,7 +280,7 @@ fn k_instances_on_one_store_stay_within_the_bound() {
         let clock = manual_clock();
         let instances: Vec<RedisLimiter> = (0..3).map(|_| rt.block_on(
             RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()]).unwrap()
-                .prefix(&format!("k{case}")).clock(Arc::new(clock.clone())).connect(&server.url()),
+                .prefix(&format!("k{case}")).timeout(PATIENT).clock(Arc::new(clock.clone())).connect(&server.url()),
         ).unwrap()).collect();
         let mut admitted: Vec<(u64, u32)> = Vec::new();
         for (who, gap_us, cost) in ops {
@@ -313,7 +321,7 @@ fn local_deny_cache_only_denies_what_redis_would_deny() {
         let clock = manual_clock();
         let build = |prefix: String, cache: usize| rt.block_on(
             RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()]).unwrap()
-                .prefix(&prefix).deny_cache_keys(cache).clock(Arc::new(clock.clone()))
+                .prefix(&prefix).timeout(PATIENT).deny_cache_keys(cache).clock(Arc::new(clock.clone()))
                 .connect(&server.url()),
         ).unwrap();
         let cached = build(format!("c{case}"), 1_000);
@@ -329,6 +337,7 @@ fn local_deny_cache_only_denies_what_redis_would_deny() {
                 prop_assert!(c.retry_after <= p.retry_after, "local retry_after {:?} > redis {:?}", c.retry_after, p.retry_after);
             }
         }
+        prop_assert_eq!(cached.stats().redis_errors + plain.stats().redis_errors, 0);
         saved.fetch_add(cached.stats().local_denied, Ordering::Relaxed);
         prop_assert_eq!(cached.stats().redis_calls + cached.stats().local_denied, plain.stats().redis_calls);
     });
@@ -365,6 +374,7 @@ async fn works_unchanged_on_a_three_node_cluster() {
     ])
     .unwrap()
     .deny_cache_keys(0)
+    .timeout(PATIENT)
     .connect_cluster(&cluster.urls())
     .await
     .unwrap();
@@ -452,7 +462,7 @@ async fn a_block_is_seen_by_every_instance_in_its_single_round_trip() {
 
 /// Upper bound on how long one check may take during an outage. Generous on purpose:
 /// this is a liveness check (no hang until a TCP timeout), not a performance claim.
-const OUTAGE_BOUND: Duration = Duration::from_secs(1);
+const OUTAGE_BOUND: Duration = Duration::from_secs(2);
 
 struct OutageRun {
     during: Vec<Decision>,
@@ -467,8 +477,8 @@ async fn outage(failure: FailurePolicy, quota: Quota) -> OutageRun {
     let mut server = RedisServer::start();
     let limiter = RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()])
         .unwrap()
-        .timeout(Duration::from_millis(50))
-        .circuit_breaker(1, Duration::from_millis(200))
+        .timeout(Duration::from_millis(250))
+        .circuit_breaker(1, Duration::from_millis(300))
         .failure_policy(failure)
         .connect(&server.url())
         .await

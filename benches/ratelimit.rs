@@ -1,0 +1,151 @@
+//! palisade-ratelimit's in-memory limiter vs governor (the anchor), same quota, same run.
+//!
+//! cargo bench -p palisade-benches --bench ratelimit
+//! Each group has a `governor` and a `palisade` line; docs/ratelimit.md reports ratios.
+//! "2 threads" lines: wall time for each of two threads to do one check.
+
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
+use palisade_ratelimit::{KeyedLimiter, Quota};
+use std::hint::black_box;
+
+const RATE: u32 = 1_000_000;
+const KEYS: u64 = 100_000;
+
+fn ours<K: Hash + Eq + Clone>() -> KeyedLimiter<K> {
+    KeyedLimiter::new(Quota::per_second(RATE).unwrap())
+}
+
+fn theirs<K: Hash + Eq + Clone>() -> DefaultKeyedRateLimiter<K> {
+    let n = NonZeroU32::new(RATE).unwrap();
+    RateLimiter::keyed(GQuota::per_second(n).allow_burst(n))
+}
+
+fn u64_keys() -> Vec<u64> {
+    // Spread keys over the hash space the way real ids are not: no sequential luck.
+    (0..KEYS)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect()
+}
+
+fn string_keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("u{i:x}")).collect()
+}
+
+/// Runs `per_thread` on `threads` threads, each `iters` times; returns the wall time.
+fn threaded(threads: usize, iters: u64, per_thread: impl Fn(usize, u64) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let f = &per_thread;
+            s.spawn(move || f(t, iters));
+        }
+    });
+    start.elapsed()
+}
+
+fn hot_key(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ratelimit/hot_u64_key");
+    for threads in [1usize, 2] {
+        let l = ours::<u64>();
+        g.bench_function(BenchmarkId::new("palisade", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                threaded(threads, iters, |_, n| {
+                    for _ in 0..n {
+                        black_box(l.check(&42, 1).unwrap().allowed);
+                    }
+                })
+            })
+        });
+        let gl = theirs::<u64>();
+        g.bench_function(BenchmarkId::new("governor", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                threaded(threads, iters, |_, n| {
+                    for _ in 0..n {
+                        black_box(gl.check_key(&42).is_ok());
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn many_keys<K: Hash + Eq + Clone + Send + Sync>(c: &mut Criterion, name: &str, keys: Vec<K>) {
+    let mut g = c.benchmark_group(format!("ratelimit/{name}"));
+    for threads in [1usize, 2] {
+        let l = ours::<K>();
+        let gl = theirs::<K>();
+        for k in &keys {
+            l.check(k, 1).unwrap();
+            let _ = gl.check_key(k);
+        }
+        let keys = &keys;
+        g.bench_function(BenchmarkId::new("palisade", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                threaded(threads, iters, |t, n| {
+                    let mut i = t * 7_919;
+                    for _ in 0..n {
+                        i = (i + 1) % keys.len();
+                        black_box(l.check(&keys[i], 1).unwrap().allowed);
+                    }
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("governor", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                threaded(threads, iters, |t, n| {
+                    let mut i = t * 7_919;
+                    for _ in 0..n {
+                        i = (i + 1) % keys.len();
+                        black_box(gl.check_key(&keys[i]).is_ok());
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn first_touch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ratelimit/first_touch_insert");
+    g.bench_function("palisade", |b| {
+        b.iter_custom(|iters| {
+            let l = ours::<u64>();
+            let start = Instant::now();
+            for k in 0..iters {
+                black_box(l.check(&k, 1).unwrap().allowed);
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function("governor", |b| {
+        b.iter_custom(|iters| {
+            let gl = theirs::<u64>();
+            let start = Instant::now();
+            for k in 0..iters {
+                black_box(gl.check_key(&k).is_ok());
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    hot_key(c);
+    many_keys(c, "100k_u64_keys", u64_keys());
+    many_keys(c, "100k_string_keys", string_keys());
+    first_touch(c);
+}
+
+criterion_group! {
+    name = group;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(group);
