@@ -3,6 +3,7 @@
 //! cargo bench -p palisade-benches --bench ratelimit
 //! Each group has a `governor` and a `palisade` line; docs/ratelimit.md reports ratios.
 //! "2 threads" lines: wall time for each of two threads to do one check.
+#![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::hash::Hash;
 use std::num::NonZeroU32;

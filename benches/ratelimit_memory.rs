@@ -2,6 +2,7 @@
 //! with a counting global allocator (the `cap` crate). Prints a table.
 //!
 //! cargo bench -p palisade-benches --bench ratelimit_memory
+#![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::alloc::System;
 use std::num::NonZeroU32;

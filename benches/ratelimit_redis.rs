@@ -6,6 +6,7 @@
 //! cargo bench -p palisade-benches --bench ratelimit_redis
 //! (starts its own redis-server through palisade-testkit; RATELIMIT_BENCH_SECS sets
 //! the seconds per measurement, default 2)
+#![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::collections::HashMap;
 use std::future::Future;

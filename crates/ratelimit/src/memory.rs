@@ -69,7 +69,7 @@ impl QuotaCell {
             let interval = self.interval.load(Ordering::Acquire);
             let tau = self.tau.load(Ordering::Acquire);
             // An odd sequence is a write in progress; a changed one, a torn read.
-            if before % 2 == 0 && self.seq.load(Ordering::Acquire) == before {
+            if before.is_multiple_of(2) && self.seq.load(Ordering::Acquire) == before {
                 return Quota::from_parts(burst as u32, interval, tau);
             }
             std::hint::spin_loop();
