@@ -498,6 +498,7 @@ impl RedisLimiter {
             && let Some(d) = self.local_deny(&keys[0], cost, now)
         {
             bump(&self.stats.local_denied);
+            tracing::debug!(retry_after = ?d.retry_after, "rate limit denied from the local deny cache");
             return Ok(d);
         }
         if !self.breaker.try_acquire(now) {
@@ -533,6 +534,7 @@ impl RedisLimiter {
             bump(&self.stats.allowed);
         } else {
             bump(&self.stats.denied);
+            tracing::debug!(policy = reply[1], retry_after = ?decision.retry_after, "rate limit denied by redis");
             // Index 0 is a block: never cached, since an unblock may lift it early.
             if cost > 0 && reply[1] > 0 {
                 self.remember_deny(&keys[0], &decision, cost, reply[1], now);
