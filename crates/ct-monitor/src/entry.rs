@@ -155,7 +155,9 @@ impl<'a> ExtraData<'a> {
     pub fn parse(leaf: &TimestampedEntry<'_>, bytes: &'a [u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes, "extra_data");
         let out = match leaf.entry {
-            SignedEntry::X509 { .. } => Self::X509Chain(read_cert_list(&mut r, "certificate_chain")?),
+            SignedEntry::X509 { .. } => {
+                Self::X509Chain(read_cert_list(&mut r, "certificate_chain")?)
+            }
             SignedEntry::Precert { .. } => Self::Precert {
                 pre_certificate: r.vec(3, 1)?,
                 chain: read_cert_list(&mut r, "precertificate_chain")?,
@@ -229,7 +231,11 @@ pub fn parse_data_tile(bytes: &[u8]) -> Result<Vec<TileLeaf<'_>>, Error> {
 /// Parses a level-0..n Merkle tile: consecutive 32-byte hashes, at most [`TILE_WIDTH`].
 pub fn parse_hash_tile(bytes: &[u8]) -> Result<Vec<Hash>, Error> {
     if !bytes.len().is_multiple_of(32) || bytes.len() > 32 * TILE_WIDTH {
-        return Err(Error::malformed("hash tile", bytes.len(), "length is not a multiple of 32 up to 8192"));
+        return Err(Error::malformed(
+            "hash tile",
+            bytes.len(),
+            "length is not a multiple of 32 up to 8192",
+        ));
     }
     Ok(bytes
         .chunks_exact(32)
@@ -254,7 +260,11 @@ pub fn decode_tile(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
         .read_to_end(&mut out)
         .map_err(|e| Error::malformed("gzip tile", 0, e.to_string()))?;
     if out.len() > MAX_TILE_LEN {
-        return Err(Error::malformed("gzip tile", 0, format!("inflates past {MAX_TILE_LEN} bytes")));
+        return Err(Error::malformed(
+            "gzip tile",
+            0,
+            format!("inflates past {MAX_TILE_LEN} bytes"),
+        ));
     }
     Ok(Cow::Owned(out))
 }
