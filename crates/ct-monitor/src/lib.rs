@@ -1,15 +1,28 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod check;
 pub mod checkpoint;
+mod der;
 pub mod entry;
 mod error;
+pub mod identifiers;
 pub mod merkle;
 pub mod sth;
 mod tls;
+pub mod watch;
 
+pub use check::{CertificateInfo, Verdict, certificate_info, check_entry};
 pub use checkpoint::{Checkpoint, SignedNote, verify_checkpoint};
 pub use entry::{ExtraData, MerkleTreeLeaf, SignedEntry, TileLeaf, TimestampedEntry};
 pub use error::{Error, ProofFailure};
+pub use identifiers::Identifiers;
 pub use merkle::{CompactRange, Hash};
 pub use sth::{DigitallySigned, KeyAlgorithm, LogKey, SignedTreeHead};
+pub use watch::{Authorizer, SharedWatchlist, WatchItem, WatchMatch, Watchlist};
+
+/// Hash of a `TBSCertificate` without the poison and SCT-list extensions (the
+/// [`CertificateInfo::tbs_hash`] of its log entries).
+pub fn tbs_hash(tbs_der: &[u8]) -> Result<Hash, Error> {
+    Ok(merkle::sha256(&der::strip_ct_extensions(tbs_der)?))
+}
