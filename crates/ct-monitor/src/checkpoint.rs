@@ -217,10 +217,7 @@ pub fn verify_checkpoint(note: &[u8], origin: &str, key: &LogKey) -> Result<Sign
     if ours.next().is_some() {
         return Err(bad("two signature lines from the log key".into()));
     }
-    let mut r = Reader::new(&sig.signature, "RFC6962NoteSignature");
-    let timestamp = r.u64()?;
-    let signature = DigitallySigned::read(&mut r)?;
-    r.finish()?;
+    let (timestamp, signature) = parse_rfc6962_note_signature(&sig.signature)?;
     let sth = SignedTreeHead {
         tree_size: cp.tree_size,
         timestamp,
@@ -231,10 +228,11 @@ pub fn verify_checkpoint(note: &[u8], origin: &str, key: &LogKey) -> Result<Sign
     Ok(sth)
 }
 
-/// Fuzz entry point: parses a note and checkpoint and tries to verify it against
-/// a fixed key; never panics.
-pub fn fuzz_checkpoint(data: &[u8]) {
-    if let Ok(note) = SignedNote::parse(data) {
-        let _ = Checkpoint::parse(&note.text);
-    }
+/// Parses an `RFC6962NoteSignature` body: a u64 timestamp and a `DigitallySigned`.
+pub fn parse_rfc6962_note_signature(body: &[u8]) -> Result<(u64, DigitallySigned), Error> {
+    let mut r = Reader::new(body, "RFC6962NoteSignature");
+    let timestamp = r.u64()?;
+    let signature = DigitallySigned::read(&mut r)?;
+    r.finish()?;
+    Ok((timestamp, signature))
 }

@@ -101,6 +101,9 @@ pub enum Error {
         /// Expected 4-byte key id.
         key_id: [u8; 4],
     },
+    /// A shared-vocabulary event could not be built.
+    #[error("security event: {0}")]
+    Event(#[from] palisade_core_traits::Error),
     /// A watch item could not be parsed.
     #[error("invalid watch item {item:?}: {reason}")]
     BadWatchItem {

@@ -6,10 +6,12 @@ pub mod checkpoint;
 mod der;
 pub mod entry;
 mod error;
+pub mod fuzz;
 pub mod identifiers;
 pub mod merkle;
 pub mod sth;
 mod tls;
+pub mod verify;
 pub mod watch;
 
 pub use check::{CertificateInfo, Verdict, certificate_info, check_entry};
@@ -26,3 +28,6 @@ pub use watch::{Authorizer, SharedWatchlist, WatchItem, WatchMatch, Watchlist};
 pub fn tbs_hash(tbs_der: &[u8]) -> Result<Hash, Error> {
     Ok(merkle::sha256(&der::strip_ct_extensions(tbs_der)?))
 }
+pub use verify::{
+    AppendError, LogMisbehaved, LogVerifier, Misbehaviour, TreeHeadUpdate, verdict_security_event,
+};
