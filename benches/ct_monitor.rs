@@ -15,7 +15,7 @@ use palisade_ct_monitor::entry::parse_data_tile;
 use palisade_ct_monitor::merkle::{self, Hash, verify_consistency, verify_inclusion};
 use palisade_ct_monitor::{
     Authorizer, CompactRange, LogKey, SignedEntry, SignedTreeHead, Verdict, WatchItem, Watchlist,
-    certificate_info, check_entry,
+    certificate_info, check_entry, check_tile_leaf,
 };
 use x509_parser::prelude::{FromDer, TbsCertificate};
 
@@ -73,6 +73,19 @@ fn entries(c: &mut Criterion) {
             for t in &tiles {
                 for leaf in parse_data_tile(t).unwrap() {
                     if check_entry(&leaf.entry, &list, &auth).is_alert() {
+                        alerts += 1;
+                    }
+                }
+            }
+            black_box(alerts)
+        })
+    });
+    g.bench_function("palisade_tile_leaf_with_precert_check_indexed", |b| {
+        b.iter(|| {
+            let mut alerts = 0;
+            for t in &tiles {
+                for leaf in parse_data_tile(t).unwrap() {
+                    if check_tile_leaf(&leaf, &list, &auth).is_alert() {
                         alerts += 1;
                     }
                 }

@@ -4,7 +4,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::{FromDer, TbsCertificate};
 
 use crate::der::strip_ct_extensions;
-use crate::entry::{SignedEntry, TimestampedEntry};
+use crate::entry::{SignedEntry, TileLeaf, TimestampedEntry};
 use crate::error::Error;
 use crate::identifiers::{Identifiers, from_parsed_tbs};
 use crate::merkle::{Hash, sha256};
@@ -103,6 +103,50 @@ pub fn certificate_info(entry: &TimestampedEntry<'_>) -> Result<CertificateInfo,
             info_of(&tbs, tbs_certificate, true)
         }
     }
+}
+
+/// Checks that a logged precertificate TBS is the submitted precertificate minus
+/// its poison extension (RFC 6962 §3.2), allowing only the issuer and authority key
+/// identifier to differ (precertificate-signing CAs). A mismatch is an error: the
+/// entry is not what it claims, and the monitor treats it as malformed.
+pub fn check_precertificate(logged_tbs: &[u8], pre_certificate: &[u8]) -> Result<(), Error> {
+    let (rest, cert) = X509Certificate::from_der(pre_certificate)
+        .map_err(|e| Error::malformed("precertificate", 0, e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(Error::malformed(
+            "precertificate",
+            pre_certificate.len() - rest.len(),
+            "trailing bytes",
+        ));
+    }
+    match crate::der::precert_mismatch(logged_tbs, cert.tbs_certificate.as_ref())? {
+        None => Ok(()),
+        Some(reason) => Err(Error::PrecertMismatch { reason }),
+    }
+}
+
+/// [`check_entry`] for a static-ct `TileLeaf`, which also carries the full
+/// precertificate: a precertificate that does not match its logged TBS is
+/// [`Verdict::Malformed`].
+pub fn check_tile_leaf(
+    leaf: &TileLeaf<'_>,
+    watchlist: &Watchlist,
+    authorizer: &Authorizer,
+) -> Verdict {
+    if let (
+        SignedEntry::Precert {
+            tbs_certificate, ..
+        },
+        Some(pre),
+    ) = (leaf.entry.entry, leaf.pre_certificate)
+        && let Err(e) = check_precertificate(tbs_certificate, pre)
+    {
+        return Verdict::Malformed {
+            reason: e.to_string(),
+            matches: watchlist.match_all(),
+        };
+    }
+    check_entry(&leaf.entry, watchlist, authorizer)
 }
 
 /// Checks one entry: parse, match, authorize. Never fails: a parse error is a

@@ -115,3 +115,78 @@ pub(crate) fn strip_ct_extensions(tbs: &[u8]) -> Result<std::borrow::Cow<'_, [u8
     }
     Ok(std::borrow::Cow::Borrowed(tbs))
 }
+
+/// DER of the authorityKeyIdentifier OID 2.5.29.35.
+const AKI_OID: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x23];
+
+/// The top-level elements of a SEQUENCE, as whole TLV slices.
+fn children(seq: &[u8]) -> Result<Vec<&[u8]>, Error> {
+    let (tag, hdr, total) = tlv(seq, 0)?;
+    if tag != 0x30 || total != seq.len() {
+        return Err(bad(0, "not exactly one SEQUENCE"));
+    }
+    let mut out = Vec::new();
+    let mut pos = hdr;
+    while pos < seq.len() {
+        let (_, _, n) = tlv(&seq[pos..], pos)?;
+        out.push(&seq[pos..pos + n]);
+        pos += n;
+    }
+    Ok(out)
+}
+
+/// The extensions of a `[3]` element other than the authorityKeyIdentifier.
+fn extensions_without_aki(a3: &[u8]) -> Result<Vec<&[u8]>, Error> {
+    let (_, hdr, _) = tlv(a3, 0)?;
+    let list = children(&a3[hdr..])?;
+    let mut out = Vec::with_capacity(list.len());
+    for ext in list {
+        let (_, xhdr, _) = tlv(ext, 0)?;
+        if !ext[xhdr..].starts_with(AKI_OID) {
+            out.push(ext);
+        }
+    }
+    Ok(out)
+}
+
+/// Why a precertificate does not match the TBS a log recorded for it.
+pub(crate) fn precert_mismatch(
+    logged_tbs: &[u8],
+    precert_tbs: &[u8],
+) -> Result<Option<&'static str>, Error> {
+    let pre = strip_ct_extensions(precert_tbs)?;
+    if pre.len() == precert_tbs.len() {
+        return Ok(Some("the precertificate has no poison extension"));
+    }
+    if *pre == *logged_tbs {
+        return Ok(None);
+    }
+    // A precertificate signed by a precertificate-signing CA names that CA as issuer
+    // (and its key in the AKI); the log rewrites both to the final issuer's.
+    let (a, b) = (children(&pre)?, children(logged_tbs)?);
+    if a.len() != b.len() {
+        return Ok(Some("different number of TBSCertificate fields"));
+    }
+    let issuer = if a.first().is_some_and(|f| f.first() == Some(&0xa0)) {
+        3
+    } else {
+        2
+    };
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        if i == issuer || x == y {
+            continue;
+        }
+        if x.first() == Some(&0xa3) && y.first() == Some(&0xa3) {
+            if extensions_without_aki(x)? != extensions_without_aki(y)? {
+                return Ok(Some(
+                    "extensions differ beyond the authority key identifier",
+                ));
+            }
+            continue;
+        }
+        return Ok(Some(
+            "a TBSCertificate field other than issuer and extensions differs",
+        ));
+    }
+    Ok(None)
+}

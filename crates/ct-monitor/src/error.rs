@@ -101,6 +101,12 @@ pub enum Error {
         /// Expected 4-byte key id.
         key_id: [u8; 4],
     },
+    /// A precertificate does not match the TBS the log recorded for it.
+    #[error("precertificate does not match the logged TBSCertificate: {reason}")]
+    PrecertMismatch {
+        /// Which part differs.
+        reason: &'static str,
+    },
     /// A shared-vocabulary event could not be built.
     #[error("security event: {0}")]
     Event(#[from] palisade_core_traits::Error),

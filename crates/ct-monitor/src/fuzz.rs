@@ -43,6 +43,7 @@ pub fn identifiers(data: &[u8]) {
     let _ = identifiers::from_certificate_der(data);
     let _ = identifiers::from_tbs_der(data);
     let _ = crate::tbs_hash(data);
+    let _ = check::check_precertificate(data, data);
     let list = Watchlist::new([
         WatchItem::DomainAndSubdomains("example.com".into()),
         WatchItem::Domain("www.example.org".into()),

@@ -14,7 +14,9 @@ mod tls;
 pub mod verify;
 pub mod watch;
 
-pub use check::{CertificateInfo, Verdict, certificate_info, check_entry};
+pub use check::{
+    CertificateInfo, Verdict, certificate_info, check_entry, check_precertificate, check_tile_leaf,
+};
 pub use checkpoint::{Checkpoint, SignedNote, verify_checkpoint};
 pub use entry::{ExtraData, MerkleTreeLeaf, SignedEntry, TileLeaf, TimestampedEntry};
 pub use error::{Error, ProofFailure};
@@ -22,6 +24,12 @@ pub use identifiers::Identifiers;
 pub use merkle::{CompactRange, Hash};
 pub use sth::{DigitallySigned, KeyAlgorithm, LogKey, SignedTreeHead};
 pub use watch::{Authorizer, SharedWatchlist, WatchItem, WatchMatch, Watchlist};
+
+/// A `TBSCertificate` without the poison and SCT-list extensions: what a log records
+/// for a precertificate, and what a final certificate's TBS reduces to.
+pub fn tbs_without_ct_extensions(tbs_der: &[u8]) -> Result<Vec<u8>, Error> {
+    Ok(der::strip_ct_extensions(tbs_der)?.into_owned())
+}
 
 /// Hash of a `TBSCertificate` without the poison and SCT-list extensions (the
 /// [`CertificateInfo::tbs_hash`] of its log entries).

@@ -399,6 +399,7 @@ proptest! {
         let _ = from_certificate_der(&bytes);
         let _ = from_tbs_der(&bytes);
         let _ = tbs_hash(&bytes);
+        let _ = palisade_ct_monitor::check_precertificate(&bytes, &bytes);
     }
 
     #[test]
@@ -409,6 +410,75 @@ proptest! {
         // Parsable or malformed, but never silent when malformed.
         if let Verdict::Malformed { matches, .. } = v {
             prop_assert_eq!(matches.len(), 1);
+        }
+    }
+}
+
+#[test]
+fn precertificates_match_their_logged_tbs() {
+    use palisade_ct_monitor::{check_precertificate, check_tile_leaf, tbs_without_ct_extensions};
+    // Navigli: every full precertificate matches its logged TBS.
+    let data = common::read("static-ct/navigli2025h2/tile/data/000");
+    let leaves = parse_data_tile(&data).unwrap();
+    let w = list(&["nothing.invalid"]);
+    for leaf in &leaves {
+        let SignedEntry::Precert {
+            tbs_certificate, ..
+        } = leaf.entry.entry
+        else {
+            panic!()
+        };
+        check_precertificate(tbs_certificate, leaf.pre_certificate.unwrap()).unwrap();
+        assert_eq!(
+            check_tile_leaf(leaf, &w, &Authorizer::new()),
+            check_entry(&leaf.entry, &w, &Authorizer::new())
+        );
+    }
+    // Another entry's precertificate does not match, and the tile leaf turns malformed.
+    let SignedEntry::Precert {
+        tbs_certificate, ..
+    } = leaves[0].entry.entry
+    else {
+        panic!()
+    };
+    let e = check_precertificate(tbs_certificate, leaves[1].pre_certificate.unwrap()).unwrap_err();
+    assert!(matches!(e, Error::PrecertMismatch { .. }), "{e}");
+    let mut swapped = leaves[0].clone();
+    swapped.pre_certificate = leaves[1].pre_certificate;
+    assert!(matches!(
+        check_tile_leaf(&swapped, &w, &Authorizer::new()),
+        Verdict::Malformed { .. }
+    ));
+    // A final certificate (no poison) is not a precertificate.
+    let e = check_precertificate(tbs_certificate, &cert("testlog/test-cert.pem")).unwrap_err();
+    assert!(matches!(e, Error::PrecertMismatch { .. }));
+
+    // Test log: the logged TBS is the final certificate's minus its SCT list (its
+    // hash is the facts' value); direct and pre-CA precertificates both match it.
+    let facts = common::json("testlog/facts.json");
+    let mut logged_all = Vec::new();
+    for (proof, f) in facts["expected"].as_object().unwrap() {
+        let Some(final_cert) = f["final_cert"].as_str() else {
+            continue;
+        };
+        let final_der = cert(&format!("testlog/{final_cert}"));
+        let (_, c) = x509_parser::parse_x509_certificate(&final_der).unwrap();
+        let logged = tbs_without_ct_extensions(c.tbs_certificate.as_ref()).unwrap();
+        assert_eq!(
+            merkle::sha256(&logged),
+            hex32(f["tbs_sha256_hex"].as_str().unwrap()),
+            "{proof}"
+        );
+        let pre = cert(&format!("testlog/{}", f["precert"].as_str().unwrap()));
+        check_precertificate(&logged, &pre).unwrap_or_else(|e| panic!("{proof}: {e}"));
+        logged_all.push((logged, pre));
+    }
+    assert_eq!(logged_all.len(), 4);
+    for (i, (logged, _)) in logged_all.iter().enumerate() {
+        for (j, (_, pre)) in logged_all.iter().enumerate() {
+            if i != j {
+                assert!(check_precertificate(logged, pre).is_err(), "{i} vs {j}");
+            }
         }
     }
 }
