@@ -110,6 +110,9 @@ pub enum Error {
     /// A shared-vocabulary event could not be built.
     #[error("security event: {0}")]
     Event(#[from] palisade_core_traits::Error),
+    /// A log list is not a v3 log list document.
+    #[error("invalid log list: {0}")]
+    BadLogList(String),
     /// A watch item could not be parsed.
     #[error("invalid watch item {item:?}: {reason}")]
     BadWatchItem {
