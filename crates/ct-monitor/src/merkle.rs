@@ -48,7 +48,8 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// Number of hashes in an inclusion proof for `index` in a tree of `size`.
 fn inclusion_len(index: u64, size: u64) -> usize {
     let inner = 64 - (index ^ (size - 1)).leading_zeros();
-    let border = (index >> inner).count_ones();
+    // inner is 64 when the trees differ in the top bit; a plain shift would overflow.
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
     (inner + border) as usize
 }
 
@@ -219,8 +220,12 @@ impl CompactRange {
     }
 
     /// Rebuilds a range from stored parts; `hashes` must hold one hash per set
-    /// bit of `size`, largest subtree first.
+    /// bit of `size`, largest subtree first. Sizes above 2^62 are refused so that
+    /// appending can never overflow.
     pub fn from_parts(size: u64, hashes: Vec<Hash>) -> Result<Self, Error> {
+        if size > 1 << 62 {
+            return Err(Error::malformed("CompactRange", 0, format!("size {size} is beyond 2^62")));
+        }
         if hashes.len() != size.count_ones() as usize {
             return Err(Error::malformed(
                 "CompactRange",

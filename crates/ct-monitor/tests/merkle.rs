@@ -189,6 +189,7 @@ fn compact_range_from_parts_checks_shape() {
     let back = CompactRange::from_parts(r.size(), r.hashes().to_vec()).unwrap();
     assert_eq!(back, r);
     assert!(CompactRange::from_parts(5, vec![[0; 32]]).is_err());
+    assert!(CompactRange::from_parts(u64::MAX, vec![[0; 32]; 64]).is_err());
 }
 
 #[test]
@@ -211,6 +212,38 @@ fn wrong_length_and_index_are_typed() {
             size: 7
         }))
     ));
+}
+
+#[test]
+fn huge_sizes_do_not_overflow() {
+    let h = merkle::leaf_hash(b"x");
+    for (index, size) in [
+        (u64::MAX - 1, u64::MAX),
+        (0, u64::MAX),
+        (1 << 63, u64::MAX),
+        (u64::MAX - 1, u64::MAX - 1),
+    ] {
+        let _ = verify_inclusion(index, size, &h, &[h; 64], &h);
+        let _ = verify_inclusion(index, size, &h, &[], &h);
+    }
+    for (s1, s2) in [(1, u64::MAX), (u64::MAX - 1, u64::MAX), (1 << 63, u64::MAX)] {
+        let _ = verify_consistency(s1, s2, &h, &h, &[h; 64]);
+        let _ = verify_consistency(s1, s2, &h, &h, &[h; 3]);
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_sizes_and_proofs_never_panic(
+        index in any::<u64>(),
+        size in any::<u64>(),
+        n in 0usize..70,
+    ) {
+        let h = merkle::leaf_hash(b"x");
+        let proof = vec![h; n];
+        let _ = verify_inclusion(index, size, &h, &proof, &h);
+        let _ = verify_consistency(index, size, &h, &h, &proof);
+    }
 }
 
 fn leaves_strategy() -> impl Strategy<Value = Vec<Hash>> {
