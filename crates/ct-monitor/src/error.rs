@@ -113,6 +113,14 @@ pub enum Error {
     /// A log list is not a v3 log list document.
     #[error("invalid log list: {0}")]
     BadLogList(String),
+    /// Stored progress could not be written or read back.
+    #[error("state {}: {reason}", path.as_ref().map_or_else(|| "(in memory)".to_string(), |p| p.display().to_string()))]
+    BadState {
+        /// The file, for the file store.
+        path: Option<std::path::PathBuf>,
+        /// What went wrong.
+        reason: String,
+    },
     /// A watch item could not be parsed.
     #[error("invalid watch item {item:?}: {reason}")]
     BadWatchItem {

@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod identifiers;
 pub mod loglist;
 pub mod merkle;
+pub mod state;
 pub mod sth;
 mod tls;
 pub mod verify;
@@ -24,6 +25,7 @@ pub use error::{Error, ProofFailure};
 pub use identifiers::Identifiers;
 pub use loglist::{LogInfo, LogList, LogProtocol, LogState};
 pub use merkle::{CompactRange, Hash};
+pub use state::{FileStateStore, LogProgress, MemoryStateStore, StateStore};
 pub use sth::{DigitallySigned, KeyAlgorithm, LogKey, SignedTreeHead};
 pub use watch::{Authorizer, SharedWatchlist, WatchItem, WatchMatch, Watchlist};
 

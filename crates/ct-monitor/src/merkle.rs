@@ -224,7 +224,11 @@ impl CompactRange {
     /// appending can never overflow.
     pub fn from_parts(size: u64, hashes: Vec<Hash>) -> Result<Self, Error> {
         if size > 1 << 62 {
-            return Err(Error::malformed("CompactRange", 0, format!("size {size} is beyond 2^62")));
+            return Err(Error::malformed(
+                "CompactRange",
+                0,
+                format!("size {size} is beyond 2^62"),
+            ));
         }
         if hashes.len() != size.count_ones() as usize {
             return Err(Error::malformed(

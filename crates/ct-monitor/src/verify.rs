@@ -275,6 +275,16 @@ impl LogVerifier {
         })
     }
 
+    /// What a [`crate::StateStore`] should save, once a head is trusted.
+    pub fn progress(&self) -> Option<crate::state::LogProgress> {
+        self.trusted
+            .clone()
+            .map(|trusted| crate::state::LogProgress {
+                trusted,
+                range: self.range.clone(),
+            })
+    }
+
     /// The last trusted tree head.
     pub fn trusted(&self) -> Option<&SignedTreeHead> {
         self.trusted.as_ref()

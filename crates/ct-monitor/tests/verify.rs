@@ -5,54 +5,14 @@
 
 mod common;
 
-use common::naive;
+use common::{TestLog, naive};
 use palisade_core_traits::{EventKind, SecurityEvent, Timestamp};
 use palisade_ct_monitor::entry::parse_data_tile;
 use palisade_ct_monitor::verify::AppendError;
 use palisade_ct_monitor::{
-    Authorizer, DigitallySigned, Hash, LogKey, LogMisbehaved, LogVerifier, Misbehaviour,
-    SignedTreeHead, TreeHeadUpdate, WatchItem, Watchlist, check_entry, verdict_security_event,
+    Authorizer, Hash, LogMisbehaved, LogVerifier, Misbehaviour, TreeHeadUpdate, WatchItem,
+    Watchlist, check_entry, verdict_security_event,
 };
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
-
-struct TestLog {
-    pair: EcdsaKeyPair,
-    key: LogKey,
-}
-
-impl TestLog {
-    fn new() -> Self {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        // SubjectPublicKeyInfo for id-ecPublicKey / prime256v1, then the point.
-        let mut spki = common::hex("3059301306072a8648ce3d020106082a8648ce3d030107034200");
-        spki.extend_from_slice(pair.public_key().as_ref());
-        let key = LogKey::from_spki_der(&spki).unwrap();
-        Self { pair, key }
-    }
-
-    fn sth(&self, tree_size: u64, root_hash: Hash, timestamp: u64) -> SignedTreeHead {
-        let mut sth = SignedTreeHead {
-            tree_size,
-            timestamp,
-            root_hash,
-            signature: DigitallySigned {
-                hash_algorithm: 4,
-                signature_algorithm: 3,
-                signature: vec![],
-            },
-        };
-        let sig = self
-            .pair
-            .sign(&SystemRandom::new(), &sth.signed_input())
-            .unwrap();
-        sth.signature.signature = sig.as_ref().to_vec();
-        sth
-    }
-}
 
 fn leaves() -> Vec<Hash> {
     ["000", "001", "002", "003"]

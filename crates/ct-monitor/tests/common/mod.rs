@@ -129,3 +129,55 @@ pub mod naive {
         }
     }
 }
+
+/// A log whose P-256 key is generated here (real logs' private keys are not public).
+pub struct TestLog {
+    pair: ring::signature::EcdsaKeyPair,
+    pub key: palisade_ct_monitor::LogKey,
+}
+
+impl TestLog {
+    pub fn new() -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            pkcs8.as_ref(),
+            &rng,
+        )
+        .unwrap();
+        // SubjectPublicKeyInfo for id-ecPublicKey / prime256v1, then the point.
+        let mut spki = hex("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+        spki.extend_from_slice(ring::signature::KeyPair::public_key(&pair).as_ref());
+        let key = palisade_ct_monitor::LogKey::from_spki_der(&spki).unwrap();
+        Self { pair, key }
+    }
+
+    pub fn sth(
+        &self,
+        tree_size: u64,
+        root_hash: [u8; 32],
+        timestamp: u64,
+    ) -> palisade_ct_monitor::SignedTreeHead {
+        let mut sth = palisade_ct_monitor::SignedTreeHead {
+            tree_size,
+            timestamp,
+            root_hash,
+            signature: palisade_ct_monitor::DigitallySigned {
+                hash_algorithm: 4,
+                signature_algorithm: 3,
+                signature: vec![],
+            },
+        };
+        let sig = self
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), &sth.signed_input())
+            .unwrap();
+        sth.signature.signature = sig.as_ref().to_vec();
+        sth
+    }
+}
