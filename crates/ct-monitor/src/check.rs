@@ -1,0 +1,176 @@
+//! One log entry against a watchlist and an authorizer.
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::{FromDer, TbsCertificate};
+
+use crate::der::strip_ct_extensions;
+use crate::entry::{SignedEntry, TileLeaf, TimestampedEntry};
+use crate::error::Error;
+use crate::identifiers::{Identifiers, from_parsed_tbs};
+use crate::merkle::{Hash, sha256};
+use crate::watch::{Authorizer, WatchMatch, Watchlist};
+
+/// What a monitor learns from one parsable certificate or precertificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// `true` for a precertificate entry.
+    pub is_precert: bool,
+    /// SHA-256 of the `TBSCertificate` without the poison and SCT-list extensions:
+    /// equal for a precertificate and its certificate, so one issuance is one hash.
+    pub tbs_hash: Hash,
+    /// SHA-256 of the subject's DER SubjectPublicKeyInfo.
+    pub spki_hash: Hash,
+    /// Names and addresses.
+    pub identifiers: Identifiers,
+}
+
+/// The outcome for one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// No watch item matched.
+    NoMatch,
+    /// Watch items matched, and the authorizer knows the certificate.
+    Authorized {
+        /// The certificate.
+        info: CertificateInfo,
+        /// What matched.
+        matches: Vec<WatchMatch>,
+    },
+    /// Watch items matched and nobody authorized it: alert.
+    Unauthorized {
+        /// The certificate.
+        info: CertificateInfo,
+        /// What matched.
+        matches: Vec<WatchMatch>,
+    },
+    /// The entry could not be parsed; it counts as a match for every watch item.
+    Malformed {
+        /// Why parsing failed.
+        reason: String,
+        /// Every watch item.
+        matches: Vec<WatchMatch>,
+    },
+}
+
+impl Verdict {
+    /// Whether a human should hear about it (unauthorized or malformed).
+    pub fn is_alert(&self) -> bool {
+        matches!(self, Self::Unauthorized { .. } | Self::Malformed { .. })
+    }
+}
+
+fn info_of(
+    tbs: &TbsCertificate<'_>,
+    raw_tbs: &[u8],
+    is_precert: bool,
+) -> Result<CertificateInfo, Error> {
+    Ok(CertificateInfo {
+        is_precert,
+        tbs_hash: sha256(&strip_ct_extensions(raw_tbs)?),
+        spki_hash: sha256(tbs.subject_pki.raw),
+        identifiers: from_parsed_tbs(tbs)?,
+    })
+}
+
+/// Parses the certificate or precertificate TBS of a log entry.
+pub fn certificate_info(entry: &TimestampedEntry<'_>) -> Result<CertificateInfo, Error> {
+    match entry.entry {
+        SignedEntry::X509 { certificate } => {
+            let (rest, cert) = X509Certificate::from_der(certificate)
+                .map_err(|e| Error::malformed("Certificate", 0, e.to_string()))?;
+            if !rest.is_empty() {
+                return Err(Error::malformed(
+                    "Certificate",
+                    certificate.len() - rest.len(),
+                    "trailing bytes",
+                ));
+            }
+            info_of(&cert.tbs_certificate, cert.tbs_certificate.as_ref(), false)
+        }
+        SignedEntry::Precert {
+            tbs_certificate, ..
+        } => {
+            let (rest, tbs) = TbsCertificate::from_der(tbs_certificate)
+                .map_err(|e| Error::malformed("TBSCertificate", 0, e.to_string()))?;
+            if !rest.is_empty() {
+                return Err(Error::malformed(
+                    "TBSCertificate",
+                    tbs_certificate.len() - rest.len(),
+                    "trailing bytes",
+                ));
+            }
+            info_of(&tbs, tbs_certificate, true)
+        }
+    }
+}
+
+/// Checks that a logged precertificate TBS is the submitted precertificate minus
+/// its poison extension (RFC 6962 §3.2), allowing only the issuer and authority key
+/// identifier to differ (precertificate-signing CAs). A mismatch is an error: the
+/// entry is not what it claims, and the monitor treats it as malformed.
+pub fn check_precertificate(logged_tbs: &[u8], pre_certificate: &[u8]) -> Result<(), Error> {
+    let (rest, cert) = X509Certificate::from_der(pre_certificate)
+        .map_err(|e| Error::malformed("precertificate", 0, e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(Error::malformed(
+            "precertificate",
+            pre_certificate.len() - rest.len(),
+            "trailing bytes",
+        ));
+    }
+    match crate::der::precert_mismatch(logged_tbs, cert.tbs_certificate.as_ref())? {
+        None => Ok(()),
+        Some(reason) => Err(Error::PrecertMismatch { reason }),
+    }
+}
+
+/// [`check_entry`] for a static-ct `TileLeaf`, which also carries the full
+/// precertificate: a precertificate that does not match its logged TBS is
+/// [`Verdict::Malformed`].
+pub fn check_tile_leaf(
+    leaf: &TileLeaf<'_>,
+    watchlist: &Watchlist,
+    authorizer: &Authorizer,
+) -> Verdict {
+    if let (
+        SignedEntry::Precert {
+            tbs_certificate, ..
+        },
+        Some(pre),
+    ) = (leaf.entry.entry, leaf.pre_certificate)
+        && let Err(e) = check_precertificate(tbs_certificate, pre)
+    {
+        return Verdict::Malformed {
+            reason: e.to_string(),
+            matches: watchlist.match_all(),
+        };
+    }
+    check_entry(&leaf.entry, watchlist, authorizer)
+}
+
+/// Checks one entry: parse, match, authorize. Never fails: a parse error is a
+/// [`Verdict::Malformed`] that matches every item.
+pub fn check_entry(
+    entry: &TimestampedEntry<'_>,
+    watchlist: &Watchlist,
+    authorizer: &Authorizer,
+) -> Verdict {
+    let info = match certificate_info(entry) {
+        Ok(info) => info,
+        Err(e) => {
+            return Verdict::Malformed {
+                reason: e.to_string(),
+                matches: watchlist.match_all(),
+            };
+        }
+    };
+    let matches = watchlist.matches(&info.identifiers);
+    if matches.is_empty() {
+        Verdict::NoMatch
+    } else if authorizer.is_authorized(&info.tbs_hash, &info.spki_hash) {
+        Verdict::Authorized { info, matches }
+    } else {
+        Verdict::Unauthorized { info, matches }
+    }
+}

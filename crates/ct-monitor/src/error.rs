@@ -1,0 +1,146 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+/// Why a Merkle proof was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProofFailure {
+    /// The leaf index is not inside the tree (`index >= size`).
+    IndexOutOfRange {
+        /// Leaf index asked for.
+        index: u64,
+        /// Tree size of the proof.
+        size: u64,
+    },
+    /// A consistency proof from the empty tree (policy: always refused, see docs).
+    FromEmptyTree,
+    /// The old tree is larger than the new one.
+    SizesReversed {
+        /// Old size.
+        size1: u64,
+        /// New size.
+        size2: u64,
+    },
+    /// The proof has the wrong number of hashes for these sizes.
+    WrongLength {
+        /// Hashes the algorithm needs.
+        expected: usize,
+        /// Hashes received.
+        got: usize,
+    },
+    /// The recomputed root (or old root) differs from the one claimed.
+    RootMismatch,
+}
+
+impl fmt::Display for ProofFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::IndexOutOfRange { index, size } => {
+                write!(f, "leaf index {index} is not below tree size {size}")
+            }
+            Self::FromEmptyTree => {
+                f.write_str("consistency proofs from the empty tree are refused")
+            }
+            Self::SizesReversed { size1, size2 } => {
+                write!(f, "old size {size1} is larger than new size {size2}")
+            }
+            Self::WrongLength { expected, got } => {
+                write!(f, "proof has {got} hashes, these sizes need {expected}")
+            }
+            Self::RootMismatch => f.write_str("recomputed root differs from the claimed root"),
+        }
+    }
+}
+
+/// Everything that can go wrong in this crate.
+///
+/// Messages name the structure and the offset or value that was wrong; none of
+/// the inputs is secret (logs, certificates and tree heads are public).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An inclusion proof did not verify.
+    #[error("inclusion proof rejected: {0}")]
+    InclusionProof(ProofFailure),
+    /// A consistency proof did not verify.
+    #[error("consistency proof rejected: {0}")]
+    ConsistencyProof(ProofFailure),
+    /// A binary (TLS presentation language) structure was malformed.
+    #[error("malformed {structure} at byte {offset}: {reason}")]
+    Malformed {
+        /// Which structure, e.g. `"TimestampedEntry"`.
+        structure: &'static str,
+        /// Byte offset into the input where parsing stopped.
+        offset: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A log public key could not be used.
+    #[error("unusable log key: {0}")]
+    BadKey(String),
+    /// A tree head or checkpoint was syntactically wrong.
+    #[error("malformed {what}: {reason}")]
+    BadTreeHead {
+        /// `"get-sth JSON"`, `"signed note"` or `"checkpoint"`.
+        what: &'static str,
+        /// What was wrong, with the offending value where it is short.
+        reason: String,
+    },
+    /// A signature over a tree head or checkpoint did not verify.
+    #[error("signature of {what} does not verify with the log key")]
+    BadSignature {
+        /// `"STH"` or `"checkpoint"`.
+        what: &'static str,
+    },
+    /// A checkpoint carries no signature line from the expected key.
+    #[error("checkpoint has no signature from key {name:?} (id {key_id:02x?})")]
+    NoSignatureFromKey {
+        /// Expected key name (the log origin).
+        name: String,
+        /// Expected 4-byte key id.
+        key_id: [u8; 4],
+    },
+    /// A precertificate does not match the TBS the log recorded for it.
+    #[error("precertificate does not match the logged TBSCertificate: {reason}")]
+    PrecertMismatch {
+        /// Which part differs.
+        reason: &'static str,
+    },
+    /// A shared-vocabulary event could not be built.
+    #[error("security event: {0}")]
+    Event(#[from] palisade_core_traits::Error),
+    /// A log list is not a v3 log list document.
+    #[error("invalid log list: {0}")]
+    BadLogList(String),
+    /// Stored progress could not be written or read back.
+    #[error("state {}: {reason}", path.as_ref().map_or_else(|| "(in memory)".to_string(), |p| p.display().to_string()))]
+    BadState {
+        /// The file, for the file store.
+        path: Option<std::path::PathBuf>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A watch item could not be parsed.
+    #[error("invalid watch item {item:?}: {reason}")]
+    BadWatchItem {
+        /// The item as given.
+        item: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn malformed(
+        structure: &'static str,
+        offset: usize,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Malformed {
+            structure,
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/` (and their corpus replay
+//! tests). Each takes arbitrary bytes and must never panic.
+
+use crate::checkpoint::{Checkpoint, SignedNote, parse_rfc6962_note_signature};
+use crate::entry::{ExtraData, MerkleTreeLeaf, decode_tile, parse_data_tile};
+use crate::sth::DigitallySigned;
+use crate::watch::{Authorizer, WatchItem, Watchlist};
+use crate::{check, identifiers};
+
+/// TLS structures: data tiles (after gzip), `DigitallySigned`, and
+/// `MerkleTreeLeaf` + `extra_data` framed as `u24 leaf length || leaf || extra_data`.
+pub fn tls_structures(data: &[u8]) {
+    if let Ok(tile) = decode_tile(data)
+        && let Ok(leaves) = parse_data_tile(&tile)
+    {
+        for leaf in leaves {
+            let _ = leaf.leaf_hash();
+            let _ = leaf.entry.leaf_index();
+        }
+    }
+    if let Some((leaf, extra)) = split_leaf(data)
+        && let Ok(leaf) = MerkleTreeLeaf::parse(leaf)
+    {
+        let _ = leaf.leaf_hash();
+        let _ = leaf.entry.leaf_index();
+        let _ = ExtraData::parse(&leaf.entry, extra);
+    }
+    let _ = DigitallySigned::from_tls(data);
+}
+
+/// Signed notes and checkpoints, including every `RFC6962NoteSignature` body.
+pub fn checkpoint(data: &[u8]) {
+    if let Ok(note) = SignedNote::parse(data) {
+        let _ = Checkpoint::parse(&note.text);
+        for sig in &note.signatures {
+            let _ = parse_rfc6962_note_signature(&sig.signature);
+        }
+    }
+}
+
+/// Identifier extraction and matching on a DER certificate or TBS.
+pub fn identifiers(data: &[u8]) {
+    let _ = identifiers::from_certificate_der(data);
+    let _ = identifiers::from_tbs_der(data);
+    let _ = crate::tbs_hash(data);
+    let _ = check::check_precertificate(data, data);
+    let list = Watchlist::new([
+        WatchItem::DomainAndSubdomains("example.com".into()),
+        WatchItem::Domain("www.example.org".into()),
+        WatchItem::IpNetwork([192, 0, 2, 0].into(), 24),
+    ]);
+    let entry = crate::TimestampedEntry {
+        timestamp: 0,
+        entry: crate::SignedEntry::X509 { certificate: data },
+        extensions: &[],
+    };
+    let _ = check::check_entry(&entry, &list, &Authorizer::new());
+}
+
+/// Splits `u24 length || leaf || extra` (the `tls_structures` framing).
+pub fn split_leaf(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = data.split_at_checked(3)?;
+    let n = len.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b));
+    rest.split_at_checked(n)
+}

@@ -1,0 +1,201 @@
+//! Persisting a log's verified progress: the trusted tree head and the compact
+//! range. [`FileStateStore`] writes a temporary file, syncs it, renames it over the
+//! old one and syncs the directory, so after a crash the file holds either the old
+//! or the new progress, never a torn one. A state file that cannot be read back is
+//! an error, never "no state": silently starting again from zero would repeat
+//! every event.
+//!
+//! The trait is synchronous (a save is one small file); an async engine calls it
+//! from a blocking task.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::merkle::{CompactRange, Hash};
+use crate::sth::{DigitallySigned, SignedTreeHead};
+
+/// What a monitor must remember about one log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogProgress {
+    /// The last tree head whose signature and consistency were verified.
+    pub trusted: SignedTreeHead,
+    /// The leaves verified so far (never ahead of `trusted`).
+    pub range: CompactRange,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    version: u32,
+    tree_size: u64,
+    timestamp: u64,
+    root_hash: String,
+    signature: String,
+    range_size: u64,
+    range_hashes: Vec<String>,
+}
+
+fn bad(reason: impl Into<String>) -> Error {
+    Error::BadState {
+        path: None,
+        reason: reason.into(),
+    }
+}
+
+fn hash(s: &str) -> Result<Hash, Error> {
+    STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| bad(format!("{s:?} is not base64 of 32 bytes")))
+}
+
+impl LogProgress {
+    /// The stored JSON form.
+    pub fn to_json(&self) -> String {
+        let stored = Stored {
+            version: 1,
+            tree_size: self.trusted.tree_size,
+            timestamp: self.trusted.timestamp,
+            root_hash: STANDARD.encode(self.trusted.root_hash),
+            signature: STANDARD.encode(self.trusted.signature.to_tls()),
+            range_size: self.range.size(),
+            range_hashes: self
+                .range
+                .hashes()
+                .iter()
+                .map(|h| STANDARD.encode(h))
+                .collect(),
+        };
+        // Plain integers and strings: serialization cannot fail.
+        serde_json::to_string_pretty(&stored).unwrap_or_default()
+    }
+
+    /// Parses the stored JSON form (signatures are checked when a verifier is restored).
+    pub fn from_json(json: &[u8]) -> Result<Self, Error> {
+        let s: Stored = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+        if s.version != 1 {
+            return Err(bad(format!("unknown version {}", s.version)));
+        }
+        let signature = STANDARD
+            .decode(&s.signature)
+            .map_err(|e| bad(format!("signature: {e}")))?;
+        let trusted = SignedTreeHead {
+            tree_size: s.tree_size,
+            timestamp: s.timestamp,
+            root_hash: hash(&s.root_hash)?,
+            signature: DigitallySigned::from_tls(&signature)?,
+        };
+        let hashes = s
+            .range_hashes
+            .iter()
+            .map(|h| hash(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let range = CompactRange::from_parts(s.range_size, hashes)?;
+        if range.size() > trusted.tree_size {
+            return Err(bad("range is ahead of the trusted tree head"));
+        }
+        Ok(Self { trusted, range })
+    }
+}
+
+/// Where progress lives between runs.
+pub trait StateStore: Send + Sync {
+    /// The stored progress of a log, `None` if it was never saved.
+    fn load(&self, log_id: &Hash) -> Result<Option<LogProgress>, Error>;
+    /// Stores progress atomically: afterwards `load` returns it, or, after a crash
+    /// during `save`, the previous value.
+    fn save(&self, log_id: &Hash, progress: &LogProgress) -> Result<(), Error>;
+}
+
+/// Progress in memory (tests, or services that keep state elsewhere).
+#[derive(Debug, Default)]
+pub struct MemoryStateStore(Mutex<HashMap<Hash, LogProgress>>);
+
+impl StateStore for MemoryStateStore {
+    fn load(&self, log_id: &Hash) -> Result<Option<LogProgress>, Error> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(log_id)
+            .cloned())
+    }
+
+    fn save(&self, log_id: &Hash, progress: &LogProgress) -> Result<(), Error> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*log_id, progress.clone());
+        Ok(())
+    }
+}
+
+/// One JSON file per log in a directory, replaced by write-then-rename.
+#[derive(Debug, Clone)]
+pub struct FileStateStore {
+    dir: PathBuf,
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::BadState {
+        path: Some(path.to_path_buf()),
+        reason: e.to_string(),
+    }
+}
+
+impl FileStateStore {
+    /// Uses (and creates) `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, Error> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        Ok(Self { dir })
+    }
+
+    /// The file that holds a log's progress.
+    pub fn path(&self, log_id: &Hash) -> PathBuf {
+        let name: String = log_id.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{name}.json"))
+    }
+}
+
+impl StateStore for FileStateStore {
+    fn load(&self, log_id: &Hash) -> Result<Option<LogProgress>, Error> {
+        let path = self.path(log_id);
+        match fs::read(&path) {
+            Ok(bytes) => LogProgress::from_json(&bytes)
+                .map(Some)
+                .map_err(|e| Error::BadState {
+                    path: Some(path),
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    fn save(&self, log_id: &Hash, progress: &LogProgress) -> Result<(), Error> {
+        let path = self.path(log_id);
+        let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(progress.to_json().as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            // Make the rename itself durable.
+            fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err(&path, e)
+        })
+    }
+}

@@ -1,0 +1,439 @@
+//! Per-log verification state: the last trusted tree head and a compact range of
+//! the leaves seen so far. Whatever the log does wrong comes out as a
+//! [`LogMisbehaved`] carrying the signed objects and the proof, and the state
+//! does not advance past it.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
+
+use crate::check::{CertificateInfo, Verdict};
+use crate::error::{Error, ProofFailure};
+use crate::merkle::{CompactRange, Hash, sha256, verify_consistency, verify_inclusion};
+use crate::sth::{LogKey, SignedTreeHead};
+
+/// What the log did wrong, with what proves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Misbehaviour {
+    /// A tree head whose signature does not verify with the log key.
+    BadSignature {
+        /// The tree head as served.
+        sth: SignedTreeHead,
+    },
+    /// Two validly signed tree heads of one size with different roots: a fork.
+    Fork {
+        /// The head trusted so far.
+        trusted: SignedTreeHead,
+        /// The conflicting head.
+        other: SignedTreeHead,
+    },
+    /// A consistency proof between two validly signed tree heads failed.
+    InconsistentTreeHeads {
+        /// The smaller head.
+        old: SignedTreeHead,
+        /// The larger head.
+        new: SignedTreeHead,
+        /// The proof the log served.
+        proof: Vec<Hash>,
+        /// Why it failed.
+        failure: ProofFailure,
+    },
+    /// The root recomputed from the log's own entries differs from its signed root.
+    RootMismatch {
+        /// The signed head.
+        sth: SignedTreeHead,
+        /// The root of the leaves the log served.
+        computed: Hash,
+    },
+    /// An inclusion proof against a validly signed tree head failed.
+    BadInclusionProof {
+        /// The head the proof is against.
+        sth: SignedTreeHead,
+        /// Leaf index.
+        leaf_index: u64,
+        /// Leaf hash.
+        leaf_hash: Hash,
+        /// The proof the log served.
+        proof: Vec<Hash>,
+        /// Why it failed.
+        failure: ProofFailure,
+    },
+}
+
+/// A log misbehaved: the event a monitor raises, never advancing past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogMisbehaved {
+    /// The log's name (its URL or origin) as configured.
+    pub log: String,
+    /// The RFC 6962 LogID.
+    pub log_id: Hash,
+    /// The evidence.
+    pub evidence: Misbehaviour,
+}
+
+fn b64(h: &[u8]) -> String {
+    STANDARD.encode(h)
+}
+
+fn sth_evidence(prefix: &str, sth: &SignedTreeHead) -> [(String, String); 4] {
+    [
+        (format!("{prefix}_tree_size"), sth.tree_size.to_string()),
+        (format!("{prefix}_timestamp"), sth.timestamp.to_string()),
+        (format!("{prefix}_root_hash"), b64(&sth.root_hash)),
+        (format!("{prefix}_signature"), b64(&sth.signature.to_tls())),
+    ]
+}
+
+impl LogMisbehaved {
+    /// The shared-vocabulary event (kind `LogMisbehaviour`, severity critical),
+    /// with the signed objects as base64 evidence. `time` comes from the caller's Clock.
+    pub fn to_security_event(&self, time: Timestamp) -> Result<SecurityEvent, Error> {
+        let mut ev: Vec<(String, String)> = vec![("log_id".into(), b64(&self.log_id))];
+        let (what, proof) = match &self.evidence {
+            Misbehaviour::BadSignature { sth } => {
+                ev.extend(sth_evidence("sth", sth));
+                ("bad_signature", None)
+            }
+            Misbehaviour::Fork { trusted, other } => {
+                ev.extend(sth_evidence("trusted", trusted));
+                ev.extend(sth_evidence("other", other));
+                ("fork", None)
+            }
+            Misbehaviour::InconsistentTreeHeads {
+                old,
+                new,
+                proof,
+                failure,
+            } => {
+                ev.extend(sth_evidence("old", old));
+                ev.extend(sth_evidence("new", new));
+                ev.push(("failure".into(), failure.to_string()));
+                ("inconsistent_tree_heads", Some(proof))
+            }
+            Misbehaviour::RootMismatch { sth, computed } => {
+                ev.extend(sth_evidence("sth", sth));
+                ev.push(("computed_root".into(), b64(computed)));
+                ("root_mismatch", None)
+            }
+            Misbehaviour::BadInclusionProof {
+                sth,
+                leaf_index,
+                leaf_hash,
+                proof,
+                failure,
+            } => {
+                ev.extend(sth_evidence("sth", sth));
+                ev.push(("leaf_index".into(), leaf_index.to_string()));
+                ev.push(("leaf_hash".into(), b64(leaf_hash)));
+                ev.push(("failure".into(), failure.to_string()));
+                ("bad_inclusion_proof", Some(proof))
+            }
+        };
+        ev.insert(0, ("misbehaviour".into(), what.into()));
+        if let Some(proof) = proof {
+            let joined: Vec<String> = proof.iter().map(|h| b64(h)).collect();
+            ev.push(("proof".into(), joined.join(",")));
+        }
+        // Deterministic id: the same evidence gives the same event id.
+        let digest = sha256(format!("{ev:?}").as_bytes());
+        let id = EventId::new(format!("ct-log-{}", hex(&digest[..16])))?;
+        let mut event = SecurityEvent::new(
+            id,
+            time,
+            EventKind::LogMisbehaviour,
+            Severity::Critical,
+            Subject::Domain {
+                domain: self.log.clone(),
+            },
+            "palisade-ct-monitor",
+        );
+        for (k, v) in ev {
+            event = event.with_evidence(k, v);
+        }
+        Ok(event)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The shared-vocabulary event for an alerting verdict (unauthorized or malformed
+/// certificate), or `None` when the verdict does not alert.
+pub fn verdict_security_event(
+    verdict: &Verdict,
+    log: &str,
+    index: u64,
+    time: Timestamp,
+) -> Result<Option<SecurityEvent>, Error> {
+    let (subject, matches, info, severity): (String, _, Option<&CertificateInfo>, _) = match verdict
+    {
+        Verdict::Unauthorized { info, matches } => {
+            let Some(first) = matches.first() else {
+                return Ok(None);
+            };
+            (
+                first.identifier.clone(),
+                matches,
+                Some(info),
+                Severity::High,
+            )
+        }
+        Verdict::Malformed { matches, .. } => (log.to_string(), matches, None, Severity::Medium),
+        _ => return Ok(None),
+    };
+    let id = match info {
+        Some(info) => format!("ct-cert-{}", hex(&info.tbs_hash[..16])),
+        None => format!(
+            "ct-malformed-{}",
+            hex(&sha256(format!("{log}/{index}").as_bytes())[..16])
+        ),
+    };
+    let id = EventId::new(id)?;
+    let mut event = SecurityEvent::new(
+        id,
+        time,
+        EventKind::UnauthorizedCertificate,
+        severity,
+        Subject::Domain { domain: subject },
+        "palisade-ct-monitor",
+    )
+    .with_evidence("log", log)
+    .with_evidence("index", index.to_string());
+    if let Verdict::Malformed { reason, .. } = verdict {
+        event = event.with_evidence("malformed", reason.clone());
+    }
+    if let Some(info) = info {
+        event = event
+            .with_evidence("tbs_sha256", hex(&info.tbs_hash))
+            .with_evidence("spki_sha256", hex(&info.spki_hash))
+            .with_evidence("precertificate", info.is_precert.to_string());
+    }
+    for m in matches {
+        event = event.with_evidence(
+            "matched",
+            format!("{} on {}", m.item, m.identifier.escape_debug()),
+        );
+    }
+    Ok(Some(event))
+}
+
+/// What accepting a tree head did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeHeadUpdate {
+    /// It is the first head seen and is now trusted.
+    Initial,
+    /// It is larger, consistent, and now trusted.
+    Advanced,
+    /// It is the same tree (same size and root), possibly re-signed.
+    Same,
+    /// It is an older head, consistent with the trusted one; nothing changes.
+    Older,
+}
+
+/// Verification state for one log.
+#[derive(Debug, Clone)]
+pub struct LogVerifier {
+    log: String,
+    key: LogKey,
+    trusted: Option<SignedTreeHead>,
+    range: CompactRange,
+}
+
+impl LogVerifier {
+    /// A fresh verifier for the log `log` (its URL or origin, used in events).
+    pub fn new(log: impl Into<String>, key: LogKey) -> Self {
+        Self {
+            log: log.into(),
+            key,
+            trusted: None,
+            range: CompactRange::new(),
+        }
+    }
+
+    /// Restores stored state; the range may not be ahead of the trusted head.
+    pub fn restore(
+        log: impl Into<String>,
+        key: LogKey,
+        trusted: SignedTreeHead,
+        range: CompactRange,
+    ) -> Result<Self, Error> {
+        trusted.verify(&key)?;
+        if range.size() > trusted.tree_size {
+            return Err(Error::malformed(
+                "LogVerifier state",
+                0,
+                "compact range is ahead of the trusted tree head",
+            ));
+        }
+        Ok(Self {
+            log: log.into(),
+            key,
+            trusted: Some(trusted),
+            range,
+        })
+    }
+
+    /// What a [`crate::StateStore`] should save, once a head is trusted.
+    pub fn progress(&self) -> Option<crate::state::LogProgress> {
+        self.trusted
+            .clone()
+            .map(|trusted| crate::state::LogProgress {
+                trusted,
+                range: self.range.clone(),
+            })
+    }
+
+    /// The last trusted tree head.
+    pub fn trusted(&self) -> Option<&SignedTreeHead> {
+        self.trusted.as_ref()
+    }
+
+    /// The leaves verified so far.
+    pub fn range(&self) -> &CompactRange {
+        &self.range
+    }
+
+    fn misbehaved(&self, evidence: Misbehaviour) -> Box<LogMisbehaved> {
+        Box::new(LogMisbehaved {
+            log: self.log.clone(),
+            log_id: *self.key.log_id(),
+            evidence,
+        })
+    }
+
+    /// Offers a new tree head with the consistency proof between it and the
+    /// trusted head (from the smaller to the larger; empty when sizes are equal).
+    pub fn update_tree_head(
+        &mut self,
+        sth: SignedTreeHead,
+        proof: &[Hash],
+    ) -> Result<TreeHeadUpdate, Box<LogMisbehaved>> {
+        if sth.verify(&self.key).is_err() {
+            return Err(self.misbehaved(Misbehaviour::BadSignature { sth }));
+        }
+        let Some(trusted) = self.trusted.clone() else {
+            self.trusted = Some(sth);
+            return Ok(TreeHeadUpdate::Initial);
+        };
+        if sth.tree_size == trusted.tree_size {
+            return if sth.root_hash == trusted.root_hash {
+                Ok(TreeHeadUpdate::Same)
+            } else {
+                Err(self.misbehaved(Misbehaviour::Fork {
+                    trusted,
+                    other: sth,
+                }))
+            };
+        }
+        let (old, new) = if sth.tree_size < trusted.tree_size {
+            (sth.clone(), trusted.clone())
+        } else {
+            (trusted.clone(), sth.clone())
+        };
+        // Nothing needs proving about the empty tree.
+        if old.tree_size > 0
+            && let Err(e) = verify_consistency(
+                old.tree_size,
+                new.tree_size,
+                &old.root_hash,
+                &new.root_hash,
+                proof,
+            )
+        {
+            let failure = match e {
+                Error::ConsistencyProof(f) => f,
+                _ => ProofFailure::RootMismatch,
+            };
+            return Err(self.misbehaved(Misbehaviour::InconsistentTreeHeads {
+                old,
+                new,
+                proof: proof.to_vec(),
+                failure,
+            }));
+        }
+        if sth.tree_size < trusted.tree_size {
+            return Ok(TreeHeadUpdate::Older);
+        }
+        self.trusted = Some(sth);
+        Ok(TreeHeadUpdate::Advanced)
+    }
+
+    /// Appends the leaf hashes of the next entries (in log order) and, when the
+    /// range reaches the trusted size, compares the recomputed root with it.
+    /// Leaves beyond the trusted size are refused until a larger head is trusted.
+    pub fn append_leaves(
+        &mut self,
+        leaves: impl IntoIterator<Item = Hash>,
+    ) -> Result<u64, AppendError> {
+        let Some(trusted) = self.trusted.clone() else {
+            return Err(AppendError::NoTrustedTreeHead);
+        };
+        for leaf in leaves {
+            if self.range.size() == trusted.tree_size {
+                return Err(AppendError::BeyondTreeHead {
+                    tree_size: trusted.tree_size,
+                });
+            }
+            let mut next = self.range.clone();
+            next.append(leaf);
+            if next.size() == trusted.tree_size && next.root() != trusted.root_hash {
+                // Do not advance: the state stays at the last verified position.
+                return Err(AppendError::Misbehaved(self.misbehaved(
+                    Misbehaviour::RootMismatch {
+                        sth: trusted,
+                        computed: next.root(),
+                    },
+                )));
+            }
+            self.range = next;
+        }
+        Ok(self.range.size())
+    }
+
+    /// Checks an inclusion proof against the trusted head.
+    pub fn check_inclusion(
+        &self,
+        leaf_index: u64,
+        leaf_hash: Hash,
+        proof: &[Hash],
+    ) -> Result<(), AppendError> {
+        let Some(sth) = self.trusted.clone() else {
+            return Err(AppendError::NoTrustedTreeHead);
+        };
+        match verify_inclusion(leaf_index, sth.tree_size, &leaf_hash, proof, &sth.root_hash) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let failure = match e {
+                    Error::InclusionProof(f) => f,
+                    _ => ProofFailure::RootMismatch,
+                };
+                Err(AppendError::Misbehaved(self.misbehaved(
+                    Misbehaviour::BadInclusionProof {
+                        sth,
+                        leaf_index,
+                        leaf_hash,
+                        proof: proof.to_vec(),
+                        failure,
+                    },
+                )))
+            }
+        }
+    }
+}
+
+/// Why leaves or a proof were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// No tree head is trusted yet, so there is nothing to check against.
+    NoTrustedTreeHead,
+    /// The caller offered more leaves than the trusted head covers.
+    BeyondTreeHead {
+        /// The trusted size.
+        tree_size: u64,
+    },
+    /// The log's data contradicts its signed head.
+    Misbehaved(Box<LogMisbehaved>),
+}

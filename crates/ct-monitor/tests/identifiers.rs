@@ -1,0 +1,484 @@
+//! Identifier extraction and defensive matching on real awkward certificates, the CT
+//! test log's certificates and precertificates, and the Navigli2025h2 entries.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::hex32;
+use palisade_ct_monitor::entry::parse_data_tile;
+use palisade_ct_monitor::identifiers::{canonical_dns_name, from_certificate_der, from_tbs_der};
+use palisade_ct_monitor::watch::label_matches;
+use palisade_ct_monitor::{
+    Authorizer, Error, Identifiers, SharedWatchlist, SignedEntry, TimestampedEntry, Verdict,
+    WatchItem, Watchlist, certificate_info, check_entry, merkle, tbs_hash,
+};
+use proptest::prelude::*;
+
+fn cert(rel: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&common::read(rel)).into_owned();
+    common::pem_blocks(&text, "CERTIFICATE").remove(0)
+}
+
+fn awkward(name: &str) -> Vec<u8> {
+    cert(&format!("awkward-certs/{name}"))
+}
+
+fn ids(name: &str) -> Identifiers {
+    from_certificate_der(&awkward(name)).unwrap()
+}
+
+fn list(items: &[&str]) -> Watchlist {
+    Watchlist::new(items.iter().map(|i| WatchItem::parse(i).unwrap()))
+}
+
+fn x509(der: &[u8]) -> TimestampedEntry<'_> {
+    TimestampedEntry {
+        timestamp: 0,
+        entry: SignedEntry::X509 { certificate: der },
+        extensions: &[],
+    }
+}
+
+#[test]
+fn pem_files_match_their_der_hashes() {
+    let facts = common::json("awkward-certs/facts.json");
+    for (name, f) in facts["files"].as_object().unwrap() {
+        let der = awkward(name);
+        assert_eq!(
+            merkle::sha256(&der),
+            hex32(f["der_sha256"].as_str().unwrap()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn nul_bytes_keep_the_full_and_the_truncated_name() {
+    let i = ids("null_chars.pem");
+    for n in [
+        "null.python.org\0example.org",
+        "null.python.org",
+        "altnull.python.org\0example.com",
+        "altnull.python.org",
+    ] {
+        assert!(
+            i.dns_names.contains(&n.to_string()),
+            "{n:?} in {:?}",
+            i.dns_names
+        );
+    }
+    let ips: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+    assert_eq!(i.ip_addrs, ips);
+    let w = list(&[".python.org", "2001:db8::/32", "example.com"]);
+    let m = w.matches(&i);
+    assert!(m.iter().any(|m| m.identifier == "altnull.python.org"));
+    assert!(m.iter().any(|m| m.identifier == "2001:db8::1"));
+    assert!(
+        !m.iter()
+            .any(|m| m.item == WatchItem::parse("example.com").unwrap())
+    );
+}
+
+#[test]
+fn every_cn_is_extracted() {
+    let facts = common::json("awkward-certs/facts.json");
+    let want: Vec<String> = facts["files"]["multiple_cn.pem"]["cn_values_der_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let i = ids("multiple_cn.pem");
+    assert_eq!(i.dns_names, want, "CNs in DER order, SANs deduplicated");
+    // Each CN is a match on its own.
+    assert_eq!(list(&["api.rd.io"]).matches(&i).len(), 1);
+}
+
+#[test]
+fn eight_byte_ip_san_is_an_anomaly_and_cn_is_kept() {
+    let i = ids("invalid_ip.pem");
+    assert_eq!(i.dns_names, vec!["www.valu.va.gov"]);
+    assert!(i.ip_addrs.is_empty());
+    assert_eq!(i.anomalies, vec!["iPAddress SAN of 8 bytes ignored"]);
+}
+
+#[test]
+fn cn_with_space_is_not_a_dns_name() {
+    let i = ids("cn_utf8.pem");
+    assert!(i.dns_names.is_empty() && i.ip_addrs.is_empty());
+}
+
+#[test]
+fn invalid_utf8_elsewhere_in_the_subject_does_not_lose_the_cn() {
+    let i = ids("cert_bad_utf8_subject.pem");
+    assert_eq!(i.dns_names, vec!["www.alojamientocostadelsol.com"]);
+}
+
+#[test]
+fn issuer_names_are_not_identifiers() {
+    let i = ids("domain_in_issuer.pem");
+    assert!(
+        list(&["digicert.com", ".digicert.com", "www.digicert.com"])
+            .matches(&i)
+            .is_empty()
+    );
+    assert_eq!(list(&["abc.net.au"]).matches(&i).len(), 1);
+    // *.abc.net.au and abc.net.au both match the subtree item.
+    assert_eq!(list(&[".abc.net.au"]).matches(&i).len(), 2);
+    assert_eq!(
+        list(&["www.abc.net.au"]).matches(&i).len(),
+        1,
+        "wildcard covers www"
+    );
+}
+
+#[test]
+fn teletex_cn_with_negative_serial_is_read() {
+    let i = ids("negative_serial.pem");
+    assert_eq!(i.dns_names, vec!["*.nyc.gov"]);
+    assert_eq!(list(&["www.nyc.gov"]).matches(&i).len(), 1);
+    assert!(
+        list(&["nyc.gov"]).matches(&i).is_empty(),
+        "*.nyc.gov does not cover nyc.gov"
+    );
+}
+
+#[test]
+fn ber_indefinite_length_is_malformed_and_matches_everything() {
+    let der = awkward("asn1_indefinite_length_encoding.pem");
+    assert!(matches!(
+        from_certificate_der(&der),
+        Err(Error::Malformed { .. })
+    ));
+    let w = list(&["example.com", ".example.org", "192.0.2.1"]);
+    match check_entry(&x509(&der), &w, &Authorizer::new()) {
+        Verdict::Malformed { matches, .. } => assert_eq!(matches.len(), 3),
+        v => panic!("{v:?}"),
+    }
+}
+
+#[test]
+fn defensive_label_rules() {
+    let n = |s: &str| Identifiers {
+        dns_names: vec![canonical_dns_name(s)],
+        ..Default::default()
+    };
+    let hit = |item: &str, name: &str| !list(&[item]).matches(&n(name)).is_empty();
+    assert!(hit("www.example.com", "*.example.com"));
+    assert!(
+        hit("www.example.com", "w*.example.com"),
+        "wildcard inside a label"
+    );
+    assert!(hit("www.example.com", "*w.example.com"));
+    assert!(!hit("mail.example.com", "w*.example.com"));
+    assert!(hit("www.example.com", "?.example.com"), "redacted label");
+    assert!(hit("example.com", "*.com"), "a wildcard at any level");
+    assert!(
+        hit("a.b.example.com", "a.*.example.com"),
+        "wildcard in the middle"
+    );
+    assert!(
+        hit("www.example.com", "WWW.Example.COM."),
+        "case and trailing dot"
+    );
+    assert!(hit(".example.com", "deep.sub.example.com"));
+    assert!(
+        !hit("example.com", "sub.example.com"),
+        "exact items skip subdomains"
+    );
+    assert!(!hit(".example.com", "example.com.evil.net"));
+    assert!(!hit(".example.com", "notexample.com"));
+    assert!(hit(".", "anything.at.all"));
+    // IDNs: watch in Unicode or punycode, certificate in either.
+    assert!(hit("bücher.example", "xn--bcher-kva.example"));
+    assert!(hit("xn--bcher-kva.example", "BÜCHER.example"));
+    assert!(hit(".bücher.example", "*.xn--bcher-kva.example"));
+    // http(s):// prefix and an IP address in a DNS SAN / CN.
+    let mut i = Identifiers::default();
+    i.add_common_name("https://Login.Example.com/path");
+    i.add_common_name("203.0.113.9");
+    i.add_dns_san(b"198.51.100.7");
+    i.add_common_name("Example Corp Root");
+    assert_eq!(
+        i.dns_names,
+        vec!["https://login.example.com/path", "login.example.com"]
+    );
+    let ips: Vec<IpAddr> = vec![
+        "203.0.113.9".parse().unwrap(),
+        "198.51.100.7".parse().unwrap(),
+    ];
+    assert_eq!(i.ip_addrs, ips);
+    // UTF-8 / Latin-1: bytes that are valid UTF-8 give both readings; others Latin-1.
+    let mut i = Identifiers::default();
+    i.add_dns_san("bücher.example".as_bytes());
+    assert_eq!(
+        i.dns_names,
+        vec!["xn--bcher-kva.example", "xn--b14cher-xwa2143e.example"]
+    ); // Python: "bÃ¼cher".lower().encode("idna")
+    let mut i = Identifiers::default();
+    i.add_dns_san(b"b\xfccher.example");
+    assert_eq!(
+        i.dns_names,
+        vec!["xn--bcher-kva.example"],
+        "Latin-1 \\xfc is u-umlaut"
+    );
+    assert!(list(&["bücher.example"]).matches(&i).len() == 1);
+    assert!(label_matches("*", "x") && label_matches("?", "x") && !label_matches("x*y", "xz"));
+}
+
+#[test]
+fn precert_and_certificate_share_a_tbs_hash() {
+    let facts = common::json("testlog/facts.json");
+    let mut checked = 0;
+    for (proof, f) in facts["expected"].as_object().unwrap() {
+        let Some(final_cert) = f["final_cert"].as_str() else {
+            continue;
+        };
+        let want = hex32(f["tbs_sha256_hex"].as_str().unwrap());
+        let final_der = cert(&format!("testlog/{final_cert}"));
+        let info = certificate_info(&x509(&final_der)).unwrap();
+        assert_eq!(
+            info.tbs_hash, want,
+            "{proof}: final certificate minus SCT list"
+        );
+        let pre_der = cert(&format!("testlog/{}", f["precert"].as_str().unwrap()));
+        let pre = certificate_info(&x509(&pre_der)).unwrap();
+        // A precert signed by the final issuer has the final TBS once the poison is
+        // gone; a pre-CA precert has another issuer, so its hash differs.
+        assert_eq!(
+            pre.tbs_hash == want,
+            f["precert_issuer_is_final_issuer"].as_bool().unwrap(),
+            "{proof}"
+        );
+        assert_eq!(
+            pre.spki_hash, info.spki_hash,
+            "same key in precert and certificate"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
+
+#[test]
+fn authorizer_by_tbs_or_spki_hash() {
+    let der = awkward("domain_in_issuer.pem");
+    let w = list(&[".abc.net.au"]);
+    let info = certificate_info(&x509(&der)).unwrap();
+    assert!(matches!(
+        check_entry(&x509(&der), &w, &Authorizer::new()),
+        Verdict::Unauthorized { .. }
+    ));
+    let mut by_tbs = Authorizer::new();
+    by_tbs.allow_tbs_hash(info.tbs_hash);
+    assert!(matches!(
+        check_entry(&x509(&der), &w, &by_tbs),
+        Verdict::Authorized { .. }
+    ));
+    let mut by_key = Authorizer::new();
+    by_key.allow_spki_hash(info.spki_hash);
+    assert!(!check_entry(&x509(&der), &w, &by_key).is_alert());
+    // Another certificate's hashes do not authorize this one.
+    let other = certificate_info(&x509(&awkward("multiple_cn.pem"))).unwrap();
+    let mut wrong = Authorizer::new();
+    wrong
+        .allow_tbs_hash(other.tbs_hash)
+        .allow_spki_hash(other.spki_hash);
+    assert!(check_entry(&x509(&der), &w, &wrong).is_alert());
+    assert_eq!(
+        check_entry(&x509(&der), &list(&["example.com"]), &wrong),
+        Verdict::NoMatch
+    );
+}
+
+#[test]
+fn navigli_entries_all_parse_and_precert_tbs_hashes_agree() {
+    let data = common::read("static-ct/navigli2025h2/tile/data/000");
+    let leaves = parse_data_tile(&data).unwrap();
+    let mut names = 0;
+    for leaf in &leaves {
+        let info = certificate_info(&leaf.entry).unwrap();
+        assert!(info.is_precert);
+        names += info.identifiers.dns_names.len();
+        let SignedEntry::Precert {
+            tbs_certificate, ..
+        } = leaf.entry.entry
+        else {
+            panic!()
+        };
+        assert_eq!(tbs_hash(tbs_certificate).unwrap(), info.tbs_hash);
+        // The full precertificate minus its poison is the logged TBS.
+        let full = certificate_info(&x509(leaf.pre_certificate.unwrap())).unwrap();
+        assert_eq!(full.tbs_hash, info.tbs_hash);
+        assert_eq!(full.identifiers, info.identifiers);
+        let tbs_ids = from_tbs_der(tbs_certificate).unwrap();
+        assert_eq!(tbs_ids, info.identifiers);
+    }
+    assert!(names >= 256, "every entry names something: {names}");
+    // A subtree watch on one real name from the tile matches; the watchlist swaps.
+    let (entry, first) = leaves
+        .iter()
+        .find_map(|l| {
+            let names = certificate_info(&l.entry).unwrap().identifiers.dns_names;
+            names
+                .into_iter()
+                .find(|n| !n.contains('*'))
+                .map(|n| (l.entry, n))
+        })
+        .unwrap();
+    let shared = SharedWatchlist::new(list(&["nothing.invalid"]));
+    assert_eq!(
+        check_entry(&entry, &shared.load(), &Authorizer::new()),
+        Verdict::NoMatch
+    );
+    shared.replace(list(&[&first]));
+    assert!(check_entry(&entry, &shared.load(), &Authorizer::new()).is_alert());
+}
+
+#[test]
+fn watch_item_parsing() {
+    assert_eq!(
+        WatchItem::parse(".Example.COM").unwrap(),
+        WatchItem::DomainAndSubdomains("example.com".into())
+    );
+    assert_eq!(
+        WatchItem::parse("bücher.example").unwrap(),
+        WatchItem::Domain("xn--bcher-kva.example".into())
+    );
+    assert_eq!(
+        WatchItem::parse("10.0.0.0/8").unwrap().to_string(),
+        "10.0.0.0/8"
+    );
+    for bad in ["", "*.example.com", "a..b", "10.0.0.0/33", "x/y"] {
+        assert!(
+            matches!(WatchItem::parse(bad), Err(Error::BadWatchItem { .. })),
+            "{bad:?}"
+        );
+    }
+    let w = Watchlist::parse("# mine\nexample.com\n.example.org # and below\n\n192.0.2.0/24\n")
+        .unwrap();
+    assert_eq!(w.items().len(), 3);
+    assert!(Watchlist::parse("ok.com\n*bad").is_err());
+}
+
+fn label() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-c]{1,3}",
+        1 => Just("*".to_string()),
+        1 => Just("?".to_string()),
+        1 => "[a-c]{0,1}\\*[a-c]{0,1}",
+    ]
+}
+
+fn literal_label() -> impl Strategy<Value = String> {
+    "[a-c]{1,3}"
+}
+
+proptest! {
+    #[test]
+    fn indexed_matching_equals_linear_matching(
+        names in prop::collection::vec(prop::collection::vec(label(), 1..5), 0..6),
+        watched in prop::collection::vec((prop::collection::vec(literal_label(), 0..4), any::<bool>()), 0..12),
+    ) {
+        let items = watched.iter().map(|(labels, sub)| {
+            let d = labels.join(".");
+            if *sub || d.is_empty() { WatchItem::DomainAndSubdomains(d) } else { WatchItem::Domain(d) }
+        });
+        let w = Watchlist::new(items);
+        let ids = Identifiers { dns_names: names.iter().map(|l| l.join(".")).collect(), ..Default::default() };
+        let mut a = w.matches(&ids);
+        let mut b = w.matches_linear(&ids);
+        a.sort_by_key(|m| format!("{:?}", m));
+        b.sort_by_key(|m| format!("{:?}", m));
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn arbitrary_der_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let _ = from_certificate_der(&bytes);
+        let _ = from_tbs_der(&bytes);
+        let _ = tbs_hash(&bytes);
+        let _ = palisade_ct_monitor::check_precertificate(&bytes, &bytes);
+    }
+
+    #[test]
+    fn mutated_real_certificates_never_panic(pos in 0usize..1244, x in 1u8..=255) {
+        let mut der = awkward("null_chars.pem");
+        der[pos] ^= x;
+        let v = check_entry(&x509(&der), &list(&["example.com"]), &Authorizer::new());
+        // Parsable or malformed, but never silent when malformed.
+        if let Verdict::Malformed { matches, .. } = v {
+            prop_assert_eq!(matches.len(), 1);
+        }
+    }
+}
+
+#[test]
+fn precertificates_match_their_logged_tbs() {
+    use palisade_ct_monitor::{check_precertificate, check_tile_leaf, tbs_without_ct_extensions};
+    // Navigli: every full precertificate matches its logged TBS.
+    let data = common::read("static-ct/navigli2025h2/tile/data/000");
+    let leaves = parse_data_tile(&data).unwrap();
+    let w = list(&["nothing.invalid"]);
+    for leaf in &leaves {
+        let SignedEntry::Precert {
+            tbs_certificate, ..
+        } = leaf.entry.entry
+        else {
+            panic!()
+        };
+        check_precertificate(tbs_certificate, leaf.pre_certificate.unwrap()).unwrap();
+        assert_eq!(
+            check_tile_leaf(leaf, &w, &Authorizer::new()),
+            check_entry(&leaf.entry, &w, &Authorizer::new())
+        );
+    }
+    // Another entry's precertificate does not match, and the tile leaf turns malformed.
+    let SignedEntry::Precert {
+        tbs_certificate, ..
+    } = leaves[0].entry.entry
+    else {
+        panic!()
+    };
+    let e = check_precertificate(tbs_certificate, leaves[1].pre_certificate.unwrap()).unwrap_err();
+    assert!(matches!(e, Error::PrecertMismatch { .. }), "{e}");
+    let mut swapped = leaves[0].clone();
+    swapped.pre_certificate = leaves[1].pre_certificate;
+    assert!(matches!(
+        check_tile_leaf(&swapped, &w, &Authorizer::new()),
+        Verdict::Malformed { .. }
+    ));
+    // A final certificate (no poison) is not a precertificate.
+    let e = check_precertificate(tbs_certificate, &cert("testlog/test-cert.pem")).unwrap_err();
+    assert!(matches!(e, Error::PrecertMismatch { .. }));
+
+    // Test log: the logged TBS is the final certificate's minus its SCT list (its
+    // hash is the facts' value); direct and pre-CA precertificates both match it.
+    let facts = common::json("testlog/facts.json");
+    let mut logged_all = Vec::new();
+    for (proof, f) in facts["expected"].as_object().unwrap() {
+        let Some(final_cert) = f["final_cert"].as_str() else {
+            continue;
+        };
+        let final_der = cert(&format!("testlog/{final_cert}"));
+        let (_, c) = x509_parser::parse_x509_certificate(&final_der).unwrap();
+        let logged = tbs_without_ct_extensions(c.tbs_certificate.as_ref()).unwrap();
+        assert_eq!(
+            merkle::sha256(&logged),
+            hex32(f["tbs_sha256_hex"].as_str().unwrap()),
+            "{proof}"
+        );
+        let pre = cert(&format!("testlog/{}", f["precert"].as_str().unwrap()));
+        check_precertificate(&logged, &pre).unwrap_or_else(|e| panic!("{proof}: {e}"));
+        logged_all.push((logged, pre));
+    }
+    assert_eq!(logged_all.len(), 4);
+    for (i, (logged, _)) in logged_all.iter().enumerate() {
+        for (j, (_, pre)) in logged_all.iter().enumerate() {
+            if i != j {
+                assert!(check_precertificate(logged, pre).is_err(), "{i} vs {j}");
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Chrome's v3 log list (v81.14) and certificate-transparency-go's edge-case list.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::b64;
+use palisade_ct_monitor::{Error, LogList, LogProtocol, LogState};
+
+fn state_name(s: &LogState) -> &'static str {
+    match s {
+        LogState::Usable => "usable",
+        LogState::ReadOnly { .. } => "readonly",
+        LogState::Retired => "retired",
+        LogState::Qualified => "qualified",
+        LogState::Unspecified => "none",
+        _ => "other",
+    }
+}
+
+#[test]
+fn chrome_v3_list_matches_the_facts() {
+    let facts = common::json("loglist/facts.json");
+    let want = &facts["files"]["log_list.json"]["expected"];
+    let list = LogList::from_json(&common::read("loglist/log_list.json")).unwrap();
+    assert_eq!(list.version.as_deref(), Some("81.14"));
+    assert!(list.problems.is_empty(), "{:?}", list.problems);
+    let mut per_op: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut states: BTreeMap<&str, u64> = BTreeMap::new();
+    for l in &list.logs {
+        let e = per_op.entry(l.operator.clone()).or_default();
+        match l.protocol {
+            LogProtocol::Rfc6962 { .. } => e.0 += 1,
+            LogProtocol::StaticCt { .. } => e.1 += 1,
+            _ => panic!(),
+        }
+        *states.entry(state_name(&l.state)).or_default() += 1;
+    }
+    for (op, counts) in want["per_operator"].as_object().unwrap() {
+        let want = (
+            counts["logs"].as_u64().unwrap(),
+            counts["tiled_logs"].as_u64().unwrap(),
+        );
+        assert_eq!(per_op[op], want, "{op}");
+    }
+    assert_eq!(per_op.len(), 8);
+    for (s, n) in want["states"].as_object().unwrap() {
+        assert_eq!(states[s.as_str()], n.as_u64().unwrap(), "{s}");
+    }
+    for head in want["readonly_final_tree_heads"].as_array().unwrap() {
+        let l = list
+            .logs
+            .iter()
+            .find(|l| l.description == head["description"].as_str().unwrap())
+            .unwrap();
+        let fth = &head["final_tree_head"];
+        assert_eq!(
+            l.state,
+            LogState::ReadOnly {
+                tree_size: fth["tree_size"].as_u64().unwrap(),
+                root_hash: b64(fth["sha256_root_hash"].as_str().unwrap())
+                    .try_into()
+                    .unwrap(),
+            }
+        );
+    }
+    let argon = list
+        .logs
+        .iter()
+        .find(|l| l.description == "Google 'Argon2025h2' log")
+        .unwrap();
+    let (start, end) = argon.temporal_interval.unwrap();
+    assert_eq!(start.as_unix_secs(), 1_751_328_000); // 2025-07-01T00:00:00Z
+    assert_eq!(end.as_unix_secs(), 1_767_225_600); // 2026-01-01T00:00:00Z
+    assert_eq!(argon.mmd, 86_400);
+}
+
+#[test]
+fn edge_case_list_reports_the_bad_key_and_keeps_the_rest() {
+    let list = LogList::from_json(&common::read("loglist/loglist3.json")).unwrap();
+    assert_eq!(list.version.as_deref(), Some("9.4"));
+    assert_eq!(list.logs.len(), 5);
+    assert_eq!(list.problems.len(), 1);
+    assert!(
+        list.problems[0].contains("Racketeer"),
+        "{:?}",
+        list.problems
+    );
+    let aviator = list
+        .logs
+        .iter()
+        .find(|l| l.description == "Google 'Aviator' log")
+        .unwrap();
+    assert!(matches!(
+        aviator.state,
+        LogState::ReadOnly {
+            tree_size: 46_466_472,
+            ..
+        }
+    ));
+    assert!(aviator.state_since.is_some());
+    let bob = list
+        .logs
+        .iter()
+        .find(|l| l.operator == "Bob's CT Log Shop")
+        .unwrap();
+    assert_eq!(bob.state, LogState::Retired);
+    assert!(bob.temporal_interval.is_some());
+}
+
+#[test]
+fn broken_documents_and_entries() {
+    assert!(matches!(
+        LogList::from_json(b"{}"),
+        Err(Error::BadLogList(_))
+    ));
+    let text = String::from_utf8(common::read("loglist/loglist3.json")).unwrap();
+    // A log_id that is not the key's hash is refused, not trusted.
+    let bad = text.replace(
+        "aPaY+B9kgr46jO65KB1M/HFRXWeT1ETRCmesu09P+8Q=",
+        "AAAA+B9kgr46jO65KB1M/HFRXWeT1ETRCmesu09P+8Q=",
+    );
+    let list = LogList::from_json(bad.as_bytes()).unwrap();
+    assert_eq!(list.logs.len(), 4);
+    assert!(
+        list.problems
+            .iter()
+            .any(|p| p.contains("Aviator") && p.contains("log_id"))
+    );
+}

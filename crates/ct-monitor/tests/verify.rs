@@ -1,0 +1,212 @@
+//! The per-log state machine over the real Navigli2025h2 leaves, with tree heads
+//! signed by a P-256 key generated in the test (a log's private key is not public):
+//! every kind of misbehaviour produces evidence and leaves the state where it was.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+mod common;
+
+use common::{TestLog, naive};
+use palisade_core_traits::{EventKind, SecurityEvent, Timestamp};
+use palisade_ct_monitor::entry::parse_data_tile;
+use palisade_ct_monitor::verify::AppendError;
+use palisade_ct_monitor::{
+    Authorizer, Hash, LogMisbehaved, LogVerifier, Misbehaviour, TreeHeadUpdate, WatchItem,
+    Watchlist, check_entry, verdict_security_event,
+};
+
+fn leaves() -> Vec<Hash> {
+    ["000", "001", "002", "003"]
+        .iter()
+        .flat_map(|n| {
+            let d = common::read(&format!("static-ct/navigli2025h2/tile/data/{n}"));
+            parse_data_tile(&d)
+                .unwrap()
+                .iter()
+                .map(|l| l.leaf_hash())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn misbehaved(e: AppendError) -> LogMisbehaved {
+    match e {
+        AppendError::Misbehaved(m) => *m,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn honest_log_advances_and_recomputes_every_root() {
+    let log = TestLog::new();
+    let l = leaves();
+    let mut v = LogVerifier::new("navigli-test", log.key.clone());
+    assert_eq!(v.append_leaves([l[0]]), Err(AppendError::NoTrustedTreeHead));
+    let s512 = log.sth(512, naive::root(&l[..512]), 1);
+    assert_eq!(
+        v.update_tree_head(s512.clone(), &[]).unwrap(),
+        TreeHeadUpdate::Initial
+    );
+    assert_eq!(v.append_leaves(l[..512].iter().copied()).unwrap(), 512);
+    assert_eq!(
+        v.append_leaves([l[512]]),
+        Err(AppendError::BeyondTreeHead { tree_size: 512 })
+    );
+    let s1024 = log.sth(1024, naive::root(&l), 2);
+    let proof = naive::proof(512, &l);
+    assert_eq!(
+        v.update_tree_head(s1024.clone(), &proof).unwrap(),
+        TreeHeadUpdate::Advanced
+    );
+    assert_eq!(v.append_leaves(l[512..].iter().copied()).unwrap(), 1024);
+    assert_eq!(v.range().root(), s1024.root_hash);
+    // Re-signed same tree, and an older head with its proof.
+    assert_eq!(
+        v.update_tree_head(log.sth(1024, naive::root(&l), 3), &[])
+            .unwrap(),
+        TreeHeadUpdate::Same
+    );
+    let s778 = log.sth(778, naive::root(&l[..778]), 4);
+    assert_eq!(
+        v.update_tree_head(s778, &naive::proof(778, &l)).unwrap(),
+        TreeHeadUpdate::Older
+    );
+    assert_eq!(v.trusted(), Some(&s1024));
+    // Inclusion proofs against the trusted head.
+    v.check_inclusion(700, l[700], &naive::path(700, &l))
+        .unwrap();
+    let m = misbehaved(
+        v.check_inclusion(701, l[700], &naive::path(700, &l))
+            .unwrap_err(),
+    );
+    assert!(matches!(
+        m.evidence,
+        Misbehaviour::BadInclusionProof {
+            leaf_index: 701,
+            ..
+        }
+    ));
+    // Restoring the stored state gives the same verifier.
+    let back =
+        LogVerifier::restore("navigli-test", log.key.clone(), s1024, v.range().clone()).unwrap();
+    assert_eq!(back.range(), v.range());
+}
+
+#[test]
+fn bad_signature_fork_inconsistency_and_root_mismatch_carry_evidence() {
+    let log = TestLog::new();
+    let l = leaves();
+    let mut v = LogVerifier::new("navigli-test", log.key.clone());
+    let s512 = log.sth(512, naive::root(&l[..512]), 1);
+    v.update_tree_head(s512.clone(), &[]).unwrap();
+
+    // Bad signature: a real head with one root bit flipped.
+    let mut forged = log.sth(1024, naive::root(&l), 2);
+    forged.root_hash[0] ^= 1;
+    let m = v
+        .update_tree_head(forged.clone(), &naive::proof(512, &l))
+        .unwrap_err();
+    assert_eq!(m.evidence, Misbehaviour::BadSignature { sth: forged });
+    assert_eq!(m.log_id, *log.key.log_id());
+
+    // Fork: same size, both validly signed, different roots.
+    let mut other = l[..512].to_vec();
+    other[3] = naive::leaf(b"inserted");
+    let fork = log.sth(512, naive::root(&other), 3);
+    let m = v.update_tree_head(fork.clone(), &[]).unwrap_err();
+    assert_eq!(
+        m.evidence,
+        Misbehaviour::Fork {
+            trusted: s512.clone(),
+            other: fork
+        }
+    );
+
+    // Inconsistent: a larger validly signed head over a history that rewrote leaf 3.
+    let mut rewritten = l.clone();
+    rewritten[3] = naive::leaf(b"inserted");
+    let bad_new = log.sth(1024, naive::root(&rewritten), 4);
+    let proof = naive::proof(512, &rewritten);
+    let m = v.update_tree_head(bad_new.clone(), &proof).unwrap_err();
+    match &m.evidence {
+        Misbehaviour::InconsistentTreeHeads {
+            old, new, proof: p, ..
+        } => {
+            assert_eq!((old, new, p), (&s512, &bad_new, &proof));
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(v.trusted(), Some(&s512), "never advances past misbehaviour");
+
+    // Root mismatch: the head is consistent-looking (first head) but the entries
+    // the log serves do not hash to it.
+    let mut v2 = LogVerifier::new("navigli-test", log.key.clone());
+    let lie = log.sth(768, naive::root(&l[..778][..768]).map(|b| b ^ 0xff), 5);
+    v2.update_tree_head(lie.clone(), &[]).unwrap();
+    let m = misbehaved(v2.append_leaves(l[..768].iter().copied()).unwrap_err());
+    assert_eq!(
+        m.evidence,
+        Misbehaviour::RootMismatch {
+            sth: lie,
+            computed: naive::root(&l[..768])
+        }
+    );
+    assert_eq!(
+        v2.range().size(),
+        767,
+        "state stays at the last verified leaf"
+    );
+
+    // The shared-vocabulary event carries the signed objects.
+    let ev = m
+        .to_security_event(Timestamp::from_unix_nanos(1_700_000_000_000_000_000))
+        .unwrap();
+    assert_eq!(ev.kind, EventKind::LogMisbehaviour);
+    assert_eq!(ev.evidence("misbehaviour"), Some("root_mismatch"));
+    assert_eq!(ev.evidence("sth_tree_size"), Some("768"));
+    assert!(ev.evidence("sth_signature").is_some());
+    assert_eq!(
+        SecurityEvent::from_json(ev.to_json().as_bytes()).unwrap(),
+        ev
+    );
+}
+
+#[test]
+fn unauthorized_certificate_becomes_a_security_event() {
+    let d = common::read("static-ct/navigli2025h2/tile/data/000");
+    let leaves = parse_data_tile(&d).unwrap();
+    let (entry, info, name) = leaves
+        .iter()
+        .find_map(|l| {
+            let info = palisade_ct_monitor::certificate_info(&l.entry).unwrap();
+            let name = info
+                .identifiers
+                .dns_names
+                .iter()
+                .find(|n| !n.contains('*'))?
+                .clone();
+            Some((l.entry, info, name))
+        })
+        .unwrap();
+    let list = Watchlist::new([WatchItem::Domain(name.clone())]);
+    let v = check_entry(&entry, &list, &Authorizer::new());
+    let t = Timestamp::from_unix_nanos(1);
+    let ev = verdict_security_event(&v, "navigli2025h2", 0, t)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.kind, EventKind::UnauthorizedCertificate);
+    assert_eq!(
+        ev.evidence("matched"),
+        Some(format!("{name} on {name}").as_str())
+    );
+    assert_eq!(
+        SecurityEvent::from_json(ev.to_json().as_bytes()).unwrap(),
+        ev
+    );
+    let mut auth = Authorizer::new();
+    auth.allow_tbs_hash(info.tbs_hash);
+    let v = check_entry(&entry, &list, &auth);
+    assert_eq!(
+        verdict_security_event(&v, "navigli2025h2", 0, t).unwrap(),
+        None
+    );
+}
