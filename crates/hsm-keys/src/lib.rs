@@ -6,6 +6,7 @@ mod der;
 mod error;
 mod jwk;
 mod jws;
+mod keyring;
 mod pin;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
@@ -16,6 +17,7 @@ pub use cryptoki;
 pub use error::{BoxError, Error};
 pub use jwk::{Jwk, Jwks};
 pub use jws::sign_compact;
+pub use keyring::{KeyRing, KeyRingConfig, KeyState, RingKey};
 pub use palisade_core_traits::{JwsAlgorithm, SignedJws};
 pub use pin::Pin;
 #[cfg(feature = "pkcs11")]
@@ -125,6 +127,35 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
                 key: format!("{name}/*"),
             })?;
         self.generate(name, latest.algorithm)
+    }
+}
+
+impl<S: KeyStore + ?Sized> KeyStore for std::sync::Arc<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn generate(&self, name: &str, algorithm: JwsAlgorithm) -> Result<KeyInfo, Error> {
+        (**self).generate(name, algorithm)
+    }
+    fn import_pkcs8(
+        &self,
+        name: &str,
+        algorithm: JwsAlgorithm,
+        pkcs8_der: &[u8],
+    ) -> Result<KeyInfo, Error> {
+        (**self).import_pkcs8(name, algorithm, pkcs8_der)
+    }
+    fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, Error> {
+        (**self).sign(key, message)
+    }
+    fn info(&self, key: &KeyRef) -> Result<KeyInfo, Error> {
+        (**self).info(key)
+    }
+    fn list(&self) -> Result<Vec<KeyInfo>, Error> {
+        (**self).list()
+    }
+    fn destroy(&self, key: &KeyRef) -> Result<(), Error> {
+        (**self).destroy(key)
     }
 }
 
