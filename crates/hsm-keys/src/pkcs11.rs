@@ -147,6 +147,42 @@ fn initialize(ctx: &Pkcs11) -> Result<(), Error> {
     }
 }
 
+/// The one slot whose token matches `selector` (slot numbers may change when the
+/// library is initialised again, so they are looked up, never remembered for good).
+fn find_slot(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<(Slot, String), Error> {
+    let slots = pkcs11
+        .get_slots_with_initialized_token()
+        .map_err(|e| ck("C_GetSlotList", e))?;
+    let mut found = Vec::new();
+    for slot in slots {
+        let info = pkcs11
+            .get_token_info(slot)
+            .map_err(|e| ck("C_GetTokenInfo", e))?;
+        if selector.matches(&info) {
+            found.push((slot, info.label().trim_end().to_owned()));
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::Config(format!(
+            "no initialised token matches {selector:?}"
+        ))),
+        n => Err(Error::Config(format!(
+            "{n} tokens match {selector:?}; be more specific"
+        ))),
+    }
+}
+
+/// The process-wide key-management lock of a token.
+fn token_lock(label: &str) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    Arc::clone(locks.entry(label.to_owned()).or_default())
+}
+
 fn ck(operation: &'static str, e: CkError) -> Error {
     Error::Crypto {
         operation,
@@ -173,6 +209,7 @@ fn classify(e: &CkError) -> Failure {
             RvError::SessionHandleInvalid
             | RvError::SessionClosed
             | RvError::CryptokiNotInitialized
+            | RvError::SlotIdInvalid
             | RvError::DeviceRemoved
             | RvError::TokenNotPresent => Failure::Session,
             RvError::UserNotLoggedIn => Failure::Login,
@@ -250,7 +287,9 @@ struct Idle {
 
 struct Inner {
     pkcs11: Pkcs11,
-    slot: Slot,
+    selector: TokenSelector,
+    /// Found by `selector`; looked up again when sessions are lost.
+    slot: RwLock<Slot>,
     token_label: String,
     pin: Pin,
     mechs: Mechs,
@@ -267,6 +306,11 @@ struct Inner {
     /// Private-key object handles, valid within one epoch.
     handles: RwLock<HashMap<KeyRef, (u64, ObjectHandle)>>,
     rng: SystemRandom,
+    /// Serialises key management (generate, import, list, destroy) on this token
+    /// across every store in the process: versions are assigned once, and SoftHSM
+    /// fails concurrent object creation with CKR_GENERAL_ERROR (SoftHSMv2#573).
+    /// Signing never takes it.
+    admin: Arc<Mutex<()>>,
 }
 
 /// Signing keys on a PKCS#11 token (an HSM, a cloud HSM, SoftHSM2).
@@ -294,7 +338,7 @@ impl std::fmt::Debug for Pkcs11Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Store")
             .field("token", &self.inner.token_label)
-            .field("slot", &self.inner.slot)
+            .field("slot", &self.inner.slot())
             .field("pin", &self.inner.pin)
             .finish_non_exhaustive()
     }
@@ -313,31 +357,8 @@ impl Pkcs11Store {
     pub fn open(pkcs11: Pkcs11, token: &str, pin: Pin) -> Result<Self, Error> {
         initialize(&pkcs11)?;
         let selector = TokenSelector::parse(token)?;
-        let slots = pkcs11
-            .get_slots_with_initialized_token()
-            .map_err(|e| ck("C_GetSlotList", e))?;
-        let mut found = Vec::new();
-        for slot in slots {
-            let info = pkcs11
-                .get_token_info(slot)
-                .map_err(|e| ck("C_GetTokenInfo", e))?;
-            if selector.matches(&info) {
-                found.push((slot, info.label().trim_end().to_owned()));
-            }
-        }
-        let (slot, token_label) = match found.len() {
-            1 => found.remove(0),
-            0 => {
-                return Err(Error::Config(format!(
-                    "no initialised token matches {token:?}"
-                )));
-            }
-            n => {
-                return Err(Error::Config(format!(
-                    "{n} tokens match {token:?}; be more specific"
-                )));
-            }
-        };
+        let (slot, token_label) = find_slot(&pkcs11, &selector)?;
+        let admin = token_lock(&token_label);
         let mechs = Mechs::from_list(
             &pkcs11
                 .get_mechanism_list(slot)
@@ -346,7 +367,8 @@ impl Pkcs11Store {
         tracing::debug!(token = %token_label, ?mechs, "opened PKCS#11 token");
         let inner = Inner {
             pkcs11,
-            slot,
+            selector,
+            slot: RwLock::new(slot),
             token_label,
             pin,
             mechs,
@@ -356,6 +378,7 @@ impl Pkcs11Store {
             infos: RwLock::new(BTreeMap::new()),
             handles: RwLock::new(HashMap::new()),
             rng: SystemRandom::new(),
+            admin,
         };
         {
             let mut keeper = inner.keeper.lock().unwrap_or_else(|p| p.into_inner());
@@ -375,7 +398,7 @@ impl Pkcs11Store {
 
     /// The slot the token was found in (for diagnostics; never chosen by number).
     pub fn slot(&self) -> Slot {
-        self.inner.slot
+        self.inner.slot()
     }
 
     /// Whether the token offers the mechanisms to generate and sign `alg` keys.
@@ -385,11 +408,20 @@ impl Pkcs11Store {
 
     /// Re-reads the key list from the token.
     fn refresh(&self) -> Result<Vec<KeyInfo>, Error> {
+        let _admin = self.inner.admin.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_locked()
+    }
+
+    /// [`refresh`](Self::refresh) with the admin lock already held.
+    fn refresh_locked(&self) -> Result<Vec<KeyInfo>, Error> {
         let inner = &self.inner;
         let found = inner.with_keeper(|s| {
             let mut out = Vec::new();
             for handle in s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])? {
-                let attrs = s.get_attributes(handle, &[AttributeType::Label])?;
+                // Another process or store may be destroying this object right now.
+                let Ok(attrs) = s.get_attributes(handle, &[AttributeType::Label]) else {
+                    continue;
+                };
                 let Some(Attribute::Label(label)) = attrs.into_iter().next() else {
                     continue;
                 };
@@ -411,14 +443,18 @@ impl Pkcs11Store {
                 .cloned();
             let info = match known {
                 Some(i) => i,
-                None => {
-                    let public = inner.with_keeper(|s| read_public(s, alg, &label))?;
-                    KeyInfo {
+                None => match inner.with_keeper(|s| read_public(s, alg, &label)) {
+                    Ok(public) => KeyInfo {
                         key: key.clone(),
                         algorithm: alg,
                         jwk: public.to_jwk()?,
+                    },
+                    // Half-destroyed (or half-created elsewhere): not a key yet.
+                    Err(e) => {
+                        tracing::debug!(key = %key, error = %e, "skipping key without a public half");
+                        continue;
                     }
-                }
+                },
             };
             handles.insert(key.clone(), (epoch, handle));
             infos.insert(key, info);
@@ -431,7 +467,7 @@ impl Pkcs11Store {
 
     fn next_version(&self, name: &str) -> Result<u32, Error> {
         Ok(self
-            .refresh()?
+            .refresh_locked()?
             .iter()
             .filter(|k| k.key.name == name)
             .map(|k| k.key.version)
@@ -487,11 +523,22 @@ impl Pkcs11Store {
 }
 
 impl Inner {
+    fn slot(&self) -> Slot {
+        *self.slot.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn new_keeper(&self) -> Result<Session, Error> {
-        let session = match self.pkcs11.open_rw_session_no_drop(self.slot) {
-            Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {
+        let session = match self.pkcs11.open_rw_session_no_drop(self.slot()) {
+            Err(CkError::Pkcs11(
+                RvError::CryptokiNotInitialized | RvError::SlotIdInvalid | RvError::TokenNotPresent,
+                _,
+            )) => {
+                // The library was finalized and initialised again (slot numbers may
+                // have changed): initialise if needed and find the token by label.
                 initialize(&self.pkcs11)?;
-                self.pkcs11.open_rw_session_no_drop(self.slot)
+                let (slot, _) = find_slot(&self.pkcs11, &self.selector)?;
+                *self.slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
+                self.pkcs11.open_rw_session_no_drop(slot)
             }
             other => other,
         }
@@ -571,7 +618,7 @@ impl Inner {
         }
     }
 
-    fn checkout(&self) -> Result<Idle, Error> {
+    fn checkout(&self) -> Result<Idle, CkError> {
         let epoch = self.epoch.load(Ordering::Acquire);
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -581,10 +628,7 @@ impl Inner {
                 }
             }
         }
-        let session = self
-            .pkcs11
-            .open_ro_session_no_drop(self.slot)
-            .map_err(|e| ck("C_OpenSession", e))?;
+        let session = self.pkcs11.open_ro_session_no_drop(self.slot())?;
         Ok(Idle { epoch, session })
     }
 
@@ -668,6 +712,14 @@ fn read_public(s: &Session, alg: JwsAlgorithm, label: &[u8]) -> Result<PublicKey
             RvError::KeyHandleInvalid,
             cryptoki::context::Function::FindObjects,
         ))?;
+    read_public_handle(s, alg, handle)
+}
+
+fn read_public_handle(
+    s: &Session,
+    alg: JwsAlgorithm,
+    handle: ObjectHandle,
+) -> Result<PublicKey, CkError> {
     let attr_missing = || {
         CkError::Pkcs11(
             RvError::AttributeTypeInvalid,
@@ -763,6 +815,7 @@ impl KeyStore for Pkcs11Store {
                 reason: format!("token {:?} has {reason}", self.inner.token_label),
             });
         }
+        let _admin = self.inner.admin.lock().unwrap_or_else(|p| p.into_inner());
         let key = KeyRef::new(name, self.next_version(name)?);
         let label = label(&key, algorithm).into_bytes();
         let mut public = public_template(&label);
@@ -783,8 +836,8 @@ impl KeyStore for Pkcs11Store {
         };
         let private = private_template(&label);
         let pk = self.inner.with_keeper(|s| {
-            s.generate_key_pair(&mechanism, &public, &private)?;
-            read_public(s, algorithm, &label)
+            let (public, _) = s.generate_key_pair(&mechanism, &public, &private)?;
+            read_public_handle(s, algorithm, public)
         })?;
         let info = KeyInfo {
             key,
@@ -815,6 +868,7 @@ impl KeyStore for Pkcs11Store {
         let public_key =
             RingKey::from_pkcs8(algorithm, pkcs8_der, &self.inner.rng)?.public_key(algorithm);
         let parts = private_parts(algorithm, pkcs8_der)?;
+        let _admin = self.inner.admin.lock().unwrap_or_else(|p| p.into_inner());
         let key = KeyRef::new(name, self.next_version(name)?);
         let label = label(&key, algorithm).into_bytes();
         let mut private = private_template(&label);
@@ -951,7 +1005,16 @@ impl KeyStore for Pkcs11Store {
         };
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let lease = self.inner.checkout()?;
+            let lease = match self.inner.checkout() {
+                Ok(lease) => lease,
+                Err(e) if matches!(classify(&e), Failure::Session) => {
+                    self.inner
+                        .recover_sessions(self.inner.epoch.load(Ordering::Acquire))?;
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(ck("C_OpenSession", e)),
+            };
             let result = self
                 .handle(key, &info, &lease.session, lease.epoch)
                 .and_then(|h| lease.session.sign(&mechanism, h, data));
@@ -963,12 +1026,15 @@ impl KeyStore for Pkcs11Store {
                 Err(e) => {
                     match classify(&e) {
                         Failure::Handle => {
+                            // Stale handle, or private objects hidden because the
+                            // token logged out: find it again after (re)login.
                             self.inner
                                 .handles
                                 .write()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .remove(key);
                             self.inner.checkin(lease);
+                            self.inner.relogin()?;
                         }
                         Failure::Login => {
                             self.inner.checkin(lease);
@@ -1017,8 +1083,11 @@ impl KeyStore for Pkcs11Store {
 
     fn destroy(&self, key: &KeyRef) -> Result<(), Error> {
         let info = self.info(key)?;
+        let _admin = self.inner.admin.lock().unwrap_or_else(|p| p.into_inner());
         let label = label(key, info.algorithm).into_bytes();
         self.inner.with_keeper(|s| {
+            // Public half last, so a concurrent lister never sees a private key
+            // without its public half as a key.
             for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
                 for h in
                     s.find_objects(&[Attribute::Class(class), Attribute::Label(label.clone())])?

@@ -118,7 +118,7 @@ fn generate_sign_verify(store: &dyn KeyStore, prefix: &str, cannot_generate: &[J
                     store.backend()
                 );
             }
-            Err(e) => panic!("{} generate {alg}: {e}", store.backend()),
+            Err(e) => panic!("{} generate {alg}: {e:?}", store.backend()),
         }
     }
 }
