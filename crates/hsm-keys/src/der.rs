@@ -116,3 +116,42 @@ fn parse(alg: JwsAlgorithm, der: &[u8]) -> Option<PrivateParts> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_and_wrong_structures_are_refused() {
+        for der in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x82, 0xff],
+            &[0x30, 0x03, 0x02, 0x01, 0x00],
+            &[0x04, 0x00],
+        ] {
+            for alg in [
+                JwsAlgorithm::ES256,
+                JwsAlgorithm::EdDSA,
+                JwsAlgorithm::RS256,
+            ] {
+                assert!(private_parts(alg, der).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn an_ed25519_seed_is_found() {
+        // RFC 8410 §10.3 example private key.
+        let der = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20, 0xd4, 0xee, 0x72, 0xdb, 0xf9, 0x13, 0x58, 0x4a, 0xd5, 0xb6, 0xd8, 0xf1,
+            0xf7, 0x69, 0xf8, 0xad, 0x3a, 0xfe, 0x7c, 0x28, 0xcb, 0xf1, 0xd4, 0xfb, 0xe0, 0x97,
+            0xa8, 0x8f, 0x44, 0x75, 0x58, 0x42,
+        ];
+        let Ok(PrivateParts::Ed25519 { seed }) = private_parts(JwsAlgorithm::EdDSA, &der) else {
+            panic!("not parsed");
+        };
+        assert_eq!(seed, der[16..]);
+    }
+}

@@ -279,6 +279,28 @@ const PSS_SHA256: PkcsPssParams = PkcsPssParams {
     s_len: cryptoki::types::Ulong::new(32),
 };
 
+/// What the store had to do to keep signing: counters since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Pkcs11Stats {
+    /// Sessions opened for the signing pool.
+    pub sessions_opened: u64,
+    /// Private-key handles looked up again after `CKR_*_HANDLE_INVALID`.
+    pub handles_refound: u64,
+    /// Times every session was replaced (closed underneath, library re-initialised).
+    pub session_recoveries: u64,
+    /// Logins repeated because the token had logged out.
+    pub relogins: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sessions_opened: AtomicU64,
+    handles_refound: AtomicU64,
+    session_recoveries: AtomicU64,
+    relogins: AtomicU64,
+}
+
 /// An idle session and the recovery epoch it was opened in.
 struct Idle {
     epoch: u64,
@@ -311,6 +333,7 @@ struct Inner {
     /// fails concurrent object creation with CKR_GENERAL_ERROR (SoftHSMv2#573).
     /// Signing never takes it.
     admin: Arc<Mutex<()>>,
+    counters: Counters,
 }
 
 /// Signing keys on a PKCS#11 token (an HSM, a cloud HSM, SoftHSM2).
@@ -379,6 +402,7 @@ impl Pkcs11Store {
             handles: RwLock::new(HashMap::new()),
             rng: SystemRandom::new(),
             admin,
+            counters: Counters::default(),
         };
         {
             let mut keeper = inner.keeper.lock().unwrap_or_else(|p| p.into_inner());
@@ -399,6 +423,17 @@ impl Pkcs11Store {
     /// The slot the token was found in (for diagnostics; never chosen by number).
     pub fn slot(&self) -> Slot {
         self.inner.slot()
+    }
+
+    /// Counters of sessions opened and recoveries made.
+    pub fn stats(&self) -> Pkcs11Stats {
+        let c = &self.inner.counters;
+        Pkcs11Stats {
+            sessions_opened: c.sessions_opened.load(Ordering::Relaxed),
+            handles_refound: c.handles_refound.load(Ordering::Relaxed),
+            session_recoveries: c.session_recoveries.load(Ordering::Relaxed),
+            relogins: c.relogins.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether the token offers the mechanisms to generate and sign `alg` keys.
@@ -584,6 +619,9 @@ impl Inner {
     /// Every session is presumed dead: forget the idle ones and the handles.
     fn new_epoch(&self) {
         let new = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.counters
+            .session_recoveries
+            .fetch_add(1, Ordering::Relaxed);
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
         tracing::warn!(token = %self.token_label, epoch = new, "PKCS#11 sessions lost; reopening");
     }
@@ -608,6 +646,7 @@ impl Inner {
     }
 
     fn relogin(&self) -> Result<(), Error> {
+        self.counters.relogins.fetch_add(1, Ordering::Relaxed);
         let mut keeper = self.keeper.lock().unwrap_or_else(|p| p.into_inner());
         match keeper.as_ref() {
             Some(s) if s.get_session_info().is_ok() => self.login(s),
@@ -629,6 +668,9 @@ impl Inner {
             }
         }
         let session = self.pkcs11.open_ro_session_no_drop(self.slot())?;
+        self.counters
+            .sessions_opened
+            .fetch_add(1, Ordering::Relaxed);
         Ok(Idle { epoch, session })
     }
 
@@ -1029,6 +1071,10 @@ impl KeyStore for Pkcs11Store {
                             // Stale handle, or private objects hidden because the
                             // token logged out: find it again after (re)login.
                             self.inner
+                                .counters
+                                .handles_refound
+                                .fetch_add(1, Ordering::Relaxed);
+                            self.inner
                                 .handles
                                 .write()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -1109,5 +1155,87 @@ impl KeyStore for Pkcs11Store {
             .remove(key);
         tracing::info!(key = %key, "destroyed key on token");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_mechanisms_are_named() {
+        let only_ecdsa = Mechs::from_list(&[MechanismType::ECDSA, MechanismType::ECC_KEY_PAIR_GEN]);
+        assert_eq!(only_ecdsa.generate_gap(JwsAlgorithm::ES256), None);
+        assert_eq!(
+            only_ecdsa.sign_gap(JwsAlgorithm::EdDSA),
+            Some("no CKM_EDDSA")
+        );
+        assert_eq!(
+            only_ecdsa.generate_gap(JwsAlgorithm::RS256),
+            Some("no CKM_SHA256_RSA_PKCS or CKM_RSA_PKCS")
+        );
+        let no_gen = Mechs::from_list(&[MechanismType::EDDSA]);
+        assert_eq!(no_gen.sign_gap(JwsAlgorithm::EdDSA), None);
+        assert_eq!(
+            no_gen.generate_gap(JwsAlgorithm::EdDSA),
+            Some("no CKM_EC_EDWARDS_KEY_PAIR_GEN")
+        );
+    }
+
+    #[test]
+    fn labels_round_trip_and_foreign_labels_are_skipped() {
+        let key = KeyRef::new("jwt-signing", 12);
+        let l = label(&key, JwsAlgorithm::PS256);
+        assert_eq!(l, "jwt-signing/12/PS256");
+        assert_eq!(parse_label(l.as_bytes()), Some((key, JwsAlgorithm::PS256)));
+        for foreign in [
+            "my key",
+            "a/b",
+            "a/1/HS256",
+            "a/x/ES256",
+            "/1/ES256",
+            "a/1/ES256/extra",
+        ] {
+            assert_eq!(parse_label(foreign.as_bytes()), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn ec_points_with_and_without_der_wrapping() {
+        let mut point = vec![4u8];
+        point.extend([7u8; 64]);
+        assert_eq!(unwrap_point(point.clone(), 65), point);
+        assert_eq!(unwrap_point(der_octet_string(&point), 65), point);
+        let ed = vec![9u8; 32];
+        assert_eq!(unwrap_point(der_octet_string(&ed), 32), ed);
+    }
+
+    #[test]
+    fn uris_pick_tokens_by_label() {
+        let sel =
+            TokenSelector::parse("pkcs11:model=SoftHSM%20v2;token=a%3Bb;object=k;type=private")
+                .unwrap();
+        assert_eq!(sel.token.as_deref(), Some("a;b"));
+        assert_eq!(sel.model.as_deref(), Some("SoftHSM v2"));
+        assert_eq!(
+            TokenSelector::parse("plain label")
+                .unwrap()
+                .token
+                .as_deref(),
+            Some("plain label")
+        );
+        for bad in [
+            "",
+            "pkcs11:",
+            "pkcs11:slot-id=1",
+            "pkcs11:token",
+            "pkcs11:token=%4",
+            "pkcs11:token=%ff%fe",
+        ] {
+            assert!(
+                matches!(TokenSelector::parse(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -254,6 +254,9 @@ fn threads_sign_in_parallel() {
         }
     }
     assert_eq!(n, 120);
+    let stats = store.stats();
+    assert!(stats.sessions_opened >= 1);
+    assert_eq!(stats.session_recoveries, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,6 +282,27 @@ async fn async_callers_sign_through_the_ring() {
         let signed = t.await.unwrap();
         assert_eq!(verify(&signed.compact, &active.jwk)["i"], i);
     }
+}
+
+#[test]
+fn a_stale_cached_handle_is_found_again() {
+    let signer = store();
+    let p256: &[u8] = include_bytes!("data/p256.pk8.der");
+    let info = signer
+        .import_pkcs8("rehandle", JwsAlgorithm::ES256, p256)
+        .unwrap();
+    sign_compact(&signer, &info, None, b"{}").unwrap(); // caches the handle
+    // Someone else replaces the object: same label, same key, new handle.
+    let admin = store();
+    admin.destroy(&info.key).unwrap();
+    let again = admin
+        .import_pkcs8("rehandle", JwsAlgorithm::ES256, p256)
+        .unwrap();
+    assert_eq!(again, info);
+    let before = signer.stats();
+    let jws = sign_compact(&signer, &info, None, br#"{"after":"replace"}"#).unwrap();
+    assert_eq!(verify(&jws.compact, &info.jwk)["after"], "replace");
+    assert_eq!(signer.stats().handles_refound, before.handles_refound + 1);
 }
 
 #[test]

@@ -46,7 +46,15 @@ fn signing_survives_all_sessions_being_closed_underneath() {
         }
     }
     // Key management works again too.
-    assert_eq!(store.list().unwrap().len(), 2);
+    let listed = store.list().unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|k| k.key.name.starts_with("recover-"))
+            .count(),
+        2
+    );
+    assert_eq!(store.stats().session_recoveries, 3, "{:?}", store.stats());
 }
 
 #[test]
@@ -60,7 +68,13 @@ fn signing_survives_the_token_logging_out_underneath() {
         let outsider = user_session();
         outsider.logout().unwrap();
         drop(outsider);
+        let before = store.stats();
         let jws = sign_compact(&store, &info, None, br#"{"after":"logout"}"#).unwrap();
+        assert!(
+            store.stats().relogins > before.relogins,
+            "{:?}",
+            store.stats()
+        );
         assert_eq!(verify(&jws.compact, &info.jwk)["after"], "logout");
     }
 }
