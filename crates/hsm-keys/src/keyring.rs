@@ -319,7 +319,8 @@ impl<S: KeyStore> KeyRing<S> {
         if now < due {
             return Err(Error::OverlapTooShort {
                 key: keys[idx].info.key.to_string(),
-                remaining: due.saturating_duration_since(now),
+                // Whole seconds, rounded up: what an operator schedules by.
+                remaining: round_up_secs(due.saturating_duration_since(now)),
             });
         }
         keys[idx].state = KeyState::Retired { since: now };
@@ -445,6 +446,10 @@ impl<S: KeyStore> KeyRing<S> {
         tmp.persist(path).map_err(|e| state_err(path, e.error))?;
         Ok(())
     }
+}
+
+fn round_up_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 /// Refuses payloads without a numeric `exp`, or with one beyond `now + max`.

@@ -159,6 +159,22 @@ impl<S: KeyStore + ?Sized> KeyStore for std::sync::Arc<S> {
     }
 }
 
+/// Fuzzing entry point: the PKCS#8 splitter used by `Pkcs11Store` imports, run on
+/// arbitrary bytes for every algorithm (in the store it only sees keys ring accepted).
+/// Returns how many algorithms accepted the bytes.
+#[cfg(feature = "pkcs11")]
+#[doc(hidden)]
+pub fn fuzz_pkcs8_parts(data: &[u8]) -> usize {
+    [
+        JwsAlgorithm::ES256,
+        JwsAlgorithm::EdDSA,
+        JwsAlgorithm::RS256,
+    ]
+    .into_iter()
+    .filter(|&alg| der::private_parts(alg, data).is_ok())
+    .count()
+}
+
 /// Checks a key name: 1 to 64 characters of `[A-Za-z0-9._-]`.
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let reason = if name.is_empty() {

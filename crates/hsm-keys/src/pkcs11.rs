@@ -523,7 +523,7 @@ impl Pkcs11Store {
     fn handle(
         &self,
         key: &KeyRef,
-        info: &KeyInfo,
+        alg: JwsAlgorithm,
         session: &Session,
         epoch: u64,
     ) -> Result<ObjectHandle, CkError> {
@@ -539,7 +539,7 @@ impl Pkcs11Store {
         {
             return Ok(h);
         }
-        let label = label(key, info.algorithm);
+        let label = label(key, alg);
         let found = session.find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::Label(label.into_bytes()),
@@ -1005,8 +1005,18 @@ impl KeyStore for Pkcs11Store {
     }
 
     fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, Error> {
-        let info = self.info(key)?;
-        let alg = info.algorithm;
+        // Only the algorithm is needed here: no KeyInfo clone on the hot path.
+        let cached_alg = self
+            .inner
+            .infos
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|i| i.algorithm);
+        let alg = match cached_alg {
+            Some(alg) => alg,
+            None => self.info(key)?.algorithm,
+        };
         let m = &self.inner.mechs;
         if let Some(reason) = m.sign_gap(alg) {
             return Err(Error::UnsupportedAlgorithm {
@@ -1058,7 +1068,7 @@ impl KeyStore for Pkcs11Store {
                 Err(e) => return Err(ck("C_OpenSession", e)),
             };
             let result = self
-                .handle(key, &info, &lease.session, lease.epoch)
+                .handle(key, alg, &lease.session, lease.epoch)
                 .and_then(|h| lease.session.sign(&mechanism, h, data));
             match result {
                 Ok(sig) => {
