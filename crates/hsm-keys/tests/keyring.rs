@@ -234,6 +234,8 @@ enum Op {
     ActivateNewest,
     Issue(u64),
     Advance(u64),
+    /// Jump to the last second a verifier still accepts the oldest live token.
+    AdvanceToLastAcceptedSecond,
     RetireDue,
     RetireOldest,
 }
@@ -243,8 +245,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Rotate),
         1 => Just(Op::Prepare),
         1 => Just(Op::ActivateNewest),
-        4 => (1u64..=3600).prop_map(Op::Issue),
+        // The maximum lifetime is the interesting edge: weight it.
+        4 => prop_oneof![Just(3600u64), 1u64..=3600].prop_map(Op::Issue),
         3 => (0u64..=5000).prop_map(Op::Advance),
+        2 => Just(Op::AdvanceToLastAcceptedSecond),
         2 => Just(Op::RetireDue),
         1 => Just(Op::RetireOldest),
     ]
@@ -279,6 +283,12 @@ proptest! {
                     tokens.push((t.compact, exp));
                 }
                 Op::Advance(s) => clock.advance(Duration::from_secs(s)),
+                Op::AdvanceToLastAcceptedSecond => {
+                    let now = clock.now().as_unix_secs();
+                    if let Some(last) = tokens.iter().map(|(_, exp)| exp + leeway).filter(|&t| t > now).min() {
+                        clock.set(Timestamp::from_unix_secs(last));
+                    }
+                }
                 Op::RetireDue => { ring.retire_due().unwrap(); }
                 Op::RetireOldest => {
                     let oldest = ring.keys().into_iter().find(|k| matches!(k.state, KeyState::Retiring { .. }));
