@@ -1,6 +1,7 @@
 //! palisade-hsm-keys against its anchors, same key and mechanism, same run:
-//! `Pkcs11Store::sign` vs a bare cryptoki loop on SoftHSM2 (1 and 2 threads, 1 and
-//! 1,001 objects on the token), and `SoftStore::sign` vs bare ring.
+//! `Pkcs11Store::sign` vs a bare cryptoki loop on SoftHSM2 (1 and 2 threads; a few
+//! and 1,000 more objects on the token), and `SoftStore::sign` vs bare ring.
+//! Results and their reading: docs/hsm-keys.md.
 //!
 //! cargo bench -p palisade-benches --bench hsm_keys -- --measurement-time 3
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps fails loudly, which is the point
