@@ -21,7 +21,7 @@ pub use keyring::{KeyRing, KeyRingConfig, KeyState, RingKey};
 pub use palisade_core_traits::{JwsAlgorithm, SignedJws};
 pub use pin::Pin;
 #[cfg(feature = "pkcs11")]
-pub use pkcs11::{Pkcs11Stats, Pkcs11Store, TokenSelector, load_module};
+pub use pkcs11::{DEFAULT_MAX_SESSIONS, Pkcs11Stats, Pkcs11Store, TokenSelector, load_module};
 pub use soft::SoftStore;
 
 use std::fmt;

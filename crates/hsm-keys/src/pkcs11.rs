@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -301,6 +301,17 @@ struct Counters {
     relogins: AtomicU64,
 }
 
+/// Default bound on signing sessions per store.
+pub const DEFAULT_MAX_SESSIONS: usize = 32;
+
+/// The signing sessions of the current epoch.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Idle>,
+    /// Sessions of the current epoch, idle or lent out.
+    open: usize,
+}
+
 /// An idle session and the recovery epoch it was opened in.
 struct Idle {
     epoch: u64,
@@ -319,7 +330,11 @@ struct Inner {
     /// (generate, import, list, destroy). Signing never waits for it.
     keeper: Mutex<Option<Session>>,
     /// Idle read-only sessions; a signer pops one, signs, and pushes it back.
-    idle: Mutex<Vec<Idle>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a session is returned or the pool is reset.
+    returned: Condvar,
+    /// Upper bound on pool sessions (HSMs limit sessions per token).
+    max_sessions: AtomicUsize,
     /// Bumped when every session had to be replaced; stale sessions are dropped
     /// without `C_CloseSession` (their handle numbers may belong to new sessions).
     epoch: AtomicU64,
@@ -396,7 +411,9 @@ impl Pkcs11Store {
             pin,
             mechs,
             keeper: Mutex::new(None),
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            returned: Condvar::new(),
+            max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
             epoch: AtomicU64::new(0),
             infos: RwLock::new(BTreeMap::new()),
             handles: RwLock::new(HashMap::new()),
@@ -423,6 +440,14 @@ impl Pkcs11Store {
     /// The slot the token was found in (for diagnostics; never chosen by number).
     pub fn slot(&self) -> Slot {
         self.inner.slot()
+    }
+
+    /// Bounds the signing sessions this store opens (default
+    /// [`DEFAULT_MAX_SESSIONS`], at least 1); signers beyond it wait for a free
+    /// session. A token's own `CKR_SESSION_COUNT` also makes signers wait.
+    pub fn with_max_sessions(self, max: usize) -> Self {
+        self.inner.max_sessions.store(max.max(1), Ordering::Relaxed);
+        self
     }
 
     /// Counters of sessions opened and recoveries made.
@@ -622,7 +647,13 @@ impl Inner {
         self.counters
             .session_recoveries
             .fetch_add(1, Ordering::Relaxed);
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            // Dropped without C_CloseSession (no-drop sessions): see `epoch`.
+            pool.idle.clear();
+            pool.open = 0;
+        }
+        self.returned.notify_all();
         tracing::warn!(token = %self.token_label, epoch = new, "PKCS#11 sessions lost; reopening");
     }
 
@@ -657,35 +688,73 @@ impl Inner {
         }
     }
 
+    /// Lends an idle session, opens one if under `max_sessions`, or waits for one.
     fn checkout(&self) -> Result<Idle, CkError> {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            while let Some(s) = idle.pop() {
-                if s.epoch == epoch {
-                    return Ok(s);
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            if let Some(s) = pool.idle.pop() {
+                return Ok(s); // the pool only ever holds current-epoch sessions
+            }
+            if pool.open < self.max_sessions.load(Ordering::Relaxed) {
+                pool.open += 1;
+                drop(pool);
+                match self.pkcs11.open_ro_session_no_drop(self.slot()) {
+                    Ok(session) => {
+                        self.counters
+                            .sessions_opened
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Ok(Idle { epoch, session });
+                    }
+                    Err(e) => {
+                        pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                        if self.epoch.load(Ordering::Acquire) == epoch {
+                            pool.open -= 1;
+                        }
+                        // The token's own session limit: wait for one of ours.
+                        let wait =
+                            matches!(e, CkError::Pkcs11(RvError::SessionCount, _)) && pool.open > 0;
+                        if !wait {
+                            return Err(e);
+                        }
+                    }
                 }
             }
+            // Bounded wait, so a lost wake-up costs at most a second.
+            pool = self
+                .returned
+                .wait_timeout(pool, std::time::Duration::from_secs(1))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        let session = self.pkcs11.open_ro_session_no_drop(self.slot())?;
-        self.counters
-            .sessions_opened
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(Idle { epoch, session })
     }
 
+    /// Returns a working session to the pool.
     fn checkin(&self, s: Idle) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if s.epoch == self.epoch.load(Ordering::Acquire) {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            pool.idle.push(s);
+            drop(pool);
+            self.returned.notify_one();
         }
+    }
+
+    /// Forgets a dead session (without `C_CloseSession`) and frees its slot.
+    fn discard(&self, s: Idle) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if s.epoch == self.epoch.load(Ordering::Acquire) {
+            pool.open = pool.open.saturating_sub(1);
+        }
+        drop(pool);
+        self.returned.notify_one();
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         let epoch = *self.epoch.get_mut();
-        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
-        for s in idle.into_iter().filter(|s| s.epoch == epoch) {
+        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for s in pool.idle.into_iter().filter(|s| s.epoch == epoch) {
             let _ = s.session.close();
         }
         // The keeper is closed without C_Logout: the login belongs to the whole
@@ -1099,7 +1168,7 @@ impl KeyStore for Pkcs11Store {
                         Failure::Session => {
                             // Dropped without C_CloseSession (no-drop session).
                             let seen = lease.epoch;
-                            drop(lease);
+                            self.inner.discard(lease);
                             self.inner.recover_sessions(seen)?;
                         }
                         Failure::Other => {

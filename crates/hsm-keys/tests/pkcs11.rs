@@ -259,6 +259,38 @@ fn threads_sign_in_parallel() {
     assert_eq!(stats.session_recoveries, 0);
 }
 
+#[test]
+fn signers_beyond_the_session_bound_wait_for_a_session() {
+    let store = store().with_max_sessions(1);
+    let key = store.generate("bounded", JwsAlgorithm::ES256).unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (store, key, barrier) = (store.clone(), key.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..10)
+                    .map(|i| {
+                        sign_compact(
+                            &store,
+                            &key,
+                            None,
+                            format!(r#"{{"t":{t},"i":{i}}}"#).as_bytes(),
+                        )
+                        .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for jws in t.join().unwrap() {
+            verify(&jws.compact, &key.jwk);
+        }
+    }
+    assert_eq!(store.stats().sessions_opened, 1, "{:?}", store.stats());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_callers_sign_through_the_ring() {
     let config = KeyRingConfig::new("async", JwsAlgorithm::ES256, Duration::from_secs(600));
