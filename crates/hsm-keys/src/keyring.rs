@@ -264,11 +264,13 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Generates the next version as `Pending` (published, not signing yet).
     pub fn prepare(&self) -> Result<KeyInfo, Error> {
-        let mut keys = self.write();
+        // Generated before taking the lock: RSA generation on an HSM can take
+        // seconds, and signing must not wait for it.
         let info = self
             .inner
             .store
             .generate(&self.inner.config.name, self.inner.config.algorithm)?;
+        let mut keys = self.write();
         keys.push(RingKey {
             info: info.clone(),
             state: KeyState::Pending,

@@ -257,7 +257,10 @@ fn threads_sign_in_parallel() {
     let stats = store.stats();
     assert!(stats.sessions_opened >= 1);
     assert_eq!(stats.session_recoveries, 0);
-    assert_eq!(stats.handles_refound, 0, "steady-state signing never searches the token");
+    assert_eq!(
+        stats.handles_refound, 0,
+        "steady-state signing never searches the token"
+    );
 }
 
 #[test]
