@@ -1,0 +1,46 @@
+//! Replays the committed cargo-fuzz corpora of `hsm_keys_pkcs11_uri` and
+//! `hsm_keys_pkcs8` on stable. Every file must be handled without panicking; seeds
+//! named `ok-*` must be accepted and `bad-*` rejected. Files the fuzzer adds (hash
+//! names) only have to not panic.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+#![cfg(feature = "pkcs11")]
+
+use std::path::PathBuf;
+
+fn replay(target: &str, accept: impl Fn(&[u8]) -> bool) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut seen = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let ok = accept(&std::fs::read(&path).unwrap());
+        if name.starts_with("ok-") {
+            assert!(ok, "{target}/{name} must be accepted");
+            seen.0 += 1;
+        } else if name.starts_with("bad-") {
+            assert!(!ok, "{target}/{name} must be rejected");
+            seen.1 += 1;
+        }
+    }
+    assert!(
+        seen.0 >= 4 && seen.1 >= 5,
+        "seeds missing from {}: {seen:?}",
+        dir.display()
+    );
+}
+
+#[test]
+fn fuzz_corpus_hsm_keys_pkcs11_uri() {
+    replay("hsm_keys_pkcs11_uri", |data| {
+        palisade_hsm_keys::TokenSelector::parse(&String::from_utf8_lossy(data)).is_ok()
+    });
+}
+
+#[test]
+fn fuzz_corpus_hsm_keys_pkcs8() {
+    replay("hsm_keys_pkcs8", |data| {
+        palisade_hsm_keys::fuzz_pkcs8_parts(data) > 0
+    });
+}

@@ -1,0 +1,122 @@
+//! Sessions closed or logged out underneath, and signing goes on. Its own test
+//! binary, because these disturb every session in the process; the two tests share
+//! a lock so they do not disturb each other either.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+#![cfg(feature = "pkcs11")]
+
+use palisade_hsm_keys::cryptoki::context::{CInitializeArgs, CInitializeFlags};
+use palisade_hsm_keys::{Jwk, JwsAlgorithm, KeyStore, Pin, Pkcs11Store, sign_compact};
+use palisade_testkit::SoftHsm;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn signing_survives_all_sessions_being_closed_underneath() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let hsm = SoftHsm::get();
+    let store = Pkcs11Store::open(
+        hsm.pkcs11().clone(),
+        hsm.token_label(),
+        Pin::new(SoftHsm::USER_PIN),
+    )
+    .unwrap();
+    let keys: Vec<_> = [JwsAlgorithm::ES256, JwsAlgorithm::RS256]
+        .into_iter()
+        .map(|alg| store.generate(&format!("recover-{alg}"), alg).unwrap())
+        .collect();
+    for round in 0..3 {
+        for key in &keys {
+            sign_compact(&store, key, None, b"{}").unwrap();
+        }
+        // cryptoki 0.12 has no C_CloseAllSessions; C_Finalize closes every session
+        // of the application (and invalidates every handle), which is harsher.
+        hsm.pkcs11().clone().finalize().unwrap();
+        hsm.pkcs11()
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .unwrap();
+        for key in &keys {
+            let jws = sign_compact(
+                &store,
+                key,
+                None,
+                format!(r#"{{"round":{round}}}"#).as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(verify(&jws.compact, &key.jwk)["round"], round);
+        }
+    }
+    // Key management works again too.
+    let listed = store.list().unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|k| k.key.name.starts_with("recover-"))
+            .count(),
+        2
+    );
+    assert_eq!(store.stats().session_recoveries, 3, "{:?}", store.stats());
+}
+
+#[test]
+fn signing_survives_the_token_logging_out_underneath() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let store = store();
+    let info = store.generate("logout", JwsAlgorithm::ES256).unwrap();
+    sign_compact(&store, &info, None, b"{}").unwrap();
+    for _ in 0..3 {
+        // Login state is per application: a logout on any session logs out all.
+        let outsider = user_session();
+        outsider.logout().unwrap();
+        drop(outsider);
+        let before = store.stats();
+        let jws = sign_compact(&store, &info, None, br#"{"after":"logout"}"#).unwrap();
+        assert!(
+            store.stats().relogins > before.relogins,
+            "{:?}",
+            store.stats()
+        );
+        assert_eq!(verify(&jws.compact, &info.jwk)["after"], "logout");
+    }
+}
+
+fn verify(compact: &str, jwk: &Jwk) -> serde_json::Value {
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(serde_json::to_value(jwk).unwrap()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+    let header = jsonwebtoken::decode_header(compact).unwrap();
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    jsonwebtoken::decode::<serde_json::Value>(compact, &key, &v)
+        .unwrap()
+        .claims
+}
+
+fn store() -> Pkcs11Store {
+    let hsm = SoftHsm::get();
+    Pkcs11Store::open(
+        hsm.pkcs11().clone(),
+        hsm.token_label(),
+        Pin::new(SoftHsm::USER_PIN),
+    )
+    .unwrap()
+}
+
+/// A logged-in session on the test token, found by label (the testkit's remembered
+/// slot number is stale once the other test re-initialised the library).
+fn user_session() -> palisade_hsm_keys::cryptoki::session::Session {
+    use palisade_hsm_keys::cryptoki::{error::Error as CkError, error::RvError, session::UserType};
+    let hsm = SoftHsm::get();
+    let ctx = hsm.pkcs11();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == hsm.token_label())
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    match session.login(UserType::User, Some(&hsm.user_pin())) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => session,
+        Err(e) => panic!("C_Login: {e}"),
+    }
+}
