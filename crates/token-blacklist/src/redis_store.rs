@@ -16,6 +16,7 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind};
 use tokio::task::JoinHandle;
 
 use crate::model::{Local, Record, Scope, bump};
+use crate::wire::{decode, encode};
 use crate::{Config, Error, StatsSnapshot};
 
 const REVOKE_SCRIPT: &str = include_str!("revoke.lua");
@@ -36,102 +37,6 @@ pub enum FailurePolicy {
         /// The oldest view a caller accepts.
         max_age: Duration,
     },
-}
-
-// ---- wire format -------------------------------------------------------------------
-//
-// A record is "K secs expires_ms rest" (K: T token, U user, I issuer, G global; secs
-// is 0 for a token). rest: T "<len>:<iss><len>:<sub><jti>", U "<len>:<iss><sub>",
-// I "<iss>", G "". Lengths make it unambiguous for any bytes in the identifiers.
-
-fn encode(r: &Record) -> String {
-    match r {
-        Record::Token {
-            issuer,
-            subject,
-            jti,
-            expires_ms,
-        } => format!(
-            "T 0 {expires_ms} {}:{issuer}{}:{subject}{jti}",
-            issuer.len(),
-            subject.len()
-        ),
-        Record::Mark {
-            scope,
-            secs,
-            expires_ms,
-        } => match scope {
-            Scope::User { issuer, subject } => {
-                format!("U {secs} {expires_ms} {}:{issuer}{subject}", issuer.len())
-            }
-            Scope::Issuer { issuer } => format!("I {secs} {expires_ms} {issuer}"),
-            Scope::Global => format!("G {secs} {expires_ms} "),
-        },
-    }
-}
-
-/// `"<len>:<bytes>"` at the start of `s` → (bytes, remainder).
-fn take_prefixed(s: &str) -> Option<(&str, &str)> {
-    let (len, rest) = s.split_once(':')?;
-    let len: usize = len.parse().ok()?;
-    if !rest.is_char_boundary(len.min(rest.len())) || len > rest.len() {
-        return None;
-    }
-    Some(rest.split_at(len))
-}
-
-fn valid_id(s: &str) -> bool {
-    crate::model::check_id("", s).is_ok()
-}
-
-/// Parses a record from the shared store or a pub/sub message; `None` if malformed.
-/// Public for the fuzz target: it must never panic, whatever the bytes.
-pub fn parse_record_for_fuzz(bytes: &[u8]) -> bool {
-    std::str::from_utf8(bytes).ok().and_then(decode).is_some()
-}
-
-fn decode(s: &str) -> Option<Record> {
-    let mut parts = s.splitn(4, ' ');
-    let kind = parts.next()?;
-    let secs: u64 = parts.next()?.parse().ok()?;
-    let expires_ms: u64 = parts.next()?.parse().ok()?;
-    let rest = parts.next()?;
-    let mark = |scope| Record::Mark {
-        scope,
-        secs,
-        expires_ms,
-    };
-    let r = match kind {
-        "T" => {
-            let (issuer, rest) = take_prefixed(rest)?;
-            let (subject, jti) = take_prefixed(rest)?;
-            if !valid_id(issuer) || !valid_id(jti) || (!subject.is_empty() && !valid_id(subject)) {
-                return None;
-            }
-            Record::Token {
-                issuer: issuer.into(),
-                subject: subject.into(),
-                jti: jti.into(),
-                expires_ms,
-            }
-        }
-        "U" => {
-            let (issuer, subject) = take_prefixed(rest)?;
-            if !valid_id(issuer) || !valid_id(subject) {
-                return None;
-            }
-            mark(Scope::User {
-                issuer: issuer.into(),
-                subject: subject.into(),
-            })
-        }
-        "I" if valid_id(rest) => mark(Scope::Issuer {
-            issuer: rest.into(),
-        }),
-        "G" if rest.is_empty() => mark(Scope::Global),
-        _ => return None,
-    };
-    Some(r)
 }
 
 /// FNV-1a 64: a stable hash (the same in every process) for the hash tag.
