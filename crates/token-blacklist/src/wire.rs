@@ -35,7 +35,7 @@ pub(crate) fn encode(r: &Record) -> String {
 /// `"<len>:<bytes>"` at the start of `s` → (bytes, remainder).
 fn take_prefixed(s: &str) -> Option<(&str, &str)> {
     let (len, rest) = s.split_once(':')?;
-    let len: usize = len.parse().ok()?;
+    let len = usize::try_from(number(len)?).ok()?;
     if !rest.is_char_boundary(len.min(rest.len())) || len > rest.len() {
         return None;
     }
