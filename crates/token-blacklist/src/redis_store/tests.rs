@@ -348,6 +348,18 @@ async fn replicas_converge_on_a_redis_cluster() {
     const N: u32 = 100;
     for i in 0..N {
         a.revoke_token(&token(i)).await.unwrap();
+        if i == N / 2 {
+            // Every replica's subscriber is on one of the nodes: kill them all.
+            let killed: u32 = cluster
+                .nodes()
+                .iter()
+                .map(|n| {
+                    let r = n.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
+                    r.text().parse::<u32>().unwrap()
+                })
+                .sum();
+            assert_eq!(killed, 3, "one subscriber per replica");
+        }
     }
     b.revoke_user(
         "https://idp.example",
@@ -372,6 +384,9 @@ async fn replicas_converge_on_a_redis_cluster() {
     assert_eq!(counts.iter().sum::<i64>(), i64::from(N) + 1, "{counts:?}");
     assert!(counts.iter().filter(|&&c| c > 0).count() >= 2, "{counts:?}");
     let d = builder().connect_cluster(&urls).await.unwrap();
+    for bl in [&a, &b, &c] {
+        wait_until("resubscribed and resynced", || bl.stats().resyncs >= 2).await;
+    }
     assert_eq!(d.len(), N as usize + 1);
     // One-round-trip remote check works across slots (no CROSSSLOT).
     assert_eq!(
@@ -386,4 +401,29 @@ async fn replicas_converge_on_a_redis_cluster() {
         d.check_remote(&fresh_token("y")).await.unwrap(),
         RevocationStatus::NotRevoked
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_resync_bounds_how_long_a_lost_message_hides_a_revocation() {
+    let server = RedisServer::start();
+    let a = builder()
+        .resync_every(Duration::from_millis(200))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    // A write whose message never arrives: SET without PUBLISH, as if lost.
+    let t = token(42);
+    let record = Record::Token {
+        issuer: t.issuer.as_str().into(),
+        subject: "user-0".into(),
+        jti: "jti-42".into(),
+        expires_ms: (NOW_EXP + 65) * 1000,
+    };
+    let k = key("palisade:tb", &record);
+    let resyncs = a.stats().resyncs;
+    let reply = server.command(&["SET", &k, &encode(&record)]).unwrap();
+    assert_eq!(reply.text(), "OK");
+    wait_until("picked up by a periodic resync", || revoked(&a, &t)).await;
+    assert!(a.stats().resyncs > resyncs);
+    assert_eq!(a.stats().messages, 0, "not through pub/sub");
 }
