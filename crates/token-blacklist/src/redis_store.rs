@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -259,6 +259,7 @@ impl RedisBlacklistBuilder {
             fresh_within: self.fresh_within,
             instance: format!("{:016x}", fnv(&[&seed.to_string()])),
             last_sync: AtomicU64::new(0),
+            incomplete: AtomicBool::new(false),
             synced: tokio::sync::Notify::new(),
         });
         let task = tokio::spawn(replicate(inner.clone()));
@@ -283,6 +284,8 @@ struct Inner {
     instance: String,
     /// Local ns as of which every acknowledged revocation is applied (0: never).
     last_sync: AtomicU64,
+    /// Set when a revocation could not be held locally (capacity): never fresh then.
+    incomplete: AtomicBool,
     synced: tokio::sync::Notify,
 }
 
@@ -294,6 +297,19 @@ impl Inner {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Applies a record; if the replica cannot hold it (full), it can no longer prove
+    /// it is fresh until a resync holds everything: checks then answer by policy.
+    fn hold(&self, r: &Record) -> bool {
+        match self.local.apply(r) {
+            Ok(_) => true,
+            Err(e) => {
+                self.incomplete.store(true, Ordering::Release);
+                tracing::error!(error = %e, "replica cannot hold a revocation; not fresh until it can");
+                false
+            }
         }
     }
 
@@ -350,9 +366,7 @@ impl Inner {
         match decode(text) {
             Some(r) => {
                 bump(&self.local.stats.messages);
-                if let Err(e) = self.local.apply(&r) {
-                    tracing::error!(error = %e, "replica cannot hold a revocation");
-                }
+                self.hold(&r);
             }
             None => tracing::warn!("ignoring a malformed message on the revocation channel"),
         }
@@ -371,6 +385,7 @@ impl Inner {
     async fn resync(&self) -> Result<(usize, usize), Error> {
         let started = self.local.now();
         let pattern = format!("{}:*", self.prefix);
+        let mut complete = true;
         let mut seen: HashSet<String> = HashSet::new();
         for url in &self.nodes {
             let client = redis::Client::open(url.as_str())?;
@@ -404,9 +419,7 @@ impl Inner {
                             .map_err(|_| Error::Timeout(self.timeout))??;
                     for (k, v) in keys.into_iter().zip(values) {
                         if let Some(r) = v.as_deref().and_then(decode) {
-                            if let Err(e) = self.local.apply(&r) {
-                                tracing::error!(error = %e, "replica cannot hold a revocation");
-                            }
+                            complete &= self.hold(&r);
                             seen.insert(k);
                         }
                     }
@@ -436,7 +449,10 @@ impl Inner {
                 .fetch_add(repaired as u64, Ordering::Relaxed);
         }
         bump(&self.local.stats.resyncs);
-        self.confirm_sync(started);
+        if complete {
+            self.incomplete.store(false, Ordering::Release);
+            self.confirm_sync(started);
+        }
         Ok((seen.len(), repaired))
     }
 
@@ -622,8 +638,12 @@ impl RedisBlacklist {
         }
     }
 
-    /// Time since the replica was last proven in sync (`None`: never yet).
+    /// Time since the replica was last proven in sync (`None`: never yet, or it
+    /// dropped a revocation it could not hold because it is full).
     pub fn freshness(&self) -> Option<Duration> {
+        if self.inner.incomplete.load(Ordering::Acquire) {
+            return None;
+        }
         match self.inner.last_sync.load(Ordering::Acquire) {
             0 => None,
             ns => Some(

@@ -427,3 +427,43 @@ async fn the_periodic_resync_bounds_how_long_a_lost_message_hides_a_revocation()
     assert!(a.stats().resyncs > resyncs);
     assert_eq!(a.stats().messages, 0, "not through pub/sub");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replica_fails_closed_instead_of_forgetting() {
+    let server = RedisServer::start();
+    let a = builder().connect(&server.url()).await.unwrap();
+    let small = builder()
+        .config(Config::default().capacity(5))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        a.revoke_token(&token(i)).await.unwrap();
+    }
+    wait_until("all messages delivered", || small.stats().messages >= 10).await;
+    assert_eq!(small.len(), 5);
+    assert_eq!(small.freshness(), None);
+    let statuses: Vec<_> = (0..10)
+        .map(|i| small.check(&token(i), FailurePolicy::Closed))
+        .collect();
+    let held = statuses
+        .iter()
+        .filter(|s| **s == RevocationStatus::Revoked)
+        .count();
+    let unknown = statuses
+        .iter()
+        .filter(|s| **s == RevocationStatus::Unknown)
+        .count();
+    assert_eq!((held, unknown), (5, 5), "{statuses:?}");
+    // A stale-tolerant policy cannot help either: there is no proven view at all.
+    // Messages arrive in order: the first five are held, the last five are not.
+    assert_eq!(
+        small.check(&token(9), FailurePolicy::Closed),
+        RevocationStatus::Unknown
+    );
+    let lenient = FailurePolicy::Stale {
+        max_age: Duration::from_secs(3600),
+    };
+    assert_eq!(small.check(&token(9), lenient), RevocationStatus::Unknown);
+    assert_eq!(small.check(&token(0), lenient), RevocationStatus::Revoked);
+}
