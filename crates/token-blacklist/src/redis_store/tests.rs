@@ -1,0 +1,469 @@
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::time::{Duration, Instant};
+
+use palisade_testkit::{RedisCluster, RedisServer};
+
+use super::*;
+
+const NOW_EXP: u64 = 4_000_000_000;
+
+fn token(i: u32) -> TokenIdentity {
+    TokenIdentity::new("https://idp.example")
+        .with_subject(format!("user-{}", i % 7))
+        .with_jti(format!("jti-{i}"))
+        .with_issued_at(NOW_EXP - 1000)
+        .with_expires_at(NOW_EXP)
+}
+
+fn fresh_token(sub: &str) -> TokenIdentity {
+    TokenIdentity::new("https://idp.example")
+        .with_subject(sub)
+        .with_jti(format!("never-revoked-{sub}"))
+        .with_issued_at(NOW_EXP - 1)
+        .with_expires_at(NOW_EXP)
+}
+
+fn builder() -> RedisBlacklistBuilder {
+    // Long timeouts: CI runs many tests in parallel on 2 cores.
+    RedisBlacklist::builder()
+        .timeout(Duration::from_secs(3))
+        .heartbeat(Duration::from_millis(50))
+        // Not an outage test: a stalled CI machine must not make a replica "stale".
+        .fresh_within(Duration::from_secs(10))
+        .config(Config::default().max_token_lifetime(Duration::from_secs(3600)))
+}
+
+/// Polls until `cond` holds; fails the test after 30 s (a bound, not a measurement).
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn revoked(bl: &RedisBlacklist, t: &TokenIdentity) -> bool {
+    bl.check(t, FailurePolicy::Closed) == RevocationStatus::Revoked
+}
+
+#[test]
+fn records_round_trip_whatever_the_identifiers_hold() {
+    let ids = ["a", "with space", "co:lon", "{brace}", "12:ab", "é ü"];
+    for iss in ids {
+        for sub in ids {
+            let records = [
+                Record::Token {
+                    issuer: iss.into(),
+                    subject: sub.into(),
+                    jti: "j 1:2".into(),
+                    expires_ms: 17,
+                },
+                Record::Token {
+                    issuer: iss.into(),
+                    subject: "".into(),
+                    jti: sub.into(),
+                    expires_ms: 1,
+                },
+                Record::Mark {
+                    scope: Scope::User {
+                        issuer: iss.into(),
+                        subject: sub.into(),
+                    },
+                    secs: 5,
+                    expires_ms: 9,
+                },
+                Record::Mark {
+                    scope: Scope::Issuer { issuer: iss.into() },
+                    secs: 5,
+                    expires_ms: 9,
+                },
+                Record::Mark {
+                    scope: Scope::Global,
+                    secs: 5,
+                    expires_ms: 9,
+                },
+            ];
+            for r in records {
+                assert_eq!(decode(&encode(&r)), Some(r.clone()), "{}", encode(&r));
+            }
+        }
+    }
+    for bad in [
+        "",
+        "T",
+        "T 0 1",
+        "T 0 1 9:ab",
+        "X 0 1 a",
+        "U 1 2 1:a",
+        "I 1 2 ",
+        "G 1 2 x",
+        "T 0 1 2:é",
+    ] {
+        assert_eq!(decode(bad), None, "{bad:?}");
+    }
+    // A token's key and its subject's watermark key share one hash tag.
+    let t = token_key("p", "iss", "alice", "j");
+    let u = user_key("p", "iss", "alice");
+    let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
+    assert_eq!(tag(&t), tag(&u));
+    assert_ne!(tag(&u), tag(&user_key("p", "iss", "bob")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_replica_is_seen_by_all_three() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = builder().connect(&url).await.unwrap();
+    let b = builder().connect(&url).await.unwrap();
+    let c = builder().connect(&url).await.unwrap();
+    for bl in [&a, &b, &c] {
+        assert!(
+            bl.freshness().is_some(),
+            "first resync done before connect returns"
+        );
+        assert_eq!(
+            bl.check(&fresh_token("x"), FailurePolicy::Closed),
+            RevocationStatus::NotRevoked
+        );
+    }
+    a.revoke_token(&token(1)).await.unwrap();
+    // Through the core-traits contract, as a playbook would.
+    let b = Arc::new(b);
+    let revoker: Arc<dyn TokenRevoker> = b.clone();
+    revoker
+        .revoke_user(
+            "https://idp.example",
+            "mallory",
+            Timestamp::from_unix_secs(NOW_EXP - 10),
+        )
+        .await
+        .unwrap();
+    let b = &*b;
+    c.revoke_issuer(
+        "https://old-idp.example",
+        Timestamp::from_unix_secs(NOW_EXP - 10),
+    )
+    .await
+    .unwrap();
+    let mallory = fresh_token("mallory").with_issued_at(NOW_EXP - 10);
+    let old_idp = TokenIdentity::new("https://old-idp.example").with_issued_at(NOW_EXP - 20);
+    for bl in [&a, b, &c] {
+        wait_until("all three revocations everywhere", || {
+            revoked(bl, &token(1)) && revoked(bl, &mallory) && revoked(bl, &old_idp)
+        })
+        .await;
+        assert_eq!(
+            bl.check(&fresh_token("x"), FailurePolicy::Closed),
+            RevocationStatus::NotRevoked
+        );
+        assert_eq!(bl.len(), 3);
+    }
+    // The store itself answers the same, in one round trip (jti key + user key).
+    assert_eq!(
+        a.check_remote(&token(1)).await.unwrap(),
+        RevocationStatus::Revoked
+    );
+    let d = builder().connect(&url).await.unwrap();
+    assert_eq!(
+        d.check_remote(&mallory).await.unwrap(),
+        RevocationStatus::Revoked
+    );
+    assert_eq!(
+        d.check_remote(&fresh_token("x")).await.unwrap(),
+        RevocationStatus::NotRevoked
+    );
+    // A new replica gets everything from its first resync.
+    assert_eq!(d.len(), 3);
+    assert!(revoked(&d, &old_idp));
+    // Redis holds the entries with a TTL no longer than their lifetime.
+    let key = token_key("palisade:tb", "https://idp.example", "user-1", "jti-1");
+    // Local time read before Redis computes the TTL: Redis's "now" is at least this.
+    let before_ms = (SystemClock.now().as_unix_nanos() / 1_000_000) as i64;
+    let pttl: i64 = server
+        .command(&["PTTL", &key])
+        .unwrap()
+        .text()
+        .parse()
+        .unwrap();
+    assert!(pttl > 0, "{pttl}");
+    // exp + leeway + skew, never more (one Redis/host clock, so no skew between them).
+    assert!(pttl <= ((NOW_EXP + 65) * 1000) as i64 - before_ms, "{pttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_watermark_never_narrows_one_in_redis() {
+    let server = RedisServer::start();
+    let a = builder().connect(&server.url()).await.unwrap();
+    a.revoke_user("iss", "alice", Timestamp::from_unix_secs(NOW_EXP - 10))
+        .await
+        .unwrap();
+    a.revoke_user("iss", "alice", Timestamp::from_unix_secs(NOW_EXP - 500))
+        .await
+        .unwrap();
+    let b = builder().connect(&server.url()).await.unwrap();
+    let t = TokenIdentity::new("iss")
+        .with_subject("alice")
+        .with_issued_at(NOW_EXP - 11);
+    assert_eq!(b.check_remote(&t).await.unwrap(), RevocationStatus::Revoked);
+    assert_eq!(
+        b.check(&t, FailurePolicy::Closed),
+        RevocationStatus::Revoked
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_subscribers_in_the_middle_of_a_burst_still_converges() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = builder().connect(&url).await.unwrap();
+    let b = builder().connect(&url).await.unwrap();
+    let c = builder().connect(&url).await.unwrap();
+    const N: u32 = 300;
+    for i in 0..N {
+        a.revoke_token(&token(i)).await.unwrap();
+        if i == N / 2 {
+            let killed = server
+                .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+                .unwrap()
+                .text();
+            assert_eq!(killed, "3", "one subscriber per replica");
+        }
+    }
+    for bl in [&a, &b, &c] {
+        wait_until("every revocation on every replica", || {
+            (0..N).all(|i| revoked(bl, &token(i)))
+        })
+        .await;
+    }
+    for bl in [&b, &c] {
+        wait_until("resubscribed and resynced", || bl.stats().resyncs >= 2).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_revocation_is_lost_across_a_redis_crash() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let quick = || {
+        builder()
+            .timeout(Duration::from_millis(500))
+            .fresh_within(Duration::from_millis(300))
+    };
+    let a = quick().connect(&url).await.unwrap();
+    let b = quick().connect(&url).await.unwrap();
+    let c = quick().connect(&url).await.unwrap();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for i in 0..200u32 {
+        if i == 100 {
+            // SIGKILL: the fixture runs without persistence, so Redis comes back empty.
+            server.stop();
+        }
+        match a.revoke_token(&token(i)).await {
+            Ok(()) => acknowledged.push(i),
+            Err(_) => refused += 1,
+        }
+        // Checks keep answering from memory during the outage.
+        let _ = b.check(&token(i), FailurePolicy::Closed);
+    }
+    assert!(acknowledged.len() >= 100, "{}", acknowledged.len());
+    assert!(refused > 0, "revocations fail loudly while Redis is away");
+
+    // During the outage: the replicas go stale, and each policy answers as documented.
+    wait_until("replica stale", || {
+        b.freshness().is_none_or(|f| f > Duration::from_millis(300))
+    })
+    .await;
+    let unrevoked = fresh_token("x");
+    assert_eq!(
+        b.check(&unrevoked, FailurePolicy::Closed),
+        RevocationStatus::Unknown
+    );
+    assert_eq!(
+        b.check(
+            &unrevoked,
+            FailurePolicy::Stale {
+                max_age: Duration::from_secs(3600)
+            }
+        ),
+        RevocationStatus::NotRevoked
+    );
+    assert_eq!(
+        b.check(
+            &unrevoked,
+            FailurePolicy::Stale {
+                max_age: Duration::from_millis(1)
+            }
+        ),
+        RevocationStatus::Unknown
+    );
+    let open_before = b.stats().stale_allowed;
+    assert_eq!(
+        b.check(&unrevoked, FailurePolicy::Open),
+        RevocationStatus::NotRevoked
+    );
+    assert_eq!(
+        b.stats().stale_allowed,
+        open_before + 1,
+        "open answers are counted"
+    );
+    assert!(b.stats().stale_unknown >= 2);
+    // What a replica holds stays revoked under every policy.
+    for p in [FailurePolicy::Closed, FailurePolicy::Open] {
+        assert_eq!(
+            a.check(&token(acknowledged[0]), p),
+            RevocationStatus::Revoked
+        );
+    }
+
+    server.restart();
+    for bl in [&a, &b, &c] {
+        wait_until("fresh again after restart", || {
+            bl.check(&unrevoked, FailurePolicy::Closed) == RevocationStatus::NotRevoked
+        })
+        .await;
+    }
+    // The replicas re-wrote what the empty Redis had lost: a replica that starts now
+    // sees every acknowledged revocation.
+    let d = quick().connect(&url).await.unwrap();
+    for bl in [&a, &b, &c, &d] {
+        wait_until("every acknowledged revocation", || {
+            acknowledged.iter().all(|&i| revoked(bl, &token(i)))
+        })
+        .await;
+    }
+    assert!(
+        a.stats().repaired + b.stats().repaired + c.stats().repaired >= acknowledged.len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_converge_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let a = builder().connect_cluster(&urls).await.unwrap();
+    let b = builder().connect_cluster(&urls).await.unwrap();
+    let c = builder().connect_cluster(&urls).await.unwrap();
+    const N: u32 = 100;
+    for i in 0..N {
+        a.revoke_token(&token(i)).await.unwrap();
+        if i == N / 2 {
+            // Every replica's subscriber is on one of the nodes: kill them all.
+            let killed: u32 = cluster
+                .nodes()
+                .iter()
+                .map(|n| {
+                    let r = n.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
+                    r.text().parse::<u32>().unwrap()
+                })
+                .sum();
+            assert_eq!(killed, 3, "one subscriber per replica");
+        }
+    }
+    b.revoke_user(
+        "https://idp.example",
+        "mallory",
+        Timestamp::from_unix_secs(NOW_EXP - 10),
+    )
+    .await
+    .unwrap();
+    let mallory = fresh_token("mallory").with_issued_at(NOW_EXP - 10);
+    for bl in [&a, &b, &c] {
+        wait_until("every revocation on every replica", || {
+            (0..N).all(|i| revoked(bl, &token(i))) && revoked(bl, &mallory)
+        })
+        .await;
+    }
+    // Keys spread over the nodes, and a new replica's resync finds all of them.
+    let counts: Vec<i64> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.command(&["DBSIZE"]).unwrap().text().parse().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<i64>(), i64::from(N) + 1, "{counts:?}");
+    assert!(counts.iter().filter(|&&c| c > 0).count() >= 2, "{counts:?}");
+    let d = builder().connect_cluster(&urls).await.unwrap();
+    for bl in [&a, &b, &c] {
+        wait_until("resubscribed and resynced", || bl.stats().resyncs >= 2).await;
+    }
+    assert_eq!(d.len(), N as usize + 1);
+    // One-round-trip remote check works across slots (no CROSSSLOT).
+    assert_eq!(
+        d.check_remote(&token(3)).await.unwrap(),
+        RevocationStatus::Revoked
+    );
+    assert_eq!(
+        d.check_remote(&mallory).await.unwrap(),
+        RevocationStatus::Revoked
+    );
+    assert_eq!(
+        d.check_remote(&fresh_token("y")).await.unwrap(),
+        RevocationStatus::NotRevoked
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_resync_bounds_how_long_a_lost_message_hides_a_revocation() {
+    let server = RedisServer::start();
+    let a = builder()
+        .resync_every(Duration::from_millis(200))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    // A write whose message never arrives: SET without PUBLISH, as if lost.
+    let t = token(42);
+    let record = Record::Token {
+        issuer: t.issuer.as_str().into(),
+        subject: "user-0".into(),
+        jti: "jti-42".into(),
+        expires_ms: (NOW_EXP + 65) * 1000,
+    };
+    let k = key("palisade:tb", &record);
+    let resyncs = a.stats().resyncs;
+    let reply = server.command(&["SET", &k, &encode(&record)]).unwrap();
+    assert_eq!(reply.text(), "OK");
+    wait_until("picked up by a periodic resync", || revoked(&a, &t)).await;
+    assert!(a.stats().resyncs > resyncs);
+    assert_eq!(a.stats().messages, 0, "not through pub/sub");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replica_fails_closed_instead_of_forgetting() {
+    let server = RedisServer::start();
+    let a = builder().connect(&server.url()).await.unwrap();
+    let small = builder()
+        .config(Config::default().capacity(5))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        a.revoke_token(&token(i)).await.unwrap();
+    }
+    wait_until("all messages delivered", || small.stats().messages >= 10).await;
+    assert_eq!(small.len(), 5);
+    assert_eq!(small.freshness(), None);
+    let statuses: Vec<_> = (0..10)
+        .map(|i| small.check(&token(i), FailurePolicy::Closed))
+        .collect();
+    let held = statuses
+        .iter()
+        .filter(|s| **s == RevocationStatus::Revoked)
+        .count();
+    let unknown = statuses
+        .iter()
+        .filter(|s| **s == RevocationStatus::Unknown)
+        .count();
+    assert_eq!((held, unknown), (5, 5), "{statuses:?}");
+    // A stale-tolerant policy cannot help either: there is no proven view at all.
+    // Messages arrive in order: the first five are held, the last five are not.
+    assert_eq!(
+        small.check(&token(9), FailurePolicy::Closed),
+        RevocationStatus::Unknown
+    );
+    let lenient = FailurePolicy::Stale {
+        max_age: Duration::from_secs(3600),
+    };
+    assert_eq!(small.check(&token(9), lenient), RevocationStatus::Unknown);
+    assert_eq!(small.check(&token(0), lenient), RevocationStatus::Revoked);
+}
