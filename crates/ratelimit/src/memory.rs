@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use palisade_core_traits::{Clock, IpBlocker, async_trait};
 
 use crate::{Decision, Error, MonotonicClock, Quota};
@@ -123,7 +124,12 @@ pub struct KeyedLimiter<K: Hash + Eq, C = MonotonicClock> {
     blocks: DashMap<K, u64>,
     block_count: AtomicUsize,
     max_keys: usize,
-    new_keys_since_sweep: AtomicUsize,
+    /// Keys tracked plus slots reserved by inserts in flight; never above `max_keys`.
+    tracked: AtomicUsize,
+    /// Keys left by the last sweep (0 before any): new keys since = max_keys - this.
+    kept_after_sweep: AtomicUsize,
+    /// New keys refused a slot since the last sweep.
+    full_attempts: AtomicUsize,
     sweeping: AtomicBool,
     clock: C,
     stats: MemoryStats,
@@ -147,8 +153,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             blocks: DashMap::new(),
             block_count: AtomicUsize::new(0),
             max_keys: DEFAULT_MAX_KEYS,
-            // Let the first sweep run as soon as the table is full.
-            new_keys_since_sweep: AtomicUsize::new(usize::MAX / 2),
+            tracked: AtomicUsize::new(0),
+            // With nothing kept, the first sweep may run as soon as the table is full.
+            kept_after_sweep: AtomicUsize::new(0),
+            full_attempts: AtomicUsize::new(0),
             sweeping: AtomicBool::new(false),
             clock,
             stats: MemoryStats::default(),
@@ -254,11 +262,16 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             // A peek on an untracked key sees a fresh key and tracks nothing.
             return quota.decide(0, now, 0).0;
         }
-        // Every new-key attempt counts toward paying for the next sweep, admitted or not.
-        self.new_keys_since_sweep.fetch_add(1, Ordering::Relaxed);
-        if self.states.len() >= self.max_keys {
+        // Reserve a slot before inserting, so racing threads cannot overshoot the
+        // bound (DashMap::len() would lock every shard on each new key).
+        if !self.reserve_slot() {
+            self.full_attempts.fetch_add(1, Ordering::Relaxed);
             self.maybe_sweep(now);
-            if self.states.len() >= self.max_keys && !self.states.contains_key(key) {
+            if !self.reserve_slot() {
+                if let Some(state) = self.states.get(key) {
+                    // Another thread inserted it meanwhile: a tracked key, no overflow.
+                    return Self::update(quota, &state, now, cost);
+                }
                 self.stats.overflow_denied.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     max_keys = self.max_keys,
@@ -267,27 +280,50 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
                 return Decision::denied(quota.burst(), quota.emission_interval());
             }
         }
-        let state = self
-            .states
-            .entry(key.clone())
-            .or_insert_with(|| AtomicU64::new(0));
-        Self::update(quota, &state, now, cost)
+        match self.states.entry(key.clone()) {
+            Entry::Occupied(entry) => {
+                // Inserted by another thread since our lookup: give the slot back.
+                self.tracked.fetch_sub(1, Ordering::AcqRel);
+                Self::update(quota, entry.get(), now, cost)
+            }
+            Entry::Vacant(entry) => {
+                let state = entry.insert(AtomicU64::new(0));
+                Self::update(quota, &state, now, cost)
+            }
+        }
+    }
+
+    /// Takes one of the `max_keys` slots, or returns false if none is free.
+    fn reserve_slot(&self) -> bool {
+        if self.tracked.fetch_add(1, Ordering::AcqRel) < self.max_keys {
+            return true;
+        }
+        self.tracked.fetch_sub(1, Ordering::AcqRel);
+        false
     }
 
     /// Removes every key indistinguishable from a fresh one, if enough new keys have
-    /// arrived since the last sweep to pay for it, and no other thread is sweeping.
+    /// arrived since the last sweep to pay for it (those inserted into the slots it
+    /// freed, plus those refused since the table filled again), and no other thread
+    /// is sweeping.
     fn maybe_sweep(&self, now: u64) {
         let due = (self.max_keys / 8).max(1);
-        if self.new_keys_since_sweep.load(Ordering::Relaxed) < due
-            || self.sweeping.swap(true, Ordering::Acquire)
-        {
+        let paid = self
+            .max_keys
+            .saturating_sub(self.kept_after_sweep.load(Ordering::Relaxed))
+            + self.full_attempts.load(Ordering::Relaxed);
+        if paid < due || self.sweeping.swap(true, Ordering::Acquire) {
             return;
         }
-        let before = self.states.len();
-        self.states
-            .retain(|_, tat| tat.load(Ordering::Acquire) > now);
-        let evicted = before.saturating_sub(self.states.len());
-        self.new_keys_since_sweep.store(0, Ordering::Relaxed);
+        let mut evicted = 0usize;
+        self.states.retain(|_, tat| {
+            let live = tat.load(Ordering::Acquire) > now;
+            evicted += usize::from(!live);
+            live
+        });
+        let kept = self.tracked.fetch_sub(evicted, Ordering::AcqRel) - evicted;
+        self.kept_after_sweep.store(kept, Ordering::Relaxed);
+        self.full_attempts.store(0, Ordering::Relaxed);
         self.stats.sweeps.fetch_add(1, Ordering::Relaxed);
         self.stats
             .evicted

@@ -299,3 +299,29 @@ fn two_threads_share_one_key_without_over_admitting() {
     // The clock does not move: exactly the burst is admitted, however the CAS races go.
     assert_eq!(total, 1_000);
 }
+
+/// Threads racing to insert new keys never push the table past `max_keys`.
+#[test]
+fn racing_inserts_never_overshoot_max_keys() {
+    let clock = clock();
+    let quota = Quota::new(1, 1, Duration::from_secs(3600)).unwrap();
+    let limiter = Arc::new(
+        KeyedLimiter::with_clock(quota, clock)
+            .with_max_keys(1_000)
+            .unwrap(),
+    );
+    let handles: Vec<_> = (0..2u64)
+        .map(|t| {
+            let l = limiter.clone();
+            std::thread::spawn(move || {
+                (0..10_000u64)
+                    .filter(|k| l.check(&(t * 1_000_000 + k), 1).unwrap().allowed)
+                    .count()
+            })
+        })
+        .collect();
+    let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(admitted, 1_000);
+    assert_eq!(limiter.len(), 1_000);
+    assert_eq!(limiter.stats().overflow_denied, 19_000);
+}
