@@ -198,3 +198,43 @@ impl Policy {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_changes_the_fingerprint_and_order_does_not() {
+        let base = || Policy::new(&[Algorithm::RS256, Algorithm::ES256]).unwrap();
+        let variants = [
+            base(),
+            Policy::new(&[Algorithm::RS256]).unwrap(),
+            base().issuers(&["a"]),
+            base().issuers(&["a", "b"]),
+            base().audiences(&["a"]),
+            base().subject("a"),
+            base().leeway_secs(1),
+            base().reject_expiring_in_less_than_secs(1),
+            base().required_claims(&["exp", "nbf"]),
+            base().typ("JWT"),
+            base().validate_nbf(false),
+            // Same strings in different fields must not collide.
+            base().issuers(&[]).audiences(&["a"]),
+            base().audiences(&[]).issuers(&["a"]),
+        ];
+        let prints: std::collections::HashSet<[u8; 32]> =
+            variants.iter().map(Policy::fingerprint).collect();
+        assert_eq!(prints.len(), variants.len());
+        assert_eq!(
+            Policy::new(&[Algorithm::ES256, Algorithm::RS256])
+                .unwrap()
+                .issuers(&["b", "a"])
+                .fingerprint(),
+            base().issuers(&["a", "b"]).fingerprint()
+        );
+        assert_eq!(
+            base().typ("jwt").fingerprint(),
+            base().typ("JWT").fingerprint()
+        );
+    }
+}
