@@ -152,6 +152,14 @@ struct RawHeader {
     crit: Option<Value>,
 }
 
+/// What the shared front of `validate` found.
+enum Lookup<'a> {
+    /// Answered (a hit, a refusal, or an uncacheable token).
+    Done(Result<Arc<ValidatedToken>, Error>),
+    /// Not in the cache: validate under single flight.
+    Miss(&'a TokenCache, u64),
+}
+
 /// A verification outcome before revocation and caching.
 struct Verified {
     token: Arc<ValidatedToken>,
@@ -250,7 +258,62 @@ impl Validator {
         Ok(())
     }
 
-    fn validate_inner(&self, token: &[u8]) -> Result<Arc<ValidatedToken>, Error> {
+    /// Like [`Self::validate`], for async code: a caller that finds another task
+    /// validating the same uncached token awaits that result instead of blocking its
+    /// thread. Same cache, same single flight (sync and async callers share it).
+    pub async fn validate_async(
+        &self,
+        token: impl AsRef<[u8]>,
+    ) -> Result<Arc<ValidatedToken>, Error> {
+        let token = token.as_ref();
+        let r = async {
+            let (cache, epoch) = match self.lookup(token)? {
+                Lookup::Done(r) => return r,
+                Lookup::Miss(cache, epoch) => (cache, epoch),
+            };
+            let kref = self.key_ref(epoch, token);
+            let owned = self.owned_key(epoch, token);
+            loop {
+                match cache.store.get_value_or_guard_async(&owned).await {
+                    Ok(entry) => {
+                        if let Some(r) = self.serve(cache, &kref, &entry, true) {
+                            return r;
+                        }
+                    }
+                    Err(guard) => {
+                        return self.lead(cache, epoch, token, |e| {
+                            let _ = guard.insert(e);
+                        });
+                    }
+                }
+            }
+        }
+        .await;
+        if let Err(e) = &r {
+            self.counters.reject(e);
+        }
+        r
+    }
+
+    fn key_ref<'a>(&'a self, epoch: u64, token: &'a [u8]) -> KeyRef<'a> {
+        KeyRef {
+            epoch,
+            policy: &self.fingerprint,
+            token,
+        }
+    }
+
+    fn owned_key(&self, epoch: u64, token: &[u8]) -> CacheKey {
+        CacheKey {
+            epoch,
+            policy: self.fingerprint,
+            token: token.into(),
+        }
+    }
+
+    /// The part shared by the sync and async paths: length, uncacheable tokens,
+    /// and the allocation-free hit.
+    fn lookup(&self, token: &[u8]) -> Result<Lookup<'_>, Error> {
         self.check_len(token)?;
         let cache = match &self.cache {
             Some(c) if token.len() <= c.config.max_cached_token_bytes => c,
@@ -259,25 +322,26 @@ impl Validator {
                 let v = self.verify(token, &self.key_state().keys, now)?;
                 self.counters.not_cached.add(1);
                 self.check_revocation(&v.token)?;
-                return Ok(v.token);
+                return Ok(Lookup::Done(Ok(v.token)));
             }
         };
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let kref = KeyRef {
-            epoch,
-            policy: &self.fingerprint,
-            token,
-        };
+        let kref = self.key_ref(epoch, token);
         if let Some(entry) = cache.store.get(&kref)
             && let Some(r) = self.serve(cache, &kref, &entry, false)
         {
-            return r;
+            return Ok(Lookup::Done(r));
         }
-        let owned = CacheKey {
-            epoch,
-            policy: self.fingerprint,
-            token: token.into(),
+        Ok(Lookup::Miss(cache, epoch))
+    }
+
+    fn validate_inner(&self, token: &[u8]) -> Result<Arc<ValidatedToken>, Error> {
+        let (cache, epoch) = match self.lookup(token)? {
+            Lookup::Done(r) => return r,
+            Lookup::Miss(cache, epoch) => (cache, epoch),
         };
+        let kref = self.key_ref(epoch, token);
+        let owned = self.owned_key(epoch, token);
         loop {
             match cache.store.get_value_or_guard(&owned, None) {
                 GuardResult::Value(entry) => {
@@ -287,38 +351,49 @@ impl Validator {
                     // Stale: `serve` removed it; take the guard next round.
                 }
                 GuardResult::Guard(guard) => {
-                    let generation = cache.generation.load(Ordering::SeqCst);
-                    let state = self.key_state();
-                    let now = self.clock.now();
-                    let v = self.verify(token, &state.keys, now)?;
-                    self.check_revocation(&v.token)?;
-                    let cache_until = now.saturating_add(cache.config.max_ttl).min(
-                        v.token
-                            .expires_at
-                            .map_or(Timestamp::MAX, Timestamp::from_unix_secs),
-                    );
-                    let fresh = state.epoch == epoch
-                        && cache.generation.load(Ordering::SeqCst) == generation
-                        && cache_until > now;
-                    if fresh {
-                        let _ = guard.insert(Entry {
-                            token: v.token.clone(),
-                            cache_until,
-                        });
-                    } else {
-                        self.counters.not_cached.add(1);
-                    }
-                    return Ok(v.token);
+                    return self.lead(cache, epoch, token, |e| {
+                        let _ = guard.insert(e);
+                    });
                 }
                 GuardResult::Timeout => {
                     // Unreachable without a timeout; validate on our own to be safe.
-                    let now = self.clock.now();
-                    let v = self.verify(token, &self.key_state().keys, now)?;
-                    self.check_revocation(&v.token)?;
-                    return Ok(v.token);
+                    return self.lead(cache, u64::MAX, token, drop);
                 }
             }
         }
+    }
+
+    /// The single-flight leader: validates and, if still current, inserts. A failure
+    /// inserts nothing (the guard is dropped and the next waiter validates).
+    fn lead(
+        &self,
+        cache: &TokenCache,
+        epoch: u64,
+        token: &[u8],
+        insert: impl FnOnce(Entry),
+    ) -> Result<Arc<ValidatedToken>, Error> {
+        let generation = cache.generation.load(Ordering::SeqCst);
+        let state = self.key_state();
+        let now = self.clock.now();
+        let v = self.verify(token, &state.keys, now)?;
+        self.check_revocation(&v.token)?;
+        let cache_until = now.saturating_add(cache.config.max_ttl).min(
+            v.token
+                .expires_at
+                .map_or(Timestamp::MAX, Timestamp::from_unix_secs),
+        );
+        let fresh = state.epoch == epoch
+            && cache.generation.load(Ordering::SeqCst) == generation
+            && cache_until > now;
+        if fresh {
+            insert(Entry {
+                token: v.token.clone(),
+                cache_until,
+            });
+        } else {
+            self.counters.not_cached.add(1);
+        }
+        Ok(v.token)
     }
 
     /// Answers from an entry, re-checking time and revocation; `None` if the entry

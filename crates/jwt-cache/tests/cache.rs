@@ -275,3 +275,35 @@ fn policies_fingerprint_their_every_field() {
     }
     assert!(Policy::new(&[]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_callers_share_one_validation_and_the_cache_with_sync_callers() {
+    let clock = clock();
+    let v = Arc::new(validator(policy(), &clock, cache()));
+    let token = Arc::new(sign(Algorithm::ES256, &claims("alice", "j1", NOW + 300)));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (v, token) = (v.clone(), token.clone());
+            tokio::spawn(async move {
+                v.validate_async(token.as_bytes())
+                    .await
+                    .unwrap()
+                    .identity()
+                    .clone()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().jti.as_deref(), Some("j1"));
+    }
+    let s = v.stats();
+    assert_eq!((s.misses, s.hits), (1, 31), "{s:?}");
+    v.validate(token.as_bytes()).unwrap();
+    assert_eq!(v.stats().hits, 32);
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(
+        v.validate_async(token.as_bytes()).await.unwrap_err(),
+        Error::Expired
+    );
+    assert_eq!(v.stats().rejected("expired"), 1);
+}
