@@ -6,6 +6,8 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use palisade_jwt_cache::{Algorithm, CacheConfig, Error, KeySet, Policy, TokenCache, Validator};
 use serde_json::json;
@@ -174,7 +176,12 @@ fn concurrent_validations_of_a_bad_token_all_fail() {
     let cache = cache();
     let v = Arc::new(validator(policy(), &clock, cache.clone()));
     let token = sign(Algorithm::ES256, &claims("alice", "j1", NOW + 300));
-    let bad = Arc::new(format!("{}A", &token[..token.len() - 1]));
+    // Flip a bit inside the signature (changing the last base64 character may not
+    // change any signature byte).
+    let (msg, sig) = token.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    sig[10] ^= 1;
+    let bad = Arc::new(format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig)));
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let (v, bad) = (v.clone(), bad.clone());
