@@ -55,6 +55,7 @@ fn tokens() -> &'static [String] {
 #[derive(Debug, Clone)]
 enum Op {
     Validate(usize),
+    ValidateAsync(usize),
     Advance(u64),
     StepBack(u64),
     DropKey(usize),
@@ -68,7 +69,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let n = tokens().len();
     prop_oneof![
-        6 => (0..n).prop_map(Op::Validate),
+        5 => (0..n).prop_map(Op::Validate),
+        2 => (0..n).prop_map(Op::ValidateAsync),
         2 => (0u64..40).prop_map(Op::Advance),
         1 => (0u64..15).prop_map(Op::StepBack),
         1 => (0..ALGS.len()).prop_map(Op::DropKey),
@@ -104,8 +106,16 @@ proptest! {
         let answer = |v: &Validator, t: &str| {
             v.validate(t).map(|x| (x.identity().clone(), x.key_id().to_owned()))
         };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         for op in ops {
             match op {
+                Op::ValidateAsync(i) => {
+                    let t = &tokens()[i];
+                    let got = rt
+                        .block_on(cached.validate_async(t))
+                        .map(|x| (x.identity().clone(), x.key_id().to_owned()));
+                    prop_assert_eq!(&got, &answer(&fresh, t), "token {} at {} (async)", i, clock.now());
+                }
                 Op::Validate(i) => {
                     let t = &tokens()[i];
                     let got = answer(&cached, t);
