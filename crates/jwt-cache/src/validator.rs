@@ -1,0 +1,579 @@
+//! The caching validator: header pre-check, kid lookup, jsonwebtoken verification,
+//! our own time checks against a `Clock`, revocation on every answer, single flight.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use palisade_core_traits::{
+    Clock, RevocationCheck, RevocationStatus, SystemClock, Timestamp, TokenIdentity,
+};
+use quick_cache::sync::GuardResult;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::ValidatedToken;
+use crate::cache::{CacheKey, Entry, KeyRef, TokenCache};
+use crate::error::{Error, label};
+use crate::keys::KeySet;
+use crate::policy::Policy;
+use crate::stats::{self, Counters, Stats};
+
+/// Default longest token accepted at all.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 64 * 1024;
+
+/// Epochs are unique in the process, so validators sharing a cache never share one.
+static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+struct KeyState {
+    epoch: u64,
+    keys: KeySet,
+}
+
+/// Validates JWTs against a fixed [`Policy`] and a replaceable [`KeySet`], caching
+/// successes in an optional shared [`TokenCache`].
+///
+/// A hit is answered only if the entry was stored under the same token bytes, the
+/// same policy fingerprint and the current key-set epoch, and only after `exp`,
+/// `nbf`, `reject_tokens_expiring_in_less_than` and the revocation check pass again
+/// at the current time of the validator's [`Clock`].
+pub struct Validator {
+    policy: Policy,
+    fingerprint: [u8; 32],
+    validations: Vec<(Algorithm, Validation)>,
+    keys: RwLock<Arc<KeyState>>,
+    epoch: AtomicU64,
+    cache: Option<Arc<TokenCache>>,
+    clock: Arc<dyn Clock>,
+    revocation: Option<Arc<dyn RevocationCheck>>,
+    allow_unknown_revocation: bool,
+    max_token_bytes: usize,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("policy", &self.policy)
+            .field("epoch", &self.epoch.load(Ordering::Relaxed))
+            .field("cache", &self.cache)
+            .field("revocation", &self.revocation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Validator`].
+#[must_use]
+pub struct ValidatorBuilder {
+    policy: Policy,
+    keys: KeySet,
+    cache: Option<Arc<TokenCache>>,
+    clock: Arc<dyn Clock>,
+    revocation: Option<Arc<dyn RevocationCheck>>,
+    allow_unknown_revocation: bool,
+    max_token_bytes: usize,
+}
+
+impl ValidatorBuilder {
+    /// Caches successes in `cache` (which other validators may share).
+    pub fn cache(mut self, cache: Arc<TokenCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Reads time from `clock` (default [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Consults `check` through [`RevocationCheck::check_local`] on every hit and
+    /// every miss. No local answer, or `Unknown`, refuses the token
+    /// ([`Error::RevocationUnknown`]) unless [`Self::allow_unknown_revocation`].
+    pub fn revocation(mut self, check: Arc<dyn RevocationCheck>) -> Self {
+        self.revocation = Some(check);
+        self
+    }
+
+    /// Fail open: accept a token whose revocation status is unknown. Off by default.
+    pub fn allow_unknown_revocation(mut self, allow: bool) -> Self {
+        self.allow_unknown_revocation = allow;
+        self
+    }
+
+    /// Refuse longer tokens before parsing them (default 64 KiB).
+    pub fn max_token_bytes(mut self, max: usize) -> Self {
+        self.max_token_bytes = max;
+        self
+    }
+
+    /// The validator.
+    pub fn build(self) -> Validator {
+        let epoch = NEXT_EPOCH.fetch_add(1, Ordering::SeqCst);
+        let validations = self
+            .policy
+            .algorithms
+            .iter()
+            .map(|a| (a.0, self.policy.jsonwebtoken_validation(a.0)))
+            .collect();
+        Validator {
+            fingerprint: self.policy.fingerprint(),
+            validations,
+            policy: self.policy,
+            keys: RwLock::new(Arc::new(KeyState {
+                epoch,
+                keys: self.keys,
+            })),
+            epoch: AtomicU64::new(epoch),
+            cache: self.cache,
+            clock: self.clock,
+            revocation: self.revocation,
+            allow_unknown_revocation: self.allow_unknown_revocation,
+            max_token_bytes: self.max_token_bytes,
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// The header fields we read; everything else (`jku`, `x5u`, `jwk`, `x5c`, …) is
+/// ignored on purpose: keys come from the key set only.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+/// What the shared front of `validate` found.
+enum Lookup<'a> {
+    /// Answered (a hit, a refusal, or an uncacheable token).
+    Done(Result<Arc<ValidatedToken>, Error>),
+    /// Not in the cache: validate under single flight.
+    Miss(&'a TokenCache, u64),
+}
+
+/// A verification outcome before revocation and caching.
+struct Verified {
+    token: Arc<ValidatedToken>,
+}
+
+impl Validator {
+    /// A builder with the policy and the initial key set; no cache, system clock,
+    /// no revocation check.
+    pub fn builder(policy: Policy, keys: KeySet) -> ValidatorBuilder {
+        ValidatorBuilder {
+            policy,
+            keys,
+            cache: None,
+            clock: Arc::new(SystemClock),
+            revocation: None,
+            allow_unknown_revocation: false,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The cache, if any.
+    pub fn cache(&self) -> Option<&Arc<TokenCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Replaces the key set. The epoch changes, so no entry cached under the old
+    /// keys is ever served again (they age out of the cache).
+    pub fn set_keys(&self, keys: KeySet) {
+        let epoch = NEXT_EPOCH.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(KeyState { epoch, keys });
+        // Published under the write lock: a miss that read the old state carries
+        // the old epoch and a hit that reads the new epoch finds no old entry.
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// A copy of the current key set (to edit and pass to [`Self::set_keys`]).
+    pub fn keys(&self) -> KeySet {
+        self.key_state().keys.clone()
+    }
+
+    /// The current key-set epoch (process-unique).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        let ev = self.cache.as_ref().map_or(0, |c| c.evictions.get());
+        stats::snapshot(&self.counters, ev)
+    }
+
+    fn key_state(&self) -> Arc<KeyState> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Validates `token` (the compact JWS, without `Bearer `), from the cache when it
+    /// can. Concurrent calls with the same uncached token verify it once; the others
+    /// wait (blocking the thread for about one signature check) and share the result.
+    pub fn validate(&self, token: impl AsRef<[u8]>) -> Result<Arc<ValidatedToken>, Error> {
+        let r = self.validate_inner(token.as_ref());
+        if let Err(e) = &r {
+            self.counters.reject(e);
+        }
+        r
+    }
+
+    /// Validates without reading or writing the cache (the reference the cache is
+    /// tested against; also what a miss does).
+    pub fn validate_uncached(&self, token: impl AsRef<[u8]>) -> Result<Arc<ValidatedToken>, Error> {
+        let token = token.as_ref();
+        let r = self.check_len(token).and_then(|()| {
+            let now = self.clock.now();
+            let v = self.verify(token, &self.key_state().keys, now)?;
+            self.check_revocation(&v.token)?;
+            Ok(v.token)
+        });
+        if let Err(e) = &r {
+            self.counters.reject(e);
+        }
+        r
+    }
+
+    fn check_len(&self, token: &[u8]) -> Result<(), Error> {
+        if token.len() > self.max_token_bytes {
+            return Err(Error::TooLarge {
+                len: token.len(),
+                max: self.max_token_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Like [`Self::validate`], for async code: a caller that finds another task
+    /// validating the same uncached token awaits that result instead of blocking its
+    /// thread. Same cache, same single flight (sync and async callers share it).
+    pub async fn validate_async(
+        &self,
+        token: impl AsRef<[u8]>,
+    ) -> Result<Arc<ValidatedToken>, Error> {
+        let token = token.as_ref();
+        let r = async {
+            let (cache, epoch) = match self.lookup(token)? {
+                Lookup::Done(r) => return r,
+                Lookup::Miss(cache, epoch) => (cache, epoch),
+            };
+            let kref = self.key_ref(epoch, token);
+            let owned = self.owned_key(epoch, token);
+            loop {
+                match cache.store.get_value_or_guard_async(&owned).await {
+                    Ok(entry) => {
+                        if let Some(r) = self.serve(cache, &kref, &entry, true) {
+                            return r;
+                        }
+                    }
+                    Err(guard) => {
+                        return self.lead(cache, epoch, token, |e| {
+                            let _ = guard.insert(e);
+                        });
+                    }
+                }
+            }
+        }
+        .await;
+        if let Err(e) = &r {
+            self.counters.reject(e);
+        }
+        r
+    }
+
+    fn key_ref<'a>(&'a self, epoch: u64, token: &'a [u8]) -> KeyRef<'a> {
+        KeyRef {
+            epoch,
+            policy: &self.fingerprint,
+            token,
+        }
+    }
+
+    fn owned_key(&self, epoch: u64, token: &[u8]) -> CacheKey {
+        CacheKey {
+            epoch,
+            policy: self.fingerprint,
+            token: token.into(),
+        }
+    }
+
+    /// The part shared by the sync and async paths: length, uncacheable tokens,
+    /// and the allocation-free hit.
+    fn lookup(&self, token: &[u8]) -> Result<Lookup<'_>, Error> {
+        self.check_len(token)?;
+        let cache = match &self.cache {
+            Some(c) if token.len() <= c.config.max_cached_token_bytes => c,
+            _ => {
+                let now = self.clock.now();
+                let v = self.verify(token, &self.key_state().keys, now)?;
+                self.counters.not_cached.add(1);
+                self.check_revocation(&v.token)?;
+                return Ok(Lookup::Done(Ok(v.token)));
+            }
+        };
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let kref = self.key_ref(epoch, token);
+        if let Some(entry) = cache.store.get(&kref)
+            && let Some(r) = self.serve(cache, &kref, &entry, false)
+        {
+            return Ok(Lookup::Done(r));
+        }
+        Ok(Lookup::Miss(cache, epoch))
+    }
+
+    fn validate_inner(&self, token: &[u8]) -> Result<Arc<ValidatedToken>, Error> {
+        let (cache, epoch) = match self.lookup(token)? {
+            Lookup::Done(r) => return r,
+            Lookup::Miss(cache, epoch) => (cache, epoch),
+        };
+        let kref = self.key_ref(epoch, token);
+        let owned = self.owned_key(epoch, token);
+        loop {
+            match cache.store.get_value_or_guard(&owned, None) {
+                GuardResult::Value(entry) => {
+                    if let Some(r) = self.serve(cache, &kref, &entry, true) {
+                        return r;
+                    }
+                    // Stale: `serve` removed it; take the guard next round.
+                }
+                GuardResult::Guard(guard) => {
+                    return self.lead(cache, epoch, token, |e| {
+                        let _ = guard.insert(e);
+                    });
+                }
+                GuardResult::Timeout => {
+                    // Unreachable without a timeout; validate on our own to be safe.
+                    return self.lead(cache, u64::MAX, token, drop);
+                }
+            }
+        }
+    }
+
+    /// The single-flight leader: validates and, if still current, inserts. A failure
+    /// inserts nothing (the guard is dropped and the next waiter validates).
+    fn lead(
+        &self,
+        cache: &TokenCache,
+        epoch: u64,
+        token: &[u8],
+        insert: impl FnOnce(Entry),
+    ) -> Result<Arc<ValidatedToken>, Error> {
+        let generation = cache.generation.load(Ordering::SeqCst);
+        let state = self.key_state();
+        let now = self.clock.now();
+        let v = self.verify(token, &state.keys, now)?;
+        self.check_revocation(&v.token)?;
+        let cache_until = now.saturating_add(cache.config.max_ttl).min(
+            v.token
+                .expires_at
+                .map_or(Timestamp::MAX, Timestamp::from_unix_secs),
+        );
+        let fresh = state.epoch == epoch
+            && cache.generation.load(Ordering::SeqCst) == generation
+            && cache_until > now;
+        if fresh {
+            insert(Entry {
+                token: v.token.clone(),
+                cache_until,
+            });
+        } else {
+            self.counters.not_cached.add(1);
+        }
+        Ok(v.token)
+    }
+
+    /// Answers from an entry, re-checking time and revocation; `None` if the entry
+    /// outlived its cache lifetime (removed; the caller validates afresh).
+    fn serve(
+        &self,
+        cache: &TokenCache,
+        kref: &KeyRef<'_>,
+        entry: &Entry,
+        shared: bool,
+    ) -> Option<Result<Arc<ValidatedToken>, Error>> {
+        let now = self.clock.now();
+        if now >= entry.cache_until {
+            cache.store.remove(kref);
+            return None;
+        }
+        if let Err(e) = self.check_time(&entry.token, now) {
+            cache.store.remove(kref);
+            return Some(Err(e));
+        }
+        if let Err(e) = self.check_revocation(&entry.token) {
+            return Some(Err(e));
+        }
+        self.counters.hits.add(1);
+        if shared {
+            self.counters.shared.add(1);
+        }
+        Some(Ok(entry.token.clone()))
+    }
+
+    fn check_revocation(&self, token: &ValidatedToken) -> Result<(), Error> {
+        let Some(check) = &self.revocation else {
+            return Ok(());
+        };
+        match check.check_local(&token.identity) {
+            Some(RevocationStatus::NotRevoked) => Ok(()),
+            Some(RevocationStatus::Revoked) => Err(Error::Revoked),
+            Some(RevocationStatus::Unknown) | None if self.allow_unknown_revocation => Ok(()),
+            Some(RevocationStatus::Unknown) | None => Err(Error::RevocationUnknown),
+        }
+    }
+
+    /// `exp`, `nbf` and `reject_tokens_expiring_in_less_than` at `now` (whole seconds).
+    fn check_time(&self, token: &ValidatedToken, now: Timestamp) -> Result<(), Error> {
+        let now = i128::from(now.as_unix_secs());
+        let leeway = i128::from(self.policy.leeway_secs);
+        if let Some(exp) = token.expires_at {
+            let reject = i128::from(self.policy.reject_expiring_in_less_than_secs);
+            // RFC 7519 §4.1.4: valid only *before* exp (jsonwebtoken also accepts
+            // the second of exp itself; we do not).
+            if i128::from(exp) - reject <= now - leeway {
+                return Err(Error::Expired);
+            }
+        }
+        if self.policy.validate_nbf
+            && let Some(nbf) = token.not_before
+            && i128::from(nbf) > now + leeway
+        {
+            return Err(Error::NotYetValid);
+        }
+        Ok(())
+    }
+
+    /// The full validation of a miss: everything except revocation.
+    fn verify(&self, token: &[u8], keys: &KeySet, now: Timestamp) -> Result<Verified, Error> {
+        self.counters.misses.add(1);
+        let mut parts = token.split(|b| *b == b'.');
+        let (Some(h), Some(p), Some(_s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::Malformed("not three dot-separated parts"));
+        };
+        let header_json = URL_SAFE_NO_PAD
+            .decode(h)
+            .map_err(|_| Error::Malformed("header is not base64url"))?;
+        let header: RawHeader = serde_json::from_slice(&header_json)
+            .map_err(|_| Error::Malformed("header is not a JSON object with a string alg"))?;
+        if header.alg.eq_ignore_ascii_case("none") {
+            return Err(Error::AlgNone);
+        }
+        if header.crit.is_some() {
+            return Err(Error::UnsupportedCrit);
+        }
+        let alg = Algorithm::from_str(&header.alg)
+            .ok()
+            .filter(|a| self.policy.allows(*a))
+            .ok_or_else(|| Error::AlgorithmNotAllowed {
+                alg: label(&header.alg),
+            })?;
+        if let Some(want) = &self.policy.typ {
+            match &header.typ {
+                Some(t) if t.eq_ignore_ascii_case(want) => {}
+                _ => return Err(Error::WrongType),
+            }
+        }
+        let kid = header.kid.ok_or(Error::MissingKid)?;
+        let key = keys
+            .get(&kid)
+            .ok_or_else(|| Error::UnknownKid { kid: label(&kid) })?;
+        if key.alg != alg {
+            return Err(Error::KeyAlgorithmMismatch {
+                kid: label(&kid),
+                key_alg: key.alg,
+                token_alg: alg,
+            });
+        }
+        let validation = self
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+            .ok_or(Error::InvalidConfig(
+                "no validation for an allowed algorithm",
+            ))?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+            .map_err(|e| map_jwt_error(e.kind(), &kid))?;
+        let claims = data.claims;
+        let expires_at = numeric_claim(&claims, "exp")?;
+        let not_before = numeric_claim(&claims, "nbf")?;
+        let issued_at = numeric_claim(&claims, "iat")?;
+        let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let mut identity = TokenIdentity::new(string("iss").unwrap_or_default());
+        identity.subject = string("sub");
+        identity.jti = string("jti");
+        identity.issued_at = issued_at;
+        identity.expires_at = expires_at;
+        let token = ValidatedToken {
+            algorithm: alg,
+            key_id: kid,
+            claims,
+            identity,
+            expires_at,
+            not_before,
+            payload_len: p.len(),
+        };
+        self.check_time(&token, now)?;
+        Ok(Verified {
+            token: Arc::new(token),
+        })
+    }
+}
+
+/// A NumericDate claim as jsonwebtoken reads it: a non-negative integer, or a finite
+/// non-negative float (rounded).
+fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Error> {
+    let Some(v) = claims.get(name) else {
+        return Ok(None);
+    };
+    if let Some(n) = v.as_u64() {
+        return Ok(Some(n));
+    }
+    match v.as_f64() {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range-checked
+        Some(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Ok(Some(f.round() as u64)),
+        _ => Err(Error::MalformedClaim(name.to_owned())),
+    }
+}
+
+fn map_jwt_error(kind: &ErrorKind, kid: &str) -> Error {
+    match kind {
+        ErrorKind::InvalidSignature => Error::BadSignature,
+        ErrorKind::InvalidAudience => Error::WrongAudience,
+        ErrorKind::InvalidIssuer => Error::WrongIssuer,
+        ErrorKind::InvalidSubject => Error::WrongSubject,
+        ErrorKind::ExpiredSignature => Error::Expired,
+        ErrorKind::ImmatureSignature => Error::NotYetValid,
+        ErrorKind::MissingRequiredClaim(c) => Error::MissingClaim(label(c)),
+        ErrorKind::InvalidClaimFormat(c) => Error::MalformedClaim(label(c)),
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::InvalidAlgorithmName => Error::AlgorithmNotAllowed {
+            alg: "\"?\"".to_owned(),
+        },
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat
+        | ErrorKind::Provider(_) => Error::KeyRejected { kid: label(kid) },
+        ErrorKind::Base64(_) => Error::Malformed("a part is not base64url"),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => Error::Malformed("payload is not a JSON object"),
+        _ => Error::Malformed("rejected by the JWS decoder"),
+    }
+}

@@ -1,0 +1,37 @@
+//! Replays the committed cargo-fuzz corpus of `jwt_cache_validate` on stable.
+//!
+//! Every file must be validated without panicking, and the cached, repeated and
+//! uncached answers must agree (checked inside `validate_bytes`). Seeds named `ok-*`
+//! must be accepted, `bad-*` refused; files the fuzzer adds only must not panic.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::path::PathBuf;
+
+use palisade_jwt_cache::fuzzing::validate_bytes;
+
+#[test]
+fn fuzz_corpus_jwt_cache_validate_replays() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/jwt_cache_validate");
+    let mut seen = (0, 0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let accepted = validate_bytes(&bytes);
+        if name.starts_with("ok-") {
+            assert!(accepted, "{name} must be accepted");
+            seen.0 += 1;
+        } else if name.starts_with("bad-") {
+            assert!(!accepted, "{name} must be refused");
+            seen.1 += 1;
+        } else {
+            seen.2 += 1;
+        }
+    }
+    assert!(
+        seen.0 >= 4 && seen.1 >= 20,
+        "corpus seeds missing from {}: {seen:?}",
+        dir.display()
+    );
+}

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| drop(palisade_jwt_cache::fuzzing::validate_bytes(data)));
