@@ -1,40 +1,22 @@
 //! Validating the same token repeatedly through palisade-jwt-cache, rotating the key
-//! set, and revoking a token.
+//! set, and revoking a token through palisade-token-blacklist.
 //!
 //! cargo run -p palisade-examples --bin jwt-cache-demo
 //!
-//! The revocation check here is a small in-memory stand-in; in a service it is
-//! palisade-token-blacklist's `RevocationCheck`, wired the same way.
+//! The two crates never depend on each other: the cache holds an
+//! `Arc<dyn RevocationCheck>` (core-traits) and this example hands it the blacklist.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header};
-use palisade_core_traits::{RevocationCheck, RevocationStatus, SystemClock, TokenIdentity};
+use palisade_core_traits::{RevocationCheck, SystemClock, TokenIdentity, TokenRevoker};
 use palisade_jwt_cache::{
     Algorithm, CacheConfig, DecodingKey, KeySet, Policy, TokenCache, Validator,
 };
+use palisade_token_blacklist::{Config, MemoryBlacklist};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-
-#[derive(Debug, Default)]
-struct Revoked(Mutex<HashSet<(String, String)>>);
-
-impl RevocationCheck for Revoked {
-    fn check_local(&self, t: &TokenIdentity) -> Option<RevocationStatus> {
-        let set = self.0.lock().ok()?;
-        let hit = t
-            .jti
-            .as_ref()
-            .is_some_and(|j| set.contains(&(t.issuer.clone(), j.clone())));
-        Some(if hit {
-            RevocationStatus::Revoked
-        } else {
-            RevocationStatus::NotRevoked
-        })
-    }
-}
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -80,11 +62,13 @@ fn check(v: &Validator, label: &str, token: &str) {
     }
 }
 
-fn main() -> Result<()> {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
     let (sign_a, verify_a) = ed25519()?;
     let mut keys = KeySet::new();
     keys.insert("2026-a", Algorithm::EdDSA, verify_a.clone())?;
-    let revoked = Arc::new(Revoked::default());
+    let blacklist = Arc::new(MemoryBlacklist::new(Config::default())?);
+    let revocation: Arc<dyn RevocationCheck> = blacklist.clone();
     let v = Validator::builder(
         Policy::new(&[Algorithm::EdDSA])?
             .issuers(&["https://login.example"])
@@ -93,7 +77,7 @@ fn main() -> Result<()> {
     )
     .cache(TokenCache::new(CacheConfig::default())?)
     .clock(Arc::new(SystemClock))
-    .revocation(revoked.clone())
+    .revocation(revocation)
     .build();
 
     let token = issue(&sign_a, "2026-a", "t-1")?;
@@ -120,12 +104,16 @@ fn main() -> Result<()> {
     check(&v, "new token", &token_b);
     check(&v, "new token again", &token_b);
 
-    println!("\n-- revoke t-2 (refused on the very next hit)");
-    revoked
-        .0
-        .lock()
-        .map_err(|_| "poisoned")?
-        .insert(("https://login.example".into(), "t-2".into()));
+    println!("\n-- revoke t-2 in token-blacklist (refused on the very next hit)");
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 300;
+    let revoker: Arc<dyn TokenRevoker> = blacklist.clone();
+    revoker
+        .revoke_token(
+            &TokenIdentity::new("https://login.example")
+                .with_jti("t-2")
+                .with_expires_at(exp),
+        )
+        .await?;
     check(&v, "new token", &token_b);
 
     let s = v.stats();
