@@ -479,12 +479,13 @@ impl Definition {
                 ));
             }
             if let Some(s) = p.min_score
-                && !(0.0..=1.0).contains(&s) {
-                    return Err(at(
-                        &here,
-                        format!("playbook {here}: min_score {s} is not in [0, 1]"),
-                    ));
-                }
+                && !(0.0..=1.0).contains(&s)
+            {
+                return Err(at(
+                    &here,
+                    format!("playbook {here}: min_score {s} is not in [0, 1]"),
+                ));
+            }
             if p.actions.is_empty() {
                 return Err(at(&here, format!("playbook {here}: no action")));
             }
@@ -498,22 +499,24 @@ impl Definition {
                     message,
                 };
                 if let Some(need) = a.get_ref().needs()
-                    && need != p.subject {
-                        return Err(err(format!(
-                            "playbook {here}: action.type needs subject {need:?}, the playbook's subject is {:?}",
-                            p.subject
-                        )));
-                    }
+                    && need != p.subject
+                {
+                    return Err(err(format!(
+                        "playbook {here}: action.type needs subject {need:?}, the playbook's subject is {:?}",
+                        p.subject
+                    )));
+                }
                 if let ActionDef::BlockIp {
                     escalation: Some(e),
                     duration,
                     ..
                 } = a.get_ref()
-                    && (e.factor == 0 || e.max < *duration) {
-                        return Err(err(format!(
-                            "playbook {here}: action.escalation needs factor >= 1 and max >= duration"
-                        )));
-                    }
+                    && (e.factor == 0 || e.max < *duration)
+                {
+                    return Err(err(format!(
+                        "playbook {here}: action.escalation needs factor >= 1 and max >= duration"
+                    )));
+                }
             }
         }
         Ok(())

@@ -446,12 +446,14 @@ impl Engine {
         }
         if event.kind == EventKind::RateLimitExceeded
             && let Some(d) = self.active.get(&(ActionKind::BlockIp, target.clone()))
-                && d.active_until > now && d.awaiting_approval.is_none() {
-                    return Some(format!(
-                        "rate_limit_exceeded about an address we block (decision {}): our own enforcement",
-                        d.id
-                    ));
-                }
+            && d.active_until > now
+            && d.awaiting_approval.is_none()
+        {
+            return Some(format!(
+                "rate_limit_exceeded about an address we block (decision {}): our own enforcement",
+                d.id
+            ));
+        }
         None
     }
 
@@ -547,17 +549,18 @@ impl Engine {
                 let mut d = duration.0;
                 let mut why = format!("block for {}s", d.as_secs());
                 if let (Some(e), Some(o)) = (escalation, self.offences.get(target))
-                    && now.saturating_duration_since(o.last) < o.decay_after {
-                        for _ in 0..o.count {
-                            d = d.saturating_mul(e.factor).min(e.max.0);
-                        }
-                        why = format!(
-                            "repeat offender ({} earlier bans, last at {}): block escalated to {}s",
-                            o.count,
-                            o.last,
-                            d.as_secs()
-                        );
+                    && now.saturating_duration_since(o.last) < o.decay_after
+                {
+                    for _ in 0..o.count {
+                        d = d.saturating_mul(e.factor).min(e.max.0);
                     }
+                    why = format!(
+                        "repeat offender ({} earlier bans, last at {}): block escalated to {}s",
+                        o.count,
+                        o.last,
+                        d.as_secs()
+                    );
+                }
                 (Action::BlockIp { ip, duration: d }, why)
             }
             ActionDef::RevokeUserTokens { issuer, .. } => (
@@ -867,9 +870,10 @@ impl Engine {
             }
             let key = entry.remove();
             if self.active.get(&key).is_some_and(|d| d.id == id)
-                && let Some(d) = self.active.remove(&key) {
-                    out.push(d);
-                }
+                && let Some(d) = self.active.remove(&key)
+            {
+                out.push(d);
+            }
         }
         self.offences
             .retain(|_, o| now.saturating_duration_since(o.last) < o.decay_after);

@@ -64,7 +64,8 @@ pub enum Error {
 /// Parses a definition from arbitrary bytes (the fuzz entry point). Never panics.
 pub fn fuzz_definition(bytes: &[u8]) {
     if let Ok(s) = std::str::from_utf8(bytes)
-        && let Ok(def) = Definition::from_toml("fuzz", s) {
-            let _ = Engine::new(def);
-        }
+        && let Ok(def) = Definition::from_toml("fuzz", s)
+    {
+        let _ = Engine::new(def);
+    }
 }
