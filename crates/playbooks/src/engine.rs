@@ -548,6 +548,13 @@ impl Engine {
                 };
                 let mut d = duration.0;
                 let mut why = format!("block for {}s", d.as_secs());
+                // While a ban is active, the next step is a duplicate: do not describe it
+                // as an escalation of itself.
+                let banned = self
+                    .active
+                    .get(&(ActionKind::BlockIp, target.clone()))
+                    .is_some_and(|a| a.active_until > now);
+                let escalation = escalation.filter(|_| !banned);
                 if let (Some(e), Some(o)) = (escalation, self.offences.get(target))
                     && now.saturating_duration_since(o.last) < o.decay_after
                 {

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use palisade_playbooks::{Definition, audit};
 
 fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(name);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| {
@@ -32,7 +34,9 @@ fn fuzz_corpus_playbooks_definition_replays() {
             .ok()
             .map(|s| Definition::from_toml(&name, s));
         if name.starts_with("ok-") {
-            parsed.unwrap().unwrap_or_else(|e| panic!("{name} must load: {e}"));
+            parsed
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{name} must load: {e}"));
             ok += 1;
         } else if name.starts_with("bad-") {
             if let Some(Err(e)) = &parsed {
