@@ -1,0 +1,287 @@
+//! Append-only, hash-chained JSON-lines audit records shaped after OCSF Remediation Activity.
+//!
+//! Each line is one [`AuditRecord`]: OCSF fields (`category_uid` 7 Remediation,
+//! `class_uid` 7001 Remediation Activity, `activity_id`, `type_uid`, `status_id`, `time`
+//! in ms) plus `unmapped` details. `hash` is hex SHA-256 of the previous record's hash
+//! followed by this line serialized with `hash` empty; `seq` counts from 0. [`verify`]
+//! recomputes the chain and refuses a log with any edited, dropped, inserted or
+//! reordered record. Truncation of the tail is only detected against an anchor kept
+//! elsewhere (the last `(seq, hash)` that [`verify`] returns).
+
+use std::io::Write;
+
+use palisade_core_traits::Timestamp;
+use ring::digest;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Action, ActionKind, Decision, Plan, Target, Verdict};
+use crate::{Error, Outcome};
+
+/// The `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Details outside the OCSF schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Details {
+    /// The event that led to the plan.
+    pub event_uid: Option<String>,
+    /// The playbook (`None`: manual or revert).
+    pub playbook: Option<String>,
+    /// The decision id.
+    pub decision: Option<u64>,
+    /// The action.
+    pub action: Option<Action>,
+    /// The target.
+    pub target: Option<Target>,
+    /// The pipeline's verdict.
+    pub verdict: Option<Verdict>,
+    /// The executor's outcome, if executed.
+    pub outcome: Option<Outcome>,
+}
+
+/// One audit line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuditRecord {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// OCSF `time`: ms since the epoch.
+    pub time: u64,
+    /// OCSF category: 7, Remediation.
+    pub category_uid: u32,
+    /// OCSF class: 7001, Remediation Activity.
+    pub class_uid: u32,
+    /// OCSF activity: 1 Isolate, 2 Evict, 3 Restore, 4 Harden, 99 Other.
+    pub activity_id: u32,
+    /// `class_uid * 100 + activity_id`.
+    pub type_uid: u32,
+    /// OCSF status: 0 Unknown, 1 Success, 2 Failure, 99 Other (suppressed, dry-run, pending).
+    pub status_id: u32,
+    /// One line for a human (the pipeline's explanation).
+    pub message: String,
+    /// Everything else.
+    pub unmapped: Details,
+    /// The previous record's `hash`, [`GENESIS`] for the first.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+fn activity(kind: Option<ActionKind>) -> u32 {
+    match kind {
+        Some(ActionKind::BlockIp) => 1,
+        Some(
+            ActionKind::RevokeUserTokens | ActionKind::RevokeToken | ActionKind::TerminateSessions,
+        ) => 2,
+        Some(ActionKind::RequireStepUp) => 4,
+        Some(ActionKind::Notify) | None => 99,
+    }
+}
+
+fn status(verdict: Option<Verdict>, outcome: Option<&Outcome>) -> u32 {
+    match (verdict, outcome) {
+        (_, Some(Outcome::Applied { .. })) => 1,
+        (_, Some(Outcome::Failed { .. } | Outcome::NoResponder)) => 2,
+        (_, Some(Outcome::Unknown { .. })) => 0,
+        _ => 99,
+    }
+}
+
+impl AuditRecord {
+    fn hash_of(&self) -> String {
+        let mut unhashed = self.clone();
+        unhashed.hash = String::new();
+        let body = serde_json::to_vec(&unhashed)
+            .unwrap_or_else(|e| unreachable!("audit record serializes: {e}"));
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(self.prev_hash.as_bytes());
+        ctx.update(&body);
+        hex::encode(ctx.finish().as_ref())
+    }
+
+    /// The canonical line (without the newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("audit record serializes: {e}"))
+    }
+}
+
+/// Parses one line strictly (the fuzz entry point). Never panics.
+pub fn parse_record(line: &[u8]) -> Result<AuditRecord, Error> {
+    serde_json::from_slice(line).map_err(|e| Error::Audit {
+        line: 0,
+        reason: format!("not an audit record: {e}"),
+    })
+}
+
+/// Checks a whole log; returns the number of records and the last hash (the anchor).
+pub fn verify(log: &str) -> Result<(u64, String), Error> {
+    let mut prev = GENESIS.to_owned();
+    let mut n = 0u64;
+    for (i, line) in log.lines().enumerate() {
+        let bad = |reason: String| Error::Audit {
+            line: i + 1,
+            reason,
+        };
+        let rec = parse_record(line.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        if rec.seq != n {
+            return Err(bad(format!(
+                "seq {} where {n} was expected (dropped or reordered)",
+                rec.seq
+            )));
+        }
+        if rec.prev_hash != prev {
+            return Err(bad("prev_hash does not match the previous record".into()));
+        }
+        if rec.to_line() != line {
+            return Err(bad("not in canonical form (edited)".into()));
+        }
+        if rec.hash_of() != rec.hash {
+            return Err(bad("hash mismatch (edited)".into()));
+        }
+        prev = rec.hash;
+        n += 1;
+    }
+    Ok((n, prev))
+}
+
+/// Appends records to a writer (a file opened for append, typically).
+#[derive(Debug)]
+pub struct AuditLog<W: Write> {
+    out: W,
+    seq: u64,
+    prev: String,
+}
+
+impl<W: Write> AuditLog<W> {
+    /// A new, empty log.
+    pub fn new(out: W) -> Self {
+        AuditLog {
+            out,
+            seq: 0,
+            prev: GENESIS.to_owned(),
+        }
+    }
+
+    /// Continues a log whose [`verify`] returned `(count, last_hash)`.
+    pub fn resume(out: W, count: u64, last_hash: String) -> Self {
+        AuditLog {
+            out,
+            seq: count,
+            prev: last_hash,
+        }
+    }
+
+    /// The writer.
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    fn append(
+        &mut self,
+        time: Timestamp,
+        message: String,
+        d: Details,
+        restore: bool,
+    ) -> Result<(), Error> {
+        let activity_id = if restore {
+            3
+        } else {
+            activity(d.action.as_ref().map(Action::kind))
+        };
+        let mut rec = AuditRecord {
+            seq: self.seq,
+            time: time.as_unix_micros() / 1000,
+            category_uid: 7,
+            class_uid: 7001,
+            activity_id,
+            type_uid: 7001 * 100 + activity_id,
+            status_id: status(d.verdict, d.outcome.as_ref()),
+            message,
+            unmapped: d,
+            prev_hash: self.prev.clone(),
+            hash: String::new(),
+        };
+        rec.hash = rec.hash_of();
+        let mut line = rec.to_line();
+        line.push('\n');
+        self.out.write_all(line.as_bytes())?;
+        self.out.flush()?;
+        self.seq += 1;
+        self.prev = rec.hash;
+        Ok(())
+    }
+
+    /// Records every step of a plan (executed, dry-run, pending or suppressed) with
+    /// its outcome, or one record if the event was ignored.
+    pub fn record_plan(&mut self, plan: &Plan, outcomes: &[(u64, Outcome)]) -> Result<(), Error> {
+        let event_uid = plan.event.as_ref().map(|e| e.to_string());
+        if let Some(reason) = &plan.ignored {
+            return self.append(
+                plan.time,
+                format!("event ignored: {reason}"),
+                Details {
+                    event_uid,
+                    playbook: None,
+                    decision: None,
+                    action: None,
+                    target: None,
+                    verdict: None,
+                    outcome: None,
+                },
+                false,
+            );
+        }
+        for s in &plan.steps {
+            let outcome = s
+                .decision
+                .and_then(|id| outcomes.iter().find(|(d, _)| *d == id))
+                .map(|(_, o)| o.clone());
+            self.append(
+                plan.time,
+                s.why.clone(),
+                Details {
+                    event_uid: event_uid.clone(),
+                    playbook: s.playbook.clone(),
+                    decision: s.decision,
+                    action: Some(s.action.clone()),
+                    target: Some(s.target.clone()),
+                    verdict: Some(s.verdict),
+                    outcome,
+                },
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Records an expiry (and its revert outcome, if a revert was needed).
+    pub fn record_expiry(
+        &mut self,
+        now: Timestamp,
+        d: &Decision,
+        outcome: Option<Outcome>,
+    ) -> Result<(), Error> {
+        let restore = outcome.is_some();
+        let details = Details {
+            event_uid: None,
+            playbook: d.playbook.clone(),
+            decision: Some(d.id),
+            action: Some(d.action.clone()),
+            target: Some(d.target.clone()),
+            verdict: None,
+            outcome,
+        };
+        let message = format!(
+            "decision {} expired{}",
+            d.id,
+            if restore { ", reverted" } else { "" }
+        );
+        self.append(now, message, details, restore)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+use super::*;
+use crate::{Definition, Engine};
+use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject};
+
+fn log() -> String {
+    let mut e = Engine::new(Definition::default_set().unwrap());
+    let mut audit = AuditLog::new(Vec::new());
+    for n in 0..3u32 {
+        let ev = SecurityEvent::new(
+            EventId::new(format!("e{n}")).unwrap(),
+            Timestamp::from_unix_secs(1_800_000_000),
+            EventKind::BruteForce,
+            Severity::High,
+            Subject::Ip {
+                ip: format!("192.0.2.{}", n % 2).parse().unwrap(),
+            },
+            "test",
+        );
+        let plan = e.evaluate(&ev, Timestamp::from_unix_secs(1_800_000_000 + u64::from(n)));
+        let outcomes: Vec<_> = plan
+            .executable()
+            .map(|s| (s.decision.unwrap(), Outcome::Applied { attempts: 1 }))
+            .collect();
+        audit.record_plan(&plan, &outcomes).unwrap();
+    }
+    for d in e.expire(Timestamp::from_unix_secs(1_800_010_000)) {
+        let outcome = d.needs_revert().then_some(Outcome::Applied { attempts: 1 });
+        audit
+            .record_expiry(Timestamp::from_unix_secs(1_800_010_000), &d, outcome)
+            .unwrap();
+    }
+    String::from_utf8(audit.get_ref().clone()).unwrap()
+}
+
+#[test]
+fn intact_log_verifies_and_is_ocsf_shaped() {
+    let log = log();
+    let (n, last) = verify(&log).unwrap();
+    assert_eq!(n as usize, log.lines().count());
+    assert_eq!(n, 6 + 4);
+    assert_eq!(last.len(), 64);
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["class_uid"], 7001);
+    assert_eq!(first["category_uid"], 7);
+    assert_eq!(first["activity_id"], 1);
+    assert_eq!(first["type_uid"], 700101);
+    assert_eq!(first["status_id"], 1);
+    assert_eq!(first["prev_hash"], GENESIS);
+    assert!(
+        log.lines().any(|l| l.contains("\"activity_id\":3")),
+        "a revert is a Restore"
+    );
+    assert!(log.contains("\"reason\":\"duplicate\""));
+}
+
+#[test]
+fn an_edited_record_is_detected() {
+    let log = log();
+    let edited = log.replacen("192.0.2.1", "192.0.2.9", 1);
+    assert_ne!(edited, log);
+    let err = verify(&edited).unwrap_err().to_string();
+    assert!(err.contains("hash mismatch"), "{err}");
+    // Editing and re-hashing one record breaks the next record's link.
+    let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
+    let mut rec = parse_record(lines[2].as_bytes()).unwrap();
+    rec.message = "nothing happened".into();
+    rec.hash = rec.hash_of();
+    lines[2] = rec.to_line();
+    let err = verify(&lines.join("\n")).unwrap_err().to_string();
+    assert!(err.starts_with("audit record 4:"), "{err}");
+    // Whitespace is an edit too.
+    let spaced = log.replacen("{\"seq\":0,", "{\"seq\":0, ", 1);
+    assert!(verify(&spaced).is_err());
+}
+
+#[test]
+fn a_dropped_record_is_detected() {
+    let log = log();
+    let mut lines: Vec<&str> = log.lines().collect();
+    lines.remove(3);
+    let err = verify(&lines.join("\n")).unwrap_err().to_string();
+    assert!(err.contains("seq 4 where 3"), "{err}");
+}
+
+#[test]
+fn reordered_records_are_detected() {
+    let log = log();
+    let mut lines: Vec<&str> = log.lines().collect();
+    lines.swap(1, 2);
+    let err = verify(&lines.join("\n")).unwrap_err().to_string();
+    assert!(err.starts_with("audit record 2:"), "{err}");
+}
+
+#[test]
+fn resume_continues_the_chain() {
+    let log = log();
+    let (n, last) = verify(&log).unwrap();
+    let mut audit = AuditLog::resume(log.clone().into_bytes(), n, last);
+    let plan = Engine::new(Definition::default_set().unwrap()).manual(
+        Action::TerminateSessions {
+            user_id: "u".into(),
+        },
+        std::time::Duration::from_secs(60),
+        crate::Mode::DryRun,
+        "test",
+        Timestamp::from_unix_secs(1_800_020_000),
+    );
+    audit.record_plan(&plan, &[]).unwrap();
+    let all = String::from_utf8(audit.get_ref().clone()).unwrap();
+    assert_eq!(verify(&all).unwrap().0, n + 1);
+}

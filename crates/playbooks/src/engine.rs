@@ -1,0 +1,893 @@
+//! Deterministic planning: event → [`Plan`], through one fixed pipeline.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::definition::{
+    ActionDef, Definition, GroupBy, Mode, Network, Playbook, SubjectType, canonical,
+};
+
+/// The evidence key that marks an event as caused by our own enforcement.
+pub const ENFORCEMENT_EVIDENCE: &str = "palisade.enforcement";
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Who or what an action is aimed at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Target {
+    /// A network peer.
+    Ip {
+        /// The address (IPv4-mapped IPv6 is stored as IPv4).
+        ip: IpAddr,
+    },
+    /// An account.
+    User {
+        /// The user id.
+        user_id: String,
+    },
+    /// One token.
+    Token {
+        /// `iss`.
+        issuer: String,
+        /// `jti`.
+        jti: String,
+    },
+    /// A device.
+    Device {
+        /// The device id.
+        device_id: String,
+    },
+    /// A DNS name.
+    Domain {
+        /// The name.
+        domain: String,
+    },
+}
+
+impl Target {
+    /// The target of an event's subject, or `None` for a subject type this version does not know.
+    pub fn of(subject: &Subject) -> Option<Target> {
+        Some(match subject {
+            Subject::Ip { ip } => Target::Ip { ip: canonical(*ip) },
+            Subject::User { user_id } => Target::User {
+                user_id: user_id.clone(),
+            },
+            Subject::Token { issuer, jti } => Target::Token {
+                issuer: issuer.clone(),
+                jti: jti.clone(),
+            },
+            Subject::Device { device_id } => Target::Device {
+                device_id: device_id.clone(),
+            },
+            Subject::Domain { domain } => Target::Domain {
+                domain: domain.clone(),
+            },
+            _ => return None,
+        })
+    }
+
+    fn subject_type(&self) -> SubjectType {
+        match self {
+            Target::Ip { .. } => SubjectType::Ip,
+            Target::User { .. } => SubjectType::User,
+            Target::Token { .. } => SubjectType::Token,
+            Target::Device { .. } => SubjectType::Device,
+            Target::Domain { .. } => SubjectType::Domain,
+        }
+    }
+
+    fn value(&self) -> String {
+        match self {
+            Target::Ip { ip } => ip.to_string(),
+            Target::User { user_id } => user_id.clone(),
+            Target::Token { jti, .. } => jti.clone(),
+            Target::Device { device_id } => device_id.clone(),
+            Target::Domain { domain } => domain.clone(),
+        }
+    }
+}
+
+/// A concrete action, resolved against one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Action {
+    /// Block an address for a while (reverted on expiry).
+    BlockIp {
+        /// The address.
+        ip: IpAddr,
+        /// How long (after escalation).
+        duration: Duration,
+    },
+    /// Revoke all of a user's tokens issued until now.
+    RevokeUserTokens {
+        /// The issuer.
+        issuer: String,
+        /// The user.
+        user_id: String,
+    },
+    /// Revoke one token.
+    RevokeToken {
+        /// `iss`.
+        issuer: String,
+        /// `jti`.
+        jti: String,
+        /// Until when the revocation must be kept (the token's latest possible expiry).
+        expires_at: Timestamp,
+    },
+    /// Require step-up.
+    RequireStepUp {
+        /// The user.
+        user_id: String,
+        /// How long.
+        valid_for: Duration,
+    },
+    /// End the user's sessions.
+    TerminateSessions {
+        /// The user.
+        user_id: String,
+    },
+    /// Tell a human.
+    Notify {
+        /// How urgent.
+        severity: Severity,
+        /// One line.
+        summary: String,
+        /// Groups notifications about one incident.
+        dedup_key: String,
+    },
+}
+
+/// The kind of an [`Action`], part of the de-duplication key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// [`Action::BlockIp`].
+    BlockIp,
+    /// [`Action::RevokeUserTokens`].
+    RevokeUserTokens,
+    /// [`Action::RevokeToken`].
+    RevokeToken,
+    /// [`Action::RequireStepUp`].
+    RequireStepUp,
+    /// [`Action::TerminateSessions`].
+    TerminateSessions,
+    /// [`Action::Notify`].
+    Notify,
+}
+
+impl Action {
+    /// Its kind.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::BlockIp { .. } => ActionKind::BlockIp,
+            Action::RevokeUserTokens { .. } => ActionKind::RevokeUserTokens,
+            Action::RevokeToken { .. } => ActionKind::RevokeToken,
+            Action::RequireStepUp { .. } => ActionKind::RequireStepUp,
+            Action::TerminateSessions { .. } => ActionKind::TerminateSessions,
+            Action::Notify { .. } => ActionKind::Notify,
+        }
+    }
+}
+
+/// Why a candidate action was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Suppression {
+    /// The target is on the allowlist.
+    Allowlisted,
+    /// The same action on the same target is already active.
+    Duplicate {
+        /// The active decision.
+        decision: u64,
+    },
+    /// The playbook fired for this group recently.
+    CoolDown {
+        /// When the cool-down ends.
+        until: Timestamp,
+    },
+    /// The per-minute action budget is spent.
+    Budget,
+}
+
+/// What happens to a candidate action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Run it.
+    Execute,
+    /// Record it, do not run it.
+    DryRun,
+    /// Wait for [`Engine::approve`] before this time.
+    AwaitApproval {
+        /// The approval deadline.
+        until: Timestamp,
+    },
+    /// Dropped.
+    Suppressed(Suppression),
+}
+
+/// One candidate action and what the pipeline decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Step {
+    /// The playbook, or `None` for a manual action.
+    pub playbook: Option<String>,
+    /// The action's index in the playbook (0 for manual).
+    pub rule: usize,
+    /// The resolved action.
+    pub action: Action,
+    /// The target.
+    pub target: Target,
+    /// The decision.
+    pub verdict: Verdict,
+    /// The decision id, if one was recorded (executed, dry-run, or awaiting approval).
+    pub decision: Option<u64>,
+    /// A human explanation.
+    pub why: String,
+}
+
+/// The output of [`Engine::evaluate`]: every candidate action with its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Plan {
+    /// The event, if the plan came from one.
+    pub event: Option<EventId>,
+    /// When it was planned.
+    pub time: Timestamp,
+    /// Set when the whole event was ignored (feedback-loop rule), with the reason.
+    pub ignored: Option<String>,
+    /// The steps in playbook order, then action order.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The steps to execute now.
+    pub fn executable(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.verdict == Verdict::Execute)
+    }
+}
+
+/// An action the engine decided on and still remembers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Decision {
+    /// Unique id, increasing.
+    pub id: u64,
+    /// The playbook, or `None` for manual.
+    pub playbook: Option<String>,
+    /// The action.
+    pub action: Action,
+    /// The target.
+    pub target: Target,
+    /// When it was decided.
+    pub created: Timestamp,
+    /// It de-duplicates until this time.
+    pub active_until: Timestamp,
+    /// Whether it was dry-run (never executed, never reverted).
+    pub dry_run: bool,
+    /// `Some(deadline)` while waiting for approval.
+    pub awaiting_approval: Option<Timestamp>,
+}
+
+impl Decision {
+    /// Whether expiry must undo something: an enforced IP block.
+    pub fn needs_revert(&self) -> bool {
+        !self.dry_run
+            && self.awaiting_approval.is_none()
+            && matches!(self.action, Action::BlockIp { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Offence {
+    count: u32,
+    last: Timestamp,
+    decay_after: Duration,
+}
+
+type GroupKey = (usize, Option<Target>, Option<EventKind>);
+
+/// All state that must survive a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Active and approval-pending decisions.
+    pub decisions: Vec<Decision>,
+    /// Repeat-offender history: target, count, last offence, decay.
+    offences: Vec<(Target, Offence)>,
+    /// Cool-downs: playbook name, group target, group kind, until.
+    cooldowns: Vec<(String, Option<Target>, Option<EventKind>, Timestamp)>,
+    /// Times of recent budgeted actions.
+    budget: Vec<Timestamp>,
+    /// Next decision id.
+    next_id: u64,
+}
+
+impl Snapshot {
+    /// Serializes to JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("snapshot serializes: {e}"))
+    }
+
+    /// Parses JSON written by [`Snapshot::to_json`].
+    pub fn from_json(s: &str) -> Result<Self, Error> {
+        serde_json::from_str(s).map_err(Error::Snapshot)
+    }
+}
+
+/// The planning engine. Pure: no I/O, no clock reads; time is an argument, so the same
+/// state, event and time always give the same plan.
+#[derive(Debug)]
+pub struct Engine {
+    def: Definition,
+    allow_ips: HashSet<IpAddr>,
+    allow_nets: Vec<Network>,
+    allow_users: HashSet<String>,
+    active: HashMap<(ActionKind, Target), Decision>,
+    expiries: BTreeMap<(Timestamp, u64), (ActionKind, Target)>,
+    offences: HashMap<Target, Offence>,
+    cooldowns: HashMap<GroupKey, Timestamp>,
+    budget: VecDeque<Timestamp>,
+    next_id: u64,
+    /// Over, but replaced before `expire` ran: still handed out by `expire`, once.
+    replaced: Vec<Decision>,
+}
+
+struct Candidate {
+    playbook: Option<usize>,
+    rule: usize,
+    action: Action,
+    target: Target,
+    window: Duration,
+    approval: Option<Duration>,
+    mode: Mode,
+    why: String,
+}
+
+impl Engine {
+    /// An engine with no state.
+    pub fn new(def: Definition) -> Self {
+        Engine {
+            allow_ips: def.allowlist.ips.iter().map(|ip| canonical(*ip)).collect(),
+            allow_nets: def.allowlist.networks.clone(),
+            allow_users: def.allowlist.users.iter().cloned().collect(),
+            def,
+            active: HashMap::new(),
+            expiries: BTreeMap::new(),
+            offences: HashMap::new(),
+            cooldowns: HashMap::new(),
+            budget: VecDeque::new(),
+            next_id: 0,
+            replaced: Vec::new(),
+        }
+    }
+
+    /// An engine resumed from a snapshot (cool-downs of playbooks no longer defined are dropped).
+    pub fn restore(def: Definition, snap: Snapshot) -> Self {
+        let mut e = Engine::new(def);
+        for d in snap.decisions {
+            e.insert(d);
+        }
+        e.offences = snap.offences.into_iter().collect();
+        for (name, target, kind, until) in snap.cooldowns {
+            if let Some(i) = e.def.playbooks.iter().position(|p| p.name == name) {
+                e.cooldowns.insert((i, target, kind), until);
+            }
+        }
+        e.budget = snap.budget.into();
+        e.next_id = snap.next_id;
+        e
+    }
+
+    /// The state to persist.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut decisions: Vec<Decision> = self.active.values().cloned().collect();
+        decisions.sort_by_key(|d| d.id);
+        Snapshot {
+            decisions,
+            offences: self.offences.iter().map(|(t, o)| (t.clone(), *o)).collect(),
+            cooldowns: self
+                .cooldowns
+                .iter()
+                .map(|((i, t, k), u)| (self.def.playbooks[*i].name.clone(), t.clone(), *k, *u))
+                .collect(),
+            budget: self.budget.iter().copied().collect(),
+            next_id: self.next_id,
+        }
+    }
+
+    /// The definition in use.
+    pub fn definition(&self) -> &Definition {
+        &self.def
+    }
+
+    /// The active decision for this action kind and target, if any.
+    pub fn active(&self, kind: ActionKind, target: &Target) -> Option<&Decision> {
+        self.active.get(&(kind, target.clone()))
+    }
+
+    /// How many decisions are active (including those awaiting approval).
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
+    fn insert(&mut self, d: Decision) {
+        if let Some(old) = self.active.remove(&(d.action.kind(), d.target.clone())) {
+            self.expiries.remove(&(old.active_until, old.id));
+            self.replaced.push(old);
+        }
+        self.expiries
+            .insert((d.active_until, d.id), (d.action.kind(), d.target.clone()));
+        self.active.insert((d.action.kind(), d.target.clone()), d);
+    }
+
+    /// The feedback-loop rule: an event caused by our own enforcement is not evidence.
+    fn self_inflicted(
+        &self,
+        event: &SecurityEvent,
+        target: &Target,
+        now: Timestamp,
+    ) -> Option<String> {
+        if event.evidence(ENFORCEMENT_EVIDENCE).is_some() {
+            return Some(format!(
+                "event carries the {ENFORCEMENT_EVIDENCE} marker: caused by our own enforcement"
+            ));
+        }
+        if event.kind == EventKind::RateLimitExceeded
+            && let Some(d) = self.active.get(&(ActionKind::BlockIp, target.clone()))
+            && d.active_until > now
+            && d.awaiting_approval.is_none()
+        {
+            return Some(format!(
+                "rate_limit_exceeded about an address we block (decision {}): our own enforcement",
+                d.id
+            ));
+        }
+        None
+    }
+
+    fn matches(p: &Playbook, event: &SecurityEvent, target: &Target) -> bool {
+        p.kinds.contains(&event.kind)
+            && p.subject == target.subject_type()
+            && event.severity >= p.min_severity
+            && p.min_score
+                .is_none_or(|min| event.score.is_some_and(|s| s.get() >= min))
+            && p.subject_values
+                .as_ref()
+                .is_none_or(|vals| vals.contains(&target.value()))
+    }
+
+    /// Plans the response to one event at time `now`.
+    pub fn evaluate(&mut self, event: &SecurityEvent, now: Timestamp) -> Plan {
+        let mut plan = Plan {
+            event: Some(event.id.clone()),
+            time: now,
+            ignored: None,
+            steps: Vec::new(),
+        };
+        let Some(target) = Target::of(&event.subject) else {
+            plan.ignored = Some("subject type unknown to this version".into());
+            return plan;
+        };
+        if let Some(reason) = self.self_inflicted(event, &target, now) {
+            plan.ignored = Some(reason);
+            return plan;
+        }
+        for pi in 0..self.def.playbooks.len() {
+            let p = &self.def.playbooks[pi];
+            if !Self::matches(p, event, &target) {
+                continue;
+            }
+            let group: GroupKey = match p.group_by {
+                GroupBy::Subject => (pi, Some(target.clone()), None),
+                GroupBy::SubjectAndKind => (pi, Some(target.clone()), Some(event.kind)),
+                GroupBy::Playbook => (pi, None, None),
+            };
+            let cooldown_until = self.cooldowns.get(&group).copied().filter(|u| *u > now);
+            let mode = p.mode.unwrap_or(self.def.engine.mode);
+            let window = p.cooldown.0;
+            let candidates: Vec<Candidate> = p
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(rule, a)| {
+                    self.resolve(pi, rule, a.get_ref(), event, &target, window, mode, now)
+                })
+                .collect();
+            let mut fired = false;
+            for c in candidates {
+                let step = self.pipeline(c, cooldown_until, now);
+                fired |= step.decision.is_some();
+                plan.steps.push(step);
+            }
+            if fired {
+                self.cooldowns.insert(group, now.saturating_add(window));
+            }
+        }
+        plan
+    }
+
+    #[allow(clippy::too_many_arguments)] // one resolution needs all of the event's context
+    fn resolve(
+        &self,
+        pi: usize,
+        rule: usize,
+        def: &ActionDef,
+        event: &SecurityEvent,
+        target: &Target,
+        window: Duration,
+        mode: Mode,
+        now: Timestamp,
+    ) -> Candidate {
+        let p = &self.def.playbooks[pi];
+        let user = || match target {
+            Target::User { user_id } => user_id.clone(),
+            other => other.value(),
+        };
+        let (action, why) = match def {
+            ActionDef::BlockIp {
+                duration,
+                escalation,
+                ..
+            } => {
+                let ip = match target {
+                    Target::Ip { ip } => *ip,
+                    // Load-time validation ties block_ip to subject = "ip".
+                    _ => IpAddr::from([0, 0, 0, 0]),
+                };
+                let mut d = duration.0;
+                let mut why = format!("block for {}s", d.as_secs());
+                // While a ban is active, the next step is a duplicate: do not describe it
+                // as an escalation of itself.
+                let banned = self
+                    .active
+                    .get(&(ActionKind::BlockIp, target.clone()))
+                    .is_some_and(|a| a.active_until > now);
+                let escalation = escalation.filter(|_| !banned);
+                if let (Some(e), Some(o)) = (escalation, self.offences.get(target))
+                    && now.saturating_duration_since(o.last) < o.decay_after
+                {
+                    for _ in 0..o.count {
+                        d = d.saturating_mul(e.factor).min(e.max.0);
+                    }
+                    why = format!(
+                        "repeat offender ({} earlier bans, last at {}): block escalated to {}s",
+                        o.count,
+                        o.last,
+                        d.as_secs()
+                    );
+                }
+                (Action::BlockIp { ip, duration: d }, why)
+            }
+            ActionDef::RevokeUserTokens { issuer, .. } => (
+                Action::RevokeUserTokens {
+                    issuer: issuer.clone(),
+                    user_id: user(),
+                },
+                "revoke every token issued to the user until now".into(),
+            ),
+            ActionDef::RevokeToken { max_lifetime, .. } => {
+                let (issuer, jti) = match target {
+                    Target::Token { issuer, jti } => (issuer.clone(), jti.clone()),
+                    other => (String::new(), other.value()),
+                };
+                (
+                    Action::RevokeToken {
+                        issuer,
+                        jti,
+                        expires_at: now.saturating_add(max_lifetime.0),
+                    },
+                    "revoke the token".into(),
+                )
+            }
+            ActionDef::RequireStepUp { valid_for, .. } => (
+                Action::RequireStepUp {
+                    user_id: user(),
+                    valid_for: valid_for.0,
+                },
+                format!("require step-up for {}s", valid_for.0.as_secs()),
+            ),
+            ActionDef::TerminateSessions { .. } => (
+                Action::TerminateSessions { user_id: user() },
+                "terminate the user's sessions".into(),
+            ),
+            ActionDef::Notify { severity } => (
+                Action::Notify {
+                    severity: severity.unwrap_or(event.severity),
+                    summary: format!(
+                        "{}: {:?} about {} ({:?})",
+                        p.name,
+                        event.kind,
+                        target.value(),
+                        event.severity
+                    ),
+                    dedup_key: format!("{}:{}", p.name, target.value()),
+                },
+                "notify".into(),
+            ),
+        };
+        let window = match &action {
+            Action::BlockIp { duration, .. } => *duration,
+            Action::RequireStepUp { valid_for, .. } => *valid_for,
+            _ => window,
+        };
+        Candidate {
+            playbook: Some(pi),
+            rule,
+            action,
+            target: target.clone(),
+            window,
+            approval: def.approval().map(|s| s.0),
+            mode,
+            why: format!(
+                "playbook {:?} rule {rule} matched {:?}: {why}",
+                p.name, event.kind
+            ),
+        }
+    }
+
+    fn allowlisted(&self, target: &Target) -> bool {
+        match target {
+            Target::Ip { ip } => {
+                self.allow_ips.contains(ip) || self.allow_nets.iter().any(|n| n.contains(*ip))
+            }
+            Target::User { user_id } => self.allow_users.contains(user_id),
+            _ => false,
+        }
+    }
+
+    /// The fixed pipeline every candidate passes: allowlist → de-duplication →
+    /// cool-down → budget → mode → approval.
+    fn pipeline(
+        &mut self,
+        c: Candidate,
+        cooldown_until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Step {
+        let key = (c.action.kind(), c.target.clone());
+        let playbook = c.playbook.map(|i| self.def.playbooks[i].name.clone());
+        let mut step = Step {
+            playbook,
+            rule: c.rule,
+            action: c.action,
+            target: c.target,
+            verdict: Verdict::Execute,
+            decision: None,
+            why: c.why,
+        };
+        let suppress = |step: &mut Step, s: Suppression, why: String| {
+            step.verdict = Verdict::Suppressed(s);
+            step.why = format!("{}; suppressed: {why}", step.why);
+        };
+        // Allowlisted subjects are never acted on; notifications about them still go out.
+        if step.action.kind() != ActionKind::Notify && self.allowlisted(&step.target) {
+            suppress(
+                &mut step,
+                Suppression::Allowlisted,
+                "target is allowlisted".into(),
+            );
+            return step;
+        }
+        if let Some(d) = self.active.get(&key).filter(|d| d.active_until > now) {
+            let id = d.id;
+            suppress(
+                &mut step,
+                Suppression::Duplicate { decision: id },
+                format!("decision {id} is active until {}", d.active_until),
+            );
+            return step;
+        }
+        if let Some(until) = cooldown_until {
+            suppress(
+                &mut step,
+                Suppression::CoolDown { until },
+                format!("playbook cooling down until {until}"),
+            );
+            return step;
+        }
+        let horizon = now.saturating_sub(MINUTE);
+        while self.budget.front().is_some_and(|t| *t <= horizon) {
+            self.budget.pop_front();
+        }
+        let cap = self.def.engine.max_actions_per_minute as usize;
+        if self.budget.len() >= cap {
+            suppress(
+                &mut step,
+                Suppression::Budget,
+                format!("{cap} actions in the last minute already"),
+            );
+            return step;
+        }
+        self.budget.push_back(now);
+        let dry_run = c.mode == Mode::DryRun;
+        let awaiting = c.approval.map(|a| now.saturating_add(a));
+        step.verdict = match (awaiting, dry_run) {
+            (Some(until), _) => Verdict::AwaitApproval { until },
+            (None, true) => Verdict::DryRun,
+            (None, false) => Verdict::Execute,
+        };
+        if dry_run {
+            step.why.push_str("; dry-run: recorded, not executed");
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let active_until = awaiting.unwrap_or_else(|| now.saturating_add(c.window));
+        if let (Action::BlockIp { .. }, Some(p)) = (&step.action, c.playbook) {
+            self.record_offence(p, c.rule, &step.target, now);
+        }
+        self.insert(Decision {
+            id,
+            playbook: step.playbook.clone(),
+            action: step.action.clone(),
+            target: step.target.clone(),
+            created: now,
+            active_until,
+            dry_run,
+            awaiting_approval: awaiting,
+        });
+        step.decision = Some(id);
+        step
+    }
+
+    fn record_offence(&mut self, pi: usize, rule: usize, target: &Target, now: Timestamp) {
+        let ActionDef::BlockIp {
+            escalation: Some(e),
+            ..
+        } = self.def.playbooks[pi].actions[rule].get_ref()
+        else {
+            return;
+        };
+        let decay_after = e.decay_after.0;
+        let o = self.offences.entry(target.clone()).or_insert(Offence {
+            count: 0,
+            last: now,
+            decay_after,
+        });
+        if now.saturating_duration_since(o.last) >= o.decay_after {
+            o.count = 0;
+        }
+        o.count = o.count.saturating_add(1);
+        o.last = now;
+        o.decay_after = decay_after;
+    }
+
+    /// Runs one manual action through the same pipeline (no cool-down: no playbook).
+    /// `window` is how long it de-duplicates (for blocks and step-up, their duration).
+    pub fn manual(
+        &mut self,
+        action: Action,
+        window: Duration,
+        mode: Mode,
+        reason: &str,
+        now: Timestamp,
+    ) -> Plan {
+        let target = match &action {
+            Action::BlockIp { ip, .. } => Target::Ip { ip: canonical(*ip) },
+            Action::RevokeUserTokens { user_id, .. }
+            | Action::RequireStepUp { user_id, .. }
+            | Action::TerminateSessions { user_id } => Target::User {
+                user_id: user_id.clone(),
+            },
+            Action::RevokeToken { issuer, jti, .. } => Target::Token {
+                issuer: issuer.clone(),
+                jti: jti.clone(),
+            },
+            Action::Notify { dedup_key, .. } => Target::Domain {
+                domain: dedup_key.clone(),
+            },
+        };
+        let action = match action {
+            Action::BlockIp { duration, .. } => Action::BlockIp {
+                ip: match target {
+                    Target::Ip { ip } => ip,
+                    _ => unreachable!("a block targets an address"),
+                },
+                duration,
+            },
+            a => a,
+        };
+        let window = match &action {
+            Action::BlockIp { duration, .. } => *duration,
+            Action::RequireStepUp { valid_for, .. } => *valid_for,
+            _ => window,
+        };
+        let c = Candidate {
+            playbook: None,
+            rule: 0,
+            action,
+            target,
+            window,
+            approval: None,
+            mode,
+            why: format!("manual: {reason}"),
+        };
+        let step = self.pipeline(c, None, now);
+        Plan {
+            event: None,
+            time: now,
+            ignored: None,
+            steps: vec![step],
+        }
+    }
+
+    /// Approves a decision awaiting approval. Refused if unknown or past its deadline.
+    pub fn approve(&mut self, id: u64, now: Timestamp) -> Result<Plan, Error> {
+        let key = self
+            .active
+            .iter()
+            .find(|(_, d)| d.id == id && d.awaiting_approval.is_some())
+            .map(|(k, _)| k.clone())
+            .ok_or(Error::UnknownDecision(id))?;
+        let Some(mut d) = self.active.remove(&key) else {
+            return Err(Error::UnknownDecision(id));
+        };
+        self.expiries.remove(&(d.active_until, d.id));
+        let deadline = d.awaiting_approval.unwrap_or(now);
+        if now > deadline {
+            return Err(Error::ApprovalExpired { id, deadline });
+        }
+        let window = match &d.action {
+            Action::BlockIp { duration, .. } => *duration,
+            Action::RequireStepUp { valid_for, .. } => *valid_for,
+            _ => deadline.saturating_duration_since(d.created),
+        };
+        d.awaiting_approval = None;
+        d.active_until = now.saturating_add(window);
+        let step = Step {
+            playbook: d.playbook.clone(),
+            rule: 0,
+            action: d.action.clone(),
+            target: d.target.clone(),
+            verdict: if d.dry_run {
+                Verdict::DryRun
+            } else {
+                Verdict::Execute
+            },
+            decision: Some(d.id),
+            why: format!("decision {id} approved"),
+        };
+        self.insert(d);
+        Ok(Plan {
+            event: None,
+            time: now,
+            ignored: None,
+            steps: vec![step],
+        })
+    }
+
+    /// Forgets every decision whose time is over and returns them; the caller reverts
+    /// those with [`Decision::needs_revert`]. Each decision is returned exactly once.
+    pub fn expire(&mut self, now: Timestamp) -> Vec<Decision> {
+        let mut out = std::mem::take(&mut self.replaced);
+        while let Some(entry) = self.expiries.first_entry() {
+            let (until, id) = *entry.key();
+            if until > now {
+                break;
+            }
+            let key = entry.remove();
+            if self.active.get(&key).is_some_and(|d| d.id == id)
+                && let Some(d) = self.active.remove(&key)
+            {
+                out.push(d);
+            }
+        }
+        self.offences
+            .retain(|_, o| now.saturating_duration_since(o.last) < o.decay_after);
+        self.cooldowns.retain(|_, until| *until > now);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

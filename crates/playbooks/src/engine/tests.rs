@@ -1,0 +1,360 @@
+use super::*;
+use palisade_core_traits::Score;
+
+pub(crate) const T0: u64 = 1_800_000_000;
+
+fn at(secs: u64) -> Timestamp {
+    Timestamp::from_unix_secs(T0 + secs)
+}
+
+fn ev(n: u32, kind: EventKind, severity: Severity, subject: Subject) -> SecurityEvent {
+    SecurityEvent::new(
+        EventId::new(format!("e{n}")).unwrap(),
+        at(0),
+        kind,
+        severity,
+        subject,
+        "test",
+    )
+}
+
+fn ip_ev(n: u32, ip: &str) -> SecurityEvent {
+    ev(
+        n,
+        EventKind::BruteForce,
+        Severity::High,
+        Subject::Ip {
+            ip: ip.parse().unwrap(),
+        },
+    )
+}
+
+fn engine() -> Engine {
+    Engine::new(Definition::default_set().unwrap())
+}
+
+fn verdicts(p: &Plan) -> Vec<(ActionKind, Verdict)> {
+    p.steps
+        .iter()
+        .map(|s| (s.action.kind(), s.verdict))
+        .collect()
+}
+
+#[test]
+fn brute_force_blocks_and_notifies_with_an_explanation() {
+    let mut e = engine();
+    let p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    assert_eq!(
+        verdicts(&p),
+        vec![
+            (ActionKind::BlockIp, Verdict::Execute),
+            (ActionKind::Notify, Verdict::Execute)
+        ]
+    );
+    assert_eq!(
+        p.steps[0].action,
+        Action::BlockIp {
+            ip: "198.51.100.4".parse().unwrap(),
+            duration: Duration::from_secs(15 * 60)
+        }
+    );
+    assert_eq!(p.steps[0].playbook.as_deref(), Some("brute-force-ip"));
+    assert!(p.steps[0].why.contains("rule 0"), "{}", p.steps[0].why);
+}
+
+#[test]
+fn low_severity_and_missing_score_do_not_match() {
+    let mut e = engine();
+    let low = ev(
+        1,
+        EventKind::BruteForce,
+        Severity::Medium,
+        Subject::Ip {
+            ip: "198.51.100.4".parse().unwrap(),
+        },
+    );
+    assert!(e.evaluate(&low, at(0)).steps.is_empty());
+    let user = Subject::User {
+        user_id: "alice".into(),
+    };
+    let unscored = ev(2, EventKind::AnomalousLogin, Severity::High, user.clone());
+    assert!(e.evaluate(&unscored, at(0)).steps.is_empty());
+    let scored = unscored.clone().with_score(Score::new(0.69).unwrap());
+    assert!(e.evaluate(&scored, at(0)).steps.is_empty());
+    let scored = unscored.with_score(Score::new(0.7).unwrap());
+    assert_eq!(
+        verdicts(&e.evaluate(&scored, at(0))),
+        vec![(ActionKind::RequireStepUp, Verdict::Execute)]
+    );
+}
+
+#[test]
+fn repeats_are_duplicates_while_active_then_cooldown_then_fire_again() {
+    let mut e = engine();
+    e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    let p = e.evaluate(&ip_ev(2, "198.51.100.4"), at(60));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: 0 })
+    );
+    // The notify decision lasts as long as the 5 min cool-down.
+    assert_eq!(
+        p.steps[1].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: 1 })
+    );
+    // After 5 min the notify is no longer active but the block is: cool-down ended too.
+    let p = e.evaluate(&ip_ev(3, "198.51.100.4"), at(301));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: 0 })
+    );
+    assert_eq!(p.steps[1].verdict, Verdict::Execute);
+    // Expiry after 15 min hands back the block once, for revert.
+    let expired = e.expire(at(900));
+    assert_eq!(expired.iter().filter(|d| d.needs_revert()).count(), 1);
+    assert!(e.expire(at(900)).is_empty());
+}
+
+#[test]
+fn cooldown_suppresses_a_new_action_of_the_same_playbook_group() {
+    let def = Definition::from_toml(
+        "t",
+        r#"
+[[playbook]]
+name = "p"
+kinds = ["brute_force"]
+subject = "ip"
+cooldown = "10m"
+[[playbook.action]]
+type = "block_ip"
+duration = "1m"
+"#,
+    )
+    .unwrap();
+    let mut e = Engine::new(def);
+    e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    let p = e.evaluate(&ip_ev(2, "198.51.100.4"), at(61));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::CoolDown { until: at(600) })
+    );
+    assert_eq!(
+        e.evaluate(&ip_ev(3, "198.51.100.4"), at(600)).steps[0].verdict,
+        Verdict::Execute
+    );
+}
+
+#[test]
+fn repeat_offender_ban_doubles_up_to_the_cap_and_decays() {
+    let mut e = engine();
+    let mut t = 0;
+    let mut durations = Vec::new();
+    for n in 0..10 {
+        let p = e.evaluate(&ip_ev(n, "203.0.113.9"), at(t));
+        let Action::BlockIp { duration, .. } = p.steps[0].action else {
+            panic!()
+        };
+        assert_eq!(p.steps[0].verdict, Verdict::Execute);
+        durations.push(duration.as_secs() / 60);
+        t += duration.as_secs();
+        e.expire(at(t));
+    }
+    assert_eq!(
+        durations,
+        vec![15, 30, 60, 120, 240, 480, 960, 1440, 1440, 1440]
+    );
+    // Seven quiet days later, back to the base.
+    t += 7 * 86_400;
+    e.expire(at(t));
+    let p = e.evaluate(&ip_ev(99, "203.0.113.9"), at(t));
+    assert_eq!(
+        p.steps[0].action,
+        Action::BlockIp {
+            ip: "203.0.113.9".parse().unwrap(),
+            duration: Duration::from_secs(900)
+        }
+    );
+}
+
+#[test]
+fn allowlist_covers_ips_networks_users_and_mapped_addresses() {
+    let mut def = Definition::default_set().unwrap();
+    def.allowlist
+        .networks
+        .push(Network::parse("10.0.0.0/8").unwrap());
+    def.allowlist.users.push("ops".into());
+    let mut e = Engine::new(def);
+    for (n, ip) in ["127.0.0.1", "10.9.8.7", "::ffff:10.1.1.1"]
+        .iter()
+        .enumerate()
+    {
+        let p = e.evaluate(&ip_ev(n as u32, ip), at(0));
+        assert_eq!(
+            p.steps[0].verdict,
+            Verdict::Suppressed(Suppression::Allowlisted)
+        );
+        // The human still hears about it.
+        assert_eq!(p.steps[1].verdict, Verdict::Execute);
+    }
+    let p = e.evaluate(
+        &ev(
+            9,
+            EventKind::AccountTakeover,
+            Severity::Critical,
+            Subject::User {
+                user_id: "ops".into(),
+            },
+        ),
+        at(0),
+    );
+    assert!(
+        p.steps[..3]
+            .iter()
+            .all(|s| s.verdict == Verdict::Suppressed(Suppression::Allowlisted))
+    );
+    // Manual actions pass the same allowlist.
+    let p = e.manual(
+        Action::BlockIp {
+            ip: "10.0.0.1".parse().unwrap(),
+            duration: Duration::from_secs(60),
+        },
+        Duration::from_secs(60),
+        Mode::Enforce,
+        "operator",
+        at(0),
+    );
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Allowlisted)
+    );
+}
+
+#[test]
+fn budget_caps_actions_per_rolling_minute() {
+    let mut e = engine(); // 120 per minute
+    let mut kept = 0;
+    for n in 0..200u32 {
+        let ip = format!("198.51.{}.{}", n / 256, n % 256);
+        let p = e.evaluate(&ip_ev(n, &ip), at(0));
+        kept += p.steps.iter().filter(|s| s.decision.is_some()).count();
+        if n >= 60 {
+            assert!(
+                p.steps
+                    .iter()
+                    .all(|s| s.verdict == Verdict::Suppressed(Suppression::Budget))
+            );
+        }
+    }
+    assert_eq!(kept, 120);
+    let p = e.evaluate(&ip_ev(500, "192.0.2.1"), at(60));
+    assert_eq!(p.steps[0].verdict, Verdict::Execute);
+}
+
+#[test]
+fn dry_run_records_but_marks_steps_dry_run() {
+    let mut def = Definition::default_set().unwrap();
+    def.engine.mode = Mode::DryRun;
+    let mut e = Engine::new(def);
+    let p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    assert!(p.steps.iter().all(|s| s.verdict == Verdict::DryRun));
+    assert_eq!(p.executable().count(), 0);
+    let p = e.evaluate(&ip_ev(2, "198.51.100.4"), at(1));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: 0 })
+    );
+    assert!(e.expire(at(900)).iter().all(|d| !d.needs_revert()));
+}
+
+#[test]
+fn approval_has_an_expiry() {
+    let def = Definition::from_toml(
+        "t",
+        r#"
+[[playbook]]
+name = "p"
+kinds = ["account_takeover"]
+subject = "user"
+cooldown = "1m"
+[[playbook.action]]
+type = "terminate_sessions"
+approval = "10m"
+"#,
+    )
+    .unwrap();
+    let mut e = Engine::new(def);
+    let user = |n| {
+        ev(
+            n,
+            EventKind::AccountTakeover,
+            Severity::High,
+            Subject::User {
+                user_id: "bob".into(),
+            },
+        )
+    };
+    let p = e.evaluate(&user(1), at(0));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::AwaitApproval { until: at(600) }
+    );
+    assert_eq!(p.executable().count(), 0);
+    // A flood while waiting does not create more approvals.
+    let p = e.evaluate(&user(2), at(120));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: 0 })
+    );
+    let p = e.approve(0, at(300)).unwrap();
+    assert_eq!(p.executable().count(), 1);
+    assert!(matches!(
+        e.approve(0, at(301)),
+        Err(Error::UnknownDecision(0))
+    ));
+    // A second one, approved too late.
+    e.expire(at(10_000));
+    e.evaluate(&user(3), at(10_000));
+    assert!(matches!(
+        e.approve(1, at(10_601)),
+        Err(Error::ApprovalExpired { id: 1, .. })
+    ));
+}
+
+#[test]
+fn own_enforcement_is_not_evidence() {
+    let mut e = engine();
+    e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    let echo = ev(
+        2,
+        EventKind::RateLimitExceeded,
+        Severity::Critical,
+        Subject::Ip {
+            ip: "198.51.100.4".parse().unwrap(),
+        },
+    );
+    let p = e.evaluate(&echo, at(10));
+    assert!(p.ignored.as_deref().unwrap().contains("decision 0"));
+    let marked = ip_ev(3, "192.0.2.7").with_evidence(ENFORCEMENT_EVIDENCE, "blocked-request");
+    let p = e.evaluate(&marked, at(10));
+    assert!(p.ignored.is_some() && p.steps.is_empty());
+}
+
+#[test]
+fn snapshot_round_trips_and_restore_keeps_dedup_and_expiry() {
+    let mut e = engine();
+    e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    let json = e.snapshot().to_json();
+    let mut r = Engine::restore(
+        Definition::default_set().unwrap(),
+        Snapshot::from_json(&json).unwrap(),
+    );
+    assert_eq!(r.snapshot(), e.snapshot());
+    let p = r.evaluate(&ip_ev(2, "198.51.100.4"), at(10));
+    assert!(p.steps.iter().all(|s| s.decision.is_none()));
+    let expired = r.expire(at(900));
+    assert_eq!(expired.iter().filter(|d| d.needs_revert()).count(), 1);
+    // Ids continue, never reused.
+    let p = r.evaluate(&ip_ev(3, "192.0.2.1"), at(900));
+    assert_eq!(p.steps[0].decision, Some(2));
+    assert!(Snapshot::from_json("{\"decisions\":[],\"x\":1}").is_err());
+}

@@ -1,0 +1,213 @@
+//! Property tests of the pipeline's invariants, for any event sequence.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
+use palisade_playbooks::audit::{AuditLog, verify};
+use palisade_playbooks::{Action, ActionKind, Definition, Engine, Mode, Target};
+use proptest::prelude::*;
+
+const DEF: &str = r#"
+[engine]
+max_actions_per_minute = 7
+
+[allowlist]
+ips = ["192.0.2.0"]
+networks = ["10.0.0.0/8"]
+users = ["u0"]
+
+[[playbook]]
+name = "block"
+kinds = ["brute_force", "rate_limit_exceeded"]
+subject = "ip"
+cooldown = "30s"
+[[playbook.action]]
+type = "block_ip"
+duration = "90s"
+escalation = { factor = 3, max = "10m", decay_after = "5m" }
+[[playbook.action]]
+type = "notify"
+
+[[playbook]]
+name = "user"
+kinds = ["account_takeover"]
+subject = "user"
+cooldown = "45s"
+group_by = "subject_and_kind"
+[[playbook.action]]
+type = "require_step_up"
+valid_for = "2m"
+[[playbook.action]]
+type = "terminate_sessions"
+"#;
+
+const T0: u64 = 1_800_000_000;
+
+#[derive(Debug, Clone)]
+enum Input {
+    Event { ip: u8, user: u8, kind: u8, dt: u16 },
+    Manual { ip: u8, dt: u16 },
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        8 => (0u8..12, 0u8..4, 0u8..4, 0u16..40).prop_map(|(ip, user, kind, dt)| Input::Event { ip, user, kind, dt }),
+        1 => (0u8..12, 0u16..40).prop_map(|(ip, dt)| Input::Manual { ip, dt }),
+    ]
+}
+
+fn addr(i: u8) -> std::net::IpAddr {
+    // 0 is allowlisted by address, 1..3 by network (also as IPv4-mapped IPv6).
+    match i {
+        0 => "192.0.2.0".parse().unwrap(),
+        1 => "10.1.2.3".parse().unwrap(),
+        2 => "::ffff:10.9.9.9".parse().unwrap(),
+        n => format!("198.51.100.{n}").parse().unwrap(),
+    }
+}
+
+fn allowlisted(t: &Target) -> bool {
+    match t {
+        Target::Ip { ip } => ip.to_string() == "192.0.2.0" || ip.to_string().starts_with("10."),
+        Target::User { user_id } => user_id == "u0",
+        _ => false,
+    }
+}
+
+fn run(
+    inputs: &[Input],
+    mut on_plan: impl FnMut(&mut Engine, &palisade_playbooks::Plan, u64),
+) -> Engine {
+    let mut e = Engine::new(Definition::from_toml("t", DEF).unwrap());
+    let mut now = T0;
+    for (n, i) in inputs.iter().enumerate() {
+        let plan = match i {
+            Input::Event { ip, user, kind, dt } => {
+                now += u64::from(*dt);
+                let (kind, subject) = match kind {
+                    0 => (EventKind::BruteForce, Subject::Ip { ip: addr(*ip) }),
+                    1 => (EventKind::RateLimitExceeded, Subject::Ip { ip: addr(*ip) }),
+                    2 => (
+                        EventKind::AccountTakeover,
+                        Subject::User {
+                            user_id: format!("u{user}"),
+                        },
+                    ),
+                    _ => (
+                        EventKind::AnomalousLogin,
+                        Subject::User {
+                            user_id: format!("u{user}"),
+                        },
+                    ),
+                };
+                let ev = SecurityEvent::new(
+                    EventId::new(format!("e{n}")).unwrap(),
+                    Timestamp::from_unix_secs(now),
+                    kind,
+                    Severity::Critical,
+                    subject,
+                    "prop",
+                );
+                e.evaluate(&ev, Timestamp::from_unix_secs(now))
+            }
+            Input::Manual { ip, dt } => {
+                now += u64::from(*dt);
+                e.manual(
+                    Action::BlockIp {
+                        ip: addr(*ip),
+                        duration: Duration::from_secs(60),
+                    },
+                    Duration::from_secs(60),
+                    Mode::Enforce,
+                    "operator",
+                    Timestamp::from_unix_secs(now),
+                )
+            }
+        };
+        on_plan(&mut e, &plan, now);
+    }
+    e
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn at_most_one_active_decision_per_target_and_action(inputs in prop::collection::vec(input(), 1..300)) {
+        let mut active: HashMap<(ActionKind, Target), u64> = HashMap::new();
+        run(&inputs, |e, plan, now| {
+            for s in plan.steps.iter().filter(|s| s.decision.is_some()) {
+                let key = (s.action.kind(), s.target.clone());
+                if let Some(until) = active.get(&key) {
+                    assert!(*until <= now, "second active decision for {key:?}");
+                }
+                let d = e.active(key.0, &key.1).unwrap();
+                active.insert(key, d.active_until.as_unix_secs());
+            }
+        });
+    }
+
+    #[test]
+    fn the_budget_is_never_exceeded(inputs in prop::collection::vec(input(), 1..300)) {
+        let mut times = Vec::new();
+        run(&inputs, |_, plan, now| {
+            times.extend(plan.steps.iter().filter(|s| s.decision.is_some()).map(|_| now));
+        });
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[..=i].iter().filter(|u| **u + 60 > *t).count();
+            prop_assert!(in_window <= 7, "{in_window} actions in the minute before {t}");
+        }
+    }
+
+    #[test]
+    fn allowlisted_subjects_are_never_acted_on(inputs in prop::collection::vec(input(), 1..300)) {
+        run(&inputs, |_, plan, _| {
+            for s in &plan.steps {
+                if s.decision.is_some() && s.action.kind() != ActionKind::Notify {
+                    assert!(!allowlisted(&s.target), "acted on {:?}", s.target);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn every_expired_block_is_reverted_exactly_once(inputs in prop::collection::vec(input(), 1..300)) {
+        let mut blocks = HashSet::new();
+        let mut reverted = Vec::new();
+        let mut e = run(&inputs, |e, plan, now| {
+            for s in plan.steps.iter().filter(|s| s.action.kind() == ActionKind::BlockIp) {
+                if let Some(id) = s.decision { blocks.insert(id); }
+            }
+            reverted.extend(e.expire(Timestamp::from_unix_secs(now)).into_iter().filter(|d| d.needs_revert()).map(|d| d.id));
+        });
+        reverted.extend(e.expire(Timestamp::MAX).into_iter().filter(|d| d.needs_revert()).map(|d| d.id));
+        let unique: HashSet<u64> = reverted.iter().copied().collect();
+        prop_assert_eq!(unique.len(), reverted.len(), "a decision was reverted twice");
+        prop_assert_eq!(unique, blocks);
+        prop_assert_eq!(e.active_count(), 0);
+    }
+
+    #[test]
+    fn audit_detects_any_single_edit_drop_or_swap(
+        inputs in prop::collection::vec(input(), 2..40),
+        pick in any::<prop::sample::Index>(),
+        pick2 in any::<prop::sample::Index>(),
+        how in 0u8..3,
+    ) {
+        let mut audit = AuditLog::new(Vec::new());
+        run(&inputs, |_, plan, _| audit.record_plan(plan, &[]).unwrap());
+        let log = String::from_utf8(audit.get_ref().clone()).unwrap();
+        prop_assert!(verify(&log).is_ok());
+        let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
+        prop_assume!(lines.len() >= 2);
+        let i = pick.index(lines.len());
+        match how {
+            0 => { let at = pick2.index(lines[i].len()); let mut b = lines[i].clone().into_bytes(); b[at] = if b[at] == b'7' { b'8' } else { b'7' }; lines[i] = String::from_utf8_lossy(&b).into_owned(); }
+            1 => { lines.remove(i); if i == lines.len() { return Ok(()); } }
+            _ => { let j = pick2.index(lines.len()); prop_assume!(lines[i] != lines[j]); lines.swap(i, j); }
+        }
+        prop_assert!(verify(&lines.join("\n")).is_err());
+    }
+}
