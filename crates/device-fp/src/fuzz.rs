@@ -21,3 +21,40 @@ pub fn client_hello(data: &[u8]) -> bool {
     }
     true
 }
+
+/// Read arbitrary bytes as header lines (`name: value`, one per line), fingerprint
+/// them and match the fingerprint against itself. Returns whether every input was
+/// usable (no `problems`).
+///
+/// # Panics
+/// Only on a bug: a fingerprint that differs from itself.
+pub fn headers(data: &[u8]) -> bool {
+    use palisade_core_traits::{RequestContext, Timestamp, TlsInfo};
+
+    use crate::identity::{DeviceFingerprint, FingerprintKey};
+    use crate::inputs::FingerprintInputs;
+
+    let text = String::from_utf8_lossy(data);
+    let mut ctx = RequestContext::new(
+        std::net::IpAddr::from([192, 0, 2, 1]),
+        Timestamp::from_unix_secs(0),
+    );
+    for line in text.lines() {
+        match line.split_once(':') {
+            Some(("ja4", v)) => ctx = ctx.with_tls(TlsInfo::with_ja4(v.trim())),
+            Some((name, value)) => ctx = ctx.with_header(name.trim(), value.trim()),
+            None => ctx = ctx.with_header(line, ""),
+        }
+    }
+    let inputs = FingerprintInputs::from_request(&ctx);
+    let Ok(key) = FingerprintKey::new(&[0x5a; 32]) else {
+        return false;
+    };
+    let fp = DeviceFingerprint::compute(&key, &inputs);
+    let r = fp.matches(&fp);
+    assert!(
+        r.differing.is_empty(),
+        "fingerprint differs from itself: {r:?}"
+    );
+    inputs.problems.is_empty()
+}

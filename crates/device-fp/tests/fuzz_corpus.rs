@@ -37,3 +37,9 @@ fn fuzz_corpus_device_fp_client_hello() {
     );
     assert!(seen.0 >= 4 && seen.1 >= 6, "seeds missing: {seen:?}");
 }
+
+#[test]
+fn fuzz_corpus_device_fp_headers() {
+    let seen = replay("device_fp_headers", palisade_device_fp::fuzz::headers);
+    assert!(seen.0 >= 4 && seen.1 >= 6, "seeds missing: {seen:?}");
+}
