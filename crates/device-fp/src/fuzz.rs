@@ -1,0 +1,60 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/` (also replayed by tests).
+
+use crate::ja4::{ClientHello, Ja4, Transport};
+
+/// Parse arbitrary bytes as a ClientHello; when they parse, the computed JA4 (and
+/// JA4_o) must pass our own JA4 format validation. Returns whether they parsed.
+///
+/// # Panics
+/// Only on a bug: a computed JA4 that the validator rejects.
+pub fn client_hello(data: &[u8]) -> bool {
+    let Ok(hello) = ClientHello::parse(data) else {
+        return false;
+    };
+    for t in [Transport::Tcp, Transport::Quic, Transport::Dtls] {
+        for ja4 in [hello.ja4(t), hello.ja4_original(t)] {
+            if let Err(e) = Ja4::parse(ja4.as_str()) {
+                panic!("computed JA4 fails validation: {e}");
+            }
+        }
+        let _ = hello.ja4_raw(t, true);
+    }
+    true
+}
+
+/// Read arbitrary bytes as header lines (`name: value`, one per line), fingerprint
+/// them and match the fingerprint against itself. Returns whether every input was
+/// usable (no `problems`).
+///
+/// # Panics
+/// Only on a bug: a fingerprint that differs from itself.
+pub fn headers(data: &[u8]) -> bool {
+    use palisade_core_traits::{RequestContext, Timestamp, TlsInfo};
+
+    use crate::identity::{DeviceFingerprint, FingerprintKey};
+    use crate::inputs::FingerprintInputs;
+
+    let text = String::from_utf8_lossy(data);
+    let mut ctx = RequestContext::new(
+        std::net::IpAddr::from([192, 0, 2, 1]),
+        Timestamp::from_unix_secs(0),
+    );
+    for line in text.lines() {
+        match line.split_once(':') {
+            Some(("ja4", v)) => ctx = ctx.with_tls(TlsInfo::with_ja4(v.trim())),
+            Some((name, value)) => ctx = ctx.with_header(name.trim(), value.trim()),
+            None => ctx = ctx.with_header(line, ""),
+        }
+    }
+    let inputs = FingerprintInputs::from_request(&ctx);
+    let Ok(key) = FingerprintKey::new(&[0x5a; 32]) else {
+        return false;
+    };
+    let fp = DeviceFingerprint::compute(&key, &inputs);
+    let r = fp.matches(&fp);
+    assert!(
+        r.differing.is_empty(),
+        "fingerprint differs from itself: {r:?}"
+    );
+    inputs.problems.is_empty()
+}

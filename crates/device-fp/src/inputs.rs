@@ -1,0 +1,257 @@
+//! Fingerprint inputs read from a [`RequestContext`]: User-Agent (parsed with
+//! `woothee`), `Sec-CH-UA*` client hints, `Accept-Language`, `Accept-Encoding`,
+//! the order of header names, the JA4 string and client-reported device info.
+//! Everything is optional; unusable values are dropped and noted in `problems`.
+
+use palisade_core_traits::RequestContext;
+
+use crate::ja4::Ja4;
+
+/// Longest header value we read; longer values are ignored (and noted).
+pub const MAX_HEADER_VALUE: usize = 4096;
+/// Most headers whose names enter the header-order hash.
+pub const MAX_HEADERS: usize = 64;
+
+/// What the User-Agent says, as parsed by woothee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAgent {
+    /// Browser or client name (`Chrome`, `Firefox`, `UNKNOWN`).
+    pub browser: String,
+    /// Browser major version, when it has one.
+    pub browser_major: Option<u32>,
+    /// Full browser version string.
+    pub browser_version: String,
+    /// OS name (`Windows 10`, `Mac OSX`, `Android`).
+    pub os: String,
+    /// OS version string.
+    pub os_version: String,
+    /// Device category (`pc`, `smartphone`, `mobilephone`, `crawler`, `appliance`, `misc`).
+    pub category: String,
+    /// The UA with every digit run replaced by `#`: keeps model and locale tokens,
+    /// drops versions.
+    pub skeleton: String,
+}
+
+impl UserAgent {
+    /// Parse a User-Agent string; `None` for an empty or oversized one.
+    pub fn parse(ua: &str) -> Option<Self> {
+        if ua.trim().is_empty() || ua.len() > MAX_HEADER_VALUE {
+            return None;
+        }
+        let r = woothee::parser::Parser::new().parse(ua)?;
+        let browser_major = r.version.split('.').next().and_then(|m| m.parse().ok());
+        let mut skeleton = String::with_capacity(ua.len());
+        let mut in_digits = false;
+        for c in ua.chars() {
+            if c.is_ascii_digit() {
+                if !in_digits {
+                    skeleton.push('#');
+                }
+                in_digits = true;
+            } else {
+                skeleton.push(c);
+                in_digits = false;
+            }
+        }
+        Some(UserAgent {
+            browser: r.name.to_owned(),
+            browser_major,
+            browser_version: r.version.to_owned(),
+            os: r.os.to_owned(),
+            os_version: r.os_version.into_owned(),
+            category: r.category.to_owned(),
+            skeleton,
+        })
+    }
+
+    /// True for the big interactive browsers (what automation tends to pretend to be).
+    pub fn is_browser(&self) -> bool {
+        matches!(
+            self.browser.as_str(),
+            "Chrome" | "Firefox" | "Safari" | "Edge" | "Opera" | "Internet Explorer"
+        )
+    }
+}
+
+/// Parsed `Sec-CH-UA*` client hints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHints {
+    /// `Sec-CH-UA` brands and major versions, GREASE-like "Not…Brand" entries removed.
+    pub brands: Vec<(String, String)>,
+    /// `Sec-CH-UA-Mobile` (`?1` → true).
+    pub mobile: Option<bool>,
+    /// `Sec-CH-UA-Platform` without quotes (`Windows`, `macOS`, `Android`).
+    pub platform: Option<String>,
+    /// `Sec-CH-UA-Platform-Version` without quotes.
+    pub platform_version: Option<String>,
+}
+
+impl ClientHints {
+    /// The major version a brand claims, e.g. `Google Chrome`.
+    pub fn brand_major(&self, brand: &str) -> Option<u32> {
+        self.brands
+            .iter()
+            .find(|(b, _)| b == brand)
+            .and_then(|(_, v)| v.split('.').next()?.parse().ok())
+    }
+}
+
+/// Parse a structured-header string item (`"Windows"`); `None` if malformed.
+fn sf_string(v: &str) -> Option<String> {
+    let v = v.trim();
+    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('"') || inner.contains('\\') {
+        return None;
+    }
+    Some(inner.to_owned())
+}
+
+/// Parse `Sec-CH-UA`: `"Chromium";v="124", "Google Chrome";v="124", "Not-A.Brand";v="99"`.
+pub fn parse_sec_ch_ua(v: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in v.split(',') {
+        let mut parts = item.split(';');
+        let brand = sf_string(parts.next()?)?;
+        let mut version = String::new();
+        for p in parts {
+            if let Some(val) = p.trim().strip_prefix("v=") {
+                version = sf_string(val)?;
+            }
+        }
+        // GREASE brands vary ("Not-A.Brand", "Not/A)Brand", " Not A;Brand")
+        let grease = brand.contains("Not") && brand.contains("Brand");
+        if !grease {
+            out.push((brand, version));
+        }
+    }
+    Some(out)
+}
+
+/// All fingerprint inputs of one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FingerprintInputs {
+    /// Parsed User-Agent.
+    pub user_agent: Option<UserAgent>,
+    /// Parsed client hints.
+    pub client_hints: Option<ClientHints>,
+    /// Language tags of `Accept-Language`, lowercased, in order, q-values dropped.
+    pub accept_language: Vec<String>,
+    /// Codings of `Accept-Encoding`, lowercased and sorted.
+    pub accept_encoding: Vec<String>,
+    /// Lowercased header names in the order received (at most [`MAX_HEADERS`]).
+    pub header_order: Vec<String>,
+    /// A validated JA4 from the TLS terminator.
+    pub ja4: Option<Ja4>,
+    /// Client-reported screen size.
+    pub screen: Option<(u32, u32)>,
+    /// Client-reported IANA time zone.
+    pub timezone: Option<String>,
+    /// Client-reported languages.
+    pub languages: Vec<String>,
+    /// Client-reported canvas hash.
+    pub canvas_hash: Option<String>,
+    /// Client-reported WebGL renderer.
+    pub webgl_renderer: Option<String>,
+    /// Inputs that were present but unusable (name of the input, why).
+    pub problems: Vec<(&'static str, &'static str)>,
+}
+
+fn small(v: Option<&str>) -> Option<&str> {
+    v.filter(|v| v.len() <= MAX_HEADER_VALUE)
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .filter_map(|i| {
+            let t = i.split(';').next()?.trim().to_ascii_lowercase();
+            (!t.is_empty() && t.len() <= 64).then_some(t)
+        })
+        .take(32)
+        .collect()
+}
+
+impl FingerprintInputs {
+    /// Read every input from a request. Never fails: bad values are dropped and noted.
+    pub fn from_request(ctx: &RequestContext) -> Self {
+        let mut f = FingerprintInputs::default();
+        let header = |name: &str| ctx.header(name);
+        let problem = |f: &mut FingerprintInputs, what, why| f.problems.push((what, why));
+        for (name, value) in &ctx.headers {
+            if value.len() > MAX_HEADER_VALUE {
+                problem(&mut f, "header", "value too long");
+            }
+            if f.header_order.len() < MAX_HEADERS {
+                f.header_order.push(name.to_ascii_lowercase());
+            }
+        }
+        if let Some(ua) = header("user-agent") {
+            f.user_agent = UserAgent::parse(ua);
+            if f.user_agent.is_none() {
+                problem(&mut f, "user-agent", "empty or too long");
+            }
+        }
+        let ch_ua = small(header("sec-ch-ua"));
+        let ch_mobile = small(header("sec-ch-ua-mobile"));
+        let ch_platform = small(header("sec-ch-ua-platform"));
+        if ch_ua.is_some() || ch_mobile.is_some() || ch_platform.is_some() {
+            let mut ch = ClientHints::default();
+            if let Some(v) = ch_ua {
+                match parse_sec_ch_ua(v) {
+                    Some(b) => ch.brands = b,
+                    None => problem(&mut f, "sec-ch-ua", "not a structured brand list"),
+                }
+            }
+            ch.mobile = match ch_mobile.map(str::trim) {
+                Some("?1") => Some(true),
+                Some("?0") => Some(false),
+                None => None,
+                Some(_) => {
+                    problem(&mut f, "sec-ch-ua-mobile", "not ?0 or ?1");
+                    None
+                }
+            };
+            if let Some(v) = ch_platform {
+                ch.platform = sf_string(v);
+                if ch.platform.is_none() {
+                    problem(&mut f, "sec-ch-ua-platform", "not a quoted string");
+                }
+            }
+            ch.platform_version = small(header("sec-ch-ua-platform-version")).and_then(sf_string);
+            f.client_hints = Some(ch);
+        }
+        if let Some(v) = small(header("accept-language")) {
+            f.accept_language = list(v);
+        }
+        if let Some(v) = small(header("accept-encoding")) {
+            f.accept_encoding = list(v);
+            f.accept_encoding.sort();
+            f.accept_encoding.dedup();
+        }
+        if let Some(j) = ctx.tls.as_ref().and_then(|t| t.ja4.as_ref()) {
+            f.ja4 = Ja4::parse(j).ok();
+            if f.ja4.is_none() {
+                problem(&mut f, "ja4", "not a JA4 string");
+            }
+        }
+        if let Some(d) = &ctx.device {
+            f.screen = d
+                .screen
+                .filter(|&(w, h)| (1..=16_384).contains(&w) && (1..=16_384).contains(&h));
+            if d.screen.is_some() && f.screen.is_none() {
+                problem(&mut f, "screen", "outside 1..=16384");
+            }
+            let short = |s: &Option<String>| s.clone().filter(|s| !s.is_empty() && s.len() <= 256);
+            f.timezone = short(&d.timezone);
+            f.canvas_hash = short(&d.canvas_hash);
+            f.webgl_renderer = short(&d.webgl_renderer);
+            f.languages = d
+                .languages
+                .iter()
+                .filter(|l| l.len() <= 64)
+                .take(32)
+                .map(|l| l.to_ascii_lowercase())
+                .collect();
+        }
+        f
+    }
+}

@@ -1,0 +1,159 @@
+//! Per-user device trust: store behaviour and trust invariants.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::time::Duration;
+
+use palisade_core_traits::{Clock, LoginOutcome, ManualClock, RequestContext, Timestamp};
+use palisade_device_fp::{
+    ConsistencyFlag, DeviceFingerprint, DeviceRecord, DeviceStore, FingerprintInputs,
+    FingerprintKey, InMemoryDeviceStore, TrustPolicy,
+};
+use proptest::prelude::*;
+
+fn fp(key: &FingerprintKey, ua: &str) -> DeviceFingerprint {
+    let ctx = RequestContext::new("192.0.2.1".parse().unwrap(), Timestamp::from_unix_secs(0))
+        .with_header("User-Agent", ua)
+        .with_header("Accept-Language", "en");
+    DeviceFingerprint::compute(key, &FingerprintInputs::from_request(&ctx))
+}
+
+fn chrome(v: u32) -> String {
+    format!(
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
+    )
+}
+
+#[test]
+fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
+    let store = InMemoryDeviceStore::new(4, TrustPolicy::default());
+    let first = store.observe(
+        "alice",
+        &fp(&key, &chrome(124)),
+        Some(LoginOutcome::Success),
+        &[],
+        clock.now(),
+    );
+    assert!(first.new_device);
+    assert_eq!(first.trust_before.score, 0.0);
+    let mut last = first.trust.score;
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(3600));
+        let o = store.observe(
+            "alice",
+            &fp(&key, &chrome(124)),
+            Some(LoginOutcome::Success),
+            &[],
+            clock.now(),
+        );
+        assert!(!o.new_device && o.device == first.device);
+        assert!(o.trust.score > last);
+        last = o.trust.score;
+    }
+    let mfa = store.observe(
+        "alice",
+        &fp(&key, &chrome(125)),
+        Some(LoginOutcome::StepUpSuccess),
+        &[],
+        clock.now(),
+    );
+    assert!(!mfa.new_device, "browser update is the same device");
+    assert!(mfa.trust.score > last);
+    let high = mfa.trust.score;
+    clock.advance(Duration::from_secs(60 * 86_400));
+    let later = store.observe("alice", &fp(&key, &chrome(125)), None, &[], clock.now());
+    assert!(
+        (later.trust_before.score - high / 4.0).abs() < 1e-9,
+        "two half-lives"
+    );
+    assert!(
+        later
+            .trust_before
+            .reasons
+            .iter()
+            .any(|r| r.contains("unseen for 60 days"))
+    );
+    let flagged = store.observe(
+        "alice",
+        &fp(&key, &chrome(125)),
+        None,
+        &[ConsistencyFlag::UaVersionVsClientHints],
+        clock.now(),
+    );
+    assert!(flagged.trust.score < flagged.trust_before.score * 0.51);
+    // another user's store is separate
+    assert!(
+        store
+            .observe("bob", &fp(&key, &chrome(125)), None, &[], clock.now())
+            .new_device
+    );
+}
+
+#[test]
+fn bounded_per_user_and_least_trusted_evicted() {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    let store = InMemoryDeviceStore::new(2, TrustPolicy::default());
+    let t = Timestamp::from_unix_secs(1_700_000_000);
+    let trusted = store.observe(
+        "u",
+        &fp(&key, &chrome(124)),
+        Some(LoginOutcome::StepUpSuccess),
+        &[],
+        t,
+    );
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+    let weak = store.observe("u", &fp(&key, firefox), None, &[], t);
+    let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+    let third = store.observe("u", &fp(&key, iphone), None, &[], t);
+    let ids: Vec<_> = store.devices("u").iter().map(|d| d.id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&trusted.device) && ids.contains(&third.device));
+    assert!(!ids.contains(&weak.device));
+}
+
+fn record(logins: u32, mfa: u32, failures: u32, flags: u32, last_seen: u64) -> DeviceRecord {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    DeviceRecord {
+        id: palisade_device_fp::DeviceId(1),
+        fingerprint: fp(&key, &chrome(124)),
+        first_seen: Timestamp::from_unix_secs(0),
+        last_seen: Timestamp::from_unix_secs(last_seen),
+        successful_logins: logins,
+        mfa_completions: mfa,
+        failures,
+        flags,
+    }
+}
+
+proptest! {
+    #[test]
+    fn trust_is_always_in_unit_interval(
+        logins in any::<u32>(), mfa in any::<u32>(), failures in any::<u32>(), flags in any::<u32>(),
+        last in 0u64..4_000_000_000, now in 0u64..4_000_000_000,
+        lw in -10.0f64..10.0, mw in -10.0f64..10.0, ff in -2.0f64..2.0, half in 0u64..10_000_000,
+    ) {
+        let mut p = TrustPolicy::default();
+        p.login_weight = lw;
+        p.mfa_weight = mw;
+        p.flag_factor = ff;
+        p.failure_factor = ff;
+        p.half_life = Duration::from_secs(half);
+        for policy in [TrustPolicy::default(), p] {
+            let s = policy.score(&record(logins, mfa, failures, flags, last), Timestamp::from_unix_secs(now)).score;
+            prop_assert!((0.0..=1.0).contains(&s), "{s}");
+        }
+    }
+
+    #[test]
+    fn more_successful_logins_never_lower_trust(
+        logins in 0u32..10_000, extra in 0u32..10_000, mfa in 0u32..100, failures in 0u32..100,
+        flags in 0u32..20, last in 0u64..2_000_000_000, unseen in 0u64..100_000_000,
+    ) {
+        let policy = TrustPolicy::default();
+        let now = Timestamp::from_unix_secs(last + unseen);
+        let a = policy.score(&record(logins, mfa, failures, flags, last), now).score;
+        let b = policy.score(&record(logins + extra, mfa, failures, flags, last), now).score;
+        prop_assert!(b >= a, "{logins}+{extra}: {b} < {a}");
+    }
+}
