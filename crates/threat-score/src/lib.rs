@@ -2,6 +2,8 @@
 #![doc = include_str!("../README.md")]
 
 mod freeman;
+#[cfg(feature = "maxmind")]
+mod maxmind;
 pub mod ua;
 mod velocity;
 
@@ -18,6 +20,8 @@ use siphasher::sip::SipHasher13;
 
 use freeman::{Entry, Model};
 pub use freeman::{FreemanScore, HierarchyTerms, IP_WEIGHTS, LEVELS, UA_WEIGHTS};
+#[cfg(feature = "maxmind")]
+pub use maxmind::MaxMindLookup;
 pub use ua::{SimpleUaParser, UaInfo, UaParser};
 use velocity::{Sources, Velocity};
 pub use velocity::{VelocityConfig, VelocityRisk, WINDOWS, WindowThresholds};
@@ -38,6 +42,25 @@ pub enum Error {
         value: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A MaxMind database could not be read.
+    #[cfg(feature = "maxmind")]
+    #[error("invalid MaxMind {what} database")]
+    GeoDatabase {
+        /// Which database (city or asn).
+        what: &'static str,
+        /// The reader's error.
+        source: maxminddb::MaxMindDbError,
+    },
+    /// A database file could not be read.
+    #[error("cannot read the {what} database {path}")]
+    GeoFile {
+        /// Which database (city or asn).
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// A snapshot from an unknown format version.
     #[error("threat-score snapshot version {found} is not supported (expected {expected})")]
