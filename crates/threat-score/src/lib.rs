@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 mod freeman;
+pub mod hst;
 #[cfg(feature = "maxmind")]
 mod maxmind;
 pub mod ua;
