@@ -74,7 +74,7 @@ impl MinMax {
             self.min.get(i).copied().unwrap_or(0.0),
             self.max.get(i).copied().unwrap_or(0.0),
         );
-        if !v.is_finite() || !(hi > lo) {
+        if !v.is_finite() || hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
             return 0.0;
         }
         ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
