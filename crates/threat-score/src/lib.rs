@@ -5,6 +5,7 @@ mod freeman;
 pub mod hst;
 #[cfg(feature = "maxmind")]
 mod maxmind;
+pub mod synth;
 pub mod ua;
 mod velocity;
 
@@ -515,8 +516,8 @@ struct Prepared {
 }
 
 fn risk_share(r: f64) -> f64 {
-    // Evidence weight of a risk under noisy-OR: −ln(1 − r), finite.
-    -(1.0 - r.clamp(0.0, 1.0 - 1e-12)).ln()
+    // Evidence weight of a risk under noisy-OR: −ln(1 − r), finite, precise for tiny r.
+    -(-r.clamp(0.0, 1.0 - 1e-12)).ln_1p()
 }
 
 impl ThreatScorer {
@@ -674,18 +675,29 @@ impl ThreatScorer {
                     (Signal::LoginRarity, f.user_factor, false),
                 ];
                 let positive: f64 = logs.iter().map(|(_, x, _)| x.ln().max(0.0)).sum();
+                // The largest factor carries the risk when none is above 1 (familiar login).
+                let largest = logs.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
                 for (signal, factor, never) in logs {
                     let l = factor.ln().max(0.0);
-                    if l > 0.0 && positive > 0.0 {
+                    let part = if positive > 0.0 {
+                        w * l / positive
+                    } else if factor == largest {
+                        w
+                    } else {
+                        0.0
+                    };
+                    if part > 0.0 || (positive == 0.0 && factor == largest) {
                         let reason = match (signal, never) {
-                            (Signal::LoginRarity, _) => format!(
-                                "user has {} logins, fewer than average (factor {factor:.2})",
-                                f.history
-                            ),
-                            (_, true) => format!("never seen for this user (factor {factor:.2})"),
-                            _ => format!("rare for this user (factor {factor:.2})"),
+                            (Signal::LoginRarity, _) => {
+                                format!("user has {} logins; factor {factor:.3}", f.history)
+                            }
+                            (_, true) => format!("never seen for this user (factor {factor:.3})"),
+                            _ => format!("familiarity factor {factor:.3} (below 1 is familiar)"),
                         };
-                        parts.push((signal, r, w * l / positive, reason));
+                        parts.push((signal, r, part, reason));
+                        if positive == 0.0 {
+                            break;
+                        }
                     }
                 }
             }

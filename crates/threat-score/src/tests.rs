@@ -376,6 +376,8 @@ proptest! {
             .with_geo(geo(64_500 + user % 20, if user % 3 == 0 { "DE" } else { "FR" }));
         let away = LoginAttempt {
             user_agent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15".into(),
+            // A new ASN and country come with a new address.
+            ip: IpAddr::from((new_asn | 0xC000_0000).to_be_bytes()),
             geo: Some(geo(new_asn, "BR")),
             ..home.clone()
         };
