@@ -1,0 +1,125 @@
+//! palisade-threat-score: score latency with every signal on, update throughput, memory.
+//!
+//! cargo bench -p palisade-benches --bench threat_score
+//! The anchor is the cheapest familiarity rule a service could write instead: a
+//! `HashMap<String, Vec<String>>` lookup answering "has this user used this IP before?".
+//! Before criterion runs, a plain loop prints p50/p99 of single `score` calls.
+#![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
+use palisade_threat_score::synth::{Actor, SynthConfig, generate};
+use palisade_threat_score::{Config, LoginAttempt, ThreatScorer};
+
+fn trained() -> (Arc<ManualClock>, ThreatScorer, Vec<LoginAttempt>) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
+    let mut s = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    let stream = generate(&SynthConfig {
+        seed: 1,
+        users: 10_000,
+        days: 60,
+        attacks: 0,
+    });
+    let mut probes = Vec::new();
+    for l in stream.iter().filter(|l| l.actor == Actor::Legit) {
+        clock.set(Timestamp::from_unix_secs(1_700_000_000 + l.at_secs));
+        s.record(&l.attempt, LoginOutcome::Success);
+        if probes.len() < 10_000 {
+            // Every signal on: geo with a location (travel), device familiarity.
+            let mut a = l.attempt.clone().with_device_familiarity(0.5);
+            if let Some(g) = a.geo.as_mut() {
+                g.location = Some((52.5, 13.4));
+            }
+            probes.push(a);
+        }
+    }
+    // Some failures so the velocity windows hold data.
+    for a in probes.iter().take(2_000) {
+        s.record(a, LoginOutcome::Failure);
+    }
+    (clock, s, probes)
+}
+
+fn percentiles(s: &ThreatScorer, probes: &[LoginAttempt]) {
+    let mut ns: Vec<u128> = Vec::with_capacity(100_000);
+    for i in 0..100_000 {
+        let a = &probes[i % probes.len()];
+        let t = Instant::now();
+        black_box(s.score(a));
+        ns.push(t.elapsed().as_nanos());
+    }
+    ns.sort_unstable();
+    let p = |q: f64| ns[((ns.len() as f64 * q) as usize).min(ns.len() - 1)] as f64 / 1_000.0;
+    println!(
+        "score latency (all signals, 10k users): p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs",
+        p(0.5),
+        p(0.99),
+        p(0.999)
+    );
+    println!(
+        "memory: {} users, {} bytes accounted = {:.0} bytes/user (=> {:.2} GiB per 1M users), velocity counters fixed {} bytes",
+        s.users(),
+        s.memory_bytes(),
+        s.memory_bytes() as f64 / s.users() as f64,
+        s.memory_bytes() as f64 / s.users() as f64 * 1e6 / (1u64 << 30) as f64,
+        s.velocity_memory_bytes()
+    );
+}
+
+fn main() {
+    let (clock, mut s, probes) = trained();
+    percentiles(&s, &probes);
+    let t = Instant::now();
+    let n = 100_000;
+    for i in 0..n {
+        s.record(&probes[i % probes.len()], LoginOutcome::Success);
+    }
+    println!(
+        "updates: {:.0} successful-login records/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+    let anchor: HashMap<String, Vec<String>> = probes
+        .iter()
+        .map(|a| (a.user.clone(), vec![a.ip.to_string()]))
+        .collect();
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(3));
+    let mut g = c.benchmark_group("threat_score");
+    let mut i = 0;
+    g.bench_function("palisade/score_all_signals", |b| {
+        b.iter(|| {
+            i = (i + 1) % probes.len();
+            black_box(s.score(&probes[i]).score)
+        })
+    });
+    g.bench_function("anchor/hashmap_seen_ip", |b| {
+        b.iter(|| {
+            i = (i + 1) % probes.len();
+            let a = &probes[i];
+            let ip = a.ip.to_string();
+            black_box(anchor.get(&a.user).is_some_and(|v| v.contains(&ip)))
+        })
+    });
+    g.bench_function("palisade/record_failure", |b| {
+        b.iter(|| {
+            i = (i + 1) % probes.len();
+            s.record(&probes[i], LoginOutcome::Failure)
+        })
+    });
+    g.bench_function("palisade/record_success", |b| {
+        b.iter(|| {
+            i = (i + 1) % probes.len();
+            clock.advance(Duration::from_millis(1));
+            s.record(&probes[i], LoginOutcome::Success)
+        })
+    });
+    g.finish();
+    c.final_summary();
+}

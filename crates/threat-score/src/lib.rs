@@ -1,0 +1,984 @@
+#![forbid(unsafe_code)]
+#![doc = include_str!("../README.md")]
+
+mod freeman;
+pub mod hst;
+#[cfg(feature = "maxmind")]
+mod maxmind;
+pub mod synth;
+pub mod ua;
+mod velocity;
+
+use std::fmt;
+use std::hash::Hasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_core_traits::{
+    Clock, EventId, EventKind, LoginOutcome, Score, SecurityEvent, Severity, Subject, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use siphasher::sip::SipHasher13;
+
+use freeman::{Entry, Model};
+pub use freeman::{FreemanScore, HierarchyTerms, IP_WEIGHTS, LEVELS, UA_WEIGHTS};
+#[cfg(feature = "maxmind")]
+pub use maxmind::MaxMindLookup;
+pub use ua::{SimpleUaParser, UaInfo, UaParser};
+use velocity::{Sources, Velocity};
+pub use velocity::{VelocityConfig, VelocityRisk, WINDOWS, WindowThresholds};
+
+/// The `source` of the security events this crate emits.
+pub const EVENT_SOURCE: &str = "palisade-threat-score";
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of its range.
+    #[error("invalid threat-score config: {field} = {value}: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// Its value, printed.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A MaxMind database could not be read.
+    #[cfg(feature = "maxmind")]
+    #[error("invalid MaxMind {what} database")]
+    GeoDatabase {
+        /// Which database (city or asn).
+        what: &'static str,
+        /// The reader's error.
+        source: maxminddb::MaxMindDbError,
+    },
+    /// A database file could not be read.
+    #[error("cannot read the {what} database {path}")]
+    GeoFile {
+        /// Which database (city or asn).
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A snapshot from an unknown format version.
+    #[error("threat-score snapshot version {found} is not supported (expected {expected})")]
+    SnapshotVersion {
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+}
+
+/// What a GeoIP/ASN database knows about an address.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GeoInfo {
+    /// Autonomous system number.
+    pub asn: Option<u32>,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country: Option<String>,
+    /// Latitude and longitude in degrees.
+    pub location: Option<(f64, f64)>,
+}
+
+/// A GeoIP/ASN lookup. Must not panic; unknown addresses give an empty [`GeoInfo`].
+pub trait GeoLookup: Send + Sync + fmt::Debug {
+    /// Looks `ip` up.
+    fn lookup(&self, ip: IpAddr) -> GeoInfo;
+}
+
+/// How well the service knows this device for this user, from any source (a device
+/// fingerprint store, a long-lived cookie, a client certificate).
+pub trait DeviceSignal: Send + Sync + fmt::Debug {
+    /// 0 = never seen with this user, 1 = long-standing device; `None` = no opinion.
+    fn familiarity(&self, user: &str, attempt: &LoginAttempt) -> Option<f64>;
+}
+
+/// One login attempt as the scorer sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginAttempt {
+    /// The username or account id the attempt is for.
+    pub user: String,
+    /// The client address.
+    pub ip: IpAddr,
+    /// The `User-Agent` header, as received (may be empty or garbage).
+    pub user_agent: String,
+    /// Geo facts known by the caller; when `None` the scorer's [`GeoLookup`] is asked.
+    pub geo: Option<GeoInfo>,
+    /// Device familiarity known by the caller (0..1); when `None` the scorer's
+    /// [`DeviceSignal`] is asked.
+    pub device_familiarity: Option<f64>,
+}
+
+impl LoginAttempt {
+    /// An attempt by `user` from `ip` with `user_agent`.
+    pub fn new(user: impl Into<String>, ip: IpAddr, user_agent: impl Into<String>) -> Self {
+        LoginAttempt {
+            user: user.into(),
+            ip,
+            user_agent: user_agent.into(),
+            geo: None,
+            device_familiarity: None,
+        }
+    }
+
+    /// Sets the geo facts.
+    pub fn with_geo(mut self, geo: GeoInfo) -> Self {
+        self.geo = Some(geo);
+        self
+    }
+
+    /// Sets the device familiarity.
+    pub fn with_device_familiarity(mut self, familiarity: f64) -> Self {
+        self.device_familiarity = Some(familiarity);
+        self
+    }
+}
+
+/// Maps Freeman's unbounded score `S` to [0, 1]: `p = 1 / (1 + (midpoint / S)^steepness)`.
+///
+/// The default (midpoint 1, steepness 1) is `S / (1 + S)`: `S = 1` (the attempt is as
+/// likely from an attacker as from the user, under the model) maps to 0.5.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The raw score that maps to 0.5.
+    pub midpoint: f64,
+    /// How fast the mapping rises around the midpoint (in log space).
+    pub steepness: f64,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Calibration {
+            midpoint: 1.0,
+            steepness: 1.0,
+        }
+    }
+}
+
+impl Calibration {
+    /// Maps a raw score. Non-finite or NaN scores map to 1 (fail closed).
+    pub fn map(&self, raw: f64) -> f64 {
+        if raw.is_nan() || raw == f64::INFINITY {
+            return 1.0;
+        }
+        if raw <= 0.0 {
+            return 0.0;
+        }
+        let p = 1.0 / (1.0 + (self.midpoint / raw).powf(self.steepness));
+        if p.is_finite() {
+            p.clamp(0.0, 1.0)
+        } else {
+            1.0
+        }
+    }
+}
+
+/// Verdict thresholds on the score: `monitor ≤ step_up ≤ block`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// At or above: watch more closely.
+    pub monitor: f64,
+    /// At or above: require step-up authentication.
+    pub step_up: f64,
+    /// At or above: refuse.
+    pub block: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            monitor: 0.5,
+            step_up: 0.7,
+            block: 0.9,
+        }
+    }
+}
+
+/// What to do with an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Let it through.
+    Allow,
+    /// Let it through, watch more closely (shorter sessions, alerts on sensitive actions).
+    Monitor,
+    /// Require step-up (MFA) before completing the login.
+    StepUp,
+    /// Refuse.
+    Block,
+}
+
+impl Thresholds {
+    /// The verdict for `score`.
+    pub fn verdict(&self, score: f64) -> Verdict {
+        if score >= self.block {
+            Verdict::Block
+        } else if score >= self.step_up {
+            Verdict::StepUp
+        } else if score >= self.monitor {
+            Verdict::Monitor
+        } else {
+            Verdict::Allow
+        }
+    }
+}
+
+/// A named part of the score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Signal {
+    /// The IP → ASN → country hierarchy is unusual for this user (Freeman).
+    IpFamiliarity,
+    /// The user-agent hierarchy is unusual for this user (Freeman).
+    UserAgentFamiliarity,
+    /// The user logs in rarely compared to the average user (Freeman's user prior).
+    LoginRarity,
+    /// The user has no successful login yet: no history to compare with.
+    NoHistory,
+    /// Many failures on this username.
+    BruteForce,
+    /// Many failures from this IP, prefix or ASN.
+    CredentialStuffing,
+    /// Failures on many usernames from this IP or prefix.
+    PasswordSpray,
+    /// Too fast from the user's previous login location.
+    ImpossibleTravel,
+    /// The device is new or little known for this user.
+    NewDevice,
+}
+
+impl Signal {
+    /// A stable snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::IpFamiliarity => "ip_familiarity",
+            Signal::UserAgentFamiliarity => "user_agent_familiarity",
+            Signal::LoginRarity => "login_rarity",
+            Signal::NoHistory => "no_history",
+            Signal::BruteForce => "brute_force",
+            Signal::CredentialStuffing => "credential_stuffing",
+            Signal::PasswordSpray => "password_spray",
+            Signal::ImpossibleTravel => "impossible_travel",
+            Signal::NewDevice => "new_device",
+        }
+    }
+
+    fn event_kind(self) -> EventKind {
+        match self {
+            Signal::BruteForce => EventKind::BruteForce,
+            Signal::CredentialStuffing => EventKind::CredentialStuffing,
+            Signal::PasswordSpray => EventKind::PasswordSpray,
+            Signal::ImpossibleTravel => EventKind::ImpossibleTravel,
+            Signal::NewDevice => EventKind::DeviceAnomaly,
+            _ => EventKind::AnomalousLogin,
+        }
+    }
+}
+
+/// One signal's part in a score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution {
+    /// Which signal.
+    pub signal: Signal,
+    /// The signal's own risk in [0, 1] (for Freeman parts: the Freeman risk they share).
+    pub risk: f64,
+    /// Its share of the total score's evidence, in [0, 1]; shares sum to 1 when the
+    /// score is above 0.
+    pub share: f64,
+    /// A human-readable reason.
+    pub reason: String,
+}
+
+/// The scored attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreatScore {
+    /// Probability-like risk in [0, 1], never NaN.
+    pub score: f64,
+    /// How much history backs the score, in [0, 1] (user history / `min_history`).
+    pub confidence: f64,
+    /// Every signal that raised the score, largest share first.
+    pub contributions: Vec<Contribution>,
+    /// The verdict under the scorer's thresholds.
+    pub verdict: Verdict,
+    /// The Freeman model's parts (`None` for a user without history).
+    pub freeman: Option<FreemanScore>,
+    /// The velocity signals' parts.
+    pub velocity: VelocityRisk,
+}
+
+/// Scorer configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Verdict thresholds.
+    pub thresholds: Thresholds,
+    /// Freeman raw-score calibration.
+    pub calibration: Calibration,
+    /// Successful logins kept per user (oldest dropped first).
+    pub history_cap: usize,
+    /// Successful logins older than this (seconds) age out.
+    pub history_max_age_secs: u64,
+    /// History length at which confidence reaches 1.
+    pub min_history: usize,
+    /// Risk for a user without any successful login.
+    pub no_history_risk: f64,
+    /// Risk of a device never seen with the user (familiarity 0); scales linearly.
+    pub new_device_risk: f64,
+    /// Travel speed (km/h) at which impossible-travel risk reaches 0.5.
+    pub travel_speed_kmh: f64,
+    /// Distances below this (km) never count as travel (GeoIP imprecision).
+    pub travel_min_km: f64,
+    /// Velocity counters.
+    pub velocity: VelocityConfig,
+    /// Accounted bytes for histories; beyond it the least recently active users go.
+    pub memory_budget_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            thresholds: Thresholds::default(),
+            calibration: Calibration::default(),
+            history_cap: 50,
+            history_max_age_secs: 180 * 86_400,
+            min_history: 20,
+            no_history_risk: 0.3,
+            new_device_risk: 0.4,
+            travel_speed_kmh: 1_000.0,
+            travel_min_km: 200.0,
+            velocity: VelocityConfig::default(),
+            memory_budget_bytes: 512 << 20,
+        }
+    }
+}
+
+fn check(
+    ok: bool,
+    field: &'static str,
+    value: impl fmt::Display,
+    reason: &'static str,
+) -> Result<(), Error> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            field,
+            value: value.to_string(),
+            reason,
+        })
+    }
+}
+
+impl Config {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), Error> {
+        let t = &self.thresholds;
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        check(
+            unit(t.monitor) && unit(t.step_up) && unit(t.block),
+            "thresholds",
+            format!("{t:?}"),
+            "must be in [0, 1]",
+        )?;
+        check(
+            t.monitor <= t.step_up && t.step_up <= t.block,
+            "thresholds",
+            format!("{t:?}"),
+            "must be monitor <= step_up <= block",
+        )?;
+        let c = &self.calibration;
+        check(
+            c.midpoint > 0.0 && c.midpoint.is_finite(),
+            "calibration.midpoint",
+            c.midpoint,
+            "must be finite and > 0",
+        )?;
+        check(
+            c.steepness > 0.0 && c.steepness.is_finite(),
+            "calibration.steepness",
+            c.steepness,
+            "must be finite and > 0",
+        )?;
+        check(
+            self.history_cap >= 1,
+            "history_cap",
+            self.history_cap,
+            "must be >= 1",
+        )?;
+        check(
+            self.min_history >= 1,
+            "min_history",
+            self.min_history,
+            "must be >= 1",
+        )?;
+        check(
+            unit(self.no_history_risk),
+            "no_history_risk",
+            self.no_history_risk,
+            "must be in [0, 1]",
+        )?;
+        check(
+            unit(self.new_device_risk),
+            "new_device_risk",
+            self.new_device_risk,
+            "must be in [0, 1]",
+        )?;
+        check(
+            self.travel_speed_kmh > 0.0 && self.travel_speed_kmh.is_finite(),
+            "travel_speed_kmh",
+            self.travel_speed_kmh,
+            "must be finite and > 0",
+        )?;
+        check(
+            self.travel_min_km >= 0.0 && self.travel_min_km.is_finite(),
+            "travel_min_km",
+            self.travel_min_km,
+            "must be finite and >= 0",
+        )?;
+        Ok(())
+    }
+}
+
+/// A saved model: the hash key and every user's retained history. The global history
+/// is rebuilt from it on restore, so a snapshot cannot hold inconsistent counts.
+/// It is as sensitive as the histories themselves (the key links hashes to values).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    version: u32,
+    key: (u64, u64),
+    users: Vec<(u64, Vec<SnapshotEntry>)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotEntry {
+    at: u64,
+    v: [u64; LEVELS],
+    loc: Option<(f32, f32)>,
+}
+
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// Per-user last known location, for impossible travel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fix {
+    at_secs: u64,
+    lat: f32,
+    lon: f32,
+}
+
+/// The scorer: histories, counters and configuration. Wrap in a `Mutex` to share.
+pub struct ThreatScorer {
+    config: Config,
+    key: (u64, u64),
+    model: Model,
+    fixes: std::collections::HashMap<u64, Fix>,
+    velocity: Velocity,
+    ua: Arc<dyn UaParser>,
+    geo: Option<Arc<dyn GeoLookup>>,
+    device: Option<Arc<dyn DeviceSignal>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for ThreatScorer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreatScorer")
+            .field("users", &self.model.users.len())
+            .field("logins", &self.model.total())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Great-circle distance in km.
+pub fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1) = (a.0.to_radians(), a.1.to_radians());
+    let (la2, lo2) = (b.0.to_radians(), b.1.to_radians());
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6_371.0 * h.sqrt().clamp(0.0, 1.0).asin()
+}
+
+/// Bytes accounted per user beyond its entries (map slot, deque header, fix).
+const USER_OVERHEAD: usize = 96;
+/// Bytes accounted per global value count (map slot).
+const VALUE_OVERHEAD: usize = 24;
+
+struct Prepared {
+    user: u64,
+    values: [u64; LEVELS],
+    sources: Sources,
+    location: Option<(f64, f64)>,
+    device: Option<f64>,
+}
+
+fn risk_share(r: f64) -> f64 {
+    // Evidence weight of a risk under noisy-OR: −ln(1 − r), finite, precise for tiny r.
+    -(-r.clamp(0.0, 1.0 - 1e-12)).ln_1p()
+}
+
+impl ThreatScorer {
+    /// A scorer with the built-in UA parser and no geo lookup or device signal.
+    pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        config.validate()?;
+        let s = std::collections::hash_map::RandomState::new();
+        let key = (
+            std::hash::BuildHasher::hash_one(&s, 0x5eed_u64),
+            std::hash::BuildHasher::hash_one(&s, 0xfeed_u64),
+        );
+        Ok(ThreatScorer {
+            velocity: Velocity::new(&config.velocity),
+            config,
+            key,
+            model: Model::default(),
+            fixes: std::collections::HashMap::new(),
+            ua: Arc::new(SimpleUaParser),
+            geo: None,
+            device: None,
+            clock,
+        })
+    }
+
+    /// Uses `ua` to parse user agents.
+    pub fn with_ua_parser(mut self, ua: Arc<dyn UaParser>) -> Self {
+        self.ua = ua;
+        self
+    }
+
+    /// Uses `geo` for attempts without [`LoginAttempt::geo`].
+    pub fn with_geo(mut self, geo: Arc<dyn GeoLookup>) -> Self {
+        self.geo = Some(geo);
+        self
+    }
+
+    /// Uses `device` for attempts without [`LoginAttempt::device_familiarity`].
+    pub fn with_device_signal(mut self, device: Arc<dyn DeviceSignal>) -> Self {
+        self.device = Some(device);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Users with a retained history.
+    pub fn users(&self) -> usize {
+        self.model.users.len()
+    }
+
+    /// Bytes accounted against the memory budget (histories and global counts).
+    pub fn memory_bytes(&self) -> usize {
+        let entries: usize = self.model.users.values().map(|h| h.len()).sum();
+        self.model.users.len() * USER_OVERHEAD
+            + entries * std::mem::size_of::<Entry>()
+            + self.model.value_count() * VALUE_OVERHEAD
+    }
+
+    /// Bytes of the fixed-size velocity counters (not part of the budget).
+    pub fn velocity_memory_bytes(&self) -> usize {
+        self.velocity.memory_bytes()
+    }
+
+    fn hash(&self, tag: u8, bytes: &[u8]) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
+        h.write_u8(tag);
+        h.write(bytes);
+        match h.finish() {
+            0 => 1,
+            x => x,
+        }
+    }
+
+    fn prepare(&self, a: &LoginAttempt) -> Prepared {
+        let looked_up;
+        let geo = match &a.geo {
+            Some(g) => g,
+            None => {
+                looked_up = self
+                    .geo
+                    .as_ref()
+                    .map(|g| g.lookup(a.ip))
+                    .unwrap_or_default();
+                &looked_up
+            }
+        };
+        let ua = self.ua.parse(&a.user_agent);
+        let ip_bytes = match a.ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        let prefix = match a.ip {
+            IpAddr::V4(v4) => self.hash(8, &v4.octets()[..3]),
+            IpAddr::V6(v6) => self.hash(9, &v6.octets()[..8]),
+        };
+        let asn = geo.asn.map_or(0, |n| self.hash(1, &n.to_be_bytes()));
+        let country = geo
+            .country
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .map_or(0, |c| self.hash(2, c.to_ascii_uppercase().as_bytes()));
+        let values = [
+            self.hash(0, &ip_bytes),
+            asn,
+            country,
+            self.hash(3, a.user_agent.as_bytes()),
+            self.hash(4, ua.browser.as_bytes()),
+            self.hash(5, ua.os.as_bytes()),
+            self.hash(6, ua.device.as_bytes()),
+        ];
+        let user = self.hash(7, a.user.as_bytes());
+        let location = geo.location.filter(|(la, lo)| {
+            la.is_finite() && lo.is_finite() && la.abs() <= 90.0 && lo.abs() <= 180.0
+        });
+        let device = a
+            .device_familiarity
+            .or_else(|| self.device.as_ref().and_then(|d| d.familiarity(&a.user, a)))
+            .filter(|f| f.is_finite())
+            .map(|f| f.clamp(0.0, 1.0));
+        Prepared {
+            user,
+            values,
+            sources: Sources {
+                user,
+                ip: values[0],
+                prefix,
+                asn,
+            },
+            location,
+            device,
+        }
+    }
+
+    fn now_secs(&self) -> u64 {
+        self.clock.now().as_unix_secs()
+    }
+
+    /// Scores an attempt (read-only: call [`record`](Self::record) with its outcome).
+    pub fn score(&self, attempt: &LoginAttempt) -> ThreatScore {
+        let p = self.prepare(attempt);
+        let now = self.now_secs();
+        let cfg = &self.config;
+        let mut parts: Vec<(Signal, f64, f64, String)> = Vec::with_capacity(8); // signal, risk, weight, reason
+        let freeman = self.model.score(p.user, &p.values);
+        let history = freeman.map_or(0, |f| f.history);
+        match &freeman {
+            Some(f) => {
+                let r = cfg.calibration.map(f.raw);
+                let w = risk_share(r);
+                let logs = [
+                    (Signal::IpFamiliarity, f.ip.factor, f.ip.never_seen),
+                    (Signal::UserAgentFamiliarity, f.ua.factor, f.ua.never_seen),
+                    (Signal::LoginRarity, f.user_factor, false),
+                ];
+                let positive: f64 = logs.iter().map(|(_, x, _)| x.ln().max(0.0)).sum();
+                // The largest factor carries the risk when none is above 1 (familiar login).
+                let largest = logs.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+                for (signal, factor, never) in logs {
+                    let l = factor.ln().max(0.0);
+                    let part = if positive > 0.0 {
+                        w * l / positive
+                    } else if factor == largest {
+                        w
+                    } else {
+                        0.0
+                    };
+                    if part > 0.0 || (positive == 0.0 && factor == largest) {
+                        let reason = match (signal, never) {
+                            (Signal::LoginRarity, _) => {
+                                format!("user has {} logins; factor {factor:.3}", f.history)
+                            }
+                            (_, true) => format!("never seen for this user (factor {factor:.3})"),
+                            _ => format!("familiarity factor {factor:.3} (below 1 is familiar)"),
+                        };
+                        parts.push((signal, r, part, reason));
+                        if positive == 0.0 {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                let r = cfg.no_history_risk;
+                parts.push((
+                    Signal::NoHistory,
+                    r,
+                    risk_share(r),
+                    "no successful login to compare with".to_owned(),
+                ));
+            }
+        }
+        let v = self.velocity.risk(now, p.sources, &cfg.velocity);
+        for (signal, r, reason) in [
+            (
+                Signal::BruteForce,
+                v.brute_force,
+                format!(
+                    "{} failed logins on this username in a window",
+                    v.user_failures
+                ),
+            ),
+            (
+                Signal::CredentialStuffing,
+                v.stuffing,
+                format!(
+                    "{} failed logins from this IP in a window (or its prefix/ASN)",
+                    v.ip_failures
+                ),
+            ),
+            (
+                Signal::PasswordSpray,
+                v.spray,
+                format!(
+                    "{} usernames failed from this IP in a window (or its prefix)",
+                    v.ip_distinct_users
+                ),
+            ),
+        ] {
+            if r > 0.0 {
+                parts.push((signal, r, risk_share(r), reason));
+            }
+        }
+        if let (Some(here), Some(fix)) = (p.location, self.fixes.get(&p.user)) {
+            let km = haversine_km((f64::from(fix.lat), f64::from(fix.lon)), here);
+            if km >= cfg.travel_min_km && km.is_finite() {
+                let hours = now.saturating_sub(fix.at_secs) as f64 / 3600.0;
+                let speed = if hours > 0.0 {
+                    km / hours
+                } else {
+                    f64::INFINITY
+                };
+                let x = speed / cfg.travel_speed_kmh;
+                let r = if x.is_finite() {
+                    1.0 - (-x).exp2()
+                } else {
+                    1.0
+                };
+                parts.push((
+                    Signal::ImpossibleTravel,
+                    r,
+                    risk_share(r),
+                    format!("{km:.0} km from the last login in {hours:.2} h"),
+                ));
+            }
+        }
+        if let Some(f) = p.device {
+            let r = cfg.new_device_risk * (1.0 - f);
+            if r > 0.0 {
+                parts.push((
+                    Signal::NewDevice,
+                    r,
+                    risk_share(r),
+                    format!("device familiarity {f:.2}"),
+                ));
+            }
+        }
+        // Noisy-OR: score = 1 − Π(1 − r_i) = 1 − exp(−Σ w_i).
+        let total: f64 = parts.iter().map(|x| x.2).sum();
+        let score = if total.is_finite() {
+            (1.0 - (-total).exp()).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let mut contributions: Vec<Contribution> = parts
+            .into_iter()
+            .map(|(signal, risk, w, reason)| Contribution {
+                signal,
+                risk,
+                share: if total > 0.0 && total.is_finite() {
+                    w / total
+                } else {
+                    0.0
+                },
+                reason,
+            })
+            .collect();
+        contributions.sort_by(|a, b| b.share.total_cmp(&a.share));
+        let confidence = (history as f64 / cfg.min_history as f64).min(1.0);
+        ThreatScore {
+            score,
+            confidence,
+            verdict: cfg.thresholds.verdict(score),
+            contributions,
+            freeman,
+            velocity: v,
+        }
+    }
+
+    /// Records the outcome of an attempt. Only a completed login (`Success`, or
+    /// `StepUpSuccess` after a step-up) teaches the user's history; every outcome feeds
+    /// the velocity counters.
+    pub fn record(&mut self, attempt: &LoginAttempt, outcome: LoginOutcome) {
+        let p = self.prepare(attempt);
+        let now = self.now_secs();
+        let success = matches!(outcome, LoginOutcome::Success | LoginOutcome::StepUpSuccess);
+        self.velocity.record(now, p.sources, success);
+        if !success {
+            return;
+        }
+        let entry = Entry {
+            at_secs: now,
+            values: p.values,
+        };
+        self.model.learn(
+            p.user,
+            entry,
+            self.config.history_cap,
+            self.config.history_max_age_secs,
+        );
+        if let Some((lat, lon)) = p.location {
+            self.fixes.insert(
+                p.user,
+                Fix {
+                    at_secs: now,
+                    lat: lat as f32,
+                    lon: lon as f32,
+                },
+            );
+        }
+        self.enforce_budget(p.user);
+    }
+
+    /// Drops sampled least-recently-active users until the accounted memory fits.
+    fn enforce_budget(&mut self, keep: u64) {
+        while self.memory_bytes() > self.config.memory_budget_bytes && self.model.users.len() > 1 {
+            let victim = self
+                .model
+                .users
+                .iter()
+                .filter(|(u, _)| **u != keep)
+                .take(8)
+                .min_by_key(|(_, h)| h.back().map_or(0, |e| e.at_secs))
+                .map(|(u, _)| *u);
+            match victim {
+                Some(u) => {
+                    self.model.forget(u);
+                    self.fixes.remove(&u);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets a user (account deletion, erasure request).
+    pub fn forget_user(&mut self, user: &str) {
+        let u = self.hash(7, user.as_bytes());
+        self.model.forget(u);
+        self.fixes.remove(&u);
+    }
+
+    /// A security event for a verdict above allow, `None` for allow.
+    pub fn event(&self, attempt: &LoginAttempt, score: &ThreatScore) -> Option<SecurityEvent> {
+        let severity = match score.verdict {
+            Verdict::Allow => return None,
+            Verdict::Monitor => Severity::Low,
+            Verdict::StepUp => Severity::Medium,
+            Verdict::Block => Severity::High,
+        };
+        let top = score
+            .contributions
+            .first()
+            .map_or(Signal::IpFamiliarity, |c| c.signal);
+        let now: Timestamp = self.clock.now();
+        let id = format!(
+            "threat-score-{:016x}-{}",
+            self.hash(10, attempt.user.as_bytes()),
+            now.as_unix_nanos()
+        );
+        let id = EventId::new(id).ok()?;
+        let subject = if attempt.user.is_empty() {
+            Subject::Ip { ip: attempt.ip }
+        } else {
+            Subject::User {
+                user_id: attempt.user.clone(),
+            }
+        };
+        let mut ev = SecurityEvent::new(id, now, top.event_kind(), severity, subject, EVENT_SOURCE)
+            .with_evidence("ip", attempt.ip.to_string())
+            .with_evidence("verdict", format!("{:?}", score.verdict).to_lowercase())
+            .with_evidence("confidence", format!("{:.2}", score.confidence));
+        if let Ok(s) = Score::new(score.score) {
+            ev = ev.with_score(s);
+        }
+        for c in &score.contributions {
+            ev = ev.with_evidence(
+                c.signal.name(),
+                format!("share {:.2}: {}", c.share, c.reason),
+            );
+        }
+        Some(ev)
+    }
+
+    /// The learned histories, for [`restore`](Self::restore).
+    pub fn snapshot(&self) -> Snapshot {
+        let users = self
+            .model
+            .users
+            .iter()
+            .map(|(u, h)| {
+                let fix = self.fixes.get(u);
+                let n = h.len();
+                let entries = h
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| SnapshotEntry {
+                        at: e.at_secs,
+                        v: e.values,
+                        // The last known location rides on the newest entry.
+                        loc: fix.filter(|_| i + 1 == n).map(|f| (f.lat, f.lon)),
+                    })
+                    .collect();
+                (*u, entries)
+            })
+            .collect();
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            key: self.key,
+            users,
+        }
+    }
+
+    /// Replaces the learned histories with `snapshot`'s (velocity counters restart).
+    pub fn restore(&mut self, snapshot: Snapshot) -> Result<(), Error> {
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(Error::SnapshotVersion {
+                found: snapshot.version,
+                expected: SNAPSHOT_VERSION,
+            });
+        }
+        self.key = snapshot.key;
+        self.model = Model::default();
+        self.fixes.clear();
+        for (u, entries) in snapshot.users {
+            for e in entries {
+                self.model.learn(
+                    u,
+                    Entry {
+                        at_secs: e.at,
+                        values: e.v,
+                    },
+                    self.config.history_cap,
+                    self.config.history_max_age_secs,
+                );
+                if let Some((lat, lon)) = e.loc {
+                    self.fixes.insert(
+                        u,
+                        Fix {
+                            at_secs: e.at,
+                            lat,
+                            lon,
+                        },
+                    );
+                }
+            }
+        }
+        self.velocity = Velocity::new(&self.config.velocity);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,384 @@
+//! A seeded synthetic login generator for evaluation, in the spirit of the RBA data set
+//! (Wiefling et al.): users with home and mobile networks, dynamic IPs, one to three
+//! devices, browser upgrades and occasional travel; and the three attacker models of
+//! Wiefling et al.:
+//!
+//! - **naive**: has the password only; any country, any network, a common user agent;
+//! - **VPN**: also knows the victim's country and logs in through a VPN/hosting network
+//!   there, with a common user agent;
+//! - **targeted**: also knows the victim's exact user agent string (phished or seen),
+//!   and uses a network in the victim's country that is not one of the victim's.
+//!
+//! It is synthetic: real populations are messier (shared NATs, CGNAT, corporate VPNs,
+//! privacy browsers). Use it to compare settings, not as a promise for your users.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::{GeoInfo, LoginAttempt};
+
+/// Who made an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// The account owner.
+    Legit,
+    /// Password only.
+    Naive,
+    /// Password and the victim's country.
+    Vpn,
+    /// Password, the victim's country and exact user agent.
+    Targeted,
+}
+
+/// One generated attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthLogin {
+    /// Seconds since the start of the simulation.
+    pub at_secs: u64,
+    /// The attempt (with its geo facts filled in).
+    pub attempt: LoginAttempt,
+    /// Who made it.
+    pub actor: Actor,
+    /// For the owner: how many successful logins the user had before this one.
+    pub prior_logins: u32,
+}
+
+/// Generator settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SynthConfig {
+    /// RNG seed.
+    pub seed: u64,
+    /// Number of users.
+    pub users: u32,
+    /// Simulated days.
+    pub days: u32,
+    /// Attacks per attacker type.
+    pub attacks: u32,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            seed: 1,
+            users: 1_000,
+            days: 120,
+            attacks: 1_000,
+        }
+    }
+}
+
+/// splitmix64.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+}
+
+const COUNTRIES: [&str; 10] = ["DE", "US", "FR", "GB", "NO", "BR", "IN", "JP", "PL", "NL"];
+const ISPS_PER_COUNTRY: u32 = 6;
+const MOBILE_PER_COUNTRY: u32 = 3;
+const HOSTING_PER_COUNTRY: u32 = 4;
+
+fn isp_asn(country: usize, i: u32) -> u32 {
+    10_000 + country as u32 * 100 + i
+}
+fn mobile_asn(country: usize, i: u32) -> u32 {
+    20_000 + country as u32 * 100 + i
+}
+fn hosting_asn(country: usize, i: u32) -> u32 {
+    30_000 + country as u32 * 100 + i
+}
+
+/// An address inside an ASN's (made-up) space: 10.x.y.z, one /16 per ASN.
+fn ip_in(asn: u32, host: u32) -> IpAddr {
+    let net = asn % 65_536;
+    IpAddr::V4(Ipv4Addr::new(
+        (net >> 8) as u8 | 0x40,
+        net as u8,
+        (host >> 8) as u8,
+        host as u8,
+    ))
+}
+
+fn geo(asn: u32, country: usize) -> GeoInfo {
+    GeoInfo {
+        asn: Some(asn),
+        country: Some(COUNTRIES[country].to_owned()),
+        location: None,
+    }
+}
+
+const OSES: [&str; 5] = [
+    "Windows NT 10.0; Win64; x64",
+    "Macintosh; Intel Mac OS X 10_15_7",
+    "X11; Linux x86_64",
+    "iPhone; CPU iPhone OS 17_1 like Mac OS X",
+    "Linux; Android 14; Pixel 8",
+];
+
+fn ua(os: usize, browser: usize, version: u32) -> String {
+    let o = OSES[os % OSES.len()];
+    match browser % 3 {
+        0 => format!(
+            "Mozilla/5.0 ({o}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{version}.0.0.0 Safari/537.36"
+        ),
+        1 => format!("Mozilla/5.0 ({o}; rv:{version}.0) Gecko/20100101 Firefox/{version}.0"),
+        _ => format!(
+            "Mozilla/5.0 ({o}) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.1 Safari/605.1.15",
+            version / 7
+        ),
+    }
+}
+
+struct Device {
+    os: usize,
+    browser: usize,
+    version: u32,
+}
+
+struct User {
+    country: usize,
+    isp: u32,
+    mobile: u32,
+    home_host: u32,
+    devices: Vec<Device>,
+    rate: f64,
+}
+
+/// Generates the stream, ordered by time. Attacks are spread over the last half of the
+/// period, against users with at least 20 prior logins.
+pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
+    let mut rng = Rng::new(cfg.seed);
+    let users: Vec<User> = (0..cfg.users)
+        .map(|_| {
+            // Skewed country mix: most users in the first few countries.
+            let country = ((rng.unit().powi(2)) * COUNTRIES.len() as f64) as usize;
+            let n_dev = 1 + rng.below(3) as usize;
+            User {
+                country,
+                isp: isp_asn(country, rng.below(u64::from(ISPS_PER_COUNTRY)) as u32),
+                mobile: mobile_asn(country, rng.below(u64::from(MOBILE_PER_COUNTRY)) as u32),
+                home_host: rng.below(65_536) as u32,
+                devices: (0..n_dev)
+                    .map(|_| Device {
+                        os: rng.below(OSES.len() as u64) as usize,
+                        browser: rng.below(3) as usize,
+                        version: 110 + rng.below(10) as u32,
+                    })
+                    .collect(),
+                // Logins per day: log-uniform between one a week and three a day.
+                rate: (1.0f64 / 7.0) * (21.0f64).powf(rng.unit()),
+            }
+        })
+        .collect();
+    let mut users = users;
+    let mut out = Vec::new();
+    let mut counts = vec![0u32; users.len()];
+    for day in 0..cfg.days {
+        for (id, u) in users.iter_mut().enumerate() {
+            let mut n = 0;
+            let mut r = u.rate;
+            while r > 0.0 {
+                if rng.unit() < r.min(1.0) {
+                    n += 1;
+                }
+                r -= 1.0;
+            }
+            for _ in 0..n {
+                let at = u64::from(day) * 86_400 + rng.below(86_400);
+                // Browsers update about every 40 days.
+                for d in &mut u.devices {
+                    if rng.chance(1.0 / (40.0 * u.rate.max(0.2))) {
+                        d.version += 1;
+                    }
+                }
+                let dev = &u.devices[rng.below(u.devices.len() as u64) as usize];
+                let (asn, country, host) = if rng.chance(0.02) {
+                    // Travel: a hotel or roaming network abroad.
+                    let c = rng.below(COUNTRIES.len() as u64) as usize;
+                    (
+                        isp_asn(c, rng.below(u64::from(ISPS_PER_COUNTRY)) as u32),
+                        c,
+                        rng.below(65_536) as u32,
+                    )
+                } else if rng.chance(0.2) {
+                    (u.mobile, u.country, rng.below(65_536) as u32)
+                } else {
+                    if rng.chance(0.05) {
+                        u.home_host = rng.below(65_536) as u32; // dynamic IP renewal
+                    }
+                    (u.isp, u.country, u.home_host)
+                };
+                let attempt = LoginAttempt::new(
+                    format!("user{id}"),
+                    ip_in(asn, host),
+                    ua(dev.os, dev.browser, dev.version),
+                )
+                .with_geo(geo(asn, country));
+                out.push(SynthLogin {
+                    at_secs: at,
+                    attempt,
+                    actor: Actor::Legit,
+                    prior_logins: 0,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|l| l.at_secs);
+    // Prior login counts, in time order.
+    for l in &mut out {
+        let id: usize = l.attempt.user[4..].parse().unwrap_or(0);
+        l.prior_logins = counts[id];
+        counts[id] += 1;
+    }
+    let mut per_user: Vec<Vec<usize>> = vec![Vec::new(); users.len()];
+    for (i, l) in out.iter().enumerate() {
+        let id: usize = l.attempt.user[4..].parse().unwrap_or(0);
+        per_user[id].push(i);
+    }
+    // Attacks: against users with at least 20 logins before the attack time.
+    let start = u64::from(cfg.days) * 86_400 / 2;
+    let end = u64::from(cfg.days) * 86_400;
+    let mut attacks = Vec::new();
+    for actor in [Actor::Naive, Actor::Vpn, Actor::Targeted] {
+        let mut made = 0;
+        let mut tries = 0;
+        while made < cfg.attacks && tries < cfg.attacks * 100 {
+            tries += 1;
+            let at = start + rng.below(end - start);
+            let victim = rng.below(users.len() as u64) as usize;
+            let name = format!("user{victim}");
+            let before = per_user[victim].partition_point(|&i| out[i].at_secs < at);
+            if before < 20 {
+                continue;
+            }
+            let last = &out[per_user[victim][before - 1]];
+            let u = &users[victim];
+            let common_ua = ua(0, 0, 118 + rng.below(4) as u32);
+            let attempt = match actor {
+                Actor::Naive => {
+                    let c = rng.below(COUNTRIES.len() as u64) as usize;
+                    let asn = hosting_asn(c, rng.below(u64::from(HOSTING_PER_COUNTRY)) as u32);
+                    LoginAttempt::new(name, ip_in(asn, rng.below(65_536) as u32), common_ua)
+                        .with_geo(geo(asn, c))
+                }
+                Actor::Vpn => {
+                    let asn =
+                        hosting_asn(u.country, rng.below(u64::from(HOSTING_PER_COUNTRY)) as u32);
+                    LoginAttempt::new(name, ip_in(asn, rng.below(65_536) as u32), common_ua)
+                        .with_geo(geo(asn, u.country))
+                }
+                _ => {
+                    // Another ISP of the victim's country, the victim's latest UA.
+                    let mut isp = isp_asn(u.country, rng.below(u64::from(ISPS_PER_COUNTRY)) as u32);
+                    if isp == u.isp {
+                        isp = isp_asn(u.country, (isp % 100 + 1) % ISPS_PER_COUNTRY);
+                    }
+                    let last_ua = last.attempt.user_agent.clone();
+                    LoginAttempt::new(name, ip_in(isp, rng.below(65_536) as u32), last_ua)
+                        .with_geo(geo(isp, u.country))
+                }
+            };
+            attacks.push(SynthLogin {
+                at_secs: at,
+                attempt,
+                actor,
+                prior_logins: before as u32,
+            });
+            made += 1;
+        }
+    }
+    out.extend(attacks);
+    out.sort_by_key(|l| l.at_secs);
+    out
+}
+
+/// Scores of one evaluation run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    /// Scores of owners' logins made with at least `min_prior` earlier logins.
+    pub legit: Vec<f64>,
+    /// Scores of naive attacks.
+    pub naive: Vec<f64>,
+    /// Scores of VPN attacks.
+    pub vpn: Vec<f64>,
+    /// Scores of targeted attacks.
+    pub targeted: Vec<f64>,
+}
+
+/// Share of `scores` at or above `t`.
+pub fn share_at_or_above(scores: &[f64], t: f64) -> f64 {
+    if scores.is_empty() {
+        return 0.0;
+    }
+    scores.iter().filter(|&&s| s >= t).count() as f64 / scores.len() as f64
+}
+
+impl Evaluation {
+    /// The largest threshold that catches at least `detect` of `attacks`, and the share
+    /// of legitimate logins at or above it (asked to re-authenticate).
+    pub fn reauth_at_detection(&self, attacks: &[f64], detect: f64) -> (f64, f64) {
+        let mut sorted = attacks.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        if sorted.is_empty() {
+            return (1.0, 0.0);
+        }
+        // Index of the attack score that leaves (1 - detect) below it.
+        let k = ((1.0 - detect) * sorted.len() as f64).floor() as usize;
+        let t = sorted[k.min(sorted.len() - 1)];
+        (t, share_at_or_above(&self.legit, t))
+    }
+}
+
+/// Replays `stream` through a scorer built by `make` (given the clock): every attempt is
+/// scored; owners' logins are then recorded as successes, attacks are not (they were
+/// stopped or, at worst, are not part of the owner's history).
+pub fn evaluate(
+    stream: &[SynthLogin],
+    min_prior: u32,
+    make: impl FnOnce(std::sync::Arc<dyn palisade_core_traits::Clock>) -> crate::ThreatScorer,
+) -> Evaluation {
+    use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
+    let base = 1_700_000_000;
+    let clock = std::sync::Arc::new(ManualClock::new(Timestamp::from_unix_secs(base)));
+    let mut scorer = make(clock.clone());
+    let mut e = Evaluation::default();
+    for l in stream {
+        clock.set(Timestamp::from_unix_secs(base + l.at_secs));
+        let s = scorer.score(&l.attempt).score;
+        match l.actor {
+            Actor::Legit => {
+                if l.prior_logins >= min_prior {
+                    e.legit.push(s);
+                }
+                scorer.record(&l.attempt, LoginOutcome::Success);
+            }
+            Actor::Naive => e.naive.push(s),
+            Actor::Vpn => e.vpn.push(s),
+            Actor::Targeted => e.targeted.push(s),
+        }
+    }
+    e
+}

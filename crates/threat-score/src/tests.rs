@@ -1,0 +1,387 @@
+//! Scorer-level tests and properties.
+use std::time::Duration;
+
+use palisade_core_traits::{EventKind, ManualClock};
+use proptest::prelude::*;
+
+use super::*;
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+fn geo(asn: u32, cc: &str) -> GeoInfo {
+    GeoInfo {
+        asn: Some(asn),
+        country: Some(cc.into()),
+        location: None,
+    }
+}
+
+fn scorer() -> (Arc<ManualClock>, ThreatScorer) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
+    let s = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    (clock, s)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// `n` users with `logins` each from their own home, alice among them.
+fn populated(users: u32, logins: u32) -> (Arc<ManualClock>, ThreatScorer) {
+    let (clock, mut s) = scorer();
+    for _ in 0..logins {
+        clock.advance(Duration::from_secs(3_600));
+        for u in 0..users {
+            let a = LoginAttempt::new(
+                format!("user{u}"),
+                ip(&format!("10.0.{}.{}", u / 200, u % 200)),
+                if u % 2 == 0 { FIREFOX } else { CHROME_WIN },
+            )
+            .with_geo(geo(64_500 + u % 20, if u % 3 == 0 { "DE" } else { "FR" }));
+            s.record(&a, LoginOutcome::Success);
+        }
+    }
+    (clock, s)
+}
+
+#[test]
+fn failures_do_not_teach_the_history() {
+    let (_, mut s) = scorer();
+    let a = LoginAttempt::new("alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
+    s.record(&a, LoginOutcome::Failure);
+    s.record(&a, LoginOutcome::StepUpFailure);
+    assert_eq!(s.users(), 0);
+    assert!(s.score(&a).freeman.is_none());
+    s.record(&a, LoginOutcome::Success);
+    assert_eq!(s.users(), 1);
+    assert_eq!(s.score(&a).freeman.unwrap().history, 1);
+}
+
+#[test]
+fn no_history_is_explained() {
+    let (_, s) = scorer();
+    let t = s.score(&LoginAttempt::new("nobody", ip("::1"), ""));
+    assert_eq!(t.confidence, 0.0);
+    assert_eq!(t.contributions.len(), 1);
+    assert_eq!(t.contributions[0].signal, Signal::NoHistory);
+    assert!((t.score - 0.3).abs() < 1e-12);
+    assert_eq!(t.verdict, Verdict::Allow);
+    assert!(
+        s.event(&LoginAttempt::new("nobody", ip("::1"), ""), &t)
+            .is_none()
+    );
+}
+
+#[test]
+fn familiar_allowed_stranger_stepped_up_with_event() {
+    let (_, s) = populated(60, 20);
+    let usual = LoginAttempt::new("user0", ip("10.0.0.0"), FIREFOX).with_geo(geo(64_500, "DE"));
+    let t = s.score(&usual);
+    assert_eq!(t.verdict, Verdict::Allow, "{t:?}");
+    assert!(t.score < 0.1, "{t:?}");
+    assert_eq!(t.confidence, 1.0);
+    let odd = LoginAttempt::new("user0", ip("203.0.113.9"), "curl/8.0").with_geo(geo(9_999, "SG"));
+    let t = s.score(&odd);
+    assert!(t.verdict >= Verdict::StepUp, "{t:?}");
+    let f = t.freeman.unwrap();
+    assert!(f.ip.never_seen && f.ua.never_seen);
+    assert_eq!(f.ip.factor, 4.0);
+    let shares: f64 = t.contributions.iter().map(|c| c.share).sum();
+    assert!((shares - 1.0).abs() < 1e-9);
+    let ev = s.event(&odd, &t).unwrap();
+    assert_eq!(ev.kind, EventKind::AnomalousLogin);
+    assert!(ev.evidence("ip_familiarity").is_some());
+    assert_eq!(ev.score.unwrap().get(), t.score);
+}
+
+#[test]
+fn brute_force_is_named_and_blocks() {
+    let (_, mut s) = populated(10, 5);
+    let a = LoginAttempt::new("user1", ip("203.0.113.50"), CHROME_WIN).with_geo(geo(64_501, "FR"));
+    for _ in 0..40 {
+        s.record(&a, LoginOutcome::Failure);
+    }
+    let t = s.score(&a);
+    assert_eq!(t.verdict, Verdict::Block, "{t:?}");
+    assert_eq!(t.velocity.user_failures, 40);
+    let ev = s.event(&a, &t).unwrap();
+    assert!(matches!(
+        ev.kind,
+        EventKind::BruteForce | EventKind::CredentialStuffing
+    ));
+}
+
+#[test]
+fn impossible_travel() {
+    let (clock, mut s) = scorer();
+    let berlin = GeoInfo {
+        location: Some((52.52, 13.40)),
+        ..geo(3320, "DE")
+    };
+    let sydney = GeoInfo {
+        location: Some((-33.87, 151.21)),
+        ..geo(1221, "AU")
+    };
+    s.record(
+        &LoginAttempt::new("bob", ip("192.0.2.1"), FIREFOX).with_geo(berlin),
+        LoginOutcome::Success,
+    );
+    clock.advance(Duration::from_secs(3_600));
+    let t =
+        s.score(&LoginAttempt::new("bob", ip("198.51.100.1"), FIREFOX).with_geo(sydney.clone()));
+    let travel = t
+        .contributions
+        .iter()
+        .find(|c| c.signal == Signal::ImpossibleTravel)
+        .unwrap();
+    // ~16 000 km in one hour: 16× the 1000 km/h reference speed.
+    assert!(travel.risk > 0.99, "{travel:?}");
+    // A week later the same trip is plausible.
+    clock.advance(Duration::from_secs(7 * 86_400));
+    let t = s.score(&LoginAttempt::new("bob", ip("198.51.100.1"), FIREFOX).with_geo(sydney));
+    let travel = t
+        .contributions
+        .iter()
+        .find(|c| c.signal == Signal::ImpossibleTravel)
+        .unwrap();
+    assert!(travel.risk < 0.1, "{travel:?}");
+}
+
+#[test]
+fn haversine_known_distance() {
+    // Paris (48.8566, 2.3522) to London (51.5074, -0.1278): 343.5 km (great circle, R = 6371 km).
+    let d = haversine_km((48.8566, 2.3522), (51.5074, -0.1278));
+    assert!((d - 343.5).abs() < 1.0, "{d}");
+}
+
+#[test]
+fn new_device_raises_risk() {
+    let (_, s) = populated(20, 10);
+    let a = LoginAttempt::new("user0", ip("10.0.0.0"), FIREFOX).with_geo(geo(64_500, "DE"));
+    let known = s.score(&a.clone().with_device_familiarity(1.0));
+    let new = s.score(&a.with_device_familiarity(0.0));
+    assert!(new.score > known.score);
+    assert!(
+        new.contributions
+            .iter()
+            .any(|c| c.signal == Signal::NewDevice)
+    );
+}
+
+#[test]
+fn snapshot_roundtrip_keeps_scores() {
+    let (clock, s) = populated(30, 6);
+    let json = serde_json::to_string(&s.snapshot()).unwrap();
+    let mut r = ThreatScorer::new(Config::default(), clock).unwrap();
+    r.restore(serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(r.users(), 30);
+    assert_eq!(r.memory_bytes(), s.memory_bytes());
+    for a in [
+        LoginAttempt::new("user3", ip("10.0.0.3"), CHROME_WIN).with_geo(geo(64_503, "DE")),
+        LoginAttempt::new("user3", ip("203.0.113.1"), FIREFOX).with_geo(geo(1, "US")),
+    ] {
+        assert_eq!(r.score(&a).score, s.score(&a).score);
+    }
+    let mut bad: serde_json::Value = serde_json::from_str(&json).unwrap();
+    bad["version"] = 99.into();
+    assert!(matches!(
+        r.restore(serde_json::from_value(bad).unwrap()),
+        Err(Error::SnapshotVersion { found: 99, .. })
+    ));
+}
+
+#[test]
+fn memory_budget_is_held() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
+    let cfg = Config {
+        memory_budget_bytes: 64 << 10,
+        ..Config::default()
+    };
+    let mut s = ThreatScorer::new(cfg, clock.clone()).unwrap();
+    for u in 0..5_000u32 {
+        clock.advance(Duration::from_secs(1));
+        let a = LoginAttempt::new(format!("u{u}"), IpAddr::from(u.to_be_bytes()), FIREFOX);
+        s.record(&a, LoginOutcome::Success);
+        assert!(s.memory_bytes() <= 64 << 10);
+    }
+    assert!(s.users() > 100 && s.users() < 5_000, "{}", s.users());
+    // The newest user is kept.
+    assert!(
+        s.score(&LoginAttempt::new(
+            "u4999",
+            IpAddr::from(4999u32.to_be_bytes()),
+            FIREFOX
+        ))
+        .freeman
+        .is_some()
+    );
+}
+
+#[test]
+fn config_is_validated() {
+    let clock = Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH));
+    let bad = Config {
+        thresholds: Thresholds {
+            monitor: 0.8,
+            step_up: 0.7,
+            block: 0.9,
+        },
+        ..Config::default()
+    };
+    assert!(matches!(
+        ThreatScorer::new(bad, clock.clone()),
+        Err(Error::InvalidConfig {
+            field: "thresholds",
+            ..
+        })
+    ));
+    let bad = Config {
+        calibration: Calibration {
+            midpoint: f64::NAN,
+            steepness: 1.0,
+        },
+        ..Config::default()
+    };
+    assert!(ThreatScorer::new(bad, clock).is_err());
+}
+
+#[test]
+fn calibration_and_thresholds() {
+    let c = Calibration::default();
+    assert_eq!(c.map(1.0), 0.5);
+    assert_eq!(c.map(3.0), 0.75);
+    assert_eq!(c.map(0.0), 0.0);
+    assert_eq!(c.map(f64::NAN), 1.0);
+    assert_eq!(c.map(f64::INFINITY), 1.0);
+    let t = Thresholds::default();
+    assert_eq!(t.verdict(0.49), Verdict::Allow);
+    assert_eq!(t.verdict(0.5), Verdict::Monitor);
+    assert_eq!(t.verdict(0.7), Verdict::StepUp);
+    assert_eq!(t.verdict(0.9), Verdict::Block);
+}
+
+fn any_ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from)
+    ]
+}
+
+fn any_geo() -> impl Strategy<Value = Option<GeoInfo>> {
+    proptest::option::of(
+        (
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(".{0,3}"),
+            proptest::option::of((any::<f64>(), any::<f64>())),
+        )
+            .prop_map(|(asn, country, location)| GeoInfo {
+                asn,
+                country,
+                location,
+            }),
+    )
+}
+
+fn any_attempt() -> impl Strategy<Value = LoginAttempt> {
+    (
+        "[a-c]{0,2}",
+        any_ip(),
+        ".{0,40}",
+        any_geo(),
+        proptest::option::of(any::<f64>()),
+    )
+        .prop_map(|(user, ip, ua, geo, device_familiarity)| LoginAttempt {
+            user,
+            ip,
+            user_agent: ua,
+            geo,
+            device_familiarity,
+        })
+}
+
+fn any_outcome() -> impl Strategy<Value = LoginOutcome> {
+    prop_oneof![
+        Just(LoginOutcome::Success),
+        Just(LoginOutcome::Failure),
+        Just(LoginOutcome::StepUpSuccess),
+        Just(LoginOutcome::StepUpFailure)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Score in [0, 1], never NaN, shares in [0, 1], for any history and attempt.
+    #[test]
+    fn score_always_in_unit_interval(
+        history in proptest::collection::vec((any_attempt(), any_outcome(), 0u64..100_000), 0..40),
+        probe in any_attempt(),
+    ) {
+        let (clock, mut s) = scorer();
+        for (a, o, dt) in &history {
+            clock.advance(Duration::from_secs(*dt));
+            s.record(a, *o);
+            let t = s.score(a);
+            prop_assert!((0.0..=1.0).contains(&t.score), "{t:?}");
+        }
+        let t = s.score(&probe);
+        prop_assert!((0.0..=1.0).contains(&t.score) && !t.score.is_nan(), "{t:?}");
+        prop_assert!((0.0..=1.0).contains(&t.confidence));
+        for c in &t.contributions {
+            prop_assert!((0.0..=1.0).contains(&c.share) && (0.0..=1.0).contains(&c.risk), "{c:?}");
+        }
+        prop_assert_eq!(s.event(&probe, &t).is_some(), t.verdict > Verdict::Allow);
+    }
+
+    /// More failed attempts from a source never lower the risk of its next attempt.
+    #[test]
+    fn more_failures_never_lower_velocity_risk(
+        background in proptest::collection::vec((0u8..4, 0u8..4, any::<bool>(), 0u64..120), 0..60),
+        extra in 1usize..30,
+        user in 0u8..4,
+        src in 0u8..4,
+    ) {
+        let (clock, mut s) = scorer();
+        let mk = |u: u8, i: u8| LoginAttempt::new(format!("u{u}"), IpAddr::from([203, 0, 113, i]), FIREFOX).with_geo(geo(64_496 + u32::from(i % 2), "NL"));
+        for (u, i, ok, dt) in &background {
+            clock.advance(Duration::from_secs(*dt));
+            s.record(&mk(*u, *i), if *ok { LoginOutcome::Success } else { LoginOutcome::Failure });
+        }
+        let probe = mk(user, src);
+        let before = s.score(&probe);
+        for k in 0..extra {
+            s.record(&mk((user + k as u8) % 4, src), LoginOutcome::Failure);
+        }
+        let after = s.score(&probe);
+        let v = |t: &ThreatScore| (t.velocity.brute_force, t.velocity.stuffing, t.velocity.spray);
+        prop_assert!(after.velocity.stuffing >= before.velocity.stuffing, "{:?} -> {:?}", v(&before), v(&after));
+        prop_assert!(after.velocity.spray >= before.velocity.spray);
+        prop_assert!(after.velocity.brute_force >= before.velocity.brute_force);
+        prop_assert!(after.score >= before.score, "{} -> {}", before.score, after.score);
+    }
+
+    /// A login identical to a long-standing pattern scores lower than the same login
+    /// from a new country, ASN and browser.
+    #[test]
+    fn familiar_beats_new_country_asn_browser(
+        others in 1u32..30,
+        logins in 2u32..25,
+        user in 0u32..30,
+        new_asn in 100_000u32..200_000,
+    ) {
+        let user = user % others;
+        let (_, s) = populated(others, logins);
+        let home = LoginAttempt::new(format!("user{user}"), ip(&format!("10.0.{}.{}", user / 200, user % 200)), if user % 2 == 0 { FIREFOX } else { CHROME_WIN })
+            .with_geo(geo(64_500 + user % 20, if user % 3 == 0 { "DE" } else { "FR" }));
+        let away = LoginAttempt {
+            user_agent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15".into(),
+            // A new ASN and country come with a new address.
+            ip: IpAddr::from((new_asn | 0xC000_0000).to_be_bytes()),
+            geo: Some(geo(new_asn, "BR")),
+            ..home.clone()
+        };
+        let (h, a) = (s.score(&home), s.score(&away));
+        prop_assert!(h.score < a.score, "{} vs {}", h.score, a.score);
+    }
+}

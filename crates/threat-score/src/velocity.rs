@@ -1,0 +1,341 @@
+//! Velocity and spray signals in fixed memory.
+//!
+//! Each window (1 min, 10 min, 1 h) is a ring of time buckets; each bucket is one
+//! count-min sketch shared by every counter (keys are tagged by what they count).
+//! A count is the sum of the bucket estimates inside the window, so it over-estimates
+//! by at most the sketch error and never under-estimates. Distinct usernames per
+//! source are counted by incrementing a per-source counter the first time the
+//! (source, username) pair's own estimate in the window is zero: a collision can only
+//! make it miss a user, so spray counts err low, never high.
+
+use serde::{Deserialize, Serialize};
+
+/// The windows: (length in seconds, number of buckets).
+pub const WINDOWS: [(u64, u64); 3] = [(60, 6), (600, 10), (3600, 12)];
+
+/// What a counter counts, tagged into its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub(crate) enum Counter {
+    Failures = 1,
+    Successes = 2,
+    DistinctFailedUsers = 3,
+    Pair = 4,
+}
+
+/// Thresholds per window for one signal: the count at which it alone reaches 0.5.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WindowThresholds(pub [f64; 3]);
+
+/// Velocity thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VelocityConfig {
+    /// Count-min sketch width (counters per row).
+    pub width: usize,
+    /// Count-min sketch depth (rows).
+    pub depth: usize,
+    /// Failed logins on one username (brute force).
+    pub user_failures: WindowThresholds,
+    /// Failed logins from one IP (credential stuffing).
+    pub ip_failures: WindowThresholds,
+    /// Failed logins from one /24 or /64.
+    pub prefix_failures: WindowThresholds,
+    /// Failed logins from one ASN.
+    pub asn_failures: WindowThresholds,
+    /// Distinct usernames failing from one IP or prefix (password spray).
+    pub distinct_users: WindowThresholds,
+}
+
+impl Default for VelocityConfig {
+    fn default() -> Self {
+        VelocityConfig {
+            width: 4096,
+            depth: 4,
+            user_failures: WindowThresholds([5.0, 15.0, 40.0]),
+            ip_failures: WindowThresholds([10.0, 40.0, 150.0]),
+            prefix_failures: WindowThresholds([20.0, 80.0, 300.0]),
+            asn_failures: WindowThresholds([100.0, 500.0, 2000.0]),
+            distinct_users: WindowThresholds([5.0, 15.0, 40.0]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Bucket {
+    epoch: u64,
+    counters: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Window {
+    bucket_secs: u64,
+    buckets: Vec<Bucket>,
+}
+
+/// The counters of every window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Velocity {
+    width: usize,
+    depth: usize,
+    windows: Vec<Window>,
+}
+
+/// The velocity risks of one attempt, each in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct VelocityRisk {
+    /// Failures on the username.
+    pub brute_force: f64,
+    /// Failures from the IP, prefix or ASN.
+    pub stuffing: f64,
+    /// Distinct usernames failing from the IP or prefix.
+    pub spray: f64,
+    /// The largest per-window failure count on the username.
+    pub user_failures: u64,
+    /// The largest per-window failure count from the IP.
+    pub ip_failures: u64,
+    /// The largest per-window distinct failing usernames from the IP.
+    pub ip_distinct_users: u64,
+}
+
+/// `1 − 2^−x`: 0 at 0, 0.5 at the threshold, monotone, below 1 for any finite x.
+fn saturate(x: f64) -> f64 {
+    if x.is_finite() && x > 0.0 {
+        1.0 - (-x).exp2()
+    } else if x > 0.0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The keys of one attempt's sources: ip, prefix, asn (0 when unknown).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sources {
+    pub(crate) user: u64,
+    pub(crate) ip: u64,
+    pub(crate) prefix: u64,
+    pub(crate) asn: u64,
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    // splitmix64 finaliser over the pair: spreads keys over the sketch rows.
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Velocity {
+    pub(crate) fn new(cfg: &VelocityConfig) -> Self {
+        let width = cfg.width.max(16);
+        let depth = cfg.depth.clamp(1, 16);
+        let windows = WINDOWS
+            .iter()
+            .map(|&(len, n)| Window {
+                bucket_secs: len / n,
+                buckets: (0..n)
+                    .map(|_| Bucket {
+                        epoch: u64::MAX,
+                        counters: vec![0; width * depth],
+                    })
+                    .collect(),
+            })
+            .collect();
+        Velocity {
+            width,
+            depth,
+            windows,
+        }
+    }
+
+    /// Bytes held by the counters (fixed at construction).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.windows
+            .iter()
+            .map(|w| w.buckets.len() * self.width * self.depth * 4)
+            .sum()
+    }
+
+    fn slots(&self, key: u64) -> impl Iterator<Item = usize> + '_ {
+        (0..self.depth).map(move |row| {
+            row * self.width + (mix(key, row as u64 + 1) % self.width as u64) as usize
+        })
+    }
+
+    fn key(counter: Counter, a: u64, b: u64) -> u64 {
+        mix(mix(counter as u64, a), b)
+    }
+
+    fn estimate_in(&self, w: usize, now: u64, key: u64) -> u64 {
+        let win = &self.windows[w];
+        let current = now / win.bucket_secs;
+        let oldest = current.saturating_sub(win.buckets.len() as u64 - 1);
+        let mut total = 0u64;
+        for b in &win.buckets {
+            if b.epoch != u64::MAX && b.epoch >= oldest && b.epoch <= current {
+                total += self
+                    .slots(key)
+                    .map(|s| u64::from(b.counters[s]))
+                    .min()
+                    .unwrap_or(0);
+            }
+        }
+        total
+    }
+
+    fn bump(&mut self, w: usize, now: u64, key: u64) {
+        let slots: Vec<usize> = self.slots(key).collect();
+        let win = &mut self.windows[w];
+        let epoch = now / win.bucket_secs;
+        let n = win.buckets.len() as u64;
+        let b = &mut win.buckets[(epoch % n) as usize];
+        if b.epoch != epoch {
+            b.epoch = epoch;
+            b.counters.iter_mut().for_each(|c| *c = 0);
+        }
+        for s in slots {
+            b.counters[s] = b.counters[s].saturating_add(1);
+        }
+    }
+
+    /// Records one login attempt at `now` (unix seconds).
+    pub(crate) fn record(&mut self, now: u64, src: Sources, success: bool) {
+        let counter = if success {
+            Counter::Successes
+        } else {
+            Counter::Failures
+        };
+        for w in 0..self.windows.len() {
+            for (tag, v) in [(1, src.user), (2, src.ip), (3, src.prefix), (4, src.asn)] {
+                if v != 0 {
+                    self.bump(w, now, Self::key(counter, tag, v));
+                }
+            }
+            if !success {
+                for (tag, v) in [(2, src.ip), (3, src.prefix)] {
+                    if v == 0 {
+                        continue;
+                    }
+                    let pair = Self::key(Counter::Pair, mix(tag, v), src.user);
+                    if self.estimate_in(w, now, pair) == 0 {
+                        self.bump(w, now, Self::key(Counter::DistinctFailedUsers, tag, v));
+                    }
+                    self.bump(w, now, pair);
+                }
+            }
+        }
+    }
+
+    fn risk_of(&self, now: u64, key: u64, t: &WindowThresholds) -> (f64, u64) {
+        let mut x: f64 = 0.0;
+        let mut most = 0;
+        for w in 0..self.windows.len() {
+            let c = self.estimate_in(w, now, key);
+            most = most.max(c);
+            if t.0[w] > 0.0 {
+                x = x.max(c as f64 / t.0[w]);
+            }
+        }
+        (saturate(x), most)
+    }
+
+    /// The velocity risks of an attempt from `src` at `now`.
+    pub(crate) fn risk(&self, now: u64, src: Sources, cfg: &VelocityConfig) -> VelocityRisk {
+        let f = Counter::Failures;
+        let d = Counter::DistinctFailedUsers;
+        let (brute_force, user_failures) = if src.user != 0 {
+            self.risk_of(now, Self::key(f, 1, src.user), &cfg.user_failures)
+        } else {
+            (0.0, 0)
+        };
+        let mut stuffing: f64 = 0.0;
+        let mut spray: f64 = 0.0;
+        let mut ip_failures = 0;
+        let mut ip_distinct_users = 0;
+        if src.ip != 0 {
+            let (r, c) = self.risk_of(now, Self::key(f, 2, src.ip), &cfg.ip_failures);
+            stuffing = stuffing.max(r);
+            ip_failures = c;
+            let (r, c) = self.risk_of(now, Self::key(d, 2, src.ip), &cfg.distinct_users);
+            spray = spray.max(r);
+            ip_distinct_users = c;
+        }
+        if src.prefix != 0 {
+            stuffing = stuffing.max(
+                self.risk_of(now, Self::key(f, 3, src.prefix), &cfg.prefix_failures)
+                    .0,
+            );
+            spray = spray.max(
+                self.risk_of(now, Self::key(d, 3, src.prefix), &cfg.distinct_users)
+                    .0,
+            );
+        }
+        if src.asn != 0 {
+            stuffing = stuffing.max(
+                self.risk_of(now, Self::key(f, 4, src.asn), &cfg.asn_failures)
+                    .0,
+            );
+        }
+        VelocityRisk {
+            brute_force,
+            stuffing,
+            spray,
+            user_failures,
+            ip_failures,
+            ip_distinct_users,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(user: u64, ip: u64) -> Sources {
+        Sources {
+            user,
+            ip,
+            prefix: ip / 256 + 1,
+            asn: 7,
+        }
+    }
+
+    #[test]
+    fn counts_fall_out_of_windows() {
+        let cfg = VelocityConfig::default();
+        let mut v = Velocity::new(&cfg);
+        for _ in 0..5 {
+            v.record(1_000, src(1, 500), false);
+        }
+        let r = v.risk(1_000, src(1, 500), &cfg);
+        assert_eq!(r.user_failures, 5);
+        // 5 failures in a minute hit the 1-minute threshold exactly: 0.5.
+        assert!((r.brute_force - 0.5).abs() < 1e-12);
+        // Two hours later nothing remains in any window.
+        let later = v.risk(1_000 + 7_200, src(1, 500), &cfg);
+        assert_eq!(later.user_failures, 0);
+        assert_eq!(later.brute_force, 0.0);
+        // Ten minutes later only the 1-hour window still sees them: 5/40.
+        let r = v.risk(1_000 + 660, src(1, 500), &cfg);
+        assert!((r.brute_force - (1.0 - (-(5.0f64 / 40.0)).exp2())).abs() < 1e-12);
+    }
+
+    #[test]
+    fn spray_counts_distinct_users() {
+        let cfg = VelocityConfig::default();
+        let mut v = Velocity::new(&cfg);
+        for user in 1..=10u64 {
+            v.record(2_000, src(user, 900), false);
+            v.record(2_000, src(user, 900), false);
+        }
+        let r = v.risk(2_000, src(99, 900), &cfg);
+        assert_eq!(r.ip_distinct_users, 10);
+        assert_eq!(r.ip_failures, 20);
+        // 10 distinct users in a minute, threshold 5: x = 2.
+        assert!((r.spray - 0.75).abs() < 1e-12);
+        // Successes do not count as failures.
+        let mut v = Velocity::new(&cfg);
+        v.record(2_000, src(1, 900), true);
+        assert_eq!(v.risk(2_000, src(1, 900), &cfg).ip_failures, 0);
+    }
+}

@@ -1,0 +1,80 @@
+//! Scores a stream of synthetic logins and prints verdicts with their reasons.
+//!
+//! cargo run -p palisade-examples --bin threat-score-demo
+#![allow(clippy::unwrap_used)] // a demo that unwraps stops loudly
+
+use std::sync::Arc;
+
+use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
+use palisade_threat_score::synth::{Actor, SynthConfig, generate};
+use palisade_threat_score::{Config, ThreatScorer, Verdict};
+
+fn main() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
+    let mut scorer = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    let stream = generate(&SynthConfig {
+        seed: 1,
+        users: 200,
+        days: 60,
+        attacks: 5,
+    });
+    let mut shown = 0;
+    for l in &stream {
+        clock.set(Timestamp::from_unix_secs(1_700_000_000 + l.at_secs));
+        let t = scorer.score(&l.attempt);
+        if l.actor != Actor::Legit || (t.verdict > Verdict::Allow && shown < 5) {
+            if l.actor == Actor::Legit {
+                shown += 1;
+            }
+            println!(
+                "{:?} login for {} from {} ({:?}): score {:.3}, confidence {:.2} -> {:?}",
+                l.actor,
+                l.attempt.user,
+                l.attempt.ip,
+                l.attempt.geo.as_ref().and_then(|g| g.country.clone()),
+                t.score,
+                t.confidence,
+                t.verdict
+            );
+            for c in &t.contributions {
+                println!(
+                    "    {:>24} {:>5.1}%  {}",
+                    c.signal.name(),
+                    c.share * 100.0,
+                    c.reason
+                );
+            }
+            if let Some(ev) = scorer.event(&l.attempt, &t) {
+                println!("    event: {:?} {:?}", ev.kind, ev.severity);
+            }
+        }
+        if l.actor == Actor::Legit {
+            scorer.record(&l.attempt, LoginOutcome::Success);
+        }
+    }
+    // A brute-force burst on one account.
+    let victim = stream
+        .iter()
+        .find(|l| l.actor == Actor::Legit)
+        .unwrap()
+        .attempt
+        .clone();
+    let mut burst = victim.clone();
+    burst.ip = "203.0.113.66".parse().unwrap();
+    for _ in 0..30 {
+        scorer.record(&burst, LoginOutcome::Failure);
+    }
+    let t = scorer.score(&burst);
+    println!(
+        "after 30 failures on {}: score {:.3} -> {:?}",
+        burst.user, t.score, t.verdict
+    );
+    for c in &t.contributions {
+        println!(
+            "    {:>24} {:>5.1}%  {}",
+            c.signal.name(),
+            c.share * 100.0,
+            c.reason
+        );
+    }
+}
