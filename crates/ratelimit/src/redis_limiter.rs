@@ -329,7 +329,7 @@ impl RedisLimiterBuilder {
         )
         .await
         .map_err(|_| Error::Timeout(self.timeout.max(Duration::from_secs(2))))??;
-        Ok(self.build(Conn::Standalone(conn)))
+        Ok(self.build(Conn::Standalone(conn)).preloaded().await)
     }
 
     /// Connects to a Redis Cluster through any of its nodes' URLs.
@@ -340,7 +340,7 @@ impl RedisLimiterBuilder {
             .response_timeout(self.timeout)
             .build()?;
         let conn = client.get_async_connection().await?;
-        Ok(self.build(Conn::Cluster(conn)))
+        Ok(self.build(Conn::Cluster(conn)).preloaded().await)
     }
 
     fn build(self, conn: Conn) -> RedisLimiter {
@@ -416,6 +416,25 @@ impl RedisLimiter {
             deny_cache_keys: DEFAULT_DENY_CACHE_KEYS,
             clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Loads both scripts (on a cluster, on every primary) so the first check is one
+    /// round trip too. A failure here (say, an ACL without SCRIPT) only costs the
+    /// NOSCRIPT fallback later, so it is logged, not returned.
+    async fn preloaded(self) -> Self {
+        for script in [&self.check, &self.block] {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(script.source);
+            let load = self.conn.query::<String>(&cmd);
+            match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), load).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "SCRIPT LOAD failed; EVAL fallback stays")
+                }
+                Err(_) => tracing::debug!("SCRIPT LOAD timed out; EVAL fallback stays"),
+            }
+        }
+        self
     }
 
     /// The policies, in the order given.

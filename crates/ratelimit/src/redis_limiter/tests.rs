@@ -68,8 +68,19 @@ async fn each_check_is_exactly_one_script_call() {
         vec![policy("sec", 10, 10, Duration::from_secs(1))],
     )
     .await;
+    let loaded = command_calls(&server);
+    assert_eq!(
+        loaded.get("script|load").copied(),
+        Some(2),
+        "both scripts loaded at connect"
+    );
     l.check("warm-up", 1).await.unwrap();
     let before = command_calls(&server);
+    assert_eq!(
+        before.get("eval"),
+        None,
+        "the first check was one EVALSHA too: {before:?}"
+    );
     for i in 0..200 {
         l.check(&format!("user-{}", i % 20), 1).await.unwrap();
     }
@@ -116,8 +127,8 @@ async fn noscript_after_script_flush_is_recovered() {
         "state survived the flush; only the script was reloaded"
     );
     let calls = command_calls(&server);
-    // One full EVAL on first use (the script was not loaded yet), one after the flush.
-    assert_eq!(calls.get("eval").copied(), Some(2), "{calls:?}");
+    // The scripts were loaded at connect; one full EVAL after the flush.
+    assert_eq!(calls.get("eval").copied(), Some(1), "{calls:?}");
     assert_eq!(l.stats().redis_errors, 0);
 }
 
