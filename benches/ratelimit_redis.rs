@@ -108,6 +108,18 @@ fn keys_for(i: usize) -> [String; 2] {
     [format!("bare:{{k{i}}}:!block"), format!("bare:{{k{i}}}:p")]
 }
 
+/// The bare redis-rs call: the same script, keys and arguments the limiter sends.
+async fn bare_call(
+    script: &redis::Script,
+    conn: &mut impl redis::aio::ConnectionLike,
+    i: usize,
+    args: &[u64],
+) {
+    let mut inv = script.prepare_invoke();
+    inv.key(&keys_for(i)[..]).arg(args);
+    let _: Vec<i64> = inv.invoke_async(conn).await.unwrap();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let server = RedisServer::start();
@@ -151,11 +163,7 @@ async fn main() {
         let (s, m, a2) = (script.clone(), manager.clone(), a.clone());
         let b = drive(in_flight, move |i| {
             let (s, mut m, a2) = (s.clone(), m.clone(), a2.clone());
-            async move {
-                let mut inv = s.prepare_invoke();
-                inv.key(&keys_for(i)[..]).arg(&a2[..]);
-                let _: Vec<i64> = inv.invoke_async(&mut m).await.unwrap();
-            }
+            async move { bare_call(&s, &mut m, i, &a2).await }
         })
         .await;
         println!(
@@ -179,21 +187,13 @@ async fn main() {
         let (s, m, a2) = (script.clone(), manager.clone(), a.clone());
         let cm = drive(in_flight, move |i| {
             let (s, mut m, a2) = (s.clone(), m.clone(), a2.clone());
-            async move {
-                let mut inv = s.prepare_invoke();
-                inv.key(&keys_for(i)[..]).arg(&a2[..]);
-                let _: Vec<i64> = inv.invoke_async(&mut m).await.unwrap();
-            }
+            async move { bare_call(&s, &mut m, i, &a2).await }
         })
         .await;
         let (s, m, a2) = (script.clone(), multiplexed.clone(), a.clone());
         let mx = drive(in_flight, move |i| {
             let (s, mut m, a2) = (s.clone(), m.clone(), a2.clone());
-            async move {
-                let mut inv = s.prepare_invoke();
-                inv.key(&keys_for(i)[..]).arg(&a2[..]);
-                let _: Vec<i64> = inv.invoke_async(&mut m).await.unwrap();
-            }
+            async move { bare_call(&s, &mut m, i, &a2).await }
         })
         .await;
         let before = commandstats(&server);
@@ -202,9 +202,7 @@ async fn main() {
             let (s, p, a2) = (s.clone(), p.clone(), a2.clone());
             async move {
                 let mut conn = p.get().await.unwrap();
-                let mut inv = s.prepare_invoke();
-                inv.key(&keys_for(i)[..]).arg(&a2[..]);
-                let _: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
+                bare_call(&s, &mut conn, i, &a2).await;
             }
         })
         .await;

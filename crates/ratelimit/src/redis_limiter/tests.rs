@@ -132,6 +132,15 @@ async fn noscript_after_script_flush_is_recovered() {
     assert_eq!(l.stats().redis_errors, 0);
 }
 
+/// How many of `n` unit checks of `key` at the controlled time `now_us` are admitted.
+async fn admitted_of(l: &RedisLimiter, key: &str, n: usize, now_us: u64) -> usize {
+    let mut admitted = 0;
+    for _ in 0..n {
+        admitted += usize::from(l.check_inner(key, 1, Some(now_us)).await.unwrap().allowed);
+    }
+    admitted
+}
+
 #[tokio::test]
 async fn several_policies_are_checked_atomically_all_or_nothing() {
     let server = RedisServer::start();
@@ -148,15 +157,7 @@ async fn several_policies_are_checked_atomically_all_or_nothing() {
     .await
     .unwrap();
     let now = || clock.now().as_unix_micros();
-    let mut admitted = 0;
-    for _ in 0..5 {
-        admitted += u32::from(
-            l.check_inner("alice", 1, Some(now()))
-                .await
-                .unwrap()
-                .allowed,
-        );
-    }
+    let admitted = admitted_of(&l, "alice", 5, now()).await;
     assert_eq!(admitted, 3, "the per-second policy caps the burst");
     let denied = l.check_inner("alice", 1, Some(now())).await.unwrap();
     assert_eq!(
@@ -166,15 +167,7 @@ async fn several_policies_are_checked_atomically_all_or_nothing() {
     );
     // The denied requests consumed nothing from the per-minute policy: 2 units left.
     clock.advance(Duration::from_secs(2));
-    let mut admitted = 0;
-    for _ in 0..5 {
-        admitted += u32::from(
-            l.check_inner("alice", 1, Some(now()))
-                .await
-                .unwrap()
-                .allowed,
-        );
-    }
+    let admitted = admitted_of(&l, "alice", 5, now()).await;
     assert_eq!(admitted, 2, "the per-minute policy had 2 units left");
     let denied = l.check_inner("alice", 1, Some(now())).await.unwrap();
     assert_eq!(
