@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod claims;
 mod error;
 pub mod fuzzing;
 mod keys;

@@ -45,6 +45,8 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn reject(&self, e: &Error) {
         self.rejections[e.kind_index()].add(1);
+        // The kind only: the error's text may hold a kid, never the token.
+        tracing::debug!(kind = KINDS[e.kind_index()], "jwt rejected");
     }
 }
 

@@ -1,5 +1,6 @@
-//! The caching validator: header pre-check, kid lookup, jsonwebtoken verification,
-//! our own time checks against a `Clock`, revocation on every answer, single flight.
+//! The caching validator: header check, kid lookup, signature by jsonwebtoken's
+//! crypto, claims checked once (`claims`), time against a `Clock`, revocation on
+//! every answer, single flight.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,17 +8,18 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
 use palisade_core_traits::{
     Clock, RevocationCheck, RevocationStatus, SystemClock, Timestamp, TokenIdentity,
 };
 use quick_cache::sync::GuardResult;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::ValidatedToken;
 use crate::cache::{CacheKey, Entry, KeyRef, TokenCache};
+use crate::claims;
 use crate::error::{Error, label};
 use crate::keys::KeySet;
 use crate::policy::Policy;
@@ -44,7 +46,6 @@ struct KeyState {
 pub struct Validator {
     policy: Policy,
     fingerprint: [u8; 32],
-    validations: Vec<(Algorithm, Validation)>,
     keys: RwLock<Arc<KeyState>>,
     epoch: AtomicU64,
     cache: Option<Arc<TokenCache>>,
@@ -114,15 +115,8 @@ impl ValidatorBuilder {
     /// The validator.
     pub fn build(self) -> Validator {
         let epoch = NEXT_EPOCH.fetch_add(1, Ordering::SeqCst);
-        let validations = self
-            .policy
-            .algorithms
-            .iter()
-            .map(|a| (a.0, self.policy.jsonwebtoken_validation(a.0)))
-            .collect();
         Validator {
             fingerprint: self.policy.fingerprint(),
-            validations,
             policy: self.policy,
             keys: RwLock::new(Arc::new(KeyState {
                 epoch,
@@ -150,6 +144,9 @@ struct RawHeader {
     typ: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
+    /// RFC 7797: only the default (`true` or absent) is accepted, as in jsonwebtoken.
+    #[serde(default)]
+    b64: Option<Value>,
 }
 
 /// What the shared front of `validate` found.
@@ -199,6 +196,10 @@ impl Validator {
         // Published under the write lock: a miss that read the old state carries
         // the old epoch and a hit that reads the new epoch finds no old entry.
         self.epoch.store(epoch, Ordering::SeqCst);
+        tracing::info!(
+            epoch,
+            "jwt key set replaced; older cache entries are unreachable"
+        );
     }
 
     /// A copy of the current key set (to edit and pass to [`Self::set_keys`]).
@@ -461,7 +462,7 @@ impl Validator {
     fn verify(&self, token: &[u8], keys: &KeySet, now: Timestamp) -> Result<Verified, Error> {
         self.counters.misses.add(1);
         let mut parts = token.split(|b| *b == b'.');
-        let (Some(h), Some(p), Some(_s), None) =
+        let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(Error::Malformed("not three dot-separated parts"));
@@ -476,6 +477,9 @@ impl Validator {
         }
         if header.crit.is_some() {
             return Err(Error::UnsupportedCrit);
+        }
+        if header.b64.as_ref().is_some_and(|b| *b != Value::Bool(true)) {
+            return Err(Error::Malformed("unencoded payload (b64) is not supported"));
         }
         let alg = Algorithm::from_str(&header.alg)
             .ok()
@@ -500,20 +504,21 @@ impl Validator {
                 token_alg: alg,
             });
         }
-        let validation = self
-            .validations
-            .iter()
-            .find(|(a, _)| *a == alg)
-            .map(|(_, v)| v)
-            .ok_or(Error::InvalidConfig(
-                "no validation for an allowed algorithm",
-            ))?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
-            .map_err(|e| map_jwt_error(e.kind(), &kid))?;
-        let claims = data.claims;
-        let expires_at = numeric_claim(&claims, "exp")?;
-        let not_before = numeric_claim(&claims, "nbf")?;
-        let issued_at = numeric_claim(&claims, "iat")?;
+        // jsonwebtoken's own verifier for the key's algorithm (a key of another family
+        // is refused there); the header and payload are parsed once, by us.
+        let message = &token[..h.len() + 1 + p.len()];
+        let signature =
+            std::str::from_utf8(s).map_err(|_| Error::Malformed("a part is not base64url"))?;
+        if !jsonwebtoken::crypto::verify(signature, message, &key.key, alg)
+            .map_err(|e| map_jwt_error(e.kind(), &kid))?
+        {
+            return Err(Error::BadSignature);
+        }
+        let claims = claims::parse(p)?;
+        claims::check(&claims, &self.policy)?;
+        let expires_at = claims::numeric_claim(&claims, "exp")?;
+        let not_before = claims::numeric_claim(&claims, "nbf")?;
+        let issued_at = claims::numeric_claim(&claims, "iat")?;
         let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
         let mut identity = TokenIdentity::new(string("iss").unwrap_or_default());
         identity.subject = string("sub");
@@ -533,22 +538,6 @@ impl Validator {
         Ok(Verified {
             token: Arc::new(token),
         })
-    }
-}
-
-/// A NumericDate claim as jsonwebtoken reads it: a non-negative integer, or a finite
-/// non-negative float (rounded).
-fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Error> {
-    let Some(v) = claims.get(name) else {
-        return Ok(None);
-    };
-    if let Some(n) = v.as_u64() {
-        return Ok(Some(n));
-    }
-    match v.as_f64() {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range-checked
-        Some(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Ok(Some(f.round() as u64)),
-        _ => Err(Error::MalformedClaim(name.to_owned())),
     }
 }
 

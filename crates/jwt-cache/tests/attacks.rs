@@ -467,3 +467,76 @@ fn wrong_typ_missing_claims_and_bad_claim_formats_are_typed() {
     let big = "a".repeat(palisade_jwt_cache::DEFAULT_MAX_TOKEN_BYTES + 1);
     assert!(matches!(v.validate(&big), Err(Error::TooLarge { .. })));
 }
+
+/// Revocation keys on `iss`, `sub` and `jti` as strings: a token whose `iss` is an
+/// array (which jsonwebtoken accepts when one element matches) or whose `sub`/`jti` is
+/// a number would never match a revocation record, so it is refused, as are repeated
+/// claim names (the "lexically last" value would differ from a first-wins parser) and
+/// an unencoded payload (`b64: false`).
+#[test]
+fn claims_that_could_dodge_revocation_are_refused() {
+    let clock = clock();
+    let cache = cache();
+    let v = validator(policy(), &clock, cache.clone());
+    let key = encoding_key(Algorithm::HS256);
+    let header = json!({"alg": "HS256", "kid": "hs-1"});
+    let cases = [
+        ("iss", json!([ISS])),
+        ("sub", json!(7)),
+        ("jti", json!(["j1"])),
+    ];
+    for (name, value) in cases {
+        let mut c = claims("alice", "j1", NOW + 300);
+        c[name] = value;
+        let token = sign_raw(&header, &c, &key, Algorithm::HS256);
+        assert_eq!(
+            v.validate(&token).unwrap_err(),
+            Error::MalformedClaim(name.into()),
+            "{name}"
+        );
+    }
+    // jsonwebtoken itself accepts the array issuer: the difference is on purpose.
+    let mut c = claims("alice", "j1", NOW + 300);
+    c["iss"] = json!([ISS]);
+    let token = sign_raw(&header, &c, &key, Algorithm::HS256);
+    let mut jwt_policy = jsonwebtoken::Validation::new(Algorithm::HS256);
+    jwt_policy.set_issuer(&[ISS]);
+    jwt_policy.set_audience(&[AUD]);
+    jwt_policy.validate_exp = false;
+    jsonwebtoken::decode::<serde_json::Value>(&token, &decoding_key(Algorithm::HS256), &jwt_policy)
+        .unwrap();
+
+    // A repeated claim name, written by hand (serde_json cannot produce one).
+    let msg = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"hs-1"}"#),
+        URL_SAFE_NO_PAD.encode(
+            format!(
+                r#"{{"iss":"{ISS}","aud":"{AUD}","sub":"alice","jti":"j1","exp":{},"jti":"j2"}}"#,
+                NOW + 300
+            )
+            .as_bytes()
+        )
+    );
+    let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &key, Algorithm::HS256).unwrap();
+    assert!(matches!(
+        v.validate(format!("{msg}.{sig}")),
+        Err(Error::Malformed(_))
+    ));
+
+    let unencoded = sign_raw(
+        &json!({"alg": "HS256", "kid": "hs-1", "b64": false, "crit": ["b64"]}),
+        &claims("alice", "j1", NOW + 300),
+        &key,
+        Algorithm::HS256,
+    );
+    assert!(v.validate(&unencoded).is_err());
+    let unencoded = sign_raw(
+        &json!({"alg": "HS256", "kid": "hs-1", "b64": false}),
+        &claims("alice", "j1", NOW + 300),
+        &key,
+        Algorithm::HS256,
+    );
+    assert!(matches!(v.validate(&unencoded), Err(Error::Malformed(_))));
+    assert_eq!(cache.len(), 0);
+}
