@@ -45,20 +45,15 @@ pub struct MemoryStatsSnapshot {
 #[derive(Debug)]
 struct QuotaCell {
     seq: AtomicU64,
-    burst: AtomicU64,
-    interval: AtomicU64,
-    tau: AtomicU64,
+    parts: [AtomicU64; 4],
     writer: Mutex<()>,
 }
 
 impl QuotaCell {
     fn new(q: Quota) -> Self {
-        let (burst, interval, tau) = q.to_parts();
         QuotaCell {
             seq: AtomicU64::new(0),
-            burst: AtomicU64::new(u64::from(burst)),
-            interval: AtomicU64::new(interval),
-            tau: AtomicU64::new(tau),
+            parts: q.to_raw().map(AtomicU64::new),
             writer: Mutex::new(()),
         }
     }
@@ -66,12 +61,10 @@ impl QuotaCell {
     fn load(&self) -> Quota {
         loop {
             let before = self.seq.load(Ordering::Acquire);
-            let burst = self.burst.load(Ordering::Acquire);
-            let interval = self.interval.load(Ordering::Acquire);
-            let tau = self.tau.load(Ordering::Acquire);
+            let raw = [0, 1, 2, 3].map(|i| self.parts[i].load(Ordering::Acquire));
             // An odd sequence is a write in progress; a changed one, a torn read.
             if before.is_multiple_of(2) && self.seq.load(Ordering::Acquire) == before {
-                return Quota::from_parts(burst as u32, interval, tau);
+                return Quota::from_raw(raw);
             }
             std::hint::spin_loop();
         }
@@ -79,11 +72,10 @@ impl QuotaCell {
 
     fn store(&self, q: Quota) {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let (burst, interval, tau) = q.to_parts();
         self.seq.fetch_add(1, Ordering::AcqRel);
-        self.burst.store(u64::from(burst), Ordering::Release);
-        self.interval.store(interval, Ordering::Release);
-        self.tau.store(tau, Ordering::Release);
+        for (cell, v) in self.parts.iter().zip(q.to_raw()) {
+            cell.store(v, Ordering::Release);
+        }
         self.seq.fetch_add(1, Ordering::AcqRel);
     }
 }
