@@ -21,7 +21,6 @@ fn build(yaml: &str) -> Result<Extractor<'static>, String> {
 
 // The embedded file is fixed at compile time and `embedded_regexes_compile` (unit test
 // below) proves it builds, so the `expect` cannot fire on any input.
-#[allow(clippy::expect_used)]
 static PARSER: LazyLock<Extractor<'static>> = LazyLock::new(|| {
     build(REGEXES_YAML).expect("embedded uap-core regexes.yaml compiles (unit-tested)")
 });
@@ -41,7 +40,7 @@ const DESKTOP_OS: [&str; 12] = [
     "OpenBSD",
     "NetBSD",
 ];
-/// OS families (uap-core names) of phones and tablets.
+/// OS families (uap-core names) of phones and tablets (tablets are told apart first).
 const MOBILE_OS: [&str; 10] = [
     "Android",
     "iOS",
@@ -70,7 +69,7 @@ pub struct UserAgent {
     /// OS version (`major.minor…`, the parts uap-core found).
     pub os_version: String,
     /// Device category derived from uap-core's OS and device: `desktop`, `mobile`
-    /// (phones), `tablet`, `crawler` or `other`.
+    /// (phones), `tablet`, `crawler` or `other` (TVs, consoles, unknown clients).
     pub category: String,
     /// uap-core device family (`iPhone`, `Samsung SM-G960F`, `Mac`, `Spider`, `Other`).
     pub device: String,
@@ -128,9 +127,10 @@ fn category(ua: &str, os: &str, device: &str) -> &'static str {
         || (os == "Android" && !ua.contains("Mobile"))
     {
         "tablet"
-    } else if MOBILE_OS.contains(&os) || (device != "Other" && device != "Mac") {
+    } else if MOBILE_OS.contains(&os) {
         "mobile"
     } else {
+        // TVs, consoles, e-readers, feature phones and unknown clients
         "other"
     }
 }

@@ -119,6 +119,13 @@ fn user_agent_families_and_device_categories() {
             "{ua}"
         );
     }
+    // a TV is not a phone: the mobile-hint flag has no opinion on it
+    assert_eq!(
+        UserAgent::parse("Roku/DVP-9.10 (519.10E04111A)")
+            .unwrap()
+            .category,
+        "other"
+    );
     assert_eq!(UserAgent::parse(""), None);
     assert_eq!(UserAgent::parse(&"a".repeat(5000)), None);
     // what no regex knows is "Other", not an error
