@@ -1,7 +1,9 @@
 //! palisade-device-fp per-request costs, each next to its anchor in the same run:
-//! JA4 from a rustls ClientHello vs one SHA-256 of the same bytes (ring); inputs +
-//! keyed fingerprint of a Chrome request vs woothee's UA parse alone; matching; a
-//! store sighting. Prints memory per stored device first (counting allocator).
+//! JA4 from a rustls ClientHello vs one SHA-256 of the same bytes (ring); the
+//! uap-core User-Agent parse vs woothee's over the same real UAs (uap-core's
+//! test_ua.yaml); inputs + keyed fingerprint of a Chrome request; matching; a store
+//! sighting. Prints the UA parser's one-time build cost and heap, and memory per
+//! stored device, first (counting allocator).
 //!
 //! cargo bench -p palisade-benches --bench device_fp
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
@@ -9,19 +11,57 @@
 use std::alloc::System;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cap::Cap;
 use criterion::Criterion;
 use palisade_core_traits::{ClientDeviceInfo, LoginOutcome, RequestContext, Timestamp, TlsInfo};
 use palisade_device_fp::{
     DeviceFingerprint, DeviceStore, FingerprintInputs, FingerprintKey, InMemoryDeviceStore, Ja4,
-    TrustPolicy,
+    TrustPolicy, UserAgent,
 };
 
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 
 const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+
+/// The distinct User-Agents of uap-core's test corpus (copied in device-fp's tests).
+fn corpus() -> Vec<String> {
+    let yaml = include_str!("../crates/device-fp/tests/data/uap-core/test_ua.yaml");
+    let mut uas: Vec<String> = yaml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- user_agent_string:"))
+        .map(|v| {
+            let v = v.trim();
+            match v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+                Some(s) => s.replace("''", "'"),
+                None => v.trim_matches('"').to_owned(),
+            }
+        })
+        .collect();
+    uas.sort();
+    uas.dedup();
+    uas
+}
+
+/// One-time cost of the shared uap-core parser: wall time and heap it keeps, after
+/// the build and after a first pass over the corpus (the regex engines fill caches).
+fn parser_build_cost(uas: &[String]) {
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let before = ALLOCATOR.allocated();
+    let start = Instant::now();
+    UserAgent::warm_up();
+    let took = start.elapsed();
+    let built = ALLOCATOR.allocated() - before;
+    let parsed = uas.iter().filter_map(|u| UserAgent::parse(u)).count();
+    println!(
+        "UA parser (uap-core regexes): built in {:.0} ms, {:.1} MiB heap after build, {:.1} MiB after parsing {parsed} UAs once",
+        took.as_secs_f64() * 1e3,
+        mib(built),
+        mib(ALLOCATOR.allocated() - before)
+    );
+}
 
 fn client_hello() -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -88,6 +128,8 @@ fn memory_per_device(key: &FingerprintKey) {
 }
 
 fn main() {
+    let uas = corpus();
+    parser_build_cost(&uas);
     let key = FingerprintKey::new(&[9u8; 32]).unwrap();
     memory_per_device(&key);
     let mut c = Criterion::default().configure_from_args();
@@ -99,6 +141,25 @@ fn main() {
     });
     g.bench_function("anchor_ring_sha256_of_hello", |b| {
         b.iter(|| ring::digest::digest(&ring::digest::SHA256, black_box(&hello)))
+    });
+    g.finish();
+
+    println!("UA parse groups: one iteration parses {} UAs", uas.len());
+    let mut g = c.benchmark_group("ua_parse_corpus");
+    g.bench_function("palisade_uap_core_parse", |b| {
+        b.iter(|| {
+            uas.iter()
+                .filter_map(|u| UserAgent::parse(black_box(u)))
+                .count()
+        })
+    });
+    g.bench_function("anchor_woothee_parse", |b| {
+        let parser = woothee::parser::Parser::new();
+        b.iter(|| {
+            uas.iter()
+                .filter_map(|u| parser.parse(black_box(u)))
+                .count()
+        })
     });
     g.finish();
 
@@ -116,6 +177,9 @@ fn main() {
                 DeviceFingerprint::compute(&key, &FingerprintInputs::from_request(black_box(&ctx)));
             stored.matches(&fp)
         })
+    });
+    g.bench_function("palisade_ua_parse_only", |b| {
+        b.iter(|| UserAgent::parse(black_box(UA)))
     });
     g.bench_function("anchor_woothee_parse_only", |b| {
         b.iter(|| {

@@ -14,7 +14,7 @@ pub enum ConsistencyFlag {
     UaVersionVsClientHints,
     /// The User-Agent's device category and `Sec-CH-UA-Mobile` disagree.
     UaMobileVsClientHints,
-    /// `Sec-CH-UA*` sent with a Firefox or Safari User-Agent, which never send them.
+    /// `Sec-CH-UA*` sent with a Firefox, Safari or iOS User-Agent, which never send them.
     ClientHintsFromNonChromium,
     /// A headless browser User-Agent (HeadlessChrome, PhantomJS, …).
     HeadlessUa,
@@ -82,25 +82,26 @@ pub fn consistency_flags(
     let browser = ua.is_some_and(|u| u.is_browser());
     if let (Some(u), Some(ch)) = (ua, inputs.client_hints.as_ref()) {
         if let Some(p) = &ch.platform {
-            let expect = match p.as_str() {
-                "Windows" => Some("Windows"),
-                "macOS" => Some("Mac"),
-                "Android" => Some("Android"),
-                "iOS" => Some("iP"),
-                "Chrome OS" | "ChromeOS" => Some("ChromeOS"),
-                "Linux" => Some("Linux"),
-                _ => None,
+            // uap-core OS families each client-hint platform may come with
+            let expect: &[&str] = match p.as_str() {
+                "Windows" => &["Windows"],
+                "macOS" => &["Mac OS X"],
+                "Android" => &["Android"],
+                "iOS" => &["iOS"],
+                "Chrome OS" | "ChromeOS" => &["Chrome OS"],
+                "Linux" => &["Linux", "Ubuntu", "Debian", "Fedora", "Red Hat", "SUSE"],
+                _ => &[],
             };
-            if expect.is_some_and(|e| !u.os.starts_with(e)) && u.os != "UNKNOWN" {
+            if !expect.is_empty() && !expect.contains(&u.os.as_str()) && u.os != "Other" {
                 flags.push(UaPlatformVsClientHints);
             }
         }
         let brand = match u.browser.as_str() {
-            "Chrome" => ch
+            "Chrome" | "Chrome Mobile" => ch
                 .brand_major("Google Chrome")
                 .or(ch.brand_major("Chromium")),
-            "Edge" => ch.brand_major("Microsoft Edge"),
-            "Opera" => ch.brand_major("Opera"),
+            "Edge" | "Edge Mobile" => ch.brand_major("Microsoft Edge"),
+            "Opera" | "Opera Mobile" => ch.brand_major("Opera"),
             _ => None,
         };
         if let (Some(b), Some(m)) = (brand, u.browser_major)
@@ -108,13 +109,15 @@ pub fn consistency_flags(
         {
             flags.push(UaVersionVsClientHints);
         }
-        if let Some(mobile) = ch.mobile {
-            let ua_mobile = matches!(u.category.as_str(), "smartphone" | "mobilephone");
-            if mobile != ua_mobile && u.category != "UNKNOWN" {
-                flags.push(UaMobileVsClientHints);
-            }
+        // `Sec-CH-UA-Mobile` is ?1 on phones only (tablets and desktops send ?0)
+        if let Some(mobile) = ch.mobile
+            && matches!(u.category.as_str(), "desktop" | "mobile" | "tablet")
+            && mobile != (u.category == "mobile")
+        {
+            flags.push(UaMobileVsClientHints);
         }
-        if matches!(u.browser.as_str(), "Firefox" | "Safari") {
+        // Firefox, Safari and every iOS browser (WebKit) do not implement UA client hints
+        if u.browser.starts_with("Firefox") || u.browser.ends_with("Safari") || u.os == "iOS" {
             flags.push(ClientHintsFromNonChromium);
         }
     }

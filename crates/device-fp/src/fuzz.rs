@@ -22,8 +22,8 @@ pub fn client_hello(data: &[u8]) -> bool {
     true
 }
 
-/// Read arbitrary bytes as header lines (`name: value`, one per line), fingerprint
-/// them and match the fingerprint against itself. Returns whether every input was
+/// Read arbitrary bytes as header lines (`name: value`, one per line), raise the
+/// consistency flags, fingerprint them and match the fingerprint against itself. Returns whether every input was
 /// usable (no `problems`).
 ///
 /// # Panics
@@ -50,6 +50,7 @@ pub fn headers(data: &[u8]) -> bool {
     let Ok(key) = FingerprintKey::new(&[0x5a; 32]) else {
         return false;
     };
+    let _ = crate::flags::consistency_flags(&inputs, ctx.user_agent());
     let fp = DeviceFingerprint::compute(&key, &inputs);
     let r = fp.matches(&fp);
     assert!(

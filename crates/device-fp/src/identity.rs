@@ -27,10 +27,16 @@ pub enum Tier {
 pub enum Attribute {
     /// OS family from the User-Agent.
     OsFamily,
-    /// Device category from the User-Agent (pc, smartphone, …).
+    /// Device category from the User-Agent (desktop, mobile, tablet, crawler, other).
     DeviceType,
+    /// Device model from the User-Agent (uap-core device family: `iPhone`,
+    /// `Samsung SM-G960F`, `Mac`, `Other`).
+    DeviceModel,
     /// Browser family from the User-Agent.
     BrowserFamily,
+    /// The User-Agent without version numbers and build ids (its products, platform,
+    /// architecture and locale tokens), which updates leave unchanged.
+    UaSkeleton,
     /// `Sec-CH-UA-Platform` and `Sec-CH-UA-Mobile`.
     Platform,
     /// Client-reported screen size.
@@ -45,8 +51,6 @@ pub enum Attribute {
     BrowserMajor,
     /// OS version from the User-Agent.
     OsVersion,
-    /// User-Agent with digits removed (model, locale and build tokens).
-    UaSkeleton,
     /// `Sec-CH-UA` brand names.
     ClientHintBrands,
     /// `Accept-Language`.
@@ -65,10 +69,12 @@ pub enum Attribute {
 
 impl Attribute {
     /// Every attribute, in storage order.
-    pub const ALL: [Attribute; 18] = [
+    pub const ALL: [Attribute; 19] = [
         Attribute::OsFamily,
         Attribute::DeviceType,
+        Attribute::DeviceModel,
         Attribute::BrowserFamily,
+        Attribute::UaSkeleton,
         Attribute::Platform,
         Attribute::Screen,
         Attribute::Timezone,
@@ -76,7 +82,6 @@ impl Attribute {
         Attribute::Ja4,
         Attribute::BrowserMajor,
         Attribute::OsVersion,
-        Attribute::UaSkeleton,
         Attribute::ClientHintBrands,
         Attribute::AcceptLanguage,
         Attribute::AcceptEncoding,
@@ -90,8 +95,8 @@ impl Attribute {
     pub fn tier(self) -> Tier {
         use Attribute::*;
         match self {
-            OsFamily | DeviceType | BrowserFamily | Platform | Screen | Timezone
-            | WebglRenderer | Ja4 => Tier::Stable,
+            OsFamily | DeviceType | DeviceModel | BrowserFamily | UaSkeleton | Platform
+            | Screen | Timezone | WebglRenderer | Ja4 => Tier::Stable,
             BrowserBuild => Tier::Volatile,
             _ => Tier::Drifting,
         }
@@ -102,6 +107,7 @@ impl Attribute {
         match self {
             OsFamily => "os",
             DeviceType => "device-type",
+            DeviceModel => "device-model",
             BrowserFamily => "browser",
             Platform => "platform",
             Screen => "screen",
@@ -207,6 +213,7 @@ impl DeviceFingerprint {
         let ua = inputs.user_agent.as_ref();
         set(Attribute::OsFamily, ua.map(|u| u.os.clone()));
         set(Attribute::DeviceType, ua.map(|u| u.category.clone()));
+        set(Attribute::DeviceModel, ua.map(|u| u.device.clone()));
         set(Attribute::BrowserFamily, ua.map(|u| u.browser.clone()));
         set(Attribute::OsVersion, ua.map(|u| u.os_version.clone()));
         set(Attribute::UaSkeleton, ua.map(|u| u.skeleton.clone()));
@@ -288,15 +295,14 @@ impl DeviceFingerprint {
     /// 1. at least one stable attribute is present on both sides, and none differs;
     /// 2. the browser major is the same or up to [`MAX_MAJOR_STEP`] higher (present on
     ///    one side only counts as different);
-    /// 3. the UA's skeleton (its text without digits) changes only with an OS update,
-    ///    and an OS update does not coincide with a browser update;
+    /// 3. an OS update does not coincide with a browser update;
     /// 4. at most [`MAX_DRIFT`] other drifting attributes differ.
     pub fn matches(&self, observed: &DeviceFingerprint) -> MatchResult {
         let (mut agree, mut total) = (0u32, 0u32);
         let mut stable_common = 0;
         let mut stable_diff = 0;
         let mut drift_diff = 0;
-        let (mut os_changed, mut skeleton_changed) = (false, false);
+        let mut os_changed = false;
         let mut major_ok = true;
         let mut major_changed = false;
         let mut differing = Vec::new();
@@ -331,18 +337,12 @@ impl DeviceFingerprint {
                 (_, Tier::Stable, false) => stable_diff += 1,
                 (Attribute::BrowserMajor, _, false) => major_ok = false,
                 (Attribute::OsVersion, _, false) => os_changed = true,
-                (Attribute::UaSkeleton, _, false) => skeleton_changed = true,
                 (_, _, false) => drift_diff += 1,
                 _ => {}
             }
         }
-        // the UA text may change beyond its digits only along with an OS update, and
-        // an OS update may not coincide with a browser update
-        let ua_ok = if major_changed {
-            !os_changed && !skeleton_changed
-        } else {
-            !skeleton_changed || os_changed
-        };
+        // one update at a time: an OS update may not coincide with a browser update
+        let ua_ok = !(major_changed && os_changed);
         let similarity = if total == 0 {
             0.0
         } else {

@@ -1,77 +1,17 @@
 //! Fingerprint inputs read from a [`RequestContext`]: User-Agent (parsed with
-//! `woothee`), `Sec-CH-UA*` client hints, `Accept-Language`, `Accept-Encoding`,
+//! uap-core's regexes, see [`crate::ua`]), `Sec-CH-UA*` client hints, `Accept-Language`, `Accept-Encoding`,
 //! the order of header names, the JA4 string and client-reported device info.
 //! Everything is optional; unusable values are dropped and noted in `problems`.
 
 use palisade_core_traits::RequestContext;
 
 use crate::ja4::Ja4;
+pub use crate::ua::UserAgent;
 
 /// Longest header value we read; longer values are ignored (and noted).
 pub const MAX_HEADER_VALUE: usize = 4096;
 /// Most headers whose names enter the header-order hash.
 pub const MAX_HEADERS: usize = 64;
-
-/// What the User-Agent says, as parsed by woothee.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserAgent {
-    /// Browser or client name (`Chrome`, `Firefox`, `UNKNOWN`).
-    pub browser: String,
-    /// Browser major version, when it has one.
-    pub browser_major: Option<u32>,
-    /// Full browser version string.
-    pub browser_version: String,
-    /// OS name (`Windows 10`, `Mac OSX`, `Android`).
-    pub os: String,
-    /// OS version string.
-    pub os_version: String,
-    /// Device category (`pc`, `smartphone`, `mobilephone`, `crawler`, `appliance`, `misc`).
-    pub category: String,
-    /// The UA with every digit run replaced by `#`: keeps model and locale tokens,
-    /// drops versions.
-    pub skeleton: String,
-}
-
-impl UserAgent {
-    /// Parse a User-Agent string; `None` for an empty or oversized one.
-    pub fn parse(ua: &str) -> Option<Self> {
-        if ua.trim().is_empty() || ua.len() > MAX_HEADER_VALUE {
-            return None;
-        }
-        let r = woothee::parser::Parser::new().parse(ua)?;
-        let browser_major = r.version.split('.').next().and_then(|m| m.parse().ok());
-        let mut skeleton = String::with_capacity(ua.len());
-        let mut in_digits = false;
-        for c in ua.chars() {
-            if c.is_ascii_digit() {
-                if !in_digits {
-                    skeleton.push('#');
-                }
-                in_digits = true;
-            } else {
-                skeleton.push(c);
-                in_digits = false;
-            }
-        }
-        Some(UserAgent {
-            browser: r.name.to_owned(),
-            browser_major,
-            browser_version: r.version.to_owned(),
-            os: r.os.to_owned(),
-            os_version: r.os_version.into_owned(),
-            category: r.category.to_owned(),
-            skeleton,
-        })
-    }
-
-    /// True for the big interactive browsers (what automation tends to pretend to be).
-    pub fn is_browser(&self) -> bool {
-        matches!(
-            self.browser.as_str(),
-            "Chrome" | "Firefox" | "Safari" | "Edge" | "Opera" | "Internet Explorer"
-        )
-    }
-}
 
 /// Parsed `Sec-CH-UA*` client hints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

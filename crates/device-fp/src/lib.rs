@@ -8,6 +8,7 @@ pub mod identity;
 pub mod inputs;
 pub mod ja4;
 pub mod trust;
+pub mod ua;
 
 pub use error::Error;
 pub use flags::{ConsistencyFlag, consistency_flags};

@@ -67,6 +67,49 @@ fn ua_and_client_hints_disagree() {
 }
 
 #[test]
+fn mobile_hint_follows_phones_not_tablets() {
+    let hints = |mobile: &str, major: u32| {
+        [
+            (
+                "sec-ch-ua",
+                format!("\"Chromium\";v=\"{major}\", \"Google Chrome\";v=\"{major}\""),
+            ),
+            ("sec-ch-ua-mobile", String::from(mobile)),
+            ("sec-ch-ua-platform", "\"Android\"".to_owned()),
+            ("Accept-Language", "en".to_owned()),
+        ]
+    };
+    let phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.82 Mobile Safari/537.36";
+    let tablet = "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/123.0.6312.99 Safari/537.36";
+    let run = |ua: &str, mobile: &str, major: u32| {
+        let hs = hints(mobile, major);
+        let mut h: Vec<(&str, &str)> = hs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        h.push(("User-Agent", ua));
+        req(&h, Some(BROWSER_JA4))
+    };
+    assert_eq!(run(phone, "?1", 124), []);
+    assert_eq!(run(tablet, "?0", 123), []);
+    assert_eq!(run(phone, "?0", 124), [F::UaMobileVsClientHints]);
+    assert_eq!(run(tablet, "?1", 123), [F::UaMobileVsClientHints]);
+    // a Linux distribution in the UA is still the "Linux" platform
+    let ubuntu = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+    let h = [
+        ("User-Agent", ubuntu),
+        ("Accept-Language", "en"),
+        ("sec-ch-ua-platform", "\"Linux\""),
+    ];
+    assert_eq!(req(&h, None), []);
+    // iOS browsers are WebKit and send no client hints, even Chrome's
+    let crios = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/124.0.6367.88 Mobile/15E148 Safari/604.1";
+    let h = [
+        ("User-Agent", crios),
+        ("Accept-Language", "en"),
+        ("sec-ch-ua-mobile", "?1"),
+    ];
+    assert_eq!(req(&h, None), [F::ClientHintsFromNonChromium]);
+}
+
+#[test]
 fn headless_and_automation() {
     let headless = CHROME_WIN.replace("Chrome/", "HeadlessChrome/");
     assert!(

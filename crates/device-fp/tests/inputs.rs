@@ -3,7 +3,8 @@
 
 use palisade_core_traits::{ClientDeviceInfo, RequestContext, Timestamp, TlsInfo};
 use palisade_device_fp::{
-    Attribute, DeviceFingerprint, FingerprintInputs, FingerprintKey, inputs::parse_sec_ch_ua,
+    Attribute, DeviceFingerprint, FingerprintInputs, FingerprintKey, UserAgent,
+    inputs::parse_sec_ch_ua,
 };
 
 const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
@@ -31,7 +32,9 @@ fn reads_every_input() {
     let ua = f.user_agent.as_ref().unwrap();
     assert_eq!(ua.browser, "Chrome");
     assert_eq!(ua.browser_major, Some(124));
-    assert_eq!(ua.category, "pc");
+    assert_eq!(ua.browser_version, "124.0.0.0");
+    assert_eq!((ua.os.as_str(), ua.os_version.as_str()), ("Windows", "10"));
+    assert_eq!(ua.category, "desktop");
     let ch = f.client_hints.as_ref().unwrap();
     assert_eq!(ch.brands.len(), 2, "Not-A.Brand dropped: {:?}", ch.brands);
     assert_eq!(ch.brand_major("Google Chrome"), Some(124));
@@ -46,6 +49,91 @@ fn reads_every_input() {
     assert_eq!(f.ja4.as_ref().unwrap().version(), "13");
     assert_eq!(f.screen, Some((1920, 1080)));
     assert!(f.problems.is_empty(), "{:?}", f.problems);
+}
+
+#[test]
+fn user_agent_families_and_device_categories() {
+    // (UA, browser family, major, OS family, category): real UAs, expectations by hand
+    let cases = [
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+            "Mobile Safari",
+            Some(17),
+            "iOS",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1",
+            "Mobile Safari",
+            Some(16),
+            "iOS",
+            "tablet",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.82 Mobile Safari/537.36",
+            "Chrome Mobile",
+            Some(124),
+            "Android",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/123.0.6312.99 Safari/537.36",
+            "Chrome",
+            Some(123),
+            "Android",
+            "tablet",
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:125.0) Gecko/20100101 Firefox/125.0",
+            "Firefox",
+            Some(125),
+            "Mac OS X",
+            "desktop",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.51",
+            "Edge",
+            Some(124),
+            "Windows",
+            "desktop",
+        ),
+        (
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Googlebot",
+            Some(2),
+            "Other",
+            "crawler",
+        ),
+        ("curl/8.5.0", "curl", Some(8), "Other", "other"),
+    ];
+    for (ua, browser, major, os, category) in cases {
+        let p = UserAgent::parse(ua).unwrap();
+        assert_eq!(
+            (
+                p.browser.as_str(),
+                p.browser_major,
+                p.os.as_str(),
+                p.category.as_str()
+            ),
+            (browser, major, os, category),
+            "{ua}"
+        );
+    }
+    // a TV is not a phone: the mobile-hint flag has no opinion on it
+    assert_eq!(
+        UserAgent::parse("Roku/DVP-9.10 (519.10E04111A)")
+            .unwrap()
+            .category,
+        "other"
+    );
+    assert_eq!(UserAgent::parse(""), None);
+    assert_eq!(UserAgent::parse(&"a".repeat(5000)), None);
+    // what no regex knows is "Other", not an error
+    let unknown = UserAgent::parse("zz").unwrap();
+    assert_eq!(
+        (unknown.browser.as_str(), unknown.browser_major),
+        ("Other", None)
+    );
 }
 
 #[test]

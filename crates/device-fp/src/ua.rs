@@ -1,0 +1,238 @@
+//! User-Agent parsing with uap-core's `regexes.yaml` (the ua-parser organisation's
+//! `ua-parser` crate). The regexes are embedded in the binary (`uap-core/`, Apache-2.0,
+//! see its `PROVENANCE.md`) and compiled once, on first use or by [`UserAgent::warm_up`].
+
+use std::sync::LazyLock;
+
+use ua_parser::{Extractor, Regexes};
+
+use crate::inputs::MAX_HEADER_VALUE;
+
+/// The uap-core release whose `regexes.yaml` is embedded.
+pub const UAP_CORE_VERSION: &str = "0.18.0";
+
+const REGEXES_YAML: &str = include_str!("../uap-core/regexes.yaml");
+
+/// Compile uap-core's `regexes.yaml` (user agent, OS and device parsers).
+fn build(yaml: &str) -> Result<Extractor<'static>, String> {
+    let regexes: Regexes<'static> = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
+    Extractor::try_from(regexes).map_err(|e| e.to_string())
+}
+
+// The embedded file is fixed at compile time and `embedded_regexes_compile` (unit test
+// below) proves it builds, so the `expect` cannot fire on any input.
+static PARSER: LazyLock<Extractor<'static>> = LazyLock::new(|| {
+    build(REGEXES_YAML).expect("embedded uap-core regexes.yaml compiles (unit-tested)")
+});
+
+/// OS families (uap-core names) that only run on desktops and laptops.
+const DESKTOP_OS: [&str; 12] = [
+    "Windows",
+    "Mac OS X",
+    "Linux",
+    "Ubuntu",
+    "Debian",
+    "Fedora",
+    "Red Hat",
+    "SUSE",
+    "Chrome OS",
+    "FreeBSD",
+    "OpenBSD",
+    "NetBSD",
+];
+/// OS families (uap-core names) of phones and tablets (tablets are told apart first).
+const MOBILE_OS: [&str; 10] = [
+    "Android",
+    "iOS",
+    "Windows Phone",
+    "BlackBerry OS",
+    "BlackBerry Tablet OS",
+    "Symbian OS",
+    "Symbian^3",
+    "Firefox OS",
+    "KaiOS",
+    "Tizen",
+];
+
+/// What the User-Agent says, as parsed with uap-core's regexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAgent {
+    /// Browser or client family as uap-core names it (`Chrome`, `Chrome Mobile`,
+    /// `Firefox`, `Mobile Safari`, `Edge`, `Other`).
+    pub browser: String,
+    /// Browser major version, when it has a numeric one.
+    pub browser_major: Option<u32>,
+    /// Full browser version (`major.minor.patch…`, the parts uap-core found).
+    pub browser_version: String,
+    /// OS family (`Windows`, `Mac OS X`, `Android`, `iOS`, `Other`).
+    pub os: String,
+    /// OS version (`major.minor…`, the parts uap-core found).
+    pub os_version: String,
+    /// Device category derived from uap-core's OS and device: `desktop`, `mobile`
+    /// (phones), `tablet`, `crawler` or `other` (TVs, consoles, unknown clients).
+    pub category: String,
+    /// uap-core device family (`iPhone`, `Samsung SM-G960F`, `Mac`, `Spider`, `Other`).
+    pub device: String,
+    /// The UA with every word holding a digit replaced by `#`: drops versions and build
+    /// ids, keeps products, platform, architecture and locale words, so that browser
+    /// and OS updates leave it unchanged.
+    pub skeleton: String,
+}
+
+fn join_version<'a>(parts: impl IntoIterator<Item = Option<&'a str>>) -> String {
+    let mut v = String::new();
+    for p in parts.into_iter().map_while(|p| p.filter(|p| !p.is_empty())) {
+        if !v.is_empty() {
+            v.push('.');
+        }
+        v.push_str(p);
+    }
+    v
+}
+
+/// `ua` with each word (a run of ASCII letters, digits, `.`, `_` and `-`) that holds a
+/// digit replaced by `#`: versions (`124.0.6367.82`, `10_15_7`) and build ids
+/// (`Build/QP1A.190711.020`, `Mobile/15E148`) go, words without digits (products,
+/// platform, locale) stay.
+fn skeleton(ua: &str) -> String {
+    let mut out = String::with_capacity(ua.len());
+    let is_word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let mut rest = ua;
+    while let Some(c) = rest.chars().next() {
+        let len = rest.find(|c| !is_word(c)).unwrap_or(rest.len());
+        if len == 0 {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let word = &rest[..len];
+        if word.bytes().any(|b| b.is_ascii_digit()) {
+            out.push('#');
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[len..];
+    }
+    out
+}
+
+fn category(ua: &str, os: &str, device: &str) -> &'static str {
+    if device == "Spider" {
+        "crawler"
+    } else if DESKTOP_OS.contains(&os) {
+        "desktop"
+    } else if device.contains("iPad")
+        || device.contains("Tablet")
+        // Android tablets drop the `Mobile` token that Android phones send
+        || (os == "Android" && !ua.contains("Mobile"))
+    {
+        "tablet"
+    } else if MOBILE_OS.contains(&os) {
+        "mobile"
+    } else {
+        // TVs, consoles, e-readers, feature phones and unknown clients
+        "other"
+    }
+}
+
+impl UserAgent {
+    /// Parse a User-Agent string; `None` for an empty or oversized one.
+    pub fn parse(ua: &str) -> Option<Self> {
+        if ua.trim().is_empty() || ua.len() > MAX_HEADER_VALUE {
+            return None;
+        }
+        let (agent, os, device) = PARSER.extract(ua);
+        let (browser, browser_major, browser_version) = match agent {
+            Some(a) => (
+                a.family.into_owned(),
+                a.major.and_then(|m| m.parse().ok()),
+                join_version([a.major, a.minor, a.patch, a.patch_minor]),
+            ),
+            None => ("Other".to_owned(), None, String::new()),
+        };
+        let (os, os_version) = match os {
+            Some(o) => {
+                let v = join_version([
+                    o.major.as_deref(),
+                    o.minor.as_deref(),
+                    o.patch.as_deref(),
+                    o.patch_minor.as_deref(),
+                ]);
+                (o.os.into_owned(), v)
+            }
+            None => ("Other".to_owned(), String::new()),
+        };
+        let skeleton = skeleton(ua);
+        let device = device.map_or_else(|| "Other".to_owned(), |d| d.device.into_owned());
+        Some(UserAgent {
+            category: category(ua, &os, &device).to_owned(),
+            browser,
+            browser_major,
+            browser_version,
+            os,
+            os_version,
+            device,
+            skeleton,
+        })
+    }
+
+    /// Compile the shared parser now instead of on the first request (tens of
+    /// milliseconds, see `docs/device-fp.md`); call it at start-up.
+    pub fn warm_up() {
+        LazyLock::force(&PARSER);
+    }
+
+    /// True for the big interactive browsers (what automation tends to pretend to be).
+    pub fn is_browser(&self) -> bool {
+        matches!(
+            self.browser.as_str(),
+            "Chrome"
+                | "Chrome Mobile"
+                | "Chrome Mobile iOS"
+                | "Firefox"
+                | "Firefox Mobile"
+                | "Firefox iOS"
+                | "Safari"
+                | "Mobile Safari"
+                | "Edge"
+                | "Edge Mobile"
+                | "Opera"
+                | "Opera Mobile"
+                | "Samsung Internet"
+                | "IE"
+                | "IE Mobile"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skeleton_drops_whole_version_runs() {
+        assert_eq!(
+            skeleton("(Macintosh; Intel Mac OS X 10_15_7) Chrome/124.0.6367.82 Safari/537.36"),
+            "(Macintosh; Intel Mac OS X #) Chrome/# Safari/#"
+        );
+        assert_eq!(
+            skeleton("Linux; Android 14; SM-G960F Build/QP1A.190711.020; wv; en-us"),
+            "Linux; Android #; # Build/#; wv; en-us"
+        );
+        assert_eq!(skeleton("é1 .NET CLR x86_64"), "é# .NET CLR #");
+        assert_eq!(skeleton(""), "");
+    }
+
+    #[test]
+    fn embedded_regexes_compile() {
+        assert!(build(REGEXES_YAML).is_ok());
+    }
+
+    #[test]
+    fn a_broken_regexes_file_is_an_error() {
+        let bad =
+            "user_agent_parsers:\n  - regex: '(unclosed'\nos_parsers: []\ndevice_parsers: []\n";
+        assert!(build(bad).is_err());
+        assert!(build("not: [yaml").is_err());
+    }
+}
