@@ -149,7 +149,7 @@ fn main() {
     g.bench_function("palisade_uap_core_parse", |b| {
         b.iter(|| {
             uas.iter()
-                .filter_map(|u| UserAgent::parse(black_box(u)))
+                .filter_map(|u| UserAgent::parse_uncached(black_box(u)))
                 .count()
         })
     });
@@ -179,6 +179,9 @@ fn main() {
         })
     });
     g.bench_function("palisade_ua_parse_only", |b| {
+        b.iter(|| UserAgent::parse_uncached(black_box(UA)))
+    });
+    g.bench_function("palisade_ua_parse_cached", |b| {
         b.iter(|| UserAgent::parse(black_box(UA)))
     });
     g.bench_function("anchor_woothee_parse_only", |b| {

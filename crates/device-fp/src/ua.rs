@@ -4,6 +4,8 @@
 
 use std::sync::LazyLock;
 
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
 use ua_parser::{Extractor, Regexes};
 
 use crate::inputs::MAX_HEADER_VALUE;
@@ -24,6 +26,36 @@ fn build(yaml: &str) -> Result<Extractor<'static>, String> {
 static PARSER: LazyLock<Extractor<'static>> = LazyLock::new(|| {
     build(REGEXES_YAML).expect("embedded uap-core regexes.yaml compiles (unit-tested)")
 });
+
+/// Bytes of parsed User-Agents kept by [`UserAgent::parse`].
+pub const UA_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Weighs an entry by its strings (the key and the parsed fields) plus a fixed
+/// overhead, so the bound holds in bytes whatever the User-Agents' lengths.
+#[derive(Clone)]
+struct UaWeighter;
+
+impl Weighter<Box<str>, UserAgent> for UaWeighter {
+    fn weight(&self, key: &Box<str>, ua: &UserAgent) -> u64 {
+        let strings = [
+            &ua.category,
+            &ua.browser,
+            &ua.browser_version,
+            &ua.os,
+            &ua.os_version,
+            &ua.device,
+            &ua.skeleton,
+        ];
+        (key.len() + strings.iter().map(|s| s.len()).sum::<usize>() + 256) as u64
+    }
+}
+
+/// Parsed User-Agents by their exact string. Real traffic repeats a few thousand
+/// User-Agents and a parse costs tens of microseconds, a hit well under one. Parsing
+/// is a pure function of the string, so a hit answers exactly what a parse would; a
+/// spray of unique User-Agents only evicts (bounded by [`UA_CACHE_BYTES`]).
+static PARSED: LazyLock<Cache<Box<str>, UserAgent, UaWeighter>> =
+    LazyLock::new(|| Cache::with_weighter(8 * 1024, UA_CACHE_BYTES, UaWeighter));
 
 /// OS families (uap-core names) that only run on desktops and laptops.
 const DESKTOP_OS: [&str; 12] = [
@@ -136,11 +168,30 @@ fn category(ua: &str, os: &str, device: &str) -> &'static str {
 }
 
 impl UserAgent {
-    /// Parse a User-Agent string; `None` for an empty or oversized one.
+    /// Parse a User-Agent string; `None` for an empty or oversized one. Answers
+    /// repeated strings from a bounded, process-wide cache.
     pub fn parse(ua: &str) -> Option<Self> {
         if ua.trim().is_empty() || ua.len() > MAX_HEADER_VALUE {
             return None;
         }
+        if let Some(hit) = PARSED.get(ua) {
+            return Some(hit);
+        }
+        let parsed = Self::extract(ua);
+        PARSED.insert(ua.into(), parsed.clone());
+        Some(parsed)
+    }
+
+    /// [`UserAgent::parse`] without the cache: the regex parse every time (for
+    /// measuring it, or for a caller that keeps its own cache).
+    pub fn parse_uncached(ua: &str) -> Option<Self> {
+        if ua.trim().is_empty() || ua.len() > MAX_HEADER_VALUE {
+            return None;
+        }
+        Some(Self::extract(ua))
+    }
+
+    fn extract(ua: &str) -> Self {
         let (agent, os, device) = PARSER.extract(ua);
         let (browser, browser_major, browser_version) = match agent {
             Some(a) => (
@@ -164,7 +215,7 @@ impl UserAgent {
         };
         let skeleton = skeleton(ua);
         let device = device.map_or_else(|| "Other".to_owned(), |d| d.device.into_owned());
-        Some(UserAgent {
+        UserAgent {
             category: category(ua, &os, &device).to_owned(),
             browser,
             browser_major,
@@ -173,7 +224,7 @@ impl UserAgent {
             os_version,
             device,
             skeleton,
-        })
+        }
     }
 
     /// Compile the shared parser now instead of on the first request (tens of
@@ -208,6 +259,27 @@ impl UserAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_parse_equals_a_fresh_one_and_the_cache_stays_bounded() {
+        let uas = [
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+            "curl/8.5.0",
+        ];
+        for ua in uas {
+            let first = UserAgent::parse(ua).unwrap();
+            let second = UserAgent::parse(ua).unwrap();
+            assert_eq!(first, second);
+            assert_eq!(Some(second), UserAgent::parse_uncached(ua));
+        }
+        // A spray of unique, long User-Agents never holds more than the byte bound.
+        for i in 0..3_000 {
+            UserAgent::parse(&format!("spray/{i} {}", "x".repeat(3_000))).unwrap();
+        }
+        assert!(PARSED.weight() <= UA_CACHE_BYTES, "{}", PARSED.weight());
+        assert!(PARSED.len() < 3_000);
+    }
 
     #[test]
     fn skeleton_drops_whole_version_runs() {
