@@ -54,7 +54,7 @@ pub fn identifiers(data: &[u8]) {
         entry: crate::SignedEntry::X509 { certificate: data },
         extensions: &[],
     };
-    let _ = check::check_entry(&entry, &list, &Authorizer::new());
+    let _ = check::check_entry(&entry, 0, &list, &Authorizer::new());
 }
 
 /// Splits `u24 length || leaf || extra` (the `tls_structures` framing).
