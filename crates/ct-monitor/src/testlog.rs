@@ -410,6 +410,16 @@ fn static_ct(st: &Inner, path: &str) -> Response {
         )
             .into_response();
     }
+    if let Some(hex) = path.strip_prefix("/issuer/") {
+        // The one issuer certificate vendored (the Navigli issuers are not).
+        let der = pem_body(ROOT_PEM);
+        let want: String = sha256(&der).iter().map(|b| format!("{b:02x}")).collect();
+        return if hex == want {
+            (StatusCode::OK, der).into_response()
+        } else {
+            status(StatusCode::NOT_FOUND, "no such issuer")
+        };
+    }
     let Some((level, index, width)) = path.strip_prefix('/').and_then(parse_tile_path) else {
         return status(StatusCode::NOT_FOUND, "unknown path");
     };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::EventKind;
-use palisade_ct_monitor::client::{ClientConfig, Rfc6962Client};
+use palisade_ct_monitor::client::{ClientConfig, Rfc6962Client, StaticCtClient};
 use palisade_ct_monitor::monitor::{Event, Health, Monitor};
 use palisade_ct_monitor::testlog::{Faults, Protocol, TestLog};
 use palisade_ct_monitor::{
@@ -403,4 +403,98 @@ async fn rfc6962_client_reads_roots_and_proofs() {
         err.contains("get-entries?start=10&end=12") && err.contains("400"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_ct_client_reads_issuers_and_tiles() {
+    let log = TestLog::start(Protocol::StaticCt, 300).await.unwrap();
+    let mut c = StaticCtClient::new("test", &log.url(), fast_client()).unwrap();
+    let pem = String::from_utf8(common::read("testlog/ca-cert.pem")).unwrap();
+    let der = common::pem_blocks(&pem, "CERTIFICATE").remove(0);
+    let fp: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &der)
+        .as_ref()
+        .try_into()
+        .unwrap();
+    assert_eq!(c.issuer(&fp).await.unwrap(), der);
+    let mut other = fp;
+    other[0] ^= 1;
+    let err = c.issuer(&other).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            palisade_ct_monitor::Error::Http { status: Some(404), url, log, .. }
+                if url.ends_with(&common::hex_string(&other)) && log == "test"
+        ),
+        "{err}"
+    );
+    // Level-0 tile 0 is the real Navigli leaf hashes (facts.json: leaf 0).
+    let tile = c.hash_tile(0, 0, 256).await.unwrap();
+    assert_eq!(
+        tile[0],
+        common::hex32("c853d5121104135a85f8a66a9d16d62234d541473ed78424032622564baddddf")
+    );
+    // The partial tile of the current size, and a vanished one that falls back.
+    assert_eq!(c.hash_tile(0, 1, 44).await.unwrap(), tile_hashes(256, 44));
+    log.set_size(600).unwrap();
+    assert_eq!(c.hash_tile(0, 1, 44).await.unwrap(), tile_hashes(256, 44));
+    assert!(c.hash_tile(0, 3, 5).await.is_err(), "beyond the tree");
+}
+
+/// Leaf hashes `[start, start + n)` as read from the vendored level-0 tiles.
+fn tile_hashes(start: usize, n: usize) -> Vec<[u8; 32]> {
+    let tile = common::read(&format!(
+        "static-ct/navigli2025h2/tile/0/{:03}",
+        start / 256
+    ));
+    tile[(start % 256) * 32..]
+        .chunks(32)
+        .take(n)
+        .map(|c| c.try_into().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_polls_report_health_with_the_url_and_recover() {
+    let log = TestLog::start(Protocol::Rfc6962, 100).await.unwrap();
+    // Six 429s with Retry-After 0: the first poll (1 try + 2 retries) fails, the
+    // second fails too, the third gets through.
+    log.set_faults(Faults {
+        rate_limit: Some((6, 0)),
+        ..Faults::default()
+    });
+    let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
+        .client_config(ClientConfig {
+            max_retries: 2,
+            ..fast_client()
+        })
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, is_ok).await;
+    let failing: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Health {
+                health: Health::Failing { error },
+                ..
+            } => Some(error.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failing.len(), 2, "{events:#?}");
+    let url = format!("{}ct/v1/get-sth", log.url());
+    assert!(
+        failing
+            .iter()
+            .all(|e| e.contains(&url) && e.contains("rate limited")),
+        "{failing:?}"
+    );
+    assert_eq!(discovered(&events), [66, 86]);
+    assert_eq!(
+        log.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("get-sth"))
+            .count(),
+        7
+    );
+    m.shutdown().await;
 }
