@@ -22,8 +22,9 @@
 //!
 //! [`Event::Health`] and [`Event::Backlog`] are informational and not tracked.
 
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -244,6 +245,7 @@ pub struct MonitorBuilder {
     start_at_end: bool,
     client: ClientConfig,
     capacity: usize,
+    dedupe: usize,
 }
 
 impl std::fmt::Debug for MonitorBuilder {
@@ -326,6 +328,15 @@ impl MonitorBuilder {
         self
     }
 
+    /// How many issuances (TBS hashes) to remember so that a precertificate and
+    /// its certificate, or one certificate in several logs, give one `Discovered`
+    /// event (default 100,000; 0 turns it off). In memory only: after a restart the
+    /// first sighting alerts again. Oldest hashes are forgotten first.
+    pub fn dedupe_capacity(mut self, n: usize) -> Self {
+        self.dedupe = n;
+        self
+    }
+
     /// HTTP pacing, retries and timeouts.
     pub fn client_config(mut self, config: ClientConfig) -> Self {
         self.client = config;
@@ -349,6 +360,7 @@ impl MonitorBuilder {
             poll_interval: self.poll_interval,
             batch_size: self.batch_size,
             start_at_end: self.start_at_end,
+            seen: Mutex::new(Seen::new(self.dedupe)),
         });
         let mut tasks = Vec::new();
         for cfg in self.logs {
@@ -418,6 +430,7 @@ impl Monitor {
             start_at_end: false,
             client: ClientConfig::default(),
             capacity: 64,
+            dedupe: 100_000,
         }
     }
 
@@ -488,6 +501,41 @@ struct Shared {
     poll_interval: Duration,
     batch_size: u64,
     start_at_end: bool,
+    seen: Mutex<Seen>,
+}
+
+/// Recently discovered issuances, oldest first out.
+struct Seen {
+    capacity: usize,
+    set: HashSet<Hash>,
+    order: VecDeque<Hash>,
+}
+
+impl Seen {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Records `tbs_hash`; `false` if it was already there.
+    fn first_sighting(&mut self, tbs_hash: Hash) -> bool {
+        if self.capacity == 0 {
+            return true;
+        }
+        if !self.set.insert(tbs_hash) {
+            return false;
+        }
+        self.order.push_back(tbs_hash);
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
 }
 
 enum Source {
@@ -887,13 +935,22 @@ impl LogTask {
     async fn process(&mut self, entry: Fetched) -> Result<(), Halt> {
         let log = self.cfg.name.clone();
         let event = match entry.verdict {
-            Verdict::Unauthorized { info, matches } => Some(Event::Discovered {
-                log,
-                index: entry.index,
-                timestamp: entry.timestamp,
-                info,
-                matches,
-            }),
+            Verdict::Unauthorized { info, matches }
+                if self
+                    .shared
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .first_sighting(info.tbs_hash) =>
+            {
+                Some(Event::Discovered {
+                    log,
+                    index: entry.index,
+                    timestamp: entry.timestamp,
+                    info,
+                    matches,
+                })
+            }
             Verdict::Malformed { reason, matches } if !matches.is_empty() => {
                 Some(Event::Malformed {
                     log,

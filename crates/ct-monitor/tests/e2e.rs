@@ -498,3 +498,32 @@ async fn failing_polls_report_health_with_the_url_and_recover() {
     );
     m.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_per_issuance_across_logs() {
+    // The same 1,024 entries in an RFC 6962 log and a static-ct log.
+    let rfc = TestLog::start(Protocol::Rfc6962, 1024).await.unwrap();
+    let tiled = TestLog::start(Protocol::StaticCt, 1024).await.unwrap();
+    for (capacity, per_index) in [(100_000, 1), (0, 2)] {
+        let mut m = builder(&rfc, Arc::new(MemoryStateStore::default()))
+            .log(tiled.log_config())
+            .dedupe_capacity(capacity)
+            .spawn()
+            .unwrap();
+        let mut events = Vec::new();
+        let mut caught_up = 0;
+        while caught_up < 2 {
+            let e = until(&mut m, is_ok).await;
+            events.extend(e);
+            caught_up += 1;
+        }
+        let mut found = discovered(&events);
+        found.sort_unstable();
+        let want: Vec<u64> = EXPECTED
+            .iter()
+            .flat_map(|i| std::iter::repeat_n(*i, per_index))
+            .collect();
+        assert_eq!(found, want, "capacity {capacity}");
+        m.shutdown().await;
+    }
+}
