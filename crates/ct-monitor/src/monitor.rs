@@ -21,6 +21,9 @@
 //!   stored state still holds the last verified tree head.
 //!
 //! [`Event::Health`] and [`Event::Backlog`] are informational and not tracked.
+//! A certificate whose TBS hash was already discovered in this run (its
+//! precertificate, or the same certificate in another log) gives no second
+//! `Discovered` ([`MonitorBuilder::dedupe_capacity`]); that memory is not persisted.
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
