@@ -77,6 +77,9 @@ pub struct LogConfig {
     pub key: LogKey,
     /// Protocol and URLs.
     pub source: LogSource,
+    /// A read-only log's final tree head (size, root) from the log list: the log
+    /// is read up to it and then left alone; a head that contradicts it is an error.
+    pub final_tree_head: Option<(u64, Hash)>,
 }
 
 impl LogConfig {
@@ -88,6 +91,7 @@ impl LogConfig {
             source: LogSource::Rfc6962 {
                 url: url.to_string(),
             },
+            final_tree_head: None,
         }
     }
 
@@ -100,13 +104,15 @@ impl LogConfig {
                 monitoring_url: monitoring_url.to_string(),
                 origin: origin.to_string(),
             },
+            final_tree_head: None,
         }
     }
 
     /// From a log-list entry. A tiled log's origin is its submission URL without
-    /// the scheme and trailing slash (static-ct-api).
+    /// the scheme and trailing slash (static-ct-api); a read-only log keeps its
+    /// final tree head.
     pub fn from_log_info(info: &LogInfo) -> Self {
-        match &info.protocol {
+        let mut config = match &info.protocol {
             LogProtocol::Rfc6962 { url } => Self::rfc6962(url, info.key.clone()),
             LogProtocol::StaticCt {
                 submission_url,
@@ -118,7 +124,15 @@ impl LogConfig {
                     .trim_end_matches('/');
                 Self::static_ct(monitoring_url, origin, info.key.clone())
             }
+        };
+        if let LogState::ReadOnly {
+            tree_size,
+            root_hash,
+        } = &info.state
+        {
+            config.final_tree_head = Some((*tree_size, *root_hash));
         }
+        config
     }
 }
 
@@ -549,6 +563,8 @@ enum Source {
 /// Why a step did not complete.
 enum Halt {
     Stop,
+    /// Nothing more to read (a read-only log at its final head).
+    Finished(String),
     Misbehaved(Box<LogMisbehaved>),
     Failed(Error),
 }
@@ -670,6 +686,10 @@ impl LogTask {
                     self.healthy = Some(true);
                 }
                 Err(Halt::Stop) => return,
+                Err(Halt::Finished(reason)) => {
+                    let _ = self.health(Health::Stopped { reason }).await;
+                    return;
+                }
                 Err(Halt::Misbehaved(m)) => {
                     let reason = format!("log misbehaved: {}", kind(&m.evidence));
                     if self.send(Event::LogMisbehaved(m)).await.is_ok() {
@@ -718,6 +738,15 @@ impl LogTask {
     async fn step(&mut self) -> Result<(), Halt> {
         let mut stop = self.stop.clone();
         let sth = or_stop(&mut stop, self.tree_head()).await??;
+        if let Some((size, root)) = self.cfg.final_tree_head
+            && (sth.tree_size > size || (sth.tree_size == size && sth.root_hash != root))
+        {
+            return Err(Error::Config(format!(
+                "{}: head of size {} contradicts the log list's final tree head of size {size}",
+                self.cfg.name, sth.tree_size
+            ))
+            .into());
+        }
         match self
             .verifier
             .as_ref()
@@ -746,7 +775,14 @@ impl LogTask {
             }
         }
         self.save().await?;
-        self.catch_up().await
+        self.catch_up().await?;
+        let verified = self.verifier.as_ref().map_or(0, |v| v.range().size());
+        match self.cfg.final_tree_head {
+            Some((size, _)) if verified == size => Err(Halt::Finished(format!(
+                "read-only log read to its final tree head ({size} entries)"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     async fn consistency(&mut self, m: u64, n: u64) -> Result<Vec<Hash>, Halt> {

@@ -551,3 +551,56 @@ async fn drop_without_shutdown_repeats_at_most_the_last_event() {
         b.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_logs_stop_at_their_final_tree_head() {
+    let log = TestLog::start(Protocol::StaticCt, 500).await.unwrap();
+    let head = log.head();
+    let mut config = log.log_config();
+    config.final_tree_head = Some((500, head.root_hash));
+    let mut m = Monitor::builder()
+        .log(config.clone())
+        .watchlist(watchlist())
+        .poll_interval(Duration::from_millis(20))
+        .client_config(fast_client())
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, |e| {
+        matches!(
+            e,
+            Event::Health {
+                health: Health::Stopped { .. },
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(discovered(&events), [66, 86, 163, 413, 492]);
+    let Some(Event::Health {
+        health: Health::Stopped { reason },
+        ..
+    }) = events.last()
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("final tree head (500 entries)"), "{reason}");
+    m.shutdown().await;
+
+    // A head past the final one is refused before anything is trusted.
+    config.final_tree_head = Some((400, head.root_hash));
+    let mut m = Monitor::builder()
+        .log(config)
+        .poll_interval(Duration::from_millis(20))
+        .client_config(fast_client())
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Health { health: Health::Failing { error }, .. }) if error.contains("final tree head of size 400")
+        ),
+        "{events:?}"
+    );
+    m.shutdown().await;
+}
