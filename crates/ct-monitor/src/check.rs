@@ -125,11 +125,37 @@ pub fn check_precertificate(logged_tbs: &[u8], pre_certificate: &[u8]) -> Result
     }
 }
 
-/// [`check_entry`] for a static-ct `TileLeaf`, which also carries the full
-/// precertificate: a precertificate that does not match its logged TBS is
+/// [`check_entry`] for a static-ct `TileLeaf` at position `index`, which also
+/// carries the full precertificate and must carry a `leaf_index` extension: a
+/// precertificate that does not match its logged TBS, or a missing leaf index, is
 /// [`Verdict::Malformed`].
 pub fn check_tile_leaf(
     leaf: &TileLeaf<'_>,
+    index: u64,
+    watchlist: &Watchlist,
+    authorizer: &Authorizer,
+) -> Verdict {
+    if let Ok(None) = leaf.entry.leaf_index() {
+        return Verdict::Malformed {
+            reason: format!("static-ct leaf at index {index} has no leaf_index extension"),
+            matches: watchlist.match_all(),
+        };
+    }
+    check_log_entry(
+        &leaf.entry,
+        leaf.pre_certificate,
+        index,
+        watchlist,
+        authorizer,
+    )
+}
+
+/// [`check_entry`] plus, when the log supplied the full precertificate (RFC 6962
+/// `extra_data` or a static-ct `TileLeaf`), the check that it matches the logged TBS.
+pub fn check_log_entry(
+    entry: &TimestampedEntry<'_>,
+    pre_certificate: Option<&[u8]>,
+    index: u64,
     watchlist: &Watchlist,
     authorizer: &Authorizer,
 ) -> Verdict {
@@ -138,7 +164,7 @@ pub fn check_tile_leaf(
             tbs_certificate, ..
         },
         Some(pre),
-    ) = (leaf.entry.entry, leaf.pre_certificate)
+    ) = (entry.entry, pre_certificate)
         && let Err(e) = check_precertificate(tbs_certificate, pre)
     {
         return Verdict::Malformed {
@@ -146,16 +172,30 @@ pub fn check_tile_leaf(
             matches: watchlist.match_all(),
         };
     }
-    check_entry(&leaf.entry, watchlist, authorizer)
+    check_entry(entry, index, watchlist, authorizer)
 }
 
-/// Checks one entry: parse, match, authorize. Never fails: a parse error is a
-/// [`Verdict::Malformed`] that matches every item.
+/// Checks the entry at position `index` of its log: parse, match, authorize.
+/// Never fails: a parse error, or a static-ct `leaf_index` extension that is
+/// malformed or differs from `index`, is a [`Verdict::Malformed`] that matches
+/// every item.
 pub fn check_entry(
     entry: &TimestampedEntry<'_>,
+    index: u64,
     watchlist: &Watchlist,
     authorizer: &Authorizer,
 ) -> Verdict {
+    let bad_index = match entry.leaf_index() {
+        Ok(Some(i)) if i != index => Some(format!("leaf_index extension {i} at index {index}")),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(reason) = bad_index {
+        return Verdict::Malformed {
+            reason,
+            matches: watchlist.match_all(),
+        };
+    }
     let info = match certificate_info(entry) {
         Ok(info) => info,
         Err(e) => {

@@ -187,6 +187,20 @@ pub fn rfc6962_key_id(name: &str, log_id: &Hash) -> [u8; 4] {
 /// body is an `RFC6962NoteSignature` (timestamp, `DigitallySigned`) that must
 /// verify; extension lines are refused because that signature does not cover them.
 pub fn verify_checkpoint(note: &[u8], origin: &str, key: &LogKey) -> Result<SignedTreeHead, Error> {
+    let sth = checkpoint_tree_head(note, origin, key)?;
+    key.verify(&sth.signed_input(), &sth.signature, "checkpoint")?;
+    Ok(sth)
+}
+
+/// Everything [`verify_checkpoint`] checks except the signature itself: the tree
+/// head the log signed (or claims to have signed). A monitor hands it to
+/// [`crate::LogVerifier::update_tree_head`], which verifies the signature and keeps
+/// a bad one as evidence.
+pub fn checkpoint_tree_head(
+    note: &[u8],
+    origin: &str,
+    key: &LogKey,
+) -> Result<SignedTreeHead, Error> {
     let note = SignedNote::parse(note)?;
     let cp = Checkpoint::parse(&note.text)?;
     let bad = |reason: String| Error::BadTreeHead {
@@ -224,7 +238,6 @@ pub fn verify_checkpoint(note: &[u8], origin: &str, key: &LogKey) -> Result<Sign
         root_hash: cp.root_hash,
         signature,
     };
-    key.verify(&sth.signed_input(), &sth.signature, "checkpoint")?;
     Ok(sth)
 }
 

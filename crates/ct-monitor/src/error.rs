@@ -129,6 +129,21 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A log could not be read over HTTP (after the retries that made sense).
+    #[error("log {log}: GET {url}: {reason}")]
+    Http {
+        /// The log's name as configured.
+        log: String,
+        /// The URL that failed.
+        url: String,
+        /// The HTTP status, if a response arrived.
+        status: Option<u16>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A monitor was configured in a way that cannot work.
+    #[error("monitor configuration: {0}")]
+    Config(String),
 }
 
 impl Error {

@@ -5,7 +5,7 @@ use crate::checkpoint::{Checkpoint, SignedNote, parse_rfc6962_note_signature};
 use crate::entry::{ExtraData, MerkleTreeLeaf, decode_tile, parse_data_tile};
 use crate::sth::DigitallySigned;
 use crate::watch::{Authorizer, WatchItem, Watchlist};
-use crate::{check, identifiers};
+use crate::{check, identifiers, responses};
 
 /// TLS structures: data tiles (after gzip), `DigitallySigned`, and
 /// `MerkleTreeLeaf` + `extra_data` framed as `u24 leaf length || leaf || extra_data`.
@@ -54,7 +54,21 @@ pub fn identifiers(data: &[u8]) {
         entry: crate::SignedEntry::X509 { certificate: data },
         extensions: &[],
     };
-    let _ = check::check_entry(&entry, &list, &Authorizer::new());
+    let _ = check::check_entry(&entry, 0, &list, &Authorizer::new());
+}
+
+/// The HTTP response parsers (RFC 6962 JSON) and static-ct tile paths. A tile path
+/// that parses must print back to the same text (checked: the fuzzer's oracle).
+pub fn responses(data: &[u8]) {
+    let _ = responses::parse_get_entries(data, 1000);
+    let _ = responses::parse_consistency(data);
+    let _ = responses::parse_proof_by_hash(data);
+    let _ = responses::parse_get_roots(data);
+    if let Ok(s) = std::str::from_utf8(data)
+        && let Some((level, index, width)) = responses::parse_tile_path(s)
+    {
+        assert_eq!(responses::tile_path(level, index, width), s);
+    }
 }
 
 /// Splits `u24 length || leaf || extra` (the `tls_structures` framing).

@@ -3,6 +3,8 @@
 
 mod check;
 pub mod checkpoint;
+#[cfg(feature = "http")]
+pub mod client;
 mod der;
 pub mod entry;
 mod error;
@@ -10,16 +12,22 @@ pub mod fuzz;
 pub mod identifiers;
 pub mod loglist;
 pub mod merkle;
+#[cfg(feature = "http")]
+pub mod monitor;
+pub mod responses;
 pub mod state;
 pub mod sth;
+#[cfg(feature = "test-log")]
+pub mod testlog;
 mod tls;
 pub mod verify;
 pub mod watch;
 
 pub use check::{
-    CertificateInfo, Verdict, certificate_info, check_entry, check_precertificate, check_tile_leaf,
+    CertificateInfo, Verdict, certificate_info, check_entry, check_log_entry, check_precertificate,
+    check_tile_leaf,
 };
-pub use checkpoint::{Checkpoint, SignedNote, verify_checkpoint};
+pub use checkpoint::{Checkpoint, SignedNote, checkpoint_tree_head, verify_checkpoint};
 pub use entry::{ExtraData, MerkleTreeLeaf, SignedEntry, TileLeaf, TimestampedEntry};
 pub use error::{Error, ProofFailure};
 pub use identifiers::Identifiers;

@@ -184,7 +184,11 @@ impl StateStore for FileStateStore {
 
     fn save(&self, log_id: &Hash, progress: &LogProgress) -> Result<(), Error> {
         let path = self.path(log_id);
-        let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+        // Unique per save: two saves of one log in one process (a monitor dropped
+        // while saving and its successor) must not share a temporary file.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("json.tmp-{}-{n}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(progress.to_json().as_bytes())?;

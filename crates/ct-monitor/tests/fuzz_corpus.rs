@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use palisade_ct_monitor::checkpoint::{Checkpoint, SignedNote};
 use palisade_ct_monitor::entry::{decode_tile, parse_data_tile};
 use palisade_ct_monitor::identifiers::{from_certificate_der, from_tbs_der};
-use palisade_ct_monitor::{DigitallySigned, ExtraData, MerkleTreeLeaf, fuzz};
+use palisade_ct_monitor::{DigitallySigned, ExtraData, MerkleTreeLeaf, fuzz, responses};
 
 fn replay(target: &str, mut check: impl FnMut(&str, &[u8])) -> (usize, usize) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -73,4 +73,24 @@ fn fuzz_corpus_ct_identifiers() {
         assert_eq!(ok, name.starts_with("ok-"), "{name}");
     });
     assert!(seeds >= 12);
+}
+
+#[test]
+fn fuzz_corpus_ct_responses() {
+    let (seeds, _) = replay("ct_responses", |name, b| {
+        fuzz::responses(b);
+        let ok = if name.contains("entries") {
+            responses::parse_get_entries(b, 1000).is_ok()
+        } else if name.contains("consistency") {
+            responses::parse_consistency(b).is_ok()
+        } else if name.contains("proof-by-hash") {
+            responses::parse_proof_by_hash(b).is_ok()
+        } else if name.contains("roots") {
+            responses::parse_get_roots(b).is_ok()
+        } else {
+            std::str::from_utf8(b).is_ok_and(|s| responses::parse_tile_path(s).is_some())
+        };
+        assert_eq!(ok, name.starts_with("ok-"), "{name}");
+    });
+    assert!(seeds >= 13);
 }

@@ -12,7 +12,7 @@ use palisade_ct_monitor::identifiers::{canonical_dns_name, from_certificate_der,
 use palisade_ct_monitor::watch::label_matches;
 use palisade_ct_monitor::{
     Authorizer, Error, Identifiers, SharedWatchlist, SignedEntry, TimestampedEntry, Verdict,
-    WatchItem, Watchlist, certificate_info, check_entry, merkle, tbs_hash,
+    WatchItem, Watchlist, certificate_info, check_entry, check_tile_leaf, merkle, tbs_hash,
 };
 use proptest::prelude::*;
 
@@ -153,7 +153,7 @@ fn ber_indefinite_length_is_malformed_and_matches_everything() {
         Err(Error::Malformed { .. })
     ));
     let w = list(&["example.com", ".example.org", "192.0.2.1"]);
-    match check_entry(&x509(&der), &w, &Authorizer::new()) {
+    match check_entry(&x509(&der), 0, &w, &Authorizer::new()) {
         Verdict::Malformed { matches, .. } => assert_eq!(matches.len(), 3),
         v => panic!("{v:?}"),
     }
@@ -267,27 +267,27 @@ fn authorizer_by_tbs_or_spki_hash() {
     let w = list(&[".abc.net.au"]);
     let info = certificate_info(&x509(&der)).unwrap();
     assert!(matches!(
-        check_entry(&x509(&der), &w, &Authorizer::new()),
+        check_entry(&x509(&der), 0, &w, &Authorizer::new()),
         Verdict::Unauthorized { .. }
     ));
     let mut by_tbs = Authorizer::new();
     by_tbs.allow_tbs_hash(info.tbs_hash);
     assert!(matches!(
-        check_entry(&x509(&der), &w, &by_tbs),
+        check_entry(&x509(&der), 0, &w, &by_tbs),
         Verdict::Authorized { .. }
     ));
     let mut by_key = Authorizer::new();
     by_key.allow_spki_hash(info.spki_hash);
-    assert!(!check_entry(&x509(&der), &w, &by_key).is_alert());
+    assert!(!check_entry(&x509(&der), 0, &w, &by_key).is_alert());
     // Another certificate's hashes do not authorize this one.
     let other = certificate_info(&x509(&awkward("multiple_cn.pem"))).unwrap();
     let mut wrong = Authorizer::new();
     wrong
         .allow_tbs_hash(other.tbs_hash)
         .allow_spki_hash(other.spki_hash);
-    assert!(check_entry(&x509(&der), &w, &wrong).is_alert());
+    assert!(check_entry(&x509(&der), 0, &w, &wrong).is_alert());
     assert_eq!(
-        check_entry(&x509(&der), &list(&["example.com"]), &wrong),
+        check_entry(&x509(&der), 0, &list(&["example.com"]), &wrong),
         Verdict::NoMatch
     );
 }
@@ -317,23 +317,60 @@ fn navigli_entries_all_parse_and_precert_tbs_hashes_agree() {
     }
     assert!(names >= 256, "every entry names something: {names}");
     // A subtree watch on one real name from the tile matches; the watchlist swaps.
-    let (entry, first) = leaves
+    let (index, entry, first) = leaves
         .iter()
-        .find_map(|l| {
+        .enumerate()
+        .find_map(|(i, l)| {
             let names = certificate_info(&l.entry).unwrap().identifiers.dns_names;
             names
                 .into_iter()
                 .find(|n| !n.contains('*'))
-                .map(|n| (l.entry, n))
+                .map(|n| (i as u64, l.entry, n))
         })
         .unwrap();
     let shared = SharedWatchlist::new(list(&["nothing.invalid"]));
     assert_eq!(
-        check_entry(&entry, &shared.load(), &Authorizer::new()),
+        check_entry(&entry, index, &shared.load(), &Authorizer::new()),
         Verdict::NoMatch
     );
     shared.replace(list(&[&first]));
-    assert!(check_entry(&entry, &shared.load(), &Authorizer::new()).is_alert());
+    assert!(check_entry(&entry, index, &shared.load(), &Authorizer::new()).is_alert());
+}
+
+#[test]
+fn static_ct_leaf_index_must_equal_the_position() {
+    // Navigli entry 5 carries leaf_index 5 (facts.json: every entry, its position).
+    let data = common::read("static-ct/navigli2025h2/tile/data/000");
+    let leaves = parse_data_tile(&data).unwrap();
+    let w = list(&["nothing.invalid"]);
+    let none = Authorizer::new();
+    assert_eq!(check_tile_leaf(&leaves[5], 5, &w, &none), Verdict::NoMatch);
+    assert_eq!(
+        check_entry(&leaves[5].entry, 5, &w, &none),
+        Verdict::NoMatch
+    );
+    for wrong in [4, 6, 256 + 5] {
+        for v in [
+            check_tile_leaf(&leaves[5], wrong, &w, &none),
+            check_entry(&leaves[5].entry, wrong, &w, &none),
+        ] {
+            match v {
+                Verdict::Malformed { reason, matches } => {
+                    assert!(reason.contains("leaf_index extension 5"), "{reason}");
+                    assert_eq!(matches.len(), 1);
+                }
+                v => panic!("{v:?}"),
+            }
+        }
+    }
+    // A static-ct leaf without the extension is malformed; an RFC 6962 entry need not carry it.
+    let mut bare = leaves[5].clone();
+    bare.entry.extensions = &[];
+    assert!(matches!(
+        check_tile_leaf(&bare, 5, &w, &none),
+        Verdict::Malformed { .. }
+    ));
+    assert_eq!(check_entry(&bare.entry, 77, &w, &none), Verdict::NoMatch);
 }
 
 #[test]
@@ -406,7 +443,7 @@ proptest! {
     fn mutated_real_certificates_never_panic(pos in 0usize..1244, x in 1u8..=255) {
         let mut der = awkward("null_chars.pem");
         der[pos] ^= x;
-        let v = check_entry(&x509(&der), &list(&["example.com"]), &Authorizer::new());
+        let v = check_entry(&x509(&der), 0, &list(&["example.com"]), &Authorizer::new());
         // Parsable or malformed, but never silent when malformed.
         if let Verdict::Malformed { matches, .. } = v {
             prop_assert_eq!(matches.len(), 1);
@@ -416,12 +453,12 @@ proptest! {
 
 #[test]
 fn precertificates_match_their_logged_tbs() {
-    use palisade_ct_monitor::{check_precertificate, check_tile_leaf, tbs_without_ct_extensions};
+    use palisade_ct_monitor::{check_precertificate, tbs_without_ct_extensions};
     // Navigli: every full precertificate matches its logged TBS.
     let data = common::read("static-ct/navigli2025h2/tile/data/000");
     let leaves = parse_data_tile(&data).unwrap();
     let w = list(&["nothing.invalid"]);
-    for leaf in &leaves {
+    for (i, leaf) in leaves.iter().enumerate() {
         let SignedEntry::Precert {
             tbs_certificate, ..
         } = leaf.entry.entry
@@ -430,8 +467,8 @@ fn precertificates_match_their_logged_tbs() {
         };
         check_precertificate(tbs_certificate, leaf.pre_certificate.unwrap()).unwrap();
         assert_eq!(
-            check_tile_leaf(leaf, &w, &Authorizer::new()),
-            check_entry(&leaf.entry, &w, &Authorizer::new())
+            check_tile_leaf(leaf, i as u64, &w, &Authorizer::new()),
+            check_entry(&leaf.entry, i as u64, &w, &Authorizer::new())
         );
     }
     // Another entry's precertificate does not match, and the tile leaf turns malformed.
@@ -446,7 +483,7 @@ fn precertificates_match_their_logged_tbs() {
     let mut swapped = leaves[0].clone();
     swapped.pre_certificate = leaves[1].pre_certificate;
     assert!(matches!(
-        check_tile_leaf(&swapped, &w, &Authorizer::new()),
+        check_tile_leaf(&swapped, 0, &w, &Authorizer::new()),
         Verdict::Malformed { .. }
     ));
     // A final certificate (no poison) is not a precertificate.

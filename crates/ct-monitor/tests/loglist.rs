@@ -129,3 +129,39 @@ fn broken_documents_and_entries() {
             .any(|p| p.contains("Aviator") && p.contains("log_id"))
     );
 }
+
+#[test]
+fn monitor_configs_from_the_chrome_list() {
+    use palisade_ct_monitor::monitor::{LogConfig, LogSource};
+    let list = LogList::from_json(&common::read("loglist/log_list.json")).unwrap();
+    let find =
+        |d: &str| LogConfig::from_log_info(list.logs.iter().find(|l| l.description == d).unwrap());
+    // A tiled log's checkpoint origin is its submission prefix without scheme and slash.
+    assert_eq!(
+        find("Let's Encrypt 'Sycamore2025h2d'").source,
+        LogSource::StaticCt {
+            monitoring_url: "https://mon.sycamore.ct.letsencrypt.org/2025h2d/".into(),
+            origin: "log.sycamore.ct.letsencrypt.org/2025h2d".into(),
+        }
+    );
+    let argon = find("Google 'Argon2025h2' log");
+    assert!(matches!(argon.source, LogSource::Rfc6962 { .. }));
+    assert_eq!(argon.final_tree_head, None);
+    // Read-only logs keep the final tree head the facts list.
+    let facts = common::json("loglist/facts.json");
+    let heads = facts["files"]["log_list.json"]["expected"]["readonly_final_tree_heads"]
+        .as_array()
+        .unwrap();
+    assert_eq!(heads.len(), 9);
+    for head in heads {
+        let fth = &head["final_tree_head"];
+        let want = (
+            fth["tree_size"].as_u64().unwrap(),
+            b64(fth["sha256_root_hash"].as_str().unwrap())
+                .try_into()
+                .unwrap(),
+        );
+        let got = find(head["description"].as_str().unwrap()).final_tree_head;
+        assert_eq!(got, Some(want));
+    }
+}

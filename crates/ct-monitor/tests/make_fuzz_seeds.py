@@ -53,8 +53,25 @@ w(t,'ok-navigli-precert0',pre)
 tbs_len=int.from_bytes(tile[s+8+2+32:s+8+2+32+3],'big')
 w(t,'ok-tbs-navigli0',tile[s+8+2+32+3:s+8+2+32+3+tbs_len])
 w(t,'bad-empty',b'')
+t='ct_responses'
+os.makedirs(C+t,exist_ok=True)
+b64=lambda b: base64.b64encode(b).decode()
+w(t,'ok-entries-navigli0',json.dumps({'entries':[{'leaf_input':b64(leaf),'extra_data':b64(extra)}]}).encode())
+w(t,'bad-entries-empty',b'{"entries":[]}')
+w(t,'bad-entries-not-base64',b'{"entries":[{"leaf_input":"!!","extra_data":""}]}')
+root=base64.b64decode('EMfGG85uIddeOXt5/wdQGP3IQd0COCqoLg9Q6CsPLJA=')
+w(t,'ok-consistency',json.dumps({'consistency':[b64(root),b64(root)]}).encode())
+w(t,'bad-consistency-short-hash',b'{"consistency":["AAAA"]}')
+w(t,'ok-proof-by-hash',json.dumps({'leaf_index':5,'audit_path':[b64(root)]}).encode())
+w(t,'bad-proof-by-hash-negative',b'{"leaf_index":-5,"audit_path":[]}')
+w(t,'ok-roots-testlog-ca',json.dumps({'certificates':[b64(pem(D+'testlog/ca-cert.pem'))]}).encode())
+w(t,'bad-roots-not-a-list',b'{"certificates":"MAA="}')
+w(t,'ok-tile-path-data-partial','tile/data/x001/x234/067.p/8'.encode())
+w(t,'ok-tile-path-level0','tile/0/003'.encode())
+w(t,'bad-tile-path-noncanonical','tile/0/x000/003'.encode())
+w(t,'bad-tile-path-width-256','tile/0/003.p/256'.encode())
 # trim fuzzer-found files: the 90 smallest per target
-for t in ['ct_tls_structures','ct_checkpoint','ct_identifiers']:
+for t in ['ct_tls_structures','ct_checkpoint','ct_identifiers','ct_responses']:
     fs=[f for f in os.listdir(C+t) if not (f.startswith('ok-') or f.startswith('bad-'))]
     fs.sort(key=lambda f:(os.path.getsize(C+t+'/'+f),f))
     for f in fs[90:]:

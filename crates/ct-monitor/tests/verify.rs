@@ -174,9 +174,10 @@ fn bad_signature_fork_inconsistency_and_root_mismatch_carry_evidence() {
 fn unauthorized_certificate_becomes_a_security_event() {
     let d = common::read("static-ct/navigli2025h2/tile/data/000");
     let leaves = parse_data_tile(&d).unwrap();
-    let (entry, info, name) = leaves
+    let (index, entry, info, name) = leaves
         .iter()
-        .find_map(|l| {
+        .enumerate()
+        .find_map(|(i, l)| {
             let info = palisade_ct_monitor::certificate_info(&l.entry).unwrap();
             let name = info
                 .identifiers
@@ -184,11 +185,11 @@ fn unauthorized_certificate_becomes_a_security_event() {
                 .iter()
                 .find(|n| !n.contains('*'))?
                 .clone();
-            Some((l.entry, info, name))
+            Some((i as u64, l.entry, info, name))
         })
         .unwrap();
     let list = Watchlist::new([WatchItem::Domain(name.clone())]);
-    let v = check_entry(&entry, &list, &Authorizer::new());
+    let v = check_entry(&entry, index, &list, &Authorizer::new());
     let t = Timestamp::from_unix_nanos(1);
     let ev = verdict_security_event(&v, "navigli2025h2", 0, t)
         .unwrap()
@@ -204,7 +205,7 @@ fn unauthorized_certificate_becomes_a_security_event() {
     );
     let mut auth = Authorizer::new();
     auth.allow_tbs_hash(info.tbs_hash);
-    let v = check_entry(&entry, &list, &auth);
+    let v = check_entry(&entry, index, &list, &auth);
     assert_eq!(
         verdict_security_event(&v, "navigli2025h2", 0, t).unwrap(),
         None

@@ -26,6 +26,10 @@ pub fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+pub fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 pub fn hex32(s: &str) -> [u8; 32] {
     hex(s).try_into().unwrap()
 }
