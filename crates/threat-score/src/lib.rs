@@ -5,6 +5,7 @@ mod freeman;
 pub mod hst;
 #[cfg(feature = "maxmind")]
 mod maxmind;
+pub mod rba;
 pub mod synth;
 pub mod ua;
 mod velocity;
@@ -61,6 +62,20 @@ pub enum Error {
         what: &'static str,
         /// The path.
         path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A row of a login data set (RBA CSV) could not be read.
+    #[error("RBA data set line {line}: {reason}")]
+    Dataset {
+        /// The 1-based line number.
+        line: u64,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The login data set could not be read.
+    #[error("cannot read the RBA data set")]
+    DatasetIo {
         /// The I/O error.
         source: std::io::Error,
     },

@@ -488,7 +488,11 @@ pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
     for l in stream {
         let l = l.borrow();
         // Synthetic times start at 0; real data sets carry unix times.
-        let at = if l.at_secs < base { base + l.at_secs } else { l.at_secs };
+        let at = if l.at_secs < base {
+            base + l.at_secs
+        } else {
+            l.at_secs
+        };
         clock.set(Timestamp::from_unix_secs(at));
         let next_id = ids.len() as u32;
         let id = *ids.entry(l.attempt.user.clone()).or_insert(next_id);

@@ -47,7 +47,10 @@ fn synthetic_detection_vs_reauthentication() {
     println!(
         "legit logins scored: {} of {} users",
         e.legit.len(),
-        e.legit_users.iter().collect::<std::collections::HashSet<_>>().len()
+        e.legit_users
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
     );
     for t in [0.5, 0.7, 0.9] {
         println!(
