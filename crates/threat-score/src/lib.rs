@@ -26,8 +26,10 @@ pub use freeman::{FreemanScore, HierarchyTerms, IP_WEIGHTS, LEVELS, UA_WEIGHTS};
 #[cfg(feature = "maxmind")]
 pub use maxmind::MaxMindLookup;
 pub use ua::{SimpleUaParser, UaInfo, UaParser};
+pub use velocity::{
+    FailureSource, HeavyHitter, SourceKind, VelocityConfig, VelocityRisk, WINDOWS, WindowThresholds,
+};
 use velocity::{Sources, Velocity};
-pub use velocity::{VelocityConfig, VelocityRisk, WINDOWS, WindowThresholds};
 
 /// The `source` of the security events this crate emits.
 pub const EVENT_SOURCE: &str = "palisade-threat-score";
@@ -523,6 +525,7 @@ const USER_OVERHEAD: usize = 96;
 const VALUE_OVERHEAD: usize = 24;
 
 struct Prepared {
+    asn: Option<u32>,
     user: u64,
     values: [u64; LEVELS],
     sources: Sources,
@@ -655,6 +658,7 @@ impl ThreatScorer {
             .filter(|f| f.is_finite())
             .map(|f| f.clamp(0.0, 1.0));
         Prepared {
+            asn: geo.asn,
             user,
             values,
             sources: Sources {
@@ -832,6 +836,10 @@ impl ThreatScorer {
         let success = matches!(outcome, LoginOutcome::Success | LoginOutcome::StepUpSuccess);
         self.velocity.record(now, p.sources, success);
         if !success {
+            let ip = attempt.ip;
+            let mut sources = vec![FailureSource::Ip(ip), FailureSource::prefix_of(ip)];
+            sources.extend(p.asn.map(FailureSource::Asn));
+            self.velocity.record_failure_sources(now, &sources);
             return;
         }
         let entry = Entry {
@@ -876,6 +884,19 @@ impl ThreatScorer {
                 None => break,
             }
         }
+    }
+
+    /// The `n` sources of `kind` (IPs, /24 or /64 prefixes, ASNs) with the most failed
+    /// logins in window `window` (an index into [`WINDOWS`]: 0 = 1 min, 1 = 10 min,
+    /// 2 = 1 h), largest first, from fixed-size Space-Saving summaries: counts never
+    /// under-estimate, and [`HeavyHitter::error`] bounds the over-estimate.
+    pub fn top_failing_sources(
+        &self,
+        window: usize,
+        kind: SourceKind,
+        n: usize,
+    ) -> Vec<HeavyHitter> {
+        self.velocity.top_failing(window, self.now_secs(), kind, n)
     }
 
     /// Forgets a user (account deletion, erasure request).
