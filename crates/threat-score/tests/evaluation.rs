@@ -117,3 +117,99 @@ fn generator_is_seeded() {
     assert_eq!(generate(&cfg), generate(&cfg));
     assert_ne!(generate(&cfg), generate(&SynthConfig { seed: 4, ..cfg }));
 }
+
+fn quantiles(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    [q(0.1), q(0.5), q(0.9)]
+}
+
+/// Why the targeted attacker is hard for Freeman's model on this generator: the
+/// factors of its score against the owners' own logins.
+#[test]
+fn targeted_attackers_differ_from_owners_only_in_the_ip_hierarchy() {
+    use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
+    use std::sync::Arc;
+    let stream = generate(&CFG);
+    let base = 1_700_000_000;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(base)));
+    let mut s = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    let (mut owners, mut targeted) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    let (mut new_ip, mut new_asn, mut new_ua) = (0usize, 0usize, 0usize);
+    for l in &stream {
+        clock.set(Timestamp::from_unix_secs(base + l.at_secs));
+        let f = s.score(&l.attempt).freeman.unwrap_or_else(|| {
+            assert!(l.prior_logins == 0 || l.actor != Actor::Legit);
+            s.score(&l.attempt).freeman.unwrap_or(FREEMAN_NONE)
+        });
+        match l.actor {
+            Actor::Legit if l.prior_logins >= 20 => {
+                owners.push(f);
+                let a = &l.attempt;
+                let asn = a.geo.as_ref().and_then(|g| g.asn);
+                new_ip += usize::from(!seen.contains(&(a.user.clone(), a.ip.to_string())));
+                new_asn += usize::from(!seen.contains(&(a.user.clone(), format!("{asn:?}"))));
+                new_ua += usize::from(!seen.contains(&(a.user.clone(), a.user_agent.clone())));
+            }
+            Actor::Targeted => targeted.push(f),
+            _ => {}
+        }
+        if l.actor == Actor::Legit {
+            s.record(&l.attempt, LoginOutcome::Success);
+            let a = &l.attempt;
+            let asn = a.geo.as_ref().and_then(|g| g.asn);
+            seen.insert((a.user.clone(), a.ip.to_string()));
+            seen.insert((a.user.clone(), format!("{asn:?}")));
+            seen.insert((a.user.clone(), a.user_agent.clone()));
+        }
+    }
+    type Term = fn(&palisade_threat_score::FreemanScore) -> f64;
+    let terms: [(&str, Term); 4] = [
+        ("IP factor", |f| f.ip.factor),
+        ("UA factor", |f| f.ua.factor),
+        ("user factor", |f| f.user_factor),
+        ("raw S", |f| f.raw),
+    ];
+    println!("| term | owners p10 / p50 / p90 | targeted p10 / p50 / p90 |");
+    for (name, t) in terms {
+        let o = quantiles(owners.iter().map(t).collect());
+        let a = quantiles(targeted.iter().map(t).collect());
+        println!(
+            "| {name} | {:.4} / {:.4} / {:.4} | {:.4} / {:.4} / {:.4} |",
+            o[0], o[1], o[2], a[0], a[1], a[2]
+        );
+    }
+    let share = |n: usize| n as f64 / owners.len() as f64;
+    let new_ip = share(new_ip);
+    println!(
+        "owners' logins from an IP / ASN / UA string they never used before: {:.1} % / {:.1} % / {:.1} %",
+        100.0 * new_ip,
+        100.0 * share(new_asn),
+        100.0 * share(new_ua)
+    );
+    // The copied UA string makes the attacker's UA factor as familiar as the owners'.
+    let o = quantiles(owners.iter().map(|f| f.ua.factor).collect());
+    let a = quantiles(targeted.iter().map(|f| f.ua.factor).collect());
+    assert!(a[1] <= o[1] * 1.5, "{a:?} vs {o:?}");
+    // The attacker's only tell is the IP hierarchy (new IP and ASN, same country).
+    let o = quantiles(owners.iter().map(|f| f.ip.factor).collect());
+    let a = quantiles(targeted.iter().map(|f| f.ip.factor).collect());
+    assert!(a[1] > o[1], "{a:?} vs {o:?}");
+    // And a fifth or more of the owners' logins come from IPs they never used.
+    assert!(new_ip >= 0.2, "{new_ip}");
+}
+
+const FREEMAN_NONE: palisade_threat_score::FreemanScore = palisade_threat_score::FreemanScore {
+    ip: NO_TERMS,
+    ua: NO_TERMS,
+    user_factor: 0.0,
+    raw: 0.0,
+    history: 0,
+};
+const NO_TERMS: palisade_threat_score::HierarchyTerms = palisade_threat_score::HierarchyTerms {
+    local: 0.0,
+    global: 0.0,
+    factor: 0.0,
+    never_seen: true,
+};
