@@ -60,7 +60,8 @@ fn event(line: &str) -> (LoginAttempt, LoginOutcome, u64, bool) {
     (a, outcome, dt, ok)
 }
 
-/// Replays event lines (see [`event`]) through a scorer with every signal on (small
+/// Replays event lines (`outcome|user|ip|user agent|asn|country|lat,lon|familiarity|
+/// numeric,…|seconds`, outcome `s`, `f` or `u`) through a scorer with every signal on (small
 /// history cap and memory budget, behavioural signal with a short window): every score
 /// must be in [0, 1] and never NaN, an event exists exactly above allow, and a
 /// snapshot restored into a fresh scorer must score the last attempt identically.
