@@ -525,3 +525,31 @@ pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
     }
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_user_and_threshold_by_hand() {
+        let e = Evaluation {
+            legit: vec![0.1, 0.9, 0.9, 0.2, 0.8, 0.7, 0.1],
+            legit_users: vec![0, 0, 0, 1, 1, 2, 3],
+            ..Evaluation::default()
+        };
+        // At 0.5: user 0 has 2 of 3, user 1 1 of 2, user 2 1 of 1, user 3 0 of 1;
+        // sorted 0, 1/2, 2/3, 1: median (1/2 + 2/3) / 2 = 7/12.
+        assert!((e.median_user_share(0.5) - 7.0 / 12.0).abs() < 1e-12);
+        // Pooled: 4 of 7.
+        assert!((share_at_or_above(&e.legit, 0.5) - 4.0 / 7.0).abs() < 1e-12);
+        // 75 % of [0.3, 0.1, 0.2, 0.4] are caught at 0.2 (3 of 4), not at 0.3 (2 of 4).
+        assert_eq!(threshold_for_detection(&[0.3, 0.1, 0.2, 0.4], 0.75), 0.2);
+        let p = e.at_detection(&[0.3, 0.1, 0.2, 0.4], 0.75);
+        assert_eq!(p.threshold, 0.2);
+        assert_eq!(p.detected, 0.75);
+        // At 0.2: user 0 2/3, user 1 2/2 (0.2 counts), user 2 1, user 3 0;
+        // sorted 0, 2/3, 1, 1: median (2/3 + 1) / 2 = 5/6.
+        assert!((p.reauth_median_user - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(Evaluation::default().median_user_share(0.5), 0.0);
+    }
+}
