@@ -14,11 +14,26 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
 use palisade_threat_score::synth::{Actor, SynthConfig, generate};
-use palisade_threat_score::{Config, LoginAttempt, ThreatScorer};
+use palisade_threat_score::{BehaviourConfig, Config, LoginAttempt, SourceKind, ThreatScorer};
 
 fn trained() -> (Arc<ManualClock>, ThreatScorer, Vec<LoginAttempt>) {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
-    let mut s = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    // Every signal on, including the behavioural one over three request features.
+    let config = Config {
+        behaviour: Some(BehaviourConfig {
+            features: 3,
+            ..BehaviourConfig::default()
+        }),
+        ..Config::default()
+    };
+    let mut s = ThreatScorer::new(config, clock.clone()).unwrap();
+    let features = |i: usize| {
+        [
+            20.0 + (i % 40) as f64,
+            900.0 + (i % 7) as f64,
+            (i % 30) as f64,
+        ]
+    };
     let stream = generate(&SynthConfig {
         seed: 1,
         users: 10_000,
@@ -26,12 +41,24 @@ fn trained() -> (Arc<ManualClock>, ThreatScorer, Vec<LoginAttempt>) {
         attacks: 0,
     });
     let mut probes = Vec::new();
-    for l in stream.iter().filter(|l| l.actor == Actor::Legit) {
+    for (i, l) in stream
+        .iter()
+        .filter(|l| l.actor == Actor::Legit)
+        .enumerate()
+    {
         clock.set(Timestamp::from_unix_secs(1_700_000_000 + l.at_secs));
-        s.record(&l.attempt, LoginOutcome::Success);
+        s.record(
+            &l.attempt.clone().with_numeric(features(i)),
+            LoginOutcome::Success,
+        );
         if probes.len() < 10_000 {
-            // Every signal on: geo with a location (travel), device familiarity.
-            let mut a = l.attempt.clone().with_device_familiarity(0.5);
+            // Every signal on: geo with a location (travel), device familiarity,
+            // request features.
+            let mut a = l
+                .attempt
+                .clone()
+                .with_device_familiarity(0.5)
+                .with_numeric(features(i + 3));
             if let Some(g) = a.geo.as_mut() {
                 g.location = Some((52.5, 13.4));
             }
@@ -112,6 +139,9 @@ fn main() {
             i = (i + 1) % probes.len();
             s.record(&probes[i], LoginOutcome::Failure)
         })
+    });
+    g.bench_function("palisade/top_failing_ips_10min", |b| {
+        b.iter(|| black_box(s.top_failing_sources(1, SourceKind::Ip, 10).len()))
     });
     g.bench_function("palisade/record_success", |b| {
         b.iter(|| {

@@ -168,6 +168,24 @@ impl HalfSpaceTrees {
         }
     }
 
+    /// The number of features it was built for.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// Whether a deserialized detector has the shape its configuration promises (every
+    /// tree complete for its height), so scoring cannot index out of bounds.
+    pub fn is_consistent(&self) -> bool {
+        let h = self.config.height;
+        (1..=20).contains(&h)
+            && self.config.window >= 1
+            && !self.trees.is_empty()
+            && self
+                .trees
+                .iter()
+                .all(|t| t.nodes.len() == (1usize << (h + 1)) - 1)
+    }
+
     /// Anomaly score in [0, 1] (higher = more anomalous); 0 during the first window.
     pub fn score(&self, x: &[f64]) -> f64 {
         if self.first_window {

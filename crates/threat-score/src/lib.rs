@@ -2,9 +2,11 @@
 #![doc = include_str!("../README.md")]
 
 mod freeman;
+pub mod fuzz;
 pub mod hst;
 #[cfg(feature = "maxmind")]
 mod maxmind;
+pub mod rba;
 pub mod synth;
 pub mod ua;
 mod velocity;
@@ -25,8 +27,10 @@ pub use freeman::{FreemanScore, HierarchyTerms, IP_WEIGHTS, LEVELS, UA_WEIGHTS};
 #[cfg(feature = "maxmind")]
 pub use maxmind::MaxMindLookup;
 pub use ua::{SimpleUaParser, UaInfo, UaParser};
+pub use velocity::{
+    FailureSource, HeavyHitter, SourceKind, VelocityConfig, VelocityRisk, WINDOWS, WindowThresholds,
+};
 use velocity::{Sources, Velocity};
-pub use velocity::{VelocityConfig, VelocityRisk, WINDOWS, WindowThresholds};
 
 /// The `source` of the security events this crate emits.
 pub const EVENT_SOURCE: &str = "palisade-threat-score";
@@ -63,6 +67,26 @@ pub enum Error {
         path: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A row of a login data set (RBA CSV) could not be read.
+    #[error("RBA data set line {line}: {reason}")]
+    Dataset {
+        /// The 1-based line number.
+        line: u64,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The login data set could not be read.
+    #[error("cannot read the RBA data set")]
+    DatasetIo {
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A snapshot whose contents are inconsistent.
+    #[error("invalid threat-score snapshot: {reason}")]
+    SnapshotInvalid {
+        /// What is wrong.
+        reason: &'static str,
     },
     /// A snapshot from an unknown format version.
     #[error("threat-score snapshot version {found} is not supported (expected {expected})")]
@@ -112,6 +136,10 @@ pub struct LoginAttempt {
     /// Device familiarity known by the caller (0..1); when `None` the scorer's
     /// [`DeviceSignal`] is asked.
     pub device_familiarity: Option<f64>,
+    /// Numeric request features for the behavioural (Half-Space Trees) signal, e.g.
+    /// round-trip time, request size, seconds on the login form; always in the same
+    /// order. Empty: the signal is skipped.
+    pub numeric: Vec<f64>,
 }
 
 impl LoginAttempt {
@@ -123,6 +151,7 @@ impl LoginAttempt {
             user_agent: user_agent.into(),
             geo: None,
             device_familiarity: None,
+            numeric: Vec::new(),
         }
     }
 
@@ -135,6 +164,12 @@ impl LoginAttempt {
     /// Sets the device familiarity.
     pub fn with_device_familiarity(mut self, familiarity: f64) -> Self {
         self.device_familiarity = Some(familiarity);
+        self
+    }
+
+    /// Sets the numeric request features of the behavioural signal.
+    pub fn with_numeric(mut self, features: impl Into<Vec<f64>>) -> Self {
+        self.numeric = features.into();
         self
     }
 }
@@ -251,6 +286,9 @@ pub enum Signal {
     ImpossibleTravel,
     /// The device is new or little known for this user.
     NewDevice,
+    /// The numeric request features lie in a sparse region of what successful logins
+    /// looked like (Half-Space Trees).
+    BehaviourAnomaly,
 }
 
 impl Signal {
@@ -266,6 +304,7 @@ impl Signal {
             Signal::PasswordSpray => "password_spray",
             Signal::ImpossibleTravel => "impossible_travel",
             Signal::NewDevice => "new_device",
+            Signal::BehaviourAnomaly => "behaviour_anomaly",
         }
     }
 
@@ -337,6 +376,38 @@ pub struct Config {
     pub velocity: VelocityConfig,
     /// Accounted bytes for histories; beyond it the least recently active users go.
     pub memory_budget_bytes: usize,
+    /// The behavioural signal over [`LoginAttempt::numeric`]; `None` (default): off.
+    pub behaviour: Option<BehaviourConfig>,
+}
+
+/// Half-Space Trees over the numeric request features as a signal of the score.
+///
+/// One detector for the whole population (not per user), trained only on completed
+/// logins, scoring before learning. Its anomaly score `a` in [0, 1] becomes the risk
+/// `weight · max(0, (a − floor) / (1 − floor))`: points in dense regions (`a ≤ floor`)
+/// add nothing, and with the default weight 0.3 it can never reach monitor (0.5) alone.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BehaviourConfig {
+    /// How many numeric features an attempt carries (extra ones are ignored, missing
+    /// ones count as 0).
+    pub features: usize,
+    /// Detector parameters (River's defaults).
+    pub hst: hst::HstConfig,
+    /// Risk at anomaly score 1.
+    pub weight: f64,
+    /// Anomaly scores at or below this add no risk.
+    pub floor: f64,
+}
+
+impl Default for BehaviourConfig {
+    fn default() -> Self {
+        BehaviourConfig {
+            features: 1,
+            hst: hst::HstConfig::default(),
+            weight: 0.3,
+            floor: 0.5,
+        }
+    }
 }
 
 impl Default for Config {
@@ -353,6 +424,7 @@ impl Default for Config {
             travel_min_km: 200.0,
             velocity: VelocityConfig::default(),
             memory_budget_bytes: 512 << 20,
+            behaviour: None,
         }
     }
 }
@@ -440,6 +512,32 @@ impl Config {
             self.travel_min_km,
             "must be finite and >= 0",
         )?;
+        if let Some(b) = &self.behaviour {
+            check(
+                (1..=1024).contains(&b.features),
+                "behaviour.features",
+                b.features,
+                "must be in 1..=1024",
+            )?;
+            check(
+                unit(b.weight),
+                "behaviour.weight",
+                b.weight,
+                "must be in [0, 1]",
+            )?;
+            check(
+                (0.0..1.0).contains(&b.floor),
+                "behaviour.floor",
+                b.floor,
+                "must be in [0, 1)",
+            )?;
+            check(
+                b.hst.trees >= 1 && b.hst.window >= 1 && (1..=20).contains(&b.hst.height),
+                "behaviour.hst",
+                format!("{:?}", b.hst),
+                "needs trees >= 1, window >= 1, height in 1..=20",
+            )?;
+        }
         Ok(())
     }
 }
@@ -452,6 +550,9 @@ pub struct Snapshot {
     version: u32,
     key: (u64, u64),
     users: Vec<(u64, Vec<SnapshotEntry>)>,
+    /// The behavioural detector, when enabled (absent in older snapshots).
+    #[serde(default)]
+    behaviour: Option<hst::HalfSpaceTrees>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -482,6 +583,7 @@ pub struct ThreatScorer {
     geo: Option<Arc<dyn GeoLookup>>,
     device: Option<Arc<dyn DeviceSignal>>,
     clock: Arc<dyn Clock>,
+    behaviour: Option<hst::HalfSpaceTrees>,
 }
 
 impl fmt::Debug for ThreatScorer {
@@ -508,6 +610,7 @@ const USER_OVERHEAD: usize = 96;
 const VALUE_OVERHEAD: usize = 24;
 
 struct Prepared {
+    asn: Option<u32>,
     user: u64,
     values: [u64; LEVELS],
     sources: Sources,
@@ -530,6 +633,9 @@ impl ThreatScorer {
             std::hash::BuildHasher::hash_one(&s, 0xfeed_u64),
         );
         Ok(ThreatScorer {
+            behaviour: config
+                .behaviour
+                .map(|b| hst::HalfSpaceTrees::new(b.features, b.hst)),
             velocity: Velocity::new(&config.velocity),
             config,
             key,
@@ -640,6 +746,7 @@ impl ThreatScorer {
             .filter(|f| f.is_finite())
             .map(|f| f.clamp(0.0, 1.0));
         Prepared {
+            asn: geo.asn,
             user,
             values,
             sources: Sources {
@@ -776,6 +883,20 @@ impl ThreatScorer {
                 ));
             }
         }
+        if let (Some(b), Some(h)) = (&cfg.behaviour, &self.behaviour)
+            && !attempt.numeric.is_empty()
+        {
+            let a = h.score(&attempt.numeric);
+            let r = b.weight * ((a - b.floor) / (1.0 - b.floor)).clamp(0.0, 1.0);
+            if r > 0.0 {
+                parts.push((
+                    Signal::BehaviourAnomaly,
+                    r,
+                    risk_share(r),
+                    format!("request features anomaly score {a:.2} (Half-Space Trees)"),
+                ));
+            }
+        }
         // Noisy-OR: score = 1 − Π(1 − r_i) = 1 − exp(−Σ w_i).
         let total: f64 = parts.iter().map(|x| x.2).sum();
         let score = if total.is_finite() {
@@ -817,7 +938,16 @@ impl ThreatScorer {
         let success = matches!(outcome, LoginOutcome::Success | LoginOutcome::StepUpSuccess);
         self.velocity.record(now, p.sources, success);
         if !success {
+            let ip = attempt.ip;
+            let mut sources = vec![FailureSource::Ip(ip), FailureSource::prefix_of(ip)];
+            sources.extend(p.asn.map(FailureSource::Asn));
+            self.velocity.record_failure_sources(now, &sources);
             return;
+        }
+        if let Some(h) = &mut self.behaviour
+            && !attempt.numeric.is_empty()
+        {
+            h.learn(&attempt.numeric);
         }
         let entry = Entry {
             at_secs: now,
@@ -861,6 +991,19 @@ impl ThreatScorer {
                 None => break,
             }
         }
+    }
+
+    /// The `n` sources of `kind` (IPs, /24 or /64 prefixes, ASNs) with the most failed
+    /// logins in window `window` (an index into [`WINDOWS`]: 0 = 1 min, 1 = 10 min,
+    /// 2 = 1 h), largest first, from fixed-size Space-Saving summaries: counts never
+    /// under-estimate, and [`HeavyHitter::error`] bounds the over-estimate.
+    pub fn top_failing_sources(
+        &self,
+        window: usize,
+        kind: SourceKind,
+        n: usize,
+    ) -> Vec<HeavyHitter> {
+        self.velocity.top_failing(window, self.now_secs(), kind, n)
     }
 
     /// Forgets a user (account deletion, erasure request).
@@ -920,15 +1063,15 @@ impl ThreatScorer {
             .iter()
             .map(|(u, h)| {
                 let fix = self.fixes.get(u);
-                let n = h.len();
+                // The last known location rides on the entry of the login it came from.
+                let at = fix.and_then(|f| h.iter().rposition(|e| e.at_secs == f.at_secs));
                 let entries = h
                     .iter()
                     .enumerate()
                     .map(|(i, e)| SnapshotEntry {
                         at: e.at_secs,
                         v: e.values,
-                        // The last known location rides on the newest entry.
-                        loc: fix.filter(|_| i + 1 == n).map(|f| (f.lat, f.lon)),
+                        loc: fix.filter(|_| Some(i) == at).map(|f| (f.lat, f.lon)),
                     })
                     .collect();
                 (*u, entries)
@@ -938,6 +1081,7 @@ impl ThreatScorer {
             version: SNAPSHOT_VERSION,
             key: self.key,
             users,
+            behaviour: self.behaviour.clone(),
         }
     }
 
@@ -947,6 +1091,15 @@ impl ThreatScorer {
             return Err(Error::SnapshotVersion {
                 found: snapshot.version,
                 expected: SNAPSHOT_VERSION,
+            });
+        }
+        if snapshot
+            .behaviour
+            .as_ref()
+            .is_some_and(|h| !h.is_consistent())
+        {
+            return Err(Error::SnapshotInvalid {
+                reason: "behaviour detector trees do not match their height",
             });
         }
         self.key = snapshot.key;
@@ -976,6 +1129,12 @@ impl ThreatScorer {
             }
         }
         self.velocity = Velocity::new(&self.config.velocity);
+        // A saved detector only fits the same feature count; otherwise start fresh.
+        self.behaviour = match (self.config.behaviour, snapshot.behaviour) {
+            (Some(b), Some(h)) if h.features() == b.features => Some(h),
+            (Some(b), _) => Some(hst::HalfSpaceTrees::new(b.features, b.hst)),
+            (None, _) => None,
+        };
         Ok(())
     }
 }

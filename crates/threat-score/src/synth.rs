@@ -27,6 +27,10 @@ pub enum Actor {
     Vpn,
     /// Password, the victim's country and exact user agent.
     Targeted,
+    /// A login from an address the data set flags as a known attacker's (RBA CSV).
+    AttackIp,
+    /// A login the service's incident response confirmed as account takeover (RBA CSV).
+    Takeover,
 }
 
 /// One generated attempt.
@@ -40,6 +44,9 @@ pub struct SynthLogin {
     pub actor: Actor,
     /// For the owner: how many successful logins the user had before this one.
     pub prior_logins: u32,
+    /// For the owner: which of the user's devices (browser profiles) was used; `None`
+    /// for attackers. Lets an evaluation model a known-device cookie.
+    pub device: Option<u8>,
 }
 
 /// Generator settings.
@@ -214,7 +221,8 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
                         d.version += 1;
                     }
                 }
-                let dev = &u.devices[rng.below(u.devices.len() as u64) as usize];
+                let dev_index = rng.below(u.devices.len() as u64) as usize;
+                let dev = &u.devices[dev_index];
                 let (asn, country, host) = if rng.chance(0.02) {
                     // Travel: a hotel or roaming network abroad.
                     let c = rng.below(COUNTRIES.len() as u64) as usize;
@@ -242,6 +250,7 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
                     attempt,
                     actor: Actor::Legit,
                     prior_logins: 0,
+                    device: Some(dev_index as u8),
                 });
             }
         }
@@ -306,6 +315,7 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
                 attempt,
                 actor,
                 prior_logins: before as u32,
+                device: None,
             });
             made += 1;
         }
@@ -320,12 +330,18 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
 pub struct Evaluation {
     /// Scores of owners' logins made with at least `min_prior` earlier logins.
     pub legit: Vec<f64>,
+    /// For each entry of `legit`: a dense id of its user (for per-user rates).
+    pub legit_users: Vec<u32>,
     /// Scores of naive attacks.
     pub naive: Vec<f64>,
     /// Scores of VPN attacks.
     pub vpn: Vec<f64>,
     /// Scores of targeted attacks.
     pub targeted: Vec<f64>,
+    /// Scores of logins from known attack IPs (RBA CSV only).
+    pub attack_ip: Vec<f64>,
+    /// Scores of confirmed account takeovers (RBA CSV only).
+    pub takeover: Vec<f64>,
 }
 
 /// Share of `scores` at or above `t`.
@@ -336,19 +352,103 @@ pub fn share_at_or_above(scores: &[f64], t: f64) -> f64 {
     scores.iter().filter(|&&s| s >= t).count() as f64 / scores.len() as f64
 }
 
+/// The largest threshold that still catches at least `detect` of `attacks` (1 when
+/// there are none).
+pub fn threshold_for_detection(attacks: &[f64], detect: f64) -> f64 {
+    let mut sorted = attacks.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return 1.0;
+    }
+    // Index of the attack score that leaves (1 - detect) below it.
+    let k = ((1.0 - detect.clamp(0.0, 1.0)) * sorted.len() as f64).floor() as usize;
+    sorted[k.min(sorted.len() - 1)]
+}
+
+/// One point of the detection / re-authentication curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OperatingPoint {
+    /// The score threshold (at or above: re-authenticate).
+    pub threshold: f64,
+    /// Share of the attacks at or above it.
+    pub detected: f64,
+    /// Share of all scored owner logins at or above it.
+    pub reauth_logins: f64,
+    /// The median over users of each user's share of scored logins at or above it
+    /// (Wiefling's "median user").
+    pub reauth_median_user: f64,
+}
+
 impl Evaluation {
     /// The largest threshold that catches at least `detect` of `attacks`, and the share
     /// of legitimate logins at or above it (asked to re-authenticate).
     pub fn reauth_at_detection(&self, attacks: &[f64], detect: f64) -> (f64, f64) {
-        let mut sorted = attacks.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        if sorted.is_empty() {
-            return (1.0, 0.0);
-        }
-        // Index of the attack score that leaves (1 - detect) below it.
-        let k = ((1.0 - detect) * sorted.len() as f64).floor() as usize;
-        let t = sorted[k.min(sorted.len() - 1)];
+        let t = threshold_for_detection(attacks, detect);
         (t, share_at_or_above(&self.legit, t))
+    }
+
+    /// The median over users of the share of their scored logins at or above `t`
+    /// (the mean of the two middle users for an even count; 0 without users).
+    pub fn median_user_share(&self, t: f64) -> f64 {
+        let mut per_user: std::collections::HashMap<u32, (u32, u32)> =
+            std::collections::HashMap::new();
+        for (&s, &u) in self.legit.iter().zip(&self.legit_users) {
+            let e = per_user.entry(u).or_insert((0, 0));
+            e.0 += 1;
+            if s >= t {
+                e.1 += 1;
+            }
+        }
+        let mut rates: Vec<f64> = per_user
+            .values()
+            .map(|&(n, above)| f64::from(above) / f64::from(n))
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        match rates.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => rates[n / 2],
+            n => (rates[n / 2 - 1] + rates[n / 2]) / 2.0,
+        }
+    }
+
+    /// The operating point at threshold `t` against `attacks`.
+    pub fn at_threshold(&self, attacks: &[f64], t: f64) -> OperatingPoint {
+        OperatingPoint {
+            threshold: t,
+            detected: share_at_or_above(attacks, t),
+            reauth_logins: share_at_or_above(&self.legit, t),
+            reauth_median_user: self.median_user_share(t),
+        }
+    }
+
+    /// The operating point that catches at least `detect` of `attacks`.
+    pub fn at_detection(&self, attacks: &[f64], detect: f64) -> OperatingPoint {
+        self.at_threshold(attacks, threshold_for_detection(attacks, detect))
+    }
+}
+
+/// How [`evaluate_with`] replays a stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalOptions {
+    /// Owners' logins are scored (counted) once the user has this many earlier logins.
+    pub min_prior: u32,
+    /// `None`: no device signal (the RBA data set's features only). `Some(p)`: model a
+    /// known-device cookie: an owner's login from a device (browser profile) the
+    /// service saw in an earlier successful login has familiarity 1, except with
+    /// probability `p` (cookie cleared, private window), when it is 0 like a new
+    /// device's. Attackers never hold the victim's cookie (familiarity 0).
+    pub device_cookie_loss: Option<f64>,
+    /// Seed for the cookie-loss draws.
+    pub seed: u64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            min_prior: 20,
+            device_cookie_loss: None,
+            seed: 1,
+        }
     }
 }
 
@@ -360,25 +460,96 @@ pub fn evaluate(
     min_prior: u32,
     make: impl FnOnce(std::sync::Arc<dyn palisade_core_traits::Clock>) -> crate::ThreatScorer,
 ) -> Evaluation {
+    evaluate_with(
+        stream,
+        &EvalOptions {
+            min_prior,
+            ..EvalOptions::default()
+        },
+        make,
+    )
+}
+
+/// [`evaluate`] with options, over any stream of logins in time order (a slice, or an
+/// iterator reading a large file).
+pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
+    stream: impl IntoIterator<Item = L>,
+    opts: &EvalOptions,
+    make: impl FnOnce(std::sync::Arc<dyn palisade_core_traits::Clock>) -> crate::ThreatScorer,
+) -> Evaluation {
     use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
     let base = 1_700_000_000;
     let clock = std::sync::Arc::new(ManualClock::new(Timestamp::from_unix_secs(base)));
     let mut scorer = make(clock.clone());
     let mut e = Evaluation::default();
+    let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut known: std::collections::HashSet<(u32, u8)> = std::collections::HashSet::new();
+    let mut rng = Rng::new(opts.seed);
     for l in stream {
-        clock.set(Timestamp::from_unix_secs(base + l.at_secs));
-        let s = scorer.score(&l.attempt).score;
+        let l = l.borrow();
+        // Synthetic times start at 0; real data sets carry unix times.
+        let at = if l.at_secs < base {
+            base + l.at_secs
+        } else {
+            l.at_secs
+        };
+        clock.set(Timestamp::from_unix_secs(at));
+        let next_id = ids.len() as u32;
+        let id = *ids.entry(l.attempt.user.clone()).or_insert(next_id);
+        let mut attempt = std::borrow::Cow::Borrowed(&l.attempt);
+        if let Some(loss) = opts.device_cookie_loss {
+            let familiar = match (l.actor, l.device) {
+                (Actor::Legit, Some(d)) => known.contains(&(id, d)) && !rng.chance(loss),
+                _ => false,
+            };
+            attempt.to_mut().device_familiarity = Some(if familiar { 1.0 } else { 0.0 });
+        }
+        let s = scorer.score(&attempt).score;
         match l.actor {
             Actor::Legit => {
-                if l.prior_logins >= min_prior {
+                if l.prior_logins >= opts.min_prior {
                     e.legit.push(s);
+                    e.legit_users.push(id);
                 }
-                scorer.record(&l.attempt, LoginOutcome::Success);
+                scorer.record(&attempt, LoginOutcome::Success);
+                if let Some(d) = l.device {
+                    known.insert((id, d));
+                }
             }
             Actor::Naive => e.naive.push(s),
             Actor::Vpn => e.vpn.push(s),
             Actor::Targeted => e.targeted.push(s),
+            Actor::AttackIp => e.attack_ip.push(s),
+            Actor::Takeover => e.takeover.push(s),
         }
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_user_and_threshold_by_hand() {
+        let e = Evaluation {
+            legit: vec![0.1, 0.9, 0.9, 0.2, 0.8, 0.7, 0.1],
+            legit_users: vec![0, 0, 0, 1, 1, 2, 3],
+            ..Evaluation::default()
+        };
+        // At 0.5: user 0 has 2 of 3, user 1 1 of 2, user 2 1 of 1, user 3 0 of 1;
+        // sorted 0, 1/2, 2/3, 1: median (1/2 + 2/3) / 2 = 7/12.
+        assert!((e.median_user_share(0.5) - 7.0 / 12.0).abs() < 1e-12);
+        // Pooled: 4 of 7.
+        assert!((share_at_or_above(&e.legit, 0.5) - 4.0 / 7.0).abs() < 1e-12);
+        // 75 % of [0.3, 0.1, 0.2, 0.4] are caught at 0.2 (3 of 4), not at 0.3 (2 of 4).
+        assert_eq!(threshold_for_detection(&[0.3, 0.1, 0.2, 0.4], 0.75), 0.2);
+        let p = e.at_detection(&[0.3, 0.1, 0.2, 0.4], 0.75);
+        assert_eq!(p.threshold, 0.2);
+        assert_eq!(p.detected, 0.75);
+        // At 0.2: user 0 2/3, user 1 2/2 (0.2 counts), user 2 1, user 3 0;
+        // sorted 0, 2/3, 1, 1: median (2/3 + 1) / 2 = 5/6.
+        assert!((p.reauth_median_user - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(Evaluation::default().median_user_share(0.5), 0.0);
+    }
 }

@@ -297,6 +297,7 @@ fn any_attempt() -> impl Strategy<Value = LoginAttempt> {
             user_agent: ua,
             geo,
             device_familiarity,
+            numeric: Vec::new(),
         })
 }
 
@@ -384,4 +385,97 @@ proptest! {
         let (h, a) = (s.score(&home), s.score(&away));
         prop_assert!(h.score < a.score, "{} vs {}", h.score, a.score);
     }
+}
+
+fn behaviour_scorer(behaviour: Option<BehaviourConfig>) -> (Arc<ManualClock>, ThreatScorer) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
+    let cfg = Config {
+        behaviour,
+        ..Config::default()
+    };
+    (clock.clone(), ThreatScorer::new(cfg, clock).unwrap())
+}
+
+/// 600 completed logins of one user with request features near (100, 2) and the
+/// scaler's range fixed by two logins at (0, 0) and (1000, 10).
+fn train_behaviour(clock: &ManualClock, s: &mut ThreatScorer) -> LoginAttempt {
+    let base = LoginAttempt::new("alice", ip("192.0.2.10"), FIREFOX).with_geo(geo(3320, "DE"));
+    let mut rng = crate::synth::Rng::new(5);
+    for x in [[0.0, 0.0], [1000.0, 10.0]] {
+        s.record(&base.clone().with_numeric(x), LoginOutcome::Success);
+    }
+    for _ in 0..600 {
+        clock.advance(Duration::from_secs(3_600));
+        let x = [100.0 + 20.0 * rng.unit(), 2.0 + rng.unit()];
+        s.record(&base.clone().with_numeric(x), LoginOutcome::Success);
+    }
+    base
+}
+
+#[test]
+fn behaviour_anomaly_is_a_named_contribution_when_enabled() {
+    let cfg = BehaviourConfig {
+        features: 2,
+        ..BehaviourConfig::default()
+    };
+    let (clock, mut s) = behaviour_scorer(Some(cfg));
+    let base = train_behaviour(&clock, &mut s);
+    let usual = s.score(&base.clone().with_numeric([110.0, 2.5]));
+    let odd = s.score(&base.clone().with_numeric([990.0, 9.5]));
+    let part = |t: &ThreatScore| {
+        t.contributions
+            .iter()
+            .find(|c| c.signal == Signal::BehaviourAnomaly)
+            .map_or(0.0, |c| c.risk)
+    };
+    assert_eq!(part(&usual), 0.0, "{usual:?}");
+    assert!(part(&odd) > 0.1 && part(&odd) <= 0.3, "{odd:?}");
+    assert!(odd.score > usual.score);
+    // Alone it stays below monitor (weight 0.3 < 0.5).
+    assert!(part(&odd) < Config::default().thresholds.monitor);
+    // Without features the signal is skipped.
+    assert_eq!(part(&s.score(&base)), 0.0);
+    // Failed logins do not teach it: 1,000 failures at the odd point change nothing.
+    for _ in 0..1_000 {
+        s.record(
+            &base.clone().with_numeric([990.0, 9.5]),
+            LoginOutcome::Failure,
+        );
+    }
+    let again = s.score(&base.clone().with_numeric([990.0, 9.5]));
+    assert_eq!(part(&again), part(&odd));
+    // A restart keeps the detector.
+    let (_, mut restored) = behaviour_scorer(Some(cfg));
+    restored.restore(s.snapshot()).unwrap();
+    assert_eq!(
+        part(&restored.score(&base.clone().with_numeric([990.0, 9.5]))),
+        part(&odd)
+    );
+}
+
+#[test]
+fn behaviour_signal_is_off_by_default() {
+    let (clock, mut s) = behaviour_scorer(None);
+    let base = train_behaviour(&clock, &mut s);
+    let odd = s.score(&base.with_numeric([990.0, 9.5]));
+    assert!(
+        odd.contributions
+            .iter()
+            .all(|c| c.signal != Signal::BehaviourAnomaly),
+        "{odd:?}"
+    );
+    let bad = Config {
+        behaviour: Some(BehaviourConfig {
+            floor: 1.0,
+            ..BehaviourConfig::default()
+        }),
+        ..Config::default()
+    };
+    assert!(matches!(
+        ThreatScorer::new(bad, clock),
+        Err(Error::InvalidConfig {
+            field: "behaviour.floor",
+            ..
+        })
+    ));
 }

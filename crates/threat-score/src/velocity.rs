@@ -7,6 +7,14 @@
 //! source are counted by incrementing a per-source counter the first time the
 //! (source, username) pair's own estimate in the window is zero: a collision can only
 //! make it miss a user, so spray counts err low, never high.
+//!
+//! Heavy hitters: each bucket also keeps one Space-Saving summary (Metwally et al.,
+//! 2005) per kind of source of failed logins (IP, /24 or /64, ASN) with `top_k` slots.
+//! In a bucket with `n` failed logins, every source of that kind with more than
+//! `n / top_k` of them is kept, and a kept source's count over-estimates by at most its
+//! recorded error. A window's top list adds up its buckets' summaries.
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +52,8 @@ pub struct VelocityConfig {
     pub asn_failures: WindowThresholds,
     /// Distinct usernames failing from one IP or prefix (password spray).
     pub distinct_users: WindowThresholds,
+    /// Heavy-hitter slots per time bucket (Space-Saving) for the top failing sources.
+    pub top_k: usize,
 }
 
 impl Default for VelocityConfig {
@@ -56,6 +66,108 @@ impl Default for VelocityConfig {
             prefix_failures: WindowThresholds([20.0, 80.0, 300.0]),
             asn_failures: WindowThresholds([100.0, 500.0, 2000.0]),
             distinct_users: WindowThresholds([5.0, 15.0, 40.0]),
+            top_k: 128,
+        }
+    }
+}
+
+/// A source of failed logins, as reported by the heavy-hitter lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureSource {
+    /// One address.
+    Ip(IpAddr),
+    /// A network: the /24 (IPv4) or /64 (IPv6) holding the address, as its first address
+    /// and prefix length.
+    Prefix(IpAddr, u8),
+    /// An autonomous system.
+    Asn(u32),
+}
+
+/// The kinds of [`FailureSource`], each with its own heavy-hitter list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Addresses.
+    Ip,
+    /// /24 and /64 networks.
+    Prefix,
+    /// Autonomous systems.
+    Asn,
+}
+
+impl FailureSource {
+    /// Its kind.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            FailureSource::Ip(_) => SourceKind::Ip,
+            FailureSource::Prefix(..) => SourceKind::Prefix,
+            FailureSource::Asn(_) => SourceKind::Asn,
+        }
+    }
+
+    /// The /24 or /64 holding `ip`.
+    pub fn prefix_of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, c, _] = v4.octets();
+                FailureSource::Prefix(IpAddr::from([a, b, c, 0]), 24)
+            }
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                FailureSource::Prefix(IpAddr::V6(net), 64)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for FailureSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailureSource::Ip(ip) => write!(f, "{ip}"),
+            FailureSource::Prefix(net, len) => write!(f, "{net}/{len}"),
+            FailureSource::Asn(n) => write!(f, "AS{n}"),
+        }
+    }
+}
+
+/// One entry of a window's top failing sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeavyHitter {
+    /// The source.
+    pub source: FailureSource,
+    /// Estimated failed logins from it in the window: never below the true count.
+    pub count: u64,
+    /// Largest possible over-estimate: the true count is in `count - error ..= count`.
+    pub error: u64,
+}
+
+/// A Space-Saving summary with a fixed number of slots.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SpaceSaving {
+    /// (source, count, error), at most `cap` of them.
+    slots: Vec<(FailureSource, u32, u32)>,
+}
+
+impl SpaceSaving {
+    fn add(&mut self, source: FailureSource, cap: usize) {
+        if let Some(s) = self.slots.iter_mut().find(|s| s.0 == source) {
+            s.1 = s.1.saturating_add(1);
+        } else if self.slots.len() < cap {
+            self.slots.push((source, 1, 0));
+        } else if let Some(min) = self.slots.iter_mut().min_by_key(|s| s.1) {
+            // Evict the smallest: the newcomer inherits its count as error.
+            *min = (source, min.1.saturating_add(1), min.1);
+        }
+    }
+
+    /// The count below which an absent source may hide (0 when not full).
+    fn floor(&self, cap: usize) -> u32 {
+        if self.slots.len() < cap {
+            0
+        } else {
+            self.slots.iter().map(|s| s.1).min().unwrap_or(0)
         }
     }
 }
@@ -64,6 +176,8 @@ impl Default for VelocityConfig {
 struct Bucket {
     epoch: u64,
     counters: Vec<u32>,
+    /// One summary per [`SourceKind`], in declaration order.
+    top: [SpaceSaving; 3],
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +191,7 @@ struct Window {
 pub(crate) struct Velocity {
     width: usize,
     depth: usize,
+    top_k: usize,
     windows: Vec<Window>,
 }
 
@@ -129,6 +244,7 @@ impl Velocity {
     pub(crate) fn new(cfg: &VelocityConfig) -> Self {
         let width = cfg.width.max(16);
         let depth = cfg.depth.clamp(1, 16);
+        let top_k = cfg.top_k.clamp(1, 4096);
         let windows = WINDOWS
             .iter()
             .map(|&(len, n)| Window {
@@ -137,6 +253,7 @@ impl Velocity {
                     .map(|_| Bucket {
                         epoch: u64::MAX,
                         counters: vec![0; width * depth],
+                        top: Default::default(),
                     })
                     .collect(),
             })
@@ -144,16 +261,93 @@ impl Velocity {
         Velocity {
             width,
             depth,
+            top_k,
             windows,
         }
     }
 
-    /// Bytes held by the counters (fixed at construction).
+    /// Bytes held by the counters and heavy-hitter slots (fixed at construction).
     pub(crate) fn memory_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(FailureSource, u32, u32)>();
         self.windows
             .iter()
-            .map(|w| w.buckets.len() * self.width * self.depth * 4)
+            .map(|w| w.buckets.len() * (self.width * self.depth * 4 + 3 * self.top_k * slot))
             .sum()
+    }
+
+    /// The current bucket of window `w` at `now`, cleared if it held an older epoch.
+    fn bucket_mut(&mut self, w: usize, now: u64) -> &mut Bucket {
+        let win = &mut self.windows[w];
+        let epoch = now / win.bucket_secs;
+        let n = win.buckets.len() as u64;
+        let b = &mut win.buckets[(epoch % n) as usize];
+        if b.epoch != epoch {
+            b.epoch = epoch;
+            b.counters.iter_mut().for_each(|c| *c = 0);
+            b.top.iter_mut().for_each(|t| t.slots.clear());
+        }
+        b
+    }
+
+    /// Counts one failed login from each of `sources` in the heavy-hitter summaries.
+    pub(crate) fn record_failure_sources(&mut self, now: u64, sources: &[FailureSource]) {
+        let cap = self.top_k;
+        for w in 0..self.windows.len() {
+            let b = self.bucket_mut(w, now);
+            for s in sources {
+                b.top[s.kind() as usize].add(*s, cap);
+            }
+        }
+    }
+
+    /// The `n` sources of `kind` with the most failed logins in window `w` (index into
+    /// [`WINDOWS`]) at `now`, largest first.
+    pub(crate) fn top_failing(
+        &self,
+        w: usize,
+        now: u64,
+        kind: SourceKind,
+        n: usize,
+    ) -> Vec<HeavyHitter> {
+        let k = kind as usize;
+        let Some(win) = self.windows.get(w) else {
+            return Vec::new();
+        };
+        let current = now / win.bucket_secs;
+        let oldest = current.saturating_sub(win.buckets.len() as u64 - 1);
+        let live: Vec<&Bucket> = win
+            .buckets
+            .iter()
+            .filter(|b| b.epoch != u64::MAX && b.epoch >= oldest && b.epoch <= current)
+            .collect();
+        let mut sum: std::collections::HashMap<FailureSource, (u64, u64)> =
+            std::collections::HashMap::new();
+        for b in &live {
+            for &(s, c, e) in &b.top[k].slots {
+                let x = sum.entry(s).or_insert((0, 0));
+                x.0 += u64::from(c);
+                x.1 += u64::from(e);
+            }
+        }
+        // A source missing from a full bucket may have had up to that bucket's floor.
+        let mut out: Vec<HeavyHitter> = sum
+            .into_iter()
+            .map(|(source, (count, error))| {
+                let hidden: u64 = live
+                    .iter()
+                    .filter(|b| !b.top[k].slots.iter().any(|s| s.0 == source))
+                    .map(|b| u64::from(b.top[k].floor(self.top_k)))
+                    .sum();
+                HeavyHitter {
+                    source,
+                    count: count + hidden,
+                    error: error + hidden,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.error.cmp(&b.error)));
+        out.truncate(n);
+        out
     }
 
     fn slots(&self, key: u64) -> impl Iterator<Item = usize> + '_ {
@@ -185,14 +379,7 @@ impl Velocity {
 
     fn bump(&mut self, w: usize, now: u64, key: u64) {
         let slots: Vec<usize> = self.slots(key).collect();
-        let win = &mut self.windows[w];
-        let epoch = now / win.bucket_secs;
-        let n = win.buckets.len() as u64;
-        let b = &mut win.buckets[(epoch % n) as usize];
-        if b.epoch != epoch {
-            b.epoch = epoch;
-            b.counters.iter_mut().for_each(|c| *c = 0);
-        }
+        let b = self.bucket_mut(w, now);
         for s in slots {
             b.counters[s] = b.counters[s].saturating_add(1);
         }
@@ -337,5 +524,27 @@ mod tests {
         let mut v = Velocity::new(&cfg);
         v.record(2_000, src(1, 900), true);
         assert_eq!(v.risk(2_000, src(1, 900), &cfg).ip_failures, 0);
+    }
+
+    #[test]
+    fn space_saving_keeps_heavy_sources_and_bounds_counts() {
+        let mut ss = SpaceSaving::default();
+        let a = FailureSource::Asn(1);
+        for i in 0..100u32 {
+            ss.add(a, 4);
+            ss.add(FailureSource::Asn(1_000 + i), 4);
+        }
+        // 200 records, 4 slots: a source with more than 50 is guaranteed to stay.
+        let kept = ss.slots.iter().find(|s| s.0 == a).unwrap();
+        assert!(kept.1 >= 100 && kept.1 - kept.2 <= 100, "{kept:?}");
+        assert_eq!(ss.slots.len(), 4);
+        assert_eq!(
+            FailureSource::prefix_of("192.0.2.77".parse().unwrap()).to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            FailureSource::prefix_of("2001:db8:1:2:3:4:5:6".parse().unwrap()).to_string(),
+            "2001:db8:1:2::/64"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
 use palisade_threat_score::synth::{Actor, SynthConfig, generate};
-use palisade_threat_score::{Config, ThreatScorer, Verdict};
+use palisade_threat_score::{Config, SourceKind, ThreatScorer, Verdict};
 
 fn main() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
@@ -76,5 +76,14 @@ fn main() {
             c.share * 100.0,
             c.reason
         );
+    }
+    // The top failing sources of the last minute (heavy hitters, fixed memory).
+    for kind in [SourceKind::Ip, SourceKind::Prefix, SourceKind::Asn] {
+        for h in scorer.top_failing_sources(0, kind, 3) {
+            println!(
+                "top failing {kind:?}: {} with {} failures (over-estimate at most {})",
+                h.source, h.count, h.error
+            );
+        }
     }
 }
