@@ -264,7 +264,17 @@ impl<W: Write> AuditLog<W> {
         d: &Decision,
         outcome: Option<Outcome>,
     ) -> Result<(), Error> {
-        let restore = outcome.is_some();
+        // Unblocking is a Restore; resolving a notification is not a remediation (Other).
+        let restore = outcome.is_some() && matches!(d.action, Action::BlockIp { .. });
+        let message = format!(
+            "decision {} expired{}",
+            d.id,
+            match (&outcome, restore) {
+                (Some(_), true) => ", reverted",
+                (Some(_), false) => ", resolved",
+                (None, _) => "",
+            }
+        );
         let details = Details {
             event_uid: None,
             playbook: d.playbook.clone(),
@@ -274,11 +284,6 @@ impl<W: Write> AuditLog<W> {
             verdict: None,
             outcome,
         };
-        let message = format!(
-            "decision {} expired{}",
-            d.id,
-            if restore { ", reverted" } else { "" }
-        );
         self.append(now, message, details, restore)
     }
 }

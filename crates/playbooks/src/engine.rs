@@ -286,6 +286,14 @@ impl Decision {
             && self.awaiting_approval.is_none()
             && matches!(self.action, Action::BlockIp { .. })
     }
+
+    /// Whether expiry must close an incident: an enforced notification (a resolve with
+    /// the same `dedup_key` is sent, so a pager does not stay open forever).
+    pub fn needs_resolve(&self) -> bool {
+        !self.dry_run
+            && self.awaiting_approval.is_none()
+            && matches!(self.action, Action::Notify { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

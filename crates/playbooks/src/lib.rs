@@ -5,6 +5,8 @@ pub mod audit;
 mod definition;
 mod engine;
 mod executor;
+#[cfg(feature = "http")]
+pub mod notify;
 
 pub use definition::{
     ActionDef, AllowlistDef, DEFAULT_PLAYBOOKS, Definition, EngineSettings, Escalation, GroupBy,
@@ -59,6 +61,35 @@ pub enum Error {
     /// Writing the audit log failed.
     #[error("audit log I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A notifier was configured wrongly (the message never contains the URL or key).
+    #[error("notifier configuration: {0}")]
+    NotifierConfig(String),
+    /// The receiver refused the notification with a 4xx other than 429; not retried.
+    #[error("notifier {endpoint}: refused with HTTP {status}, not retried")]
+    NotifyRejected {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Delivery failed after the retries the policy allows (or a `Retry-After` too long).
+    #[error("notifier {endpoint}: gave up after {attempts} attempt(s): {reason}")]
+    NotifyGaveUp {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+    /// A request timed out after it was sent: it may have been delivered; not retried.
+    #[error("notifier {endpoint}: no response within {after:?}; delivery unknown")]
+    NotifyTimeout {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// The per-request timeout.
+        after: std::time::Duration,
+    },
 }
 
 /// Parses a definition from arbitrary bytes (the fuzz entry point). Never panics.
