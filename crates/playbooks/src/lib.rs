@@ -7,6 +7,7 @@ mod engine;
 mod executor;
 #[cfg(feature = "http")]
 pub mod notify;
+pub mod ocsf;
 
 pub use definition::{
     ActionDef, AllowlistDef, DEFAULT_PLAYBOOKS, Definition, EngineSettings, Escalation, GroupBy,
@@ -61,6 +62,14 @@ pub enum Error {
     /// Writing the audit log failed.
     #[error("audit log I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// An OCSF event could not be mapped to a `SecurityEvent`.
+    #[error("OCSF event: field `{field}`: {reason}")]
+    Ocsf {
+        /// The field path, e.g. `src_endpoint.ip`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A notifier was configured wrongly (the message never contains the URL or key).
     #[error("notifier configuration: {0}")]
     NotifierConfig(String),
@@ -98,5 +107,15 @@ pub fn fuzz_definition(bytes: &[u8]) {
         && let Ok(def) = Definition::from_toml("fuzz", s)
     {
         let _ = Engine::new(def);
+    }
+}
+
+/// Maps an OCSF event from arbitrary bytes (the fuzz entry point). Never panics.
+pub fn fuzz_ocsf(bytes: &[u8]) {
+    if let Ok(Some(event)) = ocsf::parse(bytes) {
+        // Whatever the adapter accepts must be a valid SecurityEvent.
+        let json = event.to_json();
+        let back = palisade_core_traits::SecurityEvent::from_json(json.as_bytes());
+        assert!(back.is_ok(), "adapter produced an invalid event: {json}");
     }
 }
