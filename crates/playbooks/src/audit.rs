@@ -241,10 +241,10 @@ impl<W: Write> AuditLog<W> {
                 .map(|(_, o)| o.clone());
             self.append(
                 plan.time,
-                s.why.clone(),
+                s.why.to_string(),
                 Details {
                     event_uid: event_uid.clone(),
-                    playbook: s.playbook.clone(),
+                    playbook: s.playbook.as_deref().map(str::to_owned),
                     decision: s.decision,
                     action: Some(s.action.clone()),
                     target: Some(s.target.clone()),

@@ -1,7 +1,9 @@
 //! Deterministic planning: event → [`Plan`], through one fixed pipeline.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
@@ -216,12 +218,164 @@ pub enum Verdict {
     Suppressed(Suppression),
 }
 
+/// Where a candidate action came from (part of [`Why`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "origin", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Origin {
+    /// A playbook's rule matched an event.
+    Playbook {
+        /// The playbook.
+        name: Arc<str>,
+        /// The action's index in the playbook.
+        rule: usize,
+        /// The event kind that matched.
+        kind: EventKind,
+    },
+    /// [`Engine::manual`].
+    Manual {
+        /// The caller's reason.
+        reason: String,
+    },
+    /// [`Engine::approve`].
+    Approved {
+        /// The approved decision.
+        decision: u64,
+    },
+}
+
+/// What the resolved action does, and why it has this size (part of [`Why`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "resolution", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Resolution {
+    /// A block of the base duration.
+    Block {
+        /// Seconds.
+        secs: u64,
+    },
+    /// A repeat offender's block, escalated.
+    Escalated {
+        /// Earlier bans within the decay window.
+        earlier: u32,
+        /// The last of them.
+        last: Timestamp,
+        /// Seconds, after escalation and cap.
+        secs: u64,
+    },
+    /// Revoke the user's tokens.
+    RevokeUserTokens,
+    /// Revoke one token.
+    RevokeToken,
+    /// Require step-up.
+    StepUp {
+        /// Seconds.
+        secs: u64,
+    },
+    /// Terminate the user's sessions.
+    TerminateSessions,
+    /// Notify.
+    Notify,
+    /// Given by the caller ([`Origin::Manual`], [`Origin::Approved`]).
+    AsGiven,
+}
+
+/// What the pipeline noted beyond the verdict (part of [`Why`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Note {
+    /// Nothing: the action was kept and is enforced (or awaits approval).
+    Kept,
+    /// Suppressed: the target is allowlisted.
+    Allowlisted,
+    /// Suppressed: an equal decision is active.
+    Duplicate {
+        /// The active decision.
+        decision: u64,
+        /// Until when it is active.
+        until: Timestamp,
+    },
+    /// Suppressed: the playbook is cooling down for this group.
+    CoolDown {
+        /// Until when.
+        until: Timestamp,
+    },
+    /// Suppressed: the per-minute budget is spent.
+    Budget {
+        /// The cap.
+        cap: u32,
+    },
+    /// Kept, but dry-run: recorded, not executed.
+    DryRun,
+}
+
+/// The explanation of a [`Step`]: structured, so planning costs no formatting; its
+/// `Display` renders the sentence (e.g. `playbook "brute-force-ip" rule 0 matched
+/// BruteForce: block for 900s; suppressed: decision 3 is active until …`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Why {
+    /// Where the candidate came from.
+    pub origin: Origin,
+    /// What it resolved to.
+    pub resolution: Resolution,
+    /// What the pipeline decided beyond the verdict.
+    pub note: Note,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Origin::Playbook { name, rule, kind } => {
+                write!(f, "playbook {name:?} rule {rule} matched {kind:?}: ")?;
+            }
+            Origin::Manual { reason } => write!(f, "manual: {reason}")?,
+            Origin::Approved { decision } => write!(f, "decision {decision} approved")?,
+        }
+        match self.resolution {
+            Resolution::Block { secs } => write!(f, "block for {secs}s")?,
+            Resolution::Escalated {
+                earlier,
+                last,
+                secs,
+            } => write!(
+                f,
+                "repeat offender ({earlier} earlier bans, last at {last}): block escalated to {secs}s"
+            )?,
+            Resolution::RevokeUserTokens => {
+                f.write_str("revoke every token issued to the user until now")?;
+            }
+            Resolution::RevokeToken => f.write_str("revoke the token")?,
+            Resolution::StepUp { secs } => write!(f, "require step-up for {secs}s")?,
+            Resolution::TerminateSessions => f.write_str("terminate the user's sessions")?,
+            Resolution::Notify => f.write_str("notify")?,
+            Resolution::AsGiven => {}
+        }
+        match self.note {
+            Note::Kept => Ok(()),
+            Note::Allowlisted => f.write_str("; suppressed: target is allowlisted"),
+            Note::Duplicate { decision, until } => write!(
+                f,
+                "; suppressed: decision {decision} is active until {until}"
+            ),
+            Note::CoolDown { until } => {
+                write!(f, "; suppressed: playbook cooling down until {until}")
+            }
+            Note::Budget { cap } => {
+                write!(f, "; suppressed: {cap} actions in the last minute already")
+            }
+            Note::DryRun => f.write_str("; dry-run: recorded, not executed"),
+        }
+    }
+}
+
 /// One candidate action and what the pipeline decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Step {
     /// The playbook, or `None` for a manual action.
-    pub playbook: Option<String>,
+    pub playbook: Option<Arc<str>>,
     /// The action's index in the playbook (0 for manual).
     pub rule: usize,
     /// The resolved action.
@@ -232,8 +386,8 @@ pub struct Step {
     pub verdict: Verdict,
     /// The decision id, if one was recorded (executed, dry-run, or awaiting approval).
     pub decision: Option<u64>,
-    /// A human explanation.
-    pub why: String,
+    /// The explanation; `to_string()` renders it for humans.
+    pub why: Why,
 }
 
 /// The output of [`Engine::evaluate`]: every candidate action with its verdict.
@@ -350,6 +504,10 @@ pub struct Engine {
     next_id: u64,
     /// Over, but replaced before `expire` ran: still handed out by `expire`, once.
     replaced: Vec<Decision>,
+    /// Playbook indices per event kind, in file order: an event visits only these.
+    by_kind: HashMap<EventKind, Arc<[usize]>>,
+    /// Playbook names, shared by every step that cites them.
+    names: Vec<Arc<str>>,
 }
 
 struct Candidate {
@@ -360,13 +518,30 @@ struct Candidate {
     window: Duration,
     approval: Option<Duration>,
     mode: Mode,
-    why: String,
+    why: Why,
 }
 
 impl Engine {
     /// An engine with no state.
     pub fn new(def: Definition) -> Self {
+        let mut lists: HashMap<EventKind, Vec<usize>> = HashMap::new();
+        for (i, p) in def.playbooks.iter().enumerate() {
+            for k in &p.kinds {
+                let list = lists.entry(*k).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        let by_kind = lists.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let names = def
+            .playbooks
+            .iter()
+            .map(|p| Arc::from(p.name.as_str()))
+            .collect();
         Engine {
+            by_kind,
+            names,
             allow_ips: def.allowlist.ips.iter().map(|ip| canonical(*ip)).collect(),
             allow_nets: def.allowlist.networks.clone(),
             allow_users: def.allowlist.users.iter().cloned().collect(),
@@ -492,7 +667,12 @@ impl Engine {
             plan.ignored = Some(reason);
             return plan;
         }
-        for pi in 0..self.def.playbooks.len() {
+        // Only the playbooks listing this kind (a shared list: the pipeline below
+        // mutates the engine, so the list is held by an Arc, not borrowed).
+        let Some(indices) = self.by_kind.get(&event.kind).cloned() else {
+            return plan;
+        };
+        for &pi in indices.iter() {
             let p = &self.def.playbooks[pi];
             if !Self::matches(p, event, &target) {
                 continue;
@@ -505,16 +685,10 @@ impl Engine {
             let cooldown_until = self.cooldowns.get(&group).copied().filter(|u| *u > now);
             let mode = p.mode.unwrap_or(self.def.engine.mode);
             let window = p.cooldown.0;
-            let candidates: Vec<Candidate> = p
-                .actions
-                .iter()
-                .enumerate()
-                .map(|(rule, a)| {
-                    self.resolve(pi, rule, a.get_ref(), event, &target, window, mode, now)
-                })
-                .collect();
             let mut fired = false;
-            for c in candidates {
+            for rule in 0..p.actions.len() {
+                let def = self.def.playbooks[pi].actions[rule].get_ref();
+                let c = self.resolve(pi, rule, def, event, &target, window, mode, now);
                 let step = self.pipeline(c, cooldown_until, now);
                 fired |= step.decision.is_some();
                 plan.steps.push(step);
@@ -555,7 +729,7 @@ impl Engine {
                     _ => IpAddr::from([0, 0, 0, 0]),
                 };
                 let mut d = duration.0;
-                let mut why = format!("block for {}s", d.as_secs());
+                let mut why = Resolution::Block { secs: d.as_secs() };
                 // While a ban is active, the next step is a duplicate: do not describe it
                 // as an escalation of itself.
                 let banned = self
@@ -569,12 +743,11 @@ impl Engine {
                     for _ in 0..o.count {
                         d = d.saturating_mul(e.factor).min(e.max.0);
                     }
-                    why = format!(
-                        "repeat offender ({} earlier bans, last at {}): block escalated to {}s",
-                        o.count,
-                        o.last,
-                        d.as_secs()
-                    );
+                    why = Resolution::Escalated {
+                        earlier: o.count,
+                        last: o.last,
+                        secs: d.as_secs(),
+                    };
                 }
                 (Action::BlockIp { ip, duration: d }, why)
             }
@@ -583,7 +756,7 @@ impl Engine {
                     issuer: issuer.clone(),
                     user_id: user(),
                 },
-                "revoke every token issued to the user until now".into(),
+                Resolution::RevokeUserTokens,
             ),
             ActionDef::RevokeToken { max_lifetime, .. } => {
                 let (issuer, jti) = match target {
@@ -596,7 +769,7 @@ impl Engine {
                         jti,
                         expires_at: now.saturating_add(max_lifetime.0),
                     },
-                    "revoke the token".into(),
+                    Resolution::RevokeToken,
                 )
             }
             ActionDef::RequireStepUp { valid_for, .. } => (
@@ -604,11 +777,13 @@ impl Engine {
                     user_id: user(),
                     valid_for: valid_for.0,
                 },
-                format!("require step-up for {}s", valid_for.0.as_secs()),
+                Resolution::StepUp {
+                    secs: valid_for.0.as_secs(),
+                },
             ),
             ActionDef::TerminateSessions { .. } => (
                 Action::TerminateSessions { user_id: user() },
-                "terminate the user's sessions".into(),
+                Resolution::TerminateSessions,
             ),
             ActionDef::Notify { severity } => (
                 Action::Notify {
@@ -622,7 +797,7 @@ impl Engine {
                     ),
                     dedup_key: format!("{}:{}", p.name, target.value()),
                 },
-                "notify".into(),
+                Resolution::Notify,
             ),
         };
         let window = match &action {
@@ -638,10 +813,15 @@ impl Engine {
             window,
             approval: def.approval().map(|s| s.0),
             mode,
-            why: format!(
-                "playbook {:?} rule {rule} matched {:?}: {why}",
-                p.name, event.kind
-            ),
+            why: Why {
+                origin: Origin::Playbook {
+                    name: self.names[pi].clone(),
+                    rule,
+                    kind: event.kind,
+                },
+                resolution: why,
+                note: Note::Kept,
+            },
         }
     }
 
@@ -664,7 +844,7 @@ impl Engine {
         now: Timestamp,
     ) -> Step {
         let key = (c.action.kind(), c.target.clone());
-        let playbook = c.playbook.map(|i| self.def.playbooks[i].name.clone());
+        let playbook = c.playbook.map(|i| self.names[i].clone());
         let mut step = Step {
             playbook,
             rule: c.rule,
@@ -674,25 +854,21 @@ impl Engine {
             decision: None,
             why: c.why,
         };
-        let suppress = |step: &mut Step, s: Suppression, why: String| {
+        let suppress = |step: &mut Step, s: Suppression, note: Note| {
             step.verdict = Verdict::Suppressed(s);
-            step.why = format!("{}; suppressed: {why}", step.why);
+            step.why.note = note;
         };
         // Allowlisted subjects are never acted on; notifications about them still go out.
         if step.action.kind() != ActionKind::Notify && self.allowlisted(&step.target) {
-            suppress(
-                &mut step,
-                Suppression::Allowlisted,
-                "target is allowlisted".into(),
-            );
+            suppress(&mut step, Suppression::Allowlisted, Note::Allowlisted);
             return step;
         }
         if let Some(d) = self.active.get(&key).filter(|d| d.active_until > now) {
-            let id = d.id;
+            let (decision, until) = (d.id, d.active_until);
             suppress(
                 &mut step,
-                Suppression::Duplicate { decision: id },
-                format!("decision {id} is active until {}", d.active_until),
+                Suppression::Duplicate { decision },
+                Note::Duplicate { decision, until },
             );
             return step;
         }
@@ -700,7 +876,7 @@ impl Engine {
             suppress(
                 &mut step,
                 Suppression::CoolDown { until },
-                format!("playbook cooling down until {until}"),
+                Note::CoolDown { until },
             );
             return step;
         }
@@ -708,13 +884,9 @@ impl Engine {
         while self.budget.front().is_some_and(|t| *t <= horizon) {
             self.budget.pop_front();
         }
-        let cap = self.def.engine.max_actions_per_minute as usize;
-        if self.budget.len() >= cap {
-            suppress(
-                &mut step,
-                Suppression::Budget,
-                format!("{cap} actions in the last minute already"),
-            );
+        let cap = self.def.engine.max_actions_per_minute;
+        if self.budget.len() >= cap as usize {
+            suppress(&mut step, Suppression::Budget, Note::Budget { cap });
             return step;
         }
         self.budget.push_back(now);
@@ -726,7 +898,7 @@ impl Engine {
             (None, false) => Verdict::Execute,
         };
         if dry_run {
-            step.why.push_str("; dry-run: recorded, not executed");
+            step.why.note = Note::DryRun;
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -736,7 +908,7 @@ impl Engine {
         }
         self.insert(Decision {
             id,
-            playbook: step.playbook.clone(),
+            playbook: step.playbook.as_deref().map(str::to_owned),
             action: step.action.clone(),
             target: step.target.clone(),
             created: now,
@@ -818,7 +990,13 @@ impl Engine {
             window,
             approval: None,
             mode,
-            why: format!("manual: {reason}"),
+            why: Why {
+                origin: Origin::Manual {
+                    reason: reason.to_owned(),
+                },
+                resolution: Resolution::AsGiven,
+                note: Note::Kept,
+            },
         };
         let step = self.pipeline(c, None, now);
         Plan {
@@ -853,7 +1031,7 @@ impl Engine {
         d.awaiting_approval = None;
         d.active_until = now.saturating_add(window);
         let step = Step {
-            playbook: d.playbook.clone(),
+            playbook: d.playbook.as_deref().map(Arc::from),
             rule: 0,
             action: d.action.clone(),
             target: d.target.clone(),
@@ -863,7 +1041,11 @@ impl Engine {
                 Verdict::Execute
             },
             decision: Some(d.id),
-            why: format!("decision {id} approved"),
+            why: Why {
+                origin: Origin::Approved { decision: id },
+                resolution: Resolution::AsGiven,
+                note: if d.dry_run { Note::DryRun } else { Note::Kept },
+            },
         };
         self.insert(d);
         Ok(Plan {

@@ -136,7 +136,7 @@ impl Executor {
 
     async fn run(&self, step: &Step, now: Timestamp) -> Outcome {
         let r = &self.responders;
-        let reason = step.why.clone();
+        let reason = step.why.to_string();
         match step.action.clone() {
             Action::BlockIp { ip, duration } => match r.ip_blocker.clone() {
                 Some(b) => {

@@ -14,8 +14,8 @@ pub use definition::{
     Mode, Network, Playbook, Span, SubjectType,
 };
 pub use engine::{
-    Action, ActionKind, Decision, ENFORCEMENT_EVIDENCE, Engine, Plan, Snapshot, Step, Suppression,
-    Target, Verdict,
+    Action, ActionKind, Decision, ENFORCEMENT_EVIDENCE, Engine, Note, Origin, Plan, Resolution,
+    Snapshot, Step, Suppression, Target, Verdict, Why,
 };
 pub use executor::{Executor, Outcome, Responders};
 
