@@ -86,12 +86,21 @@ impl Target {
     }
 
     fn value(&self) -> String {
-        match self {
-            Target::Ip { ip } => ip.to_string(),
-            Target::User { user_id } => user_id.clone(),
-            Target::Token { jti, .. } => jti.clone(),
-            Target::Device { device_id } => device_id.clone(),
-            Target::Domain { domain } => domain.clone(),
+        TargetValue(self).to_string()
+    }
+}
+
+/// The target's value as text (address, user id, `jti`, …), formatted in place.
+struct TargetValue<'a>(&'a Target);
+
+impl fmt::Display for TargetValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Target::Ip { ip } => write!(f, "{ip}"),
+            Target::User { user_id } => f.write_str(user_id),
+            Target::Token { jti, .. } => f.write_str(jti),
+            Target::Device { device_id } => f.write_str(device_id),
+            Target::Domain { domain } => f.write_str(domain),
         }
     }
 }
@@ -519,6 +528,8 @@ struct Candidate {
     approval: Option<Duration>,
     mode: Mode,
     why: Why,
+    /// The active decision for (kind, target), looked up once: `(id, active_until)`.
+    active: Option<(u64, Timestamp)>,
 }
 
 impl Engine {
@@ -686,6 +697,7 @@ impl Engine {
             let mode = p.mode.unwrap_or(self.def.engine.mode);
             let window = p.cooldown.0;
             let mut fired = false;
+            plan.steps.reserve(p.actions.len());
             for rule in 0..p.actions.len() {
                 let def = self.def.playbooks[pi].actions[rule].get_ref();
                 let c = self.resolve(pi, rule, def, event, &target, window, mode, now);
@@ -713,6 +725,7 @@ impl Engine {
         now: Timestamp,
     ) -> Candidate {
         let p = &self.def.playbooks[pi];
+        let active = self.active_decision(def.kind(), target, now);
         let user = || match target {
             Target::User { user_id } => user_id.clone(),
             other => other.value(),
@@ -732,12 +745,8 @@ impl Engine {
                 let mut why = Resolution::Block { secs: d.as_secs() };
                 // While a ban is active, the next step is a duplicate: do not describe it
                 // as an escalation of itself.
-                let banned = self
-                    .active
-                    .get(&(ActionKind::BlockIp, target.clone()))
-                    .is_some_and(|a| a.active_until > now);
-                let escalation = escalation.filter(|_| !banned);
-                if let (Some(e), Some(o)) = (escalation, self.offences.get(target))
+                if let Some(e) = escalation.filter(|_| active.is_none())
+                    && let Some(o) = self.offences.get(target)
                     && now.saturating_duration_since(o.last) < o.decay_after
                 {
                     for _ in 0..o.count {
@@ -785,20 +794,23 @@ impl Engine {
                 Action::TerminateSessions { user_id: user() },
                 Resolution::TerminateSessions,
             ),
-            ActionDef::Notify { severity } => (
-                Action::Notify {
-                    severity: severity.unwrap_or(event.severity),
-                    summary: format!(
-                        "{}: {:?} about {} ({:?})",
-                        p.name,
-                        event.kind,
-                        target.value(),
-                        event.severity
-                    ),
-                    dedup_key: format!("{}:{}", p.name, target.value()),
-                },
-                Resolution::Notify,
-            ),
+            ActionDef::Notify { severity } => {
+                // The target is formatted once, into the key; the summary reuses it.
+                let dedup_key = format!("{}:{}", p.name, TargetValue(target));
+                let about = dedup_key.get(p.name.len() + 1..).unwrap_or_default();
+                let summary = format!(
+                    "{}: {:?} about {about} ({:?})",
+                    p.name, event.kind, event.severity
+                );
+                (
+                    Action::Notify {
+                        severity: severity.unwrap_or(event.severity),
+                        summary,
+                        dedup_key,
+                    },
+                    Resolution::Notify,
+                )
+            }
         };
         let window = match &action {
             Action::BlockIp { duration, .. } => *duration,
@@ -822,6 +834,7 @@ impl Engine {
                 resolution: why,
                 note: Note::Kept,
             },
+            active,
         }
     }
 
@@ -837,13 +850,25 @@ impl Engine {
 
     /// The fixed pipeline every candidate passes: allowlist → de-duplication →
     /// cool-down → budget → mode → approval.
+    /// The decision active at `now` for this action kind and target: `(id, until)`.
+    fn active_decision(
+        &self,
+        kind: ActionKind,
+        target: &Target,
+        now: Timestamp,
+    ) -> Option<(u64, Timestamp)> {
+        self.active
+            .get(&(kind, target.clone()))
+            .filter(|d| d.active_until > now)
+            .map(|d| (d.id, d.active_until))
+    }
+
     fn pipeline(
         &mut self,
         c: Candidate,
         cooldown_until: Option<Timestamp>,
         now: Timestamp,
     ) -> Step {
-        let key = (c.action.kind(), c.target.clone());
         let playbook = c.playbook.map(|i| self.names[i].clone());
         let mut step = Step {
             playbook,
@@ -863,8 +888,8 @@ impl Engine {
             suppress(&mut step, Suppression::Allowlisted, Note::Allowlisted);
             return step;
         }
-        if let Some(d) = self.active.get(&key).filter(|d| d.active_until > now) {
-            let (decision, until) = (d.id, d.active_until);
+        // Looked up when the candidate was resolved; nothing has changed since.
+        if let Some((decision, until)) = c.active {
             suppress(
                 &mut step,
                 Suppression::Duplicate { decision },
@@ -982,7 +1007,9 @@ impl Engine {
             Action::RequireStepUp { valid_for, .. } => *valid_for,
             _ => window,
         };
+        let active = self.active_decision(action.kind(), &target, now);
         let c = Candidate {
+            active,
             playbook: None,
             rule: 0,
             action,
