@@ -519,15 +519,13 @@ pub struct Engine {
     names: Vec<Arc<str>>,
 }
 
-struct Candidate {
+/// What the pipeline needs beyond the [`Step`] itself (which is built once, in place
+/// in the plan, and only updated by the pipeline: steps are large, moves are not free).
+struct Pending {
     playbook: Option<usize>,
-    rule: usize,
-    action: Action,
-    target: Target,
     window: Duration,
     approval: Option<Duration>,
     mode: Mode,
-    why: Why,
     /// The active decision for (kind, target), looked up once: `(id, active_until)`.
     active: Option<(u64, Timestamp)>,
 }
@@ -700,10 +698,23 @@ impl Engine {
             plan.steps.reserve(p.actions.len());
             for rule in 0..p.actions.len() {
                 let def = self.def.playbooks[pi].actions[rule].get_ref();
-                let c = self.resolve(pi, rule, def, event, &target, window, mode, now);
-                let step = self.pipeline(c, cooldown_until, now);
+                let pending = self.resolve(
+                    pi,
+                    rule,
+                    def,
+                    event,
+                    &target,
+                    window,
+                    mode,
+                    now,
+                    &mut plan.steps,
+                );
+                let step = plan
+                    .steps
+                    .last_mut()
+                    .unwrap_or_else(|| unreachable!("just pushed"));
+                self.pipeline(step, pending, cooldown_until, now);
                 fired |= step.decision.is_some();
-                plan.steps.push(step);
             }
             if fired {
                 self.cooldowns.insert(group, now.saturating_add(window));
@@ -723,7 +734,8 @@ impl Engine {
         window: Duration,
         mode: Mode,
         now: Timestamp,
-    ) -> Candidate {
+        steps: &mut Vec<Step>,
+    ) -> Pending {
         let p = &self.def.playbooks[pi];
         let active = self.active_decision(def.kind(), target, now);
         let user = || match target {
@@ -817,14 +829,13 @@ impl Engine {
             Action::RequireStepUp { valid_for, .. } => *valid_for,
             _ => window,
         };
-        Candidate {
-            playbook: Some(pi),
+        steps.push(Step {
+            playbook: Some(self.names[pi].clone()),
             rule,
             action,
             target: target.clone(),
-            window,
-            approval: def.approval().map(|s| s.0),
-            mode,
+            verdict: Verdict::Execute,
+            decision: None,
             why: Why {
                 origin: Origin::Playbook {
                     name: self.names[pi].clone(),
@@ -834,6 +845,12 @@ impl Engine {
                 resolution: why,
                 note: Note::Kept,
             },
+        });
+        Pending {
+            playbook: Some(pi),
+            window,
+            approval: def.approval().map(|s| s.0),
+            mode,
             active,
         }
     }
@@ -865,45 +882,36 @@ impl Engine {
 
     fn pipeline(
         &mut self,
-        c: Candidate,
+        step: &mut Step,
+        c: Pending,
         cooldown_until: Option<Timestamp>,
         now: Timestamp,
-    ) -> Step {
-        let playbook = c.playbook.map(|i| self.names[i].clone());
-        let mut step = Step {
-            playbook,
-            rule: c.rule,
-            action: c.action,
-            target: c.target,
-            verdict: Verdict::Execute,
-            decision: None,
-            why: c.why,
-        };
+    ) {
         let suppress = |step: &mut Step, s: Suppression, note: Note| {
             step.verdict = Verdict::Suppressed(s);
             step.why.note = note;
         };
         // Allowlisted subjects are never acted on; notifications about them still go out.
         if step.action.kind() != ActionKind::Notify && self.allowlisted(&step.target) {
-            suppress(&mut step, Suppression::Allowlisted, Note::Allowlisted);
-            return step;
+            suppress(step, Suppression::Allowlisted, Note::Allowlisted);
+            return;
         }
         // Looked up when the candidate was resolved; nothing has changed since.
         if let Some((decision, until)) = c.active {
             suppress(
-                &mut step,
+                step,
                 Suppression::Duplicate { decision },
                 Note::Duplicate { decision, until },
             );
-            return step;
+            return;
         }
         if let Some(until) = cooldown_until {
             suppress(
-                &mut step,
+                step,
                 Suppression::CoolDown { until },
                 Note::CoolDown { until },
             );
-            return step;
+            return;
         }
         let horizon = now.saturating_sub(MINUTE);
         while self.budget.front().is_some_and(|t| *t <= horizon) {
@@ -911,8 +919,8 @@ impl Engine {
         }
         let cap = self.def.engine.max_actions_per_minute;
         if self.budget.len() >= cap as usize {
-            suppress(&mut step, Suppression::Budget, Note::Budget { cap });
-            return step;
+            suppress(step, Suppression::Budget, Note::Budget { cap });
+            return;
         }
         self.budget.push_back(now);
         let dry_run = c.mode == Mode::DryRun;
@@ -929,7 +937,7 @@ impl Engine {
         self.next_id += 1;
         let active_until = awaiting.unwrap_or_else(|| now.saturating_add(c.window));
         if let (Action::BlockIp { .. }, Some(p)) = (&step.action, c.playbook) {
-            self.record_offence(p, c.rule, &step.target, now);
+            self.record_offence(p, step.rule, &step.target, now);
         }
         self.insert(Decision {
             id,
@@ -942,7 +950,6 @@ impl Engine {
             awaiting_approval: awaiting,
         });
         step.decision = Some(id);
-        step
     }
 
     fn record_offence(&mut self, pi: usize, rule: usize, target: &Target, now: Timestamp) {
@@ -1008,15 +1015,20 @@ impl Engine {
             _ => window,
         };
         let active = self.active_decision(action.kind(), &target, now);
-        let c = Candidate {
+        let pending = Pending {
             active,
+            playbook: None,
+            window,
+            approval: None,
+            mode,
+        };
+        let mut step = Step {
             playbook: None,
             rule: 0,
             action,
             target,
-            window,
-            approval: None,
-            mode,
+            verdict: Verdict::Execute,
+            decision: None,
             why: Why {
                 origin: Origin::Manual {
                     reason: reason.to_owned(),
@@ -1025,7 +1037,7 @@ impl Engine {
                 note: Note::Kept,
             },
         };
-        let step = self.pipeline(c, None, now);
+        self.pipeline(&mut step, pending, None, now);
         Plan {
             event: None,
             time: now,
