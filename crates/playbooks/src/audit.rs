@@ -277,7 +277,7 @@ impl<W: Write> AuditLog<W> {
         );
         let details = Details {
             event_uid: None,
-            playbook: d.playbook.clone(),
+            playbook: d.playbook.as_deref().map(str::to_owned),
             decision: Some(d.id),
             action: Some(d.action.clone()),
             target: Some(d.target.clone()),

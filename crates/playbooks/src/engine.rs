@@ -427,7 +427,7 @@ pub struct Decision {
     /// Unique id, increasing.
     pub id: u64,
     /// The playbook, or `None` for manual.
-    pub playbook: Option<String>,
+    pub playbook: Option<Arc<str>>,
     /// The action.
     pub action: Action,
     /// The target.
@@ -615,13 +615,13 @@ impl Engine {
     }
 
     fn insert(&mut self, d: Decision) {
-        if let Some(old) = self.active.remove(&(d.action.kind(), d.target.clone())) {
+        let key = (d.action.kind(), d.target.clone());
+        self.expiries.insert((d.active_until, d.id), key.clone());
+        // One hash for replace-or-insert.
+        if let Some(old) = self.active.insert(key, d) {
             self.expiries.remove(&(old.active_until, old.id));
             self.replaced.push(old);
         }
-        self.expiries
-            .insert((d.active_until, d.id), (d.action.kind(), d.target.clone()));
-        self.active.insert((d.action.kind(), d.target.clone()), d);
     }
 
     /// The feedback-loop rule: an event caused by our own enforcement is not evidence.
@@ -941,7 +941,7 @@ impl Engine {
         }
         self.insert(Decision {
             id,
-            playbook: step.playbook.as_deref().map(str::to_owned),
+            playbook: step.playbook.clone(),
             action: step.action.clone(),
             target: step.target.clone(),
             created: now,
@@ -1070,7 +1070,7 @@ impl Engine {
         d.awaiting_approval = None;
         d.active_until = now.saturating_add(window);
         let step = Step {
-            playbook: d.playbook.as_deref().map(Arc::from),
+            playbook: d.playbook.clone(),
             rule: 0,
             action: d.action.clone(),
             target: d.target.clone(),
