@@ -165,13 +165,21 @@ fn main() {
     println!("|---|---:|---:|---:|");
     let mut engine = Engine::new(hundred_playbooks(1_000_000));
     let mut lat = Vec::with_capacity(N as usize);
+    // Split: events that created decisions (1 % here) and those fully suppressed.
+    let (mut lat_new, mut lat_dup) = (Vec::new(), Vec::with_capacity(N as usize));
     let mut actions: HashMap<(ActionKind, Target), u32> = HashMap::new();
     let start = Instant::now();
     for (i, ev) in events.iter().enumerate() {
         let now = t0.saturating_add(Duration::from_micros(i as u64));
         let s = Instant::now();
         let plan = engine.evaluate(ev, now);
-        lat.push(s.elapsed().as_nanos() as u64);
+        let ns = s.elapsed().as_nanos() as u64;
+        lat.push(ns);
+        if plan.steps.iter().any(|s| s.decision.is_some()) {
+            lat_new.push(ns);
+        } else {
+            lat_dup.push(ns);
+        }
         for step in plan.steps.iter().filter(|s| s.decision.is_some()) {
             *actions
                 .entry((step.action.kind(), step.target.clone()))
@@ -198,6 +206,8 @@ fn main() {
     let anchor_total = start.elapsed();
     lat.sort_unstable();
     alat.sort_unstable();
+    lat_new.sort_unstable();
+    lat_dup.sort_unstable();
     for (name, p) in [
         ("evaluate p50 (ns)", 0.5),
         ("evaluate p99 (ns)", 0.99),
@@ -205,6 +215,17 @@ fn main() {
     ] {
         let (o, a) = (percentile(&lat, p), percentile(&alat, p));
         println!("| {name} | {o} | {a} | {:.1} |", o as f64 / a.max(1) as f64);
+    }
+    for (name, v) in [
+        ("events creating decisions", &lat_new),
+        ("suppressed events", &lat_dup),
+    ] {
+        println!(
+            "| evaluate p50 / p99 (ns), {} {name} | {} / {} | | |",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.99)
+        );
     }
     let (o, a) = (
         f64::from(N) / ours_total.as_secs_f64(),
