@@ -150,9 +150,9 @@ pub enum Action {
         /// How urgent.
         severity: Severity,
         /// One line.
-        summary: String,
+        summary: Arc<str>,
         /// Groups notifications about one incident.
-        dedup_key: String,
+        dedup_key: Arc<str>,
     },
 }
 
@@ -387,7 +387,9 @@ pub struct Step {
     pub playbook: Option<Arc<str>>,
     /// The action's index in the playbook (0 for manual).
     pub rule: usize,
-    /// The resolved action.
+    /// The resolved action. A notification suppressed as a duplicate of the same
+    /// playbook's open incident shares that incident's `dedup_key` (equal by
+    /// construction) and `summary` (naming the event that opened it).
     pub action: Action,
     /// The target.
     pub target: Target,
@@ -737,7 +739,11 @@ impl Engine {
         steps: &mut Vec<Step>,
     ) -> Pending {
         let p = &self.def.playbooks[pi];
-        let active = self.active_decision(def.kind(), target, now);
+        let active_decision = self
+            .active
+            .get(&(def.kind(), target.clone()))
+            .filter(|d| d.active_until > now);
+        let active = active_decision.map(|d| (d.id, d.active_until));
         let user = || match target {
             Target::User { user_id } => user_id.clone(),
             other => other.value(),
@@ -807,16 +813,32 @@ impl Engine {
                 Resolution::TerminateSessions,
             ),
             ActionDef::Notify { severity } => {
-                // The target is formatted once, into the key; the summary reuses it.
-                let dedup_key = format!("{}:{}", p.name, TargetValue(target));
-                let about = dedup_key.get(p.name.len() + 1..).unwrap_or_default();
-                let summary = format!(
-                    "{}: {:?} about {about} ({:?})",
-                    p.name, event.kind, event.severity
-                );
+                let severity = severity.unwrap_or(event.severity);
+                // A duplicate of this playbook's open incident about the target: its
+                // key is ours by construction, and its summary names the event that
+                // opened it. Share both instead of formatting strings that are never
+                // sent (the hot path of a flood).
+                let open = active_decision.and_then(|d| match &d.action {
+                    Action::Notify {
+                        summary, dedup_key, ..
+                    } if d.playbook.as_deref() == Some(p.name.as_str()) => {
+                        Some((summary.clone(), dedup_key.clone()))
+                    }
+                    _ => None,
+                });
+                let (summary, dedup_key) = open.unwrap_or_else(|| {
+                    // The target is formatted once, into the key; the summary reuses it.
+                    let key = format!("{}:{}", p.name, TargetValue(target));
+                    let about = key.get(p.name.len() + 1..).unwrap_or_default();
+                    let summary = format!(
+                        "{}: {:?} about {about} ({:?})",
+                        p.name, event.kind, event.severity
+                    );
+                    (summary.into(), key.into())
+                });
                 (
                     Action::Notify {
-                        severity: severity.unwrap_or(event.severity),
+                        severity,
                         summary,
                         dedup_key,
                     },
@@ -996,7 +1018,7 @@ impl Engine {
                 jti: jti.clone(),
             },
             Action::Notify { dedup_key, .. } => Target::Domain {
-                domain: dedup_key.clone(),
+                domain: dedup_key.to_string(),
             },
         };
         let action = match action {

@@ -121,7 +121,8 @@ impl Executor {
                 let Some(n) = self.responders.notifier.clone() else {
                     return Some(Outcome::NoResponder);
                 };
-                let note = Notification::resolve(dedup_key.clone(), format!("resolved: {summary}"));
+                let note =
+                    Notification::resolve(dedup_key.to_string(), format!("resolved: {summary}"));
                 Some(
                     self.attempt(|| {
                         let (n, note) = (n.clone(), note.clone());
@@ -201,7 +202,8 @@ impl Executor {
                 dedup_key,
             } => match r.notifier.clone() {
                 Some(n) => {
-                    let note = Notification::trigger(severity, summary, dedup_key);
+                    let note =
+                        Notification::trigger(severity, summary.to_string(), dedup_key.to_string());
                     self.attempt(|| {
                         let (n, note) = (n.clone(), note.clone());
                         async move { n.notify(&note).await }

@@ -218,6 +218,16 @@ proptest! {
         run(&inputs, |e, plan, _| {
             for s in &plan.steps {
                 let text = s.why.to_string();
+                // A notification's incident key is its playbook and target, also when
+                // it is shared from the open incident of a suppressed duplicate.
+                if let Action::Notify { dedup_key, .. } = &s.action {
+                    let value = match &s.target {
+                        Target::Ip { ip } => ip.to_string(),
+                        Target::User { user_id } => user_id.clone(),
+                        other => panic!("{other:?}"),
+                    };
+                    assert_eq!(&**dedup_key, format!("{}:{value}", s.playbook.as_deref().unwrap()));
+                }
                 // Who decided: the playbook and rule, or the manual reason.
                 match &s.why.origin {
                     Origin::Playbook { name, rule, .. } => {
