@@ -241,10 +241,10 @@ impl<W: Write> AuditLog<W> {
                 .map(|(_, o)| o.clone());
             self.append(
                 plan.time,
-                s.why.clone(),
+                s.why.to_string(),
                 Details {
                     event_uid: event_uid.clone(),
-                    playbook: s.playbook.clone(),
+                    playbook: s.playbook.as_deref().map(str::to_owned),
                     decision: s.decision,
                     action: Some(s.action.clone()),
                     target: Some(s.target.clone()),
@@ -264,21 +264,26 @@ impl<W: Write> AuditLog<W> {
         d: &Decision,
         outcome: Option<Outcome>,
     ) -> Result<(), Error> {
-        let restore = outcome.is_some();
+        // Unblocking is a Restore; resolving a notification is not a remediation (Other).
+        let restore = outcome.is_some() && matches!(d.action, Action::BlockIp { .. });
+        let message = format!(
+            "decision {} expired{}",
+            d.id,
+            match (&outcome, restore) {
+                (Some(_), true) => ", reverted",
+                (Some(_), false) => ", resolved",
+                (None, _) => "",
+            }
+        );
         let details = Details {
             event_uid: None,
-            playbook: d.playbook.clone(),
+            playbook: d.playbook.as_deref().map(str::to_owned),
             decision: Some(d.id),
             action: Some(d.action.clone()),
             target: Some(d.target.clone()),
             verdict: None,
             outcome,
         };
-        let message = format!(
-            "decision {} expired{}",
-            d.id,
-            if restore { ", reverted" } else { "" }
-        );
         self.append(now, message, details, restore)
     }
 }

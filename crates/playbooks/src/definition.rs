@@ -354,6 +354,19 @@ impl ActionDef {
         }
     }
 
+    /// The kind of action it resolves to.
+    pub fn kind(&self) -> crate::ActionKind {
+        use crate::ActionKind as K;
+        match self {
+            ActionDef::BlockIp { .. } => K::BlockIp,
+            ActionDef::RevokeUserTokens { .. } => K::RevokeUserTokens,
+            ActionDef::RevokeToken { .. } => K::RevokeToken,
+            ActionDef::RequireStepUp { .. } => K::RequireStepUp,
+            ActionDef::TerminateSessions { .. } => K::TerminateSessions,
+            ActionDef::Notify { .. } => K::Notify,
+        }
+    }
+
     /// The approval window, if the action needs approval.
     pub fn approval(&self) -> Option<Span> {
         match self {

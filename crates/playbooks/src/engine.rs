@@ -1,7 +1,9 @@
 //! Deterministic planning: event → [`Plan`], through one fixed pipeline.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
@@ -84,12 +86,21 @@ impl Target {
     }
 
     fn value(&self) -> String {
-        match self {
-            Target::Ip { ip } => ip.to_string(),
-            Target::User { user_id } => user_id.clone(),
-            Target::Token { jti, .. } => jti.clone(),
-            Target::Device { device_id } => device_id.clone(),
-            Target::Domain { domain } => domain.clone(),
+        TargetValue(self).to_string()
+    }
+}
+
+/// The target's value as text (address, user id, `jti`, …), formatted in place.
+struct TargetValue<'a>(&'a Target);
+
+impl fmt::Display for TargetValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Target::Ip { ip } => write!(f, "{ip}"),
+            Target::User { user_id } => f.write_str(user_id),
+            Target::Token { jti, .. } => f.write_str(jti),
+            Target::Device { device_id } => f.write_str(device_id),
+            Target::Domain { domain } => f.write_str(domain),
         }
     }
 }
@@ -139,9 +150,9 @@ pub enum Action {
         /// How urgent.
         severity: Severity,
         /// One line.
-        summary: String,
+        summary: Arc<str>,
         /// Groups notifications about one incident.
-        dedup_key: String,
+        dedup_key: Arc<str>,
     },
 }
 
@@ -216,15 +227,169 @@ pub enum Verdict {
     Suppressed(Suppression),
 }
 
+/// Where a candidate action came from (part of [`Why`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "origin", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Origin {
+    /// A playbook's rule matched an event.
+    Playbook {
+        /// The playbook.
+        name: Arc<str>,
+        /// The action's index in the playbook.
+        rule: usize,
+        /// The event kind that matched.
+        kind: EventKind,
+    },
+    /// [`Engine::manual`].
+    Manual {
+        /// The caller's reason.
+        reason: String,
+    },
+    /// [`Engine::approve`].
+    Approved {
+        /// The approved decision.
+        decision: u64,
+    },
+}
+
+/// What the resolved action does, and why it has this size (part of [`Why`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "resolution", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Resolution {
+    /// A block of the base duration.
+    Block {
+        /// Seconds.
+        secs: u64,
+    },
+    /// A repeat offender's block, escalated.
+    Escalated {
+        /// Earlier bans within the decay window.
+        earlier: u32,
+        /// The last of them.
+        last: Timestamp,
+        /// Seconds, after escalation and cap.
+        secs: u64,
+    },
+    /// Revoke the user's tokens.
+    RevokeUserTokens,
+    /// Revoke one token.
+    RevokeToken,
+    /// Require step-up.
+    StepUp {
+        /// Seconds.
+        secs: u64,
+    },
+    /// Terminate the user's sessions.
+    TerminateSessions,
+    /// Notify.
+    Notify,
+    /// Given by the caller ([`Origin::Manual`], [`Origin::Approved`]).
+    AsGiven,
+}
+
+/// What the pipeline noted beyond the verdict (part of [`Why`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Note {
+    /// Nothing: the action was kept and is enforced (or awaits approval).
+    Kept,
+    /// Suppressed: the target is allowlisted.
+    Allowlisted,
+    /// Suppressed: an equal decision is active.
+    Duplicate {
+        /// The active decision.
+        decision: u64,
+        /// Until when it is active.
+        until: Timestamp,
+    },
+    /// Suppressed: the playbook is cooling down for this group.
+    CoolDown {
+        /// Until when.
+        until: Timestamp,
+    },
+    /// Suppressed: the per-minute budget is spent.
+    Budget {
+        /// The cap.
+        cap: u32,
+    },
+    /// Kept, but dry-run: recorded, not executed.
+    DryRun,
+}
+
+/// The explanation of a [`Step`]: structured, so planning costs no formatting; its
+/// `Display` renders the sentence (e.g. `playbook "brute-force-ip" rule 0 matched
+/// BruteForce: block for 900s; suppressed: decision 3 is active until …`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Why {
+    /// Where the candidate came from.
+    pub origin: Origin,
+    /// What it resolved to.
+    pub resolution: Resolution,
+    /// What the pipeline decided beyond the verdict.
+    pub note: Note,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Origin::Playbook { name, rule, kind } => {
+                write!(f, "playbook {name:?} rule {rule} matched {kind:?}: ")?;
+            }
+            Origin::Manual { reason } => write!(f, "manual: {reason}")?,
+            Origin::Approved { decision } => write!(f, "decision {decision} approved")?,
+        }
+        match self.resolution {
+            Resolution::Block { secs } => write!(f, "block for {secs}s")?,
+            Resolution::Escalated {
+                earlier,
+                last,
+                secs,
+            } => write!(
+                f,
+                "repeat offender ({earlier} earlier bans, last at {last}): block escalated to {secs}s"
+            )?,
+            Resolution::RevokeUserTokens => {
+                f.write_str("revoke every token issued to the user until now")?;
+            }
+            Resolution::RevokeToken => f.write_str("revoke the token")?,
+            Resolution::StepUp { secs } => write!(f, "require step-up for {secs}s")?,
+            Resolution::TerminateSessions => f.write_str("terminate the user's sessions")?,
+            Resolution::Notify => f.write_str("notify")?,
+            Resolution::AsGiven => {}
+        }
+        match self.note {
+            Note::Kept => Ok(()),
+            Note::Allowlisted => f.write_str("; suppressed: target is allowlisted"),
+            Note::Duplicate { decision, until } => write!(
+                f,
+                "; suppressed: decision {decision} is active until {until}"
+            ),
+            Note::CoolDown { until } => {
+                write!(f, "; suppressed: playbook cooling down until {until}")
+            }
+            Note::Budget { cap } => {
+                write!(f, "; suppressed: {cap} actions in the last minute already")
+            }
+            Note::DryRun => f.write_str("; dry-run: recorded, not executed"),
+        }
+    }
+}
+
 /// One candidate action and what the pipeline decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Step {
     /// The playbook, or `None` for a manual action.
-    pub playbook: Option<String>,
+    pub playbook: Option<Arc<str>>,
     /// The action's index in the playbook (0 for manual).
     pub rule: usize,
-    /// The resolved action.
+    /// The resolved action. A notification suppressed as a duplicate of the same
+    /// playbook's open incident shares that incident's `dedup_key` (equal by
+    /// construction) and `summary` (naming the event that opened it).
     pub action: Action,
     /// The target.
     pub target: Target,
@@ -232,8 +397,8 @@ pub struct Step {
     pub verdict: Verdict,
     /// The decision id, if one was recorded (executed, dry-run, or awaiting approval).
     pub decision: Option<u64>,
-    /// A human explanation.
-    pub why: String,
+    /// The explanation; `to_string()` renders it for humans.
+    pub why: Why,
 }
 
 /// The output of [`Engine::evaluate`]: every candidate action with its verdict.
@@ -264,7 +429,7 @@ pub struct Decision {
     /// Unique id, increasing.
     pub id: u64,
     /// The playbook, or `None` for manual.
-    pub playbook: Option<String>,
+    pub playbook: Option<Arc<str>>,
     /// The action.
     pub action: Action,
     /// The target.
@@ -285,6 +450,14 @@ impl Decision {
         !self.dry_run
             && self.awaiting_approval.is_none()
             && matches!(self.action, Action::BlockIp { .. })
+    }
+
+    /// Whether expiry must close an incident: an enforced notification (a resolve with
+    /// the same `dedup_key` is sent, so a pager does not stay open forever).
+    pub fn needs_resolve(&self) -> bool {
+        !self.dry_run
+            && self.awaiting_approval.is_none()
+            && matches!(self.action, Action::Notify { .. })
     }
 }
 
@@ -342,23 +515,44 @@ pub struct Engine {
     next_id: u64,
     /// Over, but replaced before `expire` ran: still handed out by `expire`, once.
     replaced: Vec<Decision>,
+    /// Playbook indices per event kind, in file order: an event visits only these.
+    by_kind: HashMap<EventKind, Arc<[usize]>>,
+    /// Playbook names, shared by every step that cites them.
+    names: Vec<Arc<str>>,
 }
 
-struct Candidate {
+/// What the pipeline needs beyond the [`Step`] itself (which is built once, in place
+/// in the plan, and only updated by the pipeline: steps are large, moves are not free).
+struct Pending {
     playbook: Option<usize>,
-    rule: usize,
-    action: Action,
-    target: Target,
     window: Duration,
     approval: Option<Duration>,
     mode: Mode,
-    why: String,
+    /// The active decision for (kind, target), looked up once: `(id, active_until)`.
+    active: Option<(u64, Timestamp)>,
 }
 
 impl Engine {
     /// An engine with no state.
     pub fn new(def: Definition) -> Self {
+        let mut lists: HashMap<EventKind, Vec<usize>> = HashMap::new();
+        for (i, p) in def.playbooks.iter().enumerate() {
+            for k in &p.kinds {
+                let list = lists.entry(*k).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        let by_kind = lists.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let names = def
+            .playbooks
+            .iter()
+            .map(|p| Arc::from(p.name.as_str()))
+            .collect();
         Engine {
+            by_kind,
+            names,
             allow_ips: def.allowlist.ips.iter().map(|ip| canonical(*ip)).collect(),
             allow_nets: def.allowlist.networks.clone(),
             allow_users: def.allowlist.users.iter().cloned().collect(),
@@ -423,13 +617,13 @@ impl Engine {
     }
 
     fn insert(&mut self, d: Decision) {
-        if let Some(old) = self.active.remove(&(d.action.kind(), d.target.clone())) {
+        let key = (d.action.kind(), d.target.clone());
+        self.expiries.insert((d.active_until, d.id), key.clone());
+        // One hash for replace-or-insert.
+        if let Some(old) = self.active.insert(key, d) {
             self.expiries.remove(&(old.active_until, old.id));
             self.replaced.push(old);
         }
-        self.expiries
-            .insert((d.active_until, d.id), (d.action.kind(), d.target.clone()));
-        self.active.insert((d.action.kind(), d.target.clone()), d);
     }
 
     /// The feedback-loop rule: an event caused by our own enforcement is not evidence.
@@ -484,7 +678,12 @@ impl Engine {
             plan.ignored = Some(reason);
             return plan;
         }
-        for pi in 0..self.def.playbooks.len() {
+        // Only the playbooks listing this kind (a shared list: the pipeline below
+        // mutates the engine, so the list is held by an Arc, not borrowed).
+        let Some(indices) = self.by_kind.get(&event.kind).cloned() else {
+            return plan;
+        };
+        for &pi in indices.iter() {
             let p = &self.def.playbooks[pi];
             if !Self::matches(p, event, &target) {
                 continue;
@@ -497,19 +696,27 @@ impl Engine {
             let cooldown_until = self.cooldowns.get(&group).copied().filter(|u| *u > now);
             let mode = p.mode.unwrap_or(self.def.engine.mode);
             let window = p.cooldown.0;
-            let candidates: Vec<Candidate> = p
-                .actions
-                .iter()
-                .enumerate()
-                .map(|(rule, a)| {
-                    self.resolve(pi, rule, a.get_ref(), event, &target, window, mode, now)
-                })
-                .collect();
             let mut fired = false;
-            for c in candidates {
-                let step = self.pipeline(c, cooldown_until, now);
+            plan.steps.reserve(p.actions.len());
+            for rule in 0..p.actions.len() {
+                let def = self.def.playbooks[pi].actions[rule].get_ref();
+                let pending = self.resolve(
+                    pi,
+                    rule,
+                    def,
+                    event,
+                    &target,
+                    window,
+                    mode,
+                    now,
+                    &mut plan.steps,
+                );
+                let step = plan
+                    .steps
+                    .last_mut()
+                    .unwrap_or_else(|| unreachable!("just pushed"));
+                self.pipeline(step, pending, cooldown_until, now);
                 fired |= step.decision.is_some();
-                plan.steps.push(step);
             }
             if fired {
                 self.cooldowns.insert(group, now.saturating_add(window));
@@ -529,8 +736,14 @@ impl Engine {
         window: Duration,
         mode: Mode,
         now: Timestamp,
-    ) -> Candidate {
+        steps: &mut Vec<Step>,
+    ) -> Pending {
         let p = &self.def.playbooks[pi];
+        let active_decision = self
+            .active
+            .get(&(def.kind(), target.clone()))
+            .filter(|d| d.active_until > now);
+        let active = active_decision.map(|d| (d.id, d.active_until));
         let user = || match target {
             Target::User { user_id } => user_id.clone(),
             other => other.value(),
@@ -547,26 +760,21 @@ impl Engine {
                     _ => IpAddr::from([0, 0, 0, 0]),
                 };
                 let mut d = duration.0;
-                let mut why = format!("block for {}s", d.as_secs());
+                let mut why = Resolution::Block { secs: d.as_secs() };
                 // While a ban is active, the next step is a duplicate: do not describe it
                 // as an escalation of itself.
-                let banned = self
-                    .active
-                    .get(&(ActionKind::BlockIp, target.clone()))
-                    .is_some_and(|a| a.active_until > now);
-                let escalation = escalation.filter(|_| !banned);
-                if let (Some(e), Some(o)) = (escalation, self.offences.get(target))
+                if let Some(e) = escalation.filter(|_| active.is_none())
+                    && let Some(o) = self.offences.get(target)
                     && now.saturating_duration_since(o.last) < o.decay_after
                 {
                     for _ in 0..o.count {
                         d = d.saturating_mul(e.factor).min(e.max.0);
                     }
-                    why = format!(
-                        "repeat offender ({} earlier bans, last at {}): block escalated to {}s",
-                        o.count,
-                        o.last,
-                        d.as_secs()
-                    );
+                    why = Resolution::Escalated {
+                        earlier: o.count,
+                        last: o.last,
+                        secs: d.as_secs(),
+                    };
                 }
                 (Action::BlockIp { ip, duration: d }, why)
             }
@@ -575,7 +783,7 @@ impl Engine {
                     issuer: issuer.clone(),
                     user_id: user(),
                 },
-                "revoke every token issued to the user until now".into(),
+                Resolution::RevokeUserTokens,
             ),
             ActionDef::RevokeToken { max_lifetime, .. } => {
                 let (issuer, jti) = match target {
@@ -588,7 +796,7 @@ impl Engine {
                         jti,
                         expires_at: now.saturating_add(max_lifetime.0),
                     },
-                    "revoke the token".into(),
+                    Resolution::RevokeToken,
                 )
             }
             ActionDef::RequireStepUp { valid_for, .. } => (
@@ -596,44 +804,76 @@ impl Engine {
                     user_id: user(),
                     valid_for: valid_for.0,
                 },
-                format!("require step-up for {}s", valid_for.0.as_secs()),
+                Resolution::StepUp {
+                    secs: valid_for.0.as_secs(),
+                },
             ),
             ActionDef::TerminateSessions { .. } => (
                 Action::TerminateSessions { user_id: user() },
-                "terminate the user's sessions".into(),
+                Resolution::TerminateSessions,
             ),
-            ActionDef::Notify { severity } => (
-                Action::Notify {
-                    severity: severity.unwrap_or(event.severity),
-                    summary: format!(
-                        "{}: {:?} about {} ({:?})",
-                        p.name,
-                        event.kind,
-                        target.value(),
-                        event.severity
-                    ),
-                    dedup_key: format!("{}:{}", p.name, target.value()),
-                },
-                "notify".into(),
-            ),
+            ActionDef::Notify { severity } => {
+                let severity = severity.unwrap_or(event.severity);
+                // A duplicate of this playbook's open incident about the target: its
+                // key is ours by construction, and its summary names the event that
+                // opened it. Share both instead of formatting strings that are never
+                // sent (the hot path of a flood).
+                let open = active_decision.and_then(|d| match &d.action {
+                    Action::Notify {
+                        summary, dedup_key, ..
+                    } if d.playbook.as_deref() == Some(p.name.as_str()) => {
+                        Some((summary.clone(), dedup_key.clone()))
+                    }
+                    _ => None,
+                });
+                let (summary, dedup_key) = open.unwrap_or_else(|| {
+                    // The target is formatted once, into the key; the summary reuses it.
+                    let key = format!("{}:{}", p.name, TargetValue(target));
+                    let about = key.get(p.name.len() + 1..).unwrap_or_default();
+                    let summary = format!(
+                        "{}: {:?} about {about} ({:?})",
+                        p.name, event.kind, event.severity
+                    );
+                    (summary.into(), key.into())
+                });
+                (
+                    Action::Notify {
+                        severity,
+                        summary,
+                        dedup_key,
+                    },
+                    Resolution::Notify,
+                )
+            }
         };
         let window = match &action {
             Action::BlockIp { duration, .. } => *duration,
             Action::RequireStepUp { valid_for, .. } => *valid_for,
             _ => window,
         };
-        Candidate {
-            playbook: Some(pi),
+        steps.push(Step {
+            playbook: Some(self.names[pi].clone()),
             rule,
             action,
             target: target.clone(),
+            verdict: Verdict::Execute,
+            decision: None,
+            why: Why {
+                origin: Origin::Playbook {
+                    name: self.names[pi].clone(),
+                    rule,
+                    kind: event.kind,
+                },
+                resolution: why,
+                note: Note::Kept,
+            },
+        });
+        Pending {
+            playbook: Some(pi),
             window,
             approval: def.approval().map(|s| s.0),
             mode,
-            why: format!(
-                "playbook {:?} rule {rule} matched {:?}: {why}",
-                p.name, event.kind
-            ),
+            active,
         }
     }
 
@@ -649,65 +889,60 @@ impl Engine {
 
     /// The fixed pipeline every candidate passes: allowlist → de-duplication →
     /// cool-down → budget → mode → approval.
+    /// The decision active at `now` for this action kind and target: `(id, until)`.
+    fn active_decision(
+        &self,
+        kind: ActionKind,
+        target: &Target,
+        now: Timestamp,
+    ) -> Option<(u64, Timestamp)> {
+        self.active
+            .get(&(kind, target.clone()))
+            .filter(|d| d.active_until > now)
+            .map(|d| (d.id, d.active_until))
+    }
+
     fn pipeline(
         &mut self,
-        c: Candidate,
+        step: &mut Step,
+        c: Pending,
         cooldown_until: Option<Timestamp>,
         now: Timestamp,
-    ) -> Step {
-        let key = (c.action.kind(), c.target.clone());
-        let playbook = c.playbook.map(|i| self.def.playbooks[i].name.clone());
-        let mut step = Step {
-            playbook,
-            rule: c.rule,
-            action: c.action,
-            target: c.target,
-            verdict: Verdict::Execute,
-            decision: None,
-            why: c.why,
-        };
-        let suppress = |step: &mut Step, s: Suppression, why: String| {
+    ) {
+        let suppress = |step: &mut Step, s: Suppression, note: Note| {
             step.verdict = Verdict::Suppressed(s);
-            step.why = format!("{}; suppressed: {why}", step.why);
+            step.why.note = note;
         };
         // Allowlisted subjects are never acted on; notifications about them still go out.
         if step.action.kind() != ActionKind::Notify && self.allowlisted(&step.target) {
-            suppress(
-                &mut step,
-                Suppression::Allowlisted,
-                "target is allowlisted".into(),
-            );
-            return step;
+            suppress(step, Suppression::Allowlisted, Note::Allowlisted);
+            return;
         }
-        if let Some(d) = self.active.get(&key).filter(|d| d.active_until > now) {
-            let id = d.id;
+        // Looked up when the candidate was resolved; nothing has changed since.
+        if let Some((decision, until)) = c.active {
             suppress(
-                &mut step,
-                Suppression::Duplicate { decision: id },
-                format!("decision {id} is active until {}", d.active_until),
+                step,
+                Suppression::Duplicate { decision },
+                Note::Duplicate { decision, until },
             );
-            return step;
+            return;
         }
         if let Some(until) = cooldown_until {
             suppress(
-                &mut step,
+                step,
                 Suppression::CoolDown { until },
-                format!("playbook cooling down until {until}"),
+                Note::CoolDown { until },
             );
-            return step;
+            return;
         }
         let horizon = now.saturating_sub(MINUTE);
         while self.budget.front().is_some_and(|t| *t <= horizon) {
             self.budget.pop_front();
         }
-        let cap = self.def.engine.max_actions_per_minute as usize;
-        if self.budget.len() >= cap {
-            suppress(
-                &mut step,
-                Suppression::Budget,
-                format!("{cap} actions in the last minute already"),
-            );
-            return step;
+        let cap = self.def.engine.max_actions_per_minute;
+        if self.budget.len() >= cap as usize {
+            suppress(step, Suppression::Budget, Note::Budget { cap });
+            return;
         }
         self.budget.push_back(now);
         let dry_run = c.mode == Mode::DryRun;
@@ -718,13 +953,13 @@ impl Engine {
             (None, false) => Verdict::Execute,
         };
         if dry_run {
-            step.why.push_str("; dry-run: recorded, not executed");
+            step.why.note = Note::DryRun;
         }
         let id = self.next_id;
         self.next_id += 1;
         let active_until = awaiting.unwrap_or_else(|| now.saturating_add(c.window));
         if let (Action::BlockIp { .. }, Some(p)) = (&step.action, c.playbook) {
-            self.record_offence(p, c.rule, &step.target, now);
+            self.record_offence(p, step.rule, &step.target, now);
         }
         self.insert(Decision {
             id,
@@ -737,7 +972,6 @@ impl Engine {
             awaiting_approval: awaiting,
         });
         step.decision = Some(id);
-        step
     }
 
     fn record_offence(&mut self, pi: usize, rule: usize, target: &Target, now: Timestamp) {
@@ -784,7 +1018,7 @@ impl Engine {
                 jti: jti.clone(),
             },
             Action::Notify { dedup_key, .. } => Target::Domain {
-                domain: dedup_key.clone(),
+                domain: dedup_key.to_string(),
             },
         };
         let action = match action {
@@ -802,17 +1036,30 @@ impl Engine {
             Action::RequireStepUp { valid_for, .. } => *valid_for,
             _ => window,
         };
-        let c = Candidate {
+        let active = self.active_decision(action.kind(), &target, now);
+        let pending = Pending {
+            active,
+            playbook: None,
+            window,
+            approval: None,
+            mode,
+        };
+        let mut step = Step {
             playbook: None,
             rule: 0,
             action,
             target,
-            window,
-            approval: None,
-            mode,
-            why: format!("manual: {reason}"),
+            verdict: Verdict::Execute,
+            decision: None,
+            why: Why {
+                origin: Origin::Manual {
+                    reason: reason.to_owned(),
+                },
+                resolution: Resolution::AsGiven,
+                note: Note::Kept,
+            },
         };
-        let step = self.pipeline(c, None, now);
+        self.pipeline(&mut step, pending, None, now);
         Plan {
             event: None,
             time: now,
@@ -855,7 +1102,11 @@ impl Engine {
                 Verdict::Execute
             },
             decision: Some(d.id),
-            why: format!("decision {id} approved"),
+            why: Why {
+                origin: Origin::Approved { decision: id },
+                resolution: Resolution::AsGiven,
+                note: if d.dry_run { Note::DryRun } else { Note::Kept },
+            },
         };
         self.insert(d);
         Ok(Plan {

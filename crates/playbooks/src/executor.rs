@@ -97,30 +97,47 @@ impl Executor {
         out
     }
 
-    /// Undoes an expired decision (only enforced IP blocks need it).
+    /// Undoes or closes an expired decision: unblocks an enforced IP block
+    /// ([`Decision::needs_revert`]) and resolves an enforced notification with the same
+    /// `dedup_key` ([`Decision::needs_resolve`]). `None` if nothing had to be done.
     pub async fn revert(&self, decision: &Decision) -> Option<Outcome> {
-        if !decision.needs_revert() {
-            return None;
+        match &decision.action {
+            Action::BlockIp { ip, .. } if decision.needs_revert() => {
+                let Some(b) = self.responders.ip_blocker.clone() else {
+                    return Some(Outcome::NoResponder);
+                };
+                let ip = *ip;
+                Some(
+                    self.attempt(|| {
+                        let b = b.clone();
+                        async move { b.unblock_ip(ip).await }
+                    })
+                    .await,
+                )
+            }
+            Action::Notify {
+                summary, dedup_key, ..
+            } if decision.needs_resolve() => {
+                let Some(n) = self.responders.notifier.clone() else {
+                    return Some(Outcome::NoResponder);
+                };
+                let note =
+                    Notification::resolve(dedup_key.to_string(), format!("resolved: {summary}"));
+                Some(
+                    self.attempt(|| {
+                        let (n, note) = (n.clone(), note.clone());
+                        async move { n.notify(&note).await }
+                    })
+                    .await,
+                )
+            }
+            _ => None,
         }
-        let Action::BlockIp { ip, .. } = &decision.action else {
-            return None;
-        };
-        let Some(b) = self.responders.ip_blocker.clone() else {
-            return Some(Outcome::NoResponder);
-        };
-        let ip = *ip;
-        Some(
-            self.attempt(|| {
-                let b = b.clone();
-                async move { b.unblock_ip(ip).await }
-            })
-            .await,
-        )
     }
 
     async fn run(&self, step: &Step, now: Timestamp) -> Outcome {
         let r = &self.responders;
-        let reason = step.why.clone();
+        let reason = step.why.to_string();
         match step.action.clone() {
             Action::BlockIp { ip, duration } => match r.ip_blocker.clone() {
                 Some(b) => {
@@ -185,7 +202,8 @@ impl Executor {
                 dedup_key,
             } => match r.notifier.clone() {
                 Some(n) => {
-                    let note = Notification::trigger(severity, summary, dedup_key);
+                    let note =
+                        Notification::trigger(severity, summary.to_string(), dedup_key.to_string());
                     self.attempt(|| {
                         let (n, note) = (n.clone(), note.clone());
                         async move { n.notify(&note).await }

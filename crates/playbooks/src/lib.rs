@@ -5,14 +5,17 @@ pub mod audit;
 mod definition;
 mod engine;
 mod executor;
+#[cfg(feature = "http")]
+pub mod notify;
+pub mod ocsf;
 
 pub use definition::{
     ActionDef, AllowlistDef, DEFAULT_PLAYBOOKS, Definition, EngineSettings, Escalation, GroupBy,
     Mode, Network, Playbook, Span, SubjectType,
 };
 pub use engine::{
-    Action, ActionKind, Decision, ENFORCEMENT_EVIDENCE, Engine, Plan, Snapshot, Step, Suppression,
-    Target, Verdict,
+    Action, ActionKind, Decision, ENFORCEMENT_EVIDENCE, Engine, Note, Origin, Plan, Resolution,
+    Snapshot, Step, Suppression, Target, Verdict, Why,
 };
 pub use executor::{Executor, Outcome, Responders};
 
@@ -59,6 +62,43 @@ pub enum Error {
     /// Writing the audit log failed.
     #[error("audit log I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// An OCSF event could not be mapped to a `SecurityEvent`.
+    #[error("OCSF event: field `{field}`: {reason}")]
+    Ocsf {
+        /// The field path, e.g. `src_endpoint.ip`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A notifier was configured wrongly (the message never contains the URL or key).
+    #[error("notifier configuration: {0}")]
+    NotifierConfig(String),
+    /// The receiver refused the notification with a 4xx other than 429; not retried.
+    #[error("notifier {endpoint}: refused with HTTP {status}, not retried")]
+    NotifyRejected {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Delivery failed after the retries the policy allows (or a `Retry-After` too long).
+    #[error("notifier {endpoint}: gave up after {attempts} attempt(s): {reason}")]
+    NotifyGaveUp {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+    /// A request timed out after it was sent: it may have been delivered; not retried.
+    #[error("notifier {endpoint}: no response within {after:?}; delivery unknown")]
+    NotifyTimeout {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// The per-request timeout.
+        after: std::time::Duration,
+    },
 }
 
 /// Parses a definition from arbitrary bytes (the fuzz entry point). Never panics.
@@ -67,5 +107,15 @@ pub fn fuzz_definition(bytes: &[u8]) {
         && let Ok(def) = Definition::from_toml("fuzz", s)
     {
         let _ = Engine::new(def);
+    }
+}
+
+/// Maps an OCSF event from arbitrary bytes (the fuzz entry point). Never panics.
+pub fn fuzz_ocsf(bytes: &[u8]) {
+    if let Ok(Some(event)) = ocsf::parse(bytes) {
+        // Whatever the adapter accepts must be a valid SecurityEvent.
+        let json = event.to_json();
+        let back = palisade_core_traits::SecurityEvent::from_json(json.as_bytes());
+        assert!(back.is_ok(), "adapter produced an invalid event: {json}");
     }
 }

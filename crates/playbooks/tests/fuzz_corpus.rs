@@ -1,5 +1,5 @@
-//! Replays the committed cargo-fuzz corpora of `playbooks_definition` and
-//! `playbooks_audit_record` on stable.
+//! Replays the committed cargo-fuzz corpora of `playbooks_definition`,
+//! `playbooks_audit_record` and `playbooks_ocsf` on stable.
 //!
 //! Every file must load or fail without panicking. Seeds named `ok-*` must be accepted,
 //! seeds named `bad-*` refused; files the fuzzer adds only have to not panic.
@@ -66,4 +66,21 @@ fn fuzz_corpus_playbooks_audit_record_replays() {
         }
     }
     assert!(ok >= 2 && bad >= 3, "seeds missing: {ok} ok, {bad} bad");
+}
+
+#[test]
+fn fuzz_corpus_playbooks_ocsf_replays() {
+    let (mut ok, mut bad) = (0, 0);
+    for (name, bytes) in corpus("playbooks_ocsf") {
+        palisade_playbooks::fuzz_ocsf(&bytes);
+        let parsed = palisade_playbooks::ocsf::parse(&bytes);
+        if name.starts_with("ok-") {
+            parsed.unwrap_or_else(|e| panic!("{name} must map: {e}"));
+            ok += 1;
+        } else if name.starts_with("bad-") {
+            assert!(parsed.is_err(), "{name} must be refused");
+            bad += 1;
+        }
+    }
+    assert!(ok >= 5 && bad >= 6, "seeds missing: {ok} ok, {bad} bad");
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
 use palisade_playbooks::audit::{AuditLog, verify};
-use palisade_playbooks::{Action, ActionKind, Definition, Engine, Mode, Target};
+use palisade_playbooks::{
+    Action, ActionKind, Definition, Engine, Mode, Note, Origin, Suppression, Target, Verdict,
+};
 use proptest::prelude::*;
 
 const DEF: &str = r#"
@@ -209,5 +211,60 @@ proptest! {
             _ => { let j = pick2.index(lines.len()); prop_assume!(lines[i] != lines[j]); lines.swap(i, j); }
         }
         prop_assert!(verify(&lines.join("\n")).is_err());
+    }
+
+    #[test]
+    fn every_step_is_explained_consistently_with_its_verdict(inputs in prop::collection::vec(input(), 1..200)) {
+        run(&inputs, |e, plan, _| {
+            for s in &plan.steps {
+                let text = s.why.to_string();
+                // A notification's incident key is its playbook and target, also when
+                // it is shared from the open incident of a suppressed duplicate.
+                if let Action::Notify { dedup_key, .. } = &s.action {
+                    let value = match &s.target {
+                        Target::Ip { ip } => ip.to_string(),
+                        Target::User { user_id } => user_id.clone(),
+                        other => panic!("{other:?}"),
+                    };
+                    assert_eq!(&**dedup_key, format!("{}:{value}", s.playbook.as_deref().unwrap()));
+                }
+                // Who decided: the playbook and rule, or the manual reason.
+                match &s.why.origin {
+                    Origin::Playbook { name, rule, .. } => {
+                        assert_eq!(s.playbook.as_deref(), Some(&**name));
+                        assert_eq!(*rule, s.rule);
+                        assert!(text.starts_with(&format!("playbook {name:?} rule {rule} matched ")), "{text}");
+                    }
+                    Origin::Manual { reason } => {
+                        assert!(text.starts_with(&format!("manual: {reason}")), "{text}");
+                    }
+                    other => panic!("unexpected origin {other:?}"),
+                }
+                // Why it was kept or suppressed, with the facts the verdict carries.
+                match (s.verdict, s.why.note) {
+                    (Verdict::Execute, Note::Kept) => assert!(!text.contains("suppressed"), "{text}"),
+                    (Verdict::DryRun, Note::DryRun) => assert!(text.ends_with("dry-run: recorded, not executed")),
+                    (Verdict::Suppressed(Suppression::Allowlisted), Note::Allowlisted) => {
+                        assert!(text.ends_with("suppressed: target is allowlisted"), "{text}");
+                    }
+                    (Verdict::Suppressed(Suppression::Duplicate { decision }), Note::Duplicate { decision: d, until }) => {
+                        assert_eq!(decision, d);
+                        // The cited decision is the active one, and the time is its own.
+                        let active = e.active(s.action.kind(), &s.target).unwrap();
+                        assert_eq!((active.id, active.active_until), (d, until));
+                        assert!(text.ends_with(&format!("suppressed: decision {d} is active until {until}")), "{text}");
+                    }
+                    (Verdict::Suppressed(Suppression::CoolDown { until }), Note::CoolDown { until: u }) => {
+                        assert_eq!(until, u);
+                        assert!(text.ends_with(&format!("cooling down until {until}")), "{text}");
+                    }
+                    (Verdict::Suppressed(Suppression::Budget), Note::Budget { cap }) => {
+                        assert_eq!(cap, 7);
+                        assert!(text.ends_with("7 actions in the last minute already"), "{text}");
+                    }
+                    (v, n) => panic!("verdict {v:?} explained as {n:?}: {text}"),
+                }
+            }
+        });
     }
 }

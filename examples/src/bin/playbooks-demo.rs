@@ -67,8 +67,8 @@ impl SessionTerminator for Log {
 impl Notifier for Log {
     async fn notify(&self, n: &Notification) -> Result<(), Error> {
         println!(
-            "      -> notify[{:?}] {} (key {})",
-            n.severity, n.summary, n.dedup_key
+            "      -> notify {:?}[{:?}] {} (key {})",
+            n.action, n.severity, n.summary, n.dedup_key
         );
         Ok(())
     }
@@ -185,7 +185,13 @@ async fn main() {
     for d in engine.expire(clock.now()) {
         let outcome = exec.revert(&d).await;
         if outcome.is_some() {
-            println!("    decision {} over: reverted ({:?})", d.id, outcome);
+            // Blocks are lifted; notifications are resolved with their dedup_key.
+            let what = if d.needs_revert() {
+                "reverted"
+            } else {
+                "resolved"
+            };
+            println!("    decision {} over: {what} ({:?})", d.id, outcome);
         }
         audit.record_expiry(clock.now(), &d, outcome).unwrap();
     }

@@ -59,7 +59,11 @@ fn brute_force_blocks_and_notifies_with_an_explanation() {
         }
     );
     assert_eq!(p.steps[0].playbook.as_deref(), Some("brute-force-ip"));
-    assert!(p.steps[0].why.contains("rule 0"), "{}", p.steps[0].why);
+    let why = p.steps[0].why.to_string();
+    assert_eq!(
+        why,
+        "playbook \"brute-force-ip\" rule 0 matched BruteForce: block for 900s"
+    );
 }
 
 #[test]

@@ -1,0 +1,390 @@
+//! The HTTP notifiers against a real HTTP receiver on loopback (axum): payload shape
+//! field by field, retry policy (429 + Retry-After, 5xx, other 4xx), and the
+//! trigger → expiry → resolve life cycle through the engine and executor.
+#![cfg(feature = "http")]
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use palisade_core_traits::{
+    Error as ActionError, EventId, EventKind, Notification, Notifier, SecurityEvent, Severity,
+    Subject, Timestamp,
+};
+use palisade_playbooks::notify::{HttpNotifier, RetryPolicy};
+use palisade_playbooks::{Definition, Engine, Error, Executor, Outcome, Responders};
+use serde_json::Value;
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    path: String,
+    content_type: String,
+    body: Value,
+}
+
+/// A scripted answer: status and optional `Retry-After`.
+type Answer = (u16, Option<&'static str>);
+
+#[derive(Clone, Default)]
+struct Receiver {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Scripted answers (status, Retry-After); when empty, 202.
+    script: Arc<Mutex<VecDeque<Answer>>>,
+}
+
+async fn handle(State(r): State<Receiver>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    r.seen.lock().unwrap().push(Seen {
+        at: Instant::now(),
+        path: uri.path().to_owned(),
+        content_type: headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    let (status, retry_after) = r.script.lock().unwrap().pop_front().unwrap_or((202, None));
+    let status = StatusCode::from_u16(status).unwrap();
+    match retry_after {
+        Some(s) => (status, [("retry-after", s)], "").into_response(),
+        None => (status, "").into_response(),
+    }
+}
+
+impl Receiver {
+    /// Serves on a free loopback port; returns the base URL.
+    async fn start(script: &[Answer]) -> (Receiver, String) {
+        let r = Receiver::default();
+        r.script.lock().unwrap().extend(script.iter().copied());
+        let app = axum::Router::new().fallback(handle).with_state(r.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (r, format!("http://{addr}"))
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+const KEY: &str = "R0UTINGKEY0123456789abcdef012345";
+
+fn fast() -> RetryPolicy {
+    RetryPolicy::new(3, Duration::from_millis(10)).with_timeout(Duration::from_secs(5))
+}
+
+fn event() -> SecurityEvent {
+    SecurityEvent::new(
+        EventId::new("e-1").unwrap(),
+        Timestamp::from_unix_secs(1_800_000_000),
+        EventKind::BruteForce,
+        Severity::High,
+        Subject::Ip {
+            ip: "203.0.113.7".parse().unwrap(),
+        },
+        "test",
+    )
+    .with_evidence("failed_logins_1m", "57")
+}
+
+#[tokio::test]
+async fn pagerduty_trigger_and_resolve_have_the_events_v2_shape() {
+    let (r, base) = Receiver::start(&[]).await;
+    let pd = HttpNotifier::pagerduty(KEY)
+        .unwrap()
+        .with_endpoint(&format!("{base}/v2/enqueue"))
+        .unwrap()
+        .with_source("gw-eu1")
+        .with_retry(fast());
+    let trigger = Notification::trigger(
+        Severity::High,
+        "brute force from 203.0.113.7",
+        "bf:203.0.113.7",
+    )
+    .with_event(event());
+    assert_eq!(pd.send(&trigger).await.unwrap(), 1);
+    pd.notify(&Notification::resolve("bf:203.0.113.7", "over"))
+        .await
+        .unwrap();
+
+    let seen = r.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].path, "/v2/enqueue");
+    assert!(seen[0].content_type.starts_with("application/json"));
+    let t = &seen[0].body;
+    assert_eq!(t["routing_key"], KEY);
+    assert_eq!(t["event_action"], "trigger");
+    assert_eq!(t["dedup_key"], "bf:203.0.113.7");
+    assert_eq!(t["payload"]["summary"], "brute force from 203.0.113.7");
+    assert_eq!(t["payload"]["source"], "gw-eu1");
+    assert_eq!(t["payload"]["severity"], "error"); // High → PagerDuty "error"
+    assert_eq!(t["payload"]["timestamp"], "2027-01-15T08:00:00Z");
+    assert_eq!(t["payload"]["class"], "brute_force");
+    assert_eq!(t["payload"]["custom_details"]["id"], "e-1");
+    assert_eq!(t["payload"]["custom_details"]["evidence"][0][1], "57");
+    let res = &seen[1].body;
+    assert_eq!(res["routing_key"], KEY);
+    assert_eq!(res["event_action"], "resolve");
+    assert_eq!(res["dedup_key"], t["dedup_key"]);
+    assert_eq!(res.as_object().unwrap().len(), 3, "{res}");
+}
+
+#[tokio::test]
+async fn pagerduty_severities_and_limits() {
+    let (r, base) = Receiver::start(&[]).await;
+    let pd = HttpNotifier::pagerduty(KEY)
+        .unwrap()
+        .with_endpoint(&base)
+        .unwrap();
+    for (s, want) in [
+        (Severity::Critical, "critical"),
+        (Severity::Medium, "warning"),
+        (Severity::Low, "info"),
+        (Severity::Info, "info"),
+    ] {
+        pd.send(&Notification::trigger(s, "x", "k")).await.unwrap();
+        assert_eq!(r.seen().last().unwrap().body["payload"]["severity"], want);
+    }
+    let long = Notification::trigger(Severity::High, "s".repeat(2000), "d".repeat(300));
+    pd.send(&long).await.unwrap();
+    let b = r.seen().last().unwrap().body.clone();
+    assert_eq!(b["payload"]["summary"].as_str().unwrap().len(), 1024);
+    let key = b["dedup_key"].as_str().unwrap();
+    assert!(key.starts_with("sha256:") && key.len() <= 255, "{key}");
+}
+
+#[tokio::test]
+async fn slack_and_webhook_payloads() {
+    let (r, base) = Receiver::start(&[]).await;
+    let slack = HttpNotifier::slack(&format!("{base}/services/T0/B0/s3cr3t"))
+        .unwrap()
+        .with_source("gw-eu1");
+    slack
+        .send(&Notification::trigger(
+            Severity::Critical,
+            "takeover of <alice>",
+            "ato:alice",
+        ))
+        .await
+        .unwrap();
+    let s = &r.seen()[0];
+    assert_eq!(s.path, "/services/T0/B0/s3cr3t");
+    assert_eq!(s.body["text"], "[CRITICAL] takeover of &lt;alice&gt;");
+    assert_eq!(s.body["blocks"][0]["type"], "section");
+    assert_eq!(s.body["blocks"][0]["text"]["type"], "mrkdwn");
+    assert_eq!(s.body["blocks"][0]["text"]["text"], s.body["text"]);
+    assert_eq!(s.body["blocks"][1]["type"], "context");
+    assert_eq!(
+        s.body["blocks"][1]["elements"][0]["text"],
+        "incident `ato:alice` · gw-eu1"
+    );
+    slack
+        .send(&Notification::resolve("ato:alice", "over"))
+        .await
+        .unwrap();
+    assert_eq!(r.seen()[1].body["text"], "[RESOLVED] over");
+
+    let hook = HttpNotifier::webhook(&format!("{base}/hook")).unwrap();
+    let n = Notification::trigger(Severity::Low, "hello", "k1").with_event(event());
+    hook.send(&n).await.unwrap();
+    let mut body = r.seen()[2].body.clone();
+    assert_eq!(body["source"], "palisade-playbooks");
+    // Without our `source`, the body is the core-traits Notification, field for field.
+    body.as_object_mut().unwrap().remove("source");
+    let back: Notification = serde_json::from_value(body).unwrap();
+    assert_eq!(back, n);
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after_and_delivered_once() {
+    let (r, base) = Receiver::start(&[(429, Some("1"))]).await;
+    let pd = HttpNotifier::pagerduty(KEY)
+        .unwrap()
+        .with_endpoint(&base)
+        .unwrap()
+        .with_retry(fast());
+    let attempts = pd
+        .send(&Notification::trigger(Severity::High, "x", "k"))
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
+    let seen = r.seen();
+    assert_eq!(seen.len(), 2, "one refused, one delivered");
+    assert_eq!(seen[0].body, seen[1].body);
+    // Retry-After: 1 was honoured (our own backoff is 10 ms).
+    assert!(seen[1].at.duration_since(seen[0].at) >= Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_policy_fails_without_waiting() {
+    let (r, base) = Receiver::start(&[(429, Some("3600"))]).await;
+    let hook = HttpNotifier::webhook(&base).unwrap().with_retry(fast());
+    let err = hook
+        .send(&Notification::trigger(Severity::High, "x", "k"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotifyGaveUp { attempts: 1, reason, .. } if reason.contains("3600")),
+        "{err}"
+    );
+    assert_eq!(r.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_a_bounded_number_of_times() {
+    let (r, base) = Receiver::start(&[(500, None); 10]).await;
+    let hook = HttpNotifier::webhook(&format!("{base}/s3cr3t-path"))
+        .unwrap()
+        .with_retry(fast());
+    let err = hook
+        .send(&Notification::trigger(Severity::High, "x", "k"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotifyGaveUp { attempts: 3, reason, .. } if reason == "HTTP 500"),
+        "{err:?}"
+    );
+    assert_eq!(r.seen().len(), 3);
+    let shown = err.to_string();
+    assert!(
+        shown.contains("127.0.0.1") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+
+    // Through the Notifier trait: backend unavailable, with the endpoint in its source.
+    let (r, base) = Receiver::start(&[(503, None), (502, None), (200, None)]).await;
+    let hook = HttpNotifier::webhook(&base).unwrap().with_retry(fast());
+    hook.notify(&Notification::trigger(Severity::High, "x", "k"))
+        .await
+        .unwrap();
+    assert_eq!(r.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn other_client_errors_are_never_retried_and_never_leak_secrets() {
+    for status in [400u16, 401, 403, 404, 413] {
+        let (r, base) = Receiver::start(&[(status, None), (202, None)]).await;
+        let slack = HttpNotifier::slack(&format!("{base}/services/T0/B0/s3cr3t"))
+            .unwrap()
+            .with_retry(fast());
+        let err = slack
+            .notify(&Notification::trigger(Severity::High, "x", "k"))
+            .await
+            .unwrap_err();
+        assert_eq!(r.seen().len(), 1, "HTTP {status} must not be retried");
+        let ActionError::Refused(msg) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(msg.contains(&format!("HTTP {status}")), "{msg}");
+        assert!(!msg.contains("s3cr3t") && !format!("{slack:?}").contains("s3cr3t"));
+    }
+    let pd = HttpNotifier::pagerduty(KEY).unwrap();
+    assert!(!format!("{pd:?}").contains(KEY));
+}
+
+#[tokio::test]
+async fn a_timeout_is_reported_as_unknown_and_not_retried() {
+    // A receiver that accepts the connection and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(0u32));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            *count.lock().unwrap() += 1;
+            held.push(sock);
+        }
+    });
+    let hook = HttpNotifier::webhook(&format!("http://{addr}/"))
+        .unwrap()
+        .with_retry(fast().with_timeout(Duration::from_millis(300)));
+    let err = hook
+        .notify(&Notification::trigger(Severity::High, "x", "k"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ActionError::Timeout(d) if d == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    assert_eq!(*accepted.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_then_reported() {
+    // Bind then drop: nothing listens on this port.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let hook = HttpNotifier::webhook(&format!("http://{addr}/x"))
+        .unwrap()
+        .with_retry(fast());
+    let err = hook
+        .send(&Notification::trigger(Severity::High, "x", "k"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotifyGaveUp { attempts: 3, reason, .. } if reason.starts_with("cannot connect")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn expiry_of_a_notify_decision_sends_resolve_with_the_trigger_dedup_key() {
+    let (r, base) = Receiver::start(&[]).await;
+    let pd = HttpNotifier::pagerduty(KEY)
+        .unwrap()
+        .with_endpoint(&base)
+        .unwrap()
+        .with_retry(fast());
+    let mut responders = Responders::default();
+    responders.notifier = Some(Arc::new(pd));
+    let exec = Executor::new(responders).with_timeout(Duration::from_secs(10));
+    let mut engine = Engine::new(Definition::default_set().unwrap());
+    let t0 = Timestamp::from_unix_secs(1_800_000_000);
+    let plan = engine.evaluate(&event(), t0);
+    let out = exec.execute(&plan).await;
+    // No IP blocker is configured: the block has no responder, the notify goes out.
+    assert!(out.contains(&(
+        plan.steps[1].decision.unwrap(),
+        Outcome::Applied { attempts: 1 }
+    )));
+    assert_eq!(r.seen().len(), 1);
+
+    // The notify decision lives for the playbook's 5 min cool-down.
+    assert!(
+        engine
+            .expire(t0.saturating_add(Duration::from_secs(299)))
+            .is_empty()
+    );
+    let mut resolved = 0;
+    for d in engine.expire(t0.saturating_add(Duration::from_secs(300))) {
+        assert!(d.needs_resolve());
+        assert_eq!(
+            exec.revert(&d).await,
+            Some(Outcome::Applied { attempts: 1 })
+        );
+        resolved += 1;
+    }
+    assert_eq!(resolved, 1);
+    let seen = r.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body["event_action"], "trigger");
+    assert_eq!(seen[1].body["event_action"], "resolve");
+    assert_eq!(seen[0].body["dedup_key"], "brute-force-ip:203.0.113.7");
+    assert_eq!(seen[1].body["dedup_key"], seen[0].body["dedup_key"]);
+    // The block expires later; it needs an unblock, not a resolve, and nothing more is sent.
+    for d in engine.expire(t0.saturating_add(Duration::from_secs(3600))) {
+        assert!(d.needs_revert() && !d.needs_resolve());
+    }
+    assert_eq!(r.seen().len(), 2);
+}
