@@ -515,8 +515,9 @@ pub struct Engine {
     next_id: u64,
     /// Over, but replaced before `expire` ran: still handed out by `expire`, once.
     replaced: Vec<Decision>,
-    /// Playbook indices per event kind, in file order: an event visits only these.
-    by_kind: HashMap<EventKind, Arc<[usize]>>,
+    /// Playbook indices per event kind, in file order: an event visits only these. A
+    /// short list scanned by equality: cheaper than hashing the kind on every event.
+    by_kind: Vec<(EventKind, Vec<usize>)>,
     /// Playbook names, shared by every step that cites them.
     names: Vec<Arc<str>>,
 }
@@ -544,7 +545,7 @@ impl Engine {
                 }
             }
         }
-        let by_kind = lists.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let by_kind = lists.into_iter().collect();
         let names = def
             .playbooks
             .iter()
@@ -678,12 +679,13 @@ impl Engine {
             plan.ignored = Some(reason);
             return plan;
         }
-        // Only the playbooks listing this kind (a shared list: the pipeline below
-        // mutates the engine, so the list is held by an Arc, not borrowed).
-        let Some(indices) = self.by_kind.get(&event.kind).cloned() else {
+        // Only the playbooks listing this kind, by position: the pipeline below
+        // mutates the engine, so the list is indexed, not borrowed.
+        let Some(list) = self.by_kind.iter().position(|(k, _)| *k == event.kind) else {
             return plan;
         };
-        for &pi in indices.iter() {
+        for j in 0..self.by_kind[list].1.len() {
+            let pi = self.by_kind[list].1[j];
             let p = &self.def.playbooks[pi];
             if !Self::matches(p, event, &target) {
                 continue;
