@@ -511,7 +511,7 @@ impl Pkcs11Store {
                     },
                     // Half-destroyed (or half-created elsewhere): not a key yet.
                     Err(e) => {
-                        tracing::debug!(key = %key, error = %e, "skipping key without a public half");
+                        tracing::debug!(key = %key, error = %e, "key without a public half left out of the list");
                         continue;
                     }
                 },

@@ -2,6 +2,9 @@
 //! every operation and algorithm, with jsonwebtoken (aws-lc-rs) as the independent judge.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
+#[cfg(feature = "pkcs11")]
+mod common;
+
 use palisade_hsm_keys::{
     Error, Jwk, JwsAlgorithm, KeyInfo, KeyRef, KeyStore, SignedJws, sign_compact,
 };
@@ -265,19 +268,11 @@ mod soft {
 #[cfg(feature = "pkcs11")]
 mod pkcs11 {
     use super::*;
+    use palisade_hsm_keys::SoftStore;
     use palisade_hsm_keys::cryptoki::mechanism::MechanismType;
-    use palisade_hsm_keys::{Pin, Pkcs11Store, SoftStore};
     use palisade_testkit::SoftHsm;
 
-    fn store() -> Pkcs11Store {
-        let hsm = SoftHsm::get();
-        Pkcs11Store::open(
-            hsm.pkcs11().clone(),
-            hsm.token_label(),
-            Pin::new(SoftHsm::USER_PIN),
-        )
-        .unwrap()
-    }
+    use super::common::store;
 
     /// Read from the token, not from the code under test.
     fn token_lacks_eddsa() -> Vec<JwsAlgorithm> {

@@ -4,40 +4,20 @@
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 #![cfg(feature = "pkcs11")]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{store, verify};
 use palisade_core_traits::{JwsSigner, SystemClock};
 use palisade_hsm_keys::cryptoki::mechanism::MechanismType;
 use palisade_hsm_keys::cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use palisade_hsm_keys::{
-    Error, Jwk, JwsAlgorithm, KeyRing, KeyRingConfig, KeyStore, Pin, Pkcs11Store, TokenSelector,
+    Error, JwsAlgorithm, KeyRing, KeyRingConfig, KeyStore, Pin, Pkcs11Store, TokenSelector,
     sign_compact,
 };
 use palisade_testkit::SoftHsm;
-
-fn store() -> Pkcs11Store {
-    let hsm = SoftHsm::get();
-    Pkcs11Store::open(
-        hsm.pkcs11().clone(),
-        hsm.token_label(),
-        Pin::new(SoftHsm::USER_PIN),
-    )
-    .unwrap()
-}
-
-fn verify(compact: &str, jwk: &Jwk) -> serde_json::Value {
-    let jwk: jsonwebtoken::jwk::Jwk =
-        serde_json::from_value(serde_json::to_value(jwk).unwrap()).unwrap();
-    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
-    let header = jsonwebtoken::decode_header(compact).unwrap();
-    let mut v = jsonwebtoken::Validation::new(header.alg);
-    v.required_spec_claims.clear();
-    v.validate_exp = false;
-    jsonwebtoken::decode::<serde_json::Value>(compact, &key, &v)
-        .unwrap()
-        .claims
-}
 
 #[test]
 fn private_keys_are_token_resident_sensitive_and_not_extractable() {

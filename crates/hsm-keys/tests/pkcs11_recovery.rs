@@ -4,8 +4,11 @@
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 #![cfg(feature = "pkcs11")]
 
+mod common;
+
+use common::{store, verify};
 use palisade_hsm_keys::cryptoki::context::{CInitializeArgs, CInitializeFlags};
-use palisade_hsm_keys::{Jwk, JwsAlgorithm, KeyStore, Pin, Pkcs11Store, sign_compact};
+use palisade_hsm_keys::{JwsAlgorithm, KeyStore, Pin, Pkcs11Store, sign_compact};
 use palisade_testkit::SoftHsm;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -77,29 +80,6 @@ fn signing_survives_the_token_logging_out_underneath() {
         );
         assert_eq!(verify(&jws.compact, &info.jwk)["after"], "logout");
     }
-}
-
-fn verify(compact: &str, jwk: &Jwk) -> serde_json::Value {
-    let jwk: jsonwebtoken::jwk::Jwk =
-        serde_json::from_value(serde_json::to_value(jwk).unwrap()).unwrap();
-    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
-    let header = jsonwebtoken::decode_header(compact).unwrap();
-    let mut v = jsonwebtoken::Validation::new(header.alg);
-    v.required_spec_claims.clear();
-    v.validate_exp = false;
-    jsonwebtoken::decode::<serde_json::Value>(compact, &key, &v)
-        .unwrap()
-        .claims
-}
-
-fn store() -> Pkcs11Store {
-    let hsm = SoftHsm::get();
-    Pkcs11Store::open(
-        hsm.pkcs11().clone(),
-        hsm.token_label(),
-        Pin::new(SoftHsm::USER_PIN),
-    )
-    .unwrap()
 }
 
 /// A logged-in session on the test token, found by label (the testkit's remembered
