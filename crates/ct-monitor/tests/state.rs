@@ -5,32 +5,16 @@
 mod common;
 
 use common::{TestLog, naive};
-use palisade_ct_monitor::entry::parse_data_tile;
 use palisade_ct_monitor::{
-    Error, FileStateStore, Hash, LogProgress, LogVerifier, MemoryStateStore, StateStore,
-    TreeHeadUpdate,
+    Error, FileStateStore, LogProgress, LogVerifier, MemoryStateStore, StateStore, TreeHeadUpdate,
 };
-
-fn leaves() -> Vec<Hash> {
-    ["000", "001", "002", "003"]
-        .iter()
-        .flat_map(|n| {
-            let d = common::read(&format!("static-ct/navigli2025h2/tile/data/{n}"));
-            parse_data_tile(&d)
-                .unwrap()
-                .iter()
-                .map(|l| l.leaf_hash())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 #[test]
 fn verifier_state_survives_a_restart_through_the_file_store() {
     let dir = tempfile::tempdir().unwrap();
     let log = TestLog::new();
     let id = *log.key.log_id();
-    let l = leaves();
+    let l = common::navigli_leaf_hashes();
     {
         let store = FileStateStore::new(dir.path()).unwrap();
         assert_eq!(store.load(&id).unwrap(), None);
@@ -63,7 +47,7 @@ fn crash_before_rename_keeps_the_previous_state() {
     let dir = tempfile::tempdir().unwrap();
     let log = TestLog::new();
     let id = *log.key.log_id();
-    let l = leaves();
+    let l = common::navigli_leaf_hashes();
     let store = FileStateStore::new(dir.path()).unwrap();
     let mut v = LogVerifier::new("test", log.key.clone());
     v.update_tree_head(log.sth(1024, naive::root(&l), 1), &[])
@@ -91,7 +75,7 @@ fn damaged_state_is_an_error_not_a_fresh_start() {
     let log = TestLog::new();
     let id = *log.key.log_id();
     let store = FileStateStore::new(dir.path()).unwrap();
-    let l = leaves();
+    let l = common::navigli_leaf_hashes();
     let mut v = LogVerifier::new("test", log.key.clone());
     v.update_tree_head(log.sth(1024, naive::root(&l), 1), &[])
         .unwrap();
@@ -125,7 +109,7 @@ fn memory_store_round_trip() {
     let log = TestLog::new();
     let id = *log.key.log_id();
     let store = MemoryStateStore::default();
-    let l = leaves();
+    let l = common::navigli_leaf_hashes();
     let mut v = LogVerifier::new("test", log.key.clone());
     assert_eq!(v.progress(), None);
     v.update_tree_head(log.sth(1024, naive::root(&l), 1), &[])

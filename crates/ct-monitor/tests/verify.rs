@@ -10,23 +10,9 @@ use palisade_core_traits::{EventKind, SecurityEvent, Timestamp};
 use palisade_ct_monitor::entry::parse_data_tile;
 use palisade_ct_monitor::verify::AppendError;
 use palisade_ct_monitor::{
-    Authorizer, Hash, LogMisbehaved, LogVerifier, Misbehaviour, TreeHeadUpdate, WatchItem,
-    Watchlist, check_entry, verdict_security_event,
+    Authorizer, LogMisbehaved, LogVerifier, Misbehaviour, TreeHeadUpdate, WatchItem, Watchlist,
+    check_entry, verdict_security_event,
 };
-
-fn leaves() -> Vec<Hash> {
-    ["000", "001", "002", "003"]
-        .iter()
-        .flat_map(|n| {
-            let d = common::read(&format!("static-ct/navigli2025h2/tile/data/{n}"));
-            parse_data_tile(&d)
-                .unwrap()
-                .iter()
-                .map(|l| l.leaf_hash())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 fn misbehaved(e: AppendError) -> LogMisbehaved {
     match e {
@@ -38,7 +24,7 @@ fn misbehaved(e: AppendError) -> LogMisbehaved {
 #[test]
 fn honest_log_advances_and_recomputes_every_root() {
     let log = TestLog::new();
-    let l = leaves();
+    let l = common::navigli_leaf_hashes();
     let mut v = LogVerifier::new("navigli-test", log.key.clone());
     assert_eq!(v.append_leaves([l[0]]), Err(AppendError::NoTrustedTreeHead));
     let s512 = log.sth(512, naive::root(&l[..512]), 1);
@@ -94,7 +80,7 @@ fn honest_log_advances_and_recomputes_every_root() {
 #[test]
 fn bad_signature_fork_inconsistency_and_root_mismatch_carry_evidence() {
     let log = TestLog::new();
-    let l = leaves();
+    let l = common::navigli_leaf_hashes();
     let mut v = LogVerifier::new("navigli-test", log.key.clone());
     let s512 = log.sth(512, naive::root(&l[..512]), 1);
     v.update_tree_head(s512.clone(), &[]).unwrap();

@@ -185,3 +185,18 @@ impl TestLog {
         sth
     }
 }
+
+/// The leaf hashes of the first 1,024 Navigli2025h2 entries (data tiles 000–003).
+pub fn navigli_leaf_hashes() -> Vec<palisade_ct_monitor::Hash> {
+    ["000", "001", "002", "003"]
+        .iter()
+        .flat_map(|n| {
+            let d = read(&format!("static-ct/navigli2025h2/tile/data/{n}"));
+            palisade_ct_monitor::entry::parse_data_tile(&d)
+                .unwrap()
+                .iter()
+                .map(|l| l.leaf_hash())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
