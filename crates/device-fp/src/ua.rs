@@ -148,6 +148,12 @@ fn skeleton(ua: &str) -> String {
     out
 }
 
+/// Empty and oversized User-Agents are not parsed (the size bound keeps a hostile one
+/// cheap).
+fn parseable(ua: &str) -> bool {
+    !ua.trim().is_empty() && ua.len() <= MAX_HEADER_VALUE
+}
+
 fn category(ua: &str, os: &str, device: &str) -> &'static str {
     if device == "Spider" {
         "crawler"
@@ -171,7 +177,7 @@ impl UserAgent {
     /// Parse a User-Agent string; `None` for an empty or oversized one. Answers
     /// repeated strings from a bounded, process-wide cache.
     pub fn parse(ua: &str) -> Option<Self> {
-        if ua.trim().is_empty() || ua.len() > MAX_HEADER_VALUE {
+        if !parseable(ua) {
             return None;
         }
         if let Some(hit) = PARSED.get(ua) {
@@ -185,10 +191,7 @@ impl UserAgent {
     /// [`UserAgent::parse`] without the cache: the regex parse every time (for
     /// measuring it, or for a caller that keeps its own cache).
     pub fn parse_uncached(ua: &str) -> Option<Self> {
-        if ua.trim().is_empty() || ua.len() > MAX_HEADER_VALUE {
-            return None;
-        }
-        Some(Self::extract(ua))
+        parseable(ua).then(|| Self::extract(ua))
     }
 
     fn extract(ua: &str) -> Self {
