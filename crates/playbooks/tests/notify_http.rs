@@ -80,6 +80,16 @@ fn fast() -> RetryPolicy {
     RetryPolicy::new(3, Duration::from_millis(10)).with_timeout(Duration::from_secs(5))
 }
 
+/// A webhook on `url` with the fast test retry policy.
+fn webhook(url: &str) -> HttpNotifier {
+    HttpNotifier::webhook(url).unwrap().with_retry(fast())
+}
+
+/// The notification the retry tests send.
+fn alert() -> Notification {
+    Notification::trigger(Severity::High, "x", "k")
+}
+
 fn event() -> SecurityEvent {
     SecurityEvent::new(
         EventId::new("e-1").unwrap(),
@@ -210,10 +220,7 @@ async fn a_429_is_retried_after_its_retry_after_and_delivered_once() {
         .with_endpoint(&base)
         .unwrap()
         .with_retry(fast());
-    let attempts = pd
-        .send(&Notification::trigger(Severity::High, "x", "k"))
-        .await
-        .unwrap();
+    let attempts = pd.send(&alert()).await.unwrap();
     assert_eq!(attempts, 2);
     let seen = r.seen();
     assert_eq!(seen.len(), 2, "one refused, one delivered");
@@ -225,11 +232,8 @@ async fn a_429_is_retried_after_its_retry_after_and_delivered_once() {
 #[tokio::test]
 async fn a_retry_after_beyond_the_policy_fails_without_waiting() {
     let (r, base) = Receiver::start(&[(429, Some("3600"))]).await;
-    let hook = HttpNotifier::webhook(&base).unwrap().with_retry(fast());
-    let err = hook
-        .send(&Notification::trigger(Severity::High, "x", "k"))
-        .await
-        .unwrap_err();
+    let hook = webhook(&base);
+    let err = hook.send(&alert()).await.unwrap_err();
     assert!(
         matches!(&err, Error::NotifyGaveUp { attempts: 1, reason, .. } if reason.contains("3600")),
         "{err}"
@@ -240,13 +244,8 @@ async fn a_retry_after_beyond_the_policy_fails_without_waiting() {
 #[tokio::test]
 async fn server_errors_are_retried_a_bounded_number_of_times() {
     let (r, base) = Receiver::start(&[(500, None); 10]).await;
-    let hook = HttpNotifier::webhook(&format!("{base}/s3cr3t-path"))
-        .unwrap()
-        .with_retry(fast());
-    let err = hook
-        .send(&Notification::trigger(Severity::High, "x", "k"))
-        .await
-        .unwrap_err();
+    let hook = webhook(&format!("{base}/s3cr3t-path"));
+    let err = hook.send(&alert()).await.unwrap_err();
     assert!(
         matches!(&err, Error::NotifyGaveUp { attempts: 3, reason, .. } if reason == "HTTP 500"),
         "{err:?}"
@@ -260,10 +259,8 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
 
     // Through the Notifier trait: backend unavailable, with the endpoint in its source.
     let (r, base) = Receiver::start(&[(503, None), (502, None), (200, None)]).await;
-    let hook = HttpNotifier::webhook(&base).unwrap().with_retry(fast());
-    hook.notify(&Notification::trigger(Severity::High, "x", "k"))
-        .await
-        .unwrap();
+    let hook = webhook(&base);
+    hook.notify(&alert()).await.unwrap();
     assert_eq!(r.seen().len(), 3);
 }
 
@@ -274,10 +271,7 @@ async fn other_client_errors_are_never_retried_and_never_leak_secrets() {
         let slack = HttpNotifier::slack(&format!("{base}/services/T0/B0/s3cr3t"))
             .unwrap()
             .with_retry(fast());
-        let err = slack
-            .notify(&Notification::trigger(Severity::High, "x", "k"))
-            .await
-            .unwrap_err();
+        let err = slack.notify(&alert()).await.unwrap_err();
         assert_eq!(r.seen().len(), 1, "HTTP {status} must not be retried");
         let ActionError::Refused(msg) = &err else {
             panic!("{err:?}")
@@ -307,10 +301,7 @@ async fn a_timeout_is_reported_as_unknown_and_not_retried() {
     let hook = HttpNotifier::webhook(&format!("http://{addr}/"))
         .unwrap()
         .with_retry(fast().with_timeout(Duration::from_millis(300)));
-    let err = hook
-        .notify(&Notification::trigger(Severity::High, "x", "k"))
-        .await
-        .unwrap_err();
+    let err = hook.notify(&alert()).await.unwrap_err();
     assert!(
         matches!(err, ActionError::Timeout(d) if d == Duration::from_millis(300)),
         "{err:?}"
@@ -325,13 +316,8 @@ async fn a_refused_connection_is_retried_then_reported() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let hook = HttpNotifier::webhook(&format!("http://{addr}/x"))
-        .unwrap()
-        .with_retry(fast());
-    let err = hook
-        .send(&Notification::trigger(Severity::High, "x", "k"))
-        .await
-        .unwrap_err();
+    let hook = webhook(&format!("http://{addr}/x"));
+    let err = hook.send(&alert()).await.unwrap_err();
     assert!(
         matches!(&err, Error::NotifyGaveUp { attempts: 3, reason, .. } if reason.starts_with("cannot connect")),
         "{err:?}"
