@@ -33,6 +33,20 @@ fn tiles() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The leaf hashes of the tiles' entries, in order.
+fn leaf_hashes(tiles: &[Vec<u8>]) -> Vec<Hash> {
+    tiles
+        .iter()
+        .flat_map(|t| {
+            parse_data_tile(t)
+                .unwrap()
+                .iter()
+                .map(|l| l.leaf_hash())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// 1,000 items: 990 synthetic names (half exact, half with subdomains) and 10 real
 /// names from the tiles, so about 1% of entries alert.
 fn watchlist(tiles: &[Vec<u8>]) -> Watchlist {
@@ -153,16 +167,7 @@ fn naive_root(leaves: &[Hash]) -> Hash {
 
 fn merkle_roots(c: &mut Criterion) {
     let tiles = tiles();
-    let leaves: Vec<Hash> = tiles
-        .iter()
-        .flat_map(|t| {
-            parse_data_tile(t)
-                .unwrap()
-                .iter()
-                .map(|l| l.leaf_hash())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let leaves = leaf_hashes(&tiles);
     let mut g = c.benchmark_group("ct_merkle_root_1024_leaves");
     g.throughput(Throughput::Elements(leaves.len() as u64));
     g.bench_function("palisade_compact_range_append_and_root", |b| {
@@ -210,17 +215,7 @@ fn proofs(c: &mut Criterion) {
     }
     verify_inclusion(index, size, &leaf, &proof, &root).unwrap();
     // Consistency 1000 -> 1024 over the real leaves, proof from a naive subproof.
-    let tiles = tiles();
-    let leaves: Vec<Hash> = tiles
-        .iter()
-        .flat_map(|t| {
-            parse_data_tile(t)
-                .unwrap()
-                .iter()
-                .map(|l| l.leaf_hash())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let leaves = leaf_hashes(&tiles());
     let (r1, r2) = (naive_root(&leaves[..1000]), naive_root(&leaves));
     let cproof = consistency_proof(1000, &leaves);
     verify_consistency(1000, 1024, &r1, &r2, &cproof).unwrap();
