@@ -1,11 +1,14 @@
 //! Deterministic planning: event → [`Plan`], through one fixed pipeline.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -470,6 +473,12 @@ struct Offence {
 
 type GroupKey = (usize, Option<Target>, Option<EventKind>);
 
+/// The hash an `active` entry for `kind` is filed under: the target's keyed hash, moved by
+/// a fixed odd multiple per kind. A bijection of a keyed hash stays as hard to collide.
+fn active_hash(target_hash: u64, kind: ActionKind) -> u64 {
+    target_hash ^ (kind as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// All state that must survive a restart.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -501,16 +510,26 @@ impl Snapshot {
 
 /// The planning engine. Pure: no I/O, no clock reads; time is an argument, so the same
 /// state, event and time always give the same plan.
+///
+/// Every table is keyed by targets, which attackers choose, so hashes are keyed
+/// SipHash-1-3 (random keys per engine). An event's target is hashed once; each table
+/// files its entries under that hash, mixed with the action kind or the playbook, and
+/// keeps it beside the entry for resizing.
 #[derive(Debug)]
 pub struct Engine {
     def: Definition,
-    allow_ips: HashSet<IpAddr>,
+    hasher: RandomState,
+    /// Allowlisted addresses and users, as targets.
+    allow: HashTable<(u64, Target)>,
     allow_nets: Vec<Network>,
-    allow_users: HashSet<String>,
-    active: HashMap<(ActionKind, Target), Decision>,
-    expiries: BTreeMap<(Timestamp, u64), (ActionKind, Target)>,
-    offences: HashMap<Target, Offence>,
-    cooldowns: HashMap<GroupKey, Timestamp>,
+    /// At most one decision per (action kind, target).
+    active: HashTable<(u64, Decision)>,
+    /// `(active_until, id)` → the hash of that decision's `active` entry.
+    expiries: BTreeMap<(Timestamp, u64), u64>,
+    offences: HashTable<(u64, Target, Offence)>,
+    cooldowns: HashTable<(u64, GroupKey, Timestamp)>,
+    /// Per playbook, the keyed hash its cool-down groups are filed under.
+    group_salts: Vec<u64>,
     budget: VecDeque<Timestamp>,
     next_id: u64,
     /// Over, but replaced before `expire` ran: still handed out by `expire`, once.
@@ -531,6 +550,8 @@ struct Pending {
     mode: Mode,
     /// The active decision for (kind, target), looked up once: `(id, active_until)`.
     active: Option<(u64, Timestamp)>,
+    /// The target's keyed hash.
+    target_hash: u64,
 }
 
 impl Engine {
@@ -551,17 +572,34 @@ impl Engine {
             .iter()
             .map(|p| Arc::from(p.name.as_str()))
             .collect();
+        let hasher = RandomState::new();
+        let mut allow = HashTable::new();
+        let ips = def
+            .allowlist
+            .ips
+            .iter()
+            .map(|ip| Target::Ip { ip: canonical(*ip) });
+        let users = (def.allowlist.users.iter()).map(|u| Target::User { user_id: u.clone() });
+        for t in ips.chain(users) {
+            let h = hasher.hash_one(&t);
+            if let Entry::Vacant(v) = allow.entry(h, |(_, a)| *a == t, |(h, _)| *h) {
+                v.insert((h, t));
+            }
+        }
         Engine {
             by_kind,
             names,
-            allow_ips: def.allowlist.ips.iter().map(|ip| canonical(*ip)).collect(),
+            allow,
             allow_nets: def.allowlist.networks.clone(),
-            allow_users: def.allowlist.users.iter().cloned().collect(),
+            group_salts: (0..def.playbooks.len())
+                .map(|i| hasher.hash_one(i))
+                .collect(),
+            hasher,
             def,
-            active: HashMap::new(),
+            active: HashTable::new(),
             expiries: BTreeMap::new(),
-            offences: HashMap::new(),
-            cooldowns: HashMap::new(),
+            offences: HashTable::new(),
+            cooldowns: HashTable::new(),
             budget: VecDeque::new(),
             next_id: 0,
             replaced: Vec::new(),
@@ -572,12 +610,22 @@ impl Engine {
     pub fn restore(def: Definition, snap: Snapshot) -> Self {
         let mut e = Engine::new(def);
         for d in snap.decisions {
-            e.insert(d);
+            let th = e.hasher.hash_one(&d.target);
+            e.insert(d, th);
         }
-        e.offences = snap.offences.into_iter().collect();
+        for (target, o) in snap.offences {
+            let th = e.hasher.hash_one(&target);
+            match e.offences.entry(th, |(_, t, _)| *t == target, |e| e.0) {
+                Entry::Occupied(mut old) => old.get_mut().2 = o,
+                Entry::Vacant(v) => {
+                    v.insert((th, target, o));
+                }
+            }
+        }
         for (name, target, kind, until) in snap.cooldowns {
             if let Some(i) = e.def.playbooks.iter().position(|p| p.name == name) {
-                e.cooldowns.insert((i, target, kind), until);
+                let th = target.as_ref().map(|t| e.hasher.hash_one(t));
+                e.set_cooldown(e.group_hash(i, th, kind), (i, target, kind), until);
             }
         }
         e.budget = snap.budget.into();
@@ -587,15 +635,15 @@ impl Engine {
 
     /// The state to persist.
     pub fn snapshot(&self) -> Snapshot {
-        let mut decisions: Vec<Decision> = self.active.values().cloned().collect();
+        let mut decisions: Vec<Decision> = self.active.iter().map(|(_, d)| d.clone()).collect();
         decisions.sort_by_key(|d| d.id);
         Snapshot {
             decisions,
-            offences: self.offences.iter().map(|(t, o)| (t.clone(), *o)).collect(),
-            cooldowns: self
-                .cooldowns
-                .iter()
-                .map(|((i, t, k), u)| (self.def.playbooks[*i].name.clone(), t.clone(), *k, *u))
+            offences: (self.offences.iter())
+                .map(|(_, t, o)| (t.clone(), *o))
+                .collect(),
+            cooldowns: (self.cooldowns.iter())
+                .map(|(_, (i, t, k), u)| (self.def.playbooks[*i].name.clone(), t.clone(), *k, *u))
                 .collect(),
             budget: self.budget.iter().copied().collect(),
             next_id: self.next_id,
@@ -609,7 +657,30 @@ impl Engine {
 
     /// The active decision for this action kind and target, if any.
     pub fn active(&self, kind: ActionKind, target: &Target) -> Option<&Decision> {
-        self.active.get(&(kind, target.clone()))
+        self.find_active(kind, target, self.hasher.hash_one(target))
+    }
+
+    /// The decision filed for (kind, target), active or not yet expired by `expire`.
+    fn find_active(&self, kind: ActionKind, target: &Target, th: u64) -> Option<&Decision> {
+        (self.active)
+            .find(active_hash(th, kind), |(_, d)| {
+                d.action.kind() == kind && d.target == *target
+            })
+            .map(|(_, d)| d)
+    }
+
+    /// The hash a cool-down group of playbook `pi` is filed under.
+    fn group_hash(&self, pi: usize, th: Option<u64>, kind: Option<EventKind>) -> u64 {
+        th.unwrap_or(0) ^ self.group_salts[pi] ^ kind.map_or(0, |k| self.hasher.hash_one(k))
+    }
+
+    fn set_cooldown(&mut self, gh: u64, group: GroupKey, until: Timestamp) {
+        match (self.cooldowns).entry(gh, |(_, g, _)| *g == group, |e| e.0) {
+            Entry::Occupied(mut o) => o.get_mut().2 = until,
+            Entry::Vacant(v) => {
+                v.insert((gh, group, until));
+            }
+        }
     }
 
     /// How many decisions are active (including those awaiting approval).
@@ -617,13 +688,21 @@ impl Engine {
         self.active.len()
     }
 
-    fn insert(&mut self, d: Decision) {
-        let key = (d.action.kind(), d.target.clone());
-        self.expiries.insert((d.active_until, d.id), key.clone());
-        // One hash for replace-or-insert.
-        if let Some(old) = self.active.insert(key, d) {
-            self.expiries.remove(&(old.active_until, old.id));
-            self.replaced.push(old);
+    /// Files `d` (target hash `th`), replacing the decision for the same kind and target.
+    fn insert(&mut self, d: Decision, th: u64) {
+        let kind = d.action.kind();
+        let h = active_hash(th, kind);
+        self.expiries.insert((d.active_until, d.id), h);
+        let same = |(_, a): &(u64, Decision)| a.action.kind() == kind && a.target == d.target;
+        match self.active.entry(h, same, |e| e.0) {
+            Entry::Occupied(mut o) => {
+                let old = std::mem::replace(&mut o.get_mut().1, d);
+                self.expiries.remove(&(old.active_until, old.id));
+                self.replaced.push(old);
+            }
+            Entry::Vacant(v) => {
+                v.insert((h, d));
+            }
         }
     }
 
@@ -632,6 +711,7 @@ impl Engine {
         &self,
         event: &SecurityEvent,
         target: &Target,
+        th: u64,
         now: Timestamp,
     ) -> Option<String> {
         if event.evidence(ENFORCEMENT_EVIDENCE).is_some() {
@@ -640,7 +720,7 @@ impl Engine {
             ));
         }
         if event.kind == EventKind::RateLimitExceeded
-            && let Some(d) = self.active.get(&(ActionKind::BlockIp, target.clone()))
+            && let Some(d) = self.find_active(ActionKind::BlockIp, target, th)
             && d.active_until > now
             && d.awaiting_approval.is_none()
         {
@@ -675,7 +755,9 @@ impl Engine {
             plan.ignored = Some("subject type unknown to this version".into());
             return plan;
         };
-        if let Some(reason) = self.self_inflicted(event, &target, now) {
+        // The one keyed hash of the target that every table below is filed under.
+        let th = self.hasher.hash_one(&target);
+        if let Some(reason) = self.self_inflicted(event, &target, th, now) {
             plan.ignored = Some(reason);
             return plan;
         }
@@ -690,12 +772,18 @@ impl Engine {
             if !Self::matches(p, event, &target) {
                 continue;
             }
-            let group: GroupKey = match p.group_by {
-                GroupBy::Subject => (pi, Some(target.clone()), None),
-                GroupBy::SubjectAndKind => (pi, Some(target.clone()), Some(event.kind)),
-                GroupBy::Playbook => (pi, None, None),
+            let (group_target, group_kind) = match p.group_by {
+                GroupBy::Subject => (Some(&target), None),
+                GroupBy::SubjectAndKind => (Some(&target), Some(event.kind)),
+                GroupBy::Playbook => (None, None),
             };
-            let cooldown_until = self.cooldowns.get(&group).copied().filter(|u| *u > now);
+            let gh = self.group_hash(pi, group_target.map(|_| th), group_kind);
+            let in_group = |(_, (i, t, k), _): &(u64, GroupKey, Timestamp)| {
+                *i == pi && t.as_ref() == group_target && *k == group_kind
+            };
+            let cooldown_until = (self.cooldowns.find(gh, in_group))
+                .map(|e| e.2)
+                .filter(|u| *u > now);
             let mode = p.mode.unwrap_or(self.def.engine.mode);
             let window = p.cooldown.0;
             let mut fired = false;
@@ -707,7 +795,7 @@ impl Engine {
                     rule,
                     def,
                     event,
-                    &target,
+                    (&target, th),
                     window,
                     mode,
                     now,
@@ -721,7 +809,8 @@ impl Engine {
                 fired |= step.decision.is_some();
             }
             if fired {
-                self.cooldowns.insert(group, now.saturating_add(window));
+                let group = (pi, group_target.cloned(), group_kind);
+                self.set_cooldown(gh, group, now.saturating_add(window));
             }
         }
         plan
@@ -734,7 +823,7 @@ impl Engine {
         rule: usize,
         def: &ActionDef,
         event: &SecurityEvent,
-        target: &Target,
+        (target, th): (&Target, u64),
         window: Duration,
         mode: Mode,
         now: Timestamp,
@@ -742,8 +831,7 @@ impl Engine {
     ) -> Pending {
         let p = &self.def.playbooks[pi];
         let active_decision = self
-            .active
-            .get(&(def.kind(), target.clone()))
+            .find_active(def.kind(), target, th)
             .filter(|d| d.active_until > now);
         let active = active_decision.map(|d| (d.id, d.active_until));
         let user = || match target {
@@ -766,7 +854,7 @@ impl Engine {
                 // While a ban is active, the next step is a duplicate: do not describe it
                 // as an escalation of itself.
                 if let Some(e) = escalation.filter(|_| active.is_none())
-                    && let Some(o) = self.offences.get(target)
+                    && let Some((_, _, o)) = self.offences.find(th, |(_, t, _)| t == target)
                     && now.saturating_duration_since(o.last) < o.decay_after
                 {
                     for _ in 0..o.count {
@@ -876,17 +964,13 @@ impl Engine {
             approval: def.approval().map(|s| s.0),
             mode,
             active,
+            target_hash: th,
         }
     }
 
-    fn allowlisted(&self, target: &Target) -> bool {
-        match target {
-            Target::Ip { ip } => {
-                self.allow_ips.contains(ip) || self.allow_nets.iter().any(|n| n.contains(*ip))
-            }
-            Target::User { user_id } => self.allow_users.contains(user_id),
-            _ => false,
-        }
+    fn allowlisted(&self, target: &Target, th: u64) -> bool {
+        self.allow.find(th, |(_, t)| t == target).is_some()
+            || matches!(target, Target::Ip { ip } if self.allow_nets.iter().any(|n| n.contains(*ip)))
     }
 
     /// The fixed pipeline every candidate passes: allowlist → de-duplication →
@@ -896,10 +980,10 @@ impl Engine {
         &self,
         kind: ActionKind,
         target: &Target,
+        th: u64,
         now: Timestamp,
     ) -> Option<(u64, Timestamp)> {
-        self.active
-            .get(&(kind, target.clone()))
+        self.find_active(kind, target, th)
             .filter(|d| d.active_until > now)
             .map(|d| (d.id, d.active_until))
     }
@@ -916,7 +1000,8 @@ impl Engine {
             step.why.note = note;
         };
         // Allowlisted subjects are never acted on; notifications about them still go out.
-        if step.action.kind() != ActionKind::Notify && self.allowlisted(&step.target) {
+        if step.action.kind() != ActionKind::Notify && self.allowlisted(&step.target, c.target_hash)
+        {
             suppress(step, Suppression::Allowlisted, Note::Allowlisted);
             return;
         }
@@ -961,22 +1046,31 @@ impl Engine {
         self.next_id += 1;
         let active_until = awaiting.unwrap_or_else(|| now.saturating_add(c.window));
         if let (Action::BlockIp { .. }, Some(p)) = (&step.action, c.playbook) {
-            self.record_offence(p, step.rule, &step.target, now);
+            self.record_offence(p, step.rule, (&step.target, c.target_hash), now);
         }
-        self.insert(Decision {
-            id,
-            playbook: step.playbook.clone(),
-            action: step.action.clone(),
-            target: step.target.clone(),
-            created: now,
-            active_until,
-            dry_run,
-            awaiting_approval: awaiting,
-        });
+        self.insert(
+            Decision {
+                id,
+                playbook: step.playbook.clone(),
+                action: step.action.clone(),
+                target: step.target.clone(),
+                created: now,
+                active_until,
+                dry_run,
+                awaiting_approval: awaiting,
+            },
+            c.target_hash,
+        );
         step.decision = Some(id);
     }
 
-    fn record_offence(&mut self, pi: usize, rule: usize, target: &Target, now: Timestamp) {
+    fn record_offence(
+        &mut self,
+        pi: usize,
+        rule: usize,
+        (target, th): (&Target, u64),
+        now: Timestamp,
+    ) {
         let ActionDef::BlockIp {
             escalation: Some(e),
             ..
@@ -985,11 +1079,15 @@ impl Engine {
             return;
         };
         let decay_after = e.decay_after.0;
-        let o = self.offences.entry(target.clone()).or_insert(Offence {
+        let fresh = Offence {
             count: 0,
             last: now,
             decay_after,
-        });
+        };
+        let o = match self.offences.entry(th, |(_, t, _)| t == target, |e| e.0) {
+            Entry::Occupied(o) => &mut o.into_mut().2,
+            Entry::Vacant(v) => &mut v.insert((th, target.clone(), fresh)).into_mut().2,
+        };
         if now.saturating_duration_since(o.last) >= o.decay_after {
             o.count = 0;
         }
@@ -1038,8 +1136,10 @@ impl Engine {
             Action::RequireStepUp { valid_for, .. } => *valid_for,
             _ => window,
         };
-        let active = self.active_decision(action.kind(), &target, now);
+        let th = self.hasher.hash_one(&target);
+        let active = self.active_decision(action.kind(), &target, th, now);
         let pending = Pending {
+            target_hash: th,
             active,
             playbook: None,
             window,
@@ -1072,15 +1172,14 @@ impl Engine {
 
     /// Approves a decision awaiting approval. Refused if unknown or past its deadline.
     pub fn approve(&mut self, id: u64, now: Timestamp) -> Result<Plan, Error> {
-        let key = self
-            .active
-            .iter()
+        let h = (self.active.iter())
             .find(|(_, d)| d.id == id && d.awaiting_approval.is_some())
-            .map(|(k, _)| k.clone())
+            .map(|(h, _)| *h)
             .ok_or(Error::UnknownDecision(id))?;
-        let Some(mut d) = self.active.remove(&key) else {
+        let Ok(entry) = self.active.find_entry(h, |(_, d)| d.id == id) else {
             return Err(Error::UnknownDecision(id));
         };
+        let ((_, mut d), _) = entry.remove();
         self.expiries.remove(&(d.active_until, d.id));
         let deadline = d.awaiting_approval.unwrap_or(now);
         if now > deadline {
@@ -1110,7 +1209,8 @@ impl Engine {
                 note: if d.dry_run { Note::DryRun } else { Note::Kept },
             },
         };
-        self.insert(d);
+        let th = self.hasher.hash_one(&d.target);
+        self.insert(d, th);
         Ok(Plan {
             event: None,
             time: now,
@@ -1128,16 +1228,14 @@ impl Engine {
             if until > now {
                 break;
             }
-            let key = entry.remove();
-            if self.active.get(&key).is_some_and(|d| d.id == id)
-                && let Some(d) = self.active.remove(&key)
-            {
-                out.push(d);
+            let h = entry.remove();
+            if let Ok(found) = self.active.find_entry(h, |(_, d)| d.id == id) {
+                out.push(found.remove().0.1);
             }
         }
         self.offences
-            .retain(|_, o| now.saturating_duration_since(o.last) < o.decay_after);
-        self.cooldowns.retain(|_, until| *until > now);
+            .retain(|(_, _, o)| now.saturating_duration_since(o.last) < o.decay_after);
+        self.cooldowns.retain(|(_, _, until)| *until > now);
         out
     }
 }
