@@ -11,7 +11,7 @@ mod redis_limiter;
 
 pub use clock::MonotonicClock;
 pub use error::Error;
-pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MemoryStats, MemoryStatsSnapshot};
+pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MemoryStatsSnapshot};
 pub use quota::{Decision, Quota};
 #[cfg(feature = "redis")]
 pub use redis_limiter::MAX_KEY_LEN;

@@ -275,7 +275,9 @@ async fn blocks_deny_until_they_expire_and_can_be_lifted() {
     limiter.block(ip, Duration::from_secs(60));
     blocker.unblock_ip(ip).await.unwrap();
     assert!(limiter.check(&ip, 1).unwrap().allowed, "block lifted");
-    assert_eq!(limiter.stats().blocked, 2);
+    let stats = limiter.stats();
+    assert_eq!(stats.blocked, 2);
+    assert_eq!((stats.allowed, stats.denied), (3, 2));
 }
 
 #[test]
@@ -298,6 +300,41 @@ fn two_threads_share_one_key_without_over_admitting() {
     let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     // The clock does not move: exactly the burst is admitted, however the CAS races go.
     assert_eq!(total, 1_000);
+    let stats = limiter.stats();
+    assert_eq!((stats.allowed, stats.denied), (1_000, 9_000));
+}
+
+/// The allowed/denied counters are striped per thread; with far more threads than
+/// stripes, threads share stripes and the totals must still be exact.
+#[test]
+fn counters_stay_exact_with_more_threads_than_stripes() {
+    let limiter = Arc::new(KeyedLimiter::with_clock(
+        Quota::new(10, 1, Duration::from_secs(3600)).unwrap(),
+        clock(),
+    ));
+    let threads = 4 * std::thread::available_parallelism().map_or(1, usize::from) + 3;
+    let handles: Vec<_> = (0..threads as u64)
+        .map(|t| {
+            let l = limiter.clone();
+            // Each thread: its own key (10 admitted), 15 checks, 1 peek.
+            std::thread::spawn(move || {
+                for _ in 0..15 {
+                    l.check(&t, 1).unwrap();
+                }
+                assert!(!l.check(&t, 0).unwrap().allowed);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let n = threads as u64;
+    let stats = limiter.stats();
+    assert_eq!(stats.allowed, 10 * n);
+    assert_eq!(stats.denied, 6 * n);
+    // An invalid cost is an error, not a decision: not counted.
+    assert!(limiter.check(&0, 11).is_err());
+    assert_eq!(limiter.stats().denied, 6 * n);
 }
 
 /// Threads racing to insert new keys never push the table past `max_keys`.
@@ -323,5 +360,7 @@ fn racing_inserts_never_overshoot_max_keys() {
     let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(admitted, 1_000);
     assert_eq!(limiter.len(), 1_000);
-    assert_eq!(limiter.stats().overflow_denied, 19_000);
+    let stats = limiter.stats();
+    assert_eq!(stats.overflow_denied, 19_000);
+    assert_eq!((stats.allowed, stats.denied), (1_000, 19_000));
 }
