@@ -1,8 +1,9 @@
-//! Append-only, hash-chained JSON-lines audit records shaped after OCSF Remediation Activity.
+//! Append-only, hash-chained JSON-lines audit records in OCSF 1.3.0's Remediation Activity
+//! class.
 //!
 //! Each line is one [`AuditRecord`]: OCSF fields (`category_uid` 7 Remediation,
-//! `class_uid` 7001 Remediation Activity, `activity_id`, `type_uid`, `status_id`, `time`
-//! in ms) plus `unmapped` details. `hash` is hex SHA-256 of the previous record's hash
+//! `class_uid` 7001 Remediation Activity, `activity_id`, `type_uid`, `status_id`,
+//! `severity_id`, `command_uid`, `metadata`, `time` in ms) plus `unmapped` details. `hash` is hex SHA-256 of the previous record's hash
 //! followed by this line serialized with `hash` empty; `seq` counts from 0. [`verify`]
 //! recomputes the chain and refuses a log with any edited, dropped, inserted or
 //! reordered record. Truncation of the tail is only detected against an anchor kept
@@ -10,7 +11,7 @@
 
 use std::io::Write;
 
-use palisade_core_traits::Timestamp;
+use palisade_core_traits::{Severity, Timestamp};
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,46 @@ pub struct Details {
     pub outcome: Option<Outcome>,
 }
 
+/// The OCSF schema version the records follow: 1.3.0 added the Remediation category.
+pub const OCSF_VERSION: &str = "1.3.0";
+
+/// OCSF `metadata`: the schema version and the product that wrote the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Metadata {
+    /// The OCSF schema version ([`OCSF_VERSION`]).
+    pub version: String,
+    /// The writer.
+    pub product: Product,
+}
+
+/// OCSF `product`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Product {
+    /// `palisade-playbooks`.
+    pub name: String,
+    /// `Palisade` (required by OCSF 1.3.0, optional later).
+    pub vendor_name: String,
+    /// The crate version that wrote the record.
+    pub version: String,
+}
+
+impl Metadata {
+    fn ours() -> Self {
+        Metadata {
+            version: OCSF_VERSION.to_owned(),
+            product: Product {
+                name: env!("CARGO_PKG_NAME").to_owned(),
+                vendor_name: "Palisade".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        }
+    }
+}
+
 /// One audit line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,8 +101,16 @@ pub struct AuditRecord {
     pub type_uid: u32,
     /// OCSF status: 0 Unknown, 1 Success, 2 Failure, 99 Other (suppressed, dry-run, pending).
     pub status_id: u32,
+    /// OCSF severity: a notification's severity (1 Informational … 5 Critical); every
+    /// other record is 1 Informational (a record of what we did, not a finding).
+    pub severity_id: u32,
+    /// OCSF `command_uid`: `decision-<id>` for a step that created or met a decision,
+    /// `decision-<id>-expiry` for its expiry, `record-<seq>` for a record without one.
+    pub command_uid: String,
     /// One line for a human (the pipeline's explanation).
     pub message: String,
+    /// OCSF `metadata`.
+    pub metadata: Metadata,
     /// Everything else.
     pub unmapped: Details,
     /// The previous record's `hash`, [`GENESIS`] for the first.
@@ -78,6 +127,19 @@ fn activity(kind: Option<ActionKind>) -> u32 {
         ) => 2,
         Some(ActionKind::RequireStepUp) => 4,
         Some(ActionKind::Notify) | None => 99,
+    }
+}
+
+fn severity(action: Option<&Action>) -> u32 {
+    match action {
+        Some(Action::Notify { severity, .. }) => match severity {
+            Severity::Info => 1,
+            Severity::Low => 2,
+            Severity::Medium => 3,
+            Severity::High => 4,
+            Severity::Critical => 5,
+        },
+        _ => 1,
     }
 }
 
@@ -147,6 +209,17 @@ pub fn verify(log: &str) -> Result<(u64, String), Error> {
     Ok((n, prev))
 }
 
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum About {
+    /// A plan step or an ignored event.
+    Plan,
+    /// A decision's expiry with nothing to undo.
+    Expiry,
+    /// An expiry that unblocked an address (OCSF activity Restore).
+    Restore,
+}
+
 /// Appends records to a writer (a file opened for append, typically).
 #[derive(Debug)]
 pub struct AuditLog<W: Write> {
@@ -184,9 +257,9 @@ impl<W: Write> AuditLog<W> {
         time: Timestamp,
         message: String,
         d: Details,
-        restore: bool,
+        about: About,
     ) -> Result<(), Error> {
-        let activity_id = if restore {
+        let activity_id = if about == About::Restore {
             3
         } else {
             activity(d.action.as_ref().map(Action::kind))
@@ -199,7 +272,14 @@ impl<W: Write> AuditLog<W> {
             activity_id,
             type_uid: 7001 * 100 + activity_id,
             status_id: status(d.verdict, d.outcome.as_ref()),
+            severity_id: severity(d.action.as_ref()),
+            command_uid: match (d.decision, about) {
+                (Some(id), About::Plan) => format!("decision-{id}"),
+                (Some(id), About::Expiry | About::Restore) => format!("decision-{id}-expiry"),
+                (None, _) => format!("record-{}", self.seq),
+            },
             message,
+            metadata: Metadata::ours(),
             unmapped: d,
             prev_hash: self.prev.clone(),
             hash: String::new(),
@@ -231,7 +311,7 @@ impl<W: Write> AuditLog<W> {
                     verdict: None,
                     outcome: None,
                 },
-                false,
+                About::Plan,
             );
         }
         for s in &plan.steps {
@@ -251,7 +331,7 @@ impl<W: Write> AuditLog<W> {
                     verdict: Some(s.verdict),
                     outcome,
                 },
-                false,
+                About::Plan,
             )?;
         }
         Ok(())
@@ -284,7 +364,12 @@ impl<W: Write> AuditLog<W> {
             verdict: None,
             outcome,
         };
-        self.append(now, message, details, restore)
+        let about = if restore {
+            About::Restore
+        } else {
+            About::Expiry
+        };
+        self.append(now, message, details, about)
     }
 }
 

@@ -25,7 +25,7 @@ struct MemoryStats {
     evicted: AtomicU64,
 }
 
-/// A snapshot of [`MemoryStats`].
+/// A snapshot of a limiter's counters ([`KeyedLimiter::stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct MemoryStatsSnapshot {

@@ -45,7 +45,29 @@ fn intact_log_verifies_and_is_ocsf_shaped() {
     assert_eq!(first["activity_id"], 1);
     assert_eq!(first["type_uid"], 700101);
     assert_eq!(first["status_id"], 1);
+    // Required by OCSF 1.3.0's base event and Remediation Activity class.
+    assert_eq!(first["severity_id"], 1);
+    assert_eq!(first["command_uid"], "decision-0");
+    assert_eq!(first["metadata"]["version"], "1.3.0");
+    assert_eq!(first["metadata"]["product"]["name"], "palisade-playbooks");
+    assert_eq!(first["metadata"]["product"]["vendor_name"], "Palisade");
     assert_eq!(first["prev_hash"], GENESIS);
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let notify = records
+        .iter()
+        .find(|r| r["unmapped"]["action"]["type"] == "notify")
+        .unwrap();
+    // The default set notifies at the event's severity: High is OCSF 4.
+    assert_eq!(notify["severity_id"], 4);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["command_uid"].as_str().unwrap().ends_with("-expiry")),
+        "expiries have their own command_uid"
+    );
     assert!(
         log.lines().any(|l| l.contains("\"activity_id\":3")),
         "a revert is a Restore"
