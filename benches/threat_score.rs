@@ -34,12 +34,7 @@ fn trained() -> (Arc<ManualClock>, ThreatScorer, Vec<LoginAttempt>) {
             (i % 30) as f64,
         ]
     };
-    let stream = generate(&SynthConfig {
-        seed: 1,
-        users: 10_000,
-        days: 60,
-        attacks: 0,
-    });
+    let stream = generate(&SynthConfig::new(1, 10_000, 60, 0));
     let mut probes = Vec::new();
     for (i, l) in stream
         .iter()

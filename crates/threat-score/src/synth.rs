@@ -60,16 +60,32 @@ pub struct SynthConfig {
     pub days: u32,
     /// Attacks per attacker type.
     pub attacks: u32,
+    /// Share of an owner's logins from their mobile network, each from a fresh address
+    /// (carrier NAT pools): a never-seen IP in a known ASN.
+    pub mobile_share: f64,
+    /// Chance that the home address changed since the previous home login (dynamic IP
+    /// renewal): a never-seen IP in the home ASN.
+    pub address_renewal: f64,
+}
+
+impl SynthConfig {
+    /// The defaults' habits with this seed and size: 20 % mobile logins, 5 % home
+    /// address renewals.
+    pub const fn new(seed: u64, users: u32, days: u32, attacks: u32) -> Self {
+        SynthConfig {
+            seed,
+            users,
+            days,
+            attacks,
+            mobile_share: 0.2,
+            address_renewal: 0.05,
+        }
+    }
 }
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig {
-            seed: 1,
-            users: 1_000,
-            days: 120,
-            attacks: 1_000,
-        }
+        SynthConfig::new(1, 1_000, 120, 1_000)
     }
 }
 
@@ -231,10 +247,10 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
                         c,
                         rng.below(65_536) as u32,
                     )
-                } else if rng.chance(0.2) {
+                } else if rng.chance(cfg.mobile_share) {
                     (u.mobile, u.country, rng.below(65_536) as u32)
                 } else {
-                    if rng.chance(0.05) {
+                    if rng.chance(cfg.address_renewal) {
                         u.home_host = rng.below(65_536) as u32; // dynamic IP renewal
                     }
                     (u.isp, u.country, u.home_host)

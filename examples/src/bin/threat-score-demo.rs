@@ -12,12 +12,7 @@ use palisade_threat_score::{Config, SourceKind, ThreatScorer, Verdict};
 fn main() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
     let mut scorer = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
-    let stream = generate(&SynthConfig {
-        seed: 1,
-        users: 200,
-        days: 60,
-        attacks: 5,
-    });
+    let stream = generate(&SynthConfig::new(1, 200, 60, 5));
     let mut shown = 0;
     for l in &stream {
         clock.set(Timestamp::from_unix_secs(1_700_000_000 + l.at_secs));
