@@ -275,3 +275,59 @@ fn owners_address_churn_sets_the_targeted_operating_point() {
         "{rows:?}"
     );
 }
+
+/// One global threshold on each user's own scale: the attempt's raw Freeman S over the
+/// median raw S of the user's last 20 successful logins. Computed by the evaluation from
+/// `FreemanScore::raw`; the scorer does not do this itself.
+#[test]
+fn a_per_user_scale_cuts_re_authentication_for_strong_attackers() {
+    let mut rows = Vec::new();
+    println!(
+        "| owners' habits | scale | VPN: median user re-auth at 99 % | targeted: owners' logins re-auth | targeted: median user re-auth |"
+    );
+    for (habits, cfg) in [
+        ("default (25.7 % new IPs)", CFG),
+        (
+            "5 % mobile, 1 % renewals",
+            SynthConfig {
+                mobile_share: 0.05,
+                address_renewal: 0.01,
+                ..CFG
+            },
+        ),
+    ] {
+        let stream = generate(&cfg);
+        for (scale, window) in [("global", None), ("per user (last 20)", Some(20))] {
+            let e = evaluate_with(
+                &stream,
+                &EvalOptions {
+                    relative_window: window,
+                    ..EvalOptions::default()
+                },
+                |clock| ThreatScorer::new(Config::default(), clock).unwrap(),
+            );
+            let v = e.at_detection(&e.vpn, 0.99);
+            let t = e.at_detection(&e.targeted, 0.99);
+            assert!(v.detected >= 0.99 && t.detected >= 0.99, "{v:?} {t:?}");
+            println!(
+                "| {habits} | {scale} | {:.1} % | {:.1} % | {:.1} % |",
+                100.0 * v.reauth_median_user,
+                100.0 * t.reauth_logins,
+                100.0 * t.reauth_median_user
+            );
+            rows.push((v, t));
+        }
+    }
+    // On both generators the per-user scale asks far fewer owners for the same catch.
+    for pair in rows.chunks(2) {
+        let (global, per_user) = (&pair[0], &pair[1]);
+        assert!(
+            per_user.1.reauth_median_user * 2.0 < global.1.reauth_median_user,
+            "{pair:?}"
+        );
+        assert!(
+            per_user.0.reauth_median_user < global.0.reauth_median_user,
+            "{pair:?}"
+        );
+    }
+}
