@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     show(8, &limiter.check(&client, 1)?);
+    println!("counters: {:?}", limiter.stats());
 
     let Some(url) = std::env::args().nth(1) else {
         println!("\n(Give a redis:// URL to run the same against Redis.)");
