@@ -341,8 +341,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
                 Self::update(quota, entry.get(), now, cost)
             }
             Entry::Vacant(entry) => {
-                let state = entry.insert(AtomicU64::new(0));
-                Self::update(quota, &state, now, cost)
+                // A fresh key's TAT is 0, and nobody else can see it before the insert:
+                // decide first and store the result (no compare-and-swap needed).
+                let (decision, new_tat) = quota.decide(0, now, cost);
+                entry.insert(AtomicU64::new(new_tat.unwrap_or(0)));
+                decision
             }
         }
     }
