@@ -479,6 +479,24 @@ fn active_hash(target_hash: u64, kind: ActionKind) -> u64 {
     target_hash ^ (kind as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Files `value` under `hash` in a table whose entries start with their hash, replacing
+/// the entry with the same key (`same`); returns the replaced entry.
+fn replace_or_insert<T>(
+    table: &mut HashTable<T>,
+    hash: u64,
+    value: T,
+    same: impl Fn(&T, &T) -> bool,
+    hash_of: impl Fn(&T) -> u64,
+) -> Option<T> {
+    match table.entry(hash, |e| same(e, &value), hash_of) {
+        Entry::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), value)),
+        Entry::Vacant(v) => {
+            v.insert(value);
+            None
+        }
+    }
+}
+
 /// All state that must survive a restart.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -582,9 +600,7 @@ impl Engine {
         let users = (def.allowlist.users.iter()).map(|u| Target::User { user_id: u.clone() });
         for t in ips.chain(users) {
             let h = hasher.hash_one(&t);
-            if let Entry::Vacant(v) = allow.entry(h, |(_, a)| *a == t, |(h, _)| *h) {
-                v.insert((h, t));
-            }
+            replace_or_insert(&mut allow, h, (h, t), |a, b| a.1 == b.1, |e| e.0);
         }
         Engine {
             by_kind,
@@ -615,12 +631,13 @@ impl Engine {
         }
         for (target, o) in snap.offences {
             let th = e.hasher.hash_one(&target);
-            match e.offences.entry(th, |(_, t, _)| *t == target, |e| e.0) {
-                Entry::Occupied(mut old) => old.get_mut().2 = o,
-                Entry::Vacant(v) => {
-                    v.insert((th, target, o));
-                }
-            }
+            replace_or_insert(
+                &mut e.offences,
+                th,
+                (th, target, o),
+                |a, b| a.1 == b.1,
+                |e| e.0,
+            );
         }
         for (name, target, kind, until) in snap.cooldowns {
             if let Some(i) = e.def.playbooks.iter().position(|p| p.name == name) {
@@ -675,12 +692,8 @@ impl Engine {
     }
 
     fn set_cooldown(&mut self, gh: u64, group: GroupKey, until: Timestamp) {
-        match (self.cooldowns).entry(gh, |(_, g, _)| *g == group, |e| e.0) {
-            Entry::Occupied(mut o) => o.get_mut().2 = until,
-            Entry::Vacant(v) => {
-                v.insert((gh, group, until));
-            }
-        }
+        let entry = (gh, group, until);
+        replace_or_insert(&mut self.cooldowns, gh, entry, |a, b| a.1 == b.1, |e| e.0);
     }
 
     /// How many decisions are active (including those awaiting approval).
@@ -693,16 +706,12 @@ impl Engine {
         let kind = d.action.kind();
         let h = active_hash(th, kind);
         self.expiries.insert((d.active_until, d.id), h);
-        let same = |(_, a): &(u64, Decision)| a.action.kind() == kind && a.target == d.target;
-        match self.active.entry(h, same, |e| e.0) {
-            Entry::Occupied(mut o) => {
-                let old = std::mem::replace(&mut o.get_mut().1, d);
-                self.expiries.remove(&(old.active_until, old.id));
-                self.replaced.push(old);
-            }
-            Entry::Vacant(v) => {
-                v.insert((h, d));
-            }
+        let same = |(_, a): &(u64, Decision), (_, b): &(u64, Decision)| {
+            a.action.kind() == b.action.kind() && a.target == b.target
+        };
+        if let Some((_, old)) = replace_or_insert(&mut self.active, h, (h, d), same, |e| e.0) {
+            self.expiries.remove(&(old.active_until, old.id));
+            self.replaced.push(old);
         }
     }
 
@@ -973,8 +982,6 @@ impl Engine {
             || matches!(target, Target::Ip { ip } if self.allow_nets.iter().any(|n| n.contains(*ip)))
     }
 
-    /// The fixed pipeline every candidate passes: allowlist → de-duplication →
-    /// cool-down → budget → mode → approval.
     /// The decision active at `now` for this action kind and target: `(id, until)`.
     fn active_decision(
         &self,
@@ -988,6 +995,8 @@ impl Engine {
             .map(|d| (d.id, d.active_until))
     }
 
+    /// The fixed pipeline every candidate passes: allowlist → de-duplication →
+    /// cool-down → budget → mode → approval.
     fn pipeline(
         &mut self,
         step: &mut Step,
