@@ -125,8 +125,6 @@ fn targeted_attackers_differ_from_owners_only_in_the_ip_hierarchy() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(base)));
     let mut s = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
     let (mut owners, mut targeted) = (Vec::new(), Vec::new());
-    let mut seen = std::collections::HashSet::new();
-    let (mut new_ip, mut new_asn, mut new_ua) = (0usize, 0usize, 0usize);
     for l in &stream {
         clock.set(Timestamp::from_unix_secs(base + l.at_secs));
         let f = s.score(&l.attempt).freeman.unwrap_or_else(|| {
@@ -134,24 +132,12 @@ fn targeted_attackers_differ_from_owners_only_in_the_ip_hierarchy() {
             s.score(&l.attempt).freeman.unwrap_or(FREEMAN_NONE)
         });
         match l.actor {
-            Actor::Legit if l.prior_logins >= 20 => {
-                owners.push(f);
-                let a = &l.attempt;
-                let asn = a.geo.as_ref().and_then(|g| g.asn);
-                new_ip += usize::from(!seen.contains(&(a.user.clone(), a.ip.to_string())));
-                new_asn += usize::from(!seen.contains(&(a.user.clone(), format!("{asn:?}"))));
-                new_ua += usize::from(!seen.contains(&(a.user.clone(), a.user_agent.clone())));
-            }
+            Actor::Legit if l.prior_logins >= 20 => owners.push(f),
             Actor::Targeted => targeted.push(f),
             _ => {}
         }
         if l.actor == Actor::Legit {
             s.record(&l.attempt, LoginOutcome::Success);
-            let a = &l.attempt;
-            let asn = a.geo.as_ref().and_then(|g| g.asn);
-            seen.insert((a.user.clone(), a.ip.to_string()));
-            seen.insert((a.user.clone(), format!("{asn:?}")));
-            seen.insert((a.user.clone(), a.user_agent.clone()));
         }
     }
     type Term = fn(&palisade_threat_score::FreemanScore) -> f64;
@@ -170,13 +156,12 @@ fn targeted_attackers_differ_from_owners_only_in_the_ip_hierarchy() {
             o[0], o[1], o[2], a[0], a[1], a[2]
         );
     }
-    let share = |n: usize| n as f64 / owners.len() as f64;
-    let new_ip = share(new_ip);
+    let [new_ip, new_asn, new_ua] = owners_new_value_shares(&stream);
     println!(
         "owners' logins from an IP / ASN / UA string they never used before: {:.1} % / {:.1} % / {:.1} %",
         100.0 * new_ip,
-        100.0 * share(new_asn),
-        100.0 * share(new_ua)
+        100.0 * new_asn,
+        100.0 * new_ua
     );
     // The copied UA string makes the attacker's UA factor as familiar as the owners'.
     let o = quantiles(owners.iter().map(|f| f.ua.factor).collect());
@@ -204,20 +189,28 @@ const NO_TERMS: palisade_threat_score::HierarchyTerms = palisade_threat_score::H
     never_seen: true,
 };
 
-/// Share of owners' scored logins (after 20 earlier ones) from an address the owner
-/// never used before.
-fn owners_new_ip_share(stream: &[palisade_threat_score::synth::SynthLogin]) -> f64 {
+/// Shares of owners' scored logins (after 20 earlier ones) from an IP address, an ASN
+/// and a UA string the owner never used before.
+fn owners_new_value_shares(stream: &[palisade_threat_score::synth::SynthLogin]) -> [f64; 3] {
     let mut seen = std::collections::HashSet::new();
-    let (mut scored, mut new_ip) = (0usize, 0usize);
+    let (mut scored, mut new) = (0usize, [0usize; 3]);
     for l in stream.iter().filter(|l| l.actor == Actor::Legit) {
-        let key = (l.attempt.user.clone(), l.attempt.ip);
+        let a = &l.attempt;
+        let asn = a.geo.as_ref().and_then(|g| g.asn);
+        let keys = [
+            (a.user.clone(), a.ip.to_string()),
+            (a.user.clone(), format!("{asn:?}")),
+            (a.user.clone(), a.user_agent.clone()),
+        ];
         if l.prior_logins >= 20 {
             scored += 1;
-            new_ip += usize::from(!seen.contains(&key));
+            for (n, key) in new.iter_mut().zip(&keys) {
+                *n += usize::from(!seen.contains(key));
+            }
         }
-        seen.insert(key);
+        seen.extend(keys);
     }
-    new_ip as f64 / scored as f64
+    new.map(|n| n as f64 / scored as f64)
 }
 
 /// The targeted operating point depends on how often owners log in from a never-seen
@@ -242,7 +235,7 @@ fn owners_address_churn_sets_the_targeted_operating_point() {
             ..CFG
         };
         let stream = generate(&cfg);
-        let new_ip = owners_new_ip_share(&stream);
+        let [new_ip, _, _] = owners_new_value_shares(&stream);
         let e = evaluate(&stream, 20, |clock| {
             ThreatScorer::new(Config::default(), clock).unwrap()
         });
