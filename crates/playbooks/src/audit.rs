@@ -345,13 +345,17 @@ impl<W: Write> AuditLog<W> {
         outcome: Option<Outcome>,
     ) -> Result<(), Error> {
         // Unblocking is a Restore; resolving a notification is not a remediation (Other).
-        let restore = outcome.is_some() && matches!(d.action, Action::BlockIp { .. });
+        let about = if outcome.is_some() && matches!(d.action, Action::BlockIp { .. }) {
+            About::Restore
+        } else {
+            About::Expiry
+        };
         let message = format!(
             "decision {} expired{}",
             d.id,
-            match (&outcome, restore) {
-                (Some(_), true) => ", reverted",
-                (Some(_), false) => ", resolved",
+            match (&outcome, about) {
+                (Some(_), About::Restore) => ", reverted",
+                (Some(_), _) => ", resolved",
                 (None, _) => "",
             }
         );
@@ -363,11 +367,6 @@ impl<W: Write> AuditLog<W> {
             target: Some(d.target.clone()),
             verdict: None,
             outcome,
-        };
-        let about = if restore {
-            About::Restore
-        } else {
-            About::Expiry
         };
         self.append(now, message, details, about)
     }
