@@ -3,7 +3,8 @@
 //! cargo bench -p palisade-benches --bench threat_score
 //! The anchor is the cheapest familiarity rule a service could write instead: a
 //! `HashMap<String, Vec<String>>` lookup answering "has this user used this IP before?".
-//! Before criterion runs, a plain loop prints p50/p99 of single `score` calls.
+//! Before criterion runs, a plain loop prints p50/p99 of single `score` calls, on the
+//! global scale and with the per-user scale (`Config::user_scale`) on.
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::collections::HashMap;
@@ -14,9 +15,11 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
 use palisade_threat_score::synth::{Actor, SynthConfig, generate};
-use palisade_threat_score::{BehaviourConfig, Config, LoginAttempt, SourceKind, ThreatScorer};
+use palisade_threat_score::{
+    BehaviourConfig, Config, LoginAttempt, SourceKind, ThreatScorer, UserScale,
+};
 
-fn trained() -> (Arc<ManualClock>, ThreatScorer, Vec<LoginAttempt>) {
+fn trained(user_scale: Option<UserScale>) -> (Arc<ManualClock>, ThreatScorer, Vec<LoginAttempt>) {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
     // Every signal on, including the behavioural one over three request features.
     let config = Config {
@@ -24,6 +27,7 @@ fn trained() -> (Arc<ManualClock>, ThreatScorer, Vec<LoginAttempt>) {
             features: 3,
             ..BehaviourConfig::default()
         }),
+        user_scale,
         ..Config::default()
     };
     let mut s = ThreatScorer::new(config, clock.clone()).unwrap();
@@ -67,7 +71,7 @@ fn trained() -> (Arc<ManualClock>, ThreatScorer, Vec<LoginAttempt>) {
     (clock, s, probes)
 }
 
-fn percentiles(s: &ThreatScorer, probes: &[LoginAttempt]) {
+fn percentiles(scale: &str, s: &ThreatScorer, probes: &[LoginAttempt]) {
     let mut ns: Vec<u128> = Vec::with_capacity(100_000);
     for i in 0..100_000 {
         let a = &probes[i % probes.len()];
@@ -78,13 +82,13 @@ fn percentiles(s: &ThreatScorer, probes: &[LoginAttempt]) {
     ns.sort_unstable();
     let p = |q: f64| ns[((ns.len() as f64 * q) as usize).min(ns.len() - 1)] as f64 / 1_000.0;
     println!(
-        "score latency (all signals, 10k users): p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs",
+        "{scale}: score latency (all signals, 10k users): p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs",
         p(0.5),
         p(0.99),
         p(0.999)
     );
     println!(
-        "memory: {} users, {} bytes accounted = {:.0} bytes/user (=> {:.2} GiB per 1M users), velocity counters fixed {} bytes",
+        "{scale}: memory: {} users, {} bytes accounted = {:.0} bytes/user (=> {:.2} GiB per 1M users), velocity counters fixed {} bytes",
         s.users(),
         s.memory_bytes(),
         s.memory_bytes() as f64 / s.users() as f64,
@@ -93,18 +97,25 @@ fn percentiles(s: &ThreatScorer, probes: &[LoginAttempt]) {
     );
 }
 
-fn main() {
-    let (clock, mut s, probes) = trained();
-    percentiles(&s, &probes);
+/// Prints latency percentiles, memory and successful-login records per second.
+fn report(scale: &str, s: &mut ThreatScorer, probes: &[LoginAttempt]) {
+    percentiles(scale, s, probes);
     let t = Instant::now();
     let n = 100_000;
     for i in 0..n {
         s.record(&probes[i % probes.len()], LoginOutcome::Success);
     }
     println!(
-        "updates: {:.0} successful-login records/s",
+        "{scale}: updates: {:.0} successful-login records/s",
         n as f64 / t.elapsed().as_secs_f64()
     );
+}
+
+fn main() {
+    let (_, mut scaled, scaled_probes) = trained(Some(UserScale::default()));
+    report("user scale", &mut scaled, &scaled_probes);
+    let (clock, mut s, probes) = trained(None);
+    report("global scale", &mut s, &probes);
     let anchor: HashMap<String, Vec<String>> = probes
         .iter()
         .map(|a| (a.user.clone(), vec![a.ip.to_string()]))
@@ -119,6 +130,12 @@ fn main() {
         b.iter(|| {
             i = (i + 1) % probes.len();
             black_box(s.score(&probes[i]).score)
+        })
+    });
+    g.bench_function("palisade/score_all_signals_user_scale", |b| {
+        b.iter(|| {
+            i = (i + 1) % scaled_probes.len();
+            black_box(scaled.score(&scaled_probes[i]).score)
         })
     });
     g.bench_function("anchor/hashmap_seen_ip", |b| {

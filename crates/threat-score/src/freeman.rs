@@ -40,11 +40,22 @@ pub const UA_WEIGHTS: [f64; 4] = [
     0.005_106_515_081_202_152_5,
 ];
 
-/// One successful login as remembered: when, and its hashed feature values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One successful login as remembered: when (Unix seconds, saturating in 2106), its
+/// hashed feature values, and its raw score `S` against the history before it (NaN
+/// when not scored: the user's first login, or the per-user scale off).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Entry {
-    pub(crate) at_secs: u64,
+    pub(crate) at_secs: u32,
+    pub(crate) raw: f32,
     pub(crate) values: [u64; LEVELS],
+}
+
+// The stored score fits beside a 32-bit time: an entry stays 64 bytes.
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
+/// Unix seconds as stored in an [`Entry`].
+pub(crate) fn entry_secs(secs: u64) -> u32 {
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// The terms of one hierarchy, kept for explanations and tests.
@@ -73,6 +84,10 @@ pub struct FreemanScore {
     pub raw: f64,
     /// The user's history length `n_u`.
     pub history: usize,
+    /// With a per-user scale ([`crate::UserScale`]): the median raw `S` of the user's
+    /// recent logins that `raw` was divided by; `None` when the score is on the global
+    /// scale (scale off, or too few scored logins yet).
+    pub typical: Option<f64>,
 }
 
 /// Per-user and global histories.
@@ -137,9 +152,9 @@ impl Model {
     pub(crate) fn learn(&mut self, user: u64, e: Entry, cap: usize, max_age_secs: u64) {
         let mut history = self.users.remove(&user).unwrap_or_default();
         let mut dropped = Vec::new();
-        let horizon = e.at_secs.saturating_sub(max_age_secs);
+        let horizon = u64::from(e.at_secs).saturating_sub(max_age_secs);
         while let Some(front) = history.front() {
-            if history.len() >= cap.max(1) || front.at_secs < horizon {
+            if history.len() >= cap.max(1) || u64::from(front.at_secs) < horizon {
                 dropped.extend(history.pop_front());
             } else {
                 break;
@@ -230,7 +245,27 @@ impl Model {
             user_factor,
             raw: ip.factor * ua.factor * user_factor,
             history: history.len(),
+            typical: None,
         })
+    }
+
+    /// The median raw `S` over the user's last `window` scored logins (the upper one
+    /// of an even count), or `None` with fewer than `min_samples` of them.
+    pub(crate) fn typical(&self, user: u64, window: usize, min_samples: usize) -> Option<f64> {
+        let history = self.users.get(&user)?;
+        let mut recent: Vec<f32> = history
+            .iter()
+            .rev()
+            .map(|e| e.raw)
+            .filter(|r| r.is_finite())
+            .take(window)
+            .collect();
+        if recent.len() < min_samples.max(1) {
+            return None;
+        }
+        let mid = recent.len() / 2;
+        let (_, m, _) = recent.select_nth_unstable_by(mid, f32::total_cmp);
+        Some(f64::from(*m))
     }
 }
 

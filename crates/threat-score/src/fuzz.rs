@@ -62,7 +62,8 @@ fn event(line: &str) -> (LoginAttempt, LoginOutcome, u64, bool) {
 
 /// Replays event lines (`outcome|user|ip|user agent|asn|country|lat,lon|familiarity|
 /// numeric,…|seconds`, outcome `s`, `f` or `u`) through a scorer with every signal on (small
-/// history cap and memory budget, behavioural signal with a short window): every score
+/// history cap and memory budget, behavioural signal with a short window, per-user
+/// scale over the last 4 scored logins): every score
 /// must be in [0, 1] and never NaN, an event exists exactly above allow, and a
 /// snapshot restored into a fresh scorer must score the last attempt identically.
 /// Returns whether every line was well-formed. Panics on a broken invariant.
@@ -81,6 +82,11 @@ pub fn login_events(data: &[u8]) -> bool {
                 seed: 1,
             },
             ..BehaviourConfig::default()
+        }),
+        user_scale: Some(crate::UserScale {
+            window: 4,
+            min_samples: 2,
+            ..crate::UserScale::default()
         }),
         ..Config::default()
     };
@@ -117,8 +123,10 @@ pub fn login_events(data: &[u8]) -> bool {
         // Velocity restarts empty after a restore: compare the learned parts only.
         let (x, y) = (scorer.score(&a), restored.score(&a));
         assert_eq!(
-            x.freeman.map(|f| f.raw.to_bits()),
-            y.freeman.map(|f| f.raw.to_bits())
+            x.freeman
+                .map(|f| (f.raw.to_bits(), f.typical.map(f64::to_bits))),
+            y.freeman
+                .map(|f| (f.raw.to_bits(), f.typical.map(f64::to_bits)))
         );
     }
     all_ok

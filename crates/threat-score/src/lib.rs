@@ -22,7 +22,7 @@ use palisade_core_traits::{
 use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher13;
 
-use freeman::{Entry, Model};
+use freeman::{Entry, Model, entry_secs};
 pub use freeman::{FreemanScore, HierarchyTerms, IP_WEIGHTS, LEVELS, UA_WEIGHTS};
 #[cfg(feature = "maxmind")]
 pub use maxmind::MaxMindLookup;
@@ -196,6 +196,18 @@ impl Default for Calibration {
 }
 
 impl Calibration {
+    fn validate(&self, field: &'static str) -> Result<(), Error> {
+        check(
+            self.midpoint > 0.0
+                && self.midpoint.is_finite()
+                && self.steepness > 0.0
+                && self.steepness.is_finite(),
+            field,
+            format!("{self:?}"),
+            "midpoint and steepness must be finite and > 0",
+        )
+    }
+
     /// Maps a raw score. Non-finite or NaN scores map to 1 (fail closed).
     pub fn map(&self, raw: f64) -> f64 {
         if raw.is_nan() || raw == f64::INFINITY {
@@ -378,6 +390,43 @@ pub struct Config {
     pub memory_budget_bytes: usize,
     /// The behavioural signal over [`LoginAttempt::numeric`]; `None` (default): off.
     pub behaviour: Option<BehaviourConfig>,
+    /// Scores Freeman's `S` on each user's own scale; `None` (default): one global
+    /// scale, as in the paper.
+    #[serde(default)]
+    pub user_scale: Option<UserScale>,
+}
+
+/// Freeman's raw `S` divided by the user's typical `S`, so one threshold fits users
+/// whose normal logins score high (rare user agent, several devices, few logins).
+///
+/// Our extension, not Freeman's: each successful login stores its own raw `S` (against
+/// the history before it); an attempt's `x = S / m`, with `m` the median of the last
+/// `window` stored scores, is mapped by `calibration` instead of [`Config::calibration`].
+/// Until a user has `min_samples` stored scores their attempts stay on the global
+/// scale. Costs 8 bytes per history entry and one more Freeman evaluation per recorded
+/// success. Scores stored while the scale was off are missing: turning it on later
+/// starts every user at zero samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UserScale {
+    /// Stored scores the median is taken over (at most `history_cap`).
+    pub window: usize,
+    /// Stored scores needed before the user's scale is used (1..=`window`).
+    pub min_samples: usize,
+    /// Maps `x` to [0, 1]; `x = 1` is the user's typical login.
+    pub calibration: Calibration,
+}
+
+impl Default for UserScale {
+    fn default() -> Self {
+        UserScale {
+            window: 20,
+            min_samples: 10,
+            calibration: Calibration {
+                midpoint: 4.0,
+                steepness: 2.0,
+            },
+        }
+    }
 }
 
 /// Half-Space Trees over the numeric request features as a signal of the score.
@@ -425,6 +474,7 @@ impl Default for Config {
             velocity: VelocityConfig::default(),
             memory_budget_bytes: 512 << 20,
             behaviour: None,
+            user_scale: None,
         }
     }
 }
@@ -463,19 +513,7 @@ impl Config {
             format!("{t:?}"),
             "must be monitor <= step_up <= block",
         )?;
-        let c = &self.calibration;
-        check(
-            c.midpoint > 0.0 && c.midpoint.is_finite(),
-            "calibration.midpoint",
-            c.midpoint,
-            "must be finite and > 0",
-        )?;
-        check(
-            c.steepness > 0.0 && c.steepness.is_finite(),
-            "calibration.steepness",
-            c.steepness,
-            "must be finite and > 0",
-        )?;
+        self.calibration.validate("calibration")?;
         check(
             self.history_cap >= 1,
             "history_cap",
@@ -512,6 +550,21 @@ impl Config {
             self.travel_min_km,
             "must be finite and >= 0",
         )?;
+        if let Some(u) = &self.user_scale {
+            check(
+                (1..=self.history_cap).contains(&u.window),
+                "user_scale.window",
+                u.window,
+                "must be in 1..=history_cap",
+            )?;
+            check(
+                (1..=u.window).contains(&u.min_samples),
+                "user_scale.min_samples",
+                u.min_samples,
+                "must be in 1..=window",
+            )?;
+            u.calibration.validate("user_scale.calibration")?;
+        }
         if let Some(b) = &self.behaviour {
             check(
                 (1..=1024).contains(&b.features),
@@ -560,6 +613,9 @@ struct SnapshotEntry {
     at: u64,
     v: [u64; LEVELS],
     loc: Option<(f32, f32)>,
+    /// The login's raw score for the per-user scale (absent in older snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<f32>,
 }
 
 const SNAPSHOT_VERSION: u32 = 1;
@@ -770,11 +826,23 @@ impl ThreatScorer {
         let now = self.now_secs();
         let cfg = &self.config;
         let mut parts: Vec<(Signal, f64, f64, String)> = Vec::with_capacity(8); // signal, risk, weight, reason
-        let freeman = self.model.score(p.user, &p.values);
+        let mut freeman = self.model.score(p.user, &p.values);
+        if let (Some(f), Some(u)) = (&mut freeman, &cfg.user_scale) {
+            f.typical = self.model.typical(p.user, u.window, u.min_samples);
+        }
         let history = freeman.map_or(0, |f| f.history);
         match &freeman {
             Some(f) => {
-                let r = cfg.calibration.map(f.raw);
+                let (r, scale) = match (f.typical, &cfg.user_scale) {
+                    (Some(m), Some(u)) => {
+                        let x = f.raw / m;
+                        (
+                            u.calibration.map(x),
+                            format!("; S is {x:.2}× this user's usual"),
+                        )
+                    }
+                    _ => (cfg.calibration.map(f.raw), String::new()),
+                };
                 let w = risk_share(r);
                 let logs = [
                     (Signal::IpFamiliarity, f.ip.factor, f.ip.never_seen),
@@ -800,7 +868,7 @@ impl ThreatScorer {
                             }
                             (_, true) => format!("never seen for this user (factor {factor:.3})"),
                             _ => format!("familiarity factor {factor:.3} (below 1 is familiar)"),
-                        };
+                        } + &scale;
                         parts.push((signal, r, part, reason));
                         if positive == 0.0 {
                             break;
@@ -949,9 +1017,18 @@ impl ThreatScorer {
         {
             h.learn(&attempt.numeric);
         }
+        // The login's own score, kept for the per-user scale.
+        let raw = match self.config.user_scale {
+            // Clamped so f32 neither overflows to infinity nor underflows to 0.
+            Some(_) => self.model.score(p.user, &p.values).map_or(f32::NAN, |f| {
+                (f.raw as f32).clamp(f32::MIN_POSITIVE, f32::MAX)
+            }),
+            None => f32::NAN,
+        };
         let entry = Entry {
-            at_secs: now,
+            at_secs: entry_secs(now),
             values: p.values,
+            raw,
         };
         self.model.learn(
             p.user,
@@ -1064,14 +1141,16 @@ impl ThreatScorer {
             .map(|(u, h)| {
                 let fix = self.fixes.get(u);
                 // The last known location rides on the entry of the login it came from.
-                let at = fix.and_then(|f| h.iter().rposition(|e| e.at_secs == f.at_secs));
+                let at =
+                    fix.and_then(|f| h.iter().rposition(|e| e.at_secs == entry_secs(f.at_secs)));
                 let entries = h
                     .iter()
                     .enumerate()
                     .map(|(i, e)| SnapshotEntry {
-                        at: e.at_secs,
+                        at: u64::from(e.at_secs),
                         v: e.values,
                         loc: fix.filter(|_| Some(i) == at).map(|f| (f.lat, f.lon)),
+                        s: Some(e.raw).filter(|r| r.is_finite()),
                     })
                     .collect();
                 (*u, entries)
@@ -1102,6 +1181,16 @@ impl ThreatScorer {
                 reason: "behaviour detector trees do not match their height",
             });
         }
+        if snapshot
+            .users
+            .iter()
+            .flat_map(|(_, entries)| entries)
+            .any(|e| e.s.is_some_and(|s| !(s.is_finite() && s >= 0.0)))
+        {
+            return Err(Error::SnapshotInvalid {
+                reason: "a login's stored score is negative or not finite",
+            });
+        }
         self.key = snapshot.key;
         self.model = Model::default();
         self.fixes.clear();
@@ -1110,8 +1199,9 @@ impl ThreatScorer {
                 self.model.learn(
                     u,
                     Entry {
-                        at_secs: e.at,
+                        at_secs: entry_secs(e.at),
                         values: e.v,
+                        raw: e.s.unwrap_or(f32::NAN),
                     },
                     self.config.history_cap,
                     self.config.history_max_age_secs,

@@ -454,12 +454,6 @@ pub struct EvalOptions {
     /// probability `p` (cookie cleared, private window), when it is 0 like a new
     /// device's. Attackers never hold the victim's cookie (familiarity 0).
     pub device_cookie_loss: Option<f64>,
-    /// `Some(w)`: score each attempt by its raw Freeman `S` relative to the median raw
-    /// `S` of the user's last `w` successful logins (`x = S / median`, reported as
-    /// `x / (1 + x)`), so one global threshold sits on each user's own scale. An
-    /// evaluation of what a service can do with [`crate::FreemanScore::raw`]; the
-    /// scorer itself does not do it. `None`: the scorer's score.
-    pub relative_window: Option<usize>,
     /// Seed for the cookie-loss draws.
     pub seed: u64,
 }
@@ -469,7 +463,6 @@ impl Default for EvalOptions {
         EvalOptions {
             min_prior: 20,
             device_cookie_loss: None,
-            relative_window: None,
             seed: 1,
         }
     }
@@ -507,9 +500,6 @@ pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
     let mut e = Evaluation::default();
     let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut known: std::collections::HashSet<(u32, u8)> = std::collections::HashSet::new();
-    // Per user: raw S of their recent successful logins (for `relative_window`).
-    let mut own: std::collections::HashMap<u32, std::collections::VecDeque<f64>> =
-        std::collections::HashMap::new();
     let mut rng = Rng::new(opts.seed);
     for l in stream {
         let l = l.borrow();
@@ -531,25 +521,7 @@ pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
             attempt.to_mut().device_familiarity = Some(if familiar { 1.0 } else { 0.0 });
         }
         let scored = scorer.score(&attempt);
-        let raw = scored.freeman.as_ref().map(|f| f.raw);
-        let s = match opts.relative_window {
-            None => scored.score,
-            Some(_) => {
-                let typical = own.get(&id).and_then(|h| {
-                    let mut v: Vec<f64> = h.iter().copied().collect();
-                    v.sort_by(f64::total_cmp);
-                    v.get(v.len() / 2).copied()
-                });
-                match (raw, typical) {
-                    (Some(r), Some(m)) if m > 0.0 => {
-                        let x = r / m;
-                        x / (1.0 + x)
-                    }
-                    // No history to compare with: the most suspicious.
-                    _ => 1.0,
-                }
-            }
-        };
+        let s = scored.score;
         match l.actor {
             Actor::Legit => {
                 if l.prior_logins >= opts.min_prior {
@@ -557,13 +529,6 @@ pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
                     e.legit_users.push(id);
                 }
                 scorer.record(&attempt, LoginOutcome::Success);
-                if let (Some(w), Some(r)) = (opts.relative_window, raw) {
-                    let h = own.entry(id).or_default();
-                    h.push_back(r);
-                    if h.len() > w {
-                        h.pop_front();
-                    }
-                }
                 if let Some(d) = l.device {
                     known.insert((id, d));
                 }

@@ -318,8 +318,14 @@ proptest! {
     fn score_always_in_unit_interval(
         history in proptest::collection::vec((any_attempt(), any_outcome(), 0u64..100_000), 0..40),
         probe in any_attempt(),
+        scaled in any::<bool>(),
     ) {
-        let (clock, mut s) = scorer();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
+        let cfg = Config {
+            user_scale: scaled.then_some(UserScale { window: 3, min_samples: 1, ..UserScale::default() }),
+            ..Config::default()
+        };
+        let mut s = ThreatScorer::new(cfg, clock.clone()).unwrap();
         for (a, o, dt) in &history {
             clock.advance(Duration::from_secs(*dt));
             s.record(a, *o);
@@ -478,4 +484,169 @@ fn behaviour_signal_is_off_by_default() {
             ..
         })
     ));
+}
+
+fn scaled_scorer() -> (Arc<ManualClock>, ThreatScorer) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
+    let cfg = Config {
+        user_scale: Some(UserScale::default()),
+        ..Config::default()
+    };
+    (clock.clone(), ThreatScorer::new(cfg, clock).unwrap())
+}
+
+/// 40 users on a common browser and one (`rare`) on a browser nobody else uses, 30
+/// logins each from home.
+fn common_and_rare(s: &mut ThreatScorer, clock: &ManualClock) -> [LoginAttempt; 2] {
+    let home = |u: u32, ua: &str| {
+        LoginAttempt::new(format!("user{u}"), ip(&format!("10.0.0.{u}")), ua)
+            .with_geo(geo(64_500 + u % 5, "FR"))
+    };
+    const RARE: &str = "Mozilla/5.0 (X11; OpenBSD amd64; rv:115.0) Gecko/20100101 Firefox/115.0";
+    for _ in 0..30 {
+        clock.advance(Duration::from_secs(3_600));
+        for u in 0..40 {
+            s.record(&home(u, FIREFOX), LoginOutcome::Success);
+        }
+        s.record(&home(40, RARE), LoginOutcome::Success);
+    }
+    [home(0, FIREFOX), home(40, RARE)]
+}
+
+#[test]
+fn user_scale_puts_each_user_on_their_own_scale() {
+    // Global scale: the common browser's users score far higher on every usual login
+    // (an attacker is likelier to bring a common browser than a rare one).
+    let (clock, mut global) = scorer();
+    let [common, rare] = common_and_rare(&mut global, &clock);
+    let (c, r) = (global.score(&common), global.score(&rare));
+    assert!(c.score > 10.0 * r.score, "{} vs {}", c.score, r.score);
+    assert_eq!(c.freeman.unwrap().typical, None);
+
+    // Per-user scale: both usual logins are at their user's usual, x ≈ 1 (the global
+    // counts move a little between logins), which the default calibration maps to
+    // 1 / (1 + (4 / x)²) ≈ 1/17.
+    let (clock, mut scaled) = scaled_scorer();
+    let [common, rare] = common_and_rare(&mut scaled, &clock);
+    for usual in [&common, &rare] {
+        let t = scaled.score(usual);
+        let f = t.freeman.unwrap();
+        assert_eq!(f.raw, global.score(usual).freeman.unwrap().raw);
+        let x = f.raw / f.typical.unwrap();
+        assert!((x - 1.0).abs() < 0.05, "{x}");
+        assert!(
+            (t.score - 1.0 / (1.0 + (4.0 / x).powi(2))).abs() < 1e-9,
+            "{}",
+            t.score
+        );
+        assert_eq!(t.verdict, Verdict::Allow);
+    }
+    // A new country, ASN and browser is far above either user's usual.
+    for usual in [common, rare] {
+        let away = LoginAttempt {
+            user_agent: CHROME_WIN.into(),
+            ip: ip("203.0.113.9"),
+            geo: Some(geo(1, "BR")),
+            ..usual
+        };
+        let t = scaled.score(&away);
+        assert!(t.verdict >= Verdict::StepUp, "{t:?}");
+        assert!(
+            t.contributions[0].reason.contains("this user's usual"),
+            "{:?}",
+            t.contributions
+        );
+    }
+}
+
+#[test]
+fn user_scale_waits_for_min_samples() {
+    let (clock, mut s) = scaled_scorer();
+    let a = LoginAttempt::new("alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
+    // The first login has nothing to be scored against, so it stores no score: after
+    // 10 logins there are 9 scores, one short of min_samples.
+    for n in 1..=11 {
+        clock.advance(Duration::from_secs(60));
+        s.record(&a, LoginOutcome::Success);
+        let typical = s.score(&a).freeman.unwrap().typical;
+        assert_eq!(typical.is_some(), n == 11, "after {n} logins");
+    }
+}
+
+#[test]
+fn snapshot_keeps_the_user_scale() {
+    let (clock, mut s) = scaled_scorer();
+    let [common, rare] = common_and_rare(&mut s, &clock);
+    let json = serde_json::to_string(&s.snapshot()).unwrap();
+    let (_, mut r) = scaled_scorer();
+    r.restore(serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(r.memory_bytes(), s.memory_bytes());
+    for a in [&common, &rare] {
+        assert_eq!(r.score(a).score, s.score(a).score);
+        assert!(r.score(a).freeman.unwrap().typical.is_some());
+    }
+    // A snapshot from before the scale (no stored scores) restores on the global scale.
+    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for user in old["users"].as_array_mut().unwrap() {
+        for e in user[1].as_array_mut().unwrap() {
+            e.as_object_mut().unwrap().remove("s");
+        }
+    }
+    r.restore(serde_json::from_value(old.clone()).unwrap())
+        .unwrap();
+    assert_eq!(r.score(&common).freeman.unwrap().typical, None);
+    // A negative stored score is refused, and the scorer keeps what it had.
+    old["users"][0][1][0]["s"] = (-1.0).into();
+    assert!(matches!(
+        r.restore(serde_json::from_value(old).unwrap()),
+        Err(Error::SnapshotInvalid { .. })
+    ));
+    assert_eq!(r.users(), s.users());
+}
+
+#[test]
+fn user_scale_config_is_validated() {
+    let clock = Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH));
+    for (u, field) in [
+        (
+            UserScale {
+                window: 51,
+                ..UserScale::default()
+            },
+            "user_scale.window",
+        ),
+        (
+            UserScale {
+                min_samples: 21,
+                ..UserScale::default()
+            },
+            "user_scale.min_samples",
+        ),
+        (
+            UserScale {
+                min_samples: 0,
+                ..UserScale::default()
+            },
+            "user_scale.min_samples",
+        ),
+        (
+            UserScale {
+                calibration: Calibration {
+                    midpoint: 0.0,
+                    steepness: 1.0,
+                },
+                ..UserScale::default()
+            },
+            "user_scale.calibration",
+        ),
+    ] {
+        let cfg = Config {
+            user_scale: Some(u),
+            ..Config::default()
+        };
+        match ThreatScorer::new(cfg, clock.clone()) {
+            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{u:?}: {other:?}"),
+        }
+    }
 }

@@ -5,7 +5,7 @@ use palisade_threat_score::synth::{
     Actor, EvalOptions, Evaluation, SynthConfig, evaluate, evaluate_with, generate,
     share_at_or_above,
 };
-use palisade_threat_score::{Config, ThreatScorer};
+use palisade_threat_score::{Config, ThreatScorer, UserScale};
 
 const CFG: SynthConfig = SynthConfig::new(7, 300, 90, 300);
 
@@ -181,6 +181,7 @@ const FREEMAN_NONE: palisade_threat_score::FreemanScore = palisade_threat_score:
     user_factor: 0.0,
     raw: 0.0,
     history: 0,
+    typical: None,
 };
 const NO_TERMS: palisade_threat_score::HierarchyTerms = palisade_threat_score::HierarchyTerms {
     local: 0.0,
@@ -269,9 +270,8 @@ fn owners_address_churn_sets_the_targeted_operating_point() {
     );
 }
 
-/// One global threshold on each user's own scale: the attempt's raw Freeman S over the
-/// median raw S of the user's last 20 successful logins. Computed by the evaluation from
-/// `FreemanScore::raw`; the scorer does not do this itself.
+/// One global threshold on each user's own scale (`Config::user_scale`): the attempt's
+/// raw Freeman S over the median raw S of the user's last 20 successful logins.
 #[test]
 fn a_per_user_scale_cuts_re_authentication_for_strong_attackers() {
     let mut rows = Vec::new();
@@ -290,15 +290,17 @@ fn a_per_user_scale_cuts_re_authentication_for_strong_attackers() {
         ),
     ] {
         let stream = generate(&cfg);
-        for (scale, window) in [("global", None), ("per user (last 20)", Some(20))] {
-            let e = evaluate_with(
-                &stream,
-                &EvalOptions {
-                    relative_window: window,
-                    ..EvalOptions::default()
-                },
-                |clock| ThreatScorer::new(Config::default(), clock).unwrap(),
-            );
+        for (scale, user_scale) in [
+            ("global", None),
+            ("per user (last 20)", Some(UserScale::default())),
+        ] {
+            let config = Config {
+                user_scale,
+                ..Config::default()
+            };
+            let e = evaluate(&stream, 20, |clock| {
+                ThreatScorer::new(config, clock).unwrap()
+            });
             let v = e.at_detection(&e.vpn, 0.99);
             let t = e.at_detection(&e.targeted, 0.99);
             assert!(v.detected >= 0.99 && t.detected >= 0.99, "{v:?} {t:?}");
@@ -309,6 +311,30 @@ fn a_per_user_scale_cuts_re_authentication_for_strong_attackers() {
                 100.0 * t.reauth_median_user
             );
             rows.push((v, t));
+            if user_scale.is_some() {
+                // The default thresholds on the default user scale (monitor at 4× the
+                // user's usual S, step-up at 6.1×, block at 12×).
+                let th = Config::default().thresholds;
+                for (name, at) in [
+                    ("monitor", th.monitor),
+                    ("step-up", th.step_up),
+                    ("block", th.block),
+                ] {
+                    let [n, v, t] = [&e.naive, &e.vpn, &e.targeted].map(|a| e.at_threshold(a, at));
+                    println!(
+                        "  {habits}, at {name} ({at}): naive {:.1} % / VPN {:.1} % / targeted {:.1} % caught; owners' logins {:.1} %, median user {:.1} %",
+                        100.0 * n.detected,
+                        100.0 * v.detected,
+                        100.0 * t.detected,
+                        100.0 * t.reauth_logins,
+                        100.0 * t.reauth_median_user
+                    );
+                    if name == "monitor" {
+                        assert!(n.detected >= 0.95 && v.detected >= 0.9, "{n:?} {v:?}");
+                        assert!(t.reauth_median_user <= 0.1, "{t:?}");
+                    }
+                }
+            }
         }
     }
     // On both generators the per-user scale asks far fewer owners for the same catch.

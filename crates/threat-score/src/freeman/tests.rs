@@ -5,8 +5,9 @@ const W: [f64; 4] = UA_WEIGHTS;
 
 fn login(at: u64, v: [u64; LEVELS]) -> Entry {
     Entry {
-        at_secs: at,
+        at_secs: entry_secs(at),
         values: v,
+        raw: f32::NAN,
     }
 }
 
@@ -111,4 +112,39 @@ fn cap_and_ageing_drop_entries_from_both_histories() {
     m.forget(1);
     assert_eq!(m.total(), 0);
     assert_eq!(m.value_count(), 0);
+}
+
+#[test]
+fn typical_is_the_median_of_the_last_scored_logins() {
+    let mut m = Model::default();
+    // Raw S 8, unscored, 1, 4, 2, 16 (oldest first).
+    for (at, raw) in [
+        (1, 8.0),
+        (2, f32::NAN),
+        (3, 1.0),
+        (4, 4.0),
+        (5, 2.0),
+        (6, 16.0),
+    ] {
+        m.learn(
+            1,
+            Entry {
+                raw,
+                ..login(at, A1)
+            },
+            100,
+            u64::MAX,
+        );
+    }
+    // Last 3 scored: 16, 2, 4 -> 4.
+    assert_eq!(m.typical(1, 3, 1), Some(4.0));
+    // All 5 scored: 1 2 4 8 16 -> 4; the unscored login does not count.
+    assert_eq!(m.typical(1, 10, 5), Some(4.0));
+    // Last 4: 16, 2, 4, 1 -> sorted 1 2 4 16, upper median 4.
+    assert_eq!(m.typical(1, 4, 4), Some(4.0));
+    // Last 2: 16, 2 -> upper median 16.
+    assert_eq!(m.typical(1, 2, 2), Some(16.0));
+    // Too few scored logins, or no such user.
+    assert_eq!(m.typical(1, 10, 6), None);
+    assert_eq!(m.typical(2, 10, 1), None);
 }
