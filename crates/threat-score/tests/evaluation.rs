@@ -337,15 +337,13 @@ fn a_per_user_scale_cuts_re_authentication_for_strong_attackers() {
             }
         }
     }
-    // On both generators the per-user scale asks far fewer owners for the same catch.
+    // On both generators the per-user scale asks far fewer owners for the same catch of
+    // targeted attackers (it held on each of seeds 1-8, by 2.5x or more). For VPN
+    // attackers it is not a rule: seeds 3 and 5 of the calm generator ask more.
     for pair in rows.chunks(2) {
         let (global, per_user) = (&pair[0], &pair[1]);
         assert!(
             per_user.1.reauth_median_user * 2.0 < global.1.reauth_median_user,
-            "{pair:?}"
-        );
-        assert!(
-            per_user.0.reauth_median_user < global.0.reauth_median_user,
             "{pair:?}"
         );
     }
