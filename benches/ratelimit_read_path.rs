@@ -117,16 +117,19 @@ fn read_path(c: &mut Criterion) {
                     })
                 })
             });
-            g.bench_function(BenchmarkId::new("fingerprint", format!("{threads}t")), |b| {
-                b.iter_custom(|iters| {
-                    threaded(threads, iters, |t, n| {
-                        for i in 0..n {
-                            let k = key((i * 2 + t) * spread);
-                            black_box(table.get(k).map(|v| v.load(Ordering::Acquire)));
-                        }
+            g.bench_function(
+                BenchmarkId::new("fingerprint", format!("{threads}t")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        threaded(threads, iters, |t, n| {
+                            for i in 0..n {
+                                let k = key((i * 2 + t) * spread);
+                                black_box(table.get(k).map(|v| v.load(Ordering::Acquire)));
+                            }
+                        })
                     })
-                })
-            });
+                },
+            );
         }
         g.finish();
     }

@@ -8,6 +8,7 @@ mod memory;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis_limiter;
+mod table;
 
 pub use clock::MonotonicClock;
 pub use error::Error;

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use palisade_core_traits::{Clock, IpBlocker, async_trait};
 
+use crate::table::KeyTable;
 use crate::{Decision, Error, MonotonicClock, Quota};
 
 /// Default bound on tracked keys.
@@ -139,8 +139,11 @@ impl QuotaCell {
 /// A rate limiter for many keys, in memory.
 ///
 /// Each key's state is one `AtomicU64` (its theoretical arrival time) updated with a
-/// compare-and-swap loop, so checks on one key never take a lock of their own; keys
-/// live in a sharded [`DashMap`].
+/// compare-and-swap loop, beside a 64-bit keyed fingerprint of the key in an
+/// open-addressing table of atomics: a check takes no lock and writes nothing that
+/// other keys' checks read. The key itself is not stored. Two live keys whose
+/// fingerprints collide (about `n² / 2⁶⁵` for `n` live keys; the hash key is random
+/// per limiter) share one state, which can only deny more, never admit more.
 ///
 /// **Bounded memory.** At most `max_keys` keys are tracked. When the table is full, a
 /// sweep removes every key whose state equals a fresh key's (`TAT <= now`), so
@@ -165,7 +168,7 @@ impl QuotaCell {
 /// ```
 #[derive(Debug)]
 pub struct KeyedLimiter<K: Hash + Eq, C = MonotonicClock> {
-    states: DashMap<K, AtomicU64>,
+    states: KeyTable,
     default_quota: QuotaCell,
     overrides: DashMap<K, Quota>,
     has_overrides: AtomicBool,
@@ -194,7 +197,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     /// A limiter reading time from `clock`, with [`DEFAULT_MAX_KEYS`].
     pub fn with_clock(quota: Quota, clock: C) -> Self {
         KeyedLimiter {
-            states: DashMap::new(),
+            states: KeyTable::default(),
             default_quota: QuotaCell::new(quota),
             overrides: DashMap::new(),
             has_overrides: AtomicBool::new(false),
@@ -247,14 +250,15 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         self.default_quota.load()
     }
 
-    /// Number of keys currently tracked (never above `max_keys`).
+    /// Number of keys currently tracked, counting inserts in flight (never above
+    /// `max_keys`).
     pub fn len(&self) -> usize {
-        self.states.len()
+        self.tracked.load(Ordering::Acquire)
     }
 
     /// Whether no key is tracked.
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty()
+        self.len() == 0
     }
 
     /// The counters.
@@ -285,33 +289,19 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         {
             d
         } else {
-            match self.states.get(key) {
-                Some(state) => Self::update(&quota, &state, now, cost),
-                None => self.check_new_key(key, &quota, now, cost),
+            let fingerprint = self.states.fingerprint(key);
+            match self.states.check_tracked(fingerprint, &quota, now, cost) {
+                Some(d) => d,
+                None => self.check_new_key(fingerprint, &quota, now, cost),
             }
         };
         self.stats.decisions.add(decision.allowed);
         Ok(decision)
     }
 
-    #[inline]
-    fn update(quota: &Quota, state: &AtomicU64, now: u64, cost: u32) -> Decision {
-        let mut tat = state.load(Ordering::Acquire);
-        loop {
-            let (decision, new_tat) = quota.decide(tat, now, cost);
-            let Some(new_tat) = new_tat else {
-                return decision;
-            };
-            match state.compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return decision,
-                Err(current) => tat = current,
-            }
-        }
-    }
-
     #[cold]
     #[inline(never)]
-    fn check_new_key(&self, key: &K, quota: &Quota, now: u64, cost: u32) -> Decision {
+    fn check_new_key(&self, fingerprint: u64, quota: &Quota, now: u64, cost: u32) -> Decision {
         if cost == 0 {
             // A peek on an untracked key sees a fresh key and tracks nothing.
             return quota.decide(0, now, 0).0;
@@ -322,9 +312,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             self.full_attempts.fetch_add(1, Ordering::Relaxed);
             self.maybe_sweep(now);
             if !self.reserve_slot() {
-                if let Some(state) = self.states.get(key) {
+                if let Some(d) = self.states.check_tracked(fingerprint, quota, now, cost) {
                     // Another thread inserted it meanwhile: a tracked key, no overflow.
-                    return Self::update(quota, &state, now, cost);
+                    return d;
                 }
                 self.stats.overflow_denied.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -334,20 +324,13 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
                 return Decision::denied(quota.burst(), quota.emission_interval());
             }
         }
-        match self.states.entry(key.clone()) {
-            Entry::Occupied(entry) => {
-                // Inserted by another thread since our lookup: give the slot back.
-                self.tracked.fetch_sub(1, Ordering::AcqRel);
-                Self::update(quota, entry.get(), now, cost)
-            }
-            Entry::Vacant(entry) => {
-                // A fresh key's TAT is 0, and nobody else can see it before the insert:
-                // decide first and store the result (no compare-and-swap needed).
-                let (decision, new_tat) = quota.decide(0, now, cost);
-                entry.insert(AtomicU64::new(new_tat.unwrap_or(0)));
-                decision
-            }
+        let live = self.tracked.load(Ordering::Relaxed);
+        let (decision, took_slot) = self.states.check_new(fingerprint, quota, now, cost, live);
+        if !took_slot {
+            // Inserted by another thread since our lookup: give the slot back.
+            self.tracked.fetch_sub(1, Ordering::AcqRel);
         }
+        decision
     }
 
     /// Takes one of the `max_keys` slots, or returns false if none is free.
@@ -372,12 +355,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         if paid < due || self.sweeping.swap(true, Ordering::Acquire) {
             return;
         }
-        let mut evicted = 0usize;
-        self.states.retain(|_, tat| {
-            let live = tat.load(Ordering::Acquire) > now;
-            evicted += usize::from(!live);
-            live
-        });
+        let evicted = self.states.evict_fresh(now);
         let kept = self.tracked.fetch_sub(evicted, Ordering::AcqRel) - evicted;
         self.kept_after_sweep.store(kept, Ordering::Relaxed);
         self.full_attempts.store(0, Ordering::Relaxed);
@@ -386,7 +364,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             .evicted
             .fetch_add(evicted as u64, Ordering::Relaxed);
         self.sweeping.store(false, Ordering::Release);
-        tracing::debug!(evicted, kept = self.states.len(), "rate limiter sweep");
+        tracing::debug!(evicted, kept, "rate limiter sweep");
     }
 
     #[cold]

@@ -364,3 +364,125 @@ fn racing_inserts_never_overshoot_max_keys() {
     assert_eq!(stats.overflow_denied, 19_000);
     assert_eq!((stats.allowed, stats.denied), (1_000, 19_000));
 }
+
+/// The key table grows by rebuilding itself while other threads check: 2 threads
+/// each track 100,000 new keys (the table grows from 16 slots to 262,144, rebuilding
+/// about 14 times) while 2 more consume one shared key all along, on a clock that does
+/// not move. A state lost or duplicated by a rebuild would admit a key more than its
+/// burst; an update lost on the shared key would leave it more `remaining` than the
+/// admissions counted.
+#[test]
+fn rebuilds_under_concurrent_checks_lose_no_state() {
+    let quota = Quota::new(3, 1, Duration::from_secs(3600)).unwrap();
+    let limiter = Arc::new(KeyedLimiter::with_clock(quota, clock()));
+    let shared_burst = 10_000_000;
+    limiter.set_key_quota(
+        0u64,
+        Quota::new(shared_burst, 1, Duration::from_secs(1)).unwrap(),
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammers: Vec<_> = (0..2)
+        .map(|_| {
+            let (l, done) = (limiter.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut admitted = 0u32;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    admitted += u32::from(l.check(&0u64, 1).unwrap().allowed);
+                }
+                admitted
+            })
+        })
+        .collect();
+    let inserters: Vec<_> = (0..2u64)
+        .map(|t| {
+            let l = limiter.clone();
+            std::thread::spawn(move || {
+                let mut own = 0usize;
+                for k in 0..100_000u64 {
+                    for _ in 0..4 {
+                        own += usize::from(l.check(&(1_000_000 * (t + 1) + k), 1).unwrap().allowed);
+                    }
+                }
+                own
+            })
+        })
+        .collect();
+    let own: usize = inserters.into_iter().map(|h| h.join().unwrap()).sum();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let shared: u32 = hammers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(own, 2 * 100_000 * 3);
+    assert!(shared > 0 && shared <= shared_burst, "{shared}");
+    assert_eq!(
+        limiter.check(&0u64, 0).unwrap().remaining,
+        shared_burst - shared
+    );
+    assert_eq!(limiter.len(), 2 * 100_000 + 1);
+    // Every state survived: nothing is admitted again.
+    for t in 0..2u64 {
+        for k in (0..100_000u64).step_by(97) {
+            assert!(
+                !limiter
+                    .check(&(1_000_000 * (t + 1) + k), 1)
+                    .unwrap()
+                    .allowed
+            );
+        }
+    }
+}
+
+/// Sweeps and rebuilds racing with checks of a live key: two threads spray new keys
+/// into a 2,000-key table (forcing evictions and rebuilds) while the clock moves; a
+/// third checks one live key all along. Its admissions must respect the window bound.
+#[test]
+fn evictions_racing_with_checks_keep_the_bound() {
+    let clock = clock();
+    let spray = Quota::new(1, 1, Duration::from_micros(50)).unwrap();
+    let live_quota = Quota::new(3, 1, Duration::from_millis(20)).unwrap();
+    let limiter = Arc::new(
+        KeyedLimiter::with_clock(spray, clock.clone())
+            .with_max_keys(2_000)
+            .unwrap(),
+    );
+    limiter.set_key_quota(0u64, live_quota);
+    let sprayers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (l, c) = (limiter.clone(), clock.clone());
+            std::thread::spawn(move || {
+                for k in 0..200_000u64 {
+                    c.advance(Duration::from_micros(1));
+                    l.check(&(1 + t * 1_000_000 + k), 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    let checker = {
+        let (l, c) = (limiter.clone(), clock.clone());
+        std::thread::spawn(move || {
+            // The clock moves under the check: keep the times before and after it.
+            let mut admitted = Vec::new();
+            for _ in 0..200_000 {
+                let before = c.now().as_unix_nanos();
+                if l.check(&0u64, 1).unwrap().allowed {
+                    admitted.push((before, c.now().as_unix_nanos()));
+                }
+            }
+            admitted
+        })
+    };
+    for s in sprayers {
+        s.join().unwrap();
+    }
+    let admitted = checker.join().unwrap();
+    let stats = limiter.stats();
+    assert!(stats.evicted > 100_000, "{stats:?}");
+    assert!(admitted.len() > 3, "{}", admitted.len());
+    // Admissions i..=j happened within [before_i, after_j]: at most burst + w / T.
+    let t = live_quota.emission_interval().as_nanos() as u64;
+    for i in 0..admitted.len() {
+        for j in i..admitted.len() {
+            let w = admitted[j].1 - admitted[i].0;
+            let count = (j - i + 1) as u64;
+            assert!(count <= 3 + w / t, "{count} admitted within {w} ns");
+        }
+    }
+}

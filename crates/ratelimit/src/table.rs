@@ -1,0 +1,325 @@
+//! The in-memory limiter's key states: a table of (fingerprint, TAT) slot pairs.
+//!
+//! A key is never stored, only a 64-bit keyed SipHash fingerprint of it (random key per
+//! limiter, so attackers cannot aim for collisions). Two live keys with the same
+//! fingerprint would share one state: each then sees the other's consumption, so a
+//! collision can only deny more, never admit more.
+//!
+//! Open addressing with linear probing over slots of two `AtomicU64`s. A check reads
+//! the slots of its probe path and compare-and-swaps its TAT: it writes nothing that
+//! another key's check reads (no lock word), which is what lets two threads check
+//! keys in parallel without their caches fighting over a shard lock.
+//!
+//! - Slots go from empty to a fingerprint once and keep it until the table is rebuilt,
+//!   so the first empty slot on a probe path is where that key would be, and two
+//!   threads inserting one key meet at the same slot (one compare-and-swap wins).
+//! - Eviction marks a TAT `EVICTED` (compare-and-swap from a value `<= now`, so a
+//!   racing check either lands first, and the key stays, or sees the mark and takes
+//!   the new-key path, whose fresh state is the one the key had).
+//! - Growth and the clean-up of evicted slots rebuild the table under a mutex: each
+//!   old slot is marked moved (an empty fingerprint becomes `MOVED_FP`, a TAT is
+//!   swapped for `MOVED`, which ends any compare-and-swap racing with the copy) and
+//!   copied, then the new table is published. A check that meets a moved mark waits
+//!   for the mutex and retries on the new table.
+
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::{Decision, Quota};
+
+const EMPTY: u64 = 0;
+/// An empty slot of a table being rebuilt.
+const MOVED_FP: u64 = 1;
+/// TAT of a key copied to the next table.
+const MOVED: u64 = u64::MAX;
+/// TAT of an evicted key (its slot is reclaimed by the next rebuild).
+const EVICTED: u64 = u64::MAX - 1;
+/// TATs are clamped below the marks (that far is in the year 2554).
+const MAX_TAT: u64 = u64::MAX - 2;
+const MIN_SLOTS: usize = 16;
+
+/// Two words; 16-byte alignment keeps a slot inside one cache line.
+#[derive(Debug, Default)]
+#[repr(align(16))]
+struct Slot {
+    fingerprint: AtomicU64,
+    tat: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Table {
+    slots: Box<[Slot]>,
+    /// Slots holding a fingerprint (live or evicted).
+    used: AtomicUsize,
+}
+
+enum Probe<'a> {
+    Found(&'a Slot),
+    Empty(&'a Slot),
+    /// Met a moved mark, or probed every slot: the table must be replaced.
+    Rebuild,
+}
+
+enum Update {
+    Decided(Decision),
+    Evicted,
+    Moved,
+}
+
+impl Table {
+    fn new(slots: usize) -> Self {
+        Table {
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    #[inline]
+    fn probe(&self, fingerprint: u64) -> Probe<'_> {
+        let mut i = fingerprint as usize & self.mask();
+        for _ in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            match slot.fingerprint.load(Ordering::Acquire) {
+                f if f == fingerprint => return Probe::Found(slot),
+                EMPTY => return Probe::Empty(slot),
+                MOVED_FP => return Probe::Rebuild,
+                _ => i = (i + 1) & self.mask(),
+            }
+        }
+        Probe::Rebuild
+    }
+
+    /// Over 7/8 full: time to grow or to clean up evicted slots.
+    fn crowded(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.slots.len() / 8 * 7
+    }
+}
+
+/// Decides on a tracked key's TAT with a compare-and-swap loop.
+#[inline]
+fn update(tat: &AtomicU64, quota: &Quota, now: u64, cost: u32) -> Update {
+    let mut current = tat.load(Ordering::Acquire);
+    loop {
+        match current {
+            MOVED => return Update::Moved,
+            EVICTED => return Update::Evicted,
+            _ => {}
+        }
+        let (decision, new_tat) = quota.decide(current, now, cost);
+        let Some(new_tat) = new_tat else {
+            return Update::Decided(decision);
+        };
+        match tat.compare_exchange_weak(
+            current,
+            new_tat.min(MAX_TAT),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return Update::Decided(decision),
+            Err(seen) => current = seen,
+        }
+    }
+}
+
+/// The key states of one limiter.
+#[derive(Debug)]
+pub(crate) struct KeyTable {
+    current: ArcSwap<Table>,
+    rebuilding: Mutex<()>,
+    hasher: RandomState,
+}
+
+impl Default for KeyTable {
+    fn default() -> Self {
+        KeyTable {
+            current: ArcSwap::from_pointee(Table::new(MIN_SLOTS)),
+            rebuilding: Mutex::new(()),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl KeyTable {
+    /// The key's fingerprint: never `EMPTY` or `MOVED_FP`.
+    pub(crate) fn fingerprint<K: Hash>(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key).max(MOVED_FP + 1)
+    }
+
+    /// Decides for a tracked key; `None` if the key is not tracked (never seen, or
+    /// evicted): the caller then takes a slot and calls [`check_new`](Self::check_new).
+    #[inline]
+    pub(crate) fn check_tracked(
+        &self,
+        fingerprint: u64,
+        quota: &Quota,
+        now: u64,
+        cost: u32,
+    ) -> Option<Decision> {
+        loop {
+            let table = self.current.load();
+            match table.probe(fingerprint) {
+                Probe::Found(slot) => match update(&slot.tat, quota, now, cost) {
+                    Update::Decided(d) => return Some(d),
+                    Update::Evicted => return None,
+                    Update::Moved => self.rebuild(&table, None),
+                },
+                Probe::Empty(_) => return None,
+                Probe::Rebuild => self.rebuild(&table, None),
+            }
+        }
+    }
+
+    /// Tracks a key that [`check_tracked`](Self::check_tracked) did not find (the
+    /// caller holds a slot of the key bound for it) and decides, with `cost > 0`.
+    /// `live_keys` (the caller's count of tracked keys) sizes a rebuild.
+    /// Returns whether the key took the slot: `false` if another thread tracked it
+    /// first (the caller gives the slot back).
+    pub(crate) fn check_new(
+        &self,
+        fingerprint: u64,
+        quota: &Quota,
+        now: u64,
+        cost: u32,
+        live_keys: usize,
+    ) -> (Decision, bool) {
+        // Nobody else can see a fresh state's TAT before it is stored: decide first.
+        let (fresh, fresh_tat) = quota.decide(0, now, cost);
+        let fresh_tat = fresh_tat.unwrap_or(0).min(MAX_TAT);
+        let mut took_slot = false;
+        loop {
+            let table = self.current.load();
+            match table.probe(fingerprint) {
+                Probe::Found(slot) => {
+                    if !took_slot
+                        && slot
+                            .tat
+                            .compare_exchange(
+                                EVICTED,
+                                fresh_tat,
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                            )
+                            .is_ok()
+                    {
+                        // Revived in place: an evicted state is a fresh one.
+                        return (fresh, true);
+                    }
+                    match update(&slot.tat, quota, now, cost) {
+                        Update::Decided(d) => return (d, took_slot),
+                        Update::Evicted => continue,
+                        Update::Moved => self.rebuild(&table, None),
+                    }
+                }
+                Probe::Empty(slot) => {
+                    if slot
+                        .fingerprint
+                        .compare_exchange(EMPTY, fingerprint, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        continue; // taken meanwhile: probe again
+                    }
+                    took_slot = true;
+                    table.used.fetch_add(1, Ordering::Relaxed);
+                    // The slot's TAT is 0 (fresh) unless a rebuild moved it meanwhile;
+                    // then the copy holds the key and the loop decides on it there.
+                    let stored = slot
+                        .tat
+                        .compare_exchange(0, fresh_tat, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    if table.crowded() {
+                        self.rebuild(&table, Some(live_keys));
+                    }
+                    if stored {
+                        return (fresh, true);
+                    }
+                }
+                Probe::Rebuild => self.rebuild(&table, Some(live_keys)),
+            }
+        }
+    }
+
+    /// Evicts every tracked key whose TAT is `<= now` (indistinguishable from a fresh
+    /// key); returns how many. Evicted slots are reclaimed by the next rebuild.
+    pub(crate) fn evict_fresh(&self, now: u64) -> usize {
+        let table = self.current.load();
+        let evicted = table
+            .slots
+            .iter()
+            .filter(|slot| {
+                let tat = slot.tat.load(Ordering::Acquire);
+                // Marks are above any `now`. A TAT of 0 is a key being inserted (any
+                // admission leaves a TAT above 0): evicting it would lose its slot.
+                tat > 0
+                    && tat <= now
+                    && slot.fingerprint.load(Ordering::Acquire) > MOVED_FP
+                    && slot
+                        .tat
+                        .compare_exchange(tat, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+            })
+            .count();
+        if table.crowded() {
+            self.rebuild(&table, None);
+        }
+        evicted
+    }
+
+    /// Replaces `seen` (if still current) with a table holding its live keys: twice
+    /// the slots when more than half of them are live keys, else as many. A thread
+    /// that met a moved mark calls it too: it waits on the mutex until the rebuild in
+    /// progress has published the new table, then finds `seen` replaced.
+    fn rebuild(&self, seen: &Guard<Arc<Table>>, live_keys: Option<usize>) {
+        let _rebuilding = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load();
+        if !Arc::ptr_eq(&old, seen) {
+            return; // another thread rebuilt it meanwhile
+        }
+        let mut copies = Vec::with_capacity(old.used.load(Ordering::Relaxed));
+        for slot in old.slots.iter() {
+            // A fingerprint, once set, stays: only an empty slot needs the CAS.
+            let mut fingerprint = slot.fingerprint.load(Ordering::Acquire);
+            if fingerprint == EMPTY {
+                match slot.fingerprint.compare_exchange(
+                    EMPTY,
+                    MOVED_FP,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => continue,
+                    Err(f) => fingerprint = f,
+                }
+            }
+            let tat = slot.tat.swap(MOVED, Ordering::AcqRel);
+            if tat != EVICTED {
+                copies.push((fingerprint, tat));
+            }
+        }
+        let live = live_keys.unwrap_or(copies.len()).max(copies.len());
+        let slots = if live > old.slots.len() / 2 {
+            old.slots.len() * 2
+        } else {
+            old.slots.len()
+        };
+        let new = Table::new(slots);
+        for &(fingerprint, tat) in &copies {
+            let mut i = fingerprint as usize & new.mask();
+            while new.slots[i].fingerprint.load(Ordering::Relaxed) != EMPTY {
+                i = (i + 1) & new.mask();
+            }
+            new.slots[i]
+                .fingerprint
+                .store(fingerprint, Ordering::Relaxed);
+            new.slots[i].tat.store(tat, Ordering::Relaxed);
+        }
+        new.used.store(copies.len(), Ordering::Relaxed);
+        self.current.store(Arc::new(new));
+        tracing::debug!(slots, "rate limiter key table rebuilt");
+    }
+}
