@@ -1,11 +1,12 @@
-//! An experiment, not the crate: what a check's map lookup costs through dashmap (the
-//! structure behind both governor and `KeyedLimiter`) and through a prototype table
-//! that stores only a keyed 64-bit fingerprint and the TAT per slot, in two atomics.
+//! The read path alone: what a check's map lookup costs through dashmap (the structure
+//! behind governor, and behind `KeyedLimiter` until its own table replaced it) and
+//! through a prototype of that table, which stores only a keyed 64-bit fingerprint and
+//! the TAT per slot, in two atomics.
 //!
 //! cargo bench -p palisade-benches --bench ratelimit_read_path
-//! The prototype has no growth and no deletion (sized up front, at most 7/8 full), so
-//! it measures the read path and the bytes per key such a table would need, not a
-//! finished limiter. docs/ratelimit.md reports the numbers and what is missing.
+//! The prototype has no growth and no deletion (sized up front, at most 7/8 full): it
+//! isolates the lookup from everything else a check does (the `ratelimit` bench
+//! measures the whole limiter). docs/ratelimit.md reports the numbers.
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::hash::{BuildHasher, RandomState};
