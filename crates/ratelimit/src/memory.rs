@@ -9,7 +9,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use palisade_core_traits::{Clock, IpBlocker, async_trait};
 
-use crate::table::KeyTable;
+use crate::table::{KeyTable, reserve};
 use crate::{Decision, Error, MonotonicClock, Quota};
 
 /// Default bound on tracked keys.
@@ -307,7 +307,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             return quota.decide(0, now, 0).0;
         }
         // Reserve a slot before inserting, so racing threads cannot overshoot the
-        // bound (DashMap::len() would lock every shard on each new key).
+        // bound (counting the table's keys on each new key would cost a scan).
         if !self.reserve_slot() {
             self.full_attempts.fetch_add(1, Ordering::Relaxed);
             self.maybe_sweep(now);
@@ -316,16 +316,15 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
                     // Another thread inserted it meanwhile: a tracked key, no overflow.
                     return d;
                 }
-                self.stats.overflow_denied.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    max_keys = self.max_keys,
-                    "rate limiter full of live keys; new key denied"
-                );
-                return Decision::denied(quota.burst(), quota.emission_interval());
+                return self.overflow(quota);
             }
         }
-        let live = self.tracked.load(Ordering::Relaxed);
-        let (decision, took_slot) = self.states.check_new(fingerprint, quota, now, cost, live);
+        let Some((decision, took_slot)) =
+            self.states
+                .check_new(fingerprint, quota, now, cost, &self.tracked, self.max_keys)
+        else {
+            return self.overflow(quota);
+        };
         if !took_slot {
             // Inserted by another thread since our lookup: give the slot back.
             self.tracked.fetch_sub(1, Ordering::AcqRel);
@@ -333,13 +332,19 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         decision
     }
 
+    /// A new key denied because every slot holds a live key (fail closed).
+    fn overflow(&self, quota: &Quota) -> Decision {
+        self.stats.overflow_denied.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            max_keys = self.max_keys,
+            "rate limiter full of live keys; new key denied"
+        );
+        Decision::denied(quota.burst(), quota.emission_interval())
+    }
+
     /// Takes one of the `max_keys` slots, or returns false if none is free.
     fn reserve_slot(&self) -> bool {
-        if self.tracked.fetch_add(1, Ordering::AcqRel) < self.max_keys {
-            return true;
-        }
-        self.tracked.fetch_sub(1, Ordering::AcqRel);
-        false
+        reserve(&self.tracked, self.max_keys)
     }
 
     /// Removes every key indistinguishable from a fresh one, if enough new keys have

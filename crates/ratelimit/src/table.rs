@@ -128,6 +128,15 @@ fn update(tat: &AtomicU64, quota: &Quota, now: u64, cost: u32) -> Update {
     }
 }
 
+/// Takes one of the `max_keys` slots of the key bound, or returns false if none is free.
+pub(crate) fn reserve(tracked: &AtomicUsize, max_keys: usize) -> bool {
+    if tracked.fetch_add(1, Ordering::AcqRel) < max_keys {
+        return true;
+    }
+    tracked.fetch_sub(1, Ordering::AcqRel);
+    false
+}
+
 /// The key states of one limiter.
 #[derive(Debug)]
 pub(crate) struct KeyTable {
@@ -178,17 +187,19 @@ impl KeyTable {
 
     /// Tracks a key that [`check_tracked`](Self::check_tracked) did not find (the
     /// caller holds a slot of the key bound for it) and decides, with `cost > 0`.
-    /// `live_keys` (the caller's count of tracked keys) sizes a rebuild.
-    /// Returns whether the key took the slot: `false` if another thread tracked it
-    /// first (the caller gives the slot back).
+    /// `tracked` and `max_keys` are the key bound (its count includes the caller's
+    /// slot; `tracked` also sizes a rebuild). Returns whether the key took the slot:
+    /// `false` if another thread tracked it first (the caller gives the slot back).
+    /// `None`: the key needed a second slot and the bound had none (see below).
     pub(crate) fn check_new(
         &self,
         fingerprint: u64,
         quota: &Quota,
         now: u64,
         cost: u32,
-        live_keys: usize,
-    ) -> (Decision, bool) {
+        tracked: &AtomicUsize,
+        max_keys: usize,
+    ) -> Option<(Decision, bool)> {
         // Nobody else can see a fresh state's TAT before it is stored: decide first.
         let (fresh, fresh_tat) = quota.decide(0, now, cost);
         let fresh_tat = fresh_tat.unwrap_or(0).min(MAX_TAT);
@@ -196,9 +207,20 @@ impl KeyTable {
         loop {
             let table = self.current.load();
             match table.probe(fingerprint) {
-                Probe::Found(slot) => {
-                    if !took_slot
-                        && slot
+                Probe::Found(slot) => match update(&slot.tat, quota, now, cost) {
+                    Update::Decided(d) => return Some((d, took_slot)),
+                    Update::Moved => self.rebuild(&table, None),
+                    Update::Evicted => {
+                        // An evicted state is a fresh one: revive it in place. That
+                        // needs a slot of the bound: the caller's, unless this call
+                        // inserted the key, another check admitted it, and a sweep
+                        // evicted it, all before our own store (the sweep gave our slot
+                        // back): then a second one.
+                        let second = took_slot;
+                        if second && !reserve(tracked, max_keys) {
+                            return None;
+                        }
+                        if slot
                             .tat
                             .compare_exchange(
                                 EVICTED,
@@ -207,16 +229,14 @@ impl KeyTable {
                                 Ordering::Acquire,
                             )
                             .is_ok()
-                    {
-                        // Revived in place: an evicted state is a fresh one.
-                        return (fresh, true);
+                        {
+                            return Some((fresh, true));
+                        }
+                        if second {
+                            tracked.fetch_sub(1, Ordering::AcqRel);
+                        }
                     }
-                    match update(&slot.tat, quota, now, cost) {
-                        Update::Decided(d) => return (d, took_slot),
-                        Update::Evicted => continue,
-                        Update::Moved => self.rebuild(&table, None),
-                    }
-                }
+                },
                 Probe::Empty(slot) => {
                     if slot
                         .fingerprint
@@ -227,20 +247,21 @@ impl KeyTable {
                     }
                     took_slot = true;
                     table.used.fetch_add(1, Ordering::Relaxed);
-                    // The slot's TAT is 0 (fresh) unless a rebuild moved it meanwhile;
-                    // then the copy holds the key and the loop decides on it there.
+                    // The slot's TAT is 0 (fresh) unless another check of this key or
+                    // a rebuild got there first; then the loop decides on the key's
+                    // state where it is now.
                     let stored = slot
                         .tat
                         .compare_exchange(0, fresh_tat, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok();
                     if table.crowded() {
-                        self.rebuild(&table, Some(live_keys));
+                        self.rebuild(&table, Some(tracked.load(Ordering::Relaxed)));
                     }
                     if stored {
-                        return (fresh, true);
+                        return Some((fresh, true));
                     }
                 }
-                Probe::Rebuild => self.rebuild(&table, Some(live_keys)),
+                Probe::Rebuild => self.rebuild(&table, Some(tracked.load(Ordering::Relaxed))),
             }
         }
     }
