@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
+use palisade_benches::threaded;
 use palisade_ratelimit::{KeyedLimiter, Quota};
 use std::hint::black_box;
 
@@ -35,18 +36,6 @@ fn u64_keys() -> Vec<u64> {
 
 fn string_keys() -> Vec<String> {
     (0..KEYS).map(|i| format!("u{i:x}")).collect()
-}
-
-/// Runs `per_thread` on `threads` threads, each `iters` times; returns the wall time.
-fn threaded(threads: usize, iters: u64, per_thread: impl Fn(usize, u64) + Sync) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let f = &per_thread;
-            s.spawn(move || f(t, iters));
-        }
-    });
-    start.elapsed()
 }
 
 fn hot_key(c: &mut Criterion) {

@@ -12,10 +12,10 @@
 use std::hash::{BuildHasher, RandomState};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use dashmap::DashMap;
+use palisade_benches::threaded;
 
 const KEYS: u64 = 100_000;
 
@@ -86,18 +86,6 @@ fn key(i: u64) -> u64 {
     (i % KEYS).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Runs `per_thread` on `threads` threads, each `iters` times; returns the wall time.
-fn threaded(threads: u64, iters: u64, per_thread: impl Fn(u64, u64) + Sync) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let f = &per_thread;
-            s.spawn(move || f(t, iters));
-        }
-    });
-    start.elapsed()
-}
-
 fn read_path(c: &mut Criterion) {
     let dash: DashMap<u64, AtomicU64> = DashMap::new();
     let table = FingerprintTable::with_capacity(KEYS as usize);
@@ -107,12 +95,12 @@ fn read_path(c: &mut Criterion) {
     }
     for (case, spread) in [("hot_key", 0u64), ("100k_keys", 1)] {
         let mut g = c.benchmark_group(format!("ratelimit_read_path/{case}"));
-        for threads in [1u64, 2] {
+        for threads in [1usize, 2] {
             g.bench_function(BenchmarkId::new("dashmap", format!("{threads}t")), |b| {
                 b.iter_custom(|iters| {
                     threaded(threads, iters, |t, n| {
                         for i in 0..n {
-                            let k = key((i * 2 + t) * spread);
+                            let k = key((i * 2 + t as u64) * spread);
                             black_box(dash.get(&k).map(|v| v.load(Ordering::Acquire)));
                         }
                     })
@@ -124,7 +112,7 @@ fn read_path(c: &mut Criterion) {
                     b.iter_custom(|iters| {
                         threaded(threads, iters, |t, n| {
                             for i in 0..n {
-                                let k = key((i * 2 + t) * spread);
+                                let k = key((i * 2 + t as u64) * spread);
                                 black_box(table.get(k).map(|v| v.load(Ordering::Acquire)));
                             }
                         })
