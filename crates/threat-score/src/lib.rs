@@ -397,14 +397,14 @@ pub struct Config {
 }
 
 /// Freeman's raw `S` divided by the user's typical `S`, so one threshold fits users
-/// whose normal logins score high (rare user agent, several devices, few logins).
+/// whose normal logins score high (common user agent, several devices, few logins).
 ///
 /// Our extension, not Freeman's: each successful login stores its own raw `S` (against
 /// the history before it); an attempt's `x = S / m`, with `m` the median of the last
 /// `window` stored scores, is mapped by `calibration` instead of [`Config::calibration`].
 /// Until a user has `min_samples` stored scores their attempts stay on the global
-/// scale. Costs 8 bytes per history entry and one more Freeman evaluation per recorded
-/// success. Scores stored while the scale was off are missing: turning it on later
+/// scale. The stored score fits in each history entry's 64 bytes (beside a 32-bit
+/// time); the cost is one more Freeman evaluation per recorded success. Scores stored while the scale was off are missing: turning it on later
 /// starts every user at zero samples.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct UserScale {

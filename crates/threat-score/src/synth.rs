@@ -520,8 +520,7 @@ pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
             };
             attempt.to_mut().device_familiarity = Some(if familiar { 1.0 } else { 0.0 });
         }
-        let scored = scorer.score(&attempt);
-        let s = scored.score;
+        let s = scorer.score(&attempt).score;
         match l.actor {
             Actor::Legit => {
                 if l.prior_logins >= opts.min_prior {
