@@ -304,7 +304,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     fn check_new_key(&self, fingerprint: u64, quota: &Quota, now: u64, cost: u32) -> Decision {
         if cost == 0 {
             // A peek on an untracked key sees a fresh key and tracks nothing.
-            return quota.decide(0, now, 0).0;
+            return quota.decide(0, self.states.not_before(now), 0).0;
         }
         // Reserve a slot before inserting, so racing threads cannot overshoot the
         // bound (counting the table's keys on each new key would cost a scan).
@@ -360,8 +360,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         if paid < due || self.sweeping.swap(true, Ordering::Acquire) {
             return;
         }
-        let evicted = self.states.evict_fresh(now);
-        let kept = self.tracked.fetch_sub(evicted, Ordering::AcqRel) - evicted;
+        let (evicted, kept) = self.states.evict_fresh(now, &self.tracked);
         self.kept_after_sweep.store(kept, Ordering::Relaxed);
         self.full_attempts.store(0, Ordering::Relaxed);
         self.stats.sweeps.fetch_add(1, Ordering::Relaxed);

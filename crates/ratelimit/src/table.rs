@@ -13,9 +13,17 @@
 //! - Slots go from empty to a fingerprint once and keep it until the table is rebuilt,
 //!   so the first empty slot on a probe path is where that key would be, and two
 //!   threads inserting one key meet at the same slot (one compare-and-swap wins).
-//! - Eviction marks a TAT `EVICTED` (compare-and-swap from a value `<= now`, so a
-//!   racing check either lands first, and the key stays, or sees the mark and takes
-//!   the new-key path, whose fresh state is the one the key had).
+//! - Eviction sets the `EVICTED` bit of a TAT `<= now` (a compare-and-swap, so a
+//!   racing check either lands first, and the key stays, or sees the mark). The TAT
+//!   stays beside the mark: a check that revives the key decides on it, exactly as if
+//!   the key had never been evicted. That matters because "fresh at the sweep's time"
+//!   is not "fresh at the check's time": a check may have read the clock before the
+//!   sweeping thread did, and for it a fresh state would admit a burst too early.
+//! - A rebuild drops evicted keys and raises `dropped_through` to the latest TAT it
+//!   dropped; every check decides at no earlier time than that (read after it loads
+//!   the table), so a dropped key never starts fresh before its old state would have
+//!   let it. With clocks that agree this changes nothing: a sweep only evicts TATs
+//!   that are already past.
 //! - Growth and the clean-up of evicted slots rebuild the table under a mutex: each
 //!   old slot is marked moved (an empty fingerprint becomes `MOVED_FP`, a TAT is
 //!   swapped for `MOVED`, which ends any compare-and-swap racing with the copy) and
@@ -35,10 +43,11 @@ const EMPTY: u64 = 0;
 const MOVED_FP: u64 = 1;
 /// TAT of a key copied to the next table.
 const MOVED: u64 = u64::MAX;
-/// TAT of an evicted key (its slot is reclaimed by the next rebuild).
-const EVICTED: u64 = u64::MAX - 1;
-/// TATs are clamped below the marks (that far is in the year 2554).
-const MAX_TAT: u64 = u64::MAX - 2;
+/// Set in the TAT of an evicted key (its slot is reclaimed by the next rebuild).
+const EVICTED: u64 = 1 << 63;
+/// TATs are clamped below the marks (2^63 ns after 1970 is in the year 2262), so a
+/// marked TAT is never `MOVED`.
+const MAX_TAT: u64 = EVICTED - 2;
 const MIN_SLOTS: usize = 16;
 
 /// Two words; 16-byte alignment keeps a slot inside one cache line.
@@ -52,8 +61,10 @@ struct Slot {
 #[derive(Debug)]
 struct Table {
     slots: Box<[Slot]>,
-    /// Slots holding a fingerprint (live or evicted).
-    used: AtomicUsize,
+    /// Slots evicted since this table was built. Slots holding a fingerprint are at
+    /// most this plus the limiter's tracked keys (every live key holds a slot of the
+    /// key bound), so an insert writes no shared counter.
+    evicted: AtomicUsize,
 }
 
 enum Probe<'a> {
@@ -65,7 +76,8 @@ enum Probe<'a> {
 
 enum Update {
     Decided(Decision),
-    Evicted,
+    /// The key was evicted (to admit, revive it: this is its marked TAT).
+    Evicted(u64),
     Moved,
 }
 
@@ -73,7 +85,7 @@ impl Table {
     fn new(slots: usize) -> Self {
         Table {
             slots: (0..slots).map(|_| Slot::default()).collect(),
-            used: AtomicUsize::new(0),
+            evicted: AtomicUsize::new(0),
         }
     }
 
@@ -96,21 +108,27 @@ impl Table {
         Probe::Rebuild
     }
 
-    /// Over 7/8 full: time to grow or to clean up evicted slots.
-    fn crowded(&self) -> bool {
-        self.used.load(Ordering::Relaxed) > self.slots.len() / 8 * 7
+    /// Possibly over 7/8 full (`tracked`: the limiter's tracked keys): time to grow or
+    /// to clean up evicted slots.
+    fn crowded(&self, tracked: usize) -> bool {
+        tracked + self.evicted.load(Ordering::Relaxed) > self.slots.len() / 8 * 7
     }
 }
 
-/// Decides on a tracked key's TAT with a compare-and-swap loop.
+/// Decides on a tracked key's TAT with a compare-and-swap loop. A peek of an evicted
+/// key decides on its kept TAT.
 #[inline]
 fn update(tat: &AtomicU64, quota: &Quota, now: u64, cost: u32) -> Update {
     let mut current = tat.load(Ordering::Acquire);
     loop {
-        match current {
-            MOVED => return Update::Moved,
-            EVICTED => return Update::Evicted,
-            _ => {}
+        if current == MOVED {
+            return Update::Moved;
+        }
+        if current & EVICTED != 0 {
+            if cost == 0 {
+                return Update::Decided(quota.decide(current & !EVICTED, now, 0).0);
+            }
+            return Update::Evicted(current);
         }
         let (decision, new_tat) = quota.decide(current, now, cost);
         let Some(new_tat) = new_tat else {
@@ -143,6 +161,8 @@ pub(crate) struct KeyTable {
     current: ArcSwap<Table>,
     rebuilding: Mutex<()>,
     hasher: RandomState,
+    /// The latest TAT of any evicted key a rebuild dropped.
+    dropped_through: AtomicU64,
 }
 
 impl Default for KeyTable {
@@ -151,6 +171,7 @@ impl Default for KeyTable {
             current: ArcSwap::from_pointee(Table::new(MIN_SLOTS)),
             rebuilding: Mutex::new(()),
             hasher: RandomState::new(),
+            dropped_through: AtomicU64::new(0),
         }
     }
 }
@@ -159,6 +180,16 @@ impl KeyTable {
     /// The key's fingerprint: never `EMPTY` or `MOVED_FP`.
     pub(crate) fn fingerprint<K: Hash>(&self, key: &K) -> u64 {
         self.hasher.hash_one(key).max(MOVED_FP + 1)
+    }
+
+    /// The time to decide at, read after loading the table: `now`, or later if a
+    /// rebuild dropped an evicted key whose TAT is later. That key may be the one
+    /// checked, now missing or back as a fresh state (TAT 0) that must not start
+    /// before its dropped state would have let it. A later time is still inside the
+    /// check: the drop happened before this read, and after the sweep's clock reading.
+    #[inline]
+    pub(crate) fn not_before(&self, now: u64) -> u64 {
+        now.max(self.dropped_through.load(Ordering::Acquire))
     }
 
     /// Decides for a tracked key; `None` if the key is not tracked (never seen, or
@@ -173,10 +204,11 @@ impl KeyTable {
     ) -> Option<Decision> {
         loop {
             let table = self.current.load();
+            let now = self.not_before(now);
             match table.probe(fingerprint) {
                 Probe::Found(slot) => match update(&slot.tat, quota, now, cost) {
                     Update::Decided(d) => return Some(d),
-                    Update::Evicted => return None,
+                    Update::Evicted(_) => return None,
                     Update::Moved => self.rebuild(&table, None),
                 },
                 Probe::Empty(_) => return None,
@@ -200,22 +232,24 @@ impl KeyTable {
         tracked: &AtomicUsize,
         max_keys: usize,
     ) -> Option<(Decision, bool)> {
-        // Nobody else can see a fresh state's TAT before it is stored: decide first.
-        let (fresh, fresh_tat) = quota.decide(0, now, cost);
-        let fresh_tat = fresh_tat.unwrap_or(0).min(MAX_TAT);
         let mut took_slot = false;
         loop {
             let table = self.current.load();
+            let now = self.not_before(now);
             match table.probe(fingerprint) {
                 Probe::Found(slot) => match update(&slot.tat, quota, now, cost) {
                     Update::Decided(d) => return Some((d, took_slot)),
                     Update::Moved => self.rebuild(&table, None),
-                    Update::Evicted => {
-                        // An evicted state is a fresh one: revive it in place. That
-                        // needs a slot of the bound: the caller's, unless this call
-                        // inserted the key, another check admitted it, and a sweep
-                        // evicted it, all before our own store (the sweep gave our slot
-                        // back): then a second one.
+                    Update::Evicted(marked) => {
+                        let (decision, new_tat) = quota.decide(marked & !EVICTED, now, cost);
+                        let Some(new_tat) = new_tat else {
+                            // Denied: the key stays evicted, its state unchanged.
+                            return Some((decision, took_slot));
+                        };
+                        // Revive it in place on its kept TAT. That needs a slot of the
+                        // bound: the caller's, unless this call inserted the key,
+                        // another check admitted it, and a sweep evicted it, all before
+                        // our own store (the sweep gave our slot back): then a second.
                         let second = took_slot;
                         if second && !reserve(tracked, max_keys) {
                             return None;
@@ -223,14 +257,14 @@ impl KeyTable {
                         if slot
                             .tat
                             .compare_exchange(
-                                EVICTED,
-                                fresh_tat,
+                                marked,
+                                new_tat.min(MAX_TAT),
                                 Ordering::AcqRel,
                                 Ordering::Acquire,
                             )
                             .is_ok()
                         {
-                            return Some((fresh, true));
+                            return Some((decision, true));
                         }
                         if second {
                             tracked.fetch_sub(1, Ordering::AcqRel);
@@ -238,6 +272,10 @@ impl KeyTable {
                     }
                 },
                 Probe::Empty(slot) => {
+                    // Nobody else can see a fresh state's TAT before it is stored:
+                    // decide first.
+                    let (fresh, fresh_tat) = quota.decide(0, now, cost);
+                    let fresh_tat = fresh_tat.unwrap_or(0).min(MAX_TAT);
                     if slot
                         .fingerprint
                         .compare_exchange(EMPTY, fingerprint, Ordering::AcqRel, Ordering::Acquire)
@@ -246,7 +284,6 @@ impl KeyTable {
                         continue; // taken meanwhile: probe again
                     }
                     took_slot = true;
-                    table.used.fetch_add(1, Ordering::Relaxed);
                     // The slot's TAT is 0 (fresh) unless another check of this key or
                     // a rebuild got there first; then the loop decides on the key's
                     // state where it is now.
@@ -254,8 +291,9 @@ impl KeyTable {
                         .tat
                         .compare_exchange(0, fresh_tat, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok();
-                    if table.crowded() {
-                        self.rebuild(&table, Some(tracked.load(Ordering::Relaxed)));
+                    let live = tracked.load(Ordering::Relaxed);
+                    if table.crowded(live) {
+                        self.rebuild(&table, Some(live));
                     }
                     if stored {
                         return Some((fresh, true));
@@ -267,8 +305,10 @@ impl KeyTable {
     }
 
     /// Evicts every tracked key whose TAT is `<= now` (indistinguishable from a fresh
-    /// key); returns how many. Evicted slots are reclaimed by the next rebuild.
-    pub(crate) fn evict_fresh(&self, now: u64) -> usize {
+    /// key), gives their slots of the key bound back to `tracked`, and returns how many
+    /// were evicted and how many are left. Evicted slots are reclaimed by the next
+    /// rebuild.
+    pub(crate) fn evict_fresh(&self, now: u64, tracked: &AtomicUsize) -> (usize, usize) {
         let table = self.current.load();
         let evicted = table
             .slots
@@ -282,14 +322,16 @@ impl KeyTable {
                     && slot.fingerprint.load(Ordering::Acquire) > MOVED_FP
                     && slot
                         .tat
-                        .compare_exchange(tat, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                        .compare_exchange(tat, tat | EVICTED, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
             })
             .count();
-        if table.crowded() {
-            self.rebuild(&table, None);
+        table.evicted.fetch_add(evicted, Ordering::Relaxed);
+        let kept = tracked.fetch_sub(evicted, Ordering::AcqRel) - evicted;
+        if table.crowded(kept) {
+            self.rebuild(&table, Some(kept));
         }
-        evicted
+        (evicted, kept)
     }
 
     /// Replaces `seen` (if still current) with a table holding its live keys: twice
@@ -302,7 +344,8 @@ impl KeyTable {
         if !Arc::ptr_eq(&old, seen) {
             return; // another thread rebuilt it meanwhile
         }
-        let mut copies = Vec::with_capacity(old.used.load(Ordering::Relaxed));
+        let mut dropped_through = 0;
+        let mut copies = Vec::with_capacity(live_keys.unwrap_or(0).min(old.slots.len()));
         for slot in old.slots.iter() {
             // A fingerprint, once set, stays: only an empty slot needs the CAS.
             let mut fingerprint = slot.fingerprint.load(Ordering::Acquire);
@@ -318,10 +361,16 @@ impl KeyTable {
                 }
             }
             let tat = slot.tat.swap(MOVED, Ordering::AcqRel);
-            if tat != EVICTED {
+            if tat & EVICTED == 0 {
                 copies.push((fingerprint, tat));
+            } else {
+                dropped_through = dropped_through.max(tat & !EVICTED);
             }
         }
+        // Before the new table is published: a check that finds a dropped key missing
+        // there must see it.
+        self.dropped_through
+            .fetch_max(dropped_through, Ordering::AcqRel);
         let live = live_keys.unwrap_or(copies.len()).max(copies.len());
         let slots = if live > old.slots.len() / 2 {
             old.slots.len() * 2
@@ -339,7 +388,6 @@ impl KeyTable {
                 .store(fingerprint, Ordering::Relaxed);
             new.slots[i].tat.store(tat, Ordering::Relaxed);
         }
-        new.used.store(copies.len(), Ordering::Relaxed);
         self.current.store(Arc::new(new));
         tracing::debug!(slots, "rate limiter key table rebuilt");
     }

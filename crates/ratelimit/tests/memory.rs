@@ -433,6 +433,66 @@ fn rebuilds_under_concurrent_checks_lose_no_state() {
     }
 }
 
+/// A check can read the clock before a sweep on another thread does, and reach the key
+/// after the sweep evicted it (the sweep found it fresh at its own, later time). For
+/// that check the key is not fresh: eviction keeps the TAT beside its mark and the
+/// check decides on it. The clock is set back to stand for the older reading. (Before
+/// the fix the key came back fresh and was admitted: `evictions_racing_with_checks_
+/// keep_the_bound` failed about 1 run in 100.)
+#[test]
+fn a_check_older_than_the_sweep_that_evicted_its_key_sees_the_real_state() {
+    let clock = clock();
+    let quota = Quota::new(1, 1, Duration::from_millis(10)).unwrap();
+    let limiter = KeyedLimiter::with_clock(quota, clock.clone())
+        .with_max_keys(2)
+        .unwrap();
+    // Keys 1 and 2 are admitted at START: TAT = START + 10 ms.
+    assert!(limiter.check(&1u64, 1).unwrap().allowed);
+    assert!(limiter.check(&2u64, 1).unwrap().allowed);
+    // At START + 20 ms the table is full: key 3 sweeps, which evicts keys 1 and 2.
+    clock.advance(Duration::from_millis(20));
+    assert!(limiter.check(&3u64, 1).unwrap().allowed);
+    assert_eq!(limiter.stats().evicted, 2);
+    // Checks of key 1 that read the clock at START + 5 ms: its TAT is 5 ms ahead.
+    clock.set(Timestamp::from_unix_nanos(START + 5_000_000));
+    for cost in [0, 1] {
+        let d = limiter.check(&1u64, cost).unwrap();
+        assert!(!d.allowed, "cost {cost}: {d:?}");
+        assert_eq!(d.retry_after, Duration::from_millis(5), "cost {cost}");
+    }
+    // At its TAT it is admitted, and tracked again.
+    clock.set(Timestamp::from_unix_nanos(START + 10_000_000));
+    assert!(limiter.check(&1u64, 1).unwrap().allowed);
+    assert_eq!(limiter.len(), 2);
+}
+
+/// The same for a key that a rebuild has dropped from the table after evicting it: a
+/// check older than the drop decides no earlier than the latest TAT dropped, so the
+/// key cannot start fresh before its real state would have let it.
+#[test]
+fn a_check_older_than_the_rebuild_that_dropped_its_key_starts_no_earlier() {
+    let clock = clock();
+    let quota = Quota::new(1, 1, Duration::from_millis(10)).unwrap();
+    let limiter = KeyedLimiter::with_clock(quota, clock.clone())
+        .with_max_keys(2)
+        .unwrap();
+    assert!(limiter.check(&1u64, 1).unwrap().allowed); // TAT = START + 10 ms
+    // 40 more keys, two at a time 20 ms apart: each pair sweeps out the last, and a
+    // table of 16 slots must be rebuilt to hold them, which drops key 1's slot.
+    for k in 2..42u64 {
+        clock.advance(Duration::from_millis(10));
+        assert!(limiter.check(&k, 1).unwrap().allowed);
+    }
+    clock.set(Timestamp::from_unix_nanos(START + 5_000_000));
+    assert!(limiter.check(&1u64, 1).unwrap().allowed);
+    // Decided at key 1's dropped TAT (START + 10 ms) or later, so its next admission
+    // is at START + 20 ms or later. (Started fresh at START + 5 ms, it would be at 15.)
+    clock.set(Timestamp::from_unix_nanos(START + 15_000_000));
+    let d = limiter.check(&1u64, 1).unwrap();
+    assert!(!d.allowed, "{d:?}");
+    assert!(d.retry_after >= Duration::from_millis(5), "{d:?}");
+}
+
 /// Sweeps and rebuilds racing with checks of a live key: two threads spray new keys
 /// into a 2,000-key table (forcing evictions and rebuilds) while the clock moves; a
 /// third checks one live key all along. Its admissions must respect the window bound.
