@@ -114,6 +114,7 @@ impl QuotaCell {
         }
     }
 
+    #[inline]
     fn load(&self) -> Quota {
         loop {
             let before = self.seq.load(Ordering::Acquire);

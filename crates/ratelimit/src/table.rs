@@ -194,7 +194,9 @@ impl KeyTable {
 
     /// Decides for a tracked key; `None` if the key is not tracked (never seen, or
     /// evicted): the caller then takes a slot and calls [`check_new`](Self::check_new).
-    #[inline]
+    /// Always inlined: as a call of its own (how the compiler built it in the paired
+    /// bench) a hot key's check took 44 ns instead of 32.
+    #[inline(always)]
     pub(crate) fn check_tracked(
         &self,
         fingerprint: u64,

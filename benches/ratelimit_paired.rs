@@ -1,0 +1,171 @@
+//! palisade-ratelimit's in-memory limiter vs governor, measured in alternating pairs.
+//!
+//! cargo bench -p palisade-benches --bench ratelimit_paired
+//!
+//! Criterion times one function, then the next: on a shared VM the machine's speed
+//! drifts between the two by more than the difference being measured (single cells
+//! of `--bench ratelimit` moved ±30 % between identical runs). Here each round times a
+//! batch of ours and a batch of governor's back to back (which goes first alternates),
+//! so both see the same machine, and the table reports the median of the rounds'
+//! ratios with its interquartile range. Prints a Markdown table.
+#![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
+
+use std::hash::Hash;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
+use palisade_benches::threaded;
+use palisade_ratelimit::{KeyedLimiter, Quota};
+
+const RATE: u32 = 1_000_000;
+const KEYS: u64 = 100_000;
+const ROUNDS: usize = 21;
+/// Checks per thread per batch.
+const BATCH: u64 = 1_000_000;
+
+fn ours<K: Hash + Eq + Clone>() -> KeyedLimiter<K> {
+    KeyedLimiter::new(Quota::per_second(RATE).unwrap())
+}
+
+fn theirs<K: Hash + Eq + Clone>() -> DefaultKeyedRateLimiter<K> {
+    let n = NonZeroU32::new(RATE).unwrap();
+    RateLimiter::keyed(GQuota::per_second(n).allow_burst(n))
+}
+
+/// Runs `ROUNDS` rounds of one batch each (order alternating) and prints a row:
+/// median ns per check for each, the median of the per-round ratios and its IQR.
+fn paired(
+    case: &str,
+    checks: u64,
+    mut ours: impl FnMut() -> Duration,
+    mut theirs: impl FnMut() -> Duration,
+) {
+    let (mut a, mut b, mut r) = (vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        let (x, y) = if round % 2 == 0 {
+            let x = ours();
+            (x, theirs())
+        } else {
+            let y = theirs();
+            (ours(), y)
+        };
+        let (x, y) = (
+            x.as_secs_f64() * 1e9 / checks as f64,
+            y.as_secs_f64() * 1e9 / checks as f64,
+        );
+        a.push(x);
+        b.push(y);
+        r.push(x / y);
+    }
+    for v in [&mut a, &mut b, &mut r] {
+        v.sort_by(f64::total_cmp);
+    }
+    let (q1, med, q3) = (r[ROUNDS / 4], r[ROUNDS / 2], r[3 * ROUNDS / 4]);
+    println!(
+        "| {case} | {:.1} | {:.1} | {med:.2} ({q1:.2}–{q3:.2}) |",
+        a[ROUNDS / 2],
+        b[ROUNDS / 2]
+    );
+}
+
+fn hot_key(threads: usize) {
+    let l = ours::<u64>();
+    let g = theirs::<u64>();
+    paired(
+        &format!("hot u64 key, {threads} thread(s)"),
+        BATCH,
+        || {
+            threaded(threads, BATCH, |_, n| {
+                (0..n).for_each(|_| {
+                    black_box(l.check(black_box(&42), 1).unwrap().allowed);
+                })
+            })
+        },
+        || {
+            threaded(threads, BATCH, |_, n| {
+                (0..n).for_each(|_| {
+                    black_box(g.check_key(black_box(&42)).is_ok());
+                })
+            })
+        },
+    );
+}
+
+fn many_keys<K: Hash + Eq + Clone + Send + Sync>(name: &str, keys: &[K], threads: usize) {
+    let l = ours::<K>();
+    let g = theirs::<K>();
+    for k in keys {
+        l.check(k, 1).unwrap();
+        let _ = g.check_key(k);
+    }
+    let cycle = |t: usize, n: u64, check: &dyn Fn(&K)| {
+        let mut i = t * 7_919;
+        for _ in 0..n {
+            i = (i + 1) % keys.len();
+            check(&keys[i]);
+        }
+    };
+    paired(
+        &format!("100k {name} keys, {threads} thread(s)"),
+        BATCH,
+        || {
+            threaded(threads, BATCH, |t, n| {
+                cycle(t, n, &|k| {
+                    black_box(l.check(k, 1).unwrap().allowed);
+                })
+            })
+        },
+        || {
+            threaded(threads, BATCH, |t, n| {
+                cycle(t, n, &|k| {
+                    black_box(g.check_key(k).is_ok());
+                })
+            })
+        },
+    );
+}
+
+fn first_touch() {
+    // A fresh limiter per batch, timed from its first check: growth included.
+    paired(
+        "first-touch insert (100k new keys)",
+        KEYS,
+        || {
+            let l = ours::<u64>();
+            let start = Instant::now();
+            (0..KEYS).for_each(|k| {
+                black_box(l.check(&k, 1).unwrap().allowed);
+            });
+            start.elapsed()
+        },
+        || {
+            let g = theirs::<u64>();
+            let start = Instant::now();
+            (0..KEYS).for_each(|k| {
+                black_box(g.check_key(&k).is_ok());
+            });
+            start.elapsed()
+        },
+    );
+}
+
+fn main() {
+    // Cargo passes --bench; this harness has no options.
+    println!(
+        "| case | palisade ns/check | governor ns/check | ratio, median (IQR) of {ROUNDS} rounds |"
+    );
+    println!("|---|---:|---:|---:|");
+    hot_key(1);
+    hot_key(2);
+    let u64_keys: Vec<u64> = (0..KEYS)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
+    many_keys("u64", &u64_keys, 1);
+    many_keys("u64", &u64_keys, 2);
+    let string_keys: Vec<String> = (0..KEYS).map(|i| format!("u{i:x}")).collect();
+    many_keys("short string", &string_keys, 1);
+    many_keys("short string", &string_keys, 2);
+    first_touch();
+}
