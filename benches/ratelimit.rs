@@ -6,37 +6,12 @@
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::hash::Hash;
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
+use palisade_benches::ratelimit::{ours, string_keys, theirs, u64_keys};
 use palisade_benches::threaded;
-use palisade_ratelimit::{KeyedLimiter, Quota};
 use std::hint::black_box;
-
-const RATE: u32 = 1_000_000;
-const KEYS: u64 = 100_000;
-
-fn ours<K: Hash + Eq + Clone>() -> KeyedLimiter<K> {
-    KeyedLimiter::new(Quota::per_second(RATE).unwrap())
-}
-
-fn theirs<K: Hash + Eq + Clone>() -> DefaultKeyedRateLimiter<K> {
-    let n = NonZeroU32::new(RATE).unwrap();
-    RateLimiter::keyed(GQuota::per_second(n).allow_burst(n))
-}
-
-fn u64_keys() -> Vec<u64> {
-    // Spread keys over the hash space the way real ids are not: no sequential luck.
-    (0..KEYS)
-        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .collect()
-}
-
-fn string_keys() -> Vec<String> {
-    (0..KEYS).map(|i| format!("u{i:x}")).collect()
-}
 
 fn hot_key(c: &mut Criterion) {
     let mut g = c.benchmark_group("ratelimit/hot_u64_key");

@@ -12,27 +12,14 @@
 
 use std::hash::Hash;
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
+use palisade_benches::ratelimit::{KEYS, ours, string_keys, theirs, u64_keys};
 use palisade_benches::threaded;
-use palisade_ratelimit::{KeyedLimiter, Quota};
 
-const RATE: u32 = 1_000_000;
-const KEYS: u64 = 100_000;
 const ROUNDS: usize = 21;
 /// Checks per thread per batch.
 const BATCH: u64 = 1_000_000;
-
-fn ours<K: Hash + Eq + Clone>() -> KeyedLimiter<K> {
-    KeyedLimiter::new(Quota::per_second(RATE).unwrap())
-}
-
-fn theirs<K: Hash + Eq + Clone>() -> DefaultKeyedRateLimiter<K> {
-    let n = NonZeroU32::new(RATE).unwrap();
-    RateLimiter::keyed(GQuota::per_second(n).allow_burst(n))
-}
 
 /// Runs `ROUNDS` rounds of one batch each (order alternating) and prints a row:
 /// median ns per check for each, the median of the per-round ratios and its IQR.
@@ -159,12 +146,10 @@ fn main() {
     println!("|---|---:|---:|---:|");
     hot_key(1);
     hot_key(2);
-    let u64_keys: Vec<u64> = (0..KEYS)
-        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .collect();
+    let u64_keys = u64_keys();
     many_keys("u64", &u64_keys, 1);
     many_keys("u64", &u64_keys, 2);
-    let string_keys: Vec<String> = (0..KEYS).map(|i| format!("u{i:x}")).collect();
+    let string_keys = string_keys();
     many_keys("short string", &string_keys, 1);
     many_keys("short string", &string_keys, 2);
     first_touch();

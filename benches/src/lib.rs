@@ -16,3 +16,42 @@ pub fn threaded(threads: usize, iters: u64, per_thread: impl Fn(usize, u64) + Sy
     });
     start.elapsed()
 }
+
+/// The in-memory limiter and its anchor, governor, with the same quota (the
+/// `ratelimit` and `ratelimit_paired` benches).
+pub mod ratelimit {
+    use std::hash::Hash;
+    use std::num::NonZeroU32;
+
+    use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
+    use palisade_ratelimit::{KeyedLimiter, Quota};
+
+    /// Checks per second per key, and the burst (high, so most checks are admitted).
+    pub const RATE: u32 = 1_000_000;
+    /// Keys in the many-keys cases.
+    pub const KEYS: u64 = 100_000;
+
+    /// Ours.
+    pub fn ours<K: Hash + Eq + Clone>() -> KeyedLimiter<K> {
+        KeyedLimiter::new(Quota::per_second(RATE).expect("a valid quota"))
+    }
+
+    /// governor's keyed limiter with the same quota.
+    pub fn theirs<K: Hash + Eq + Clone>() -> DefaultKeyedRateLimiter<K> {
+        let n = NonZeroU32::new(RATE).expect("RATE > 0");
+        RateLimiter::keyed(GQuota::per_second(n).allow_burst(n))
+    }
+
+    /// `KEYS` u64 keys spread over the hash space the way real ids are not: no
+    /// sequential luck.
+    pub fn u64_keys() -> Vec<u64> {
+        (0..KEYS)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect()
+    }
+
+    /// `KEYS` short string keys.
+    pub fn string_keys() -> Vec<String> {
+        (0..KEYS).map(|i| format!("u{i:x}")).collect()
+    }
+}

@@ -187,14 +187,14 @@ pub struct KeyedLimiter<K: Hash + Eq, C = MonotonicClock> {
     stats: MemoryStats,
 }
 
-impl<K: Hash + Eq + Clone> KeyedLimiter<K, MonotonicClock> {
+impl<K: Hash + Eq> KeyedLimiter<K, MonotonicClock> {
     /// A limiter on a [`MonotonicClock`] with [`DEFAULT_MAX_KEYS`].
     pub fn new(quota: Quota) -> Self {
         Self::with_clock(quota, MonotonicClock::new())
     }
 }
 
-impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
+impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     /// A limiter reading time from `clock`, with [`DEFAULT_MAX_KEYS`].
     pub fn with_clock(quota: Quota, clock: C) -> Self {
         KeyedLimiter {
@@ -416,7 +416,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
 #[async_trait]
 impl<K, C> IpBlocker for KeyedLimiter<K, C>
 where
-    K: Hash + Eq + Clone + From<IpAddr> + Send + Sync + std::fmt::Debug,
+    K: Hash + Eq + From<IpAddr> + Send + Sync + std::fmt::Debug,
     C: Clock,
 {
     async fn block_ip(
