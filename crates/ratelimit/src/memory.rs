@@ -280,7 +280,11 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     ///
     /// Cost 0 is a peek: it answers for a cost-1 request without changing anything.
     /// A cost above the burst is an error: it could never pass.
-    #[inline]
+    //
+    // Always inlined (the new-key, block and overflow paths stay out of line): as a
+    // call of its own a hot key's check took 31–46 ns instead of 27–29 (paired bench,
+    // 6 process runs each).
+    #[inline(always)]
     pub fn check(&self, key: &K, cost: u32) -> Result<Decision, Error> {
         let now = self.clock.now().as_unix_nanos();
         let quota = self.quota_for(key);
