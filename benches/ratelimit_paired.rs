@@ -21,6 +21,15 @@ const ROUNDS: usize = 21;
 /// Checks per thread per batch.
 const BATCH: u64 = 1_000_000;
 
+/// Cases whose name contains this argument run (all when none is given), as with
+/// criterion: `cargo bench -p palisade-benches --bench ratelimit_paired -- first`.
+fn selected(case: &str) -> bool {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .all(|filter| case.contains(&filter))
+}
+
 /// Runs `ROUNDS` rounds of one batch each (order alternating) and prints a row:
 /// median ns per check for each, the median of the per-round ratios and its IQR.
 fn paired(
@@ -29,6 +38,9 @@ fn paired(
     mut ours: impl FnMut() -> Duration,
     mut theirs: impl FnMut() -> Duration,
 ) {
+    if !selected(case) {
+        return;
+    }
     let (mut a, mut b, mut r) = (vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         let (x, y) = if round % 2 == 0 {
@@ -139,7 +151,7 @@ fn first_touch() {
 }
 
 fn main() {
-    // Cargo passes --bench; this harness has no options.
+    // Cargo passes --bench; a further argument selects cases (see `selected`).
     println!(
         "| case | palisade ns/check | governor ns/check | ratio, median (IQR) of {ROUNDS} rounds |"
     );
