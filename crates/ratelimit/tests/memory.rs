@@ -384,13 +384,13 @@ fn rebuilds_under_concurrent_checks_lose_no_state() {
         0u64,
         Quota::new(shared_burst, 1, Duration::from_secs(1)).unwrap(),
     );
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
     let hammers: Vec<_> = (0..2)
         .map(|_| {
             let (l, done) = (limiter.clone(), done.clone());
             std::thread::spawn(move || {
                 let mut admitted = 0u32;
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                while !done.load(Ordering::Relaxed) {
                     admitted += u32::from(l.check(&0u64, 1).unwrap().allowed);
                 }
                 admitted
@@ -412,7 +412,7 @@ fn rebuilds_under_concurrent_checks_lose_no_state() {
         })
         .collect();
     let own: usize = inserters.into_iter().map(|h| h.join().unwrap()).sum();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
     let shared: u32 = hammers.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(own, 2 * 100_000 * 3);
     assert!(shared > 0 && shared <= shared_burst, "{shared}");
@@ -478,8 +478,9 @@ fn a_check_older_than_the_rebuild_that_dropped_its_key_starts_no_earlier() {
         .with_max_keys(2)
         .unwrap();
     assert!(limiter.check(&1u64, 1).unwrap().allowed); // TAT = START + 10 ms
-    // 40 more keys, two at a time 20 ms apart: each pair sweeps out the last, and a
-    // table of 16 slots must be rebuilt to hold them, which drops key 1's slot.
+    // 40 more keys, one every 10 ms: each finds the table full and sweeps out the keys
+    // gone stale, and a table of 16 slots must be rebuilt to hold them all, which
+    // drops key 1's slot.
     for k in 2..42u64 {
         clock.advance(Duration::from_millis(10));
         assert!(limiter.check(&k, 1).unwrap().allowed);
