@@ -1,5 +1,7 @@
 //! The in-memory keyed limiter: one atomic TAT per key, a hard bound on keys.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use palisade_core_traits::{Clock, IpBlocker, async_trait};
 
-use crate::table::{KeyTable, reserve};
+use crate::table::{KeyTable, Untracked, reserve};
 use crate::{Decision, Error, MonotonicClock, Quota};
 
 /// Default bound on tracked keys.
@@ -43,13 +45,17 @@ pub struct MemoryStatsSnapshot {
     pub evicted: u64,
 }
 
-/// The allowed and denied counters, striped per thread: each thread adds to its own
-/// cache line. One shared counter made the two-thread hot-key check several times
-/// slower (its line bounced between the cores on every check); an uncontended add
-/// to a line the thread already owns costs a few nanoseconds.
+/// The allowed and denied counters, striped per thread. A thread that owns a stripe
+/// (see [`thread_index`]) adds with a plain load and store, no locked instruction:
+/// nobody else writes that stripe. Other threads share the second half with atomic
+/// adds. One shared counter made the two-thread hot-key check several times slower
+/// (its line bounced between the cores on every check); a locked add to an owned line
+/// still cost about 7 ns of a 47 ns check on an Intel Xeon.
 #[derive(Debug)]
 struct StripedCounts {
+    /// `owned` stripes (one per thread index below `owned`), then as many shared ones.
     stripes: Box<[Stripe]>,
+    owned: usize,
 }
 
 /// Two lines wide: x86 prefetches cache lines in adjacent pairs.
@@ -63,27 +69,55 @@ struct Stripe {
 impl Default for StripedCounts {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let owned = (2 * cpus).next_power_of_two();
         StripedCounts {
-            stripes: (0..(2 * cpus).next_power_of_two())
-                .map(|_| Stripe::default())
-                .collect(),
+            stripes: (0..2 * owned).map(|_| Stripe::default()).collect(),
+            owned,
         }
     }
+}
+
+/// This thread's index: the smallest one no live thread holds (an exiting thread
+/// gives its index back), so a process with a steady pool of `n` threads uses indices
+/// below `n`. `usize::MAX` while the thread-local is being destroyed.
+fn thread_index() -> usize {
+    static FREE: Mutex<BinaryHeap<Reverse<usize>>> = Mutex::new(BinaryHeap::new());
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    struct Index(usize);
+    impl Drop for Index {
+        fn drop(&mut self) {
+            // The mutex orders this thread's last counter writes before the next
+            // owner's first read.
+            let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+            free.push(Reverse(self.0));
+        }
+    }
+    thread_local! {
+        static INDEX: Index = Index({
+            let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+            free.pop()
+                .map_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed), |Reverse(i)| i)
+        });
+    }
+    INDEX.try_with(|i| i.0).unwrap_or(usize::MAX)
 }
 
 impl StripedCounts {
     #[inline]
     fn add(&self, allowed: bool) {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            // Threads take stripes in turn; with more threads than stripes some
-            // share one, which stays exact (atomic adds), only slower.
-            static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        let i = STRIPE.with(|i| *i) & (self.stripes.len() - 1);
-        let s = &self.stripes[i];
+        let i = thread_index();
+        let owner = i < self.owned;
+        let s = &self.stripes[if owner {
+            i
+        } else {
+            self.owned + (i & (self.owned - 1))
+        }];
         let counter = if allowed { &s.allowed } else { &s.denied };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if owner {
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        } else {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn sum(&self) -> (u64, u64) {
@@ -296,8 +330,8 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
         } else {
             let fingerprint = self.states.fingerprint(key);
             match self.states.check_tracked(fingerprint, &quota, now, cost) {
-                Some(d) => d,
-                None => self.check_new_key(fingerprint, &quota, now, cost),
+                Ok(d) => d,
+                Err(untracked) => self.check_new_key(untracked, &quota, now, cost),
             }
         };
         self.stats.decisions.add(decision.allowed);
@@ -306,7 +340,7 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
 
     #[cold]
     #[inline(never)]
-    fn check_new_key(&self, fingerprint: u64, quota: &Quota, now: u64, cost: u32) -> Decision {
+    fn check_new_key(&self, untracked: Untracked, quota: &Quota, now: u64, cost: u32) -> Decision {
         if cost == 0 {
             // A peek on an untracked key sees a fresh key and tracks nothing.
             return quota.decide(0, self.states.not_before(now), 0).0;
@@ -317,7 +351,8 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
             self.full_attempts.fetch_add(1, Ordering::Relaxed);
             self.maybe_sweep(now);
             if !self.reserve_slot() {
-                if let Some(d) = self.states.check_tracked(fingerprint, quota, now, cost) {
+                let fingerprint = untracked.fingerprint();
+                if let Ok(d) = self.states.check_tracked(fingerprint, quota, now, cost) {
                     // Another thread inserted it meanwhile: a tracked key, no overflow.
                     return d;
                 }
@@ -326,7 +361,7 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
         }
         let Some((decision, took_slot)) =
             self.states
-                .check_new(fingerprint, quota, now, cost, &self.tracked, self.max_keys)
+                .check_new(untracked, quota, now, cost, &self.tracked, self.max_keys)
         else {
             return self.overflow(quota);
         };

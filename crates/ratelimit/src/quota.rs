@@ -168,6 +168,7 @@ impl Quota {
     }
 
     /// The emission interval in whole microseconds (for the Redis script).
+    #[cfg(feature = "redis")]
     pub(crate) fn interval_micros(&self) -> u64 {
         self.interval / MICRO
     }

@@ -308,8 +308,10 @@ fn two_threads_share_one_key_without_over_admitting() {
     assert_eq!((stats.allowed, stats.denied), (1_000, 9_000));
 }
 
-/// The allowed/denied counters are striped per thread; with far more threads than
-/// stripes, threads share stripes and the totals must still be exact.
+/// The allowed/denied counters are striped per thread: a thread that owns a stripe
+/// adds without a locked instruction, the others share stripes. With far more threads
+/// than stripes, and a second wave of threads taking over the first wave's stripes,
+/// the totals must still be exact.
 #[test]
 fn counters_stay_exact_with_more_threads_than_stripes() {
     let limiter = Arc::new(KeyedLimiter::with_clock(
@@ -317,28 +319,31 @@ fn counters_stay_exact_with_more_threads_than_stripes() {
         clock(),
     ));
     let threads = 4 * std::thread::available_parallelism().map_or(1, usize::from) + 3;
-    let handles: Vec<_> = (0..threads as u64)
-        .map(|t| {
-            let l = limiter.clone();
-            // Each thread: its own key (10 admitted), 15 checks, 1 peek.
-            std::thread::spawn(move || {
-                for _ in 0..15 {
-                    l.check(&t, 1).unwrap();
-                }
-                assert!(!l.check(&t, 0).unwrap().allowed);
+    for wave in 0..2u64 {
+        let handles: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let l = limiter.clone();
+                // Each thread: its own key (10 admitted), 200,000 checks, 1 peek.
+                std::thread::spawn(move || {
+                    let key = wave * 1_000 + t;
+                    for _ in 0..200_000 {
+                        l.check(&key, 1).unwrap();
+                    }
+                    assert!(!l.check(&key, 0).unwrap().allowed);
+                })
             })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
     }
-    let n = threads as u64;
+    let n = 2 * threads as u64;
     let stats = limiter.stats();
     assert_eq!(stats.allowed, 10 * n);
-    assert_eq!(stats.denied, 6 * n);
+    assert_eq!(stats.denied, 199_991 * n);
     // An invalid cost is an error, not a decision: not counted.
     assert!(limiter.check(&0, 11).is_err());
-    assert_eq!(limiter.stats().denied, 6 * n);
+    assert_eq!(limiter.stats().denied, 199_991 * n);
 }
 
 /// Threads racing to insert new keys never push the table past `max_keys`.
