@@ -11,7 +11,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use palisade_core_traits::{Clock, IpBlocker, async_trait};
 
-use crate::table::{KeyTable, Untracked, reserve};
+use crate::table::{KeyTable, Untracked, release, reserve};
 use crate::{Decision, Error, MonotonicClock, Quota};
 
 /// Default bound on tracked keys.
@@ -367,7 +367,7 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
         };
         if !took_slot {
             // Inserted by another thread since our lookup: give the slot back.
-            self.tracked.fetch_sub(1, Ordering::AcqRel);
+            release(&self.tracked);
         }
         decision
     }

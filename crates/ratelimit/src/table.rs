@@ -151,8 +151,13 @@ pub(crate) fn reserve(tracked: &AtomicUsize, max_keys: usize) -> bool {
     if tracked.fetch_add(1, Ordering::AcqRel) < max_keys {
         return true;
     }
-    tracked.fetch_sub(1, Ordering::AcqRel);
+    release(tracked);
     false
+}
+
+/// Gives back a slot taken with [`reserve`].
+pub(crate) fn release(tracked: &AtomicUsize) {
+    tracked.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// A key [`KeyTable::check_tracked`] did not find, and the table it looked in.
@@ -285,7 +290,7 @@ impl KeyTable {
                             return Some((decision, true));
                         }
                         if second {
-                            tracked.fetch_sub(1, Ordering::AcqRel);
+                            release(tracked);
                         }
                     }
                 },
