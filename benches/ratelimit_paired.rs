@@ -12,7 +12,7 @@
 
 use std::hash::Hash;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_benches::ratelimit::{KEYS, ours, string_keys, theirs, u64_keys};
 use palisade_benches::threaded;
@@ -130,26 +130,29 @@ fn many_keys<K: Hash + Eq + Clone + Send + Sync>(name: &str, keys: &[K], threads
     );
 }
 
-fn first_touch() {
-    // A fresh limiter per batch, timed from its first check: growth included.
+fn first_touch(threads: usize) {
+    // A fresh limiter per batch, timed from its first check: growth included. The
+    // threads insert disjoint shares of the 100k keys.
+    let per_thread = KEYS / threads as u64;
+    let keys = move |t: usize| t as u64 * per_thread..(t as u64 + 1) * per_thread;
     paired(
-        "first-touch insert (100k new keys)",
-        KEYS,
+        &format!("first-touch insert (100k new keys), {threads} thread(s)"),
+        per_thread,
         || {
             let l = ours::<u64>();
-            let start = Instant::now();
-            (0..KEYS).for_each(|k| {
-                black_box(l.check(&k, 1).unwrap().allowed);
-            });
-            start.elapsed()
+            threaded(threads, per_thread, |t, _| {
+                keys(t).for_each(|k| {
+                    black_box(l.check(&k, 1).unwrap().allowed);
+                })
+            })
         },
         || {
             let g = theirs::<u64>();
-            let start = Instant::now();
-            (0..KEYS).for_each(|k| {
-                black_box(g.check_key(&k).is_ok());
-            });
-            start.elapsed()
+            threaded(threads, per_thread, |t, _| {
+                keys(t).for_each(|k| {
+                    black_box(g.check_key(&k).is_ok());
+                })
+            })
         },
     );
 }
@@ -168,5 +171,6 @@ fn main() {
     let string_keys = string_keys();
     many_keys("short string", &string_keys, 1);
     many_keys("short string", &string_keys, 2);
-    first_touch();
+    first_touch(1);
+    first_touch(2);
 }

@@ -346,6 +346,47 @@ fn counters_stay_exact_with_more_threads_than_stripes() {
     assert_eq!(limiter.stats().denied, 199_991 * n);
 }
 
+/// Threads take slots of the key bound in batches and keep spares. Spares never let
+/// the table pass `max_keys`, `len()` does not count them, and at most 1/64 of the
+/// bound is lost to them, even when a thread that holds some exits. The other threads
+/// here keep inserting after the table is full, so they use up their own spares.
+#[test]
+fn spare_slots_keep_the_bound_and_cost_at_most_a_64th_of_it() {
+    const MAX: usize = 64_000;
+    let quota = Quota::new(1, 1, Duration::from_secs(3600)).unwrap();
+    let limiter = Arc::new(
+        KeyedLimiter::with_clock(quota, clock())
+            .with_max_keys(MAX)
+            .unwrap(),
+    );
+    let insert = |l: &KeyedLimiter<u64, ManualClock>, keys: std::ops::Range<u64>| {
+        keys.filter(|k| l.check(k, 1).unwrap().allowed).count()
+    };
+    // A thread inserts 10,000 keys (by then it takes slots 32 at a time) and exits.
+    let l = limiter.clone();
+    let first = std::thread::spawn(move || insert(&l, 0..10_000))
+        .join()
+        .unwrap();
+    assert_eq!(first, 10_000);
+    assert_eq!(limiter.len(), 10_000);
+    // Then three threads race to insert far more keys than fit.
+    let handles: Vec<_> = (1..4u64)
+        .map(|t| {
+            let l = limiter.clone();
+            std::thread::spawn(move || insert(&l, t * 1_000_000..t * 1_000_000 + 40_000))
+        })
+        .collect();
+    let racing: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let admitted = first + racing;
+    assert!(admitted <= MAX, "{admitted} keys admitted");
+    assert!(admitted >= MAX - MAX / 64, "{admitted} keys admitted");
+    assert_eq!(limiter.len(), admitted);
+    assert_eq!(
+        limiter.stats().overflow_denied,
+        (10_000 + 3 * 40_000 - admitted) as u64
+    );
+}
+
 /// Threads racing to insert new keys never push the table past `max_keys`.
 #[test]
 fn racing_inserts_never_overshoot_max_keys() {
