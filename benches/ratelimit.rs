@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::hash::Hash;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use palisade_benches::ratelimit::{ours, string_keys, theirs, u64_keys};
@@ -78,26 +78,30 @@ fn many_keys<K: Hash + Eq + Clone + Send + Sync>(c: &mut Criterion, name: &str, 
 
 fn first_touch(c: &mut Criterion) {
     let mut g = c.benchmark_group("ratelimit/first_touch_insert");
-    g.bench_function("palisade", |b| {
-        b.iter_custom(|iters| {
-            let l = ours::<u64>();
-            let start = Instant::now();
-            for k in 0..iters {
-                black_box(l.check(&k, 1).unwrap().allowed);
-            }
-            start.elapsed()
-        })
-    });
-    g.bench_function("governor", |b| {
-        b.iter_custom(|iters| {
-            let gl = theirs::<u64>();
-            let start = Instant::now();
-            for k in 0..iters {
-                black_box(gl.check_key(&k).is_ok());
-            }
-            start.elapsed()
-        })
-    });
+    for threads in [1usize, 2] {
+        // A fresh limiter per sample; each thread inserts its own new keys.
+        let keys = |t: usize, n: u64| t as u64 * n..(t as u64 + 1) * n;
+        g.bench_function(BenchmarkId::new("palisade", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                let l = ours::<u64>();
+                threaded(threads, iters, |t, n| {
+                    for k in keys(t, n) {
+                        black_box(l.check(&k, 1).unwrap().allowed);
+                    }
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("governor", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                let gl = theirs::<u64>();
+                threaded(threads, iters, |t, n| {
+                    for k in keys(t, n) {
+                        black_box(gl.check_key(&k).is_ok());
+                    }
+                })
+            })
+        });
+    }
     g.finish();
 }
 
