@@ -93,7 +93,7 @@ fn thread_index() -> usize {
     struct Index(usize);
     impl Drop for Index {
         fn drop(&mut self) {
-            // The mutex orders this thread's last counter writes before the next
+            // The mutex orders this thread's last writes to its stripes before the next
             // owner's first read.
             let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
             free.push(Reverse(self.0));
