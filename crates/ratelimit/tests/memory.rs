@@ -387,6 +387,59 @@ fn spare_slots_keep_the_bound_and_cost_at_most_a_64th_of_it() {
     );
 }
 
+/// Threads that come and go, more of them than there are owned stripes, insert new
+/// keys near the bound while the clock moves and sweeps evict. Every new key is either
+/// admitted or an overflow. After each wave the keys tracked are exactly those admitted
+/// and not evicted, within `max_keys`: no slot is lost to the spares of threads that
+/// exited, nor counted twice.
+#[test]
+fn thread_churn_near_the_bound_keeps_it_and_the_counters() {
+    const MAX: usize = 5_000;
+    const KEYS: u64 = 2_000;
+    let clock = clock();
+    let quota = Quota::new(1, 1, Duration::from_millis(10)).unwrap();
+    let limiter = Arc::new(
+        KeyedLimiter::with_clock(quota, clock.clone())
+            .with_max_keys(MAX)
+            .unwrap(),
+    );
+    let threads = 4 * std::thread::available_parallelism().map_or(1, usize::from) as u64 + 2;
+    let mut admitted = 0;
+    for wave in 0..4u64 {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (l, clock) = (limiter.clone(), clock.clone());
+                std::thread::spawn(move || {
+                    let mut admitted = 0u64;
+                    for k in 0..KEYS {
+                        if t == 0 && k % 100 == 0 {
+                            clock.advance(Duration::from_millis(1));
+                        }
+                        let key = (wave << 40) | (t << 20) | k;
+                        admitted += u64::from(l.check(&key, 1).unwrap().allowed);
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        admitted += handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>();
+        let stats = limiter.stats();
+        assert_eq!(
+            limiter.len() as u64,
+            admitted - stats.evicted,
+            "wave {wave}"
+        );
+        assert!(limiter.len() <= MAX);
+    }
+    let checks = 4 * threads * KEYS;
+    let stats = limiter.stats();
+    assert!(stats.sweeps > 0 && admitted > MAX as u64, "{stats:?}");
+    assert_eq!(stats.allowed, admitted);
+    assert_eq!(stats.denied, checks - admitted);
+    assert_eq!(stats.overflow_denied, checks - admitted);
+    assert!(limiter.len() <= MAX);
+}
+
 /// Threads racing to insert new keys never push the table past `max_keys`.
 #[test]
 fn racing_inserts_never_overshoot_max_keys() {
