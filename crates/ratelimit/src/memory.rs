@@ -151,6 +151,14 @@ impl Stripes {
     }
 }
 
+/// Out of line: the admitted path pays one branch. The key is not logged (it may be
+/// an address or a user id).
+#[cold]
+#[inline(never)]
+fn trace_denied(decision: &Decision) {
+    tracing::debug!(retry_after = ?decision.retry_after, "rate limit denied");
+}
+
 /// A quota readable on the hot path with a few relaxed loads (a sequence lock):
 /// quota changes are rare, reads are every check. Writers serialize on a mutex.
 #[derive(Debug)]
@@ -366,6 +374,9 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
             }
         };
         self.per_thread.count(decision.allowed);
+        if !decision.allowed {
+            trace_denied(&decision);
+        }
         Ok(decision)
     }
 
