@@ -9,7 +9,7 @@ use std::hash::Hash;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use palisade_benches::ratelimit::{ours, string_keys, theirs, u64_keys};
+use palisade_benches::ratelimit::{cycle, new_keys, ours, prefill, string_keys, theirs, u64_keys};
 use palisade_benches::threaded;
 use std::hint::black_box;
 
@@ -45,30 +45,23 @@ fn many_keys<K: Hash + Eq + Clone + Send + Sync>(c: &mut Criterion, name: &str, 
     for threads in [1usize, 2] {
         let l = ours::<K>();
         let gl = theirs::<K>();
-        for k in &keys {
-            l.check(k, 1).unwrap();
-            let _ = gl.check_key(k);
-        }
+        prefill(&l, &gl, &keys);
         let keys = &keys;
         g.bench_function(BenchmarkId::new("palisade", format!("{threads}t")), |b| {
             b.iter_custom(|iters| {
                 threaded(threads, iters, |t, n| {
-                    let mut i = t * 7_919;
-                    for _ in 0..n {
-                        i = (i + 1) % keys.len();
-                        black_box(l.check(&keys[i], 1).unwrap().allowed);
-                    }
+                    cycle(keys, t, n, |k| {
+                        black_box(l.check(k, 1).unwrap().allowed);
+                    })
                 })
             })
         });
         g.bench_function(BenchmarkId::new("governor", format!("{threads}t")), |b| {
             b.iter_custom(|iters| {
                 threaded(threads, iters, |t, n| {
-                    let mut i = t * 7_919;
-                    for _ in 0..n {
-                        i = (i + 1) % keys.len();
-                        black_box(gl.check_key(&keys[i]).is_ok());
-                    }
+                    cycle(keys, t, n, |k| {
+                        black_box(gl.check_key(k).is_ok());
+                    })
                 })
             })
         });
@@ -80,12 +73,11 @@ fn first_touch(c: &mut Criterion) {
     let mut g = c.benchmark_group("ratelimit/first_touch_insert");
     for threads in [1usize, 2] {
         // A fresh limiter per sample; each thread inserts its own new keys.
-        let keys = |t: usize, n: u64| t as u64 * n..(t as u64 + 1) * n;
         g.bench_function(BenchmarkId::new("palisade", format!("{threads}t")), |b| {
             b.iter_custom(|iters| {
                 let l = ours::<u64>();
                 threaded(threads, iters, |t, n| {
-                    for k in keys(t, n) {
+                    for k in new_keys(t, n) {
                         black_box(l.check(&k, 1).unwrap().allowed);
                     }
                 })
@@ -95,7 +87,7 @@ fn first_touch(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let gl = theirs::<u64>();
                 threaded(threads, iters, |t, n| {
-                    for k in keys(t, n) {
+                    for k in new_keys(t, n) {
                         black_box(gl.check_key(&k).is_ok());
                     }
                 })

@@ -14,7 +14,9 @@ use std::hash::Hash;
 use std::hint::black_box;
 use std::time::Duration;
 
-use palisade_benches::ratelimit::{KEYS, ours, string_keys, theirs, u64_keys};
+use palisade_benches::ratelimit::{
+    KEYS, cycle, new_keys, ours, prefill, string_keys, theirs, u64_keys,
+};
 use palisade_benches::threaded;
 
 const ROUNDS: usize = 21;
@@ -99,30 +101,20 @@ fn many_keys<K: Hash + Eq + Clone + Send + Sync>(name: &str, keys: &[K], threads
     }
     let l = ours::<K>();
     let g = theirs::<K>();
-    for k in keys {
-        l.check(k, 1).unwrap();
-        let _ = g.check_key(k);
-    }
-    let cycle = |t: usize, n: u64, check: &dyn Fn(&K)| {
-        let mut i = t * 7_919;
-        for _ in 0..n {
-            i = (i + 1) % keys.len();
-            check(&keys[i]);
-        }
-    };
+    prefill(&l, &g, keys);
     paired(
         &case,
         BATCH,
         || {
             threaded(threads, BATCH, |t, n| {
-                cycle(t, n, &|k| {
+                cycle(keys, t, n, |k| {
                     black_box(l.check(k, 1).unwrap().allowed);
                 })
             })
         },
         || {
             threaded(threads, BATCH, |t, n| {
-                cycle(t, n, &|k| {
+                cycle(keys, t, n, |k| {
                     black_box(g.check_key(k).is_ok());
                 })
             })
@@ -134,22 +126,21 @@ fn first_touch(threads: usize) {
     // A fresh limiter per batch, timed from its first check: growth included. The
     // threads insert disjoint shares of the 100k keys.
     let per_thread = KEYS / threads as u64;
-    let keys = move |t: usize| t as u64 * per_thread..(t as u64 + 1) * per_thread;
     paired(
         &format!("first-touch insert (100k new keys), {threads} thread(s)"),
         per_thread,
         || {
             let l = ours::<u64>();
-            threaded(threads, per_thread, |t, _| {
-                keys(t).for_each(|k| {
+            threaded(threads, per_thread, |t, n| {
+                new_keys(t, n).for_each(|k| {
                     black_box(l.check(&k, 1).unwrap().allowed);
                 })
             })
         },
         || {
             let g = theirs::<u64>();
-            threaded(threads, per_thread, |t, _| {
-                keys(t).for_each(|k| {
+            threaded(threads, per_thread, |t, n| {
+                new_keys(t, n).for_each(|k| {
                     black_box(g.check_key(&k).is_ok());
                 })
             })

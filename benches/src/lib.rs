@@ -32,7 +32,7 @@ pub mod ratelimit {
     pub const KEYS: u64 = 100_000;
 
     /// Ours.
-    pub fn ours<K: Hash + Eq + Clone>() -> KeyedLimiter<K> {
+    pub fn ours<K: Hash + Eq>() -> KeyedLimiter<K> {
         KeyedLimiter::new(Quota::per_second(RATE).expect("a valid quota"))
     }
 
@@ -53,5 +53,34 @@ pub mod ratelimit {
     /// `KEYS` short string keys.
     pub fn string_keys() -> Vec<String> {
         (0..KEYS).map(|i| format!("u{i:x}")).collect()
+    }
+
+    /// Checks every key once with both limiters, so the many-keys cases time
+    /// tracked keys only.
+    pub fn prefill<K: Hash + Eq + Clone>(
+        l: &KeyedLimiter<K>,
+        g: &DefaultKeyedRateLimiter<K>,
+        keys: &[K],
+    ) {
+        for k in keys {
+            l.check(k, 1).expect("cost 1 fits the burst");
+            let _ = g.check_key(k);
+        }
+    }
+
+    /// Thread `t`'s walk over `keys` in a many-keys case: `n` checks, each thread
+    /// starting at its own offset.
+    pub fn cycle<K>(keys: &[K], t: usize, n: u64, mut check: impl FnMut(&K)) {
+        let mut i = t * 7_919;
+        for _ in 0..n {
+            i = (i + 1) % keys.len();
+            check(&keys[i]);
+        }
+    }
+
+    /// Thread `t`'s `n` new keys in a first-touch case, disjoint from every other
+    /// thread's.
+    pub fn new_keys(t: usize, n: u64) -> std::ops::Range<u64> {
+        t as u64 * n..(t as u64 + 1) * n
     }
 }
