@@ -1,6 +1,7 @@
 //! The in-memory limiter: GCRA properties (proptest), eviction, overflow, blocks.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,17 @@ const START: u64 = 1_700_000_000_000_000_000;
 
 fn clock() -> ManualClock {
     ManualClock::new(Timestamp::from_unix_nanos(START))
+}
+
+/// A limiter on `clock` (clones share its time) that tracks at most `max_keys` keys.
+fn bounded<K: Hash + Eq>(
+    quota: Quota,
+    clock: &ManualClock,
+    max_keys: usize,
+) -> KeyedLimiter<K, ManualClock> {
+    KeyedLimiter::with_clock(quota, clock.clone())
+        .with_max_keys(max_keys)
+        .unwrap()
 }
 
 fn quota() -> impl Strategy<Value = Quota> {
@@ -174,9 +186,7 @@ fn eviction_under_a_spray_of_a_million_keys_changes_no_decision() {
     let clock = clock();
     let spray_quota = Quota::new(1, 1, Duration::from_millis(1)).unwrap();
     let live_quota = Quota::new(3, 1, Duration::from_secs(2)).unwrap();
-    let bounded = KeyedLimiter::with_clock(spray_quota, clock.clone())
-        .with_max_keys(MAX)
-        .unwrap();
+    let bounded = bounded(spray_quota, &clock, MAX);
     let reference = KeyedLimiter::with_clock(spray_quota, clock.clone());
     for live in 0..100u64 {
         bounded.set_key_quota(live, live_quota);
@@ -223,9 +233,7 @@ fn eviction_under_a_spray_of_a_million_keys_changes_no_decision() {
 fn a_table_full_of_live_keys_denies_new_keys_only() {
     let clock = clock();
     let quota = Quota::new(2, 1, Duration::from_secs(3600)).unwrap();
-    let limiter = KeyedLimiter::with_clock(quota, clock.clone())
-        .with_max_keys(100)
-        .unwrap();
+    let limiter = bounded(quota, &clock, 100);
     for k in 0..100u64 {
         assert!(limiter.check(&k, 1).unwrap().allowed);
     }
@@ -354,11 +362,7 @@ fn counters_stay_exact_with_more_threads_than_stripes() {
 fn spare_slots_keep_the_bound_and_cost_at_most_a_64th_of_it() {
     const MAX: usize = 64_000;
     let quota = Quota::new(1, 1, Duration::from_secs(3600)).unwrap();
-    let limiter = Arc::new(
-        KeyedLimiter::with_clock(quota, clock())
-            .with_max_keys(MAX)
-            .unwrap(),
-    );
+    let limiter = Arc::new(bounded(quota, &clock(), MAX));
     let insert = |l: &KeyedLimiter<u64, ManualClock>, keys: std::ops::Range<u64>| {
         keys.filter(|k| l.check(k, 1).unwrap().allowed).count()
     };
@@ -398,11 +402,7 @@ fn thread_churn_near_the_bound_keeps_it_and_the_counters() {
     const KEYS: u64 = 2_000;
     let clock = clock();
     let quota = Quota::new(1, 1, Duration::from_millis(10)).unwrap();
-    let limiter = Arc::new(
-        KeyedLimiter::with_clock(quota, clock.clone())
-            .with_max_keys(MAX)
-            .unwrap(),
-    );
+    let limiter = Arc::new(bounded(quota, &clock, MAX));
     let threads = 4 * std::thread::available_parallelism().map_or(1, usize::from) as u64 + 2;
     let mut admitted = 0;
     for wave in 0..4u64 {
@@ -445,11 +445,7 @@ fn thread_churn_near_the_bound_keeps_it_and_the_counters() {
 fn racing_inserts_never_overshoot_max_keys() {
     let clock = clock();
     let quota = Quota::new(1, 1, Duration::from_secs(3600)).unwrap();
-    let limiter = Arc::new(
-        KeyedLimiter::with_clock(quota, clock)
-            .with_max_keys(1_000)
-            .unwrap(),
-    );
+    let limiter = Arc::new(bounded(quota, &clock, 1_000));
     let handles: Vec<_> = (0..2u64)
         .map(|t| {
             let l = limiter.clone();
@@ -543,9 +539,7 @@ fn rebuilds_under_concurrent_checks_lose_no_state() {
 fn a_check_older_than_the_sweep_that_evicted_its_key_sees_the_real_state() {
     let clock = clock();
     let quota = Quota::new(1, 1, Duration::from_millis(10)).unwrap();
-    let limiter = KeyedLimiter::with_clock(quota, clock.clone())
-        .with_max_keys(2)
-        .unwrap();
+    let limiter = bounded(quota, &clock, 2);
     // Keys 1 and 2 are admitted at START: TAT = START + 10 ms.
     assert!(limiter.check(&1u64, 1).unwrap().allowed);
     assert!(limiter.check(&2u64, 1).unwrap().allowed);
@@ -573,9 +567,7 @@ fn a_check_older_than_the_sweep_that_evicted_its_key_sees_the_real_state() {
 fn a_check_older_than_the_rebuild_that_dropped_its_key_starts_no_earlier() {
     let clock = clock();
     let quota = Quota::new(1, 1, Duration::from_millis(10)).unwrap();
-    let limiter = KeyedLimiter::with_clock(quota, clock.clone())
-        .with_max_keys(2)
-        .unwrap();
+    let limiter = bounded(quota, &clock, 2);
     assert!(limiter.check(&1u64, 1).unwrap().allowed); // TAT = START + 10 ms
     // 40 more keys, one every 10 ms: each finds the table full and sweeps out the keys
     // gone stale, and a table of 16 slots must be rebuilt to hold them all, which
@@ -602,11 +594,7 @@ fn evictions_racing_with_checks_keep_the_bound() {
     let clock = clock();
     let spray = Quota::new(1, 1, Duration::from_micros(50)).unwrap();
     let live_quota = Quota::new(3, 1, Duration::from_millis(20)).unwrap();
-    let limiter = Arc::new(
-        KeyedLimiter::with_clock(spray, clock.clone())
-            .with_max_keys(2_000)
-            .unwrap(),
-    );
+    let limiter = Arc::new(bounded(spray, &clock, 2_000));
     limiter.set_key_quota(0u64, live_quota);
     let sprayers: Vec<_> = (0..2u64)
         .map(|t| {
