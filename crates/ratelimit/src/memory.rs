@@ -320,14 +320,12 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     }
 
     /// Number of keys currently tracked, counting inserts in flight (never above
-    /// `max_keys`). Exact when no thread is inserting. While threads race for the last
-    /// slots it is an estimate: a reservation that fails is counted until it is taken
-    /// back.
+    /// `max_keys`). Exact when no thread is inserting; while one is, it may count a
+    /// batch of slots that thread has just taken and not yet put aside as spares.
     pub fn len(&self) -> usize {
         self.tracked
             .load(Ordering::Acquire)
             .saturating_sub(self.per_thread.spare_slots())
-            .min(self.max_keys)
     }
 
     /// Whether no key is tracked.
@@ -442,16 +440,10 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
             stripe.spare_slots.store(spare - 1, Ordering::Relaxed);
             return true;
         }
-        let tracked = self.tracked.load(Ordering::Relaxed);
-        let batch = (tracked / 64)
+        let batch = (self.tracked.load(Ordering::Relaxed) / 64)
             .min(self.max_keys / 64 / self.per_thread.owned)
             .clamp(1, MAX_SLOT_BATCH);
-        // A batch that cannot fit is not tried: its failed reservation would briefly
-        // count against the bound and could refuse another thread's key.
-        if batch > 1
-            && tracked + batch <= self.max_keys
-            && reserve(&self.tracked, batch, self.max_keys)
-        {
+        if batch > 1 && reserve(&self.tracked, batch, self.max_keys) {
             stripe.spare_slots.store(batch - 1, Ordering::Relaxed);
             return true;
         }
@@ -465,7 +457,7 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
                 let spare = stripe.spare_slots.load(Ordering::Relaxed);
                 stripe.spare_slots.store(spare + 1, Ordering::Relaxed);
             }
-            None => release(&self.tracked, 1),
+            None => release(&self.tracked),
         }
     }
 

@@ -147,18 +147,20 @@ fn update(tat: &AtomicU64, quota: &Quota, now: u64, cost: u32) -> Update {
 }
 
 /// Takes `slots` of the `max_keys` slots of the key bound, or returns false (taking
-/// none) if fewer are free.
+/// none) if fewer are free. A compare-and-swap, so `tracked` never passes `max_keys`,
+/// even for an instant: an add undone after the fact counted against the bound
+/// meanwhile, and could refuse another thread's key.
 pub(crate) fn reserve(tracked: &AtomicUsize, slots: usize, max_keys: usize) -> bool {
-    if tracked.fetch_add(slots, Ordering::AcqRel) + slots <= max_keys {
-        return true;
-    }
-    release(tracked, slots);
-    false
+    tracked
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+            (taken + slots <= max_keys).then_some(taken + slots)
+        })
+        .is_ok()
 }
 
-/// Gives back slots taken with [`reserve`].
-pub(crate) fn release(tracked: &AtomicUsize, slots: usize) {
-    tracked.fetch_sub(slots, Ordering::AcqRel);
+/// Gives back one slot taken with [`reserve`].
+pub(crate) fn release(tracked: &AtomicUsize) {
+    tracked.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// A key [`KeyTable::check_tracked`] did not find, and the table it looked in.
@@ -297,7 +299,7 @@ impl KeyTable {
                             return Some((decision, true));
                         }
                         if second {
-                            release(tracked, 1);
+                            release(tracked);
                         }
                     }
                 },
