@@ -1,10 +1,16 @@
-//! Wall-clock time: [`Timestamp`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
+//! Time: [`Timestamp`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
+//!
+//! A clock answers two questions: what time it is on the wall ([`Clock::now`], for
+//! decisions other hosts must agree on: quotas, token lifetimes, audit records) and
+//! how much time has passed ([`Clock::monotonic`], for durations that are not quota
+//! decisions: freshness, breakers, timeouts). Wall time can step; monotonic time
+//! cannot, so a wall-clock step never makes stale state look fresh.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -160,19 +166,32 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// A source of wall-clock time.
+/// A source of wall-clock and monotonic time.
 ///
 /// Every time-dependent decision in Palisade takes its time from a `Clock`, so tests
 /// can drive time with a [`ManualClock`] and production uses [`SystemClock`].
-/// Wall time can step backwards (NTP); implementations of decisions must tolerate it.
+/// Wall time can step backwards or forwards (NTP, an operator); implementations of
+/// decisions must tolerate it, and measure elapsed time with [`Clock::monotonic`].
 pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time, with at least microsecond resolution.
+    /// The current wall time, with at least microsecond resolution.
     fn now(&self) -> Timestamp;
+
+    /// Time elapsed since an origin fixed for this clock, on a clock that never steps
+    /// backwards or jumps when the wall clock is set.
+    ///
+    /// Only differences between two readings of the same clock mean anything. Use it
+    /// for every duration that is not a quota decision: freshness, circuit breakers,
+    /// timeouts.
+    fn monotonic(&self) -> Duration;
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn now(&self) -> Timestamp {
         (**self).now()
+    }
+
+    fn monotonic(&self) -> Duration {
+        (**self).monotonic()
     }
 }
 
@@ -180,11 +199,23 @@ impl<C: Clock + ?Sized> Clock for &C {
     fn now(&self) -> Timestamp {
         (**self).now()
     }
+
+    fn monotonic(&self) -> Duration {
+        (**self).monotonic()
+    }
 }
 
-/// The operating system's wall clock.
+/// The operating system's clocks: the wall clock for [`Clock::now`] and
+/// [`std::time::Instant`] for [`Clock::monotonic`] (origin: the first monotonic
+/// reading in the process, so every `SystemClock` shares it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
+
+/// The process-wide origin of [`SystemClock::monotonic`].
+fn process_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
@@ -195,12 +226,18 @@ impl Clock for SystemClock {
             Err(_) => Timestamp::UNIX_EPOCH,
         }
     }
+
+    fn monotonic(&self) -> Duration {
+        process_origin().elapsed()
+    }
 }
 
 /// A clock that moves only when told to: for tests and simulations.
 ///
 /// Clones share the same time, so a test can hand one clone to the code under test
-/// and move time with another.
+/// and move time with another. [`ManualClock::advance`] lets time pass (both
+/// readings move); [`ManualClock::set`] steps the wall clock only, as NTP or an
+/// operator would, leaving the monotonic reading where it was.
 ///
 /// ```
 /// use palisade_core_traits::{Clock, ManualClock, Timestamp};
@@ -210,32 +247,40 @@ impl Clock for SystemClock {
 /// let shared = clock.clone();
 /// clock.advance(Duration::from_secs(5));
 /// assert_eq!(shared.now(), Timestamp::from_unix_secs(105));
+/// assert_eq!(shared.monotonic(), Duration::from_secs(5));
+///
+/// clock.set(Timestamp::from_unix_secs(3_600)); // a wall-clock step: no time passed
+/// assert_eq!(shared.monotonic(), Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {
     nanos: Arc<AtomicU64>,
+    monotonic_nanos: Arc<AtomicU64>,
 }
 
 impl ManualClock {
-    /// A clock that reads `start` until moved.
+    /// A clock that reads `start` (and a monotonic reading of zero) until moved.
     pub fn new(start: Timestamp) -> Self {
         ManualClock {
             nanos: Arc::new(AtomicU64::new(start.as_unix_nanos())),
+            monotonic_nanos: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Moves time forward by `d`, saturating at [`Timestamp::MAX`].
+    /// Lets `d` pass: both the wall and the monotonic reading move forward,
+    /// saturating at their maximum.
     pub fn advance(&self, d: Duration) {
         let step = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        // fetch_update cannot fail here: the closure always returns Some.
-        let _ = self
-            .nanos
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+        for counter in [&self.nanos, &self.monotonic_nanos] {
+            // fetch_update cannot fail here: the closure always returns Some.
+            let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 Some(n.saturating_add(step))
             });
+        }
     }
 
-    /// Sets the time, forwards or backwards (to test clock steps).
+    /// Steps the wall clock to `t`, forwards or backwards, without letting time pass
+    /// on the monotonic reading (to test clock steps).
     pub fn set(&self, t: Timestamp) {
         self.nanos.store(t.as_unix_nanos(), Ordering::SeqCst);
     }
@@ -244,6 +289,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.nanos.load(Ordering::SeqCst))
+    }
+
+    fn monotonic(&self) -> Duration {
+        Duration::from_nanos(self.monotonic_nanos.load(Ordering::SeqCst))
     }
 }
 
@@ -325,6 +374,33 @@ mod tests {
         c.set(Timestamp::MAX);
         c.advance(Duration::from_secs(1));
         assert_eq!(c.now(), Timestamp::MAX);
+    }
+
+    #[test]
+    fn manual_clock_steps_move_wall_time_only() {
+        let c = ManualClock::new(Timestamp::from_unix_secs(1_000));
+        assert_eq!(c.monotonic(), Duration::ZERO);
+        c.advance(Duration::from_secs(2));
+        c.set(Timestamp::from_unix_secs(10)); // back
+        c.set(Timestamp::from_unix_secs(99_999)); // forward
+        assert_eq!(c.monotonic(), Duration::from_secs(2));
+        c.advance(Duration::from_millis(1));
+        assert_eq!(c.monotonic(), Duration::from_millis(2_001));
+        assert_eq!(c.clone().monotonic(), Duration::from_millis(2_001));
+    }
+
+    #[test]
+    fn system_clock_monotonic_never_goes_back_and_is_shared() {
+        let first = SystemClock.monotonic();
+        let mut last = first;
+        for _ in 0..1_000 {
+            let t = SystemClock.monotonic();
+            assert!(t >= last);
+            last = t;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let other: &dyn Clock = &SystemClock;
+        assert!(other.monotonic() >= first + Duration::from_millis(5));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Timestamp};
+use crate::{Error, Timestamp, canonical_ip};
 
 /// The outcome of a login attempt, when the request was one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,7 +89,10 @@ pub struct ClientDeviceInfo {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RequestContext {
-    /// The peer address the service trusts (after its own proxy handling).
+    /// The peer address the service trusts (after its own proxy handling), in
+    /// canonical form ([`crate::canonical_ip`]): the constructor and the deserializer
+    /// turn an IPv4-mapped address into IPv4.
+    #[serde(deserialize_with = "crate::normalize::deserialize_canonical_ip")]
     pub peer_ip: IpAddr,
     /// When the request arrived.
     pub timestamp: Timestamp,
@@ -118,10 +121,10 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// A context with only the peer address and arrival time.
+    /// A context with only the peer address (made canonical) and arrival time.
     pub fn new(peer_ip: IpAddr, timestamp: Timestamp) -> Self {
         RequestContext {
-            peer_ip,
+            peer_ip: canonical_ip(peer_ip),
             timestamp,
             user_id: None,
             method: None,

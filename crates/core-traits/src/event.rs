@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::{Error, Timestamp};
+use crate::{Error, Timestamp, canonical_ip, normalize_user_id};
 
 /// Longest accepted event id or source name, in bytes.
 pub const MAX_LABEL_LEN: usize = 256;
@@ -128,7 +128,46 @@ pub enum EventKind {
     DeviceAnomaly,
 }
 
+/// What an event's evidence is tied to, and so which responses it can justify.
+///
+/// The rule every consumer applies (playbooks enforces it whatever a playbook says):
+/// evidence from an unauthenticated attempt may act on the attempt's source (its
+/// address), may notify, and may raise the bar for the next login to the account it
+/// names (a bounded step-up), but never ends the account owner's sessions or revokes
+/// their tokens. Anyone who knows a username can fail a login on it from anywhere;
+/// only evidence tied to an authenticated session or token proves that the account
+/// itself is in someone else's hands.
+///
+/// The default is [`EvidenceBasis::Unauthenticated`]: an event that does not say what
+/// backs it is worth the least.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EvidenceBasis {
+    /// Derived from traffic nobody proved they own: a failed login, a request from an
+    /// address, a claimed username, data from outside (a CT log, a feed).
+    #[default]
+    Unauthenticated,
+    /// Tied to an authenticated session or token: a login whose credentials were
+    /// accepted and that scored as a takeover, a valid token used where it must not be.
+    Authenticated,
+}
+
+impl EvidenceBasis {
+    /// Whether this evidence may justify ending an account's sessions or revoking its
+    /// tokens.
+    pub fn may_act_on_account(self) -> bool {
+        self == EvidenceBasis::Authenticated
+    }
+}
+
 /// Who or what an event is about: the target a response would act on.
+///
+/// Build address and user subjects with [`Subject::ip`] and [`Subject::user`], which
+/// apply the canonical forms ([`crate::canonical_ip`], [`crate::normalize_user_id`]);
+/// a deserialized address is made canonical too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -136,6 +175,7 @@ pub enum Subject {
     /// A network peer.
     Ip {
         /// The address.
+        #[serde(deserialize_with = "crate::normalize::deserialize_canonical_ip")]
         ip: IpAddr,
     },
     /// An account.
@@ -160,6 +200,22 @@ pub enum Subject {
         /// The name.
         domain: String,
     },
+}
+
+impl Subject {
+    /// A network peer, in canonical form (IPv4-mapped IPv6 becomes IPv4).
+    pub fn ip(ip: IpAddr) -> Self {
+        Subject::Ip {
+            ip: canonical_ip(ip),
+        }
+    }
+
+    /// An account, by its normalized user id ([`crate::normalize_user_id`]).
+    pub fn user(user_id: &str) -> Self {
+        Subject::User {
+            user_id: normalize_user_id(user_id).into_owned(),
+        }
+    }
 }
 
 /// A security event: what was detected, about whom, how bad, and why.
@@ -202,6 +258,10 @@ pub struct SecurityEvent {
     pub score: Option<Score>,
     /// Who or what the event is about.
     pub subject: Subject,
+    /// What the evidence is tied to; decides which responses it may justify.
+    /// Absent in JSON means [`EvidenceBasis::Unauthenticated`].
+    #[serde(default, skip_serializing_if = "is_unauthenticated")]
+    pub basis: EvidenceBasis,
     /// Key–value facts that explain the event, in the order the producer gave them.
     /// Never tokens, keys or passwords.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -211,6 +271,10 @@ pub struct SecurityEvent {
     pub source: String,
 }
 
+fn is_unauthenticated(basis: &EvidenceBasis) -> bool {
+    *basis == EvidenceBasis::Unauthenticated
+}
+
 fn deserialize_source<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     check_label("source", &s).map_err(serde::de::Error::custom)?;
@@ -218,7 +282,8 @@ fn deserialize_source<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Erro
 }
 
 impl SecurityEvent {
-    /// An event without score or evidence.
+    /// An event without score or evidence, on [`EvidenceBasis::Unauthenticated`]
+    /// evidence until [`SecurityEvent::with_basis`] says otherwise.
     ///
     /// `source` is a static name of the producing component.
     pub fn new(
@@ -236,6 +301,7 @@ impl SecurityEvent {
             severity,
             score: None,
             subject,
+            basis: EvidenceBasis::Unauthenticated,
             evidence: Vec::new(),
             source: source.to_owned(),
         }
@@ -244,6 +310,12 @@ impl SecurityEvent {
     /// Sets the risk score.
     pub fn with_score(mut self, score: Score) -> Self {
         self.score = Some(score);
+        self
+    }
+
+    /// Sets what the evidence is tied to.
+    pub fn with_basis(mut self, basis: EvidenceBasis) -> Self {
+        self.basis = basis;
         self
     }
 

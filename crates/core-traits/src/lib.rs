@@ -6,6 +6,7 @@ mod clock;
 mod context;
 mod error;
 mod event;
+mod normalize;
 
 pub use actions::{
     IpBlocker, JwsAlgorithm, JwsSigner, Notification, NotificationAction, Notifier,
@@ -15,7 +16,10 @@ pub use actions::{
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use context::{ClientDeviceInfo, LoginOutcome, RequestContext, TlsInfo};
 pub use error::{BoxError, Error};
-pub use event::{EventId, EventKind, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject};
+pub use event::{
+    EventId, EventKind, EvidenceBasis, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject,
+};
+pub use normalize::{canonical_ip, normalize_user_id};
 
 /// Re-exported so implementors use the same `async_trait` as the trait definitions.
 pub use async_trait::async_trait;

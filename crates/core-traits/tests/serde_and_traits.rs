@@ -397,7 +397,83 @@ async fn every_trait_is_object_safe_and_callable_through_arc_dyn() {
     );
 }
 
+#[test]
+fn evidence_basis_defaults_to_unauthenticated_and_round_trips() {
+    // Absent means unauthenticated: an event that does not say what backs it is weak.
+    let weak = event();
+    assert_eq!(weak.basis, EvidenceBasis::Unauthenticated);
+    assert!(!weak.basis.may_act_on_account());
+    assert!(!weak.to_json().contains("basis"));
+
+    let strong = event().with_basis(EvidenceBasis::Authenticated);
+    assert!(strong.basis.may_act_on_account());
+    assert!(strong.to_json().contains(r#""basis":"authenticated""#));
+    assert_eq!(
+        SecurityEvent::from_json(strong.to_json().as_bytes()).unwrap(),
+        strong
+    );
+
+    let err = SecurityEvent::from_json(
+        event()
+            .to_json()
+            .replace(r#""source""#, r#""basis":"trusted","source""#)
+            .as_bytes(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("trusted"), "{err}");
+}
+
+#[test]
+fn mapped_addresses_are_canonical_in_contexts_and_subjects() {
+    let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+    let v4: IpAddr = "198.51.100.7".parse().unwrap();
+
+    assert_eq!(
+        RequestContext::new(mapped, Timestamp::UNIX_EPOCH).peer_ip,
+        v4
+    );
+    let ctx = RequestContext::from_json(
+        br#"{"peer_ip":"::ffff:198.51.100.7","timestamp":"1970-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    assert_eq!(ctx.peer_ip, v4);
+
+    assert_eq!(Subject::ip(mapped), Subject::Ip { ip: v4 });
+    let mut e = event();
+    e.subject = Subject::Ip { ip: mapped };
+    let back = SecurityEvent::from_json(e.to_json().as_bytes()).unwrap();
+    assert_eq!(back.subject, Subject::Ip { ip: v4 });
+}
+
+#[test]
+fn user_subjects_are_normalized() {
+    assert_eq!(
+        Subject::user(" Admin "),
+        Subject::User {
+            user_id: "admin".into()
+        }
+    );
+}
+
 proptest! {
+    #[test]
+    fn user_id_normalization_is_a_fixed_point(id in "\\PC{0,16}") {
+        let once = normalize_user_id(&id).into_owned();
+        prop_assert_eq!(normalize_user_id(&once).into_owned(), once.clone());
+        // Case never separates two spellings of one id.
+        let (upper, once_upper) = (id.to_uppercase(), once.to_uppercase());
+        prop_assert_eq!(normalize_user_id(&upper), normalize_user_id(&once_upper));
+    }
+
+    #[test]
+    fn canonical_ip_is_idempotent_and_maps_every_ipv4(bits in any::<u32>()) {
+        let v4 = IpAddr::from(std::net::Ipv4Addr::from(bits));
+        let mapped = IpAddr::from(std::net::Ipv4Addr::from(bits).to_ipv6_mapped());
+        prop_assert_eq!(canonical_ip(mapped), v4);
+        prop_assert_eq!(canonical_ip(canonical_ip(mapped)), v4);
+        prop_assert_eq!(canonical_ip(v4), v4);
+    }
+
     #[test]
     fn timestamp_text_round_trips(nanos in any::<u64>()) {
         // Every representable instant (to 2554) has an RFC 3339 form.

@@ -43,6 +43,10 @@ impl Clock for MonotonicClock {
         let elapsed = self.clock.delta_as_nanos(self.start_raw, self.clock.raw());
         Timestamp::from_unix_nanos(self.start_wall.saturating_add(elapsed))
     }
+
+    fn monotonic(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.clock.delta_as_nanos(self.start_raw, self.clock.raw()))
+    }
 }
 
 #[cfg(test)]
