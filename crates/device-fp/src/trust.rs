@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use palisade_core_traits::{LoginOutcome, Timestamp};
+use palisade_core_traits::{LoginOutcome, Timestamp, normalize_user_id};
 
 use crate::flags::ConsistencyFlag;
 use crate::identity::DeviceFingerprint;
@@ -145,7 +145,8 @@ pub trait DeviceStore: Send + Sync {
 }
 
 /// An in-memory [`DeviceStore`] keeping at most `max_devices_per_user`; when full, the
-/// least-trusted device (oldest `last_seen` on ties) is evicted.
+/// least-trusted device (oldest `last_seen` on ties) is evicted. Users are keyed by
+/// [`normalize_user_id`]: `Alice` and `alice` share their devices.
 #[derive(Debug)]
 pub struct InMemoryDeviceStore {
     users: Mutex<HashMap<String, (u64, Vec<DeviceRecord>)>>,
@@ -196,7 +197,10 @@ impl DeviceStore for InMemoryDeviceStore {
         now: Timestamp,
     ) -> Observation {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        let (next_id, devices) = users.entry(user.to_owned()).or_default();
+        // One account, however the login form spelled it (core-traits' rule).
+        let (next_id, devices) = users
+            .entry(normalize_user_id(user).into_owned())
+            .or_default();
         let best = devices
             .iter()
             .enumerate()
@@ -260,6 +264,8 @@ impl DeviceStore for InMemoryDeviceStore {
 
     fn devices(&self, user: &str) -> Vec<DeviceRecord> {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.get(user).map(|(_, d)| d.clone()).unwrap_or_default()
+        (users.get(normalize_user_id(user).as_ref()))
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default()
     }
 }

@@ -91,6 +91,22 @@ fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
 }
 
 #[test]
+fn spellings_of_one_account_share_its_devices() {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    let store = InMemoryDeviceStore::new(4, TrustPolicy::default());
+    let now = Timestamp::from_unix_secs(1_700_000_000);
+    let device = fp(&key, &chrome(124));
+    let first = store.observe("Alice", &device, Some(LoginOutcome::Success), &[], now);
+    assert!(first.new_device);
+    // The login form sent " ALICE" this time: the same account, the same device.
+    let again = store.observe(" ALICE", &device, Some(LoginOutcome::Success), &[], now);
+    assert!(!again.new_device);
+    assert_eq!(again.device, first.device);
+    assert_eq!(store.devices("alice").len(), 1);
+    assert_eq!(store.devices("alice")[0].successful_logins, 2);
+}
+
+#[test]
 fn bounded_per_user_and_least_trusted_evicted() {
     let key = FingerprintKey::new(&[3u8; 32]).unwrap();
     let store = InMemoryDeviceStore::new(2, TrustPolicy::default());

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use palisade_core_traits::{EventKind, Severity};
+use palisade_core_traits::{EventKind, Severity, canonical_ip};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Error;
@@ -95,13 +95,25 @@ pub struct EngineSettings {
     /// Default mode of every playbook.
     #[serde(default)]
     pub mode: Mode,
-    /// At most this many actions (executed, dry-run or awaiting approval) per rolling minute.
+    /// At most this many actions of one kind (executed, dry-run or awaiting approval)
+    /// per rolling minute. Each action kind has its own budget, so a flood of cheap
+    /// actions (blocks) cannot starve rare severe ones (ending a taken-over account's
+    /// sessions); notifications of high or critical severity are never budgeted.
     #[serde(default = "default_budget")]
     pub max_actions_per_minute: u32,
+    /// The longest step-up that evidence from an unauthenticated attempt may require
+    /// (default 1 h): anyone who knows a username can fail a login on it, so what they
+    /// can impose on its owner is bounded.
+    #[serde(default = "default_unauthenticated_step_up")]
+    pub max_unauthenticated_step_up: Span,
 }
 
 fn default_budget() -> u32 {
     60
+}
+
+fn default_unauthenticated_step_up() -> Span {
+    Span(Duration::from_secs(3_600))
 }
 
 impl Default for EngineSettings {
@@ -109,6 +121,7 @@ impl Default for EngineSettings {
         EngineSettings {
             mode: Mode::Enforce,
             max_actions_per_minute: default_budget(),
+            max_unauthenticated_step_up: default_unauthenticated_step_up(),
         }
     }
 }
@@ -124,7 +137,8 @@ pub struct AllowlistDef {
     /// CIDR networks, e.g. `"10.0.0.0/8"`.
     #[serde(default)]
     pub networks: Vec<Network>,
-    /// User ids.
+    /// User ids, compared after normalization
+    /// ([`palisade_core_traits::normalize_user_id`]): `Admin` protects `admin`.
     #[serde(default)]
     pub users: Vec<String>,
 }
@@ -161,7 +175,7 @@ impl Network {
 
     /// Whether `ip` is inside (IPv4-mapped IPv6 addresses match IPv4 networks).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        let ip = canonical_ip(ip);
         match (self.addr, ip) {
             (IpAddr::V4(_), IpAddr::V4(_)) => {
                 (bits(ip) ^ bits(self.addr)) & mask(32, self.prefix) == 0
@@ -171,14 +185,6 @@ impl Network {
             }
             _ => false,
         }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses are the IPv4 address (one peer, one identity).
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

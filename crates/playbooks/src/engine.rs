@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
-use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
+use palisade_core_traits::{
+    EventId, EventKind, EvidenceBasis, SecurityEvent, Severity, Subject, Timestamp, canonical_ip,
+    normalize_user_id,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::definition::{
-    ActionDef, Definition, GroupBy, Mode, Network, Playbook, SubjectType, canonical,
-};
+use crate::definition::{ActionDef, Definition, GroupBy, Mode, Network, Playbook, SubjectType};
 
 /// The evidence key that marks an event as caused by our own enforcement.
 pub const ENFORCEMENT_EVIDENCE: &str = "palisade.enforcement";
@@ -34,7 +35,7 @@ pub enum Target {
     },
     /// An account.
     User {
-        /// The user id.
+        /// The user id, normalized ([`normalize_user_id`]).
         user_id: String,
     },
     /// One token.
@@ -57,13 +58,20 @@ pub enum Target {
 }
 
 impl Target {
+    /// An account target, normalized: `Admin` and `admin` are one account.
+    pub fn user(user_id: &str) -> Target {
+        Target::User {
+            user_id: normalize_user_id(user_id).into_owned(),
+        }
+    }
+
     /// The target of an event's subject, or `None` for a subject type this version does not know.
     pub fn of(subject: &Subject) -> Option<Target> {
         Some(match subject {
-            Subject::Ip { ip } => Target::Ip { ip: canonical(*ip) },
-            Subject::User { user_id } => Target::User {
-                user_id: user_id.clone(),
+            Subject::Ip { ip } => Target::Ip {
+                ip: canonical_ip(*ip),
             },
+            Subject::User { user_id } => Target::user(user_id),
             Subject::Token { issuer, jti } => Target::Token {
                 issuer: issuer.clone(),
                 jti: jti.clone(),
@@ -177,6 +185,27 @@ pub enum ActionKind {
     Notify,
 }
 
+impl ActionKind {
+    /// Every kind, in declaration order (the index of a kind's budget).
+    const ALL: [ActionKind; 6] = [
+        ActionKind::BlockIp,
+        ActionKind::RevokeUserTokens,
+        ActionKind::RevokeToken,
+        ActionKind::RequireStepUp,
+        ActionKind::TerminateSessions,
+        ActionKind::Notify,
+    ];
+
+    /// Whether the action works against an account's owner (ends their sessions or
+    /// revokes their tokens): only authenticated evidence may justify it.
+    pub fn acts_on_account(self) -> bool {
+        matches!(
+            self,
+            ActionKind::RevokeUserTokens | ActionKind::RevokeToken | ActionKind::TerminateSessions
+        )
+    }
+}
+
 impl Action {
     /// Its kind.
     pub fn kind(&self) -> ActionKind {
@@ -208,7 +237,11 @@ pub enum Suppression {
         /// When the cool-down ends.
         until: Timestamp,
     },
-    /// The per-minute action budget is spent.
+    /// The action would end an account's sessions or revoke its tokens, but the event's
+    /// evidence is not tied to an authenticated session or token
+    /// ([`EvidenceBasis::Unauthenticated`]).
+    Unauthenticated,
+    /// The per-minute budget of this action kind is spent.
     Budget,
 }
 
@@ -313,9 +346,18 @@ pub enum Note {
         /// Until when.
         until: Timestamp,
     },
-    /// Suppressed: the per-minute budget is spent.
+    /// Suppressed: the event's evidence is unauthenticated and the action would act
+    /// against the account's owner (end sessions, revoke tokens).
+    Unauthenticated,
+    /// Suppressed: the per-minute budget of this action kind is spent.
     Budget {
         /// The cap.
+        cap: u32,
+    },
+    /// Kept although the budget of its kind is spent: a notification of high or
+    /// critical severity is never silenced by a budget.
+    OverBudget {
+        /// The cap that was passed.
         cap: u32,
     },
     /// Kept, but dry-run: recorded, not executed.
@@ -374,9 +416,19 @@ impl fmt::Display for Why {
             Note::CoolDown { until } => {
                 write!(f, "; suppressed: playbook cooling down until {until}")
             }
+            Note::Unauthenticated => f.write_str(
+                "; suppressed: unauthenticated evidence never ends an account's sessions or revokes its tokens",
+            ),
             Note::Budget { cap } => {
-                write!(f, "; suppressed: {cap} actions in the last minute already")
+                write!(
+                    f,
+                    "; suppressed: {cap} actions of this kind in the last minute already"
+                )
             }
+            Note::OverBudget { cap } => write!(
+                f,
+                "; kept over the budget of {cap} per minute: high-severity notifications are never silenced"
+            ),
             Note::DryRun => f.write_str("; dry-run: recorded, not executed"),
         }
     }
@@ -445,6 +497,9 @@ pub struct Decision {
     pub dry_run: bool,
     /// `Some(deadline)` while waiting for approval.
     pub awaiting_approval: Option<Timestamp>,
+    /// What the evidence behind it was tied to (manual actions: authenticated).
+    #[serde(default)]
+    pub basis: EvidenceBasis,
 }
 
 impl Decision {
@@ -472,6 +527,17 @@ struct Offence {
 }
 
 type GroupKey = (usize, Option<Target>, Option<EventKind>);
+
+/// A cool-down as persisted: playbook name, group target, group kind, until, and the
+/// evidence that set it (absent in snapshots of earlier versions: unauthenticated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CoolDown(
+    String,
+    Option<Target>,
+    Option<EventKind>,
+    Timestamp,
+    #[serde(default)] EvidenceBasis,
+);
 
 /// The hash an `active` entry for `kind` is filed under: the target's keyed hash, moved by
 /// a fixed odd multiple per kind. A bijection of a keyed hash stays as hard to collide.
@@ -507,8 +573,13 @@ pub struct Snapshot {
     /// Repeat-offender history: target, count, last offence, decay.
     offences: Vec<(Target, Offence)>,
     /// Cool-downs: playbook name, group target, group kind, until.
-    cooldowns: Vec<(String, Option<Target>, Option<EventKind>, Timestamp)>,
-    /// Times of recent budgeted actions.
+    cooldowns: Vec<CoolDown>,
+    /// Times of recent budgeted actions, per action kind.
+    #[serde(default)]
+    budgets: Vec<(ActionKind, Timestamp)>,
+    /// Snapshots before 0.1.x kept one budget for every kind; read and dropped (it
+    /// only ever holds the last minute).
+    #[serde(default, skip_serializing)]
     budget: Vec<Timestamp>,
     /// Next decision id.
     next_id: u64,
@@ -545,10 +616,14 @@ pub struct Engine {
     /// `(active_until, id)` → the hash of that decision's `active` entry.
     expiries: BTreeMap<(Timestamp, u64), u64>,
     offences: HashTable<(u64, Target, Offence)>,
-    cooldowns: HashTable<(u64, GroupKey, Timestamp)>,
+    /// Cool-downs, with the evidence basis that set each: weaker evidence cannot
+    /// start a cool-down that holds back a response to stronger evidence.
+    cooldowns: HashTable<(u64, GroupKey, Timestamp, EvidenceBasis)>,
     /// Per playbook, the keyed hash its cool-down groups are filed under.
     group_salts: Vec<u64>,
-    budget: VecDeque<Timestamp>,
+    /// Times of recent budgeted actions, one queue per action kind
+    /// (indexed like [`ActionKind::ALL`]).
+    budgets: [VecDeque<Timestamp>; ActionKind::ALL.len()],
     next_id: u64,
     /// Over, but replaced before `expire` ran: still handed out by `expire`, once.
     replaced: Vec<Decision>,
@@ -570,11 +645,29 @@ struct Pending {
     active: Option<(u64, Timestamp)>,
     /// The target's keyed hash.
     target_hash: u64,
+    /// What the evidence behind the candidate is tied to.
+    basis: EvidenceBasis,
+    /// The severity a notification would be sent with (budget exemption).
+    severity: Severity,
 }
 
 impl Engine {
     /// An engine with no state.
-    pub fn new(def: Definition) -> Self {
+    pub fn new(mut def: Definition) -> Self {
+        // Subject values are compared with targets, which are canonical.
+        for p in &mut def.playbooks {
+            if let Some(values) = &mut p.subject_values {
+                for v in values.iter_mut() {
+                    *v = match p.subject {
+                        SubjectType::User => normalize_user_id(v).into_owned(),
+                        SubjectType::Ip => v
+                            .parse::<IpAddr>()
+                            .map_or_else(|_| v.clone(), |ip| canonical_ip(ip).to_string()),
+                        _ => continue,
+                    };
+                }
+            }
+        }
         let mut lists: HashMap<EventKind, Vec<usize>> = HashMap::new();
         for (i, p) in def.playbooks.iter().enumerate() {
             for k in &p.kinds {
@@ -592,12 +685,10 @@ impl Engine {
             .collect();
         let hasher = RandomState::new();
         let mut allow = HashTable::new();
-        let ips = def
-            .allowlist
-            .ips
-            .iter()
-            .map(|ip| Target::Ip { ip: canonical(*ip) });
-        let users = (def.allowlist.users.iter()).map(|u| Target::User { user_id: u.clone() });
+        let ips = def.allowlist.ips.iter().map(|ip| Target::Ip {
+            ip: canonical_ip(*ip),
+        });
+        let users = (def.allowlist.users.iter()).map(|u| Target::user(u));
         for t in ips.chain(users) {
             let h = hasher.hash_one(&t);
             replace_or_insert(&mut allow, h, (h, t), |a, b| a.1 == b.1, |e| e.0);
@@ -616,7 +707,7 @@ impl Engine {
             expiries: BTreeMap::new(),
             offences: HashTable::new(),
             cooldowns: HashTable::new(),
-            budget: VecDeque::new(),
+            budgets: Default::default(),
             next_id: 0,
             replaced: Vec::new(),
         }
@@ -639,13 +730,15 @@ impl Engine {
                 |e| e.0,
             );
         }
-        for (name, target, kind, until) in snap.cooldowns {
+        for CoolDown(name, target, kind, until, basis) in snap.cooldowns {
             if let Some(i) = e.def.playbooks.iter().position(|p| p.name == name) {
                 let th = target.as_ref().map(|t| e.hasher.hash_one(t));
-                e.set_cooldown(e.group_hash(i, th, kind), (i, target, kind), until);
+                e.set_cooldown(e.group_hash(i, th, kind), (i, target, kind), until, basis);
             }
         }
-        e.budget = snap.budget.into();
+        for (kind, t) in snap.budgets {
+            e.budgets[kind as usize].push_back(t);
+        }
         e.next_id = snap.next_id;
         e
     }
@@ -660,9 +753,15 @@ impl Engine {
                 .map(|(_, t, o)| (t.clone(), *o))
                 .collect(),
             cooldowns: (self.cooldowns.iter())
-                .map(|(_, (i, t, k), u)| (self.def.playbooks[*i].name.clone(), t.clone(), *k, *u))
+                .map(|(_, (i, t, k), u, b)| {
+                    let name = self.def.playbooks[*i].name.clone();
+                    CoolDown(name, t.clone(), *k, *u, *b)
+                })
                 .collect(),
-            budget: self.budget.iter().copied().collect(),
+            budgets: (ActionKind::ALL.iter())
+                .flat_map(|k| self.budgets[*k as usize].iter().map(|t| (*k, *t)))
+                .collect(),
+            budget: Vec::new(),
             next_id: self.next_id,
         }
     }
@@ -691,8 +790,8 @@ impl Engine {
         th.unwrap_or(0) ^ self.group_salts[pi] ^ kind.map_or(0, |k| self.hasher.hash_one(k))
     }
 
-    fn set_cooldown(&mut self, gh: u64, group: GroupKey, until: Timestamp) {
-        let entry = (gh, group, until);
+    fn set_cooldown(&mut self, gh: u64, group: GroupKey, until: Timestamp, basis: EvidenceBasis) {
+        let entry = (gh, group, until, basis);
         replace_or_insert(&mut self.cooldowns, gh, entry, |a, b| a.1 == b.1, |e| e.0);
     }
 
@@ -709,9 +808,18 @@ impl Engine {
         let same = |(_, a): &(u64, Decision), (_, b): &(u64, Decision)| {
             a.action.kind() == b.action.kind() && a.target == b.target
         };
+        let key = match &d.action {
+            Action::Notify { dedup_key, .. } => Some(dedup_key.clone()),
+            _ => None,
+        };
         if let Some((_, old)) = replace_or_insert(&mut self.active, h, (h, d), same, |e| e.0) {
             self.expiries.remove(&(old.active_until, old.id));
-            self.replaced.push(old);
+            // A notification escalated under the same key continues its incident: the
+            // newer one resolves it later, the older one must not resolve it now.
+            let continued = matches!(&old.action, Action::Notify { dedup_key, .. } if Some(dedup_key) == key.as_ref());
+            if !continued {
+                self.replaced.push(old);
+            }
         }
     }
 
@@ -787,10 +895,13 @@ impl Engine {
                 GroupBy::Playbook => (None, None),
             };
             let gh = self.group_hash(pi, group_target.map(|_| th), group_kind);
-            let in_group = |(_, (i, t, k), _): &(u64, GroupKey, Timestamp)| {
+            let in_group = |(_, (i, t, k), _, _): &(u64, GroupKey, Timestamp, EvidenceBasis)| {
                 *i == pi && t.as_ref() == group_target && *k == group_kind
             };
+            // A cool-down set on weaker evidence does not hold back stronger evidence
+            // (a failed login from afar must not buy an attacker 30 quiet minutes).
             let cooldown_until = (self.cooldowns.find(gh, in_group))
+                .filter(|e| e.3 >= event.basis)
                 .map(|e| e.2)
                 .filter(|u| *u > now);
             let mode = p.mode.unwrap_or(self.def.engine.mode);
@@ -819,7 +930,8 @@ impl Engine {
             }
             if fired {
                 let group = (pi, group_target.cloned(), group_kind);
-                self.set_cooldown(gh, group, now.saturating_add(window));
+                let until = now.saturating_add(window);
+                self.set_cooldown(gh, group, until, event.basis);
             }
         }
         plan
@@ -839,9 +951,23 @@ impl Engine {
         steps: &mut Vec<Step>,
     ) -> Pending {
         let p = &self.def.playbooks[pi];
+        let notify_severity = match def {
+            ActionDef::Notify { severity } => Some(severity.unwrap_or(event.severity)),
+            _ => None,
+        };
+        // An active decision holds back this candidate unless the candidate escalates
+        // it: stronger evidence, or a notification of higher severity. Only kinds
+        // with nothing to undo escalate (a block is extended by the next one instead).
         let active_decision = self
             .find_active(def.kind(), target, th)
-            .filter(|d| d.active_until > now);
+            .filter(|d| d.active_until > now)
+            .filter(|d| match &d.action {
+                Action::Notify { severity, .. } => {
+                    d.basis >= event.basis && notify_severity.is_none_or(|s| *severity >= s)
+                }
+                Action::RequireStepUp { .. } => d.basis >= event.basis,
+                _ => true,
+            });
         let active = active_decision.map(|d| (d.id, d.active_until));
         let user = || match target {
             Target::User { user_id } => user_id.clone(),
@@ -898,15 +1024,25 @@ impl Engine {
                     Resolution::RevokeToken,
                 )
             }
-            ActionDef::RequireStepUp { valid_for, .. } => (
-                Action::RequireStepUp {
-                    user_id: user(),
-                    valid_for: valid_for.0,
-                },
-                Resolution::StepUp {
-                    secs: valid_for.0.as_secs(),
-                },
-            ),
+            ActionDef::RequireStepUp { valid_for, .. } => {
+                // What an unauthenticated attempt can impose on an account is bounded.
+                let valid_for = if event.basis.may_act_on_account() {
+                    valid_for.0
+                } else {
+                    valid_for
+                        .0
+                        .min(self.def.engine.max_unauthenticated_step_up.0)
+                };
+                (
+                    Action::RequireStepUp {
+                        user_id: user(),
+                        valid_for,
+                    },
+                    Resolution::StepUp {
+                        secs: valid_for.as_secs(),
+                    },
+                )
+            }
             ActionDef::TerminateSessions { .. } => (
                 Action::TerminateSessions { user_id: user() },
                 Resolution::TerminateSessions,
@@ -974,6 +1110,8 @@ impl Engine {
             mode,
             active,
             target_hash: th,
+            basis: event.basis,
+            severity: notify_severity.unwrap_or(event.severity),
         }
     }
 
@@ -995,8 +1133,8 @@ impl Engine {
             .map(|d| (d.id, d.active_until))
     }
 
-    /// The fixed pipeline every candidate passes: allowlist → de-duplication →
-    /// cool-down → budget → mode → approval.
+    /// The fixed pipeline every candidate passes: allowlist → evidence →
+    /// de-duplication → cool-down → budget → mode → approval.
     fn pipeline(
         &mut self,
         step: &mut Step,
@@ -1012,6 +1150,12 @@ impl Engine {
         if step.action.kind() != ActionKind::Notify && self.allowlisted(&step.target, c.target_hash)
         {
             suppress(step, Suppression::Allowlisted, Note::Allowlisted);
+            return;
+        }
+        // Whatever a playbook says: only evidence tied to an authenticated session or
+        // token may end an account's sessions or revoke its tokens.
+        if step.action.kind().acts_on_account() && !c.basis.may_act_on_account() {
+            suppress(step, Suppression::Unauthenticated, Note::Unauthenticated);
             return;
         }
         // Looked up when the candidate was resolved; nothing has changed since.
@@ -1032,15 +1176,22 @@ impl Engine {
             return;
         }
         let horizon = now.saturating_sub(MINUTE);
-        while self.budget.front().is_some_and(|t| *t <= horizon) {
-            self.budget.pop_front();
+        let kind = step.action.kind();
+        let budget = &mut self.budgets[kind as usize];
+        while budget.front().is_some_and(|t| *t <= horizon) {
+            budget.pop_front();
         }
         let cap = self.def.engine.max_actions_per_minute;
-        if self.budget.len() >= cap as usize {
-            suppress(step, Suppression::Budget, Note::Budget { cap });
-            return;
+        if budget.len() >= cap as usize {
+            // A budget caps what a flood can make us do; it never silences the alarm.
+            if kind == ActionKind::Notify && c.severity >= Severity::High {
+                step.why.note = Note::OverBudget { cap };
+            } else {
+                suppress(step, Suppression::Budget, Note::Budget { cap });
+                return;
+            }
         }
-        self.budget.push_back(now);
+        budget.push_back(now);
         let dry_run = c.mode == Mode::DryRun;
         let awaiting = c.approval.map(|a| now.saturating_add(a));
         step.verdict = match (awaiting, dry_run) {
@@ -1067,6 +1218,7 @@ impl Engine {
                 active_until,
                 dry_run,
                 awaiting_approval: awaiting,
+                basis: c.basis,
             },
             c.target_hash,
         );
@@ -1116,12 +1268,12 @@ impl Engine {
         now: Timestamp,
     ) -> Plan {
         let target = match &action {
-            Action::BlockIp { ip, .. } => Target::Ip { ip: canonical(*ip) },
+            Action::BlockIp { ip, .. } => Target::Ip {
+                ip: canonical_ip(*ip),
+            },
             Action::RevokeUserTokens { user_id, .. }
             | Action::RequireStepUp { user_id, .. }
-            | Action::TerminateSessions { user_id } => Target::User {
-                user_id: user_id.clone(),
-            },
+            | Action::TerminateSessions { user_id } => Target::user(user_id),
             Action::RevokeToken { issuer, jti, .. } => Target::Token {
                 issuer: issuer.clone(),
                 jti: jti.clone(),
@@ -1138,6 +1290,17 @@ impl Engine {
                 },
                 duration,
             },
+            Action::RevokeUserTokens { issuer, .. } => Action::RevokeUserTokens {
+                issuer,
+                user_id: target.value(),
+            },
+            Action::RequireStepUp { valid_for, .. } => Action::RequireStepUp {
+                user_id: target.value(),
+                valid_for,
+            },
+            Action::TerminateSessions { .. } => Action::TerminateSessions {
+                user_id: target.value(),
+            },
             a => a,
         };
         let window = match &action {
@@ -1147,6 +1310,10 @@ impl Engine {
         };
         let th = self.hasher.hash_one(&target);
         let active = self.active_decision(action.kind(), &target, th, now);
+        let severity = match &action {
+            Action::Notify { severity, .. } => *severity,
+            _ => Severity::Info,
+        };
         let pending = Pending {
             target_hash: th,
             active,
@@ -1154,6 +1321,9 @@ impl Engine {
             window,
             approval: None,
             mode,
+            // An operator's manual action is theirs to answer for.
+            basis: EvidenceBasis::Authenticated,
+            severity,
         };
         let mut step = Step {
             playbook: None,
@@ -1244,7 +1414,7 @@ impl Engine {
         }
         self.offences
             .retain(|(_, _, o)| now.saturating_duration_since(o.last) < o.decay_after);
-        self.cooldowns.retain(|(_, _, until)| *until > now);
+        self.cooldowns.retain(|(_, _, until, _)| *until > now);
         out
     }
 }

@@ -11,12 +11,22 @@
 //! Secrets: a Slack or webhook URL path and query often *are* the credential, and the
 //! PagerDuty routing key is one. `Debug`, `Display` and every error show only
 //! `scheme://host:port/…`; the routing key is never printed.
+//!
+//! Server-side request forgery: a notifier never talks to a link-local or cloud
+//! metadata address (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200,
+//! 168.63.129.16, and these inside IPv4-mapped or NAT64 addresses), whatever the scheme:
+//! such a URL is refused when the notifier is built, a metadata host name
+//! (`metadata.google.internal`, …) too, and a name that resolves to such an address
+//! is refused when it is resolved, at every connection (so DNS rebinding cannot reach
+//! them either).
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use palisade_core_traits::{
     Error as ActionError, Notification, NotificationAction, Notifier, Severity, async_trait,
+    canonical_ip,
 };
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -84,6 +94,65 @@ impl RetryPolicy {
     }
 }
 
+/// Host names that only ever mean a cloud provider's instance metadata service.
+const METADATA_HOSTS: [&str; 5] = [
+    "metadata.google.internal",
+    "metadata.goog",
+    "metadata",
+    "instance-data",
+    "instance-data.ec2.internal",
+];
+
+/// Whether a notifier must never connect to `ip`: link-local addresses (where cloud
+/// metadata services live), the known metadata addresses outside that range, and the
+/// unspecified address; IPv4 inside IPv4-mapped or NAT64 (64:ff9b::/96) addresses is
+/// judged as IPv4.
+fn forbidden_destination(ip: IpAddr) -> bool {
+    let v4_forbidden = |v4: Ipv4Addr| {
+        v4.is_link_local()
+            || v4.is_unspecified()
+            || v4 == Ipv4Addr::new(100, 100, 100, 200) // Alibaba Cloud metadata
+            || v4 == Ipv4Addr::new(168, 63, 129, 16) // Azure WireServer
+    };
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => v4_forbidden(v4),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            (nat64 && v4_forbidden(Ipv4Addr::from(u128::from(v6) as u32)))
+                || s[0] & 0xffc0 == 0xfe80 // link-local fe80::/10
+                || v6.is_unspecified()
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) // AWS IMDS IPv6
+        }
+    }
+}
+
+/// The system resolver, minus the addresses a notifier must never reach: checked at
+/// every resolution, so a name that later resolves to a metadata address (DNS
+/// rebinding) is refused too.
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = (found.iter())
+                .filter(|a| !forbidden_destination(a.ip()))
+                .copied()
+                .collect();
+            if allowed.is_empty() && !found.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to link-local or cloud metadata addresses; refused"
+                )
+                .into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// An endpoint URL that prints without its path and query (they may hold a secret).
 #[derive(Clone)]
 struct Endpoint {
@@ -100,12 +169,18 @@ impl Endpoint {
             .host_str()
             .ok_or_else(|| Error::NotifierConfig("endpoint URL has no host".into()))?
             .to_owned();
-        let loopback = host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let literal = (host.trim_start_matches('[').trim_end_matches(']'))
+            .parse::<IpAddr>()
+            .ok();
+        let bare = host.trim_end_matches('.').to_ascii_lowercase();
+        if literal.is_some_and(forbidden_destination) || METADATA_HOSTS.contains(&bare.as_str()) {
+            // Whatever the scheme: this is where cloud credentials are served.
+            return Err(Error::NotifierConfig(format!(
+                "endpoint host {host} is a link-local or cloud metadata address; refused"
+            )));
+        }
+        let loopback =
+            host == "localhost" || literal.is_some_and(|ip| canonical_ip(ip).is_loopback());
         match url.scheme() {
             "https" => {}
             // Plain HTTP would send the secret in clear: only for a local receiver.
@@ -201,6 +276,7 @@ impl HttpNotifier {
         let client = reqwest::Client::builder()
             // A redirect would replay the secret URL's body to another place: refuse.
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(GuardedResolver)
             .user_agent(concat!("palisade-playbooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::NotifierConfig(format!("HTTP client: {}", e.without_url())))?;
@@ -525,6 +601,82 @@ mod tests {
         }
         let err = HttpNotifier::pagerduty("bad key s3cr3t").unwrap_err();
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn link_local_and_metadata_endpoints_are_refused_whatever_the_scheme() {
+        for bad in [
+            "https://169.254.169.254/latest/meta-data/",
+            "http://169.254.169.254/",
+            "https://169.254.170.2/v2/credentials",
+            "https://[fe80::1]/hook",
+            "https://[fd00:ec2::254]/",
+            "https://[::ffff:169.254.169.254]/",
+            "https://[64:ff9b::a9fe:a9fe]/",
+            "https://100.100.100.200/latest/meta-data",
+            "https://168.63.129.16/machine",
+            "https://0.0.0.0/hook",
+            "https://metadata.google.internal/computeMetadata/v1/",
+            "https://METADATA.google.internal./x",
+            "https://instance-data/latest",
+        ] {
+            let err = HttpNotifier::webhook(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("link-local or cloud metadata"),
+                "{bad}: {err}"
+            );
+        }
+        // Ordinary and loopback receivers are still fine.
+        for good in [
+            "https://hooks.example.com/x",
+            "https://198.51.100.7/x",
+            "http://127.0.0.1:9/x",
+            "http://[::1]:9/x",
+        ] {
+            assert!(HttpNotifier::webhook(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn forbidden_destinations_cover_ranges_not_just_one_address() {
+        for ip in [
+            "169.254.0.1",
+            "169.254.255.255",
+            "fe80::abcd",
+            "febf::1",
+            "::",
+        ] {
+            assert!(forbidden_destination(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "169.253.255.255",
+            "169.255.0.0",
+            "fec0::1",
+            "10.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!forbidden_destination(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_metadata_addresses_are_refused_at_connect() {
+        use reqwest::dns::Resolve;
+        // `localhost` resolves to loopback: allowed.
+        let ok: Vec<_> = GuardedResolver
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(ok.iter().all(|a| a.ip().is_loopback()) && !ok.is_empty());
+        // A literal link-local address as a "name" (what a rebinding DNS answer gives).
+        let Err(err) = GuardedResolver
+            .resolve("169.254.169.254".parse().unwrap())
+            .await
+        else {
+            panic!("a metadata address was resolved");
+        };
+        assert!(err.to_string().contains("cloud metadata"), "{err}");
     }
 
     #[test]

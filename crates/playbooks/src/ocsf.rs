@@ -22,7 +22,8 @@
 use std::net::IpAddr;
 
 use palisade_core_traits::{
-    EventId, EventKind, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject, Timestamp,
+    EventId, EventKind, EvidenceBasis, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject,
+    Timestamp,
 };
 use serde_json::Value;
 
@@ -215,7 +216,7 @@ pub fn from_value(v: &Value) -> Result<Option<SecurityEvent>, Error> {
     let severity = severity(v)?;
 
     let mut evidence = vec![("ocsf.class_uid".to_owned(), class.to_string())];
-    let (kind, subject, score, fallback_id) = if class == AUTHENTICATION {
+    let (kind, subject, score, fallback_id, basis) = if class == AUTHENTICATION {
         match activity {
             1 | 3 | 4 => {}           // Logon, Authentication Ticket, Service Ticket Request
             2 | 5 => return Ok(None), // Logoff, Service Ticket Renew: no new attempt
@@ -281,7 +282,14 @@ pub fn from_value(v: &Value) -> Result<Option<SecurityEvent>, Error> {
         if let Some(ip) = from {
             evidence.push(("ocsf.src_endpoint.ip".into(), ip.to_string()));
         }
-        (kind, subject, None, None)
+        // A logon whose credentials were accepted is tied to an authenticated session;
+        // a failure is anyone's attempt (composition rule: SecurityEvent::basis).
+        let basis = if status == 1 {
+            EvidenceBasis::Authenticated
+        } else {
+            EvidenceBasis::Unauthenticated
+        };
+        (kind, subject, None, None, basis)
     } else {
         match activity {
             1 | 2 => {}                    // Create, Update
@@ -344,13 +352,21 @@ pub fn from_value(v: &Value) -> Result<Option<SecurityEvent>, Error> {
         if let Some(t) = text(v, "finding_info.title")? {
             evidence.push(("ocsf.finding_info.title".into(), t.to_owned()));
         }
-        (kind, subject, score, Some(uid))
+        // A finding names an actor, but nothing ties it to a session we authenticated:
+        // it may step up, block and notify, never end sessions or revoke tokens.
+        (
+            kind,
+            subject,
+            score,
+            Some(uid),
+            EvidenceBasis::Unauthenticated,
+        )
     };
     let id = text(v, "metadata.uid")?
         .or(fallback_id)
         .ok_or_else(|| err("metadata.uid", "required to identify the event"))?;
     let id = EventId::new(id).map_err(|e| err("metadata.uid", e.to_string()))?;
-    let mut event = SecurityEvent::new(id, time, kind, severity, subject, "ocsf");
+    let mut event = SecurityEvent::new(id, time, kind, severity, subject, "ocsf").with_basis(basis);
     if let Some(p) = text(v, "metadata.product.name")? {
         event.source = p.to_owned();
     }

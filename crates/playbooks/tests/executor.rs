@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core_traits::{
-    BoxError, Error as ActionError, EventId, EventKind, IpBlocker, Notification, Notifier,
-    SecurityEvent, SessionTerminator, Severity, StepUpRequirer, Subject, Timestamp, TokenIdentity,
-    TokenRevoker, async_trait,
+    BoxError, Error as ActionError, EventId, EventKind, EvidenceBasis, IpBlocker, Notification,
+    Notifier, SecurityEvent, SessionTerminator, Severity, StepUpRequirer, Subject, Timestamp,
+    TokenIdentity, TokenRevoker, async_trait,
 };
 use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Outcome, Responders, Snapshot};
 
@@ -111,6 +111,8 @@ fn event(n: u32, kind: EventKind, subject: Subject) -> SecurityEvent {
         subject,
         "test",
     )
+    // Backed by an authenticated session: every action of the default playbooks may run.
+    .with_basis(EvidenceBasis::Authenticated)
 }
 
 fn ip(n: u32, addr: &str) -> SecurityEvent {

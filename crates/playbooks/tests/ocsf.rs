@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use palisade_core_traits::{EventKind, Severity, Subject, Timestamp};
+use palisade_core_traits::{EventKind, EvidenceBasis, Severity, Subject, Timestamp};
 use palisade_playbooks::{ActionKind, Definition, Engine, Error, Verdict, ocsf};
 use serde_json::{Value, json};
 
@@ -46,6 +46,8 @@ fn authentication_failure_maps_to_brute_force_about_the_source_address() {
     assert_eq!(evidence(&e, "ocsf.status_detail"), "INVALID_CREDENTIALS");
     assert_eq!(evidence(&e, "ocsf.user"), "u-1001"); // uid preferred over name
     assert_eq!(evidence(&e, "ocsf.src_endpoint.ip"), "203.0.113.7");
+    // A failed logon is anyone's attempt.
+    assert_eq!(e.basis, EvidenceBasis::Unauthenticated);
 }
 
 #[test]
@@ -62,6 +64,8 @@ fn a_risky_successful_logon_is_an_anomalous_login_about_the_user() {
         }
     );
     assert_eq!(evidence(&e, "ocsf.src_endpoint.ip"), "2001:db8::42");
+    // The credentials were accepted: tied to an authenticated session.
+    assert_eq!(e.basis, EvidenceBasis::Authenticated);
 }
 
 #[test]
@@ -114,6 +118,8 @@ fn detection_findings_map_kind_subject_score_and_id() {
         }
     );
     assert_eq!(e.id.as_str(), "siem-ev-55");
+    // A detector's word is not an authenticated session: it cannot end the account's.
+    assert_eq!(e.basis, EvidenceBasis::Unauthenticated);
 }
 
 #[test]

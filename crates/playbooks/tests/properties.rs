@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
+use palisade_core_traits::{
+    EventId, EventKind, EvidenceBasis, SecurityEvent, Severity, Subject, Timestamp,
+};
 use palisade_playbooks::audit::{AuditLog, verify};
 use palisade_playbooks::{
     Action, ActionKind, Definition, Engine, Mode, Note, Origin, Suppression, Target, Verdict,
@@ -49,13 +51,23 @@ const T0: u64 = 1_800_000_000;
 
 #[derive(Debug, Clone)]
 enum Input {
-    Event { ip: u8, user: u8, kind: u8, dt: u16 },
-    Manual { ip: u8, dt: u16 },
+    Event {
+        ip: u8,
+        user: u8,
+        kind: u8,
+        dt: u16,
+        strong: bool,
+    },
+    Manual {
+        ip: u8,
+        dt: u16,
+    },
 }
 
 fn input() -> impl Strategy<Value = Input> {
     prop_oneof![
-        8 => (0u8..12, 0u8..4, 0u8..4, 0u16..40).prop_map(|(ip, user, kind, dt)| Input::Event { ip, user, kind, dt }),
+        8 => (0u8..12, 0u8..4, 0u8..4, 0u16..40, any::<bool>())
+            .prop_map(|(ip, user, kind, dt, strong)| Input::Event { ip, user, kind, dt, strong }),
         1 => (0u8..12, 0u16..40).prop_map(|(ip, dt)| Input::Manual { ip, dt }),
     ]
 }
@@ -86,7 +98,13 @@ fn run(
     let mut now = T0;
     for (n, i) in inputs.iter().enumerate() {
         let plan = match i {
-            Input::Event { ip, user, kind, dt } => {
+            Input::Event {
+                ip,
+                user,
+                kind,
+                dt,
+                strong,
+            } => {
                 now += u64::from(*dt);
                 let (kind, subject) = match kind {
                     0 => (EventKind::BruteForce, Subject::Ip { ip: addr(*ip) }),
@@ -111,7 +129,12 @@ fn run(
                     Severity::Critical,
                     subject,
                     "prop",
-                );
+                )
+                .with_basis(if *strong {
+                    EvidenceBasis::Authenticated
+                } else {
+                    EvidenceBasis::Unauthenticated
+                });
                 e.evaluate(&ev, Timestamp::from_unix_secs(now))
             }
             Input::Manual { ip, dt } => {
@@ -138,29 +161,67 @@ proptest! {
 
     #[test]
     fn at_most_one_active_decision_per_target_and_action(inputs in prop::collection::vec(input(), 1..300)) {
-        let mut active: HashMap<(ActionKind, Target), u64> = HashMap::new();
+        let mut active: HashMap<(ActionKind, Target), (u64, EvidenceBasis)> = HashMap::new();
         run(&inputs, |e, plan, now| {
             for s in plan.steps.iter().filter(|s| s.decision.is_some()) {
                 let key = (s.action.kind(), s.target.clone());
-                if let Some(until) = active.get(&key) {
-                    assert!(*until <= now, "second active decision for {key:?}");
-                }
                 let d = e.active(key.0, &key.1).unwrap();
-                active.insert(key, d.active_until.as_unix_secs());
+                // A second decision while one is active only escalates it (stronger
+                // evidence), and replaces it: the engine still holds exactly one.
+                if let Some((until, basis)) = active.get(&key) {
+                    assert!(
+                        *until <= now || *basis < d.basis,
+                        "second active decision for {key:?}"
+                    );
+                }
+                assert_eq!(Some(d.id), s.decision);
+                active.insert(key, (d.active_until.as_unix_secs(), d.basis));
             }
         });
     }
 
     #[test]
-    fn the_budget_is_never_exceeded(inputs in prop::collection::vec(input(), 1..300)) {
-        let mut times = Vec::new();
+    fn no_kind_exceeds_its_budget_and_no_severe_notification_is_silenced(
+        inputs in prop::collection::vec(input(), 1..300),
+    ) {
+        let mut times: HashMap<ActionKind, Vec<u64>> = HashMap::new();
         run(&inputs, |_, plan, now| {
-            times.extend(plan.steps.iter().filter(|s| s.decision.is_some()).map(|_| now));
+            for s in plan.steps.iter() {
+                let severe_notice = matches!(s.action, Action::Notify { severity, .. } if severity >= Severity::High);
+                if severe_notice {
+                    assert!(
+                        !matches!(s.verdict, Verdict::Suppressed(Suppression::Budget)),
+                        "a high-severity notification was suppressed by the budget"
+                    );
+                } else if s.decision.is_some() {
+                    times.entry(s.action.kind()).or_default().push(now);
+                }
+            }
         });
-        for (i, t) in times.iter().enumerate() {
-            let in_window = times[..=i].iter().filter(|u| **u + 60 > *t).count();
-            prop_assert!(in_window <= 7, "{in_window} actions in the minute before {t}");
+        for (kind, times) in &times {
+            for (i, t) in times.iter().enumerate() {
+                let in_window = times[..=i].iter().filter(|u| **u + 60 > *t).count();
+                prop_assert!(in_window <= 7, "{in_window} {kind:?} in the minute before {t}");
+            }
         }
+    }
+
+    #[test]
+    fn unauthenticated_evidence_never_acts_on_an_account(inputs in prop::collection::vec(input(), 1..300)) {
+        let mut strong_events = HashSet::new();
+        for (n, i) in inputs.iter().enumerate() {
+            if let Input::Event { strong: true, .. } = i {
+                strong_events.insert(format!("e{n}"));
+            }
+        }
+        run(&inputs, |_, plan, _| {
+            let strong = plan.event.as_ref().is_some_and(|id| strong_events.contains(id.as_str()));
+            for s in plan.steps.iter().filter(|s| s.decision.is_some()) {
+                if s.action.kind().acts_on_account() {
+                    assert!(strong, "{:?} on unauthenticated evidence", s.action);
+                }
+            }
+        });
     }
 
     #[test]
@@ -260,7 +321,16 @@ proptest! {
                     }
                     (Verdict::Suppressed(Suppression::Budget), Note::Budget { cap }) => {
                         assert_eq!(cap, 7);
-                        assert!(text.ends_with("7 actions in the last minute already"), "{text}");
+                        assert!(text.ends_with("7 actions of this kind in the last minute already"), "{text}");
+                    }
+                    (Verdict::Execute, Note::OverBudget { cap }) => {
+                        assert_eq!(cap, 7);
+                        assert_eq!(s.action.kind(), ActionKind::Notify);
+                        assert!(text.ends_with("high-severity notifications are never silenced"), "{text}");
+                    }
+                    (Verdict::Suppressed(Suppression::Unauthenticated), Note::Unauthenticated) => {
+                        assert!(s.action.kind().acts_on_account(), "{text}");
+                        assert!(text.ends_with("never ends an account's sessions or revokes its tokens"), "{text}");
                     }
                     (v, n) => panic!("verdict {v:?} explained as {n:?}: {text}"),
                 }

@@ -109,7 +109,7 @@ pub fn login_events(data: &[u8]) -> bool {
             "contributions {s:?}"
         );
         assert_eq!(
-            scorer.event(&attempt, &s).is_some(),
+            scorer.event(&attempt, &s, outcome).is_some(),
             s.verdict > crate::Verdict::Allow
         );
         scorer.record(&attempt, outcome);

@@ -17,7 +17,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use palisade_core_traits::{
-    Clock, EventId, EventKind, LoginOutcome, Score, SecurityEvent, Severity, Subject, Timestamp,
+    Clock, EventId, EventKind, EvidenceBasis, LoginOutcome, Score, SecurityEvent, Severity,
+    Subject, Timestamp, canonical_ip, normalize_user_id,
 };
 use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher13;
@@ -769,11 +770,14 @@ impl ThreatScorer {
             }
         };
         let ua = self.ua.parse(&a.user_agent);
-        let ip_bytes = match a.ip {
+        // Keys are canonical: a dual-stack listener's `::ffff:a.b.c.d` is `a.b.c.d`, and
+        // `Admin` is `admin` (core-traits' rules, shared by every crate).
+        let ip = canonical_ip(a.ip);
+        let ip_bytes = match ip {
             IpAddr::V4(v4) => v4.octets().to_vec(),
             IpAddr::V6(v6) => v6.octets().to_vec(),
         };
-        let prefix = match a.ip {
+        let prefix = match ip {
             IpAddr::V4(v4) => self.hash(8, &v4.octets()[..3]),
             IpAddr::V6(v6) => self.hash(9, &v6.octets()[..8]),
         };
@@ -792,13 +796,14 @@ impl ThreatScorer {
             self.hash(5, ua.os.as_bytes()),
             self.hash(6, ua.device.as_bytes()),
         ];
-        let user = self.hash(7, a.user.as_bytes());
+        let user_id = normalize_user_id(&a.user);
+        let user = self.hash(7, user_id.as_bytes());
         let location = geo.location.filter(|(la, lo)| {
             la.is_finite() && lo.is_finite() && la.abs() <= 90.0 && lo.abs() <= 180.0
         });
         let device = a
             .device_familiarity
-            .or_else(|| self.device.as_ref().and_then(|d| d.familiarity(&a.user, a)))
+            .or_else(|| (self.device.as_ref()).and_then(|d| d.familiarity(&user_id, a)))
             .filter(|f| f.is_finite())
             .map(|f| f.clamp(0.0, 1.0));
         Prepared {
@@ -1006,7 +1011,7 @@ impl ThreatScorer {
         let success = matches!(outcome, LoginOutcome::Success | LoginOutcome::StepUpSuccess);
         self.velocity.record(now, p.sources, success);
         if !success {
-            let ip = attempt.ip;
+            let ip = canonical_ip(attempt.ip);
             let mut sources = vec![FailureSource::Ip(ip), FailureSource::prefix_of(ip)];
             sources.extend(p.asn.map(FailureSource::Asn));
             self.velocity.record_failure_sources(now, &sources);
@@ -1085,13 +1090,26 @@ impl ThreatScorer {
 
     /// Forgets a user (account deletion, erasure request).
     pub fn forget_user(&mut self, user: &str) {
-        let u = self.hash(7, user.as_bytes());
+        let u = self.hash(7, normalize_user_id(user).as_bytes());
         self.model.forget(u);
         self.fixes.remove(&u);
     }
 
     /// A security event for a verdict above allow, `None` for allow.
-    pub fn event(&self, attempt: &LoginAttempt, score: &ThreatScore) -> Option<SecurityEvent> {
+    ///
+    /// `outcome` is what became of the attempt, and decides what the event may justify
+    /// ([`SecurityEvent::basis`]): when the primary credential was accepted (`Success`,
+    /// `StepUpSuccess`, `StepUpFailure`) the evidence is tied to an authenticated
+    /// session, [`EvidenceBasis::Authenticated`], and a playbook may end the account's
+    /// sessions; a `Failure` is anyone's attempt on a username,
+    /// [`EvidenceBasis::Unauthenticated`]: it may step up the next login and notify,
+    /// never log the owner out.
+    pub fn event(
+        &self,
+        attempt: &LoginAttempt,
+        score: &ThreatScore,
+        outcome: LoginOutcome,
+    ) -> Option<SecurityEvent> {
         let severity = match score.verdict {
             Verdict::Allow => return None,
             Verdict::Monitor => Severity::Low,
@@ -1103,21 +1121,32 @@ impl ThreatScorer {
             .first()
             .map_or(Signal::IpFamiliarity, |c| c.signal);
         let now: Timestamp = self.clock.now();
+        let user_id = normalize_user_id(&attempt.user);
         let id = format!(
             "threat-score-{:016x}-{}",
-            self.hash(10, attempt.user.as_bytes()),
+            self.hash(10, user_id.as_bytes()),
             now.as_unix_nanos()
         );
         let id = EventId::new(id).ok()?;
-        let subject = if attempt.user.is_empty() {
-            Subject::Ip { ip: attempt.ip }
+        let ip = canonical_ip(attempt.ip);
+        let subject = if user_id.is_empty() {
+            Subject::ip(ip)
         } else {
-            Subject::User {
-                user_id: attempt.user.clone(),
+            Subject::user(&user_id)
+        };
+        let basis = match outcome {
+            LoginOutcome::Failure => EvidenceBasis::Unauthenticated,
+            // Success, StepUpSuccess, StepUpFailure: the password was accepted. Unknown
+            // future outcomes count as the weaker evidence.
+            LoginOutcome::Success | LoginOutcome::StepUpSuccess | LoginOutcome::StepUpFailure => {
+                EvidenceBasis::Authenticated
             }
+            _ => EvidenceBasis::Unauthenticated,
         };
         let mut ev = SecurityEvent::new(id, now, top.event_kind(), severity, subject, EVENT_SOURCE)
-            .with_evidence("ip", attempt.ip.to_string())
+            .with_basis(basis)
+            .with_evidence("ip", ip.to_string())
+            .with_evidence("outcome", format!("{outcome:?}").to_lowercase())
             .with_evidence("verdict", format!("{:?}", score.verdict).to_lowercase())
             .with_evidence("confidence", format!("{:.2}", score.confidence));
         if let Ok(s) = Score::new(score.score) {

@@ -68,8 +68,12 @@ fn no_history_is_explained() {
     assert!((t.score - 0.3).abs() < 1e-12);
     assert_eq!(t.verdict, Verdict::Allow);
     assert!(
-        s.event(&LoginAttempt::new("nobody", ip("::1"), ""), &t)
-            .is_none()
+        s.event(
+            &LoginAttempt::new("nobody", ip("::1"), ""),
+            &t,
+            LoginOutcome::Success
+        )
+        .is_none()
     );
 }
 
@@ -89,7 +93,7 @@ fn familiar_allowed_stranger_stepped_up_with_event() {
     assert_eq!(f.ip.factor, 4.0);
     let shares: f64 = t.contributions.iter().map(|c| c.share).sum();
     assert!((shares - 1.0).abs() < 1e-9);
-    let ev = s.event(&odd, &t).unwrap();
+    let ev = s.event(&odd, &t, LoginOutcome::Success).unwrap();
     assert_eq!(ev.kind, EventKind::AnomalousLogin);
     assert!(ev.evidence("ip_familiarity").is_some());
     assert_eq!(ev.score.unwrap().get(), t.score);
@@ -105,7 +109,7 @@ fn brute_force_is_named_and_blocks() {
     let t = s.score(&a);
     assert_eq!(t.verdict, Verdict::Block, "{t:?}");
     assert_eq!(t.velocity.user_failures, 40);
-    let ev = s.event(&a, &t).unwrap();
+    let ev = s.event(&a, &t, LoginOutcome::Failure).unwrap();
     assert!(matches!(
         ev.kind,
         EventKind::BruteForce | EventKind::CredentialStuffing
@@ -146,6 +150,71 @@ fn impossible_travel() {
         .find(|c| c.signal == Signal::ImpossibleTravel)
         .unwrap();
     assert!(travel.risk < 0.1, "{travel:?}");
+}
+
+#[test]
+fn mapped_addresses_and_spellings_of_a_user_share_one_history() {
+    let (_, mut s) = scorer();
+    // The owner logs in over a dual-stack listener (mapped form) as "Alice".
+    let home = LoginAttempt::new("Alice", ip("::ffff:192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
+    for _ in 0..5 {
+        s.record(&home, LoginOutcome::Success);
+    }
+    assert_eq!(s.users(), 1);
+    // The same address in IPv4 form, the same account in another spelling: familiar.
+    let same = LoginAttempt::new(" alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
+    let f = s.score(&same).freeman.unwrap();
+    assert_eq!(f.history, 5);
+    assert!(!f.ip.never_seen, "{f:?}");
+    // Failures from the mapped form count against the IPv4 source.
+    let attacker = LoginAttempt::new("bob", ip("::ffff:203.0.113.9"), FIREFOX);
+    for _ in 0..3 {
+        s.record(&attacker, LoginOutcome::Failure);
+    }
+    let top = s.top_failing_sources(0, SourceKind::Ip, 1);
+    assert_eq!(top[0].source, FailureSource::Ip(ip("203.0.113.9")));
+    // Forgetting an account works whatever the spelling.
+    s.forget_user("ALICE");
+    assert_eq!(s.users(), 0);
+}
+
+#[test]
+fn events_carry_the_evidence_basis_of_the_outcome() {
+    let (clock, mut s) = scorer();
+    let paris = GeoInfo {
+        location: Some((48.86, 2.35)),
+        ..geo(3215, "FR")
+    };
+    let sydney = GeoInfo {
+        location: Some((-33.87, 151.21)),
+        ..geo(1221, "AU")
+    };
+    for _ in 0..30 {
+        clock.advance(Duration::from_secs(86_400));
+        s.record(
+            &LoginAttempt::new("victim", ip("192.0.2.1"), FIREFOX).with_geo(paris.clone()),
+            LoginOutcome::Success,
+        );
+    }
+    clock.advance(Duration::from_secs(3_600));
+    let far = LoginAttempt::new("Victim", ip("::ffff:198.51.100.1"), CHROME_WIN).with_geo(sydney);
+    let t = s.score(&far);
+    assert!(t.verdict > Verdict::Allow, "{t:?}");
+    // Someone failed a login on the username from afar: anyone can do that.
+    let weak = s.event(&far, &t, LoginOutcome::Failure).unwrap();
+    assert_eq!(weak.basis, EvidenceBasis::Unauthenticated);
+    assert_eq!(weak.subject, Subject::user("victim"));
+    assert_eq!(weak.evidence("ip"), Some("198.51.100.1"));
+    assert_eq!(weak.evidence("outcome"), Some("failure"));
+    // The password was accepted from there: that is about the account itself.
+    for outcome in [
+        LoginOutcome::Success,
+        LoginOutcome::StepUpSuccess,
+        LoginOutcome::StepUpFailure,
+    ] {
+        let strong = s.event(&far, &t, outcome).unwrap();
+        assert_eq!(strong.basis, EvidenceBasis::Authenticated, "{outcome:?}");
+    }
 }
 
 #[test]
@@ -338,7 +407,7 @@ proptest! {
         for c in &t.contributions {
             prop_assert!((0.0..=1.0).contains(&c.share) && (0.0..=1.0).contains(&c.risk), "{c:?}");
         }
-        prop_assert_eq!(s.event(&probe, &t).is_some(), t.verdict > Verdict::Allow);
+        prop_assert_eq!(s.event(&probe, &t, LoginOutcome::Failure).is_some(), t.verdict > Verdict::Allow);
     }
 
     /// More failed attempts from a source never lower the risk of its next attempt.

@@ -39,7 +39,16 @@ fn main() {
                     c.reason
                 );
             }
-            if let Some(ev) = scorer.event(&l.attempt, &t) {
+            if let Some(ev) = scorer.event(
+                &l.attempt,
+                &t,
+                // Only the account's owner knows the password in this stream.
+                if l.actor == Actor::Legit {
+                    LoginOutcome::Success
+                } else {
+                    LoginOutcome::Failure
+                },
+            ) {
                 println!("    event: {:?} {:?}", ev.kind, ev.severity);
             }
         }

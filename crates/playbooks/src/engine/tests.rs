@@ -186,7 +186,7 @@ fn allowlist_covers_ips_networks_users_and_mapped_addresses() {
     def.allowlist
         .networks
         .push(Network::parse("10.0.0.0/8").unwrap());
-    def.allowlist.users.push("ops".into());
+    def.allowlist.users.push("Ops".into());
     let mut e = Engine::new(def);
     for (n, ip) in ["127.0.0.1", "10.9.8.7", "::ffff:10.1.1.1"]
         .iter()
@@ -206,9 +206,10 @@ fn allowlist_covers_ips_networks_users_and_mapped_addresses() {
             EventKind::AccountTakeover,
             Severity::Critical,
             Subject::User {
-                user_id: "ops".into(),
+                user_id: " OPS".into(),
             },
-        ),
+        )
+        .with_basis(EvidenceBasis::Authenticated),
         at(0),
     );
     assert!(
@@ -234,24 +235,211 @@ fn allowlist_covers_ips_networks_users_and_mapped_addresses() {
 }
 
 #[test]
-fn budget_caps_actions_per_rolling_minute() {
-    let mut e = engine(); // 120 per minute
-    let mut kept = 0;
+fn budget_caps_each_action_kind_per_rolling_minute() {
+    let mut e = engine(); // 120 per minute and kind
+    let (mut blocks, mut notes) = (0, 0);
     for n in 0..200u32 {
         let ip = format!("198.51.{}.{}", n / 256, n % 256);
         let p = e.evaluate(&ip_ev(n, &ip), at(0));
-        kept += p.steps.iter().filter(|s| s.decision.is_some()).count();
-        if n >= 60 {
-            assert!(
-                p.steps
-                    .iter()
-                    .all(|s| s.verdict == Verdict::Suppressed(Suppression::Budget))
-            );
+        blocks += usize::from(p.steps[0].decision.is_some());
+        notes += usize::from(p.steps[1].decision.is_some());
+        if n >= 120 {
+            assert_eq!(p.steps[0].verdict, Verdict::Suppressed(Suppression::Budget));
+            // The brute-force notification is high severity: over budget, still sent.
+            assert_eq!(p.steps[1].verdict, Verdict::Execute);
+            assert_eq!(p.steps[1].why.note, Note::OverBudget { cap: 120 });
         }
     }
-    assert_eq!(kept, 120);
+    assert_eq!((blocks, notes), (120, 200));
     let p = e.evaluate(&ip_ev(500, "192.0.2.1"), at(60));
     assert_eq!(p.steps[0].verdict, Verdict::Execute);
+}
+
+#[test]
+fn budgets_never_silence_high_severity_notifications_and_floods_cannot_starve_others() {
+    // The review's decoy flood: five brute-force events from distinct addresses spent a
+    // 10-actions/minute budget, then a real takeover was neither stopped nor paged.
+    let mut def = Definition::default_set().unwrap();
+    def.engine.max_actions_per_minute = 10;
+    let mut e = Engine::new(def);
+    for n in 0..5u32 {
+        let p = e.evaluate(&ip_ev(n, &format!("203.0.113.{n}")), at(0));
+        assert!(p.steps.iter().all(|s| s.verdict == Verdict::Execute));
+    }
+    let takeover = ev(
+        9,
+        EventKind::AccountTakeover,
+        Severity::Critical,
+        Subject::user("carol"),
+    )
+    .with_basis(EvidenceBasis::Authenticated);
+    let p = e.evaluate(&takeover, at(1));
+    assert_eq!(
+        verdicts(&p),
+        vec![
+            (ActionKind::RequireStepUp, Verdict::Execute),
+            (ActionKind::TerminateSessions, Verdict::Execute),
+            (ActionKind::RevokeUserTokens, Verdict::Execute),
+            (ActionKind::Notify, Verdict::Execute),
+        ]
+    );
+    // Low-severity notifications stay budgeted: a flood of them cannot page forever.
+    let mut def = Definition::from_toml(
+        "t",
+        r#"
+[engine]
+max_actions_per_minute = 2
+[[playbook]]
+name = "n"
+kinds = ["anomalous_login"]
+subject = "user"
+cooldown = "1s"
+[[playbook.action]]
+type = "notify"
+"#,
+    )
+    .unwrap();
+    def.engine.max_actions_per_minute = 2;
+    let mut e = Engine::new(def);
+    let low = |n: u32| {
+        ev(
+            n,
+            EventKind::AnomalousLogin,
+            Severity::Medium,
+            Subject::user(&format!("u{n}")),
+        )
+    };
+    let kept: Vec<_> = (0..4)
+        .map(|n| e.evaluate(&low(n), at(0)).steps[0].verdict)
+        .collect();
+    assert_eq!(kept[..2], [Verdict::Execute, Verdict::Execute]);
+    assert_eq!(kept[2..], [Verdict::Suppressed(Suppression::Budget); 2]);
+}
+
+/// The review's attack: one failed login on a username from far away made the
+/// default playbooks end the owner's sessions and revoke their tokens.
+#[test]
+fn unauthenticated_evidence_never_ends_sessions_or_revokes_tokens() {
+    let mut e = engine();
+    let travel = ev(
+        1,
+        EventKind::ImpossibleTravel,
+        Severity::Critical,
+        Subject::user("victim"),
+    );
+    assert_eq!(travel.basis, EvidenceBasis::Unauthenticated);
+    let p = e.evaluate(&travel, at(0));
+    assert_eq!(
+        verdicts(&p),
+        vec![
+            (ActionKind::RequireStepUp, Verdict::Execute),
+            (
+                ActionKind::TerminateSessions,
+                Verdict::Suppressed(Suppression::Unauthenticated)
+            ),
+            (
+                ActionKind::RevokeUserTokens,
+                Verdict::Suppressed(Suppression::Unauthenticated)
+            ),
+            (ActionKind::Notify, Verdict::Execute),
+        ]
+    );
+    // The step-up it may impose is bounded (the playbook asks for 24 h).
+    assert_eq!(
+        p.steps[0].action,
+        Action::RequireStepUp {
+            user_id: "victim".into(),
+            valid_for: Duration::from_secs(3_600)
+        }
+    );
+    assert!(
+        p.steps[1]
+            .why
+            .to_string()
+            .contains("unauthenticated evidence"),
+        "{}",
+        p.steps[1].why
+    );
+    // Repeating the attack adds nothing: the step-up is a duplicate while active.
+    let p = e.evaluate(&travel, at(60));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: 0 })
+    );
+
+    // A token subject on unauthenticated evidence is not revoked either (a jti is
+    // not a secret), whatever the playbook says.
+    let misuse = ev(
+        2,
+        EventKind::TokenMisuse,
+        Severity::High,
+        Subject::Token {
+            issuer: "https://auth.example".into(),
+            jti: "j1".into(),
+        },
+    );
+    let p = e.evaluate(&misuse, at(0));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Unauthenticated)
+    );
+    let p = e.evaluate(&misuse.with_basis(EvidenceBasis::Authenticated), at(1));
+    assert_eq!(p.steps[0].verdict, Verdict::Execute);
+
+    // The same event backed by an authenticated session acts in full.
+    let mut e = engine();
+    let p = e.evaluate(&travel.with_basis(EvidenceBasis::Authenticated), at(0));
+    assert!(p.steps.iter().all(|s| s.verdict == Verdict::Execute));
+    assert_eq!(
+        p.steps[0].action,
+        Action::RequireStepUp {
+            user_id: "victim".into(),
+            valid_for: Duration::from_secs(24 * 3_600)
+        }
+    );
+}
+
+#[test]
+fn user_targets_are_normalized_for_dedup_allowlist_and_actions() {
+    let mut e = engine();
+    let strong = |n: u32, user: &str| {
+        ev(
+            n,
+            EventKind::AccountTakeover,
+            Severity::High,
+            Subject::User {
+                user_id: user.into(),
+            },
+        )
+        .with_basis(EvidenceBasis::Authenticated)
+    };
+    let p = e.evaluate(&strong(1, "Alice"), at(0));
+    assert_eq!(
+        p.steps[1].action,
+        Action::TerminateSessions {
+            user_id: "alice".into()
+        }
+    );
+    // `ALICE` is the same account: a duplicate, not a second round of actions.
+    let p = e.evaluate(&strong(2, " ALICE"), at(1));
+    assert!(p.steps.iter().all(|s| matches!(
+        s.verdict,
+        Verdict::Suppressed(Suppression::Duplicate { .. })
+    )));
+    // Manual actions are normalized too.
+    let p = e.manual(
+        Action::TerminateSessions {
+            user_id: "ALICE".into(),
+        },
+        Duration::from_secs(60),
+        Mode::Enforce,
+        "operator",
+        at(2),
+    );
+    assert!(matches!(
+        p.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { .. })
+    ));
 }
 
 #[test]
@@ -296,6 +484,7 @@ approval = "10m"
                 user_id: "bob".into(),
             },
         )
+        .with_basis(EvidenceBasis::Authenticated)
     };
     let p = e.evaluate(&user(1), at(0));
     assert_eq!(
