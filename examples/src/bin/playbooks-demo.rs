@@ -1,7 +1,8 @@
 //! Replays a recorded attack through the default playbooks with logging responders:
 //! a brute force, its own rate-limit echoes, credential stuffing (and an allowlisted
 //! office address), expiry of the first ban, the same address again (a repeat
-//! offender, ban doubled), then an account takeover. Prints every plan step with its
+//! offender, ban doubled), a failed login from afar (bounded step-up only), then an
+//! account takeover backed by an accepted password. Prints every plan step with its
 //! explanation, every call, and verifies the audit chain at the end.
 //!
 //! cargo run -p palisade-examples --bin playbooks-demo
@@ -12,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{
-    Clock, Error, EventId, EventKind, IpBlocker, ManualClock, Notification, Notifier,
-    SecurityEvent, SessionTerminator, Severity, StepUpRequirer, Subject, Timestamp, TokenIdentity,
-    TokenRevoker, async_trait,
+    Clock, Error, EventId, EventKind, EvidenceBasis, IpBlocker, ManualClock, Notification,
+    Notifier, SecurityEvent, SessionTerminator, Severity, StepUpRequirer, Subject, Timestamp,
+    TokenIdentity, TokenRevoker, async_trait,
 };
 use palisade_playbooks::audit::{AuditLog, verify};
 use palisade_playbooks::{Definition, Engine, Executor, Network, Plan, Responders, Verdict};
@@ -206,16 +207,26 @@ async fn main() {
     );
     handle(&mut engine, &mut audit, ev).await;
 
-    println!("\n6. one of the stuffed accounts is taken over");
+    println!("\n6. a failed login on user-0815 from the other side of the world");
+    println!("   (anyone can fail a login on any username: step-up and notify, nothing more)");
+    let ev = event(
+        &mut n,
+        clock.now(),
+        EventKind::ImpossibleTravel,
+        Severity::Critical,
+        Subject::user("user-0815"),
+    );
+    handle(&mut engine, &mut audit, ev).await;
+
+    println!("\n7. one of the stuffed accounts is taken over: its password was accepted");
     let ev = event(
         &mut n,
         clock.now(),
         EventKind::AccountTakeover,
         Severity::Critical,
-        Subject::User {
-            user_id: "user-4711".into(),
-        },
-    );
+        Subject::user("user-4711"),
+    )
+    .with_basis(EvidenceBasis::Authenticated);
     handle(&mut engine, &mut audit, ev).await;
 
     let log = String::from_utf8(audit.get_ref().clone()).unwrap();
