@@ -6,6 +6,7 @@ mod clock;
 mod context;
 mod error;
 mod event;
+mod net;
 mod normalize;
 
 pub use actions::{
@@ -19,6 +20,7 @@ pub use error::{BoxError, Error};
 pub use event::{
     EventId, EventKind, EvidenceBasis, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject,
 };
+pub use net::{ForwardedHeader, IpNetwork, TrustedProxies, fuzz_client_ip};
 pub use normalize::{canonical_ip, normalize_user_id};
 
 /// Re-exported so implementors use the same `async_trait` as the trait definitions.

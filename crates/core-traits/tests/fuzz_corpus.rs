@@ -39,3 +39,17 @@ fn fuzz_corpus_security_event_json_replays() {
         dir.display()
     );
 }
+
+/// The `client_ip` corpus: every file is answered without a panic (the entry point
+/// asserts that every answer is canonical).
+#[test]
+fn fuzz_corpus_client_ip_replays() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/client_ip");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        palisade_core_traits::fuzz_client_ip(&std::fs::read(&path).unwrap());
+        seeds += 1;
+    }
+    assert!(seeds >= 5, "corpus seeds missing from {}", dir.display());
+}

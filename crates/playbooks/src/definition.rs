@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use palisade_core_traits::{EventKind, Severity, canonical_ip};
+use palisade_core_traits::{EventKind, IpNetwork, Severity};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Error;
@@ -134,84 +134,13 @@ pub struct AllowlistDef {
     /// Single addresses.
     #[serde(default)]
     pub ips: Vec<IpAddr>,
-    /// CIDR networks, e.g. `"10.0.0.0/8"`.
+    /// CIDR networks, e.g. `"10.0.0.0/8"` (IPv4-mapped addresses match IPv4 networks).
     #[serde(default)]
-    pub networks: Vec<Network>,
+    pub networks: Vec<IpNetwork>,
     /// User ids, compared after normalization
     /// ([`palisade_core_traits::normalize_user_id`]): `Admin` protects `admin`.
     #[serde(default)]
     pub users: Vec<String>,
-}
-
-/// A CIDR network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Network {
-    /// Parses `addr/prefix`; host bits must be zero.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("network {s:?} has no /prefix"))?;
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("network {s:?}: {a:?} is not an address"))?;
-        let prefix: u8 = p
-            .parse()
-            .map_err(|_| format!("network {s:?}: bad prefix {p:?}"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(format!("network {s:?}: prefix longer than {max}"));
-        }
-        let net = Network { addr, prefix };
-        if bits(addr) & !mask(max, prefix) != 0 {
-            return Err(format!("network {s:?} has host bits set"));
-        }
-        Ok(net)
-    }
-
-    /// Whether `ip` is inside (IPv4-mapped IPv6 addresses match IPv4 networks).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(_), IpAddr::V4(_)) => {
-                (bits(ip) ^ bits(self.addr)) & mask(32, self.prefix) == 0
-            }
-            (IpAddr::V6(_), IpAddr::V6(_)) => {
-                (bits(ip) ^ bits(self.addr)) & mask(128, self.prefix) == 0
-            }
-            _ => false,
-        }
-    }
-}
-
-fn bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-fn mask(width: u8, prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        let all = if width == 32 {
-            u128::from(u32::MAX)
-        } else {
-            u128::MAX
-        };
-        all & !((1u128 << (width - prefix)) - 1)
-    }
-}
-
-impl<'de> Deserialize<'de> for Network {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Network::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
 }
 
 /// Which subject type a playbook acts on.

@@ -16,7 +16,7 @@ use palisade_core_traits::{
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::definition::{ActionDef, Definition, GroupBy, Mode, Network, Playbook, SubjectType};
+use crate::definition::{ActionDef, Definition, GroupBy, Mode, Playbook, SubjectType};
 
 /// The evidence key that marks an event as caused by our own enforcement.
 pub const ENFORCEMENT_EVIDENCE: &str = "palisade.enforcement";
@@ -610,7 +610,7 @@ pub struct Engine {
     hasher: RandomState,
     /// Allowlisted addresses and users, as targets.
     allow: HashTable<(u64, Target)>,
-    allow_nets: Vec<Network>,
+    allow_nets: Vec<palisade_core_traits::IpNetwork>,
     /// At most one decision per (action kind, target).
     active: HashTable<(u64, Decision)>,
     /// `(active_until, id)` → the hash of that decision's `active` entry.

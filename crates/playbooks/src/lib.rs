@@ -11,7 +11,7 @@ pub mod ocsf;
 
 pub use definition::{
     ActionDef, AllowlistDef, DEFAULT_PLAYBOOKS, Definition, EngineSettings, Escalation, GroupBy,
-    Mode, Network, Playbook, Span, SubjectType,
+    Mode, Playbook, Span, SubjectType,
 };
 pub use engine::{
     Action, ActionKind, Decision, ENFORCEMENT_EVIDENCE, Engine, Note, Origin, Plan, Resolution,

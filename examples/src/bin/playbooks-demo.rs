@@ -18,7 +18,7 @@ use palisade_core_traits::{
     TokenIdentity, TokenRevoker, async_trait,
 };
 use palisade_playbooks::audit::{AuditLog, verify};
-use palisade_playbooks::{Definition, Engine, Executor, Network, Plan, Responders, Verdict};
+use palisade_playbooks::{Definition, Engine, Executor, Plan, Responders, Verdict};
 
 /// Prints every call instead of acting.
 #[derive(Debug)]
@@ -117,9 +117,7 @@ fn show(plan: &Plan) {
 async fn main() {
     let clock = ManualClock::new(Timestamp::from_unix_secs(1_800_000_000));
     let mut def = Definition::default_set().unwrap();
-    def.allowlist
-        .networks
-        .push(Network::parse("10.0.0.0/8").unwrap());
+    def.allowlist.networks.push("10.0.0.0/8".parse().unwrap());
     let mut engine = Engine::new(def);
     let log: Arc<Log> = Arc::new(Log);
     let mut r = Responders::default();

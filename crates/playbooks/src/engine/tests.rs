@@ -183,9 +183,7 @@ fn repeat_offender_ban_doubles_up_to_the_cap_and_decays() {
 #[test]
 fn allowlist_covers_ips_networks_users_and_mapped_addresses() {
     let mut def = Definition::default_set().unwrap();
-    def.allowlist
-        .networks
-        .push(Network::parse("10.0.0.0/8").unwrap());
+    def.allowlist.networks.push("10.0.0.0/8".parse().unwrap());
     def.allowlist.users.push("Ops".into());
     let mut e = Engine::new(def);
     for (n, ip) in ["127.0.0.1", "10.9.8.7", "::ffff:10.1.1.1"]
