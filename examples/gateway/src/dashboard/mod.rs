@@ -1,0 +1,190 @@
+//! The live security dashboard's server side: the aggregates, the recent activity,
+//! the incidents, and one broadcast stream the WebSocket clients follow.
+//!
+//! Protocol (server → browser, JSON text frames):
+//! - `{"type":"snapshot","seq":N,"stats":{…},"recent":[…],"incidents":[…],"ct":[…]}`
+//!   on connect, and again whenever the client fell behind the stream (it lagged: the
+//!   messages it missed are gone, the snapshot replaces them);
+//! - `{"type":"activity",…}` for each [`Activity`], with its `seq` (a client ignores
+//!   any `seq` at or below its snapshot's);
+//! - `{"type":"incident","incident":{…}}` when an incident opens or changes;
+//! - `{"type":"stats","seq":N,"stats":{…}}` at most once a second, when they changed.
+//!
+//! Memory is bounded whatever the clients do: the stream keeps [`STREAM_CAPACITY`]
+//! messages shared by every client (a slow client lags and is resynced, it never
+//! makes the server buffer for it), the aggregates are fixed-size.
+
+mod stats;
+mod ws;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+pub use stats::{Counters, Minute, SERIES_MINUTES, Stats, StatsView};
+pub use ws::serve_socket;
+
+use crate::activity::{Activity, What};
+use crate::incident::Incident;
+
+/// Messages kept for clients that are behind; a client further behind is resynced.
+pub const STREAM_CAPACITY: usize = 512;
+/// Activities kept for a new client's map and feed.
+const RECENT: usize = 100;
+/// Incidents and CT alerts in a snapshot.
+const SHOWN: usize = 20;
+
+#[derive(Debug)]
+struct State {
+    seq: u64,
+    stats: Stats,
+    /// `seq` of the last activity the last stats message included.
+    stats_sent: u64,
+    recent: VecDeque<Arc<Activity>>,
+    incidents: VecDeque<Incident>,
+    ct: VecDeque<Arc<Activity>>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Message<'a> {
+    Snapshot {
+        seq: u64,
+        stats: StatsView,
+        recent: Vec<&'a Activity>,
+        incidents: Vec<&'a Incident>,
+        ct: Vec<&'a Activity>,
+    },
+    Activity(&'a Activity),
+    Incident {
+        incident: &'a Incident,
+    },
+    Stats {
+        seq: u64,
+        stats: StatsView,
+    },
+}
+
+/// A message, serialized once and shared by every client (clones are a reference count).
+fn encode(m: &Message<'_>) -> Utf8Bytes {
+    // Plain data: serializing cannot fail.
+    Utf8Bytes::from(
+        serde_json::to_string(m).unwrap_or_else(|e| unreachable!("dashboard JSON: {e}")),
+    )
+}
+
+/// The dashboard's state and stream. Cheap to share (`Arc<Dashboard>`).
+#[derive(Debug)]
+pub struct Dashboard {
+    state: Mutex<State>,
+    stream: broadcast::Sender<Utf8Bytes>,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Dashboard {
+            state: Mutex::new(State {
+                seq: 0,
+                stats: Stats::default(),
+                stats_sent: 0,
+                recent: VecDeque::with_capacity(RECENT),
+                incidents: VecDeque::with_capacity(SHOWN),
+                ct: VecDeque::with_capacity(SHOWN),
+            }),
+            stream: broadcast::channel(STREAM_CAPACITY).0,
+        }
+    }
+}
+
+impl Dashboard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts `activity`, keeps it for new clients, and sends it to every client;
+    /// returns its `seq`. Serialized once, whatever the number of clients.
+    pub fn publish(&self, mut activity: Activity) -> u64 {
+        let mut s = self.lock();
+        s.seq += 1;
+        activity.seq = s.seq;
+        s.stats.apply(&activity);
+        let activity = Arc::new(activity);
+        if matches!(activity.what, What::CtAlert { .. }) {
+            s.ct.push_back(activity.clone());
+            if s.ct.len() > SHOWN {
+                s.ct.pop_front();
+            }
+        }
+        s.recent.push_back(activity.clone());
+        if s.recent.len() > RECENT {
+            s.recent.pop_front();
+        }
+        // Sent under the lock, so the stream's order is the seq order and a new
+        // client's snapshot (taken under the same lock) is exactly before it.
+        let _ = self.stream.send(encode(&Message::Activity(&activity)));
+        s.seq
+    }
+
+    /// An incident opened or changed.
+    pub fn publish_incident(&self, incident: &Incident) {
+        let mut s = self.lock();
+        s.incidents.retain(|i| i.id != incident.id);
+        s.incidents.push_back(incident.clone());
+        if s.incidents.len() > SHOWN {
+            s.incidents.pop_front();
+        }
+        let _ = self.stream.send(encode(&Message::Incident { incident }));
+    }
+
+    /// Sends the aggregates if anything changed since the last time (call it about
+    /// once a second).
+    pub fn tick(&self) {
+        let mut s = self.lock();
+        if s.stats_sent == s.seq {
+            return;
+        }
+        s.stats_sent = s.seq;
+        let m = Message::Stats {
+            seq: s.seq,
+            stats: s.stats.view(),
+        };
+        let _ = self.stream.send(encode(&m));
+    }
+
+    /// A snapshot for a new (or lagging) client, and the stream from just after it.
+    pub fn subscribe(&self) -> (Utf8Bytes, broadcast::Receiver<Utf8Bytes>) {
+        let s = self.lock();
+        let rx = self.stream.subscribe();
+        (Self::snapshot_of(&s), rx)
+    }
+
+    /// A fresh snapshot (for a client that lagged: it keeps its receiver).
+    pub fn snapshot(&self) -> Utf8Bytes {
+        Self::snapshot_of(&self.lock())
+    }
+
+    fn snapshot_of(s: &State) -> Utf8Bytes {
+        let mut incidents: Vec<&Incident> = s.incidents.iter().collect();
+        incidents.sort_by(|a, b| b.last.cmp(&a.last).then(b.id.cmp(&a.id)));
+        encode(&Message::Snapshot {
+            seq: s.seq,
+            stats: s.stats.view(),
+            recent: s.recent.iter().map(|a| a.as_ref()).collect(),
+            incidents,
+            ct: s.ct.iter().map(|a| a.as_ref()).collect(),
+        })
+    }
+
+    /// Totals since start (for `/metrics`).
+    pub fn counters(&self) -> Counters {
+        self.lock().stats.counters()
+    }
+
+    /// How many clients follow the stream.
+    pub fn clients(&self) -> usize {
+        self.stream.receiver_count()
+    }
+}

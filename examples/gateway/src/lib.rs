@@ -1,0 +1,9 @@
+//! Palisade's reference auth service (`palisade-gateway`): every Palisade crate
+//! composed into one service, with its live security dashboard. See
+//! `docs/gateway.md`; run it with `cargo run -p palisade-gateway`.
+#![forbid(unsafe_code)]
+
+pub mod activity;
+pub mod dashboard;
+pub mod incident;
+pub mod users;
