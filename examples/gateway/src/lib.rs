@@ -5,5 +5,6 @@
 
 pub mod activity;
 pub mod dashboard;
+pub mod idempotency;
 pub mod incident;
 pub mod users;

@@ -1,0 +1,709 @@
+//! Request de-duplication.
+//!
+//! - **`Idempotency-Key`** on unsafe methods (`POST`, `PATCH`), following the IETF
+//!   httpapi draft (draft-ietf-httpapi-idempotency-key-header): the key is bound to the
+//!   client's identity (its authenticated subject, or its address) and to a fingerprint
+//!   of the request (method, path, body). The first request runs; a retry with the same
+//!   key and payload while it runs gets `409 Conflict`, after it replays the stored
+//!   response (marked `Idempotent-Replayed: true`); the same key with another payload
+//!   gets `422 Unprocessable Content`. A `5xx` is not stored: the client may retry.
+//! - **Single flight** for identical concurrent safe requests (`GET`, `HEAD`, same
+//!   identity, method and URI): one handler execution, every waiting request gets its
+//!   response.
+//!
+//! Memory is bounded: request bodies up to [`Config::max_body`] (else `413`), stored
+//! responses up to the same size (larger ones are returned but not stored, and the key
+//! is released), at most [`Config::max_bytes`] of stored responses in all (the oldest
+//! go first) and a time to live.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ring::digest;
+use tokio::sync::watch;
+
+/// The header a client sends.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The header on a replayed response.
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Who is asking: the authenticated subject, or the client address. Put into the
+/// request's extensions by an earlier layer; requests without it are not de-duplicated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity(pub String);
+
+/// What the layer did with a request (reported to the dashboard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A stored response was replayed.
+    Replay,
+    /// `409`: the first request with this key is still running.
+    Conflict,
+    /// `422`: the key was used with another payload.
+    Mismatch,
+    /// A request waited for an identical one in flight and got its response.
+    Coalesced,
+}
+
+impl Outcome {
+    /// Its name, as the dashboard shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Replay => "replay",
+            Outcome::Conflict => "conflict",
+            Outcome::Mismatch => "mismatch",
+            Outcome::Coalesced => "coalesced",
+        }
+    }
+}
+
+/// Limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Largest request body read (and response stored).
+    pub max_body: usize,
+    /// Stored responses in all, in bytes.
+    pub max_bytes: usize,
+    /// How long a stored response is replayed.
+    pub ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_body: 64 * 1024,
+            max_bytes: 16 * 1024 * 1024,
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A response as stored: status, the headers worth replaying, body.
+#[derive(Debug, Clone)]
+struct Stored {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+impl Stored {
+    fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>()
+            + 128
+    }
+
+    fn response(&self) -> Response {
+        let mut r = Response::new(Body::from(self.body.clone()));
+        *r.status_mut() = self.status;
+        for (n, v) in &self.headers {
+            r.headers_mut().append(n.clone(), v.clone());
+        }
+        r
+    }
+}
+
+#[derive(Debug)]
+enum Entry {
+    Running {
+        fingerprint: [u8; 32],
+    },
+    Done {
+        fingerprint: [u8; 32],
+        stored: Stored,
+        at: Instant,
+    },
+}
+
+type KeyId = (ClientIdentity, String);
+type FlightId = (ClientIdentity, Method, String);
+/// The leader's result: `None` while running, then the response (or `Err` if it could
+/// not be shared: too large, or the leader went away).
+type Flight = watch::Receiver<Option<Result<Stored, ()>>>;
+
+#[derive(Debug, Default)]
+struct Tables {
+    keys: HashMap<KeyId, Entry>,
+    /// Stored keys, oldest first, with their size.
+    order: VecDeque<(KeyId, usize)>,
+    bytes: usize,
+    flights: HashMap<FlightId, Flight>,
+}
+
+/// The de-duplication state, shared by every request.
+pub struct Idempotency {
+    config: Config,
+    tables: Mutex<Tables>,
+    report: Box<dyn Fn(Outcome) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn problem(status: StatusCode, detail: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        serde_json::json!({"title": status.canonical_reason(), "status": status.as_u16(), "detail": detail})
+            .to_string(),
+    )
+        .into_response()
+}
+
+/// The key's text: an RFC 8941 sf-string (`"…"`) as the draft defines it, or a bare
+/// token for lenient clients; 1..=255 printable ASCII characters.
+fn parse_key(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?.trim();
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(s);
+    let ok = (1..=255).contains(&inner.len())
+        && inner
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    ok.then(|| inner.to_owned())
+}
+
+const REPLAYED_HEADERS: [HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::LOCATION,
+    header::CACHE_CONTROL,
+];
+
+impl Idempotency {
+    /// New state; `report` hears every replay, conflict, mismatch and coalesced request.
+    pub fn new(config: Config, report: impl Fn(Outcome) + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Idempotency {
+            config,
+            tables: Mutex::new(Tables::default()),
+            report: Box::new(report),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stored responses, in bytes (for tests and metrics).
+    pub fn stored_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn store(&self, t: &mut Tables, id: KeyId, fingerprint: [u8; 32], stored: Stored) {
+        let size = stored.size();
+        t.bytes += size;
+        t.order.push_back((id.clone(), size));
+        t.keys.insert(
+            id,
+            Entry::Done {
+                fingerprint,
+                stored,
+                at: Instant::now(),
+            },
+        );
+        // Oldest first, until the bound holds (running keys are never in `order`).
+        while t.bytes > self.config.max_bytes {
+            let Some((old, size)) = t.order.pop_front() else {
+                break;
+            };
+            t.bytes -= size;
+            t.keys.remove(&old);
+        }
+    }
+
+    fn expire(&self, t: &mut Tables) {
+        while let Some((id, size)) = t.order.front() {
+            let expired = matches!(t.keys.get(id), Some(Entry::Done { at, .. }) if at.elapsed() >= self.config.ttl);
+            if !expired {
+                break;
+            }
+            let size = *size;
+            if let Some((id, _)) = t.order.pop_front() {
+                t.keys.remove(&id);
+            }
+            t.bytes -= size;
+        }
+    }
+}
+
+/// Buffers a response body up to `limit`: `Ok` the stored form, `Err` the response
+/// rebuilt from what was read (too large to store, or the body failed).
+async fn buffer(response: Response, limit: usize) -> Result<Stored, Response> {
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(Stored {
+            status: parts.status,
+            headers: (parts.headers.iter())
+                .filter(|(n, _)| REPLAYED_HEADERS.contains(n))
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+            body: bytes,
+        }),
+        Err(_) => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the response could not be buffered",
+        )),
+    }
+}
+
+fn fingerprint(method: &Method, uri: &str, body: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(method.as_str().as_bytes());
+    ctx.update(&[0]);
+    ctx.update(uri.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(body);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The axum middleware (`axum::middleware::from_fn_with_state`).
+pub async fn layer(State(idem): State<Arc<Idempotency>>, request: Request, next: Next) -> Response {
+    let Some(identity) = request.extensions().get::<ClientIdentity>().cloned() else {
+        return next.run(request).await;
+    };
+    let method = request.method().clone();
+    if method == Method::GET || method == Method::HEAD {
+        return single_flight(idem, identity, request, next).await;
+    }
+    let Some(value) = request.headers().get(IDEMPOTENCY_KEY) else {
+        return next.run(request).await;
+    };
+    if method != Method::POST && method != Method::PATCH {
+        return next.run(request).await; // PUT and DELETE are idempotent already
+    }
+    let Some(key) = parse_key(value) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 255 printable characters",
+        );
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, idem.config.max_body).await else {
+        return problem(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    };
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let fp = fingerprint(&method, &uri, &body);
+    let id: KeyId = (identity, key);
+    {
+        let mut t = idem.lock();
+        idem.expire(&mut t);
+        match t.keys.get(&id) {
+            Some(Entry::Running { fingerprint }) | Some(Entry::Done { fingerprint, .. })
+                if *fingerprint != fp =>
+            {
+                drop(t);
+                (idem.report)(Outcome::Mismatch);
+                return problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was used with another request",
+                );
+            }
+            Some(Entry::Running { .. }) => {
+                drop(t);
+                (idem.report)(Outcome::Conflict);
+                return problem(
+                    StatusCode::CONFLICT,
+                    "a request with this Idempotency-Key is still being processed",
+                );
+            }
+            Some(Entry::Done { stored, .. }) => {
+                let mut r = stored.response();
+                drop(t);
+                r.headers_mut()
+                    .insert(REPLAYED, HeaderValue::from_static("true"));
+                (idem.report)(Outcome::Replay);
+                return r;
+            }
+            None => {
+                t.keys
+                    .insert(id.clone(), Entry::Running { fingerprint: fp });
+            }
+        }
+    }
+    // Releases the key if the handler panics or the client goes away mid-request.
+    let guard = Release {
+        idem: &idem,
+        id: Some(id),
+    };
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let mut guard = guard;
+    let id = guard.id.take().unwrap_or_else(|| unreachable!("set above"));
+    if response.status().is_server_error() {
+        idem.lock().keys.remove(&id);
+        return response;
+    }
+    match buffer(response, idem.config.max_body).await {
+        Ok(stored) => {
+            let r = stored.response();
+            let mut t = idem.lock();
+            idem.store(&mut t, id, fp, stored);
+            r
+        }
+        Err(r) => {
+            idem.lock().keys.remove(&id);
+            r
+        }
+    }
+}
+
+struct Release<'a> {
+    idem: &'a Idempotency,
+    id: Option<KeyId>,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.idem.lock().keys.remove(&id);
+        }
+    }
+}
+
+async fn single_flight(
+    idem: Arc<Idempotency>,
+    identity: ClientIdentity,
+    request: Request,
+    next: Next,
+) -> Response {
+    let uri = request.uri().to_string();
+    let id: FlightId = (identity, request.method().clone(), uri);
+    // Leader or follower, decided under the lock (released before any await).
+    let role = {
+        let mut t = idem.lock();
+        match t.flights.get(&id) {
+            Some(rx) => Err(rx.clone()),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                t.flights.insert(id.clone(), rx);
+                Ok(tx)
+            }
+        }
+    };
+    let follow = match role {
+        Ok(tx) => return lead(&idem, id, tx, request, next).await,
+        Err(rx) => Some(rx),
+    };
+    if let Some(mut rx) = follow {
+        // Wait for the leader; if it cannot share (too large, gone), run ourselves.
+        // (The watch guard is not `Send`: take the response out before any await.)
+        let shared = match rx.wait_for(Option::is_some).await {
+            Ok(done) => done.as_ref().and_then(|r| r.as_ref().ok()).cloned(),
+            Err(_) => None,
+        };
+        if let Some(stored) = shared {
+            (idem.report)(Outcome::Coalesced);
+            return stored.response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn lead(
+    idem: &Idempotency,
+    id: FlightId,
+    tx: watch::Sender<Option<Result<Stored, ()>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    struct Land<'a>(&'a Idempotency, Option<FlightId>);
+    impl Drop for Land<'_> {
+        fn drop(&mut self) {
+            if let Some(id) = self.1.take() {
+                self.0.lock().flights.remove(&id);
+            }
+        }
+    }
+    let land = Land(idem, Some(id));
+    let response = next.run(request).await;
+    let result = match buffer(response, idem.config.max_body).await {
+        Ok(stored) => {
+            let r = stored.response();
+            let _ = tx.send(Some(Ok(stored)));
+            r
+        }
+        Err(r) => {
+            let _ = tx.send(Some(Err(())));
+            r
+        }
+    };
+    drop(land);
+    result
+}
+
+/// The identity headers of a request are not part of the stored response; kept here
+/// so a test can check no `Set-Cookie` is ever replayed to another client.
+pub fn replayed_headers() -> &'static [HeaderName] {
+    &REPLAYED_HEADERS
+}
+
+/// Whether a header map carries a replay marker.
+pub fn is_replay(headers: &HeaderMap) -> bool {
+    headers.get(REPLAYED).is_some_and(|v| v == "true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::{get, post};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt;
+
+    struct Harness {
+        app: Router,
+        runs: Arc<AtomicUsize>,
+        outcomes: Arc<Mutex<Vec<Outcome>>>,
+        idem: Arc<Idempotency>,
+    }
+
+    fn harness(config: Config) -> Harness {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let seen = outcomes.clone();
+        let idem = Idempotency::new(config, move |o| seen.lock().unwrap().push(o));
+        let (r1, r2, r3) = (runs.clone(), runs.clone(), runs.clone());
+        let app = Router::new()
+            .route(
+                "/pay",
+                post(move |body: Bytes| async move {
+                    r1.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    (StatusCode::CREATED, [(header::SET_COOKIE, "s=1")], body)
+                }),
+            )
+            .route(
+                "/fail",
+                post(move || async move {
+                    r2.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::SERVICE_UNAVAILABLE
+                }),
+            )
+            .route(
+                "/report",
+                get(move || async move {
+                    r3.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    "the report"
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(idem.clone(), layer))
+            .layer(axum::middleware::from_fn(
+                |mut req: Request, next: Next| async move {
+                    let who = req
+                        .headers()
+                        .get("x-test-client")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("anon")
+                        .to_owned();
+                    req.extensions_mut().insert(ClientIdentity(who));
+                    next.run(req).await
+                },
+            ));
+        Harness {
+            app,
+            runs,
+            outcomes,
+            idem,
+        }
+    }
+
+    fn post_req(path: &str, key: &str, client: &str, body: &'static str) -> Request {
+        Request::post(path)
+            .header("idempotency-key", key)
+            .header("x-test-client", client)
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_storm_runs_the_handler_once() {
+        let h = harness(Config::default());
+        let mut tasks = Vec::new();
+        for _ in 0..500 {
+            let app = h.app.clone();
+            tasks.push(tokio::spawn(async move {
+                app.oneshot(post_req("/pay", "\"k-1\"", "alice", "{\"amount\":5}"))
+                    .await
+                    .unwrap()
+                    .status()
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT)
+        );
+        // After it finished: a replay, marked, without the original's cookie.
+        let r = h
+            .app
+            .clone()
+            .oneshot(post_req("/pay", "k-1", "alice", "{\"amount\":5}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert!(is_replay(r.headers()));
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"{\"amount\":5}");
+        assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+        // The same key with another payload: 422. Another client's same key: its own.
+        let r = h
+            .app
+            .clone()
+            .oneshot(post_req("/pay", "k-1", "alice", "{\"amount\":500}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let r = h
+            .app
+            .clone()
+            .oneshot(post_req("/pay", "k-1", "mallory", "{\"amount\":5}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert!(!is_replay(r.headers()));
+        assert_eq!(h.runs.load(Ordering::SeqCst), 2);
+        let o = h.outcomes.lock().unwrap();
+        assert!(o.contains(&Outcome::Replay) && o.contains(&Outcome::Mismatch));
+        assert_eq!(
+            o.iter().filter(|x| **x == Outcome::Conflict).count(),
+            statuses
+                .iter()
+                .filter(|s| **s == StatusCode::CONFLICT)
+                .count()
+        );
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_not_stored_and_bad_keys_are_refused() {
+        let h = harness(Config::default());
+        for _ in 0..2 {
+            let r = h
+                .app
+                .clone()
+                .oneshot(post_req("/fail", "k", "a", ""))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(h.runs.load(Ordering::SeqCst), 2);
+        for bad in ["", "\"\"", "has space", "\"quote\"inside\""] {
+            let r = h
+                .app
+                .clone()
+                .oneshot(post_req("/pay", bad, "a", ""))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+        let long = "k".repeat(256);
+        let r = h
+            .app
+            .clone()
+            .oneshot(post_req("/pay", &long, "a", ""))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn stored_responses_stay_within_their_bound() {
+        let h = harness(Config {
+            max_body: 1024,
+            max_bytes: 4 * 1024,
+            ttl: Duration::from_secs(60),
+        });
+        // Each stored response is ~170 bytes: 60 of them pass the 4 KiB bound.
+        for i in 0..60 {
+            let r = h
+                .app
+                .clone()
+                .oneshot(post_req("/pay", &format!("k{i}"), "a", "0123456789abcdef"))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            assert!(h.idem.stored_bytes() <= 4 * 1024);
+        }
+        // The newest is still replayed, the oldest was evicted (it runs again).
+        let replay = |key: &'static str| {
+            let app = h.app.clone();
+            async move {
+                let r = app
+                    .oneshot(post_req("/pay", key, "a", "0123456789abcdef"))
+                    .await
+                    .unwrap();
+                is_replay(r.headers())
+            }
+        };
+        assert!(replay("k59").await);
+        let before = h.runs.load(Ordering::SeqCst);
+        assert!(!replay("k0").await);
+        assert_eq!(h.runs.load(Ordering::SeqCst), before + 1);
+        // A body over the limit is refused before the handler runs.
+        let big: &'static str = Box::leak("x".repeat(2048).into_boxed_str());
+        let r = h
+            .app
+            .clone()
+            .oneshot(post_req("/pay", "big", "a", big))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_concurrent_reads_share_one_execution() {
+        let h = harness(Config::default());
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let app = h.app.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = app
+                    .oneshot(
+                        Request::get("/report")
+                            .header("x-test-client", "bob")
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                axum::body::to_bytes(r.into_body(), 1024).await.unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(&t.await.unwrap()[..], b"the report");
+        }
+        let runs = h.runs.load(Ordering::SeqCst);
+        let coalesced = (h.outcomes.lock().unwrap().iter())
+            .filter(|o| **o == Outcome::Coalesced)
+            .count();
+        assert_eq!(runs + coalesced, 50);
+        assert!(runs < 50, "no request was coalesced");
+    }
+}
