@@ -7,4 +7,5 @@ pub mod activity;
 pub mod dashboard;
 pub mod idempotency;
 pub mod incident;
+pub mod intel;
 pub mod users;
