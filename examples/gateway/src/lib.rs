@@ -8,4 +8,5 @@ pub mod dashboard;
 pub mod idempotency;
 pub mod incident;
 pub mod intel;
+pub mod response;
 pub mod users;
