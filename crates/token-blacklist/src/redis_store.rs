@@ -282,7 +282,8 @@ struct Inner {
     resync_every: Duration,
     fresh_within: Duration,
     instance: String,
-    /// Local ns as of which every acknowledged revocation is applied (0: never).
+    /// `Clock::monotonic` ns + 1 as of which every acknowledged revocation is applied
+    /// (0: never). Monotonic, so a wall-clock step cannot make an old proof look new.
     last_sync: AtomicU64,
     /// Set when a revocation could not be held locally (capacity): never fresh then.
     incomplete: AtomicBool,
@@ -313,9 +314,15 @@ impl Inner {
         }
     }
 
-    fn confirm_sync(&self, as_of: Timestamp) {
+    /// The monotonic time now, in ns (the unit of `last_sync` and of heartbeats).
+    fn mono_nanos(&self) -> u64 {
+        u64::try_from(self.local.clock.monotonic().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Every acknowledged revocation up to monotonic `as_of` (ns) is applied.
+    fn confirm_sync(&self, as_of: u64) {
         self.last_sync
-            .fetch_max(as_of.as_unix_nanos(), Ordering::AcqRel);
+            .fetch_max(as_of.saturating_add(1), Ordering::AcqRel);
         self.synced.notify_waiters();
     }
 
@@ -355,11 +362,12 @@ impl Inner {
         };
         if let Some(rest) = text.strip_prefix("H ") {
             // Our own heartbeat came back: everything published before it is applied.
+            // `sent` is our own monotonic reading, never compared with another host's.
             if let Some((id, sent)) = rest.split_once(' ')
                 && id == self.instance
                 && let Ok(sent) = sent.parse::<u64>()
             {
-                self.confirm_sync(Timestamp::from_unix_nanos(sent));
+                self.confirm_sync(sent);
             }
             return;
         }
@@ -373,7 +381,7 @@ impl Inner {
     }
 
     async fn publish_heartbeat(&self) {
-        let msg = format!("H {} {}", self.instance, self.local.now().as_unix_nanos());
+        let msg = format!("H {} {}", self.instance, self.mono_nanos());
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(&self.channel).arg(msg);
         let _ = tokio::time::timeout(self.timeout, self.conn.query::<i64>(&cmd)).await;
@@ -383,7 +391,7 @@ impl Inner {
     /// records Redis no longer has (it restarted without persistence, or failed over
     /// to a replica that missed them). Returns (read, repaired).
     async fn resync(&self) -> Result<(usize, usize), Error> {
-        let started = self.local.now();
+        let started = self.mono_nanos();
         let pattern = format!("{}:*", self.prefix);
         let mut complete = true;
         let mut seen: HashSet<String> = HashSet::new();
@@ -638,20 +646,18 @@ impl RedisBlacklist {
         }
     }
 
-    /// Time since the replica was last proven in sync (`None`: never yet, or it
-    /// dropped a revocation it could not hold because it is full).
+    /// Time since the replica was last proven in sync, on the clock's monotonic
+    /// reading (`None`: never yet, or it dropped a revocation it could not hold
+    /// because it is full). A wall-clock step does not change it.
     pub fn freshness(&self) -> Option<Duration> {
         if self.inner.incomplete.load(Ordering::Acquire) {
             return None;
         }
         match self.inner.last_sync.load(Ordering::Acquire) {
             0 => None,
-            ns => Some(
-                self.inner
-                    .local
-                    .now()
-                    .saturating_duration_since(Timestamp::from_unix_nanos(ns)),
-            ),
+            ns => Some(Duration::from_nanos(
+                self.inner.mono_nanos().saturating_sub(ns - 1),
+            )),
         }
     }
 

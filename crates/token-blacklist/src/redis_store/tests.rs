@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use palisade_core_traits::ManualClock;
 use palisade_testkit::{RedisCluster, RedisServer};
 
 use super::*;
@@ -466,4 +467,41 @@ async fn a_full_replica_fails_closed_instead_of_forgetting() {
     };
     assert_eq!(small.check(&token(9), lenient), RevocationStatus::Unknown);
     assert_eq!(small.check(&token(0), lenient), RevocationStatus::Revoked);
+}
+
+/// Wall time for tests on a `ManualClock` (lifetimes are far in the future: NOW_EXP).
+const T0: u64 = 1_700_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_step_never_makes_a_stalled_replica_look_fresh() {
+    let mut server = RedisServer::start();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+    let a = builder()
+        .clock(Arc::new(clock.clone()))
+        .fresh_within(Duration::from_secs(1))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let unrevoked = fresh_token("x");
+    assert_eq!(
+        a.check(&unrevoked, FailurePolicy::Closed),
+        RevocationStatus::NotRevoked
+    );
+    // NTP steps the wall clock an hour forward; heartbeats keep coming back...
+    clock.set(Timestamp::from_unix_secs(T0 + 3600));
+    wait_until("in sync after the step", || {
+        a.freshness() == Some(Duration::ZERO)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few heartbeats more
+    // ...then back, and the replica stalls: nothing can reach it any more.
+    clock.set(Timestamp::from_unix_secs(T0));
+    server.stop();
+    clock.advance(Duration::from_secs(10));
+    // Ten seconds without a heartbeat are ten seconds, whatever the wall clock did.
+    assert_eq!(a.freshness(), Some(Duration::from_secs(10)));
+    assert_eq!(
+        a.check(&unrevoked, FailurePolicy::Closed),
+        RevocationStatus::Unknown
+    );
 }
