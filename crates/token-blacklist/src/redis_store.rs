@@ -123,6 +123,7 @@ pub struct RedisBlacklistBuilder {
     heartbeat: Duration,
     resync_every: Duration,
     fresh_within: Duration,
+    failure_policy: FailurePolicy,
     clock: Arc<dyn Clock>,
 }
 
@@ -135,6 +136,7 @@ impl Default for RedisBlacklistBuilder {
             heartbeat: Duration::from_millis(100),
             resync_every: Duration::from_secs(60),
             fresh_within: Duration::from_secs(1),
+            failure_policy: FailurePolicy::Closed,
             clock: Arc::new(SystemClock),
         }
     }
@@ -176,6 +178,14 @@ impl RedisBlacklistBuilder {
     /// The freshness [`FailurePolicy::Closed`] requires (default 1 s).
     pub fn fresh_within(mut self, bound: Duration) -> Self {
         self.fresh_within = bound;
+        self
+    }
+
+    /// What [`RevocationCheck::check_local`] (the core-traits contract) answers when
+    /// the replica cannot prove it is fresh (default [`FailurePolicy::Closed`]).
+    /// [`RedisBlacklist::check`] takes its policy per call instead.
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure_policy = policy;
         self
     }
 
@@ -257,6 +267,7 @@ impl RedisBlacklistBuilder {
             heartbeat: self.heartbeat,
             resync_every: self.resync_every,
             fresh_within: self.fresh_within,
+            failure_policy: self.failure_policy,
             instance: format!("{:016x}", fnv(&[&seed.to_string()])),
             last_sync: AtomicU64::new(0),
             incomplete: AtomicBool::new(false),
@@ -281,6 +292,7 @@ struct Inner {
     heartbeat: Duration,
     resync_every: Duration,
     fresh_within: Duration,
+    failure_policy: FailurePolicy,
     instance: String,
     /// `Clock::monotonic` ns + 1 as of which every acknowledged revocation is applied
     /// (0: never). Monotonic, so a wall-clock step cannot make an old proof look new.
@@ -717,10 +729,10 @@ impl RedisBlacklist {
     }
 }
 
-/// The local answer under the default [`FailurePolicy::Closed`].
+/// The local answer under the builder's [`FailurePolicy`] (default `Closed`).
 impl RevocationCheck for RedisBlacklist {
     fn check_local(&self, token: &TokenIdentity) -> Option<RevocationStatus> {
-        Some(self.check(token, FailurePolicy::Closed))
+        Some(self.check(token, self.inner.failure_policy))
     }
 }
 

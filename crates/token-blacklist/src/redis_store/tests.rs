@@ -505,3 +505,59 @@ async fn a_wall_clock_step_never_makes_a_stalled_replica_look_fresh() {
         RevocationStatus::Unknown
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_traits_check_answers_by_the_configured_policy() {
+    let mut server = RedisServer::start();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+    let url = server.url();
+    let with = |policy: Option<FailurePolicy>| {
+        let b = builder()
+            .clock(Arc::new(clock.clone()))
+            .fresh_within(Duration::from_secs(1));
+        let b = match policy {
+            Some(p) => b.failure_policy(p),
+            None => b,
+        };
+        b.connect(&url)
+    };
+    let default = with(None).await.unwrap();
+    let open = with(Some(FailurePolicy::Open)).await.unwrap();
+    let hour = FailurePolicy::Stale {
+        max_age: Duration::from_secs(3600),
+    };
+    let stale_1h = with(Some(hour)).await.unwrap();
+    let stale_5s = with(Some(FailurePolicy::Stale {
+        max_age: Duration::from_secs(5),
+    }))
+    .await
+    .unwrap();
+    let held = token(1);
+    open.revoke_token(&held).await.unwrap();
+    let checks: [(&RedisBlacklist, RevocationStatus); 4] = [
+        (&default, RevocationStatus::Unknown),
+        (&open, RevocationStatus::NotRevoked),
+        (&stale_1h, RevocationStatus::NotRevoked),
+        (&stale_5s, RevocationStatus::Unknown),
+    ];
+    server.stop();
+    clock.advance(Duration::from_secs(10)); // every replica is 10 s stale
+    let unrevoked = fresh_token("x");
+    for (bl, expected) in checks {
+        let contract: &dyn RevocationCheck = bl;
+        let before = bl.stats();
+        assert_eq!(contract.check_local(&unrevoked), Some(expected));
+        let after = bl.stats();
+        // Every stale answer is counted, as allowed or as unknown.
+        assert_eq!(
+            (after.stale_allowed - before.stale_allowed)
+                + (after.stale_unknown - before.stale_unknown),
+            1
+        );
+    }
+    // A revocation the replica holds is refused under every policy.
+    assert_eq!(
+        (&open as &dyn RevocationCheck).check_local(&held),
+        Some(RevocationStatus::Revoked)
+    );
+}
