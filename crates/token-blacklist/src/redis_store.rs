@@ -280,6 +280,17 @@ impl RedisBlacklistBuilder {
     }
 }
 
+/// What a completed resync did.
+#[derive(Debug)]
+struct Synced {
+    read: usize,
+    repaired: usize,
+    /// Every record read is held (the local store was not full).
+    complete: bool,
+    /// Monotonic ns when it started: every revocation acknowledged before is applied.
+    started: u64,
+}
+
 #[derive(Debug)]
 struct Inner {
     local: Local,
@@ -367,21 +378,21 @@ impl Inner {
         Ok(())
     }
 
-    fn apply_message(&self, payload: &[u8]) {
+    /// Applies one pub/sub message. Returns the send time of our own heartbeat: every
+    /// message published before it has been applied. It is our own monotonic reading,
+    /// never compared with another host's clock.
+    fn apply_message(&self, payload: &[u8]) -> Option<u64> {
         let Ok(text) = std::str::from_utf8(payload) else {
             tracing::warn!("ignoring a non-UTF-8 message on the revocation channel");
-            return;
+            return None;
         };
         if let Some(rest) = text.strip_prefix("H ") {
-            // Our own heartbeat came back: everything published before it is applied.
-            // `sent` is our own monotonic reading, never compared with another host's.
-            if let Some((id, sent)) = rest.split_once(' ')
-                && id == self.instance
-                && let Ok(sent) = sent.parse::<u64>()
-            {
-                self.confirm_sync(sent);
-            }
-            return;
+            let (id, sent) = rest.split_once(' ')?;
+            return if id == self.instance {
+                sent.parse().ok()
+            } else {
+                None
+            };
         }
         match decode(text) {
             Some(r) => {
@@ -390,6 +401,7 @@ impl Inner {
             }
             None => tracing::warn!("ignoring a malformed message on the revocation channel"),
         }
+        None
     }
 
     async fn publish_heartbeat(&self) {
@@ -399,10 +411,19 @@ impl Inner {
         let _ = tokio::time::timeout(self.timeout, self.conn.query::<i64>(&cmd)).await;
     }
 
+    /// Once a resync is done: proven in sync as of monotonic `as_of` (ns), unless the
+    /// replica could not hold every record.
+    fn settle(&self, synced: &Synced, as_of: u64) {
+        if synced.complete {
+            self.incomplete.store(false, Ordering::Release);
+            self.confirm_sync(as_of);
+        }
+    }
+
     /// Reads every record from every node, applies them, and re-writes the local
     /// records Redis no longer has (it restarted without persistence, or failed over
-    /// to a replica that missed them). Returns (read, repaired).
-    async fn resync(&self) -> Result<(usize, usize), Error> {
+    /// to a replica that missed them). The caller settles the outcome.
+    async fn resync(&self) -> Result<Synced, Error> {
         let started = self.mono_nanos();
         let pattern = format!("{}:*", self.prefix);
         let mut complete = true;
@@ -469,11 +490,12 @@ impl Inner {
                 .fetch_add(repaired as u64, Ordering::Relaxed);
         }
         bump(&self.local.stats.resyncs);
-        if complete {
-            self.incomplete.store(false, Ordering::Release);
-            self.confirm_sync(started);
-        }
-        Ok((seen.len(), repaired))
+        Ok(Synced {
+            read: seen.len(),
+            repaired,
+            complete,
+            started,
+        })
     }
 
     async fn subscribe(&self) -> RedisResult<redis::aio::PubSub> {
@@ -501,9 +523,42 @@ impl Inner {
     }
 }
 
-/// The replica's task: subscribe, resync, then apply messages, heartbeat and resync
-/// periodically; on any failure start over (subscribe first, so nothing published
-/// during the resync is missed).
+/// A resync running on its own task, aborted when dropped (with the session or the
+/// blacklist that started it).
+struct Job(JoinHandle<Result<Synced, Error>>);
+
+impl Job {
+    fn spawn(inner: &Arc<Inner>) -> Job {
+        let inner = inner.clone();
+        Job(tokio::spawn(async move { inner.resync().await }))
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The running job's outcome, as text for the log; never ready without a job.
+async fn finished(job: &mut Option<Job>) -> Result<Synced, String> {
+    match job {
+        Some(j) => match (&mut j.0).await {
+            Ok(Ok(synced)) => Ok(synced),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("resync task ended: {e}")),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The replica's task: subscribe, then apply messages and heartbeats while resyncs
+/// run beside it on their own task (at once, then every `resync_every`); on any
+/// failure start over. Subscribing before the catch-up resync means nothing published
+/// during it is missed; running it beside the loop means a resync of a large store
+/// never stops heartbeats from proving freshness. Records only ever widen (set union,
+/// highest watermark, latest expiry), so a message applied before or after a resync
+/// read the same key ends in the same state.
 async fn replicate(inner: Arc<Inner>) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -516,23 +571,25 @@ async fn replicate(inner: Arc<Inner>) {
                 continue;
             }
         };
-        if let Err(e) = inner.resync().await {
-            tracing::warn!(error = %e, "revocation resync failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            continue;
-        }
-        backoff = Duration::from_millis(50);
-        tracing::info!("revocation replica in sync");
+        let mut stream = pubsub.on_message();
+        let mut job = Some(Job::spawn(&inner));
+        // Our heartbeats prove freshness only once this subscription's catch-up resync
+        // is done (what was published before we subscribed is found by the scan, not
+        // delivered); until then the latest one waits here.
+        let mut caught_up = false;
+        let mut heard: u64 = 0;
         let mut heartbeat = tokio::time::interval(inner.heartbeat);
         let mut resync = tokio::time::interval(inner.resync_every);
-        resync.tick().await;
+        resync.reset();
         let mut open_seen = inner.local.stats.stale_allowed.load(Ordering::Relaxed);
-        let mut stream = pubsub.on_message();
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => inner.apply_message(msg.get_payload_bytes()),
+                    Some(msg) => match inner.apply_message(msg.get_payload_bytes()) {
+                        Some(sent) if caught_up => inner.confirm_sync(sent),
+                        Some(sent) => heard = heard.max(sent),
+                        None => {}
+                    },
                     None => {
                         tracing::warn!("revocation subscription lost; resubscribing and resyncing");
                         break;
@@ -547,10 +604,24 @@ async fn replicate(inner: Arc<Inner>) {
                     }
                     inner.local.sweep();
                 }
-                _ = resync.tick() => {
-                    if let Err(e) = inner.resync().await {
-                        tracing::warn!(error = %e, "periodic resync failed; resubscribing");
-                        break;
+                _ = resync.tick(), if job.is_none() => job = Some(Job::spawn(&inner)),
+                outcome = finished(&mut job) => {
+                    job = None;
+                    resync.reset();
+                    let synced = match outcome {
+                        Ok(synced) => synced,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "revocation resync failed; resubscribing");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            break;
+                        }
+                    };
+                    inner.settle(&synced, synced.started.max(heard));
+                    if !caught_up {
+                        tracing::info!("revocation replica in sync");
+                        caught_up = true;
+                        backoff = Duration::from_millis(50);
                     }
                 }
             }
@@ -710,7 +781,9 @@ impl RedisBlacklist {
 
     /// Forces a full resync now; returns (records read, records re-written to Redis).
     pub async fn resync(&self) -> Result<(usize, usize), Error> {
-        self.inner.resync().await
+        let synced = self.inner.resync().await?;
+        self.inner.settle(&synced, synced.started);
+        Ok((synced.read, synced.repaired))
     }
 
     /// Entries in the local replica.

@@ -561,3 +561,94 @@ async fn the_core_traits_check_answers_by_the_configured_policy() {
         Some(RevocationStatus::Revoked)
     );
 }
+
+/// Writes `n` token records straight into Redis (pipelined SETs, no messages): a
+/// large store for resync tests, built in seconds rather than n round trips.
+async fn prefill(url: &str, n: u32) {
+    let mut c = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            let t = token(i);
+            let r = Config::default()
+                .token_record(&t, Timestamp::from_unix_secs(T0))
+                .unwrap()
+                .unwrap();
+            pipe.set(key("palisade:tb", &r), encode(&r)).ignore();
+        }
+        let () = pipe.query_async(&mut c).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_keep_answering_while_a_large_store_resyncs() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // A writer that holds nothing of the large store and never resyncs during the test.
+    let b = builder().connect(&url).await.unwrap();
+    // 200k records: a resync takes seconds here, well above `fresh_within`.
+    const N: u32 = 200_000;
+    prefill(&url, N).await;
+    let fresh_within = Duration::from_secs(2);
+    let a = builder()
+        .fresh_within(fresh_within)
+        .resync_every(Duration::from_secs(2))
+        .connect(&url)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), N as usize);
+    let unrevoked = fresh_token("x");
+    let mallory = fresh_token("mallory").with_issued_at(NOW_EXP - 100);
+    let r0 = a.stats().resyncs;
+    let (mut during, mut revoked_seen) = (0u32, 0u32);
+    let mut unknown = Vec::new(); // (freshness, resyncs) of each Unknown answer
+    let mut raised = false;
+    // Sample until two periodic resyncs have completed: the whole second one is sampled.
+    while a.stats().resyncs < r0 + 2 {
+        let in_second = a.stats().resyncs == r0 + 1;
+        if in_second && !raised {
+            // Messages during a resync: a low then a high watermark for mallory. They
+            // must be applied (not lost), and the high one must stay.
+            for secs in [NOW_EXP - 500, NOW_EXP - 50] {
+                b.revoke_user(
+                    "https://idp.example",
+                    "mallory",
+                    Timestamp::from_unix_secs(secs),
+                )
+                .await
+                .unwrap();
+            }
+            raised = true;
+        }
+        for (t, expected) in [
+            (&unrevoked, RevocationStatus::NotRevoked),
+            (&token(N / 2), RevocationStatus::Revoked),
+        ] {
+            match a.check(t, FailurePolicy::Closed) {
+                RevocationStatus::Unknown => unknown.push((a.freshness(), a.stats().resyncs)),
+                s => assert_eq!(s, expected),
+            }
+        }
+        if in_second {
+            during += 1;
+            revoked_seen += u32::from(revoked(&a, &mallory));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(during > 0, "sampled during the second periodic resync");
+    assert!(unknown.is_empty(), "Unknown during a resync: {unknown:?}");
+    assert!(revoked_seen > 0, "a message was applied during the resync");
+    assert!(revoked(&a, &mallory));
+    assert_eq!(
+        a.check(
+            &mallory.clone().with_issued_at(NOW_EXP - 50),
+            FailurePolicy::Closed
+        ),
+        RevocationStatus::Revoked,
+        "the higher watermark stays"
+    );
+}
