@@ -11,10 +11,11 @@
 //! hold), and no replica settles while a marker or the repair lock exists.
 //!
 //! **Repair once.** A replica that holds records Redis lacks takes the repair lock
-//! (`SET NX PX`, renewed per batch); under it, it re-checks which keys are still
-//! missing and writes only those. A replica that finds the lock taken waits for it to
-//! be released and resyncs again, so after a loss the records are re-written about
-//! once, not once per replica.
+//! (`SET NX PX`, renewed per batch; a replica that noticed a loss takes it before it
+//! scans, so nobody settles while it restores); under it, it re-checks which keys are
+//! still missing and writes only those. A replica that finds the lock taken waits for
+//! it to be released and resyncs again, so after a loss the records are re-written
+//! about once, not once per replica.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -596,13 +597,54 @@ impl Inner {
         if known.is_some_and(|k| k != before) {
             self.lost("a resync");
         }
-        let losses = self.state().losses;
+        let (losses, held_data) = {
+            let st = self.state();
+            (st.losses, st.epochs.is_some() && !st.settled)
+        };
+        // A replica that held data when Redis lost it takes the lock before it scans:
+        // no replica settles while it restores what it holds.
+        let mut locked = held_data && self.try_lock().await?;
+        let scanned = self.scan_and_repair(&mut locked).await;
+        if locked {
+            // If the release fails, the lease runs out.
+            let _ = self
+                .eval::<i64>(&self.lease, &[&self.lock_key], &[&self.instance, "0"])
+                .await;
+        }
+        let (read, complete, repaired, unrepaired) = scanned?;
+        if self.read_epochs().await? != as_read(&before) {
+            self.lost("a resync");
+        }
+        let mut store_keys = vec![&self.lock_key];
+        store_keys.extend(&self.marker_keys);
+        let unsettled_store = self.count_existing(&store_keys).await? > 0;
+        bump(&self.local.stats.resyncs);
+        Ok(Synced {
+            read,
+            repaired,
+            complete,
+            started,
+            losses,
+            epochs: before,
+            unrepaired,
+            unsettled_store,
+        })
+    }
+
+    /// The scan and the repair: (records read, all held, re-written, left unrepaired
+    /// because another replica holds the lock). Takes the lock if it must write and
+    /// does not hold it yet; renews it while it holds it.
+    async fn scan_and_repair(
+        &self,
+        locked: &mut bool,
+    ) -> Result<(usize, bool, usize, bool), Error> {
+        let timeout = self.settings.timeout;
         let prefix = &self.settings.prefix;
         let (pattern, meta) = (format!("{prefix}:*"), format!("{prefix}:{{e"));
         let mut complete = true;
         let mut seen: HashSet<String> = HashSet::new();
         for url in &self.nodes {
-            let mut c = node(url, self.settings.timeout).await?;
+            let mut c = node(url, timeout).await?;
             check_eviction_policy(&mut c, &self.settings, &self.local).await?;
             let mut cursor: u64 = 0;
             loop {
@@ -613,7 +655,7 @@ impl Inner {
                     .arg("COUNT")
                     .arg(1000);
                 let (next, keys): (u64, Vec<String>) =
-                    timed(self.settings.timeout, scan.query_async(&mut c)).await?;
+                    timed(timeout, scan.query_async(&mut c)).await?;
                 let keys: Vec<String> = keys
                     .into_iter()
                     .filter(|k| !k.starts_with(&meta) && *k != self.channel)
@@ -624,13 +666,16 @@ impl Inner {
                         pipe.get(k);
                     }
                     let values: Vec<Option<String>> =
-                        timed(self.settings.timeout, pipe.query_async(&mut c)).await?;
+                        timed(timeout, pipe.query_async(&mut c)).await?;
                     for (k, v) in keys.into_iter().zip(values) {
                         if let Some(r) = v.as_deref().and_then(decode) {
                             complete &= self.hold(&r);
                             seen.insert(k);
                         }
                     }
+                }
+                if *locked {
+                    self.renew().await?;
                 }
                 cursor = next;
                 if cursor == 0 {
@@ -647,52 +692,16 @@ impl Inner {
             .map(|r| (key(prefix, &r), r))
             .filter(|(k, _)| !seen.contains(k))
             .collect();
-        let (repaired, unrepaired) = if missing.is_empty() {
-            (0, false)
-        } else {
-            match self.repair(&missing).await? {
-                Some(n) => (n, false),
-                None => (0, true),
-            }
-        };
-        if self.read_epochs().await? != as_read(&before) {
-            self.lost("a resync");
+        if missing.is_empty() {
+            return Ok((seen.len(), complete, 0, false));
         }
-        let mut store_keys = vec![&self.lock_key];
-        store_keys.extend(&self.marker_keys);
-        let unsettled_store = self.count_existing(&store_keys).await? > 0;
-        bump(&self.local.stats.resyncs);
-        Ok(Synced {
-            read: seen.len(),
-            repaired,
-            complete,
-            started,
-            losses,
-            epochs: before,
-            unrepaired,
-            unsettled_store,
-        })
-    }
-
-    /// Re-writes `missing` under the repair lock. `None`: another replica holds it.
-    async fn repair(&self, missing: &[(String, Record)]) -> Result<Option<usize>, Error> {
-        let lease = (self.settings.timeout * 10).as_millis().to_string();
-        let mut lock = redis::cmd("SET");
-        lock.arg(&self.lock_key)
-            .arg(&self.instance)
-            .arg("NX")
-            .arg("PX")
-            .arg(&lease);
-        let taken: Option<String> = timed(self.settings.timeout, self.conn.query(&lock)).await?;
-        if taken.is_none() {
-            return Ok(None);
+        if !*locked {
+            *locked = self.try_lock().await?;
         }
-        let outcome = self.repair_locked(missing, &lease).await;
-        // If the release fails, the lease runs out.
-        let _ = self
-            .eval::<i64>(&self.lease, &[&self.lock_key], &[&self.instance, "0"])
-            .await;
-        let written = outcome?;
+        if !*locked {
+            return Ok((seen.len(), complete, 0, true));
+        }
+        let written = self.repair_locked(&missing).await?;
         if written > 0 {
             tracing::warn!(
                 repaired = written,
@@ -703,16 +712,42 @@ impl Inner {
                 .repaired
                 .fetch_add(written as u64, Ordering::Relaxed);
         }
-        Ok(Some(written))
+        Ok((seen.len(), complete, written, false))
+    }
+
+    /// The repair lock's lease (renewed while it is held).
+    fn lease_ms(&self) -> String {
+        (self.settings.timeout * 10).as_millis().to_string()
+    }
+
+    /// Takes the repair lock if no one holds it.
+    async fn try_lock(&self) -> Result<bool, Error> {
+        let mut lock = redis::cmd("SET");
+        lock.arg(&self.lock_key)
+            .arg(&self.instance)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.lease_ms());
+        let taken: Option<String> = timed(self.settings.timeout, self.conn.query(&lock)).await?;
+        Ok(taken.is_some())
+    }
+
+    /// Renews our lease on the repair lock; an error if it ran out (another replica
+    /// may be repairing now).
+    async fn renew(&self) -> Result<(), Error> {
+        let lease = self.lease_ms();
+        let held: i64 = self
+            .eval(&self.lease, &[&self.lock_key], &[&self.instance, &lease])
+            .await?;
+        if held == 0 {
+            return Err(Error::Timeout(self.settings.timeout * 10));
+        }
+        Ok(())
     }
 
     /// Under the lock: writes the records whose keys are still missing (a previous
     /// holder may have written them since our scan), in pipelined batches.
-    async fn repair_locked(
-        &self,
-        missing: &[(String, Record)],
-        lease: &str,
-    ) -> Result<usize, Error> {
+    async fn repair_locked(&self, missing: &[(String, Record)]) -> Result<usize, Error> {
         let timeout = self.settings.timeout;
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(self.revoke.body);
@@ -743,13 +778,7 @@ impl Inner {
                 timed(timeout, self.conn.many(writes, false)).await?;
             }
             written += n;
-            let held: i64 = self
-                .eval(&self.lease, &[&self.lock_key], &[&self.instance, lease])
-                .await?;
-            if held == 0 {
-                // Our lease ran out (another replica may be repairing now).
-                return Err(Error::Timeout(self.settings.timeout * 10));
-            }
+            self.renew().await?;
         }
         Ok(written)
     }
