@@ -426,11 +426,12 @@ impl RedisBlacklist {
         self.inner.freshness()
     }
 
-    /// Asks Redis directly, one round trip: the token's jti key and its subject's
-    /// watermark key (same hash tag), combined with the replica's issuer and global
+    /// Asks Redis directly: the token's jti key and its subject's watermark key (same
+    /// hash tag, one `MGET`), combined with the replica's issuer and global
     /// watermarks. For callers that want the store's answer rather than the replica's.
-    /// The same round trip reads the epoch keys: `Unknown` (counted `stale_unknown`)
-    /// if Redis lost data since this replica settled, or while it has not settled.
+    /// The epoch keys are read after the `MGET` (standalone: in the same round trip;
+    /// cluster: one `GET` per node after it): `Unknown` (counted `stale_unknown`) if
+    /// Redis lost data since this replica settled, or while it has not settled.
     pub async fn check_remote(&self, token: &TokenIdentity) -> Result<RevocationStatus, Error> {
         let inner = &self.inner;
         let local = inner.local.check(token);
