@@ -891,3 +891,17 @@ async fn a_redis_that_may_evict_revocations_is_refused_unless_allowed() {
     assert_eq!(safe.stats().eviction_policy_allowed, 0);
     assert!(safe.freshness().is_some());
 }
+
+#[tokio::test]
+async fn a_zero_repair_window_is_refused_by_name() {
+    // Validation comes before any connection, so no server is needed.
+    let e = RedisBlacklist::builder()
+        .repair_window(Duration::ZERO)
+        .connect("redis://127.0.0.1:1/")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidConfig(m) if m.contains("repair_window")),
+        "{e}"
+    );
+}
