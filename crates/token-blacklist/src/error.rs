@@ -37,6 +37,17 @@ pub enum Error {
     #[cfg(feature = "redis")]
     #[error("redis failed")]
     Redis(#[from] redis::RedisError),
+    /// Redis may evict revocation keys: its `maxmemory-policy` is not `noeviction`
+    /// (or could not be read). Every revocation key has a TTL, so every `volatile-*`
+    /// and `allkeys-*` policy can evict one and un-revoke a token.
+    #[cfg(feature = "redis")]
+    #[error(
+        "redis maxmemory-policy is {policy}: it may evict revocation keys (un-revoking tokens); set maxmemory-policy noeviction, or accept the risk with RedisBlacklistBuilder::allow_eviction_policy"
+    )]
+    UnsafeEvictionPolicy {
+        /// The policy the server reported (or why it could not be read).
+        policy: String,
+    },
     /// Redis did not answer in time; whether the revocation was written is unknown.
     #[error("timed out after {0:?}; the outcome is unknown")]
     Timeout(Duration),
@@ -49,6 +60,8 @@ impl From<Error> for palisade_core_traits::Error {
             Error::MissingClaim { claim } => E::invalid(claim, e.to_string()),
             Error::InvalidIdentifier { field, reason } => E::invalid(field, reason),
             Error::Full { .. } | Error::InvalidConfig(_) => E::Refused(e.to_string()),
+            #[cfg(feature = "redis")]
+            Error::UnsafeEvictionPolicy { .. } => E::Refused(e.to_string()),
             #[cfg(feature = "redis")]
             Error::Redis(source) => E::Unavailable {
                 backend: "redis",

@@ -438,6 +438,12 @@ pub struct StatsSnapshot {
     pub repaired: u64,
     /// Entries removed by sweeps after their lifetime.
     pub swept: u64,
+    /// Times a Redis replica found that Redis had lost data (an epoch key gone or
+    /// changed) and started failing closed until it was repaired.
+    pub data_losses: u64,
+    /// Times a Redis replica went on with a `maxmemory-policy` that can evict
+    /// revocation keys, because the builder allows it.
+    pub eviction_policy_allowed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -450,6 +456,8 @@ pub(crate) struct Stats {
     pub(crate) messages: AtomicU64,
     pub(crate) repaired: AtomicU64,
     pub(crate) swept: AtomicU64,
+    pub(crate) data_losses: AtomicU64,
+    pub(crate) eviction_policy_allowed: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -468,6 +476,8 @@ impl Stats {
             messages: g(&self.messages),
             repaired: g(&self.repaired),
             swept: g(&self.swept),
+            data_losses: g(&self.data_losses),
+            eviction_policy_allowed: g(&self.eviction_policy_allowed),
         }
     }
 }

@@ -1,25 +1,24 @@
 //! The shared store on Redis / Redis Cluster, and the local replica fed by pub/sub.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use palisade_core_traits::{
     Clock, RevocationCheck, RevocationStatus, SystemClock, Timestamp, TokenIdentity, TokenRevoker,
     async_trait,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind};
+use redis::{Cmd, FromRedisValue, RedisResult};
 use tokio::task::JoinHandle;
 
 use crate::model::{Local, Record, Scope, bump};
-use crate::wire::{decode, encode};
+use crate::wire::decode;
 use crate::{Config, Error, StatsSnapshot};
 
-const REVOKE_SCRIPT: &str = include_str!("revoke.lua");
+mod replica;
+use replica::{Inner, Settings};
 
 /// What a check answers when the replica cannot prove it is fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,30 +111,57 @@ impl Conn {
             Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
         }
     }
+
+    /// Runs `cmds`, replies in order. Standalone: one pipeline (one round trip,
+    /// executed in order). Cluster: each on its key's node (a cluster pipeline must
+    /// stay in one slot), one after the other if `ordered`, else up to 64 at a time.
+    async fn many(&self, cmds: Vec<Cmd>, ordered: bool) -> RedisResult<Vec<redis::Value>> {
+        match self.clone() {
+            Conn::Standalone(mut c) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(&mut c).await
+            }
+            Conn::Cluster(c) => {
+                let width = if ordered { 1 } else { 64 };
+                futures_util::stream::iter(cmds)
+                    .map(|cmd| {
+                        let mut c = c.clone();
+                        async move { cmd.query_async(&mut c).await }
+                    })
+                    .buffered(width)
+                    .try_collect()
+                    .await
+            }
+        }
+    }
 }
 
 /// Builds a [`RedisBlacklist`].
 #[derive(Debug)]
 pub struct RedisBlacklistBuilder {
     config: Config,
-    prefix: String,
-    timeout: Duration,
-    heartbeat: Duration,
-    resync_every: Duration,
-    fresh_within: Duration,
     clock: Arc<dyn Clock>,
+    settings: Settings,
 }
 
 impl Default for RedisBlacklistBuilder {
     fn default() -> Self {
         RedisBlacklistBuilder {
             config: Config::default(),
-            prefix: "palisade:tb".into(),
-            timeout: Duration::from_secs(1),
-            heartbeat: Duration::from_millis(100),
-            resync_every: Duration::from_secs(60),
-            fresh_within: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
+            settings: Settings {
+                prefix: "palisade:tb".into(),
+                timeout: Duration::from_secs(1),
+                heartbeat: Duration::from_millis(100),
+                resync_every: Duration::from_secs(60),
+                fresh_within: Duration::from_secs(1),
+                repair_window: Duration::from_secs(5),
+                failure_policy: FailurePolicy::Closed,
+                allow_eviction_policy: false,
+            },
         }
     }
 }
@@ -149,54 +175,88 @@ impl RedisBlacklistBuilder {
 
     /// Key prefix and pub/sub channel name (default `palisade:tb`); no `{` or `}`.
     pub fn prefix(mut self, prefix: &str) -> Self {
-        prefix.clone_into(&mut self.prefix);
+        prefix.clone_into(&mut self.settings.prefix);
         self
     }
 
     /// Per-call timeout for revocations and resync reads (default 1 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.settings.timeout = timeout;
         self
     }
 
-    /// How often the replica proves it is in sync (default 100 ms): it publishes a
-    /// heartbeat and, when its own heartbeat comes back on the subscription, every
-    /// revocation acknowledged before it was sent has been applied.
+    /// How often the replica proves it is in sync (default 100 ms): it checks that
+    /// Redis still holds the epoch it synced under and publishes a heartbeat; when its
+    /// own heartbeat comes back on the subscription, every revocation acknowledged
+    /// before it was sent has been applied.
     pub fn heartbeat(mut self, every: Duration) -> Self {
-        self.heartbeat = every;
+        self.settings.heartbeat = every;
         self
     }
 
     /// Full resync as a backstop even without a reconnect (default 60 s).
     pub fn resync_every(mut self, every: Duration) -> Self {
-        self.resync_every = every;
+        self.settings.resync_every = every;
         self
     }
 
     /// The freshness [`FailurePolicy::Closed`] requires (default 1 s).
     pub fn fresh_within(mut self, bound: Duration) -> Self {
-        self.fresh_within = bound;
+        self.settings.fresh_within = bound;
         self
     }
 
-    /// The clock for lifetimes and freshness.
+    /// How long a replica that finds no epoch in Redis (a new deployment, or Redis
+    /// lost its data) keeps every replica from calling itself fresh, so that live
+    /// replicas can notice and restore the revocations they hold (default 5 s,
+    /// measured on the clock's monotonic reading). It must exceed the time a live
+    /// replica needs to notice: a heartbeat, or after a Redis restart its reconnect
+    /// (backoff up to 2 s) plus `timeout`.
+    pub fn repair_window(mut self, window: Duration) -> Self {
+        self.settings.repair_window = window;
+        self
+    }
+
+    /// What [`RevocationCheck::check_local`] (the core-traits contract) answers when
+    /// the replica cannot prove it is fresh (default [`FailurePolicy::Closed`]).
+    /// [`RedisBlacklist::check`] takes its policy per call instead.
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.settings.failure_policy = policy;
+        self
+    }
+
+    /// Accept a Redis whose `maxmemory-policy` is not `noeviction` (default: refuse,
+    /// [`Error::UnsafeEvictionPolicy`]). Every revocation key has a TTL, so every
+    /// `volatile-*` and `allkeys-*` policy can evict one: a replica started later, and
+    /// `check_remote`, would not see it until a live replica re-writes it at its next
+    /// resync. Each check that goes on anyway is counted (`eviction_policy_allowed`)
+    /// and logged at `warn`.
+    pub fn allow_eviction_policy(mut self, allow: bool) -> Self {
+        self.settings.allow_eviction_policy = allow;
+        self
+    }
+
+    /// The clock for lifetimes (wall time) and for freshness and the repair window
+    /// (its monotonic reading).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
     fn validate(&self) -> Result<(), Error> {
-        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+        let s = &self.settings;
+        if s.prefix.is_empty() || s.prefix.contains(['{', '}']) {
             return Err(Error::InvalidConfig(format!(
                 "prefix {:?} must be non-empty and free of '{{' and '}}'",
-                self.prefix
+                s.prefix
             )));
         }
         for (name, d) in [
-            ("timeout", self.timeout),
-            ("heartbeat", self.heartbeat),
-            ("resync_every", self.resync_every),
-            ("fresh_within", self.fresh_within),
+            ("timeout", s.timeout),
+            ("heartbeat", s.heartbeat),
+            ("resync_every", s.resync_every),
+            ("fresh_within", s.fresh_within),
+            ("repair_window", s.repair_window),
         ] {
             if d.is_zero() {
                 return Err(Error::InvalidConfig(format!("{name} must be above zero")));
@@ -205,336 +265,56 @@ impl RedisBlacklistBuilder {
         Ok(())
     }
 
-    /// Connects to a standalone Redis, starts the replica, and returns once its first
-    /// resync is done (or the timeout passes: then checks answer by policy until it is).
+    /// Connects to a standalone Redis, checks its `maxmemory-policy`, starts the
+    /// replica, and returns once its first resync has settled (or the wait passes:
+    /// then checks answer by policy until it does).
     pub async fn connect(self, url: &str) -> Result<RedisBlacklist, Error> {
         self.validate()?;
+        let timeout = self.settings.timeout;
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = tokio::time::timeout(
-            self.timeout,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| Error::Timeout(self.timeout))??;
+        let conn = tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
         self.start(Conn::Standalone(conn), vec![url.to_owned()])
             .await
     }
 
     /// Connects to a Redis Cluster. `urls` must name every primary: the resync
-    /// SCANs each of them; the subscription uses the first that answers (Redis
-    /// Cluster forwards every PUBLISH to every node).
+    /// SCANs each of them, and each holds an epoch key; the subscription uses the
+    /// first that answers (Redis Cluster forwards every PUBLISH to every node).
     pub async fn connect_cluster(self, urls: &[String]) -> Result<RedisBlacklist, Error> {
         self.validate()?;
+        let timeout = self.settings.timeout;
         let client = redis::cluster::ClusterClient::builder(urls.to_vec())
-            .connection_timeout(self.timeout)
-            .response_timeout(self.timeout)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
             .build()?;
-        let conn = tokio::time::timeout(self.timeout, client.get_async_connection())
+        let conn = tokio::time::timeout(timeout, client.get_async_connection())
             .await
-            .map_err(|_| Error::Timeout(self.timeout))??;
+            .map_err(|_| Error::Timeout(timeout))??;
         self.start(Conn::Cluster(conn), urls.to_vec()).await
     }
 
     async fn start(self, conn: Conn, nodes: Vec<String>) -> Result<RedisBlacklist, Error> {
         let local = Local::new(self.config, self.clock.clone())?;
-        let seed = std::hash::BuildHasher::hash_one(
-            &std::collections::hash_map::RandomState::new(),
-            self.clock.now().as_unix_nanos(),
-        );
-        let inner = Arc::new(Inner {
-            local,
-            conn,
-            nodes,
-            channel: format!("{}:events", self.prefix),
-            prefix: self.prefix,
-            script_sha: redis::Script::new(REVOKE_SCRIPT).get_hash().to_owned(),
-            timeout: self.timeout,
-            heartbeat: self.heartbeat,
-            resync_every: self.resync_every,
-            fresh_within: self.fresh_within,
-            instance: format!("{:016x}", fnv(&[&seed.to_string()])),
-            last_sync: AtomicU64::new(0),
-            incomplete: AtomicBool::new(false),
-            synced: tokio::sync::Notify::new(),
-        });
-        let task = tokio::spawn(replicate(inner.clone()));
+        let s = &self.settings;
+        let mut tags = Vec::with_capacity(nodes.len());
+        for url in &nodes {
+            let mut c = replica::node(url, s.timeout).await?;
+            replica::check_eviction_policy(&mut c, s, &local).await?;
+            tags.push(replica::probe_tag(&mut c, &s.prefix, s.timeout).await?);
+        }
+        let wait = s.timeout * 5 + s.repair_window;
+        let inner = Arc::new(Inner::new(local, conn, nodes, self.settings, &tags));
+        let task = tokio::spawn(replica::replicate(inner.clone()));
         let bl = RedisBlacklist { inner, task };
-        let _ = tokio::time::timeout(self.timeout * 5, bl.inner.wait_synced()).await;
+        let _ = tokio::time::timeout(wait, bl.inner.wait_synced()).await;
         Ok(bl)
-    }
-}
-
-#[derive(Debug)]
-struct Inner {
-    local: Local,
-    conn: Conn,
-    nodes: Vec<String>,
-    prefix: String,
-    channel: String,
-    script_sha: String,
-    timeout: Duration,
-    heartbeat: Duration,
-    resync_every: Duration,
-    fresh_within: Duration,
-    instance: String,
-    /// Local ns as of which every acknowledged revocation is applied (0: never).
-    last_sync: AtomicU64,
-    /// Set when a revocation could not be held locally (capacity): never fresh then.
-    incomplete: AtomicBool,
-    synced: tokio::sync::Notify,
-}
-
-impl Inner {
-    async fn wait_synced(&self) {
-        loop {
-            let notified = self.synced.notified();
-            if self.last_sync.load(Ordering::Acquire) != 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Applies a record; if the replica cannot hold it (full), it can no longer prove
-    /// it is fresh until a resync holds everything: checks then answer by policy.
-    fn hold(&self, r: &Record) -> bool {
-        match self.local.apply(r) {
-            Ok(_) => true,
-            Err(e) => {
-                self.incomplete.store(true, Ordering::Release);
-                tracing::error!(error = %e, "replica cannot hold a revocation; not fresh until it can");
-                false
-            }
-        }
-    }
-
-    fn confirm_sync(&self, as_of: Timestamp) {
-        self.last_sync
-            .fetch_max(as_of.as_unix_nanos(), Ordering::AcqRel);
-        self.synced.notify_waiters();
-    }
-
-    /// Writes a record to Redis (EVALSHA, EVAL after NOSCRIPT), within the timeout.
-    async fn write(&self, r: &Record) -> Result<(), Error> {
-        let k = key(&self.prefix, r);
-        let rec = encode(r);
-        let build = |name: &str, body: &str| {
-            let mut cmd = redis::cmd(name);
-            cmd.arg(body).arg(1).arg(&k).arg(&self.channel).arg(&rec);
-            cmd
-        };
-        let call = async {
-            match self
-                .conn
-                .query::<redis::Value>(&build("EVALSHA", &self.script_sha))
-                .await
-            {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    self.conn
-                        .query::<redis::Value>(&build("EVAL", REVOKE_SCRIPT))
-                        .await
-                }
-                other => other,
-            }
-        };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| Error::Timeout(self.timeout))??;
-        Ok(())
-    }
-
-    fn apply_message(&self, payload: &[u8]) {
-        let Ok(text) = std::str::from_utf8(payload) else {
-            tracing::warn!("ignoring a non-UTF-8 message on the revocation channel");
-            return;
-        };
-        if let Some(rest) = text.strip_prefix("H ") {
-            // Our own heartbeat came back: everything published before it is applied.
-            if let Some((id, sent)) = rest.split_once(' ')
-                && id == self.instance
-                && let Ok(sent) = sent.parse::<u64>()
-            {
-                self.confirm_sync(Timestamp::from_unix_nanos(sent));
-            }
-            return;
-        }
-        match decode(text) {
-            Some(r) => {
-                bump(&self.local.stats.messages);
-                self.hold(&r);
-            }
-            None => tracing::warn!("ignoring a malformed message on the revocation channel"),
-        }
-    }
-
-    async fn publish_heartbeat(&self) {
-        let msg = format!("H {} {}", self.instance, self.local.now().as_unix_nanos());
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(&self.channel).arg(msg);
-        let _ = tokio::time::timeout(self.timeout, self.conn.query::<i64>(&cmd)).await;
-    }
-
-    /// Reads every record from every node, applies them, and re-writes the local
-    /// records Redis no longer has (it restarted without persistence, or failed over
-    /// to a replica that missed them). Returns (read, repaired).
-    async fn resync(&self) -> Result<(usize, usize), Error> {
-        let started = self.local.now();
-        let pattern = format!("{}:*", self.prefix);
-        let mut complete = true;
-        let mut seen: HashSet<String> = HashSet::new();
-        for url in &self.nodes {
-            let client = redis::Client::open(url.as_str())?;
-            let mut c =
-                tokio::time::timeout(self.timeout, client.get_multiplexed_async_connection())
-                    .await
-                    .map_err(|_| Error::Timeout(self.timeout))??;
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = tokio::time::timeout(
-                    self.timeout,
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c),
-                )
-                .await
-                .map_err(|_| Error::Timeout(self.timeout))??;
-                let keys: Vec<String> = keys.into_iter().filter(|k| k != &self.channel).collect();
-                if !keys.is_empty() {
-                    let mut pipe = redis::pipe();
-                    for k in &keys {
-                        pipe.get(k);
-                    }
-                    let values: Vec<Option<String>> =
-                        tokio::time::timeout(self.timeout, pipe.query_async(&mut c))
-                            .await
-                            .map_err(|_| Error::Timeout(self.timeout))??;
-                    for (k, v) in keys.into_iter().zip(values) {
-                        if let Some(r) = v.as_deref().and_then(decode) {
-                            complete &= self.hold(&r);
-                            seen.insert(k);
-                        }
-                    }
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
-            }
-        }
-        let now_ms = self.local.now().as_unix_nanos() / 1_000_000;
-        let mut repaired = 0;
-        for r in self.local.records() {
-            if r.expires_ms() > now_ms && !seen.contains(&key(&self.prefix, &r)) {
-                self.write(&r).await?;
-                repaired += 1;
-            }
-        }
-        if repaired > 0 {
-            tracing::warn!(
-                repaired,
-                "redis had lost revocations this replica holds; re-written"
-            );
-            self.local
-                .stats
-                .repaired
-                .fetch_add(repaired as u64, Ordering::Relaxed);
-        }
-        bump(&self.local.stats.resyncs);
-        if complete {
-            self.incomplete.store(false, Ordering::Release);
-            self.confirm_sync(started);
-        }
-        Ok((seen.len(), repaired))
-    }
-
-    async fn subscribe(&self) -> RedisResult<redis::aio::PubSub> {
-        let mut last = None;
-        for url in &self.nodes {
-            let attempt = async {
-                let mut ps = redis::Client::open(url.as_str())?
-                    .get_async_pubsub()
-                    .await?;
-                ps.subscribe(&self.channel).await?;
-                Ok::<_, redis::RedisError>(ps)
-            };
-            match tokio::time::timeout(self.timeout, attempt).await {
-                Ok(Ok(ps)) => return Ok(ps),
-                Ok(Err(e)) => last = Some(e),
-                Err(_) => {
-                    last = Some(redis::RedisError::from((
-                        ErrorKind::Io,
-                        "subscribe timed out",
-                    )))
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| redis::RedisError::from((ErrorKind::Client, "no node URL"))))
-    }
-}
-
-/// The replica's task: subscribe, resync, then apply messages, heartbeat and resync
-/// periodically; on any failure start over (subscribe first, so nothing published
-/// during the resync is missed).
-async fn replicate(inner: Arc<Inner>) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let mut pubsub = match inner.subscribe().await {
-            Ok(ps) => ps,
-            Err(e) => {
-                tracing::warn!(error = %e, "revocation subscription failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        if let Err(e) = inner.resync().await {
-            tracing::warn!(error = %e, "revocation resync failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            continue;
-        }
-        backoff = Duration::from_millis(50);
-        tracing::info!("revocation replica in sync");
-        let mut heartbeat = tokio::time::interval(inner.heartbeat);
-        let mut resync = tokio::time::interval(inner.resync_every);
-        resync.tick().await;
-        let mut open_seen = inner.local.stats.stale_allowed.load(Ordering::Relaxed);
-        let mut stream = pubsub.on_message();
-        loop {
-            tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(msg) => inner.apply_message(msg.get_payload_bytes()),
-                    None => {
-                        tracing::warn!("revocation subscription lost; resubscribing and resyncing");
-                        break;
-                    }
-                },
-                _ = heartbeat.tick() => {
-                    inner.publish_heartbeat().await;
-                    let open = inner.local.stats.stale_allowed.load(Ordering::Relaxed);
-                    if open > open_seen {
-                        tracing::warn!(checks = open - open_seen, "checks answered from a stale replica view");
-                        open_seen = open;
-                    }
-                    inner.local.sweep();
-                }
-                _ = resync.tick() => {
-                    if let Err(e) = inner.resync().await {
-                        tracing::warn!(error = %e, "periodic resync failed; resubscribing");
-                        break;
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -619,7 +399,7 @@ impl RedisBlacklist {
             return status;
         }
         let age = self.freshness();
-        let fresh = age.is_some_and(|a| a <= self.inner.fresh_within);
+        let fresh = age.is_some_and(|a| a <= self.inner.settings.fresh_within);
         if fresh {
             return status;
         }
@@ -638,45 +418,77 @@ impl RedisBlacklist {
         }
     }
 
-    /// Time since the replica was last proven in sync (`None`: never yet, or it
-    /// dropped a revocation it could not hold because it is full).
+    /// Time since the replica was last proven in sync, on the clock's monotonic
+    /// reading (`None`: never yet, since Redis was found to have lost data, or it
+    /// dropped a revocation it could not hold because it is full). A wall-clock step
+    /// does not change it.
     pub fn freshness(&self) -> Option<Duration> {
-        if self.inner.incomplete.load(Ordering::Acquire) {
-            return None;
-        }
-        match self.inner.last_sync.load(Ordering::Acquire) {
-            0 => None,
-            ns => Some(
-                self.inner
-                    .local
-                    .now()
-                    .saturating_duration_since(Timestamp::from_unix_nanos(ns)),
-            ),
-        }
+        self.inner.freshness()
     }
 
-    /// Asks Redis directly, one round trip: the token's jti key and its subject's
-    /// watermark key (same hash tag), combined with the replica's issuer and global
+    /// Asks Redis directly: the token's jti key and its subject's watermark key (same
+    /// hash tag, one `MGET`), combined with the replica's issuer and global
     /// watermarks. For callers that want the store's answer rather than the replica's.
+    /// The epoch keys are read after the `MGET` (standalone: in the same round trip;
+    /// cluster: one `GET` per node after it): `Unknown` (counted `stale_unknown`) if
+    /// Redis lost data since this replica settled, or while it has not settled.
     pub async fn check_remote(&self, token: &TokenIdentity) -> Result<RevocationStatus, Error> {
-        let local = self.inner.local.check(token);
+        let inner = &self.inner;
+        let local = inner.local.check(token);
         if local == RevocationStatus::Revoked {
             return Ok(local);
         }
+        let unknown = || {
+            bump(&inner.local.stats.stale_unknown);
+            Ok(RevocationStatus::Unknown)
+        };
+        let Some(known) = inner.settled_epochs() else {
+            return unknown();
+        };
         let sub = token.subject.as_deref().unwrap_or("");
-        let prefix = &self.inner.prefix;
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(token_key(
+        let prefix = &inner.settings.prefix;
+        let mut mget = redis::cmd("MGET");
+        mget.arg(token_key(
             prefix,
             &token.issuer,
             sub,
             token.jti.as_deref().unwrap_or(""),
         ))
         .arg(user_key(prefix, &token.issuer, sub));
-        let values: Vec<Option<String>> =
-            tokio::time::timeout(self.inner.timeout, self.inner.conn.query(&cmd))
+        let mut cmds = vec![mget];
+        // After the MGET: an epoch still there means nothing was lost before it ran.
+        for k in &inner.epoch_keys {
+            let mut get = redis::cmd("GET");
+            get.arg(k);
+            cmds.push(get);
+        }
+        let timeout = inner.settings.timeout;
+        let (values, epochs): (Vec<Option<String>>, Vec<Option<String>>) = {
+            let mut replies = tokio::time::timeout(timeout, inner.conn.many(cmds, true))
                 .await
-                .map_err(|_| Error::Timeout(self.inner.timeout))??;
+                .map_err(|_| Error::Timeout(timeout))??;
+            let first = if replies.is_empty() {
+                redis::Value::Nil
+            } else {
+                replies.remove(0)
+            };
+            let values = redis::from_redis_value(first).map_err(redis::RedisError::from)?;
+            let epochs = replies
+                .into_iter()
+                .map(redis::from_redis_value)
+                .collect::<Result<_, _>>()
+                .map_err(redis::RedisError::from)?;
+            (values, epochs)
+        };
+        if epochs.len() != known.len()
+            || epochs
+                .iter()
+                .zip(&known)
+                .any(|(e, k)| e.as_ref() != Some(k))
+        {
+            inner.lost("check_remote");
+            return unknown();
+        }
         if token.jti.is_some() && values.first().is_some_and(Option::is_some) {
             return Ok(RevocationStatus::Revoked);
         }
@@ -692,7 +504,9 @@ impl RedisBlacklist {
 
     /// Forces a full resync now; returns (records read, records re-written to Redis).
     pub async fn resync(&self) -> Result<(usize, usize), Error> {
-        self.inner.resync().await
+        let synced = self.inner.resync().await?;
+        self.inner.settle(&synced, None);
+        Ok((synced.read, synced.repaired))
     }
 
     /// Entries in the local replica.
@@ -711,10 +525,10 @@ impl RedisBlacklist {
     }
 }
 
-/// The local answer under the default [`FailurePolicy::Closed`].
+/// The local answer under the builder's [`FailurePolicy`] (default `Closed`).
 impl RevocationCheck for RedisBlacklist {
     fn check_local(&self, token: &TokenIdentity) -> Option<RevocationStatus> {
-        Some(self.check(token, FailurePolicy::Closed))
+        Some(self.check(token, self.inner.settings.failure_policy))
     }
 }
 

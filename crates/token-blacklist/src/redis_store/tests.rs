@@ -2,9 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use palisade_core_traits::ManualClock;
 use palisade_testkit::{RedisCluster, RedisServer};
 
 use super::*;
+use crate::wire::encode;
 
 const NOW_EXP: u64 = 4_000_000_000;
 
@@ -31,7 +33,17 @@ fn builder() -> RedisBlacklistBuilder {
         .heartbeat(Duration::from_millis(50))
         // Not an outage test: a stalled CI machine must not make a replica "stale".
         .fresh_within(Duration::from_secs(10))
+        // A new store's first replica waits this long before it is fresh.
+        .repair_window(Duration::from_millis(300))
         .config(Config::default().max_token_lifetime(Duration::from_secs(3600)))
+}
+
+/// Gives a new store its epoch and waits out the repair window, so replicas on a
+/// `ManualClock` (whose monotonic time only moves when the test says) find a settled
+/// store instead of waiting for a window that never passes.
+async fn settled_store(url: &str) {
+    let first = builder().connect(url).await.unwrap();
+    assert!(first.freshness().is_some(), "settled");
 }
 
 /// Polls until `cond` holds; fails the test after 30 s (a bound, not a measurement).
@@ -375,11 +387,23 @@ async fn replicas_converge_on_a_redis_cluster() {
         })
         .await;
     }
-    // Keys spread over the nodes, and a new replica's resync finds all of them.
+    // Every node holds its own epoch key (so a loss on any node is seen)...
+    for n in cluster.nodes() {
+        let epochs = n.command(&["KEYS", "palisade:tb:{e*}:epoch"]).unwrap();
+        assert_eq!(epochs.text().lines().count(), 1, "{epochs:?}");
+    }
+    // ...records spread over the nodes, and a new replica's resync finds all of them.
     let counts: Vec<i64> = cluster
         .nodes()
         .iter()
-        .map(|n| n.command(&["DBSIZE"]).unwrap().text().parse().unwrap())
+        .map(|n| {
+            n.command(&["DBSIZE"])
+                .unwrap()
+                .text()
+                .parse::<i64>()
+                .unwrap()
+                - 1
+        })
         .collect();
     assert_eq!(counts.iter().sum::<i64>(), i64::from(N) + 1, "{counts:?}");
     assert!(counts.iter().filter(|&&c| c > 0).count() >= 2, "{counts:?}");
@@ -424,7 +448,8 @@ async fn the_periodic_resync_bounds_how_long_a_lost_message_hides_a_revocation()
     let reply = server.command(&["SET", &k, &encode(&record)]).unwrap();
     assert_eq!(reply.text(), "OK");
     wait_until("picked up by a periodic resync", || revoked(&a, &t)).await;
-    assert!(a.stats().resyncs > resyncs);
+    // (A resync is counted when it has finished, a little after it applied the record.)
+    wait_until("that resync counted", || a.stats().resyncs > resyncs).await;
     assert_eq!(a.stats().messages, 0, "not through pub/sub");
 }
 
@@ -466,4 +491,417 @@ async fn a_full_replica_fails_closed_instead_of_forgetting() {
     };
     assert_eq!(small.check(&token(9), lenient), RevocationStatus::Unknown);
     assert_eq!(small.check(&token(0), lenient), RevocationStatus::Revoked);
+}
+
+/// Wall time for tests on a `ManualClock` (lifetimes are far in the future: NOW_EXP).
+const T0: u64 = 1_700_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_step_never_makes_a_stalled_replica_look_fresh() {
+    let mut server = RedisServer::start();
+    settled_store(&server.url()).await;
+    let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+    let a = builder()
+        .clock(Arc::new(clock.clone()))
+        .fresh_within(Duration::from_secs(1))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let unrevoked = fresh_token("x");
+    assert_eq!(
+        a.check(&unrevoked, FailurePolicy::Closed),
+        RevocationStatus::NotRevoked
+    );
+    // NTP steps the wall clock an hour forward; heartbeats keep coming back...
+    clock.set(Timestamp::from_unix_secs(T0 + 3600));
+    wait_until("in sync after the step", || {
+        a.freshness() == Some(Duration::ZERO)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few heartbeats more
+    // ...then back, and the replica stalls: nothing can reach it any more.
+    clock.set(Timestamp::from_unix_secs(T0));
+    server.stop();
+    clock.advance(Duration::from_secs(10));
+    // Ten seconds without a heartbeat are ten seconds, whatever the wall clock did.
+    assert_eq!(a.freshness(), Some(Duration::from_secs(10)));
+    assert_eq!(
+        a.check(&unrevoked, FailurePolicy::Closed),
+        RevocationStatus::Unknown
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_traits_check_answers_by_the_configured_policy() {
+    let mut server = RedisServer::start();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+    let url = server.url();
+    settled_store(&url).await;
+    let with = |policy: Option<FailurePolicy>| {
+        let b = builder()
+            .clock(Arc::new(clock.clone()))
+            .fresh_within(Duration::from_secs(1));
+        let b = match policy {
+            Some(p) => b.failure_policy(p),
+            None => b,
+        };
+        b.connect(&url)
+    };
+    let default = with(None).await.unwrap();
+    let open = with(Some(FailurePolicy::Open)).await.unwrap();
+    let hour = FailurePolicy::Stale {
+        max_age: Duration::from_secs(3600),
+    };
+    let stale_1h = with(Some(hour)).await.unwrap();
+    let stale_5s = with(Some(FailurePolicy::Stale {
+        max_age: Duration::from_secs(5),
+    }))
+    .await
+    .unwrap();
+    let held = token(1);
+    open.revoke_token(&held).await.unwrap();
+    let checks: [(&RedisBlacklist, RevocationStatus); 4] = [
+        (&default, RevocationStatus::Unknown),
+        (&open, RevocationStatus::NotRevoked),
+        (&stale_1h, RevocationStatus::NotRevoked),
+        (&stale_5s, RevocationStatus::Unknown),
+    ];
+    server.stop();
+    clock.advance(Duration::from_secs(10)); // every replica is 10 s stale
+    let unrevoked = fresh_token("x");
+    for (bl, expected) in checks {
+        let contract: &dyn RevocationCheck = bl;
+        let before = bl.stats();
+        assert_eq!(contract.check_local(&unrevoked), Some(expected));
+        let after = bl.stats();
+        // Every stale answer is counted, as allowed or as unknown.
+        assert_eq!(
+            (after.stale_allowed - before.stale_allowed)
+                + (after.stale_unknown - before.stale_unknown),
+            1
+        );
+    }
+    // A revocation the replica holds is refused under every policy.
+    assert_eq!(
+        (&open as &dyn RevocationCheck).check_local(&held),
+        Some(RevocationStatus::Revoked)
+    );
+}
+
+/// Writes `n` token records straight into Redis (pipelined SETs, no messages): a
+/// large store for resync tests, built in seconds rather than n round trips.
+async fn prefill(url: &str, n: u32) {
+    let mut c = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            let t = token(i);
+            let r = Config::default()
+                .token_record(&t, Timestamp::from_unix_secs(T0))
+                .unwrap()
+                .unwrap();
+            pipe.set(key("palisade:tb", &r), encode(&r)).ignore();
+        }
+        let () = pipe.query_async(&mut c).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_keep_answering_while_a_large_store_resyncs() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // A writer that holds nothing of the large store and never resyncs during the test.
+    let b = builder().connect(&url).await.unwrap();
+    // 200k records: a resync takes seconds here, well above `fresh_within`.
+    const N: u32 = 200_000;
+    prefill(&url, N).await;
+    let fresh_within = Duration::from_secs(2);
+    let a = builder()
+        .fresh_within(fresh_within)
+        .resync_every(Duration::from_secs(2))
+        .connect(&url)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), N as usize);
+    let unrevoked = fresh_token("x");
+    let mallory = fresh_token("mallory").with_issued_at(NOW_EXP - 100);
+    let r0 = a.stats().resyncs;
+    let (mut during, mut revoked_seen) = (0u32, 0u32);
+    let mut unknown = Vec::new(); // (freshness, resyncs) of each Unknown answer
+    let mut raised = false;
+    // Sample until two periodic resyncs have completed: the whole second one is sampled.
+    while a.stats().resyncs < r0 + 2 {
+        let in_second = a.stats().resyncs == r0 + 1;
+        if in_second && !raised {
+            // Messages during a resync: a low then a high watermark for mallory. They
+            // must be applied (not lost), and the high one must stay.
+            for secs in [NOW_EXP - 500, NOW_EXP - 50] {
+                b.revoke_user(
+                    "https://idp.example",
+                    "mallory",
+                    Timestamp::from_unix_secs(secs),
+                )
+                .await
+                .unwrap();
+            }
+            raised = true;
+        }
+        for (t, expected) in [
+            (&unrevoked, RevocationStatus::NotRevoked),
+            (&token(N / 2), RevocationStatus::Revoked),
+        ] {
+            match a.check(t, FailurePolicy::Closed) {
+                RevocationStatus::Unknown => unknown.push((a.freshness(), a.stats().resyncs)),
+                s => assert_eq!(s, expected),
+            }
+        }
+        if in_second {
+            during += 1;
+            revoked_seen += u32::from(revoked(&a, &mallory));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(during > 0, "sampled during the second periodic resync");
+    assert!(unknown.is_empty(), "Unknown during a resync: {unknown:?}");
+    assert!(revoked_seen > 0, "a message was applied during the resync");
+    assert!(revoked(&a, &mallory));
+    assert_eq!(
+        a.check(
+            &mallory.clone().with_issued_at(NOW_EXP - 50),
+            FailurePolicy::Closed
+        ),
+        RevocationStatus::Revoked,
+        "the higher watermark stays"
+    );
+}
+
+/// `calls` of a command in the server's `INFO commandstats` (0 if never called).
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let info = server.command(&["INFO", "commandstats"]).unwrap().text();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_loses_data_no_replica_answers_not_revoked_until_it_is_repaired() {
+    let server = RedisServer::start();
+    let url = server.url();
+    settled_store(&url).await;
+    // Replicas on a ManualClock: the repair window passes only when the test says
+    // (its backstop, ten windows on Redis's clock, outlasts the test's waits).
+    let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+    let window = Duration::from_secs(2);
+    let on_clock = || {
+        builder()
+            .clock(Arc::new(clock.clone()))
+            .timeout(Duration::from_millis(300))
+            .repair_window(window)
+    };
+    let a = on_clock().connect(&url).await.unwrap();
+    let b = on_clock().connect(&url).await.unwrap();
+    let held = token(1);
+    let mallory = fresh_token("mallory").with_issued_at(NOW_EXP - 10);
+    let unrevoked = fresh_token("x");
+    a.revoke_token(&held).await.unwrap();
+    a.revoke_user(
+        "https://idp.example",
+        "mallory",
+        Timestamp::from_unix_secs(NOW_EXP - 10),
+    )
+    .await
+    .unwrap();
+    wait_until("b holds both", || {
+        revoked(&b, &held) && revoked(&b, &mallory)
+    })
+    .await;
+
+    // Redis loses everything; no connection drops.
+    assert_eq!(server.command(&["FLUSHALL"]).unwrap().text(), "OK");
+    // A replica started now, and one a second later, over a Redis that lost both.
+    let c = on_clock().connect(&url).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let d = on_clock().connect(&url).await.unwrap();
+    for bl in [&c, &d] {
+        for t in [&held, &mallory] {
+            assert_ne!(
+                bl.check(t, FailurePolicy::Closed),
+                RevocationStatus::NotRevoked
+            );
+            assert_ne!(
+                bl.check_remote(t).await.unwrap(),
+                RevocationStatus::NotRevoked
+            );
+        }
+        assert_eq!(
+            bl.check(&unrevoked, FailurePolicy::Closed),
+            RevocationStatus::Unknown
+        );
+        assert_eq!(
+            bl.check_remote(&unrevoked).await.unwrap(),
+            RevocationStatus::Unknown
+        );
+    }
+    // The live replicas noticed: they fail closed too, whatever the age bound, and
+    // do not vouch for the store either.
+    for bl in [&a, &b] {
+        wait_until("loss detected", || bl.stats().data_losses == 1).await;
+        assert_eq!(bl.freshness(), None);
+        let lenient = FailurePolicy::Stale {
+            max_age: Duration::from_secs(3600),
+        };
+        assert_eq!(bl.check(&unrevoked, lenient), RevocationStatus::Unknown);
+        assert_eq!(
+            bl.check_remote(&unrevoked).await.unwrap(),
+            RevocationStatus::Unknown
+        );
+        assert!(revoked(bl, &held) && revoked(bl, &mallory));
+    }
+    // One of them restores both records, once.
+    let k = token_key("palisade:tb", "https://idp.example", "user-1", "jti-1");
+    wait_until("repaired in redis", || {
+        server.command(&["EXISTS", &k]).unwrap().text() == "1"
+    })
+    .await;
+    let repaired = || a.stats().repaired + b.stats().repaired;
+    wait_until("both records re-written", || repaired() >= 2).await;
+
+    // After the repair window every replica settles and answers again.
+    clock.advance(window);
+    for bl in [&a, &b, &c, &d] {
+        wait_until("settled after the window", || {
+            bl.check(&unrevoked, FailurePolicy::Closed) == RevocationStatus::NotRevoked
+        })
+        .await;
+        assert!(revoked(bl, &held) && revoked(bl, &mallory));
+        assert_eq!(
+            bl.check_remote(&unrevoked).await.unwrap(),
+            RevocationStatus::NotRevoked
+        );
+    }
+    assert_eq!(repaired(), 2, "each lost record re-written once");
+    let e = builder().connect(&url).await.unwrap();
+    assert_eq!(
+        e.check_remote(&mallory).await.unwrap(),
+        RevocationStatus::Revoked
+    );
+    assert!(revoked(&e, &held) && revoked(&e, &mallory));
+    assert_eq!(c.stats().data_losses + d.stats().data_losses, 0);
+}
+
+/// N replicas hold `n` records; `lose` makes Redis lose them all; returns how many
+/// revocation-script calls Redis then ran (from its own counters) and the sum of the
+/// replicas' `repaired`, once a replica started afterwards sees every record.
+async fn rewrites_after(lose: impl FnOnce(&mut RedisServer)) -> (u64, u64) {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    const N: u32 = 3000;
+    prefill(&url, N).await;
+    let quick = || {
+        builder()
+            .timeout(Duration::from_millis(500))
+            .fresh_within(Duration::from_millis(500))
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let r = quick().connect(&url).await.unwrap();
+        assert_eq!(r.len(), N as usize);
+        replicas.push(r);
+    }
+    lose(&mut server);
+    for r in &replicas {
+        wait_until("fresh again", || {
+            r.check(&fresh_token("x"), FailurePolicy::Closed) == RevocationStatus::NotRevoked
+        })
+        .await;
+    }
+    let late = quick().connect(&url).await.unwrap();
+    wait_until("a replica started afterwards holds every record", || {
+        late.len() == N as usize
+    })
+    .await;
+    assert!((0..N).all(|i| revoked(&late, &token(i))));
+    let scripts = calls(&server, "evalsha") + calls(&server, "eval");
+    let repaired = replicas.iter().map(|r| r.stats().repaired).sum();
+    (scripts, repaired)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_empty_restart_three_replicas_rewrite_the_records_once() {
+    let (scripts, repaired) = rewrites_after(RedisServer::restart).await;
+    assert_eq!(repaired, 3000, "every record re-written exactly once");
+    // Redis's own count: the re-writes plus a few epoch and lock scripts, not 3 × 3000.
+    assert!((3000..3300).contains(&scripts), "{scripts} script calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_flushall_three_replicas_rewrite_the_records_once() {
+    let (scripts, repaired) = rewrites_after(|s| {
+        assert_eq!(s.command(&["CONFIG", "RESETSTAT"]).unwrap().text(), "OK");
+        assert_eq!(s.command(&["FLUSHALL"]).unwrap().text(), "OK");
+    })
+    .await;
+    assert_eq!(repaired, 3000, "every record re-written exactly once");
+    assert!((3000..3300).contains(&scripts), "{scripts} script calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_revocations_is_refused_unless_allowed() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let acl = [
+        "ACL", "SETUSER", "limited", "on", ">s3cret", "~*", "&*", "+@all", "-config",
+    ];
+    assert_eq!(server.command(&acl).unwrap().text(), "OK");
+    // This user cannot run CONFIG: the policy comes from INFO memory instead.
+    let limited = format!("redis://limited:s3cret@127.0.0.1:{}/", server.port());
+    for policy in ["allkeys-lru", "volatile-ttl"] {
+        let set = ["CONFIG", "SET", "maxmemory-policy", policy];
+        assert_eq!(server.command(&set).unwrap().text(), "OK");
+        for u in [&url, &limited] {
+            match builder().connect(u).await {
+                Err(e @ Error::UnsafeEvictionPolicy { .. }) => {
+                    let Error::UnsafeEvictionPolicy { policy: found } = &e else {
+                        unreachable!()
+                    };
+                    assert_eq!(found, policy);
+                    assert!(!e.to_string().contains("s3cret"), "{e}");
+                }
+                Err(other) => panic!("{policy}: {other}"),
+                Ok(_) => panic!("{policy}: connected"),
+            }
+        }
+    }
+    // Allowed explicitly: it connects, and counts that it went on anyway.
+    let allowed = builder()
+        .allow_eviction_policy(true)
+        .connect(&limited)
+        .await
+        .unwrap();
+    assert!(allowed.stats().eviction_policy_allowed >= 1);
+    assert!(!format!("{allowed:?}").contains("s3cret"), "{allowed:?}");
+    let set = ["CONFIG", "SET", "maxmemory-policy", "noeviction"];
+    assert_eq!(server.command(&set).unwrap().text(), "OK");
+    let safe = builder().connect(&limited).await.unwrap();
+    assert_eq!(safe.stats().eviction_policy_allowed, 0);
+    assert!(safe.freshness().is_some());
+}
+
+#[tokio::test]
+async fn a_zero_repair_window_is_refused_by_name() {
+    // Validation comes before any connection, so no server is needed.
+    let e = RedisBlacklist::builder()
+        .repair_window(Duration::ZERO)
+        .connect("redis://127.0.0.1:1/")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidConfig(m) if m.contains("repair_window")),
+        "{e}"
+    );
 }
