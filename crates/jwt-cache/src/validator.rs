@@ -515,10 +515,11 @@ impl Validator {
             return Err(Error::BadSignature);
         }
         let claims = claims::parse(p)?;
-        claims::check(&claims, &self.policy)?;
+        // Time claims first, so a bad one is named as such (not as a missing claim).
         let expires_at = claims::numeric_claim(&claims, "exp")?;
         let not_before = claims::numeric_claim(&claims, "nbf")?;
         let issued_at = claims::numeric_claim(&claims, "iat")?;
+        claims::check(&claims, &self.policy)?;
         let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
         let mut identity = TokenIdentity::new(string("iss").unwrap_or_default());
         identity.subject = string("sub");
