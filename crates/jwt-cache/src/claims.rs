@@ -2,7 +2,7 @@
 //!
 //! `jsonwebtoken::decode` parses the payload twice (once for its checks, once for the
 //! caller) and the header once more than we need; a miss here parses each part once
-//! and lets jsonwebtoken do only the signature (`jsonwebtoken::crypto::verify`).
+//! and lets jsonwebtoken do only the signature (its aws-lc-rs verifier).
 //! [`check`] keeps jsonwebtoken 12's claim rules (`validation::validate`, with its
 //! time checks off: we check time against our `Clock`), and a differential property
 //! test below holds the two to the same answers. Our rules are stricter in three ways,
