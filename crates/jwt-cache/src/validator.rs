@@ -521,15 +521,16 @@ impl Validator {
         identity.jti = string("jti");
         identity.issued_at = issued_at;
         identity.expires_at = expires_at;
-        let token = ValidatedToken {
+        let mut token = ValidatedToken {
             algorithm: alg,
             key_id: kid,
             claims,
             identity,
             expires_at,
             not_before,
-            payload_len: p.len(),
+            heap_bytes: 0,
         };
+        token.heap_bytes = token.measure();
         self.check_time(&token, now)?;
         Ok(Verified {
             token: Arc::new(token),
