@@ -18,14 +18,14 @@ use palisade_core_traits::JwsAlgorithm;
 use ring::digest;
 use ring::rand::SystemRandom;
 
-use crate::der::{PrivateParts, private_parts};
 use crate::jwk::PublicKey;
-use crate::soft::{MIN_RSA_BITS, RingKey};
+use crate::pkcs8;
+use crate::soft::RingKey;
 use crate::{Error, KeyInfo, KeyRef, KeyStore, Pin, validate_name};
 
-const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+pub(crate) const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub(crate) const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+pub(crate) const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 /// DER `DigestInfo` prefix for SHA-256 (RFC 8017 §9.2 note 1), for `CKM_RSA_PKCS`.
 const SHA256_DIGEST_INFO: &[u8] = &[
     0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
@@ -1055,89 +1055,37 @@ impl KeyStore for Pkcs11Store {
                 reason: format!("token {:?} has {reason}", self.inner.token_label),
             });
         }
-        // ring validates the key and gives the public half.
+        // ring validates the key and gives the public half; the private components
+        // go from the caller's DER straight into a template that is wiped on drop.
         let public_key =
             RingKey::from_pkcs8(algorithm, pkcs8_der, &self.inner.rng)?.public_key(algorithm);
-        let parts = private_parts(algorithm, pkcs8_der)?;
+        let mut private = pkcs8::private_template(algorithm, pkcs8_der)?;
         let _admin = self.inner.admin.lock().unwrap_or_else(|p| p.into_inner());
         let key = KeyRef::new(name, self.next_version(name)?);
         let label = label(&key, algorithm).into_bytes();
-        let mut private = private_template(&label);
+        private.0.extend(private_template(&label));
+        private.0.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
         let mut public = public_template(&label);
-        private.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
         public.push(Attribute::Class(ObjectClass::PUBLIC_KEY));
-        match (&parts, &public_key) {
-            (
-                PrivateParts::Rsa {
-                    n,
-                    e,
-                    d,
-                    p,
-                    q,
-                    dp,
-                    dq,
-                    qinv,
-                },
-                _,
-            ) => {
-                if n.len() * 8 < MIN_RSA_BITS {
-                    return Err(Error::InvalidKey {
-                        algorithm,
-                        reason: format!("RSA modulus under {MIN_RSA_BITS} bits"),
-                    });
-                }
-                private.extend([
-                    Attribute::KeyType(KeyType::RSA),
-                    Attribute::Modulus(n.clone()),
-                    Attribute::PublicExponent(e.clone()),
-                    Attribute::PrivateExponent(d.clone()),
-                    Attribute::Prime1(p.clone()),
-                    Attribute::Prime2(q.clone()),
-                    Attribute::Exponent1(dp.clone()),
-                    Attribute::Exponent2(dq.clone()),
-                    Attribute::Coefficient(qinv.clone()),
-                ]);
-                public.extend([
-                    Attribute::KeyType(KeyType::RSA),
-                    Attribute::Modulus(n.clone()),
-                    Attribute::PublicExponent(e.clone()),
-                ]);
-            }
-            (PrivateParts::Ec { d }, PublicKey::Ec { point, .. }) => {
-                let params = ec_params(algorithm).to_vec();
-                private.extend([
-                    Attribute::KeyType(KeyType::EC),
-                    Attribute::EcParams(params.clone()),
-                    Attribute::Value(d.clone()),
-                ]);
-                public.extend([
-                    Attribute::KeyType(KeyType::EC),
-                    Attribute::EcParams(params),
-                    Attribute::EcPoint(der_octet_string(point)),
-                ]);
-            }
-            (PrivateParts::Ed25519 { seed }, PublicKey::Ed25519(pk)) => {
-                private.extend([
-                    Attribute::KeyType(KeyType::EC_EDWARDS),
-                    Attribute::EcParams(ED25519_OID.to_vec()),
-                    Attribute::Value(seed.clone()),
-                ]);
-                public.extend([
-                    Attribute::KeyType(KeyType::EC_EDWARDS),
-                    Attribute::EcParams(ED25519_OID.to_vec()),
-                    Attribute::EcPoint(der_octet_string(pk)),
-                ]);
-            }
-            _ => {
-                return Err(Error::InvalidKey {
-                    algorithm,
-                    reason: "PKCS#8 key does not match the algorithm".into(),
-                });
-            }
+        match &public_key {
+            PublicKey::Rsa { n, e, .. } => public.extend([
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Modulus(n.clone()),
+                Attribute::PublicExponent(e.clone()),
+            ]),
+            PublicKey::Ec { point, .. } => public.extend([
+                Attribute::KeyType(KeyType::EC),
+                Attribute::EcParams(ec_params(algorithm).to_vec()),
+                Attribute::EcPoint(der_octet_string(point)),
+            ]),
+            PublicKey::Ed25519(pk) => public.extend([
+                Attribute::KeyType(KeyType::EC_EDWARDS),
+                Attribute::EcParams(ED25519_OID.to_vec()),
+                Attribute::EcPoint(der_octet_string(pk)),
+            ]),
         }
-        drop(parts);
         self.inner.with_keeper(|s| {
-            let priv_handle = s.create_object(&private)?;
+            let priv_handle = s.create_object(&private.0)?;
             if let Err(e) = s.create_object(&public) {
                 let _ = s.destroy_object(priv_handle);
                 return Err(e);
