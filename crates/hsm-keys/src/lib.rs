@@ -1,8 +1,6 @@
 #![forbid(unsafe_code)]
 #![doc = include_str!("../README.md")]
 
-#[cfg(feature = "pkcs11")]
-mod der;
 mod error;
 mod jwk;
 mod jws;
@@ -10,6 +8,8 @@ mod keyring;
 mod pin;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
+#[cfg(feature = "pkcs11")]
+mod pkcs8;
 mod soft;
 
 #[cfg(feature = "pkcs11")]
@@ -159,19 +159,20 @@ impl<S: KeyStore + ?Sized> KeyStore for std::sync::Arc<S> {
     }
 }
 
-/// Fuzzing entry point: the PKCS#8 splitter used by `Pkcs11Store` imports, run on
-/// arbitrary bytes for every algorithm (in the store it only sees keys ring accepted).
-/// Returns how many algorithms accepted the bytes.
+/// Fuzzing entry point: the PKCS#8 parsing used by `Pkcs11Store` imports (RustCrypto's
+/// `pkcs8`, `sec1`, `pkcs1`), run on arbitrary bytes for every algorithm (in the store
+/// it only sees keys ring accepted). Returns how many algorithms accepted the bytes.
 #[cfg(feature = "pkcs11")]
 #[doc(hidden)]
 pub fn fuzz_pkcs8_parts(data: &[u8]) -> usize {
     [
         JwsAlgorithm::ES256,
+        JwsAlgorithm::ES384,
         JwsAlgorithm::EdDSA,
         JwsAlgorithm::RS256,
     ]
     .into_iter()
-    .filter(|&alg| der::private_parts(alg, data).is_ok())
+    .filter(|&alg| pkcs8::private_template(alg, data).is_ok())
     .count()
 }
 

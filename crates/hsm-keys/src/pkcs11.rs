@@ -18,14 +18,14 @@ use palisade_core_traits::JwsAlgorithm;
 use ring::digest;
 use ring::rand::SystemRandom;
 
-use crate::der::{PrivateParts, private_parts};
 use crate::jwk::PublicKey;
-use crate::soft::{MIN_RSA_BITS, RingKey};
+use crate::pkcs8;
+use crate::soft::RingKey;
 use crate::{Error, KeyInfo, KeyRef, KeyStore, Pin, validate_name};
 
-const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+pub(crate) const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub(crate) const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+pub(crate) const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 /// DER `DigestInfo` prefix for SHA-256 (RFC 8017 §9.2 note 1), for `CKM_RSA_PKCS`.
 const SHA256_DIGEST_INFO: &[u8] = &[
     0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
@@ -50,44 +50,122 @@ pub struct TokenSelector {
     pub serial: Option<String>,
 }
 
+/// RFC 7512 path attributes. Only these names are ever echoed in an error: a URI may
+/// carry a PIN (`pin-value`), so neither values nor unknown names are.
+const PATH_ATTRIBUTES: [&str; 13] = [
+    "token",
+    "manufacturer",
+    "serial",
+    "model",
+    "library-manufacturer",
+    "library-description",
+    "library-version",
+    "object",
+    "type",
+    "id",
+    "slot-description",
+    "slot-manufacturer",
+    "slot-id",
+];
+/// RFC 7512 query attributes.
+const QUERY_ATTRIBUTES: [&str; 4] = ["pin-source", "pin-value", "module-name", "module-path"];
+/// `CK_TOKEN_INFO.label` is 32 bytes: a longer label matches no token.
+const MAX_LABEL_BYTES: usize = 32;
+
+fn uri_error(what: String) -> Error {
+    Error::Config(format!("pkcs11 URI refused: {what}"))
+}
+
+/// The error for a query attribute (or one misplaced in the path): named only if it
+/// is one of RFC 7512's, and never with its value.
+fn query_attribute_error(name: &str, position: usize) -> Error {
+    uri_error(match QUERY_ATTRIBUTES.iter().find(|n| **n == name) {
+        Some(&n @ ("pin-value" | "pin-source")) => format!(
+            "attribute {n} is not accepted: give the PIN as a Pin (configuration or \
+             environment variable), never in the URI"
+        ),
+        Some(n) => format!("attribute {n} is not accepted: the module is given to load()"),
+        None => format!("query attribute #{position} is not an RFC 7512 attribute"),
+    })
+}
+
 impl TokenSelector {
-    /// Parses a token label, or a `pkcs11:` URI (RFC 7512). Object attributes
-    /// (`object`, `id`, `type`) and query attributes are ignored: keys are named by
-    /// this crate. `slot-id` is refused: slot numbers are not stable.
+    /// Parses a token label, or a `pkcs11:` URI (RFC 7512, scheme in any case).
+    ///
+    /// Path attributes `object`, `type`, `id` and `library-*` are accepted and
+    /// ignored (keys are named by this crate); `slot-*` is refused (slot numbers are
+    /// not stable), as are unknown or repeated attributes and any query attribute
+    /// (`pin-value`/`pin-source`: the PIN is a [`Pin`]; `module-*`: the module is
+    /// given to [`Pkcs11Store::load`]). Errors name the attribute only if it is one
+    /// of RFC 7512's, or its position, and never a value or the URI: a URI may
+    /// carry a PIN.
     pub fn parse(s: &str) -> Result<Self, Error> {
-        let Some(rest) = s.strip_prefix("pkcs11:") else {
+        let Some(rest) = s
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("pkcs11:"))
+            .map(|_| &s[7..])
+        else {
             if s.is_empty() {
                 return Err(Error::Config("empty token label".into()));
+            }
+            if s.len() > MAX_LABEL_BYTES {
+                return Err(Error::Config(format!(
+                    "token label of {} bytes: PKCS#11 labels have at most {MAX_LABEL_BYTES}",
+                    s.len()
+                )));
             }
             return Ok(TokenSelector {
                 token: Some(s.to_owned()),
                 ..Default::default()
             });
         };
-        let path = rest.split('?').next().unwrap_or_default();
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut sel = TokenSelector::default();
-        for attr in path.split(';').filter(|a| !a.is_empty()) {
-            let (k, v) = attr.split_once('=').ok_or_else(|| {
-                Error::Config(format!("pkcs11 URI attribute {attr:?} has no '='"))
+        let mut seen: Vec<&'static str> = Vec::new();
+        for (i, attr) in path.split(';').enumerate() {
+            let position = i + 1;
+            if attr.is_empty() {
+                continue;
+            }
+            let Some((k, v)) = attr.split_once('=') else {
+                return Err(uri_error(format!("path attribute #{position} has no '='")));
+            };
+            let Some(&name) = PATH_ATTRIBUTES.iter().find(|n| **n == k) else {
+                if QUERY_ATTRIBUTES.contains(&k) {
+                    return Err(query_attribute_error(k, position));
+                }
+                return Err(uri_error(format!(
+                    "path attribute #{position} is not an RFC 7512 attribute"
+                )));
+            };
+            if seen.contains(&name) {
+                return Err(uri_error(format!("attribute {name} appears twice")));
+            }
+            seen.push(name);
+            let v = percent_decode(v).ok_or_else(|| {
+                uri_error(format!(
+                    "the value of attribute {name} is not valid percent-encoded UTF-8"
+                ))
             })?;
-            let v = percent_decode(v)?;
-            match k {
+            match name {
                 "token" => sel.token = Some(v),
                 "manufacturer" => sel.manufacturer = Some(v),
                 "model" => sel.model = Some(v),
                 "serial" => sel.serial = Some(v),
                 "slot-id" | "slot-description" | "slot-manufacturer" => {
-                    return Err(Error::Config(format!(
-                        "pkcs11 URI attribute {k} is not accepted: choose the token by token= label"
+                    return Err(uri_error(format!(
+                        "attribute {name} is not accepted: choose the token by token= label"
                     )));
                 }
                 _ => {}
             }
         }
+        if let Some((i, attr)) = query.split('&').enumerate().find(|(_, a)| !a.is_empty()) {
+            let name = attr.split_once('=').map_or(attr, |(k, _)| k);
+            return Err(query_attribute_error(name, i + 1));
+        }
         if sel.token.is_none() && sel.serial.is_none() {
-            return Err(Error::Config(format!(
-                "pkcs11 URI {s:?} names no token= or serial="
-            )));
+            return Err(uri_error("it names no token= or serial=".into()));
         }
         Ok(sel)
     }
@@ -103,20 +181,22 @@ impl TokenSelector {
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, Error> {
-    let bad = || Error::Config(format!("bad percent-encoding in pkcs11 URI value {s:?}"));
+/// RFC 3986 percent-decoding into UTF-8; `None` if it is malformed.
+fn percent_decode(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {
         if b == b'%' {
-            let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
-            let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            let hex = [bytes.next()?, bytes.next()?];
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None; // from_str_radix alone would take "+f"
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
         } else {
             out.push(b);
         }
     }
-    String::from_utf8(out).map_err(|_| bad())
+    String::from_utf8(out).ok()
 }
 
 /// Loads a PKCS#11 module once per process and initialises it once; later calls
@@ -975,89 +1055,37 @@ impl KeyStore for Pkcs11Store {
                 reason: format!("token {:?} has {reason}", self.inner.token_label),
             });
         }
-        // ring validates the key and gives the public half.
+        // ring validates the key and gives the public half; the private components
+        // go from the caller's DER straight into a template that is wiped on drop.
         let public_key =
             RingKey::from_pkcs8(algorithm, pkcs8_der, &self.inner.rng)?.public_key(algorithm);
-        let parts = private_parts(algorithm, pkcs8_der)?;
+        let mut private = pkcs8::private_template(algorithm, pkcs8_der)?;
         let _admin = self.inner.admin.lock().unwrap_or_else(|p| p.into_inner());
         let key = KeyRef::new(name, self.next_version(name)?);
         let label = label(&key, algorithm).into_bytes();
-        let mut private = private_template(&label);
+        private.0.extend(private_template(&label));
+        private.0.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
         let mut public = public_template(&label);
-        private.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
         public.push(Attribute::Class(ObjectClass::PUBLIC_KEY));
-        match (&parts, &public_key) {
-            (
-                PrivateParts::Rsa {
-                    n,
-                    e,
-                    d,
-                    p,
-                    q,
-                    dp,
-                    dq,
-                    qinv,
-                },
-                _,
-            ) => {
-                if n.len() * 8 < MIN_RSA_BITS {
-                    return Err(Error::InvalidKey {
-                        algorithm,
-                        reason: format!("RSA modulus under {MIN_RSA_BITS} bits"),
-                    });
-                }
-                private.extend([
-                    Attribute::KeyType(KeyType::RSA),
-                    Attribute::Modulus(n.clone()),
-                    Attribute::PublicExponent(e.clone()),
-                    Attribute::PrivateExponent(d.clone()),
-                    Attribute::Prime1(p.clone()),
-                    Attribute::Prime2(q.clone()),
-                    Attribute::Exponent1(dp.clone()),
-                    Attribute::Exponent2(dq.clone()),
-                    Attribute::Coefficient(qinv.clone()),
-                ]);
-                public.extend([
-                    Attribute::KeyType(KeyType::RSA),
-                    Attribute::Modulus(n.clone()),
-                    Attribute::PublicExponent(e.clone()),
-                ]);
-            }
-            (PrivateParts::Ec { d }, PublicKey::Ec { point, .. }) => {
-                let params = ec_params(algorithm).to_vec();
-                private.extend([
-                    Attribute::KeyType(KeyType::EC),
-                    Attribute::EcParams(params.clone()),
-                    Attribute::Value(d.clone()),
-                ]);
-                public.extend([
-                    Attribute::KeyType(KeyType::EC),
-                    Attribute::EcParams(params),
-                    Attribute::EcPoint(der_octet_string(point)),
-                ]);
-            }
-            (PrivateParts::Ed25519 { seed }, PublicKey::Ed25519(pk)) => {
-                private.extend([
-                    Attribute::KeyType(KeyType::EC_EDWARDS),
-                    Attribute::EcParams(ED25519_OID.to_vec()),
-                    Attribute::Value(seed.clone()),
-                ]);
-                public.extend([
-                    Attribute::KeyType(KeyType::EC_EDWARDS),
-                    Attribute::EcParams(ED25519_OID.to_vec()),
-                    Attribute::EcPoint(der_octet_string(pk)),
-                ]);
-            }
-            _ => {
-                return Err(Error::InvalidKey {
-                    algorithm,
-                    reason: "PKCS#8 key does not match the algorithm".into(),
-                });
-            }
+        match &public_key {
+            PublicKey::Rsa { n, e, .. } => public.extend([
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Modulus(n.clone()),
+                Attribute::PublicExponent(e.clone()),
+            ]),
+            PublicKey::Ec { point, .. } => public.extend([
+                Attribute::KeyType(KeyType::EC),
+                Attribute::EcParams(ec_params(algorithm).to_vec()),
+                Attribute::EcPoint(der_octet_string(point)),
+            ]),
+            PublicKey::Ed25519(pk) => public.extend([
+                Attribute::KeyType(KeyType::EC_EDWARDS),
+                Attribute::EcParams(ED25519_OID.to_vec()),
+                Attribute::EcPoint(der_octet_string(pk)),
+            ]),
         }
-        drop(parts);
         self.inner.with_keeper(|s| {
-            let priv_handle = s.create_object(&private)?;
+            let priv_handle = s.create_object(&private.0)?;
             if let Err(e) = s.create_object(&public) {
                 let _ = s.destroy_object(priv_handle);
                 return Err(e);
@@ -1292,7 +1320,7 @@ mod tests {
     #[test]
     fn uris_pick_tokens_by_label() {
         let sel =
-            TokenSelector::parse("pkcs11:model=SoftHSM%20v2;token=a%3Bb;object=k;type=private")
+            TokenSelector::parse("PKCS11:model=SoftHSM%20v2;token=a%3Bb;object=k;type=private")
                 .unwrap();
         assert_eq!(sel.token.as_deref(), Some("a;b"));
         assert_eq!(sel.model.as_deref(), Some("SoftHSM v2"));
@@ -1310,6 +1338,11 @@ mod tests {
             "pkcs11:token",
             "pkcs11:token=%4",
             "pkcs11:token=%ff%fe",
+            "pkcs11:token=%+f",
+            "pkcs11:token=a;token=b",
+            "pkcs11:token=a;colour=blue",
+            "pkcs11:token=a?module-path=/x.so",
+            "a label longer than thirty-two bytes",
         ] {
             assert!(
                 matches!(TokenSelector::parse(bad), Err(Error::Config(_))),

@@ -158,12 +158,18 @@ fn import_sign_verify(
 
 fn rejects_bad_imports(store: &dyn KeyStore, prefix: &str) {
     let name = format!("{prefix}-bad");
-    let cases: [(JwsAlgorithm, &[u8]); 5] = [
+    let p256 = pkcs8(JwsAlgorithm::ES256);
+    let trailing = [p256, &[0]].concat();
+    let truncated = &p256[..p256.len() - 1];
+    let cases: [(JwsAlgorithm, &[u8]); 8] = [
         (JwsAlgorithm::RS256, include_bytes!("data/rsa1024.pk8.der")),
-        (JwsAlgorithm::ES384, pkcs8(JwsAlgorithm::ES256)),
+        (JwsAlgorithm::ES384, p256),
         (JwsAlgorithm::ES256, pkcs8(JwsAlgorithm::EdDSA)),
         (JwsAlgorithm::EdDSA, pkcs8(JwsAlgorithm::RS256)),
         (JwsAlgorithm::ES256, b"\x30\x03\x02\x01\x00"),
+        (JwsAlgorithm::ES256, &trailing),
+        (JwsAlgorithm::ES256, truncated),
+        (JwsAlgorithm::ES256, &non_minimal_length(p256)),
     ];
     for (alg, der) in cases {
         let err = store.import_pkcs8(&name, alg, der).unwrap_err();
@@ -173,6 +179,13 @@ fn rejects_bad_imports(store: &dyn KeyStore, prefix: &str) {
         );
     }
     assert!(store.versions(&name).unwrap().is_empty());
+}
+
+/// `der` (a SEQUENCE with a one-byte long-form length) with its length in two bytes:
+/// valid BER, invalid DER.
+fn non_minimal_length(der: &[u8]) -> Vec<u8> {
+    assert_eq!(&der[..2], &[0x30, 0x81], "a key of 128 to 255 bytes");
+    [&[0x30, 0x82, 0x00][..], &der[2..]].concat()
 }
 
 fn lifecycle_ops(store: &dyn KeyStore, prefix: &str, alg: JwsAlgorithm) {

@@ -44,3 +44,25 @@ fn fuzz_corpus_hsm_keys_pkcs8() {
         palisade_hsm_keys::fuzz_pkcs8_parts(data) > 0
     });
 }
+
+/// The PKCS#8 parser behind `Pkcs11Store` imports is strict DER on its own (not only
+/// because ring looked at the key first): each real key is accepted for its one
+/// algorithm, and trailing bytes, a non-minimal length or a truncation are refused.
+#[test]
+fn the_pkcs8_parser_takes_real_keys_and_refuses_malformed_der() {
+    let p256: &[u8] = include_bytes!("data/p256.pk8.der");
+    for der in [
+        p256,
+        include_bytes!("data/p384.pk8.der"),
+        include_bytes!("data/ed25519.pk8.der"),
+        include_bytes!("data/rsa2048.pk8.der"),
+    ] {
+        assert_eq!(palisade_hsm_keys::fuzz_pkcs8_parts(der), 1);
+    }
+    assert_eq!(&p256[..2], &[0x30, 0x81]);
+    let non_minimal = [&[0x30, 0x82, 0x00][..], &p256[2..]].concat();
+    let trailing = [p256, &[0]].concat();
+    for bad in [&trailing[..], &non_minimal, &p256[..p256.len() - 1]] {
+        assert_eq!(palisade_hsm_keys::fuzz_pkcs8_parts(bad), 0);
+    }
+}

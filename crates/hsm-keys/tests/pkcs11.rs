@@ -114,7 +114,7 @@ fn tokens_are_chosen_by_label_or_uri_never_by_index() {
         assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
     }
     assert_eq!(
-        TokenSelector::parse("pkcs11:token=My%20Token;serial=42?pin-source=file:x").unwrap(),
+        TokenSelector::parse("pkcs11:token=My%20Token;serial=42;object=k;id=%01").unwrap(),
         TokenSelector {
             token: Some("My Token".into()),
             serial: Some("42".into()),
@@ -339,4 +339,48 @@ fn the_pin_never_shows() {
     }
     let missing = Pin::from_env("PALISADE_TEST_PIN_THAT_IS_NOT_SET").unwrap_err();
     assert!(matches!(missing, Error::Config(_)), "{missing}");
+}
+
+#[test]
+fn a_pin_in_a_pkcs11_uri_never_shows_in_any_error() {
+    const PIN: &str = "Secr3tPin8472";
+    let hsm = SoftHsm::get();
+    let t = hsm.token_label();
+    // Every kind of defect, each with a PIN in the URI (RFC 7512 puts it in the query
+    // as pin-value; users also misplace it).
+    let uris = [
+        format!("pkcs11:token={t};colour=blue?pin-value={PIN}"), // unknown attribute
+        format!("pkcs11:token={t};x-vendor={PIN}"),              // unknown, PIN as value
+        format!("pkcs11:token={t};{PIN}=1"),                     // unknown, PIN as name
+        format!("pkcs11:token={t};{PIN}?pin-value={PIN}"),       // no '='
+        format!("pkcs11:token=pr%zzod?pin-value={PIN}"),         // bad percent-encoding
+        format!("pkcs11:token=%ff%fe?pin-value={PIN}"),          // not UTF-8
+        format!("pkcs11:token={t}?pin-value={PIN}%zz"),          // bad encoding in the PIN
+        format!("pkcs11:object=key;type=private?pin-value={PIN}"), // missing token
+        format!("pkcs11:token={t};token={t}?pin-value={PIN}"),   // duplicate attribute
+        format!("pkcs11:slot-id=0?pin-value={PIN}"),             // refused attribute
+        format!("pkcs11:token={t};pin-value={PIN}"),             // PIN in the path
+        format!("pkcs11:token={t}?pin-value={PIN}"),             // a PIN at all
+        format!("PKCS11:token={t}?pin-value={PIN}"),             // scheme in upper case
+        format!("pkcs11:token={t}?pin-source=file:/run/{PIN}"),  // PIN source
+        format!("pkcs11:token={t}?module-path=/x.so&pin-value={PIN}"), // module
+        format!("pkcs11:token={t}?x-pin={PIN}"),                 // unknown query attribute
+        format!("pkcs11:token={t}?pin-value={PIN}&pin-value={PIN}"), // duplicate query
+    ];
+    for uri in &uris {
+        let parsed = TokenSelector::parse(uri).unwrap_err();
+        let opened =
+            Pkcs11Store::open(hsm.pkcs11().clone(), uri, Pin::new(SoftHsm::USER_PIN)).unwrap_err();
+        for e in [&parsed, &opened] {
+            assert!(matches!(e, Error::Config(_)), "{uri}: {e}");
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains(PIN), "{uri} shows the PIN: {shown}");
+            assert!(!shown.contains(uri.as_str()), "{uri} is echoed: {shown}");
+        }
+    }
+    // What is named instead: the RFC 7512 attribute, or a position.
+    let e = TokenSelector::parse(&uris[8]).unwrap_err().to_string();
+    assert!(e.contains("token appears twice"), "{e}");
+    let e = TokenSelector::parse(&uris[2]).unwrap_err().to_string();
+    assert!(e.contains("path attribute #2"), "{e}");
 }

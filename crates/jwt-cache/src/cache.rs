@@ -1,6 +1,7 @@
 //! The bounded store shared by validators: quick_cache (S3-FIFO-style, sharded).
 
 use std::hash::{Hash, Hasher};
+use std::mem::size_of;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 use crate::ValidatedToken;
 use crate::error::Error;
 use crate::stats::Counter;
+use crate::weight;
 
 /// Default longest life of an entry.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
@@ -18,13 +20,20 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CACHED_TOKEN_BYTES: usize = 8 * 1024;
 /// Default cap on entries.
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
-/// Default cap on (estimated) bytes held by entries.
+/// Default cap on the bytes held by the cache.
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Fixed per-entry cost on top of the token bytes and the claims, in bytes (key,
-/// entry, `Arc`, `ValidatedToken`, identity strings, quick_cache slot), measured
-/// with a counting allocator (`benches/jwt_cache_memory.rs`).
-pub(crate) const ENTRY_OVERHEAD_BYTES: u64 = 512;
+/// What one quick_cache slot costs beside the entry's heap: its slab entry (our key
+/// and value structs inline, with quick_cache's list links and state) and its
+/// hash-table index, doubled because both grow by doubling.
+pub(crate) const SLOT_BYTES: u64 = 2 * (size_of::<CacheKey>() + size_of::<Entry>() + 32 + 8) as u64;
+/// quick_cache's ghost list (hashes of recently evicted keys, a whole slot each) holds
+/// up to this share of the estimated entry count.
+const GHOST_ALLOCATION: f64 = 0.5;
+/// The least an entry is charged. It bounds the entry count by `max_bytes / 1 KiB`,
+/// which sizes the ghost list and the slab slots quick_cache keeps after the count
+/// falls from a peak (a real entry with an `exp` claim weighs more anyway).
+const MIN_ENTRY_BYTES: u64 = 1024;
 
 /// Sizing of a [`TokenCache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +44,9 @@ pub struct CacheConfig {
     pub max_cached_token_bytes: usize,
     /// Hard cap on entries. Default 100 000.
     pub max_entries: usize,
-    /// Hard cap on the estimated bytes of all entries. Default 256 MiB.
+    /// Hard cap on the bytes the cache holds: every entry weighed by what it owns
+    /// (token, decoded claims, identity, key, slot), plus the cache's ghost list.
+    /// Default 256 MiB. See `docs/jwt-cache.md` for what is and is not counted.
     pub max_bytes: u64,
 }
 
@@ -99,16 +110,18 @@ pub(crate) struct Entry {
     pub(crate) cache_until: Timestamp,
 }
 
-/// Weighs an entry in units of `max_bytes / max_entries`, so one weight capacity
-/// of `max_entries` units bounds both the entry count and the bytes.
+/// Weighs an entry in units of (byte budget / `max_entries`), rounded up, so one
+/// weight capacity of `max_entries` units bounds both the entry count and the bytes.
 #[derive(Clone)]
 pub(crate) struct EntryWeighter {
     unit: u64,
 }
 
 impl EntryWeighter {
+    /// Everything the entry owns: the token bytes of the key, the validated token
+    /// (measured once when it was built) and its slot; at least [`MIN_ENTRY_BYTES`].
     pub(crate) fn bytes(key: &CacheKey, val: &Entry) -> u64 {
-        key.token.len() as u64 + val.token.heap_estimate() + ENTRY_OVERHEAD_BYTES
+        (weight::block(key.token.len()) + val.token.heap_bytes + SLOT_BYTES).max(MIN_ENTRY_BYTES)
     }
 }
 
@@ -160,11 +173,28 @@ impl TokenCache {
                 "max_entries and max_bytes must be positive",
             ));
         }
-        let unit = (config.max_bytes / config.max_entries as u64).max(1);
+        let max_entries = config.max_entries as u64;
+        // The ghost list is sized from the estimated count; its slots come out of
+        // max_bytes first. Each shard rounds its share of the weight capacity up by
+        // less than one unit, and has at least 32 estimated entries: one more unit per
+        // 32 estimated entries keeps that rounding inside the budget too.
+        let estimated = (config.max_bytes / MIN_ENTRY_BYTES).clamp(1, max_entries);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, positive
+        let ghosts = (estimated as f64 * GHOST_ALLOCATION).ceil() as u64 + estimated / 64 + 1;
+        let budget = config
+            .max_bytes
+            .checked_sub(ghosts * SLOT_BYTES)
+            .filter(|b| *b > 0)
+            .ok_or(Error::InvalidConfig(
+                "max_bytes is too small for the cache's own tables",
+            ))?;
+        let unit = (budget / (max_entries + estimated / 32 + 1)).max(1);
         let evictions = Arc::new(Counter::default());
+        #[allow(clippy::cast_possible_truncation)] // estimated <= max_entries: a usize
         let options = quick_cache::OptionsBuilder::new()
-            .estimated_items_capacity(config.max_entries)
-            .weight_capacity(config.max_entries as u64)
+            .estimated_items_capacity(estimated as usize)
+            .ghost_allocation(GHOST_ALLOCATION)
+            .weight_capacity(max_entries)
             .build()
             .map_err(|_| Error::InvalidConfig("cache options rejected"))?;
         let store = Store::with_options(

@@ -2,13 +2,14 @@
 //!
 //! `jsonwebtoken::decode` parses the payload twice (once for its checks, once for the
 //! caller) and the header once more than we need; a miss here parses each part once
-//! and lets jsonwebtoken do only the signature (`jsonwebtoken::crypto::verify`).
+//! and lets jsonwebtoken do only the signature (its aws-lc-rs verifier).
 //! [`check`] keeps jsonwebtoken 12's claim rules (`validation::validate`, with its
 //! time checks off: we check time against our `Clock`), and a differential property
 //! test below holds the two to the same answers. Our rules are stricter in three ways,
 //! each failing closed: a duplicate top-level claim name is refused (jsonwebtoken
 //! refuses duplicates of `exp`, `nbf`, `sub`, `iss`, `aud` only); `exp`, `nbf` and
-//! `iat` must be NumericDates when present; `iss`, `sub` and `jti` must be strings when
+//! `iat` must be NumericDates when present (fractions rounded towards refusal, never to
+//! nearest as jsonwebtoken does); `iss`, `sub` and `jti` must be strings when
 //! present (RFC 7519 StringOrURI) — revocation keys on them, and a token whose `iss`
 //! was an array or whose `sub` was a number would otherwise escape a revocation.
 
@@ -81,19 +82,55 @@ fn claim<'a, T>(
     }
 }
 
-/// A NumericDate as jsonwebtoken reads it: a non-negative integer, or a finite
-/// non-negative float below 2^64 (rounded).
-fn numeric(v: &Value) -> Option<u64> {
-    if let Some(n) = v.as_u64() {
-        return Some(n);
-    }
-    match v.as_f64() {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range-checked
-        Some(f) if v.is_f64() && f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
-            Some(f.round() as u64)
+/// Which way a fractional NumericDate is rounded to whole seconds: always towards
+/// refusal. `exp` and `iat` round down (a token never lives longer, nor looks
+/// minted later, than it says: a later `iat` would escape a per-user revocation
+/// watermark); `nbf` rounds up (a token never becomes valid earlier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Round {
+    /// `exp`, `iat`.
+    Down,
+    /// `nbf`.
+    Up,
+}
+
+impl Round {
+    /// How `name` rounds (`nbf` up, every other time claim down).
+    pub(crate) fn for_claim(name: &str) -> Self {
+        if name == "nbf" {
+            Round::Up
+        } else {
+            Round::Down
         }
-        _ => None,
     }
+}
+
+/// A NumericDate: a non-negative integer, or a finite non-negative number below
+/// 2^64, rounded to whole seconds in the direction `round` (never to nearest).
+/// `Err(())` for a number out of that range, `None` for a value that is no number.
+fn numeric(v: &Value, round: Round) -> Option<Result<u64, ()>> {
+    if let Some(n) = v.as_u64() {
+        return Some(Ok(n));
+    }
+    if !v.is_number() {
+        return None;
+    }
+    // `u64::MAX as f64` is 2^64, so `f < 2^64` keeps the cast below exact.
+    #[allow(clippy::cast_precision_loss)]
+    const LIMIT: f64 = u64::MAX as f64;
+    Some(match v.as_f64() {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range-checked
+        Some(f) if (0.0..LIMIT).contains(&f) => Ok(match round {
+            Round::Down => f.floor(),
+            Round::Up => f.ceil(),
+        } as u64),
+        _ => Err(()),
+    })
+}
+
+/// Whether `v` is a usable NumericDate (the direction does not matter here).
+fn is_numeric(v: &Value) -> Option<u64> {
+    numeric(v, Round::Down)?.ok()
 }
 
 /// A string, or an array of strings (`aud`).
@@ -105,12 +142,17 @@ fn names(v: &Value) -> Option<Vec<&str>> {
     }
 }
 
-/// `exp`, `nbf` or `iat` when present; a value that is not a NumericDate is refused.
+/// `exp`, `nbf` or `iat` when present, rounded towards refusal ([`Round`]); a value
+/// that is not a number is [`Error::MalformedClaim`], a negative, non-finite or
+/// too large one [`Error::ClaimOutOfRange`].
 pub(crate) fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Error> {
-    match claim(claims, name, numeric) {
-        Claim::Absent => Ok(None),
-        Claim::Parsed(n) => Ok(Some(n)),
-        Claim::Malformed => Err(Error::MalformedClaim(name.to_owned())),
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match numeric(v, Round::for_claim(name)) {
+            Some(Ok(n)) => Ok(Some(n)),
+            Some(Err(())) => Err(Error::ClaimOutOfRange(name.to_owned())),
+            None => Err(Error::MalformedClaim(name.to_owned())),
+        },
     }
 }
 
@@ -133,8 +175,8 @@ pub(crate) fn check(claims: &Map<String, Value>, policy: &Policy) -> Result<(), 
     }
     for required in &policy.required_claims {
         let present = match required.as_str() {
-            "exp" => claim(claims, "exp", numeric).is_parsed(),
-            "nbf" => claim(claims, "nbf", numeric).is_parsed(),
+            "exp" => claim(claims, "exp", is_numeric).is_parsed(),
+            "nbf" => claim(claims, "nbf", is_numeric).is_parsed(),
             "sub" => sub.is_parsed(),
             "iss" => iss.is_parsed(),
             "aud" => aud.is_parsed(),
@@ -224,7 +266,7 @@ mod tests {
                     .into_iter()
                     .flatten()
                     .map(|t| present(t))
-                    .any(|v| !v.is_null() && numeric(&v).is_none());
+                    .any(|v| !v.is_null() && is_numeric(&v).is_none());
                 let bad_name = [&sub, &iss]
                     .into_iter()
                     .flatten()

@@ -81,6 +81,10 @@ pub enum Error {
     /// A registered claim has the wrong JSON type.
     #[error("claim {0} has an invalid format")]
     MalformedClaim(String),
+    /// A time claim (`exp`, `nbf`, `iat`) is a number, but negative, not finite, or
+    /// not below 2^64 seconds.
+    #[error("claim {0} is out of range (a NumericDate is a non-negative number below 2^64)")]
+    ClaimOutOfRange(String),
     /// The revocation check says the token is revoked.
     #[error("token revoked")]
     Revoked,
@@ -111,7 +115,7 @@ pub enum Error {
 }
 
 /// Every rejection kind, in the order of [`crate::Stats::rejections`].
-pub(crate) const KINDS: [&str; 22] = [
+pub(crate) const KINDS: [&str; 23] = [
     "too_large",
     "malformed",
     "alg_none",
@@ -134,6 +138,7 @@ pub(crate) const KINDS: [&str; 22] = [
     "key_rejected",
     "invalid_key",
     "config",
+    "claim_out_of_range",
 ];
 
 impl Error {
@@ -166,6 +171,7 @@ impl Error {
             Error::KeyRejected { .. } => 19,
             Error::InvalidKey { .. } => 20,
             Error::InvalidJwks(_) | Error::InvalidConfig(_) => 21,
+            Error::ClaimOutOfRange(_) => 22,
         }
     }
 }

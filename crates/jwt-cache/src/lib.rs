@@ -10,6 +10,7 @@ mod policy;
 mod stats;
 mod token;
 mod validator;
+mod weight;
 
 pub use cache::{
     CacheConfig, DEFAULT_MAX_BYTES, DEFAULT_MAX_CACHED_TOKEN_BYTES, DEFAULT_MAX_ENTRIES,

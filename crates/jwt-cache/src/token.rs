@@ -1,10 +1,13 @@
 //! What a successful validation returns.
 
 use std::fmt;
+use std::mem::size_of;
 
 use jsonwebtoken::Algorithm;
 use palisade_core_traits::TokenIdentity;
 use serde_json::{Map, Value};
+
+use crate::weight;
 
 /// A token whose signature, claims and revocation status were checked.
 ///
@@ -18,7 +21,8 @@ pub struct ValidatedToken {
     pub(crate) identity: TokenIdentity,
     pub(crate) expires_at: Option<u64>,
     pub(crate) not_before: Option<u64>,
-    pub(crate) payload_len: usize,
+    /// What [`Self::measure`] found when the token was built.
+    pub(crate) heap_bytes: u64,
 }
 
 impl fmt::Debug for ValidatedToken {
@@ -63,9 +67,18 @@ impl ValidatedToken {
         self.not_before
     }
 
-    /// A rough heap size for the cache's byte bound: decoded JSON maps take a few
-    /// times their encoded size.
-    pub(crate) fn heap_estimate(&self) -> u64 {
-        (self.payload_len as u64).saturating_mul(4) + self.key_id.len() as u64
+    /// Heap bytes this token owns once it sits in an `Arc`: the `Arc` block, the kid,
+    /// the claims as stored and the identity strings (see `weight`).
+    pub(crate) fn measure(&self) -> u64 {
+        let id = &self.identity;
+        let strings = [Some(&id.issuer), id.subject.as_ref(), id.jti.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|s| weight::block(s.capacity()))
+            .sum::<u64>();
+        weight::block(2 * size_of::<usize>() + size_of::<Self>())
+            + weight::block(self.key_id.capacity())
+            + weight::object(&self.claims)
+            + strings
     }
 }

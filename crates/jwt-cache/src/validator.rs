@@ -8,8 +8,9 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::Algorithm;
+use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey};
 use palisade_core_traits::{
     Clock, RevocationCheck, RevocationStatus, SystemClock, Timestamp, TokenIdentity,
 };
@@ -504,41 +505,59 @@ impl Validator {
                 token_alg: alg,
             });
         }
-        // jsonwebtoken's own verifier for the key's algorithm (a key of another family
-        // is refused there); the header and payload are parsed once, by us.
+        // jsonwebtoken's aws-lc-rs verifier for the key's algorithm (a key of another
+        // family is refused there); the header and payload are parsed once, by us.
         let message = &token[..h.len() + 1 + p.len()];
-        let signature =
-            std::str::from_utf8(s).map_err(|_| Error::Malformed("a part is not base64url"))?;
-        if !jsonwebtoken::crypto::verify(signature, message, &key.key, alg)
-            .map_err(|e| map_jwt_error(e.kind(), &kid))?
-        {
-            return Err(Error::BadSignature);
-        }
+        verify_signature(message, s, &key.key, alg).map_err(|e| map_jwt_error(e.kind(), &kid))?;
         let claims = claims::parse(p)?;
-        claims::check(&claims, &self.policy)?;
+        // Time claims first, so a bad one is named as such (not as a missing claim).
         let expires_at = claims::numeric_claim(&claims, "exp")?;
         let not_before = claims::numeric_claim(&claims, "nbf")?;
         let issued_at = claims::numeric_claim(&claims, "iat")?;
+        claims::check(&claims, &self.policy)?;
         let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
         let mut identity = TokenIdentity::new(string("iss").unwrap_or_default());
         identity.subject = string("sub");
         identity.jti = string("jti");
         identity.issued_at = issued_at;
         identity.expires_at = expires_at;
-        let token = ValidatedToken {
+        let mut token = ValidatedToken {
             algorithm: alg,
             key_id: kid,
             claims,
             identity,
             expires_at,
             not_before,
-            payload_len: p.len(),
+            heap_bytes: 0,
         };
+        token.heap_bytes = token.measure();
         self.check_time(&token, now)?;
         Ok(Verified {
             token: Arc::new(token),
         })
     }
+}
+
+/// The crypto provider every signature is checked with, named here rather than taken
+/// from jsonwebtoken's process default: that default is chosen from jsonwebtoken's
+/// features and is missing (and `jsonwebtoken::crypto::verify` panics) when anything in
+/// the build also enables `rust_crypto`. Ours is always aws-lc-rs, whatever else is on.
+const PROVIDER: &CryptoProvider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+
+/// `jsonwebtoken::crypto::verify` with [`PROVIDER`]: `Ok` only for a valid signature.
+fn verify_signature(
+    message: &[u8],
+    signature_b64: &[u8],
+    key: &DecodingKey,
+    alg: Algorithm,
+) -> Result<(), jsonwebtoken::errors::Error> {
+    let verifier = (PROVIDER.verifier_factory)(&alg, key)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(jsonwebtoken::errors::Error::from)?;
+    verifier
+        .verify(message, &signature)
+        .map_err(|_| ErrorKind::InvalidSignature.into())
 }
 
 fn map_jwt_error(kind: &ErrorKind, kid: &str) -> Error {
