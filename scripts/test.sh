@@ -42,7 +42,8 @@ step_setup() {
 }
 
 step_fmt() {
-    cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check
+    cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check \
+        && cargo fmt --manifest-path crates/jwt-cache/provider-check/Cargo.toml --check
 }
 
 step_clippy() {
@@ -71,8 +72,13 @@ step_deps() {
     [ "$bad" -eq 0 ] && echo "dependency rule holds"
 }
 
+# jwt-cache's provider-check is its own workspace: it turns on jsonwebtoken's
+# rust_crypto beside aws_lc_rs, which must not leak into the main build's features.
 step_test() {
-    cargo test --workspace --all-features --locked 2>&1 | tee "$LOG_DIR/test.log"
+    { cargo test --workspace --all-features --locked \
+        && cargo test --manifest-path crates/jwt-cache/provider-check/Cargo.toml --locked \
+            --target-dir target; } 2>&1 \
+        | tee "$LOG_DIR/test.log"
 }
 
 step_doc() {
