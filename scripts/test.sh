@@ -17,6 +17,9 @@ FAILED=0
 step_setup() {
     local missing=()
     command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+    # The gateway's browser test drives Debian's Chromium with playwright-core (npm).
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     [ -f /usr/lib/softhsm/libsofthsm2.so ] || [ -f /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so ] \
         || missing+=(softhsm2)
     if [ ${#missing[@]} -gt 0 ]; then
@@ -37,8 +40,10 @@ step_setup() {
         echo "installing cargo-deny from crates.io"
         cargo install --locked cargo-deny || return 1
     fi
+    (cd examples/gateway/tests/browser && npm ci --no-audit --no-fund --loglevel=error) || return 1
     redis-server --version
     cargo deny --version
+    chromium --version
 }
 
 step_fmt() {

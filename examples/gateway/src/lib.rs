@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod activity;
+pub mod admin;
+pub mod app;
 pub mod dashboard;
 pub mod idempotency;
 pub mod incident;

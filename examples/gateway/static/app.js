@@ -224,8 +224,15 @@
     const list = $("incident-list");
     let li = list.querySelector(`li[data-incident="${inc.id}"]`);
     const open = li ? li.querySelector("details").open : false;
-    const events = el("ul", {}, ...inc.events.map((e) =>
-      el("li", {}, `${fmtTime(e.time)} ${e.kind.replace(/_/g, " ")} about ${e.subject} — ${e.severity}, ${e.basis} (${e.source})`)));
+    // Repeats of the same event in a row are one line with a count.
+    const lines = [];
+    for (const e of inc.events) {
+      const text = `${e.kind.replace(/_/g, " ")} about ${e.subject} — ${e.severity}, ${e.basis} (${e.source})`;
+      const last = lines[lines.length - 1];
+      if (last && last.text === text) { last.count += 1; last.time = e.time; } else lines.push({ text, time: e.time, count: 1 });
+    }
+    const events = el("ul", {}, ...lines.map((l) =>
+      el("li", {}, `${fmtTime(l.time)} ${l.text}` + (l.count > 1 ? ` ×${l.count}` : ""))));
     const actions = inc.actions.length
       ? el("ul", {}, ...inc.actions.map((a) =>
           el("li", {}, el("span", { class: "verdict-" + a.verdict }, `${a.action}: ${a.verdict}`),

@@ -1,0 +1,302 @@
+//! The operators' side: sign-in with an operator account, a session cookie, the
+//! dashboard page and its WebSocket (which checks `Origin` and the session).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Form;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use palisade_core_traits::Clock;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::dashboard::{Dashboard, serve_socket};
+use crate::users::{PasswordCheck, Role, Users};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "palisade_admin";
+/// How long an operator session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// Sessions kept at once (a flood of sign-ins cannot grow memory).
+const MAX_SESSIONS: usize = 1024;
+
+/// Operator sessions, keyed by the SHA-256 of their cookie value (a leaked table does
+/// not give working cookies).
+#[derive(Debug)]
+pub struct Sessions {
+    by_hash: Mutex<HashMap<[u8; 32], (String, Duration)>>,
+    clock: Arc<dyn Clock>,
+    rng: SystemRandom,
+}
+
+fn digest_of(cookie: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, cookie.as_bytes()).as_ref());
+    out
+}
+
+impl Sessions {
+    /// No session yet; expiry runs on `clock`'s monotonic time.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Sessions {
+            by_hash: Mutex::new(HashMap::new()),
+            clock,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (String, Duration)>> {
+        self.by_hash.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session for `user`; returns the cookie value (32 random bytes, hex).
+    pub fn open(&self, user: &str) -> String {
+        let mut bytes = [0u8; 32];
+        self.rng
+            .fill(&mut bytes)
+            .unwrap_or_else(|_| unreachable!("the OS random source failed"));
+        let value = hex::encode(bytes);
+        let now = self.clock.monotonic();
+        let mut s = self.lock();
+        s.retain(|_, (_, until)| *until > now);
+        if s.len() >= MAX_SESSIONS {
+            // The oldest-expiring session goes first.
+            if let Some(k) = s.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k) {
+                s.remove(&k);
+            }
+        }
+        s.insert(digest_of(&value), (user.to_owned(), now + SESSION_TTL));
+        value
+    }
+
+    /// The operator behind a cookie value, if the session is live.
+    pub fn user(&self, cookie: &str) -> Option<String> {
+        let now = self.clock.monotonic();
+        let s = self.lock();
+        (s.get(&digest_of(cookie)))
+            .filter(|(_, until)| *until > now)
+            .map(|(u, _)| u.clone())
+    }
+
+    /// Ends a session.
+    pub fn close(&self, cookie: &str) {
+        self.lock().remove(&digest_of(cookie));
+    }
+}
+
+/// What the operator routes need.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Accounts (operators sign in with theirs).
+    pub users: Arc<Users>,
+    /// Operator sessions.
+    pub sessions: Arc<Sessions>,
+    /// The dashboard.
+    pub dashboard: Arc<Dashboard>,
+    /// Flips to `true` when the server shuts down (WebSockets close).
+    pub shutdown: watch::Receiver<bool>,
+    /// Whether the gateway is served over TLS (cookies get `Secure`).
+    pub tls: bool,
+}
+
+/// The session cookie's value in a request, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+fn operator(state: &AdminState, headers: &HeaderMap) -> Option<String> {
+    session_cookie(headers).and_then(|c| state.sessions.user(c))
+}
+
+/// Headers on every page and asset: no framing, no sniffing, a strict CSP (no inline
+/// script or style, WebSocket to ourselves only).
+pub fn page_headers() -> [(header::HeaderName, HeaderValue); 4] {
+    [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+const INDEX: &str = include_str!("../static/index.html");
+const LOGIN: &str = include_str!("../static/login.html");
+
+/// `GET /`: the dashboard for an operator, the sign-in page for anyone else.
+pub async fn index(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let page = if operator(&state, &headers).is_some() {
+        INDEX
+    } else {
+        LOGIN
+    };
+    (
+        page_headers(),
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+pub struct SignIn {
+    username: String,
+    password: String,
+}
+
+/// `POST /dashboard/login`: operators only; anyone else gets the same refusal.
+pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) -> Response {
+    // Argon2id takes tens of milliseconds: off the async workers.
+    let users = state.users.clone();
+    let name = form.username.clone();
+    let check = tokio::task::spawn_blocking(move || users.check_password(&name, &form.password))
+        .await
+        .unwrap_or(PasswordCheck::Invalid);
+    if check != PasswordCheck::Valid(Role::Operator) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            page_headers(),
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            LOGIN.replace(
+                "<form method=\"post\"",
+                "<p class=\"error\" role=\"alert\">Wrong username or password.</p>\n  <form method=\"post\"",
+            ),
+        )
+            .into_response();
+    }
+    let user = palisade_core_traits::normalize_user_id(&form.username).into_owned();
+    let value = state.sessions.open(&user);
+    let secure = if state.tls { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        SESSION_TTL.as_secs()
+    );
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `POST /dashboard/logout`.
+pub async fn logout(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(c) = session_cookie(&headers) {
+        state.sessions.close(c);
+    }
+    let mut r = Redirect::to("/").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("palisade_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    r
+}
+
+/// Whether `Origin` is this server's own origin (`scheme://host` from `Host`).
+fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
+    let (Some(origin), Some(host)) = (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    let scheme = if tls { "https" } else { "http" };
+    origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+}
+
+/// `GET /ws`: the dashboard stream, for an operator's page on this origin only (a
+/// WebSocket is not covered by the same-origin policy: another site could open one
+/// with the operator's cookie).
+pub async fn ws(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !same_origin(&headers, state.tls) {
+        return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused").into_response();
+    }
+    if operator(&state, &headers).is_none() {
+        return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
+    }
+    let dashboard = state.dashboard.clone();
+    let mut shutdown = state.shutdown.clone();
+    upgrade
+        .max_message_size(4096) // the browser sends nothing but close frames
+        .on_upgrade(move |socket| async move {
+            let stop = async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            };
+            serve_socket(socket, dashboard, stop).await;
+        })
+}
+
+struct Asset {
+    path: &'static str,
+    mime: &'static str,
+    bytes: &'static [u8],
+}
+
+const ASSETS: [Asset; 6] = [
+    Asset {
+        path: "app.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../static/app.js"),
+    },
+    Asset {
+        path: "style.css",
+        mime: "text/css; charset=utf-8",
+        bytes: include_bytes!("../static/style.css"),
+    },
+    Asset {
+        path: "vendor/d3-array.min.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../static/vendor/d3-array.min.js"),
+    },
+    Asset {
+        path: "vendor/d3-geo.min.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../static/vendor/d3-geo.min.js"),
+    },
+    Asset {
+        path: "vendor/topojson-client.min.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../static/vendor/topojson-client.min.js"),
+    },
+    Asset {
+        path: "vendor/countries-110m.json",
+        mime: "application/json",
+        bytes: include_bytes!("../static/vendor/countries-110m.json"),
+    },
+];
+
+/// `GET /static/*path`: the page's files, from memory.
+pub async fn asset(Path(path): Path<String>) -> Response {
+    match ASSETS.iter().find(|a| a.path == path) {
+        Some(a) => (page_headers(), [(header::CONTENT_TYPE, a.mime)], a.bytes).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
