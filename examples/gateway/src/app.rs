@@ -14,6 +14,9 @@ pub fn admin_routes(state: AdminState) -> Router {
         .route("/dashboard/logout", post(admin::logout))
         .route("/ws", get(admin::ws))
         // Browsers ask for it; answering "nothing" keeps their consoles clean.
-        .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .with_state(state)
 }

@@ -6,6 +6,7 @@
 pub mod activity;
 pub mod admin;
 pub mod app;
+pub mod config;
 pub mod dashboard;
 pub mod idempotency;
 pub mod incident;

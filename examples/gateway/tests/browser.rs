@@ -155,7 +155,11 @@ async fn the_dashboard_works_in_a_real_browser() {
     let results: serde_json::Value = serde_json::from_str(line)
         .unwrap_or_else(|e| panic!("no result line ({e}):\n{stdout}\n{stderr}"));
     println!("{results:#}");
-    assert!(out.status.success(), "browser test failed: {}", results["failures"]);
+    assert!(
+        out.status.success(),
+        "browser test failed: {}",
+        results["failures"]
+    );
     assert_eq!(results["failures"].as_array().unwrap().len(), 0);
     assert!(results["countries"].as_u64().unwrap() > 150);
     assert_eq!(results["latencies_ms"].as_array().unwrap().len(), 20);

@@ -1,0 +1,148 @@
+//! Command line and environment. Every flag has an environment variable
+//! (`PALISADE_*`), the contract the container and the Helm chart rely on
+//! (docs/deploy.md). Secrets (the Redis URL may hold a password, the PKCS#11 PIN, the
+//! webhook URL) are never printed: `Debug` redacts them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use palisade_core_traits::IpNetwork;
+
+/// Palisade's reference auth service.
+#[derive(Parser, Clone)]
+#[command(name = "palisade-gateway", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PALISADE_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+
+    /// Redis URL (`redis://`, `rediss://`); repeat it to name every primary of a Redis
+    /// Cluster. Without it, limits, revocations and shared state live in memory.
+    #[arg(long = "redis", env = "PALISADE_REDIS_URL", value_delimiter = ',')]
+    pub redis: Vec<String>,
+
+    /// PKCS#11 module to sign tokens with an HSM key (else a software key).
+    #[arg(long, env = "PALISADE_PKCS11_MODULE", requires = "pkcs11_uri")]
+    pub pkcs11_module: Option<PathBuf>,
+
+    /// RFC 7512 URI of the token (`pkcs11:token=…`), without a PIN.
+    #[arg(
+        long = "pkcs11",
+        env = "PALISADE_PKCS11_URI",
+        requires = "pkcs11_module"
+    )]
+    pub pkcs11_uri: Option<String>,
+
+    /// The token's user PIN.
+    #[arg(long, env = "PALISADE_PKCS11_PIN", hide_env_values = true)]
+    pub pkcs11_pin: Option<String>,
+
+    /// Writable directory for state that survives a restart (key ring, playbook
+    /// decisions, the audit log).
+    #[arg(
+        long,
+        env = "PALISADE_STATE_DIR",
+        default_value = "target/palisade-gateway"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Networks of the proxies in front of the gateway, trusted to report the client
+    /// address in `X-Forwarded-For` (comma separated, e.g. `10.0.0.0/8`).
+    #[arg(long, env = "PALISADE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNetwork>,
+
+    /// Threat-intelligence deny lists: CIDR list files or CrowdSec decision-stream
+    /// JSON documents (reloaded when they change).
+    #[arg(long = "intel", env = "PALISADE_INTEL", value_delimiter = ',')]
+    pub intel: Vec<PathBuf>,
+
+    /// Webhook that receives the playbooks' notifications (https).
+    #[arg(long, env = "PALISADE_WEBHOOK_URL", hide_env_values = true)]
+    pub webhook: Option<String>,
+
+    /// This deployment's region (carried by events).
+    #[arg(long, env = "PALISADE_REGION", default_value = "local")]
+    pub region: String,
+
+    /// The token issuer (`iss`) and the audience (`aud`) of issued tokens.
+    #[arg(long, env = "PALISADE_ISSUER", default_value = "https://auth.example")]
+    pub issuer: String,
+
+    /// Serve TLS with this certificate chain (PEM); with `--tls-key`. JA4 is computed
+    /// from each connection's ClientHello.
+    #[arg(long, env = "PALISADE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "PALISADE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Run a bounded, seeded traffic and attack scenario beside real traffic, so the
+    /// dashboard is alive on first start; it stops by itself.
+    #[arg(long)]
+    pub demo: bool,
+
+    /// Log filter (`info`, `debug`, `palisade_gateway=debug,…`); logs are JSON lines.
+    #[arg(long, env = "PALISADE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |present: bool| if present { "<redacted>" } else { "none" };
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("redis", &format!("{} URL(s) <redacted>", self.redis.len()))
+            .field("pkcs11_module", &self.pkcs11_module)
+            .field("pkcs11_uri", &self.pkcs11_uri)
+            .field("pkcs11_pin", &redacted(self.pkcs11_pin.is_some()))
+            .field("state_dir", &self.state_dir)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("intel", &self.intel)
+            .field("webhook", &redacted(self.webhook.is_some()))
+            .field("region", &self.region)
+            .field("issuer", &self.issuer)
+            .field("tls", &self.tls_cert.is_some())
+            .field("demo", &self.demo)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_secrets_never_print() {
+        let c = Config::try_parse_from([
+            "palisade-gateway",
+            "--redis",
+            "redis://:s3cret@10.0.0.5:6379/",
+            "--pkcs11-module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--pkcs11",
+            "pkcs11:token=jwt",
+            "--pkcs11-pin",
+            "s3cret-pin",
+            "--trusted-proxies",
+            "10.0.0.0/8,fd00::/8",
+            "--webhook",
+            "https://hooks.example/s3cret-path",
+        ])
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.listen.port(), 7070);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        // Bad input is a clear error naming the flag.
+        let err = Config::try_parse_from(["palisade-gateway", "--trusted-proxies", "10.0.0.1/8"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--trusted-proxies"), "{err}");
+        assert!(
+            Config::try_parse_from(["palisade-gateway", "--pkcs11", "pkcs11:token=x"]).is_err()
+        );
+    }
+}
