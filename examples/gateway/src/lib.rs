@@ -11,5 +11,6 @@ pub mod dashboard;
 pub mod idempotency;
 pub mod incident;
 pub mod intel;
+pub mod metrics;
 pub mod response;
 pub mod users;
