@@ -58,6 +58,15 @@ pub struct Config {
     #[arg(long = "intel", env = "PALISADE_INTEL", value_delimiter = ',')]
     pub intel: Vec<PathBuf>,
 
+    /// GeoIP2/GeoLite2 City database (the bundled MaxMind test database by default:
+    /// it locates only MaxMind's test addresses).
+    #[arg(long, env = "PALISADE_GEOIP_CITY", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/geoip/GeoLite2-City-Test.mmdb"))]
+    pub geoip_city: PathBuf,
+
+    /// GeoLite2 ASN database (the bundled MaxMind test database by default).
+    #[arg(long, env = "PALISADE_GEOIP_ASN", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/geoip/GeoLite2-ASN-Test.mmdb"))]
+    pub geoip_asn: PathBuf,
+
     /// Webhook that receives the playbooks' notifications (https).
     #[arg(long, env = "PALISADE_WEBHOOK_URL", hide_env_values = true)]
     pub webhook: Option<String>,
