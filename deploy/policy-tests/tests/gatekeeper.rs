@@ -615,3 +615,36 @@ fn networkpolicy_namespace_comes_from_the_review_when_the_object_has_none() {
         assert_eq!(policy.evaluate(&input, &np).unwrap().len(), 1);
     }
 }
+
+#[test]
+fn the_referential_template_declares_and_gets_its_sync_data() {
+    let dir = deploy_dir().join("policies/gatekeeper");
+    let docs = palisade_deploy_tests::read_yaml_documents(
+        &dir.join("template-require-networkpolicy.yaml"),
+    )
+    .unwrap();
+    // Gatekeeper's format: a JSON document inside a quoted string.
+    let annotation =
+        docs[0]["metadata"]["annotations"]["metadata.gatekeeper.sh/requires-sync-data"]
+            .as_str()
+            .unwrap()
+            .trim();
+    let requirement: Value = serde_json::from_str(
+        annotation
+            .strip_prefix('"')
+            .unwrap()
+            .strip_suffix('"')
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        requirement,
+        json!([[{"groups": ["networking.k8s.io"], "versions": ["v1"], "kinds": ["NetworkPolicy"]}]])
+    );
+    let syncset = palisade_deploy_tests::read_yaml_documents(&dir.join("syncset.yaml")).unwrap();
+    assert_eq!(syncset[0]["kind"], "SyncSet");
+    assert_eq!(
+        syncset[0]["spec"]["gvks"],
+        json!([{"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"}])
+    );
+}
