@@ -1052,6 +1052,7 @@ fn kind(m: &Misbehaviour) -> &'static str {
         Misbehaviour::InconsistentTreeHeads { .. } => "inconsistent tree heads",
         Misbehaviour::RootMismatch { .. } => "root mismatch",
         Misbehaviour::BadInclusionProof { .. } => "bad inclusion proof",
+        Misbehaviour::InconsistentWithPinned { .. } => "inconsistent with the pinned tree",
     }
 }
 
