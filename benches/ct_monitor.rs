@@ -4,6 +4,10 @@
 //! floor for extraction), linear matching (what the index replaces), the naive
 //! recursive Merkle root, and raw SHA-256 / ring verification of the same inputs.
 //!
+//! SCT verification of a real certificate (two embedded ECDSA SCTs, Chrome's log
+//! list) and the Chrome / Apple CT policy checks, beside two plain ring ECDSA
+//! verifications of the same signed data (the floor).
+//!
 //! Run: cargo bench -p palisade-benches --bench ct_monitor
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -14,9 +18,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade_ct_monitor::entry::parse_data_tile;
 use palisade_ct_monitor::merkle::{self, Hash, verify_consistency, verify_inclusion};
 use palisade_ct_monitor::{
-    Authorizer, CompactRange, LogKey, SignedEntry, SignedTreeHead, Verdict, WatchItem, Watchlist,
-    certificate_info, check_entry, check_tile_leaf,
+    Authorizer, CompactRange, CtPolicy, LogKey, LogList, SctVerifier, SignedEntry, SignedEntryData,
+    SignedTreeHead, Verdict, WatchItem, Watchlist, certificate_info, check_entry, check_tile_leaf,
+    embedded_scts, spki_hash, tbs_without_ct_extensions,
 };
+use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 use x509_parser::prelude::{FromDer, TbsCertificate};
 
 fn data(rel: &str) -> Vec<u8> {
@@ -270,5 +276,126 @@ fn consistency_proof(m: usize, leaves: &[Hash]) -> Vec<Hash> {
     sub(m, leaves, true)
 }
 
-criterion_group!(benches, entries, merkle_roots, proofs);
+fn pem_cert(rel: &str) -> Vec<u8> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&data(rel)).unwrap();
+    pem.contents
+}
+
+/// Median over 101 rounds of (time of 50 calls of `ours`) / (time of 50 of `floor`),
+/// the two run back to back in alternating order.
+fn paired_ratio<A: Fn() -> R, B: Fn(), R>(ours: &A, floor: &B) -> f64 {
+    use std::time::Instant;
+    let mut ratios: Vec<f64> = (0..101)
+        .map(|round| {
+            let time = |f: &dyn Fn()| {
+                let t = Instant::now();
+                for _ in 0..50 {
+                    f();
+                }
+                t.elapsed().as_secs_f64()
+            };
+            let run_ours = || {
+                let _ = ours();
+            };
+            let (o, f) = if round % 2 == 0 {
+                let o = time(&run_ours);
+                (o, time(floor))
+            } else {
+                let f = time(floor);
+                (time(&run_ours), f)
+            };
+            o / f
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[50]
+}
+
+fn scts(c: &mut Criterion) {
+    let leaf = pem_cert("sct/cloudflare.pem");
+    let issuer = pem_cert("sct/google-we1.pem");
+    let list = LogList::from_json(&data("loglist/log_list.json")).unwrap();
+    let verifier = SctVerifier::new(&list);
+    let report = verifier.verify(&leaf, &issuer, &[]).unwrap();
+    assert_eq!(report.scts.len(), 2);
+    assert!(report.policy(CtPolicy::Chrome).compliant && report.policy(CtPolicy::Apple).compliant);
+    // The floor: the same two signed messages and keys, straight into ring.
+    let (_, cert) = x509_parser::prelude::X509Certificate::from_der(&leaf).unwrap();
+    let tbs = tbs_without_ct_extensions(cert.tbs_certificate.as_ref()).unwrap();
+    let ikh = spki_hash(&issuer).unwrap();
+    let entry = SignedEntryData::Precert {
+        issuer_key_hash: &ikh,
+        tbs_certificate: &tbs,
+    };
+    let floor: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = embedded_scts(&leaf)
+        .unwrap()
+        .iter()
+        .map(|sct| {
+            let log = list
+                .logs
+                .iter()
+                .find(|l| l.key.log_id() == &sct.log_id)
+                .unwrap();
+            let (_, spki) =
+                x509_parser::x509::SubjectPublicKeyInfo::from_der(log.key.spki_der()).unwrap();
+            (
+                spki.subject_public_key.data.to_vec(),
+                sct.signed_data(&entry),
+                sct.signature.signature.clone(),
+            )
+        })
+        .collect();
+    let ours = || black_box(verifier.verify(black_box(&leaf), &issuer, &[]).unwrap());
+    let ours_policies = || {
+        let r = verifier.verify(black_box(&leaf), &issuer, &[]).unwrap();
+        black_box(r.policy(CtPolicy::Chrome).compliant && r.policy(CtPolicy::Apple).compliant)
+    };
+    let ring_floor = || {
+        for (key, msg, sig) in &floor {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
+                .verify(black_box(msg), sig)
+                .unwrap();
+        }
+    };
+    // On a shared machine sequential criterion runs drift; alternating short
+    // batches of ours and the floor gives a ratio that load hits equally.
+    if std::env::args().any(|a| a.contains("ct_sct")) {
+        let a = paired_ratio(&ours, &ring_floor);
+        let b = paired_ratio(&ours_policies, &ring_floor);
+        println!("ct_sct_2_ecdsa paired (median of 101 alternating batches of 50):");
+        println!("  verify / ring floor            {a:.3}");
+        println!("  verify + policies / ring floor {b:.3}");
+    }
+    let mut g = c.benchmark_group("ct_sct_2_ecdsa");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("palisade_sct_verify", |b| {
+        b.iter(|| black_box(verifier.verify(black_box(&leaf), &issuer, &[]).unwrap()))
+    });
+    g.bench_function("palisade_sct_verify_and_policies", |b| {
+        b.iter(|| {
+            let r = verifier.verify(black_box(&leaf), &issuer, &[]).unwrap();
+            black_box(r.policy(CtPolicy::Chrome).compliant && r.policy(CtPolicy::Apple).compliant)
+        })
+    });
+    g.bench_function("palisade_policies_only", |b| {
+        b.iter(|| {
+            black_box(
+                report.policy(CtPolicy::Chrome).compliant
+                    && report.policy(CtPolicy::Apple).compliant,
+            )
+        })
+    });
+    g.bench_function("ring_ecdsa_verify_same_data", |b| {
+        b.iter(|| {
+            for (key, msg, sig) in &floor {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
+                    .verify(black_box(msg), sig)
+                    .unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, entries, merkle_roots, proofs, scts);
 criterion_main!(benches);

@@ -73,6 +73,18 @@ fn info_of(
     })
 }
 
+impl CertificateInfo {
+    /// What [`certificate_info`] reports for a plain DER certificate, without
+    /// wrapping it in a log entry (`is_precert` is false).
+    pub fn from_certificate_der(der: &[u8]) -> Result<Self, Error> {
+        certificate_info(&TimestampedEntry {
+            timestamp: 0,
+            entry: SignedEntry::X509 { certificate: der },
+            extensions: &[],
+        })
+    }
+}
+
 /// Parses the certificate or precertificate TBS of a log entry.
 pub fn certificate_info(entry: &TimestampedEntry<'_>) -> Result<CertificateInfo, Error> {
     match entry.entry {

@@ -190,3 +190,28 @@ pub(crate) fn precert_mismatch(
     }
     Ok(None)
 }
+
+/// The contents of a DER OCTET STRING that spans all of `b` (an extension value
+/// that wraps a TLS structure, such as the embedded SCT list).
+pub(crate) fn octet_string(b: &[u8]) -> Result<&[u8], Error> {
+    let (tag, hdr, total) = tlv(b, 0)?;
+    if tag != 0x04 || total != b.len() {
+        return Err(Error::malformed(
+            "SCT list extension",
+            0,
+            "not exactly one OCTET STRING",
+        ));
+    }
+    Ok(&b[hdr..])
+}
+
+/// The first element of the SEQUENCE `seq` as a whole TLV (a certificate's
+/// `TBSCertificate`, byte for byte as encoded).
+pub(crate) fn first_element(seq: &[u8]) -> Result<&[u8], Error> {
+    let (tag, hdr, total) = tlv(seq, 0)?;
+    if tag != 0x30 || total != seq.len() {
+        return Err(bad(0, "not exactly one SEQUENCE"));
+    }
+    let (_, _, n) = tlv(&seq[hdr..], hdr)?;
+    Ok(&seq[hdr..hdr + n])
+}

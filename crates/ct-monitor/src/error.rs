@@ -141,6 +141,21 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A witness key could not be used.
+    #[error("unusable witness key: {0}")]
+    BadWitnessKey(String),
+    /// Fewer of the required witnesses cosigned a checkpoint than the policy asks.
+    #[error("checkpoint of {origin:?} has {} of the {required} required witness cosignatures (verified: {verified:?}; failed to verify: {failed:?})", verified.len())]
+    WitnessQuorum {
+        /// The log's origin.
+        origin: String,
+        /// The policy's threshold.
+        required: usize,
+        /// Witnesses whose cosignature verified.
+        verified: Vec<String>,
+        /// Configured witnesses with a line that did not verify.
+        failed: Vec<String>,
+    },
     /// A monitor was configured in a way that cannot work.
     #[error("monitor configuration: {0}")]
     Config(String),

@@ -3,8 +3,11 @@
 
 use crate::checkpoint::{Checkpoint, SignedNote, parse_rfc6962_note_signature};
 use crate::entry::{ExtraData, MerkleTreeLeaf, decode_tile, parse_data_tile};
+use crate::loglist::LogList;
+use crate::sct::{Sct, SctSource, SctVerifier, embedded_scts, parse_sct_list};
 use crate::sth::DigitallySigned;
 use crate::watch::{Authorizer, WatchItem, Watchlist};
+use crate::witness::{Witness, WitnessPolicy};
 use crate::{check, identifiers, responses};
 
 /// TLS structures: data tiles (after gzip), `DigitallySigned`, and
@@ -76,4 +79,47 @@ pub fn split_leaf(data: &[u8]) -> Option<(&[u8], &[u8])> {
     let (len, rest) = data.split_at_checked(3)?;
     let n = len.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b));
     rest.split_at_checked(n)
+}
+
+/// SCTs: a TLS `SignedCertificateTimestampList`, one SCT, and a certificate's
+/// embedded list; the verifier on the same bytes as certificate, issuer and list.
+pub fn sct_list(data: &[u8]) {
+    if let Ok(list) = parse_sct_list(data) {
+        for sct in &list {
+            let _ = sct.signed_data(&crate::sct::SignedEntryData::X509 { certificate: data });
+        }
+    }
+    let _ = Sct::parse(data);
+    let _ = embedded_scts(data);
+    let list = LogList {
+        version: None,
+        logs: Vec::new(),
+        problems: Vec::new(),
+    };
+    let _ = SctVerifier::new(&list).verify(data, data, &[(SctSource::TlsExtension, data)]);
+}
+
+/// A 2-of-2 witness policy over arbitrary notes (origin taken from the note's first
+/// line), and the bytes as a verifier key.
+pub fn cosignature(data: &[u8]) {
+    let witnesses = [("w.example/a", [1u8; 32]), ("w.example/b", [2u8; 32])]
+        .into_iter()
+        .filter_map(|(name, key)| Witness::new(name, key).ok())
+        .collect();
+    if let Ok(policy) = WitnessPolicy::new(witnesses, 2)
+        && let Ok(text) = std::str::from_utf8(data)
+    {
+        let origin = text.split('\n').next().unwrap_or_default();
+        let _ = policy.verify(data, origin);
+        let _ = Witness::from_vkey(text);
+    }
+}
+
+/// A v3 log list or a single log's `log.v3.json`.
+pub fn log_json(data: &[u8]) {
+    if let Ok(list) = LogList::from_json(data) {
+        for log in &list.logs {
+            let _ = log.key.log_id();
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod merkle;
 #[cfg(feature = "http")]
 pub mod monitor;
 pub mod responses;
+mod sct;
 pub mod state;
 pub mod sth;
 #[cfg(feature = "test-log")]
@@ -22,6 +23,7 @@ pub mod testlog;
 mod tls;
 pub mod verify;
 pub mod watch;
+mod witness;
 
 pub use check::{
     CertificateInfo, Verdict, certificate_info, check_entry, check_log_entry, check_precertificate,
@@ -33,9 +35,14 @@ pub use error::{Error, ProofFailure};
 pub use identifiers::Identifiers;
 pub use loglist::{LogInfo, LogList, LogProtocol, LogState};
 pub use merkle::{CompactRange, Hash};
+pub use sct::{
+    CtPolicy, MAX_SCT_LIST_LEN, PolicyOutcome, Sct, SctCheck, SctReport, SctSource, SctStatus,
+    SctVerifier, SignedEntryData, embedded_scts, parse_sct_list, spki_hash,
+};
 pub use state::{FileStateStore, LogProgress, MemoryStateStore, StateStore};
 pub use sth::{DigitallySigned, KeyAlgorithm, LogKey, SignedTreeHead};
 pub use watch::{Authorizer, SharedWatchlist, WatchItem, WatchMatch, Watchlist};
+pub use witness::{Cosignature, Witness, WitnessPolicy, cosignature_key_id, cosigned_message};
 
 /// A `TBSCertificate` without the poison and SCT-list extensions: what a log records
 /// for a precertificate, and what a final certificate's TBS reduces to.

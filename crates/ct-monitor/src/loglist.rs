@@ -1,7 +1,9 @@
 //! Chrome / Apple v3 log lists (`log_list.json`): RFC 6962 `logs` and static-ct
 //! `tiled_logs`, their states (a read-only log carries its final tree head) and
-//! temporal intervals. One bad log does not sink the list: it is reported in
-//! [`LogList::problems`] and left out.
+//! temporal intervals; and a log's own `log.v3.json` (one log, no operators, with
+//! `status` and a top-level `final_tree_head`). One bad log does not sink the list:
+//! it is reported in [`LogList::problems`] and left out. Every log keeps its JSON
+//! object verbatim ([`LogInfo::json`]); what could not be applied is reported.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -74,6 +76,11 @@ pub struct LogInfo {
     pub state_since: Option<Timestamp>,
     /// Certificates expiring in `[start, end)` are accepted, if the list says so.
     pub temporal_interval: Option<(Timestamp, Timestamp)>,
+    /// Earlier operators and the last time each operated the log (`previous_operators`).
+    pub previous_operators: Vec<(String, Timestamp)>,
+    /// The log's JSON object as given, every field kept (including those this type
+    /// does not interpret, e.g. `log_type`, `friendly_name`, `log_software`).
+    pub json: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A parsed log list.
@@ -87,6 +94,8 @@ pub struct LogList {
     pub problems: Vec<String>,
 }
 
+type Object = serde_json::Map<String, serde_json::Value>;
+
 #[derive(Deserialize)]
 struct RawList {
     version: Option<String>,
@@ -97,9 +106,9 @@ struct RawList {
 struct RawOperator {
     name: String,
     #[serde(default)]
-    logs: Vec<RawLog>,
+    logs: Vec<Object>,
     #[serde(default)]
-    tiled_logs: Vec<RawLog>,
+    tiled_logs: Vec<Object>,
 }
 
 #[derive(Deserialize)]
@@ -111,8 +120,20 @@ struct RawLog {
     submission_url: Option<String>,
     monitoring_url: Option<String>,
     mmd: u64,
-    state: Option<serde_json::Map<String, serde_json::Value>>,
+    state: Option<Object>,
     temporal_interval: Option<RawInterval>,
+    #[serde(default)]
+    previous_operators: Vec<RawPreviousOperator>,
+    // The per-log `log.v3.json` form (sunlight, static-ct logs).
+    status: Option<String>,
+    status_timestamp: Option<String>,
+    final_tree_head: Option<RawTreeHead>,
+}
+
+#[derive(Deserialize)]
+struct RawPreviousOperator {
+    name: String,
+    end_time: String,
 }
 
 #[derive(Deserialize)]
@@ -143,9 +164,48 @@ fn time(s: &str) -> Result<Timestamp, String> {
         .map_err(|_| format!("time {s:?} out of range"))
 }
 
-fn state(
-    raw: Option<serde_json::Map<String, serde_json::Value>>,
+fn read_only(head: RawTreeHead) -> Result<LogState, String> {
+    let root_hash: Hash = STANDARD
+        .decode(&head.sha256_root_hash)
+        .ok()
+        .and_then(|r| r.try_into().ok())
+        .ok_or("final_tree_head root is not base64 of 32 bytes")?;
+    Ok(LogState::ReadOnly {
+        tree_size: head.tree_size,
+        root_hash,
+    })
+}
+
+/// The per-log form: `status` (`active`, `readonly`, `inactive`), `status_timestamp`
+/// and a top-level `final_tree_head`. Returns what cannot be applied as notes.
+fn status(
+    status: &str,
+    since: Option<&str>,
+    head: Option<RawTreeHead>,
+    notes: &mut Vec<String>,
 ) -> Result<(LogState, Option<Timestamp>), String> {
+    let since = since.map(time).transpose()?;
+    let state = match (status, head) {
+        ("readonly", Some(head)) => read_only(head)?,
+        ("readonly", None) => return Err("status readonly without final_tree_head".into()),
+        (other, head) => {
+            if other != "active" {
+                notes.push(format!(
+                    "status {other:?} has no v3 log-list state: state left unspecified"
+                ));
+            }
+            if head.is_some() {
+                notes.push(format!(
+                    "final_tree_head of a log whose status is {other:?}: not applied"
+                ));
+            }
+            LogState::Unspecified
+        }
+    };
+    Ok((state, since))
+}
+
+fn state(raw: Option<Object>) -> Result<(LogState, Option<Timestamp>), String> {
     let Some(map) = raw else {
         return Ok((LogState::Unspecified, None));
     };
@@ -162,26 +222,23 @@ fn state(
         "usable" => LogState::Usable,
         "retired" => LogState::Retired,
         "rejected" => LogState::Rejected,
-        "readonly" => {
-            let head = body
-                .final_tree_head
-                .ok_or("readonly without final_tree_head")?;
-            let root_hash: Hash = STANDARD
-                .decode(&head.sha256_root_hash)
-                .ok()
-                .and_then(|r| r.try_into().ok())
-                .ok_or("final_tree_head root is not base64 of 32 bytes")?;
-            LogState::ReadOnly {
-                tree_size: head.tree_size,
-                root_hash,
-            }
-        }
+        "readonly" => read_only(
+            body.final_tree_head
+                .ok_or("readonly without final_tree_head")?,
+        )?,
         other => return Err(format!("unknown state {other:?}")),
     };
     Ok((st, since))
 }
 
-fn log(operator: &str, raw: RawLog, tiled: bool) -> Result<LogInfo, String> {
+fn log(
+    operator: &str,
+    json: Object,
+    tiled: bool,
+    notes: &mut Vec<String>,
+) -> Result<LogInfo, String> {
+    let raw: RawLog = serde_json::from_value(serde_json::Value::Object(json.clone()))
+        .map_err(|e| e.to_string())?;
     let der = STANDARD
         .decode(&raw.key)
         .map_err(|e| format!("key is not base64: {e}"))?;
@@ -206,7 +263,26 @@ fn log(operator: &str, raw: RawLog, tiled: bool) -> Result<LogInfo, String> {
             url: raw.url.ok_or("log without url")?,
         }
     };
-    let (state, state_since) = state(raw.state)?;
+    let (state, state_since) = match (raw.state, raw.status) {
+        (Some(st), status) => {
+            if status.is_some() || raw.final_tree_head.is_some() {
+                notes.push("both state and status/final_tree_head: state applied".into());
+            }
+            state(Some(st))?
+        }
+        (None, Some(st)) => status(
+            &st,
+            raw.status_timestamp.as_deref(),
+            raw.final_tree_head,
+            notes,
+        )?,
+        (None, None) => state(None)?,
+    };
+    let previous_operators = raw
+        .previous_operators
+        .into_iter()
+        .map(|p| Ok::<_, String>((p.name, time(&p.end_time)?)))
+        .collect::<Result<_, _>>()?;
     let temporal_interval = raw
         .temporal_interval
         .map(|i| Ok::<_, String>((time(&i.start_inclusive)?, time(&i.end_exclusive)?)))
@@ -220,14 +296,23 @@ fn log(operator: &str, raw: RawLog, tiled: bool) -> Result<LogInfo, String> {
         state,
         state_since,
         temporal_interval,
+        previous_operators,
+        json,
     })
 }
 
 impl LogList {
-    /// Parses a v3 log list. Fails only if the document itself is not one.
+    /// Parses a v3 log list, or a single log's own `log.v3.json` (an object with
+    /// `log_id` and `key` and no `operators`), which becomes a list of one log with
+    /// an empty operator. Fails only if the document is neither.
     pub fn from_json(json: &[u8]) -> Result<Self, Error> {
-        let raw: RawList =
+        let doc: Object =
             serde_json::from_slice(json).map_err(|e| Error::BadLogList(e.to_string()))?;
+        if !doc.contains_key("operators") && doc.contains_key("log_id") {
+            return Ok(Self::from_log_object(doc));
+        }
+        let raw: RawList = serde_json::from_value(serde_json::Value::Object(doc))
+            .map_err(|e| Error::BadLogList(e.to_string()))?;
         let mut logs = Vec::new();
         let mut problems = Vec::new();
         for op in raw.operators {
@@ -237,10 +322,14 @@ impl LogList {
                 .map(|l| (l, false))
                 .chain(op.tiled_logs.into_iter().map(|l| (l, true)));
             for (l, tiled) in all {
-                let description = l.description.clone();
-                match log(&op.name, l, tiled) {
+                let description = description(&l);
+                let mut notes = Vec::new();
+                match log(&op.name, l, tiled, &mut notes) {
                     Ok(info) => logs.push(info),
                     Err(why) => problems.push(format!("{}: {description}: {why}", op.name)),
+                }
+                for n in notes {
+                    problems.push(format!("{}: {description}: {n}", op.name));
                 }
             }
         }
@@ -250,4 +339,33 @@ impl LogList {
             problems,
         })
     }
+
+    fn from_log_object(doc: Object) -> Self {
+        let description = description(&doc);
+        let tiled = doc.contains_key("monitoring_url");
+        let mut problems = vec![format!(
+            "{description}: a single log's JSON names no operator: operator left empty"
+        )];
+        let mut notes = Vec::new();
+        let logs = match log("", doc, tiled, &mut notes) {
+            Ok(info) => vec![info],
+            Err(why) => {
+                problems.push(format!("{description}: {why}"));
+                Vec::new()
+            }
+        };
+        problems.extend(notes.into_iter().map(|n| format!("{description}: {n}")));
+        Self {
+            version: None,
+            logs,
+            problems,
+        }
+    }
+}
+
+fn description(log: &Object) -> String {
+    log.get("description")
+        .and_then(|d| d.as_str())
+        .unwrap_or("(no description)")
+        .to_string()
 }

@@ -57,6 +57,12 @@ fn inclusion_len(index: u64, size: u64) -> usize {
 ///
 /// Fails with [`Error::InclusionProof`] when `index >= size`, when the proof has
 /// the wrong length, or when the recomputed root differs from `root`.
+///
+/// `size` must be the tree size of a verified tree head (the one `root` comes
+/// from), never a size the log or the proof's sender supplies on its own: an
+/// inclusion path does not bind the tree size, so the same path can verify against
+/// the same root under another `size`. [`crate::LogVerifier::check_inclusion`] takes
+/// both from its trusted head.
 pub fn verify_inclusion(
     index: u64,
     size: u64,

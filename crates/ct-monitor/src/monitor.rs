@@ -80,6 +80,11 @@ pub struct LogConfig {
     /// A read-only log's final tree head (size, root) from the log list: the log
     /// is read up to it and then left alone; a head that contradicts it is an error.
     pub final_tree_head: Option<(u64, Hash)>,
+    /// Witnesses that must have cosigned a static-ct checkpoint before the monitor
+    /// advances to it (`None`: the log's own signature is enough). A checkpoint
+    /// without the quorum is a poll failure ([`Health::Failing`]); the state stays
+    /// where it was. Refused for an RFC 6962 log, whose tree heads carry no cosignatures.
+    pub witnesses: Option<crate::witness::WitnessPolicy>,
 }
 
 impl LogConfig {
@@ -92,6 +97,7 @@ impl LogConfig {
                 url: url.to_string(),
             },
             final_tree_head: None,
+            witnesses: None,
         }
     }
 
@@ -105,6 +111,7 @@ impl LogConfig {
                 origin: origin.to_string(),
             },
             final_tree_head: None,
+            witnesses: None,
         }
     }
 
@@ -379,6 +386,16 @@ impl MonitorBuilder {
             start_at_end: self.start_at_end,
             seen: Mutex::new(Seen::new(self.dedupe)),
         });
+        if let Some(cfg) = self
+            .logs
+            .iter()
+            .find(|c| c.witnesses.is_some() && matches!(c.source, LogSource::Rfc6962 { .. }))
+        {
+            return Err(Error::Config(format!(
+                "{}: a witness policy needs a static-ct log (RFC 6962 heads carry no cosignatures)",
+                cfg.name
+            )));
+        }
         let mut tasks = Vec::new();
         for cfg in self.logs {
             let source = match &cfg.source {
@@ -722,11 +739,15 @@ impl LogTask {
 
     async fn tree_head(&mut self) -> Result<SignedTreeHead, Halt> {
         let key = self.cfg.key.clone();
+        let witnesses = self.cfg.witnesses.clone();
         let fut = async {
             match &mut self.source {
                 Source::Rfc6962(c) => c.get_sth().await,
                 Source::StaticCt(c, origin) => {
                     let note = c.checkpoint().await?;
+                    if let Some(policy) = &witnesses {
+                        policy.verify(&note, origin)?;
+                    }
                     checkpoint_tree_head(&note, origin, &key)
                 }
             }
@@ -1052,6 +1073,7 @@ fn kind(m: &Misbehaviour) -> &'static str {
         Misbehaviour::InconsistentTreeHeads { .. } => "inconsistent tree heads",
         Misbehaviour::RootMismatch { .. } => "root mismatch",
         Misbehaviour::BadInclusionProof { .. } => "bad inclusion proof",
+        Misbehaviour::InconsistentWithPinned { .. } => "inconsistent with the pinned tree",
     }
 }
 

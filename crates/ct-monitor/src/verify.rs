@@ -46,6 +46,21 @@ pub enum Misbehaviour {
         /// The root of the leaves the log served.
         computed: Hash,
     },
+    /// A validly signed tree head contradicts the pinned (size, root) the verifier
+    /// was started from: a consistency proof failed, or the sizes are equal and the
+    /// roots differ (a fork from the pinned view).
+    InconsistentWithPinned {
+        /// The pinned tree size.
+        pinned_size: u64,
+        /// The pinned root.
+        pinned_root: Hash,
+        /// The log's head.
+        sth: SignedTreeHead,
+        /// The proof the log served (between the smaller and the larger size).
+        proof: Vec<Hash>,
+        /// Why it failed.
+        failure: ProofFailure,
+    },
     /// An inclusion proof against a validly signed tree head failed.
     BadInclusionProof {
         /// The head the proof is against.
@@ -115,6 +130,19 @@ impl LogMisbehaved {
                 ev.extend(sth_evidence("sth", sth));
                 ev.push(("computed_root".into(), b64(computed)));
                 ("root_mismatch", None)
+            }
+            Misbehaviour::InconsistentWithPinned {
+                pinned_size,
+                pinned_root,
+                sth,
+                proof,
+                failure,
+            } => {
+                ev.push(("pinned_tree_size".into(), pinned_size.to_string()));
+                ev.push(("pinned_root_hash".into(), b64(pinned_root)));
+                ev.extend(sth_evidence("sth", sth));
+                ev.push(("failure".into(), failure.to_string()));
+                ("inconsistent_with_pinned", Some(proof))
             }
             Misbehaviour::BadInclusionProof {
                 sth,
@@ -238,6 +266,8 @@ pub struct LogVerifier {
     log: String,
     key: LogKey,
     trusted: Option<SignedTreeHead>,
+    /// A (size, root) trusted out of band, checked against the first signed head.
+    pinned: Option<(u64, Hash)>,
     range: CompactRange,
 }
 
@@ -248,8 +278,30 @@ impl LogVerifier {
             log: log.into(),
             key,
             trusted: None,
+            pinned: None,
             range: CompactRange::new(),
         }
+    }
+
+    /// A verifier that starts from a tree (size, root) the caller trusts out of band
+    /// (a pinned checkpoint, e.g. one its witnesses cosigned). The first signed head
+    /// offered to [`LogVerifier::update_tree_head`] must come with the consistency
+    /// proof between the pinned tree and it (the smaller first; empty for equal
+    /// sizes, where the roots must be equal); a head that contradicts the pin is
+    /// [`Misbehaviour::InconsistentWithPinned`]. A pinned size of 0 pins nothing.
+    pub fn pinned(log: impl Into<String>, key: LogKey, tree_size: u64, root_hash: Hash) -> Self {
+        let mut v = Self::new(log, key);
+        v.pinned = (tree_size > 0).then_some((tree_size, root_hash));
+        v
+    }
+
+    /// The (size, root) the next consistency proof must start from: the trusted
+    /// head's, else the pinned one.
+    pub fn anchor(&self) -> Option<(u64, Hash)> {
+        self.trusted
+            .as_ref()
+            .map(|t| (t.tree_size, t.root_hash))
+            .or(self.pinned)
     }
 
     /// Restores stored state; the range may not be ahead of the trusted head.
@@ -271,6 +323,7 @@ impl LogVerifier {
             log: log.into(),
             key,
             trusted: Some(trusted),
+            pinned: None,
             range,
         })
     }
@@ -314,6 +367,9 @@ impl LogVerifier {
             return Err(self.misbehaved(Misbehaviour::BadSignature { sth }));
         }
         let Some(trusted) = self.trusted.clone() else {
+            if let Some((size, root)) = self.pinned {
+                return self.first_after_pin(size, root, sth, proof);
+            }
             self.trusted = Some(sth);
             return Ok(TreeHeadUpdate::Initial);
         };
@@ -358,6 +414,52 @@ impl LogVerifier {
         }
         self.trusted = Some(sth);
         Ok(TreeHeadUpdate::Advanced)
+    }
+
+    /// The first signed head of a pinned verifier: consistent with the pin, or misbehaviour.
+    fn first_after_pin(
+        &mut self,
+        size: u64,
+        root: Hash,
+        sth: SignedTreeHead,
+        proof: &[Hash],
+    ) -> Result<TreeHeadUpdate, Box<LogMisbehaved>> {
+        let (m, n, old, new) = if sth.tree_size < size {
+            (sth.tree_size, size, sth.root_hash, root)
+        } else {
+            (size, sth.tree_size, root, sth.root_hash)
+        };
+        let result = if m == 0 {
+            // A head of the empty tree says nothing about the pinned one.
+            Ok(())
+        } else {
+            verify_consistency(m, n, &old, &new, proof)
+        };
+        if let Err(e) = result {
+            let failure = match e {
+                Error::ConsistencyProof(f) => f,
+                _ => ProofFailure::RootMismatch,
+            };
+            return Err(self.misbehaved(Misbehaviour::InconsistentWithPinned {
+                pinned_size: size,
+                pinned_root: root,
+                sth,
+                proof: proof.to_vec(),
+                failure,
+            }));
+        }
+        match sth.tree_size.cmp(&size) {
+            // Older than the pin: consistent, but nothing to trust yet.
+            std::cmp::Ordering::Less => Ok(TreeHeadUpdate::Older),
+            std::cmp::Ordering::Equal => {
+                self.trusted = Some(sth);
+                Ok(TreeHeadUpdate::Same)
+            }
+            std::cmp::Ordering::Greater => {
+                self.trusted = Some(sth);
+                Ok(TreeHeadUpdate::Advanced)
+            }
+        }
     }
 
     /// Appends the leaf hashes of the next entries (in log order) and, when the

@@ -94,3 +94,62 @@ fn fuzz_corpus_ct_responses() {
     });
     assert!(seeds >= 13);
 }
+
+#[test]
+fn fuzz_corpus_ct_sct_list() {
+    use palisade_ct_monitor::{Sct, embedded_scts, parse_sct_list};
+    let (seeds, _) = replay("ct_sct_list", |name, b| {
+        fuzz::sct_list(b);
+        let ok = if name.contains("-cert-") {
+            embedded_scts(b).is_ok_and(|l| !l.is_empty())
+        } else if name.contains("single-sct") {
+            Sct::parse(b).is_ok()
+        } else {
+            parse_sct_list(b).is_ok()
+        };
+        assert_eq!(ok, name.starts_with("ok-"), "{name}");
+    });
+    assert!(seeds >= 8);
+}
+
+#[test]
+fn fuzz_corpus_ct_cosignature() {
+    use palisade_ct_monitor::{Witness, WitnessPolicy};
+    let policy = WitnessPolicy::new(
+        vec![
+            Witness::from_vkey(
+                "remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2",
+            )
+            .unwrap(),
+            Witness::from_vkey(
+                "witness.example/w1+e75f6532+BAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4",
+            )
+            .unwrap(),
+        ],
+        1,
+    )
+    .unwrap();
+    let (seeds, _) = replay("ct_cosignature", |name, b| {
+        fuzz::cosignature(b);
+        let origin = std::str::from_utf8(b)
+            .map(|s| s.split('\n').next().unwrap_or_default())
+            .unwrap_or_default();
+        assert_eq!(
+            policy.verify(b, origin).is_ok(),
+            name.starts_with("ok-"),
+            "{name}"
+        );
+    });
+    assert!(seeds >= 5);
+}
+
+#[test]
+fn fuzz_corpus_ct_log_json() {
+    use palisade_ct_monitor::LogList;
+    let (seeds, _) = replay("ct_log_json", |name, b| {
+        fuzz::log_json(b);
+        let ok = LogList::from_json(b).is_ok_and(|l| !l.logs.is_empty());
+        assert_eq!(ok, name.starts_with("ok-"), "{name}");
+    });
+    assert!(seeds >= 6);
+}

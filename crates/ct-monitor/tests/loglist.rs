@@ -165,3 +165,104 @@ fn monitor_configs_from_the_chrome_list() {
         assert_eq!(got, Some(want));
     }
 }
+
+// Sunlight's per-log `log.v3.json` (cmd/skylight/testdata/tree/log.v3.json, ISC):
+// one read-only static-ct log, no operators, `status` and a top-level final head.
+const PER_LOG: &str = "loglist/sunlight-rome2026h1.log.v3.json";
+
+fn secs(rfc3339: &str) -> palisade_core_traits::Timestamp {
+    let t = humantime::parse_rfc3339(rfc3339).unwrap();
+    let s = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    palisade_core_traits::Timestamp::from_unix_secs(s)
+}
+
+#[test]
+fn a_logs_own_log_v3_json_is_accepted_with_every_field() {
+    let raw = common::read(PER_LOG);
+    let list = LogList::from_json(&raw).unwrap();
+    assert_eq!(list.logs.len(), 1);
+    let log = &list.logs[0];
+    assert_eq!(log.description, "rome2026h1.example.org");
+    assert_eq!(log.operator, "");
+    assert_eq!(log.mmd, 60);
+    assert_eq!(
+        log.protocol,
+        LogProtocol::StaticCt {
+            submission_url: "https://rome2026h1.example.org/".into(),
+            monitoring_url: "https://rome2026h1.example.org/".into(),
+        }
+    );
+    let root: [u8; 32] = b64("lCkHUpkmVBEms2r2T1K6Og69+wUuuN3MIEW1/ezu2v0=")
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        log.state,
+        LogState::ReadOnly {
+            tree_size: 300,
+            root_hash: root
+        }
+    );
+    assert_eq!(log.state_since, Some(secs("2026-01-08T00:00:00Z")));
+    assert_eq!(
+        log.temporal_interval,
+        Some((secs("2025-07-01T00:00:00Z"), secs("2026-01-01T00:00:00Z")))
+    );
+    // Every field of the document is kept, verbatim.
+    let doc: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(serde_json::Value::Object(log.json.clone()), doc);
+    assert_eq!(
+        log.json["final_tree_head"]["timestamp"],
+        1_767_139_200_000u64
+    );
+    assert_eq!(log.json["log_software"]["name"], "sunlight");
+    // What could not be applied is said: there is no operator.
+    assert_eq!(list.problems.len(), 1, "{:?}", list.problems);
+    assert!(list.problems[0].contains("no operator"));
+}
+
+#[test]
+fn a_per_log_object_wrapped_into_a_list_keeps_its_read_only_state() {
+    let log: serde_json::Value = common::json(PER_LOG);
+    let wrapped = serde_json::json!({"operators": [{"name": "Geomys", "tiled_logs": [log]}]});
+    let list = LogList::from_json(&serde_json::to_vec(&wrapped).unwrap()).unwrap();
+    assert!(list.problems.is_empty(), "{:?}", list.problems);
+    assert_eq!(list.logs[0].operator, "Geomys");
+    assert!(matches!(
+        list.logs[0].state,
+        LogState::ReadOnly { tree_size: 300, .. }
+    ));
+}
+
+#[test]
+fn per_log_status_that_cannot_be_applied_is_reported() {
+    let mut log: serde_json::Value = common::json(PER_LOG);
+    log["status"] = "active".into();
+    let list = LogList::from_json(&serde_json::to_vec(&log).unwrap()).unwrap();
+    assert_eq!(list.logs[0].state, LogState::Unspecified);
+    assert!(
+        list.problems
+            .iter()
+            .any(|p| p.contains("final_tree_head") && p.contains("not applied")),
+        "{:?}",
+        list.problems
+    );
+    log["status"] = "inactive".into();
+    log.as_object_mut().unwrap().remove("final_tree_head");
+    let list = LogList::from_json(&serde_json::to_vec(&log).unwrap()).unwrap();
+    assert!(list.problems.iter().any(|p| p.contains("\"inactive\"")));
+    assert_eq!(list.logs[0].json["status"], "inactive");
+    // readonly without its final head is refused, and said.
+    log["status"] = "readonly".into();
+    let list = LogList::from_json(&serde_json::to_vec(&log).unwrap()).unwrap();
+    assert!(list.logs.is_empty());
+    assert!(
+        list.problems
+            .iter()
+            .any(|p| p.contains("without final_tree_head"))
+    );
+    // Neither a list nor a log.
+    assert!(matches!(
+        LogList::from_json(br#"{"description": "x"}"#),
+        Err(Error::BadLogList(_))
+    ));
+}

@@ -197,3 +197,84 @@ fn unauthorized_certificate_becomes_a_security_event() {
         None
     );
 }
+
+#[test]
+fn pinned_tree_is_checked_against_the_first_signed_head() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let pinned_root = naive::root(&l[..512]);
+    // Without a pin the first head is trusted blindly: a forked log gets in.
+    let mut forked: Vec<_> = l.clone();
+    forked[3] = forked[4];
+    let fork_head = log.sth(1024, naive::root(&forked), 2);
+    let mut blind = LogVerifier::new("navigli-test", log.key.clone());
+    assert_eq!(
+        blind.update_tree_head(fork_head.clone(), &[]).unwrap(),
+        TreeHeadUpdate::Initial
+    );
+    // With the pin, the same head and any proof the log can make fail.
+    let mut v = LogVerifier::pinned("navigli-test", log.key.clone(), 512, pinned_root);
+    assert_eq!(v.anchor(), Some((512, pinned_root)));
+    assert!(v.trusted().is_none());
+    let m = v
+        .update_tree_head(fork_head.clone(), &naive::proof(512, &forked))
+        .unwrap_err();
+    assert!(matches!(
+        m.evidence,
+        Misbehaviour::InconsistentWithPinned {
+            pinned_size: 512,
+            ..
+        }
+    ));
+    assert!(v.trusted().is_none(), "state must not advance");
+    let ev = m.to_security_event(Timestamp::from_unix_secs(1)).unwrap();
+    assert!(
+        ev.evidence
+            .iter()
+            .any(|(k, v)| k == "misbehaviour" && v == "inconsistent_with_pinned")
+    );
+    // Same size, other root: a fork from the pinned view.
+    let other512 = log.sth(512, naive::root(&forked[..512]), 3);
+    assert!(v.update_tree_head(other512, &[]).is_err());
+    // An honest head with the right proof advances from the pin.
+    let s1024 = log.sth(1024, naive::root(&l), 4);
+    assert_eq!(
+        v.update_tree_head(s1024.clone(), &naive::proof(512, &l))
+            .unwrap(),
+        TreeHeadUpdate::Advanced
+    );
+    assert_eq!(v.trusted(), Some(&s1024));
+    assert_eq!(v.append_leaves(l.iter().copied()).unwrap(), 1024);
+}
+
+#[test]
+fn pinned_tree_accepts_equal_and_older_consistent_heads() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let mut v = LogVerifier::pinned("t", log.key.clone(), 778, naive::root(&l[..778]));
+    // Older and consistent: nothing trusted yet, the pin stays the anchor.
+    let s512 = log.sth(512, naive::root(&l[..512]), 1);
+    assert_eq!(
+        v.update_tree_head(s512, &naive::proof(512, &l[..778]))
+            .unwrap(),
+        TreeHeadUpdate::Older
+    );
+    assert_eq!(v.anchor(), Some((778, naive::root(&l[..778]))));
+    assert!(v.trusted().is_none());
+    let s778 = log.sth(778, naive::root(&l[..778]), 2);
+    assert_eq!(
+        v.update_tree_head(s778.clone(), &[]).unwrap(),
+        TreeHeadUpdate::Same
+    );
+    assert_eq!(v.trusted(), Some(&s778));
+    // A bad signature is still a bad signature.
+    let mut p = LogVerifier::pinned("t", log.key.clone(), 778, naive::root(&l[..778]));
+    let mut forged = log.sth(1024, naive::root(&l), 3);
+    forged.timestamp += 1;
+    assert!(matches!(
+        p.update_tree_head(forged, &naive::proof(778, &l))
+            .unwrap_err()
+            .evidence,
+        Misbehaviour::BadSignature { .. }
+    ));
+}

@@ -1,9 +1,10 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (also replayed by tests).
 
-use crate::ja4::{ClientHello, Ja4, Transport};
+use crate::ja4::{AlpnFallback, ClientHello, Ja4, Transport};
 
 /// Parse arbitrary bytes as a ClientHello; when they parse, the computed JA4 (and
-/// JA4_o) must pass our own JA4 format validation. Returns whether they parsed.
+/// JA4_o), under both ALPN rules, must pass our own JA4 format validation. Returns
+/// whether they parsed.
 ///
 /// # Panics
 /// Only on a bug: a computed JA4 that the validator rejects.
@@ -12,7 +13,13 @@ pub fn client_hello(data: &[u8]) -> bool {
         return false;
     };
     for t in [Transport::Tcp, Transport::Quic, Transport::Dtls] {
-        for ja4 in [hello.ja4(t), hello.ja4_original(t)] {
+        let nines = AlpnFallback::Nines;
+        for ja4 in [
+            hello.ja4(t),
+            hello.ja4_original(t),
+            hello.ja4_with(t, nines),
+            hello.ja4_original_with(t, nines),
+        ] {
             if let Err(e) = Ja4::parse(ja4.as_str()) {
                 panic!("computed JA4 fails validation: {e}");
             }

@@ -214,7 +214,7 @@ impl ClientHello {
             .unwrap_or(self.legacy_version)
     }
 
-    fn ja4_a(&self, transport: Transport) -> String {
+    fn ja4_a(&self, transport: Transport, alpn: AlpnFallback) -> String {
         let proto = match transport {
             Transport::Tcp => 't',
             Transport::Quic => 'q',
@@ -226,8 +226,9 @@ impl ClientHello {
             0x0302 => "11",
             0x0301 => "10",
             0x0300 => "s3",
-            0x0200 => "s2",
-            0x0100 => "s1",
+            // SSL 2.0's version number is 0x0002 (FoxIO corrected the table in
+            // August 2024; 0x0200 was never a version and "s1" never existed).
+            0x0002 => "s2",
             0xfeff => "d1",
             0xfefd => "d2",
             0xfefc => "d3",
@@ -248,36 +249,55 @@ impl ClientHello {
             "{proto}{version}{sni}{:02}{:02}{}",
             ciphers.min(99),
             exts.min(99),
-            alpn_chars(self.alpn_first.as_deref())
+            alpn_chars(self.alpn_first.as_deref(), alpn)
         )
     }
 
-    /// The JA4 fingerprint (`t13d1516h2_8daaf6152771_e5627efa2ab1`).
+    /// The JA4 fingerprint (`t13d1516h2_8daaf6152771_e5627efa2ab1`), with the
+    /// specification's ALPN rule ([`AlpnFallback::Hex`]).
     pub fn ja4(&self, transport: Transport) -> Ja4 {
+        self.ja4_with(transport, AlpnFallback::Hex)
+    }
+
+    /// [`ClientHello::ja4`] with a chosen rule for a first ALPN value that does not
+    /// start and end with an ASCII alphanumeric.
+    pub fn ja4_with(&self, transport: Transport, alpn: AlpnFallback) -> Ja4 {
         let (b, c) = self.raw_parts(true);
         Ja4(format!(
             "{}_{}_{}",
-            self.ja4_a(transport),
+            self.ja4_a(transport, alpn),
             hash12(&b),
             hash12(&c)
         ))
     }
 
-    /// JA4_o: the same hashes over the lists in their original order, SNI and ALPN kept.
+    /// JA4_o: the same hashes over the lists in their original order, SNI and ALPN
+    /// kept (specification ALPN rule).
     pub fn ja4_original(&self, transport: Transport) -> Ja4 {
+        self.ja4_original_with(transport, AlpnFallback::Hex)
+    }
+
+    /// [`ClientHello::ja4_original`] with a chosen ALPN rule.
+    pub fn ja4_original_with(&self, transport: Transport, alpn: AlpnFallback) -> Ja4 {
         let (b, c) = self.raw_parts(false);
         Ja4(format!(
             "{}_{}_{}",
-            self.ja4_a(transport),
+            self.ja4_a(transport, alpn),
             hash12(&b),
             hash12(&c)
         ))
     }
 
-    /// JA4_r (`sorted = true`) or JA4_ro (`sorted = false`): the unhashed lists.
+    /// JA4_r (`sorted = true`) or JA4_ro (`sorted = false`): the unhashed lists
+    /// (specification ALPN rule).
     pub fn ja4_raw(&self, transport: Transport, sorted: bool) -> String {
+        self.ja4_raw_with(transport, sorted, AlpnFallback::Hex)
+    }
+
+    /// [`ClientHello::ja4_raw`] with a chosen ALPN rule.
+    pub fn ja4_raw_with(&self, transport: Transport, sorted: bool, alpn: AlpnFallback) -> String {
         let (b, c) = self.raw_parts(sorted);
-        format!("{}_{b}_{c}", self.ja4_a(transport))
+        format!("{}_{b}_{c}", self.ja4_a(transport, alpn))
     }
 
     /// The cipher list and the `extensions[_sigalgs]` list as JA4 hashes them.
@@ -313,21 +333,38 @@ impl ClientHello {
     }
 }
 
-/// First and last character of the first ALPN value; `00` when absent. Values that
-/// do not start and end with an ASCII alphanumeric use the first hex digit of the
-/// first byte and the last hex digit of the last byte, as the specification says.
-fn alpn_chars(alpn: Option<&[u8]>) -> String {
-    match alpn {
-        Some([first, .., last]) | Some([first @ last]) => {
-            if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() {
-                format!("{}{}", char::from(*first), char::from(*last))
-            } else {
-                let f = format!("{first:02x}");
-                let l = format!("{last:02x}");
-                format!("{}{}", &f[..1], &l[1..])
-            }
+/// What JA4 prints for a first ALPN value that does not start and end with an
+/// ASCII alphanumeric (`0x30-0x39`, `0x41-0x5A`, `0x61-0x7A`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AlpnFallback {
+    /// The specification (`technical_details/JA4.md`): the first hex digit of the
+    /// first byte and the last hex digit of the last byte (`0xBA 0xAD` → `bd`).
+    #[default]
+    Hex,
+    /// What FoxIO's own tools print (Rust `ja4`, Python `ja4.py`, the Wireshark
+    /// plugin): `99` when the first byte is not an ASCII alphanumeric; otherwise the
+    /// first character and, for a last byte that is not one, `9`.
+    Nines,
+}
+
+/// First and last character of the first ALPN value; `00` when absent or empty.
+fn alpn_chars(alpn: Option<&[u8]>, fallback: AlpnFallback) -> String {
+    let (first, last) = match alpn {
+        Some([first, .., last]) => (*first, *last),
+        Some([only]) => (*only, *only),
+        _ => return "00".to_owned(),
+    };
+    let (a, z) = (first.is_ascii_alphanumeric(), last.is_ascii_alphanumeric());
+    match fallback {
+        _ if a && z => format!("{}{}", char::from(first), char::from(last)),
+        AlpnFallback::Hex => {
+            let f = format!("{first:02x}");
+            let l = format!("{last:02x}");
+            format!("{}{}", &f[..1], &l[1..])
         }
-        _ => "00".to_owned(),
+        AlpnFallback::Nines if !a => "99".to_owned(),
+        AlpnFallback::Nines => format!("{}9", char::from(first)),
     }
 }
 
@@ -378,8 +415,8 @@ impl Ja4 {
         if !matches!(b[0], b't' | b'q' | b'd') {
             return Err(bad("first character must be t, q or d"));
         }
-        const VERSIONS: [&[u8]; 11] = [
-            b"13", b"12", b"11", b"10", b"s3", b"s2", b"s1", b"d1", b"d2", b"d3", b"00",
+        const VERSIONS: [&[u8]; 10] = [
+            b"13", b"12", b"11", b"10", b"s3", b"s2", b"d1", b"d2", b"d3", b"00",
         ];
         if !VERSIONS.contains(&&b[1..3]) {
             return Err(bad("unknown TLS version"));

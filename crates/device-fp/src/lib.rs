@@ -14,7 +14,7 @@ pub use error::Error;
 pub use flags::{ConsistencyFlag, consistency_flags};
 pub use identity::{Attribute, DeviceFingerprint, FingerprintKey, MatchResult, Tier};
 pub use inputs::{ClientHints, FingerprintInputs, UserAgent};
-pub use ja4::{ClientHello, Ja4, Transport};
+pub use ja4::{AlpnFallback, ClientHello, Ja4, Transport};
 pub use trust::{
     DeviceId, DeviceRecord, DeviceStore, InMemoryDeviceStore, Observation, TrustPolicy, TrustScore,
 };

@@ -36,6 +36,7 @@ struct Hello {
     sigs: Vec<u16>,
     versions: Vec<u16>,
     alpn: Vec<&'static [u8]>,
+    legacy_version: u16,
 }
 
 impl Hello {
@@ -52,11 +53,12 @@ impl Hello {
             sigs: SPEC_SIGS.to_vec(),
             versions: vec![0x2a2a, 0x0304, 0x0303],
             alpn: vec![b"h2", b"http/1.1"],
+            legacy_version: 0x0303,
         }
     }
 
     fn handshake(&self) -> Vec<u8> {
-        let mut body = vec![0x03, 0x03];
+        let mut body = self.legacy_version.to_be_bytes().to_vec();
         body.extend([7u8; 32]);
         body.extend(vec8(&[9u8; 32]));
         body.extend(vec16(&u16s(&self.ciphers)));
@@ -280,4 +282,84 @@ fn ja4_strings_from_a_proxy() {
             "{bad:?}"
         );
     }
+}
+
+#[test]
+fn alpn_hex_rule_matches_every_example_of_the_specification() {
+    // technical_details/JA4.md, "ALPN Extension Value".
+    let cases: [(&[u8], &str); 8] = [
+        (&[0xab], "ab"),
+        (&[0x20], "20"),
+        (&[0xab, 0xcd], "ad"),
+        (&[0x20, 0x61], "21"),
+        (&[0x30, 0xab], "3b"),
+        (&[0x61, 0x20], "60"),
+        (&[0x30, 0x31, 0xab, 0xcd], "3d"),
+        (&[0x30, 0xab, 0xcd, 0x31], "01"),
+    ];
+    for (value, want) in cases {
+        assert_eq!(
+            alpn_chars(Some(value), AlpnFallback::Hex),
+            want,
+            "{value:02x?}"
+        );
+    }
+}
+
+#[test]
+fn alpn_nines_rule_is_what_foxio_tools_print() {
+    let mut hello = Hello::spec();
+    // The first ALPN value of FoxIO's pcap/tls-non-ascii-alpn.pcapng.
+    hello.alpn = vec![&[0xba, 0xad], b"http/1.1"];
+    let parsed = ClientHello::parse(&hello.record()).unwrap();
+    assert_eq!(parsed.ja4(Transport::Tcp).alpn(), "bd");
+    let nines = parsed.ja4_with(Transport::Tcp, AlpnFallback::Nines);
+    assert_eq!(nines.as_str(), "t13d151699_8daaf6152771_e5627efa2ab1");
+    assert!(
+        parsed
+            .ja4_raw_with(Transport::Tcp, false, AlpnFallback::Nines)
+            .starts_with("t13d151699_")
+    );
+    assert_eq!(
+        parsed
+            .ja4_original_with(Transport::Tcp, AlpnFallback::Nines)
+            .alpn(),
+        "99"
+    );
+    // Alphanumeric values are the same under both rules.
+    for rule in [AlpnFallback::Hex, AlpnFallback::Nines] {
+        assert_eq!(alpn_chars(Some(b"http/1.1"), rule), "h1");
+        assert_eq!(alpn_chars(Some(b"x"), rule), "xx");
+        assert_eq!(alpn_chars(None, rule), "00");
+    }
+    assert_eq!(alpn_chars(Some(&[0x20, 0x61]), AlpnFallback::Nines), "99");
+    assert_eq!(alpn_chars(Some(&[0x61, 0xff]), AlpnFallback::Nines), "a9");
+}
+
+#[test]
+fn version_table_is_the_current_specification() {
+    // supported_versions absent, so legacy_version decides.
+    let mut hello = Hello::spec();
+    hello.exts.retain(|e| *e != 0x002b);
+    for (legacy, want) in [
+        (0x0304, "13"),
+        (0x0300, "s3"),
+        (0x0002, "s2"),
+        // Removed from the specification in August 2024: 0x0200 is not SSL 2.0
+        // and SSL 1.0 ("s1") never existed.
+        (0x0200, "00"),
+        (0x0100, "00"),
+        (0xfefd, "d2"),
+        (0x9999, "00"),
+    ] {
+        hello.legacy_version = legacy;
+        let ja4 = Ja4::from_client_hello(&hello.record()).unwrap();
+        assert_eq!(ja4.version(), want, "{legacy:#06x}");
+        assert!(Ja4::parse(ja4.as_str()).is_ok());
+    }
+    assert!(Ja4::parse("ts2d1516h2_8daaf6152771_e5627efa2ab1").is_ok());
+    assert!(matches!(
+        Ja4::parse("ts1d1516h2_8daaf6152771_e5627efa2ab1"),
+        Err(Error::InvalidJa4 { .. })
+    ));
 }

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| palisade_ct_monitor::fuzz::sct_list(data));
