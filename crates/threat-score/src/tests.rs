@@ -374,11 +374,10 @@ fn memory_budget_is_held() {
         s.record_login(&a, LoginOutcome::Success);
         assert!(s.stats().memory_bytes <= 64 << 10);
     }
-    assert!(
-        s.stats().users > 100 && s.stats().users < 5_000,
-        "{}",
-        s.stats().users
-    );
+    let st = s.stats();
+    assert!(st.users > 100 && st.users < 5_000, "{st:?}");
+    // Every user who went was counted.
+    assert_eq!(st.evicted_users as usize + st.users, 5_000, "{st:?}");
     // The newest user is kept.
     assert!(
         s.score_login(&Login::new(
@@ -402,13 +401,14 @@ fn config_is_validated() {
         },
         ..Config::default()
     };
-    assert!(matches!(
-        build(bad, clock.clone()),
+    match build(bad, clock.clone()) {
+        // The reason names the value found.
         Err(Error::InvalidConfig {
             field: "thresholds",
-            ..
-        })
-    ));
+            reason,
+        }) => assert!(reason.contains("monitor: 0.8"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
     let bad = Config {
         calibration: Calibration {
             midpoint: f64::NAN,
@@ -564,285 +564,48 @@ proptest! {
     }
 }
 
-fn behaviour_scorer(behaviour: Option<BehaviourConfig>) -> (Arc<ManualClock>, ThreatScorer) {
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
-    let cfg = Config {
-        behaviour,
-        ..Config::default()
-    };
-    (clock.clone(), build(cfg, clock).unwrap())
-}
-
-/// splitmix64, seeded (the generator of the `eval` feature's synthetic data).
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// 600 completed logins of one user with request features near (100, 2) and the
-/// scaler's range fixed by two logins at (0, 0) and (1000, 10).
-fn train_behaviour(clock: &ManualClock, s: &ThreatScorer) -> Login {
-    let base = Login::new("alice", ip("192.0.2.10"), FIREFOX).with_geo(geo(3320, "DE"));
-    let mut rng = Rng(5);
-    for x in [[0.0, 0.0], [1000.0, 10.0]] {
-        s.record_login(&base.clone().with_numeric(x), LoginOutcome::Success);
-    }
-    for _ in 0..600 {
-        clock.advance(Duration::from_secs(3_600));
-        let x = [100.0 + 20.0 * rng.unit(), 2.0 + rng.unit()];
-        s.record_login(&base.clone().with_numeric(x), LoginOutcome::Success);
-    }
-    base
-}
-
 #[test]
-fn behaviour_anomaly_is_a_named_contribution_when_enabled() {
-    let cfg = BehaviourConfig {
-        features: 2,
-        ..BehaviourConfig::default()
-    };
-    let (clock, s) = behaviour_scorer(Some(cfg));
-    let base = train_behaviour(&clock, &s);
-    let usual = s.score_login(&base.clone().with_numeric([110.0, 2.5]));
-    let odd = s.score_login(&base.clone().with_numeric([990.0, 9.5]));
-    let part = |t: &ThreatScore| {
-        t.contributions
-            .iter()
-            .find(|c| c.signal == Signal::BehaviourAnomaly)
-            .map_or(0.0, |c| c.risk)
-    };
-    assert_eq!(part(&usual), 0.0, "{usual:?}");
-    assert!(part(&odd) > 0.1 && part(&odd) <= 0.3, "{odd:?}");
-    assert!(odd.score > usual.score);
-    // Alone it stays below monitor (weight 0.3 < 0.5).
-    assert!(part(&odd) < Config::default().thresholds.monitor);
-    // Without features the signal is skipped.
-    assert_eq!(part(&s.score_login(&base)), 0.0);
-    // Failed logins do not teach it: 1,000 failures at the odd point change nothing.
-    for _ in 0..1_000 {
-        s.record_login(
-            &base.clone().with_numeric([990.0, 9.5]),
-            LoginOutcome::Failure,
-        );
-    }
-    let again = s.score_login(&base.clone().with_numeric([990.0, 9.5]));
-    assert_eq!(part(&again), part(&odd));
-    // A restart keeps the detector.
-    let restored = load(
-        Config {
-            behaviour: Some(cfg),
-            ..Config::default()
-        },
-        clock,
-        s.state(),
-    )
-    .unwrap();
-    assert_eq!(
-        part(&restored.score_login(&base.clone().with_numeric([990.0, 9.5]))),
-        part(&odd)
-    );
-}
-
-#[test]
-fn behaviour_signal_is_off_by_default() {
-    let (clock, s) = behaviour_scorer(None);
-    let base = train_behaviour(&clock, &s);
-    let odd = s.score_login(&base.with_numeric([990.0, 9.5]));
-    assert!(
-        odd.contributions
-            .iter()
-            .all(|c| c.signal != Signal::BehaviourAnomaly),
-        "{odd:?}"
-    );
-    let bad = Config {
-        behaviour: Some(BehaviourConfig {
-            floor: 1.0,
-            ..BehaviourConfig::default()
-        }),
-        ..Config::default()
-    };
-    assert!(matches!(
-        build(bad, clock),
-        Err(Error::InvalidConfig {
-            field: "behaviour.floor",
-            ..
-        })
-    ));
-}
-
-fn scaled_scorer() -> (Arc<ManualClock>, ThreatScorer) {
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
-    let cfg = Config {
-        user_scale: Some(UserScale::default()),
-        ..Config::default()
-    };
-    (clock.clone(), build(cfg, clock).unwrap())
-}
-
-/// 40 users on a common browser and one (`rare`) on a browser nobody else uses, 30
-/// logins each from home.
-fn common_and_rare(s: &ThreatScorer, clock: &ManualClock) -> [Login; 2] {
-    let home = |u: u32, ua: &str| {
-        Login::new(format!("user{u}"), ip(&format!("10.0.0.{u}")), ua)
-            .with_geo(geo(64_500 + u % 5, "FR"))
-    };
-    const RARE: &str = "Mozilla/5.0 (X11; OpenBSD amd64; rv:115.0) Gecko/20100101 Firefox/115.0";
-    for _ in 0..30 {
-        clock.advance(Duration::from_secs(3_600));
-        for u in 0..40 {
-            s.record_login(&home(u, FIREFOX), LoginOutcome::Success);
-        }
-        s.record_login(&home(40, RARE), LoginOutcome::Success);
-    }
-    [home(0, FIREFOX), home(40, RARE)]
-}
-
-#[test]
-fn user_scale_puts_each_user_on_their_own_scale() {
-    // Global scale: the common browser's users score far higher on every usual login
-    // (an attacker is likelier to bring a common browser than a rare one).
-    let (clock, global) = scorer();
-    let [common, rare] = common_and_rare(&global, &clock);
-    let (c, r) = (global.score_login(&common), global.score_login(&rare));
-    assert!(c.score > 10.0 * r.score, "{} vs {}", c.score, r.score);
-    assert_eq!(c.freeman.unwrap().typical, None);
-
-    // Per-user scale: both usual logins are at their user's usual, x ≈ 1 (the global
-    // counts move a little between logins), which the default calibration maps to
-    // 1 / (1 + (4 / x)²) ≈ 1/17.
-    let (clock, scaled) = scaled_scorer();
-    let [common, rare] = common_and_rare(&scaled, &clock);
-    for usual in [&common, &rare] {
-        let t = scaled.score_login(usual);
-        let f = t.freeman.unwrap();
-        assert_eq!(f.raw, global.score_login(usual).freeman.unwrap().raw);
-        let x = f.raw / f.typical.unwrap();
-        assert!((x - 1.0).abs() < 0.05, "{x}");
-        assert!(
-            (t.score - 1.0 / (1.0 + (4.0 / x).powi(2))).abs() < 1e-9,
-            "{}",
-            t.score
-        );
-        assert_eq!(t.verdict, Verdict::Allow);
-    }
-    // A new country, ASN and browser is far above either user's usual.
-    for usual in [common, rare] {
-        let user = usual.ctx.user_id.clone().unwrap();
-        let away = Login::new(user, ip("203.0.113.9"), CHROME_WIN).with_geo(geo(1, "BR"));
-        let t = scaled.score_login(&away);
-        assert!(t.verdict >= Verdict::StepUp, "{t:?}");
-        assert!(
-            t.contributions[0].reason.contains("this user's usual"),
-            "{:?}",
-            t.contributions
-        );
-    }
-}
-
-#[test]
-fn user_scale_waits_for_min_samples() {
-    let (clock, s) = scaled_scorer();
+fn record_needs_a_login_outcome() {
+    let (_, s) = scorer();
     let a = Login::new("alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
-    // The first login has nothing to be scored against, so it stores no score: after
-    // 10 logins there are 9 scores, one short of min_samples.
-    for n in 1..=11 {
-        clock.advance(Duration::from_secs(60));
-        s.record_login(&a, LoginOutcome::Success);
-        let typical = s.score_login(&a).freeman.unwrap().typical;
-        assert_eq!(typical.is_some(), n == 11, "after {n} logins");
-    }
-}
-
-#[test]
-fn snapshot_keeps_the_user_scale() {
-    let (clock, s) = scaled_scorer();
-    let [common, rare] = common_and_rare(&s, &clock);
-    let json = serde_json::to_string(&s.state()).unwrap();
-    let scaled = Config {
-        user_scale: Some(UserScale::default()),
-        ..Config::default()
-    };
-    let r = load(
-        scaled.clone(),
-        clock.clone(),
-        serde_json::from_str(&json).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(r.stats().memory_bytes, s.stats().memory_bytes);
-    for a in [&common, &rare] {
-        assert_eq!(r.score_login(a).score, s.score_login(a).score);
-        assert!(r.score_login(a).freeman.unwrap().typical.is_some());
-    }
-    // A snapshot from before the scale (no stored scores) restores on the global scale.
-    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
-    for user in old["users"].as_array_mut().unwrap() {
-        for e in user[1].as_array_mut().unwrap() {
-            e.as_object_mut().unwrap().remove("s");
-        }
-    }
-    let r = load(
-        scaled.clone(),
-        clock.clone(),
-        serde_json::from_value(old.clone()).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(r.score_login(&common).freeman.unwrap().typical, None);
-    // A negative stored score is refused, and the scorer keeps what it had.
-    old["users"][0][1][0]["s"] = (-1.0).into();
+    // A context that is not a login attempt's outcome is refused, and nothing is counted.
     assert!(matches!(
-        load(scaled, clock, serde_json::from_value(old).unwrap()),
-        Err(Error::InvalidState { .. })
+        s.record(&a.ctx, &a.signals),
+        Err(Error::NoLoginOutcome)
     ));
-    assert_eq!(r.stats().users, s.stats().users);
+    assert_eq!(s.stats().users, 0);
+    assert_eq!(s.score_login(&a).velocity.user_failures, 0);
+    assert!(s.top_failing_sources(0, SourceKind::Ip, 1).is_empty());
+    // With the outcome in `ctx.login`, the same attempt is learned.
+    s.record(&a.outcome(LoginOutcome::Success), &a.signals)
+        .unwrap();
+    assert_eq!(s.stats().users, 1);
 }
 
 #[test]
-fn user_scale_config_is_validated() {
-    let clock = Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH));
-    for (u, field) in [
-        (
-            UserScale {
-                window: nz(51),
-                ..UserScale::default()
-            },
-            "user_scale.window",
-        ),
-        (
-            UserScale {
-                min_samples: nz(21),
-                ..UserScale::default()
-            },
-            "user_scale.min_samples",
-        ),
-        (
-            UserScale {
-                calibration: Calibration {
-                    midpoint: 0.0,
-                    steepness: 1.0,
-                },
-                ..UserScale::default()
-            },
-            "user_scale.calibration",
-        ),
-    ] {
-        let cfg = Config {
-            user_scale: Some(u),
-            ..Config::default()
-        };
-        match build(cfg, clock.clone()) {
-            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
-            other => panic!("{u:?}: {other:?}"),
-        }
-    }
-    // Zero samples is unrepresentable, also in a configuration read from JSON.
-    let mut json = serde_json::to_value(UserScale::default()).unwrap();
-    json["min_samples"] = 0.into();
-    assert!(serde_json::from_value::<UserScale>(json).is_err());
+fn an_event_without_an_outcome_is_unauthenticated() {
+    let (_, s) = populated(60, 20);
+    let odd = Login::new("user0", ip("::ffff:203.0.113.9"), "curl/8.0").with_geo(geo(9_999, "SG"));
+    let t = s.score_login(&odd);
+    assert!(t.verdict > Verdict::Allow, "{t:?}");
+    // `odd.ctx` carries no login outcome: the weaker evidence, named "none".
+    let ev = s.event(&odd.ctx, &t).unwrap();
+    assert_eq!(ev.basis, EvidenceBasis::Unauthenticated);
+    assert_eq!(ev.evidence("outcome"), Some("none"));
+    assert_eq!(ev.evidence("ip"), Some("203.0.113.9"));
 }
+
+#[test]
+fn a_state_does_not_print_its_key() {
+    let (_, s) = populated(3, 2);
+    let state = s.state();
+    let json = serde_json::to_value(&state).unwrap();
+    let shown = format!("{state:?}");
+    for k in json["key"].as_array().unwrap() {
+        assert!(!shown.contains(&k.to_string()), "{shown}");
+    }
+    assert!(shown.contains("users: 3"), "{shown}");
+}
+
+mod behaviour;
+mod user_scale;
