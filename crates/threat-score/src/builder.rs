@@ -156,6 +156,12 @@ impl ThreatScorerBuilder {
         scorer
             .evicted
             .fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            users = scorer.model.users(),
+            logins = scorer.model.total(),
+            evicted,
+            "threat-score: scorer built"
+        );
         Ok(scorer)
     }
 }

@@ -393,10 +393,20 @@ impl ThreatScorer {
             .collect();
         contributions.sort_by(|a, b| b.share.total_cmp(&a.share));
         let confidence = (history as f64 / cfg.min_history.get() as f64).min(1.0);
+        let verdict = cfg.thresholds.verdict(score);
+        // No user id, address or reason text in the fields: only the decision.
+        tracing::debug!(
+            ?verdict,
+            score,
+            confidence,
+            top = contributions.first().map_or("none", |c| c.signal.name()),
+            user_scale = freeman.is_some_and(|f| f.typical.is_some()),
+            "threat-score: scored"
+        );
         ThreatScore {
             score,
             confidence,
-            verdict: cfg.thresholds.verdict(score),
+            verdict,
             contributions,
             freeman,
             velocity: v,
@@ -414,7 +424,10 @@ impl ThreatScorer {
     ///
     /// [`Error::NoLoginOutcome`]: crate::Error::NoLoginOutcome
     pub fn record(&self, ctx: &RequestContext, signals: &Signals) -> Result<(), crate::Error> {
-        let outcome = ctx.login.ok_or(crate::Error::NoLoginOutcome)?;
+        let Some(outcome) = ctx.login else {
+            tracing::warn!("threat-score: record refused, the context has no login outcome");
+            return Err(crate::Error::NoLoginOutcome);
+        };
         let p = self.prepare(ctx, signals);
         let now = self.now_secs();
         let success = matches!(outcome, LoginOutcome::Success | LoginOutcome::StepUpSuccess);
@@ -465,7 +478,15 @@ impl ThreatScorer {
             }
         }
         let evicted = self.model.evict(p.user, self.config.memory_budget_bytes);
-        self.evicted.fetch_add(evicted, Relaxed);
+        if evicted > 0 {
+            self.evicted.fetch_add(evicted, Relaxed);
+            tracing::debug!(
+                evicted,
+                memory_bytes = self.model.memory_bytes(),
+                budget = self.config.memory_budget_bytes,
+                "threat-score: least recently active users forgotten to hold the memory budget"
+            );
+        }
         Ok(())
     }
 
