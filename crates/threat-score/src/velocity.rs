@@ -459,56 +459,68 @@ impl Velocity {
         }
     }
 
-    fn risk_of(&self, now: u64, key: u64, t: &WindowThresholds) -> (f64, u64) {
+    /// Per window, the estimates of `keys` (0 for a key of 0) at `now`: one read lock
+    /// per window, not per key.
+    fn estimates<const N: usize>(&self, now: u64, keys: [u64; N]) -> [[u64; WINDOWS.len()]; N] {
+        let mut out = [[0; WINDOWS.len()]; N];
+        for (w, win) in self.windows.iter().enumerate() {
+            let current = now / win.bucket_secs;
+            let oldest = current.saturating_sub(win.buckets.len() as u64 - 1);
+            let _counting = read(&win.rotate);
+            for b in &win.buckets {
+                let e = b.epoch.load(Relaxed);
+                if e == u64::MAX || e < oldest || e > current {
+                    continue;
+                }
+                for (k, &key) in keys.iter().enumerate() {
+                    if key != 0 {
+                        out[k][w] += self
+                            .slots(key)
+                            .map(|s| u64::from(b.counters[s].load(Relaxed)))
+                            .min()
+                            .unwrap_or(0);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The risk of per-window counts against thresholds, and the largest count.
+    fn risk_of(counts: [u64; WINDOWS.len()], t: &WindowThresholds) -> (f64, u64) {
         let mut x: f64 = 0.0;
-        let mut most = 0;
-        for w in 0..self.windows.len() {
-            let c = self.estimate_in(w, now, key, None);
-            most = most.max(c);
+        for (w, &c) in counts.iter().enumerate() {
             if t.0[w] > 0.0 {
                 x = x.max(c as f64 / t.0[w]);
             }
         }
-        (saturate(x), most)
+        (saturate(x), counts.iter().copied().max().unwrap_or(0))
     }
 
     /// The velocity risks of an attempt from `src` at `now`.
     pub(crate) fn risk(&self, now: u64, src: Sources, cfg: &VelocityConfig) -> VelocityRisk {
         let f = Counter::Failures;
         let d = Counter::DistinctFailedUsers;
-        let (brute_force, user_failures) = if src.user != 0 {
-            self.risk_of(now, Self::key(f, 1, src.user), &cfg.user_failures)
-        } else {
-            (0.0, 0)
-        };
-        let mut stuffing: f64 = 0.0;
-        let mut spray: f64 = 0.0;
-        let mut ip_failures = 0;
-        let mut ip_distinct_users = 0;
-        if src.ip != 0 {
-            let (r, c) = self.risk_of(now, Self::key(f, 2, src.ip), &cfg.ip_failures);
-            stuffing = stuffing.max(r);
-            ip_failures = c;
-            let (r, c) = self.risk_of(now, Self::key(d, 2, src.ip), &cfg.distinct_users);
-            spray = spray.max(r);
-            ip_distinct_users = c;
-        }
-        if src.prefix != 0 {
-            stuffing = stuffing.max(
-                self.risk_of(now, Self::key(f, 3, src.prefix), &cfg.prefix_failures)
-                    .0,
-            );
-            spray = spray.max(
-                self.risk_of(now, Self::key(d, 3, src.prefix), &cfg.distinct_users)
-                    .0,
-            );
-        }
-        if src.asn != 0 {
-            stuffing = stuffing.max(
-                self.risk_of(now, Self::key(f, 4, src.asn), &cfg.asn_failures)
-                    .0,
-            );
-        }
+        // A source of 0 is unknown: its keys stay 0 and count nothing.
+        let key = |c, tag, v| if v == 0 { 0 } else { Self::key(c, tag, v) };
+        let [user, ip, ip_users, prefix, prefix_users, asn] = self.estimates(
+            now,
+            [
+                key(f, 1, src.user),
+                key(f, 2, src.ip),
+                key(d, 2, src.ip),
+                key(f, 3, src.prefix),
+                key(d, 3, src.prefix),
+                key(f, 4, src.asn),
+            ],
+        );
+        let (brute_force, user_failures) = Self::risk_of(user, &cfg.user_failures);
+        let (ip_risk, ip_failures) = Self::risk_of(ip, &cfg.ip_failures);
+        let (ip_spray, ip_distinct_users) = Self::risk_of(ip_users, &cfg.distinct_users);
+        let stuffing = ip_risk
+            .max(Self::risk_of(prefix, &cfg.prefix_failures).0)
+            .max(Self::risk_of(asn, &cfg.asn_failures).0);
+        let spray = ip_spray.max(Self::risk_of(prefix_users, &cfg.distinct_users).0);
         VelocityRisk {
             brute_force,
             stuffing,
