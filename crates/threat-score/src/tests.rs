@@ -607,5 +607,26 @@ fn a_state_does_not_print_its_key() {
     assert!(shown.contains("users: 3"), "{shown}");
 }
 
+#[test]
+fn a_snapshot_of_0_1_0_loads_as_a_state() {
+    // Written by hand in 0.1.0's `Snapshot` format (version 1; no stored scores, no
+    // detector): two logins of one user, the last with a location (f32-exact).
+    let old = r#"{"version":1,"key":[11,22],"users":[[42,[
+        {"at":1700000000,"v":[1,2,3,4,5,6,7],"loc":null},
+        {"at":1700003600,"v":[1,2,3,4,5,6,7],"loc":[52.5,13.375]}]]]}"#;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_007_200)));
+    let s = load(Config::default(), clock, serde_json::from_str(old).unwrap()).unwrap();
+    let st = s.stats();
+    assert_eq!((st.users, st.logins), (1, 2));
+    // 96 for the user, 2 × 64 for the logins, 7 × 24 for the distinct values.
+    assert_eq!(st.memory_bytes, 96 + 2 * 64 + 7 * 24);
+    // Saved again, it is the same document.
+    let again = serde_json::to_value(s.state()).unwrap();
+    let old: serde_json::Value = serde_json::from_str(old).unwrap();
+    assert_eq!(again["version"], old["version"]);
+    assert_eq!(again["key"], old["key"]);
+    assert_eq!(again["users"], old["users"]);
+}
+
 mod behaviour;
 mod user_scale;
