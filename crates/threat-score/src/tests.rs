@@ -331,7 +331,7 @@ fn new_device_raises_risk() {
 }
 
 #[test]
-fn snapshot_roundtrip_keeps_scores() {
+fn state_roundtrip_keeps_scores() {
     let (clock, s) = populated(30, 6);
     let json = serde_json::to_string(&s.state()).unwrap();
     let r = load(

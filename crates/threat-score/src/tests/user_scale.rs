@@ -91,7 +91,7 @@ fn user_scale_waits_for_min_samples() {
 }
 
 #[test]
-fn snapshot_keeps_the_user_scale() {
+fn the_state_keeps_the_user_scale() {
     let (clock, s) = scaled_scorer();
     let [common, rare] = common_and_rare(&s, &clock);
     let json = serde_json::to_string(&s.state()).unwrap();
@@ -110,7 +110,7 @@ fn snapshot_keeps_the_user_scale() {
         assert_eq!(r.score_login(a).score, s.score_login(a).score);
         assert!(r.score_login(a).freeman.unwrap().typical.is_some());
     }
-    // A snapshot from before the scale (no stored scores) restores on the global scale.
+    // A state from before the scale (no stored scores) loads on the global scale.
     let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
     for user in old["users"].as_array_mut().unwrap() {
         for e in user[1].as_array_mut().unwrap() {
