@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core_traits::{
-    Clock, Error, EventKind, LoginOutcome, ManualClock, Notification, Notifier, RevocationCheck,
-    RevocationStatus, SessionTerminator, StepUpRequirer, Timestamp, TokenIdentity, async_trait,
+    Clock, Error, EventKind, LoginOutcome, ManualClock, Notification, Notifier, RequestContext,
+    RevocationCheck, RevocationStatus, SessionTerminator, StepUpRequirer, Timestamp, TokenIdentity,
+    async_trait,
 };
 use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Outcome, Responders};
-use palisade_threat_score::{Config, GeoInfo, LoginAttempt, ThreatScorer, Verdict};
+use palisade_threat_score::{GeoInfo, Signals, ThreatScorer, Verdict};
 use palisade_token_blacklist::MemoryBlacklist;
 
 const ISSUER: &str = "https://auth.example"; // the default playbooks' issuer
@@ -84,12 +85,19 @@ fn sydney() -> GeoInfo {
 /// 30 days of logins from Paris, then one hour passes.
 fn world() -> World {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
-    let mut scorer = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    let scorer = ThreatScorer::builder()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     for _ in 0..30 {
         clock.advance(Duration::from_secs(86_400));
-        let home =
-            LoginAttempt::new("victim", "192.0.2.10".parse().unwrap(), FIREFOX).with_geo(paris());
-        scorer.record(&home, LoginOutcome::Success);
+        let home = RequestContext::new("192.0.2.10".parse().unwrap(), clock.now())
+            .with_user("victim")
+            .with_header("User-Agent", FIREFOX)
+            .with_login(LoginOutcome::Success);
+        scorer
+            .record(&home, &Signals::default().with_geo(paris()))
+            .unwrap();
     }
     let token = TokenIdentity::new(ISSUER)
         .with_subject("victim")
@@ -122,12 +130,15 @@ fn world() -> World {
 /// Scores one attempt from Sydney with this outcome, hands the event to the playbooks
 /// and executes the plan; returns what was executed.
 async fn attempt_from_sydney(w: &mut World, outcome: LoginOutcome) -> Vec<ActionKind> {
-    let attempt = LoginAttempt::new("Victim", "::ffff:203.0.113.50".parse().unwrap(), FIREFOX)
-        .with_geo(sydney());
-    let score = w.scorer.score(&attempt);
+    let attempt = RequestContext::new("::ffff:203.0.113.50".parse().unwrap(), w.clock.now())
+        .with_user("Victim")
+        .with_header("User-Agent", FIREFOX)
+        .with_login(outcome);
+    let signals = Signals::default().with_geo(sydney());
+    let score = w.scorer.score_with(&attempt, &signals);
     assert!(score.verdict >= Verdict::StepUp, "{score:?}");
-    w.scorer.record(&attempt, outcome);
-    let event = w.scorer.event(&attempt, &score, outcome).unwrap();
+    w.scorer.record(&attempt, &signals).unwrap();
+    let event = w.scorer.event(&attempt, &score).unwrap();
     assert_eq!(event.kind, EventKind::ImpossibleTravel, "{event:?}");
     let plan = w.engine.evaluate(&event, w.clock.now());
     let outcomes = w.exec.execute(&plan).await;

@@ -1,4 +1,4 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    palisade_threat_score::fuzz::login_events(data);
+    palisade_threat_score::fuzzing::threat_score_events(data);
 });

@@ -1,6 +1,6 @@
 //! The Freeman et al. (NDSS 2016) model, as implemented by das-group/rba-algorithm.
 //!
-//! Feature values are stored as keyed 64-bit hashes ([`crate::Hashes`]); level `l`
+//! Feature values are stored as keyed 64-bit hashes; level `l`
 //! of an attempt is `values[l]`, 0 when unknown. Levels 0..3 are IP → ASN → country,
 //! levels 3..7 are user agent → browser+version → OS+version → device type.
 //!
@@ -24,8 +24,12 @@
 //! levels are functions of the top value (one parser, one lookup), so that is `L`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
+
+use crate::sync::{read, write};
 
 /// Number of hashed feature levels in a login.
 pub const LEVELS: usize = 7;
@@ -90,91 +94,228 @@ pub struct FreemanScore {
     pub typical: Option<f64>,
 }
 
-/// Per-user and global histories.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Shards of the per-user state and of the global value counts: a power of two, so a
+/// scorer shared by a few tasks rarely waits on a lock.
+pub(crate) const SHARDS: usize = 16;
+
+/// Bytes accounted per user beyond its entries (map slot, deque header, fix).
+pub(crate) const USER_OVERHEAD: usize = 96;
+/// Bytes accounted per global value count (map slot).
+pub(crate) const VALUE_OVERHEAD: usize = 24;
+
+/// A user's last known location, for impossible travel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Fix {
+    pub(crate) at_secs: u64,
+    pub(crate) lat: f32,
+    pub(crate) lon: f32,
+}
+
+/// What is kept per user: the retained successful logins and the last location.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct User {
+    pub(crate) history: VecDeque<Entry>,
+    pub(crate) fix: Option<Fix>,
+}
+
+/// One shard of users, keyed by the keyed hash of the normalized user id.
+pub(crate) type Shard = HashMap<u64, User>;
+
+/// Per-user histories (sharded by user) and the global history's value counts
+/// (sharded by value), shared by reference: every method takes `&self`.
+///
+/// Lock order: a user shard, then value-count shards; never two user shards at once.
+/// The global totals are atomics: a score that runs beside a record may see the
+/// record's values counted at some levels and not yet at others (it is scored as if
+/// it came a moment earlier or later), never a negative or torn count.
+#[derive(Debug)]
 pub(crate) struct Model {
-    pub(crate) users: HashMap<u64, VecDeque<Entry>>,
+    shards: Box<[RwLock<Shard>]>,
     /// Count of each (level-tagged) value over all retained user entries.
-    counts: HashMap<u64, u32>,
-    distinct: [u64; LEVELS],
-    total: u64,
+    counts: Box<[RwLock<HashMap<u64, u32>>]>,
+    distinct: [AtomicU64; LEVELS],
+    total: AtomicU64,
+    users: AtomicUsize,
+    entries: AtomicUsize,
+    values: AtomicUsize,
+    /// Where the next eviction starts looking, so evictions spread over the shards.
+    cursor: AtomicUsize,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            counts: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            distinct: Default::default(),
+            total: AtomicU64::new(0),
+            users: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            values: AtomicUsize::new(0),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+}
+
+fn shard_of(key: u64) -> usize {
+    // Keys are SipHash outputs: any bits are uniform.
+    (key % SHARDS as u64) as usize
 }
 
 impl Model {
-    pub(crate) fn total(&self) -> u64 {
-        self.total
+    /// The shard holding `user`.
+    pub(crate) fn shard(&self, user: u64) -> &RwLock<Shard> {
+        &self.shards[shard_of(user)]
     }
 
-    pub(crate) fn value_count(&self) -> usize {
-        self.counts.len()
+    /// Every shard, for saving the state.
+    pub(crate) fn shards(&self) -> &[RwLock<Shard>] {
+        &self.shards
+    }
+
+    /// Retained successful logins over all users (`N`).
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Relaxed)
+    }
+
+    /// Users with a retained history.
+    pub(crate) fn users(&self) -> usize {
+        self.users.load(Relaxed)
+    }
+
+    /// Bytes accounted against the memory budget, over all shards.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.users.load(Relaxed) * USER_OVERHEAD
+            + self.entries.load(Relaxed) * std::mem::size_of::<Entry>()
+            + self.values.load(Relaxed) * VALUE_OVERHEAD
     }
 
     fn count(&self, v: u64) -> u64 {
         if v == 0 {
             0
         } else {
-            self.counts.get(&v).copied().map_or(0, u64::from)
+            read(&self.counts[shard_of(v)])
+                .get(&v)
+                .copied()
+                .map_or(0, u64::from)
         }
     }
 
-    fn add_global(&mut self, e: &Entry) {
+    fn add_global(&self, e: &Entry) {
+        // The total first: a concurrent score never sees a count above it.
+        self.total.fetch_add(1, Relaxed);
         for (l, &v) in e.values.iter().enumerate() {
             if v == 0 {
                 continue;
             }
-            let c = self.counts.entry(v).or_insert(0);
+            let mut counts = write(&self.counts[shard_of(v)]);
+            let c = counts.entry(v).or_insert(0);
             if *c == 0 {
-                self.distinct[l] += 1;
+                self.distinct[l].fetch_add(1, Relaxed);
+                self.values.fetch_add(1, Relaxed);
             }
             *c = c.saturating_add(1);
         }
-        self.total += 1;
     }
 
-    fn remove_global(&mut self, e: &Entry) {
+    fn remove_global(&self, e: &Entry) {
         for (l, &v) in e.values.iter().enumerate() {
             if v == 0 {
                 continue;
             }
-            if let Some(c) = self.counts.get_mut(&v) {
+            let mut counts = write(&self.counts[shard_of(v)]);
+            if let Some(c) = counts.get_mut(&v) {
                 *c -= 1;
                 if *c == 0 {
-                    self.counts.remove(&v);
-                    self.distinct[l] = self.distinct[l].saturating_sub(1);
+                    counts.remove(&v);
+                    self.distinct[l].fetch_sub(1, Relaxed);
+                    self.values.fetch_sub(1, Relaxed);
                 }
             }
         }
-        self.total = self.total.saturating_sub(1);
+        self.total.fetch_sub(1, Relaxed);
     }
 
-    /// Records a successful login; drops the user's entries older than `max_age_secs`
-    /// and the oldest beyond `cap`, from both histories.
-    pub(crate) fn learn(&mut self, user: u64, e: Entry, cap: usize, max_age_secs: u64) {
-        let mut history = self.users.remove(&user).unwrap_or_default();
-        let mut dropped = Vec::new();
+    /// Records a successful login in `shard` (the user's, write-locked by the caller);
+    /// drops the user's entries older than `max_age_secs` and the oldest beyond `cap`,
+    /// from both histories.
+    pub(crate) fn learn_in(
+        &self,
+        shard: &mut Shard,
+        user: u64,
+        e: Entry,
+        cap: usize,
+        max_age_secs: u64,
+    ) {
+        let u = shard.entry(user).or_insert_with(|| {
+            self.users.fetch_add(1, Relaxed);
+            User::default()
+        });
         let horizon = u64::from(e.at_secs).saturating_sub(max_age_secs);
-        while let Some(front) = history.front() {
-            if history.len() >= cap.max(1) || u64::from(front.at_secs) < horizon {
-                dropped.extend(history.pop_front());
+        while let Some(front) = u.history.front() {
+            if u.history.len() >= cap.max(1) || u64::from(front.at_secs) < horizon {
+                if let Some(d) = u.history.pop_front() {
+                    self.remove_global(&d);
+                    self.entries.fetch_sub(1, Relaxed);
+                }
             } else {
                 break;
             }
         }
-        for d in &dropped {
-            self.remove_global(d);
-        }
-        history.push_back(e);
+        u.history.push_back(e);
         self.add_global(&e);
-        self.users.insert(user, history);
+        self.entries.fetch_add(1, Relaxed);
     }
 
-    /// Forgets a user entirely (memory budget, account deletion).
-    pub(crate) fn forget(&mut self, user: u64) {
-        if let Some(history) = self.users.remove(&user) {
-            for e in &history {
-                self.remove_global(e);
+    /// [`learn_in`](Self::learn_in), locking the user's shard.
+    #[cfg(test)]
+    pub(crate) fn learn(&self, user: u64, e: Entry, cap: usize, max_age_secs: u64) {
+        self.learn_in(&mut write(self.shard(user)), user, e, cap, max_age_secs);
+    }
+
+    /// Forgets a user of `shard` entirely; whether there was one.
+    pub(crate) fn forget_in(&self, shard: &mut Shard, user: u64) -> bool {
+        let Some(u) = shard.remove(&user) else {
+            return false;
+        };
+        for e in &u.history {
+            self.remove_global(e);
+        }
+        self.entries.fetch_sub(u.history.len(), Relaxed);
+        self.users.fetch_sub(1, Relaxed);
+        true
+    }
+
+    /// Forgets a user entirely (account deletion).
+    pub(crate) fn forget(&self, user: u64) {
+        self.forget_in(&mut write(self.shard(user)), user);
+    }
+
+    /// Forgets sampled least-recently-active users (8 sampled per shard visited, never
+    /// `keep`) until the accounted memory fits `budget`; how many went. The budget is
+    /// global: the accounted bytes are atomics over all shards.
+    pub(crate) fn evict(&self, keep: u64, budget: usize) -> u64 {
+        let mut evicted = 0;
+        let mut empty_shards = 0;
+        while self.memory_bytes() > budget && self.users() > 1 && empty_shards < SHARDS {
+            let i = self.cursor.fetch_add(1, Relaxed) % SHARDS;
+            let mut shard = write(&self.shards[i]);
+            let victim = shard
+                .iter()
+                .filter(|(u, _)| **u != keep)
+                .take(8)
+                .min_by_key(|(_, s)| s.history.back().map_or(0, |e| e.at_secs))
+                .map(|(u, _)| *u);
+            match victim {
+                Some(u) => {
+                    self.forget_in(&mut shard, u);
+                    evicted += 1;
+                    empty_shards = 0;
+                }
+                None => empty_shards += 1,
             }
         }
+        evicted
     }
 
     fn hierarchy(
@@ -185,7 +326,7 @@ impl Model {
         weights: &[f64],
     ) -> HierarchyTerms {
         let n_u = history.len() as f64;
-        let n = self.total as f64;
+        let n = self.total() as f64;
         let levels = range.len();
         let mut local = 0.0;
         let mut global = 0.0;
@@ -193,7 +334,7 @@ impl Model {
             + range
                 .clone()
                 .skip(1)
-                .map(|l| self.distinct[l] as f64)
+                .map(|l| self.distinct[l].load(Relaxed) as f64)
                 .sum::<f64>();
         for (i, l) in range.enumerate() {
             let v = values[l];
@@ -231,14 +372,20 @@ impl Model {
         }
     }
 
-    /// The Freeman score, or `None` for a user without history (the formula divides
-    /// by `n_u`).
-    pub(crate) fn score(&self, user: u64, values: &[u64; LEVELS]) -> Option<FreemanScore> {
-        let history = self.users.get(&user).filter(|h| !h.is_empty())?;
+    /// The Freeman score against `history` (the user's, read from a locked shard), or
+    /// `None` for an empty history (the formula divides by `n_u`).
+    pub(crate) fn score_history(
+        &self,
+        history: &VecDeque<Entry>,
+        values: &[u64; LEVELS],
+    ) -> Option<FreemanScore> {
+        if history.is_empty() {
+            return None;
+        }
         let ip = self.hierarchy(history, values, 0..3, &IP_WEIGHTS);
         let ua = self.hierarchy(history, values, 3..7, &UA_WEIGHTS);
-        let users = self.users.len().max(1) as f64;
-        let user_factor = self.total as f64 / (users * history.len() as f64);
+        let users = self.users().max(1) as f64;
+        let user_factor = self.total() as f64 / (users * history.len() as f64);
         Some(FreemanScore {
             ip,
             ua,
@@ -249,24 +396,48 @@ impl Model {
         })
     }
 
-    /// The median raw `S` over the user's last `window` scored logins (the upper one
-    /// of an even count), or `None` with fewer than `min_samples` of them.
-    pub(crate) fn typical(&self, user: u64, window: usize, min_samples: usize) -> Option<f64> {
-        let history = self.users.get(&user)?;
-        let mut recent: Vec<f32> = history
-            .iter()
-            .rev()
-            .map(|e| e.raw)
-            .filter(|r| r.is_finite())
-            .take(window)
-            .collect();
-        if recent.len() < min_samples.max(1) {
-            return None;
-        }
-        let mid = recent.len() / 2;
-        let (_, m, _) = recent.select_nth_unstable_by(mid, f32::total_cmp);
-        Some(f64::from(*m))
+    /// The Freeman score of `user`'s attempt with `values`.
+    #[cfg(test)]
+    pub(crate) fn score(&self, user: u64, values: &[u64; LEVELS]) -> Option<FreemanScore> {
+        let shard = read(self.shard(user));
+        self.score_history(&shard.get(&user)?.history, values)
     }
+
+    /// `typical` of `user`'s history.
+    #[cfg(test)]
+    pub(crate) fn typical(&self, user: u64, window: usize, min_samples: usize) -> Option<f64> {
+        typical(
+            &read(self.shard(user)).get(&user)?.history,
+            window,
+            min_samples,
+        )
+    }
+
+    /// Retained logins of `user`.
+    #[cfg(test)]
+    pub(crate) fn history_len(&self, user: u64) -> usize {
+        read(self.shard(user))
+            .get(&user)
+            .map_or(0, |u| u.history.len())
+    }
+}
+
+/// The median raw `S` over the last `window` scored logins of `history` (the upper
+/// one of an even count), or `None` with fewer than `min_samples` of them.
+pub(crate) fn typical(history: &VecDeque<Entry>, window: usize, min_samples: usize) -> Option<f64> {
+    let mut recent: Vec<f32> = history
+        .iter()
+        .rev()
+        .map(|e| e.raw)
+        .filter(|r| r.is_finite())
+        .take(window)
+        .collect();
+    if recent.len() < min_samples.max(1) {
+        return None;
+    }
+    let mid = recent.len() / 2;
+    let (_, m, _) = recent.select_nth_unstable_by(mid, f32::total_cmp);
+    Some(f64::from(*m))
 }
 
 #[cfg(test)]

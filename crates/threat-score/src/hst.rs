@@ -237,6 +237,7 @@ impl HalfSpaceTrees {
 
 /// Exact ROC AUC of `(score, is_anomaly)` pairs (ties count one half); `None` when one
 /// class is absent. River's `RollingROCAUC` is this over its last `window` pairs.
+#[cfg(feature = "eval")]
 pub fn roc_auc(pairs: &[(f64, bool)]) -> Option<f64> {
     let mut v: Vec<(f64, bool)> = pairs.iter().filter(|p| !p.0.is_nan()).copied().collect();
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -265,6 +266,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "eval")]
     fn auc_by_hand() {
         assert_eq!(roc_auc(&[(0.1, false), (0.9, true)]), Some(1.0));
         assert_eq!(roc_auc(&[(0.9, false), (0.1, true)]), Some(0.0));

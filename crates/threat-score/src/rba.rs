@@ -26,7 +26,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::synth::{Actor, SynthLogin};
-use crate::{Error, GeoInfo, LoginAttempt, SimpleUaParser, UaInfo, UaParser};
+use palisade_core_traits::RequestContext;
+
+use crate::{Error, GeoInfo, Signals, SimpleUaParser, UaInfo, UaParser};
 
 /// One row of the RBA data set.
 #[derive(Debug, Clone, PartialEq)]
@@ -284,12 +286,13 @@ fn login(
     user_agent: &str,
     asn: Option<u32>,
     country: Option<String>,
-) -> LoginAttempt {
-    LoginAttempt::new(row.user.clone(), row.ip, user_agent).with_geo(GeoInfo {
+) -> (RequestContext, Signals) {
+    let geo = GeoInfo {
         asn,
         country,
         location: None,
-    })
+    };
+    crate::synth::attempt(row.user.clone(), row.ip, user_agent, geo, row.at_secs)
 }
 
 /// The rows of `reader` as an evaluation stream (see the module docs); the user-agent
@@ -343,18 +346,22 @@ pub fn logins<'a, R: BufRead + 'a>(
                         ip: *ip,
                         ..row.clone()
                     };
+                    let (ctx, signals) = login(&attack, victim_ua, *asn, row.country.clone());
                     out.push(SynthLogin {
                         at_secs: row.at_secs,
-                        attempt: login(&attack, victim_ua, *asn, row.country.clone()),
+                        ctx,
+                        signals,
                         actor: Actor::Targeted,
                         prior_logins: n,
                         device: None,
                     });
                 }
             }
+            let (ctx, signals) = login(&row, &row.user_agent, row.asn, row.country.clone());
             out.push(SynthLogin {
                 at_secs: row.at_secs,
-                attempt: login(&row, &row.user_agent, row.asn, row.country.clone()),
+                ctx,
+                signals,
                 actor,
                 prior_logins: n,
                 device: None,

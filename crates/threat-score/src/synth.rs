@@ -14,7 +14,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::{GeoInfo, LoginAttempt};
+use palisade_core_traits::{RequestContext, Timestamp};
+
+use crate::{GeoInfo, Signals};
 
 /// Who made an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,8 +40,12 @@ pub enum Actor {
 pub struct SynthLogin {
     /// Seconds since the start of the simulation.
     pub at_secs: u64,
-    /// The attempt (with its geo facts filled in).
-    pub attempt: LoginAttempt,
+    /// The attempt: user, peer address and `User-Agent` header (its timestamp is
+    /// `at_secs` after the Unix epoch; the evaluation's clock decides, not it).
+    pub ctx: RequestContext,
+    /// What the service knows beside it: the geo facts (and, in an evaluation with a
+    /// device cookie, the device familiarity).
+    pub signals: Signals,
     /// Who made it.
     pub actor: Actor,
     /// For the owner: how many successful logins the user had before this one.
@@ -255,15 +261,17 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
                     }
                     (u.isp, u.country, u.home_host)
                 };
-                let attempt = LoginAttempt::new(
+                let (ctx, signals) = attempt(
                     format!("user{id}"),
                     ip_in(asn, host),
                     ua(dev.os, dev.browser, dev.version),
-                )
-                .with_geo(geo(asn, country));
+                    geo(asn, country),
+                    at,
+                );
                 out.push(SynthLogin {
                     at_secs: at,
-                    attempt,
+                    ctx,
+                    signals,
                     actor: Actor::Legit,
                     prior_logins: 0,
                     device: Some(dev_index as u8),
@@ -274,13 +282,13 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
     out.sort_by_key(|l| l.at_secs);
     // Prior login counts, in time order.
     for l in &mut out {
-        let id: usize = l.attempt.user[4..].parse().unwrap_or(0);
+        let id: usize = user_index(&l.ctx);
         l.prior_logins = counts[id];
         counts[id] += 1;
     }
     let mut per_user: Vec<Vec<usize>> = vec![Vec::new(); users.len()];
     for (i, l) in out.iter().enumerate() {
-        let id: usize = l.attempt.user[4..].parse().unwrap_or(0);
+        let id: usize = user_index(&l.ctx);
         per_user[id].push(i);
     }
     // Attacks: against users with at least 20 logins before the attack time.
@@ -302,18 +310,18 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
             let last = &out[per_user[victim][before - 1]];
             let u = &users[victim];
             let common_ua = ua(0, 0, 118 + rng.below(4) as u32);
-            let attempt = match actor {
+            let (ctx, signals) = match actor {
                 Actor::Naive => {
                     let c = rng.below(COUNTRIES.len() as u64) as usize;
                     let asn = hosting_asn(c, rng.below(u64::from(HOSTING_PER_COUNTRY)) as u32);
-                    LoginAttempt::new(name, ip_in(asn, rng.below(65_536) as u32), common_ua)
-                        .with_geo(geo(asn, c))
+                    let ip = ip_in(asn, rng.below(65_536) as u32);
+                    attempt(name, ip, common_ua, geo(asn, c), at)
                 }
                 Actor::Vpn => {
                     let asn =
                         hosting_asn(u.country, rng.below(u64::from(HOSTING_PER_COUNTRY)) as u32);
-                    LoginAttempt::new(name, ip_in(asn, rng.below(65_536) as u32), common_ua)
-                        .with_geo(geo(asn, u.country))
+                    let ip = ip_in(asn, rng.below(65_536) as u32);
+                    attempt(name, ip, common_ua, geo(asn, u.country), at)
                 }
                 _ => {
                     // Another ISP of the victim's country, the victim's latest UA.
@@ -321,14 +329,15 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
                     if isp == u.isp {
                         isp = isp_asn(u.country, (isp % 100 + 1) % ISPS_PER_COUNTRY);
                     }
-                    let last_ua = last.attempt.user_agent.clone();
-                    LoginAttempt::new(name, ip_in(isp, rng.below(65_536) as u32), last_ua)
-                        .with_geo(geo(isp, u.country))
+                    let last_ua = last.ctx.user_agent().unwrap_or_default().to_owned();
+                    let ip = ip_in(isp, rng.below(65_536) as u32);
+                    attempt(name, ip, last_ua, geo(isp, u.country), at)
                 }
             };
             attacks.push(SynthLogin {
                 at_secs: at,
-                attempt,
+                ctx,
+                signals,
                 actor,
                 prior_logins: before as u32,
                 device: None,
@@ -339,6 +348,26 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthLogin> {
     out.extend(attacks);
     out.sort_by_key(|l| l.at_secs);
     out
+}
+
+/// A login attempt as a context (user, peer, `User-Agent`) and the geo facts beside it.
+pub(crate) fn attempt(
+    user: String,
+    ip: IpAddr,
+    user_agent: impl Into<String>,
+    geo: GeoInfo,
+    at_secs: u64,
+) -> (RequestContext, Signals) {
+    let ctx = RequestContext::new(ip, Timestamp::from_unix_secs(at_secs))
+        .with_user(user)
+        .with_header("User-Agent", user_agent);
+    (ctx, Signals::default().with_geo(geo))
+}
+
+/// `n` of a generated `user{n}`.
+fn user_index(ctx: &RequestContext) -> usize {
+    let user = ctx.user_id.as_deref().unwrap_or_default();
+    user.get(4..).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// Scores of one evaluation run.
@@ -496,7 +525,7 @@ pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
     use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
     let base = 1_700_000_000;
     let clock = std::sync::Arc::new(ManualClock::new(Timestamp::from_unix_secs(base)));
-    let mut scorer = make(clock.clone());
+    let scorer = make(clock.clone());
     let mut e = Evaluation::default();
     let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut known: std::collections::HashSet<(u32, u8)> = std::collections::HashSet::new();
@@ -511,23 +540,26 @@ pub fn evaluate_with<L: std::borrow::Borrow<SynthLogin>>(
         };
         clock.set(Timestamp::from_unix_secs(at));
         let next_id = ids.len() as u32;
-        let id = *ids.entry(l.attempt.user.clone()).or_insert(next_id);
-        let mut attempt = std::borrow::Cow::Borrowed(&l.attempt);
+        let user = l.ctx.user_id.clone().unwrap_or_default();
+        let id = *ids.entry(user).or_insert(next_id);
+        let mut signals = std::borrow::Cow::Borrowed(&l.signals);
         if let Some(loss) = opts.device_cookie_loss {
             let familiar = match (l.actor, l.device) {
                 (Actor::Legit, Some(d)) => known.contains(&(id, d)) && !rng.chance(loss),
                 _ => false,
             };
-            attempt.to_mut().device_familiarity = Some(if familiar { 1.0 } else { 0.0 });
+            signals.to_mut().device_familiarity = Some(if familiar { 1.0 } else { 0.0 });
         }
-        let s = scorer.score(&attempt).score;
+        let s = scorer.score_with(&l.ctx, &signals).score;
         match l.actor {
             Actor::Legit => {
                 if l.prior_logins >= opts.min_prior {
                     e.legit.push(s);
                     e.legit_users.push(id);
                 }
-                scorer.record(&attempt, LoginOutcome::Success);
+                let ctx = l.ctx.clone().with_login(LoginOutcome::Success);
+                // The context carries an outcome: recording cannot fail.
+                let _ = scorer.record(&ctx, &signals);
                 if let Some(d) = l.device {
                     known.insert((id, d));
                 }

@@ -1,10 +1,103 @@
 //! Scorer-level tests and properties.
 use std::time::Duration;
 
-use palisade_core_traits::{EventKind, ManualClock};
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use palisade_core_traits::{
+    EventKind, EvidenceBasis, LoginOutcome, ManualClock, RequestContext, SecurityEvent, Subject,
+    Timestamp,
+};
 use proptest::prelude::*;
 
 use super::*;
+
+/// One login attempt in these tests: the request context (user, peer, `User-Agent`)
+/// and what the caller knows beside it.
+#[derive(Debug, Clone)]
+struct Login {
+    ctx: RequestContext,
+    signals: Signals,
+}
+
+impl Login {
+    fn new(user: impl Into<String>, ip: IpAddr, user_agent: impl Into<String>) -> Self {
+        Login {
+            ctx: RequestContext::new(ip, Timestamp::UNIX_EPOCH)
+                .with_user(user)
+                .with_header("User-Agent", user_agent),
+            signals: Signals::default(),
+        }
+    }
+
+    fn with_geo(mut self, geo: GeoInfo) -> Self {
+        self.signals.geo = Some(geo);
+        self
+    }
+
+    fn with_device_familiarity(mut self, f: f64) -> Self {
+        self.signals.device_familiarity = Some(f);
+        self
+    }
+
+    fn with_numeric(mut self, x: impl Into<Vec<f64>>) -> Self {
+        self.signals.numeric = x.into();
+        self
+    }
+
+    fn outcome(&self, outcome: LoginOutcome) -> RequestContext {
+        self.ctx.clone().with_login(outcome)
+    }
+}
+
+/// The scorer's API applied to a [`Login`].
+trait Logins {
+    fn score_login(&self, a: &Login) -> ThreatScore;
+    fn record_login(&self, a: &Login, outcome: LoginOutcome);
+    fn event_login(
+        &self,
+        a: &Login,
+        t: &ThreatScore,
+        outcome: LoginOutcome,
+    ) -> Option<SecurityEvent>;
+}
+
+impl Logins for ThreatScorer {
+    fn score_login(&self, a: &Login) -> ThreatScore {
+        self.score_with(&a.ctx, &a.signals)
+    }
+
+    fn record_login(&self, a: &Login, outcome: LoginOutcome) {
+        self.record(&a.outcome(outcome), &a.signals).unwrap();
+    }
+
+    fn event_login(
+        &self,
+        a: &Login,
+        t: &ThreatScore,
+        outcome: LoginOutcome,
+    ) -> Option<SecurityEvent> {
+        self.event(&a.outcome(outcome), t)
+    }
+}
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap()
+}
+
+fn build(config: Config, clock: Arc<ManualClock>) -> Result<ThreatScorer, Error> {
+    ThreatScorer::builder().config(config).clock(clock).build()
+}
+
+/// A scorer loaded from `state`.
+fn load(config: Config, clock: Arc<ManualClock>, state: State) -> Result<ThreatScorer, Error> {
+    ThreatScorer::builder()
+        .config(config)
+        .clock(clock)
+        .state(state)
+        .build()
+}
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
 const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
@@ -19,7 +112,7 @@ fn geo(asn: u32, cc: &str) -> GeoInfo {
 
 fn scorer() -> (Arc<ManualClock>, ThreatScorer) {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
-    let s = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    let s = build(Config::default(), clock.clone()).unwrap();
     (clock, s)
 }
 
@@ -29,17 +122,17 @@ fn ip(s: &str) -> IpAddr {
 
 /// `n` users with `logins` each from their own home, alice among them.
 fn populated(users: u32, logins: u32) -> (Arc<ManualClock>, ThreatScorer) {
-    let (clock, mut s) = scorer();
+    let (clock, s) = scorer();
     for _ in 0..logins {
         clock.advance(Duration::from_secs(3_600));
         for u in 0..users {
-            let a = LoginAttempt::new(
+            let a = Login::new(
                 format!("user{u}"),
                 ip(&format!("10.0.{}.{}", u / 200, u % 200)),
                 if u % 2 == 0 { FIREFOX } else { CHROME_WIN },
             )
             .with_geo(geo(64_500 + u % 20, if u % 3 == 0 { "DE" } else { "FR" }));
-            s.record(&a, LoginOutcome::Success);
+            s.record_login(&a, LoginOutcome::Success);
         }
     }
     (clock, s)
@@ -47,29 +140,29 @@ fn populated(users: u32, logins: u32) -> (Arc<ManualClock>, ThreatScorer) {
 
 #[test]
 fn failures_do_not_teach_the_history() {
-    let (_, mut s) = scorer();
-    let a = LoginAttempt::new("alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
-    s.record(&a, LoginOutcome::Failure);
-    s.record(&a, LoginOutcome::StepUpFailure);
-    assert_eq!(s.users(), 0);
-    assert!(s.score(&a).freeman.is_none());
-    s.record(&a, LoginOutcome::Success);
-    assert_eq!(s.users(), 1);
-    assert_eq!(s.score(&a).freeman.unwrap().history, 1);
+    let (_, s) = scorer();
+    let a = Login::new("alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
+    s.record_login(&a, LoginOutcome::Failure);
+    s.record_login(&a, LoginOutcome::StepUpFailure);
+    assert_eq!(s.stats().users, 0);
+    assert!(s.score_login(&a).freeman.is_none());
+    s.record_login(&a, LoginOutcome::Success);
+    assert_eq!(s.stats().users, 1);
+    assert_eq!(s.score_login(&a).freeman.unwrap().history, 1);
 }
 
 #[test]
 fn no_history_is_explained() {
     let (_, s) = scorer();
-    let t = s.score(&LoginAttempt::new("nobody", ip("::1"), ""));
+    let t = s.score_login(&Login::new("nobody", ip("::1"), ""));
     assert_eq!(t.confidence, 0.0);
     assert_eq!(t.contributions.len(), 1);
     assert_eq!(t.contributions[0].signal, Signal::NoHistory);
     assert!((t.score - 0.3).abs() < 1e-12);
     assert_eq!(t.verdict, Verdict::Allow);
     assert!(
-        s.event(
-            &LoginAttempt::new("nobody", ip("::1"), ""),
+        s.event_login(
+            &Login::new("nobody", ip("::1"), ""),
             &t,
             LoginOutcome::Success
         )
@@ -80,20 +173,20 @@ fn no_history_is_explained() {
 #[test]
 fn familiar_allowed_stranger_stepped_up_with_event() {
     let (_, s) = populated(60, 20);
-    let usual = LoginAttempt::new("user0", ip("10.0.0.0"), FIREFOX).with_geo(geo(64_500, "DE"));
-    let t = s.score(&usual);
+    let usual = Login::new("user0", ip("10.0.0.0"), FIREFOX).with_geo(geo(64_500, "DE"));
+    let t = s.score_login(&usual);
     assert_eq!(t.verdict, Verdict::Allow, "{t:?}");
     assert!(t.score < 0.1, "{t:?}");
     assert_eq!(t.confidence, 1.0);
-    let odd = LoginAttempt::new("user0", ip("203.0.113.9"), "curl/8.0").with_geo(geo(9_999, "SG"));
-    let t = s.score(&odd);
+    let odd = Login::new("user0", ip("203.0.113.9"), "curl/8.0").with_geo(geo(9_999, "SG"));
+    let t = s.score_login(&odd);
     assert!(t.verdict >= Verdict::StepUp, "{t:?}");
     let f = t.freeman.unwrap();
     assert!(f.ip.never_seen && f.ua.never_seen);
     assert_eq!(f.ip.factor, 4.0);
     let shares: f64 = t.contributions.iter().map(|c| c.share).sum();
     assert!((shares - 1.0).abs() < 1e-9);
-    let ev = s.event(&odd, &t, LoginOutcome::Success).unwrap();
+    let ev = s.event_login(&odd, &t, LoginOutcome::Success).unwrap();
     assert_eq!(ev.kind, EventKind::AnomalousLogin);
     assert!(ev.evidence("ip_familiarity").is_some());
     assert_eq!(ev.score.unwrap().get(), t.score);
@@ -101,15 +194,15 @@ fn familiar_allowed_stranger_stepped_up_with_event() {
 
 #[test]
 fn brute_force_is_named_and_blocks() {
-    let (_, mut s) = populated(10, 5);
-    let a = LoginAttempt::new("user1", ip("203.0.113.50"), CHROME_WIN).with_geo(geo(64_501, "FR"));
+    let (_, s) = populated(10, 5);
+    let a = Login::new("user1", ip("203.0.113.50"), CHROME_WIN).with_geo(geo(64_501, "FR"));
     for _ in 0..40 {
-        s.record(&a, LoginOutcome::Failure);
+        s.record_login(&a, LoginOutcome::Failure);
     }
-    let t = s.score(&a);
+    let t = s.score_login(&a);
     assert_eq!(t.verdict, Verdict::Block, "{t:?}");
     assert_eq!(t.velocity.user_failures, 40);
-    let ev = s.event(&a, &t, LoginOutcome::Failure).unwrap();
+    let ev = s.event_login(&a, &t, LoginOutcome::Failure).unwrap();
     assert!(matches!(
         ev.kind,
         EventKind::BruteForce | EventKind::CredentialStuffing
@@ -118,7 +211,7 @@ fn brute_force_is_named_and_blocks() {
 
 #[test]
 fn impossible_travel() {
-    let (clock, mut s) = scorer();
+    let (clock, s) = scorer();
     let berlin = GeoInfo {
         location: Some((52.52, 13.40)),
         ..geo(3320, "DE")
@@ -127,13 +220,12 @@ fn impossible_travel() {
         location: Some((-33.87, 151.21)),
         ..geo(1221, "AU")
     };
-    s.record(
-        &LoginAttempt::new("bob", ip("192.0.2.1"), FIREFOX).with_geo(berlin),
+    s.record_login(
+        &Login::new("bob", ip("192.0.2.1"), FIREFOX).with_geo(berlin),
         LoginOutcome::Success,
     );
     clock.advance(Duration::from_secs(3_600));
-    let t =
-        s.score(&LoginAttempt::new("bob", ip("198.51.100.1"), FIREFOX).with_geo(sydney.clone()));
+    let t = s.score_login(&Login::new("bob", ip("198.51.100.1"), FIREFOX).with_geo(sydney.clone()));
     let travel = t
         .contributions
         .iter()
@@ -143,7 +235,7 @@ fn impossible_travel() {
     assert!(travel.risk > 0.99, "{travel:?}");
     // A week later the same trip is plausible.
     clock.advance(Duration::from_secs(7 * 86_400));
-    let t = s.score(&LoginAttempt::new("bob", ip("198.51.100.1"), FIREFOX).with_geo(sydney));
+    let t = s.score_login(&Login::new("bob", ip("198.51.100.1"), FIREFOX).with_geo(sydney));
     let travel = t
         .contributions
         .iter()
@@ -154,33 +246,33 @@ fn impossible_travel() {
 
 #[test]
 fn mapped_addresses_and_spellings_of_a_user_share_one_history() {
-    let (_, mut s) = scorer();
+    let (_, s) = scorer();
     // The owner logs in over a dual-stack listener (mapped form) as "Alice".
-    let home = LoginAttempt::new("Alice", ip("::ffff:192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
+    let home = Login::new("Alice", ip("::ffff:192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
     for _ in 0..5 {
-        s.record(&home, LoginOutcome::Success);
+        s.record_login(&home, LoginOutcome::Success);
     }
-    assert_eq!(s.users(), 1);
+    assert_eq!(s.stats().users, 1);
     // The same address in IPv4 form, the same account in another spelling: familiar.
-    let same = LoginAttempt::new(" alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
-    let f = s.score(&same).freeman.unwrap();
+    let same = Login::new(" alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
+    let f = s.score_login(&same).freeman.unwrap();
     assert_eq!(f.history, 5);
     assert!(!f.ip.never_seen, "{f:?}");
     // Failures from the mapped form count against the IPv4 source.
-    let attacker = LoginAttempt::new("bob", ip("::ffff:203.0.113.9"), FIREFOX);
+    let attacker = Login::new("bob", ip("::ffff:203.0.113.9"), FIREFOX);
     for _ in 0..3 {
-        s.record(&attacker, LoginOutcome::Failure);
+        s.record_login(&attacker, LoginOutcome::Failure);
     }
     let top = s.top_failing_sources(0, SourceKind::Ip, 1);
     assert_eq!(top[0].source, FailureSource::Ip(ip("203.0.113.9")));
     // Forgetting an account works whatever the spelling.
     s.forget_user("ALICE");
-    assert_eq!(s.users(), 0);
+    assert_eq!(s.stats().users, 0);
 }
 
 #[test]
 fn events_carry_the_evidence_basis_of_the_outcome() {
-    let (clock, mut s) = scorer();
+    let (clock, s) = scorer();
     let paris = GeoInfo {
         location: Some((48.86, 2.35)),
         ..geo(3215, "FR")
@@ -191,17 +283,17 @@ fn events_carry_the_evidence_basis_of_the_outcome() {
     };
     for _ in 0..30 {
         clock.advance(Duration::from_secs(86_400));
-        s.record(
-            &LoginAttempt::new("victim", ip("192.0.2.1"), FIREFOX).with_geo(paris.clone()),
+        s.record_login(
+            &Login::new("victim", ip("192.0.2.1"), FIREFOX).with_geo(paris.clone()),
             LoginOutcome::Success,
         );
     }
     clock.advance(Duration::from_secs(3_600));
-    let far = LoginAttempt::new("Victim", ip("::ffff:198.51.100.1"), CHROME_WIN).with_geo(sydney);
-    let t = s.score(&far);
+    let far = Login::new("Victim", ip("::ffff:198.51.100.1"), CHROME_WIN).with_geo(sydney);
+    let t = s.score_login(&far);
     assert!(t.verdict > Verdict::Allow, "{t:?}");
     // Someone failed a login on the username from afar: anyone can do that.
-    let weak = s.event(&far, &t, LoginOutcome::Failure).unwrap();
+    let weak = s.event_login(&far, &t, LoginOutcome::Failure).unwrap();
     assert_eq!(weak.basis, EvidenceBasis::Unauthenticated);
     assert_eq!(weak.subject, Subject::user("victim"));
     assert_eq!(weak.evidence("ip"), Some("198.51.100.1"));
@@ -212,7 +304,7 @@ fn events_carry_the_evidence_basis_of_the_outcome() {
         LoginOutcome::StepUpSuccess,
         LoginOutcome::StepUpFailure,
     ] {
-        let strong = s.event(&far, &t, outcome).unwrap();
+        let strong = s.event_login(&far, &t, outcome).unwrap();
         assert_eq!(strong.basis, EvidenceBasis::Authenticated, "{outcome:?}");
     }
 }
@@ -227,9 +319,9 @@ fn haversine_known_distance() {
 #[test]
 fn new_device_raises_risk() {
     let (_, s) = populated(20, 10);
-    let a = LoginAttempt::new("user0", ip("10.0.0.0"), FIREFOX).with_geo(geo(64_500, "DE"));
-    let known = s.score(&a.clone().with_device_familiarity(1.0));
-    let new = s.score(&a.with_device_familiarity(0.0));
+    let a = Login::new("user0", ip("10.0.0.0"), FIREFOX).with_geo(geo(64_500, "DE"));
+    let known = s.score_login(&a.clone().with_device_familiarity(1.0));
+    let new = s.score_login(&a.with_device_familiarity(0.0));
     assert!(new.score > known.score);
     assert!(
         new.contributions
@@ -239,24 +331,32 @@ fn new_device_raises_risk() {
 }
 
 #[test]
-fn snapshot_roundtrip_keeps_scores() {
+fn state_roundtrip_keeps_scores() {
     let (clock, s) = populated(30, 6);
-    let json = serde_json::to_string(&s.snapshot()).unwrap();
-    let mut r = ThreatScorer::new(Config::default(), clock).unwrap();
-    r.restore(serde_json::from_str(&json).unwrap()).unwrap();
-    assert_eq!(r.users(), 30);
-    assert_eq!(r.memory_bytes(), s.memory_bytes());
+    let json = serde_json::to_string(&s.state()).unwrap();
+    let r = load(
+        Config::default(),
+        clock.clone(),
+        serde_json::from_str(&json).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r.stats().users, 30);
+    assert_eq!(r.stats().memory_bytes, s.stats().memory_bytes);
     for a in [
-        LoginAttempt::new("user3", ip("10.0.0.3"), CHROME_WIN).with_geo(geo(64_503, "DE")),
-        LoginAttempt::new("user3", ip("203.0.113.1"), FIREFOX).with_geo(geo(1, "US")),
+        Login::new("user3", ip("10.0.0.3"), CHROME_WIN).with_geo(geo(64_503, "DE")),
+        Login::new("user3", ip("203.0.113.1"), FIREFOX).with_geo(geo(1, "US")),
     ] {
-        assert_eq!(r.score(&a).score, s.score(&a).score);
+        assert_eq!(r.score_login(&a).score, s.score_login(&a).score);
     }
     let mut bad: serde_json::Value = serde_json::from_str(&json).unwrap();
     bad["version"] = 99.into();
     assert!(matches!(
-        r.restore(serde_json::from_value(bad).unwrap()),
-        Err(Error::SnapshotVersion { found: 99, .. })
+        load(
+            Config::default(),
+            clock,
+            serde_json::from_value(bad).unwrap()
+        ),
+        Err(Error::StateVersion { found: 99, .. })
     ));
 }
 
@@ -267,17 +367,20 @@ fn memory_budget_is_held() {
         memory_budget_bytes: 64 << 10,
         ..Config::default()
     };
-    let mut s = ThreatScorer::new(cfg, clock.clone()).unwrap();
+    let s = build(cfg, clock.clone()).unwrap();
     for u in 0..5_000u32 {
         clock.advance(Duration::from_secs(1));
-        let a = LoginAttempt::new(format!("u{u}"), IpAddr::from(u.to_be_bytes()), FIREFOX);
-        s.record(&a, LoginOutcome::Success);
-        assert!(s.memory_bytes() <= 64 << 10);
+        let a = Login::new(format!("u{u}"), IpAddr::from(u.to_be_bytes()), FIREFOX);
+        s.record_login(&a, LoginOutcome::Success);
+        assert!(s.stats().memory_bytes <= 64 << 10);
     }
-    assert!(s.users() > 100 && s.users() < 5_000, "{}", s.users());
+    let st = s.stats();
+    assert!(st.users > 100 && st.users < 5_000, "{st:?}");
+    // Every user who went was counted.
+    assert_eq!(st.evicted_users as usize + st.users, 5_000, "{st:?}");
     // The newest user is kept.
     assert!(
-        s.score(&LoginAttempt::new(
+        s.score_login(&Login::new(
             "u4999",
             IpAddr::from(4999u32.to_be_bytes()),
             FIREFOX
@@ -298,13 +401,14 @@ fn config_is_validated() {
         },
         ..Config::default()
     };
-    assert!(matches!(
-        ThreatScorer::new(bad, clock.clone()),
+    match build(bad, clock.clone()) {
+        // The reason names the value found.
         Err(Error::InvalidConfig {
             field: "thresholds",
-            ..
-        })
-    ));
+            reason,
+        }) => assert!(reason.contains("monitor: 0.8"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
     let bad = Config {
         calibration: Calibration {
             midpoint: f64::NAN,
@@ -312,7 +416,7 @@ fn config_is_validated() {
         },
         ..Config::default()
     };
-    assert!(ThreatScorer::new(bad, clock).is_err());
+    assert!(build(bad, clock).is_err());
 }
 
 #[test]
@@ -352,7 +456,7 @@ fn any_geo() -> impl Strategy<Value = Option<GeoInfo>> {
     )
 }
 
-fn any_attempt() -> impl Strategy<Value = LoginAttempt> {
+fn any_attempt() -> impl Strategy<Value = Login> {
     (
         "[a-c]{0,2}",
         any_ip(),
@@ -360,13 +464,11 @@ fn any_attempt() -> impl Strategy<Value = LoginAttempt> {
         any_geo(),
         proptest::option::of(any::<f64>()),
     )
-        .prop_map(|(user, ip, ua, geo, device_familiarity)| LoginAttempt {
-            user,
-            ip,
-            user_agent: ua,
-            geo,
-            device_familiarity,
-            numeric: Vec::new(),
+        .prop_map(|(user, ip, ua, geo, device_familiarity)| {
+            let mut a = Login::new(user, ip, ua);
+            a.signals.geo = geo;
+            a.signals.device_familiarity = device_familiarity;
+            a
         })
 }
 
@@ -391,23 +493,23 @@ proptest! {
     ) {
         let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
         let cfg = Config {
-            user_scale: scaled.then_some(UserScale { window: 3, min_samples: 1, ..UserScale::default() }),
+            user_scale: scaled.then_some(UserScale { window: nz(3), min_samples: nz(1), ..UserScale::default() }),
             ..Config::default()
         };
-        let mut s = ThreatScorer::new(cfg, clock.clone()).unwrap();
+        let s = build(cfg, clock.clone()).unwrap();
         for (a, o, dt) in &history {
             clock.advance(Duration::from_secs(*dt));
-            s.record(a, *o);
-            let t = s.score(a);
+            s.record_login(a, *o);
+            let t = s.score_login(a);
             prop_assert!((0.0..=1.0).contains(&t.score), "{t:?}");
         }
-        let t = s.score(&probe);
+        let t = s.score_login(&probe);
         prop_assert!((0.0..=1.0).contains(&t.score) && !t.score.is_nan(), "{t:?}");
         prop_assert!((0.0..=1.0).contains(&t.confidence));
         for c in &t.contributions {
             prop_assert!((0.0..=1.0).contains(&c.share) && (0.0..=1.0).contains(&c.risk), "{c:?}");
         }
-        prop_assert_eq!(s.event(&probe, &t, LoginOutcome::Failure).is_some(), t.verdict > Verdict::Allow);
+        prop_assert_eq!(s.event_login(&probe, &t, LoginOutcome::Failure).is_some(), t.verdict > Verdict::Allow);
     }
 
     /// More failed attempts from a source never lower the risk of its next attempt.
@@ -418,18 +520,18 @@ proptest! {
         user in 0u8..4,
         src in 0u8..4,
     ) {
-        let (clock, mut s) = scorer();
-        let mk = |u: u8, i: u8| LoginAttempt::new(format!("u{u}"), IpAddr::from([203, 0, 113, i]), FIREFOX).with_geo(geo(64_496 + u32::from(i % 2), "NL"));
+        let (clock, s) = scorer();
+        let mk = |u: u8, i: u8| Login::new(format!("u{u}"), IpAddr::from([203, 0, 113, i]), FIREFOX).with_geo(geo(64_496 + u32::from(i % 2), "NL"));
         for (u, i, ok, dt) in &background {
             clock.advance(Duration::from_secs(*dt));
-            s.record(&mk(*u, *i), if *ok { LoginOutcome::Success } else { LoginOutcome::Failure });
+            s.record_login(&mk(*u, *i), if *ok { LoginOutcome::Success } else { LoginOutcome::Failure });
         }
         let probe = mk(user, src);
-        let before = s.score(&probe);
+        let before = s.score_login(&probe);
         for k in 0..extra {
-            s.record(&mk((user + k as u8) % 4, src), LoginOutcome::Failure);
+            s.record_login(&mk((user + k as u8) % 4, src), LoginOutcome::Failure);
         }
-        let after = s.score(&probe);
+        let after = s.score_login(&probe);
         let v = |t: &ThreatScore| (t.velocity.brute_force, t.velocity.stuffing, t.velocity.spray);
         prop_assert!(after.velocity.stuffing >= before.velocity.stuffing, "{:?} -> {:?}", v(&before), v(&after));
         prop_assert!(after.velocity.spray >= before.velocity.spray);
@@ -448,274 +550,83 @@ proptest! {
     ) {
         let user = user % others;
         let (_, s) = populated(others, logins);
-        let home = LoginAttempt::new(format!("user{user}"), ip(&format!("10.0.{}.{}", user / 200, user % 200)), if user % 2 == 0 { FIREFOX } else { CHROME_WIN })
+        let home = Login::new(format!("user{user}"), ip(&format!("10.0.{}.{}", user / 200, user % 200)), if user % 2 == 0 { FIREFOX } else { CHROME_WIN })
             .with_geo(geo(64_500 + user % 20, if user % 3 == 0 { "DE" } else { "FR" }));
-        let away = LoginAttempt {
-            user_agent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15".into(),
-            // A new ASN and country come with a new address.
-            ip: IpAddr::from((new_asn | 0xC000_0000).to_be_bytes()),
-            geo: Some(geo(new_asn, "BR")),
-            ..home.clone()
-        };
-        let (h, a) = (s.score(&home), s.score(&away));
+        // A new ASN and country come with a new address.
+        let away = Login::new(
+            format!("user{user}"),
+            IpAddr::from((new_asn | 0xC000_0000).to_be_bytes()),
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+        )
+        .with_geo(geo(new_asn, "BR"));
+        let (h, a) = (s.score_login(&home), s.score_login(&away));
         prop_assert!(h.score < a.score, "{} vs {}", h.score, a.score);
     }
 }
 
-fn behaviour_scorer(behaviour: Option<BehaviourConfig>) -> (Arc<ManualClock>, ThreatScorer) {
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
-    let cfg = Config {
-        behaviour,
-        ..Config::default()
-    };
-    (clock.clone(), ThreatScorer::new(cfg, clock).unwrap())
-}
-
-/// 600 completed logins of one user with request features near (100, 2) and the
-/// scaler's range fixed by two logins at (0, 0) and (1000, 10).
-fn train_behaviour(clock: &ManualClock, s: &mut ThreatScorer) -> LoginAttempt {
-    let base = LoginAttempt::new("alice", ip("192.0.2.10"), FIREFOX).with_geo(geo(3320, "DE"));
-    let mut rng = crate::synth::Rng::new(5);
-    for x in [[0.0, 0.0], [1000.0, 10.0]] {
-        s.record(&base.clone().with_numeric(x), LoginOutcome::Success);
-    }
-    for _ in 0..600 {
-        clock.advance(Duration::from_secs(3_600));
-        let x = [100.0 + 20.0 * rng.unit(), 2.0 + rng.unit()];
-        s.record(&base.clone().with_numeric(x), LoginOutcome::Success);
-    }
-    base
-}
-
 #[test]
-fn behaviour_anomaly_is_a_named_contribution_when_enabled() {
-    let cfg = BehaviourConfig {
-        features: 2,
-        ..BehaviourConfig::default()
-    };
-    let (clock, mut s) = behaviour_scorer(Some(cfg));
-    let base = train_behaviour(&clock, &mut s);
-    let usual = s.score(&base.clone().with_numeric([110.0, 2.5]));
-    let odd = s.score(&base.clone().with_numeric([990.0, 9.5]));
-    let part = |t: &ThreatScore| {
-        t.contributions
-            .iter()
-            .find(|c| c.signal == Signal::BehaviourAnomaly)
-            .map_or(0.0, |c| c.risk)
-    };
-    assert_eq!(part(&usual), 0.0, "{usual:?}");
-    assert!(part(&odd) > 0.1 && part(&odd) <= 0.3, "{odd:?}");
-    assert!(odd.score > usual.score);
-    // Alone it stays below monitor (weight 0.3 < 0.5).
-    assert!(part(&odd) < Config::default().thresholds.monitor);
-    // Without features the signal is skipped.
-    assert_eq!(part(&s.score(&base)), 0.0);
-    // Failed logins do not teach it: 1,000 failures at the odd point change nothing.
-    for _ in 0..1_000 {
-        s.record(
-            &base.clone().with_numeric([990.0, 9.5]),
-            LoginOutcome::Failure,
-        );
-    }
-    let again = s.score(&base.clone().with_numeric([990.0, 9.5]));
-    assert_eq!(part(&again), part(&odd));
-    // A restart keeps the detector.
-    let (_, mut restored) = behaviour_scorer(Some(cfg));
-    restored.restore(s.snapshot()).unwrap();
-    assert_eq!(
-        part(&restored.score(&base.clone().with_numeric([990.0, 9.5]))),
-        part(&odd)
-    );
-}
-
-#[test]
-fn behaviour_signal_is_off_by_default() {
-    let (clock, mut s) = behaviour_scorer(None);
-    let base = train_behaviour(&clock, &mut s);
-    let odd = s.score(&base.with_numeric([990.0, 9.5]));
-    assert!(
-        odd.contributions
-            .iter()
-            .all(|c| c.signal != Signal::BehaviourAnomaly),
-        "{odd:?}"
-    );
-    let bad = Config {
-        behaviour: Some(BehaviourConfig {
-            floor: 1.0,
-            ..BehaviourConfig::default()
-        }),
-        ..Config::default()
-    };
+fn record_needs_a_login_outcome() {
+    let (_, s) = scorer();
+    let a = Login::new("alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
+    // A context that is not a login attempt's outcome is refused, and nothing is counted.
     assert!(matches!(
-        ThreatScorer::new(bad, clock),
-        Err(Error::InvalidConfig {
-            field: "behaviour.floor",
-            ..
-        })
+        s.record(&a.ctx, &a.signals),
+        Err(Error::NoLoginOutcome)
     ));
-}
-
-fn scaled_scorer() -> (Arc<ManualClock>, ThreatScorer) {
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
-    let cfg = Config {
-        user_scale: Some(UserScale::default()),
-        ..Config::default()
-    };
-    (clock.clone(), ThreatScorer::new(cfg, clock).unwrap())
-}
-
-/// 40 users on a common browser and one (`rare`) on a browser nobody else uses, 30
-/// logins each from home.
-fn common_and_rare(s: &mut ThreatScorer, clock: &ManualClock) -> [LoginAttempt; 2] {
-    let home = |u: u32, ua: &str| {
-        LoginAttempt::new(format!("user{u}"), ip(&format!("10.0.0.{u}")), ua)
-            .with_geo(geo(64_500 + u % 5, "FR"))
-    };
-    const RARE: &str = "Mozilla/5.0 (X11; OpenBSD amd64; rv:115.0) Gecko/20100101 Firefox/115.0";
-    for _ in 0..30 {
-        clock.advance(Duration::from_secs(3_600));
-        for u in 0..40 {
-            s.record(&home(u, FIREFOX), LoginOutcome::Success);
-        }
-        s.record(&home(40, RARE), LoginOutcome::Success);
-    }
-    [home(0, FIREFOX), home(40, RARE)]
-}
-
-#[test]
-fn user_scale_puts_each_user_on_their_own_scale() {
-    // Global scale: the common browser's users score far higher on every usual login
-    // (an attacker is likelier to bring a common browser than a rare one).
-    let (clock, mut global) = scorer();
-    let [common, rare] = common_and_rare(&mut global, &clock);
-    let (c, r) = (global.score(&common), global.score(&rare));
-    assert!(c.score > 10.0 * r.score, "{} vs {}", c.score, r.score);
-    assert_eq!(c.freeman.unwrap().typical, None);
-
-    // Per-user scale: both usual logins are at their user's usual, x ≈ 1 (the global
-    // counts move a little between logins), which the default calibration maps to
-    // 1 / (1 + (4 / x)²) ≈ 1/17.
-    let (clock, mut scaled) = scaled_scorer();
-    let [common, rare] = common_and_rare(&mut scaled, &clock);
-    for usual in [&common, &rare] {
-        let t = scaled.score(usual);
-        let f = t.freeman.unwrap();
-        assert_eq!(f.raw, global.score(usual).freeman.unwrap().raw);
-        let x = f.raw / f.typical.unwrap();
-        assert!((x - 1.0).abs() < 0.05, "{x}");
-        assert!(
-            (t.score - 1.0 / (1.0 + (4.0 / x).powi(2))).abs() < 1e-9,
-            "{}",
-            t.score
-        );
-        assert_eq!(t.verdict, Verdict::Allow);
-    }
-    // A new country, ASN and browser is far above either user's usual.
-    for usual in [common, rare] {
-        let away = LoginAttempt {
-            user_agent: CHROME_WIN.into(),
-            ip: ip("203.0.113.9"),
-            geo: Some(geo(1, "BR")),
-            ..usual
-        };
-        let t = scaled.score(&away);
-        assert!(t.verdict >= Verdict::StepUp, "{t:?}");
-        assert!(
-            t.contributions[0].reason.contains("this user's usual"),
-            "{:?}",
-            t.contributions
-        );
-    }
-}
-
-#[test]
-fn user_scale_waits_for_min_samples() {
-    let (clock, mut s) = scaled_scorer();
-    let a = LoginAttempt::new("alice", ip("192.0.2.1"), FIREFOX).with_geo(geo(1, "DE"));
-    // The first login has nothing to be scored against, so it stores no score: after
-    // 10 logins there are 9 scores, one short of min_samples.
-    for n in 1..=11 {
-        clock.advance(Duration::from_secs(60));
-        s.record(&a, LoginOutcome::Success);
-        let typical = s.score(&a).freeman.unwrap().typical;
-        assert_eq!(typical.is_some(), n == 11, "after {n} logins");
-    }
-}
-
-#[test]
-fn snapshot_keeps_the_user_scale() {
-    let (clock, mut s) = scaled_scorer();
-    let [common, rare] = common_and_rare(&mut s, &clock);
-    let json = serde_json::to_string(&s.snapshot()).unwrap();
-    let (_, mut r) = scaled_scorer();
-    r.restore(serde_json::from_str(&json).unwrap()).unwrap();
-    assert_eq!(r.memory_bytes(), s.memory_bytes());
-    for a in [&common, &rare] {
-        assert_eq!(r.score(a).score, s.score(a).score);
-        assert!(r.score(a).freeman.unwrap().typical.is_some());
-    }
-    // A snapshot from before the scale (no stored scores) restores on the global scale.
-    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
-    for user in old["users"].as_array_mut().unwrap() {
-        for e in user[1].as_array_mut().unwrap() {
-            e.as_object_mut().unwrap().remove("s");
-        }
-    }
-    r.restore(serde_json::from_value(old.clone()).unwrap())
+    assert_eq!(s.stats().users, 0);
+    assert_eq!(s.score_login(&a).velocity.user_failures, 0);
+    assert!(s.top_failing_sources(0, SourceKind::Ip, 1).is_empty());
+    // With the outcome in `ctx.login`, the same attempt is learned.
+    s.record(&a.outcome(LoginOutcome::Success), &a.signals)
         .unwrap();
-    assert_eq!(r.score(&common).freeman.unwrap().typical, None);
-    // A negative stored score is refused, and the scorer keeps what it had.
-    old["users"][0][1][0]["s"] = (-1.0).into();
-    assert!(matches!(
-        r.restore(serde_json::from_value(old).unwrap()),
-        Err(Error::SnapshotInvalid { .. })
-    ));
-    assert_eq!(r.users(), s.users());
+    assert_eq!(s.stats().users, 1);
 }
 
 #[test]
-fn user_scale_config_is_validated() {
-    let clock = Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH));
-    for (u, field) in [
-        (
-            UserScale {
-                window: 51,
-                ..UserScale::default()
-            },
-            "user_scale.window",
-        ),
-        (
-            UserScale {
-                min_samples: 21,
-                ..UserScale::default()
-            },
-            "user_scale.min_samples",
-        ),
-        (
-            UserScale {
-                min_samples: 0,
-                ..UserScale::default()
-            },
-            "user_scale.min_samples",
-        ),
-        (
-            UserScale {
-                calibration: Calibration {
-                    midpoint: 0.0,
-                    steepness: 1.0,
-                },
-                ..UserScale::default()
-            },
-            "user_scale.calibration",
-        ),
-    ] {
-        let cfg = Config {
-            user_scale: Some(u),
-            ..Config::default()
-        };
-        match ThreatScorer::new(cfg, clock.clone()) {
-            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
-            other => panic!("{u:?}: {other:?}"),
-        }
-    }
+fn an_event_without_an_outcome_is_unauthenticated() {
+    let (_, s) = populated(60, 20);
+    let odd = Login::new("user0", ip("::ffff:203.0.113.9"), "curl/8.0").with_geo(geo(9_999, "SG"));
+    let t = s.score_login(&odd);
+    assert!(t.verdict > Verdict::Allow, "{t:?}");
+    // `odd.ctx` carries no login outcome: the weaker evidence, named "none".
+    let ev = s.event(&odd.ctx, &t).unwrap();
+    assert_eq!(ev.basis, EvidenceBasis::Unauthenticated);
+    assert_eq!(ev.evidence("outcome"), Some("none"));
+    assert_eq!(ev.evidence("ip"), Some("203.0.113.9"));
 }
+
+#[test]
+fn a_state_does_not_print_its_key() {
+    let (_, s) = populated(3, 2);
+    let state = s.state();
+    let json = serde_json::to_value(&state).unwrap();
+    let shown = format!("{state:?}");
+    for k in json["key"].as_array().unwrap() {
+        assert!(!shown.contains(&k.to_string()), "{shown}");
+    }
+    assert!(shown.contains("users: 3"), "{shown}");
+}
+
+#[test]
+fn a_snapshot_of_0_1_0_loads_as_a_state() {
+    // Written by hand in 0.1.0's `Snapshot` format (version 1; no stored scores, no
+    // detector): two logins of one user, the last with a location (f32-exact).
+    let old = r#"{"version":1,"key":[11,22],"users":[[42,[
+        {"at":1700000000,"v":[1,2,3,4,5,6,7],"loc":null},
+        {"at":1700003600,"v":[1,2,3,4,5,6,7],"loc":[52.5,13.375]}]]]}"#;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_007_200)));
+    let s = load(Config::default(), clock, serde_json::from_str(old).unwrap()).unwrap();
+    let st = s.stats();
+    assert_eq!((st.users, st.logins), (1, 2));
+    // 96 for the user, 2 × 64 for the logins, 7 × 24 for the distinct values.
+    assert_eq!(st.memory_bytes, 96 + 2 * 64 + 7 * 24);
+    // Saved again, it is the same document.
+    let again = serde_json::to_value(s.state()).unwrap();
+    let old: serde_json::Value = serde_json::from_str(old).unwrap();
+    assert_eq!(again["version"], old["version"]);
+    assert_eq!(again["key"], old["key"]);
+    assert_eq!(again["users"], old["users"]);
+}
+
+mod behaviour;
+mod user_scale;

@@ -6,7 +6,13 @@
 //! by at most the sketch error and never under-estimates. Distinct usernames per
 //! source are counted by incrementing a per-source counter the first time the
 //! (source, username) pair's own estimate in the window is zero: a collision can only
-//! make it miss a user, so spray counts err low, never high.
+//! make it miss a user, so spray counts err low; only two failures of the same
+//! (source, username) pair recorded at the same instant by two tasks can both count it.
+//!
+//! Shared without a `Mutex`: counters are atomics, so records and scores from several
+//! tasks run side by side; a window's lock is taken for writing only when a bucket
+//! rotates to a new time slot (once per bucket length), and the heavy-hitter summaries
+//! have one small lock per bucket, taken only for failed logins.
 //!
 //! Heavy hitters: each bucket also keeps one Space-Saving summary (Metwally et al.,
 //! 2005) per kind of source of failed logins (IP, /24 or /64, ASN) with `top_k` slots.
@@ -15,8 +21,12 @@
 //! recorded error. A window's top list adds up its buckets' summaries.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
+
+use crate::sync::{lock, read, write};
 
 /// The windows: (length in seconds, number of buckets).
 pub const WINDOWS: [(u64, u64); 3] = [(60, 6), (600, 10), (3600, 12)];
@@ -144,7 +154,7 @@ pub struct HeavyHitter {
 }
 
 /// A Space-Saving summary with a fixed number of slots.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 struct SpaceSaving {
     /// (source, count, error), at most `cap` of them.
     slots: Vec<(FailureSource, u32, u32)>,
@@ -172,22 +182,25 @@ impl SpaceSaving {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug)]
 struct Bucket {
-    epoch: u64,
-    counters: Vec<u32>,
+    /// The time slot counted, `u64::MAX` before the first.
+    epoch: AtomicU64,
+    counters: Box<[AtomicU32]>,
     /// One summary per [`SourceKind`], in declaration order.
-    top: [SpaceSaving; 3],
+    top: Mutex<[SpaceSaving; 3]>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug)]
 struct Window {
     bucket_secs: u64,
     buckets: Vec<Bucket>,
+    /// Read: counting and reading; write: clearing a bucket for a new time slot.
+    rotate: RwLock<()>,
 }
 
 /// The counters of every window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug)]
 pub(crate) struct Velocity {
     width: usize,
     depth: usize,
@@ -251,11 +264,12 @@ impl Velocity {
                 bucket_secs: len / n,
                 buckets: (0..n)
                     .map(|_| Bucket {
-                        epoch: u64::MAX,
-                        counters: vec![0; width * depth],
-                        top: Default::default(),
+                        epoch: AtomicU64::new(u64::MAX),
+                        counters: (0..width * depth).map(|_| AtomicU32::new(0)).collect(),
+                        top: Mutex::default(),
                     })
                     .collect(),
+                rotate: RwLock::new(()),
             })
             .collect();
         Velocity {
@@ -275,28 +289,37 @@ impl Velocity {
             .sum()
     }
 
-    /// The current bucket of window `w` at `now`, cleared if it held an older epoch.
-    fn bucket_mut(&mut self, w: usize, now: u64) -> &mut Bucket {
-        let win = &mut self.windows[w];
+    /// Runs `f` on the current bucket of window `w` at `now`, cleared first if it held
+    /// an older time slot.
+    fn with_bucket<T>(&self, w: usize, now: u64, f: impl FnOnce(&Bucket) -> T) -> T {
+        let win = &self.windows[w];
         let epoch = now / win.bucket_secs;
-        let n = win.buckets.len() as u64;
-        let b = &mut win.buckets[(epoch % n) as usize];
-        if b.epoch != epoch {
-            b.epoch = epoch;
-            b.counters.iter_mut().for_each(|c| *c = 0);
-            b.top.iter_mut().for_each(|t| t.slots.clear());
+        let b = &win.buckets[(epoch % win.buckets.len() as u64) as usize];
+        {
+            let _counting = read(&win.rotate);
+            if b.epoch.load(Relaxed) == epoch {
+                return f(b);
+            }
         }
-        b
+        let _rotating = write(&win.rotate);
+        if b.epoch.load(Relaxed) != epoch {
+            b.epoch.store(epoch, Relaxed);
+            b.counters.iter().for_each(|c| c.store(0, Relaxed));
+            lock(&b.top).iter_mut().for_each(|t| t.slots.clear());
+        }
+        f(b)
     }
 
     /// Counts one failed login from each of `sources` in the heavy-hitter summaries.
-    pub(crate) fn record_failure_sources(&mut self, now: u64, sources: &[FailureSource]) {
+    pub(crate) fn record_failure_sources(&self, now: u64, sources: &[FailureSource]) {
         let cap = self.top_k;
         for w in 0..self.windows.len() {
-            let b = self.bucket_mut(w, now);
-            for s in sources {
-                b.top[s.kind() as usize].add(*s, cap);
-            }
+            self.with_bucket(w, now, |b| {
+                let mut top = lock(&b.top);
+                for s in sources {
+                    top[s.kind() as usize].add(*s, cap);
+                }
+            });
         }
     }
 
@@ -315,15 +338,21 @@ impl Velocity {
         };
         let current = now / win.bucket_secs;
         let oldest = current.saturating_sub(win.buckets.len() as u64 - 1);
-        let live: Vec<&Bucket> = win
-            .buckets
-            .iter()
-            .filter(|b| b.epoch != u64::MAX && b.epoch >= oldest && b.epoch <= current)
-            .collect();
+        let live: Vec<SpaceSaving> = {
+            let _counting = read(&win.rotate);
+            win.buckets
+                .iter()
+                .filter(|b| {
+                    let e = b.epoch.load(Relaxed);
+                    e != u64::MAX && e >= oldest && e <= current
+                })
+                .map(|b| lock(&b.top)[k].clone())
+                .collect()
+        };
         let mut sum: std::collections::HashMap<FailureSource, (u64, u64)> =
             std::collections::HashMap::new();
         for b in &live {
-            for &(s, c, e) in &b.top[k].slots {
+            for &(s, c, e) in &b.slots {
                 let x = sum.entry(s).or_insert((0, 0));
                 x.0 += u64::from(c);
                 x.1 += u64::from(e);
@@ -335,8 +364,8 @@ impl Velocity {
             .map(|(source, (count, error))| {
                 let hidden: u64 = live
                     .iter()
-                    .filter(|b| !b.top[k].slots.iter().any(|s| s.0 == source))
-                    .map(|b| u64::from(b.top[k].floor(self.top_k)))
+                    .filter(|b| !b.slots.iter().any(|s| s.0 == source))
+                    .map(|b| u64::from(b.floor(self.top_k)))
                     .sum();
                 HeavyHitter {
                     source,
@@ -360,16 +389,20 @@ impl Velocity {
         mix(mix(counter as u64, a), b)
     }
 
-    fn estimate_in(&self, w: usize, now: u64, key: u64) -> u64 {
+    /// The estimate of `key` in window `w` at `now`, summed over the live buckets
+    /// (skipping the one at `skip`, a time slot).
+    fn estimate_in(&self, w: usize, now: u64, key: u64, skip: Option<u64>) -> u64 {
         let win = &self.windows[w];
         let current = now / win.bucket_secs;
         let oldest = current.saturating_sub(win.buckets.len() as u64 - 1);
+        let _counting = read(&win.rotate);
         let mut total = 0u64;
         for b in &win.buckets {
-            if b.epoch != u64::MAX && b.epoch >= oldest && b.epoch <= current {
+            let e = b.epoch.load(Relaxed);
+            if e != u64::MAX && e >= oldest && e <= current && Some(e) != skip {
                 total += self
                     .slots(key)
-                    .map(|s| u64::from(b.counters[s]))
+                    .map(|s| u64::from(b.counters[s].load(Relaxed)))
                     .min()
                     .unwrap_or(0);
             }
@@ -377,16 +410,25 @@ impl Velocity {
         total
     }
 
-    fn bump(&mut self, w: usize, now: u64, key: u64) {
-        let slots: Vec<usize> = self.slots(key).collect();
-        let b = self.bucket_mut(w, now);
-        for s in slots {
-            b.counters[s] = b.counters[s].saturating_add(1);
-        }
+    /// Adds one to `key` in the current bucket of window `w`; the key's estimate in
+    /// that bucket before (the smallest of its rows, as a count-min read).
+    fn bump(&self, w: usize, now: u64, key: u64) -> u64 {
+        self.with_bucket(w, now, |b| {
+            self.slots(key)
+                .map(|s| {
+                    // Saturating: a wrapped counter would read as few failures.
+                    let prev = b.counters[s]
+                        .fetch_update(Relaxed, Relaxed, |c| c.checked_add(1))
+                        .unwrap_or(u32::MAX);
+                    u64::from(prev)
+                })
+                .min()
+                .unwrap_or(0)
+        })
     }
 
     /// Records one login attempt at `now` (unix seconds).
-    pub(crate) fn record(&mut self, now: u64, src: Sources, success: bool) {
+    pub(crate) fn record(&self, now: u64, src: Sources, success: bool) {
         let counter = if success {
             Counter::Successes
         } else {
@@ -399,70 +441,86 @@ impl Velocity {
                 }
             }
             if !success {
+                let current = now / self.windows[w].bucket_secs;
                 for (tag, v) in [(2, src.ip), (3, src.prefix)] {
                     if v == 0 {
                         continue;
                     }
+                    // First failure of this (source, user) pair in the window: one more
+                    // distinct user. The pair's count is read and raised in one step.
                     let pair = Self::key(Counter::Pair, mix(tag, v), src.user);
-                    if self.estimate_in(w, now, pair) == 0 {
+                    let before =
+                        self.bump(w, now, pair) + self.estimate_in(w, now, pair, Some(current));
+                    if before == 0 {
                         self.bump(w, now, Self::key(Counter::DistinctFailedUsers, tag, v));
                     }
-                    self.bump(w, now, pair);
                 }
             }
         }
     }
 
-    fn risk_of(&self, now: u64, key: u64, t: &WindowThresholds) -> (f64, u64) {
+    /// Per window, the estimates of `keys` (0 for a key of 0) at `now`: one read lock
+    /// per window, not per key.
+    fn estimates<const N: usize>(&self, now: u64, keys: [u64; N]) -> [[u64; WINDOWS.len()]; N] {
+        let mut out = [[0; WINDOWS.len()]; N];
+        for (w, win) in self.windows.iter().enumerate() {
+            let current = now / win.bucket_secs;
+            let oldest = current.saturating_sub(win.buckets.len() as u64 - 1);
+            let _counting = read(&win.rotate);
+            for b in &win.buckets {
+                let e = b.epoch.load(Relaxed);
+                if e == u64::MAX || e < oldest || e > current {
+                    continue;
+                }
+                for (k, &key) in keys.iter().enumerate() {
+                    if key != 0 {
+                        out[k][w] += self
+                            .slots(key)
+                            .map(|s| u64::from(b.counters[s].load(Relaxed)))
+                            .min()
+                            .unwrap_or(0);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The risk of per-window counts against thresholds, and the largest count.
+    fn risk_of(counts: [u64; WINDOWS.len()], t: &WindowThresholds) -> (f64, u64) {
         let mut x: f64 = 0.0;
-        let mut most = 0;
-        for w in 0..self.windows.len() {
-            let c = self.estimate_in(w, now, key);
-            most = most.max(c);
+        for (w, &c) in counts.iter().enumerate() {
             if t.0[w] > 0.0 {
                 x = x.max(c as f64 / t.0[w]);
             }
         }
-        (saturate(x), most)
+        (saturate(x), counts.iter().copied().max().unwrap_or(0))
     }
 
     /// The velocity risks of an attempt from `src` at `now`.
     pub(crate) fn risk(&self, now: u64, src: Sources, cfg: &VelocityConfig) -> VelocityRisk {
         let f = Counter::Failures;
         let d = Counter::DistinctFailedUsers;
-        let (brute_force, user_failures) = if src.user != 0 {
-            self.risk_of(now, Self::key(f, 1, src.user), &cfg.user_failures)
-        } else {
-            (0.0, 0)
-        };
-        let mut stuffing: f64 = 0.0;
-        let mut spray: f64 = 0.0;
-        let mut ip_failures = 0;
-        let mut ip_distinct_users = 0;
-        if src.ip != 0 {
-            let (r, c) = self.risk_of(now, Self::key(f, 2, src.ip), &cfg.ip_failures);
-            stuffing = stuffing.max(r);
-            ip_failures = c;
-            let (r, c) = self.risk_of(now, Self::key(d, 2, src.ip), &cfg.distinct_users);
-            spray = spray.max(r);
-            ip_distinct_users = c;
-        }
-        if src.prefix != 0 {
-            stuffing = stuffing.max(
-                self.risk_of(now, Self::key(f, 3, src.prefix), &cfg.prefix_failures)
-                    .0,
-            );
-            spray = spray.max(
-                self.risk_of(now, Self::key(d, 3, src.prefix), &cfg.distinct_users)
-                    .0,
-            );
-        }
-        if src.asn != 0 {
-            stuffing = stuffing.max(
-                self.risk_of(now, Self::key(f, 4, src.asn), &cfg.asn_failures)
-                    .0,
-            );
-        }
+        // A source of 0 is unknown: its keys stay 0 and count nothing.
+        let key = |c, tag, v| if v == 0 { 0 } else { Self::key(c, tag, v) };
+        let [user, ip, ip_users, prefix, prefix_users, asn] = self.estimates(
+            now,
+            [
+                key(f, 1, src.user),
+                key(f, 2, src.ip),
+                key(d, 2, src.ip),
+                key(f, 3, src.prefix),
+                key(d, 3, src.prefix),
+                key(f, 4, src.asn),
+            ],
+        );
+        let (brute_force, user_failures) = Self::risk_of(user, &cfg.user_failures);
+        let (ip_risk, ip_failures) = Self::risk_of(ip, &cfg.ip_failures);
+        let (ip_spray, ip_distinct_users) = Self::risk_of(ip_users, &cfg.distinct_users);
+        let stuffing = ip_risk
+            .max(Self::risk_of(prefix, &cfg.prefix_failures).0)
+            .max(Self::risk_of(asn, &cfg.asn_failures).0);
+        let spray = ip_spray.max(Self::risk_of(prefix_users, &cfg.distinct_users).0);
         VelocityRisk {
             brute_force,
             stuffing,
@@ -490,7 +548,7 @@ mod tests {
     #[test]
     fn counts_fall_out_of_windows() {
         let cfg = VelocityConfig::default();
-        let mut v = Velocity::new(&cfg);
+        let v = Velocity::new(&cfg);
         for _ in 0..5 {
             v.record(1_000, src(1, 500), false);
         }
@@ -510,7 +568,7 @@ mod tests {
     #[test]
     fn spray_counts_distinct_users() {
         let cfg = VelocityConfig::default();
-        let mut v = Velocity::new(&cfg);
+        let v = Velocity::new(&cfg);
         for user in 1..=10u64 {
             v.record(2_000, src(user, 900), false);
             v.record(2_000, src(user, 900), false);
@@ -521,7 +579,7 @@ mod tests {
         // 10 distinct users in a minute, threshold 5: x = 2.
         assert!((r.spray - 0.75).abs() < 1e-12);
         // Successes do not count as failures.
-        let mut v = Velocity::new(&cfg);
+        let v = Velocity::new(&cfg);
         v.record(2_000, src(1, 900), true);
         assert_eq!(v.risk(2_000, src(1, 900), &cfg).ip_failures, 0);
     }

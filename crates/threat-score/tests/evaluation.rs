@@ -1,7 +1,7 @@
 //! Detection against re-authentication on the seeded synthetic generator.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use palisade_threat_score::synth::{
+use palisade_threat_score::eval::{
     Actor, EvalOptions, Evaluation, SynthConfig, evaluate, evaluate_with, generate,
     share_at_or_above,
 };
@@ -37,7 +37,7 @@ fn synthetic_detection_vs_reauthentication() {
         300
     );
     let e = evaluate(&stream, 20, |clock| {
-        ThreatScorer::new(Config::default(), clock).unwrap()
+        ThreatScorer::builder().clock(clock).build().unwrap()
     });
     println!(
         "legit logins scored: {} of {} users",
@@ -90,7 +90,7 @@ fn device_cookie_signal_separates_targeted_attackers() {
                 device_cookie_loss: Some(loss),
                 ..EvalOptions::default()
             },
-            |clock| ThreatScorer::new(Config::default(), clock).unwrap(),
+            |clock| ThreatScorer::builder().clock(clock).build().unwrap(),
         );
         print_curve(&format!("Freeman+cookie (loss {loss})"), &e);
         let p = e.at_detection(&e.targeted, 0.99);
@@ -123,13 +123,18 @@ fn targeted_attackers_differ_from_owners_only_in_the_ip_hierarchy() {
     let stream = generate(&CFG);
     let base = 1_700_000_000;
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(base)));
-    let mut s = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    let s = ThreatScorer::builder()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let (mut owners, mut targeted) = (Vec::new(), Vec::new());
     for l in &stream {
         clock.set(Timestamp::from_unix_secs(base + l.at_secs));
-        let f = s.score(&l.attempt).freeman.unwrap_or_else(|| {
+        let f = s.score_with(&l.ctx, &l.signals).freeman.unwrap_or_else(|| {
             assert!(l.prior_logins == 0 || l.actor != Actor::Legit);
-            s.score(&l.attempt).freeman.unwrap_or(FREEMAN_NONE)
+            s.score_with(&l.ctx, &l.signals)
+                .freeman
+                .unwrap_or(FREEMAN_NONE)
         });
         match l.actor {
             Actor::Legit if l.prior_logins >= 20 => owners.push(f),
@@ -137,7 +142,8 @@ fn targeted_attackers_differ_from_owners_only_in_the_ip_hierarchy() {
             _ => {}
         }
         if l.actor == Actor::Legit {
-            s.record(&l.attempt, LoginOutcome::Success);
+            let ctx = l.ctx.clone().with_login(LoginOutcome::Success);
+            s.record(&ctx, &l.signals).unwrap();
         }
     }
     type Term = fn(&palisade_threat_score::FreemanScore) -> f64;
@@ -192,16 +198,16 @@ const NO_TERMS: palisade_threat_score::HierarchyTerms = palisade_threat_score::H
 
 /// Shares of owners' scored logins (after 20 earlier ones) from an IP address, an ASN
 /// and a UA string the owner never used before.
-fn owners_new_value_shares(stream: &[palisade_threat_score::synth::SynthLogin]) -> [f64; 3] {
+fn owners_new_value_shares(stream: &[palisade_threat_score::eval::SynthLogin]) -> [f64; 3] {
     let mut seen = std::collections::HashSet::new();
     let (mut scored, mut new) = (0usize, [0usize; 3]);
     for l in stream.iter().filter(|l| l.actor == Actor::Legit) {
-        let a = &l.attempt;
-        let asn = a.geo.as_ref().and_then(|g| g.asn);
+        let asn = l.signals.geo.as_ref().and_then(|g| g.asn);
+        let user = l.ctx.user_id.clone().unwrap();
         let keys = [
-            (a.user.clone(), a.ip.to_string()),
-            (a.user.clone(), format!("{asn:?}")),
-            (a.user.clone(), a.user_agent.clone()),
+            (user.clone(), l.ctx.peer_ip.to_string()),
+            (user.clone(), format!("{asn:?}")),
+            (user, l.ctx.user_agent().unwrap().to_owned()),
         ];
         if l.prior_logins >= 20 {
             scored += 1;
@@ -238,7 +244,7 @@ fn owners_address_churn_sets_the_targeted_operating_point() {
         let stream = generate(&cfg);
         let [new_ip, _, _] = owners_new_value_shares(&stream);
         let e = evaluate(&stream, 20, |clock| {
-            ThreatScorer::new(Config::default(), clock).unwrap()
+            ThreatScorer::builder().clock(clock).build().unwrap()
         });
         let p = e.at_detection(&e.targeted, 0.99);
         assert!(p.detected >= 0.99, "{p:?}");
@@ -299,7 +305,11 @@ fn a_per_user_scale_cuts_re_authentication_for_strong_attackers() {
                 ..Config::default()
             };
             let e = evaluate(&stream, 20, |clock| {
-                ThreatScorer::new(config, clock).unwrap()
+                ThreatScorer::builder()
+                    .config(config)
+                    .clock(clock)
+                    .build()
+                    .unwrap()
             });
             let v = e.at_detection(&e.vpn, 0.99);
             let t = e.at_detection(&e.targeted, 0.99);

@@ -16,7 +16,8 @@ fn fuzz_corpus_threat_score_events() {
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let ok = palisade_threat_score::fuzz::login_events(&std::fs::read(&path).unwrap());
+        let ok =
+            palisade_threat_score::fuzzing::threat_score_events(&std::fs::read(&path).unwrap());
         if name.starts_with("ok-") {
             assert!(ok, "{name} must be well-formed");
             seen.0 += 1;

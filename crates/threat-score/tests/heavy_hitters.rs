@@ -5,18 +5,19 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
-use palisade_threat_score::synth::Rng;
-use palisade_threat_score::{
-    Config, FailureSource, GeoInfo, LoginAttempt, SourceKind, ThreatScorer,
-};
+use palisade_core_traits::{LoginOutcome, ManualClock, RequestContext, Timestamp};
+use palisade_threat_score::eval::Rng;
+use palisade_threat_score::{FailureSource, GeoInfo, Signals, SourceKind, ThreatScorer};
 
 #[test]
 fn top_failing_sources_find_the_heavy_hitters() {
     // Aligned to the hour, so the 600 s of events fill whole buckets of both windows.
     let start = 1_699_999_200;
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(start)));
-    let mut scorer = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    let scorer = ThreatScorer::builder()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let mut rng = Rng::new(11);
     // 10 heavy IPs in 203.0.113.0/24 (AS64500), 500 failures each; 20,000 background
     // failures from random addresses in 198.18.0.0/15 spread over 500 other ASNs.
@@ -41,9 +42,13 @@ fn top_failing_sources_find_the_heavy_hitters() {
             country: Some("NL".into()),
             location: None,
         };
-        let a = LoginAttempt::new(format!("victim{}", i % 3_000), ip, "python-requests/2.31")
-            .with_geo(geo);
-        scorer.record(&a, LoginOutcome::Failure);
+        let ctx = RequestContext::new(ip, Timestamp::from_unix_secs(start + t))
+            .with_user(format!("victim{}", i % 3_000))
+            .with_header("User-Agent", "python-requests/2.31")
+            .with_login(LoginOutcome::Failure);
+        scorer
+            .record(&ctx, &Signals::default().with_geo(geo))
+            .unwrap();
     }
     let heavy: Vec<IpAddr> = (1..=10u8).map(|h| IpAddr::from([203, 0, 113, h])).collect();
     // The 10-minute and 1-hour windows hold the whole stream.
@@ -73,7 +78,10 @@ fn top_failing_sources_find_the_heavy_hitters() {
     clock.set(Timestamp::from_unix_secs(start + 600 + 7_200));
     assert!(scorer.top_failing_sources(2, SourceKind::Ip, 10).is_empty());
     // Successes never enter the lists.
-    let ok = LoginAttempt::new("someone", "192.0.2.1".parse().unwrap(), "ua");
-    scorer.record(&ok, LoginOutcome::Success);
+    let ok = RequestContext::new("192.0.2.1".parse().unwrap(), Timestamp::UNIX_EPOCH)
+        .with_user("someone")
+        .with_header("User-Agent", "ua")
+        .with_login(LoginOutcome::Success);
+    scorer.record(&ok, &Signals::default()).unwrap();
     assert!(scorer.top_failing_sources(0, SourceKind::Ip, 10).is_empty());
 }

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
+use palisade_core_traits::{Clock, LoginOutcome, ManualClock, RequestContext, Timestamp};
 use palisade_threat_score::{
-    Config, Error, GeoLookup, LoginAttempt, MaxMindLookup, Signal, ThreatScorer, haversine_km,
+    Error, GeoLookup, MaxMindLookup, Signal, Signals, ThreatScorer, haversine_km,
 };
 
 fn data(name: &str) -> PathBuf {
@@ -66,17 +66,25 @@ fn london_to_linkoping_distance() {
 #[test]
 fn impossible_travel_through_the_lookup() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
-    let mut s = ThreatScorer::new(Config::default(), clock.clone())
-        .unwrap()
-        .with_geo(Arc::new(lookup()));
+    let s = ThreatScorer::builder()
+        .clock(clock.clone())
+        .geo(Arc::new(lookup()))
+        .build()
+        .unwrap();
     let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+    let eve = |addr: &str| {
+        RequestContext::new(ip(addr), clock.now())
+            .with_user("eve")
+            .with_header("User-Agent", ua)
+    };
     s.record(
-        &LoginAttempt::new("eve", ip("81.2.69.142"), ua),
-        LoginOutcome::Success,
-    );
+        &eve("81.2.69.142").with_login(LoginOutcome::Success),
+        &Signals::default(),
+    )
+    .unwrap();
     // 1,258 km in 30 minutes: 2,515 km/h.
     clock.advance(Duration::from_secs(1_800));
-    let t = s.score(&LoginAttempt::new("eve", ip("89.160.20.112"), ua));
+    let t = s.score(&eve("89.160.20.112"));
     let c = t
         .contributions
         .iter()

@@ -6,9 +6,10 @@
 use std::io::BufReader;
 use std::sync::Arc;
 
-use palisade_threat_score::rba::{RbaOptions, RbaReader, TableUaParser, logins};
-use palisade_threat_score::synth::{EvalOptions, evaluate_with};
-use palisade_threat_score::{Config, Error, ThreatScorer};
+use palisade_threat_score::eval::{
+    EvalOptions, RbaOptions, RbaReader, TableUaParser, evaluate_with, logins,
+};
+use palisade_threat_score::{Error, ThreatScorer};
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rba/sample.csv");
 
@@ -82,9 +83,11 @@ fn rba_csv_evaluation() {
     let mut error = None;
     let stream = logins(open(&path), opts, ua.clone(), &mut error);
     let e = evaluate_with(stream, &EvalOptions::default(), |clock| {
-        ThreatScorer::new(Config::default(), clock)
+        ThreatScorer::builder()
+            .clock(clock)
+            .ua_parser(ua)
+            .build()
             .unwrap()
-            .with_ua_parser(ua)
     });
     assert!(error.is_none(), "{error:?}");
     println!(

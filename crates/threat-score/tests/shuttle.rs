@@ -3,7 +3,8 @@
 
 use std::io::Read;
 
-use palisade_threat_score::hst::{HalfSpaceTrees, HstConfig, roc_auc};
+use palisade_threat_score::eval::roc_auc;
+use palisade_threat_score::{HalfSpaceTrees, HstConfig};
 
 fn rows() -> Vec<(Vec<f64>, bool)> {
     let path = concat!(

@@ -13,7 +13,7 @@ use palisade_device_fp::{
     DeviceFingerprint, DeviceStore, FingerprintInputs, FingerprintKey, InMemoryDeviceStore,
     TrustPolicy, consistency_flags,
 };
-use palisade_threat_score::{Config, GeoInfo, LoginAttempt, ThreatScorer};
+use palisade_threat_score::{GeoInfo, Signals, ThreatScorer};
 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/125.0.0.0 Safari/537.36";
 
@@ -42,7 +42,10 @@ fn main() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
     let key = FingerprintKey::new(b"demo-only-fingerprint-secret-32b!").unwrap();
     let devices = InMemoryDeviceStore::new(5, TrustPolicy::default());
-    let mut scorer = ThreatScorer::new(Config::default(), clock.clone()).unwrap();
+    let scorer = ThreatScorer::builder()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let home = GeoInfo {
         asn: Some(64_500),
         country: Some("GB".into()),
@@ -54,7 +57,7 @@ fn main() {
         location: Some((-23.5, -46.6)),
     };
 
-    let mut login = |label: &str, ctx: RequestContext, geo: &GeoInfo, succeeded: bool| {
+    let login = |label: &str, ctx: RequestContext, geo: &GeoInfo, succeeded: bool| {
         // device-fp: fingerprint, flags, and this user's trust in the device *before* this login.
         let inputs = FingerprintInputs::from_request(&ctx);
         let flags = consistency_flags(&inputs, ctx.user_agent());
@@ -66,17 +69,19 @@ fn main() {
         };
         let seen = devices.observe("alice", &fp, Some(outcome), &flags, clock.now());
         // threat-score: the device trust is the device familiarity signal.
-        let attempt = LoginAttempt::new("alice", ctx.peer_ip, ctx.user_agent().unwrap_or_default())
+        let signals = Signals::default()
             .with_geo(geo.clone())
             .with_device_familiarity(seen.trust_before.score);
-        let risk = scorer.score(&attempt);
+        let risk = scorer.score_with(&ctx, &signals);
         let flag_names: Vec<&str> = flags.iter().map(|f| f.name()).collect();
         println!(
             "{label:<34} device trust {:.2}  risk {:.3} -> {:?}  flags {flag_names:?}",
             seen.trust_before.score, risk.score, risk.verdict
         );
         if succeeded {
-            scorer.record(&attempt, LoginOutcome::Success);
+            scorer
+                .record(&ctx.with_login(LoginOutcome::Success), &signals)
+                .unwrap();
         }
     };
 

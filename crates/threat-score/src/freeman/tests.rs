@@ -18,7 +18,7 @@ const B1: [u64; LEVELS] = [13, 22, 32, 42, 52, 61, 71];
 
 /// User 1: A1, A1, A2. User 2: B1. N = 4, two users.
 fn model() -> Model {
-    let mut m = Model::default();
+    let m = Model::default();
     m.learn(1, login(1, A1), 100, u64::MAX);
     m.learn(1, login(2, A1), 100, u64::MAX);
     m.learn(1, login(3, A2), 100, u64::MAX);
@@ -82,7 +82,7 @@ fn smoothing_of_a_globally_unseen_ip() {
 #[test]
 fn unknown_lower_levels_are_never_seen() {
     // Missing ASN/country (0) count for nobody, not as a shared "unknown" value.
-    let mut m = Model::default();
+    let m = Model::default();
     m.learn(1, login(1, [11, 0, 0, 41, 51, 61, 71]), 100, u64::MAX);
     let s = m.score(1, &[12, 0, 0, 41, 51, 61, 71]).unwrap();
     assert!(s.ip.never_seen);
@@ -96,27 +96,27 @@ fn empty_history_has_no_score() {
 
 #[test]
 fn cap_and_ageing_drop_entries_from_both_histories() {
-    let mut m = Model::default();
+    let m = Model::default();
     for t in 0..5 {
         m.learn(1, login(t, A1), 3, u64::MAX);
     }
-    assert_eq!(m.users[&1].len(), 3);
+    assert_eq!(m.history_len(1), 3);
     assert_eq!(m.total(), 3);
     // An entry at t=100 with max age 50 drops everything older than t=50.
     m.learn(1, login(100, A2), 3, 50);
-    assert_eq!(m.users[&1].len(), 1);
+    assert_eq!(m.history_len(1), 1);
     assert_eq!(m.total(), 1);
     assert_eq!(m.count(11), 0);
     assert_eq!(m.count(12), 1);
-    assert_eq!(m.distinct, [1, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(m.distinct.each_ref().map(|d| d.load(Relaxed)), [1; LEVELS]);
     m.forget(1);
     assert_eq!(m.total(), 0);
-    assert_eq!(m.value_count(), 0);
+    assert_eq!(m.memory_bytes(), 0);
 }
 
 #[test]
 fn typical_is_the_median_of_the_last_scored_logins() {
-    let mut m = Model::default();
+    let m = Model::default();
     // Raw S 8, unscored, 1, 4, 2, 16 (oldest first).
     for (at, raw) in [
         (1, 8.0),

@@ -1,19 +1,20 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (also replayed by the
-//! `fuzz_corpus_*` test on stable).
+//! `fuzz_corpus_*` test on stable), one function per target.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core_traits::{LoginOutcome, ManualClock, Timestamp};
+use palisade_core_traits::{LoginOutcome, ManualClock, RequestContext, Timestamp};
 
-use crate::{BehaviourConfig, Config, GeoInfo, LoginAttempt, ThreatScorer, hst::HstConfig};
+use crate::config::nz;
+use crate::{BehaviourConfig, Config, GeoInfo, HstConfig, Signals, ThreatScorer};
 
 /// Parses one event line: `outcome|user|ip|user agent|asn|country|lat,lon|familiarity|
 /// numeric features (comma-separated)|seconds since the previous event`, where outcome is
 /// `s` (success), `f` (failure) or `u` (step-up success). Missing or malformed fields take
 /// defaults; the flag says whether every field was well-formed.
-fn event(line: &str) -> (LoginAttempt, LoginOutcome, u64, bool) {
+fn event(line: &str) -> (RequestContext, Signals, u64, bool) {
     let f: Vec<&str> = line.split('|').collect();
     let get = |i: usize| f.get(i).copied().unwrap_or("");
     let mut ok = f.len() == 10;
@@ -49,15 +50,19 @@ fn event(line: &str) -> (LoginAttempt, LoginOutcome, u64, bool) {
     let dt = get(9).trim().parse::<u64>().unwrap_or(0).min(400 * 86_400);
     let asn = get(4).trim().parse::<u32>().ok();
     let country = Some(get(5).to_owned()).filter(|c| !c.is_empty());
-    let mut a = LoginAttempt::new(get(1), ip, get(3))
+    let ctx = RequestContext::new(ip, Timestamp::UNIX_EPOCH)
+        .with_user(get(1))
+        .with_header("User-Agent", get(3))
+        .with_login(outcome);
+    let mut signals = Signals::default()
         .with_geo(GeoInfo {
             asn,
             country,
             location,
         })
         .with_numeric(numeric);
-    a.device_familiarity = familiarity;
-    (a, outcome, dt, ok)
+    signals.device_familiarity = familiarity;
+    (ctx, signals, dt, ok)
 }
 
 /// Replays event lines (`outcome|user|ip|user agent|asn|country|lat,lon|familiarity|
@@ -65,13 +70,13 @@ fn event(line: &str) -> (LoginAttempt, LoginOutcome, u64, bool) {
 /// history cap and memory budget, behavioural signal with a short window, per-user
 /// scale over the last 4 scored logins): every score
 /// must be in [0, 1] and never NaN, an event exists exactly above allow, and a
-/// snapshot restored into a fresh scorer must score the last attempt identically.
+/// state loaded into a fresh scorer must score the last attempt identically.
 /// Returns whether every line was well-formed. Panics on a broken invariant.
-pub fn login_events(data: &[u8]) -> bool {
+pub fn threat_score_events(data: &[u8]) -> bool {
     let text = String::from_utf8_lossy(data);
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
     let config = Config {
-        history_cap: 8,
+        history_cap: const { nz(8) },
         memory_budget_bytes: 4_096,
         behaviour: Some(BehaviourConfig {
             features: 3,
@@ -84,22 +89,26 @@ pub fn login_events(data: &[u8]) -> bool {
             ..BehaviourConfig::default()
         }),
         user_scale: Some(crate::UserScale {
-            window: 4,
-            min_samples: 2,
+            window: const { nz(4) },
+            min_samples: const { nz(2) },
             ..crate::UserScale::default()
         }),
         ..Config::default()
     };
-    let Ok(mut scorer) = ThreatScorer::new(config.clone(), clock.clone()) else {
+    let built = ThreatScorer::builder()
+        .config(config.clone())
+        .clock(clock.clone())
+        .build();
+    let Ok(scorer) = built else {
         unreachable!("the fuzz configuration is valid")
     };
     let mut all_ok = true;
     let mut last = None;
     for line in text.lines().take(256) {
-        let (attempt, outcome, dt, ok) = event(line);
+        let (ctx, signals, dt, ok) = event(line);
         all_ok &= ok;
         clock.advance(Duration::from_secs(dt));
-        let s = scorer.score(&attempt);
+        let s = scorer.score_with(&ctx, &signals);
         assert!((0.0..=1.0).contains(&s.score), "score {s:?}");
         assert!((0.0..=1.0).contains(&s.confidence), "confidence {s:?}");
         assert!(
@@ -109,19 +118,29 @@ pub fn login_events(data: &[u8]) -> bool {
             "contributions {s:?}"
         );
         assert_eq!(
-            scorer.event(&attempt, &s, outcome).is_some(),
+            scorer.event(&ctx, &s).is_some(),
             s.verdict > crate::Verdict::Allow
         );
-        scorer.record(&attempt, outcome);
-        last = Some(attempt);
+        assert!(
+            scorer.record(&ctx, &signals).is_ok(),
+            "the context has an outcome"
+        );
+        last = Some((ctx, signals));
     }
-    if let Some(a) = last {
-        let Ok(mut restored) = ThreatScorer::new(config, clock) else {
-            unreachable!("the fuzz configuration is valid")
+    if let Some((ctx, signals)) = last {
+        let restored = ThreatScorer::builder()
+            .config(config)
+            .clock(clock)
+            .state(scorer.state())
+            .build();
+        let Ok(restored) = restored else {
+            unreachable!("a state taken from a scorer loads: {restored:?}")
         };
-        assert!(restored.restore(scorer.snapshot()).is_ok());
-        // Velocity restarts empty after a restore: compare the learned parts only.
-        let (x, y) = (scorer.score(&a), restored.score(&a));
+        // Velocity restarts empty with a loaded state: compare the learned parts only.
+        let (x, y) = (
+            scorer.score_with(&ctx, &signals),
+            restored.score_with(&ctx, &signals),
+        );
         assert_eq!(
             x.freeman
                 .map(|f| (f.raw.to_bits(), f.typical.map(f64::to_bits))),
