@@ -10,7 +10,6 @@
 //! ratios with its interquartile range. Prints a Markdown table.
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
-use std::hash::Hash;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use palisade_benches::ratelimit::{
     KEYS, cycle, new_keys, ours, prefill, string_keys, theirs, u64_keys,
 };
 use palisade_benches::threaded;
+use palisade_ratelimit::Key;
 
 const ROUNDS: usize = 21;
 /// Checks per thread per batch.
@@ -94,7 +94,7 @@ fn hot_key(threads: usize) {
     );
 }
 
-fn many_keys<K: Hash + Eq + Clone + Send + Sync>(name: &str, keys: &[K], threads: usize) {
+fn many_keys<K: Key + Clone + Send + Sync>(name: &str, keys: &[K], threads: usize) {
     let case = format!("100k {name} keys, {threads} thread(s)");
     if !selected(&case) {
         return; // before the prefill, which takes longer than the case
