@@ -328,12 +328,20 @@ fn slot_tags() -> &'static [u32] {
 /// hash slot on a cluster, each holding `"<id> <lost_at µs>"`. An epoch is re-created,
 /// with a new id, only after Redis lost it: a missing or changed epoch means Redis lost
 /// data.
-#[derive(Debug)]
 struct Epochs {
     /// The id last seen, per slot (one entry when standalone); 0 = none yet.
     known: Box<[AtomicU64]>,
     /// Ids for epochs this limiter creates: from a random start, one per call.
     next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Epochs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the 16,384 ids of a cluster.
+        f.debug_struct("Epochs")
+            .field("slots", &self.known.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Epochs {
@@ -517,6 +525,7 @@ impl RedisLimiterBuilder {
             .response_timeout(self.timeout)
             .build()?;
         let conn = client.get_async_connection().await?;
+        slot_tags(); // computed once per process (a few ms), not in a first check
         let limiter = self.build(Conn::Cluster(conn));
         limiter.check_eviction_policy().await?;
         Ok(limiter.preloaded().await)
