@@ -1111,17 +1111,28 @@ async fn a_redis_that_may_evict_limiter_keys_is_refused_unless_allowed() {
     }
 }
 
-/// Why only `noeviction` is safe, under memory pressure from 50,000 spray keys (with
-/// a TTL, as every limiter key has): under `volatile-lru` Redis evicts the spent key
+/// Why only `noeviction` is safe, under memory pressure from 50,000 or more spray keys
+/// (with a TTL, as every limiter key has): under `volatile-lru` Redis evicts the spent key
 /// and it is admitted again; under `noeviction` the spent key stays spent (denied on
 /// its intact state), and a check that must write is refused by Redis and denied by
 /// the failure policy (Closed).
 #[tokio::test]
 async fn under_memory_pressure_only_noeviction_keeps_a_spent_key_spent() {
-    async fn spray(url: &str) -> RedisResult<()> {
-        let client = redis::Client::open(url)?;
+    /// Writes 50,000 spray keys, then (under an evicting policy, whose LRU only
+    /// samples keys) 1,000 more at a time until the victim is gone, at most 500,000.
+    async fn spray(server: &RedisServer) -> RedisResult<()> {
+        let client = redis::Client::open(server.url())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        for batch in 0..50 {
+        let victim_gone = || {
+            server
+                .command(&["EXISTS", "palisade:rl:{victim}:p"])
+                .unwrap()
+                == Reply::Integer(0)
+        };
+        for batch in 0..500 {
+            if batch >= 50 && victim_gone() {
+                break;
+            }
             let mut pipe = redis::pipe();
             for i in 0..1_000 {
                 pipe.cmd("SET")
@@ -1160,7 +1171,7 @@ async fn under_memory_pressure_only_noeviction_keeps_a_spent_key_spent() {
             .await
             .unwrap();
         assert_eq!(admitted(&l, "victim", 3).await, 2);
-        let sprayed = spray(&server.url()).await;
+        let sprayed = spray(&server).await;
         let victim_kept = server
             .command(&["EXISTS", "palisade:rl:{victim}:p"])
             .unwrap();
