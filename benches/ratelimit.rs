@@ -5,13 +5,13 @@
 //! "2 threads" lines: wall time for each of two threads to do one check.
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
-use std::hash::Hash;
+use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use palisade_benches::ratelimit::{cycle, new_keys, ours, prefill, string_keys, theirs, u64_keys};
 use palisade_benches::threaded;
-use std::hint::black_box;
+use palisade_ratelimit::Key;
 
 fn hot_key(c: &mut Criterion) {
     let mut g = c.benchmark_group("ratelimit/hot_u64_key");
@@ -40,7 +40,7 @@ fn hot_key(c: &mut Criterion) {
     g.finish();
 }
 
-fn many_keys<K: Hash + Eq + Clone + Send + Sync>(c: &mut Criterion, name: &str, keys: Vec<K>) {
+fn many_keys<K: Key + Clone + Send + Sync>(c: &mut Criterion, name: &str, keys: Vec<K>) {
     let mut g = c.benchmark_group(format!("ratelimit/{name}"));
     for threads in [1usize, 2] {
         let l = ours::<K>();

@@ -99,13 +99,31 @@ fn commandstats(server: &RedisServer) -> HashMap<String, (u64, f64)> {
         .collect()
 }
 
+/// The bare loop's epoch key and id (`main` creates it, as `connect` does).
+const BARE_EPOCH: &str = "bare:!epoch";
+const BARE_EPOCH_ID: u64 = 1;
+
+/// The script's arguments as the limiter sends them: Redis TIME, the cost, the epoch
+/// id known, an id for a new epoch, Closed, then the policy.
 fn args(cost: u64, quota: &Quota) -> Vec<u64> {
     let interval_us = quota.emission_interval().as_micros() as u64;
-    vec![0, cost, interval_us, u64::from(quota.burst())]
+    vec![
+        0,
+        cost,
+        BARE_EPOCH_ID,
+        BARE_EPOCH_ID + 1,
+        1,
+        interval_us,
+        u64::from(quota.burst()),
+    ]
 }
 
-fn keys_for(i: usize) -> [String; 2] {
-    [format!("bare:{{k{i}}}:!block"), format!("bare:{{k{i}}}:p")]
+fn keys_for(i: usize) -> [String; 3] {
+    [
+        format!("bare:{{k{i}}}:!block"),
+        BARE_EPOCH.to_owned(),
+        format!("bare:{{k{i}}}:p"),
+    ]
 }
 
 /// The bare redis-rs call: the same script, keys and arguments the limiter sends.
@@ -136,6 +154,12 @@ async fn main() {
     );
     let client = redis::Client::open(url.as_str()).unwrap();
     let manager = client.get_connection_manager().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(BARE_EPOCH)
+        .arg(format!("{BARE_EPOCH_ID} 0"))
+        .query_async(&mut manager.clone())
+        .await
+        .unwrap();
     let multiplexed = client.get_multiplexed_async_connection().await.unwrap();
     let script = Arc::new(redis::Script::new(CHECK_SCRIPT));
     let pool = deadpool_redis::Config::from_url(url.as_str())

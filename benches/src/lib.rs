@@ -24,7 +24,7 @@ pub mod ratelimit {
     use std::num::NonZeroU32;
 
     use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
-    use palisade_ratelimit::{KeyedLimiter, Quota};
+    use palisade_ratelimit::{Key, KeyedLimiter, Quota};
 
     /// Checks per second per key, and the burst (high, so most checks are admitted).
     pub const RATE: u32 = 1_000_000;
@@ -32,7 +32,7 @@ pub mod ratelimit {
     pub const KEYS: u64 = 100_000;
 
     /// Ours.
-    pub fn ours<K: Hash + Eq>() -> KeyedLimiter<K> {
+    pub fn ours<K: Key>() -> KeyedLimiter<K> {
         KeyedLimiter::new(Quota::per_second(RATE).expect("a valid quota"))
     }
 
@@ -57,7 +57,7 @@ pub mod ratelimit {
 
     /// Checks every key once with both limiters, so the many-keys cases time
     /// tracked keys only.
-    pub fn prefill<K: Hash + Eq + Clone>(
+    pub fn prefill<K: Key + Clone>(
         l: &KeyedLimiter<K>,
         g: &DefaultKeyedRateLimiter<K>,
         keys: &[K],

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use crate::{Decision, Error, Quota};
+use crate::{Decision, Denial, Error, Quota};
 
 /// Whole seconds, rounded up (a client told to wait must not come back early).
 fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 /// The policy name as a Structured Field string (RFC 8941 §3.3.3).
@@ -62,9 +62,13 @@ pub fn ratelimit(name: &str, decision: &Decision) -> Result<String, Error> {
 }
 
 /// `Retry-After` in whole seconds, rounded up, for a denied decision; `None` when
-/// the request was allowed.
+/// the request was allowed, or when it can never be admitted
+/// ([`Denial::CostExceedsBurst`]: retrying the same request will not help).
 pub fn retry_after(decision: &Decision) -> Option<String> {
-    (!decision.allowed).then(|| ceil_secs(decision.retry_after).to_string())
+    if decision.allowed || decision.denial == Some(Denial::CostExceedsBurst) {
+        return None;
+    }
+    Some(ceil_secs(decision.retry_after).to_string())
 }
 
 #[cfg(test)]
@@ -78,6 +82,7 @@ mod tests {
             remaining,
             reset_after: Duration::from_millis(reset_ms),
             retry_after: Duration::from_millis(retry_ms),
+            denial: (!allowed).then_some(Denial::Limited),
         }
     }
 
@@ -95,6 +100,19 @@ mod tests {
             retry_after(&decision(false, 0, 0, 3_000)).as_deref(),
             Some("3")
         );
+    }
+
+    #[test]
+    fn a_request_that_can_never_pass_gets_no_retry_after() {
+        let never = decision(true, 4, 1_500, 0).cost_exceeds_burst(10);
+        assert_eq!(retry_after(&never), None);
+        assert_eq!(ratelimit("api", &never).unwrap(), "\"api\";r=4;t=2");
+        // An infinite wait renders without overflowing.
+        let d = Decision {
+            retry_after: Duration::MAX,
+            ..decision(false, 0, 0, 0)
+        };
+        assert_eq!(retry_after(&d).as_deref(), Some("18446744073709551615"));
     }
 
     #[test]

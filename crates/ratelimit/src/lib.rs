@@ -4,6 +4,7 @@
 mod clock;
 mod error;
 pub mod headers;
+mod key;
 mod memory;
 mod quota;
 #[cfg(feature = "redis")]
@@ -12,8 +13,9 @@ mod table;
 
 pub use clock::MonotonicClock;
 pub use error::Error;
-pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MemoryStatsSnapshot};
-pub use quota::{Decision, Quota};
+pub use key::Key;
+pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MAX_BLOCK, MemoryStatsSnapshot};
+pub use quota::{Decision, Denial, Quota};
 #[cfg(feature = "redis")]
 pub use redis_limiter::MAX_KEY_LEN;
 #[cfg(feature = "redis")]

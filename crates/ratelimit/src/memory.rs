@@ -2,20 +2,24 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use palisade_core_traits::{Clock, IpBlocker, async_trait};
+use palisade_core_traits::{Clock, IpBlocker, async_trait, canonical_ip};
 
 use crate::table::{KeyTable, Untracked, release, reserve};
-use crate::{Decision, Error, MonotonicClock, Quota};
+use crate::{Decision, Denial, Error, Key, MonotonicClock, Quota};
 
 /// Default bound on tracked keys.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+/// The longest block: a longer one (up to `Duration::MAX`) blocks for this long.
+/// 100 years keeps every time in the Redis scripts below 2^53 µs, where Lua's
+/// numbers are exact integers, and the two backends answer alike.
+pub const MAX_BLOCK: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The most slots of the key bound a thread takes at once (see `reserve_slot`).
 const MAX_SLOT_BATCH: usize = 32;
@@ -25,6 +29,7 @@ const MAX_SLOT_BATCH: usize = 32;
 struct MemoryStats {
     overflow_denied: AtomicU64,
     blocked: AtomicU64,
+    cost_exceeds_burst: AtomicU64,
     sweeps: AtomicU64,
     evicted: AtomicU64,
 }
@@ -41,6 +46,8 @@ pub struct MemoryStatsSnapshot {
     pub overflow_denied: u64,
     /// Of the denied: checks of a blocked key.
     pub blocked: u64,
+    /// Of the denied: requests whose cost is above the burst.
+    pub cost_exceeds_burst: u64,
     /// Eviction sweeps run.
     pub sweeps: u64,
     /// Keys evicted (each was indistinguishable from a fresh key).
@@ -156,7 +163,7 @@ impl Stripes {
 #[cold]
 #[inline(never)]
 fn trace_denied(decision: &Decision) {
-    tracing::debug!(retry_after = ?decision.retry_after, "rate limit denied");
+    tracing::debug!(denial = ?decision.denial, retry_after = ?decision.retry_after, "rate limit denied");
 }
 
 /// A quota readable on the hot path with a few relaxed loads (a sequence lock):
@@ -219,6 +226,9 @@ impl QuotaCell {
 /// Threads reserve slots of the bound in small batches, so a new key can be refused
 /// while up to 1/64 of `max_keys` sits reserved and unused in other threads.
 ///
+/// Keys are tracked in their [`Key::canonical`] form: an [`IpAddr`] key's quota,
+/// overrides and blocks are those of its canonical address.
+///
 /// ```
 /// use palisade_core_traits::{ManualClock, Timestamp};
 /// use palisade_ratelimit::{KeyedLimiter, Quota};
@@ -233,11 +243,13 @@ impl QuotaCell {
 /// assert!(limiter.check(&"bob", 1).unwrap().allowed); // keys are independent
 /// ```
 #[derive(Debug)]
-pub struct KeyedLimiter<K: Hash + Eq, C = MonotonicClock> {
+pub struct KeyedLimiter<K: Key, C = MonotonicClock> {
     states: KeyTable,
     default_quota: QuotaCell,
     overrides: DashMap<K, Quota>,
     has_overrides: AtomicBool,
+    /// Blocked keys → end of the block on the clock's monotonic reading (ns): a
+    /// block is a duration, and a wall-clock step must not shorten it.
     blocks: DashMap<K, u64>,
     block_count: AtomicUsize,
     max_keys: usize,
@@ -254,14 +266,14 @@ pub struct KeyedLimiter<K: Hash + Eq, C = MonotonicClock> {
     stats: MemoryStats,
 }
 
-impl<K: Hash + Eq> KeyedLimiter<K, MonotonicClock> {
+impl<K: Key> KeyedLimiter<K, MonotonicClock> {
     /// A limiter on a [`MonotonicClock`] with [`DEFAULT_MAX_KEYS`].
     pub fn new(quota: Quota) -> Self {
         Self::with_clock(quota, MonotonicClock::new())
     }
 }
 
-impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
+impl<K: Key, C: Clock> KeyedLimiter<K, C> {
     /// A limiter reading time from `clock`, with [`DEFAULT_MAX_KEYS`].
     pub fn with_clock(quota: Quota, clock: C) -> Self {
         KeyedLimiter {
@@ -300,17 +312,25 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
 
     /// Gives one key its own quota (replacing any earlier override).
     pub fn set_key_quota(&self, key: K, quota: Quota) {
-        self.overrides.insert(key, quota);
+        self.overrides.insert(key.canonical().unwrap_or(key), quota);
         self.has_overrides.store(true, Ordering::Release);
     }
 
     /// Removes a key's own quota; it falls back to the default.
     pub fn clear_key_quota(&self, key: &K) {
-        self.overrides.remove(key);
+        let canonical = key.canonical();
+        self.overrides.remove(canonical.as_ref().unwrap_or(key));
     }
 
     /// The quota that applies to `key`.
     pub fn quota_for(&self, key: &K) -> Quota {
+        let canonical = key.canonical();
+        self.quota_of(canonical.as_ref().unwrap_or(key))
+    }
+
+    /// The quota of a canonical key.
+    #[inline(always)]
+    fn quota_of(&self, key: &K) -> Quota {
         if self.has_overrides.load(Ordering::Acquire)
             && let Some(q) = self.overrides.get(key)
         {
@@ -342,6 +362,7 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
             denied,
             overflow_denied: s.overflow_denied.load(Ordering::Relaxed),
             blocked: s.blocked.load(Ordering::Relaxed),
+            cost_exceeds_burst: s.cost_exceeds_burst.load(Ordering::Relaxed),
             sweeps: s.sweeps.load(Ordering::Relaxed),
             evicted: s.evicted.load(Ordering::Relaxed),
         }
@@ -350,32 +371,56 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
     /// Checks (and, if admitted, consumes) `cost` units for `key`.
     ///
     /// Cost 0 is a peek: it answers for a cost-1 request without changing anything.
-    /// A cost above the burst is an error: it could never pass.
+    /// A cost above the burst can never pass: it is denied with
+    /// [`Denial::CostExceedsBurst`] (and changes nothing). In memory this never
+    /// returns an error.
     //
-    // Always inlined (the new-key, block and overflow paths stay out of line): as a
-    // call of its own a hot key's check took 31–46 ns instead of 27–29 (paired bench,
-    // 6 process runs each).
+    // Always inlined (the new-key, block, overflow and cost-above-burst paths stay out
+    // of line): as a call of its own a hot key's check took 31–46 ns instead of 27–29
+    // (paired bench, 6 process runs each).
     #[inline(always)]
     pub fn check(&self, key: &K, cost: u32) -> Result<Decision, Error> {
+        // `None` for every key type but addresses: compiled away.
+        let canonical = key.canonical();
+        let key = canonical.as_ref().unwrap_or(key);
         let now = self.clock.now().as_unix_nanos();
-        let quota = self.quota_for(key);
-        quota.check_cost(cost)?;
-        let decision = if self.block_count.load(Ordering::Acquire) > 0
-            && let Some(d) = self.blocked(key, now, quota.burst())
-        {
-            d
+        let quota = self.quota_of(key);
+        let decision = if cost <= quota.burst() {
+            self.decide(key, &quota, now, cost)
         } else {
-            let fingerprint = self.states.fingerprint(key);
-            match self.states.check_tracked(fingerprint, &quota, now, cost) {
-                Ok(d) => d,
-                Err(untracked) => self.check_new_key(untracked, &quota, now, cost),
-            }
+            self.cost_exceeds_burst(key, &quota, now)
         };
         self.per_thread.count(decision.allowed);
         if !decision.allowed {
             trace_denied(&decision);
         }
         Ok(decision)
+    }
+
+    /// The decision for a canonical key and a cost that fits the burst.
+    #[inline(always)]
+    fn decide(&self, key: &K, quota: &Quota, now: u64, cost: u32) -> Decision {
+        if self.block_count.load(Ordering::Acquire) > 0
+            && let Some(d) = self.blocked(key, quota.burst())
+        {
+            return d;
+        }
+        let fingerprint = self.states.fingerprint(key);
+        match self.states.check_tracked(fingerprint, quota, now, cost) {
+            Ok(d) => d,
+            Err(untracked) => self.check_new_key(untracked, quota, now, cost),
+        }
+    }
+
+    /// A request that can never pass: denied, with the key's state as a peek sees it.
+    #[cold]
+    #[inline(never)]
+    fn cost_exceeds_burst(&self, key: &K, quota: &Quota, now: u64) -> Decision {
+        self.stats
+            .cost_exceeds_burst
+            .fetch_add(1, Ordering::Relaxed);
+        self.decide(key, quota, now, 0)
+            .cost_exceeds_burst(quota.burst())
     }
 
     #[cold]
@@ -419,7 +464,7 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
             max_keys = self.max_keys,
             "rate limiter full of live keys; new key denied"
         );
-        Decision::denied(quota.burst(), quota.emission_interval())
+        Decision::denied(quota.burst(), quota.emission_interval(), Denial::TableFull)
     }
 
     /// Takes one of the `max_keys` slots, or returns false if none is free.
@@ -485,13 +530,20 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
         tracing::debug!(evicted, kept, "rate limiter sweep");
     }
 
+    /// The clock's monotonic reading in nanoseconds (blocks run on it).
+    fn monotonic_nanos(&self) -> u64 {
+        u64::try_from(self.clock.monotonic().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     #[cold]
     #[inline(never)]
-    fn blocked(&self, key: &K, now: u64, limit: u32) -> Option<Decision> {
+    fn blocked(&self, key: &K, limit: u32) -> Option<Decision> {
         let until = *self.blocks.get(key)?;
+        let now = self.monotonic_nanos();
         if until > now {
             self.stats.blocked.fetch_add(1, Ordering::Relaxed);
-            return Some(Decision::denied(limit, Duration::from_nanos(until - now)));
+            let left = Duration::from_nanos(until - now);
+            return Some(Decision::denied(limit, left, Denial::Blocked));
         }
         // Expired: forget it (only if nobody extended it meanwhile).
         if self.blocks.remove_if(key, |_, u| *u <= now).is_some() {
@@ -500,10 +552,18 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
         None
     }
 
-    /// Denies every check of `key` for `duration` from now. An existing block keeps
-    /// the later of the two expiries.
+    /// Denies every check of `key` for `duration` from now (at most [`MAX_BLOCK`]).
+    /// An existing block keeps the later of the two expiries; a zero duration does
+    /// nothing. The block runs on the clock's monotonic reading, so a step of the wall
+    /// clock neither lifts it early nor stretches it.
     pub fn block(&self, key: K, duration: Duration) {
-        let until = self.clock.now().saturating_add(duration).as_unix_nanos();
+        if duration.is_zero() {
+            return;
+        }
+        // MAX_BLOCK in ns fits a u64, so this cannot truncate.
+        let nanos = duration.min(MAX_BLOCK).as_nanos() as u64;
+        let until = self.monotonic_nanos().saturating_add(nanos);
+        let key = key.canonical().unwrap_or(key);
         let mut fresh = false;
         self.blocks
             .entry(key)
@@ -519,17 +579,23 @@ impl<K: Hash + Eq, C: Clock> KeyedLimiter<K, C> {
 
     /// Lifts a block (a no-op if there is none).
     pub fn unblock(&self, key: &K) {
-        if self.blocks.remove(key).is_some() {
+        let canonical = key.canonical();
+        if self
+            .blocks
+            .remove(canonical.as_ref().unwrap_or(key))
+            .is_some()
+        {
             self.block_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
-/// Lets an incident-response playbook block an address through this limiter.
+/// Lets an incident-response playbook block an address through this limiter. The
+/// key is made from the address's canonical form ([`canonical_ip`]).
 #[async_trait]
 impl<K, C> IpBlocker for KeyedLimiter<K, C>
 where
-    K: Hash + Eq + From<IpAddr> + Send + Sync + std::fmt::Debug,
+    K: Key + From<IpAddr> + Send + Sync + std::fmt::Debug,
     C: Clock,
 {
     async fn block_ip(
@@ -538,13 +604,14 @@ where
         duration: Duration,
         reason: &str,
     ) -> Result<(), palisade_core_traits::Error> {
+        let ip = canonical_ip(ip);
         tracing::info!(%ip, ?duration, reason, "blocking address");
         self.block(K::from(ip), duration);
         Ok(())
     }
 
     async fn unblock_ip(&self, ip: IpAddr) -> Result<(), palisade_core_traits::Error> {
-        self.unblock(&K::from(ip));
+        self.unblock(&K::from(canonical_ip(ip)));
         Ok(())
     }
 }

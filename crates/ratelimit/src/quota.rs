@@ -173,31 +173,34 @@ impl Quota {
         self.interval / MICRO
     }
 
-    /// A quota with `1/instances` of this one's burst and rate (both at least 1):
-    /// what each of `instances` limiters may admit so that together they stay within
-    /// this quota.
-    pub fn share(&self, instances: u32) -> Quota {
-        let n = u64::from(instances.max(1));
-        let burst = (self.burst / instances.max(1)).max(1);
-        // Interval × n, rounded up to a microsecond: the share's rate is rate / n.
-        let interval = self.interval.saturating_mul(n);
-        Quota::from_parts(
+    /// What each of `instances` limiters may admit so that together they stay within
+    /// this quota: `floor(burst / instances)` at `rate / instances` (`instances` 0
+    /// counts as 1).
+    ///
+    /// `None` when the burst does not divide into a whole unit per instance (more
+    /// instances than burst units): such a share admits nothing. Rounding it up to one
+    /// unit would let the instances together admit more than the quota.
+    ///
+    /// ```
+    /// use palisade_ratelimit::Quota;
+    /// let q = Quota::per_second(10).unwrap();
+    /// assert_eq!(q.share(4).map(|s| s.burst()), Some(2));
+    /// assert_eq!(q.share(11), None);
+    /// ```
+    pub fn share(&self, instances: u32) -> Option<Quota> {
+        let n = instances.max(1);
+        let burst = self.burst / n;
+        if burst == 0 {
+            return None;
+        }
+        // The share's interval is n times this one's (rate / n, still whole µs), and
+        // its burst window (burst / n)·n·T is at most this one's: no overflow.
+        let interval = self.interval * u64::from(n);
+        Some(Quota::from_parts(
             burst,
             interval,
-            interval.saturating_mul(u64::from(burst)).min(MAX_TAU_NANOS),
-        )
-    }
-
-    /// Checks that a cost can ever pass this quota.
-    pub(crate) fn check_cost(&self, cost: u32) -> Result<(), Error> {
-        if cost > self.burst {
-            Err(Error::CostExceedsBurst {
-                cost,
-                burst: self.burst,
-            })
-        } else {
-            Ok(())
-        }
+            interval * u64::from(burst),
+        ))
     }
 
     /// The GCRA decision for a request of `cost` at `now` against theoretical arrival
@@ -205,7 +208,8 @@ impl Quota {
     /// decision and, when the state must change, the new TAT.
     ///
     /// Cost 0 is a peek: it answers for a cost-1 request and never changes state.
-    /// The caller has checked `cost <= burst`.
+    /// The caller has checked `cost <= burst` (a larger cost is answered by
+    /// [`Decision::cost_exceeds_burst`] on a peek).
     ///
     /// Always inlined: the compiler had made it a call on the new-key path, where
     /// first-touch inserts then took about 6 % longer (paired bench; see `check_new`).
@@ -225,6 +229,7 @@ impl Quota {
                 remaining: remaining(after),
                 reset_after: Duration::from_nanos(after - now),
                 retry_after: Duration::ZERO,
+                denial: None,
             };
             (decision, (cost > 0).then_some(new_tat))
         } else {
@@ -234,6 +239,7 @@ impl Quota {
                 remaining: remaining(base),
                 reset_after: Duration::from_nanos(base - now),
                 retry_after: Duration::from_nanos(new_tat - limit),
+                denial: Some(Denial::Limited),
             };
             (decision, None)
         }
@@ -242,8 +248,9 @@ impl Quota {
 
 /// The answer to one check: flat, so a caller reads it without matching.
 ///
-/// For a denied request, retrying at exactly `retry_after` from the check is admitted
-/// (if nothing else consumed the key in between) and any earlier retry is denied.
+/// For a request denied by its quota ([`Denial::Limited`]), retrying at exactly
+/// `retry_after` from the check is admitted (if nothing else consumed the key in
+/// between) and any earlier retry is denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decision {
     /// Whether the request is admitted.
@@ -254,20 +261,59 @@ pub struct Decision {
     pub remaining: u32,
     /// Time until the key is back to a full burst.
     pub reset_after: Duration,
-    /// When denied: how long until this request would be admitted. Zero when allowed.
+    /// When denied: how long until this request would be admitted. Zero when allowed;
+    /// `Duration::MAX` (never) for [`Denial::CostExceedsBurst`]: add it to a time with
+    /// `checked_add`.
     pub retry_after: Duration,
+    /// Why the request was denied; `None` when it was admitted.
+    pub denial: Option<Denial>,
+}
+
+/// Why a request was denied. Every denial is an answer, not an error: answer it with
+/// HTTP 429 (and `Retry-After` from [`headers::retry_after`](crate::headers::retry_after),
+/// which is `None` for a request that can never pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Denial {
+    /// The quota is spent for now; `retry_after` is exact.
+    Limited,
+    /// The request's cost is above the burst: it can never be admitted, and
+    /// `retry_after` is `Duration::MAX`. `remaining` and `reset_after` describe the
+    /// key as a peek would.
+    CostExceedsBurst,
+    /// The key is blocked; `retry_after` is when the block ends.
+    Blocked,
+    /// In memory: a new key, refused because the table is full of live keys;
+    /// `retry_after` is one emission interval.
+    TableFull,
+    /// On Redis: the key's state is unknown (Redis is unreachable, or lost its data
+    /// less than a burst window ago) and the failure policy denies.
+    Unavailable,
 }
 
 impl Decision {
     /// A denial that is not a GCRA outcome (a block, an outage under a closed
     /// policy): nothing remains, retry after `retry_after`.
-    pub(crate) fn denied(limit: u32, retry_after: Duration) -> Decision {
+    pub(crate) fn denied(limit: u32, retry_after: Duration, denial: Denial) -> Decision {
         Decision {
             allowed: false,
             limit,
             remaining: 0,
             reset_after: retry_after,
             retry_after,
+            denial: Some(denial),
+        }
+    }
+
+    /// This decision, taken on a peek, turned into the answer to a request of a cost
+    /// above `burst`: denied, never to be admitted.
+    pub(crate) fn cost_exceeds_burst(self, burst: u32) -> Decision {
+        Decision {
+            allowed: false,
+            limit: burst,
+            retry_after: Duration::MAX,
+            denial: Some(Denial::CostExceedsBurst),
+            ..self
         }
     }
 }
@@ -328,8 +374,6 @@ mod tests {
     #[test]
     fn cost_and_peek() {
         let q = Quota::new(5, 5, Duration::from_secs(1)).unwrap();
-        assert!(q.check_cost(6).is_err());
-        assert!(q.check_cost(5).is_ok());
         let (d, t) = q.decide(0, S, 5);
         assert!(d.allowed && d.remaining == 0);
         let tat = t.unwrap();
@@ -344,11 +388,16 @@ mod tests {
     #[test]
     fn share_divides_burst_and_rate() {
         let q = Quota::new(10, 100, Duration::from_secs(1)).unwrap();
-        let s = q.share(4);
+        let s = q.share(4).unwrap();
         assert_eq!(s.burst(), 2);
         assert_eq!(s.emission_interval(), Duration::from_millis(40));
-        assert_eq!(q.share(100).burst(), 1);
-        assert_eq!(q.share(0), q.share(1));
+        assert_eq!(s.burst_window(), Duration::from_millis(80));
+        assert_eq!(q.share(10).unwrap().burst(), 1);
+        // More instances than burst units: a share that admits nothing.
+        assert_eq!(q.share(11), None);
+        assert_eq!(q.share(100), None);
+        assert_eq!(q.share(0), Some(q));
+        assert_eq!(q.share(1), Some(q));
     }
 
     fn divides_like_hardware(d: u64, x: u64) -> Result<(), TestCaseError> {

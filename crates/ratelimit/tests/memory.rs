@@ -1,14 +1,13 @@
 //! The in-memory limiter: GCRA properties (proptest), eviction, overflow, blocks.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
-use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use palisade_core_traits::{Clock, IpBlocker, ManualClock, Timestamp};
-use palisade_ratelimit::{Decision, Error, KeyedLimiter, Quota};
+use palisade_ratelimit::{Decision, Denial, Key, KeyedLimiter, Quota, headers};
 use proptest::prelude::*;
 
 const START: u64 = 1_700_000_000_000_000_000;
@@ -18,7 +17,7 @@ fn clock() -> ManualClock {
 }
 
 /// A limiter on `clock` (clones share its time) that tracks at most `max_keys` keys.
-fn bounded<K: Hash + Eq>(
+fn bounded<K: Key>(
     quota: Quota,
     clock: &ManualClock,
     max_keys: usize,
@@ -149,13 +148,187 @@ proptest! {
     }
 }
 
+/// N limiters, each holding `quota.share(N)` (none when the share is zero), never
+/// admit more together than the quota in any window: the promise `LocalShare` makes
+/// during an outage. With more instances than burst units the share is zero.
 #[test]
-fn cost_above_burst_is_a_distinct_error() {
-    let limiter = KeyedLimiter::<u64>::new(Quota::per_second(3).unwrap());
-    match limiter.check(&1, 4) {
-        Err(Error::CostExceedsBurst { cost: 4, burst: 3 }) => {}
-        other => panic!("{other:?}"),
+fn instances_holding_their_shares_never_admit_more_than_the_quota() {
+    let zero_shares = std::sync::atomic::AtomicU32::new(0);
+    proptest!(|(
+        quota in quota(),
+        instances in 1u32..12,
+        ops in proptest::collection::vec((0usize..12, 0u64..400_000_000, 1u32..8), 1..200),
+    )| {
+        let clock = clock();
+        let share = quota.share(instances);
+        if share.is_none() {
+            zero_shares.fetch_add(1, Ordering::Relaxed);
+        }
+        let limiters: Vec<_> = (0..instances)
+            .map(|_| share.map(|s| KeyedLimiter::with_clock(s, clock.clone())))
+            .collect();
+        let mut admitted = Vec::new();
+        for (who, gap, cost) in ops {
+            clock.advance(Duration::from_nanos(gap));
+            let Some(limiter) = &limiters[who % limiters.len()] else {
+                continue; // a zero share admits nothing
+            };
+            if limiter.check(&1u64, cost).unwrap().allowed {
+                let now = clock.now().as_unix_nanos();
+                admitted.push((now, now, cost));
+            }
+        }
+        check_window_bound(&quota, &admitted).map_err(TestCaseError::fail)?;
+    });
+    assert!(
+        zero_shares.load(Ordering::Relaxed) > 0,
+        "no case had more instances than burst units"
+    );
+}
+
+/// A request that can never fit is an answer, not an error, so a handler that
+/// propagates errors with `?` still answers 429; the denial says it can never pass.
+#[test]
+fn a_cost_above_the_burst_is_denied_as_never_fitting() {
+    let clock = clock();
+    let limiter = KeyedLimiter::with_clock(Quota::per_second(3).unwrap(), clock.clone());
+    assert!(limiter.check(&1u64, 1).unwrap().allowed);
+    for cost in [4, u32::MAX] {
+        let d = limiter.check(&1u64, cost).unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.denial, Some(Denial::CostExceedsBurst));
+        assert_eq!(d.retry_after, Duration::MAX, "never");
+        assert_eq!(headers::retry_after(&d), None, "retrying will not help");
+        // The key as a peek sees it: one unit spent, refilled in one interval.
+        assert_eq!((d.limit, d.remaining), (3, 2));
+        assert_eq!(d.reset_after, Duration::from_micros(333_334));
     }
+    // It consumed nothing: two more units pass, then the quota denies.
+    assert!(limiter.check(&1, 1).unwrap().allowed);
+    assert!(limiter.check(&1, 1).unwrap().allowed);
+    let d = limiter.check(&1, 1).unwrap();
+    assert_eq!((d.allowed, d.denial), (false, Some(Denial::Limited)));
+    let stats = limiter.stats();
+    assert_eq!(stats.cost_exceeds_burst, 2);
+    assert_eq!((stats.allowed, stats.denied), (3, 3));
+}
+
+/// A dual-stack listener reports an IPv4 client as `::ffff:a.b.c.d`: it is the same
+/// client, with the same quota, override and blocks as `a.b.c.d`.
+#[tokio::test]
+async fn ipv4_mapped_peers_share_their_address_quota_and_blocks() {
+    let clock = clock();
+    let limiter: Arc<KeyedLimiter<IpAddr, ManualClock>> = Arc::new(KeyedLimiter::with_clock(
+        Quota::new(2, 1, Duration::from_secs(60)).unwrap(),
+        clock.clone(),
+    ));
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let (v4, mapped) = (ip("198.51.100.7"), ip("::ffff:198.51.100.7"));
+    assert!(limiter.check(&v4, 1).unwrap().allowed);
+    assert!(limiter.check(&mapped, 1).unwrap().allowed);
+    for key in [v4, mapped] {
+        let d = limiter.check(&key, 1).unwrap();
+        assert_eq!(d.denial, Some(Denial::Limited), "{key}: one quota, not two");
+    }
+    assert_eq!(limiter.len(), 1);
+    // A playbook blocks the IPv4 address; the client comes back through the mapped form.
+    let blocker: Arc<dyn IpBlocker> = limiter.clone();
+    let (v4, mapped) = (ip("198.51.100.8"), ip("::ffff:198.51.100.8"));
+    blocker
+        .block_ip(v4, Duration::from_secs(600), "credential stuffing")
+        .await
+        .unwrap();
+    let d = limiter.check(&mapped, 1).unwrap();
+    assert_eq!(d.denial, Some(Denial::Blocked));
+    assert_eq!(d.retry_after, Duration::from_secs(600));
+    // And the other way round; lifting the block in either form lifts it.
+    blocker.unblock_ip(mapped).await.unwrap();
+    assert!(limiter.check(&v4, 1).unwrap().allowed);
+    limiter.block(mapped, Duration::from_secs(60));
+    assert_eq!(limiter.check(&v4, 1).unwrap().denial, Some(Denial::Blocked));
+    limiter.unblock(&v4);
+    assert!(limiter.check(&mapped, 1).unwrap().allowed);
+    // A per-key quota set on one form applies to the other.
+    let (v4, mapped) = (ip("198.51.100.9"), ip("::ffff:198.51.100.9"));
+    limiter.set_key_quota(mapped, Quota::new(5, 1, Duration::from_secs(60)).unwrap());
+    assert_eq!(limiter.quota_for(&v4).burst(), 5);
+    limiter.clear_key_quota(&v4);
+    assert_eq!(limiter.quota_for(&mapped).burst(), 2);
+    // IPv6 addresses stay themselves.
+    let v6 = ip("2001:db8::8");
+    assert!(limiter.check(&v6, 1).unwrap().allowed);
+}
+
+/// 100 years, the longest block; written out here, not read from the crate.
+const HUNDRED_YEARS: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Block durations at the extremes, each with the `retry_after` a check then reports
+/// (`None`: not blocked).
+fn block_extremes() -> Vec<(Duration, Option<Duration>)> {
+    let us = Duration::from_micros;
+    let mut cases = vec![
+        (Duration::ZERO, None),
+        (us(1), Some(us(1))),
+        (Duration::from_secs(90), Some(Duration::from_secs(90))),
+        (HUNDRED_YEARS - us(1), Some(HUNDRED_YEARS - us(1))),
+        (HUNDRED_YEARS, Some(HUNDRED_YEARS)),
+        (Duration::MAX, Some(HUNDRED_YEARS)),
+    ];
+    for above in [
+        (1u64 << 53) - 1,
+        1 << 53,
+        (1 << 53) + 1,
+        (1 << 63) - 1,
+        1 << 63,
+        (1 << 63) + 1,
+        u64::MAX,
+    ] {
+        cases.push((us(above), Some(HUNDRED_YEARS)));
+    }
+    cases
+}
+
+/// `block()` with a duration from zero to `Duration::MAX`: longer than 100 years
+/// blocks for 100 years, and the check says so (no overflow to zero).
+#[test]
+fn block_durations_from_zero_to_duration_max_report_their_retry_after() {
+    let clock = clock();
+    let limiter = KeyedLimiter::with_clock(Quota::per_second(5).unwrap(), clock.clone());
+    for (i, (duration, expected)) in block_extremes().into_iter().enumerate() {
+        limiter.block(i, duration);
+        let d = limiter.check(&i, 1).unwrap();
+        match expected {
+            None => assert!(d.allowed, "{duration:?}: {d:?}"),
+            Some(left) => {
+                assert_eq!(d.denial, Some(Denial::Blocked), "{duration:?}");
+                assert_eq!(d.retry_after, left, "{duration:?}");
+            }
+        }
+    }
+}
+
+/// A block is a duration: a step of the wall clock (NTP, an operator) neither lifts it
+/// early nor stretches it; only time passing does.
+#[test]
+fn a_wall_clock_step_neither_lifts_nor_stretches_a_block() {
+    let clock = clock();
+    let limiter = KeyedLimiter::with_clock(Quota::per_second(5).unwrap(), clock.clone());
+    limiter.block(1u64, Duration::from_secs(60));
+    let start = clock.now();
+    clock.set(start.saturating_add(Duration::from_secs(3600)));
+    let d = limiter.check(&1, 1).unwrap();
+    assert_eq!(
+        d.denial,
+        Some(Denial::Blocked),
+        "a step forward lifted the block"
+    );
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+    clock.set(start);
+    clock.advance(Duration::from_secs(60));
+    assert!(
+        limiter.check(&1, 1).unwrap().allowed,
+        "the block outlived its minute"
+    );
 }
 
 #[test]
@@ -349,9 +522,9 @@ fn counters_stay_exact_with_more_threads_than_stripes() {
     let stats = limiter.stats();
     assert_eq!(stats.allowed, 10 * n);
     assert_eq!(stats.denied, 199_991 * n);
-    // An invalid cost is an error, not a decision: not counted.
-    assert!(limiter.check(&0, 11).is_err());
-    assert_eq!(limiter.stats().denied, 199_991 * n);
+    // A cost above the burst is a denial, counted as one.
+    assert!(!limiter.check(&0, 11).unwrap().allowed);
+    assert_eq!(limiter.stats().denied, 199_991 * n + 1);
 }
 
 /// Threads take slots of the key bound in batches and keep spares. Spares never let

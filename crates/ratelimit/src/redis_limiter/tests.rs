@@ -198,17 +198,14 @@ async fn keys_are_validated_and_braces_keep_one_slot() {
         l.check(&"x".repeat(MAX_KEY_LEN + 1), 1).await,
         Err(Error::InvalidKey { .. })
     ));
-    assert!(matches!(
-        l.check("k", 2).await,
-        Err(Error::CostExceedsBurst { cost: 2, burst: 1 })
-    ));
-    let keys = l.redis_keys("}evil{").unwrap();
-    assert_eq!(keys[1], "palisade:rl:{=7d6576696c7b}:a");
-    let keys = l.redis_keys("10.0.0.1").unwrap();
+    let keys = l.subject("}evil{").unwrap().keys;
+    assert_eq!(keys[2], "palisade:rl:{=7d6576696c7b}:a");
+    let keys = l.subject("10.0.0.1").unwrap().keys;
     assert_eq!(
         keys,
         [
             "palisade:rl:{10.0.0.1}:!block",
+            "palisade:rl:!epoch",
             "palisade:rl:{10.0.0.1}:a",
             "palisade:rl:{10.0.0.1}:b"
         ]
@@ -230,8 +227,9 @@ async fn keys_are_validated_and_braces_keep_one_slot() {
     assert!(err.to_string().contains("prefix"), "{err}");
 }
 
-/// The in-memory and Redis backends give identical decisions and metadata for the
-/// same trace under a controlled clock (µs-aligned, as Redis TIME is).
+/// The in-memory and Redis backends give identical decisions and metadata (denial
+/// reason included) for the same trace under a controlled clock (µs-aligned, as Redis
+/// TIME is).
 #[test]
 fn memory_and_redis_backends_decide_identically() {
     let server = RedisServer::start();
@@ -241,7 +239,7 @@ fn memory_and_redis_backends_decide_identically() {
         burst in 1u32..6,
         rate in 1u32..10,
         period_ms in 1u64..2_000,
-        ops in proptest::collection::vec((0u64..300_000, 0u32..6), 1..60),
+        ops in proptest::collection::vec((0u64..300_000, 0u32..9), 1..60),
     )| {
         let case = cases.fetch_add(1, Ordering::Relaxed);
         let quota = Quota::new(burst, rate, Duration::from_millis(period_ms)).unwrap();
@@ -257,7 +255,8 @@ fn memory_and_redis_backends_decide_identically() {
         ).unwrap();
         for (gap_us, cost) in ops {
             clock.advance(Duration::from_micros(gap_us));
-            let cost = cost.min(burst);
+            // Up to two above the burst: a request that can never pass is answered alike.
+            let cost = cost.min(burst + 2);
             let m = memory.check(&"k", cost).unwrap();
             let r = rt.block_on(redis.check_inner("k", cost, Some(clock.now().as_unix_micros()))).unwrap();
             prop_assert_eq!(m, r);
@@ -387,24 +386,56 @@ async fn works_unchanged_on_a_three_node_cluster() {
         let admitted: Vec<bool> = futures_check(&l, &key, 3).await;
         assert_eq!(admitted, [true, true, false], "{key}");
     }
-    // The keys really are spread over the three primaries.
-    let per_node: Vec<i64> = cluster
+    // The keys really are spread over the three primaries, each slot with its epoch.
+    let keys_of = |n: &RedisServer| -> Vec<String> {
+        match n.command(&["KEYS", "*"]).unwrap() {
+            Reply::Array(Some(keys)) => keys.iter().map(Reply::text).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let per_node: Vec<usize> = cluster
         .nodes()
         .iter()
-        .map(|n| match n.command(&["DBSIZE"]).unwrap() {
-            Reply::Integer(k) => k,
-            other => panic!("{other:?}"),
-        })
+        .map(|n| keys_of(n).iter().filter(|k| !k.ends_with("!epoch")).count())
         .collect();
     assert!(
         per_node.iter().all(|&k| k > 0),
         "keys per node {per_node:?}"
     );
     assert_eq!(
-        per_node.iter().sum::<i64>(),
+        per_node.iter().sum::<usize>(),
         60,
         "two policy keys per subject"
     );
+    // The slot of each subject's keys is the one Redis computes, and its epoch is there.
+    for user in 0..30 {
+        let subject = l.subject(&format!("user-{user}")).unwrap();
+        let slot = match cluster.nodes()[0]
+            .command(&["CLUSTER", "KEYSLOT", &subject.keys[2]])
+            .unwrap()
+        {
+            Reply::Integer(s) => s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(subject.slot as i64, slot, "user-{user}");
+        let epoch_slot = cluster.nodes()[0]
+            .command(&["CLUSTER", "KEYSLOT", &subject.keys[1]])
+            .unwrap();
+        assert_eq!(epoch_slot, Reply::Integer(slot));
+    }
+    // Data lost on one primary is seen there: a subject whose slot it serves is
+    // denied (Closed) for a burst window instead of being refilled.
+    let on_node_0 = (0..30)
+        .map(|u| format!("user-{u}"))
+        .find(|k| l.subject(k).unwrap().slot < RedisCluster::SLOTS as usize / 3)
+        .unwrap();
+    assert_eq!(
+        cluster.nodes()[0].command(&["FLUSHALL"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    let d = l.check(&on_node_0, 1).await.unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable), "{d:?}");
+    assert_eq!(l.stats().data_losses, 1);
     // Blocks work on the cluster too.
     l.block("user-0", Duration::from_secs(30)).await.unwrap();
     let d = l.check("user-0", 0).await.unwrap();
@@ -475,10 +506,16 @@ struct OutageRun {
     limiter: RedisLimiter,
 }
 
-/// Runs checks, kills redis-server, runs checks, restarts it, runs checks again, all
-/// on the same limiter (never rebuilt).
+/// A server that keeps its data across `restart()` (append-only file, synced on every
+/// write): a restart is then an outage, not a data loss.
+fn persistent_server() -> RedisServer {
+    RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"])
+}
+
+/// Runs checks, kills redis-server, runs checks, restarts it (with its data), runs
+/// checks again, all on the same limiter (never rebuilt).
 async fn outage(failure: FailurePolicy, quota: Quota) -> OutageRun {
-    let mut server = RedisServer::start();
+    let mut server = persistent_server();
     let limiter = RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()])
         .unwrap()
         .timeout(Duration::from_millis(250))
@@ -621,4 +658,558 @@ async fn four_instances_hammering_one_key_for_two_seconds_stay_within_the_bound(
         admitted >= 300,
         "the limiter admitted too little: {admitted}"
     );
+}
+
+#[test]
+fn crc16_and_the_slot_tags_match_redis_cluster() {
+    // The cluster specification's test vector.
+    assert_eq!(crc16(b"123456789"), 0x31C3);
+    let tags = slot_tags();
+    assert_eq!(tags.len(), SLOTS);
+    for (slot, tag) in tags.iter().enumerate() {
+        assert_eq!(slot_of(&tag.to_string()), slot);
+    }
+}
+
+/// Every spelling of one address is one subject on Redis: an IPv4 client seen through
+/// a dual-stack listener, and the textual forms of one IPv6 address, share one quota
+/// and one block.
+#[tokio::test]
+async fn every_spelling_of_an_address_is_one_subject() {
+    let server = RedisServer::start();
+    let l = RedisLimiter::builder(vec![policy("p", 2, 1, Duration::from_secs(60))])
+        .unwrap()
+        .timeout(PATIENT)
+        .deny_cache_keys(0)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    for spellings in [
+        ["198.51.100.7", "::ffff:198.51.100.7", "::FFFF:c633:6407"],
+        ["2001:db8::1", "2001:DB8:0:0::1", "2001:0db8:0000::0001"],
+    ] {
+        assert!(l.check(spellings[0], 1).await.unwrap().allowed);
+        assert!(l.check(spellings[1], 1).await.unwrap().allowed);
+        let d = l.check(spellings[2], 1).await.unwrap();
+        assert_eq!(d.denial, Some(Denial::Limited), "{spellings:?}: one quota");
+    }
+    let exists = |key: &str| server.command(&["EXISTS", key]).unwrap();
+    assert_eq!(exists("palisade:rl:{198.51.100.7}:p"), Reply::Integer(1));
+    assert_eq!(exists("palisade:rl:{2001:db8::1}:p"), Reply::Integer(1));
+    // A playbook blocks the IPv4 address; the client comes back mapped, and the
+    // other way round.
+    let blocker: &dyn IpBlocker = &l;
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    blocker
+        .block_ip(ip("198.51.100.8"), Duration::from_secs(600), "stuffing")
+        .await
+        .unwrap();
+    let d = l.check("::ffff:198.51.100.8", 1).await.unwrap();
+    assert_eq!(d.denial, Some(Denial::Blocked));
+    blocker
+        .block_ip(
+            ip("::ffff:198.51.100.9"),
+            Duration::from_secs(600),
+            "stuffing",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        l.check("198.51.100.9", 1).await.unwrap().denial,
+        Some(Denial::Blocked)
+    );
+    blocker.unblock_ip(ip("::ffff:198.51.100.8")).await.unwrap();
+    assert!(l.check("198.51.100.8", 1).await.unwrap().allowed);
+}
+
+/// The circuit breaker times its cool-down on the monotonic clock: after the wall
+/// clock steps back an hour, Redis is probed once the cool-down has passed, and the
+/// checks are Redis' again (a burst-2 key admits two, then denies).
+#[tokio::test]
+async fn a_wall_clock_step_back_does_not_hold_the_circuit_open() {
+    for failure in [FailurePolicy::Closed, FailurePolicy::Open] {
+        let mut server = persistent_server();
+        let clock = manual_clock();
+        let l = RedisLimiter::builder(vec![policy("p", 2, 1, Duration::from_secs(60))])
+            .unwrap()
+            .timeout(Duration::from_millis(250))
+            .circuit_breaker(1, Duration::from_secs(1))
+            .failure_policy(failure)
+            .deny_cache_keys(0)
+            .clock(Arc::new(clock.clone()))
+            .connect(&server.url())
+            .await
+            .unwrap();
+        server.stop();
+        l.check("k", 1).await.unwrap();
+        assert!(l.is_circuit_open(), "{failure:?}");
+        server.restart();
+        // NTP steps the wall clock back an hour; then the cool-down passes.
+        let wall = clock.now().as_unix_nanos();
+        clock.set(Timestamp::from_unix_nanos(wall - 3_600_000_000_000));
+        clock.advance(Duration::from_secs(2));
+        let calls = l.stats().redis_calls;
+        let mut admitted = Vec::new();
+        for _ in 0..3 {
+            admitted.push(l.check("k", 1).await.unwrap().allowed);
+        }
+        assert_eq!(
+            l.stats().redis_calls - calls,
+            3,
+            "{failure:?}: redis not called"
+        );
+        assert_eq!(admitted, [true, true, false], "{failure:?}");
+        assert!(!l.is_circuit_open());
+    }
+}
+
+/// A request whose cost is above a burst is denied, not an error: answered with the
+/// key's state as a peek sees it, and nothing is consumed.
+#[tokio::test]
+async fn a_cost_above_a_burst_is_a_denial_that_consumes_nothing() {
+    let server = RedisServer::start();
+    let l = RedisLimiter::builder(vec![
+        policy("a", 3, 1, Duration::from_secs(60)),
+        policy("b", 5, 1, Duration::from_secs(60)),
+    ])
+    .unwrap()
+    .timeout(PATIENT)
+    .connect(&server.url())
+    .await
+    .unwrap();
+    assert!(l.check("k", 1).await.unwrap().allowed);
+    for cost in [4, 6, u32::MAX] {
+        let d = l.check("k", cost).await.unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.denial, Some(Denial::CostExceedsBurst), "cost {cost}");
+        assert_eq!(d.retry_after, Duration::MAX);
+        assert_eq!(d.limit, 3, "the first burst it exceeds");
+        assert_eq!(d.remaining, 2, "policy a, as a peek sees it");
+    }
+    assert!(
+        l.check("k", 2).await.unwrap().allowed,
+        "nothing was consumed"
+    );
+    assert_eq!(l.check("k", 1).await.unwrap().denial, Some(Denial::Limited));
+    let s = l.stats();
+    assert_eq!(s.cost_exceeds_burst, 3);
+    assert_eq!((s.allowed, s.denied), (2, 1));
+}
+
+/// Block durations from zero to `Duration::MAX` (around 2^53 and 2^63 µs included):
+/// longer than 100 years blocks for 100 years, and the check reports it exactly
+/// (the script overflowed to a `retry_after` of 0 at 2^63 µs).
+#[tokio::test]
+async fn block_durations_from_zero_to_duration_max_report_their_retry_after() {
+    const HUNDRED_YEARS: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let us = Duration::from_micros;
+    let mut cases = vec![
+        (Duration::ZERO, None),
+        (us(1), Some(us(1))),
+        (Duration::from_secs(90), Some(Duration::from_secs(90))),
+        (HUNDRED_YEARS - us(1), Some(HUNDRED_YEARS - us(1))),
+        (HUNDRED_YEARS, Some(HUNDRED_YEARS)),
+        (Duration::MAX, Some(HUNDRED_YEARS)),
+    ];
+    for above in [
+        (1u64 << 53) - 1,
+        1 << 53,
+        (1 << 53) + 1,
+        (1 << 63) - 1,
+        1 << 63,
+        (1 << 63) + 1,
+        u64::MAX,
+    ] {
+        cases.push((us(above), Some(HUNDRED_YEARS)));
+    }
+    let server = RedisServer::start();
+    let l = limiter(
+        &server.url(),
+        vec![policy("p", 5, 5, Duration::from_secs(1))],
+    )
+    .await;
+    let now = START_MICROS;
+    for (i, (duration, expected)) in cases.into_iter().enumerate() {
+        let key = format!("blocked-{i}");
+        l.block_inner(&key, duration, Some(now)).await.unwrap();
+        let d = l.check_inner(&key, 1, Some(now)).await.unwrap();
+        match expected {
+            None => assert!(d.allowed, "{duration:?}: {d:?}"),
+            Some(left) => {
+                assert_eq!(d.denial, Some(Denial::Blocked), "{duration:?}");
+                assert_eq!(d.retry_after, left, "{duration:?}");
+            }
+        }
+    }
+    // With Redis' own clock too: Duration::MAX is a block of about 100 years.
+    l.block("forever", Duration::MAX).await.unwrap();
+    let d = l.check("forever", 1).await.unwrap();
+    assert!(
+        d.retry_after > HUNDRED_YEARS - Duration::from_secs(60) && d.retry_after <= HUNDRED_YEARS,
+        "{d:?}"
+    );
+}
+
+/// `LocalShare` with more instances than burst units: the share is zero, and during
+/// an outage the instance admits nothing (6 instances of a burst of 3 admitted 6).
+#[tokio::test]
+async fn outage_with_more_instances_than_burst_units_admits_nothing_locally() {
+    let quota = Quota::new(3, 3, Duration::from_secs(60)).unwrap();
+    let run = outage(FailurePolicy::LocalShare { instances: 6 }, quota).await;
+    assert!(run.during.iter().all(|d| !d.allowed), "{:?}", run.during);
+    assert!(
+        run.during
+            .iter()
+            .all(|d| d.denial == Some(Denial::Unavailable))
+    );
+    assert_eq!(run.stats_during.fallback_local, 30);
+    assert!(run.after.iter().all(|d| d.allowed), "{:?}", run.after);
+}
+
+/// A limiter on `url` with the given failure policy and clock, without deny cache.
+async fn on_clock(
+    url: &str,
+    policies: Vec<Policy>,
+    failure: FailurePolicy,
+    clock: &ManualClock,
+) -> RedisLimiter {
+    RedisLimiter::builder(policies)
+        .unwrap()
+        .timeout(PATIENT)
+        .deny_cache_keys(0)
+        .failure_policy(failure)
+        .clock(Arc::new(clock.clone()))
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+/// Redis data loss (FLUSHALL, a restart without persistence) never refills a spent
+/// key silently. Every instance sees the loss; from the time it was first seen (kept
+/// in Redis, so all agree) and for one burst window, the failure policy (Closed:
+/// deny) answers for every key; then Redis again.
+#[tokio::test]
+async fn data_loss_never_refills_a_spent_key_silently() {
+    let mut server = RedisServer::start();
+    // Burst 2, one per 10 s: the burst window is 20 s.
+    let quota = vec![policy("p", 2, 1, Duration::from_secs(10))];
+    let clock = manual_clock();
+    let a = on_clock(&server.url(), quota.clone(), FailurePolicy::Closed, &clock).await;
+    let b = on_clock(&server.url(), quota.clone(), FailurePolicy::Closed, &clock).await;
+    let t0 = START_MICROS;
+    assert_eq!(admitted_of(&a, "victim", 3, t0).await, 2);
+    assert_eq!(
+        server.command(&["FLUSHALL"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    let seen = t0 + 1_000;
+    let d = a.check_inner("victim", 1, Some(seen)).await.unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable), "refilled: {d:?}");
+    assert_eq!(d.retry_after, Duration::from_secs(20));
+    // B agrees, from the time A saw it; and so does a key nobody had used.
+    let d = b
+        .check_inner("victim", 1, Some(seen + 5_000_000))
+        .await
+        .unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable));
+    assert_eq!(d.retry_after, Duration::from_secs(15));
+    let d = b
+        .check_inner("newcomer", 1, Some(seen + 5_000_000))
+        .await
+        .unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable));
+    // A limiter that connects afterwards learns the same window from Redis.
+    let c = on_clock(&server.url(), quota.clone(), FailurePolicy::Closed, &clock).await;
+    let d = c
+        .check_inner("victim", 1, Some(seen + 19_999_999))
+        .await
+        .unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable));
+    assert_eq!(
+        (
+            a.stats().data_losses,
+            b.stats().data_losses,
+            c.stats().data_losses
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(a.stats().failed_closed + b.stats().failed_closed, 3);
+    // After the window Redis decides again, from a fresh state: nothing was written.
+    let after = seen + 20_000_000;
+    assert_eq!(admitted_of(&a, "victim", 3, after).await, 2);
+    assert_eq!(admitted_of(&b, "newcomer", 3, after).await, 2);
+    // A restart without persistence loses the data too.
+    server.restart();
+    let lost_again = after + 1_000;
+    for _ in 0..10 {
+        let d = a.check_inner("victim", 1, Some(lost_again)).await.unwrap();
+        assert_eq!(d.denial, Some(Denial::Unavailable), "{d:?}");
+        if a.stats().data_losses == 2 {
+            break;
+        }
+    }
+    assert_eq!(a.stats().data_losses, 2, "{:?}", a.stats());
+    let d = b
+        .check_inner("victim", 1, Some(lost_again + 1))
+        .await
+        .unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable));
+}
+
+/// A limiter that connects after a loss, before any instance that knew the old epoch
+/// checks, creates a fresh epoch; the first instance that knew the old one then marks
+/// the loss, and from then on every instance (the newcomer too) sees the window.
+#[tokio::test]
+async fn a_loss_is_marked_by_the_first_instance_that_knew_the_old_epoch() {
+    let server = RedisServer::start();
+    let quota = vec![policy("p", 2, 1, Duration::from_secs(10))];
+    let clock = manual_clock();
+    let a = on_clock(&server.url(), quota.clone(), FailurePolicy::Closed, &clock).await;
+    let t0 = START_MICROS;
+    assert_eq!(admitted_of(&a, "victim", 3, t0).await, 2);
+    server.command(&["FLUSHALL"]).unwrap();
+    let newcomer = on_clock(&server.url(), quota, FailurePolicy::Closed, &clock).await;
+    let d = a.check_inner("victim", 1, Some(t0 + 1_000)).await.unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable));
+    assert_eq!(d.retry_after, Duration::from_secs(20));
+    let d = newcomer
+        .check_inner("victim", 1, Some(t0 + 2_000))
+        .await
+        .unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable));
+    assert_eq!(a.stats().data_losses, 1);
+}
+
+/// Each policy is uncertain for its own burst window after a loss: under `Open` the
+/// per-second policy limits again after its 1 s while the per-minute one is still
+/// skipped (admitted, counted); under `LocalShare` the per-minute one is checked
+/// against its local share; under `Closed` nothing is consumed while denied.
+#[tokio::test]
+async fn after_a_data_loss_each_policy_is_uncertain_for_its_own_burst_window() {
+    let server = RedisServer::start();
+    let policies = || {
+        vec![
+            policy("sec", 2, 2, Duration::from_secs(1)), // window 1 s
+            policy("min", 5, 5, Duration::from_secs(60)), // window 60 s
+        ]
+    };
+    let clock = manual_clock();
+    let open = on_clock(&server.url(), policies(), FailurePolicy::Open, &clock).await;
+    let local = on_clock(
+        &server.url(),
+        policies(),
+        FailurePolicy::LocalShare { instances: 2 },
+        &clock,
+    )
+    .await;
+    let closed = on_clock(&server.url(), policies(), FailurePolicy::Closed, &clock).await;
+    server.command(&["FLUSHALL"]).unwrap();
+    let at = |offset_ms: u64| {
+        clock.set(Timestamp::from_unix_micros(
+            START_MICROS + offset_ms * 1_000,
+        ));
+        clock.now().as_unix_micros()
+    };
+    // Seen at 0: both policies uncertain. Open admits, counted.
+    let t = at(0);
+    let d = open.check_inner("o", 1, Some(t)).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!(open.stats().failed_open, 1);
+    // At 2 s the per-second policy is Redis' again: 2 admitted, then denied by it.
+    let t = at(2_000);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(open.check_inner("o", 1, Some(t)).await.unwrap());
+    }
+    assert_eq!(
+        got.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert_eq!((got[2].denial, got[2].limit), (Some(Denial::Limited), 2));
+    assert_eq!(open.stats().failed_open, 3);
+    // LocalShare at 2 s: "sec" on Redis, "min" on its local share (burst 5 / 2 = 2).
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(local.check_inner("l", 1, Some(t)).await.unwrap().allowed);
+    }
+    assert_eq!(got, [true, true, false]);
+    // At 4 s "sec" has refilled; the local share of "min" has not (one per 24 s).
+    let t = at(4_000);
+    let d = local.check_inner("l", 1, Some(t)).await.unwrap();
+    assert_eq!((d.allowed, d.limit), (false, 2), "{d:?}");
+    // Two admitted and this one by the share; the third at 2 s was Redis' ("sec").
+    assert_eq!(local.stats().fallback_local, 3);
+    // Closed at 4 s: denied until the per-minute window ends, consuming nothing.
+    let d = closed.check_inner("c", 1, Some(t)).await.unwrap();
+    assert_eq!(d.denial, Some(Denial::Unavailable));
+    assert_eq!(d.retry_after, Duration::from_secs(56));
+    let t = at(60_000);
+    assert_eq!(
+        admitted_of(&closed, "c", 3, t).await,
+        2,
+        "sec was not consumed"
+    );
+    assert_eq!(admitted_of(&open, "o", 1, t).await, 1, "back on redis");
+    assert_eq!(open.stats().failed_open, 3);
+}
+
+/// Every limiter key carries a TTL, so any `maxmemory-policy` but `noeviction` may
+/// evict a spent key and refill it silently: such a Redis is refused at connect
+/// (read with CONFIG GET, or INFO memory where an ACL forbids CONFIG), unless the
+/// builder allows it.
+#[tokio::test]
+async fn a_redis_that_may_evict_limiter_keys_is_refused_unless_allowed() {
+    let connect = |url: String, allow: bool| async move {
+        RedisLimiter::builder(vec![policy("p", 2, 1, Duration::from_secs(60))])
+            .unwrap()
+            .timeout(PATIENT)
+            .allow_key_eviction(allow)
+            .connect(&url)
+            .await
+    };
+    for unsafe_policy in [
+        "volatile-lru",
+        "allkeys-lru",
+        "volatile-ttl",
+        "allkeys-random",
+    ] {
+        let server = RedisServer::start_with_args(&["--maxmemory-policy", unsafe_policy]);
+        match connect(server.url(), false).await {
+            Err(Error::UnsafeEvictionPolicy { policy }) => assert_eq!(policy, unsafe_policy),
+            other => panic!("{unsafe_policy}: {other:?}"),
+        }
+        let err = connect(server.url(), false).await.unwrap_err();
+        assert!(err.to_string().contains("noeviction"), "{err}");
+        assert!(
+            connect(server.url(), true).await.is_ok(),
+            "allowed explicitly"
+        );
+    }
+    // An ACL user without CONFIG: the policy is read from INFO memory.
+    for (server_policy, refused) in [("volatile-lru", true), ("noeviction", false)] {
+        let server = RedisServer::start_with_args(&["--maxmemory-policy", server_policy]);
+        let acl = [
+            "ACL", "SETUSER", "limiter", "on", ">pw", "~*", "+@all", "-config",
+        ];
+        assert_eq!(server.command(&acl).unwrap(), Reply::Status("OK".into()));
+        let url = format!("redis://limiter:pw@127.0.0.1:{}/", server.port());
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let config: RedisResult<Value> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await;
+        assert!(config.is_err(), "the ACL forbids CONFIG: {config:?}");
+        match connect(url, false).await {
+            Err(Error::UnsafeEvictionPolicy { policy }) if refused => {
+                assert_eq!(policy, server_policy)
+            }
+            Ok(_) if !refused => {}
+            other => panic!("{server_policy}: {other:?}"),
+        }
+    }
+}
+
+/// Why only `noeviction` is safe, under memory pressure from 50,000 or more spray keys
+/// (with a TTL, as every limiter key has): under `volatile-lru` Redis evicts the spent key
+/// and it is admitted again; under `noeviction` the spent key stays spent (denied on
+/// its intact state), and a check that must write is refused by Redis and denied by
+/// the failure policy (Closed).
+#[tokio::test]
+async fn under_memory_pressure_only_noeviction_keeps_a_spent_key_spent() {
+    /// Writes 50,000 spray keys, then (under an evicting policy, whose LRU only
+    /// samples keys) 1,000 more at a time until the victim is gone, at most 500,000.
+    async fn spray(server: &RedisServer) -> RedisResult<()> {
+        let client = redis::Client::open(server.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let victim_gone = || {
+            server
+                .command(&["EXISTS", "palisade:rl:{victim}:p"])
+                .unwrap()
+                == Reply::Integer(0)
+        };
+        for batch in 0..500 {
+            if batch >= 50 && victim_gone() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for i in 0..1_000 {
+                pipe.cmd("SET")
+                    .arg(format!("palisade:rl:{{spray-{batch}-{i}}}:p"))
+                    .arg("1800000000000000")
+                    .arg("PX")
+                    .arg(3_600_000)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        Ok(())
+    }
+    let used = |server: &RedisServer| -> u64 {
+        let info = server.command(&["INFO", "memory"]).unwrap().text();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    for (policy, refilled) in [("volatile-lru", true), ("noeviction", false)] {
+        let server = RedisServer::start_with_args(&["--maxmemory-policy", policy]);
+        // Room for the limiter, not for the spray.
+        let limit = (used(&server) + 2_000_000).to_string();
+        server
+            .command(&["CONFIG", "SET", "maxmemory", &limit])
+            .unwrap();
+        let l = RedisLimiter::builder(vec![policy_of(2, 3600)])
+            .unwrap()
+            .timeout(PATIENT)
+            .deny_cache_keys(0)
+            .allow_key_eviction(true)
+            .connect(&server.url())
+            .await
+            .unwrap();
+        assert_eq!(admitted(&l, "victim", 3).await, 2);
+        let sprayed = spray(&server).await;
+        let victim_kept = server
+            .command(&["EXISTS", "palisade:rl:{victim}:p"])
+            .unwrap();
+        let d = l.check("victim", 1).await.unwrap();
+        if refilled {
+            assert!(sprayed.is_ok(), "{sprayed:?}");
+            assert_eq!(victim_kept, Reply::Integer(0), "evicted");
+            assert!(d.allowed, "the evicted key is a full quota again: {d:?}");
+        } else {
+            assert!(sprayed.is_err(), "noeviction refuses writes when full");
+            assert_eq!(victim_kept, Reply::Integer(1));
+            assert_eq!(d.denial, Some(Denial::Limited), "{d:?}");
+            // New keys fit until Redis is full (its own buffers come and go); then a
+            // check that must write is refused, and denied by the failure policy.
+            let mut refused = None;
+            for i in 0..10_000 {
+                let d = l.check(&format!("newcomer-{i}"), 1).await.unwrap();
+                if !d.allowed {
+                    refused = Some(d);
+                    break;
+                }
+            }
+            let refused = refused.expect("a full redis refused no write");
+            assert_eq!(refused.denial, Some(Denial::Unavailable), "{refused:?}");
+            assert_eq!(l.stats().failed_closed, 1);
+            assert!(!l.check("victim", 1).await.unwrap().allowed, "still spent");
+        }
+    }
+}
+
+fn policy_of(burst: u32, per_secs: u64) -> Policy {
+    policy("p", burst, 1, Duration::from_secs(per_secs))
+}
+
+async fn admitted(l: &RedisLimiter, key: &str, n: usize) -> usize {
+    let mut admitted = 0;
+    for _ in 0..n {
+        admitted += usize::from(l.check(key, 1).await.unwrap().allowed);
+    }
+    admitted
 }
