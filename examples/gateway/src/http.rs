@@ -1,0 +1,581 @@
+//! The request path: middleware (request id, client address, threat intelligence,
+//! per-address limit, bearer tokens) and the handlers (login, step-up, logout, JWKS,
+//! the API, operations).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use palisade_core_traits::{
+    EventId, EventKind, LoginOutcome, RequestContext, SecurityEvent, Severity, Subject,
+    TokenIdentity, TokenRevoker, normalize_user_id,
+};
+use palisade_device_fp::{DeviceFingerprint, DeviceStore, FingerprintInputs, consistency_flags};
+use palisade_jwt_cache::ValidatedToken;
+use palisade_ratelimit::Denial;
+use palisade_threat_score::{GeoLookup, Signals, Verdict};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::activity::{Activity, LoginResult, Origin, What};
+use crate::idempotency::ClientIdentity;
+use crate::service::{AUDIENCE, Gateway, TOKEN_TTL};
+use crate::users::PasswordCheck;
+
+/// The request's id (`X-Request-Id`: the client's if well-formed, else a new one).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The client address, from the peer and the trusted proxies' header.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+/// The validated bearer token of an `/api` request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<ValidatedToken>);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    SystemRandom::new()
+        .fill(&mut b)
+        .unwrap_or_else(|_| unreachable!("the OS random source failed"));
+    hex::encode(b)
+}
+
+fn problem(status: StatusCode, error: &str, detail: &str) -> Response {
+    (status, Json(json!({"error": error, "detail": detail}))).into_response()
+}
+
+impl Gateway {
+    /// Where an address is, for the map (GeoIP).
+    pub fn origin(&self, ip: IpAddr) -> Origin {
+        let g = self.geo.lookup(ip);
+        Origin {
+            ip: Some(ip),
+            country: g.country,
+            location: g.location,
+            asn: g.asn,
+            ja4: None,
+        }
+    }
+
+    fn show(&self, req_id: &RequestId, ip: IpAddr, what: What) {
+        self.dashboard.publish(
+            Activity::new(self.clock.now(), self.origin(ip), what)
+                .with_request_id(req_id.0.clone()),
+        );
+    }
+
+    async fn detect(&self, event: SecurityEvent) {
+        self.bus.publish(event).await;
+    }
+
+    fn event_id(&self, what: &str) -> EventId {
+        EventId::new(format!("gateway-{what}-{}", random_hex(8)))
+            .unwrap_or_else(|e| unreachable!("a generated id is valid: {e}"))
+    }
+}
+
+/// Request id, client address and a tracing span for every request.
+pub async fn context(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(|| random_hex(12), str::to_owned);
+    let headers: Vec<(&str, &str)> = req
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+        .collect();
+    let ip = gw.proxies.client_ip(peer.ip(), headers);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(ClientIp(ip));
+    req.extensions_mut()
+        .insert(ClientIdentity(format!("ip {ip}")));
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path(), client = %ip);
+    let _enter = span.enter();
+    drop(_enter);
+    let route = match req.uri().path() {
+        "/login" => "login",
+        "/login/step-up" => "step_up",
+        "/logout" => "logout",
+        p if p.starts_with("/api/") => "api",
+        _ => "other",
+    };
+    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
+    crate::metrics::count_request(route, response.status().as_u16());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// The threat-intelligence deny list, then the per-address limit (blocks included).
+pub async fn guard(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
+    let id = req.extensions().get::<RequestId>().cloned();
+    let (Some(ip), Some(id)) = (ip, id) else {
+        return next.run(req).await;
+    };
+    if let Some(list) = gw.intel.as_ref().and_then(|i| i.matches(ip)) {
+        gw.show(
+            &id,
+            ip,
+            What::IntelHit {
+                list: list.to_string(),
+            },
+        );
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the client address is on a deny list",
+        );
+    }
+    let d = gw
+        .ip_limit
+        .check(&ip, 1)
+        .unwrap_or_else(|_| unreachable!("the in-memory check cannot fail"));
+    if d.allowed {
+        return next.run(req).await;
+    }
+    if d.denial == Some(Denial::Blocked) {
+        gw.show(
+            &id,
+            ip,
+            What::Blocked {
+                reason: "blocked by a playbook".into(),
+            },
+        );
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the client address is blocked",
+        );
+    }
+    gw.show(
+        &id,
+        ip,
+        What::RateLimited {
+            policy: "ip".into(),
+        },
+    );
+    let event = SecurityEvent::new(
+        gw.event_id("limit"),
+        gw.clock.now(),
+        EventKind::RateLimitExceeded,
+        Severity::Low,
+        Subject::ip(ip),
+        "palisade-gateway",
+    )
+    .with_evidence("policy", "ip");
+    gw.detect(event).await;
+    let mut r = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests from this address",
+    );
+    if let Some(v) =
+        palisade_ratelimit::headers::retry_after(&d).and_then(|s| HeaderValue::from_str(&s).ok())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// `POST /login` body.
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+fn token_response(token: Option<String>) -> Response {
+    let Some(token) = token else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "tokens cannot be issued right now",
+        );
+    };
+    (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": TOKEN_TTL.as_secs(),
+        })),
+    )
+        .into_response()
+}
+
+impl Gateway {
+    /// A signed access token for `user`, or `None` (logged) if signing failed.
+    fn issue(&self, user: &str) -> Option<String> {
+        let mut claims = serde_json::Map::new();
+        claims.insert("iss".into(), self.config.issuer.clone().into());
+        claims.insert("sub".into(), normalize_user_id(user).into_owned().into());
+        claims.insert("aud".into(), AUDIENCE.into());
+        claims.insert("jti".into(), random_hex(16).into());
+        match self.keys.sign_jwt(claims, TOKEN_TTL) {
+            Ok(t) => Some(t.compact),
+            Err(e) => {
+                tracing::error!(error = %e, "signing failed");
+                None
+            }
+        }
+    }
+
+    /// The request as the crates see it.
+    fn context_of(&self, ip: IpAddr, user: &str, headers: &HeaderMap) -> RequestContext {
+        let mut ctx = RequestContext::new(ip, self.clock.now())
+            .with_user(user)
+            .with_request("POST", "/login");
+        for (n, v) in headers {
+            if let Ok(v) = v.to_str() {
+                ctx = ctx.with_header(n.as_str(), v);
+            }
+        }
+        ctx
+    }
+}
+
+/// `POST /login`: per-account limit, device trust, risk, then allow, step up or deny.
+pub async fn login(
+    State(gw): State<Arc<Gateway>>,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
+    axum::Extension(id): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<LoginBody>,
+) -> Response {
+    let user = normalize_user_id(&body.username).into_owned();
+    if user.is_empty() || user.len() > 256 {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "username must be 1 to 256 characters",
+        );
+    }
+    let d = gw
+        .account_limit
+        .check(&user, 1)
+        .unwrap_or_else(|_| unreachable!("the in-memory check cannot fail"));
+    if !d.allowed {
+        gw.show(
+            &id,
+            ip,
+            What::RateLimited {
+                policy: "login-account".into(),
+            },
+        );
+        let mut r = problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many login attempts for this account",
+        );
+        if let Some(v) = palisade_ratelimit::headers::retry_after(&d)
+            .and_then(|s| HeaderValue::from_str(&s).ok())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    // Argon2id takes tens of milliseconds: off the async workers.
+    let users = gw.users.clone();
+    let (u, p) = (user.clone(), body.password);
+    let check = tokio::task::spawn_blocking(move || users.check_password(&u, &p))
+        .await
+        .unwrap_or(PasswordCheck::Invalid);
+    let outcome = match check {
+        PasswordCheck::Valid(_) => LoginOutcome::Success,
+        PasswordCheck::Invalid => LoginOutcome::Failure,
+    };
+    let ctx = gw.context_of(ip, &user, &headers).with_login(outcome);
+    // Device trust feeds the score (the decision taken for threat-score).
+    let inputs = FingerprintInputs::from_request(&ctx);
+    let flags = consistency_flags(&inputs, ctx.user_agent());
+    let fp = DeviceFingerprint::compute(&gw.fingerprint_key, &inputs);
+    let seen = gw
+        .devices
+        .observe(&user, &fp, Some(outcome), &flags, gw.clock.now());
+    let mut signals = Signals::default().with_device_familiarity(seen.trust_before.score);
+    signals.geo = Some(gw.geo.lookup(ip));
+    let score = gw.scorer.score_with(&ctx, &signals);
+    let step_up_required = gw.step_ups.required(&user);
+    let result = match (outcome, score.verdict) {
+        (LoginOutcome::Failure, _) => LoginResult::Failure,
+        (_, Verdict::Block) => LoginResult::Denied,
+        (_, Verdict::StepUp) => LoginResult::StepUp,
+        _ if step_up_required => LoginResult::StepUp,
+        _ => LoginResult::Success,
+    };
+    // Only a completed login teaches the history; a failure feeds the velocity counters.
+    let teach = match result {
+        LoginResult::Success => Some(LoginOutcome::Success),
+        LoginResult::Failure => Some(LoginOutcome::Failure),
+        _ => None,
+    };
+    if let Some(o) = teach {
+        let _ = gw.scorer.record(&ctx.clone().with_login(o), &signals);
+    }
+    gw.show(
+        &id,
+        ip,
+        What::Login {
+            user: user.clone(),
+            result,
+            score: Some(score.score),
+        },
+    );
+    if let Some(event) = gw.scorer.event(&ctx, &score) {
+        gw.detect(event.with_evidence("request_id", id.0.clone()))
+            .await;
+    }
+    match result {
+        LoginResult::Failure => problem(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong username or password",
+        ),
+        LoginResult::Denied => problem(StatusCode::FORBIDDEN, "denied", "this login was refused"),
+        LoginResult::StepUp => {
+            let challenge = gw.step_ups.open(&user, ip);
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Palisade-OTP")],
+                Json(json!({
+                    "error": "step_up_required",
+                    "challenge": challenge,
+                    "detail": "send the code from your authenticator to /login/step-up",
+                })),
+            )
+                .into_response()
+        }
+        _ => token_response(gw.issue(&user)),
+    }
+}
+
+/// `POST /login/step-up` body.
+#[derive(Deserialize)]
+pub struct StepUpBody {
+    challenge: String,
+    code: String,
+}
+
+/// `POST /login/step-up`: the one-time code for a challenge from the same address.
+pub async fn step_up(
+    State(gw): State<Arc<Gateway>>,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
+    axum::Extension(id): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<StepUpBody>,
+) -> Response {
+    let Some(ch) = gw.step_ups.attempt(&body.challenge).filter(|c| c.ip == ip) else {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "invalid_challenge",
+            "unknown, expired or spent challenge",
+        );
+    };
+    let ok = gw
+        .users
+        .check_totp(&ch.user, &body.code, gw.clock.now().as_unix_secs());
+    let outcome = if ok {
+        LoginOutcome::StepUpSuccess
+    } else {
+        LoginOutcome::StepUpFailure
+    };
+    let ctx = gw.context_of(ip, &ch.user, &headers).with_login(outcome);
+    let mut signals = Signals::default();
+    signals.geo = Some(gw.geo.lookup(ip));
+    let _ = gw.scorer.record(&ctx, &signals);
+    let result = if ok {
+        LoginResult::StepUpPassed
+    } else {
+        LoginResult::StepUpFailed
+    };
+    gw.show(
+        &id,
+        ip,
+        What::Login {
+            user: ch.user.clone(),
+            result,
+            score: None,
+        },
+    );
+    if !ok {
+        if ch.attempts_left == 0 {
+            // The password was right and every code wrong: about the account itself.
+            let event = SecurityEvent::new(
+                gw.event_id("step-up"),
+                gw.clock.now(),
+                EventKind::AccountTakeover,
+                Severity::High,
+                Subject::user(&ch.user),
+                "palisade-gateway",
+            )
+            .with_basis(palisade_core_traits::EvidenceBasis::Authenticated)
+            .with_evidence("ip", ip.to_string())
+            .with_evidence(
+                "reason",
+                "every one-time code for an accepted password was wrong",
+            );
+            gw.detect(event).await;
+        }
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+            "wrong or expired code",
+        );
+    }
+    gw.step_ups.close(&body.challenge);
+    token_response(gw.issue(&ch.user))
+}
+
+/// Bearer tokens on `/api/*` and `/logout`: `401` before routing when absent or invalid,
+/// then the per-subject limit.
+pub async fn authenticate(
+    State(gw): State<Arc<Gateway>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let unauthorized = |error: Option<&str>| {
+        let value = match error {
+            Some(e) => format!("Bearer realm=\"palisade\", error=\"{e}\""),
+            None => "Bearer realm=\"palisade\"".to_owned(),
+        };
+        let mut r = StatusCode::UNAUTHORIZED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
+    };
+    let Some(auth) = req.headers().get(header::AUTHORIZATION) else {
+        return unauthorized(None);
+    };
+    let token = auth
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned());
+    let Some(token) = token else {
+        return unauthorized(Some("invalid_request"));
+    };
+    let validated = match gw.validator.validate_async(token.as_bytes()).await {
+        Ok(t) => t,
+        Err(_) => return unauthorized(Some("invalid_token")),
+    };
+    let subject = validated.identity().subject.clone().unwrap_or_default();
+    let d = gw
+        .subject_limit
+        .check(&subject, 1)
+        .unwrap_or_else(|_| unreachable!("the in-memory check cannot fail"));
+    if !d.allowed {
+        if let (Some(ClientIp(ip)), Some(id)) = (
+            req.extensions().get::<ClientIp>().copied(),
+            req.extensions().get::<RequestId>().cloned(),
+        ) {
+            gw.show(
+                &id,
+                ip,
+                What::RateLimited {
+                    policy: "api-subject".into(),
+                },
+            );
+        }
+        return problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests for this account",
+        );
+    }
+    req.extensions_mut()
+        .insert(ClientIdentity(format!("sub {subject}")));
+    req.extensions_mut().insert(Caller(validated));
+    next.run(req).await
+}
+
+/// `GET /api/me`: the caller's claims.
+pub async fn me(axum::Extension(Caller(token)): axum::Extension<Caller>) -> Response {
+    Json(token.claims().clone()).into_response()
+}
+
+/// `POST /logout`: revokes the caller's token at once.
+pub async fn logout(
+    State(gw): State<Arc<Gateway>>,
+    axum::Extension(Caller(token)): axum::Extension<Caller>,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
+    axum::Extension(id): axum::Extension<RequestId>,
+) -> Response {
+    let identity: &TokenIdentity = token.identity();
+    match TokenRevoker::revoke_token(gw.blacklist.as_ref(), identity).await {
+        Ok(()) => {
+            gw.show(
+                &id,
+                ip,
+                What::Revoked {
+                    scope: "token".into(),
+                    subject: identity.jti.clone().unwrap_or_default(),
+                },
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "revocation failed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the token could not be revoked; retry",
+            )
+        }
+    }
+}
+
+/// `GET /.well-known/jwks.json`.
+pub async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(gw.keys.jwks()),
+    )
+        .into_response()
+}
+
+/// `GET /healthz`: the process serves.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: the parts a request needs are ready (an active signing key).
+pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let keys = gw.keys.active().is_some();
+    let status = if keys {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"keys": keys}))).into_response()
+}
+
+/// Answers `/api/*` paths no route takes (after authentication).
+pub async fn not_found() -> Response {
+    problem(StatusCode::NOT_FOUND, "not_found", "no such resource")
+}

@@ -1,0 +1,205 @@
+//! Assembly and lifecycle: the router with its layers, the background tasks (incident
+//! response, dashboard ticks, threat-intelligence reloads, key rotation), and a
+//! graceful shutdown that drains connections and saves state.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use palisade_core_traits::Clock;
+use palisade_playbooks::audit::AuditLog;
+use palisade_playbooks::{Definition, Engine, Executor};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{AdminState, Sessions as AdminSessions};
+use crate::app::admin_routes;
+use crate::config::Config;
+use crate::http;
+use crate::idempotency;
+use crate::incident::Correlator;
+use crate::response::{Bus, Responder};
+use crate::service::{Gateway, StartError};
+
+/// How often expired playbook decisions are undone.
+const EXPIRY_TICK: Duration = Duration::from_secs(1);
+
+/// The HTTP surface of `gw`.
+pub fn router(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> Router {
+    let idem = from_fn_with_state(gw.idempotency.clone(), idempotency::layer);
+    let api = Router::new()
+        .route("/me", get(http::me))
+        .fallback(http::not_found)
+        .layer(idem.clone())
+        .layer(from_fn_with_state(gw.clone(), http::authenticate));
+    let logout = Router::new()
+        .route("/logout", post(http::logout))
+        .layer(from_fn_with_state(gw.clone(), http::authenticate));
+    let public = Router::new()
+        .route("/login", post(http::login))
+        .route("/login/step-up", post(http::step_up))
+        .layer(idem)
+        .route("/.well-known/jwks.json", get(http::jwks))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .merge(logout)
+        .nest("/api", api)
+        .with_state(gw.clone());
+    let operators = admin_routes(AdminState {
+        users: gw.users.clone(),
+        sessions: Arc::new(AdminSessions::new(gw.clock.clone())),
+        dashboard: gw.dashboard.clone(),
+        shutdown,
+        tls: gw.config.tls_cert.is_some(),
+    });
+    let metrics = Router::new()
+        .route("/metrics", get(crate::metrics::render))
+        .with_state(gw.dashboard.clone());
+    public
+        .merge(operators)
+        .merge(metrics)
+        .layer(from_fn_with_state(gw.clone(), http::guard))
+        .layer(from_fn_with_state(gw.clone(), http::context))
+        // Bodies are small here: a bound before anything reads them.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+}
+
+/// A running gateway.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state (for tests and the demo).
+    pub gateway: Arc<Gateway>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    responder: JoinHandle<Responder<std::fs::File>>,
+    state_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Stops accepting, drains connections (WebSockets close), stops the background
+    /// tasks and saves the playbooks' state.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        // The bus closes when the gateway (its last sender) is dropped; the responder
+        // then finishes what it holds and hands its engine back.
+        drop(self.gateway);
+        if let Ok(Ok(responder)) =
+            tokio::time::timeout(Duration::from_secs(5), self.responder).await
+        {
+            let state = responder.engine.snapshot().to_json();
+            let path = self.state_dir.join("playbooks-state.json");
+            if let Err(e) = std::fs::write(&path, state) {
+                tracing::error!(error = %e, path = %path.display(), "saving the playbooks' state failed");
+            }
+        }
+    }
+}
+
+/// Starts the gateway on `config.listen` (port 0 picks a free one).
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
+    let io = |what: &'static str| {
+        move |e: std::io::Error| StartError::Part {
+            part: what,
+            message: e.to_string(),
+        }
+    };
+    std::fs::create_dir_all(&config.state_dir).map_err(io("state directory"))?;
+    let state_dir = config.state_dir.clone();
+    let listen = config.listen;
+    let (bus, rx) = Bus::new();
+    let gw = Arc::new(Gateway::build(config, clock.clone(), bus)?);
+
+    // Incident response: the playbooks, resumed from the saved state.
+    let def = Definition::default_set().map_err(|e| StartError::Part {
+        part: "playbooks",
+        message: e.to_string(),
+    })?;
+    let saved = std::fs::read_to_string(state_dir.join("playbooks-state.json")).ok();
+    let engine = match saved.map(|s| palisade_playbooks::Snapshot::from_json(&s)) {
+        Some(Ok(snapshot)) => Engine::restore(def, snapshot),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the saved playbooks' state does not parse; starting empty");
+            Engine::new(Definition::default_set().map_err(|e| StartError::Part {
+                part: "playbooks",
+                message: e.to_string(),
+            })?)
+        }
+        None => Engine::new(def),
+    };
+    let audit_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("audit.jsonl"))
+        .map_err(io("audit log"))?;
+    let responder = Responder {
+        engine,
+        executor: Executor::new(gw.responders()),
+        audit: AuditLog::new(audit_file),
+        correlator: Correlator::new(Duration::from_secs(600)),
+        dashboard: gw.dashboard.clone(),
+        clock: clock.clone(),
+    };
+    let responder = tokio::spawn(responder.run(rx, EXPIRY_TICK));
+
+    let mut tasks = Vec::new();
+    let dash = gw.dashboard.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            t.tick().await;
+            dash.tick();
+        }
+    }));
+    if let Some(intel) = gw.intel.clone() {
+        tasks.push(tokio::spawn(intel.watch(Duration::from_secs(5))));
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let app = router(gw.clone(), stopped.clone());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(io("listen"))?;
+    let addr = listener.local_addr().map_err(io("listen"))?;
+    let mut signal = stopped;
+    let server = tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = signal.wait_for(|s| *s).await;
+        })
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    tracing::info!(%addr, "palisade-gateway listening");
+    Ok(Running {
+        addr,
+        gateway: gw,
+        stop,
+        server,
+        tasks,
+        responder,
+        state_dir,
+    })
+}
