@@ -122,6 +122,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         }
     };
     std::fs::create_dir_all(&config.state_dir).map_err(io("state directory"))?;
+    // Installed before the first request, so every count reaches /metrics.
+    let _ = crate::metrics::handle();
     let state_dir = config.state_dir.clone();
     let listen = config.listen;
     let (bus, rx) = Bus::new();

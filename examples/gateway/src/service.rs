@@ -198,11 +198,11 @@ pub struct Gateway {
     /// The proxies in front of the gateway.
     pub proxies: TrustedProxies,
     /// Per-address limit (every request).
-    pub ip_limit: Arc<KeyedLimiter<IpAddr>>,
+    pub ip_limit: Limiter<IpAddr>,
     /// Per-account limit on logins.
-    pub account_limit: Arc<KeyedLimiter<String>>,
+    pub account_limit: Limiter<String>,
     /// Per-subject limit on `/api`.
-    pub subject_limit: Arc<KeyedLimiter<String>>,
+    pub subject_limit: Limiter<String>,
     /// Revocations.
     pub blacklist: Arc<MemoryBlacklist>,
     /// Token validation (cache, revocation).
@@ -242,6 +242,19 @@ fn part<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -> StartErro
         part,
         message: e.to_string(),
     }
+}
+
+type Limiter<K> = Arc<KeyedLimiter<K, Arc<dyn Clock>>>;
+
+fn limiter<K: palisade_ratelimit::Key>(
+    clock: &Arc<dyn Clock>,
+    burst: u32,
+    rate: u32,
+    period: Duration,
+) -> Result<Limiter<K>, StartError> {
+    Quota::new(burst, rate, period)
+        .map(|q| Arc::new(KeyedLimiter::with_clock(q, clock.clone())))
+        .map_err(part("ratelimit"))
 }
 
 impl Gateway {
@@ -286,15 +299,10 @@ impl Gateway {
         } else {
             TrustedProxies::networks(config.trusted_proxies.iter().copied())
         };
-        let ip_limit = Arc::new(KeyedLimiter::new(
-            Quota::new(60, 30, Duration::from_secs(1)).map_err(part("ratelimit"))?,
-        ));
-        let account_limit = Arc::new(KeyedLimiter::new(
-            Quota::new(5, 5, Duration::from_secs(60)).map_err(part("ratelimit"))?,
-        ));
-        let subject_limit = Arc::new(KeyedLimiter::new(
-            Quota::new(100, 50, Duration::from_secs(1)).map_err(part("ratelimit"))?,
-        ));
+        // The limits read the gateway's clock: tests drive them with a ManualClock.
+        let ip_limit = limiter(&clock, 60, 30, Duration::from_secs(1))?;
+        let account_limit = limiter(&clock, 5, 5, Duration::from_secs(60))?;
+        let subject_limit = limiter(&clock, 100, 50, Duration::from_secs(1))?;
         let blacklist = Arc::new(
             MemoryBlacklist::with_clock(Default::default(), clock.clone())
                 .map_err(part("token-blacklist"))?,
