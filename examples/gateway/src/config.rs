@@ -88,6 +88,11 @@ pub struct Config {
     #[arg(long, env = "PALISADE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// How often the signing key rotates (the previous key stays published for the
+    /// longest token lifetime plus leeway), e.g. `24h`, `90m`.
+    #[arg(long, env = "PALISADE_KEY_ROTATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub key_rotation: std::time::Duration,
+
     /// Run a bounded, seeded traffic and attack scenario beside real traffic, so the
     /// dashboard is alive on first start; it stops by itself.
     #[arg(long)]

@@ -127,7 +127,16 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let state_dir = config.state_dir.clone();
     let listen = config.listen;
     let (bus, rx) = Bus::new();
+    let rotate_every = config.key_rotation;
     let gw = Arc::new(Gateway::build(config, clock.clone(), bus)?);
+    let warm = gw.clone();
+    tokio::task::spawn_blocking(move || warm.warm_up())
+        .await
+        .map_err(|e| StartError::Part {
+            part: "warm-up",
+            message: e.to_string(),
+        })?;
+    gw.publish_keys();
 
     // Incident response: the playbooks, resumed from the saved state.
     let def = Definition::default_set().map_err(|e| StartError::Part {
@@ -168,6 +177,17 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         loop {
             t.tick().await;
             dash.tick();
+        }
+    }));
+    let rotating = gw.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut t = tokio::time::interval(rotate_every);
+        t.tick().await; // the first key was made at start
+        loop {
+            t.tick().await;
+            if let Err(e) = rotating.rotate_keys() {
+                tracing::error!(error = %e, "key rotation failed; the current key keeps signing");
+            }
         }
     }));
     if let Some(intel) = gw.intel.clone() {

@@ -362,6 +362,57 @@ impl Gateway {
         })
     }
 
+    /// Shows every key of the ring on the dashboard (after start and each rotation).
+    pub fn publish_keys(&self) {
+        for k in self.keys.keys() {
+            let status = match k.state {
+                palisade_hsm_keys::KeyState::Pending => "pending",
+                palisade_hsm_keys::KeyState::Active => "active (signing)",
+                palisade_hsm_keys::KeyState::Retiring { .. } => "published (verifying only)",
+                _ => "retired",
+            };
+            self.dashboard.publish(crate::activity::Activity::new(
+                self.clock.now(),
+                crate::activity::Origin::default(),
+                crate::activity::What::Key {
+                    kid: k.info.kid().to_owned(),
+                    alg: k.info.algorithm.to_string(),
+                    status: status.into(),
+                },
+            ));
+        }
+    }
+
+    /// Rotates the signing key: a new key signs, the old one stays published for the
+    /// overlap (every token it signed can still be verified), keys past it are retired;
+    /// the validator's key set follows the JWKS.
+    pub fn rotate_keys(&self) -> Result<(), StartError> {
+        self.keys.rotate().map_err(part("hsm-keys"))?;
+        self.keys.retire_due().map_err(part("hsm-keys"))?;
+        let jwks = serde_json::to_vec(&self.keys.jwks()).map_err(part("hsm-keys"))?;
+        self.validator
+            .set_keys(KeySet::from_jwks(&jwks).map_err(part("jwt-cache"))?);
+        self.publish_keys();
+        Ok(())
+    }
+
+    /// Builds the lazily compiled parts (the User-Agent regexes) before the first login
+    /// needs them.
+    pub fn warm_up(&self) {
+        let ctx = palisade_core_traits::RequestContext::new(
+            IpAddr::from([192, 0, 2, 1]),
+            self.clock.now(),
+        )
+        .with_user("warm-up")
+        .with_header(
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        );
+        let inputs = palisade_device_fp::FingerprintInputs::from_request(&ctx);
+        let _ = palisade_device_fp::DeviceFingerprint::compute(&self.fingerprint_key, &inputs);
+        let _ = self.scorer.score(&ctx);
+    }
+
     /// The playbooks' responders, wired to this gateway's crates.
     pub fn responders(&self) -> palisade_playbooks::Responders {
         let mut r = palisade_playbooks::Responders::default();

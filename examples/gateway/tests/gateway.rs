@@ -469,3 +469,40 @@ async fn a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     h.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_with_overlap_and_old_tokens_stay_valid() {
+    let h = trusted().await;
+    let old = h.token("alice", LONDON).await;
+    h.gw.gateway.rotate_keys().unwrap();
+    let jwks: Value = h
+        .http
+        .get(format!("{}/.well-known/jwks.json", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    let new = h.token("bob", LONDON).await;
+    let kid = |t: &str| {
+        use base64::Engine;
+        let header = t.split('.').next().unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(kid(&old), kid(&new));
+    assert_eq!(
+        h.me(&old).await,
+        StatusCode::OK,
+        "a token of the previous key was refused"
+    );
+    assert_eq!(h.me(&new).await, StatusCode::OK);
+    h.gw.shutdown().await;
+}

@@ -1,5 +1,9 @@
 // Drives the dashboard in Debian's headless Chromium and prints one JSON line of
-// results. Usage: node dashboard.mjs <base-url> <artifact-dir> [trigger-path]
+// results. Usage: node dashboard.mjs <base-url> <artifact-dir>
+//
+// The scripted attack is real traffic to the gateway: failed logins from MaxMind's test
+// addresses (the gateway trusts loopback as its proxy, so X-Forwarded-For names the
+// client), one of them a wrong password for a user who always logs in from London.
 //
 // The page must load with no console error and no request leaving the machine, draw
 // the countries, show each triggered event on the map and in the feed (and the
@@ -8,11 +12,13 @@
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 
-const [base, artifacts, triggerPath = "/__test/trigger"] = process.argv.slice(2);
+const [base, artifacts] = process.argv.slice(2);
 if (!base || !artifacts) {
-  console.error("usage: node dashboard.mjs <base-url> <artifact-dir> [trigger-path]");
+  console.error("usage: node dashboard.mjs <base-url> <artifact-dir>");
   process.exit(2);
 }
+// MaxMind test addresses the bundled GeoIP databases locate.
+const SOURCES = ["175.16.199.0", "89.160.20.112", "216.160.83.56", "2.125.160.216", "81.2.69.142"];
 mkdirSync(artifacts, { recursive: true });
 const origin = new URL(base).origin;
 const failures = [];
@@ -53,12 +59,18 @@ try {
 
   const before = await page.locator("#c-login_failure").textContent();
 
-  // Scripted attack: each trigger makes the server publish an event for this id.
+  // Scripted attack: wrong passwords from around the world; the first one is for alice
+  // (a month of logins from London) from China, the fourth a user name that is markup.
   for (let i = 0; i < 20; i++) {
     const id = `browser-${i}`;
+    const user = i === 0 ? "alice" : i === 3 ? "<img src=x onerror=alert(1)>" : `user${i % 5}`;
     const t0 = performance.now();
-    const r = await fetch(`${base}${triggerPath}?id=${id}&n=${i}`, { method: "POST" });
-    if (!r.ok) { fail(`trigger ${id}: HTTP ${r.status}`); continue; }
+    const r = await fetch(`${base}/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": id, "x-forwarded-for": SOURCES[i % SOURCES.length] },
+      body: JSON.stringify({ username: user, password: "wrong-password" }),
+    });
+    if (r.status >= 500) { fail(`login ${id}: HTTP ${r.status}`); continue; }
     await page.waitForSelector(`#feed li[data-request-id="${id}"]`, { timeout: 5000 });
     results.latencies_ms.push(Math.round((performance.now() - t0) * 10) / 10);
   }
