@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use palisade_core_traits::{
-    Clock, EventId, EvidenceBasis, LoginOutcome, RequestContext, Score, SecurityEvent, Severity,
-    Subject, Timestamp, canonical_ip, normalize_user_id,
+    Clock, EventId, EventKind, EvidenceBasis, LoginOutcome, RequestContext, Score, SecurityEvent,
+    Severity, Subject, Timestamp, canonical_ip, normalize_user_id,
 };
 use siphasher::sip::SipHasher13;
 
@@ -539,7 +539,15 @@ impl ThreatScorer {
         );
         let id = EventId::new(id).ok()?;
         let ip = canonical_ip(ctx.peer_ip);
-        let subject = if user_id.is_empty() {
+        let kind = top.event_kind();
+        // A brute force, stuffing or spray is the source's doing: the event is about the
+        // address (what a response may block), the targeted account goes in the
+        // evidence. Everything else is about the account.
+        let about_source = matches!(
+            kind,
+            EventKind::BruteForce | EventKind::CredentialStuffing | EventKind::PasswordSpray
+        );
+        let subject = if user_id.is_empty() || about_source {
             Subject::ip(ip)
         } else {
             Subject::user(&user_id)
@@ -555,12 +563,15 @@ impl ThreatScorer {
         let outcome = ctx
             .login
             .map_or_else(|| "none".to_owned(), |o| format!("{o:?}").to_lowercase());
-        let mut ev = SecurityEvent::new(id, now, top.event_kind(), severity, subject, EVENT_SOURCE)
+        let mut ev = SecurityEvent::new(id, now, kind, severity, subject, EVENT_SOURCE)
             .with_basis(basis)
             .with_evidence("ip", ip.to_string())
             .with_evidence("outcome", outcome)
             .with_evidence("verdict", format!("{:?}", score.verdict).to_lowercase())
             .with_evidence("confidence", format!("{:.2}", score.confidence));
+        if !user_id.is_empty() {
+            ev = ev.with_evidence("user", user_id.into_owned());
+        }
         if let Ok(s) = Score::new(score.score) {
             ev = ev.with_score(s);
         }

@@ -207,6 +207,9 @@ fn brute_force_is_named_and_blocks() {
         ev.kind,
         EventKind::BruteForce | EventKind::CredentialStuffing
     ));
+    // The source is what a response may act on (block it); the account is evidence.
+    assert_eq!(ev.subject, Subject::ip(ip("203.0.113.50")));
+    assert_eq!(ev.evidence("user"), Some("user1"));
 }
 
 #[test]

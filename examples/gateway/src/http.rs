@@ -279,6 +279,19 @@ pub async fn login(
         .check(&user, 1)
         .unwrap_or_else(|_| unreachable!("the in-memory check cannot fail"));
     if !d.allowed {
+        // Refused before the password is checked: for risk, a failed attempt (a brute
+        // force shows in the velocity signals although its guesses never reach Argon2).
+        let ctx = gw
+            .context_of(ip, &user, &headers)
+            .with_login(LoginOutcome::Failure);
+        let mut signals = Signals::default();
+        signals.geo = Some(gw.geo.lookup(ip));
+        let score = gw.scorer.score_with(&ctx, &signals);
+        let _ = gw.scorer.record(&ctx, &signals);
+        if let Some(event) = gw.scorer.event(&ctx, &score) {
+            gw.detect(event.with_evidence("request_id", id.0.clone()))
+                .await;
+        }
         gw.show(
             &id,
             ip,

@@ -294,10 +294,17 @@ impl Gateway {
                 },
             ));
         });
-        let proxies = if config.trusted_proxies.is_empty() {
+        let mut trusted = config.trusted_proxies.clone();
+        if config.demo {
+            // The demo scenario speaks from loopback and names its clients.
+            trusted.push(palisade_core_traits::IpNetwork::host(IpAddr::from([
+                127, 0, 0, 1,
+            ])));
+        }
+        let proxies = if trusted.is_empty() {
             TrustedProxies::none()
         } else {
-            TrustedProxies::networks(config.trusted_proxies.iter().copied())
+            TrustedProxies::networks(trusted)
         };
         // The limits read the gateway's clock: tests drive them with a ManualClock.
         let ip_limit = limiter(&clock, 60, 30, Duration::from_secs(1))?;
