@@ -44,7 +44,7 @@ fn main() {
     // Cargo passes --bench; this harness has no options.
     let n: u64 = 100_000;
     let before = ALLOCATOR.allocated();
-    let bl = MemoryBlacklist::new(Config::default()).unwrap();
+    let bl = MemoryBlacklist::builder().build().unwrap();
     for i in 0..n {
         bl.revoke_token(&token(i)).unwrap();
     }

@@ -2,10 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use palisade_core_traits::ManualClock;
+use palisade_core_traits::{Clock, ManualClock, SystemClock};
 use palisade_testkit::{RedisCluster, RedisServer};
 
 use super::*;
+use crate::Config;
 use crate::wire::encode;
 
 const NOW_EXP: u64 = 4_000_000_000;
@@ -458,7 +459,7 @@ async fn a_full_replica_fails_closed_instead_of_forgetting() {
     let server = RedisServer::start();
     let a = builder().connect(&server.url()).await.unwrap();
     let small = builder()
-        .config(Config::default().capacity(5))
+        .config(Config::default().capacity(std::num::NonZeroUsize::new(5).unwrap()))
         .connect(&server.url())
         .await
         .unwrap();
@@ -901,7 +902,13 @@ async fn a_zero_repair_window_is_refused_by_name() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, Error::InvalidConfig(m) if m.contains("repair_window")),
+        matches!(
+            &e,
+            Error::InvalidConfig {
+                field: "repair_window",
+                ..
+            }
+        ),
         "{e}"
     );
 }
