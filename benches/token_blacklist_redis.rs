@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cap::Cap;
 use palisade_core_traits::{RevocationStatus, TokenIdentity};
 use palisade_testkit::RedisServer;
-use palisade_token_blacklist::{Config, FailurePolicy, MemoryBlacklist, RedisBlacklist};
+use palisade_token_blacklist::{FailurePolicy, MemoryBlacklist, RedisBlacklist};
 
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
