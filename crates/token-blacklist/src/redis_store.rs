@@ -306,7 +306,9 @@ impl RedisBlacklist {
     /// watermarks. For callers that want the store's answer rather than the replica's.
     /// The epoch keys are read after the `MGET` (standalone: in the same round trip;
     /// cluster: one `GET` per node after it): `Unknown` (counted `stale_unknown`) if
-    /// Redis lost data since this replica settled, or while it has not settled.
+    /// Redis lost data since this replica settled, or while it has not settled, or
+    /// (with `relayed_from`) while a relay into this Redis is not proven within
+    /// `fresh_within`.
     pub async fn check_remote(&self, token: &TokenIdentity) -> Result<RevocationStatus, Error> {
         self.remote(token)
             .instrument(tracing::debug_span!("token_blacklist.check_remote"))
@@ -379,6 +381,11 @@ impl RedisBlacklist {
             && token.subject.is_some()
         {
             return Ok(RevocationStatus::Revoked);
+        }
+        // This Redis holds other regions' revocations only as far as their relays
+        // have proven themselves: not at all during a partition.
+        if !inner.regions_fresh() {
+            return unknown();
         }
         Ok(RevocationStatus::NotRevoked)
     }

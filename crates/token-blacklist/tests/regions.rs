@@ -130,6 +130,11 @@ async fn a_revocation_in_region_a_reaches_region_b_and_a_cut_fails_closed_there(
         RevocationStatus::NotRevoked
     );
     assert!(revoked(&b, &token(2)), "what B holds stays revoked");
+    // B's Redis cannot vouch for region A's revocations either.
+    assert_eq!(
+        b.check_remote(&unrevoked("x")).await.unwrap(),
+        RevocationStatus::Unknown
+    );
     // Region A is not affected by the cut.
     assert_eq!(
         a.check(&unrevoked("x"), FailurePolicy::Closed),
@@ -150,6 +155,10 @@ async fn a_revocation_in_region_a_reaches_region_b_and_a_cut_fails_closed_there(
         b.check(&unrevoked("x"), FailurePolicy::Closed) == RevocationStatus::NotRevoked
     })
     .await;
+    assert_eq!(
+        b.check_remote(&unrevoked("x")).await.unwrap(),
+        RevocationStatus::NotRevoked
+    );
 
     // A partition by the other cut: region A's Redis goes away under a running relay.
     server_a.stop();

@@ -223,6 +223,18 @@ impl Inner {
         }
     }
 
+    /// Every relay this replica depends on proved itself within `fresh_within`.
+    pub(super) fn regions_fresh(&self) -> bool {
+        let now = self.mono_nanos();
+        let bound = u64::try_from(self.settings.fresh_within.as_nanos()).unwrap_or(u64::MAX);
+        self.region_proofs
+            .iter()
+            .all(|p| match p.load(Ordering::Acquire) {
+                0 => false,
+                ns => now.saturating_sub(ns - 1) <= bound,
+            })
+    }
+
     /// The epoch ids this replica is settled under, or `None` while it is not.
     pub(super) fn settled_epochs(&self) -> Option<Vec<String>> {
         let st = self.state();
