@@ -263,11 +263,18 @@ impl RelayInner {
             call.invoke_async(&mut self.target_conn.clone()),
         )
         .await?;
-        self.relayed.fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        metrics::counter!("palisade_token_blacklist_relayed_total", "region" => self.settings.region.clone())
-            .increment(1);
+        self.count_relayed(1);
         Ok(())
+    }
+
+    fn count_relayed(&self, n: usize) {
+        self.relayed.fetch_add(n as u64, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "palisade_token_blacklist_relayed_total",
+            "region" => self.settings.region.clone()
+        )
+        .increment(n as u64);
     }
 
     /// Scans the source and writes every record to the target, in pipelined batches.
@@ -280,8 +287,7 @@ impl RelayInner {
             for batch in page.chunks(REPAIR_BATCH) {
                 let writes: Vec<_> = batch.iter().map(|(k, r)| (k.as_str(), r)).collect();
                 write_records(&target, &self.script, &self.channel, &writes, timeout).await?;
-                self.relayed
-                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
+                self.count_relayed(writes.len());
             }
         }
         self.resyncs.fetch_add(1, Ordering::Relaxed);

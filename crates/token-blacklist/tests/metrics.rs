@@ -169,3 +169,41 @@ fn the_redis_replica_emits_resyncs_stale_answers_data_losses_repairs_and_freshne
     let fresh = value(&snap, "palisade_token_blacklist_freshness_seconds", &[]).unwrap();
     assert!(fresh.is_finite() && fresh < 10.0, "{fresh}");
 }
+
+#[test]
+fn a_relay_counts_what_it_relayed_and_acknowledged_by_region() {
+    let (server_a, server_b) = (RedisServer::start(), RedisServer::start());
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let a = builder().connect(&server_a.url()).await.unwrap();
+            let b = builder()
+                .relayed_from("eu")
+                .connect(&server_b.url())
+                .await
+                .unwrap();
+            let relay = palisade_token_blacklist::Relay::builder()
+                .region("eu")
+                .probe_every(Duration::from_millis(50))
+                .connect(&server_a.url(), &server_b.url())
+                .await
+                .unwrap();
+            a.revoke_token(&token(1)).await.unwrap();
+            wait_until("relayed and acknowledged", || {
+                b.check(&token(1), FailurePolicy::Closed) == RevocationStatus::Revoked
+                    && relay.stats().acknowledgements >= 2
+            })
+            .await;
+        })
+    });
+    let snap = recorded(&snapshotter);
+    let relayed = "palisade_token_blacklist_relayed_total";
+    assert!(value(&snap, relayed, &[("region", "eu")]).unwrap() >= 1.0);
+    let acks = "palisade_token_blacklist_relay_acks_total";
+    assert!(value(&snap, acks, &[("region", "eu")]).unwrap() >= 2.0);
+}
