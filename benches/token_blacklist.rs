@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::hint::black_box;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -23,7 +24,10 @@ fn token(i: u64) -> TokenIdentity {
 }
 
 fn filled(n: u64) -> MemoryBlacklist {
-    let bl = MemoryBlacklist::new(Config::default().capacity(2_000_000)).unwrap();
+    let bl = MemoryBlacklist::builder()
+        .config(Config::default().capacity(NonZeroUsize::new(2_000_000).unwrap()))
+        .build()
+        .unwrap();
     for i in 0..n {
         bl.revoke_token(&token(i)).unwrap();
     }

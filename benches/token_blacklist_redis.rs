@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cap::Cap;
 use palisade_core_traits::{RevocationStatus, TokenIdentity};
 use palisade_testkit::RedisServer;
-use palisade_token_blacklist::{Config, FailurePolicy, MemoryBlacklist, RedisBlacklist};
+use palisade_token_blacklist::{FailurePolicy, MemoryBlacklist, RedisBlacklist};
 
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
@@ -44,7 +44,7 @@ fn main() {
     // Cargo passes --bench; this harness has no options.
     let n: u64 = 100_000;
     let before = ALLOCATOR.allocated();
-    let bl = MemoryBlacklist::new(Config::default()).unwrap();
+    let bl = MemoryBlacklist::builder().build().unwrap();
     for i in 0..n {
         bl.revoke_token(&token(i)).unwrap();
     }

@@ -107,7 +107,10 @@ fn world() -> World {
     clock.advance(Duration::from_secs(3_600));
 
     let blacklist = Arc::new(
-        MemoryBlacklist::with_clock(Default::default(), clock.clone() as Arc<dyn Clock>).unwrap(),
+        MemoryBlacklist::builder()
+            .clock(clock.clone() as Arc<dyn Clock>)
+            .build()
+            .unwrap(),
     );
     let service = Arc::new(Service::default());
     service.sessions.lock().unwrap().push("victim".into());

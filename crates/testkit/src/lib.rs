@@ -1,7 +1,8 @@
 //! Real services for Palisade's tests, the way redis-rs tests itself.
 //!
 //! - [`RedisServer`]: a private `redis-server` on a free loopback port, persistence
-//!   off, killed on drop (also when the test panics).
+//!   off, killed on drop (also when the test panics); [`RedisServer::start_tls`]
+//!   serves TLS only, with a CA made for it.
 //! - [`RedisCluster`]: three such servers joined into a Redis Cluster with all 16384
 //!   slots assigned, ready only once every node reports `cluster_state:ok`.
 //! - [`SoftHsm`]: one SoftHSM2 token per test process, with one shared, initialised
@@ -16,8 +17,8 @@ mod redis;
 mod resp;
 mod softhsm;
 
-pub use redis::{RedisCluster, RedisServer};
-pub use resp::{Reply, command};
+pub use redis::{RedisCluster, RedisServer, unrelated_ca_pem};
+pub use resp::{Reply, command, command_unix};
 pub use softhsm::SoftHsm;
 
 /// What to do when a required system tool is missing.

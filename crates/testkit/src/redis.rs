@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::INSTALL_HINT;
-use crate::resp::{Reply, command};
+use crate::resp::{Reply, command, command_unix};
 
 /// How long a server may take to answer PING after start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +80,41 @@ pub struct RedisServer {
     port: u16,
     extra_args: Vec<String>,
     child: Option<Child>,
+    /// TLS only: the CA that signed the server's certificate (PEM).
+    ca_pem: Option<String>,
+}
+
+/// A CA certificate and key, and a server certificate it signed for `localhost` and
+/// `127.0.0.1` (PEM): (CA certificate, server certificate, server key).
+fn tls_material() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let fail = |e: rcgen::Error| -> ! { panic!("cannot make test certificates: {e}") };
+    let ca_key = KeyPair::generate().unwrap_or_else(|e| fail(e));
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| fail(e));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "palisade testkit CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap_or_else(|e| fail(e));
+    let mut server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap_or_else(|e| fail(e));
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "palisade testkit redis-server");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = server.signed_by(&key, &issuer).unwrap_or_else(|e| fail(e));
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// The PEM certificate of a CA that signed nothing any fixture serves: a client
+/// that trusts only it must refuse every TLS server here.
+pub fn unrelated_ca_pem() -> String {
+    tls_material().0
 }
 
 impl RedisServer {
@@ -88,8 +123,21 @@ impl RedisServer {
         Self::start_with_args(&[])
     }
 
+    /// Starts a server that speaks TLS only (`--port 0 --tls-port <port>`), with a
+    /// server certificate for `localhost` and `127.0.0.1` signed by a CA made for it
+    /// ([`ca_pem`](Self::ca_pem)); clients need no certificate. [`url`](Self::url) is
+    /// `rediss://127.0.0.1:<port>/`; [`command`](Self::command) goes through a Unix
+    /// socket in the server's directory, so tests can still set up and probe it.
+    pub fn start_tls() -> RedisServer {
+        Self::start_inner(&[], true)
+    }
+
     /// Starts a server with extra `--name value` arguments.
     pub fn start_with_args(extra: &[&str]) -> RedisServer {
+        Self::start_inner(extra, false)
+    }
+
+    fn start_inner(extra: &[&str], tls: bool) -> RedisServer {
         let with_bus = extra.contains(&"--cluster-enabled");
         let binary = redis_binary();
         let mut last_log = String::new();
@@ -99,12 +147,42 @@ impl RedisServer {
                 .prefix("palisade-redis-")
                 .tempdir()
                 .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
+            let mut extra_args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+            let ca_pem = tls.then(|| {
+                let (ca, cert, key) = tls_material();
+                let file = |name: &str, pem: &str| {
+                    let path = dir.path().join(name);
+                    fs::write(&path, pem)
+                        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+                    path.display().to_string()
+                };
+                let socket = dir.path().join("redis.sock").display().to_string();
+                extra_args.extend(
+                    [
+                        "--tls-cert-file",
+                        &file("server.crt", &cert),
+                        "--tls-key-file",
+                        &file("server.key", &key),
+                        "--tls-ca-cert-file",
+                        &file("ca.crt", &ca),
+                        "--tls-auth-clients",
+                        "no",
+                        "--unixsocket",
+                        &socket,
+                        "--unixsocketperm",
+                        "700",
+                    ]
+                    .map(str::to_owned),
+                );
+                ca
+            });
             let mut server = RedisServer {
                 binary: binary.clone(),
                 dir,
                 port: free_port(with_bus),
-                extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+                extra_args,
                 child: None,
+                ca_pem,
             };
             match server.spawn_and_wait() {
                 Ok(()) => return server,
@@ -119,30 +197,29 @@ impl RedisServer {
         let log = self.dir.path().join("redis.log");
         let port = self.port.to_string();
         let mut cmd = Command::new(&self.binary);
-        cmd.args([
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--protected-mode",
-            "no",
-        ])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(self.dir.path())
-        .arg("--logfile")
-        .arg(&log)
-        .args(&self.extra_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        if self.ca_pem.is_some() {
+            // TLS only: no plain-text TCP port at all.
+            cmd.args(["--port", "0", "--tls-port", &port]);
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        cmd.args(["--bind", "127.0.0.1", "--protected-mode", "no"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot run {}: {e}; {INSTALL_HINT}", self.binary.display())
         });
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if matches!(command(self.port, &["PING"]), Ok(Reply::Status(ref s)) if s == "PONG") {
+            if matches!(self.command(&["PING"]), Ok(Reply::Status(ref s)) if s == "PONG") {
                 return Ok(());
             }
             let exited = self
@@ -163,9 +240,20 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>/`
+    /// `redis://127.0.0.1:<port>/`, or `rediss://…` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.ca_pem.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// The PEM certificate of the CA that signed a TLS server's certificate (`None`
+    /// for a plain-text server): what a client must trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The server's working directory (its log is `redis.log` there).
@@ -206,9 +294,14 @@ impl RedisServer {
         }
     }
 
-    /// Sends one command on a fresh connection (for setup and probes in tests).
+    /// Sends one command on a fresh connection (for setup and probes in tests): over
+    /// TCP, or for a TLS server over its Unix socket.
     pub fn command(&self, args: &[&str]) -> std::io::Result<Reply> {
-        command(self.port, args)
+        if self.ca_pem.is_some() {
+            command_unix(&self.dir.path().join("redis.sock"), args)
+        } else {
+            command(self.port, args)
+        }
     }
 }
 

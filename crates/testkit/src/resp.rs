@@ -1,8 +1,10 @@
 //! A minimal RESP2 client: enough to set up and probe servers without pulling a
 //! Redis client library into every test.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 /// One RESP2 reply.
@@ -40,9 +42,21 @@ impl Reply {
 /// Connection and I/O errors come back as `Err` with the cause; a Redis error reply
 /// is `Ok(Reply::Error(..))`.
 pub fn command(port: u16, args: &[&str]) -> std::io::Result<Reply> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    send(stream, args)
+}
+
+/// Like [`command`], over a Unix socket (the TLS server's plain-text admin path).
+pub fn command_unix(path: &Path, args: &[&str]) -> std::io::Result<Reply> {
+    let stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    send(stream, args)
+}
+
+fn send(mut stream: impl Read + Write, args: &[&str]) -> std::io::Result<Reply> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());

@@ -154,3 +154,34 @@ fn cluster_spreads_keys_over_slots_and_runs_multi_key_commands_on_one_hash_tag()
         other => panic!("cross-slot MGET must fail on a cluster, got {other:?}"),
     }
 }
+
+#[test]
+fn a_tls_server_serves_tls_only_with_its_own_ca() {
+    let mut server = RedisServer::start_tls();
+    let port = server.port();
+    assert_eq!(server.url(), format!("rediss://127.0.0.1:{port}/"));
+    let ca = server.ca_pem().unwrap().to_owned();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_ne!(ca, palisade_testkit::unrelated_ca_pem());
+    // Set up and probed through the Unix socket; no plain-text TCP port at all.
+    let config = |name: &str| server.command(&["CONFIG", "GET", name]).unwrap().text();
+    assert_eq!(config("port"), "port\n0");
+    assert_eq!(config("tls-port"), format!("tls-port\n{port}"));
+    assert!(
+        !matches!(palisade_testkit::command(port, &["PING"]), Ok(Reply::Status(s)) if s == "PONG"),
+        "plain text must not be answered on the TLS port"
+    );
+    // A plain server has no CA and a redis:// URL, as before.
+    assert_eq!(RedisServer::start().ca_pem(), None);
+    // A restart keeps TLS (same certificates) and starts empty.
+    assert_eq!(server.command(&["SET", "k", "v"]).unwrap().text(), "OK");
+    server.restart();
+    assert_eq!(server.ca_pem(), Some(ca.as_str()));
+    assert_eq!(server.command(&["DBSIZE"]).unwrap().text(), "0");
+    assert_eq!(config_port(&server), "0");
+}
+
+fn config_port(server: &RedisServer) -> String {
+    let reply = server.command(&["CONFIG", "GET", "port"]).unwrap().text();
+    reply.lines().nth(1).unwrap().to_owned()
+}

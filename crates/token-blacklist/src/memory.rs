@@ -8,7 +8,44 @@ use palisade_core_traits::{
 };
 
 use crate::model::{Local, Scope};
-use crate::{Config, Error, StatsSnapshot};
+use crate::{Config, Error, Stats};
+
+/// Builds a [`MemoryBlacklist`]: infallible setters, one fallible [`build`](Self::build).
+#[derive(Debug)]
+pub struct MemoryBlacklistBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryBlacklistBuilder {
+    fn default() -> Self {
+        MemoryBlacklistBuilder {
+            config: Config::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl MemoryBlacklistBuilder {
+    /// The revocation model (lifetimes, capacity).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The clock for lifetimes (default [`SystemClock`]; a `ManualClock` in tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the configuration ([`Error::InvalidConfig`] names the field).
+    pub fn build(self) -> Result<MemoryBlacklist, Error> {
+        Ok(MemoryBlacklist {
+            local: Local::new(self.config, self.clock)?,
+        })
+    }
+}
 
 /// Revocations held in this process only: for a single instance, or for tests.
 /// Bounded by [`Config::capacity`]; entries are swept after their lifetime.
@@ -18,16 +55,9 @@ pub struct MemoryBlacklist {
 }
 
 impl MemoryBlacklist {
-    /// A blacklist on the system clock.
-    pub fn new(config: Config) -> Result<MemoryBlacklist, Error> {
-        MemoryBlacklist::with_clock(config, Arc::new(SystemClock))
-    }
-
-    /// A blacklist on `clock` (a `ManualClock` in tests).
-    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<MemoryBlacklist, Error> {
-        Ok(MemoryBlacklist {
-            local: Local::new(config, clock)?,
-        })
+    /// A builder with the defaults (system clock, [`Config::default`]).
+    pub fn builder() -> MemoryBlacklistBuilder {
+        MemoryBlacklistBuilder::default()
     }
 
     /// Revokes one token by `(iss, jti)` until `exp + leeway + skew`. A token already
@@ -35,7 +65,8 @@ impl MemoryBlacklist {
     pub fn revoke_token(&self, token: &TokenIdentity) -> Result<(), Error> {
         if let Some(r) = self.local.config.token_record(token, self.local.now())? {
             self.local.apply(&r)?;
-            tracing::debug!(issuer = %token.issuer, "token revoked");
+            self.local.stats.revocation("token");
+            tracing::debug!("token revoked");
         }
         Ok(())
     }
@@ -71,14 +102,18 @@ impl MemoryBlacklist {
     }
 
     fn revoke_scope(&self, scope: Scope, t: Timestamp) -> Result<(), Error> {
+        let name = scope.name();
         let r = self.local.config.mark_record(scope, t, self.local.now())?;
         self.local.apply(&r)?;
+        self.local.stats.revocation(name);
         Ok(())
     }
 
     /// Whether `token` is revoked: `Revoked` or `NotRevoked`, from memory.
     pub fn check(&self, token: &TokenIdentity) -> RevocationStatus {
-        self.local.check(token)
+        let status = self.local.lookup(token);
+        self.local.stats.check(status);
+        status
     }
 
     /// Live entries (tokens and watermarks), including expired ones not yet swept.
@@ -97,7 +132,7 @@ impl MemoryBlacklist {
     }
 
     /// The counters.
-    pub fn stats(&self) -> StatsSnapshot {
+    pub fn stats(&self) -> Stats {
         self.local.stats.snapshot()
     }
 }

@@ -1,6 +1,7 @@
 //! The revocation model, without I/O: what is revoked, for how long, and the check.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use palisade_core_traits::{Clock, RevocationStatus, Timestamp, TokenIdentity};
 
 use crate::Error;
+use crate::obs::Counters;
 
 /// Longest accepted `iss`, `sub` or `jti`, in bytes.
 pub const MAX_ID_LEN: usize = 512;
@@ -18,7 +20,7 @@ pub struct Config {
     leeway: Duration,
     skew: Duration,
     max_token_lifetime: Duration,
-    capacity: usize,
+    capacity: NonZeroUsize,
 }
 
 impl Default for Config {
@@ -27,7 +29,7 @@ impl Default for Config {
             leeway: Duration::from_secs(60),
             skew: Duration::from_secs(5),
             max_token_lifetime: Duration::from_secs(24 * 3600),
-            capacity: 1_000_000,
+            capacity: NonZeroUsize::new(1_000_000).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -53,18 +55,17 @@ impl Config {
     }
 
     /// Bound on live entries (tokens plus watermarks) held locally (default 1,000,000).
-    pub fn capacity(mut self, capacity: usize) -> Self {
+    pub fn capacity(mut self, capacity: NonZeroUsize) -> Self {
         self.capacity = capacity;
         self
     }
 
+    /// Checked once, by the builders' `build()` / `connect()`.
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.capacity == 0 {
-            return Err(Error::InvalidConfig("capacity must be at least 1".into()));
-        }
         if self.max_token_lifetime.is_zero() {
-            return Err(Error::InvalidConfig(
-                "max_token_lifetime must be above zero".into(),
+            return Err(Error::config(
+                "max_token_lifetime",
+                "must be above zero: watermarks live that long",
             ));
         }
         Ok(())
@@ -92,6 +93,17 @@ pub(crate) enum Scope {
     Issuer { issuer: Box<str> },
     /// Every token.
     Global,
+}
+
+impl Scope {
+    /// For logs and metric labels.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Scope::User { .. } => "user",
+            Scope::Issuer { .. } => "issuer",
+            Scope::Global => "global",
+        }
+    }
 }
 
 /// One revocation as stored and sent between instances. `expires` is when it may
@@ -417,71 +429,6 @@ fn merge_changed(m: &mut Mark, secs: u64, expires_ms: u64) -> bool {
     changed
 }
 
-/// Counters shared by the in-memory blacklist and the Redis replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct StatsSnapshot {
-    /// Checks answered.
-    pub checks: u64,
-    /// Checks answered `Revoked`.
-    pub hits: u64,
-    /// Checks answered `Unknown` because freshness could not be proven.
-    pub stale_unknown: u64,
-    /// Checks answered `NotRevoked` by a view older than the freshness bound
-    /// (under `FailurePolicy::Open` or within `Stale { max_age }`).
-    pub stale_allowed: u64,
-    /// Full resyncs from the shared store completed.
-    pub resyncs: u64,
-    /// Revocation messages applied from other instances.
-    pub messages: u64,
-    /// Records re-written to the shared store because it had lost them.
-    pub repaired: u64,
-    /// Entries removed by sweeps after their lifetime.
-    pub swept: u64,
-    /// Times a Redis replica found that Redis had lost data (an epoch key gone or
-    /// changed) and started failing closed until it was repaired.
-    pub data_losses: u64,
-    /// Times a Redis replica went on with a `maxmemory-policy` that can evict
-    /// revocation keys, because the builder allows it.
-    pub eviction_policy_allowed: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub(crate) checks: AtomicU64,
-    pub(crate) hits: AtomicU64,
-    pub(crate) stale_unknown: AtomicU64,
-    pub(crate) stale_allowed: AtomicU64,
-    pub(crate) resyncs: AtomicU64,
-    pub(crate) messages: AtomicU64,
-    pub(crate) repaired: AtomicU64,
-    pub(crate) swept: AtomicU64,
-    pub(crate) data_losses: AtomicU64,
-    pub(crate) eviction_policy_allowed: AtomicU64,
-}
-
-pub(crate) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-impl Stats {
-    pub(crate) fn snapshot(&self) -> StatsSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            checks: g(&self.checks),
-            hits: g(&self.hits),
-            stale_unknown: g(&self.stale_unknown),
-            stale_allowed: g(&self.stale_allowed),
-            resyncs: g(&self.resyncs),
-            messages: g(&self.messages),
-            repaired: g(&self.repaired),
-            swept: g(&self.swept),
-            data_losses: g(&self.data_losses),
-            eviction_policy_allowed: g(&self.eviction_policy_allowed),
-        }
-    }
-}
-
 /// How many applies between amortised sweeps.
 const SWEEP_EVERY: u64 = 1024;
 
@@ -492,7 +439,7 @@ pub(crate) struct Local {
     store: RwLock<Store>,
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) stats: Stats,
+    pub(crate) stats: Counters,
     applies: AtomicU64,
 }
 
@@ -503,7 +450,7 @@ impl Local {
             store: RwLock::new(Store::default()),
             config,
             clock,
-            stats: Stats::default(),
+            stats: Counters::new(),
             applies: AtomicU64::new(0),
         })
     }
@@ -512,18 +459,12 @@ impl Local {
         self.clock.now()
     }
 
-    /// The local answer; counts checks and hits.
-    pub(crate) fn check(&self, token: &TokenIdentity) -> RevocationStatus {
-        bump(&self.stats.checks);
-        let s = self
-            .store
+    /// The local answer, not counted (the caller counts its final answer).
+    pub(crate) fn lookup(&self, token: &TokenIdentity) -> RevocationStatus {
+        self.store
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .check(token);
-        if s == RevocationStatus::Revoked {
-            bump(&self.stats.hits);
-        }
-        s
+            .check(token)
     }
 
     /// Applies a record, sweeping first if full (and every [`SWEEP_EVERY`] applies).
@@ -531,21 +472,20 @@ impl Local {
         let now_ms = ms(self.now());
         let mut store = self.store.write().unwrap_or_else(PoisonError::into_inner);
         let n = self.applies.fetch_add(1, Ordering::Relaxed);
-        if n % SWEEP_EVERY == SWEEP_EVERY - 1 || store.len() >= self.config.capacity {
-            let swept = store.sweep(now_ms);
-            self.stats.swept.fetch_add(swept as u64, Ordering::Relaxed);
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 || store.len() >= self.config.capacity.get() {
+            self.stats.swept(store.sweep(now_ms));
         }
-        store.apply(record, self.config.capacity)
+        let changed = store.apply(record, self.config.capacity.get());
+        self.stats.entries(store.len());
+        changed
     }
 
     pub(crate) fn sweep(&self) -> usize {
         let now_ms = ms(self.now());
-        let swept = self
-            .store
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sweep(now_ms);
-        self.stats.swept.fetch_add(swept as u64, Ordering::Relaxed);
+        let mut store = self.store.write().unwrap_or_else(PoisonError::into_inner);
+        let swept = store.sweep(now_ms);
+        self.stats.swept(swept);
+        self.stats.entries(store.len());
         swept
     }
 

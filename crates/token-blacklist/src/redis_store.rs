@@ -5,20 +5,26 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use palisade_core_traits::{
-    Clock, RevocationCheck, RevocationStatus, SystemClock, Timestamp, TokenIdentity, TokenRevoker,
-    async_trait,
+    RevocationCheck, RevocationStatus, Timestamp, TokenIdentity, TokenRevoker, async_trait,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, RedisResult};
+use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
-use crate::model::{Local, Record, Scope, bump};
+use crate::model::{Record, Scope};
 use crate::wire::decode;
-use crate::{Config, Error, StatsSnapshot};
+use crate::{Error, Stats};
 
+mod builder;
 mod replica;
-use replica::{Inner, Settings};
+mod resync;
+pub use builder::RedisBlacklistBuilder;
+pub(crate) use builder::{check_durations, check_prefix, check_region, ensure_crypto_provider};
+use replica::Inner;
+pub(crate) use replica::REVOKE_LUA;
+pub(crate) use resync::{REPAIR_BATCH, Scan, node, timed, write_records};
 
 /// What a check answers when the replica cannot prove it is fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,6 +42,17 @@ pub enum FailurePolicy {
         /// The oldest view a caller accepts.
         max_age: Duration,
     },
+}
+
+impl FailurePolicy {
+    /// For logs and metric labels.
+    fn name(self) -> &'static str {
+        match self {
+            FailurePolicy::Closed => "closed",
+            FailurePolicy::Open => "open",
+            FailurePolicy::Stale { .. } => "stale",
+        }
+    }
 }
 
 /// FNV-1a 64: a stable hash (the same in every process) for the hash tag.
@@ -56,7 +73,7 @@ fn fnv(parts: &[&str]) -> u64 {
 
 /// The Redis key of a record. A token's key and its subject's watermark key share the
 /// hash tag of `(iss, sub)`, so both are read in one round trip, on a cluster too.
-fn key(prefix: &str, r: &Record) -> String {
+pub(crate) fn key(prefix: &str, r: &Record) -> String {
     match r {
         Record::Token {
             issuer,
@@ -90,7 +107,7 @@ fn user_key(prefix: &str, issuer: &str, subject: &str) -> String {
 // ---- connections -------------------------------------------------------------------
 
 #[derive(Clone)]
-enum Conn {
+pub(crate) enum Conn {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -105,17 +122,33 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self.clone() {
             Conn::Standalone(mut c) => cmd.query_async(&mut c).await,
             Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
         }
     }
 
+    /// Runs a script: `EVALSHA`, and after `NOSCRIPT` `SCRIPT LOAD` and `EVALSHA`
+    /// again (redis-rs's `Script`, which routes the load to every primary on a cluster).
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        script: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self.clone() {
+            Conn::Standalone(mut c) => script.invoke_async(&mut c).await,
+            Conn::Cluster(mut c) => script.invoke_async(&mut c).await,
+        }
+    }
+
     /// Runs `cmds`, replies in order. Standalone: one pipeline (one round trip,
     /// executed in order). Cluster: each on its key's node (a cluster pipeline must
     /// stay in one slot), one after the other if `ordered`, else up to 64 at a time.
-    async fn many(&self, cmds: Vec<Cmd>, ordered: bool) -> RedisResult<Vec<redis::Value>> {
+    pub(crate) async fn many(
+        &self,
+        cmds: Vec<Cmd>,
+        ordered: bool,
+    ) -> RedisResult<Vec<redis::Value>> {
         match self.clone() {
             Conn::Standalone(mut c) => {
                 let mut pipe = redis::pipe();
@@ -136,185 +169,6 @@ impl Conn {
                     .await
             }
         }
-    }
-}
-
-/// Builds a [`RedisBlacklist`].
-#[derive(Debug)]
-pub struct RedisBlacklistBuilder {
-    config: Config,
-    clock: Arc<dyn Clock>,
-    settings: Settings,
-}
-
-impl Default for RedisBlacklistBuilder {
-    fn default() -> Self {
-        RedisBlacklistBuilder {
-            config: Config::default(),
-            clock: Arc::new(SystemClock),
-            settings: Settings {
-                prefix: "palisade:tb".into(),
-                timeout: Duration::from_secs(1),
-                heartbeat: Duration::from_millis(100),
-                resync_every: Duration::from_secs(60),
-                fresh_within: Duration::from_secs(1),
-                repair_window: Duration::from_secs(5),
-                failure_policy: FailurePolicy::Closed,
-                allow_eviction_policy: false,
-            },
-        }
-    }
-}
-
-impl RedisBlacklistBuilder {
-    /// The revocation model (lifetimes, local capacity).
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Key prefix and pub/sub channel name (default `palisade:tb`); no `{` or `}`.
-    pub fn prefix(mut self, prefix: &str) -> Self {
-        prefix.clone_into(&mut self.settings.prefix);
-        self
-    }
-
-    /// Per-call timeout for revocations and resync reads (default 1 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = timeout;
-        self
-    }
-
-    /// How often the replica proves it is in sync (default 100 ms): it checks that
-    /// Redis still holds the epoch it synced under and publishes a heartbeat; when its
-    /// own heartbeat comes back on the subscription, every revocation acknowledged
-    /// before it was sent has been applied.
-    pub fn heartbeat(mut self, every: Duration) -> Self {
-        self.settings.heartbeat = every;
-        self
-    }
-
-    /// Full resync as a backstop even without a reconnect (default 60 s).
-    pub fn resync_every(mut self, every: Duration) -> Self {
-        self.settings.resync_every = every;
-        self
-    }
-
-    /// The freshness [`FailurePolicy::Closed`] requires (default 1 s).
-    pub fn fresh_within(mut self, bound: Duration) -> Self {
-        self.settings.fresh_within = bound;
-        self
-    }
-
-    /// How long a replica that finds no epoch in Redis (a new deployment, or Redis
-    /// lost its data) keeps every replica from calling itself fresh, so that live
-    /// replicas can notice and restore the revocations they hold (default 5 s,
-    /// measured on the clock's monotonic reading). It must exceed the time a live
-    /// replica needs to notice: a heartbeat, or after a Redis restart its reconnect
-    /// (backoff up to 2 s) plus `timeout`.
-    pub fn repair_window(mut self, window: Duration) -> Self {
-        self.settings.repair_window = window;
-        self
-    }
-
-    /// What [`RevocationCheck::check_local`] (the core-traits contract) answers when
-    /// the replica cannot prove it is fresh (default [`FailurePolicy::Closed`]).
-    /// [`RedisBlacklist::check`] takes its policy per call instead.
-    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.settings.failure_policy = policy;
-        self
-    }
-
-    /// Accept a Redis whose `maxmemory-policy` is not `noeviction` (default: refuse,
-    /// [`Error::UnsafeEvictionPolicy`]). Every revocation key has a TTL, so every
-    /// `volatile-*` and `allkeys-*` policy can evict one: a replica started later, and
-    /// `check_remote`, would not see it until a live replica re-writes it at its next
-    /// resync. Each check that goes on anyway is counted (`eviction_policy_allowed`)
-    /// and logged at `warn`.
-    pub fn allow_eviction_policy(mut self, allow: bool) -> Self {
-        self.settings.allow_eviction_policy = allow;
-        self
-    }
-
-    /// The clock for lifetimes (wall time) and for freshness and the repair window
-    /// (its monotonic reading).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        let s = &self.settings;
-        if s.prefix.is_empty() || s.prefix.contains(['{', '}']) {
-            return Err(Error::InvalidConfig(format!(
-                "prefix {:?} must be non-empty and free of '{{' and '}}'",
-                s.prefix
-            )));
-        }
-        for (name, d) in [
-            ("timeout", s.timeout),
-            ("heartbeat", s.heartbeat),
-            ("resync_every", s.resync_every),
-            ("fresh_within", s.fresh_within),
-            ("repair_window", s.repair_window),
-        ] {
-            if d.is_zero() {
-                return Err(Error::InvalidConfig(format!("{name} must be above zero")));
-            }
-        }
-        Ok(())
-    }
-
-    /// Connects to a standalone Redis, checks its `maxmemory-policy`, starts the
-    /// replica, and returns once its first resync has settled (or the wait passes:
-    /// then checks answer by policy until it does).
-    pub async fn connect(self, url: &str) -> Result<RedisBlacklist, Error> {
-        self.validate()?;
-        let timeout = self.settings.timeout;
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| Error::Timeout(timeout))??;
-        self.start(Conn::Standalone(conn), vec![url.to_owned()])
-            .await
-    }
-
-    /// Connects to a Redis Cluster. `urls` must name every primary: the resync
-    /// SCANs each of them, and each holds an epoch key; the subscription uses the
-    /// first that answers (Redis Cluster forwards every PUBLISH to every node).
-    pub async fn connect_cluster(self, urls: &[String]) -> Result<RedisBlacklist, Error> {
-        self.validate()?;
-        let timeout = self.settings.timeout;
-        let client = redis::cluster::ClusterClient::builder(urls.to_vec())
-            .connection_timeout(timeout)
-            .response_timeout(timeout)
-            .build()?;
-        let conn = tokio::time::timeout(timeout, client.get_async_connection())
-            .await
-            .map_err(|_| Error::Timeout(timeout))??;
-        self.start(Conn::Cluster(conn), urls.to_vec()).await
-    }
-
-    async fn start(self, conn: Conn, nodes: Vec<String>) -> Result<RedisBlacklist, Error> {
-        let local = Local::new(self.config, self.clock.clone())?;
-        let s = &self.settings;
-        let mut tags = Vec::with_capacity(nodes.len());
-        for url in &nodes {
-            let mut c = replica::node(url, s.timeout).await?;
-            replica::check_eviction_policy(&mut c, s, &local).await?;
-            tags.push(replica::probe_tag(&mut c, &s.prefix, s.timeout).await?);
-        }
-        let wait = s.timeout * 5 + s.repair_window;
-        let inner = Arc::new(Inner::new(local, conn, nodes, self.settings, &tags));
-        let task = tokio::spawn(replica::replicate(inner.clone()));
-        let bl = RedisBlacklist { inner, task };
-        let _ = tokio::time::timeout(wait, bl.inner.wait_synced()).await;
-        Ok(bl)
     }
 }
 
@@ -348,10 +202,19 @@ impl RedisBlacklist {
     pub async fn revoke_token(&self, token: &TokenIdentity) -> Result<(), Error> {
         let now = self.inner.local.now();
         if let Some(r) = self.inner.local.config.token_record(token, now)? {
-            self.inner.local.apply(&r)?;
-            self.inner.write(&r).await?;
+            self.revoke_record(&r, "token").await?;
         }
         Ok(())
+    }
+
+    async fn revoke_record(&self, r: &Record, scope: &'static str) -> Result<(), Error> {
+        let local = &self.inner.local;
+        local.apply(r)?;
+        local.stats.revocation(scope);
+        self.inner
+            .write(r)
+            .instrument(tracing::debug_span!("token_blacklist.revoke", scope))
+            .await
     }
 
     /// Revokes every token of `(issuer, subject)` with `iat <= issued_before`.
@@ -382,25 +245,33 @@ impl RedisBlacklist {
     }
 
     async fn revoke_scope(&self, scope: Scope, t: Timestamp) -> Result<(), Error> {
+        let name = scope.name();
         let r = self
             .inner
             .local
             .config
             .mark_record(scope, t, self.inner.local.now())?;
-        self.inner.local.apply(&r)?;
-        self.inner.write(&r).await
+        self.revoke_record(&r, name).await
     }
 
     /// The answer from the local replica, under `policy`. No I/O.
     pub fn check(&self, token: &TokenIdentity, policy: FailurePolicy) -> RevocationStatus {
         let local = &self.inner.local;
-        let status = local.check(token);
-        if status == RevocationStatus::Revoked {
-            return status;
-        }
+        let status = local.lookup(token);
+        let answer = if status == RevocationStatus::Revoked {
+            status
+        } else {
+            self.by_freshness(status, policy)
+        };
+        local.stats.check(answer);
+        answer
+    }
+
+    /// A miss answered by how fresh the replica is, under `policy`.
+    #[inline]
+    fn by_freshness(&self, status: RevocationStatus, policy: FailurePolicy) -> RevocationStatus {
         let age = self.freshness();
-        let fresh = age.is_some_and(|a| a <= self.inner.settings.fresh_within);
-        if fresh {
+        if age.is_some_and(|a| a <= self.inner.settings.fresh_within) {
             return status;
         }
         let allowed = match policy {
@@ -408,12 +279,16 @@ impl RedisBlacklist {
             FailurePolicy::Open => true,
             FailurePolicy::Stale { max_age } => age.is_some_and(|a| a <= max_age),
         };
+        self.inner.local.stats.stale(policy.name(), allowed);
+        tracing::debug!(
+            policy = policy.name(),
+            allowed,
+            age_ms = age.map(|a| a.as_millis() as u64),
+            "replica not proven fresh: answering by policy"
+        );
         if allowed {
-            bump(&local.stats.stale_allowed);
-            tracing::debug!(?age, "answering from a stale replica view");
             status
         } else {
-            bump(&local.stats.stale_unknown);
             RevocationStatus::Unknown
         }
     }
@@ -431,15 +306,23 @@ impl RedisBlacklist {
     /// watermarks. For callers that want the store's answer rather than the replica's.
     /// The epoch keys are read after the `MGET` (standalone: in the same round trip;
     /// cluster: one `GET` per node after it): `Unknown` (counted `stale_unknown`) if
-    /// Redis lost data since this replica settled, or while it has not settled.
+    /// Redis lost data since this replica settled, or while it has not settled, or
+    /// (with `relayed_from`) while a relay into this Redis is not proven within
+    /// `fresh_within`.
     pub async fn check_remote(&self, token: &TokenIdentity) -> Result<RevocationStatus, Error> {
+        self.remote(token)
+            .instrument(tracing::debug_span!("token_blacklist.check_remote"))
+            .await
+    }
+
+    async fn remote(&self, token: &TokenIdentity) -> Result<RevocationStatus, Error> {
         let inner = &self.inner;
-        let local = inner.local.check(token);
+        let local = inner.local.lookup(token);
         if local == RevocationStatus::Revoked {
             return Ok(local);
         }
         let unknown = || {
-            bump(&inner.local.stats.stale_unknown);
+            inner.local.stats.stale("check_remote", false);
             Ok(RevocationStatus::Unknown)
         };
         let Some(known) = inner.settled_epochs() else {
@@ -499,12 +382,17 @@ impl RedisBlacklist {
         {
             return Ok(RevocationStatus::Revoked);
         }
+        // This Redis holds other regions' revocations only as far as their relays
+        // have proven themselves: not at all during a partition.
+        if !inner.regions_fresh() {
+            return unknown();
+        }
         Ok(RevocationStatus::NotRevoked)
     }
 
     /// Forces a full resync now; returns (records read, records re-written to Redis).
     pub async fn resync(&self) -> Result<(usize, usize), Error> {
-        let synced = self.inner.resync().await?;
+        let synced = self.inner.resync_traced().await?;
         self.inner.settle(&synced, None);
         Ok((synced.read, synced.repaired))
     }
@@ -520,7 +408,7 @@ impl RedisBlacklist {
     }
 
     /// The counters.
-    pub fn stats(&self) -> StatsSnapshot {
+    pub fn stats(&self) -> Stats {
         self.inner.local.stats.snapshot()
     }
 }

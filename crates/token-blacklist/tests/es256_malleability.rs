@@ -89,7 +89,11 @@ fn the_high_s_twin_of_a_revoked_es256_token_is_still_revoked() {
 
     // Ours, keyed on (iss, jti), refuses both.
     let clock = ManualClock::new(Timestamp::from_unix_secs(now));
-    let bl = MemoryBlacklist::with_clock(Config::default(), Arc::new(clock)).unwrap();
+    let bl = MemoryBlacklist::builder()
+        .config(Config::default())
+        .clock(Arc::new(clock))
+        .build()
+        .unwrap();
     let identity = |c: &Claims| {
         TokenIdentity::new(c.iss.clone())
             .with_subject(c.sub.clone())

@@ -1,13 +1,15 @@
-//! Replays the committed cargo-fuzz corpus of `token_blacklist_record` on stable.
+//! Replays the committed cargo-fuzz corpus of `token_blacklist_record` on stable,
+//! through the same entry point as the fuzz target (feature `fuzzing`).
 //!
 //! Every file must parse or fail without panicking (a parsed record re-encodes to the
 //! same bytes, asserted inside `parse_record`). Seeds named `ok-*` must parse; `bad-*`
 //! must be rejected. Files the fuzzer adds only have to not panic.
+#![cfg(feature = "fuzzing")]
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 use std::path::PathBuf;
 
-use palisade_token_blacklist::parse_record;
+use palisade_token_blacklist::fuzzing::token_blacklist_record as parse_record;
 
 #[test]
 fn fuzz_corpus_token_blacklist_record_replays() {

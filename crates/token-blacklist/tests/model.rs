@@ -1,6 +1,7 @@
 //! The revocation model's documented edges: typed errors, whole seconds, bounds.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,11 @@ const NOW: u64 = 1_700_000_000;
 
 fn setup(config: Config) -> (ManualClock, MemoryBlacklist) {
     let clock = ManualClock::new(Timestamp::from_unix_secs(NOW));
-    let bl = MemoryBlacklist::with_clock(config, Arc::new(clock.clone())).unwrap();
+    let bl = MemoryBlacklist::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
     (clock, bl)
 }
 
@@ -146,7 +151,7 @@ fn watermarks_live_max_token_lifetime_plus_leeway_plus_skew() {
 
 #[test]
 fn a_full_store_refuses_instead_of_evicting_a_live_revocation() {
-    let (clock, bl) = setup(Config::default().capacity(2));
+    let (clock, bl) = setup(Config::default().capacity(NonZeroUsize::new(2).unwrap()));
     bl.revoke_token(&token("a")).unwrap();
     bl.revoke_user("iss", "bob", Timestamp::from_unix_secs(NOW))
         .unwrap();
@@ -201,9 +206,21 @@ async fn implements_the_core_traits_with_a_local_answer() {
 }
 
 #[test]
-fn invalid_config_is_refused() {
-    assert!(matches!(
-        MemoryBlacklist::new(Config::default().capacity(0)),
-        Err(Error::InvalidConfig(_))
-    ));
+fn invalid_config_is_refused_by_name() {
+    // A zero capacity is unrepresentable (NonZeroUsize); a zero lifetime is refused.
+    let e = MemoryBlacklist::builder()
+        .config(Config::default().max_token_lifetime(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::InvalidConfig {
+                field: "max_token_lifetime",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("max_token_lifetime"), "{e}");
 }

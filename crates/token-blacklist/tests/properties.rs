@@ -94,7 +94,11 @@ proptest! {
             .leeway(Duration::from_secs(LEEWAY))
             .skew(Duration::from_secs(SKEW))
             .max_token_lifetime(Duration::from_secs(MAX_LIFETIME));
-        let bl = MemoryBlacklist::with_clock(config, Arc::new(clock.clone())).unwrap();
+        let bl = MemoryBlacklist::builder()
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
         let mut reference = Reference::default();
         let now = || clock.now_secs();
         for op in ops {

@@ -311,7 +311,9 @@ impl Gateway {
         let account_limit = limiter(&clock, 5, 5, Duration::from_secs(60))?;
         let subject_limit = limiter(&clock, 100, 50, Duration::from_secs(1))?;
         let blacklist = Arc::new(
-            MemoryBlacklist::with_clock(Default::default(), clock.clone())
+            MemoryBlacklist::builder()
+                .clock(clock.clone())
+                .build()
                 .map_err(part("token-blacklist"))?,
         );
         let keys = Arc::new(

@@ -14,7 +14,7 @@ use palisade_core_traits::{RevocationCheck, SystemClock, TokenIdentity, TokenRev
 use palisade_jwt_cache::{
     Algorithm, CacheConfig, DecodingKey, KeySet, Policy, TokenCache, Validator,
 };
-use palisade_token_blacklist::{Config, MemoryBlacklist};
+use palisade_token_blacklist::MemoryBlacklist;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -67,7 +67,7 @@ async fn main() -> Result<()> {
     let (sign_a, verify_a) = ed25519()?;
     let mut keys = KeySet::new();
     keys.insert("2026-a", Algorithm::EdDSA, verify_a.clone())?;
-    let blacklist = Arc::new(MemoryBlacklist::new(Config::default())?);
+    let blacklist = Arc::new(MemoryBlacklist::builder().build()?);
     let revocation: Arc<dyn RevocationCheck> = blacklist.clone();
     let v = Validator::builder(
         Policy::new(&[Algorithm::EdDSA])?

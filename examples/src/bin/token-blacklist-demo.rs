@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use palisade_core_traits::{
     Clock, RevocationCheck, RevocationStatus, SystemClock, TokenIdentity, TokenRevoker,
 };
-use palisade_token_blacklist::{Config, FailurePolicy, MemoryBlacklist, RedisBlacklist};
+use palisade_token_blacklist::{FailurePolicy, MemoryBlacklist, RedisBlacklist};
 
 fn token(jti: &str) -> TokenIdentity {
     let now = SystemClock.now().as_unix_secs();
@@ -23,7 +23,7 @@ fn token(jti: &str) -> TokenIdentity {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(url) = std::env::args().nth(1) else {
-        let bl = Arc::new(MemoryBlacklist::new(Config::default())?);
+        let bl = Arc::new(MemoryBlacklist::builder().build()?);
         // The same object seen through the core-traits contracts (what jwt-cache and
         // playbooks hold).
         let check: Arc<dyn RevocationCheck> = bl.clone();
