@@ -84,6 +84,8 @@ pub enum What {
     Idempotency {
         /// `replay`, `conflict`, `mismatch` or `coalesced`.
         outcome: String,
+        /// Whose request (`ip …` or `sub …`).
+        client: String,
     },
     /// A security event from one of the crates.
     Detection {

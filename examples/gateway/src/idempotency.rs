@@ -140,11 +140,14 @@ struct Tables {
     flights: HashMap<FlightId, Flight>,
 }
 
+/// Hears what the layer did, and for whom.
+type Report = dyn Fn(Outcome, &ClientIdentity) + Send + Sync;
+
 /// The de-duplication state, shared by every request.
 pub struct Idempotency {
     config: Config,
     tables: Mutex<Tables>,
-    report: Box<dyn Fn(Outcome) + Send + Sync>,
+    report: Box<Report>,
 }
 
 impl std::fmt::Debug for Idempotency {
@@ -187,8 +190,12 @@ const REPLAYED_HEADERS: [HeaderName; 3] = [
 ];
 
 impl Idempotency {
-    /// New state; `report` hears every replay, conflict, mismatch and coalesced request.
-    pub fn new(config: Config, report: impl Fn(Outcome) + Send + Sync + 'static) -> Arc<Self> {
+    /// New state; `report` hears every replay, conflict, mismatch and coalesced request,
+    /// with the client it was for.
+    pub fn new(
+        config: Config,
+        report: impl Fn(Outcome, &ClientIdentity) + Send + Sync + 'static,
+    ) -> Arc<Self> {
         Arc::new(Idempotency {
             config,
             tables: Mutex::new(Tables::default()),
@@ -314,7 +321,7 @@ pub async fn layer(State(idem): State<Arc<Idempotency>>, request: Request, next:
                 if *fingerprint != fp =>
             {
                 drop(t);
-                (idem.report)(Outcome::Mismatch);
+                (idem.report)(Outcome::Mismatch, &id.0);
                 return problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "this Idempotency-Key was used with another request",
@@ -322,7 +329,7 @@ pub async fn layer(State(idem): State<Arc<Idempotency>>, request: Request, next:
             }
             Some(Entry::Running { .. }) => {
                 drop(t);
-                (idem.report)(Outcome::Conflict);
+                (idem.report)(Outcome::Conflict, &id.0);
                 return problem(
                     StatusCode::CONFLICT,
                     "a request with this Idempotency-Key is still being processed",
@@ -333,7 +340,7 @@ pub async fn layer(State(idem): State<Arc<Idempotency>>, request: Request, next:
                 drop(t);
                 r.headers_mut()
                     .insert(REPLAYED, HeaderValue::from_static("true"));
-                (idem.report)(Outcome::Replay);
+                (idem.report)(Outcome::Replay, &id.0);
                 return r;
             }
             None => {
@@ -413,7 +420,7 @@ async fn single_flight(
             Err(_) => None,
         };
         if let Some(stored) = shared {
-            (idem.report)(Outcome::Coalesced);
+            (idem.report)(Outcome::Coalesced, &id.0);
             return stored.response();
         }
     }
@@ -482,7 +489,7 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let seen = outcomes.clone();
-        let idem = Idempotency::new(config, move |o| seen.lock().unwrap().push(o));
+        let idem = Idempotency::new(config, move |o, _| seen.lock().unwrap().push(o));
         let (r1, r2, r3) = (runs.clone(), runs.clone(), runs.clone());
         let app = Router::new()
             .route(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use palisade_core_traits::{
     Clock, Error as CoreError, IpBlocker, RevocationCheck, SessionTerminator, StepUpRequirer,
-    Timestamp, TokenRevoker, TrustedProxies, async_trait, normalize_user_id,
+    TokenRevoker, TrustedProxies, async_trait, normalize_user_id,
 };
 use palisade_device_fp::{FingerprintKey, InMemoryDeviceStore, TrustPolicy};
 use palisade_hsm_keys::{JwsAlgorithm, KeyRing, KeyRingConfig, SoftStore};
@@ -284,13 +284,14 @@ impl Gateway {
         } else {
             Some(Intel::open(config.intel.clone()).map_err(part("intel"))?)
         };
-        let dash = dashboard.clone();
-        let idempotency = Idempotency::new(idempotency::Config::default(), move |o| {
+        let (dash, when) = (dashboard.clone(), clock.clone());
+        let idempotency = Idempotency::new(idempotency::Config::default(), move |o, who| {
             dash.publish(crate::activity::Activity::new(
-                Timestamp::UNIX_EPOCH,
+                when.now(),
                 crate::activity::Origin::default(),
                 crate::activity::What::Idempotency {
                     outcome: o.as_str().to_owned(),
+                    client: who.0.clone(),
                 },
             ));
         });

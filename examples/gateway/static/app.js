@@ -61,7 +61,7 @@
       case "blocked": return `${who}: ${a.reason}`;
       case "intel_hit": return `${who} on ${a.list}`;
       case "revoked": return `${a.scope} ${a.subject}`;
-      case "idempotency": return `${a.outcome} for ${who}`;
+      case "idempotency": return `${a.outcome} for ${a.client}`;
       case "detection": return `${a.event.replace(/_/g, " ")} about ${a.subject} (${a.severity}, ${a.basis}) → incident ${a.incident}`;
       case "action": return `${a.action} ${a.verdict} (incident ${a.incident})`;
       case "key": return `${a.kid} ${a.alg} ${a.status}`;
@@ -213,7 +213,10 @@
     }
     for (const row of rows) {
       const cs = cells(row);
-      tbody.append(el("tr", {}, ...cs.map((c, i) => el("td", { class: i === cs.length - 1 && /^[\d,]+$/.test(c) ? "num" : undefined }, c))));
+      tbody.append(el("tr", {}, ...cs.map((c, i) => el("td", {
+        class: i === cs.length - 1 && /^[\d,]+$/.test(c) ? "num" : i === 0 ? "clip" : undefined,
+        title: i === 0 ? c : undefined,
+      }, c))));
     }
   }
 

@@ -246,7 +246,7 @@ impl Stats {
                 minute.blocked += 1;
             }
             What::Revoked { .. } => c.revocations += 1,
-            What::Idempotency { outcome } => match outcome.as_str() {
+            What::Idempotency { outcome, .. } => match outcome.as_str() {
                 "replay" => c.idem_replay += 1,
                 "conflict" => c.idem_conflict += 1,
                 "mismatch" => c.idem_mismatch += 1,
