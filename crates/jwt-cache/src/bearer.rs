@@ -1,0 +1,152 @@
+//! RFC 6750 §2: where a bearer token may be, and how each place must look.
+//!
+//! Only the `Authorization` header is read unless the application enables the
+//! form-body (§2.2) or query (§2.3, discouraged: URLs are logged) methods. A request
+//! that uses more than one method, repeats a token, or carries a header that is not
+//! `Bearer` + one space-separated b64token is `invalid_request`; a request with no
+//! bearer credentials at all (no header, or another scheme) is `MissingToken`.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+use crate::Error;
+
+/// RFC 6750 §2.1 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+/// (a compact JWS is base64url parts joined by dots, so it always fits).
+fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// The bearer token of the `Authorization` header (RFC 6750 §2.1), if the request
+/// has one.
+///
+/// `Ok(None)`: no `Authorization` header, or one with another scheme (`Basic …`): no
+/// bearer credentials were sent. `Err(Error::InvalidRequest)`: several
+/// `Authorization` headers, a value that is not visible ASCII, `Bearer` without a
+/// token, with more than one, or with a token outside the b64token syntax. The
+/// scheme is matched case-insensitively (RFC 9110 §11.1).
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let mut values = headers.get_all(AUTHORIZATION).into_iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::InvalidRequest("more than one Authorization header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Error::InvalidRequest("Authorization header is not visible ASCII"))?
+        .trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        if scheme.is_empty() {
+            return Err(Error::InvalidRequest("empty Authorization header"));
+        }
+        return Ok(None); // another scheme: not a bearer request
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(Error::InvalidRequest("Bearer without a token"));
+    }
+    if token.contains([' ', '\t', ',']) {
+        return Err(Error::InvalidRequest(
+            "Bearer with more than one credential",
+        ));
+    }
+    if !is_b64token(token) {
+        return Err(Error::InvalidRequest(
+            "Bearer credential is not a b64token (RFC 6750 §2.1)",
+        ));
+    }
+    Ok(Some(token))
+}
+
+/// The `access_token` parameter of a query string or form body (RFC 6750 §2.2/§2.3):
+/// at most one, and a b64token.
+pub(crate) fn access_token_param(form: &[u8]) -> Result<Option<String>, Error> {
+    let mut found = None;
+    for (name, value) in form_urlencoded::parse(form) {
+        if name != "access_token" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(Error::InvalidRequest(
+                "more than one access_token parameter",
+            ));
+        }
+        if !is_b64token(&value) {
+            return Err(Error::InvalidRequest(
+                "access_token is not a b64token (RFC 6750 §2.1)",
+            ));
+        }
+        found = Some(value.into_owned());
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn header(values: &[&[u8]]) -> Result<Option<String>, Error> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        bearer_token(&h).map(|t| t.map(str::to_owned))
+    }
+
+    #[test]
+    fn the_header_method_follows_rfc_6750() {
+        assert_eq!(header(&[]), Ok(None));
+        assert_eq!(header(&[b"Bearer a.b.c"]), Ok(Some("a.b.c".into())));
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let v = format!("{scheme} a.b-_~+/c==");
+            assert_eq!(header(&[v.as_bytes()]), Ok(Some("a.b-_~+/c==".into())));
+        }
+        assert_eq!(header(&[b"Bearer   a.b.c"]), Ok(Some("a.b.c".into())));
+        // Another scheme: no bearer credentials were sent.
+        assert_eq!(header(&[b"Basic dXNlcjpwYXNz"]), Ok(None));
+        assert_eq!(header(&[b"Bearerx a.b.c"]), Ok(None));
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer a.b.c d.e.f",
+            b"Bearer a.b.c,d",
+            b"Bearer a.b\tc",
+            b"Bearer a.b.c!",
+            b"Bearer \"a.b.c\"",
+            b"Bearer ===",
+            b"Bearer a=b",
+            b"Bearer \xc3\xa9t\xc3\xa9",
+            b"",
+        ] {
+            assert!(
+                matches!(header(&[bad]), Err(Error::InvalidRequest(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            header(&[b"Bearer a.b.c", b"Bearer a.b.c"]),
+            Err(Error::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn access_token_parameters_are_single_b64tokens() {
+        assert_eq!(access_token_param(b"a=1&b=2"), Ok(None));
+        assert_eq!(
+            access_token_param(b"a=1&access_token=x.y.z"),
+            Ok(Some("x.y.z".into()))
+        );
+        assert!(access_token_param(b"access_token=x&access_token=y").is_err());
+        assert!(access_token_param(b"access_token=").is_err());
+        assert!(access_token_param(b"access_token=a%20b").is_err());
+    }
+}
