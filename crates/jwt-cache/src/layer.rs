@@ -281,12 +281,12 @@ impl JwtAuth {
         token: &str,
         extensions: &mut Extensions,
     ) -> Result<Arc<ValidatedToken>, AuthRejection> {
-        let validated = self
-            .config
-            .validator
-            .validate_async(token)
-            .await
-            .map_err(|e| self.reject(e, true))?;
+        let validator = &self.config.validator;
+        let validated = match validator.validate_without_waiting(token.as_bytes()) {
+            Some(answer) => answer,
+            None => Box::pin(validator.validate_async(token)).await,
+        }
+        .map_err(|e| self.reject(e, true))?;
         self.check_scopes(&validated)
             .map_err(|e| self.reject(e, false))?;
         if let Some(insert) = self.config.claims {

@@ -314,6 +314,24 @@ impl Validator {
         r
     }
 
+    /// The answer if it needs no single-flight wait: a hit, a refusal before the
+    /// cache, or an uncacheable token; `None` for a miss (then `validate_async`).
+    /// Counted like `validate`. Lets the tower layer keep its per-request future
+    /// small: the miss path's future is boxed only when there is a miss.
+    #[cfg(feature = "tower")]
+    pub(crate) fn validate_without_waiting(
+        &self,
+        token: &[u8],
+    ) -> Option<Result<Arc<ValidatedToken>, Error>> {
+        let r = match self.lookup(token) {
+            Ok(Lookup::Miss(..)) => return None,
+            Ok(Lookup::Done(r)) => r,
+            Err(e) => Err(e),
+        };
+        self.counters.outcome(&r);
+        Some(r)
+    }
+
     fn key_ref<'a>(&'a self, epoch: u64, token: &'a [u8]) -> KeyRef<'a> {
         KeyRef {
             epoch,
