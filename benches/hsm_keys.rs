@@ -32,12 +32,12 @@ const ALGS: [JwsAlgorithm; 3] = [
 
 fn store() -> Pkcs11Store {
     let hsm = SoftHsm::get();
-    Pkcs11Store::open(
-        hsm.pkcs11().clone(),
-        hsm.token_label(),
-        Pin::new(SoftHsm::USER_PIN),
-    )
-    .unwrap()
+    Pkcs11Store::builder()
+        .context(hsm.pkcs11().clone())
+        .token(hsm.token_label())
+        .pin(Pin::new(SoftHsm::USER_PIN))
+        .build()
+        .unwrap()
 }
 
 /// The bare-cryptoki equivalent of one `Pkcs11Store::sign`: same mechanism, same

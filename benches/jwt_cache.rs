@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use palisade_core_traits::SystemClock;
-use palisade_jwt_cache::{CacheConfig, KeySet, Policy, TokenCache, Validator};
+use palisade_jwt_cache::{KeySet, Policy, TokenCache, TokenCacheBuilder, Validator};
 use serde_json::json;
 
 const DATA: &str = concat!(
@@ -85,19 +85,23 @@ fn anchor(alg: Algorithm) -> Validation {
     v
 }
 
-fn validator(alg: Algorithm, config: CacheConfig) -> Validator {
+fn validator(alg: Algorithm, cache: TokenCacheBuilder) -> Validator {
     let mut ks = KeySet::new();
     ks.insert("k", alg, keys(alg).1).unwrap();
-    Validator::builder(
-        Policy::new(&[alg])
-            .unwrap()
-            .issuers(&[ISS])
-            .audiences(&[AUD]),
-        ks,
-    )
-    .cache(TokenCache::new(config).unwrap())
-    .clock(Arc::new(SystemClock))
-    .build()
+    Validator::builder()
+        .policy(
+            Policy::builder()
+                .algorithms(&[alg])
+                .issuers(&[ISS])
+                .audiences(&[AUD])
+                .build()
+                .unwrap(),
+        )
+        .keys(ks)
+        .cache(cache.build().unwrap())
+        .clock(Arc::new(SystemClock))
+        .build()
+        .unwrap()
 }
 
 fn threaded(threads: usize, iters: u64, f: impl Fn(u64) + Sync) -> Duration {
@@ -128,7 +132,7 @@ fn hit(c: &mut Criterion) {
                 })
             },
         );
-        let v = validator(alg, CacheConfig::default());
+        let v = validator(alg, TokenCache::builder());
         v.validate(&t).unwrap();
         g.bench_function(BenchmarkId::new("palisade_hit", format!("{alg:?}")), |b| {
             b.iter(|| black_box(v.validate(black_box(&t)).unwrap()))
@@ -141,7 +145,7 @@ fn hit(c: &mut Criterion) {
 fn hit_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("jwt_cache/hit_threads");
     let alg = Algorithm::RS256;
-    let v = validator(alg, CacheConfig::default());
+    let v = validator(alg, TokenCache::builder());
     // Distinct tokens per thread and a shared one: both are hits.
     let tokens: Vec<String> = (0..8).map(|i| token(alg, i)).collect();
     for t in &tokens {
@@ -189,10 +193,7 @@ fn miss(c: &mut Criterion) {
         let tokens: Vec<String> = (0..64).map(|i| token(alg, i)).collect();
         let key = keys(alg).1;
         let val = anchor(alg);
-        let small = CacheConfig {
-            max_entries: 16,
-            ..CacheConfig::default()
-        };
+        let small = TokenCache::builder().max_entries(std::num::NonZeroUsize::new(16).unwrap());
         let v = validator(alg, small);
         let cache = v.cache().unwrap().clone();
         // Both sides are timed per call (same Instant overhead); our side clears the
@@ -239,7 +240,7 @@ fn single_flight(c: &mut Criterion) {
     g.sample_size(10);
     let alg = Algorithm::RS256;
     let t = token(alg, 1);
-    let v = validator(alg, CacheConfig::default());
+    let v = validator(alg, TokenCache::builder());
     let cache = v.cache().unwrap().clone();
     // One round = clear the cache, then 64 threads validate the token at once.
     let cache = &cache;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cap::Cap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use palisade_core_traits::{ManualClock, Timestamp};
-use palisade_jwt_cache::{CacheConfig, KeySet, Policy, TokenCache, Validator};
+use palisade_jwt_cache::{KeySet, Policy, TokenCache, Validator};
 use serde_json::json;
 
 #[global_allocator]
@@ -43,22 +43,25 @@ fn main() {
             .collect();
         let token_len = tokens[0].len();
         let before = ALLOCATOR.allocated();
-        let cache = TokenCache::new(CacheConfig {
-            max_entries: n as usize,
-            max_bytes: u64::MAX / 2,
-            ..CacheConfig::default()
-        })
-        .unwrap();
-        let v = Validator::builder(
-            Policy::new(&[Algorithm::HS256])
-                .unwrap()
-                .issuers(&["https://issuer.example"])
-                .audiences(&["api"]),
-            ks.clone(),
-        )
-        .cache(cache.clone())
-        .clock(Arc::new(ManualClock::new(Timestamp::from_unix_secs(NOW))))
-        .build();
+        let cache = TokenCache::builder()
+            .max_entries(std::num::NonZeroUsize::new(n as usize).unwrap())
+            .max_bytes(std::num::NonZeroU64::new(u64::MAX / 2).unwrap())
+            .build()
+            .unwrap();
+        let v = Validator::builder()
+            .policy(
+                Policy::builder()
+                    .algorithms(&[Algorithm::HS256])
+                    .issuers(&["https://issuer.example"])
+                    .audiences(&["api"])
+                    .build()
+                    .unwrap(),
+            )
+            .keys(ks.clone())
+            .cache(cache.clone())
+            .clock(Arc::new(ManualClock::new(Timestamp::from_unix_secs(NOW))))
+            .build()
+            .unwrap();
         let mut kept = Vec::with_capacity(tokens.len());
         for t in &tokens {
             kept.push(v.validate(t).unwrap());

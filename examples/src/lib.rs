@@ -1,3 +1,5 @@
 //! Runnable demos that wire Palisade crates together: see `src/bin/`, one demo per
 //! file, run with `cargo run -p palisade-examples --bin <demo>`.
 #![forbid(unsafe_code)]
+
+pub mod protected_api;

@@ -1,4 +1,4 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| drop(palisade_hsm_keys::TokenSelector::parse(
-    &String::from_utf8_lossy(data)
-)));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = palisade_hsm_keys::fuzzing::hsm_keys_pkcs11_uri(data);
+});

@@ -1,4 +1,4 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = palisade_hsm_keys::fuzz_pkcs8_parts(data);
+    let _ = palisade_hsm_keys::fuzzing::hsm_keys_pkcs8(data);
 });

@@ -60,10 +60,16 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
-    /// Configuration was wrong: no token with this label, a bad `pkcs11:` URI,
-    /// a missing PIN variable.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// A builder was given an unusable or missing value, or the configuration does
+    /// not fit what it names: no token with this label, a bad `pkcs11:` URI, a
+    /// missing PIN variable, a state for another key ring.
+    #[error("invalid configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The setter or field that was wrong.
+        field: &'static str,
+        /// What is wrong with it (never a PIN, a URI or key material).
+        reason: String,
+    },
     /// A lifecycle transition that the state machine does not allow.
     #[error("key {key} is {from}; cannot make it {to}")]
     InvalidTransition {
@@ -97,7 +103,7 @@ pub enum Error {
     },
     /// Reading or writing the lifecycle state file failed.
     #[error("lifecycle state file {path}: {source}")]
-    State {
+    StateFile {
         /// The file.
         path: String,
         /// The I/O or JSON cause.
@@ -114,6 +120,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn not_found(key: &crate::KeyRef) -> Self {
         Error::KeyNotFound {
             key: key.to_string(),
@@ -124,7 +137,7 @@ impl Error {
 impl From<Error> for palisade_core_traits::Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::Crypto { .. } | Error::State { .. } => {
+            Error::Crypto { .. } | Error::StateFile { .. } => {
                 palisade_core_traits::Error::Unavailable {
                     backend: "hsm-keys",
                     source: Box::new(e),

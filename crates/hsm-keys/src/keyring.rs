@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use palisade_core_traits::{Clock, JwsAlgorithm, JwsSigner, SignedJws, Timestamp, async_trait};
+use palisade_core_traits::{
+    Clock, JwsAlgorithm, JwsSigner, SignedJws, SystemClock, Timestamp, async_trait,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Jwks, KeyInfo, KeyRef, KeyStore, sign_compact, validate_name};
@@ -52,8 +54,10 @@ impl KeyState {
     }
 }
 
-/// How a key ring behaves.
+/// How a key ring behaves: what its builder was given, read back with
+/// [`KeyRing::config`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct KeyRingConfig {
     /// The key name (`[A-Za-z0-9._-]{1,64}`); versions are `name/1`, `name/2`, ….
     pub name: String,
@@ -66,38 +70,11 @@ pub struct KeyRingConfig {
     /// A retiring key stays published `max_token_lifetime + leeway + 1 s`.
     pub verifier_leeway: Duration,
     /// Where the lifecycle is persisted (written atomically), or `None` to keep it
-    /// in memory only.
+    /// in memory only ([`KeyRing::state`] still gives it).
     pub state_file: Option<PathBuf>,
 }
 
 impl KeyRingConfig {
-    /// A config with a 60 s verifier leeway and no state file.
-    pub fn new(
-        name: impl Into<String>,
-        algorithm: JwsAlgorithm,
-        max_token_lifetime: Duration,
-    ) -> Self {
-        KeyRingConfig {
-            name: name.into(),
-            algorithm,
-            max_token_lifetime,
-            verifier_leeway: Duration::from_secs(60),
-            state_file: None,
-        }
-    }
-
-    /// Persists the lifecycle in `path`.
-    pub fn with_state_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.state_file = Some(path.into());
-        self
-    }
-
-    /// Sets the verifier leeway.
-    pub fn with_verifier_leeway(mut self, leeway: Duration) -> Self {
-        self.verifier_leeway = leeway;
-        self
-    }
-
     /// How long a retiring key must stay published: the token lifetime, the
     /// leeway, and one second because verifiers accept a token up to and including
     /// the second `exp + leeway` (NumericDate is whole seconds).
@@ -106,6 +83,167 @@ impl KeyRingConfig {
             .saturating_add(self.verifier_leeway)
             .saturating_add(Duration::from_secs(1))
     }
+}
+
+/// Builds a [`KeyRing`]: every setter is infallible; [`build`](Self::build) checks
+/// them and restores the lifecycle (from [`state`](Self::state) or the state file).
+#[must_use]
+pub struct KeyRingBuilder<S> {
+    store: S,
+    name: Option<String>,
+    algorithm: Option<JwsAlgorithm>,
+    max_token_lifetime: Option<Duration>,
+    verifier_leeway: Duration,
+    state_file: Option<PathBuf>,
+    state: Option<State>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S: KeyStore> KeyRingBuilder<S> {
+    /// The key name, `[A-Za-z0-9._-]{1,64}` (required).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The algorithm of every version (required).
+    pub fn algorithm(mut self, algorithm: JwsAlgorithm) -> Self {
+        self.algorithm = Some(algorithm);
+        self
+    }
+
+    /// The longest lifetime of any token the ring signs (required, at least a
+    /// second).
+    pub fn max_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_token_lifetime = Some(lifetime);
+        self
+    }
+
+    /// The clock leeway verifiers allow past `exp` (default 60 s, jsonwebtoken's).
+    pub fn verifier_leeway(mut self, leeway: Duration) -> Self {
+        self.verifier_leeway = leeway;
+        self
+    }
+
+    /// Persists the lifecycle in `path` (rewritten atomically at every transition)
+    /// and, if the file exists, restores it from there.
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
+    }
+
+    /// Restores the lifecycle from `state` (taken earlier with [`KeyRing::state`]);
+    /// not together with an existing state file.
+    pub fn state(mut self, state: State) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// The clock of every transition and signature (default [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The ring. Fails with [`Error::InvalidConfig`] naming the field (a missing or
+    /// invalid name, no algorithm, a lifetime under a second, a state for another
+    /// ring or naming a key the store lacks or holds under another kid, both a state
+    /// and an existing state file), [`Error::StateFile`] if the file cannot be read.
+    pub fn build(self) -> Result<KeyRing<S>, Error> {
+        let name = self
+            .name
+            .ok_or_else(|| Error::config("name", "a key ring needs a key name"))?;
+        validate_name(&name).map_err(|e| Error::config("name", e.to_string()))?;
+        let algorithm = self
+            .algorithm
+            .ok_or_else(|| Error::config("algorithm", "a key ring needs an algorithm"))?;
+        let max_token_lifetime = self
+            .max_token_lifetime
+            .filter(|d| *d >= Duration::from_secs(1))
+            .ok_or_else(|| {
+                Error::config(
+                    "max_token_lifetime",
+                    "a key ring needs a token lifetime of at least one second",
+                )
+            })?;
+        let config = KeyRingConfig {
+            name,
+            algorithm,
+            max_token_lifetime,
+            verifier_leeway: self.verifier_leeway,
+            state_file: self.state_file,
+        };
+        let from_file = match &config.state_file {
+            Some(path) if path.exists() => {
+                let text = std::fs::read(path).map_err(|e| state_err(path, e))?;
+                Some(serde_json::from_slice::<State>(&text).map_err(|e| state_err(path, e))?)
+            }
+            _ => None,
+        };
+        let state = match (self.state, from_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "state",
+                    "both a state and an existing state file: give one",
+                ));
+            }
+            (Some(s), None) | (None, Some(s)) => Some(s),
+            (None, None) => None,
+        };
+        let keys = match state {
+            Some(state) => restore(&self.store, &config, state)?,
+            None => Vec::new(),
+        };
+        Ok(KeyRing {
+            inner: Arc::new(RingInner {
+                store: self.store,
+                clock: self.clock,
+                config,
+                keys: RwLock::new(keys),
+            }),
+        })
+    }
+}
+
+/// The ring's versions from `state`, each checked against the store: a published key
+/// must still be there with the same kid (a retired one may have been destroyed).
+fn restore<S: KeyStore>(
+    store: &S,
+    config: &KeyRingConfig,
+    state: State,
+) -> Result<Vec<RingKey>, Error> {
+    if state.name != config.name || state.algorithm != config.algorithm.as_str() {
+        return Err(Error::config(
+            "state",
+            format!(
+                "the state is for {}/{}, not {}/{}",
+                state.name, state.algorithm, config.name, config.algorithm
+            ),
+        ));
+    }
+    let mut keys = Vec::new();
+    for entry in state.keys {
+        let key = KeyRef::new(&config.name, entry.version);
+        let info = match store.info(&key) {
+            Ok(info) => info,
+            Err(Error::KeyNotFound { .. }) if !entry.state.is_published() => continue,
+            Err(e) => return Err(e),
+        };
+        if info.jwk.kid != entry.kid {
+            return Err(Error::config(
+                "state",
+                format!(
+                    "key {key} in the store has kid {} but the state says {}",
+                    info.jwk.kid, entry.kid
+                ),
+            ));
+        }
+        keys.push(RingKey {
+            info,
+            state: entry.state,
+        });
+    }
+    Ok(keys)
 }
 
 /// One version of the ring and its state.
@@ -117,7 +255,7 @@ pub struct RingKey {
     pub state: KeyState,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct StateEntry {
     version: u32,
     kid: String,
@@ -125,9 +263,12 @@ struct StateEntry {
     state: KeyState,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A key ring's persisted lifecycle: each version's kid and state. Taken with
+/// [`KeyRing::state`], given back with [`KeyRingBuilder::state`]; the state file
+/// holds it as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StateDoc {
+pub struct State {
     name: String,
     algorithm: String,
     keys: Vec<StateEntry>,
@@ -170,61 +311,47 @@ impl<S: KeyStore> fmt::Debug for KeyRing<S> {
 }
 
 fn state_err(path: &Path, e: impl Into<crate::BoxError>) -> Error {
-    Error::State {
+    Error::StateFile {
         path: path.display().to_string(),
         source: e.into(),
     }
 }
 
 impl<S: KeyStore> KeyRing<S> {
-    /// Opens the ring: reads the state file if there is one (and checks each
-    /// published key is still in the store with the same kid), else starts empty.
-    pub fn open(store: S, clock: Arc<dyn Clock>, config: KeyRingConfig) -> Result<Self, Error> {
-        validate_name(&config.name)?;
-        let mut keys = Vec::new();
-        if let Some(path) = &config.state_file
-            && path.exists()
-        {
-            let text = std::fs::read(path).map_err(|e| state_err(path, e))?;
-            let doc: StateDoc = serde_json::from_slice(&text).map_err(|e| state_err(path, e))?;
-            if doc.name != config.name || doc.algorithm != config.algorithm.as_str() {
-                return Err(Error::Config(format!(
-                    "state file {} is for {}/{}, not {}/{}",
-                    path.display(),
-                    doc.name,
-                    doc.algorithm,
-                    config.name,
-                    config.algorithm
-                )));
-            }
-            for entry in doc.keys {
-                let key = KeyRef::new(&config.name, entry.version);
-                let info = match store.info(&key) {
-                    Ok(info) => info,
-                    // A retired key may have been destroyed already.
-                    Err(Error::KeyNotFound { .. }) if !entry.state.is_published() => continue,
-                    Err(e) => return Err(e),
-                };
-                if info.jwk.kid != entry.kid {
-                    return Err(Error::Config(format!(
-                        "key {key} in the store has kid {} but the state file says {}",
-                        info.jwk.kid, entry.kid
-                    )));
-                }
-                keys.push(RingKey {
-                    info,
-                    state: entry.state,
-                });
-            }
+    /// A builder over `store`: name, algorithm and token lifetime are required;
+    /// 60 s verifier leeway, no state file, the system clock.
+    pub fn builder(store: S) -> KeyRingBuilder<S> {
+        KeyRingBuilder {
+            store,
+            name: None,
+            algorithm: None,
+            max_token_lifetime: None,
+            verifier_leeway: Duration::from_secs(60),
+            state_file: None,
+            state: None,
+            clock: Arc::new(SystemClock),
         }
-        Ok(KeyRing {
-            inner: Arc::new(RingInner {
-                store,
-                clock,
-                config,
-                keys: RwLock::new(keys),
-            }),
-        })
+    }
+
+    /// The lifecycle now, to persist elsewhere and restore with
+    /// [`KeyRingBuilder::state`].
+    pub fn state(&self) -> State {
+        self.state_of(&self.read())
+    }
+
+    fn state_of(&self, keys: &[RingKey]) -> State {
+        State {
+            name: self.inner.config.name.clone(),
+            algorithm: self.inner.config.algorithm.as_str().to_owned(),
+            keys: keys
+                .iter()
+                .map(|k| StateEntry {
+                    version: k.info.key.version,
+                    kid: k.info.jwk.kid.clone(),
+                    state: k.state,
+                })
+                .collect(),
+        }
     }
 
     /// The store behind the ring.
@@ -425,18 +552,7 @@ impl<S: KeyStore> KeyRing<S> {
         let Some(path) = &self.inner.config.state_file else {
             return Ok(());
         };
-        let doc = StateDoc {
-            name: self.inner.config.name.clone(),
-            algorithm: self.inner.config.algorithm.as_str().to_owned(),
-            keys: keys
-                .iter()
-                .map(|k| StateEntry {
-                    version: k.info.key.version,
-                    kid: k.info.jwk.kid.clone(),
-                    state: k.state,
-                })
-                .collect(),
-        };
+        let doc = self.state_of(keys);
         let json = serde_json::to_vec_pretty(&doc).map_err(|e| state_err(path, e))?;
         let dir = path
             .parent()

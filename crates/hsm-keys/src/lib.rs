@@ -1,5 +1,6 @@
 #![forbid(unsafe_code)]
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod jwk;
@@ -8,21 +9,53 @@ mod keyring;
 mod pin;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
-#[cfg(feature = "pkcs11")]
-mod pkcs8;
 mod soft;
+mod telemetry;
 
 #[cfg(feature = "pkcs11")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
 pub use cryptoki;
 pub use error::{BoxError, Error};
 pub use jwk::{Jwk, Jwks};
 pub use jws::sign_compact;
-pub use keyring::{KeyRing, KeyRingConfig, KeyState, RingKey};
+pub use keyring::{KeyRing, KeyRingBuilder, KeyRingConfig, KeyState, RingKey, State};
 pub use palisade_core_traits::{JwsAlgorithm, SignedJws};
 pub use pin::Pin;
 #[cfg(feature = "pkcs11")]
-pub use pkcs11::{DEFAULT_MAX_SESSIONS, Pkcs11Stats, Pkcs11Store, TokenSelector, load_module};
+#[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
+pub use pkcs11::{
+    DEFAULT_MAX_SESSIONS, Pkcs11Store, Pkcs11StoreBuilder, Stats, TokenSelector, load_module,
+};
 pub use soft::SoftStore;
+
+/// Fuzz entry points, one per cargo-fuzz target; not part of the API contract.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::JwsAlgorithm;
+
+    /// `hsm_keys_pkcs11_uri`: a token label or `pkcs11:` URI, parsed; whether it was
+    /// accepted.
+    pub fn hsm_keys_pkcs11_uri(data: &[u8]) -> bool {
+        crate::TokenSelector::parse(&String::from_utf8_lossy(data)).is_ok()
+    }
+
+    /// `hsm_keys_pkcs8`: the PKCS#8 parsing used by `Pkcs11Store` imports
+    /// (RustCrypto's `pkcs8`, `sec1`, `pkcs1`), run on arbitrary bytes for every
+    /// algorithm (in the store it only sees keys ring accepted). Returns how many
+    /// algorithms accepted the bytes.
+    pub fn hsm_keys_pkcs8(data: &[u8]) -> usize {
+        [
+            JwsAlgorithm::ES256,
+            JwsAlgorithm::ES384,
+            JwsAlgorithm::EdDSA,
+            JwsAlgorithm::RS256,
+        ]
+        .into_iter()
+        .filter(|&alg| crate::pkcs11::pkcs8::private_template(alg, data).is_ok())
+        .count()
+    }
+}
 
 use std::fmt;
 
@@ -157,23 +190,6 @@ impl<S: KeyStore + ?Sized> KeyStore for std::sync::Arc<S> {
     fn destroy(&self, key: &KeyRef) -> Result<(), Error> {
         (**self).destroy(key)
     }
-}
-
-/// Fuzzing entry point: the PKCS#8 parsing used by `Pkcs11Store` imports (RustCrypto's
-/// `pkcs8`, `sec1`, `pkcs1`), run on arbitrary bytes for every algorithm (in the store
-/// it only sees keys ring accepted). Returns how many algorithms accepted the bytes.
-#[cfg(feature = "pkcs11")]
-#[doc(hidden)]
-pub fn fuzz_pkcs8_parts(data: &[u8]) -> usize {
-    [
-        JwsAlgorithm::ES256,
-        JwsAlgorithm::ES384,
-        JwsAlgorithm::EdDSA,
-        JwsAlgorithm::RS256,
-    ]
-    .into_iter()
-    .filter(|&alg| pkcs8::private_template(alg, data).is_ok())
-    .count()
 }
 
 /// Checks a key name: 1 to 64 characters of `[A-Za-z0-9._-]`.

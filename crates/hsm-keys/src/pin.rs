@@ -21,9 +21,10 @@ impl Pin {
     pub fn from_env(var: &str) -> Result<Self, Error> {
         match std::env::var(var) {
             Ok(pin) if !pin.is_empty() => Ok(Pin::new(pin)),
-            _ => Err(Error::Config(format!(
-                "environment variable {var} with the HSM user PIN is unset or empty"
-            ))),
+            _ => Err(Error::config(
+                "pin",
+                format!("environment variable {var} with the HSM user PIN is unset or empty"),
+            )),
         }
     }
 

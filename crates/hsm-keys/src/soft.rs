@@ -9,7 +9,7 @@ use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPa
 use zeroize::Zeroizing;
 
 use crate::jwk::PublicKey;
-use crate::{Error, KeyInfo, KeyRef, KeyStore, validate_name};
+use crate::{Error, KeyInfo, KeyRef, KeyStore, telemetry, validate_name};
 
 /// Smallest RSA modulus accepted, in bits.
 pub(crate) const MIN_RSA_BITS: usize = 2048;
@@ -220,7 +220,12 @@ impl KeyStore for SoftStore {
     fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, Error> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let k = keys.get(key).ok_or_else(|| Error::not_found(key))?;
-        k.key.sign(k.info.algorithm, &self.rng, message)
+        let r = k.key.sign(k.info.algorithm, &self.rng, message);
+        telemetry::sign("soft", k.info.algorithm, r.is_ok());
+        if let Err(Error::Crypto { operation, .. }) = &r {
+            telemetry::error(operation);
+        }
+        r
     }
 
     fn info(&self, key: &KeyRef) -> Result<KeyInfo, Error> {

@@ -3,9 +3,11 @@
 //! named `ok-*` must be accepted and `bad-*` rejected. Files the fuzzer adds (hash
 //! names) only have to not panic.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
-#![cfg(feature = "pkcs11")]
+#![cfg(feature = "fuzzing")]
 
 use std::path::PathBuf;
+
+use palisade_hsm_keys::fuzzing::{hsm_keys_pkcs8, hsm_keys_pkcs11_uri};
 
 fn replay(target: &str, accept: impl Fn(&[u8]) -> bool) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -33,16 +35,12 @@ fn replay(target: &str, accept: impl Fn(&[u8]) -> bool) {
 
 #[test]
 fn fuzz_corpus_hsm_keys_pkcs11_uri() {
-    replay("hsm_keys_pkcs11_uri", |data| {
-        palisade_hsm_keys::TokenSelector::parse(&String::from_utf8_lossy(data)).is_ok()
-    });
+    replay("hsm_keys_pkcs11_uri", hsm_keys_pkcs11_uri);
 }
 
 #[test]
 fn fuzz_corpus_hsm_keys_pkcs8() {
-    replay("hsm_keys_pkcs8", |data| {
-        palisade_hsm_keys::fuzz_pkcs8_parts(data) > 0
-    });
+    replay("hsm_keys_pkcs8", |data| hsm_keys_pkcs8(data) > 0);
 }
 
 /// The PKCS#8 parser behind `Pkcs11Store` imports is strict DER on its own (not only
@@ -57,12 +55,12 @@ fn the_pkcs8_parser_takes_real_keys_and_refuses_malformed_der() {
         include_bytes!("data/ed25519.pk8.der"),
         include_bytes!("data/rsa2048.pk8.der"),
     ] {
-        assert_eq!(palisade_hsm_keys::fuzz_pkcs8_parts(der), 1);
+        assert_eq!(hsm_keys_pkcs8(der), 1);
     }
     assert_eq!(&p256[..2], &[0x30, 0x81]);
     let non_minimal = [&[0x30, 0x82, 0x00][..], &p256[2..]].concat();
     let trailing = [p256, &[0]].concat();
     for bad in [&trailing[..], &non_minimal, &p256[..p256.len() - 1]] {
-        assert_eq!(palisade_hsm_keys::fuzz_pkcs8_parts(bad), 0);
+        assert_eq!(hsm_keys_pkcs8(bad), 0);
     }
 }

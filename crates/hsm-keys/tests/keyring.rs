@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{Clock, JwsSigner, ManualClock, SystemClock, Timestamp};
-use palisade_hsm_keys::{Error, Jwks, JwsAlgorithm, KeyRing, KeyRingConfig, KeyState, SoftStore};
+use palisade_hsm_keys::{
+    Error, Jwks, JwsAlgorithm, KeyRing, KeyRingBuilder, KeyState, KeyStore, SoftStore,
+};
 use proptest::prelude::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -15,9 +17,20 @@ fn manual() -> ManualClock {
     ManualClock::new(Timestamp::from_unix_secs(1_800_000_000))
 }
 
+/// A ring builder over `store` named `name` for `alg`, tokens up to an hour.
+fn builder<S: KeyStore>(store: S, name: &str, alg: JwsAlgorithm) -> KeyRingBuilder<S> {
+    KeyRing::builder(store)
+        .name(name)
+        .algorithm(alg)
+        .max_token_lifetime(HOUR)
+}
+
 fn ring(clock: &ManualClock, leeway: Duration) -> KeyRing<SoftStore> {
-    let config = KeyRingConfig::new("jwt", JwsAlgorithm::ES256, HOUR).with_verifier_leeway(leeway);
-    KeyRing::open(SoftStore::new(), Arc::new(clock.clone()), config).unwrap()
+    builder(SoftStore::new(), "jwt", JwsAlgorithm::ES256)
+        .verifier_leeway(leeway)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap()
 }
 
 fn kids(jwks: &Jwks) -> Vec<String> {
@@ -140,8 +153,9 @@ fn payloads_must_carry_a_bounded_exp() {
 
 #[test]
 fn jwt_from_the_ring_verifies_against_its_jwks() {
-    let config = KeyRingConfig::new("jwt", JwsAlgorithm::EdDSA, HOUR);
-    let ring = KeyRing::open(SoftStore::new(), Arc::new(SystemClock), config).unwrap();
+    let ring = builder(SoftStore::new(), "jwt", JwsAlgorithm::EdDSA)
+        .build()
+        .unwrap();
     ring.rotate().unwrap();
     let mut claims = serde_json::Map::new();
     claims.insert("sub".into(), "alice".into());
@@ -158,8 +172,9 @@ fn jwt_from_the_ring_verifies_against_its_jwks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jws_signer_signs_with_the_active_key() {
-    let config = KeyRingConfig::new("jwt", JwsAlgorithm::ES384, HOUR);
-    let ring = KeyRing::open(SoftStore::new(), Arc::new(SystemClock), config).unwrap();
+    let ring = builder(SoftStore::new(), "jwt", JwsAlgorithm::ES384)
+        .build()
+        .unwrap();
     let active = ring.rotate().unwrap();
     let signer: Arc<dyn JwsSigner> = Arc::new(ring.clone());
     let exp = SystemClock.now().as_unix_secs() + 60;
@@ -188,15 +203,20 @@ fn the_lifecycle_survives_a_restart() {
     let path = dir.path().join("jwt.state.json");
     let clock = manual();
     let store = Arc::new(SoftStore::new());
-    let config = KeyRingConfig::new("jwt", JwsAlgorithm::ES256, HOUR).with_state_file(&path);
-    let first = KeyRing::open(Arc::clone(&store), Arc::new(clock.clone()), config.clone()).unwrap();
+    let open = |store: Arc<SoftStore>, name: &str| {
+        builder(store, name, JwsAlgorithm::ES256)
+            .state_file(&path)
+            .clock(Arc::new(clock.clone()))
+            .build()
+    };
+    let first = open(Arc::clone(&store), "jwt").unwrap();
     first.rotate().unwrap();
     first.rotate().unwrap();
     first.prepare().unwrap();
     let before = first.keys();
     drop(first);
 
-    let again = KeyRing::open(Arc::clone(&store), Arc::new(clock.clone()), config.clone()).unwrap();
+    let again = open(Arc::clone(&store), "jwt").unwrap();
     assert_eq!(again.keys(), before);
     assert_eq!(again.active().unwrap().key.version, 2);
     // The overlap clock kept running across the restart.
@@ -206,25 +226,85 @@ fn the_lifecycle_survives_a_restart() {
     ));
 
     // A state file for another ring, or a corrupt one, is refused.
-    let other = KeyRingConfig::new("other", JwsAlgorithm::ES256, HOUR).with_state_file(&path);
     assert!(matches!(
-        KeyRing::open(Arc::clone(&store), Arc::new(clock.clone()), other),
-        Err(Error::Config(_))
+        open(Arc::clone(&store), "other"),
+        Err(Error::InvalidConfig { field: "state", .. })
+    ));
+    // The same lifecycle, taken as a State and given back without a file.
+    let state = again.state();
+    let restored = builder(Arc::clone(&store), "jwt", JwsAlgorithm::ES256)
+        .state(state.clone())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(restored.keys(), before);
+    assert_eq!(restored.state(), state);
+    let json = serde_json::to_string(&state).unwrap();
+    assert_eq!(
+        serde_json::from_str::<palisade_hsm_keys::State>(&json).unwrap(),
+        state
+    );
+    // A State and an existing state file at once: which one? Refused.
+    assert!(matches!(
+        builder(Arc::clone(&store), "jwt", JwsAlgorithm::ES256)
+            .state_file(&path)
+            .state(state)
+            .build(),
+        Err(Error::InvalidConfig { field: "state", .. })
     ));
     std::fs::write(&path, b"{").unwrap();
     assert!(matches!(
-        KeyRing::open(Arc::clone(&store), Arc::new(clock.clone()), config.clone()),
-        Err(Error::State { .. })
+        open(Arc::clone(&store), "jwt"),
+        Err(Error::StateFile { .. })
     ));
     // A state file naming keys the store does not have is refused (SoftStore keys
     // do not survive a process restart; HSM keys do).
     std::fs::remove_file(&path).unwrap();
-    let fresh = KeyRing::open(Arc::clone(&store), Arc::new(clock.clone()), config.clone()).unwrap();
+    let fresh = open(Arc::clone(&store), "jwt").unwrap();
     fresh.rotate().unwrap();
     assert!(matches!(
-        KeyRing::open(SoftStore::new(), Arc::new(clock), config),
+        open(Arc::new(SoftStore::new()), "jwt"),
         Err(Error::KeyNotFound { .. })
     ));
+}
+
+#[test]
+fn the_builder_names_the_field_that_is_wrong() {
+    let field = |r: Result<KeyRing<SoftStore>, Error>| match r {
+        Err(Error::InvalidConfig { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let store = SoftStore::new;
+    assert_eq!(
+        field(
+            KeyRing::builder(store())
+                .algorithm(JwsAlgorithm::ES256)
+                .max_token_lifetime(HOUR)
+                .build()
+        ),
+        "name"
+    );
+    assert_eq!(
+        field(builder(store(), "a b", JwsAlgorithm::ES256).build()),
+        "name"
+    );
+    assert_eq!(
+        field(
+            KeyRing::builder(store())
+                .name("jwt")
+                .max_token_lifetime(HOUR)
+                .build()
+        ),
+        "algorithm"
+    );
+    assert_eq!(
+        field(
+            builder(store(), "jwt", JwsAlgorithm::ES256)
+                .max_token_lifetime(Duration::from_millis(999))
+                .build()
+        ),
+        "max_token_lifetime"
+    );
 }
 
 #[derive(Debug, Clone)]

@@ -14,8 +14,7 @@ use palisade_core_traits::{JwsSigner, SystemClock};
 use palisade_hsm_keys::cryptoki::mechanism::MechanismType;
 use palisade_hsm_keys::cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use palisade_hsm_keys::{
-    Error, JwsAlgorithm, KeyRing, KeyRingConfig, KeyStore, Pin, Pkcs11Store, TokenSelector,
-    sign_compact,
+    Error, JwsAlgorithm, KeyRing, KeyStore, Pin, Pkcs11Store, TokenSelector, sign_compact,
 };
 use palisade_testkit::SoftHsm;
 
@@ -99,7 +98,14 @@ fn tokens_are_chosen_by_label_or_uri_never_by_index() {
         "pkcs11:token={};manufacturer=SoftHSM%20project",
         hsm.token_label()
     );
-    let by_uri = Pkcs11Store::open(hsm.pkcs11().clone(), &uri, pin()).unwrap();
+    let open = |token: &str| {
+        Pkcs11Store::builder()
+            .context(hsm.pkcs11().clone())
+            .token(token)
+            .pin(pin())
+            .build()
+    };
+    let by_uri = open(&uri).unwrap();
     assert_eq!(by_uri.slot(), hsm.slot());
     assert_eq!(by_uri.token_label(), hsm.token_label());
 
@@ -110,8 +116,11 @@ fn tokens_are_chosen_by_label_or_uri_never_by_index() {
         "pkcs11:object=x",
         "pkcs11:token=%zz",
     ] {
-        let err = Pkcs11Store::open(hsm.pkcs11().clone(), bad, pin()).unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+        let err = open(bad).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { field: "token", .. }),
+            "{bad}: {err}"
+        );
     }
     assert_eq!(
         TokenSelector::parse("pkcs11:token=My%20Token;serial=42;object=k;id=%01").unwrap(),
@@ -127,18 +136,15 @@ fn tokens_are_chosen_by_label_or_uri_never_by_index() {
 fn load_by_module_path_shares_the_initialised_library() {
     let hsm = SoftHsm::get();
     // The testkit already called C_Initialize in this process: that must be fine.
-    let a = Pkcs11Store::load(
-        hsm.module_path(),
-        hsm.token_label(),
-        Pin::new(SoftHsm::USER_PIN),
-    )
-    .unwrap();
-    let b = Pkcs11Store::load(
-        hsm.module_path(),
-        hsm.token_label(),
-        Pin::new(SoftHsm::USER_PIN),
-    )
-    .unwrap();
+    let load = || {
+        Pkcs11Store::builder()
+            .module(hsm.module_path())
+            .token(hsm.token_label())
+            .pin(Pin::new(SoftHsm::USER_PIN))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (load(), load());
     let info = a.generate("loaded", JwsAlgorithm::ES256).unwrap();
     let jws = sign_compact(&b, &b.info(&info.key).unwrap(), Some("JWT"), b"{}").unwrap();
     assert_eq!(verify(&jws.compact, &info.jwk), serde_json::json!({}));
@@ -170,16 +176,23 @@ fn mechanisms_come_from_the_token() {
 #[test]
 fn a_restart_keeps_keys_and_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
-    let config = KeyRingConfig::new("restart", JwsAlgorithm::PS256, Duration::from_secs(600))
-        .with_state_file(dir.path().join("state.json"));
-    let ring = KeyRing::open(store(), Arc::new(SystemClock), config.clone()).unwrap();
+    let open = || {
+        KeyRing::builder(store())
+            .name("restart")
+            .algorithm(JwsAlgorithm::PS256)
+            .max_token_lifetime(Duration::from_secs(600))
+            .state_file(dir.path().join("state.json"))
+            .build()
+            .unwrap()
+    };
+    let ring = open();
     ring.rotate().unwrap();
     ring.rotate().unwrap();
     let before = ring.keys();
     let jwks = ring.jwks();
     drop(ring);
 
-    let ring = KeyRing::open(store(), Arc::new(SystemClock), config).unwrap();
+    let ring = open();
     assert_eq!(ring.keys(), before);
     assert_eq!(ring.jwks(), jwks);
     let token = ring
@@ -245,7 +258,14 @@ fn threads_sign_in_parallel() {
 
 #[test]
 fn signers_beyond_the_session_bound_wait_for_a_session() {
-    let store = store().with_max_sessions(1);
+    let hsm = SoftHsm::get();
+    let store = Pkcs11Store::builder()
+        .context(hsm.pkcs11().clone())
+        .token(hsm.token_label())
+        .pin(Pin::new(SoftHsm::USER_PIN))
+        .max_sessions(std::num::NonZeroUsize::MIN)
+        .build()
+        .unwrap();
     let key = store.generate("bounded", JwsAlgorithm::ES256).unwrap();
     let barrier = Arc::new(std::sync::Barrier::new(4));
     let threads: Vec<_> = (0..4)
@@ -277,8 +297,12 @@ fn signers_beyond_the_session_bound_wait_for_a_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_callers_sign_through_the_ring() {
-    let config = KeyRingConfig::new("async", JwsAlgorithm::ES256, Duration::from_secs(600));
-    let ring = KeyRing::open(store(), Arc::new(SystemClock), config).unwrap();
+    let ring = KeyRing::builder(store())
+        .name("async")
+        .algorithm(JwsAlgorithm::ES256)
+        .max_token_lifetime(Duration::from_secs(600))
+        .build()
+        .unwrap();
     let active = ring.rotate().unwrap();
     let exp = palisade_core_traits::Clock::now(&SystemClock).as_unix_secs() + 60;
     let tasks: Vec<_> = (0..16)
@@ -334,11 +358,19 @@ fn the_pin_never_shows() {
     let wrong = "wrong-pin-98765";
     // Another open session is logged in already, so a wrong PIN may or may not be
     // checked by the token; if it is refused, the error must not contain it.
-    if let Err(e) = Pkcs11Store::open(hsm.pkcs11().clone(), hsm.token_label(), Pin::new(wrong)) {
+    let wrong_pin = Pkcs11Store::builder()
+        .context(hsm.pkcs11().clone())
+        .token(hsm.token_label())
+        .pin(Pin::new(wrong))
+        .build();
+    if let Err(e) = wrong_pin {
         assert!(!format!("{e} {e:?}").contains(wrong));
     }
     let missing = Pin::from_env("PALISADE_TEST_PIN_THAT_IS_NOT_SET").unwrap_err();
-    assert!(matches!(missing, Error::Config(_)), "{missing}");
+    assert!(
+        matches!(missing, Error::InvalidConfig { field: "pin", .. }),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -369,10 +401,18 @@ fn a_pin_in_a_pkcs11_uri_never_shows_in_any_error() {
     ];
     for uri in &uris {
         let parsed = TokenSelector::parse(uri).unwrap_err();
-        let opened =
-            Pkcs11Store::open(hsm.pkcs11().clone(), uri, Pin::new(SoftHsm::USER_PIN)).unwrap_err();
+        let builder = Pkcs11Store::builder()
+            .context(hsm.pkcs11().clone())
+            .token(uri.as_str())
+            .pin(Pin::new(SoftHsm::USER_PIN));
+        let shown_builder = format!("{builder:?}");
+        assert!(!shown_builder.contains(PIN), "{shown_builder}");
+        let opened = builder.build().unwrap_err();
         for e in [&parsed, &opened] {
-            assert!(matches!(e, Error::Config(_)), "{uri}: {e}");
+            assert!(
+                matches!(e, Error::InvalidConfig { field: "token", .. }),
+                "{uri}: {e}"
+            );
             let shown = format!("{e} {e:?}");
             assert!(!shown.contains(PIN), "{uri} shows the PIN: {shown}");
             assert!(!shown.contains(uri.as_str()), "{uri} is echoed: {shown}");

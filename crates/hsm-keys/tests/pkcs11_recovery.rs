@@ -17,12 +17,12 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn signing_survives_all_sessions_being_closed_underneath() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let hsm = SoftHsm::get();
-    let store = Pkcs11Store::open(
-        hsm.pkcs11().clone(),
-        hsm.token_label(),
-        Pin::new(SoftHsm::USER_PIN),
-    )
-    .unwrap();
+    let store = Pkcs11Store::builder()
+        .context(hsm.pkcs11().clone())
+        .token(hsm.token_label())
+        .pin(Pin::new(SoftHsm::USER_PIN))
+        .build()
+        .unwrap();
     let keys: Vec<_> = [JwsAlgorithm::ES256, JwsAlgorithm::RS256]
         .into_iter()
         .map(|alg| store.generate(&format!("recover-{alg}"), alg).unwrap())

@@ -1,7 +1,9 @@
 //! The bounded store shared by validators: quick_cache (S3-FIFO-style, sharded).
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::mem::size_of;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,6 +14,7 @@ use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 use crate::ValidatedToken;
 use crate::error::Error;
 use crate::stats::Counter;
+use crate::telemetry;
 use crate::weight;
 
 /// Default longest life of an entry.
@@ -19,9 +22,9 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
 /// Default size above which tokens are validated but never cached.
 pub const DEFAULT_MAX_CACHED_TOKEN_BYTES: usize = 8 * 1024;
 /// Default cap on entries.
-pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+pub const DEFAULT_MAX_ENTRIES: NonZeroUsize = NonZeroUsize::new(100_000).expect("non-zero");
 /// Default cap on the bytes held by the cache.
-pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_MAX_BYTES: NonZeroU64 = NonZeroU64::new(256 * 1024 * 1024).expect("non-zero");
 
 /// What one quick_cache slot costs beside the entry's heap: its slab entry (our key
 /// and value structs inline, with quick_cache's list links and state) and its
@@ -35,29 +38,63 @@ const GHOST_ALLOCATION: f64 = 0.5;
 /// falls from a peak (a real entry with an `exp` claim weighs more anyway).
 const MIN_ENTRY_BYTES: u64 = 1024;
 
-/// Sizing of a [`TokenCache`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheConfig {
-    /// Longest life of an entry (it also dies at the token's `exp`). Default 60 s.
-    pub max_ttl: Duration,
+/// The sizing a [`TokenCache`] was built with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CacheConfig {
+    pub(crate) max_ttl: Duration,
+    pub(crate) max_cached_token_bytes: usize,
+    pub(crate) max_entries: NonZeroUsize,
+    pub(crate) max_bytes: NonZeroU64,
+    pub(crate) name: Cow<'static, str>,
+}
+
+/// Builds a [`TokenCache`]: every setter is infallible, [`build`](Self::build)
+/// checks them all.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct TokenCacheBuilder {
+    config: CacheConfig,
+}
+
+impl TokenCacheBuilder {
+    /// Longest life of an entry (it also dies at the token's `exp`). Default 60 s;
+    /// must be at least one second.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.config.max_ttl = ttl;
+        self
+    }
+
     /// Tokens longer than this are validated but not cached. Default 8 KiB.
-    pub max_cached_token_bytes: usize,
+    pub fn max_cached_token_bytes(mut self, bytes: NonZeroUsize) -> Self {
+        self.config.max_cached_token_bytes = bytes.get();
+        self
+    }
+
     /// Hard cap on entries. Default 100 000.
-    pub max_entries: usize,
+    pub fn max_entries(mut self, entries: NonZeroUsize) -> Self {
+        self.config.max_entries = entries;
+        self
+    }
+
     /// Hard cap on the bytes the cache holds: every entry weighed by what it owns
     /// (token, decoded claims, identity, key, slot), plus the cache's ghost list.
     /// Default 256 MiB. See `docs/jwt-cache.md` for what is and is not counted.
-    pub max_bytes: u64,
-}
+    pub fn max_bytes(mut self, bytes: NonZeroU64) -> Self {
+        self.config.max_bytes = bytes;
+        self
+    }
 
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            max_ttl: DEFAULT_MAX_TTL,
-            max_cached_token_bytes: DEFAULT_MAX_CACHED_TOKEN_BYTES,
-            max_entries: DEFAULT_MAX_ENTRIES,
-            max_bytes: DEFAULT_MAX_BYTES,
-        }
+    /// The `cache` label of this cache's gauges (feature `metrics`), so several
+    /// caches in one process report apart. Default `"default"`.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The cache. Fails ([`Error::InvalidConfig`] naming the field) if `max_ttl` is
+    /// under a second or `max_bytes` is too small for the cache's own tables.
+    pub fn build(self) -> Result<Arc<TokenCache>, Error> {
+        TokenCache::with_config(self.config)
     }
 }
 
@@ -140,6 +177,7 @@ impl Lifecycle<CacheKey, Entry> for EvictionCounter {
 
     fn on_evict(&self, _state: &mut (), _key: CacheKey, _val: Entry) {
         self.0.add(1);
+        telemetry::evicted();
     }
 }
 
@@ -154,6 +192,8 @@ pub struct TokenCache {
     pub(crate) evictions: Arc<Counter>,
     /// Bumped by every invalidation: a miss that started before one does not insert.
     pub(crate) generation: AtomicU64,
+    /// Bytes per weight unit (for the `bytes` gauge).
+    unit: u64,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -166,28 +206,51 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache with the given bounds.
-    pub fn new(config: CacheConfig) -> Result<Arc<Self>, Error> {
-        if config.max_entries == 0 || config.max_bytes == 0 {
-            return Err(Error::InvalidConfig(
-                "max_entries and max_bytes must be positive",
+    /// A builder with the defaults ([`DEFAULT_MAX_TTL`], [`DEFAULT_MAX_ENTRIES`],
+    /// [`DEFAULT_MAX_BYTES`], [`DEFAULT_MAX_CACHED_TOKEN_BYTES`]).
+    pub fn builder() -> TokenCacheBuilder {
+        TokenCacheBuilder {
+            config: CacheConfig {
+                max_ttl: DEFAULT_MAX_TTL,
+                max_cached_token_bytes: DEFAULT_MAX_CACHED_TOKEN_BYTES,
+                max_entries: DEFAULT_MAX_ENTRIES,
+                max_bytes: DEFAULT_MAX_BYTES,
+                name: Cow::Borrowed("default"),
+            },
+        }
+    }
+
+    fn with_config(config: CacheConfig) -> Result<Arc<Self>, Error> {
+        if config.max_ttl < Duration::from_secs(1) {
+            return Err(Error::config(
+                "max_ttl",
+                format!(
+                    "{:?} is under one second (time claims are whole seconds): nothing would be served",
+                    config.max_ttl
+                ),
             ));
         }
-        let max_entries = config.max_entries as u64;
+        let max_bytes = config.max_bytes.get();
+        let max_entries = config.max_entries.get() as u64;
         // The ghost list is sized from the estimated count; its slots come out of
         // max_bytes first. Each shard rounds its share of the weight capacity up by
         // less than one unit, and has at least 32 estimated entries: one more unit per
         // 32 estimated entries keeps that rounding inside the budget too.
-        let estimated = (config.max_bytes / MIN_ENTRY_BYTES).clamp(1, max_entries);
+        let estimated = (max_bytes / MIN_ENTRY_BYTES).clamp(1, max_entries);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, positive
         let ghosts = (estimated as f64 * GHOST_ALLOCATION).ceil() as u64 + estimated / 64 + 1;
-        let budget = config
-            .max_bytes
+        let budget = max_bytes
             .checked_sub(ghosts * SLOT_BYTES)
             .filter(|b| *b > 0)
-            .ok_or(Error::InvalidConfig(
-                "max_bytes is too small for the cache's own tables",
-            ))?;
+            .ok_or_else(|| {
+                Error::config(
+                    "max_bytes",
+                    format!(
+                        "{max_bytes} bytes is too small for the cache's own tables (at least {} needed)",
+                        ghosts * SLOT_BYTES + 1
+                    ),
+                )
+            })?;
         let unit = (budget / (max_entries + estimated / 32 + 1)).max(1);
         let evictions = Arc::new(Counter::default());
         #[allow(clippy::cast_possible_truncation)] // estimated <= max_entries: a usize
@@ -196,7 +259,12 @@ impl TokenCache {
             .ghost_allocation(GHOST_ALLOCATION)
             .weight_capacity(max_entries)
             .build()
-            .map_err(|_| Error::InvalidConfig("cache options rejected"))?;
+            .map_err(|e| {
+                Error::config(
+                    "max_entries",
+                    format!("quick_cache refused the sizing: {e}"),
+                )
+            })?;
         let store = Store::with_options(
             options,
             EntryWeighter { unit },
@@ -208,12 +276,19 @@ impl TokenCache {
             config,
             evictions,
             generation: AtomicU64::new(0),
+            unit,
         }))
     }
 
     /// Entries currently held.
     pub fn len(&self) -> usize {
         self.store.len()
+    }
+
+    /// The weighed bytes of the entries held (at most `max_bytes` less the ghost
+    /// list; an entry is charged in whole units, so this errs high).
+    pub fn weighed_bytes(&self) -> u64 {
+        self.store.weight().saturating_mul(self.unit)
     }
 
     /// Whether the cache holds nothing.
@@ -238,12 +313,17 @@ impl TokenCache {
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.store.clear();
+        telemetry::cache_size(self);
+        tracing::debug!("jwt cache cleared");
     }
 
     fn invalidate_where(&self, pred: impl Fn(&ValidatedToken) -> bool) -> usize {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let before = self.store.len();
         self.store.retain(|_, v| !pred(&v.token));
-        before.saturating_sub(self.store.len())
+        let dropped = before.saturating_sub(self.store.len());
+        telemetry::cache_size(self);
+        tracing::debug!(dropped, "jwt cache entries invalidated");
+        dropped
     }
 }

@@ -2,7 +2,8 @@
 
 use jsonwebtoken::Algorithm;
 
-/// Why a token was refused, or why a key set or policy could not be built.
+/// Why a request or token was refused, or why a key set, policy or cache could not
+/// be built. [`Error::class`] sorts them into whose problem it is.
 ///
 /// Messages name what was wrong and, where useful, a short non-secret input (a
 /// `kid`, an algorithm name, a claim name). They never contain the token, its
@@ -56,6 +57,10 @@ pub enum Error {
         /// The key id, truncated and escaped.
         kid: String,
     },
+    /// The validator has no key at all (an empty [`crate::KeySet`]): it cannot
+    /// accept any token, so this is a configuration problem, not the token's.
+    #[error("the validator has no keys")]
+    NoKeys,
     /// The signature does not verify with the key named by `kid`.
     #[error("bad signature")]
     BadSignature,
@@ -109,13 +114,58 @@ pub enum Error {
     /// A JWKS document could not be parsed.
     #[error("invalid JWKS document: {0}")]
     InvalidJwks(String),
-    /// A policy or configuration value is unusable.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(&'static str),
+    /// A builder was given an unusable value, or something the validator needs is
+    /// missing (e.g. no `JwtAuth` on an axum route that extracts `Claims<T>`).
+    #[error("invalid configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The setter or field that was wrong.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request carried no bearer token (RFC 6750 §3.1: the challenge then has
+    /// no `error` attribute).
+    #[error("no bearer token in the request")]
+    MissingToken,
+    /// The request is malformed in how it carries a token (RFC 6750
+    /// `invalid_request`): a bad `Authorization` header, several tokens, or several
+    /// methods at once.
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// The token is valid but lacks a scope the route requires (RFC 6750
+    /// `insufficient_scope`).
+    #[error("insufficient scope: requires {required}")]
+    InsufficientScope {
+        /// The scopes the route requires, space-separated (configuration, not a
+        /// token value).
+        required: String,
+    },
+    /// The token is valid but its claims do not deserialize into the type the
+    /// application asked for (`Claims<T>`). The serde message is not kept: it may
+    /// quote a claim value.
+    #[error("the token's claims do not fit the expected type")]
+    ClaimsType,
+}
+
+/// Whose problem an [`Error`] is, so a caller can answer (and log) by class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The request or its token was refused: the client's problem (HTTP 400, 401 or
+    /// 403). Includes an unknown `kid`: a valid-looking token naming a key we do
+    /// not have is a token problem.
+    Rejected,
+    /// The validator or its keys cannot work as configured (no keys at all, a key
+    /// the crypto backend refuses, a bad setting): the operator's problem (HTTP
+    /// 500, logged), never blamed on the client.
+    Configuration,
+    /// A dependency could not answer (the revocation check had no answer): the
+    /// token is refused (fail closed) but may be fine (HTTP 503).
+    Backend,
 }
 
 /// Every rejection kind, in the order of [`crate::Stats::rejections`].
-pub(crate) const KINDS: [&str; 23] = [
+pub(crate) const KINDS: [&str; 28] = [
     "too_large",
     "malformed",
     "alg_none",
@@ -139,6 +189,11 @@ pub(crate) const KINDS: [&str; 23] = [
     "invalid_key",
     "config",
     "claim_out_of_range",
+    "missing_token",
+    "invalid_request",
+    "insufficient_scope",
+    "claims_type",
+    "no_keys",
 ];
 
 impl Error {
@@ -170,8 +225,36 @@ impl Error {
             Error::RevocationUnknown => 18,
             Error::KeyRejected { .. } => 19,
             Error::InvalidKey { .. } => 20,
-            Error::InvalidJwks(_) | Error::InvalidConfig(_) => 21,
+            Error::InvalidJwks(_) | Error::InvalidConfig { .. } => 21,
             Error::ClaimOutOfRange(_) => 22,
+            Error::MissingToken => 23,
+            Error::InvalidRequest(_) => 24,
+            Error::InsufficientScope { .. } => 25,
+            Error::ClaimsType => 26,
+            Error::NoKeys => 27,
+        }
+    }
+
+    /// Whose problem this is: [`ErrorClass::Rejected`] for every refusal of a
+    /// request or token, [`ErrorClass::Configuration`] for keys, JWKS documents and
+    /// settings that cannot work, [`ErrorClass::Backend`] for a revocation check
+    /// without an answer.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::KeyRejected { .. }
+            | Error::NoKeys
+            | Error::InvalidKey { .. }
+            | Error::InvalidJwks(_)
+            | Error::InvalidConfig { .. } => ErrorClass::Configuration,
+            Error::RevocationUnknown => ErrorClass::Backend,
+            _ => ErrorClass::Rejected,
+        }
+    }
+
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
         }
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! Not part of the API contract: it exists so the fuzz target is a one-line call.
 
+use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 use palisade_core_traits::{ManualClock, Timestamp};
 
-use crate::{CacheConfig, KeySet, Policy, TokenCache, Validator};
+use crate::{KeySet, Policy, TokenCache, Validator};
 
 /// The HMAC secret of the fuzz validator's key `"fuzz"` (public test material).
 pub const FUZZ_SECRET: &[u8] = b"palisade-jwt-cache-fuzz-secret-0123456789";
@@ -24,31 +25,33 @@ fn validator() -> Option<&'static Validator> {
             DecodingKey::from_secret(FUZZ_SECRET).ok()?,
         )
         .ok()?;
-        let policy = Policy::new(&[Algorithm::HS256, Algorithm::ES256])
-            .ok()?
+        let policy = Policy::builder()
+            .algorithms(&[Algorithm::HS256, Algorithm::ES256])
             .issuers(&["fuzz-issuer"])
-            .leeway_secs(5);
-        let cache = TokenCache::new(CacheConfig {
-            max_entries: 64,
-            ..CacheConfig::default()
-        })
-        .ok()?;
-        Some(
-            Validator::builder(policy, keys)
-                .cache(cache)
-                .clock(Arc::new(ManualClock::new(Timestamp::from_unix_secs(
-                    FUZZ_NOW_SECS,
-                ))))
-                .build(),
-        )
+            .leeway_secs(5)
+            .build()
+            .ok()?;
+        let cache = TokenCache::builder()
+            .max_entries(NonZeroUsize::new(64)?)
+            .build()
+            .ok()?;
+        Validator::builder()
+            .policy(policy)
+            .keys(keys)
+            .cache(cache)
+            .clock(Arc::new(ManualClock::new(Timestamp::from_unix_secs(
+                FUZZ_NOW_SECS,
+            ))))
+            .build()
+            .ok()
     })
     .as_ref()
 }
 
-/// Validates `data` twice (miss, then hit or miss) and once uncached; the three
-/// answers must agree. Panics only on disagreement, which is a bug. Returns whether
-/// the token was accepted.
-pub fn validate_bytes(data: &[u8]) -> bool {
+/// The `jwt_cache_validate` target: validates `data` twice (miss, then hit or miss)
+/// and once uncached; the three answers must agree. Panics only on disagreement,
+/// which is a bug. Returns whether the token was accepted.
+pub fn jwt_cache_validate(data: &[u8]) -> bool {
     let Some(v) = validator() else {
         return false;
     };

@@ -37,7 +37,8 @@ impl fmt::Debug for KeySet {
 }
 
 impl KeySet {
-    /// An empty key set (every token is refused with [`Error::UnknownKid`]).
+    /// An empty key set (a validator with it refuses every token with
+    /// [`Error::NoKeys`], a configuration error).
     pub fn new() -> Self {
         KeySet::default()
     }

@@ -9,7 +9,8 @@ use ring::digest;
 
 use crate::error::Error;
 
-/// What a valid token must satisfy. Fixed when a [`crate::Validator`] is built.
+/// What a valid token must satisfy. Built with [`Policy::builder`]; fixed when a
+/// [`crate::Validator`] is built.
 ///
 /// Defaults: `exp` required, `nbf` checked when present, leeway 0 s, no issuer,
 /// audience, subject or `typ` constraint. As in `jsonwebtoken`, a token that carries
@@ -49,56 +50,56 @@ impl Ord for AlgName {
     }
 }
 
-impl Policy {
-    /// A policy accepting the given algorithms (at least one).
-    pub fn new(algorithms: &[Algorithm]) -> Result<Self, Error> {
-        if algorithms.is_empty() {
-            return Err(Error::InvalidConfig(
-                "a policy needs at least one algorithm",
-            ));
-        }
-        Ok(Policy {
-            algorithms: algorithms.iter().copied().map(AlgName).collect(),
-            issuers: None,
-            audiences: None,
-            subject: None,
-            leeway_secs: 0,
-            reject_expiring_in_less_than_secs: 0,
-            required_claims: ["exp".to_owned()].into_iter().collect(),
-            typ: None,
-            validate_nbf: true,
-        })
-    }
+/// Builds a [`Policy`]: every setter is infallible, [`build`](Self::build) checks
+/// them all.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PolicyBuilder {
+    algorithms: Vec<Algorithm>,
+    issuers: Option<Vec<String>>,
+    audiences: Option<Vec<String>>,
+    subject: Option<String>,
+    leeway_secs: u64,
+    reject_expiring_in_less_than_secs: u64,
+    required_claims: Vec<String>,
+    typ: Option<String>,
+    validate_nbf: bool,
+}
 
-    /// `iss` must be one of these (and is then required).
-    pub fn issuers(mut self, issuers: &[&str]) -> Self {
-        self.issuers = Some(issuers.iter().map(|s| (*s).to_owned()).collect());
-        self.required_claims.insert("iss".to_owned());
+impl PolicyBuilder {
+    /// The algorithms a token may use (at least one). Each key is bound to one of
+    /// them as well (see [`crate::KeySet`]).
+    pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        self.algorithms = algorithms.to_vec();
         self
     }
 
-    /// `aud` must contain one of these (and is then required).
+    /// `iss` must be one of these (at least one; `iss` is then required).
+    pub fn issuers(mut self, issuers: &[&str]) -> Self {
+        self.issuers = Some(issuers.iter().map(|s| (*s).to_owned()).collect());
+        self
+    }
+
+    /// `aud` must contain one of these (at least one; `aud` is then required).
     pub fn audiences(mut self, audiences: &[&str]) -> Self {
         self.audiences = Some(audiences.iter().map(|s| (*s).to_owned()).collect());
-        self.required_claims.insert("aud".to_owned());
         self
     }
 
     /// `sub` must equal this (and is then required).
     pub fn subject(mut self, subject: &str) -> Self {
         self.subject = Some(subject.to_owned());
-        self.required_claims.insert("sub".to_owned());
         self
     }
 
-    /// Clock-skew allowance for `exp` and `nbf`, in seconds.
+    /// Clock-skew allowance for `exp` and `nbf`, in seconds (default 0).
     pub fn leeway_secs(mut self, secs: u64) -> Self {
         self.leeway_secs = secs;
         self
     }
 
     /// Refuse tokens that expire within this many seconds (jsonwebtoken's
-    /// `reject_tokens_expiring_in_less_than`).
+    /// `reject_tokens_expiring_in_less_than`; default 0).
     pub fn reject_expiring_in_less_than_secs(mut self, secs: u64) -> Self {
         self.reject_expiring_in_less_than_secs = secs;
         self
@@ -106,18 +107,10 @@ impl Policy {
 
     /// The registered claims that must be present: any of `exp`, `nbf`, `iss`,
     /// `aud`, `sub` (others are ignored, as in jsonwebtoken). Replaces the default
-    /// `{"exp"}`; issuer/audience/subject constraints set earlier stay required.
+    /// `{"exp"}`; the claims that issuer, audience and subject constraints need
+    /// stay required whatever the order of the calls.
     pub fn required_claims(mut self, claims: &[&str]) -> Self {
         self.required_claims = claims.iter().map(|s| (*s).to_owned()).collect();
-        for (set, name) in [
-            (self.issuers.is_some(), "iss"),
-            (self.audiences.is_some(), "aud"),
-            (self.subject.is_some(), "sub"),
-        ] {
-            if set {
-                self.required_claims.insert(name.to_owned());
-            }
-        }
         self
     }
 
@@ -132,6 +125,66 @@ impl Policy {
     pub fn validate_nbf(mut self, on: bool) -> Self {
         self.validate_nbf = on;
         self
+    }
+
+    /// The policy. Fails ([`Error::InvalidConfig`] naming the field) with no
+    /// algorithm, or with an empty issuer or audience list (which would accept no
+    /// token at all).
+    pub fn build(self) -> Result<Policy, Error> {
+        if self.algorithms.is_empty() {
+            return Err(Error::config(
+                "algorithms",
+                "a policy needs at least one algorithm",
+            ));
+        }
+        for (field, list) in [("issuers", &self.issuers), ("audiences", &self.audiences)] {
+            if list.as_ref().is_some_and(Vec::is_empty) {
+                return Err(Error::config(
+                    field,
+                    "an empty list would accept no token; leave it unset to accept any",
+                ));
+            }
+        }
+        let mut required_claims: BTreeSet<String> = self.required_claims.into_iter().collect();
+        for (set, name) in [
+            (self.issuers.is_some(), "iss"),
+            (self.audiences.is_some(), "aud"),
+            (self.subject.is_some(), "sub"),
+        ] {
+            if set {
+                required_claims.insert(name.to_owned());
+            }
+        }
+        Ok(Policy {
+            algorithms: self.algorithms.into_iter().map(AlgName).collect(),
+            issuers: self.issuers.map(|v| v.into_iter().collect()),
+            audiences: self.audiences.map(|v| v.into_iter().collect()),
+            subject: self.subject,
+            leeway_secs: self.leeway_secs,
+            reject_expiring_in_less_than_secs: self.reject_expiring_in_less_than_secs,
+            required_claims,
+            typ: self.typ,
+            validate_nbf: self.validate_nbf,
+        })
+    }
+}
+
+impl Policy {
+    /// A builder: no algorithm yet (one is required), `exp` required, `nbf`
+    /// checked when present, leeway 0 s, no issuer, audience, subject or `typ`
+    /// constraint.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder {
+            algorithms: Vec::new(),
+            issuers: None,
+            audiences: None,
+            subject: None,
+            leeway_secs: 0,
+            reject_expiring_in_less_than_secs: 0,
+            required_claims: vec!["exp".to_owned()],
+            typ: None,
+            validate_nbf: true,
+        }
     }
 
     pub(crate) fn allows(&self, alg: Algorithm) -> bool {
@@ -209,10 +262,10 @@ mod tests {
 
     #[test]
     fn every_field_changes_the_fingerprint_and_order_does_not() {
-        let base = || Policy::new(&[Algorithm::RS256, Algorithm::ES256]).unwrap();
+        let base = || Policy::builder().algorithms(&[Algorithm::RS256, Algorithm::ES256]);
         let variants = [
             base(),
-            Policy::new(&[Algorithm::RS256]).unwrap(),
+            Policy::builder().algorithms(&[Algorithm::RS256]),
             base().issuers(&["a"]),
             base().issuers(&["a", "b"]),
             base().audiences(&["a"]),
@@ -223,22 +276,39 @@ mod tests {
             base().typ("JWT"),
             base().validate_nbf(false),
             // Same strings in different fields must not collide.
-            base().issuers(&[]).audiences(&["a"]),
-            base().audiences(&[]).issuers(&["a"]),
-        ];
+            base().issuers(&["b"]).audiences(&["a"]),
+            base().audiences(&["b"]).issuers(&["a"]),
+        ]
+        .map(|b| b.build().unwrap());
         let prints: std::collections::HashSet<[u8; 32]> =
             variants.iter().map(Policy::fingerprint).collect();
         assert_eq!(prints.len(), variants.len());
+        let print = |b: PolicyBuilder| b.build().unwrap().fingerprint();
         assert_eq!(
-            Policy::new(&[Algorithm::ES256, Algorithm::RS256])
-                .unwrap()
-                .issuers(&["b", "a"])
-                .fingerprint(),
-            base().issuers(&["a", "b"]).fingerprint()
+            print(
+                Policy::builder()
+                    .algorithms(&[Algorithm::ES256, Algorithm::RS256])
+                    .issuers(&["b", "a"])
+            ),
+            print(base().issuers(&["a", "b"]))
         );
+        assert_eq!(print(base().typ("jwt")), print(base().typ("JWT")));
+        // The order of the calls does not matter: a constraint's claim stays required.
         assert_eq!(
-            base().typ("jwt").fingerprint(),
-            base().typ("JWT").fingerprint()
+            print(base().issuers(&["a"]).required_claims(&["nbf"])),
+            print(base().required_claims(&["nbf"]).issuers(&["a"]))
         );
+    }
+
+    #[test]
+    fn build_names_the_field_that_is_wrong() {
+        let field = |b: PolicyBuilder| match b.build() {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(Policy::builder()), "algorithms");
+        let one = || Policy::builder().algorithms(&[Algorithm::ES256]);
+        assert_eq!(field(one().issuers(&[])), "issuers");
+        assert_eq!(field(one().audiences(&[])), "audiences");
     }
 }

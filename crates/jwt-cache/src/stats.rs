@@ -2,7 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::error::{Error, KINDS};
+use crate::error::{Error, ErrorClass, KINDS};
+use crate::telemetry;
 
 const SLOTS: usize = 16;
 
@@ -43,10 +44,41 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts (and reports) a validation's outcome.
+    pub(crate) fn outcome<T>(&self, r: &Result<T, Error>) {
+        match r {
+            Ok(_) => telemetry::validation(None),
+            Err(e) => self.reject(e),
+        }
+    }
+
     pub(crate) fn reject(&self, e: &Error) {
+        let kind = KINDS[e.kind_index()];
         self.rejections[e.kind_index()].add(1);
+        telemetry::validation(Some(kind));
         // The kind only: the error's text may hold a kid, never the token.
-        tracing::debug!(kind = KINDS[e.kind_index()], "jwt rejected");
+        match e.class() {
+            ErrorClass::Rejected => tracing::debug!(kind, "jwt rejected"),
+            ErrorClass::Backend => {
+                tracing::warn!(kind, "jwt refused: the revocation check had no answer");
+            }
+            ErrorClass::Configuration => {
+                tracing::error!(kind, error = %e, "jwt validation cannot work as configured");
+            }
+        }
+    }
+
+    pub(crate) fn hit(&self, shared: bool) {
+        self.hits.add(1);
+        if shared {
+            self.shared.add(1);
+        }
+        telemetry::hit();
+    }
+
+    pub(crate) fn miss(&self) {
+        self.misses.add(1);
+        telemetry::miss();
     }
 }
 

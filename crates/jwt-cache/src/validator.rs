@@ -2,6 +2,7 @@
 //! crypto, claims checked once (`claims`), time against a `Clock`, revocation on
 //! every answer, single flight.
 
+use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -25,9 +26,10 @@ use crate::error::{Error, label};
 use crate::keys::KeySet;
 use crate::policy::Policy;
 use crate::stats::{self, Counters, Stats};
+use crate::telemetry;
 
 /// Default longest token accepted at all.
-pub const DEFAULT_MAX_TOKEN_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_TOKEN_BYTES: NonZeroUsize = NonZeroUsize::new(64 * 1024).expect("non-zero");
 
 /// Epochs are unique in the process, so validators sharing a cache never share one.
 static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -54,7 +56,7 @@ pub struct Validator {
     revocation: Option<Arc<dyn RevocationCheck>>,
     allow_unknown_revocation: bool,
     max_token_bytes: usize,
-    counters: Counters,
+    pub(crate) counters: Counters,
 }
 
 impl std::fmt::Debug for Validator {
@@ -68,20 +70,35 @@ impl std::fmt::Debug for Validator {
     }
 }
 
-/// Builds a [`Validator`].
+/// Builds a [`Validator`]: every setter is infallible, [`build`](Self::build)
+/// checks them all.
 #[must_use]
 pub struct ValidatorBuilder {
-    policy: Policy,
+    policy: Option<Policy>,
     keys: KeySet,
     cache: Option<Arc<TokenCache>>,
     clock: Arc<dyn Clock>,
     revocation: Option<Arc<dyn RevocationCheck>>,
     allow_unknown_revocation: bool,
-    max_token_bytes: usize,
+    max_token_bytes: NonZeroUsize,
 }
 
 impl ValidatorBuilder {
-    /// Caches successes in `cache` (which other validators may share).
+    /// The policy every token must satisfy (required).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The initial key set (default empty: every token is refused with
+    /// [`Error::UnknownKid`] until [`Validator::set_keys`]).
+    pub fn keys(mut self, keys: KeySet) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Caches successes in `cache` (which other validators may share). Without
+    /// one, every validation is a full one.
     pub fn cache(mut self, cache: Arc<TokenCache>) -> Self {
         self.cache = Some(cache);
         self
@@ -108,17 +125,23 @@ impl ValidatorBuilder {
     }
 
     /// Refuse longer tokens before parsing them (default 64 KiB).
-    pub fn max_token_bytes(mut self, max: usize) -> Self {
+    pub fn max_token_bytes(mut self, max: NonZeroUsize) -> Self {
         self.max_token_bytes = max;
         self
     }
 
-    /// The validator.
-    pub fn build(self) -> Validator {
+    /// The validator. Fails with [`Error::InvalidConfig`] if no policy was given.
+    pub fn build(self) -> Result<Validator, Error> {
+        let policy = self.policy.ok_or_else(|| {
+            Error::config(
+                "policy",
+                "a validator needs a policy (ValidatorBuilder::policy)",
+            )
+        })?;
         let epoch = NEXT_EPOCH.fetch_add(1, Ordering::SeqCst);
-        Validator {
-            fingerprint: self.policy.fingerprint(),
-            policy: self.policy,
+        Ok(Validator {
+            fingerprint: policy.fingerprint(),
+            policy,
             keys: RwLock::new(Arc::new(KeyState {
                 epoch,
                 keys: self.keys,
@@ -128,9 +151,9 @@ impl ValidatorBuilder {
             clock: self.clock,
             revocation: self.revocation,
             allow_unknown_revocation: self.allow_unknown_revocation,
-            max_token_bytes: self.max_token_bytes,
+            max_token_bytes: self.max_token_bytes.get(),
             counters: Counters::default(),
-        }
+        })
     }
 }
 
@@ -164,12 +187,12 @@ struct Verified {
 }
 
 impl Validator {
-    /// A builder with the policy and the initial key set; no cache, system clock,
-    /// no revocation check.
-    pub fn builder(policy: Policy, keys: KeySet) -> ValidatorBuilder {
+    /// A builder: a policy is required; no keys, no cache, the system clock, no
+    /// revocation check, tokens up to [`DEFAULT_MAX_TOKEN_BYTES`].
+    pub fn builder() -> ValidatorBuilder {
         ValidatorBuilder {
-            policy,
-            keys,
+            policy: None,
+            keys: KeySet::new(),
             cache: None,
             clock: Arc::new(SystemClock),
             revocation: None,
@@ -228,9 +251,7 @@ impl Validator {
     /// wait (blocking the thread for about one signature check) and share the result.
     pub fn validate(&self, token: impl AsRef<[u8]>) -> Result<Arc<ValidatedToken>, Error> {
         let r = self.validate_inner(token.as_ref());
-        if let Err(e) = &r {
-            self.counters.reject(e);
-        }
+        self.counters.outcome(&r);
         r
     }
 
@@ -244,9 +265,7 @@ impl Validator {
             self.check_revocation(&v.token)?;
             Ok(v.token)
         });
-        if let Err(e) = &r {
-            self.counters.reject(e);
-        }
+        self.counters.outcome(&r);
         r
     }
 
@@ -291,10 +310,26 @@ impl Validator {
             }
         }
         .await;
-        if let Err(e) = &r {
-            self.counters.reject(e);
-        }
+        self.counters.outcome(&r);
         r
+    }
+
+    /// The answer if it needs no single-flight wait: a hit, a refusal before the
+    /// cache, or an uncacheable token; `None` for a miss (then `validate_async`).
+    /// Counted like `validate`. Lets the tower layer keep its per-request future
+    /// small: the miss path's future is boxed only when there is a miss.
+    #[cfg(feature = "tower")]
+    pub(crate) fn validate_without_waiting(
+        &self,
+        token: &[u8],
+    ) -> Option<Result<Arc<ValidatedToken>, Error>> {
+        let r = match self.lookup(token) {
+            Ok(Lookup::Miss(..)) => return None,
+            Ok(Lookup::Done(r)) => r,
+            Err(e) => Err(e),
+        };
+        self.counters.outcome(&r);
+        Some(r)
     }
 
     fn key_ref<'a>(&'a self, epoch: u64, token: &'a [u8]) -> KeyRef<'a> {
@@ -392,8 +427,20 @@ impl Validator {
                 token: v.token.clone(),
                 cache_until,
             });
+            telemetry::cache_size(cache);
+            tracing::debug!(
+                alg = ?v.token.algorithm,
+                ttl_secs = cache_until.saturating_duration_since(now).as_secs(),
+                "jwt validated and cached"
+            );
         } else {
             self.counters.not_cached.add(1);
+            // Why not: a key change or invalidation raced with this miss, or the
+            // token expires within the second.
+            tracing::debug!(
+                key_set_changed = state.epoch != epoch,
+                "jwt validated, not cached"
+            );
         }
         Ok(v.token)
     }
@@ -410,19 +457,20 @@ impl Validator {
         let now = self.clock.now();
         if now >= entry.cache_until {
             cache.store.remove(kref);
+            telemetry::cache_size(cache);
+            tracing::trace!("jwt cache entry outlived its lifetime; validating afresh");
             return None;
         }
         if let Err(e) = self.check_time(&entry.token, now) {
             cache.store.remove(kref);
+            telemetry::cache_size(cache);
             return Some(Err(e));
         }
         if let Err(e) = self.check_revocation(&entry.token) {
             return Some(Err(e));
         }
-        self.counters.hits.add(1);
-        if shared {
-            self.counters.shared.add(1);
-        }
+        self.counters.hit(shared);
+        tracing::trace!(shared, "jwt cache hit");
         Some(Ok(entry.token.clone()))
     }
 
@@ -430,7 +478,14 @@ impl Validator {
         let Some(check) = &self.revocation else {
             return Ok(());
         };
-        match check.check_local(&token.identity) {
+        let answer = check.check_local(&token.identity);
+        telemetry::revocation(match answer {
+            Some(RevocationStatus::NotRevoked) => "not_revoked",
+            Some(RevocationStatus::Revoked) => "revoked",
+            Some(RevocationStatus::Unknown) => "unknown",
+            None => "no_local_answer",
+        });
+        match answer {
             Some(RevocationStatus::NotRevoked) => Ok(()),
             Some(RevocationStatus::Revoked) => Err(Error::Revoked),
             Some(RevocationStatus::Unknown) | None if self.allow_unknown_revocation => Ok(()),
@@ -461,7 +516,7 @@ impl Validator {
 
     /// The full validation of a miss: everything except revocation.
     fn verify(&self, token: &[u8], keys: &KeySet, now: Timestamp) -> Result<Verified, Error> {
-        self.counters.misses.add(1);
+        self.counters.miss();
         let mut parts = token.split(|b| *b == b'.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -495,6 +550,9 @@ impl Validator {
             }
         }
         let kid = header.kid.ok_or(Error::MissingKid)?;
+        if keys.is_empty() {
+            return Err(Error::NoKeys);
+        }
         let key = keys
             .get(&kid)
             .ok_or_else(|| Error::UnknownKid { kid: label(&kid) })?;

@@ -65,7 +65,7 @@ fn hs256_signed_with_the_rsa_public_key_is_rejected_and_never_cached() {
 
     // With an RS256-only policy the forged alg is not even considered.
     let strict = validator(
-        Policy::new(&[Algorithm::RS256]).unwrap(),
+        Policy::builder().algorithms(&[Algorithm::RS256]),
         &clock,
         cache.clone(),
     );
@@ -81,24 +81,24 @@ fn an_entry_cached_under_a_looser_policy_is_not_served_to_a_stricter_validator()
     let clock = clock();
     let shared = cache();
     let loose = validator(
-        Policy::new(&common::ALGS)
-            .unwrap()
+        Policy::builder()
+            .algorithms(&common::ALGS)
             .issuers(&[ISS, "https://other.example"])
             .audiences(&[AUD, "admin"]),
         &clock,
         shared.clone(),
     );
     let stricter_aud = validator(
-        Policy::new(&common::ALGS)
-            .unwrap()
+        Policy::builder()
+            .algorithms(&common::ALGS)
             .issuers(&[ISS, "https://other.example"])
             .audiences(&[AUD]),
         &clock,
         shared.clone(),
     );
     let stricter_iss = validator(
-        Policy::new(&common::ALGS)
-            .unwrap()
+        Policy::builder()
+            .algorithms(&common::ALGS)
             .issuers(&[ISS])
             .audiences(&[AUD, "admin"]),
         &clock,
@@ -206,11 +206,14 @@ fn after_a_key_is_removed_or_replaced_its_tokens_are_refused() {
 fn a_revoked_token_is_refused_on_the_next_hit() {
     let clock = clock();
     let rev = Arc::new(TestRevocation::default());
-    let v = Validator::builder(policy(), keyset())
+    let v = Validator::builder()
+        .policy(policy().build().unwrap())
+        .keys(keyset())
         .cache(cache())
         .clock(Arc::new(clock.clone()))
         .revocation(rev.clone())
-        .build();
+        .build()
+        .unwrap();
     let token = sign(Algorithm::ES256, &claims("alice", "j1", NOW + 300));
     let other = sign(Algorithm::ES256, &claims("alice", "j2", NOW + 300));
     v.validate(&token).unwrap();
@@ -233,11 +236,14 @@ fn a_revoked_token_is_refused_on_the_next_hit() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(v.validate(&bob).unwrap_err(), Error::RevocationUnknown);
     // ...and open only when asked to.
-    let open = Validator::builder(policy(), keyset())
+    let open = Validator::builder()
+        .policy(policy().build().unwrap())
+        .keys(keyset())
         .clock(Arc::new(clock.clone()))
         .revocation(rev.clone())
         .allow_unknown_revocation(true)
-        .build();
+        .build()
+        .unwrap();
     open.validate(&bob).unwrap();
 }
 
@@ -267,11 +273,14 @@ fn a_malleated_es256_signature_is_a_miss_then_validated_normally() {
     let clock = clock();
     let rev = Arc::new(TestRevocation::default());
     let cache = cache();
-    let v = Validator::builder(policy(), keyset())
+    let v = Validator::builder()
+        .policy(policy().build().unwrap())
+        .keys(keyset())
         .cache(cache.clone())
         .clock(Arc::new(clock.clone()))
         .revocation(rev.clone())
-        .build();
+        .build()
+        .unwrap();
     let token = sign(Algorithm::ES256, &claims("alice", "j1", NOW + 300));
     let (msg, sig) = token.rsplit_once('.').unwrap();
     let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
@@ -381,18 +390,21 @@ fn keys_named_by_the_token_itself_are_never_used() {
         DecodingKey::from_ed_pem(ED_PUBLIC).unwrap(),
     )
     .unwrap_err();
-    let v2 = Validator::builder(policy(), {
-        let mut k = KeySet::new();
-        k.insert(
-            "ec-1",
-            Algorithm::ES256,
-            DecodingKey::from_ec_pem(EC_PUBLIC).unwrap(),
-        )
+    let v2 = Validator::builder()
+        .policy(policy().build().unwrap())
+        .keys({
+            let mut k = KeySet::new();
+            k.insert(
+                "ec-1",
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(EC_PUBLIC).unwrap(),
+            )
+            .unwrap();
+            k
+        })
+        .clock(Arc::new(clock.clone()))
+        .build()
         .unwrap();
-        k
-    })
-    .clock(Arc::new(clock.clone()))
-    .build();
     let other = sign_raw(
         &json!({"alg": "ES256", "kid": "ec-1", "jwk": attacker_jwk}),
         &c,
@@ -464,7 +476,7 @@ fn wrong_typ_missing_claims_and_bad_claim_formats_are_typed() {
             "{junk:?}"
         );
     }
-    let big = "a".repeat(palisade_jwt_cache::DEFAULT_MAX_TOKEN_BYTES + 1);
+    let big = "a".repeat(palisade_jwt_cache::DEFAULT_MAX_TOKEN_BYTES.get() + 1);
     assert!(matches!(v.validate(&big), Err(Error::TooLarge { .. })));
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
-use palisade_jwt_cache::{Algorithm, CacheConfig, Error, KeySet, Policy, TokenCache, Validator};
+use palisade_jwt_cache::{Algorithm, Error, KeySet, Policy, PolicyBuilder, TokenCache, Validator};
 use serde_json::json;
 
 #[test]
@@ -80,11 +80,7 @@ fn failures_are_never_cached_and_tokens_above_the_size_limit_are_not_cached() {
 #[test]
 fn the_cache_is_bounded_in_entries_and_counts_evictions() {
     let clock = clock();
-    let cache = TokenCache::new(CacheConfig {
-        max_entries: 16,
-        ..CacheConfig::default()
-    })
-    .unwrap();
+    let cache = TokenCache::builder().max_entries(nz(16)).build().unwrap();
     let v = validator(policy(), &clock, cache.clone());
     for i in 0..200 {
         let token = sign(
@@ -103,12 +99,11 @@ fn the_cache_is_bounded_in_entries_and_counts_evictions() {
 fn the_cache_is_bounded_in_bytes() {
     let clock = clock();
     // 64 entries allowed, but only ~16 KiB: a 2 KiB token weighs several units.
-    let cache = TokenCache::new(CacheConfig {
-        max_entries: 64,
-        max_bytes: 16 * 1024,
-        ..CacheConfig::default()
-    })
-    .unwrap();
+    let cache = TokenCache::builder()
+        .max_entries(nz(64))
+        .max_bytes(std::num::NonZeroU64::new(16 * 1024).unwrap())
+        .build()
+        .unwrap();
     let v = validator(policy(), &clock, cache.clone());
     for i in 0..64 {
         let mut c = claims("alice", &format!("j{i}"), NOW + 300);
@@ -204,9 +199,12 @@ fn jwks_documents_load_and_bad_ones_are_refused() {
     let ks = KeySet::from_jwks(JWKS).unwrap();
     assert_eq!(ks.len(), 3);
     let clock = clock();
-    let v = Validator::builder(policy(), ks.clone())
+    let v = Validator::builder()
+        .policy(policy().build().unwrap())
+        .keys(ks.clone())
         .clock(Arc::new(clock.clone()))
-        .build();
+        .build()
+        .unwrap();
     for (alg, kid) in [
         (Algorithm::RS256, "rsa-1"),
         (Algorithm::ES256, "ec-1"),
@@ -258,14 +256,14 @@ fn policies_fingerprint_their_every_field() {
     let shared = cache();
     let token = sign(Algorithm::HS256, &claims("alice", "j1", NOW + 300));
     let base = || policy();
-    let variants: Vec<Policy> = vec![
+    let variants: Vec<PolicyBuilder> = vec![
         base().leeway_secs(1),
         base().reject_expiring_in_less_than_secs(1),
         base().typ("JWT"),
         base().validate_nbf(false),
         base().required_claims(&["exp", "sub"]),
-        Policy::new(&[Algorithm::HS256])
-            .unwrap()
+        Policy::builder()
+            .algorithms(&[Algorithm::HS256])
             .issuers(&[ISS])
             .audiences(&[AUD]),
     ];
@@ -280,7 +278,7 @@ fn policies_fingerprint_their_every_field() {
         v.validate(&token).unwrap();
         assert_eq!((v.stats().hits, v.stats().misses), (0, 1));
     }
-    assert!(Policy::new(&[]).is_err());
+    assert!(Policy::builder().build().is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

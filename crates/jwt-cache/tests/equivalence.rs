@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use palisade_core_traits::Clock;
-use palisade_jwt_cache::{Algorithm, CacheConfig, DecodingKey, TokenCache, Validator};
+use palisade_jwt_cache::{Algorithm, DecodingKey, TokenCache, Validator};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -91,15 +91,17 @@ proptest! {
     ) {
         let clock = clock();
         let rev = Arc::new(TestRevocation::default());
-        let cache = TokenCache::new(CacheConfig {
-            max_entries: if small_cache { 3 } else { 1000 },
-            ..CacheConfig::default()
-        }).unwrap();
+        let cache = TokenCache::builder()
+            .max_entries(nz(if small_cache { 3 } else { 1000 }))
+            .build()
+            .unwrap();
         let build = |cache: Option<Arc<TokenCache>>| {
-            let b = Validator::builder(policy(), keyset())
+            let b = Validator::builder()
+        .policy(policy().build().unwrap())
+        .keys(keyset())
                 .clock(Arc::new(clock.clone()))
                 .revocation(rev.clone());
-            match cache { Some(c) => b.cache(c), None => b }.build()
+            match cache { Some(c) => b.cache(c), None => b }.build().unwrap()
         };
         let cached = build(Some(cache.clone()));
         let fresh = build(None);

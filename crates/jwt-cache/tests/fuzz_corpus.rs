@@ -1,13 +1,14 @@
 //! Replays the committed cargo-fuzz corpus of `jwt_cache_validate` on stable.
 //!
 //! Every file must be validated without panicking, and the cached, repeated and
-//! uncached answers must agree (checked inside `validate_bytes`). Seeds named `ok-*`
+//! uncached answers must agree (checked inside `fuzzing::jwt_cache_validate`). Seeds named `ok-*`
 //! must be accepted, `bad-*` refused; files the fuzzer adds only must not panic.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+#![cfg(feature = "fuzzing")]
 
 use std::path::PathBuf;
 
-use palisade_jwt_cache::fuzzing::validate_bytes;
+use palisade_jwt_cache::fuzzing::jwt_cache_validate;
 
 #[test]
 fn fuzz_corpus_jwt_cache_validate_replays() {
@@ -18,7 +19,7 @@ fn fuzz_corpus_jwt_cache_validate_replays() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&path).unwrap();
-        let accepted = validate_bytes(&bytes);
+        let accepted = jwt_cache_validate(&bytes);
         if name.starts_with("ok-") {
             assert!(accepted, "{name} must be accepted");
             seen.0 += 1;

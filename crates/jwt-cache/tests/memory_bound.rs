@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cap::Cap;
 use common::*;
-use palisade_jwt_cache::{Algorithm, CacheConfig, TokenCache, Validator};
+use palisade_jwt_cache::{Algorithm, TokenCache, Validator};
 use serde_json::{Value, json};
 
 #[global_allocator]
@@ -50,15 +50,17 @@ fn allocation_stays_within_the_stated_factor_of_max_bytes() {
     let keys = keyset();
     let policy = policy();
     let before = ALLOCATOR.allocated();
-    let cache = TokenCache::new(CacheConfig {
-        max_bytes: MAX_BYTES,
-        ..CacheConfig::default()
-    })
-    .unwrap();
-    let v = Validator::builder(policy, keys)
+    let cache = TokenCache::builder()
+        .max_bytes(std::num::NonZeroU64::new(MAX_BYTES).unwrap())
+        .build()
+        .unwrap();
+    let v = Validator::builder()
+        .policy(policy.build().unwrap())
+        .keys(keys)
         .cache(cache.clone())
         .clock(Arc::new(clock.clone()))
-        .build();
+        .build()
+        .unwrap();
     let mut peak = 0usize;
     // First many small entries (the peak entry count: slab slots quick_cache keeps),
     // then heavy ones far past the bound, then small ones again.

@@ -73,11 +73,14 @@ fn hs256_raw(payload: &str) -> String {
 fn a_fractional_iat_before_a_user_watermark_is_revoked() {
     let clock = clock();
     let marks = Arc::new(Watermarks::default());
-    let v = Validator::builder(policy(), keyset())
+    let v = Validator::builder()
+        .policy(policy().build().unwrap())
+        .keys(keyset())
         .cache(cache())
         .clock(Arc::new(clock.clone()))
         .revocation(marks.clone())
-        .build();
+        .build()
+        .unwrap();
     // Minted at 1 800 000 000.6; the user is revoked at 1 800 000 000.9, which the
     // blacklist records as the watermark floor(T) = 1 800 000 000.
     let token = hs256(&json!({

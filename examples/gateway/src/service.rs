@@ -10,8 +10,8 @@ use palisade_core_traits::{
     TokenRevoker, TrustedProxies, async_trait, normalize_user_id,
 };
 use palisade_device_fp::{FingerprintKey, InMemoryDeviceStore, TrustPolicy};
-use palisade_hsm_keys::{JwsAlgorithm, KeyRing, KeyRingConfig, SoftStore};
-use palisade_jwt_cache::{Algorithm, CacheConfig, KeySet, Policy, TokenCache, Validator};
+use palisade_hsm_keys::{JwsAlgorithm, KeyRing, SoftStore};
+use palisade_jwt_cache::{Algorithm, KeySet, Policy, TokenCache, Validator};
 use palisade_ratelimit::{KeyedLimiter, Quota};
 use palisade_threat_score::{MaxMindLookup, ThreatScorer};
 use palisade_token_blacklist::MemoryBlacklist;
@@ -318,29 +318,35 @@ impl Gateway {
                 .map_err(part("token-blacklist"))?,
         );
         let keys = Arc::new(
-            KeyRing::open(
-                SoftStore::new(),
-                clock.clone(),
-                KeyRingConfig::new("gateway", JwsAlgorithm::ES256, TOKEN_TTL),
-            )
-            .map_err(part("hsm-keys"))?,
+            KeyRing::builder(SoftStore::new())
+                .name("gateway")
+                .algorithm(JwsAlgorithm::ES256)
+                .max_token_lifetime(TOKEN_TTL)
+                .clock(clock.clone())
+                .build()
+                .map_err(part("hsm-keys"))?,
         );
         keys.rotate().map_err(part("hsm-keys"))?;
         let key_set =
             KeySet::from_jwks(&serde_json::to_vec(&keys.jwks()).map_err(part("hsm-keys"))?)
                 .map_err(part("jwt-cache"))?;
-        let policy = Policy::new(&[Algorithm::ES256])
-            .map_err(part("jwt-cache"))?
+        let policy = Policy::builder()
+            .algorithms(&[Algorithm::ES256])
             .issuers(&[config.issuer.as_str()])
             .audiences(&[AUDIENCE])
-            .required_claims(&["sub", "jti", "exp", "iat"]);
+            .required_claims(&["sub", "jti", "exp", "iat"])
+            .build()
+            .map_err(part("jwt-cache"))?;
         let revocation: Arc<dyn RevocationCheck> = blacklist.clone();
         let validator = Arc::new(
-            Validator::builder(policy, key_set)
-                .cache(TokenCache::new(CacheConfig::default()).map_err(part("jwt-cache"))?)
+            Validator::builder()
+                .policy(policy)
+                .keys(key_set)
+                .cache(TokenCache::builder().build().map_err(part("jwt-cache"))?)
                 .clock(clock.clone())
                 .revocation(revocation)
-                .build(),
+                .build()
+                .map_err(part("jwt-cache"))?,
         );
         let step_ups = Arc::new(StepUps::new(clock.clone()));
         let sessions = Arc::new(Sessions {

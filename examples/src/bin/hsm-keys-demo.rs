@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use palisade_core_traits::{Clock, JwsSigner, SystemClock};
 use palisade_hsm_keys::{
-    Error, Jwks, JwsAlgorithm, KeyRing, KeyRingConfig, KeyStore, Pin, Pkcs11Store, SoftStore,
+    Error, Jwks, JwsAlgorithm, KeyRing, KeyStore, Pin, Pkcs11Store, SoftStore,
 };
 
 const SOFTHSM_MODULES: [&str; 2] = [
@@ -25,9 +25,15 @@ const SOFTHSM_MODULES: [&str; 2] = [
 
 fn choose_store() -> Result<Arc<dyn KeyStore>, Error> {
     if let Ok(module) = std::env::var("PALISADE_HSM_MODULE") {
-        let token = std::env::var("PALISADE_HSM_TOKEN")
-            .map_err(|_| Error::Config("PALISADE_HSM_TOKEN is not set".into()))?;
-        let store = Pkcs11Store::load(&module, &token, Pin::from_env("PALISADE_HSM_PIN")?)?;
+        let token = std::env::var("PALISADE_HSM_TOKEN").map_err(|_| Error::InvalidConfig {
+            field: "token",
+            reason: "PALISADE_HSM_TOKEN is not set".into(),
+        })?;
+        let store = Pkcs11Store::builder()
+            .module(&module)
+            .token(token)
+            .pin(Pin::from_env("PALISADE_HSM_PIN")?)
+            .build()?;
         println!(
             "key store: PKCS#11 module {module}, token {:?}",
             store.token_label()
@@ -39,11 +45,11 @@ fn choose_store() -> Result<Arc<dyn KeyStore>, Error> {
         .any(|m| std::path::Path::new(m).is_file())
     {
         let hsm = palisade_testkit::SoftHsm::get();
-        let store = Pkcs11Store::open(
-            hsm.pkcs11().clone(),
-            &format!("pkcs11:token={}", hsm.token_label()),
-            Pin::new(palisade_testkit::SoftHsm::USER_PIN),
-        )?;
+        let store = Pkcs11Store::builder()
+            .context(hsm.pkcs11().clone())
+            .token(format!("pkcs11:token={}", hsm.token_label()))
+            .pin(Pin::new(palisade_testkit::SoftHsm::USER_PIN))
+            .build()?;
         println!(
             "key store: SoftHSM2 token {:?} (throwaway)",
             store.token_label()
@@ -73,9 +79,12 @@ fn verify(token: &str, jwks: &Jwks) -> Result<serde_json::Value, Box<dyn std::er
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = choose_store()?;
     let state_dir = tempfile::tempdir()?;
-    let config = KeyRingConfig::new("demo-jwt", JwsAlgorithm::ES256, Duration::from_secs(900))
-        .with_state_file(state_dir.path().join("demo-jwt.json"));
-    let ring = KeyRing::open(store, Arc::new(SystemClock), config)?;
+    let ring = KeyRing::builder(store)
+        .name("demo-jwt")
+        .algorithm(JwsAlgorithm::ES256)
+        .max_token_lifetime(Duration::from_secs(900))
+        .state_file(state_dir.path().join("demo-jwt.json"))
+        .build()?;
 
     let v1 = ring.rotate()?;
     println!("\n1. generated and activated {} (kid {})", v1.key, v1.kid());

@@ -11,9 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header};
 use palisade_core_traits::{RevocationCheck, SystemClock, TokenIdentity, TokenRevoker};
-use palisade_jwt_cache::{
-    Algorithm, CacheConfig, DecodingKey, KeySet, Policy, TokenCache, Validator,
-};
+use palisade_jwt_cache::{Algorithm, DecodingKey, KeySet, Policy, TokenCache, Validator};
 use palisade_token_blacklist::MemoryBlacklist;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -69,16 +67,19 @@ async fn main() -> Result<()> {
     keys.insert("2026-a", Algorithm::EdDSA, verify_a.clone())?;
     let blacklist = Arc::new(MemoryBlacklist::builder().build()?);
     let revocation: Arc<dyn RevocationCheck> = blacklist.clone();
-    let v = Validator::builder(
-        Policy::new(&[Algorithm::EdDSA])?
-            .issuers(&["https://login.example"])
-            .audiences(&["api"]),
-        keys,
-    )
-    .cache(TokenCache::new(CacheConfig::default())?)
-    .clock(Arc::new(SystemClock))
-    .revocation(revocation)
-    .build();
+    let v = Validator::builder()
+        .policy(
+            Policy::builder()
+                .algorithms(&[Algorithm::EdDSA])
+                .issuers(&["https://login.example"])
+                .audiences(&["api"])
+                .build()?,
+        )
+        .keys(keys)
+        .cache(TokenCache::builder().build()?)
+        .clock(Arc::new(SystemClock))
+        .revocation(revocation)
+        .build()?;
 
     let token = issue(&sign_a, "2026-a", "t-1")?;
     println!("-- the same token, five times");

@@ -8,12 +8,12 @@ use palisade_testkit::SoftHsm;
 /// A `Pkcs11Store` on the test token, logged in with the test user PIN.
 pub fn store() -> Pkcs11Store {
     let hsm = SoftHsm::get();
-    Pkcs11Store::open(
-        hsm.pkcs11().clone(),
-        hsm.token_label(),
-        Pin::new(SoftHsm::USER_PIN),
-    )
-    .unwrap()
+    Pkcs11Store::builder()
+        .context(hsm.pkcs11().clone())
+        .token(hsm.token_label())
+        .pin(Pin::new(SoftHsm::USER_PIN))
+        .build()
+        .unwrap()
 }
 
 /// The claims of `compact`, verified by jsonwebtoken with the public `jwk` only.

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::crypto::{CryptoProvider, rust_crypto};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use palisade_core_traits::{ManualClock, Timestamp};
-use palisade_jwt_cache::{CacheConfig, Error, KeySet, Policy, TokenCache, Validator};
+use palisade_jwt_cache::{Error, KeySet, Policy, TokenCache, Validator};
 
 const NOW: u64 = 1_800_000_000;
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/");
@@ -85,10 +85,18 @@ fn the_cache_validates_every_algorithm_with_both_backends_enabled() {
         tokens.push(sign(alg, &enc, &kid));
     }
     let clock = ManualClock::new(Timestamp::from_unix_secs(NOW));
-    let v = Validator::builder(Policy::new(&algs).unwrap().issuers(&["iss"]), key_set)
-        .cache(TokenCache::new(CacheConfig::default()).unwrap())
+    let policy = Policy::builder()
+        .algorithms(&algs)
+        .issuers(&["iss"])
+        .build()
+        .unwrap();
+    let v = Validator::builder()
+        .policy(policy)
+        .keys(key_set)
+        .cache(TokenCache::builder().build().unwrap())
         .clock(Arc::new(clock))
-        .build();
+        .build()
+        .unwrap();
     for (alg, token) in algs.into_iter().zip(&tokens) {
         let miss = v.validate(token).unwrap();
         assert_eq!(miss.algorithm(), alg);

@@ -12,7 +12,7 @@ use palisade_core_traits::{
     ManualClock, RevocationCheck, RevocationStatus, Timestamp, TokenIdentity,
 };
 use palisade_jwt_cache::{
-    Algorithm, CacheConfig, DecodingKey, KeySet, Policy, TokenCache, Validator,
+    Algorithm, DecodingKey, KeySet, Policy, PolicyBuilder, TokenCache, Validator,
 };
 use serde_json::{Value, json};
 
@@ -105,11 +105,17 @@ pub fn sign_raw(header: &Value, claims: &Value, key: &EncodingKey, alg: Algorith
     format!("{msg}.{sig}")
 }
 
-pub fn policy() -> Policy {
-    Policy::new(&ALGS)
-        .unwrap()
+/// The test policy, to refine and build.
+pub fn policy() -> PolicyBuilder {
+    Policy::builder()
+        .algorithms(&ALGS)
         .issuers(&[ISS])
         .audiences(&[AUD])
+}
+
+/// `n`, which must not be zero.
+pub fn nz(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).unwrap()
 }
 
 pub fn clock() -> ManualClock {
@@ -117,15 +123,18 @@ pub fn clock() -> ManualClock {
 }
 
 pub fn cache() -> Arc<TokenCache> {
-    TokenCache::new(CacheConfig::default()).unwrap()
+    TokenCache::builder().build().unwrap()
 }
 
 /// A caching validator over [`keyset`] and `policy`, on `clock`.
-pub fn validator(policy: Policy, clock: &ManualClock, cache: Arc<TokenCache>) -> Validator {
-    Validator::builder(policy, keyset())
+pub fn validator(policy: PolicyBuilder, clock: &ManualClock, cache: Arc<TokenCache>) -> Validator {
+    Validator::builder()
+        .policy(policy.build().unwrap())
+        .keys(keyset())
         .cache(cache)
         .clock(Arc::new(clock.clone()))
         .build()
+        .unwrap()
 }
 
 /// In-memory revocation by `(iss, jti)` and by `(iss, sub)`; `local` = false makes it

@@ -67,9 +67,9 @@ pub(crate) fn private_template(alg: JwsAlgorithm, der: &[u8]) -> Result<SecretTe
     match alg {
         JwsAlgorithm::ES256 | JwsAlgorithm::ES384 => {
             let (curve, params) = if alg == JwsAlgorithm::ES256 {
-                (P256, crate::pkcs11::P256_OID)
+                (P256, super::P256_OID)
             } else {
-                (P384, crate::pkcs11::P384_OID)
+                (P384, super::P384_OID)
             };
             if oid != EC_PUBLIC_KEY || info.algorithm.parameters_oid().ok() != Some(curve) {
                 return Err(invalid("not a PKCS#8 EC key on the algorithm's curve"));
@@ -99,7 +99,7 @@ pub(crate) fn private_template(alg: JwsAlgorithm, der: &[u8]) -> Result<SecretTe
             }
             template.0.extend([
                 Attribute::KeyType(KeyType::EC_EDWARDS),
-                Attribute::EcParams(crate::pkcs11::ED25519_OID.to_vec()),
+                Attribute::EcParams(super::ED25519_OID.to_vec()),
                 Attribute::Value(seed.as_bytes().to_vec()),
             ]);
         }
@@ -196,18 +196,18 @@ mod tests {
         for (alg, der, buffers) in [
             (
                 JwsAlgorithm::ES256,
-                &include_bytes!("../tests/data/p256.pk8.der")[..],
+                &include_bytes!("../../tests/data/p256.pk8.der")[..],
                 2,
             ),
             (
                 JwsAlgorithm::ES384,
-                &include_bytes!("../tests/data/p384.pk8.der")[..],
+                &include_bytes!("../../tests/data/p384.pk8.der")[..],
                 2,
             ),
             (JwsAlgorithm::EdDSA, &ED25519_KEY[..], 2),
             (
                 JwsAlgorithm::RS256,
-                &include_bytes!("../tests/data/rsa2048.pk8.der")[..],
+                &include_bytes!("../../tests/data/rsa2048.pk8.der")[..],
                 8,
             ),
         ] {
