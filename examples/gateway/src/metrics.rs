@@ -33,8 +33,14 @@ pub fn handle() -> PrometheusHandle {
 fn export_dashboard(d: &Dashboard) {
     let c = d.counters();
     for (name, value) in [
-        ("palisade_gateway_logins_success_total", c.login_success + c.step_up_passed),
-        ("palisade_gateway_logins_failure_total", c.login_failure + c.step_up_failed),
+        (
+            "palisade_gateway_logins_success_total",
+            c.login_success + c.step_up_passed,
+        ),
+        (
+            "palisade_gateway_logins_failure_total",
+            c.login_failure + c.step_up_failed,
+        ),
         ("palisade_gateway_logins_step_up_total", c.login_step_up),
         ("palisade_gateway_logins_denied_total", c.login_denied),
         ("palisade_gateway_rate_limited_total", c.rate_limited),
@@ -42,7 +48,10 @@ fn export_dashboard(d: &Dashboard) {
         ("palisade_gateway_intel_hits_total", c.intel_hits),
         ("palisade_gateway_revocations_total", c.revocations),
         ("palisade_gateway_idempotent_replays_total", c.idem_replay),
-        ("palisade_gateway_coalesced_requests_total", c.idem_coalesced),
+        (
+            "palisade_gateway_coalesced_requests_total",
+            c.idem_coalesced,
+        ),
         ("palisade_gateway_detections_total", c.detections),
         ("palisade_gateway_actions_total", c.actions),
         ("palisade_gateway_ct_alerts_total", c.ct_alerts),
@@ -57,7 +66,10 @@ pub async fn render(State(dashboard): State<Arc<Dashboard>>) -> impl IntoRespons
     let handle = handle();
     export_dashboard(&dashboard);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     )
 }

@@ -1,4 +1,6 @@
-//! Entry points for the cargo-fuzz targets in `fuzz/` (also replayed by tests).
+//! Entry points of the cargo-fuzz targets in `fuzz/fuzz_targets/` (one `pub fn` per
+//! target), also replayed over the committed corpus by `tests/fuzz_corpus.rs`.
+//! Feature `fuzzing`; not part of the supported API.
 
 use crate::ja4::{AlpnFallback, ClientHello, Ja4, Transport};
 
