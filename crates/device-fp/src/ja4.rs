@@ -449,13 +449,19 @@ fn alpn_chars(alpn: Option<&[u8]>, fallback: AlpnFallback) -> String {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `0a0b,1301,…`: each value as 4 lowercase hex digits (no formatting machinery:
+/// this runs once per connection in the TLS acceptor).
 fn hex_list(values: &[u16]) -> String {
     let mut s = String::with_capacity(values.len() * 5);
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("{v:04x}"));
+        for shift in [12, 8, 4, 0] {
+            s.push(char::from(HEX[usize::from((v >> shift) & 0xf)]));
+        }
     }
     s
 }
@@ -466,7 +472,12 @@ fn hash12(s: &str) -> String {
         return "000000000000".to_owned();
     }
     let d = digest::digest(&digest::SHA256, s.as_bytes());
-    d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(12);
+    for b in &d.as_ref()[..6] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// A JA4 fingerprint string, computed here or validated with [`Ja4::parse`].

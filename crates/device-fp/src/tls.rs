@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use palisade_core_traits::TlsInfo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{ServerConfig, ServerConnection};
 use tokio_rustls::server::TlsStream;
@@ -150,21 +150,39 @@ impl Ja4Acceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let deadline = Instant::now() + self.timeout;
-        let hello = match timeout_at(deadline, read_client_hello(&mut io)).await {
-            Ok(read) => read.and_then(|bytes| {
-                let ja4 = ClientHello::parse(&bytes)?.ja4(Transport::Tcp);
-                Ok((bytes, ja4))
-            }),
-            Err(_) => Err(Error::Timeout {
-                what: "ClientHello",
+        // One timer for both phases; `phase` says which one it cut short.
+        let mut phase = Phase::ClientHello;
+        let attempt = timeout(self.timeout, async {
+            let prefix = read_client_hello(&mut io).await?;
+            let ja4 = ClientHello::parse(&prefix)?.ja4(Transport::Tcp);
+            phase = Phase::Handshake;
+            self.computed(&ja4);
+            let replay = Replay { prefix, pos: 0, io };
+            match self.tls.accept(replay).await {
+                Ok(inner) => Ok(Ja4Stream { inner, ja4 }),
+                Err(source) => Err(Error::Io {
+                    during: "TLS handshake",
+                    source,
+                }),
+            }
+        })
+        .await;
+        let result = attempt.unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                what: match phase {
+                    Phase::ClientHello => "ClientHello",
+                    Phase::Handshake => "TLS handshake",
+                },
                 after: self.timeout,
-            }),
-        };
-        let (prefix, ja4) = match hello {
-            Ok(ok) => ok,
-            Err(e) => {
-                let c = &self.counters;
+            })
+        });
+        let c = &self.counters;
+        match (&result, phase) {
+            (Ok(stream), _) => {
+                bump(&c.handshakes_completed);
+                tracing::trace!(ja4 = %stream.ja4, "TLS handshake completed");
+            }
+            (Err(e), Phase::ClientHello) => {
                 bump(match e {
                     Error::Timeout { .. } => &c.timeouts,
                     Error::Io { .. } => &c.io_errors,
@@ -172,38 +190,23 @@ impl Ja4Acceptor {
                 });
                 metrics::ja4_failed(e.reason());
                 tracing::debug!(reason = e.reason(), error = %e, "TLS connection refused before the handshake");
-                return Err(e);
             }
-        };
-        bump(&self.counters.ja4_computed);
-        metrics::ja4_computed();
-        let replay = Replay { prefix, pos: 0, io };
-        let done = timeout_at(deadline, self.tls.accept(replay)).await;
-        match done {
-            Ok(Ok(inner)) => {
-                bump(&self.counters.handshakes_completed);
-                tracing::trace!(ja4 = %ja4, "TLS handshake completed");
-                Ok(Ja4Stream { inner, ja4 })
-            }
-            Ok(Err(source)) => {
-                bump(&self.counters.handshakes_failed);
+            (Err(e), Phase::Handshake) => {
+                bump(match e {
+                    Error::Timeout { .. } => &c.timeouts,
+                    _ => &c.handshakes_failed,
+                });
                 metrics::tls_handshake_failed();
-                tracing::debug!(ja4 = %ja4, error = %source, "TLS handshake failed");
-                Err(Error::Io {
-                    during: "TLS handshake",
-                    source,
-                })
-            }
-            Err(_) => {
-                bump(&self.counters.timeouts);
-                metrics::tls_handshake_failed();
-                tracing::debug!(ja4 = %ja4, "TLS handshake timed out");
-                Err(Error::Timeout {
-                    what: "TLS handshake",
-                    after: self.timeout,
-                })
+                tracing::debug!(reason = e.reason(), error = %e, "TLS handshake failed");
             }
         }
+        result
+    }
+
+    fn computed(&self, ja4: &Ja4) {
+        bump(&self.counters.ja4_computed);
+        metrics::ja4_computed();
+        tracing::trace!(ja4 = %ja4, "JA4 computed");
     }
 
     /// Counters since the acceptor was built (shared by its clones).
@@ -221,9 +224,17 @@ impl Ja4Acceptor {
     }
 }
 
+/// Which part of an accept is running.
+#[derive(Clone, Copy)]
+enum Phase {
+    ClientHello,
+    Handshake,
+}
+
 /// Read exactly the records that carry the ClientHello: never a byte after them.
 async fn read_client_hello<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<Vec<u8>, Error> {
-    let mut buf = Vec::new();
+    // most ClientHellos fit (post-quantum ones are ~1.8 KB); larger ones grow it
+    let mut buf = Vec::with_capacity(2048);
     while let Some(more) = ja4::bytes_needed(&buf)? {
         let start = buf.len();
         // bytes_needed never lets the records reach past MAX_CLIENT_HELLO_LEN
