@@ -86,7 +86,7 @@ pub struct FingerprintInputs {
     pub header_order: Vec<String>,
     /// A validated JA4: from the TLS terminator's [`TlsInfo`](palisade_core_traits::TlsInfo)
     /// in a [`RequestContext`], or set from a live connection's
-    /// [`Ja4Stream::ja4`](crate::Ja4Stream::ja4) (feature `tls`).
+    /// `Ja4Stream::ja4` (feature `tls`).
     pub ja4: Option<Ja4>,
     /// Client-reported screen size.
     pub screen: Option<(u32, u32)>,
@@ -146,7 +146,7 @@ impl FingerprintInputs {
     /// fingerprint, as [`FingerprintInputs::from_request`].
     ///
     /// The JA4 is not a header: set [`FingerprintInputs::ja4`] from the connection
-    /// ([`Ja4Stream::ja4`](crate::Ja4Stream::ja4), feature `tls`).
+    /// (`Ja4Stream::ja4`, feature `tls`).
     #[cfg(feature = "http")]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn from_headers(headers: &http::HeaderMap, client_ip: IpAddr) -> Self {

@@ -20,6 +20,7 @@ use crate::ja4::Ja4;
 use crate::tls::{Ja4Acceptor, Ja4Stream};
 
 /// Handshakes in progress at once, unless set otherwise.
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub const DEFAULT_MAX_HANDSHAKES: NonZeroUsize = NonZeroUsize::new(256).expect("256 > 0");
 
 /// A TLS listener for `axum::serve` that gives every connection's JA4 to handlers.
@@ -48,6 +49,7 @@ pub const DEFAULT_MAX_HANDSHAKES: NonZeroUsize = NonZeroUsize::new(256).expect("
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub struct Ja4Listener {
     accepted: mpsc::Receiver<(Ja4Stream<TcpStream>, SocketAddr)>,
     local_addr: SocketAddr,
@@ -57,6 +59,7 @@ pub struct Ja4Listener {
 /// Builder of a [`Ja4Listener`]; checks everything in [`build`](Self::build).
 #[derive(Debug)]
 #[must_use]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub struct Ja4ListenerBuilder {
     tcp: TcpListener,
     acceptor: Ja4Acceptor,
@@ -171,6 +174,7 @@ impl Listener for Ja4Listener {
 /// `Router::into_make_service_with_connect_info::<Ja4ConnectInfo>()` and a
 /// [`Ja4Listener`]; extract it with `ConnectInfo<Ja4ConnectInfo>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub struct Ja4ConnectInfo {
     remote_addr: SocketAddr,
     ja4: Ja4,

@@ -27,11 +27,13 @@ use crate::metrics;
 
 /// How long [`Ja4Acceptor::accept`] waits for the ClientHello and the handshake
 /// together, unless set otherwise.
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters of a [`Ja4Acceptor`] (shared by its clones) since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub struct AcceptorStats {
     /// Connections whose ClientHello gave a JA4.
     pub ja4_computed: u64,
@@ -73,10 +75,11 @@ fn bump(c: &AtomicU64) {
 /// outcome is counted ([`Ja4Acceptor::stats`], and the `metrics` feature).
 ///
 /// Cheap to clone (clones share the configuration and counters). For axum, wrap it
-/// in a [`Ja4Listener`](crate::Ja4Listener) (feature `axum`), which runs handshakes
+/// in a `Ja4Listener` (feature `axum`), which runs handshakes
 /// concurrently; calling `accept` in a loop without spawning would let one slow
 /// client hold the others for up to the timeout.
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub struct Ja4Acceptor {
     tls: TlsAcceptor,
     timeout: Duration,
@@ -94,6 +97,7 @@ impl std::fmt::Debug for Ja4Acceptor {
 
 /// Builder of a [`Ja4Acceptor`]; checks everything in [`build`](Self::build).
 #[must_use]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub struct Ja4AcceptorBuilder {
     config: Arc<ServerConfig>,
     timeout: Duration,
@@ -321,6 +325,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Replay<IO> {
 /// An accepted TLS connection and the JA4 of its ClientHello. Reads and writes
 /// application data like `tokio_rustls::server::TlsStream`.
 #[derive(Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub struct Ja4Stream<IO> {
     inner: TlsStream<Replay<IO>>,
     ja4: Ja4,
