@@ -423,6 +423,47 @@ mod tests {
         assert!(ClientHello::parse(&read).is_ok());
     }
 
+    /// A peer that delivers its bytes in the given chunk sizes, one per read.
+    struct Chunked {
+        data: Vec<u8>,
+        chunks: Vec<usize>,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = &mut *self;
+            let chunk = if this.chunks.is_empty() {
+                usize::MAX
+            } else {
+                this.chunks.remove(0)
+            };
+            let n = chunk.min(buf.remaining()).min(this.data.len());
+            buf.put_slice(&this.data[..n]);
+            this.data.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    proptest::proptest! {
+        /// However slowly the peer delivers it, the acceptor reads the same
+        /// ClientHello records and stops right after them.
+        #[test]
+        fn any_delivery_reads_the_same_records(chunks in proptest::collection::vec(1usize..40, 0..30)) {
+            let hello = two_records();
+            let mut data = hello.clone();
+            data.extend(b"after");
+            let mut peer = Chunked { data, chunks };
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let read = rt.block_on(read_client_hello(&mut peer)).unwrap();
+            proptest::prop_assert_eq!(read, hello);
+            proptest::prop_assert_eq!(peer.data, b"after".to_vec());
+        }
+    }
+
     #[tokio::test]
     async fn the_replayed_bytes_come_first_then_the_connection() {
         let mut replay = Replay {

@@ -449,3 +449,20 @@ fn records_reaching_past_the_limit_are_refused() {
         })
     ));
 }
+
+proptest::proptest! {
+    /// However a ClientHello is cut into handshake records, it parses to the same
+    /// fields, and every proper prefix of those records asks for more bytes.
+    #[test]
+    fn any_record_split_parses_the_same(cuts in proptest::collection::vec(1usize..300, 0..8)) {
+        let hello = Hello::spec();
+        let want = ClientHello::parse(&hello.record()).unwrap();
+        let records = split_records(&hello.handshake(), &cuts);
+        proptest::prop_assert_eq!(ClientHello::parse(&records).unwrap(), want);
+        proptest::prop_assert_eq!(bytes_needed_for(&records), None);
+        for cut in [0, 1, 4, 5, 6, records.len() / 2, records.len() - 1] {
+            let need = bytes_needed_for(&records[..cut]);
+            proptest::prop_assert!(need.is_some_and(|n| cut + n <= records.len()), "cut {}: {:?}", cut, need);
+        }
+    }
+}
