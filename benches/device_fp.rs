@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use cap::Cap;
 use criterion::Criterion;
-use palisade_core_traits::{ClientDeviceInfo, LoginOutcome, RequestContext, Timestamp, TlsInfo};
+use palisade_core_traits::{
+    ClientDeviceInfo, LoginOutcome, ManualClock, RequestContext, Timestamp, TlsInfo,
+};
 use palisade_device_fp::{
     DeviceFingerprint, DeviceStore, FingerprintInputs, FingerprintKey, InMemoryDeviceStore, Ja4,
     TrustPolicy, UserAgent,
@@ -102,6 +104,18 @@ fn request(i: u32) -> RequestContext {
     .with_device(device)
 }
 
+/// A store of 8 devices per user on a clock that stands still.
+fn store() -> InMemoryDeviceStore {
+    InMemoryDeviceStore::builder()
+        .max_devices_per_user(std::num::NonZeroUsize::new(8).unwrap())
+        .policy(TrustPolicy::default())
+        .clock(Arc::new(ManualClock::new(Timestamp::from_unix_secs(
+            1_700_000_000,
+        ))))
+        .build()
+        .unwrap()
+}
+
 fn memory_per_device(key: &FingerprintKey) {
     let users = 10_000u32;
     let per_user = 3u32;
@@ -109,12 +123,11 @@ fn memory_per_device(key: &FingerprintKey) {
         .map(|i| DeviceFingerprint::compute(key, &FingerprintInputs::from_request(&request(i))))
         .collect();
     let before = ALLOCATOR.allocated();
-    let store = InMemoryDeviceStore::new(8, TrustPolicy::default());
-    let t = Timestamp::from_unix_secs(1_700_000_000);
+    let store = store();
     for u in 0..users {
         let user = format!("user-{u:08}");
         for fp in &fps {
-            store.observe(&user, fp, Some(LoginOutcome::Success), &[], t);
+            store.observe(&user, fp, Some(LoginOutcome::Success), &[]);
         }
     }
     let used = ALLOCATOR.allocated() - before;
@@ -195,14 +208,13 @@ fn main() {
     g.bench_function("palisade_match_only", |b| {
         b.iter(|| stored.matches(black_box(&fp)))
     });
-    let store = InMemoryDeviceStore::new(8, TrustPolicy::default());
-    let t = Timestamp::from_unix_secs(1_700_000_000);
+    let store = store();
     for i in 0..5 {
         let f = DeviceFingerprint::compute(&key, &FingerprintInputs::from_request(&request(i)));
-        store.observe("alice", &f, Some(LoginOutcome::Success), &[], t);
+        store.observe("alice", &f, Some(LoginOutcome::Success), &[]);
     }
     g.bench_function("palisade_store_observe_5_devices", |b| {
-        b.iter(|| store.observe("alice", black_box(&fp), None, &[], t))
+        b.iter(|| store.observe("alice", black_box(&fp), None, &[]))
     });
     g.finish();
     c.final_summary();

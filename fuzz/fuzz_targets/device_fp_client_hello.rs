@@ -1,4 +1,4 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    palisade_device_fp::fuzz::client_hello(data);
+    palisade_device_fp::fuzzing::client_hello(data);
 });

@@ -1,4 +1,4 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    palisade_device_fp::fuzz::headers(data);
+    palisade_device_fp::fuzzing::headers(data);
 });

@@ -1,9 +1,12 @@
 //! The crate's one error type.
 
-/// Why a ClientHello, a JA4 string or a fingerprint input was refused.
+use std::time::Duration;
+
+/// Why a ClientHello, a JA4 string, a configuration or a TLS connection was refused.
 ///
-/// Messages name what was wrong and the (non-secret) offending input, shortened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Messages name what was wrong and the (non-secret) offending input, shortened; no
+/// key material, header value or ClientHello byte appears in them.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The input ended before a length-prefixed field did.
@@ -19,7 +22,7 @@ pub enum Error {
     /// The input is larger than any ClientHello we accept.
     #[error("ClientHello of {len} bytes exceeds the {max}-byte limit")]
     Oversized {
-        /// Input length.
+        /// Input length (for a live connection: what the records announced).
         len: usize,
         /// The limit.
         max: usize,
@@ -51,14 +54,48 @@ pub enum Error {
         /// What was wrong.
         reason: &'static str,
     },
-    /// The deployment secret for keyed hashes is too short.
-    #[error("fingerprint key must be at least {min} bytes, got {len}")]
-    WeakKey {
-        /// Bytes given.
-        len: usize,
-        /// Minimum.
-        min: usize,
+    /// A configuration value (a builder setting, the fingerprint key) is unusable.
+    #[error("invalid configuration {field}: {reason}")]
+    InvalidConfig {
+        /// The setting, e.g. `max_devices_per_user` or `policy.half_life`.
+        field: &'static str,
+        /// What was wrong with it.
+        reason: String,
     },
+    /// A live connection did not deliver in time.
+    #[error("{what} not received within {after:?}")]
+    Timeout {
+        /// What was awaited (`ClientHello`, `TLS handshake`).
+        what: &'static str,
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// The connection failed (reading the ClientHello, or the TLS handshake itself).
+    #[error("{during} failed: {source}")]
+    Io {
+        /// What was going on (`reading the ClientHello`, `TLS handshake`).
+        during: &'static str,
+        /// The I/O error (for a refused handshake: rustls' error inside it).
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A short, stable snake_case name of the variant, for metric labels and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Truncated { .. } => "truncated",
+            Error::Oversized { .. } => "oversized",
+            Error::NotClientHello { .. } => "not_client_hello",
+            Error::Malformed(_) => "malformed",
+            Error::InvalidJa4 { .. } => "invalid_ja4",
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::Timeout { .. } => "timeout",
+            Error::Io { .. } => "io",
+        }
+    }
 }
 
 /// Cut a string for an error message.

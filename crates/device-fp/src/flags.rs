@@ -141,5 +141,19 @@ pub fn consistency_flags(
     if !inputs.problems.is_empty() {
         flags.push(MalformedInput);
     }
+    if !flags.is_empty() {
+        for f in &flags {
+            crate::metrics::flag_raised(f.name());
+        }
+        // names of flags and of unusable inputs only: never a header value
+        let names: Vec<&str> = flags.iter().map(|f| f.name()).collect();
+        let problems: Vec<&str> = inputs.problems.iter().map(|p| p.0).collect();
+        tracing::info!(
+            client_ip = ?inputs.client_ip,
+            flags = ?names,
+            problems = ?problems,
+            "device anomaly: consistency flags raised"
+        );
+    }
     flags
 }

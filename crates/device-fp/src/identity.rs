@@ -149,11 +149,19 @@ impl FingerprintKey {
     pub const MIN_LEN: usize = 32;
 
     /// A key from at least [`Self::MIN_LEN`] secret bytes.
+    ///
+    /// A fallible constructor rather than a builder: the key is one secret value,
+    /// not a configured object. A short secret is `Error::InvalidConfig` with field
+    /// `fingerprint_key` (the message gives its length, never its bytes).
     pub fn new(secret: &[u8]) -> Result<Self, Error> {
         if secret.len() < Self::MIN_LEN {
-            return Err(Error::WeakKey {
-                len: secret.len(),
-                min: Self::MIN_LEN,
+            return Err(Error::InvalidConfig {
+                field: "fingerprint_key",
+                reason: format!(
+                    "must be at least {} bytes, got {}",
+                    Self::MIN_LEN,
+                    secret.len()
+                ),
             });
         }
         Ok(FingerprintKey {
@@ -275,6 +283,7 @@ impl DeviceFingerprint {
             .position(|x| *x == Attribute::BrowserMajor)
             .unwrap_or(0);
         tags[bm] = major.map(|_| major_successors[0]);
+        crate::metrics::fingerprint_computed();
         DeviceFingerprint {
             tags,
             major_successors,

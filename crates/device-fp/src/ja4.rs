@@ -4,6 +4,7 @@
 //! handshake message starting `0x01` — and [`ClientHello::ja4`] computes the
 //! fingerprint. [`Ja4::parse`] validates a JA4 string that a proxy or CDN computed.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use ring::digest;
@@ -91,6 +92,83 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The start of a connection read as ClientHello records.
+enum Framed<'a> {
+    /// The whole handshake message (borrowed when one record holds it).
+    Done(Cow<'a, [u8]>),
+    /// This many more bytes are needed before the message is complete.
+    Need(usize),
+}
+
+/// Reassemble the handshake message carried by the TLS records at the start of
+/// `buf`. Refuses a record that is not a handshake record, a handshake message that
+/// is not a ClientHello, and records reaching past [`MAX_CLIENT_HELLO_LEN`] bytes
+/// (as soon as a header announces it, before the bytes arrive).
+fn reassemble(buf: &[u8]) -> Result<Framed<'_>, Error> {
+    let mut pos = 0;
+    let mut message: Cow<'_, [u8]> = Cow::Borrowed(&[]);
+    loop {
+        let Some(header) = buf.get(pos..pos + 5) else {
+            return Ok(Framed::Need(pos + 5 - buf.len()));
+        };
+        if header[0] != 0x16 {
+            return Err(Error::NotClientHello {
+                what: "record type",
+                value: header[0],
+            });
+        }
+        let end = pos + 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if end > MAX_CLIENT_HELLO_LEN {
+            return Err(Error::Oversized {
+                len: end,
+                max: MAX_CLIENT_HELLO_LEN,
+            });
+        }
+        let Some(body) = buf.get(pos + 5..end) else {
+            return Ok(Framed::Need(end - buf.len()));
+        };
+        if body.is_empty() {
+            return Err(Error::Malformed("empty handshake record"));
+        }
+        if pos == 0 {
+            message = Cow::Borrowed(body);
+        } else {
+            message.to_mut().extend_from_slice(body);
+        }
+        if message[0] != 0x01 {
+            return Err(Error::NotClientHello {
+                what: "handshake type",
+                value: message[0],
+            });
+        }
+        if let Some(len) = message.get(1..4) {
+            let total =
+                4 + (usize::from(len[0]) << 16 | usize::from(len[1]) << 8 | usize::from(len[2]));
+            if total > MAX_CLIENT_HELLO_LEN {
+                return Err(Error::Oversized {
+                    len: total,
+                    max: MAX_CLIENT_HELLO_LEN,
+                });
+            }
+            if message.len() >= total {
+                return Ok(Framed::Done(message));
+            }
+        }
+        pos = end;
+    }
+}
+
+/// How many more bytes the connection must deliver before `buf` holds a whole
+/// ClientHello in one or more records (`None`: it does). Used by the acceptor so it
+/// reads exactly the ClientHello's records and nothing after them.
+#[cfg(feature = "tls")]
+pub(crate) fn bytes_needed(buf: &[u8]) -> Result<Option<usize>, Error> {
+    Ok(match reassemble(buf)? {
+        Framed::Done(_) => None,
+        Framed::Need(n) => Some(n),
+    })
+}
+
 fn u16_list(bytes: &[u8], what: &'static str) -> Result<Vec<u16>, Error> {
     if !bytes.len().is_multiple_of(2) {
         return Err(Error::Malformed(what));
@@ -102,11 +180,11 @@ fn u16_list(bytes: &[u8], what: &'static str) -> Result<Vec<u16>, Error> {
 }
 
 impl ClientHello {
-    /// Parse a ClientHello from a TLS record (`0x16 …`) or a handshake message (`0x01 …`).
+    /// Parse a ClientHello from TLS records (`0x16 …`) or a handshake message (`0x01 …`).
     ///
-    /// The handshake message must fit in the bytes given (a ClientHello split over
-    /// several records must be reassembled by the caller). Bytes after the message
-    /// are ignored; every length inside it must agree.
+    /// A ClientHello split over several consecutive handshake records is reassembled
+    /// (the whole input is still bounded by [`MAX_CLIENT_HELLO_LEN`]). Bytes after the
+    /// message are ignored; every length inside it must agree.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() > MAX_CLIENT_HELLO_LEN {
             return Err(Error::Oversized {
@@ -114,34 +192,37 @@ impl ClientHello {
                 max: MAX_CLIENT_HELLO_LEN,
             });
         }
-        let mut r = Reader { buf: bytes };
         let first = *bytes.first().ok_or(Error::Truncated {
             what: "first byte",
             needed: 1,
             available: 0,
         })?;
-        let handshake = match first {
-            0x16 => {
-                r.take(3, "record header")?;
-                let body = r.vec16("record body")?;
-                if body.first().is_some_and(|&t| t != 0x01) {
-                    return Err(Error::NotClientHello {
-                        what: "handshake type",
-                        value: body[0],
-                    });
-                }
-                body
-            }
-            0x01 => bytes,
-            other => {
-                return Err(Error::NotClientHello {
-                    what: "first byte",
-                    value: other,
-                });
-            }
-        };
+        match first {
+            0x16 => match reassemble(bytes)? {
+                Framed::Done(message) => Self::parse_handshake(&message),
+                Framed::Need(needed) => Err(Error::Truncated {
+                    what: "ClientHello records",
+                    needed,
+                    available: 0,
+                }),
+            },
+            0x01 => Self::parse_handshake(bytes),
+            other => Err(Error::NotClientHello {
+                what: "first byte",
+                value: other,
+            }),
+        }
+    }
+
+    fn parse_handshake(handshake: &[u8]) -> Result<Self, Error> {
         let mut r = Reader { buf: handshake };
-        r.u8("handshake type")?;
+        let ty = r.u8("handshake type")?;
+        if ty != 0x01 {
+            return Err(Error::NotClientHello {
+                what: "handshake type",
+                value: ty,
+            });
+        }
         let len = r.u24("handshake length")?;
         let body = r.take(len, "ClientHello body")?;
         Self::parse_body(body)
@@ -368,13 +449,19 @@ fn alpn_chars(alpn: Option<&[u8]>, fallback: AlpnFallback) -> String {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `0a0b,1301,…`: each value as 4 lowercase hex digits (no formatting machinery:
+/// this runs once per connection in the TLS acceptor).
 fn hex_list(values: &[u16]) -> String {
     let mut s = String::with_capacity(values.len() * 5);
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&format!("{v:04x}"));
+        for shift in [12, 8, 4, 0] {
+            s.push(char::from(HEX[usize::from((v >> shift) & 0xf)]));
+        }
     }
     s
 }
@@ -385,7 +472,12 @@ fn hash12(s: &str) -> String {
         return "000000000000".to_owned();
     }
     let d = digest::digest(&digest::SHA256, s.as_bytes());
-    d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(12);
+    for b in &d.as_ref()[..6] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// A JA4 fingerprint string, computed here or validated with [`Ja4::parse`].
@@ -393,9 +485,19 @@ fn hash12(s: &str) -> String {
 pub struct Ja4(String);
 
 impl Ja4 {
-    /// Compute JA4 for a TCP ClientHello given as raw bytes.
+    /// Compute JA4 for a TCP ClientHello given as raw bytes (counted as
+    /// `palisade_device_fp_ja4_computed_total` / `_failed_total` with feature `metrics`).
     pub fn from_client_hello(bytes: &[u8]) -> Result<Self, Error> {
-        Ok(ClientHello::parse(bytes)?.ja4(Transport::Tcp))
+        match ClientHello::parse(bytes) {
+            Ok(hello) => {
+                crate::metrics::ja4_computed();
+                Ok(hello.ja4(Transport::Tcp))
+            }
+            Err(e) => {
+                crate::metrics::ja4_failed(e.reason());
+                Err(e)
+            }
+        }
     }
 
     /// Validate a JA4 string from a proxy or CDN: `[tqd]` + version + `[di]` + two

@@ -1,12 +1,11 @@
-//! Per-user device trust: a device store trait, an in-memory store with a bound
-//! on devices per user, and the trust policy.
+//! Per-user device trust: the trust policy, what a store remembers about a device,
+//! and the device store trait (the in-memory store is in `store.rs`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use palisade_core_traits::{LoginOutcome, Timestamp, normalize_user_id};
+use palisade_core_traits::{LoginOutcome, Timestamp};
 
+use crate::error::Error;
 use crate::flags::ConsistencyFlag;
 use crate::identity::DeviceFingerprint;
 
@@ -73,6 +72,40 @@ impl Default for TrustPolicy {
 }
 
 impl TrustPolicy {
+    /// Refuse values the formula cannot mean: weights must be finite and ≥ 0,
+    /// factors in 0..=1, the half-life at least one second.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |field, reason: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        for (field, w) in [
+            ("policy.login_weight", self.login_weight),
+            ("policy.mfa_weight", self.mfa_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(field, &format!("must be a finite number >= 0, got {w}"));
+            }
+        }
+        for (field, f) in [
+            ("policy.flag_factor", self.flag_factor),
+            ("policy.failure_factor", self.failure_factor),
+        ] {
+            if !(0.0..=1.0).contains(&f) {
+                return bad(field, &format!("must be within 0..=1, got {f}"));
+            }
+        }
+        if self.half_life < Duration::from_secs(1) {
+            return bad(
+                "policy.half_life",
+                &format!("must be at least 1 s, got {:?}", self.half_life),
+            );
+        }
+        Ok(())
+    }
+
     /// Trust = (1 − e^−evidence) × ½^(unseen / half_life) × flag_factor^flags ×
     /// failure_factor^failures, evidence = logins × login_weight + MFA × mfa_weight.
     /// Always in 0..=1; more successful logins never lower it.
@@ -127,145 +160,19 @@ pub struct Observation {
     pub trust: TrustScore,
 }
 
-/// Where a user's devices live.
+/// Where a user's devices live. A store reads the time from its own
+/// [`Clock`](palisade_core_traits::Clock) (set on its builder).
 pub trait DeviceStore: Send + Sync {
     /// Match `fp` against the user's devices, record the sighting (login outcome,
-    /// flags) and return the device and its trust.
+    /// flags) now, and return the device and its trust.
     fn observe(
         &self,
         user: &str,
         fp: &DeviceFingerprint,
         outcome: Option<LoginOutcome>,
         flags: &[ConsistencyFlag],
-        now: Timestamp,
     ) -> Observation;
 
     /// The user's devices.
     fn devices(&self, user: &str) -> Vec<DeviceRecord>;
-}
-
-/// An in-memory [`DeviceStore`] keeping at most `max_devices_per_user`; when full, the
-/// least-trusted device (oldest `last_seen` on ties) is evicted. Users are keyed by
-/// [`normalize_user_id`]: `Alice` and `alice` share their devices.
-#[derive(Debug)]
-pub struct InMemoryDeviceStore {
-    users: Mutex<HashMap<String, (u64, Vec<DeviceRecord>)>>,
-    max_devices_per_user: usize,
-    policy: TrustPolicy,
-}
-
-impl InMemoryDeviceStore {
-    /// A store with the given bound (at least 1) and policy.
-    pub fn new(max_devices_per_user: usize, policy: TrustPolicy) -> Self {
-        InMemoryDeviceStore {
-            users: Mutex::new(HashMap::new()),
-            max_devices_per_user: max_devices_per_user.max(1),
-            policy,
-        }
-    }
-}
-
-fn apply(
-    d: &mut DeviceRecord,
-    outcome: Option<LoginOutcome>,
-    flags: &[ConsistencyFlag],
-    now: Timestamp,
-) {
-    d.last_seen = d.last_seen.max(now);
-    match outcome {
-        Some(LoginOutcome::Success) => d.successful_logins = d.successful_logins.saturating_add(1),
-        Some(LoginOutcome::StepUpSuccess) => {
-            d.mfa_completions = d.mfa_completions.saturating_add(1)
-        }
-        Some(LoginOutcome::Failure | LoginOutcome::StepUpFailure) => {
-            d.failures = d.failures.saturating_add(1)
-        }
-        _ => {}
-    }
-    d.flags = d
-        .flags
-        .saturating_add(u32::try_from(flags.len()).unwrap_or(u32::MAX));
-}
-
-impl DeviceStore for InMemoryDeviceStore {
-    fn observe(
-        &self,
-        user: &str,
-        fp: &DeviceFingerprint,
-        outcome: Option<LoginOutcome>,
-        flags: &[ConsistencyFlag],
-        now: Timestamp,
-    ) -> Observation {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        // One account, however the login form spelled it (core-traits' rule).
-        let (next_id, devices) = users
-            .entry(normalize_user_id(user).into_owned())
-            .or_default();
-        let best = devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (i, d.fingerprint.matches(fp)))
-            .filter(|(_, m)| m.same_device)
-            .max_by(|a, b| a.1.similarity.total_cmp(&b.1.similarity));
-        if let Some((i, m)) = best {
-            let d = &mut devices[i];
-            let trust_before = self.policy.score(d, now);
-            d.fingerprint = fp.clone();
-            apply(d, outcome, flags, now);
-            return Observation {
-                device: d.id,
-                new_device: false,
-                similarity: m.similarity,
-                trust_before,
-                trust: self.policy.score(d, now),
-            };
-        }
-        if devices.len() >= self.max_devices_per_user {
-            let policy = &self.policy;
-            if let Some(victim) = devices
-                .iter()
-                .enumerate()
-                .min_by(|(_, a), (_, b)| {
-                    policy
-                        .score(a, now)
-                        .score
-                        .total_cmp(&policy.score(b, now).score)
-                        .then(a.last_seen.cmp(&b.last_seen))
-                })
-                .map(|(i, _)| i)
-            {
-                devices.swap_remove(victim);
-            }
-        }
-        *next_id += 1;
-        let mut d = DeviceRecord {
-            id: DeviceId(*next_id),
-            fingerprint: fp.clone(),
-            first_seen: now,
-            last_seen: now,
-            successful_logins: 0,
-            mfa_completions: 0,
-            failures: 0,
-            flags: 0,
-        };
-        let trust_before = self.policy.score(&d, now);
-        apply(&mut d, outcome, flags, now);
-        let trust = self.policy.score(&d, now);
-        let id = d.id;
-        devices.push(d);
-        Observation {
-            device: id,
-            new_device: true,
-            similarity: 0.0,
-            trust_before,
-            trust,
-        }
-    }
-
-    fn devices(&self, user: &str) -> Vec<DeviceRecord> {
-        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        (users.get(normalize_user_id(user).as_ref()))
-            .map(|(_, d)| d.clone())
-            .unwrap_or_default()
-    }
 }

@@ -8,7 +8,7 @@ use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use ua_parser::{Extractor, Regexes};
 
-use crate::inputs::MAX_HEADER_VALUE;
+use crate::limits::MAX_HEADER_VALUE;
 
 /// The uap-core release whose `regexes.yaml` is embedded.
 pub const UAP_CORE_VERSION: &str = "0.18.0";

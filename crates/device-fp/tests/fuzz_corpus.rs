@@ -3,6 +3,7 @@
 //! Every file must be handled without panicking; seeds named `ok-*` must be
 //! accepted and seeds named `bad-*` refused. Files the fuzzer added only have to
 //! not panic.
+#![cfg(feature = "fuzzing")]
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 use std::path::PathBuf;
@@ -33,13 +34,13 @@ fn replay(target: &str, accept: impl Fn(&[u8]) -> bool) -> (usize, usize, usize)
 fn fuzz_corpus_device_fp_client_hello() {
     let seen = replay(
         "device_fp_client_hello",
-        palisade_device_fp::fuzz::client_hello,
+        palisade_device_fp::fuzzing::client_hello,
     );
     assert!(seen.0 >= 4 && seen.1 >= 6, "seeds missing: {seen:?}");
 }
 
 #[test]
 fn fuzz_corpus_device_fp_headers() {
-    let seen = replay("device_fp_headers", palisade_device_fp::fuzz::headers);
+    let seen = replay("device_fp_headers", palisade_device_fp::fuzzing::headers);
     assert!(seen.0 >= 4 && seen.1 >= 6, "seeds missing: {seen:?}");
 }

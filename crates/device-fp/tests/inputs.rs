@@ -3,8 +3,8 @@
 
 use palisade_core_traits::{ClientDeviceInfo, RequestContext, Timestamp, TlsInfo};
 use palisade_device_fp::{
-    Attribute, DeviceFingerprint, FingerprintInputs, FingerprintKey, UserAgent,
-    inputs::parse_sec_ch_ua,
+    Attribute, DeviceFingerprint, Error, FingerprintInputs, FingerprintKey, UserAgent,
+    parse_sec_ch_ua,
 };
 
 const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
@@ -208,7 +208,13 @@ fn chrome_update_keeps_the_device_and_a_different_device_does_not_match() {
 
 #[test]
 fn key_is_checked_and_never_printed() {
-    assert!(FingerprintKey::new(&[1u8; 31]).is_err());
+    match FingerprintKey::new(&[1u8; 31]) {
+        Err(Error::InvalidConfig { field, reason }) => {
+            assert_eq!(field, "fingerprint_key");
+            assert!(reason.contains("31"), "{reason}");
+        }
+        other => panic!("a 31-byte key must be refused: {other:?}"),
+    }
     let key = FingerprintKey::new(&[0x41u8; 32]).unwrap();
     assert_eq!(format!("{key:?}"), "FingerprintKey(<redacted>)");
 }

@@ -1,12 +1,14 @@
 //! Per-user device trust: store behaviour and trust invariants.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core_traits::{Clock, LoginOutcome, ManualClock, RequestContext, Timestamp};
+use palisade_core_traits::{LoginOutcome, ManualClock, RequestContext, Timestamp};
 use palisade_device_fp::{
-    ConsistencyFlag, DeviceFingerprint, DeviceRecord, DeviceStore, FingerprintInputs,
-    FingerprintKey, InMemoryDeviceStore, TrustPolicy,
+    ConsistencyFlag, DeviceFingerprint, DeviceRecord, DeviceStore, Error, FingerprintInputs,
+    FingerprintKey, InMemoryDeviceStore, Stats, TrustPolicy,
 };
 use proptest::prelude::*;
 
@@ -15,6 +17,14 @@ fn fp(key: &FingerprintKey, ua: &str) -> DeviceFingerprint {
         .with_header("User-Agent", ua)
         .with_header("Accept-Language", "en");
     DeviceFingerprint::compute(key, &FingerprintInputs::from_request(&ctx))
+}
+
+fn store(max: usize, clock: &ManualClock) -> InMemoryDeviceStore {
+    InMemoryDeviceStore::builder()
+        .max_devices_per_user(NonZeroUsize::new(max).unwrap())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap()
 }
 
 fn chrome(v: u32) -> String {
@@ -27,13 +37,12 @@ fn chrome(v: u32) -> String {
 fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
     let key = FingerprintKey::new(&[3u8; 32]).unwrap();
     let clock = ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
-    let store = InMemoryDeviceStore::new(4, TrustPolicy::default());
+    let store = store(4, &clock);
     let first = store.observe(
         "alice",
         &fp(&key, &chrome(124)),
         Some(LoginOutcome::Success),
         &[],
-        clock.now(),
     );
     assert!(first.new_device);
     assert_eq!(first.trust_before.score, 0.0);
@@ -45,7 +54,6 @@ fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
             &fp(&key, &chrome(124)),
             Some(LoginOutcome::Success),
             &[],
-            clock.now(),
         );
         assert!(!o.new_device && o.device == first.device);
         assert!(o.trust.score > last);
@@ -56,13 +64,12 @@ fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
         &fp(&key, &chrome(125)),
         Some(LoginOutcome::StepUpSuccess),
         &[],
-        clock.now(),
     );
     assert!(!mfa.new_device, "browser update is the same device");
     assert!(mfa.trust.score > last);
     let high = mfa.trust.score;
     clock.advance(Duration::from_secs(60 * 86_400));
-    let later = store.observe("alice", &fp(&key, &chrome(125)), None, &[], clock.now());
+    let later = store.observe("alice", &fp(&key, &chrome(125)), None, &[]);
     assert!(
         (later.trust_before.score - high / 4.0).abs() < 1e-9,
         "two half-lives"
@@ -79,13 +86,12 @@ fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
         &fp(&key, &chrome(125)),
         None,
         &[ConsistencyFlag::UaVersionVsClientHints],
-        clock.now(),
     );
     assert!(flagged.trust.score < flagged.trust_before.score * 0.51);
     // another user's store is separate
     assert!(
         store
-            .observe("bob", &fp(&key, &chrome(125)), None, &[], clock.now())
+            .observe("bob", &fp(&key, &chrome(125)), None, &[])
             .new_device
     );
 }
@@ -93,13 +99,15 @@ fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
 #[test]
 fn spellings_of_one_account_share_its_devices() {
     let key = FingerprintKey::new(&[3u8; 32]).unwrap();
-    let store = InMemoryDeviceStore::new(4, TrustPolicy::default());
-    let now = Timestamp::from_unix_secs(1_700_000_000);
+    let store = store(
+        4,
+        &ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)),
+    );
     let device = fp(&key, &chrome(124));
-    let first = store.observe("Alice", &device, Some(LoginOutcome::Success), &[], now);
+    let first = store.observe("Alice", &device, Some(LoginOutcome::Success), &[]);
     assert!(first.new_device);
     // The login form sent " ALICE" this time: the same account, the same device.
-    let again = store.observe(" ALICE", &device, Some(LoginOutcome::Success), &[], now);
+    let again = store.observe(" ALICE", &device, Some(LoginOutcome::Success), &[]);
     assert!(!again.new_device);
     assert_eq!(again.device, first.device);
     assert_eq!(store.devices("alice").len(), 1);
@@ -109,23 +117,98 @@ fn spellings_of_one_account_share_its_devices() {
 #[test]
 fn bounded_per_user_and_least_trusted_evicted() {
     let key = FingerprintKey::new(&[3u8; 32]).unwrap();
-    let store = InMemoryDeviceStore::new(2, TrustPolicy::default());
-    let t = Timestamp::from_unix_secs(1_700_000_000);
+    let store = store(
+        2,
+        &ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)),
+    );
     let trusted = store.observe(
         "u",
         &fp(&key, &chrome(124)),
         Some(LoginOutcome::StepUpSuccess),
         &[],
-        t,
     );
     let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
-    let weak = store.observe("u", &fp(&key, firefox), None, &[], t);
+    let weak = store.observe("u", &fp(&key, firefox), None, &[]);
     let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
-    let third = store.observe("u", &fp(&key, iphone), None, &[], t);
+    let third = store.observe("u", &fp(&key, iphone), None, &[]);
     let ids: Vec<_> = store.devices("u").iter().map(|d| d.id).collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&trusted.device) && ids.contains(&third.device));
     assert!(!ids.contains(&weak.device));
+}
+
+#[test]
+fn a_wall_clock_step_back_does_not_make_an_unseen_device_fresh() {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
+    let store = store(4, &clock);
+    let device = fp(&key, &chrome(124));
+    let first = store.observe("alice", &device, Some(LoginOutcome::Success), &[]);
+    // 60 days unseen (two half-lives), then NTP or an operator sets the clock back
+    // to the last sighting: the device has still been away for 60 days
+    clock.advance(Duration::from_secs(60 * 86_400));
+    clock.set(Timestamp::from_unix_secs(1_700_000_000));
+    let later = store.observe("alice", &device, None, &[]);
+    assert_eq!(later.device, first.device);
+    assert!(
+        (later.trust_before.score - first.trust.score / 4.0).abs() < 1e-9,
+        "{} vs {}",
+        later.trust_before.score,
+        first.trust.score
+    );
+    // the sighting is recorded at the later of the two times, so it stays consistent
+    assert_eq!(
+        store.devices("alice")[0].last_seen,
+        Timestamp::from_unix_secs(1_700_000_000 + 60 * 86_400)
+    );
+}
+
+#[test]
+fn the_builder_refuses_a_policy_the_formula_cannot_mean() {
+    type Spoil = fn(&mut TrustPolicy);
+    let cases: [(&str, Spoil); 6] = [
+        ("policy.login_weight", |p| p.login_weight = -0.1),
+        ("policy.mfa_weight", |p| p.mfa_weight = f64::NAN),
+        ("policy.flag_factor", |p| p.flag_factor = 1.5),
+        ("policy.failure_factor", |p| p.failure_factor = -1.0),
+        ("policy.half_life", |p| p.half_life = Duration::ZERO),
+        ("policy.login_weight", |p| p.login_weight = f64::INFINITY),
+    ];
+    for (want, spoil) in cases {
+        let mut policy = TrustPolicy::default();
+        spoil(&mut policy);
+        match InMemoryDeviceStore::builder().policy(policy).build() {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, want),
+            other => panic!("{want}: {other:?}"),
+        }
+    }
+    assert!(InMemoryDeviceStore::builder().build().is_ok());
+}
+
+#[test]
+fn stats_count_sightings_new_and_evicted_devices() {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    let store = store(
+        1,
+        &ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)),
+    );
+    assert_eq!(store.stats(), Stats::default());
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+    store.observe("u", &fp(&key, &chrome(124)), None, &[]);
+    store.observe("u", &fp(&key, &chrome(124)), None, &[]);
+    store.observe("u", &fp(&key, firefox), None, &[]); // evicts the Chrome
+    store.observe("v", &fp(&key, firefox), None, &[]);
+    let s = store.stats();
+    assert_eq!(
+        (
+            s.observations,
+            s.new_devices,
+            s.evicted_devices,
+            s.users,
+            s.devices
+        ),
+        (4, 3, 1, 2, 2)
+    );
 }
 
 fn record(logins: u32, mfa: u32, failures: u32, flags: u32, last_seen: u64) -> DeviceRecord {

@@ -326,9 +326,7 @@ pub async fn login(
     let inputs = FingerprintInputs::from_request(&ctx);
     let flags = consistency_flags(&inputs, ctx.user_agent());
     let fp = DeviceFingerprint::compute(&gw.fingerprint_key, &inputs);
-    let seen = gw
-        .devices
-        .observe(&user, &fp, Some(outcome), &flags, gw.clock.now());
+    let seen = gw.devices.observe(&user, &fp, Some(outcome), &flags);
     let mut signals = Signals::default().with_device_familiarity(seen.trust_before.score);
     signals.geo = Some(gw.geo.lookup(ip));
     let score = gw.scorer.score_with(&ctx, &signals);

@@ -278,7 +278,16 @@ impl Gateway {
             .fill(&mut secret)
             .map_err(|_| part("device-fp")("no random source"))?;
         let fingerprint_key = Arc::new(FingerprintKey::new(&secret).map_err(part("device-fp"))?);
-        let devices = Arc::new(InMemoryDeviceStore::new(8, TrustPolicy::default()));
+        let devices = Arc::new(
+            InMemoryDeviceStore::builder()
+                .max_devices_per_user(
+                    std::num::NonZeroUsize::new(8).unwrap_or(std::num::NonZeroUsize::MIN),
+                )
+                .policy(TrustPolicy::default())
+                .clock(clock.clone())
+                .build()
+                .map_err(part("device-fp"))?,
+        );
         let intel = if config.intel.is_empty() {
             None
         } else {

@@ -5,6 +5,8 @@
 //! cargo run -p palisade-examples --bin device-fp-demo
 #![allow(clippy::unwrap_used)] // a demo that unwraps stops loudly
 
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{Clock, LoginOutcome, ManualClock, RequestContext, Timestamp, TlsInfo};
@@ -37,13 +39,18 @@ fn main() {
     // In production: 32+ random bytes from your secret store, the same on every node.
     let key = FingerprintKey::new(b"demo-only-fingerprint-secret-32b!").unwrap();
     let clock = ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
-    let store = InMemoryDeviceStore::new(5, TrustPolicy::default());
+    let store = InMemoryDeviceStore::builder()
+        .max_devices_per_user(NonZeroUsize::new(5).unwrap())
+        .policy(TrustPolicy::default())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
 
     let step = |label: &str, ctx: RequestContext| {
         let inputs = FingerprintInputs::from_request(&ctx);
         let flags = consistency_flags(&inputs, ctx.user_agent());
         let fp = DeviceFingerprint::compute(&key, &inputs);
-        let o = store.observe("alice", &fp, ctx.login, &flags, clock.now());
+        let o = store.observe("alice", &fp, ctx.login, &flags);
         let names: Vec<&str> = flags.iter().map(|f| f.name()).collect();
         println!(
             "{label:<42} device {:>2} new={:<5} similarity {:.2}  trust {:.2} -> {:.2}  flags {names:?}",

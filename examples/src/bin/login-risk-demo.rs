@@ -5,6 +5,7 @@
 //! cargo run -p palisade-examples --bin login-risk-demo
 #![allow(clippy::unwrap_used)] // a demo that unwraps stops loudly
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +42,12 @@ fn script(clock: &ManualClock, ip: &str) -> RequestContext {
 fn main() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_700_000_000)));
     let key = FingerprintKey::new(b"demo-only-fingerprint-secret-32b!").unwrap();
-    let devices = InMemoryDeviceStore::new(5, TrustPolicy::default());
+    let devices = InMemoryDeviceStore::builder()
+        .max_devices_per_user(NonZeroUsize::new(5).unwrap())
+        .policy(TrustPolicy::default())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let scorer = ThreatScorer::builder()
         .clock(clock.clone())
         .build()
@@ -67,7 +73,7 @@ fn main() {
         } else {
             LoginOutcome::Failure
         };
-        let seen = devices.observe("alice", &fp, Some(outcome), &flags, clock.now());
+        let seen = devices.observe("alice", &fp, Some(outcome), &flags);
         // threat-score: the device trust is the device familiarity signal.
         let signals = Signals::default()
             .with_geo(geo.clone())

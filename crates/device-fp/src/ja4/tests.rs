@@ -226,13 +226,10 @@ fn every_truncation_is_a_typed_error() {
 #[test]
 fn oversized_and_foreign_inputs() {
     let big = vec![0x16; MAX_CLIENT_HELLO_LEN + 1];
-    assert_eq!(
+    assert!(matches!(
         ClientHello::parse(&big).unwrap_err(),
-        Error::Oversized {
-            len: MAX_CLIENT_HELLO_LEN + 1,
-            max: MAX_CLIENT_HELLO_LEN
-        }
-    );
+        Error::Oversized { len, max: MAX_CLIENT_HELLO_LEN } if len == MAX_CLIENT_HELLO_LEN + 1
+    ));
     assert!(matches!(
         ClientHello::parse(b"GET / HTTP/1.1\r\n").unwrap_err(),
         Error::NotClientHello { value: b'G', .. }
@@ -249,10 +246,10 @@ fn oversized_and_foreign_inputs() {
     hs.push(0);
     let len = hs.len() - 4;
     hs[1..4].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
-    assert_eq!(
+    assert!(matches!(
         ClientHello::parse(&hs).unwrap_err(),
         Error::Malformed("bytes after the extensions block")
-    );
+    ));
 }
 
 #[test]
@@ -362,4 +359,110 @@ fn version_table_is_the_current_specification() {
         Ja4::parse("ts1d1516h2_8daaf6152771_e5627efa2ab1"),
         Err(Error::InvalidJa4 { .. })
     ));
+}
+
+/// The handshake message cut into records of `sizes` bytes (the last takes the rest).
+fn split_records(hs: &[u8], sizes: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = hs;
+    for &n in sizes.iter().chain(std::iter::once(&usize::MAX)) {
+        let (part, tail) = rest.split_at(n.min(rest.len()));
+        out.extend([0x16, 0x03, 0x01]);
+        out.extend(vec16(part));
+        rest = tail;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn a_client_hello_split_over_records_is_reassembled() {
+    let hello = Hello::spec();
+    let want = ClientHello::parse(&hello.record()).unwrap();
+    let hs = hello.handshake();
+    // across the handshake header, in the middle, one byte per record at the start
+    for sizes in [&[2][..], &[100], &[1, 1, 1, 1, 1, 50]] {
+        let records = split_records(&hs, sizes);
+        assert_eq!(ClientHello::parse(&records).unwrap(), want, "{sizes:?}");
+        assert_eq!(bytes_needed_for(&records), None);
+        // every prefix asks for more, never past the end of the records
+        for cut in 0..records.len() {
+            let need = bytes_needed_for(&records[..cut]).unwrap();
+            assert!(
+                need >= 1 && cut + need <= records.len(),
+                "cut {cut}: {need}"
+            );
+        }
+    }
+    // a record of another type in between is refused
+    let mut records = split_records(&hs, &[100]);
+    let second = 5 + 100;
+    records[second] = 0x17;
+    assert!(matches!(
+        ClientHello::parse(&records).unwrap_err(),
+        Error::NotClientHello {
+            what: "record type",
+            value: 0x17
+        }
+    ));
+    // an empty handshake record is malformed (RFC 8446 5.1)
+    let mut empty = vec![0x16, 0x03, 0x01, 0x00, 0x00];
+    empty.extend(hello.record());
+    assert!(matches!(
+        ClientHello::parse(&empty).unwrap_err(),
+        Error::Malformed("empty handshake record")
+    ));
+}
+
+/// `bytes_needed` exists with feature `tls`; without it, the same through `reassemble`.
+fn bytes_needed_for(buf: &[u8]) -> Option<usize> {
+    match reassemble(buf).unwrap() {
+        Framed::Done(_) => None,
+        Framed::Need(n) => Some(n),
+    }
+}
+
+#[test]
+fn records_reaching_past_the_limit_are_refused() {
+    // a ClientHello announcing 65 535 bytes, in a complete first record
+    let mut hs = vec![0x01, 0x00, 0xff, 0xff];
+    hs.extend(vec![0u8; 100]);
+    assert!(matches!(
+        reassemble(&split_records(&hs, &[])),
+        Err(Error::Oversized { len: 65_539, .. })
+    ));
+    // a full 16 384-byte record that does not finish the message: the next record's
+    // header alone is refused, before its bytes are awaited
+    let mut hs = vec![0x01, 0x00, 0x40, 0x01]; // 16 389 bytes with its header
+    hs.extend(vec![0u8; 16_380]);
+    let mut records = split_records(&hs, &[]);
+    assert_eq!(records.len(), MAX_CLIENT_HELLO_LEN);
+    assert_eq!(bytes_needed_for(&records), Some(5));
+    records.extend([0x16, 0x03, 0x01, 0x00, 0x01]);
+    assert!(matches!(
+        reassemble(&records),
+        Err(Error::Oversized {
+            max: MAX_CLIENT_HELLO_LEN,
+            ..
+        })
+    ));
+}
+
+proptest::proptest! {
+    /// However a ClientHello is cut into handshake records, it parses to the same
+    /// fields, and every proper prefix of those records asks for more bytes.
+    #[test]
+    fn any_record_split_parses_the_same(cuts in proptest::collection::vec(1usize..300, 0..8)) {
+        let hello = Hello::spec();
+        let want = ClientHello::parse(&hello.record()).unwrap();
+        let records = split_records(&hello.handshake(), &cuts);
+        proptest::prop_assert_eq!(ClientHello::parse(&records).unwrap(), want);
+        proptest::prop_assert_eq!(bytes_needed_for(&records), None);
+        for cut in [0, 1, 4, 5, 6, records.len() / 2, records.len() - 1] {
+            let need = bytes_needed_for(&records[..cut]);
+            proptest::prop_assert!(need.is_some_and(|n| cut + n <= records.len()), "cut {}: {:?}", cut, need);
+        }
+    }
 }

@@ -1,4 +1,6 @@
-//! Entry points for the cargo-fuzz targets in `fuzz/` (also replayed by tests).
+//! Entry points of the cargo-fuzz targets in `fuzz/fuzz_targets/` (one `pub fn` per
+//! target), also replayed over the committed corpus by `tests/fuzz_corpus.rs`.
+//! Feature `fuzzing`; not part of the supported API.
 
 use crate::ja4::{AlpnFallback, ClientHello, Ja4, Transport};
 
@@ -30,7 +32,9 @@ pub fn client_hello(data: &[u8]) -> bool {
 }
 
 /// Read arbitrary bytes as header lines (`name: value`, one per line), raise the
-/// consistency flags, fingerprint them and match the fingerprint against itself. Returns whether every input was
+/// consistency flags, fingerprint them and match the fingerprint against itself;
+/// with feature `http`, also read the raw lines (bytes that are not UTF-8 included)
+/// as an `http::HeaderMap`. Returns whether every input of the first reading was
 /// usable (no `problems`).
 ///
 /// # Panics
@@ -54,6 +58,24 @@ pub fn headers(data: &[u8]) -> bool {
         }
     }
     let inputs = FingerprintInputs::from_request(&ctx);
+    #[cfg(feature = "http")]
+    {
+        let mut map = http::HeaderMap::new();
+        for line in data.split(|&b| b == b'\n') {
+            let (name, value) = match line.iter().position(|&b| b == b':') {
+                Some(i) => (&line[..i], line[i + 1..].trim_ascii()),
+                None => (line, &b""[..]),
+            };
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.trim_ascii()),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        let from_map = FingerprintInputs::from_headers(&map, ctx.peer_ip);
+        assert!(from_map.header_order.len() <= crate::limits::MAX_HEADERS);
+    }
     let Ok(key) = FingerprintKey::new(&[0x5a; 32]) else {
         return false;
     };

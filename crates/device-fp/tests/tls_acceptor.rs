@@ -1,0 +1,255 @@
+//! `Ja4Acceptor`: the JA4 of a real rustls client's ClientHello, computed on a live
+//! connection that then completes its handshake; hostile clients refused or timed
+//! out with typed errors.
+#![cfg(feature = "tls")]
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_device_fp::{ClientHello, Error, Ja4, Ja4Acceptor, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use common::{Recorder, client_hello, configs, first_record, localhost};
+
+#[tokio::test]
+async fn a_real_client_gets_its_own_ja4_and_a_working_connection() {
+    let (server, client) = configs();
+    let acceptor = Ja4Acceptor::builder(server).build().unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let acc = acceptor.clone();
+    let served = tokio::spawn(async move {
+        let (stream, _) = tcp.accept().await.unwrap();
+        let mut tls = acc.accept(stream).await.unwrap();
+        let mut ping = [0u8; 4];
+        tls.read_exact(&mut ping).await.unwrap();
+        assert_eq!(&ping, b"ping");
+        tls.write_all(b"pong").await.unwrap();
+        tls.shutdown().await.unwrap();
+        (tls.ja4().clone(), tls.tls_info())
+    });
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let io = Recorder {
+        io: TcpStream::connect(addr).await.unwrap(),
+        written: written.clone(),
+    };
+    let mut tls = TlsConnector::from(client)
+        .connect(localhost(), io)
+        .await
+        .unwrap();
+    tls.write_all(b"ping").await.unwrap();
+    let mut pong = Vec::new();
+    tls.read_to_end(&mut pong).await.unwrap();
+    assert_eq!(pong, b"pong");
+    let (seen, info) = served.await.unwrap();
+
+    // what the client really sent, parsed independently of the acceptor's read path
+    let hello = first_record(&written.lock().unwrap());
+    let expected = ClientHello::parse(&hello).unwrap().ja4(Transport::Tcp);
+    assert_eq!(seen, expected);
+    assert_eq!(seen, Ja4::from_client_hello(&hello).unwrap());
+    assert!(seen.as_str().starts_with("t13d"), "{seen}"); // rustls: TLS 1.3, SNI
+    assert_eq!(info.ja4.as_deref(), Some(seen.as_str()));
+    assert_eq!(info.server_name.as_deref(), Some("localhost"));
+    let s = acceptor.stats();
+    assert_eq!((s.ja4_computed, s.handshakes_completed), (1, 1));
+}
+
+/// Rewrites the client's first record as two records, split after `at` bytes.
+struct Splitter<IO> {
+    io: IO,
+    at: usize,
+    done: bool,
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Splitter<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.done {
+            return std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        }
+        let record = first_record(buf);
+        let body = &record[5..];
+        let mut split = Vec::new();
+        for part in [&body[..this.at], &body[this.at..]] {
+            split.extend([0x16, 0x03, 0x01]);
+            split.extend((part.len() as u16).to_be_bytes());
+            split.extend(part);
+        }
+        split.extend(&buf[record.len()..]);
+        // the duplex has room for all of it
+        match std::pin::Pin::new(&mut this.io).poll_write(cx, &split) {
+            Poll::Ready(Ok(n)) => {
+                assert_eq!(n, split.len());
+                this.done = true;
+                Poll::Ready(Ok(buf.len()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Splitter<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+#[tokio::test]
+async fn a_client_hello_split_over_two_records_gives_the_same_ja4() {
+    let (server, client) = configs();
+    let acceptor = Ja4Acceptor::builder(server).build().unwrap();
+    let (client_end, server_end) = duplex(1 << 16);
+    let served =
+        tokio::spawn(async move { acceptor.accept(server_end).await.map(|s| s.ja4().clone()) });
+    let io = Splitter {
+        io: client_end,
+        at: 3, // inside the handshake header
+        done: false,
+    };
+    let mut tls = TlsConnector::from(client.clone())
+        .connect(localhost(), io)
+        .await
+        .unwrap();
+    tls.write_all(b"x").await.unwrap();
+    let seen = served.await.unwrap().unwrap();
+    // rustls shuffles its extensions per connection; JA4 sorts them, so any hello of
+    // this configuration has the same JA4
+    assert_eq!(seen, Ja4::from_client_hello(&client_hello(client)).unwrap());
+}
+
+/// Run `accept` against a peer that wrote `bytes` and then keeps the connection open
+/// (or closes it, when `close`), with a 5 s timeout on tokio's paused clock.
+async fn accept_after(bytes: &[u8], close: bool) -> (Result<(), Error>, Ja4Acceptor) {
+    let (server, _) = configs();
+    let acceptor = Ja4Acceptor::builder(server)
+        .handshake_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (mut client_end, server_end) = duplex(1 << 16);
+    client_end.write_all(bytes).await.unwrap();
+    let _open = if close {
+        drop(client_end);
+        None
+    } else {
+        Some(client_end)
+    };
+    let r = acceptor.accept(server_end).await.map(|_| ());
+    (r, acceptor)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_client_hello_times_out() {
+    let hello = client_hello(configs().1);
+    for cut in [0, 3, 5, hello.len() / 2, hello.len() - 1] {
+        let (r, acceptor) = accept_after(&hello[..cut], false).await;
+        assert!(
+            matches!(
+                r,
+                Err(Error::Timeout {
+                    what: "ClientHello",
+                    ..
+                })
+            ),
+            "cut {cut}: {r:?}"
+        );
+        assert_eq!(acceptor.stats().timeouts, 1);
+        assert_eq!(acceptor.stats().ja4_computed, 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stalls_after_its_hello_times_out_in_the_handshake() {
+    let hello = client_hello(configs().1);
+    let (r, acceptor) = accept_after(&hello, false).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Timeout {
+                what: "TLS handshake",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let s = acceptor.stats();
+    assert_eq!(
+        (s.ja4_computed, s.timeouts, s.handshakes_completed),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn foreign_malformed_oversized_and_cut_hellos_are_refused_with_typed_errors() {
+    let hello = client_hello(configs().1);
+    // plain HTTP on the TLS port
+    let (r, acceptor) = accept_after(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false).await;
+    assert!(
+        matches!(r, Err(Error::NotClientHello { value: b'G', .. })),
+        "{r:?}"
+    );
+    assert_eq!(acceptor.stats().client_hellos_refused, 1);
+    // a handshake record announcing a 65 535-byte ClientHello: refused at once,
+    // while the peer keeps the connection open (no waiting for the timeout)
+    let (r, _) = accept_after(
+        &[0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0xff, 0xff],
+        false,
+    )
+    .await;
+    assert!(
+        matches!(r, Err(Error::Oversized { len: 65_539, .. })),
+        "{r:?}"
+    );
+    // a complete record whose ClientHello lengths disagree
+    let mut bad = hello.clone();
+    bad[5 + 4 + 2 + 32] = 33; // session_id length beyond 32
+    let (r, _) = accept_after(&bad, false).await;
+    assert!(
+        matches!(r, Err(Error::Malformed(_) | Error::Truncated { .. })),
+        "{r:?}"
+    );
+    // the peer closes half-way
+    let (r, acceptor) = accept_after(&hello[..40], true).await;
+    assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
+    assert_eq!(acceptor.stats().client_hellos_refused, 1);
+}
+
+#[test]
+fn a_zero_timeout_is_a_configuration_error() {
+    let (server, _) = configs();
+    match Ja4Acceptor::builder(server)
+        .handshake_timeout(Duration::ZERO)
+        .build()
+    {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "handshake_timeout"),
+        other => panic!("{other:?}"),
+    }
+}
