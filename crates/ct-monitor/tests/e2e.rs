@@ -10,15 +10,15 @@
 
 mod common;
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::EventKind;
-use palisade_ct_monitor::client::{ClientConfig, Rfc6962Client, StaticCtClient};
-use palisade_ct_monitor::monitor::{Event, Health, Monitor};
-use palisade_ct_monitor::testlog::{Faults, Protocol, TestLog};
+use palisade_ct_monitor::testlog::{Faults, Protocol, RetryAfter, TestLog};
 use palisade_ct_monitor::{
-    Authorizer, FileStateStore, MemoryStateStore, Misbehaviour, StateStore, WatchItem, Watchlist,
+    Authorizer, ClientConfig, Event, FileStateStore, Health, MemoryStateStore, Misbehaviour,
+    Monitor, MonitorBuilder, Rfc6962Client, StateStore, StaticCtClient, WatchItem, Watchlist,
 };
 
 const EXPECTED: [u64; 7] = [66, 86, 163, 492, 747, 748, 1002];
@@ -36,25 +36,21 @@ fn authorizer() -> Authorizer {
 }
 
 fn fast_client() -> ClientConfig {
-    ClientConfig {
-        timeout: Duration::from_secs(10),
-        backoff: Duration::from_millis(10),
-        min_interval: Duration::ZERO,
-        ..ClientConfig::default()
-    }
+    let mut c = ClientConfig::default();
+    c.timeout = Duration::from_secs(10);
+    c.backoff = Duration::from_millis(10);
+    c.min_interval = Duration::ZERO;
+    c
 }
 
-fn builder(
-    log: &TestLog,
-    store: Arc<dyn StateStore>,
-) -> palisade_ct_monitor::monitor::MonitorBuilder {
+fn builder(log: &TestLog, store: Arc<dyn StateStore>) -> MonitorBuilder {
     Monitor::builder()
         .log(log.log_config())
         .watchlist(watchlist())
         .authorizer(authorizer())
         .state_store(store)
         .poll_interval(Duration::from_millis(20))
-        .batch_size(100)
+        .batch_size(NonZeroU64::new(100).unwrap())
         .client_config(fast_client())
 }
 
@@ -363,7 +359,7 @@ async fn honours_429_retry_after() {
     for protocol in BOTH {
         let log = TestLog::start(protocol, 200).await.unwrap();
         log.set_faults(Faults {
-            rate_limit: Some((1, 1)),
+            rate_limit: Some((1, RetryAfter::Seconds(1))),
             ..Faults::default()
         });
         let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
@@ -423,7 +419,7 @@ async fn static_ct_client_reads_issuers_and_tiles() {
         matches!(
             &err,
             palisade_ct_monitor::Error::Http { status: Some(404), url, log, .. }
-                if url.ends_with(&common::hex_string(&other)) && log == "test"
+                if url.ends_with(&hex::encode(other)) && log == "test"
         ),
         "{err}"
     );
@@ -459,13 +455,14 @@ async fn failing_polls_report_health_with_the_url_and_recover() {
     // Six 429s with Retry-After 0: the first poll (1 try + 2 retries) fails, the
     // second fails too, the third gets through.
     log.set_faults(Faults {
-        rate_limit: Some((6, 0)),
+        rate_limit: Some((6, RetryAfter::Seconds(0))),
         ..Faults::default()
     });
     let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
-        .client_config(ClientConfig {
-            max_retries: 2,
-            ..fast_client()
+        .client_config({
+            let mut c = fast_client();
+            c.max_retries = 2;
+            c
         })
         .spawn()
         .unwrap();

@@ -4,7 +4,7 @@ use palisade_core_traits::{SecurityEvent, Timestamp};
 
 use crate::check::{CertificateInfo, Verdict};
 use crate::error::Error;
-use crate::verify::{LogMisbehaved, verdict_security_event};
+use crate::verify::LogMisbehaved;
 use crate::watch::WatchMatch;
 
 /// How a log's task is doing.
@@ -101,7 +101,7 @@ impl Event {
                     info: info.clone(),
                     matches: matches.clone(),
                 };
-                verdict_security_event(&v, log, *index, time)
+                v.to_security_event(log, *index, time)
             }
             Self::Malformed {
                 log,
@@ -113,7 +113,7 @@ impl Event {
                     reason: reason.clone(),
                     matches: matches.clone(),
                 };
-                verdict_security_event(&v, log, *index, time)
+                v.to_security_event(log, *index, time)
             }
             Self::LogMisbehaved(m) => m.to_security_event(time).map(Some),
             _ => Ok(None),

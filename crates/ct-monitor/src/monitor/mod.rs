@@ -1,29 +1,7 @@
 //! The monitor engine (feature `http`): one task per log that fetches tree heads
-//! and entries, verifies them with [`LogVerifier`], matches them against a
-//! [`SharedWatchlist`] and an [`Authorizer`], and delivers [`Event`]s on an async
-//! stream ([`Monitor`]).
-//!
-//! # Delivery and restart guarantee
-//!
-//! An alerting event ([`Event::Discovered`], [`Event::Malformed`]) counts as handed
-//! over when [`Monitor::next_event`] (or the `Stream`) returns it. Only then does
-//! the log's task save the progress up to and including that entry in the
-//! [`StateStore`], before it looks at the next entry. Hence:
-//!
-//! - after [`Monitor::shutdown`], every event that was returned is covered by the
-//!   saved progress and no event that was not returned is: a new monitor on the
-//!   same store continues with neither loss nor repetition (exactly once);
-//! - after a crash, or a drop without `shutdown`, at most the last returned event
-//!   of each log can be delivered again (its save may not have happened): at least
-//!   once, never lost;
-//! - progress never moves past an entry whose event was not returned, nor past a
-//!   misbehaviour: after [`Event::LogMisbehaved`] the log's task stops, and the
-//!   stored state still holds the last verified tree head.
-//!
-//! [`Event::Health`] and [`Event::Backlog`] are informational and not tracked.
-//! A certificate whose TBS hash was already discovered in this run (its
-//! precertificate, or the same certificate in another log) gives no second
-//! `Discovered` ([`MonitorBuilder::dedupe_capacity`]); that memory is not persisted.
+//! and entries, verifies them with a `LogVerifier`, matches them against a shared
+//! watchlist and an authorizer, and delivers events on an async stream. The
+//! delivery guarantee is documented on [`Monitor`].
 
 mod config;
 mod delivery;
@@ -31,6 +9,8 @@ mod event;
 mod task;
 mod tiles;
 
+use std::collections::HashSet;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -49,9 +29,11 @@ use crate::client::{ClientConfig, Rfc6962Client, StaticCtClient};
 use crate::error::Error;
 use crate::loglist::{LogList, LogState};
 use crate::state::{MemoryStateStore, StateStore};
+use crate::telemetry::{Counters, Stats};
 use crate::watch::{Authorizer, SharedWatchlist, Watchlist};
 
-/// Configures and starts a [`Monitor`].
+/// Configures and starts a [`Monitor`]: every setter is infallible, and
+/// [`MonitorBuilder::spawn`] checks the whole configuration once.
 pub struct MonitorBuilder {
     logs: Vec<LogConfig>,
     watchlist: Watchlist,
@@ -59,7 +41,7 @@ pub struct MonitorBuilder {
     store: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
     poll_interval: Duration,
-    batch_size: u64,
+    batch_size: NonZeroU64,
     start_at_end: bool,
     client: ClientConfig,
     capacity: usize,
@@ -113,19 +95,22 @@ impl MonitorBuilder {
         self
     }
 
-    /// Where progress is kept (default: in memory, lost on exit).
+    /// Where progress is kept (default: in memory, lost on exit). A
+    /// [`crate::FileStateStore`] keeps each log's [`crate::State`] in a file.
     pub fn state_store(mut self, store: Arc<dyn StateStore>) -> Self {
         self.store = store;
         self
     }
 
-    /// The clock for security-event timestamps (default: system clock).
+    /// The clock (default: the system clock): `now()` stamps security events and
+    /// dates `Retry-After` HTTP-dates; `monotonic()` paces requests and polls and
+    /// measures the time since a log's last good poll.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
-    /// Time between polls of a log's tree head (default 60 s).
+    /// Time between the starts of two polls of a log (default 60 s; not zero).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
@@ -133,8 +118,8 @@ impl MonitorBuilder {
 
     /// Entries asked per `get-entries` request (default 256). Static-ct logs are
     /// read a data tile (up to 256 entries) at a time.
-    pub fn batch_size(mut self, n: u64) -> Self {
-        self.batch_size = n.max(1);
+    pub fn batch_size(mut self, n: NonZeroU64) -> Self {
+        self.batch_size = n;
         self
     }
 
@@ -161,13 +146,63 @@ impl MonitorBuilder {
         self
     }
 
-    /// Starts one task per log on the current Tokio runtime.
+    /// Checks the configuration and starts one task per log on the current Tokio
+    /// runtime. [`Error::InvalidConfig`] names what cannot work: no log, a zero
+    /// `poll_interval` or `client_config.timeout`, a log's URL, origin or witness
+    /// policy (`logs.*`), two logs with one key (they would share one state), or no
+    /// Tokio runtime.
     pub fn spawn(self) -> Result<Monitor, Error> {
         if self.logs.is_empty() {
-            return Err(Error::Config("no logs to follow".into()));
+            return Err(Error::invalid_config("logs", "no logs to follow"));
         }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::Config("spawn must be called inside a Tokio runtime".into()))?;
+        if self.poll_interval.is_zero() {
+            return Err(Error::invalid_config("poll_interval", "zero"));
+        }
+        if self.client.timeout.is_zero() {
+            return Err(Error::invalid_config("client_config.timeout", "zero"));
+        }
+        let mut ids = HashSet::new();
+        for cfg in &self.logs {
+            cfg.check()?;
+            if !ids.insert(*cfg.key.log_id()) {
+                return Err(Error::invalid_config(
+                    "logs",
+                    format!("{}: a second log with the same key (log id)", cfg.name),
+                ));
+            }
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::invalid_config("runtime", "spawn must be called inside a Tokio runtime")
+        })?;
+        let counters = Arc::new(Counters::default());
+        let mut sources = Vec::with_capacity(self.logs.len());
+        for cfg in &self.logs {
+            let url_error = |e: Error| match e {
+                Error::InvalidConfig { reason, .. } => {
+                    Error::invalid_config("logs.url", format!("{}: {reason}", cfg.name))
+                }
+                other => other,
+            };
+            let source = match &cfg.source {
+                LogSource::Rfc6962 { url } => Source::Rfc6962(
+                    Rfc6962Client::new(&cfg.name, url, self.client.clone())
+                        .map_err(url_error)?
+                        .clock(self.clock.clone())
+                        .counters(counters.clone()),
+                ),
+                LogSource::StaticCt {
+                    monitoring_url,
+                    origin,
+                } => Source::StaticCt(
+                    StaticCtClient::new(&cfg.name, monitoring_url, self.client.clone())
+                        .map_err(url_error)?
+                        .clock(self.clock.clone())
+                        .counters(counters.clone()),
+                    origin.clone(),
+                ),
+            };
+            sources.push(source);
+        }
         let (tx, rx) = mpsc::channel(self.capacity);
         let (stop_tx, stop_rx) = watch::channel(false);
         let watchlist = SharedWatchlist::new(self.watchlist);
@@ -175,63 +210,61 @@ impl MonitorBuilder {
             watchlist: watchlist.clone(),
             authorizer: self.authorizer,
             store: self.store,
+            clock: self.clock.clone(),
+            counters: counters.clone(),
             poll_interval: self.poll_interval,
-            batch_size: self.batch_size,
+            batch_size: self.batch_size.get(),
             start_at_end: self.start_at_end,
             seen: Mutex::new(Seen::new(self.dedupe)),
         });
-        if let Some(cfg) = self
+        let tasks = self
             .logs
-            .iter()
-            .find(|c| c.witnesses.is_some() && matches!(c.source, LogSource::Rfc6962 { .. }))
-        {
-            return Err(Error::Config(format!(
-                "{}: a witness policy needs a static-ct log (RFC 6962 heads carry no cosignatures)",
-                cfg.name
-            )));
-        }
-        let mut tasks = Vec::new();
-        for cfg in self.logs {
-            let source = match &cfg.source {
-                LogSource::Rfc6962 { url } => {
-                    Source::Rfc6962(Rfc6962Client::new(&cfg.name, url, self.client.clone())?)
-                }
-                LogSource::StaticCt {
-                    monitoring_url,
-                    origin,
-                } => Source::StaticCt(
-                    StaticCtClient::new(&cfg.name, monitoring_url, self.client.clone())?,
-                    origin.clone(),
-                ),
-            };
-            let task = LogTask {
-                cfg,
-                source,
-                verifier: None,
-                shared: shared.clone(),
-                tx: tx.clone(),
-                stop: stop_rx.clone(),
-                saved: None,
-                healthy: None,
-            };
-            tasks.push(runtime.spawn(task.run()));
-        }
+            .into_iter()
+            .zip(sources)
+            .map(|(cfg, source)| {
+                let task = LogTask::new(cfg, source, shared.clone(), tx.clone(), stop_rx.clone());
+                runtime.spawn(task.run())
+            })
+            .collect();
         Ok(Monitor {
             rx,
             watchlist,
             clock: self.clock,
+            counters,
             stop: stop_tx,
             tasks,
         })
     }
 }
 
-/// A running monitor: an async stream of [`Event`]s (see the module docs for the
-/// delivery guarantee). Dropping it stops every task.
+/// A running monitor: an async stream of [`Event`]s. Dropping it stops every task.
+///
+/// # Delivery and restart guarantee
+///
+/// An alerting event ([`Event::Discovered`], [`Event::Malformed`]) counts as handed
+/// over when [`Monitor::next_event`] (or the `Stream`) returns it. Only then does
+/// the log's task save the progress up to and including that entry in the
+/// [`StateStore`], before it looks at the next entry. Hence:
+///
+/// - after [`Monitor::shutdown`], every event that was returned is covered by the
+///   saved progress and no event that was not returned is: a new monitor on the
+///   same store continues with neither loss nor repetition (exactly once);
+/// - after a crash, or a drop without `shutdown`, at most the last returned event
+///   of each log can be delivered again (its save may not have happened): at least
+///   once, never lost;
+/// - progress never moves past an entry whose event was not returned, nor past a
+///   misbehaviour: after [`Event::LogMisbehaved`] the log's task stops, and the
+///   stored state still holds the last verified tree head.
+///
+/// [`Event::Health`] and [`Event::Backlog`] are informational and not tracked.
+/// A certificate whose TBS hash was already discovered in this run (its
+/// precertificate, or the same certificate in another log) gives no second
+/// `Discovered` ([`MonitorBuilder::dedupe_capacity`]); that memory is not persisted.
 pub struct Monitor {
     rx: mpsc::Receiver<Envelope>,
     watchlist: SharedWatchlist,
     clock: Arc<dyn Clock>,
+    counters: Arc<Counters>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -254,7 +287,7 @@ impl Monitor {
             store: Arc::new(MemoryStateStore::default()),
             clock: Arc::new(SystemClock),
             poll_interval: Duration::from_secs(60),
-            batch_size: 256,
+            batch_size: NonZeroU64::new(256).unwrap_or(NonZeroU64::MIN),
             start_at_end: false,
             client: ClientConfig::default(),
             capacity: 64,
@@ -280,6 +313,11 @@ impl Monitor {
     /// [`Event::to_security_event`] stamped with the monitor's clock.
     pub fn security_event(&self, event: &Event) -> Result<Option<SecurityEvent>, Error> {
         event.to_security_event(self.clock.now())
+    }
+
+    /// The counters since [`MonitorBuilder::spawn`], over all logs.
+    pub fn stats(&self) -> Stats {
+        self.counters.stats()
     }
 
     /// Stops every task after it has saved the progress of what was handed over,

@@ -4,10 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use palisade_core_traits::Clock;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::config::LogConfig;
-use super::delivery::{Envelope, Seen};
+use super::delivery::{Envelope, Outbox, Seen, Stopped, or_stop};
 use super::event::{Event, Health};
 use super::tiles::TileCache;
 use crate::check::{Verdict, check_log_entry, check_tile_leaf};
@@ -17,15 +19,19 @@ use crate::entry::{ExtraData, MerkleTreeLeaf, SignedEntry, TILE_WIDTH, parse_dat
 use crate::error::Error;
 use crate::merkle::{CompactRange, Hash, leaf_hash};
 use crate::responses::{consistency_proof_ranges, perfect_subtrees, tile_path};
-use crate::state::{LogProgress, StateStore};
+use crate::state::{State, StateStore};
 use crate::sth::SignedTreeHead;
+use crate::telemetry::{self, Counters};
 use crate::verify::{AppendError, LogMisbehaved, LogVerifier, Misbehaviour};
 use crate::watch::{Authorizer, SharedWatchlist, Watchlist};
 
+/// What every log's task shares.
 pub(super) struct Shared {
     pub(super) watchlist: SharedWatchlist,
     pub(super) authorizer: Authorizer,
     pub(super) store: Arc<dyn StateStore>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) counters: Arc<Counters>,
     pub(super) poll_interval: Duration,
     pub(super) batch_size: u64,
     pub(super) start_at_end: bool,
@@ -58,15 +64,35 @@ impl From<Box<LogMisbehaved>> for Halt {
     }
 }
 
+impl From<Stopped> for Halt {
+    fn from(_: Stopped) -> Self {
+        Self::Stop
+    }
+}
+
+/// A verifier that refused leaves or a proof for a reason that is not the log's
+/// misbehaviour: the engine asked for something its state does not allow.
+fn append_error(log: &str, e: AppendError) -> Halt {
+    match e {
+        AppendError::Misbehaved(m) => Halt::Misbehaved(m),
+        other => Halt::Failed(Error::BadState {
+            path: None,
+            reason: format!("{log}: verifier refused: {other:?}"),
+        }),
+    }
+}
+
 pub(super) struct LogTask {
-    pub(super) cfg: LogConfig,
-    pub(super) source: Source,
-    pub(super) verifier: Option<LogVerifier>,
-    pub(super) shared: Arc<Shared>,
-    pub(super) tx: mpsc::Sender<Envelope>,
-    pub(super) stop: watch::Receiver<bool>,
-    pub(super) saved: Option<LogProgress>,
-    pub(super) healthy: Option<bool>,
+    cfg: LogConfig,
+    source: Source,
+    verifier: Option<LogVerifier>,
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    saved: Option<State>,
+    healthy: Option<bool>,
+    /// When the task started and when its last poll succeeded (`clock.monotonic()`).
+    started: Duration,
+    last_good: Option<Duration>,
 }
 
 /// One entry of a batch, owned, with what the verifier and matcher need.
@@ -78,118 +104,165 @@ struct Fetched {
 }
 
 impl LogTask {
+    pub(super) fn new(
+        cfg: LogConfig,
+        source: Source,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Envelope>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let started = shared.clock.monotonic();
+        Self {
+            cfg,
+            source,
+            verifier: None,
+            shared,
+            outbox: Outbox::new(tx, stop),
+            saved: None,
+            healthy: None,
+            started,
+            last_good: None,
+        }
+    }
+
     fn log_id(&self) -> Hash {
         *self.cfg.key.log_id()
     }
 
-    async fn send(&mut self, event: Event) -> Result<(), Halt> {
-        let mut stop = self.stop.clone();
-        or_stop(&mut stop, self.tx.send(Envelope { event, ack: None }))
-            .await?
-            .map_err(|_| Halt::Stop)
-    }
-
-    /// Sends an alerting event and waits until the consumer has taken it.
-    async fn hand_over(&mut self, event: Event) -> Result<(), Halt> {
-        let (ack, mut taken) = oneshot::channel();
-        let mut stop = self.stop.clone();
-        let envelope = Envelope {
-            event,
-            ack: Some(ack),
-        };
-        or_stop(&mut stop, self.tx.send(envelope))
-            .await?
-            .map_err(|_| Halt::Stop)?;
-        // A stop that races with the consumer taking the event must not lose the
-        // save: the ack is checked first, and again after the stop.
-        tokio::select! {
-            biased;
-            r = &mut taken => r.map_err(|_| Halt::Stop),
-            _ = stop.changed() => taken.try_recv().map_err(|_| Halt::Stop),
-        }
+    async fn send(&self, event: Event) -> Result<(), Halt> {
+        Ok(self.outbox.send(event).await?)
     }
 
     async fn save(&mut self) -> Result<(), Halt> {
-        let Some(progress) = self.verifier.as_ref().and_then(LogVerifier::progress) else {
+        let Some(state) = self.verifier.as_ref().and_then(LogVerifier::state) else {
             return Ok(());
         };
-        if self.saved.as_ref() == Some(&progress) {
+        if self.saved.as_ref() == Some(&state) {
             return Ok(());
         }
         let store = self.shared.store.clone();
         let id = self.log_id();
-        let p = progress.clone();
+        let s = state.clone();
         // Not interruptible by a stop: a handed-over event's progress must land.
-        tokio::task::spawn_blocking(move || store.save(&id, &p))
+        tokio::task::spawn_blocking(move || store.save(&id, &s))
             .await
-            .map_err(|e| Error::Config(format!("state save task: {e}")))??;
-        self.saved = Some(progress);
+            .map_err(|e| Error::BadState {
+                path: None,
+                reason: format!("state save task: {e}"),
+            })??;
+        self.shared.counters.saved();
+        self.saved = Some(state);
         Ok(())
     }
 
-    pub(super) async fn run(mut self) {
+    /// The verifier from the stored state, if there is one.
+    async fn restore(&mut self) -> Result<Option<LogVerifier>, Error> {
         let store = self.shared.store.clone();
         let id = self.log_id();
-        let loaded = tokio::task::spawn_blocking(move || store.load(&id)).await;
-        let restored = match loaded {
-            Ok(Ok(None)) => Ok(None),
-            Ok(Ok(Some(p))) => LogVerifier::restore(
-                self.cfg.name.clone(),
-                self.cfg.key.clone(),
-                p.trusted.clone(),
-                p.range.clone(),
-            )
-            .map(|v| {
-                self.saved = Some(p);
-                Some(v)
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(Error::Config(format!("state load task: {e}"))),
+        let loaded = tokio::task::spawn_blocking(move || store.load(&id))
+            .await
+            .map_err(|e| Error::BadState {
+                path: None,
+                reason: format!("state load task: {e}"),
+            })??;
+        let Some(state) = loaded else {
+            return Ok(None);
         };
-        match restored {
-            Ok(v) => self.verifier = v,
-            Err(e) => {
-                let reason = format!("stored state unusable: {e}");
-                let _ = self.health(Health::Stopped { reason }).await;
-                return;
-            }
-        }
-        loop {
-            match self.step().await {
-                Ok(()) => {
-                    if self.healthy != Some(true) && self.health(Health::Ok).await.is_err() {
-                        return;
-                    }
-                    self.healthy = Some(true);
-                }
-                Err(Halt::Stop) => return,
-                Err(Halt::Finished(reason)) => {
+        let v = LogVerifier::builder(self.cfg.name.clone(), self.cfg.key.clone())
+            .state(state.clone())
+            .build()?;
+        self.saved = Some(state);
+        Ok(Some(v))
+    }
+
+    pub(super) async fn run(mut self) {
+        let span = tracing::info_span!("ct_log", log = %self.cfg.name);
+        async move {
+            match self.restore().await {
+                Ok(v) => self.verifier = v,
+                Err(e) => {
+                    let reason = format!("stored state unusable: {e}");
+                    tracing::warn!(%reason, "log stopped");
                     let _ = self.health(Health::Stopped { reason }).await;
                     return;
                 }
-                Err(Halt::Misbehaved(m)) => {
-                    let reason = format!("log misbehaved: {}", kind(&m.evidence));
-                    if self.send(Event::LogMisbehaved(m)).await.is_ok() {
-                        let _ = self.health(Health::Stopped { reason }).await;
+            }
+            let mut stop = self.outbox.stop();
+            loop {
+                let poll_started = self.shared.clock.monotonic();
+                let step = self
+                    .step()
+                    .instrument(tracing::debug_span!("ct_poll"))
+                    .await;
+                match step {
+                    Ok(()) => {
+                        self.polled(true);
+                        if self.healthy != Some(true) && self.health(Health::Ok).await.is_err() {
+                            return;
+                        }
+                        self.healthy = Some(true);
                     }
-                    return;
-                }
-                Err(Halt::Failed(e)) => {
-                    tracing::warn!(log = %self.cfg.name, error = %e, "poll failed");
-                    self.healthy = Some(false);
-                    let health = Health::Failing {
-                        error: e.to_string(),
-                    };
-                    if self.health(health).await.is_err() {
+                    Err(Halt::Stop) => return,
+                    Err(Halt::Finished(reason)) => {
+                        self.polled(true);
+                        tracing::info!(%reason, "log stopped");
+                        let _ = self.health(Health::Stopped { reason }).await;
                         return;
                     }
+                    Err(Halt::Misbehaved(m)) => {
+                        let kind = m.evidence.kind();
+                        self.shared.counters.misbehaviour(&self.cfg.name, kind);
+                        let reason = format!("log misbehaved: {kind}");
+                        if self.send(Event::LogMisbehaved(m)).await.is_ok() {
+                            let _ = self.health(Health::Stopped { reason }).await;
+                        }
+                        return;
+                    }
+                    Err(Halt::Failed(e)) => {
+                        self.polled(false);
+                        tracing::warn!(error = %e, "poll failed");
+                        self.healthy = Some(false);
+                        let health = Health::Failing {
+                            error: e.to_string(),
+                        };
+                        if self.health(health).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // The interval runs from the start of the poll, on the monotonic clock.
+                let next = poll_started + self.shared.poll_interval;
+                let pause = tokio::time::sleep(next.saturating_sub(self.shared.clock.monotonic()));
+                if or_stop(&mut stop, pause).await.is_err() {
+                    return;
                 }
             }
-            let pause = tokio::time::sleep(self.shared.poll_interval);
-            if or_stop(&mut self.stop.clone(), pause).await.is_err() {
-                return;
-            }
         }
+        .instrument(span)
+        .await;
+    }
+
+    /// Counts a finished poll and reports where the log stands.
+    fn polled(&mut self, ok: bool) {
+        let now = self.shared.clock.monotonic();
+        if ok {
+            self.last_good = Some(now);
+        }
+        self.shared.counters.poll(&self.cfg.name, ok);
+        let since = now.saturating_sub(self.last_good.unwrap_or(self.started));
+        self.gauges(Some(since.as_secs_f64()));
+    }
+
+    fn gauges(&self, since_good_poll: Option<f64>) {
+        let (verified, size) = self.verifier.as_ref().map_or((0, 0), |v| {
+            (v.range().size(), v.trusted().map_or(0, |t| t.tree_size))
+        });
+        telemetry::progress(
+            &self.cfg.name,
+            verified,
+            size.saturating_sub(verified),
+            since_good_poll,
+        );
     }
 
     async fn health(&mut self, health: Health) -> Result<(), Halt> {
@@ -217,15 +290,18 @@ impl LogTask {
 
     /// One poll: fetch the head, verify it against the trusted one, process entries.
     async fn step(&mut self) -> Result<(), Halt> {
-        let mut stop = self.stop.clone();
+        let mut stop = self.outbox.stop();
         let sth = or_stop(&mut stop, self.tree_head()).await??;
         if let Some((size, root)) = self.cfg.final_tree_head
             && (sth.tree_size > size || (sth.tree_size == size && sth.root_hash != root))
         {
-            return Err(Error::Config(format!(
-                "{}: head of size {} contradicts the log list's final tree head of size {size}",
-                self.cfg.name, sth.tree_size
-            ))
+            return Err(Error::BadTreeHead {
+                what: "tree head",
+                reason: format!(
+                    "{}: head of size {} contradicts the log list's final tree head of size {size}",
+                    self.cfg.name, sth.tree_size
+                ),
+            }
             .into());
         }
         match self
@@ -296,18 +372,18 @@ impl LogTask {
                 let leaf = leaf_hash(&last[0].leaf_input);
                 let (index, proof) = c.get_proof_by_hash(&leaf, n).await?;
                 if index != n - 1 {
-                    return Err(Error::Config(format!(
-                        "{}: last leaf reported at index {index}, not {}; cannot start at the end",
-                        self.cfg.name,
-                        n - 1
-                    ))
+                    return Err(Error::BadTreeHead {
+                        what: "get-proof-by-hash",
+                        reason: format!(
+                            "{}: last leaf reported at index {index}, not {}; cannot start at the end",
+                            self.cfg.name,
+                            n - 1
+                        ),
+                    }
                     .into());
                 }
-                match v.check_inclusion(n - 1, leaf, &proof) {
-                    Ok(()) => {}
-                    Err(AppendError::Misbehaved(m)) => return Err(m.into()),
-                    Err(e) => return Err(Error::Config(format!("{e:?}")).into()),
-                }
+                v.check_inclusion(n - 1, leaf, &proof)
+                    .map_err(|e| append_error(&self.cfg.name, e))?;
                 let mut range = CompactRange::from_parts(n - 1, proof.into_iter().rev().collect())?;
                 range.append(leaf);
                 range
@@ -332,12 +408,15 @@ impl LogTask {
             })
             .into());
         }
-        self.verifier = Some(LogVerifier::restore(
-            self.cfg.name.clone(),
-            self.cfg.key.clone(),
-            sth,
+        let state = State {
+            trusted: sth,
             range,
-        )?);
+        };
+        self.verifier = Some(
+            LogVerifier::builder(self.cfg.name.clone(), self.cfg.key.clone())
+                .state(state)
+                .build()?,
+        );
         Ok(())
     }
 
@@ -352,6 +431,7 @@ impl LogTask {
             if pos >= size {
                 return Ok(());
             }
+            self.gauges(None);
             let log = self.cfg.name.clone();
             self.send(Event::Backlog {
                 log,
@@ -359,11 +439,14 @@ impl LogTask {
                 tree_size: size,
             })
             .await?;
-            let mut stop = self.stop.clone();
+            let mut stop = self.outbox.stop();
             let batch = or_stop(&mut stop, self.fetch(pos, size)).await??;
+            let (n, mut matches) = (batch.len() as u64, 0);
             for entry in batch {
+                matches += u64::from(matches_an_item(&entry.verdict));
                 self.process(entry).await?;
             }
+            self.shared.counters.entries(&self.cfg.name, n, matches);
             self.save().await?;
         }
     }
@@ -422,20 +505,13 @@ impl LogTask {
                 let start = tile * TILE_WIDTH as u64;
                 let width = (size - start).min(TILE_WIDTH as u64) as usize;
                 let bytes = c.data_tile(tile, width).await?;
-                let leaves = parse_data_tile(&bytes).map_err(|e| Error::Http {
-                    log: self.cfg.name.clone(),
-                    url: tile_path(None, tile, width),
-                    status: Some(200),
-                    reason: e.to_string(),
-                })?;
+                let path = tile_path(None, tile, width);
+                let leaves =
+                    parse_data_tile(&bytes).map_err(|e| c.tile_error(&path, e.to_string()))?;
                 if leaves.len() < width {
-                    return Err(Error::Http {
-                        log: self.cfg.name.clone(),
-                        url: tile_path(None, tile, width),
-                        status: Some(200),
-                        reason: format!("{} entries, {width} needed", leaves.len()),
-                    }
-                    .into());
+                    return Err(c
+                        .tile_error(&path, format!("{} entries, {width} needed", leaves.len()))
+                        .into());
                 }
                 let skip = (pos - start) as usize;
                 Ok(leaves[skip..width]
@@ -455,15 +531,17 @@ impl LogTask {
     async fn process(&mut self, entry: Fetched) -> Result<(), Halt> {
         let log = self.cfg.name.clone();
         let event = match entry.verdict {
-            Verdict::Unauthorized { info, matches }
-                if self
+            Verdict::Unauthorized { info, matches } => {
+                let first = self
                     .shared
                     .seen
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .first_sighting(info.tbs_hash) =>
-            {
-                Some(Event::Discovered {
+                    .first_sighting(info.tbs_hash);
+                if !first {
+                    self.shared.counters.duplicate();
+                }
+                first.then_some(Event::Discovered {
                     log,
                     index: entry.index,
                     timestamp: entry.timestamp,
@@ -489,18 +567,24 @@ impl LogTask {
             // Fail towards alerting: the entry's event still goes out, but the
             // progress stays before it.
             if let Some(event) = event {
+                let kind = alert_kind(&event);
                 self.send(event).await?;
+                self.alerted(entry.index, kind);
             }
-            return Err(match e {
-                AppendError::Misbehaved(m) => Halt::Misbehaved(m),
-                other => Halt::Failed(Error::Config(format!("{}: {other:?}", self.cfg.name))),
-            });
+            return Err(append_error(&self.cfg.name, e));
         }
         if let Some(event) = event {
-            self.hand_over(event).await?;
+            let kind = alert_kind(&event);
+            self.outbox.hand_over(event).await?;
+            self.alerted(entry.index, kind);
             self.save().await?;
         }
         Ok(())
+    }
+
+    fn alerted(&self, index: u64, kind: &'static str) {
+        tracing::info!(index, kind, "alert emitted");
+        self.shared.counters.alert(&self.cfg.name, kind);
     }
 }
 
@@ -511,28 +595,18 @@ fn malformed(watchlist: &Watchlist, reason: String) -> Verdict {
     }
 }
 
-fn kind(m: &Misbehaviour) -> &'static str {
-    match m {
-        Misbehaviour::BadSignature { .. } => "bad signature",
-        Misbehaviour::Fork { .. } => "fork",
-        Misbehaviour::InconsistentTreeHeads { .. } => "inconsistent tree heads",
-        Misbehaviour::RootMismatch { .. } => "root mismatch",
-        Misbehaviour::BadInclusionProof { .. } => "bad inclusion proof",
-        Misbehaviour::InconsistentWithPinned { .. } => "inconsistent with the pinned tree",
+/// Whether a verdict matched a watch item (authorized or not).
+fn matches_an_item(v: &Verdict) -> bool {
+    match v {
+        Verdict::Authorized { .. } | Verdict::Unauthorized { .. } => true,
+        Verdict::Malformed { matches, .. } => !matches.is_empty(),
+        _ => false,
     }
 }
 
-/// Runs `fut` unless the monitor is stopping.
-async fn or_stop<T>(
-    stop: &mut watch::Receiver<bool>,
-    fut: impl Future<Output = T>,
-) -> Result<T, Halt> {
-    if *stop.borrow() {
-        return Err(Halt::Stop);
-    }
-    tokio::select! {
-        biased;
-        _ = stop.changed() => Err(Halt::Stop),
-        v = fut => Ok(v),
+fn alert_kind(e: &Event) -> &'static str {
+    match e {
+        Event::Malformed { .. } => "malformed",
+        _ => "discovered",
     }
 }

@@ -5,7 +5,7 @@ use crate::client::StaticCtClient;
 use crate::entry::TILE_WIDTH;
 use crate::error::Error;
 use crate::merkle::{EMPTY_ROOT, Hash, node_hash};
-use crate::responses::perfect_subtrees;
+use crate::responses::{perfect_subtrees, tile_path};
 
 /// Merkle tiles fetched while building one proof or compact range.
 #[derive(Default)]
@@ -34,10 +34,10 @@ impl TileCache {
             }
         };
         let Some(nodes) = hashes.get(offset..offset + count) else {
-            return Err(Error::Config(format!(
-                "tile {tile_level}/{tile} has no nodes {offset}..{}",
-                offset + count
-            )));
+            return Err(c.tile_error(
+                &tile_path(Some(tile_level), tile, width),
+                format!("no nodes {offset}..{}", offset + count),
+            ));
         };
         let mut nodes = nodes.to_vec();
         while nodes.len() > 1 {
