@@ -171,9 +171,6 @@ impl MonitorBuilder {
                 ));
             }
         }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::invalid_config("runtime", "spawn must be called inside a Tokio runtime")
-        })?;
         let counters = Arc::new(Counters::default());
         let mut sources = Vec::with_capacity(self.logs.len());
         for cfg in &self.logs {
@@ -203,6 +200,9 @@ impl MonitorBuilder {
             };
             sources.push(source);
         }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::invalid_config("runtime", "spawn must be called inside a Tokio runtime")
+        })?;
         let (tx, rx) = mpsc::channel(self.capacity);
         let (stop_tx, stop_rx) = watch::channel(false);
         let watchlist = SharedWatchlist::new(self.watchlist);
