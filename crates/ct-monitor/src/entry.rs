@@ -216,7 +216,8 @@ impl<'a> TileLeaf<'a> {
     }
 }
 
-/// Parses a data tile: consecutive `TileLeaf`s, at most [`TILE_WIDTH`].
+/// Parses a (decompressed) static-ct-api data tile: consecutive [`TileLeaf`]s, at
+/// most 256.
 pub fn parse_data_tile(bytes: &[u8]) -> Result<Vec<TileLeaf<'_>>, Error> {
     let mut r = Reader::new(bytes, "data tile");
     let mut out = Vec::with_capacity(TILE_WIDTH);
