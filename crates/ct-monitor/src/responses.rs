@@ -144,6 +144,7 @@ pub(crate) fn tile_path(level: Option<u8>, index: u64, width: usize) -> String {
 
 /// Parses a path made by [`tile_path`] back into `(level, index, width)`; `None` if
 /// it is not one (e.g. a non-canonical index).
+#[cfg(any(test, feature = "test-log", feature = "fuzzing"))] // the test log's and the fuzzer's
 pub(crate) fn parse_tile_path(path: &str) -> Option<(Option<u8>, u64, usize)> {
     let rest = path.strip_prefix("tile/")?;
     let (level, rest) = rest.split_once('/')?;
