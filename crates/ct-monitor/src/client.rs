@@ -155,7 +155,10 @@ impl Fetcher {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            self.next_allowed = self.clock.monotonic() + self.config.min_interval;
+            self.next_allowed = self
+                .clock
+                .monotonic()
+                .saturating_add(self.config.min_interval);
             let backoff = self
                 .config
                 .backoff
@@ -217,7 +220,9 @@ impl Fetcher {
             attempt += 1;
             self.counters.retry(&self.log);
             tracing::debug!(log = %self.log, ?wait, %error, "retrying");
-            self.next_allowed = self.next_allowed.max(self.clock.monotonic() + wait);
+            self.next_allowed = self
+                .next_allowed
+                .max(self.clock.monotonic().saturating_add(wait));
         }
     }
 

@@ -55,6 +55,11 @@ fn builder(log: &TestLog, store: Arc<dyn StateStore>) -> MonitorBuilder {
         .client_config(fast_client())
 }
 
+/// The next event if one comes within 300 ms.
+async fn quiet(m: &mut Monitor) -> Result<Option<Event>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_millis(300), m.next_event()).await
+}
+
 /// Events until `done` holds for the last one (bounded so a bug fails instead of hanging).
 async fn until(m: &mut Monitor, done: impl Fn(&Event) -> bool) -> Vec<Event> {
     let mut out = Vec::new();
@@ -687,4 +692,34 @@ fn spawn_names_what_cannot_work() {
     assert!(!format!("{secret:?}").contains("hunter2"));
     // A configuration that works, but no Tokio runtime to run it on.
     assert_eq!(field(Monitor::builder().log(rfc())), "runtime");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_intervals_wait_instead_of_overflowing() {
+    // Duration::MAX as the poll interval, then as the pacing interval: the task
+    // waits (a task that panicked would close the stream at once).
+    let log = TestLog::start(Protocol::Rfc6962, 10).await.unwrap();
+    let mut m = Monitor::builder()
+        .log(log.log_config())
+        .poll_interval(Duration::MAX)
+        .client_config(fast_client())
+        .spawn()
+        .unwrap();
+    until(&mut m, is_ok).await;
+    let next = quiet(&mut m).await;
+    assert!(next.is_err(), "poll interval: {next:?}");
+    m.shutdown().await;
+
+    let mut client = fast_client();
+    client.min_interval = Duration::MAX;
+    let mut m = Monitor::builder()
+        .log(log.log_config())
+        .client_config(client)
+        .spawn()
+        .unwrap();
+    // get-sth went out; get-entries waits for the pacing interval.
+    until(&mut m, |e| matches!(e, Event::Backlog { .. })).await;
+    let next = quiet(&mut m).await;
+    assert!(next.is_err(), "pacing interval: {next:?}");
+    m.shutdown().await;
 }

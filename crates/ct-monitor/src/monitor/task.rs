@@ -231,7 +231,7 @@ impl LogTask {
                     }
                 }
                 // The interval runs from the start of the poll, on the monotonic clock.
-                let next = poll_started + self.shared.poll_interval;
+                let next = poll_started.saturating_add(self.shared.poll_interval);
                 let pause = tokio::time::sleep(next.saturating_sub(self.shared.clock.monotonic()));
                 if or_stop(&mut stop, pause).await.is_err() {
                     return;
