@@ -15,12 +15,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use palisade_ct_monitor::entry::parse_data_tile;
-use palisade_ct_monitor::merkle::{self, Hash, verify_consistency, verify_inclusion};
 use palisade_ct_monitor::{
-    Authorizer, CompactRange, CtPolicy, LogKey, LogList, SctVerifier, SignedEntry, SignedEntryData,
-    SignedTreeHead, Verdict, WatchItem, Watchlist, certificate_info, check_entry, check_tile_leaf,
-    embedded_scts, spki_hash, tbs_without_ct_extensions,
+    Authorizer, CertificateInfo, CompactRange, CtPolicy, Hash, LogKey, LogList, SctVerifier,
+    SignedEntry, SignedEntryData, SignedTreeHead, Verdict, WatchItem, Watchlist, check_entry,
+    check_tile_leaf, embedded_scts, leaf_hash, node_hash, parse_data_tile, spki_hash,
+    tbs_without_ct_extensions, verify_consistency, verify_inclusion,
 };
 use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 use x509_parser::prelude::{FromDer, TbsCertificate};
@@ -68,7 +67,11 @@ fn watchlist(tiles: &[Vec<u8>]) -> Watchlist {
         .collect();
     let leaves = parse_data_tile(&tiles[0]).unwrap();
     for leaf in leaves.iter().step_by(25).take(10) {
-        let name = certificate_info(&leaf.entry).unwrap().identifiers.dns_names[0].clone();
+        let name = CertificateInfo::from_entry(&leaf.entry)
+            .unwrap()
+            .identifiers
+            .dns_names[0]
+            .clone();
         items.push(WatchItem::DomainAndSubdomains(
             name.trim_start_matches("*.").to_string(),
         ));
@@ -120,7 +123,7 @@ fn entries(c: &mut Criterion) {
             let mut alerts = 0;
             for t in &tiles {
                 for leaf in parse_data_tile(t).unwrap() {
-                    let info = certificate_info(&leaf.entry).unwrap();
+                    let info = CertificateInfo::from_entry(&leaf.entry).unwrap();
                     alerts += usize::from(!list.matches_linear(&info.identifiers).is_empty());
                 }
             }
@@ -149,7 +152,7 @@ fn entries(c: &mut Criterion) {
     for (k, t) in tiles.iter().enumerate() {
         for (i, leaf) in parse_data_tile(t).unwrap().iter().enumerate() {
             let v = check_entry(&leaf.entry, (k * 256 + i) as u64, &list, &auth);
-            let info = certificate_info(&leaf.entry).unwrap();
+            let info = CertificateInfo::from_entry(&leaf.entry).unwrap();
             assert_eq!(
                 v.is_alert(),
                 !list.matches_linear(&info.identifiers).is_empty()
@@ -162,11 +165,11 @@ fn entries(c: &mut Criterion) {
 
 fn naive_root(leaves: &[Hash]) -> Hash {
     match leaves.len() {
-        0 => merkle::EMPTY_ROOT,
+        0 => CompactRange::new().root(),
         1 => leaves[0],
         n => {
             let k = 1usize << (usize::BITS - (n - 1).leading_zeros() - 1);
-            merkle::node_hash(&naive_root(&leaves[..k]), &naive_root(&leaves[k..]))
+            node_hash(&naive_root(&leaves[..k]), &naive_root(&leaves[k..]))
         }
     }
 }
@@ -207,16 +210,14 @@ fn proofs(c: &mut Criterion) {
     // path, so build a perfect-tree proof shape from distinct hashes and derive the root.
     let size: u64 = 1 << 20;
     let index: u64 = 123_457;
-    let leaf = merkle::leaf_hash(b"leaf");
-    let proof: Vec<Hash> = (0..20u32)
-        .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
-        .collect();
+    let leaf = leaf_hash(b"leaf");
+    let proof: Vec<Hash> = (0..20u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
     let mut root = leaf;
     for (lvl, p) in proof.iter().enumerate() {
         root = if (index >> lvl) & 1 == 1 {
-            merkle::node_hash(p, &root)
+            node_hash(p, &root)
         } else {
-            merkle::node_hash(&root, p)
+            node_hash(&root, p)
         };
     }
     verify_inclusion(index, size, &leaf, &proof, &root).unwrap();
@@ -233,7 +234,7 @@ fn proofs(c: &mut Criterion) {
         b.iter(|| {
             let mut r = leaf;
             for p in &proof {
-                r = merkle::node_hash(black_box(p), &r);
+                r = node_hash(black_box(p), &r);
             }
             black_box(r)
         })

@@ -12,12 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use palisade_ct_monitor::client::ClientConfig;
-use palisade_ct_monitor::entry::parse_data_tile;
-use palisade_ct_monitor::monitor::{Event, Health, Monitor};
 use palisade_ct_monitor::testlog::{Protocol, TestLog};
 use palisade_ct_monitor::{
-    Authorizer, CompactRange, MemoryStateStore, WatchItem, Watchlist, check_tile_leaf,
+    Authorizer, ClientConfig, CompactRange, Event, Health, MemoryStateStore, Monitor, WatchItem,
+    Watchlist, check_tile_leaf, parse_data_tile,
 };
 
 fn watchlist() -> Watchlist {
@@ -54,10 +52,11 @@ fn engine(c: &mut Criterion) {
                         .log(log.log_config())
                         .watchlist(list.clone())
                         .state_store(Arc::new(MemoryStateStore::default()))
-                        .batch_size(256)
-                        .client_config(ClientConfig {
-                            min_interval: Duration::ZERO,
-                            ..ClientConfig::default()
+                        .batch_size(std::num::NonZeroU64::new(256).unwrap())
+                        .client_config({
+                            let mut c = ClientConfig::default();
+                            c.min_interval = Duration::ZERO;
+                            c
                         })
                         .spawn()
                         .unwrap();

@@ -1,2 +1,4 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| palisade_ct_monitor::fuzz::log_json(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = palisade_ct_monitor::fuzzing::ct_log_json(data);
+});

@@ -1,5 +1,6 @@
 //! One log entry against a watchlist and an authorizer.
 
+use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::{FromDer, TbsCertificate};
 
@@ -9,6 +10,18 @@ use crate::error::Error;
 use crate::identifiers::{Identifiers, from_parsed_tbs};
 use crate::merkle::{Hash, sha256};
 use crate::watch::{Authorizer, WatchMatch, Watchlist};
+
+/// A `TBSCertificate` without the poison and SCT-list extensions: what a log records
+/// for a precertificate, and what a final certificate's TBS reduces to.
+pub fn tbs_without_ct_extensions(tbs_der: &[u8]) -> Result<Vec<u8>, Error> {
+    Ok(strip_ct_extensions(tbs_der)?.into_owned())
+}
+
+/// Hash of a `TBSCertificate` without the poison and SCT-list extensions (the
+/// [`CertificateInfo::tbs_hash`] of its log entries).
+pub fn tbs_hash(tbs_der: &[u8]) -> Result<Hash, Error> {
+    Ok(sha256(&strip_ct_extensions(tbs_der)?))
+}
 
 /// What a monitor learns from one parsable certificate or precertificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +71,69 @@ impl Verdict {
     pub fn is_alert(&self) -> bool {
         matches!(self, Self::Unauthorized { .. } | Self::Malformed { .. })
     }
+
+    /// The shared-vocabulary event for an alerting verdict about entry `index` of
+    /// `log` (unauthorized: high; malformed: medium), or `None` when the verdict does
+    /// not alert. `time` comes from the caller's clock.
+    pub fn to_security_event(
+        &self,
+        log: &str,
+        index: u64,
+        time: Timestamp,
+    ) -> Result<Option<SecurityEvent>, Error> {
+        let (subject, matches, info, severity): (String, _, Option<&CertificateInfo>, _) =
+            match self {
+                Self::Unauthorized { info, matches } => {
+                    let Some(first) = matches.first() else {
+                        return Ok(None);
+                    };
+                    (
+                        first.identifier.clone(),
+                        matches,
+                        Some(info),
+                        Severity::High,
+                    )
+                }
+                Self::Malformed { matches, .. } => {
+                    (log.to_string(), matches, None, Severity::Medium)
+                }
+                _ => return Ok(None),
+            };
+        let id = match info {
+            Some(info) => format!("ct-cert-{}", hex::encode(&info.tbs_hash[..16])),
+            None => format!(
+                "ct-malformed-{}",
+                hex::encode(&sha256(format!("{log}/{index}").as_bytes())[..16])
+            ),
+        };
+        let id = EventId::new(id)?;
+        let mut event = SecurityEvent::new(
+            id,
+            time,
+            EventKind::UnauthorizedCertificate,
+            severity,
+            Subject::Domain { domain: subject },
+            "palisade-ct-monitor",
+        )
+        .with_evidence("log", log)
+        .with_evidence("index", index.to_string());
+        if let Self::Malformed { reason, .. } = self {
+            event = event.with_evidence("malformed", reason.clone());
+        }
+        if let Some(info) = info {
+            event = event
+                .with_evidence("tbs_sha256", hex::encode(info.tbs_hash))
+                .with_evidence("spki_sha256", hex::encode(info.spki_hash))
+                .with_evidence("precertificate", info.is_precert.to_string());
+        }
+        for m in matches {
+            event = event.with_evidence(
+                "matched",
+                format!("{} on {}", m.item, m.identifier.escape_debug()),
+            );
+        }
+        Ok(Some(event))
+    }
 }
 
 fn info_of(
@@ -74,19 +150,23 @@ fn info_of(
 }
 
 impl CertificateInfo {
-    /// What [`certificate_info`] reports for a plain DER certificate, without
-    /// wrapping it in a log entry (`is_precert` is false).
+    /// What [`CertificateInfo::from_entry`] reports for a plain DER certificate,
+    /// without wrapping it in a log entry (`is_precert` is false).
     pub fn from_certificate_der(der: &[u8]) -> Result<Self, Error> {
-        certificate_info(&TimestampedEntry {
+        Self::from_entry(&TimestampedEntry {
             timestamp: 0,
             entry: SignedEntry::X509 { certificate: der },
             extensions: &[],
         })
     }
+
+    /// Parses the certificate or precertificate TBS of a log entry.
+    pub fn from_entry(entry: &TimestampedEntry<'_>) -> Result<Self, Error> {
+        certificate_info(entry)
+    }
 }
 
-/// Parses the certificate or precertificate TBS of a log entry.
-pub fn certificate_info(entry: &TimestampedEntry<'_>) -> Result<CertificateInfo, Error> {
+fn certificate_info(entry: &TimestampedEntry<'_>) -> Result<CertificateInfo, Error> {
     match entry.entry {
         SignedEntry::X509 { certificate } => {
             let (rest, cert) = X509Certificate::from_der(certificate)

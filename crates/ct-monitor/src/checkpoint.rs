@@ -10,28 +10,28 @@ use crate::sth::{DigitallySigned, LogKey, SignedTreeHead};
 use crate::tls::Reader;
 
 /// Largest note accepted; real checkpoints are a few hundred bytes.
-pub const MAX_NOTE_LEN: usize = 1 << 20;
+pub(crate) const MAX_NOTE_LEN: usize = 1 << 20;
 /// Most signature lines accepted (the Go reference's limit).
-pub const MAX_SIGNATURES: usize = 100;
+pub(crate) const MAX_SIGNATURES: usize = 100;
 
 /// One signature line of a signed note.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoteSignature {
+pub(crate) struct NoteSignature {
     /// The key name.
-    pub name: String,
+    pub(crate) name: String,
     /// The 4-byte key id.
-    pub key_id: [u8; 4],
+    pub(crate) key_id: [u8; 4],
     /// The signature bytes after the key id.
-    pub signature: Vec<u8>,
+    pub(crate) signature: Vec<u8>,
 }
 
 /// A parsed (not yet verified) signed note.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedNote {
+pub(crate) struct SignedNote {
     /// The signed text, ending in a newline.
-    pub text: String,
+    pub(crate) text: String,
     /// The signature lines in order.
-    pub signatures: Vec<NoteSignature>,
+    pub(crate) signatures: Vec<NoteSignature>,
 }
 
 fn note_err(reason: impl Into<String>) -> Error {
@@ -48,7 +48,7 @@ fn valid_name(name: &str) -> bool {
 impl SignedNote {
     /// Parses a signed note (c2sp.org/signed-note): text, a blank line, and one or
     /// more lines `— <name> <base64(key id || signature)>`.
-    pub fn parse(note: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn parse(note: &[u8]) -> Result<Self, Error> {
         if note.len() > MAX_NOTE_LEN {
             return Err(note_err(format!(
                 "{} bytes, limit {MAX_NOTE_LEN}",
@@ -108,20 +108,20 @@ impl SignedNote {
 
 /// The body of a checkpoint (c2sp.org/tlog-checkpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// The log's origin line.
-    pub origin: String,
+    pub(crate) origin: String,
     /// Tree size.
-    pub tree_size: u64,
+    pub(crate) tree_size: u64,
     /// Root hash.
-    pub root_hash: Hash,
+    pub(crate) root_hash: Hash,
     /// Extension lines, if any (not covered by an RFC 6962 note signature).
-    pub extensions: Vec<String>,
+    pub(crate) extensions: Vec<String>,
 }
 
 impl Checkpoint {
     /// Parses a checkpoint body (the note text).
-    pub fn parse(text: &str) -> Result<Self, Error> {
+    pub(crate) fn parse(text: &str) -> Result<Self, Error> {
         let bad = |reason: String| Error::BadTreeHead {
             what: "checkpoint",
             reason,
@@ -169,7 +169,7 @@ impl Checkpoint {
 
 /// The static-ct-api note key id: the first 4 bytes of
 /// `SHA-256(name || 0x0A || 0x05 || LogID)`.
-pub fn rfc6962_key_id(name: &str, log_id: &Hash) -> [u8; 4] {
+pub(crate) fn rfc6962_key_id(name: &str, log_id: &Hash) -> [u8; 4] {
     let mut input = Vec::with_capacity(name.len() + 34);
     input.extend_from_slice(name.as_bytes());
     input.push(0x0a);
@@ -242,7 +242,7 @@ pub fn checkpoint_tree_head(
 }
 
 /// Parses an `RFC6962NoteSignature` body: a u64 timestamp and a `DigitallySigned`.
-pub fn parse_rfc6962_note_signature(body: &[u8]) -> Result<(u64, DigitallySigned), Error> {
+pub(crate) fn parse_rfc6962_note_signature(body: &[u8]) -> Result<(u64, DigitallySigned), Error> {
     let mut r = Reader::new(body, "RFC6962NoteSignature");
     let timestamp = r.u64()?;
     let signature = DigitallySigned::read(&mut r)?;

@@ -3,27 +3,32 @@
 //! They only fetch and decode: nothing here is trusted until [`crate::LogVerifier`]
 //! has checked it. Each client belongs to one log and makes one request at a time;
 //! it waits [`ClientConfig::min_interval`] between requests, honours `429` with
-//! `Retry-After` (delta-seconds; an HTTP date falls back to the backoff), and
-//! retries 5xx answers, timeouts and connection errors a bounded number of times
-//! with exponential backoff. Errors name the log and the URL.
+//! `Retry-After` (delay-seconds or an HTTP-date, RFC 9110 §10.2.3), and retries 5xx
+//! answers, timeouts and connection errors a bounded number of times with
+//! exponential backoff. Errors and traces name the log and the URL without its
+//! credentials.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
+use palisade_core_traits::{Clock, SystemClock};
+use tracing::Instrument;
 
 use crate::entry::{TILE_WIDTH, decode_tile, parse_hash_tile};
 use crate::error::Error;
 use crate::merkle::{Hash, sha256};
 use crate::responses::{self, RawEntry, tile_path};
 use crate::sth::SignedTreeHead;
+use crate::telemetry::Counters;
 
 /// Largest response body read (a full data tile is well under 1 MiB).
-pub const MAX_BODY: usize = 16 << 20;
+const MAX_BODY: usize = 16 << 20;
 
 /// How a client talks to one log.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
-    /// Timeout of one request.
+    /// Timeout of one request (not zero).
     pub timeout: Duration,
     /// Retries after the first attempt (5xx, 429, timeouts, connection errors).
     pub max_retries: u32,
@@ -53,71 +58,146 @@ impl Default for ClientConfig {
     }
 }
 
+/// The wait a `Retry-After` value asks for (RFC 9110 §10.2.3): delay-seconds, or an
+/// HTTP-date (IMF-fixdate, or the obsolete RFC 850 and asctime forms) relative to
+/// `now`, zero once it has passed. `None` for anything else.
+pub(crate) fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A log's base URL, parsed, and the same without credentials for errors and traces.
+fn base_url(url: &str) -> Result<(String, String), Error> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Error::invalid_config("url", format!("not an absolute URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Error::invalid_config(
+            "url",
+            format!("scheme {:?}, not http or https", parsed.scheme()),
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(Error::invalid_config(
+            "url",
+            "a log's base URL has no query or fragment",
+        ));
+    }
+    let mut shown = parsed.clone();
+    // Both setters only fail for URLs that cannot have credentials at all.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    let trim = |u: &reqwest::Url| u.as_str().trim_end_matches('/').to_string();
+    Ok((trim(&parsed), trim(&shown)))
+}
+
 /// GETs with per-log pacing and retries.
 #[derive(Debug)]
 struct Fetcher {
     http: reqwest::Client,
     log: String,
+    /// The base URL requests go to, and the same without credentials or query.
+    base: String,
+    shown: String,
     config: ClientConfig,
-    next_allowed: Instant,
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    clock: Arc<dyn Clock>,
+    counters: Arc<Counters>,
+    /// When the next request may start, on `clock.monotonic()`.
+    next_allowed: Duration,
 }
 
 impl Fetcher {
-    fn new(log: &str, config: ClientConfig) -> Result<Self, Error> {
+    fn new(log: &str, url: &str, config: ClientConfig) -> Result<Self, Error> {
+        let (base, shown) = base_url(url)?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(config.user_agent.clone())
             .build()
-            .map_err(|e| Error::Config(format!("HTTP client for {log}: {e}")))?;
+            .map_err(|e| {
+                Error::invalid_config("client_config", format!("HTTP client for {log}: {e}"))
+            })?;
         Ok(Self {
             http,
             log: log.to_string(),
+            base,
+            shown,
             config,
-            next_allowed: Instant::now(),
+            clock: Arc::new(SystemClock),
+            counters: Arc::default(),
+            next_allowed: Duration::ZERO,
         })
     }
 
-    fn err(&self, url: &str, status: Option<u16>, reason: impl Into<String>) -> Error {
+    /// The URL of `path` (below the base) as shown in errors.
+    fn shown(&self, path: &str) -> String {
+        format!("{}/{path}", self.shown)
+    }
+
+    fn err(&self, path: &str, status: Option<u16>, reason: impl Into<String>) -> Error {
         Error::Http {
             log: self.log.clone(),
-            url: url.to_string(),
+            url: self.shown(path),
             status,
             reason: reason.into(),
         }
     }
 
-    /// The body of a 200 answer; `Ok(None)` for a 404 when `allow_404`.
-    async fn get(&mut self, url: &str, allow_404: bool) -> Result<Option<Vec<u8>>, Error> {
+    /// The body of a 200 answer for `path` (below the base URL); `Ok(None)` for a
+    /// 404 when `allow_404`.
+    async fn get(&mut self, path: &str, allow_404: bool) -> Result<Option<Vec<u8>>, Error> {
+        let url = format!("{}/{path}", self.base);
         let mut attempt = 0u32;
         loop {
-            tokio::time::sleep_until(self.next_allowed).await;
-            self.next_allowed = Instant::now() + self.config.min_interval;
+            let wait = self.next_allowed.saturating_sub(self.clock.monotonic());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            self.next_allowed = self
+                .clock
+                .monotonic()
+                .saturating_add(self.config.min_interval);
             let backoff = self
                 .config
                 .backoff
                 .saturating_mul(1 << attempt.min(16))
                 .min(self.config.max_backoff);
-            let (wait, error) = match self.http.get(url).send().await {
+            let span = tracing::debug_span!(
+                "ct_request",
+                log = %self.log,
+                path = %path.split('?').next().unwrap_or_default(),
+                attempt,
+                status = tracing::field::Empty,
+            );
+            let sent = self.http.get(&url).send().instrument(span.clone()).await;
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            if let Some(status) = status {
+                span.record("status", status);
+            }
+            self.counters.request(&self.log, status);
+            let (wait, error) = match sent {
                 Ok(resp) => {
                     let status = resp.status();
                     if status.is_success() {
-                        match self.read_body(url, resp).await {
+                        match self.read_body(path, resp).instrument(span).await {
                             Ok(body) => return Ok(Some(body)),
                             Err(e) => (backoff, e),
                         }
                     } else if status == reqwest::StatusCode::NOT_FOUND && allow_404 {
                         return Ok(None);
                     } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                        let wait = retry_after(resp.headers())
+                        let now = self.clock.now().to_system_time();
+                        let wait = resp
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| retry_after(v, now))
                             .unwrap_or(backoff)
                             .min(self.config.max_retry_after);
                         let e = self.err(
-                            url,
+                            path,
                             Some(429),
                             format!("rate limited, retry after {wait:?}"),
                         );
@@ -125,79 +205,114 @@ impl Fetcher {
                     } else if status.is_server_error() {
                         (
                             backoff,
-                            self.err(url, Some(status.as_u16()), status.to_string()),
+                            self.err(path, Some(status.as_u16()), status.to_string()),
                         )
                     } else {
-                        return Err(self.err(url, Some(status.as_u16()), status.to_string()));
+                        return Err(self.err(path, Some(status.as_u16()), status.to_string()));
                     }
                 }
-                Err(e) => (backoff, self.err(url, None, e.to_string())),
+                // reqwest's error names the URL, credentials and all: only its kind.
+                Err(e) => (backoff, self.err(path, None, transport_error(&e))),
             };
             if attempt >= self.config.max_retries {
                 return Err(error);
             }
             attempt += 1;
-            tracing::debug!(log = %self.log, %url, ?wait, %error, "retrying");
-            self.next_allowed = self.next_allowed.max(Instant::now() + wait);
+            self.counters.retry(&self.log);
+            tracing::debug!(log = %self.log, ?wait, %error, "retrying");
+            self.next_allowed = self
+                .next_allowed
+                .max(self.clock.monotonic().saturating_add(wait));
         }
     }
 
-    async fn read_body(&self, url: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, Error> {
+    async fn read_body(&self, path: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, Error> {
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| self.err(url, Some(200), e.to_string()))?
+            .map_err(|e| self.err(path, Some(200), transport_error(&e)))?
         {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(self.err(url, Some(200), format!("body over {MAX_BODY} bytes")));
+                return Err(self.err(path, Some(200), format!("body over {MAX_BODY} bytes")));
             }
             body.extend_from_slice(&chunk);
         }
         Ok(body)
     }
 
-    async fn get_ok(&mut self, url: &str) -> Result<Vec<u8>, Error> {
-        self.get(url, false)
+    async fn get_ok(&mut self, path: &str) -> Result<Vec<u8>, Error> {
+        self.get(path, false)
             .await?
-            .ok_or_else(|| self.err(url, Some(404), "not found"))
+            .ok_or_else(|| self.err(path, Some(404), "not found"))
     }
 
     /// Attaches the log and URL to a decoding error.
-    fn decode<T>(&self, url: &str, r: Result<T, Error>) -> Result<T, Error> {
-        r.map_err(|e| self.err(url, Some(200), e.to_string()))
+    fn decode<T>(&self, path: &str, r: Result<T, Error>) -> Result<T, Error> {
+        r.map_err(|e| self.err(path, Some(200), e.to_string()))
     }
 }
 
-fn base(url: &str) -> String {
-    url.trim_end_matches('/').to_string()
+/// What went wrong on the wire, without the URL reqwest would print.
+fn transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the body failed"
+    } else if e.is_redirect() {
+        "redirect refused"
+    } else {
+        "request failed"
+    };
+    let source = std::error::Error::source(e).map(ToString::to_string);
+    match source {
+        Some(s) => format!("{kind}: {s}"),
+        None => kind.to_string(),
+    }
 }
 
 /// A client for an RFC 6962 log (`<url>/ct/v1/...`).
 #[derive(Debug)]
 pub struct Rfc6962Client {
     f: Fetcher,
-    base: String,
+}
+
+/// The setters both clients share.
+macro_rules! client_setters {
+    () => {
+        /// The clock for pacing and retry waits (`monotonic`) and for `Retry-After`
+        /// dates (`now`); default: the system clock.
+        pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+            self.f.clock = clock;
+            self
+        }
+
+        /// Counts into a monitor's counters.
+        pub(crate) fn counters(mut self, counters: Arc<Counters>) -> Self {
+            self.f.counters = counters;
+            self
+        }
+    };
 }
 
 impl Rfc6962Client {
-    /// A client for the log named `log` at `url` (the list's `url`).
+    /// A client for the log named `log` at `url` (the list's `url`). Fails with
+    /// [`Error::InvalidConfig`] for a URL that is not absolute http(s).
     pub fn new(log: &str, url: &str, config: ClientConfig) -> Result<Self, Error> {
         Ok(Self {
-            f: Fetcher::new(log, config)?,
-            base: base(url),
+            f: Fetcher::new(log, url, config)?,
         })
     }
 
-    fn url(&self, endpoint: &str) -> String {
-        format!("{}/ct/v1/{endpoint}", self.base)
-    }
+    client_setters!();
 
     /// `get-sth`: the latest tree head, signature not yet verified.
     pub async fn get_sth(&mut self) -> Result<SignedTreeHead, Error> {
-        let url = self.url("get-sth");
-        let body = self.f.get_ok(&url).await?;
-        self.f.decode(&url, SignedTreeHead::from_json(&body))
+        let path = "ct/v1/get-sth";
+        let body = self.f.get_ok(path).await?;
+        self.f.decode(path, SignedTreeHead::from_json(&body))
     }
 
     /// `get-sth-consistency` between sizes `first < second`.
@@ -206,11 +321,9 @@ impl Rfc6962Client {
         first: u64,
         second: u64,
     ) -> Result<Vec<Hash>, Error> {
-        let url = self.url(&format!(
-            "get-sth-consistency?first={first}&second={second}"
-        ));
-        let body = self.f.get_ok(&url).await?;
-        self.f.decode(&url, responses::parse_consistency(&body))
+        let path = format!("ct/v1/get-sth-consistency?first={first}&second={second}");
+        let body = self.f.get_ok(&path).await?;
+        self.f.decode(&path, responses::parse_consistency(&body))
     }
 
     /// `get-proof-by-hash`: the index of the leaf with `leaf_hash` and its audit path
@@ -226,28 +339,29 @@ impl Rfc6962Client {
                 .replace('+', "%2B")
                 .replace('/', "%2F")
                 .replace('=', "%3D");
-        let url = self.url(&format!("get-proof-by-hash?hash={h}&tree_size={tree_size}"));
-        let body = self.f.get_ok(&url).await?;
-        self.f.decode(&url, responses::parse_proof_by_hash(&body))
+        let path = format!("ct/v1/get-proof-by-hash?hash={h}&tree_size={tree_size}");
+        let body = self.f.get_ok(&path).await?;
+        self.f.decode(&path, responses::parse_proof_by_hash(&body))
     }
 
     /// `get-entries` for `[start, end]` (inclusive, as in RFC 6962). The log may
     /// return fewer entries than asked; the caller asks again for the rest.
     pub async fn get_entries(&mut self, start: u64, end: u64) -> Result<Vec<RawEntry>, Error> {
-        let url = self.url(&format!("get-entries?start={start}&end={end}"));
+        let path = format!("ct/v1/get-entries?start={start}&end={end}");
         if end < start {
-            return Err(self.f.err(&url, None, "end before start"));
+            return Err(self.f.err(&path, None, "end before start"));
         }
-        let body = self.f.get_ok(&url).await?;
+        let span = tracing::debug_span!("ct_fetch_entries", log = %self.f.log, start, end);
+        let body = self.f.get_ok(&path).instrument(span).await?;
         self.f
-            .decode(&url, responses::parse_get_entries(&body, end - start + 1))
+            .decode(&path, responses::parse_get_entries(&body, end - start + 1))
     }
 
     /// `get-roots`: the accepted roots, DER.
     pub async fn get_roots(&mut self) -> Result<Vec<Vec<u8>>, Error> {
-        let url = self.url("get-roots");
-        let body = self.f.get_ok(&url).await?;
-        self.f.decode(&url, responses::parse_get_roots(&body))
+        let path = "ct/v1/get-roots";
+        let body = self.f.get_ok(path).await?;
+        self.f.decode(path, responses::parse_get_roots(&body))
     }
 }
 
@@ -255,22 +369,22 @@ impl Rfc6962Client {
 #[derive(Debug)]
 pub struct StaticCtClient {
     f: Fetcher,
-    base: String,
 }
 
 impl StaticCtClient {
-    /// A client for the log named `log` with this monitoring prefix.
+    /// A client for the log named `log` with this monitoring prefix. Fails with
+    /// [`Error::InvalidConfig`] for a URL that is not absolute http(s).
     pub fn new(log: &str, monitoring_url: &str, config: ClientConfig) -> Result<Self, Error> {
         Ok(Self {
-            f: Fetcher::new(log, config)?,
-            base: base(monitoring_url),
+            f: Fetcher::new(log, monitoring_url, config)?,
         })
     }
 
+    client_setters!();
+
     /// The checkpoint (a signed note, verified by the caller).
     pub async fn checkpoint(&mut self) -> Result<Vec<u8>, Error> {
-        let url = format!("{}/checkpoint", self.base);
-        self.f.get_ok(&url).await
+        self.f.get_ok("checkpoint").await
     }
 
     /// A tile of `width` entries, gunzipped. A partial tile (`width` < 256) can
@@ -282,15 +396,16 @@ impl StaticCtClient {
         index: u64,
         width: usize,
     ) -> Result<Vec<u8>, Error> {
-        let url = format!("{}/{}", self.base, tile_path(level, index, width));
-        let body = match self.f.get(&url, width < TILE_WIDTH).await? {
-            Some(b) => b,
-            None => {
-                let full = format!("{}/{}", self.base, tile_path(level, index, TILE_WIDTH));
-                self.f.get_ok(&full).await?
+        let path = tile_path(level, index, width);
+        let span = tracing::debug_span!("ct_fetch_tile", log = %self.f.log, tile = %path);
+        let fetch = async {
+            match self.f.get(&path, width < TILE_WIDTH).await? {
+                Some(b) => Ok(b),
+                None => self.f.get_ok(&tile_path(level, index, TILE_WIDTH)).await,
             }
         };
-        Ok(self.f.decode(&url, decode_tile(&body))?.into_owned())
+        let body = fetch.instrument(span).await?;
+        Ok(self.f.decode(&path, decode_tile(&body))?.into_owned())
     }
 
     /// The first `width` hashes of Merkle tile `index` at `level`.
@@ -300,12 +415,12 @@ impl StaticCtClient {
         index: u64,
         width: usize,
     ) -> Result<Vec<Hash>, Error> {
-        let url = tile_path(Some(level), index, width);
+        let path = tile_path(Some(level), index, width);
         let bytes = self.tile(Some(level), index, width).await?;
-        let mut hashes = self.f.decode(&url, parse_hash_tile(&bytes))?;
+        let mut hashes = self.f.decode(&path, parse_hash_tile(&bytes))?;
         if hashes.len() < width {
             return Err(self.f.err(
-                &url,
+                &path,
                 Some(200),
                 format!("{} hashes, {width} needed", hashes.len()),
             ));
@@ -315,21 +430,92 @@ impl StaticCtClient {
     }
 
     /// Data tile `index` holding at least `width` entries (possibly more, when the
-    /// partial tile had vanished); parse with [`crate::entry::parse_data_tile`].
+    /// partial tile had vanished); parse with [`crate::parse_data_tile`].
     pub async fn data_tile(&mut self, index: u64, width: usize) -> Result<Vec<u8>, Error> {
         self.tile(None, index, width).await
     }
 
     /// An issuer certificate by its SHA-256 fingerprint, checked against it.
     pub async fn issuer(&mut self, fingerprint: &Hash) -> Result<Vec<u8>, Error> {
-        let hex: String = fingerprint.iter().map(|b| format!("{b:02x}")).collect();
-        let url = format!("{}/issuer/{hex}", self.base);
-        let body = self.f.get_ok(&url).await?;
+        let path = format!("issuer/{}", hex::encode(fingerprint));
+        let body = self.f.get_ok(&path).await?;
         if sha256(&body) != *fingerprint {
             return Err(self
                 .f
-                .err(&url, Some(200), "body does not hash to the fingerprint"));
+                .err(&path, Some(200), "body does not hash to the fingerprint"));
         }
         Ok(body)
+    }
+
+    /// Where errors about tile `path` point (for the monitor's tile checks).
+    pub(crate) fn tile_error(&self, path: &str, reason: impl Into<String>) -> Error {
+        self.f.err(path, Some(200), reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_delay_seconds_and_http_dates() {
+        // 2015-10-21T07:28:00Z, RFC 9110's example date.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
+        // IMF-fixdate and the two obsolete forms a recipient must accept.
+        for date in [
+            "Wed, 21 Oct 2015 07:28:05 GMT",
+            "Wednesday, 21-Oct-15 07:28:05 GMT",
+            "Wed Oct 21 07:28:05 2015",
+        ] {
+            assert_eq!(
+                retry_after(date, now),
+                Some(Duration::from_secs(5)),
+                "{date}"
+            );
+        }
+        // A date that has passed asks for no wait.
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        // Seconds too large for u64 saturate (the caller caps them).
+        assert_eq!(
+            retry_after("99999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for bad in ["", "-1", "+5", "1.5", "soon", "Wed, 21 Oct 2015 07:28:05"] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn urls_shown_in_errors_carry_no_credentials() {
+        let (base, shown) = base_url("https://user:secret@log.example/ct/").unwrap();
+        assert_eq!(base, "https://user:secret@log.example/ct");
+        assert_eq!(shown, "https://log.example/ct");
+        let c = Rfc6962Client::new(
+            "log",
+            "https://user:secret@log.example/",
+            ClientConfig::default(),
+        )
+        .unwrap();
+        let e = c.f.err("ct/v1/get-sth", Some(500), "x").to_string();
+        assert!(
+            !e.contains("secret") && e.contains("https://log.example/ct/v1/get-sth"),
+            "{e}"
+        );
+        for bad in [
+            "log.example/ct",
+            "ftp://log.example/",
+            "",
+            "https://log.example/?token=t",
+        ] {
+            assert!(matches!(
+                Rfc6962Client::new("log", bad, ClientConfig::default()),
+                Err(Error::InvalidConfig { field: "url", .. })
+            ));
+        }
     }
 }

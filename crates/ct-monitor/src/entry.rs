@@ -14,9 +14,10 @@ use crate::merkle::Hash;
 use crate::tls::Reader;
 
 /// Entries in a full data tile (static-ct-api).
-pub const TILE_WIDTH: usize = 256;
+pub(crate) const TILE_WIDTH: usize = 256;
 /// Largest decompressed tile accepted (a full data tile is typically under 1 MiB).
-pub const MAX_TILE_LEN: usize = 64 << 20;
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP client's
+pub(crate) const MAX_TILE_LEN: usize = 64 << 20;
 
 /// What a log entry logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +216,8 @@ impl<'a> TileLeaf<'a> {
     }
 }
 
-/// Parses a data tile: consecutive `TileLeaf`s, at most [`TILE_WIDTH`].
+/// Parses a (decompressed) static-ct-api data tile: consecutive [`TileLeaf`]s, at
+/// most 256.
 pub fn parse_data_tile(bytes: &[u8]) -> Result<Vec<TileLeaf<'_>>, Error> {
     let mut r = Reader::new(bytes, "data tile");
     let mut out = Vec::with_capacity(TILE_WIDTH);
@@ -229,7 +231,8 @@ pub fn parse_data_tile(bytes: &[u8]) -> Result<Vec<TileLeaf<'_>>, Error> {
 }
 
 /// Parses a level-0..n Merkle tile: consecutive 32-byte hashes, at most [`TILE_WIDTH`].
-pub fn parse_hash_tile(bytes: &[u8]) -> Result<Vec<Hash>, Error> {
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP client's
+pub(crate) fn parse_hash_tile(bytes: &[u8]) -> Result<Vec<Hash>, Error> {
     if !bytes.len().is_multiple_of(32) || bytes.len() > 32 * TILE_WIDTH {
         return Err(Error::malformed(
             "hash tile",
@@ -250,7 +253,8 @@ pub fn parse_hash_tile(bytes: &[u8]) -> Result<Vec<Hash>, Error> {
 /// Undoes gzip if the tile is gzip-compressed (magic `1f 8b`; a tile starts with a
 /// hash or a millisecond timestamp, never with those bytes in practice), refusing
 /// output over [`MAX_TILE_LEN`].
-pub fn decode_tile(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP client's
+pub(crate) fn decode_tile(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(Cow::Borrowed(bytes));
     }
@@ -267,4 +271,58 @@ pub fn decode_tile(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
         ));
     }
     Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Write;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn data_tile_0() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/static-ct/navigli2025h2/tile/data/000"
+        );
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn gzip_tiles_decode_to_the_same_entries() {
+        let data = data_tile_0();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&data).unwrap();
+        let gz = enc.finish().unwrap();
+        let decoded = decode_tile(&gz).unwrap();
+        assert_eq!(&decoded[..], &data[..]);
+        assert!(matches!(decode_tile(&data).unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(
+            decode_tile(&gz[..gz.len() / 2]),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn hash_tiles_hold_whole_hashes_up_to_a_full_tile() {
+        assert_eq!(TILE_WIDTH, 256);
+        assert_eq!(parse_hash_tile(&[7; 64]).unwrap(), vec![[7; 32]; 2]);
+        assert!(parse_hash_tile(&[0; 33]).is_err());
+        assert!(parse_hash_tile(&[0; 32 * 257]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_make_decode_tile_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..600)
+        ) {
+            let _ = decode_tile(&bytes);
+            let mut gz = vec![0x1f, 0x8b];
+            gz.extend_from_slice(&bytes);
+            let _ = decode_tile(&gz);
+        }
+    }
 }

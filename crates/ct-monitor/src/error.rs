@@ -94,7 +94,10 @@ pub enum Error {
         what: &'static str,
     },
     /// A checkpoint carries no signature line from the expected key.
-    #[error("checkpoint has no signature from key {name:?} (id {key_id:02x?})")]
+    #[error(
+        "checkpoint has no signature from key {name:?} (id {})",
+        hex::encode(key_id)
+    )]
     NoSignatureFromKey {
         /// Expected key name (the log origin).
         name: String,
@@ -156,9 +159,15 @@ pub enum Error {
         /// Configured witnesses with a line that did not verify.
         failed: Vec<String>,
     },
-    /// A monitor was configured in a way that cannot work.
-    #[error("monitor configuration: {0}")]
-    Config(String),
+    /// A configuration that cannot work, named by its field (a builder's setter or a
+    /// config struct's field, e.g. `"poll_interval"` or `"logs.witnesses"`).
+    #[error("invalid configuration of {field}: {reason}")]
+    InvalidConfig {
+        /// The setting that was wrong.
+        field: &'static str,
+        /// What was wrong with it, with the value where it is not secret.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -170,6 +179,13 @@ impl Error {
         Self::Malformed {
             structure,
             offset,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid_config(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidConfig {
+            field,
             reason: reason.into(),
         }
     }

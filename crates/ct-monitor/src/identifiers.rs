@@ -50,6 +50,16 @@ impl Identifiers {
         }
     }
 
+    /// The identifiers of a DER certificate.
+    pub fn from_certificate_der(der: &[u8]) -> Result<Self, Error> {
+        from_certificate_der(der)
+    }
+
+    /// The identifiers of a DER `TBSCertificate` (as logged for a precertificate).
+    pub fn from_tbs_der(der: &[u8]) -> Result<Self, Error> {
+        from_tbs_der(der)
+    }
+
     /// Adds one subject CN value (already decoded), with every defensive reading.
     pub fn add_common_name(&mut self, value: &str) {
         self.add_value(value, true);
@@ -105,7 +115,7 @@ fn readings(raw: &[u8]) -> Vec<String> {
 
 /// Lower-cases, drops trailing dots, and turns labels with non-ASCII characters
 /// into punycode (UTS #46); a label IDNA refuses is kept lower-cased as is.
-pub fn canonical_dns_name(name: &str) -> String {
+pub(crate) fn canonical_dns_name(name: &str) -> String {
     let name = name.trim_end_matches('.');
     if name.is_ascii() {
         return name.to_ascii_lowercase();
@@ -194,7 +204,7 @@ fn x509_err(what: &'static str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Identifiers of a DER `TBSCertificate` (a precertificate log entry).
-pub fn from_tbs_der(der: &[u8]) -> Result<Identifiers, Error> {
+fn from_tbs_der(der: &[u8]) -> Result<Identifiers, Error> {
     let (rest, tbs) = TbsCertificate::from_der(der).map_err(|e| x509_err("TBSCertificate", e))?;
     if !rest.is_empty() {
         return Err(Error::malformed(
@@ -207,7 +217,7 @@ pub fn from_tbs_der(der: &[u8]) -> Result<Identifiers, Error> {
 }
 
 /// Identifiers of a DER certificate (an x509 log entry).
-pub fn from_certificate_der(der: &[u8]) -> Result<Identifiers, Error> {
+fn from_certificate_der(der: &[u8]) -> Result<Identifiers, Error> {
     let (rest, cert) = X509Certificate::from_der(der).map_err(|e| x509_err("Certificate", e))?;
     if !rest.is_empty() {
         return Err(Error::malformed(

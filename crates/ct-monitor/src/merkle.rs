@@ -12,7 +12,7 @@ use crate::error::{Error, ProofFailure};
 pub type Hash = [u8; 32];
 
 /// Root of the empty tree: SHA-256 of the empty string (RFC 9162 §2.1.1).
-pub const EMPTY_ROOT: Hash = [
+pub(crate) const EMPTY_ROOT: Hash = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
     0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 ];
@@ -24,7 +24,7 @@ fn to_hash(d: ring::digest::Digest) -> Hash {
 }
 
 /// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> Hash {
+pub(crate) fn sha256(data: &[u8]) -> Hash {
     to_hash(digest(&SHA256, data))
 }
 

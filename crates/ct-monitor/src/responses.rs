@@ -11,11 +11,12 @@ use crate::error::Error;
 use crate::merkle::Hash;
 
 /// Most entries accepted from one `get-entries` response (logs cap pages far lower).
-pub const MAX_ENTRIES_PER_RESPONSE: usize = 10_000;
+pub(crate) const MAX_ENTRIES_PER_RESPONSE: usize = 10_000;
 
 /// One `get-entries` entry, decoded from base64 (parse it with
 /// [`crate::MerkleTreeLeaf::parse`] and [`crate::ExtraData::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "http"), allow(unreachable_pub))]
 pub struct RawEntry {
     /// The `MerkleTreeLeaf`.
     pub leaf_input: Vec<u8>,
@@ -66,7 +67,7 @@ struct EntryJson {
 
 /// Parses a `get-entries` response (RFC 6962 §4.6). It may hold fewer entries than
 /// asked for, but never none and never more than `asked`.
-pub fn parse_get_entries(json: &[u8], asked: u64) -> Result<Vec<RawEntry>, Error> {
+pub(crate) fn parse_get_entries(json: &[u8], asked: u64) -> Result<Vec<RawEntry>, Error> {
     const WHAT: &str = "get-entries response";
     let j: EntriesJson = serde_json::from_slice(json).map_err(|e| bad(WHAT, e.to_string()))?;
     let n = j.entries.len();
@@ -90,7 +91,7 @@ struct ConsistencyJson {
 }
 
 /// Parses a `get-sth-consistency` response.
-pub fn parse_consistency(json: &[u8]) -> Result<Vec<Hash>, Error> {
+pub(crate) fn parse_consistency(json: &[u8]) -> Result<Vec<Hash>, Error> {
     const WHAT: &str = "get-sth-consistency response";
     let j: ConsistencyJson = serde_json::from_slice(json).map_err(|e| bad(WHAT, e.to_string()))?;
     hashes(WHAT, &j.consistency)
@@ -103,7 +104,7 @@ struct ProofJson {
 }
 
 /// Parses a `get-proof-by-hash` response: the leaf index and the audit path.
-pub fn parse_proof_by_hash(json: &[u8]) -> Result<(u64, Vec<Hash>), Error> {
+pub(crate) fn parse_proof_by_hash(json: &[u8]) -> Result<(u64, Vec<Hash>), Error> {
     const WHAT: &str = "get-proof-by-hash response";
     let j: ProofJson = serde_json::from_slice(json).map_err(|e| bad(WHAT, e.to_string()))?;
     Ok((j.leaf_index, hashes(WHAT, &j.audit_path)?))
@@ -115,7 +116,7 @@ struct RootsJson {
 }
 
 /// Parses a `get-roots` response into DER certificates.
-pub fn parse_get_roots(json: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+pub(crate) fn parse_get_roots(json: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
     const WHAT: &str = "get-roots response";
     let j: RootsJson = serde_json::from_slice(json).map_err(|e| bad(WHAT, e.to_string()))?;
     j.certificates.iter().map(|c| b64(WHAT, c)).collect()
@@ -125,7 +126,7 @@ pub fn parse_get_roots(json: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
 /// `tile/<level>/<N>` or `tile/data/<N>` (`level` `None`), with `.p/<width>` for a
 /// partial tile. `N` is written in groups of three digits, all but the last
 /// prefixed with `x` (1234067 is `x001/x234/067`).
-pub fn tile_path(level: Option<u8>, index: u64, width: usize) -> String {
+pub(crate) fn tile_path(level: Option<u8>, index: u64, width: usize) -> String {
     let mut groups = vec![format!("{:03}", index % 1000)];
     let mut rest = index / 1000;
     while rest > 0 {
@@ -143,7 +144,8 @@ pub fn tile_path(level: Option<u8>, index: u64, width: usize) -> String {
 
 /// Parses a path made by [`tile_path`] back into `(level, index, width)`; `None` if
 /// it is not one (e.g. a non-canonical index).
-pub fn parse_tile_path(path: &str) -> Option<(Option<u8>, u64, usize)> {
+#[cfg(any(test, feature = "test-log", feature = "fuzzing"))] // the test log's and the fuzzer's
+pub(crate) fn parse_tile_path(path: &str) -> Option<(Option<u8>, u64, usize)> {
     let rest = path.strip_prefix("tile/")?;
     let (level, rest) = rest.split_once('/')?;
     let level = match level {
@@ -175,7 +177,7 @@ pub fn parse_tile_path(path: &str) -> Option<(Option<u8>, u64, usize)> {
 /// `(level, index)`: the node at `level` covers leaves
 /// `[index << level, (index + 1) << level)`. `start` must be a multiple of the
 /// largest power of two not above `end - start` (true for every range a proof uses).
-pub fn perfect_subtrees(start: u64, end: u64) -> Vec<(u8, u64)> {
+pub(crate) fn perfect_subtrees(start: u64, end: u64) -> Vec<(u8, u64)> {
     let mut out = Vec::new();
     let mut at = start;
     while at < end {
@@ -192,7 +194,7 @@ pub fn perfect_subtrees(start: u64, end: u64) -> Vec<(u8, u64)> {
 
 /// The leaf ranges `[start, end)` whose Merkle roots form the RFC 9162 consistency
 /// proof from size `m` to size `n` (`0 < m < n`), in proof order (SUBPROOF, §2.1.4.1).
-pub fn consistency_proof_ranges(m: u64, n: u64) -> Vec<(u64, u64)> {
+pub(crate) fn consistency_proof_ranges(m: u64, n: u64) -> Vec<(u64, u64)> {
     fn sub(m: u64, start: u64, end: u64, complete: bool, out: &mut Vec<(u64, u64)>) {
         let size = end - start;
         if m == size {
@@ -216,4 +218,135 @@ pub fn consistency_proof_ranges(m: u64, n: u64) -> Vec<(u64, u64)> {
         sub(m, 0, n, true, &mut out);
     }
     out
+}
+
+/// The naive RFC 6962 reference the integration tests use too.
+#[cfg(test)]
+#[path = "../tests/common/naive.rs"]
+mod naive;
+
+#[cfg(test)]
+mod tests {
+    //! Response parsers, tile paths, and the tree shapes used to rebuild consistency
+    //! proofs and compact ranges from Merkle tiles, against the naive RFC 6962
+    //! reference of the integration tests.
+    #![allow(clippy::unwrap_used)]
+
+    use super::naive;
+    use super::*;
+    use crate::merkle::CompactRange;
+
+    fn b64(s: &str) -> Vec<u8> {
+        STANDARD.decode(s).unwrap()
+    }
+
+    #[test]
+    fn tile_paths_follow_the_spec() {
+        // c2sp.org/tlog-tiles: index 1234067 is x001/x234/067.
+        assert_eq!(tile_path(Some(1), 1_234_067, 256), "tile/1/x001/x234/067");
+        assert_eq!(tile_path(None, 1_234_067, 8), "tile/data/x001/x234/067.p/8");
+        assert_eq!(tile_path(Some(0), 0, 256), "tile/0/000");
+        assert_eq!(tile_path(Some(0), 3, 10), "tile/0/003.p/10");
+        assert_eq!(tile_path(None, 1000, 256), "tile/data/x001/000");
+        for (level, index, width) in [(Some(0), 0, 1), (None, 999, 255), (Some(5), 1_000_000, 256)]
+        {
+            assert_eq!(
+                parse_tile_path(&tile_path(level, index, width)),
+                Some((level, index, width))
+            );
+        }
+        for bad in [
+            "tile/0/1234",
+            "tile/0/x000/001",
+            "tile/0/001.p/0",
+            "tile/0/001.p/256",
+            "tile/0/001.p/07",
+            "tile/64/000",
+            "tile/data/00a",
+            "tiles/0/000",
+            "tile/0/x1/000",
+        ] {
+            assert_eq!(parse_tile_path(bad), None, "{bad}");
+        }
+    }
+
+    fn leaves(n: usize) -> Vec<naive::H> {
+        (0..n)
+            .map(|i| naive::leaf(&(i as u64).to_be_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn consistency_ranges_give_the_rfc_proof() {
+        let l = leaves(70);
+        for n in 2..=70 {
+            for m in 1..n {
+                let proof: Vec<_> = consistency_proof_ranges(m as u64, n as u64)
+                    .into_iter()
+                    .map(|(a, b)| naive::root(&l[a as usize..b as usize]))
+                    .collect();
+                assert_eq!(proof, naive::proof(m, &l[..n]), "{m} -> {n}");
+            }
+        }
+        assert!(consistency_proof_ranges(0, 5).is_empty());
+        assert!(consistency_proof_ranges(5, 5).is_empty());
+    }
+
+    #[test]
+    fn perfect_subtrees_are_the_compact_range() {
+        let l = leaves(300);
+        for n in 1..=300u64 {
+            let nodes = perfect_subtrees(0, n);
+            assert_eq!(nodes.len(), n.count_ones() as usize);
+            let hashes: Vec<_> = nodes
+                .iter()
+                .map(|&(level, index)| {
+                    let (a, b) = (index << level, (index + 1) << level);
+                    naive::root(&l[a as usize..b as usize])
+                })
+                .collect();
+            let range = CompactRange::from_parts(n, hashes).unwrap();
+            assert_eq!(range.root(), naive::root(&l[..n as usize]), "{n}");
+        }
+        // An aligned right-hand range, as proofs use: [768, 778) is 8 + 2.
+        assert_eq!(perfect_subtrees(768, 778), [(3, 96), (1, 388)]);
+    }
+
+    #[test]
+    fn json_responses() {
+        let ok = br#"{"entries":[{"leaf_input":"AAA=","extra_data":""},{"leaf_input":"AQ==","extra_data":"Ag=="}]}"#;
+        let e = parse_get_entries(ok, 5).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            (e[0].leaf_input.as_slice(), e[1].extra_data.as_slice()),
+            (&[0u8, 0][..], &[2u8][..])
+        );
+        assert!(parse_get_entries(ok, 1).is_err(), "more entries than asked");
+        assert!(
+            parse_get_entries(br#"{"entries":[]}"#, 5).is_err(),
+            "no entries"
+        );
+        assert!(
+            parse_get_entries(br#"{"entries":[{"leaf_input":"!","extra_data":""}]}"#, 5).is_err()
+        );
+        assert!(parse_get_entries(b"[]", 5).is_err());
+
+        let h: [u8; 32] = b64("EMfGG85uIddeOXt5/wdQGP3IQd0COCqoLg9Q6CsPLJA=")
+            .try_into()
+            .unwrap();
+        let proof = r#"{"consistency":["EMfGG85uIddeOXt5/wdQGP3IQd0COCqoLg9Q6CsPLJA="]}"#;
+        assert_eq!(parse_consistency(proof.as_bytes()).unwrap(), [h]);
+        assert!(
+            parse_consistency(br#"{"consistency":["AAAA"]}"#).is_err(),
+            "3-byte hash"
+        );
+        let by_hash = br#"{"leaf_index":7,"audit_path":[]}"#;
+        assert_eq!(parse_proof_by_hash(by_hash).unwrap(), (7, vec![]));
+        assert!(parse_proof_by_hash(br#"{"leaf_index":-1,"audit_path":[]}"#).is_err());
+        assert_eq!(
+            parse_get_roots(br#"{"certificates":["MAA="]}"#).unwrap(),
+            [vec![0x30, 0]]
+        );
+        assert!(parse_get_roots(br#"{"certificates":"MAA="}"#).is_err());
+    }
 }

@@ -3,8 +3,9 @@
 //! the Chrome and Apple CT policies on top.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
-use palisade_core_traits::Timestamp;
+use palisade_core_traits::{Clock, SystemClock, Timestamp};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
@@ -14,9 +15,6 @@ use crate::loglist::{LogInfo, LogList, LogProtocol, LogState};
 use crate::merkle::{Hash, sha256};
 use crate::sth::DigitallySigned;
 use crate::tls::Reader;
-
-/// Largest SCT list accepted (a u16-prefixed TLS vector cannot be longer).
-pub const MAX_SCT_LIST_LEN: usize = 2 + 0xffff;
 
 /// One `SignedCertificateTimestamp` (v1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +131,9 @@ pub enum SctStatus {
     Invalid,
     /// No log in the list has this id.
     UnknownLog,
+    /// The signature verifies but the timestamp is after the verifier's clock:
+    /// RFC 6962 §5.2 has TLS clients reject it, and no policy counts it.
+    FutureTimestamp,
 }
 
 /// One SCT's result, with what the list says about its log.
@@ -173,10 +174,11 @@ pub struct SctReport {
     pub scts: Vec<SctCheck>,
 }
 
-/// Checks SCTs against the logs of a v3 log list.
+/// Checks SCTs against the logs of a v3 log list, at the time of its clock.
 #[derive(Debug, Clone)]
 pub struct SctVerifier<'a> {
     logs: HashMap<Hash, &'a LogInfo>,
+    clock: Arc<dyn Clock>,
 }
 
 struct Cert<'a> {
@@ -265,11 +267,19 @@ fn operator_at(log: &LogInfo, ms: u64) -> &str {
 }
 
 impl<'a> SctVerifier<'a> {
-    /// Indexes the logs of `list` by log id.
+    /// Indexes the logs of `list` by log id; the time of check is the system clock's.
     pub fn new(list: &'a LogList) -> Self {
         Self {
             logs: list.logs.iter().map(|l| (*l.key.log_id(), l)).collect(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The clock whose `now()` is the time of check: an SCT stamped after it is
+    /// [`SctStatus::FutureTimestamp`] (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Verifies the SCTs embedded in `cert_der` (issued by `issuer_der`) and any
@@ -334,14 +344,15 @@ impl<'a> SctVerifier<'a> {
                 rfc6962_log: false,
             };
         };
+        let at = Timestamp::from_unix_nanos(sct.timestamp.saturating_mul(1_000_000));
         let status = match log
             .key
             .verify(&sct.signed_data(entry), &sct.signature, "SCT")
         {
+            Ok(()) if at > self.clock.now() => SctStatus::FutureTimestamp,
             Ok(()) => SctStatus::Valid,
             Err(_) => SctStatus::Invalid,
         };
-        let at = Timestamp::from_unix_nanos(sct.timestamp.saturating_mul(1_000_000));
         let state_ok = match log.state {
             LogState::Qualified | LogState::Usable | LogState::ReadOnly { .. } => true,
             LogState::Retired => log.state_since.is_some_and(|since| at < since),

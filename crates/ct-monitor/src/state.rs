@@ -22,9 +22,14 @@ use crate::error::Error;
 use crate::merkle::{CompactRange, Hash};
 use crate::sth::{DigitallySigned, SignedTreeHead};
 
-/// What a monitor must remember about one log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogProgress {
+/// What a monitor must remember about one log: its persisted state. Serialised
+/// with serde as versioned JSON (hashes and the signature in base64), the format of
+/// [`FileStateStore`]'s files; deserialising checks the shape (version, hash
+/// lengths, a range not ahead of its head), and [`crate::LogVerifierBuilder::state`]
+/// checks the head's signature again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Stored", try_from = "Stored")]
+pub struct State {
     /// The last tree head whose signature and consistency were verified.
     pub trusted: SignedTreeHead,
     /// The leaves verified so far (never ahead of `trusted`).
@@ -58,30 +63,29 @@ fn hash(s: &str) -> Result<Hash, Error> {
         .ok_or_else(|| bad(format!("{s:?} is not base64 of 32 bytes")))
 }
 
-impl LogProgress {
-    /// The stored JSON form.
-    pub fn to_json(&self) -> String {
-        let stored = Stored {
+impl From<State> for Stored {
+    fn from(state: State) -> Self {
+        Self {
             version: 1,
-            tree_size: self.trusted.tree_size,
-            timestamp: self.trusted.timestamp,
-            root_hash: STANDARD.encode(self.trusted.root_hash),
-            signature: STANDARD.encode(self.trusted.signature.to_tls()),
-            range_size: self.range.size(),
-            range_hashes: self
+            tree_size: state.trusted.tree_size,
+            timestamp: state.trusted.timestamp,
+            root_hash: STANDARD.encode(state.trusted.root_hash),
+            signature: STANDARD.encode(state.trusted.signature.to_tls()),
+            range_size: state.range.size(),
+            range_hashes: state
                 .range
                 .hashes()
                 .iter()
                 .map(|h| STANDARD.encode(h))
                 .collect(),
-        };
-        // Plain integers and strings: serialization cannot fail.
-        serde_json::to_string_pretty(&stored).unwrap_or_default()
+        }
     }
+}
 
-    /// Parses the stored JSON form (signatures are checked when a verifier is restored).
-    pub fn from_json(json: &[u8]) -> Result<Self, Error> {
-        let s: Stored = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+impl TryFrom<Stored> for State {
+    type Error = Error;
+
+    fn try_from(s: Stored) -> Result<Self, Error> {
         if s.version != 1 {
             return Err(bad(format!("unknown version {}", s.version)));
         }
@@ -110,18 +114,18 @@ impl LogProgress {
 /// Where progress lives between runs.
 pub trait StateStore: Send + Sync {
     /// The stored progress of a log, `None` if it was never saved.
-    fn load(&self, log_id: &Hash) -> Result<Option<LogProgress>, Error>;
+    fn load(&self, log_id: &Hash) -> Result<Option<State>, Error>;
     /// Stores progress atomically: afterwards `load` returns it, or, after a crash
     /// during `save`, the previous value.
-    fn save(&self, log_id: &Hash, progress: &LogProgress) -> Result<(), Error>;
+    fn save(&self, log_id: &Hash, state: &State) -> Result<(), Error>;
 }
 
 /// Progress in memory (tests, or services that keep state elsewhere).
 #[derive(Debug, Default)]
-pub struct MemoryStateStore(Mutex<HashMap<Hash, LogProgress>>);
+pub struct MemoryStateStore(Mutex<HashMap<Hash, State>>);
 
 impl StateStore for MemoryStateStore {
-    fn load(&self, log_id: &Hash) -> Result<Option<LogProgress>, Error> {
+    fn load(&self, log_id: &Hash) -> Result<Option<State>, Error> {
         Ok(self
             .0
             .lock()
@@ -130,11 +134,11 @@ impl StateStore for MemoryStateStore {
             .cloned())
     }
 
-    fn save(&self, log_id: &Hash, progress: &LogProgress) -> Result<(), Error> {
+    fn save(&self, log_id: &Hash, state: &State) -> Result<(), Error> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(*log_id, progress.clone());
+            .insert(*log_id, state.clone());
         Ok(())
     }
 }
@@ -162,16 +166,15 @@ impl FileStateStore {
 
     /// The file that holds a log's progress.
     pub fn path(&self, log_id: &Hash) -> PathBuf {
-        let name: String = log_id.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{name}.json"))
+        self.dir.join(format!("{}.json", hex::encode(log_id)))
     }
 }
 
 impl StateStore for FileStateStore {
-    fn load(&self, log_id: &Hash) -> Result<Option<LogProgress>, Error> {
+    fn load(&self, log_id: &Hash) -> Result<Option<State>, Error> {
         let path = self.path(log_id);
         match fs::read(&path) {
-            Ok(bytes) => LogProgress::from_json(&bytes)
+            Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| Error::BadState {
                     path: Some(path),
@@ -182,8 +185,10 @@ impl StateStore for FileStateStore {
         }
     }
 
-    fn save(&self, log_id: &Hash, progress: &LogProgress) -> Result<(), Error> {
+    fn save(&self, log_id: &Hash, state: &State) -> Result<(), Error> {
         let path = self.path(log_id);
+        // Plain integers and strings: serialisation cannot fail.
+        let json = serde_json::to_string_pretty(state).unwrap_or_default();
         // Unique per save: two saves of one log in one process (a monitor dropped
         // while saving and its successor) must not share a temporary file.
         static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -191,7 +196,7 @@ impl StateStore for FileStateStore {
         let tmp = path.with_extension(format!("json.tmp-{}-{n}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
-            f.write_all(progress.to_json().as_bytes())?;
+            f.write_all(json.as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
             // Make the rename itself durable.

@@ -1,6 +1,8 @@
 //! A loopback Certificate Transparency log for tests and demos (feature `test-log`,
 //! never for production): a real Merkle tree over the 1,024 real entries of
-//! Geomys' Navigli2025h2 log (vendored in `tests/data`, ISC licence), with tree heads
+//! Geomys' Navigli2025h2 log (vendored in the repository's
+//! `crates/ct-monitor/tests/data`, ISC licence, and read from there when a log
+//! starts: the published package does not carry them), with tree heads
 //! signed by a P-256 key made with `ring` at start-up. It speaks RFC 6962
 //! (`get-sth`, `get-sth-consistency`, `get-proof-by-hash`, `get-entries`,
 //! `get-roots`) or static-ct-api (checkpoint, Merkle tiles, gzip data tiles,
@@ -12,8 +14,9 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::State;
@@ -31,13 +34,18 @@ use crate::merkle::{Hash, sha256};
 use crate::responses::parse_tile_path;
 use crate::sth::{DigitallySigned, LogKey, SignedTreeHead};
 
-const NAVIGLI: [&[u8]; 4] = [
-    include_bytes!("../tests/data/static-ct/navigli2025h2/tile/data/000"),
-    include_bytes!("../tests/data/static-ct/navigli2025h2/tile/data/001"),
-    include_bytes!("../tests/data/static-ct/navigli2025h2/tile/data/002"),
-    include_bytes!("../tests/data/static-ct/navigli2025h2/tile/data/003"),
-];
-const ROOT_PEM: &str = include_str!("../tests/data/testlog/ca-cert.pem");
+/// The vendored data, in the repository this crate was built from.
+fn data(rel: &str) -> Result<Vec<u8>, Error> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel);
+    std::fs::read(&path).map_err(|e| {
+        bad_setup(format!(
+            "{}: {e} (the test log's data is in the repository, not in the package)",
+            path.display()
+        ))
+    })
+}
 
 /// Entries the test log can serve.
 pub const ENTRIES: u64 = 1024;
@@ -51,13 +59,22 @@ pub enum Protocol {
     StaticCt,
 }
 
+/// A `Retry-After` value (RFC 9110 §10.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// `delay-seconds`.
+    Seconds(u64),
+    /// An `HTTP-date` (IMF-fixdate).
+    Date(SystemTime),
+}
+
 /// Ways to make the log misbehave or be awkward.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     /// Most entries per `get-entries` answer (0: no cap).
     pub max_entries: usize,
-    /// Answer the next `n` requests with `429` and `Retry-After: secs`.
-    pub rate_limit: Option<(u32, u64)>,
+    /// Answer the next `n` requests with `429` and this `Retry-After`.
+    pub rate_limit: Option<(u32, RetryAfter)>,
     /// Flip a bit in every inclusion proof (`get-proof-by-hash`).
     pub bad_inclusion_proofs: bool,
     /// Flip a bit in every consistency proof (`get-sth-consistency`).
@@ -83,6 +100,7 @@ struct Entry {
 
 struct Inner {
     protocol: Protocol,
+    root_der: Vec<u8>,
     signer: EcdsaKeyPair,
     key: LogKey,
     origin: String,
@@ -215,7 +233,7 @@ fn flip(mut proof: Vec<Hash>) -> Vec<Hash> {
 }
 
 fn bad_setup(e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("test log: {e}"))
+    Error::invalid_config("testlog", e.to_string())
 }
 
 impl Inner {
@@ -297,13 +315,17 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
         path: uri.to_string(),
         at: Instant::now(),
     });
-    if let Some((n, secs)) = st.faults.rate_limit
+    if let Some((n, after)) = st.faults.rate_limit
         && n > 0
     {
-        st.faults.rate_limit = Some((n - 1, secs));
+        st.faults.rate_limit = Some((n - 1, after));
+        let value = match after {
+            RetryAfter::Seconds(secs) => secs.to_string(),
+            RetryAfter::Date(at) => httpdate::fmt_http_date(at),
+        };
         return (
             StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, secs.to_string())],
+            [(header::RETRY_AFTER, value)],
             "slow down",
         )
             .into_response();
@@ -382,8 +404,7 @@ fn rfc6962(st: &Inner, uri: &Uri) -> Response {
             json(serde_json::json!({ "entries": entries }))
         }
         "/ct/v1/get-roots" => {
-            let der = pem_body(ROOT_PEM);
-            json(serde_json::json!({ "certificates": [STANDARD.encode(der)] }))
+            json(serde_json::json!({ "certificates": [STANDARD.encode(&st.root_der)] }))
         }
         _ => status(StatusCode::NOT_FOUND, "unknown endpoint"),
     }
@@ -410,12 +431,10 @@ fn static_ct(st: &Inner, path: &str) -> Response {
         )
             .into_response();
     }
-    if let Some(hex) = path.strip_prefix("/issuer/") {
+    if let Some(fingerprint) = path.strip_prefix("/issuer/") {
         // The one issuer certificate vendored (the Navigli issuers are not).
-        let der = pem_body(ROOT_PEM);
-        let want: String = sha256(&der).iter().map(|b| format!("{b:02x}")).collect();
-        return if hex == want {
-            (StatusCode::OK, der).into_response()
+        return if fingerprint == hex::encode(sha256(&st.root_der)) {
+            (StatusCode::OK, st.root_der.clone()).into_response()
         } else {
             status(StatusCode::NOT_FOUND, "no such issuer")
         };
@@ -480,8 +499,13 @@ impl TestLog {
         ];
         spki.extend_from_slice(signer.public_key().as_ref());
         let key = LogKey::from_spki_der(&spki)?;
+        let root_der = pem_body(&String::from_utf8_lossy(&data("testlog/ca-cert.pem")?));
+        let mut tiles = Vec::new();
+        for n in ["000", "001", "002", "003"] {
+            tiles.push(data(&format!("static-ct/navigli2025h2/tile/data/{n}"))?);
+        }
         let mut entries = Vec::new();
-        for tile in NAVIGLI {
+        for tile in &tiles {
             for l in parse_data_tile(tile)? {
                 let tile_entry = encode_entry(&l.entry, l.entry.extensions);
                 let rfc_entry = encode_entry(&l.entry, &[]);
@@ -519,6 +543,7 @@ impl TestLog {
         let addr = listener.local_addr().map_err(bad_setup)?;
         let mut inner = Inner {
             protocol,
+            root_der,
             signer,
             key,
             origin: format!("127.0.0.1:{}/testlog", addr.port()),
@@ -579,11 +604,11 @@ impl TestLog {
 
     /// How a monitor should be configured for it.
     #[cfg(feature = "http")]
-    pub fn log_config(&self) -> crate::monitor::LogConfig {
+    pub fn log_config(&self) -> crate::LogConfig {
         match self.protocol() {
-            Protocol::Rfc6962 => crate::monitor::LogConfig::rfc6962(&self.url(), self.key()),
+            Protocol::Rfc6962 => crate::LogConfig::rfc6962(&self.url(), self.key()),
             Protocol::StaticCt => {
-                crate::monitor::LogConfig::static_ct(&self.url(), &self.origin(), self.key())
+                crate::LogConfig::static_ct(&self.url(), &self.origin(), self.key())
             }
         }
     }

@@ -7,9 +7,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
 
-use crate::check::{CertificateInfo, Verdict};
 use crate::error::{Error, ProofFailure};
 use crate::merkle::{CompactRange, Hash, sha256, verify_consistency, verify_inclusion};
+use crate::state::State;
 use crate::sth::{LogKey, SignedTreeHead};
 
 /// What the log did wrong, with what proves it.
@@ -76,6 +76,21 @@ pub enum Misbehaviour {
     },
 }
 
+impl Misbehaviour {
+    /// A short name of the kind (`"fork"`, `"bad_signature"`, …), as in the security
+    /// event's `misbehaviour` evidence and the `metrics` labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadSignature { .. } => "bad_signature",
+            Self::Fork { .. } => "fork",
+            Self::InconsistentTreeHeads { .. } => "inconsistent_tree_heads",
+            Self::RootMismatch { .. } => "root_mismatch",
+            Self::InconsistentWithPinned { .. } => "inconsistent_with_pinned",
+            Self::BadInclusionProof { .. } => "bad_inclusion_proof",
+        }
+    }
+}
+
 /// A log misbehaved: the event a monitor raises, never advancing past it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogMisbehaved {
@@ -105,15 +120,15 @@ impl LogMisbehaved {
     /// with the signed objects as base64 evidence. `time` comes from the caller's Clock.
     pub fn to_security_event(&self, time: Timestamp) -> Result<SecurityEvent, Error> {
         let mut ev: Vec<(String, String)> = vec![("log_id".into(), b64(&self.log_id))];
-        let (what, proof) = match &self.evidence {
+        let proof = match &self.evidence {
             Misbehaviour::BadSignature { sth } => {
                 ev.extend(sth_evidence("sth", sth));
-                ("bad_signature", None)
+                None
             }
             Misbehaviour::Fork { trusted, other } => {
                 ev.extend(sth_evidence("trusted", trusted));
                 ev.extend(sth_evidence("other", other));
-                ("fork", None)
+                None
             }
             Misbehaviour::InconsistentTreeHeads {
                 old,
@@ -124,12 +139,12 @@ impl LogMisbehaved {
                 ev.extend(sth_evidence("old", old));
                 ev.extend(sth_evidence("new", new));
                 ev.push(("failure".into(), failure.to_string()));
-                ("inconsistent_tree_heads", Some(proof))
+                Some(proof)
             }
             Misbehaviour::RootMismatch { sth, computed } => {
                 ev.extend(sth_evidence("sth", sth));
                 ev.push(("computed_root".into(), b64(computed)));
-                ("root_mismatch", None)
+                None
             }
             Misbehaviour::InconsistentWithPinned {
                 pinned_size,
@@ -142,7 +157,7 @@ impl LogMisbehaved {
                 ev.push(("pinned_root_hash".into(), b64(pinned_root)));
                 ev.extend(sth_evidence("sth", sth));
                 ev.push(("failure".into(), failure.to_string()));
-                ("inconsistent_with_pinned", Some(proof))
+                Some(proof)
             }
             Misbehaviour::BadInclusionProof {
                 sth,
@@ -155,17 +170,17 @@ impl LogMisbehaved {
                 ev.push(("leaf_index".into(), leaf_index.to_string()));
                 ev.push(("leaf_hash".into(), b64(leaf_hash)));
                 ev.push(("failure".into(), failure.to_string()));
-                ("bad_inclusion_proof", Some(proof))
+                Some(proof)
             }
         };
-        ev.insert(0, ("misbehaviour".into(), what.into()));
+        ev.insert(0, ("misbehaviour".into(), self.evidence.kind().into()));
         if let Some(proof) = proof {
             let joined: Vec<String> = proof.iter().map(|h| b64(h)).collect();
             ev.push(("proof".into(), joined.join(",")));
         }
         // Deterministic id: the same evidence gives the same event id.
         let digest = sha256(format!("{ev:?}").as_bytes());
-        let id = EventId::new(format!("ct-log-{}", hex(&digest[..16])))?;
+        let id = EventId::new(format!("ct-log-{}", hex::encode(&digest[..16])))?;
         let mut event = SecurityEvent::new(
             id,
             time,
@@ -181,70 +196,6 @@ impl LogMisbehaved {
         }
         Ok(event)
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The shared-vocabulary event for an alerting verdict (unauthorized or malformed
-/// certificate), or `None` when the verdict does not alert.
-pub fn verdict_security_event(
-    verdict: &Verdict,
-    log: &str,
-    index: u64,
-    time: Timestamp,
-) -> Result<Option<SecurityEvent>, Error> {
-    let (subject, matches, info, severity): (String, _, Option<&CertificateInfo>, _) = match verdict
-    {
-        Verdict::Unauthorized { info, matches } => {
-            let Some(first) = matches.first() else {
-                return Ok(None);
-            };
-            (
-                first.identifier.clone(),
-                matches,
-                Some(info),
-                Severity::High,
-            )
-        }
-        Verdict::Malformed { matches, .. } => (log.to_string(), matches, None, Severity::Medium),
-        _ => return Ok(None),
-    };
-    let id = match info {
-        Some(info) => format!("ct-cert-{}", hex(&info.tbs_hash[..16])),
-        None => format!(
-            "ct-malformed-{}",
-            hex(&sha256(format!("{log}/{index}").as_bytes())[..16])
-        ),
-    };
-    let id = EventId::new(id)?;
-    let mut event = SecurityEvent::new(
-        id,
-        time,
-        EventKind::UnauthorizedCertificate,
-        severity,
-        Subject::Domain { domain: subject },
-        "palisade-ct-monitor",
-    )
-    .with_evidence("log", log)
-    .with_evidence("index", index.to_string());
-    if let Verdict::Malformed { reason, .. } = verdict {
-        event = event.with_evidence("malformed", reason.clone());
-    }
-    if let Some(info) = info {
-        event = event
-            .with_evidence("tbs_sha256", hex(&info.tbs_hash))
-            .with_evidence("spki_sha256", hex(&info.spki_hash))
-            .with_evidence("precertificate", info.is_precert.to_string());
-    }
-    for m in matches {
-        event = event.with_evidence(
-            "matched",
-            format!("{} on {}", m.item, m.identifier.escape_debug()),
-        );
-    }
-    Ok(Some(event))
 }
 
 /// What accepting a tree head did.
@@ -271,8 +222,71 @@ pub struct LogVerifier {
     range: CompactRange,
 }
 
+/// Configures a [`LogVerifier`] that does not start from nothing: from a pinned tree
+/// or from a saved [`State`].
+#[derive(Debug, Clone)]
+pub struct LogVerifierBuilder {
+    log: String,
+    key: LogKey,
+    pin: Option<(u64, Hash)>,
+    state: Option<State>,
+}
+
+impl LogVerifierBuilder {
+    /// Starts from a tree (size, root) the caller trusts out of band (a pinned
+    /// checkpoint, e.g. one its witnesses cosigned) instead of trusting the first
+    /// signed head blindly. The first signed head offered to
+    /// [`LogVerifier::update_tree_head`] must come with the consistency proof
+    /// between the pinned tree and it (the smaller first; empty for equal sizes,
+    /// where the roots must be equal); a head that contradicts the pin is
+    /// [`Misbehaviour::InconsistentWithPinned`]. A pinned size of 0 pins nothing.
+    pub fn pin(mut self, tree_size: u64, root_hash: Hash) -> Self {
+        self.pin = (tree_size > 0).then_some((tree_size, root_hash));
+        self
+    }
+
+    /// Continues from saved state ([`LogVerifier::state`]); its head's signature is
+    /// checked again by [`LogVerifierBuilder::build`].
+    pub fn state(mut self, state: State) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// The verifier. Fails when the state's head does not verify with the key
+    /// ([`Error::BadSignature`]), when its range is ahead of its head
+    /// ([`Error::Malformed`]), or when both a pin and a state were given
+    /// ([`Error::InvalidConfig`]: a restored verifier already trusts a head).
+    pub fn build(self) -> Result<LogVerifier, Error> {
+        let mut v = LogVerifier::new(self.log, self.key);
+        match (self.state, self.pin) {
+            (Some(_), Some(_)) => Err(Error::invalid_config(
+                "pin",
+                "a verifier restored from state already trusts a head; pin only a fresh one",
+            )),
+            (Some(state), None) => {
+                state.trusted.verify(&v.key)?;
+                if state.range.size() > state.trusted.tree_size {
+                    return Err(Error::malformed(
+                        "LogVerifier state",
+                        0,
+                        "compact range is ahead of the trusted tree head",
+                    ));
+                }
+                v.trusted = Some(state.trusted);
+                v.range = state.range;
+                Ok(v)
+            }
+            (None, pin) => {
+                v.pinned = pin;
+                Ok(v)
+            }
+        }
+    }
+}
+
 impl LogVerifier {
-    /// A fresh verifier for the log `log` (its URL or origin, used in events).
+    /// A fresh verifier for the log `log` (its URL or origin, used in events) that
+    /// trusts the first validly signed head (trust on first use).
     pub fn new(log: impl Into<String>, key: LogKey) -> Self {
         Self {
             log: log.into(),
@@ -283,16 +297,14 @@ impl LogVerifier {
         }
     }
 
-    /// A verifier that starts from a tree (size, root) the caller trusts out of band
-    /// (a pinned checkpoint, e.g. one its witnesses cosigned). The first signed head
-    /// offered to [`LogVerifier::update_tree_head`] must come with the consistency
-    /// proof between the pinned tree and it (the smaller first; empty for equal
-    /// sizes, where the roots must be equal); a head that contradicts the pin is
-    /// [`Misbehaviour::InconsistentWithPinned`]. A pinned size of 0 pins nothing.
-    pub fn pinned(log: impl Into<String>, key: LogKey, tree_size: u64, root_hash: Hash) -> Self {
-        let mut v = Self::new(log, key);
-        v.pinned = (tree_size > 0).then_some((tree_size, root_hash));
-        v
+    /// A builder for a verifier that starts from a pinned tree or from saved state.
+    pub fn builder(log: impl Into<String>, key: LogKey) -> LogVerifierBuilder {
+        LogVerifierBuilder {
+            log: log.into(),
+            key,
+            pin: None,
+            state: None,
+        }
     }
 
     /// The (size, root) the next consistency proof must start from: the trusted
@@ -304,38 +316,12 @@ impl LogVerifier {
             .or(self.pinned)
     }
 
-    /// Restores stored state; the range may not be ahead of the trusted head.
-    pub fn restore(
-        log: impl Into<String>,
-        key: LogKey,
-        trusted: SignedTreeHead,
-        range: CompactRange,
-    ) -> Result<Self, Error> {
-        trusted.verify(&key)?;
-        if range.size() > trusted.tree_size {
-            return Err(Error::malformed(
-                "LogVerifier state",
-                0,
-                "compact range is ahead of the trusted tree head",
-            ));
-        }
-        Ok(Self {
-            log: log.into(),
-            key,
-            trusted: Some(trusted),
-            pinned: None,
-            range,
-        })
-    }
-
     /// What a [`crate::StateStore`] should save, once a head is trusted.
-    pub fn progress(&self) -> Option<crate::state::LogProgress> {
-        self.trusted
-            .clone()
-            .map(|trusted| crate::state::LogProgress {
-                trusted,
-                range: self.range.clone(),
-            })
+    pub fn state(&self) -> Option<State> {
+        self.trusted.clone().map(|trusted| State {
+            trusted,
+            range: self.range.clone(),
+        })
     }
 
     /// The last trusted tree head.
@@ -349,6 +335,7 @@ impl LogVerifier {
     }
 
     fn misbehaved(&self, evidence: Misbehaviour) -> Box<LogMisbehaved> {
+        tracing::warn!(log = %self.log, kind = evidence.kind(), "log misbehaved");
         Box::new(LogMisbehaved {
             log: self.log.clone(),
             log_id: *self.key.log_id(),
@@ -409,6 +396,12 @@ impl LogVerifier {
                 failure,
             }));
         }
+        tracing::debug!(
+            log = %self.log,
+            old = old.tree_size,
+            new = new.tree_size,
+            "consistency checked"
+        );
         if sth.tree_size < trusted.tree_size {
             return Ok(TreeHeadUpdate::Older);
         }

@@ -125,7 +125,7 @@ impl WatchItem {
 
 /// A certificate label against a watched label: `*` and `?` (redacted) match any
 /// label, and `*` inside a label matches any run of characters (`w*.example.com`).
-pub fn label_matches(cert: &str, watch: &str) -> bool {
+pub(crate) fn label_matches(cert: &str, watch: &str) -> bool {
     if cert == watch || cert == "*" || cert == "?" {
         return true;
     }

@@ -3,6 +3,7 @@
 //! checkpoint its required witnesses have not signed.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -71,7 +72,7 @@ impl Witness {
             .try_into()
             .map_err(|_| bad_key(format!("vkey of {name:?}: {} key bytes, not 32", key.len())))?;
         let witness = Self::new(name, key)?;
-        let want = format!("{:08x}", u32::from_be_bytes(witness.key_id));
+        let want = hex::encode(witness.key_id);
         if id != want {
             return Err(bad_key(format!(
                 "vkey of {name:?} says key id {id}, the key's id is {want}"
@@ -115,7 +116,7 @@ impl Witness {
 }
 
 /// `SHA-256(name || "\n" || 0x04 || key)[:4]`.
-pub fn cosignature_key_id(name: &str, key: &[u8; 32]) -> [u8; 4] {
+pub(crate) fn cosignature_key_id(name: &str, key: &[u8; 32]) -> [u8; 4] {
     let mut input = Vec::with_capacity(name.len() + 34);
     input.extend_from_slice(name.as_bytes());
     input.push(b'\n');
@@ -126,7 +127,7 @@ pub fn cosignature_key_id(name: &str, key: &[u8; 32]) -> [u8; 4] {
 }
 
 /// The signed message: `cosignature/v1\ntime <t>\n` and the whole note body.
-pub fn cosigned_message(timestamp: u64, note_text: &str) -> Vec<u8> {
+pub(crate) fn cosigned_message(timestamp: u64, note_text: &str) -> Vec<u8> {
     format!("cosignature/v1\ntime {timestamp}\n{note_text}").into_bytes()
 }
 
@@ -146,31 +147,62 @@ pub struct WitnessPolicy {
     threshold: usize,
 }
 
-impl WitnessPolicy {
-    /// A k-of-n policy. Refused: no witness, a threshold of 0 or above n, two
-    /// witnesses with the same name or key.
-    pub fn new(witnesses: Vec<Witness>, threshold: usize) -> Result<Self, Error> {
-        if threshold == 0 || threshold > witnesses.len() {
-            return Err(Error::Config(format!(
-                "witness threshold {threshold} must be between 1 and the {} witnesses",
-                witnesses.len()
-            )));
+/// Configures a [`WitnessPolicy`]: its witnesses and how many of them must cosign.
+#[derive(Debug, Clone, Default)]
+pub struct WitnessPolicyBuilder {
+    witnesses: Vec<Witness>,
+    threshold: Option<NonZeroUsize>,
+}
+
+impl WitnessPolicyBuilder {
+    /// Adds a witness.
+    pub fn witness(mut self, witness: Witness) -> Self {
+        self.witnesses.push(witness);
+        self
+    }
+
+    /// How many of the witnesses must have cosigned (default: all of them).
+    pub fn threshold(mut self, k: NonZeroUsize) -> Self {
+        self.threshold = Some(k);
+        self
+    }
+
+    /// The policy. Refused ([`Error::InvalidConfig`]): no witness, a threshold
+    /// above the number of witnesses, two witnesses with the same name or key.
+    pub fn build(self) -> Result<WitnessPolicy, Error> {
+        let n = self.witnesses.len();
+        if n == 0 {
+            return Err(Error::invalid_config("witnesses", "no witness configured"));
         }
-        for (i, w) in witnesses.iter().enumerate() {
-            if witnesses[..i]
+        let threshold = self.threshold.map_or(n, NonZeroUsize::get);
+        if threshold > n {
+            return Err(Error::invalid_config(
+                "threshold",
+                format!("{threshold} is more than the {n} witnesses"),
+            ));
+        }
+        for (i, w) in self.witnesses.iter().enumerate() {
+            if self.witnesses[..i]
                 .iter()
                 .any(|o| o.name == w.name || o.key == w.key)
             {
-                return Err(Error::Config(format!(
-                    "witness {:?} is listed twice (same name or key)",
-                    w.name
-                )));
+                return Err(Error::invalid_config(
+                    "witnesses",
+                    format!("witness {:?} is listed twice (same name or key)", w.name),
+                ));
             }
         }
-        Ok(Self {
-            witnesses,
+        Ok(WitnessPolicy {
+            witnesses: self.witnesses,
             threshold,
         })
+    }
+}
+
+impl WitnessPolicy {
+    /// A builder with no witness yet.
+    pub fn builder() -> WitnessPolicyBuilder {
+        WitnessPolicyBuilder::default()
     }
 
     /// The witnesses.
@@ -202,9 +234,10 @@ impl WitnessPolicy {
             });
         }
         if self.witnesses.iter().any(|w| w.name == origin) {
-            return Err(Error::Config(format!(
-                "witness {origin:?} has the log's own name"
-            )));
+            return Err(Error::invalid_config(
+                "witnesses",
+                format!("witness {origin:?} has the log's own name"),
+            ));
         }
         let mut ok = Vec::new();
         let mut failed = Vec::new();

@@ -10,15 +10,16 @@
 
 mod common;
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core_traits::EventKind;
-use palisade_ct_monitor::client::{ClientConfig, Rfc6962Client, StaticCtClient};
-use palisade_ct_monitor::monitor::{Event, Health, Monitor};
-use palisade_ct_monitor::testlog::{Faults, Protocol, TestLog};
+use palisade_core_traits::{EventKind, ManualClock, Timestamp};
+use palisade_ct_monitor::testlog::{Faults, Protocol, RetryAfter, TestLog};
 use palisade_ct_monitor::{
-    Authorizer, FileStateStore, MemoryStateStore, Misbehaviour, StateStore, WatchItem, Watchlist,
+    Authorizer, ClientConfig, Error, Event, FileStateStore, Health, LogConfig, MemoryStateStore,
+    Misbehaviour, Monitor, MonitorBuilder, Rfc6962Client, StateStore, StaticCtClient, WatchItem,
+    Watchlist,
 };
 
 const EXPECTED: [u64; 7] = [66, 86, 163, 492, 747, 748, 1002];
@@ -36,26 +37,27 @@ fn authorizer() -> Authorizer {
 }
 
 fn fast_client() -> ClientConfig {
-    ClientConfig {
-        timeout: Duration::from_secs(10),
-        backoff: Duration::from_millis(10),
-        min_interval: Duration::ZERO,
-        ..ClientConfig::default()
-    }
+    let mut c = ClientConfig::default();
+    c.timeout = Duration::from_secs(10);
+    c.backoff = Duration::from_millis(10);
+    c.min_interval = Duration::ZERO;
+    c
 }
 
-fn builder(
-    log: &TestLog,
-    store: Arc<dyn StateStore>,
-) -> palisade_ct_monitor::monitor::MonitorBuilder {
+fn builder(log: &TestLog, store: Arc<dyn StateStore>) -> MonitorBuilder {
     Monitor::builder()
         .log(log.log_config())
         .watchlist(watchlist())
         .authorizer(authorizer())
         .state_store(store)
         .poll_interval(Duration::from_millis(20))
-        .batch_size(100)
+        .batch_size(NonZeroU64::new(100).unwrap())
         .client_config(fast_client())
+}
+
+/// The next event if one comes within 300 ms.
+async fn quiet(m: &mut Monitor) -> Result<Option<Event>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_millis(300), m.next_event()).await
 }
 
 /// Events until `done` holds for the last one (bounded so a bug fails instead of hanging).
@@ -142,6 +144,20 @@ async fn finds_watched_domains_ignores_authorized_and_pages_get_entries() {
         assert!(info.is_precert);
         let sec = m.security_event(first).unwrap().unwrap();
         assert_eq!(sec.kind, EventKind::UnauthorizedCertificate);
+        // The counters: every entry checked once, eight matched (413 is authorized).
+        let stats = m.stats();
+        assert_eq!(
+            (
+                stats.entries,
+                stats.matches,
+                stats.discovered,
+                stats.malformed
+            ),
+            (1024, 8, 7, 0),
+            "{protocol:?}"
+        );
+        assert_eq!((stats.misbehaviour, stats.duplicates), (0, 0));
+        assert!(stats.polls >= 1 && stats.requests >= 5, "{stats:?}");
 
         let reqs = log.requests();
         if protocol == Protocol::Rfc6962 {
@@ -363,7 +379,7 @@ async fn honours_429_retry_after() {
     for protocol in BOTH {
         let log = TestLog::start(protocol, 200).await.unwrap();
         log.set_faults(Faults {
-            rate_limit: Some((1, 1)),
+            rate_limit: Some((1, RetryAfter::Seconds(1))),
             ..Faults::default()
         });
         let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
@@ -423,7 +439,7 @@ async fn static_ct_client_reads_issuers_and_tiles() {
         matches!(
             &err,
             palisade_ct_monitor::Error::Http { status: Some(404), url, log, .. }
-                if url.ends_with(&common::hex_string(&other)) && log == "test"
+                if url.ends_with(&hex::encode(other)) && log == "test"
         ),
         "{err}"
     );
@@ -459,13 +475,14 @@ async fn failing_polls_report_health_with_the_url_and_recover() {
     // Six 429s with Retry-After 0: the first poll (1 try + 2 retries) fails, the
     // second fails too, the third gets through.
     log.set_faults(Faults {
-        rate_limit: Some((6, 0)),
+        rate_limit: Some((6, RetryAfter::Seconds(0))),
         ..Faults::default()
     });
     let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
-        .client_config(ClientConfig {
-            max_retries: 2,
-            ..fast_client()
+        .client_config({
+            let mut c = fast_client();
+            c.max_retries = 2;
+            c
         })
         .spawn()
         .unwrap();
@@ -602,5 +619,107 @@ async fn read_only_logs_stop_at_their_final_tree_head() {
         ),
         "{events:?}"
     );
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honours_429_retry_after_as_an_http_date() {
+    // The monitor's wall clock stands still at 2030-01-01T00:00:00Z; the log asks to
+    // come back at 00:00:02 (RFC 9110 IMF-fixdate), i.e. two seconds later.
+    let now = Timestamp::from_unix_secs(1_893_456_000);
+    let clock = Arc::new(ManualClock::new(now));
+    let log = TestLog::start(Protocol::Rfc6962, 200).await.unwrap();
+    let at = now.to_system_time() + Duration::from_secs(2);
+    log.set_faults(Faults {
+        rate_limit: Some((1, RetryAfter::Date(at))),
+        ..Faults::default()
+    });
+    let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
+        .clock(clock)
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, is_ok).await;
+    assert_eq!(discovered(&events), [66, 86, 163]);
+    // Server-side arrival times: the retry came no sooner than the date asked.
+    let reqs = log.requests();
+    assert_eq!(reqs[0].path, reqs[1].path);
+    let gap = reqs[1].at.duration_since(reqs[0].at);
+    assert!(gap >= Duration::from_secs(2), "{gap:?}");
+    let stats = m.stats();
+    assert_eq!((stats.rate_limited, stats.retries), (1, 1));
+    m.shutdown().await;
+}
+
+#[test]
+fn spawn_names_what_cannot_work() {
+    let key = common::TestLog::new().key;
+    let other_key = common::TestLog::new().key;
+    let rfc = || LogConfig::rfc6962("https://log.example/", key.clone());
+    let field = |b: MonitorBuilder| match b.spawn() {
+        Err(Error::InvalidConfig { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(field(Monitor::builder()), "logs");
+    assert_eq!(
+        field(Monitor::builder().log(rfc()).poll_interval(Duration::ZERO)),
+        "poll_interval"
+    );
+    let mut zero_timeout = ClientConfig::default();
+    zero_timeout.timeout = Duration::ZERO;
+    assert_eq!(
+        field(Monitor::builder().log(rfc()).client_config(zero_timeout)),
+        "client_config.timeout"
+    );
+    // Two logs with one key would share one state.
+    let twin = LogConfig::static_ct("https://twin.example/", "twin.example", key.clone());
+    assert_eq!(field(Monitor::builder().log(rfc()).log(twin)), "logs");
+    let mut unnamed = rfc();
+    unnamed.name = String::new();
+    assert_eq!(field(Monitor::builder().log(unnamed)), "logs.name");
+    let no_origin = LogConfig::static_ct("https://t.example/", "", other_key.clone());
+    assert_eq!(field(Monitor::builder().log(no_origin)), "logs.origin");
+    for url in [
+        "log.example/ct",
+        "ftp://log.example/",
+        "https://log.example/?key=1",
+    ] {
+        let bad = LogConfig::rfc6962(url, other_key.clone());
+        assert_eq!(field(Monitor::builder().log(bad)), "logs.url", "{url}");
+    }
+    // Credentials in a URL never reach a name, Debug or an error.
+    let secret = LogConfig::rfc6962("https://user:hunter2@log.example/", other_key.clone());
+    assert_eq!(secret.name, "https://log.example/");
+    assert!(!format!("{secret:?}").contains("hunter2"));
+    // A configuration that works, but no Tokio runtime to run it on.
+    assert_eq!(field(Monitor::builder().log(rfc())), "runtime");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_intervals_wait_instead_of_overflowing() {
+    // Duration::MAX as the poll interval, then as the pacing interval: the task
+    // waits (a task that panicked would close the stream at once).
+    let log = TestLog::start(Protocol::Rfc6962, 10).await.unwrap();
+    let mut m = Monitor::builder()
+        .log(log.log_config())
+        .poll_interval(Duration::MAX)
+        .client_config(fast_client())
+        .spawn()
+        .unwrap();
+    until(&mut m, is_ok).await;
+    let next = quiet(&mut m).await;
+    assert!(next.is_err(), "poll interval: {next:?}");
+    m.shutdown().await;
+
+    let mut client = fast_client();
+    client.min_interval = Duration::MAX;
+    let mut m = Monitor::builder()
+        .log(log.log_config())
+        .client_config(client)
+        .spawn()
+        .unwrap();
+    // get-sth went out; get-entries waits for the pacing interval.
+    until(&mut m, |e| matches!(e, Event::Backlog { .. })).await;
+    let next = quiet(&mut m).await;
+    assert!(next.is_err(), "pacing interval: {next:?}");
     m.shutdown().await;
 }

@@ -132,7 +132,7 @@ fn broken_documents_and_entries() {
 
 #[test]
 fn monitor_configs_from_the_chrome_list() {
-    use palisade_ct_monitor::monitor::{LogConfig, LogSource};
+    use palisade_ct_monitor::{LogConfig, LogSource};
     let list = LogList::from_json(&common::read("loglist/log_list.json")).unwrap();
     let find =
         |d: &str| LogConfig::from_log_info(list.logs.iter().find(|l| l.description == d).unwrap());

@@ -7,13 +7,21 @@ mod common;
 use std::path::Path;
 
 use common::{b64, hex, hex32, naive};
-use palisade_ct_monitor::merkle::{self, EMPTY_ROOT, verify_consistency, verify_inclusion};
-use palisade_ct_monitor::{CompactRange, Error, Hash, ProofFailure};
+use palisade_ct_monitor::{
+    CompactRange, Error, Hash, ProofFailure, leaf_hash, node_hash, verify_consistency,
+    verify_inclusion,
+};
 use proptest::prelude::*;
 use serde_json::Value;
 
 /// The one vector this crate deliberately disagrees with (see docs/ct-monitor.md):
 /// its roots are the 12-byte string "don't care 2", which a 32-byte `Hash` cannot hold.
+/// SHA-256 of the empty string: the root of the empty tree (RFC 9162 §2.1.1).
+const EMPTY_ROOT: Hash = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
 const INTENDED_DIVERGENCE: &str =
     "consistency/additional/sizes-are-equal-one-and-proof-is-empty.json";
 
@@ -100,7 +108,7 @@ fn pinned_divergence_is_about_hash_length_only() {
     assert_eq!(b64(v["root1"].as_str().unwrap()), b"don't care 2");
     assert!(run("consistency", &v).is_err());
     // The same shape with real 32-byte roots is accepted.
-    let r = merkle::leaf_hash(b"x");
+    let r = leaf_hash(b"x");
     verify_consistency(1, 1, &r, &r, &[]).unwrap();
 }
 
@@ -135,7 +143,7 @@ fn rfc6962_leaves_nodes_and_roots() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| merkle::leaf_hash(&hex(l.as_str().unwrap())))
+        .map(|l| leaf_hash(&hex(l.as_str().unwrap())))
         .collect();
     assert_eq!(leaves.len(), 8);
     // Level-by-level node hashes, built with node_hash.
@@ -154,17 +162,15 @@ fn rfc6962_leaves_nodes_and_roots() {
             .collect();
         assert_eq!(level, want, "level {lvl}");
         if level.len() > 1 {
-            level = level
-                .chunks(2)
-                .map(|p| merkle::node_hash(&p[0], &p[1]))
-                .collect();
+            level = level.chunks(2).map(|p| node_hash(&p[0], &p[1])).collect();
         }
     }
     assert_eq!(
         EMPTY_ROOT,
         hex32(d["empty_tree_root_hex"].as_str().unwrap())
     );
-    assert_eq!(EMPTY_ROOT, merkle::sha256(b""));
+    assert_eq!(EMPTY_ROOT, naive::root(&[]));
+    assert_eq!(CompactRange::new().root(), EMPTY_ROOT);
     let roots = d["roots_by_tree_size_hex"].as_object().unwrap();
     assert_eq!(roots.len(), 9);
     let mut range = CompactRange::new();
@@ -184,7 +190,7 @@ fn rfc6962_leaves_nodes_and_roots() {
 fn compact_range_from_parts_checks_shape() {
     let mut r = CompactRange::new();
     for i in 0..5u8 {
-        r.append(merkle::leaf_hash(&[i]));
+        r.append(leaf_hash(&[i]));
     }
     let back = CompactRange::from_parts(r.size(), r.hashes().to_vec()).unwrap();
     assert_eq!(back, r);
@@ -216,7 +222,7 @@ fn wrong_length_and_index_are_typed() {
 
 #[test]
 fn huge_sizes_do_not_overflow() {
-    let h = merkle::leaf_hash(b"x");
+    let h = leaf_hash(b"x");
     for (index, size) in [
         (u64::MAX - 1, u64::MAX),
         (0, u64::MAX),
@@ -239,7 +245,7 @@ proptest! {
         size in any::<u64>(),
         n in 0usize..70,
     ) {
-        let h = merkle::leaf_hash(b"x");
+        let h = leaf_hash(b"x");
         let proof = vec![h; n];
         let _ = verify_inclusion(index, size, &h, &proof, &h);
         let _ = verify_consistency(index, size, &h, &h, &proof);

@@ -366,3 +366,31 @@ fn non_canonical_encodings_outside_the_sct_list_are_kept_byte_for_byte() {
     let stripped = tbs_without_ct_extensions(&tbs_with(&exts)).unwrap();
     assert_eq!(stripped, tbs_with(&other_ext));
 }
+
+#[test]
+fn an_sct_from_the_future_of_the_clock_does_not_count() {
+    use std::sync::Arc;
+
+    use palisade_core_traits::{ManualClock, Timestamp};
+    let (leaf, issuer) = cloudflare();
+    let list = chrome_list();
+    // The two SCTs are stamped 1,757,531,517,152 and ...172 ms (openssl's dates).
+    let at = |ms: u64| Arc::new(ManualClock::new(Timestamp::from_unix_nanos(ms * 1_000_000)));
+    let verify = |clock: Arc<ManualClock>| {
+        SctVerifier::new(&list)
+            .clock(clock)
+            .verify(&leaf, &issuer, &[])
+            .unwrap()
+    };
+    // Between the two: the first is valid, the second is from the future.
+    let report = verify(at(1_757_531_517_160));
+    let status: Vec<_> = report.scts.iter().map(|c| c.status.clone()).collect();
+    assert_eq!(status, [SctStatus::Valid, SctStatus::FutureTimestamp]);
+    assert!(!report.policy(CtPolicy::Chrome).compliant);
+    assert!(!report.policy(CtPolicy::Apple).compliant);
+    // At the second's own millisecond both count, and both policies are met.
+    let report = verify(at(1_757_531_517_172));
+    assert!(report.scts.iter().all(|c| c.status == SctStatus::Valid));
+    assert!(report.policy(CtPolicy::Chrome).compliant);
+    assert!(report.policy(CtPolicy::Apple).compliant);
+}

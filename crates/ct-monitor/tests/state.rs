@@ -6,7 +6,7 @@ mod common;
 
 use common::{TestLog, naive};
 use palisade_ct_monitor::{
-    Error, FileStateStore, LogProgress, LogVerifier, MemoryStateStore, StateStore, TreeHeadUpdate,
+    Error, FileStateStore, LogVerifier, MemoryStateStore, State, StateStore, TreeHeadUpdate,
 };
 
 #[test]
@@ -22,13 +22,16 @@ fn verifier_state_survives_a_restart_through_the_file_store() {
         v.update_tree_head(log.sth(1024, naive::root(&l), 1), &[])
             .unwrap();
         v.append_leaves(l[..700].iter().copied()).unwrap();
-        store.save(&id, &v.progress().unwrap()).unwrap();
+        store.save(&id, &v.state().unwrap()).unwrap();
     }
     // A new process: a new store on the same directory, a verifier from the file.
     let store = FileStateStore::new(dir.path()).unwrap();
     let p = store.load(&id).unwrap().unwrap();
     assert_eq!(p.range.size(), 700);
-    let mut v = LogVerifier::restore("test", log.key.clone(), p.trusted, p.range).unwrap();
+    let mut v = LogVerifier::builder("test", log.key.clone())
+        .state(p)
+        .build()
+        .unwrap();
     assert_eq!(
         v.append_leaves(l[700..].iter().copied()).unwrap(),
         1024,
@@ -53,19 +56,19 @@ fn crash_before_rename_keeps_the_previous_state() {
     v.update_tree_head(log.sth(1024, naive::root(&l), 1), &[])
         .unwrap();
     v.append_leaves(l[..100].iter().copied()).unwrap();
-    let saved = v.progress().unwrap();
+    let saved = v.state().unwrap();
     store.save(&id, &saved).unwrap();
     // A crash mid-save leaves a half-written temporary file next to the state.
     let path = store.path(&id);
     std::fs::write(
         path.with_extension("json.tmp-99999"),
-        &saved.to_json().as_bytes()[..40],
+        &serde_json::to_vec(&saved).unwrap()[..40],
     )
     .unwrap();
     assert_eq!(store.load(&id).unwrap(), Some(saved.clone()));
     // The next save still works and wins.
     v.append_leaves(l[100..200].iter().copied()).unwrap();
-    store.save(&id, &v.progress().unwrap()).unwrap();
+    store.save(&id, &v.state().unwrap()).unwrap();
     assert_eq!(store.load(&id).unwrap().unwrap().range.size(), 200);
 }
 
@@ -80,7 +83,7 @@ fn damaged_state_is_an_error_not_a_fresh_start() {
     v.update_tree_head(log.sth(1024, naive::root(&l), 1), &[])
         .unwrap();
     v.append_leaves(l[..3].iter().copied()).unwrap();
-    store.save(&id, &v.progress().unwrap()).unwrap();
+    store.save(&id, &v.state().unwrap()).unwrap();
     let good = std::fs::read_to_string(store.path(&id)).unwrap();
     for damaged in [
         good[..good.len() / 2].to_string(),
@@ -95,11 +98,12 @@ fn damaged_state_is_an_error_not_a_fresh_start() {
         );
     }
     // A tree head whose signature was altered on disk is refused on restore.
-    let p = LogProgress::from_json(good.as_bytes()).unwrap();
-    let mut forged = p.trusted.clone();
-    forged.root_hash[0] ^= 1;
+    let mut forged: State = serde_json::from_str(&good).unwrap();
+    forged.trusted.root_hash[0] ^= 1;
     assert!(matches!(
-        LogVerifier::restore("test", log.key.clone(), forged, p.range.clone()),
+        LogVerifier::builder("test", log.key.clone())
+            .state(forged)
+            .build(),
         Err(Error::BadSignature { .. })
     ));
 }
@@ -111,12 +115,13 @@ fn memory_store_round_trip() {
     let store = MemoryStateStore::default();
     let l = common::navigli_leaf_hashes();
     let mut v = LogVerifier::new("test", log.key.clone());
-    assert_eq!(v.progress(), None);
+    assert_eq!(v.state(), None);
     v.update_tree_head(log.sth(1024, naive::root(&l), 1), &[])
         .unwrap();
-    store.save(&id, &v.progress().unwrap()).unwrap();
-    assert_eq!(store.load(&id).unwrap(), v.progress());
+    store.save(&id, &v.state().unwrap()).unwrap();
+    assert_eq!(store.load(&id).unwrap(), v.state());
     assert_eq!(store.load(&[0; 32]).unwrap(), None);
-    let p = v.progress().unwrap();
-    assert_eq!(LogProgress::from_json(p.to_json().as_bytes()).unwrap(), p);
+    let p = v.state().unwrap();
+    let json = serde_json::to_string(&p).unwrap();
+    assert_eq!(serde_json::from_str::<State>(&json).unwrap(), p);
 }

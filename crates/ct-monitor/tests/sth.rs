@@ -5,7 +5,6 @@
 mod common;
 
 use common::{b64, hex};
-use palisade_ct_monitor::checkpoint::{Checkpoint, SignedNote, rfc6962_key_id};
 use palisade_ct_monitor::{
     DigitallySigned, Error, KeyAlgorithm, LogKey, SignedTreeHead, verify_checkpoint,
 };
@@ -189,18 +188,13 @@ fn checkpoint_with_real_signature_verifies_as_the_same_sth() {
     let (note, key, sth) = yeti();
     let got = verify_checkpoint(note.as_bytes(), "example.com", &key).unwrap();
     assert_eq!(got, sth);
-    // Key id from the spec formula, computed here with ring directly.
+    assert_eq!(got.tree_size, 90_785_920);
+    // The signature line's key id is the spec formula, computed here with ring.
     let mut input = b"example.com\n\x05".to_vec();
     input.extend_from_slice(key.log_id());
     let h = ring::digest::digest(&ring::digest::SHA256, &input);
-    assert_eq!(rfc6962_key_id("example.com", key.log_id()), h.as_ref()[..4]);
-    let parsed = SignedNote::parse(note.as_bytes()).unwrap();
-    assert_eq!(parsed.signatures.len(), 1);
-    let cp = Checkpoint::parse(&parsed.text).unwrap();
-    assert_eq!(
-        (cp.origin.as_str(), cp.tree_size),
-        ("example.com", 90_785_920)
-    );
+    let line = note.lines().last().unwrap();
+    assert_eq!(b64(line.rsplit(' ').next().unwrap())[..4], h.as_ref()[..4]);
 }
 
 #[test]

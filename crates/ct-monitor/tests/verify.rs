@@ -7,11 +7,9 @@ mod common;
 
 use common::{TestLog, naive};
 use palisade_core_traits::{EventKind, SecurityEvent, Timestamp};
-use palisade_ct_monitor::entry::parse_data_tile;
-use palisade_ct_monitor::verify::AppendError;
 use palisade_ct_monitor::{
-    Authorizer, LogMisbehaved, LogVerifier, Misbehaviour, TreeHeadUpdate, WatchItem, Watchlist,
-    check_entry, verdict_security_event,
+    AppendError, Authorizer, CertificateInfo, Error, LogMisbehaved, LogVerifier, Misbehaviour,
+    State, TreeHeadUpdate, WatchItem, Watchlist, check_entry, parse_data_tile,
 };
 
 fn misbehaved(e: AppendError) -> LogMisbehaved {
@@ -72,9 +70,29 @@ fn honest_log_advances_and_recomputes_every_root() {
         }
     ));
     // Restoring the stored state gives the same verifier.
-    let back =
-        LogVerifier::restore("navigli-test", log.key.clone(), s1024, v.range().clone()).unwrap();
+    let back = LogVerifier::builder("navigli-test", log.key.clone())
+        .state(v.state().unwrap())
+        .build()
+        .unwrap();
     assert_eq!(back.range(), v.range());
+    assert_eq!(back.trusted(), Some(&s1024));
+    // A pin and a state together are refused: a restored verifier already trusts a head.
+    assert!(matches!(
+        LogVerifier::builder("navigli-test", log.key.clone())
+            .pin(512, naive::root(&l[..512]))
+            .state(v.state().unwrap())
+            .build(),
+        Err(Error::InvalidConfig { field: "pin", .. })
+    ));
+    // A range ahead of its head is refused.
+    let mut ahead: State = v.state().unwrap();
+    ahead.trusted = log.sth(512, naive::root(&l[..512]), 3);
+    assert!(matches!(
+        LogVerifier::builder("navigli-test", log.key.clone())
+            .state(ahead)
+            .build(),
+        Err(Error::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -164,7 +182,7 @@ fn unauthorized_certificate_becomes_a_security_event() {
         .iter()
         .enumerate()
         .find_map(|(i, l)| {
-            let info = palisade_ct_monitor::certificate_info(&l.entry).unwrap();
+            let info = CertificateInfo::from_entry(&l.entry).unwrap();
             let name = info
                 .identifiers
                 .dns_names
@@ -177,9 +195,7 @@ fn unauthorized_certificate_becomes_a_security_event() {
     let list = Watchlist::new([WatchItem::Domain(name.clone())]);
     let v = check_entry(&entry, index, &list, &Authorizer::new());
     let t = Timestamp::from_unix_nanos(1);
-    let ev = verdict_security_event(&v, "navigli2025h2", 0, t)
-        .unwrap()
-        .unwrap();
+    let ev = v.to_security_event("navigli2025h2", 0, t).unwrap().unwrap();
     assert_eq!(ev.kind, EventKind::UnauthorizedCertificate);
     assert_eq!(
         ev.evidence("matched"),
@@ -192,10 +208,7 @@ fn unauthorized_certificate_becomes_a_security_event() {
     let mut auth = Authorizer::new();
     auth.allow_tbs_hash(info.tbs_hash);
     let v = check_entry(&entry, index, &list, &auth);
-    assert_eq!(
-        verdict_security_event(&v, "navigli2025h2", 0, t).unwrap(),
-        None
-    );
+    assert_eq!(v.to_security_event("navigli2025h2", 0, t).unwrap(), None);
 }
 
 #[test]
@@ -213,7 +226,10 @@ fn pinned_tree_is_checked_against_the_first_signed_head() {
         TreeHeadUpdate::Initial
     );
     // With the pin, the same head and any proof the log can make fail.
-    let mut v = LogVerifier::pinned("navigli-test", log.key.clone(), 512, pinned_root);
+    let mut v = LogVerifier::builder("navigli-test", log.key.clone())
+        .pin(512, pinned_root)
+        .build()
+        .unwrap();
     assert_eq!(v.anchor(), Some((512, pinned_root)));
     assert!(v.trusted().is_none());
     let m = v
@@ -251,7 +267,10 @@ fn pinned_tree_is_checked_against_the_first_signed_head() {
 fn pinned_tree_accepts_equal_and_older_consistent_heads() {
     let log = TestLog::new();
     let l = common::navigli_leaf_hashes();
-    let mut v = LogVerifier::pinned("t", log.key.clone(), 778, naive::root(&l[..778]));
+    let mut v = LogVerifier::builder("t", log.key.clone())
+        .pin(778, naive::root(&l[..778]))
+        .build()
+        .unwrap();
     // Older and consistent: nothing trusted yet, the pin stays the anchor.
     let s512 = log.sth(512, naive::root(&l[..512]), 1);
     assert_eq!(
@@ -268,7 +287,10 @@ fn pinned_tree_accepts_equal_and_older_consistent_heads() {
     );
     assert_eq!(v.trusted(), Some(&s778));
     // A bad signature is still a bad signature.
-    let mut p = LogVerifier::pinned("t", log.key.clone(), 778, naive::root(&l[..778]));
+    let mut p = LogVerifier::builder("t", log.key.clone())
+        .pin(778, naive::root(&l[..778]))
+        .build()
+        .unwrap();
     let mut forged = log.sth(1024, naive::root(&l), 3);
     forged.timestamp += 1;
     assert!(matches!(

@@ -10,15 +10,25 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use palisade_ct_monitor::monitor::{Event, Health, LogConfig, Monitor};
+use std::num::NonZeroUsize;
+
 use palisade_ct_monitor::testlog::{Protocol, TestLog};
 use palisade_ct_monitor::{
-    Error, MemoryStateStore, Witness, WitnessPolicy, cosignature_key_id, cosigned_message,
+    Error, Event, Health, LogConfig, MemoryStateStore, Monitor, Witness, WitnessPolicy,
 };
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 const ARCHE: &str = "arche2025h1.staging.ct.transparency.dev";
 const REMORA: &str = "remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2";
+
+/// A k-of-n policy through the builder.
+fn policy(witnesses: Vec<Witness>, k: usize) -> Result<WitnessPolicy, Error> {
+    witnesses
+        .into_iter()
+        .fold(WitnessPolicy::builder(), |b, w| b.witness(w))
+        .threshold(NonZeroUsize::new(k).unwrap())
+        .build()
+}
 
 fn arche() -> Vec<u8> {
     common::read("witness/arche2025h1-cosigned.checkpoint")
@@ -28,7 +38,7 @@ fn arche() -> Vec<u8> {
 fn real_cosigned_checkpoint_verifies_with_the_witness_key() {
     let remora = Witness::from_vkey(REMORA).unwrap();
     assert_eq!(remora.key_id(), [0xda, 0x77, 0xad, 0xe7]);
-    let policy = WitnessPolicy::new(vec![remora], 1).unwrap();
+    let policy = policy(vec![remora], 1).unwrap();
     let cosigs = policy.verify(&arche(), ARCHE).unwrap();
     assert_eq!(cosigs.len(), 1);
     assert_eq!(cosigs[0].witness, "remora.n621.de");
@@ -37,7 +47,7 @@ fn real_cosigned_checkpoint_verifies_with_the_witness_key() {
 
 #[test]
 fn a_changed_checkpoint_or_another_origin_does_not_count() {
-    let policy = WitnessPolicy::new(vec![Witness::from_vkey(REMORA).unwrap()], 1).unwrap();
+    let policy = policy(vec![Witness::from_vkey(REMORA).unwrap()], 1).unwrap();
     let text = String::from_utf8(arche()).unwrap();
     // The tree size changed: the cosignature no longer verifies.
     let changed = text.replace("\n1432088532\n", "\n1432088533\n");
@@ -71,7 +81,7 @@ fn vector_made_with_pyca_cryptography() {
     .unwrap();
     let note = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\
                 \u{2014} witness.example/w1 519lMgAAAABkGFDLBuRDazBLVac2NE+Y+IjbjQOcXLfF9CSDZVUIoS83rE1nFZsVE8YiWV6Ngr7lV8H6bdoBQGP/l73euDMQ9k+bBQ==\n";
-    let cosigs = WitnessPolicy::new(vec![w], 1)
+    let cosigs = policy(vec![w], 1)
         .unwrap()
         .verify(note.as_bytes(), "example.com/behind-the-sofa")
         .unwrap();
@@ -95,12 +105,16 @@ impl RingWitness {
         let key: [u8; 32] = self.pair.public_key().as_ref().try_into().unwrap();
         Witness::new(&self.name, key).unwrap()
     }
-    /// A signature line following c2sp.org/tlog-cosignature.
+    /// A signature line following c2sp.org/tlog-cosignature, built here from the
+    /// spec: key id `SHA-256(name || "\n" || 0x04 || key)[:4]`, then the time and
+    /// the signature over `cosignature/v1\ntime <t>\n` and the note body.
     fn line(&self, body: &str, time: u64) -> String {
-        let key: [u8; 32] = self.pair.public_key().as_ref().try_into().unwrap();
-        let mut raw = cosignature_key_id(&self.name, &key).to_vec();
+        let mut id_input = format!("{}\n\x04", self.name).into_bytes();
+        id_input.extend_from_slice(self.pair.public_key().as_ref());
+        let mut raw = ring::digest::digest(&ring::digest::SHA256, &id_input).as_ref()[..4].to_vec();
         raw.extend(time.to_be_bytes());
-        raw.extend(self.pair.sign(&cosigned_message(time, body)).as_ref());
+        let message = format!("cosignature/v1\ntime {time}\n{body}");
+        raw.extend(self.pair.sign(message.as_bytes()).as_ref());
         format!("\u{2014} {} {}\n", self.name, STANDARD.encode(raw))
     }
 }
@@ -118,7 +132,7 @@ fn k_of_n_policy_with_ring_cosignatures() {
         RingWitness::new("w.example/b", 2),
         RingWitness::new("w.example/c", 3),
     ];
-    let policy = WitnessPolicy::new(vec![a.public(), b.public(), c.public()], 2).unwrap();
+    let policy = policy(vec![a.public(), b.public(), c.public()], 2).unwrap();
     let stranger = RingWitness::new("w.example/stranger", 9);
     // Two of three, with an unknown key's line in between: accepted.
     let two = note(&[a.line(BODY, 10), stranger.line(BODY, 10), c.line(BODY, 11)]);
@@ -160,16 +174,47 @@ fn k_of_n_policy_with_ring_cosignatures() {
 #[test]
 fn bad_policies_and_keys_are_refused() {
     let a = RingWitness::new("w.example/a", 1).public();
-    assert!(WitnessPolicy::new(vec![a.clone()], 0).is_err());
-    assert!(WitnessPolicy::new(vec![a.clone()], 2).is_err());
-    assert!(WitnessPolicy::new(vec![a.clone(), a.clone()], 1).is_err());
+    let b = RingWitness::new("w.example/b", 2).public();
+    // A threshold of 0 is unrepresentable (NonZeroUsize); one above n, a witness
+    // listed twice and no witness at all are refused by build().
+    assert!(matches!(
+        policy(vec![a.clone()], 2),
+        Err(Error::InvalidConfig {
+            field: "threshold",
+            ..
+        })
+    ));
+    assert!(matches!(
+        policy(vec![a.clone(), a.clone()], 1),
+        Err(Error::InvalidConfig {
+            field: "witnesses",
+            ..
+        })
+    ));
+    assert!(matches!(
+        WitnessPolicy::builder().build(),
+        Err(Error::InvalidConfig {
+            field: "witnesses",
+            ..
+        })
+    ));
+    // Without a threshold every witness must cosign.
+    let all = WitnessPolicy::builder()
+        .witness(a.clone())
+        .witness(b)
+        .build()
+        .unwrap();
+    assert_eq!(all.threshold(), 2);
     // A witness named like the log would be confused with the log's own lines.
     let log_named = RingWitness::new("example.com/log", 5);
-    let policy = WitnessPolicy::new(vec![log_named.public()], 1).unwrap();
+    let policy = policy(vec![log_named.public()], 1).unwrap();
     let n = note(&[log_named.line(BODY, 1)]);
     assert!(matches!(
         policy.verify(&n, "example.com/log"),
-        Err(Error::Config(_))
+        Err(Error::InvalidConfig {
+            field: "witnesses",
+            ..
+        })
     ));
     for bad in [
         "no-plus",
@@ -190,7 +235,7 @@ async fn monitor_refuses_to_advance_without_the_witness_quorum() {
     let log = TestLog::start(Protocol::StaticCt, 300).await.unwrap();
     let w = RingWitness::new("w.example/a", 1);
     let mut cfg: LogConfig = log.log_config();
-    cfg.witnesses = Some(WitnessPolicy::new(vec![w.public()], 1).unwrap());
+    cfg.witnesses = Some(policy(vec![w.public()], 1).unwrap());
     let store = Arc::new(MemoryStateStore::default());
     let mut m = Monitor::builder()
         .log(cfg)
@@ -222,9 +267,23 @@ async fn monitor_refuses_to_advance_without_the_witness_quorum() {
     // An RFC 6962 log cannot carry cosignatures: refused at spawn.
     let rfc = TestLog::start(Protocol::Rfc6962, 10).await.unwrap();
     let mut cfg = rfc.log_config();
-    cfg.witnesses = Some(WitnessPolicy::new(vec![w.public()], 1).unwrap());
+    cfg.witnesses = Some(policy(vec![w.public()], 1).unwrap());
     assert!(matches!(
         Monitor::builder().log(cfg).spawn(),
-        Err(Error::Config(_))
+        Err(Error::InvalidConfig {
+            field: "logs.witnesses",
+            ..
+        })
+    ));
+    // Nor can a witness named like the log: refused at spawn, before any poll.
+    let mut cfg = log.log_config();
+    let log_named = RingWitness::new(&log.origin(), 7).public();
+    cfg.witnesses = Some(policy(vec![log_named], 1).unwrap());
+    assert!(matches!(
+        Monitor::builder().log(cfg).spawn(),
+        Err(Error::InvalidConfig {
+            field: "logs.witnesses",
+            ..
+        })
     ));
 }

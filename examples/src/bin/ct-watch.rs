@@ -18,17 +18,13 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_ct_monitor::monitor::{Event, Health, Monitor};
 use palisade_ct_monitor::testlog::{Protocol, TestLog};
 use palisade_ct_monitor::{
-    Authorizer, FileStateStore, LogList, MemoryStateStore, Misbehaviour, StateStore, Watchlist,
+    Authorizer, Event, FileStateStore, Health, LogList, MemoryStateStore, Misbehaviour, Monitor,
+    StateStore, Watchlist,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
-
-fn hex(h: &[u8]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn print(monitor: &Monitor, e: &Event) {
     match e {
@@ -64,8 +60,8 @@ fn print(monitor: &Monitor, e: &Event) {
                 Misbehaviour::Fork { trusted, other } => format!(
                     "fork: two signed heads of size {} with roots {} and {}",
                     trusted.tree_size,
-                    hex(&trusted.root_hash),
-                    hex(&other.root_hash)
+                    hex::encode(trusted.root_hash),
+                    hex::encode(other.root_hash)
                 ),
                 Misbehaviour::InconsistentTreeHeads { old, new, .. } => format!(
                     "heads {} and {} are not consistent",
@@ -107,12 +103,12 @@ async fn local() -> Res<()> {
     );
     let mut authorizer = Authorizer::new();
     // Our own key: entry 413's SubjectPublicKeyInfo hash (a herokuappdev.com name).
-    let spki = "4febbf3d615875f7b5209e78d5f17d966d0f742469ac7504779ba0c83a6801b3";
-    let mut hash = [0u8; 32];
-    for (i, b) in hash.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&spki[2 * i..2 * i + 2], 16)?;
-    }
-    authorizer.allow_spki_hash(hash);
+    let mut spki = [0u8; 32];
+    hex::decode_to_slice(
+        "4febbf3d615875f7b5209e78d5f17d966d0f742469ac7504779ba0c83a6801b3",
+        &mut spki,
+    )?;
+    authorizer.allow_spki_hash(spki);
     let (mut rfc_log, mut tiled_log) = (rfc.log_config(), tiled.log_config());
     rfc_log.name = "local-rfc6962".into();
     tiled_log.name = "local-static-ct".into();

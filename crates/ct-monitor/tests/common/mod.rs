@@ -19,15 +19,7 @@ pub fn json(rel: &str) -> serde_json::Value {
 }
 
 pub fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2), "odd hex {s}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-pub fn hex_string(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::decode(s).unwrap()
 }
 
 pub fn hex32(s: &str) -> [u8; 32] {
@@ -55,84 +47,7 @@ pub fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
     out
 }
 
-/// Naive RFC 6962 §2.1 reference implementation, written independently of the crate.
-pub mod naive {
-    use ring::digest::{SHA256, digest};
-
-    pub type H = [u8; 32];
-
-    fn sha(parts: &[&[u8]]) -> H {
-        let mut v = Vec::new();
-        for p in parts {
-            v.extend_from_slice(p);
-        }
-        digest(&SHA256, &v).as_ref().try_into().unwrap()
-    }
-
-    pub fn leaf(d: &[u8]) -> H {
-        sha(&[&[0], d])
-    }
-
-    fn split(n: usize) -> usize {
-        let mut k = 1;
-        while k * 2 < n {
-            k *= 2;
-        }
-        k
-    }
-
-    /// MTH(D[n]) over leaf hashes.
-    pub fn root(leaves: &[H]) -> H {
-        match leaves.len() {
-            0 => sha(&[]),
-            1 => leaves[0],
-            n => {
-                let k = split(n);
-                sha(&[&[1], &root(&leaves[..k]), &root(&leaves[k..])])
-            }
-        }
-    }
-
-    /// PATH(m, D[n]).
-    pub fn path(m: usize, leaves: &[H]) -> Vec<H> {
-        let n = leaves.len();
-        if n <= 1 {
-            return vec![];
-        }
-        let k = split(n);
-        if m < k {
-            let mut p = path(m, &leaves[..k]);
-            p.push(root(&leaves[k..]));
-            p
-        } else {
-            let mut p = path(m - k, &leaves[k..]);
-            p.push(root(&leaves[..k]));
-            p
-        }
-    }
-
-    /// PROOF(m, D[n]) = SUBPROOF(m, D[n], true).
-    pub fn proof(m: usize, leaves: &[H]) -> Vec<H> {
-        subproof(m, leaves, true)
-    }
-
-    fn subproof(m: usize, leaves: &[H], b: bool) -> Vec<H> {
-        let n = leaves.len();
-        if m == n {
-            return if b { vec![] } else { vec![root(leaves)] };
-        }
-        let k = split(n);
-        if m <= k {
-            let mut p = subproof(m, &leaves[..k], b);
-            p.push(root(&leaves[k..]));
-            p
-        } else {
-            let mut p = subproof(m - k, &leaves[k..], false);
-            p.push(root(&leaves[..k]));
-            p
-        }
-    }
-}
+pub mod naive;
 
 /// A log whose P-256 key is generated here (real logs' private keys are not public).
 pub struct TestLog {
@@ -192,7 +107,7 @@ pub fn navigli_leaf_hashes() -> Vec<palisade_ct_monitor::Hash> {
         .iter()
         .flat_map(|n| {
             let d = read(&format!("static-ct/navigli2025h2/tile/data/{n}"));
-            palisade_ct_monitor::entry::parse_data_tile(&d)
+            palisade_ct_monitor::parse_data_tile(&d)
                 .unwrap()
                 .iter()
                 .map(|l| l.leaf_hash())

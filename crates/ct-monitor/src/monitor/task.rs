@@ -1,0 +1,612 @@
+//! One log's task: poll the head, verify it, read and check the entries, hand
+//! alerts over, save progress.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_core_traits::Clock;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::config::LogConfig;
+use super::delivery::{Envelope, Outbox, Seen, Stopped, or_stop};
+use super::event::{Event, Health};
+use super::tiles::TileCache;
+use crate::check::{Verdict, check_log_entry, check_tile_leaf};
+use crate::checkpoint::checkpoint_tree_head;
+use crate::client::{Rfc6962Client, StaticCtClient};
+use crate::entry::{ExtraData, MerkleTreeLeaf, SignedEntry, TILE_WIDTH, parse_data_tile};
+use crate::error::Error;
+use crate::merkle::{CompactRange, Hash, leaf_hash};
+use crate::responses::{consistency_proof_ranges, perfect_subtrees, tile_path};
+use crate::state::{State, StateStore};
+use crate::sth::SignedTreeHead;
+use crate::telemetry::{self, Counters};
+use crate::verify::{AppendError, LogMisbehaved, LogVerifier, Misbehaviour};
+use crate::watch::{Authorizer, SharedWatchlist, Watchlist};
+
+/// What every log's task shares.
+pub(super) struct Shared {
+    pub(super) watchlist: SharedWatchlist,
+    pub(super) authorizer: Authorizer,
+    pub(super) store: Arc<dyn StateStore>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) poll_interval: Duration,
+    pub(super) batch_size: u64,
+    pub(super) start_at_end: bool,
+    pub(super) seen: Mutex<Seen>,
+}
+
+pub(super) enum Source {
+    Rfc6962(Rfc6962Client),
+    StaticCt(StaticCtClient, String),
+}
+
+/// Why a step did not complete.
+enum Halt {
+    Stop,
+    /// Nothing more to read (a read-only log at its final head).
+    Finished(String),
+    Misbehaved(Box<LogMisbehaved>),
+    Failed(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<Box<LogMisbehaved>> for Halt {
+    fn from(m: Box<LogMisbehaved>) -> Self {
+        Self::Misbehaved(m)
+    }
+}
+
+impl From<Stopped> for Halt {
+    fn from(_: Stopped) -> Self {
+        Self::Stop
+    }
+}
+
+/// A verifier that refused leaves or a proof for a reason that is not the log's
+/// misbehaviour: the engine asked for something its state does not allow.
+fn append_error(log: &str, e: AppendError) -> Halt {
+    match e {
+        AppendError::Misbehaved(m) => Halt::Misbehaved(m),
+        other => Halt::Failed(Error::BadState {
+            path: None,
+            reason: format!("{log}: verifier refused: {other:?}"),
+        }),
+    }
+}
+
+pub(super) struct LogTask {
+    cfg: LogConfig,
+    source: Source,
+    verifier: Option<LogVerifier>,
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    saved: Option<State>,
+    healthy: Option<bool>,
+    /// When the task started and when its last poll succeeded (`clock.monotonic()`).
+    started: Duration,
+    last_good: Option<Duration>,
+}
+
+/// One entry of a batch, owned, with what the verifier and matcher need.
+struct Fetched {
+    index: u64,
+    leaf_hash: Hash,
+    timestamp: u64,
+    verdict: Verdict,
+}
+
+impl LogTask {
+    pub(super) fn new(
+        cfg: LogConfig,
+        source: Source,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Envelope>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let started = shared.clock.monotonic();
+        Self {
+            cfg,
+            source,
+            verifier: None,
+            shared,
+            outbox: Outbox::new(tx, stop),
+            saved: None,
+            healthy: None,
+            started,
+            last_good: None,
+        }
+    }
+
+    fn log_id(&self) -> Hash {
+        *self.cfg.key.log_id()
+    }
+
+    async fn send(&self, event: Event) -> Result<(), Halt> {
+        Ok(self.outbox.send(event).await?)
+    }
+
+    async fn save(&mut self) -> Result<(), Halt> {
+        let Some(state) = self.verifier.as_ref().and_then(LogVerifier::state) else {
+            return Ok(());
+        };
+        if self.saved.as_ref() == Some(&state) {
+            return Ok(());
+        }
+        let store = self.shared.store.clone();
+        let id = self.log_id();
+        let s = state.clone();
+        // Not interruptible by a stop: a handed-over event's progress must land.
+        tokio::task::spawn_blocking(move || store.save(&id, &s))
+            .await
+            .map_err(|e| Error::BadState {
+                path: None,
+                reason: format!("state save task: {e}"),
+            })??;
+        self.shared.counters.saved();
+        self.saved = Some(state);
+        Ok(())
+    }
+
+    /// The verifier from the stored state, if there is one.
+    async fn restore(&mut self) -> Result<Option<LogVerifier>, Error> {
+        let store = self.shared.store.clone();
+        let id = self.log_id();
+        let loaded = tokio::task::spawn_blocking(move || store.load(&id))
+            .await
+            .map_err(|e| Error::BadState {
+                path: None,
+                reason: format!("state load task: {e}"),
+            })??;
+        let Some(state) = loaded else {
+            return Ok(None);
+        };
+        let v = LogVerifier::builder(self.cfg.name.clone(), self.cfg.key.clone())
+            .state(state.clone())
+            .build()?;
+        self.saved = Some(state);
+        Ok(Some(v))
+    }
+
+    pub(super) async fn run(mut self) {
+        let span = tracing::info_span!("ct_log", log = %self.cfg.name);
+        async move {
+            match self.restore().await {
+                Ok(v) => self.verifier = v,
+                Err(e) => {
+                    let reason = format!("stored state unusable: {e}");
+                    tracing::warn!(%reason, "log stopped");
+                    let _ = self.health(Health::Stopped { reason }).await;
+                    return;
+                }
+            }
+            let mut stop = self.outbox.stop();
+            loop {
+                let poll_started = self.shared.clock.monotonic();
+                let step = self
+                    .step()
+                    .instrument(tracing::debug_span!("ct_poll"))
+                    .await;
+                match step {
+                    Ok(()) => {
+                        self.polled(true);
+                        if self.healthy != Some(true) && self.health(Health::Ok).await.is_err() {
+                            return;
+                        }
+                        self.healthy = Some(true);
+                    }
+                    Err(Halt::Stop) => return,
+                    Err(Halt::Finished(reason)) => {
+                        self.polled(true);
+                        tracing::info!(%reason, "log stopped");
+                        let _ = self.health(Health::Stopped { reason }).await;
+                        return;
+                    }
+                    Err(Halt::Misbehaved(m)) => {
+                        let kind = m.evidence.kind();
+                        self.shared.counters.misbehaviour(&self.cfg.name, kind);
+                        let reason = format!("log misbehaved: {kind}");
+                        if self.send(Event::LogMisbehaved(m)).await.is_ok() {
+                            let _ = self.health(Health::Stopped { reason }).await;
+                        }
+                        return;
+                    }
+                    Err(Halt::Failed(e)) => {
+                        self.polled(false);
+                        tracing::warn!(error = %e, "poll failed");
+                        self.healthy = Some(false);
+                        let health = Health::Failing {
+                            error: e.to_string(),
+                        };
+                        if self.health(health).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // The interval runs from the start of the poll, on the monotonic clock.
+                let next = poll_started.saturating_add(self.shared.poll_interval);
+                let pause = tokio::time::sleep(next.saturating_sub(self.shared.clock.monotonic()));
+                if or_stop(&mut stop, pause).await.is_err() {
+                    return;
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Counts a finished poll and reports where the log stands.
+    fn polled(&mut self, ok: bool) {
+        let now = self.shared.clock.monotonic();
+        if ok {
+            self.last_good = Some(now);
+        }
+        self.shared.counters.poll(&self.cfg.name, ok);
+        let since = now.saturating_sub(self.last_good.unwrap_or(self.started));
+        self.gauges(Some(since.as_secs_f64()));
+    }
+
+    fn gauges(&self, since_good_poll: Option<f64>) {
+        let (verified, size) = self.verifier.as_ref().map_or((0, 0), |v| {
+            (v.range().size(), v.trusted().map_or(0, |t| t.tree_size))
+        });
+        telemetry::progress(
+            &self.cfg.name,
+            verified,
+            size.saturating_sub(verified),
+            since_good_poll,
+        );
+    }
+
+    async fn health(&mut self, health: Health) -> Result<(), Halt> {
+        let log = self.cfg.name.clone();
+        self.send(Event::Health { log, health }).await
+    }
+
+    async fn tree_head(&mut self) -> Result<SignedTreeHead, Halt> {
+        let key = self.cfg.key.clone();
+        let witnesses = self.cfg.witnesses.clone();
+        let fut = async {
+            match &mut self.source {
+                Source::Rfc6962(c) => c.get_sth().await,
+                Source::StaticCt(c, origin) => {
+                    let note = c.checkpoint().await?;
+                    if let Some(policy) = &witnesses {
+                        policy.verify(&note, origin)?;
+                    }
+                    checkpoint_tree_head(&note, origin, &key)
+                }
+            }
+        };
+        Ok(fut.await?)
+    }
+
+    /// One poll: fetch the head, verify it against the trusted one, process entries.
+    async fn step(&mut self) -> Result<(), Halt> {
+        let mut stop = self.outbox.stop();
+        let sth = or_stop(&mut stop, self.tree_head()).await??;
+        if let Some((size, root)) = self.cfg.final_tree_head
+            && (sth.tree_size > size || (sth.tree_size == size && sth.root_hash != root))
+        {
+            return Err(Error::BadTreeHead {
+                what: "tree head",
+                reason: format!(
+                    "{}: head of size {} contradicts the log list's final tree head of size {size}",
+                    self.cfg.name, sth.tree_size
+                ),
+            }
+            .into());
+        }
+        match self
+            .verifier
+            .as_ref()
+            .and_then(LogVerifier::trusted)
+            .cloned()
+        {
+            None => or_stop(&mut stop, self.init(sth)).await??,
+            Some(trusted) => {
+                let proof = if sth.tree_size == trusted.tree_size {
+                    Vec::new()
+                } else {
+                    let (m, n) = if sth.tree_size < trusted.tree_size {
+                        (sth.tree_size, trusted.tree_size)
+                    } else {
+                        (trusted.tree_size, sth.tree_size)
+                    };
+                    if m == 0 {
+                        Vec::new()
+                    } else {
+                        or_stop(&mut stop, self.consistency(m, n)).await??
+                    }
+                };
+                if let Some(v) = self.verifier.as_mut() {
+                    v.update_tree_head(sth, &proof)?;
+                }
+            }
+        }
+        self.save().await?;
+        self.catch_up().await?;
+        let verified = self.verifier.as_ref().map_or(0, |v| v.range().size());
+        match self.cfg.final_tree_head {
+            Some((size, _)) if verified == size => Err(Halt::Finished(format!(
+                "read-only log read to its final tree head ({size} entries)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn consistency(&mut self, m: u64, n: u64) -> Result<Vec<Hash>, Halt> {
+        match &mut self.source {
+            Source::Rfc6962(c) => Ok(c.get_sth_consistency(m, n).await?),
+            Source::StaticCt(c, _) => {
+                let mut tiles = TileCache::default();
+                let mut proof = Vec::new();
+                for (a, b) in consistency_proof_ranges(m, n) {
+                    proof.push(tiles.range_root(c, a, b, n).await?);
+                }
+                Ok(proof)
+            }
+        }
+    }
+
+    /// First head of a log with no stored progress.
+    async fn init(&mut self, sth: SignedTreeHead) -> Result<(), Halt> {
+        let mut v = LogVerifier::new(self.cfg.name.clone(), self.cfg.key.clone());
+        v.update_tree_head(sth.clone(), &[])?;
+        let n = sth.tree_size;
+        if !self.shared.start_at_end || n == 0 {
+            self.verifier = Some(v);
+            return Ok(());
+        }
+        let range = match &mut self.source {
+            Source::Rfc6962(c) => {
+                // The audit path of the last leaf is the compact range before it.
+                let last = c.get_entries(n - 1, n - 1).await?;
+                let leaf = leaf_hash(&last[0].leaf_input);
+                let (index, proof) = c.get_proof_by_hash(&leaf, n).await?;
+                if index != n - 1 {
+                    return Err(Error::BadTreeHead {
+                        what: "get-proof-by-hash",
+                        reason: format!(
+                            "{}: last leaf reported at index {index}, not {}; cannot start at the end",
+                            self.cfg.name,
+                            n - 1
+                        ),
+                    }
+                    .into());
+                }
+                v.check_inclusion(n - 1, leaf, &proof)
+                    .map_err(|e| append_error(&self.cfg.name, e))?;
+                let mut range = CompactRange::from_parts(n - 1, proof.into_iter().rev().collect())?;
+                range.append(leaf);
+                range
+            }
+            Source::StaticCt(c, _) => {
+                let mut tiles = TileCache::default();
+                let mut hashes = Vec::new();
+                for (level, index) in perfect_subtrees(0, n) {
+                    hashes.push(tiles.node(c, level, index, n).await?);
+                }
+                CompactRange::from_parts(n, hashes)?
+            }
+        };
+        if range.root() != sth.root_hash {
+            return Err(Box::new(LogMisbehaved {
+                log: self.cfg.name.clone(),
+                log_id: self.log_id(),
+                evidence: Misbehaviour::RootMismatch {
+                    sth,
+                    computed: range.root(),
+                },
+            })
+            .into());
+        }
+        let state = State {
+            trusted: sth,
+            range,
+        };
+        self.verifier = Some(
+            LogVerifier::builder(self.cfg.name.clone(), self.cfg.key.clone())
+                .state(state)
+                .build()?,
+        );
+        Ok(())
+    }
+
+    /// Processes entries up to the trusted tree size.
+    async fn catch_up(&mut self) -> Result<(), Halt> {
+        loop {
+            let Some(v) = self.verifier.as_ref() else {
+                return Ok(());
+            };
+            let pos = v.range().size();
+            let size = v.trusted().map_or(0, |t| t.tree_size);
+            if pos >= size {
+                return Ok(());
+            }
+            self.gauges(None);
+            let log = self.cfg.name.clone();
+            self.send(Event::Backlog {
+                log,
+                verified: pos,
+                tree_size: size,
+            })
+            .await?;
+            let mut stop = self.outbox.stop();
+            let batch = or_stop(&mut stop, self.fetch(pos, size)).await??;
+            let (n, mut matches) = (batch.len() as u64, 0);
+            for entry in batch {
+                matches += u64::from(matches_an_item(&entry.verdict));
+                self.process(entry).await?;
+            }
+            self.shared.counters.entries(&self.cfg.name, n, matches);
+            self.save().await?;
+        }
+    }
+
+    async fn fetch(&mut self, pos: u64, size: u64) -> Result<Vec<Fetched>, Halt> {
+        let watchlist = self.shared.watchlist.load();
+        let auth = &self.shared.authorizer;
+        match &mut self.source {
+            Source::Rfc6962(c) => {
+                let end = pos.saturating_add(self.shared.batch_size).min(size) - 1;
+                let raw = c.get_entries(pos, end).await?;
+                Ok(raw
+                    .iter()
+                    .zip(pos..)
+                    .map(|(e, index)| {
+                        let (timestamp, verdict) = match MerkleTreeLeaf::parse(&e.leaf_input) {
+                            Err(err) => (0, malformed(&watchlist, err.to_string())),
+                            Ok(leaf) => (
+                                leaf.entry.timestamp,
+                                match (
+                                    leaf.entry.entry,
+                                    ExtraData::parse(&leaf.entry, &e.extra_data),
+                                ) {
+                                    (_, Err(err)) => {
+                                        malformed(&watchlist, format!("extra_data: {err}"))
+                                    }
+                                    (
+                                        SignedEntry::Precert { .. },
+                                        Ok(ExtraData::Precert {
+                                            pre_certificate, ..
+                                        }),
+                                    ) => check_log_entry(
+                                        &leaf.entry,
+                                        Some(pre_certificate),
+                                        index,
+                                        &watchlist,
+                                        auth,
+                                    ),
+                                    _ => {
+                                        check_log_entry(&leaf.entry, None, index, &watchlist, auth)
+                                    }
+                                },
+                            ),
+                        };
+                        Fetched {
+                            index,
+                            leaf_hash: leaf_hash(&e.leaf_input),
+                            timestamp,
+                            verdict,
+                        }
+                    })
+                    .collect())
+            }
+            Source::StaticCt(c, _) => {
+                let tile = pos / TILE_WIDTH as u64;
+                let start = tile * TILE_WIDTH as u64;
+                let width = (size - start).min(TILE_WIDTH as u64) as usize;
+                let bytes = c.data_tile(tile, width).await?;
+                let path = tile_path(None, tile, width);
+                let leaves =
+                    parse_data_tile(&bytes).map_err(|e| c.tile_error(&path, e.to_string()))?;
+                if leaves.len() < width {
+                    return Err(c
+                        .tile_error(&path, format!("{} entries, {width} needed", leaves.len()))
+                        .into());
+                }
+                let skip = (pos - start) as usize;
+                Ok(leaves[skip..width]
+                    .iter()
+                    .zip(pos..)
+                    .map(|(leaf, index)| Fetched {
+                        index,
+                        leaf_hash: leaf.leaf_hash(),
+                        timestamp: leaf.entry.timestamp,
+                        verdict: check_tile_leaf(leaf, index, &watchlist, auth),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    async fn process(&mut self, entry: Fetched) -> Result<(), Halt> {
+        let log = self.cfg.name.clone();
+        let event = match entry.verdict {
+            Verdict::Unauthorized { info, matches } => {
+                let first = self
+                    .shared
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .first_sighting(info.tbs_hash);
+                if !first {
+                    self.shared.counters.duplicate();
+                }
+                first.then_some(Event::Discovered {
+                    log,
+                    index: entry.index,
+                    timestamp: entry.timestamp,
+                    info,
+                    matches,
+                })
+            }
+            Verdict::Malformed { reason, matches } if !matches.is_empty() => {
+                Some(Event::Malformed {
+                    log,
+                    index: entry.index,
+                    reason,
+                    matches,
+                })
+            }
+            _ => None,
+        };
+        let appended = match self.verifier.as_mut() {
+            Some(v) => v.append_leaves([entry.leaf_hash]),
+            None => Err(AppendError::NoTrustedTreeHead),
+        };
+        if let Err(e) = appended {
+            // Fail towards alerting: the entry's event still goes out, but the
+            // progress stays before it.
+            if let Some(event) = event {
+                let kind = alert_kind(&event);
+                self.send(event).await?;
+                self.alerted(entry.index, kind);
+            }
+            return Err(append_error(&self.cfg.name, e));
+        }
+        if let Some(event) = event {
+            let kind = alert_kind(&event);
+            self.outbox.hand_over(event).await?;
+            self.alerted(entry.index, kind);
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    fn alerted(&self, index: u64, kind: &'static str) {
+        tracing::info!(index, kind, "alert emitted");
+        self.shared.counters.alert(&self.cfg.name, kind);
+    }
+}
+
+fn malformed(watchlist: &Watchlist, reason: String) -> Verdict {
+    Verdict::Malformed {
+        reason,
+        matches: watchlist.match_all(),
+    }
+}
+
+/// Whether a verdict matched a watch item (authorized or not).
+fn matches_an_item(v: &Verdict) -> bool {
+    match v {
+        Verdict::Authorized { .. } | Verdict::Unauthorized { .. } => true,
+        Verdict::Malformed { matches, .. } => !matches.is_empty(),
+        _ => false,
+    }
+}
+
+fn alert_kind(e: &Event) -> &'static str {
+    match e {
+        Event::Malformed { .. } => "malformed",
+        _ => "discovered",
+    }
+}
