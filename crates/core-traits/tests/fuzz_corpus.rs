@@ -1,8 +1,10 @@
-//! Replays the committed cargo-fuzz corpus of `security_event_json` on stable.
+//! Replays the committed cargo-fuzz corpora of `security_event_json` and `client_ip` on
+//! stable, through the same entry points as the fuzz targets (`fuzzing`, feature
+//! `fuzzing`).
 //!
-//! Every file must parse or fail without panicking. Seed files named `ok-*` must
-//! parse and round-trip; seeds named `bad-*` must be rejected. Files the fuzzer adds
-//! (hash names) only have to not panic.
+//! Every file must be answered without a panic (an accepted event must round-trip
+//! exactly). Seed files named `ok-*` must parse; seeds named `bad-*` must be rejected.
+//! Files the fuzzer adds (hash names) only have to not panic.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ fn fuzz_corpus_security_event_json_replays() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&path).unwrap();
+        palisade_core_traits::fuzzing::security_event_json(&bytes);
         let parsed = SecurityEvent::from_json(&bytes);
         if name.starts_with("ok-") {
             let event = parsed.unwrap_or_else(|e| panic!("{name} must parse: {e}"));
@@ -48,7 +51,7 @@ fn fuzz_corpus_client_ip_replays() {
     let mut seeds = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
-        palisade_core_traits::fuzz_client_ip(&std::fs::read(&path).unwrap());
+        palisade_core_traits::fuzzing::client_ip(&std::fs::read(&path).unwrap());
         seeds += 1;
     }
     assert!(seeds >= 5, "corpus seeds missing from {}", dir.display());
