@@ -512,6 +512,15 @@ approval = "10m"
         e.approve(1, at(10_601)),
         Err(Error::ApprovalExpired { id: 1, .. })
     ));
+    // Counted: three events, two approvals requested, one duplicate, one approved step
+    // executed; the approved decision expired, the late one is gone.
+    let s = e.stats();
+    assert_eq!((s.events_evaluated, s.events_ignored), (3, 0));
+    assert_eq!(
+        (s.steps_await_approval, s.steps_execute, s.suppressed_duplicate),
+        (2, 1, 1)
+    );
+    assert_eq!((s.expired, s.active_decisions), (1, 0));
 }
 
 #[test]
