@@ -517,7 +517,11 @@ approval = "10m"
     let s = e.stats();
     assert_eq!((s.events_evaluated, s.events_ignored), (3, 0));
     assert_eq!(
-        (s.steps_await_approval, s.steps_execute, s.suppressed_duplicate),
+        (
+            s.steps_await_approval,
+            s.steps_execute,
+            s.suppressed_duplicate
+        ),
         (2, 1, 1)
     );
     assert_eq!((s.expired, s.active_decisions), (1, 0));
