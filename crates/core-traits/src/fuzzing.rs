@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use crate::{ForwardedHeader, IpNetwork, SecurityEvent, TrustedProxies, canonical_ip};
+use crate::{
+    ForwardedHeader, IpNetwork, RequestContext, SecurityEvent, TrustedProxies, canonical_ip,
+};
 
 /// Target `security_event_json`: untrusted JSON into a [`SecurityEvent`]. Never panics;
 /// whatever is accepted survives a round trip through [`SecurityEvent::to_json`] exactly.
@@ -13,6 +15,19 @@ pub fn security_event_json(data: &[u8]) {
         let json = event.to_json();
         let back = SecurityEvent::from_json(json.as_bytes());
         assert_eq!(back.ok().as_ref(), Some(&event), "round trip of {json}");
+    }
+}
+
+/// Target `request_context_json`: untrusted JSON into a [`RequestContext`]. Never
+/// panics; whatever is accepted has a canonical peer address and survives a round trip
+/// through its JSON exactly.
+pub fn request_context_json(data: &[u8]) {
+    if let Ok(ctx) = RequestContext::from_json(data) {
+        assert_eq!(ctx.peer_ip, canonical_ip(ctx.peer_ip), "peer not canonical");
+        let json = serde_json::to_vec(&ctx).unwrap_or_default();
+        let back = RequestContext::from_json(&json);
+        assert_eq!(back.ok().as_ref(), Some(&ctx), "round trip");
+        let _ = (ctx.user_agent(), ctx.header("x-forwarded-for"));
     }
 }
 

@@ -1,5 +1,5 @@
-//! Replays the committed cargo-fuzz corpora of `security_event_json` and `client_ip` on
-//! stable, through the same entry points as the fuzz targets (`fuzzing`, feature
+//! Replays the committed cargo-fuzz corpora of `security_event_json`,
+//! `request_context_json` and `client_ip` on stable, through the same entry points as the fuzz targets (`fuzzing`, feature
 //! `fuzzing`).
 //!
 //! Every file must be answered without a panic (an accepted event must round-trip
@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use palisade_core_traits::SecurityEvent;
+use palisade_core_traits::{RequestContext, SecurityEvent};
 
 #[test]
 fn fuzz_corpus_security_event_json_replays() {
@@ -39,6 +39,32 @@ fn fuzz_corpus_security_event_json_replays() {
     assert!(
         seen.0 >= 4 && seen.1 >= 10,
         "corpus seeds missing from {}: {seen:?}",
+        dir.display()
+    );
+}
+
+#[test]
+fn fuzz_corpus_request_context_json_replays() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/request_context_json");
+    let (mut ok, mut bad) = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        palisade_core_traits::fuzzing::request_context_json(&bytes);
+        let parsed = RequestContext::from_json(&bytes);
+        if name.starts_with("ok-") {
+            parsed.unwrap_or_else(|e| panic!("{name} must parse: {e}"));
+            ok += 1;
+        } else if name.starts_with("bad-") {
+            assert!(parsed.is_err(), "{name} must be rejected");
+            bad += 1;
+        }
+    }
+    assert!(
+        ok >= 3 && bad >= 8,
+        "corpus seeds missing from {}: {ok} ok, {bad} bad",
         dir.display()
     );
 }
