@@ -69,8 +69,12 @@ pub fn normalize_user_id(id: &str) -> Cow<'_, str> {
         return Cow::Borrowed(trimmed);
     }
     // Lower-casing can produce characters NFKC would change again (rarely), so fold
-    // once more after it: the result is a fixed point of this function.
-    let folded: String = trimmed.nfkc().collect::<String>().to_lowercase();
+    // once more after it: the result is a fixed point of this function. NFKC turns
+    // U+037A GREEK YPOGEGRAMMENI (no case) into U+0345, whose lower case is itself but
+    // whose upper case is `Ι`: case-fold it to `ι` as Unicode's NFKC_Casefold does, or
+    // `ͺ` and its upper-case spelling would be two accounts.
+    let folded: String =
+        (trimmed.nfkc().collect::<String>().to_lowercase()).replace('\u{345}', "\u{3b9}");
     let refolded: String = folded.nfkc().collect();
     Cow::Owned(refolded.trim().to_owned())
 }
@@ -108,6 +112,9 @@ mod tests {
             ("E\u{301}lodie", "élodie"),
             ("ﬁnance", "finance"),
             ("first last", "first last"),
+            ("\u{37a}", "\u{3b9}"),
+            ("\u{345}", "\u{3b9}"),
+            ("\u{399}", "\u{3b9}"),
             ("", ""),
         ] {
             assert_eq!(normalize_user_id(input), want, "{input:?}");
