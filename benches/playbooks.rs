@@ -22,7 +22,7 @@ use palisade_core_traits::{
     Error as ActionError, EventId, EventKind, IpBlocker, SecurityEvent, Severity, Subject,
     Timestamp, async_trait,
 };
-use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Responders, Target};
+use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Target};
 
 /// Notes the instant of each call: where the event-to-executor latency ends.
 #[derive(Debug, Default)]
@@ -48,9 +48,10 @@ fn event_to_executor(n: u32) -> (Vec<u64>, Vec<u64>) {
         .build()
         .unwrap();
     let stamp = Arc::new(Stamp::default());
-    let mut responders = Responders::default();
-    responders.ip_blocker = Some(stamp.clone());
-    let exec = Executor::new(responders);
+    let exec = Executor::builder()
+        .ip_blocker(stamp.clone())
+        .build()
+        .unwrap();
     let blocker: Arc<dyn IpBlocker> = stamp.clone();
     let mut engine = Engine::new(hundred_playbooks(u32::MAX));
     let t0 = Timestamp::from_unix_secs(1_800_000_000);

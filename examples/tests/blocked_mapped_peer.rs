@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use palisade_core_traits::{
-    EventId, EventKind, ManualClock, SecurityEvent, Severity, Subject, Timestamp,
+    EventId, EventKind, IpBlocker, ManualClock, SecurityEvent, Severity, Subject, Timestamp,
 };
-use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Outcome, Responders};
+use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Outcome};
 use palisade_ratelimit::{Denial, KeyedLimiter, Policy, Quota, RedisLimiter};
 use palisade_testkit::RedisServer;
 
@@ -32,10 +32,11 @@ fn brute_force_from(ip: &str) -> SecurityEvent {
 
 /// Runs the default playbooks on the event with `blocker` as the IP blocker; returns
 /// whether the block was applied.
-async fn block_through_playbooks(blocker: Responders, event: &SecurityEvent) -> bool {
+async fn block_through_playbooks(blocker: Arc<dyn IpBlocker>, event: &SecurityEvent) -> bool {
     let mut engine = Engine::new(Definition::default_set().unwrap());
     let plan = engine.evaluate(event, event.time);
-    let outcomes = Executor::new(blocker).execute(&plan).await;
+    let executor = Executor::builder().ip_blocker(blocker).build().unwrap();
+    let outcomes = executor.execute(&plan).await;
     plan.executable().zip(&outcomes).any(|(s, (_, o))| {
         s.action.kind() == ActionKind::BlockIp && matches!(o, Outcome::Applied { .. })
     })
@@ -51,9 +52,7 @@ async fn an_in_memory_block_holds_for_every_form_of_the_address() {
             Quota::per_second(100).unwrap(),
             clock,
         ));
-        let mut r = Responders::default();
-        r.ip_blocker = Some(limiter.clone());
-        assert!(block_through_playbooks(r, &brute_force_from(detected)).await);
+        assert!(block_through_playbooks(limiter.clone(), &brute_force_from(detected)).await);
         for peer in FORMS {
             let d = limiter.check(&peer.parse().unwrap(), 1).unwrap();
             assert!(
@@ -86,9 +85,7 @@ async fn a_redis_block_holds_for_every_form_of_the_address() {
             .await
             .unwrap(),
         );
-        let mut r = Responders::default();
-        r.ip_blocker = Some(limiter.clone());
-        assert!(block_through_playbooks(r, &brute_force_from(detected)).await);
+        assert!(block_through_playbooks(limiter.clone(), &brute_force_from(detected)).await);
         // The listener hands the key over as text, in whichever form it saw.
         for peer in FORMS {
             let d = limiter.check(peer, 1).await.unwrap();

@@ -14,7 +14,7 @@ use palisade_core_traits::{
     RevocationCheck, RevocationStatus, SessionTerminator, StepUpRequirer, Timestamp, TokenIdentity,
     async_trait,
 };
-use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Outcome, Responders};
+use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Outcome};
 use palisade_threat_score::{GeoInfo, Signals, ThreatScorer, Verdict};
 use palisade_token_blacklist::MemoryBlacklist;
 
@@ -114,16 +114,18 @@ fn world() -> World {
     );
     let service = Arc::new(Service::default());
     service.sessions.lock().unwrap().push("victim".into());
-    let mut r = Responders::default();
-    r.token_revoker = Some(blacklist.clone());
-    r.sessions = Some(service.clone());
-    r.step_up = Some(service.clone());
-    r.notifier = Some(service.clone());
+    let exec = Executor::builder()
+        .token_revoker(blacklist.clone())
+        .sessions(service.clone())
+        .step_up(service.clone())
+        .notifier(service.clone())
+        .build()
+        .unwrap();
     World {
         clock,
         scorer,
         engine: Engine::new(Definition::default_set().unwrap()),
-        exec: Executor::new(r),
+        exec,
         blacklist,
         service,
         token,

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| palisade_core_traits::fuzz_client_ip(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| palisade_core_traits::fuzzing::client_ip(data));

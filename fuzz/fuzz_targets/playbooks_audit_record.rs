@@ -1,4 +1,4 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = palisade_playbooks::audit::parse_record(data);
-});
+libfuzzer_sys::fuzz_target!(
+    |data: &[u8]| palisade_playbooks::fuzzing::playbooks_audit_record(data)
+);

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| palisade_playbooks::fuzz_ocsf(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| palisade_playbooks::fuzzing::playbooks_ocsf(data));

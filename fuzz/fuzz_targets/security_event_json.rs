@@ -1,4 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(
-    |data: &[u8]| drop(palisade_core_traits::SecurityEvent::from_json(data))
-);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| palisade_core_traits::fuzzing::security_event_json(data));

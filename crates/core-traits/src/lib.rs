@@ -20,8 +20,14 @@ pub use error::{BoxError, Error};
 pub use event::{
     EventId, EventKind, EvidenceBasis, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject,
 };
-pub use net::{ForwardedHeader, IpNetwork, TrustedProxies, fuzz_client_ip};
+pub use net::{ForwardedHeader, IpNetwork, TrustedProxies};
 pub use normalize::{canonical_ip, normalize_user_id};
+
+/// Entry points of the cargo-fuzz targets in `fuzz/`, also replayed on stable by
+/// `tests/fuzz_corpus.rs`.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// Re-exported so implementors use the same `async_trait` as the trait definitions.
 pub use async_trait::async_trait;

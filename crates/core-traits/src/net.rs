@@ -355,35 +355,6 @@ fn parse_node(node: &str) -> Option<IpAddr> {
         .flatten()
 }
 
-/// Fuzz entry point: the bytes are header lines (`name: value`, the first line the
-/// peer address); every configuration must answer without panicking, with the peer or
-/// an address from the headers, in canonical form.
-#[doc(hidden)]
-pub fn fuzz_client_ip(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let mut lines = text.lines();
-    let peer = (lines.next().and_then(|l| l.trim().parse::<IpAddr>().ok()))
-        .unwrap_or(IpAddr::from([10, 0, 0, 1]));
-    let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
-    let nets = ["10.0.0.0/8", "fd00::/8"].map(|n| n.parse::<IpNetwork>());
-    let nets: Vec<IpNetwork> = nets.into_iter().flatten().collect();
-    for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
-        for proxies in [
-            TrustedProxies::networks(nets.iter().copied()),
-            TrustedProxies::hops(2),
-            TrustedProxies::none(),
-        ] {
-            let got = proxies
-                .header(header)
-                .client_ip(peer, headers.iter().copied());
-            assert_eq!(got, canonical_ip(got), "client address not canonical");
-        }
-    }
-    for (_, value) in &headers {
-        let _ = value.trim().parse::<IpNetwork>();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

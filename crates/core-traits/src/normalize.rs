@@ -41,7 +41,11 @@ pub(crate) fn deserialize_canonical_ip<'de, D: serde::Deserializer<'de>>(
 
 /// The canonical form of a user identifier (a username, an email address, a JWT
 /// `sub` that a service derives from one): surrounding white space removed, Unicode
-/// compatibility forms folded (NFKC: full-width letters, ligatures), then lower-cased.
+/// compatibility forms folded (NFKC: full-width letters, ligatures), then lower-cased,
+/// and the four lower-case letters whose upper case lower-cases to something else
+/// folded to that: `ß` → `ss`, final `ς` → `σ`, U+0345 → `ι` (as Unicode's
+/// NFKC_Casefold does), dotless `ı` → `i`. So no two spellings that differ only by case
+/// are two accounts: `Straße` is `STRASSE`, and a look-alike `admın` is `admin`.
 ///
 /// `Admin`, ` admin ` and `ａｄｍｉｎ` (full-width) are one account. Borrowed when the
 /// input is already canonical, so the common case allocates nothing.
@@ -56,7 +60,8 @@ pub(crate) fn deserialize_canonical_ip<'de, D: serde::Deserializer<'de>>(
 /// assert_eq!(normalize_user_id("Admin"), "admin");
 /// assert_eq!(normalize_user_id(" alice@Example.COM\n"), "alice@example.com");
 /// assert_eq!(normalize_user_id("ａｄｍｉｎ"), "admin");
-/// assert_eq!(normalize_user_id("Straße"), "straße");
+/// assert_eq!(normalize_user_id("Straße"), "strasse");
+/// assert_eq!(normalize_user_id("admın"), "admin");
 /// ```
 pub fn normalize_user_id(id: &str) -> Cow<'_, str> {
     let trimmed = id.trim();
@@ -68,9 +73,23 @@ pub fn normalize_user_id(id: &str) -> Cow<'_, str> {
     {
         return Cow::Borrowed(trimmed);
     }
-    // Lower-casing can produce characters NFKC would change again (rarely), so fold
-    // once more after it: the result is a fixed point of this function.
-    let folded: String = trimmed.nfkc().collect::<String>().to_lowercase();
+    // Lower case alone keeps `ß`, `ς`, U+0345 and `ı`, whose upper case (`SS`, `Σ`,
+    // `Ι`, `I`) lower-cases to something else: then an id and its upper-case spelling
+    // (or a look-alike) would be two accounts. NFKC even makes them out of caseless
+    // characters (U+037A → U+0345, U+1D6A4 → `ı`, U+1D7BB → `ς`).
+    let lower = trimmed.nfkc().collect::<String>().to_lowercase();
+    let mut folded = String::with_capacity(lower.len() + 1);
+    for c in lower.chars() {
+        match c {
+            'ß' => folded.push_str("ss"),
+            'ς' => folded.push('σ'),
+            '\u{345}' => folded.push('ι'),
+            'ı' => folded.push('i'),
+            c => folded.push(c),
+        }
+    }
+    // Folding can produce characters NFKC would change again (rarely), so normalize
+    // once more: the result is a fixed point of this function.
     let refolded: String = folded.nfkc().collect();
     Cow::Owned(refolded.trim().to_owned())
 }
@@ -108,6 +127,17 @@ mod tests {
             ("E\u{301}lodie", "élodie"),
             ("ﬁnance", "finance"),
             ("first last", "first last"),
+            ("\u{37a}", "\u{3b9}"),
+            ("\u{345}", "\u{3b9}"),
+            ("\u{399}", "\u{3b9}"),
+            ("Straße", "strasse"),
+            ("STRASSE", "strasse"),
+            ("\u{1e9e}", "ss"),
+            ("ΟΔΟΣ", "οδοσ"),
+            ("οδος", "οδοσ"),
+            ("\u{1d7bb}", "σ"),
+            ("admın", "admin"),
+            ("\u{1d6a4}", "i"),
             ("", ""),
         ] {
             assert_eq!(normalize_user_id(input), want, "{input:?}");

@@ -4,10 +4,10 @@
 //! Each line is one [`AuditRecord`]: OCSF fields (`category_uid` 7 Remediation,
 //! `class_uid` 7001 Remediation Activity, `activity_id`, `type_uid`, `status_id`,
 //! `severity_id`, `command_uid`, `metadata`, `time` in ms) plus `unmapped` details. `hash` is hex SHA-256 of the previous record's hash
-//! followed by this line serialized with `hash` empty; `seq` counts from 0. [`verify`]
+//! followed by this line serialized with `hash` empty; `seq` counts from 0. [`verify_audit`]
 //! recomputes the chain and refuses a log with any edited, dropped, inserted or
 //! reordered record. Truncation of the tail is only detected against an anchor kept
-//! elsewhere (the last `(seq, hash)` that [`verify`] returns).
+//! elsewhere (the last `(seq, hash)` that [`verify_audit`] returns).
 
 use std::io::Write;
 
@@ -15,17 +15,17 @@ use palisade_core_traits::{Severity, Timestamp};
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Action, ActionKind, Decision, Plan, Target, Verdict};
+use crate::plan::{Action, ActionKind, Decision, Plan, Target, Verdict};
 use crate::{Error, Outcome};
 
 /// The `prev_hash` of the first record.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Details outside the OCSF schema.
+/// An audit record's details outside the OCSF schema (its `unmapped` object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct Details {
+pub struct AuditDetails {
     /// The event that led to the plan.
     pub event_uid: Option<String>,
     /// The playbook (`None`: manual or revert).
@@ -43,24 +43,24 @@ pub struct Details {
 }
 
 /// The OCSF schema version the records follow: 1.3.0 added the Remediation category.
-pub const OCSF_VERSION: &str = "1.3.0";
+pub const AUDIT_OCSF_VERSION: &str = "1.3.0";
 
 /// OCSF `metadata`: the schema version and the product that wrote the record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct Metadata {
-    /// The OCSF schema version ([`OCSF_VERSION`]).
+pub struct AuditMetadata {
+    /// The OCSF schema version ([`AUDIT_OCSF_VERSION`]).
     pub version: String,
     /// The writer.
-    pub product: Product,
+    pub product: AuditProduct,
 }
 
 /// OCSF `product`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct Product {
+pub struct AuditProduct {
     /// `palisade-playbooks`.
     pub name: String,
     /// `Palisade` (required by OCSF 1.3.0, optional later).
@@ -69,11 +69,11 @@ pub struct Product {
     pub version: String,
 }
 
-impl Metadata {
+impl AuditMetadata {
     fn ours() -> Self {
-        Metadata {
-            version: OCSF_VERSION.to_owned(),
-            product: Product {
+        AuditMetadata {
+            version: AUDIT_OCSF_VERSION.to_owned(),
+            product: AuditProduct {
                 name: env!("CARGO_PKG_NAME").to_owned(),
                 vendor_name: "Palisade".to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -110,10 +110,10 @@ pub struct AuditRecord {
     /// One line for a human (the pipeline's explanation).
     pub message: String,
     /// OCSF `metadata`.
-    pub metadata: Metadata,
+    pub metadata: AuditMetadata,
     /// Everything else.
-    pub unmapped: Details,
-    /// The previous record's `hash`, [`GENESIS`] for the first.
+    pub unmapped: AuditDetails,
+    /// The previous record's `hash`, [`AUDIT_GENESIS`] for the first.
     pub prev_hash: String,
     /// This record's hash.
     pub hash: String,
@@ -168,26 +168,30 @@ impl AuditRecord {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| unreachable!("audit record serializes: {e}"))
     }
+
+    /// Parses one line strictly (unknown fields refused); does not check its hash (see
+    /// [`verify_audit`]). Never panics, whatever the bytes.
+    pub fn from_line(line: &[u8]) -> Result<AuditRecord, Error> {
+        serde_json::from_slice(line).map_err(|e| Error::Audit {
+            line: 0,
+            reason: format!("not an audit record: {e}"),
+        })
+    }
 }
 
-/// Parses one line strictly (the fuzz entry point). Never panics.
-pub fn parse_record(line: &[u8]) -> Result<AuditRecord, Error> {
-    serde_json::from_slice(line).map_err(|e| Error::Audit {
-        line: 0,
-        reason: format!("not an audit record: {e}"),
-    })
-}
-
-/// Checks a whole log; returns the number of records and the last hash (the anchor).
-pub fn verify(log: &str) -> Result<(u64, String), Error> {
-    let mut prev = GENESIS.to_owned();
+/// Checks a whole audit log: every record canonical, `seq` from 0 without a gap, each
+/// `prev_hash` the previous record's hash, each hash right. Returns the number of records
+/// and the last hash: the anchor to keep elsewhere, since dropping the last records is
+/// only detectable against it.
+pub fn verify_audit(log: &str) -> Result<(u64, String), Error> {
+    let mut prev = AUDIT_GENESIS.to_owned();
     let mut n = 0u64;
     for (i, line) in log.lines().enumerate() {
         let bad = |reason: String| Error::Audit {
             line: i + 1,
             reason,
         };
-        let rec = parse_record(line.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let rec = AuditRecord::from_line(line.as_bytes()).map_err(|e| bad(e.to_string()))?;
         if rec.seq != n {
             return Err(bad(format!(
                 "seq {} where {n} was expected (dropped or reordered)",
@@ -220,7 +224,17 @@ enum About {
     Restore,
 }
 
-/// Appends records to a writer (a file opened for append, typically).
+/// Appends hash-chained audit records, one JSON line each, in OCSF 1.3.0's Remediation
+/// Activity class, to a writer (a file opened for append, typically).
+///
+/// Each line is one [`AuditRecord`]: OCSF fields (`category_uid` 7 Remediation,
+/// `class_uid` 7001 Remediation Activity, `activity_id`, `type_uid`, `status_id`,
+/// `severity_id`, `command_uid`, `metadata`, `time` in ms) plus `unmapped` details.
+/// `hash` is hex SHA-256 of the previous record's hash followed by this line serialized
+/// with `hash` empty; `seq` counts from 0. [`verify_audit`] recomputes the chain and
+/// refuses a log with any edited, dropped, inserted or reordered record. Truncation of
+/// the tail is only detected against an anchor kept elsewhere (the last hash
+/// [`verify_audit`] returns).
 #[derive(Debug)]
 pub struct AuditLog<W: Write> {
     out: W,
@@ -234,11 +248,11 @@ impl<W: Write> AuditLog<W> {
         AuditLog {
             out,
             seq: 0,
-            prev: GENESIS.to_owned(),
+            prev: AUDIT_GENESIS.to_owned(),
         }
     }
 
-    /// Continues a log whose [`verify`] returned `(count, last_hash)`.
+    /// Continues a log for which [`verify_audit`] returned `(count, last_hash)`.
     pub fn resume(out: W, count: u64, last_hash: String) -> Self {
         AuditLog {
             out,
@@ -256,7 +270,7 @@ impl<W: Write> AuditLog<W> {
         &mut self,
         time: Timestamp,
         message: String,
-        d: Details,
+        d: AuditDetails,
         about: About,
     ) -> Result<(), Error> {
         let activity_id = if about == About::Restore {
@@ -279,7 +293,7 @@ impl<W: Write> AuditLog<W> {
                 (None, _) => format!("record-{}", self.seq),
             },
             message,
-            metadata: Metadata::ours(),
+            metadata: AuditMetadata::ours(),
             unmapped: d,
             prev_hash: self.prev.clone(),
             hash: String::new(),
@@ -302,7 +316,7 @@ impl<W: Write> AuditLog<W> {
             return self.append(
                 plan.time,
                 format!("event ignored: {reason}"),
-                Details {
+                AuditDetails {
                     event_uid,
                     playbook: None,
                     decision: None,
@@ -322,7 +336,7 @@ impl<W: Write> AuditLog<W> {
             self.append(
                 plan.time,
                 s.why.to_string(),
-                Details {
+                AuditDetails {
                     event_uid: event_uid.clone(),
                     playbook: s.playbook.as_deref().map(str::to_owned),
                     decision: s.decision,
@@ -359,7 +373,7 @@ impl<W: Write> AuditLog<W> {
                 (None, _) => "",
             }
         );
-        let details = Details {
+        let details = AuditDetails {
             event_uid: None,
             playbook: d.playbook.as_deref().map(str::to_owned),
             decision: Some(d.id),

@@ -15,7 +15,7 @@
 //! `type_uid = class_uid × 100 + activity_id`). The mapping table is in
 //! `docs/playbooks.md`.
 //!
-//! [`parse`] returns `Ok(None)` for a well-formed event that is no evidence of an
+//! [`parse_ocsf`] returns `Ok(None)` for a well-formed event that is no evidence of an
 //! attack (a logoff, an ordinary successful logon, a closed or suppressed finding) and
 //! a typed [`Error::Ocsf`] naming the field for anything missing or invalid.
 
@@ -30,10 +30,10 @@ use serde_json::Value;
 use crate::Error;
 
 /// OCSF Authentication: category 3 (Identity & Access Management), class uid 2.
-pub const AUTHENTICATION: u64 = 3002;
+const AUTHENTICATION: u64 = 3002;
 /// OCSF Detection Finding: category 2 (Findings), class uid 4.
-pub const DETECTION_FINDING: u64 = 2004;
-/// Larger inputs are refused before parsing.
+const DETECTION_FINDING: u64 = 2004;
+/// Larger OCSF inputs are refused by [`parse_ocsf`] before parsing.
 pub const MAX_OCSF_BYTES: usize = 1 << 20;
 
 fn err(field: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -160,9 +160,14 @@ fn finding_kind(v: &Value) -> Result<EventKind, Error> {
         })
 }
 
-/// Parses one OCSF event (JSON bytes) into a [`SecurityEvent`], or `None` if it is
+/// Maps one OCSF event (JSON bytes) to a [`SecurityEvent`], or `None` if it is
 /// well-formed but no evidence of an attack. Never panics, whatever the bytes.
-pub fn parse(bytes: &[u8]) -> Result<Option<SecurityEvent>, Error> {
+///
+/// Classes: Authentication (3002) and Detection Finding (2004); anything missing or
+/// invalid is an [`Error::Ocsf`] naming the field (a path such as
+/// `evidences[0].src_endpoint.ip`). The mapping table, checked against the OCSF schema,
+/// is in `docs/playbooks.md`.
+pub fn parse_ocsf(bytes: &[u8]) -> Result<Option<SecurityEvent>, Error> {
     if bytes.len() > MAX_OCSF_BYTES {
         return Err(err(
             "(document)",
@@ -171,11 +176,11 @@ pub fn parse(bytes: &[u8]) -> Result<Option<SecurityEvent>, Error> {
     }
     let v: Value =
         serde_json::from_slice(bytes).map_err(|e| err("(document)", format!("not JSON: {e}")))?;
-    from_value(&v)
+    parse_ocsf_value(&v)
 }
 
-/// Like [`parse`], for an already parsed JSON value.
-pub fn from_value(v: &Value) -> Result<Option<SecurityEvent>, Error> {
+/// Like [`parse_ocsf`], for an already parsed JSON value.
+pub fn parse_ocsf_value(v: &Value) -> Result<Option<SecurityEvent>, Error> {
     if !v.is_object() {
         return Err(err("(document)", "an OCSF event is a JSON object"));
     }

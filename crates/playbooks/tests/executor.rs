@@ -10,7 +10,9 @@ use palisade_core_traits::{
     Notifier, SecurityEvent, SessionTerminator, Severity, StepUpRequirer, Subject, Timestamp,
     TokenIdentity, TokenRevoker, async_trait,
 };
-use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Outcome, Responders, Snapshot};
+use palisade_playbooks::{
+    ActionKind, Definition, Engine, Error, Executor, Outcome, OutcomeCounts, State, Target,
+};
 
 /// Records every call; can be told to fail or hang for the next calls.
 #[derive(Debug, Default)]
@@ -127,15 +129,17 @@ fn ip(n: u32, addr: &str) -> SecurityEvent {
 
 fn setup() -> (Arc<Recorder>, Executor) {
     let r = Arc::new(Recorder::default());
-    let mut responders = Responders::default();
-    responders.ip_blocker = Some(r.clone());
-    responders.token_revoker = Some(r.clone());
-    responders.step_up = Some(r.clone());
-    responders.sessions = Some(r.clone());
-    responders.notifier = Some(r.clone());
-    let exec = Executor::new(responders)
-        .with_timeout(Duration::from_secs(1))
-        .with_retries(2, Duration::from_millis(10));
+    let exec = Executor::builder()
+        .ip_blocker(r.clone())
+        .token_revoker(r.clone())
+        .step_up(r.clone())
+        .sessions(r.clone())
+        .notifier(r.clone())
+        .timeout(Duration::from_secs(1))
+        .retries(2)
+        .backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
     (r, exec)
 }
 
@@ -181,6 +185,23 @@ async fn plans_run_in_order_through_every_trait() {
     );
     exec.execute(&plan).await;
     assert_eq!(r.calls()[4], "revoke iss j1");
+    // Counted by action kind.
+    let stats = exec.stats();
+    let one = applied(1);
+    assert_eq!(stats.require_step_up, one);
+    assert_eq!(stats.terminate_sessions, one);
+    assert_eq!(stats.revoke_user_tokens, one);
+    assert_eq!(stats.revoke_token, one);
+    assert_eq!(stats.notify, applied(2)); // the takeover's and the token misuse's
+    assert_eq!(stats.block_ip, OutcomeCounts::default());
+    assert_eq!(stats.retries, 0);
+}
+
+/// Counts with `n` applied and nothing else.
+fn applied(n: u64) -> OutcomeCounts {
+    let mut c = OutcomeCounts::default();
+    c.applied = n;
+    c
 }
 
 #[tokio::test(start_paused = true)]
@@ -193,6 +214,12 @@ async fn unavailable_is_retried_a_bounded_number_of_times() {
     *r.fail_next.lock().unwrap() = 5;
     let out = exec.execute(&e.evaluate(&ip(2, "192.0.2.2"), at(0))).await;
     assert!(matches!(out[0].1, Outcome::Failed { attempts: 3, .. }));
+    // Its notification then failed twice more and went through on its third attempt.
+    assert_eq!(out[1].1, Outcome::Applied { attempts: 3 });
+    let stats = exec.stats();
+    assert_eq!((stats.block_ip.applied, stats.block_ip.failed), (1, 1));
+    assert_eq!(stats.notify, applied(2));
+    assert_eq!(stats.retries, 2 + 2 + 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -212,6 +239,8 @@ async fn a_timeout_after_dispatch_is_unknown_and_not_retried() {
     *r.hang.lock().unwrap() = true;
     let out = exec.execute(&e.evaluate(&ip(1, "192.0.2.1"), at(0))).await;
     assert_eq!(out[0].1, Outcome::Unknown { attempts: 1 });
+    assert_eq!(exec.stats().block_ip.unknown, 1);
+    assert_eq!(exec.stats().retries, 0);
     assert_eq!(
         r.calls(),
         vec![
@@ -244,13 +273,13 @@ async fn restart_keeps_decisions_fires_pending_expiries_and_applies_nothing_twic
     exec.execute(&e.evaluate(&ip(1, "192.0.2.1"), at(0))).await;
     exec.execute(&e.evaluate(&ip(2, "192.0.2.2"), at(600)))
         .await;
-    let snapshot = e.snapshot().to_json();
+    let state = e.state().to_json();
     drop(e);
 
     // A new process: restore, replay the same events (a redelivering queue), tick time.
     let mut e = Engine::restore(
         Definition::default_set().unwrap(),
-        Snapshot::from_json(&snapshot).unwrap(),
+        State::from_json(&state).unwrap(),
     );
     for (n, a) in [(1, "192.0.2.1"), (2, "192.0.2.2")] {
         let plan = e.evaluate(&ip(n, a), at(700));
@@ -274,6 +303,7 @@ async fn restart_keeps_decisions_fires_pending_expiries_and_applies_nothing_twic
         }
     }
     assert_eq!(reverted.len(), 2);
+    assert_eq!(exec.stats().unblock_ip, applied(2));
     assert_eq!(reverted[0].0, 900);
     assert_eq!(reverted[1].0, 1500);
     let calls = r.calls();
@@ -297,8 +327,80 @@ async fn restart_keeps_decisions_fires_pending_expiries_and_applies_nothing_twic
 
 #[tokio::test(start_paused = true)]
 async fn a_missing_responder_is_a_failure_not_a_panic() {
-    let exec = Executor::new(Responders::default());
+    let exec = Executor::builder().build().unwrap();
     let mut e = Engine::new(Definition::default_set().unwrap());
     let out = exec.execute(&e.evaluate(&ip(1, "192.0.2.1"), at(0))).await;
     assert!(out.iter().all(|(_, o)| *o == Outcome::NoResponder));
+    let stats = exec.stats();
+    assert_eq!(
+        (stats.block_ip.no_responder, stats.notify.no_responder),
+        (1, 1)
+    );
+    for d in e.expire(at(100_000)) {
+        assert_eq!(exec.revert(&d).await, Some(Outcome::NoResponder));
+    }
+    let stats = exec.stats();
+    assert_eq!(
+        (stats.unblock_ip.no_responder, stats.resolve.no_responder),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_zero_timeout_is_refused_by_name() {
+    let err = Executor::builder()
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidConfig {
+                field: "timeout",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// A state written by 0.1.0 (then called `Snapshot`; `tests/data/state-0.1.0.json`):
+/// brute force from 203.0.113.7 twice (the second ban escalated to 30 min), credential
+/// stuffing from 198.51.100.9, an authenticated takeover of `Alice`; next id 10.
+#[test]
+fn a_state_written_by_0_1_0_loads_and_resumes() {
+    let json = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/state-0.1.0.json"
+    ))
+    .unwrap();
+    let state = State::from_json(json.trim_end()).unwrap();
+    // The format has not changed: what was read writes back byte for byte.
+    assert_eq!(state.to_json(), json.trim_end());
+    assert_eq!(state.decisions.len(), 8);
+    let mut e = Engine::restore(Definition::default_set().unwrap(), state);
+    assert_eq!(e.active_count(), 8);
+    assert_eq!(e.stats().active_decisions, 8);
+    // The escalated ban is still active: a re-delivered event is a duplicate (and so
+    // is its notification, on the same unauthenticated evidence).
+    let redelivered = ip(10, "203.0.113.7").with_basis(EvidenceBasis::Unauthenticated);
+    let p = e.evaluate(&redelivered, at(1030));
+    assert!(p.steps.iter().all(|s| s.decision.is_none()), "{p:?}");
+    // A new decision takes the next id.
+    let p = e.evaluate(&ip(11, "192.0.2.9"), at(1030));
+    assert_eq!(p.steps[0].decision, Some(10));
+    // The offence history came along: after the 30 min ban, the third one doubles again.
+    let expired = e.expire(at(1000 + 1800));
+    let ban = Target::Ip {
+        ip: "203.0.113.7".parse().unwrap(),
+    };
+    assert!(expired.iter().any(|d| d.id == 2 && d.needs_revert()));
+    let p = e.evaluate(&ip(12, "203.0.113.7"), at(1000 + 1800));
+    let block = e.active(ActionKind::BlockIp, &ban).unwrap();
+    assert_eq!(p.steps[0].decision, Some(block.id));
+    assert_eq!(
+        block.active_until,
+        at(1000 + 1800 + 3600),
+        "third ban: 15 min × 2²"
+    );
 }

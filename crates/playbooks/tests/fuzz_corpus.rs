@@ -1,5 +1,6 @@
 //! Replays the committed cargo-fuzz corpora of `playbooks_definition`,
-//! `playbooks_audit_record` and `playbooks_ocsf` on stable.
+//! `playbooks_audit_record` and `playbooks_ocsf` on stable, through the same entry
+//! points as the fuzz targets (`fuzzing`, feature `fuzzing`).
 //!
 //! Every file must load or fail without panicking. Seeds named `ok-*` must be accepted,
 //! seeds named `bad-*` refused; files the fuzzer adds only have to not panic.
@@ -7,7 +8,8 @@
 
 use std::path::PathBuf;
 
-use palisade_playbooks::{Definition, audit};
+use palisade_playbooks::fuzzing;
+use palisade_playbooks::{AuditRecord, Definition, parse_ocsf};
 
 fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,7 +31,7 @@ fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
 fn fuzz_corpus_playbooks_definition_replays() {
     let (mut ok, mut bad) = (0, 0);
     for (name, bytes) in corpus("playbooks_definition") {
-        palisade_playbooks::fuzz_definition(&bytes);
+        fuzzing::playbooks_definition(&bytes);
         let parsed = std::str::from_utf8(&bytes)
             .ok()
             .map(|s| Definition::from_toml(&name, s));
@@ -55,7 +57,8 @@ fn fuzz_corpus_playbooks_definition_replays() {
 fn fuzz_corpus_playbooks_audit_record_replays() {
     let (mut ok, mut bad) = (0, 0);
     for (name, bytes) in corpus("playbooks_audit_record") {
-        let parsed = audit::parse_record(&bytes);
+        fuzzing::playbooks_audit_record(&bytes);
+        let parsed = AuditRecord::from_line(&bytes);
         if name.starts_with("ok-") {
             let rec = parsed.unwrap_or_else(|e| panic!("{name} must parse: {e}"));
             assert_eq!(rec.to_line().as_bytes(), &bytes[..], "{name} is canonical");
@@ -72,8 +75,8 @@ fn fuzz_corpus_playbooks_audit_record_replays() {
 fn fuzz_corpus_playbooks_ocsf_replays() {
     let (mut ok, mut bad) = (0, 0);
     for (name, bytes) in corpus("playbooks_ocsf") {
-        palisade_playbooks::fuzz_ocsf(&bytes);
-        let parsed = palisade_playbooks::ocsf::parse(&bytes);
+        fuzzing::playbooks_ocsf(&bytes);
+        let parsed = parse_ocsf(&bytes);
         if name.starts_with("ok-") {
             parsed.unwrap_or_else(|e| panic!("{name} must map: {e}"));
             ok += 1;

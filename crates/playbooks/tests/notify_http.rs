@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use palisade_core_traits::{
-    Error as ActionError, EventId, EventKind, Notification, Notifier, SecurityEvent, Severity,
-    Subject, Timestamp,
+    Error as ActionError, EventId, EventKind, ManualClock, Notification, Notifier, SecurityEvent,
+    Severity, Subject, Timestamp,
 };
-use palisade_playbooks::notify::{HttpNotifier, RetryPolicy};
-use palisade_playbooks::{Definition, Engine, Error, Executor, Outcome, Responders};
+use palisade_playbooks::{Definition, Engine, Error, Executor, HttpNotifier, Outcome, RetryPolicy};
 use serde_json::Value;
 
 /// One request as the receiver saw it.
@@ -77,12 +77,13 @@ impl Receiver {
 const KEY: &str = "R0UTINGKEY0123456789abcdef012345";
 
 fn fast() -> RetryPolicy {
-    RetryPolicy::new(3, Duration::from_millis(10)).with_timeout(Duration::from_secs(5))
+    RetryPolicy::new(NonZeroU32::new(3).unwrap(), Duration::from_millis(10))
+        .with_timeout(Duration::from_secs(5))
 }
 
 /// A webhook on `url` with the fast test retry policy.
 fn webhook(url: &str) -> HttpNotifier {
-    HttpNotifier::webhook(url).unwrap().with_retry(fast())
+    HttpNotifier::webhook(url).retry(fast()).build().unwrap()
 }
 
 /// The notification the retry tests send.
@@ -108,11 +109,11 @@ fn event() -> SecurityEvent {
 async fn pagerduty_trigger_and_resolve_have_the_events_v2_shape() {
     let (r, base) = Receiver::start(&[]).await;
     let pd = HttpNotifier::pagerduty(KEY)
-        .unwrap()
-        .with_endpoint(&format!("{base}/v2/enqueue"))
-        .unwrap()
-        .with_source("gw-eu1")
-        .with_retry(fast());
+        .endpoint(format!("{base}/v2/enqueue"))
+        .source("gw-eu1")
+        .retry(fast())
+        .build()
+        .unwrap();
     let trigger = Notification::trigger(
         Severity::High,
         "brute force from 203.0.113.7",
@@ -150,8 +151,8 @@ async fn pagerduty_trigger_and_resolve_have_the_events_v2_shape() {
 async fn pagerduty_severities_and_limits() {
     let (r, base) = Receiver::start(&[]).await;
     let pd = HttpNotifier::pagerduty(KEY)
-        .unwrap()
-        .with_endpoint(&base)
+        .endpoint(base.as_str())
+        .build()
         .unwrap();
     for (s, want) in [
         (Severity::Critical, "critical"),
@@ -173,9 +174,10 @@ async fn pagerduty_severities_and_limits() {
 #[tokio::test]
 async fn slack_and_webhook_payloads() {
     let (r, base) = Receiver::start(&[]).await;
-    let slack = HttpNotifier::slack(&format!("{base}/services/T0/B0/s3cr3t"))
-        .unwrap()
-        .with_source("gw-eu1");
+    let slack = HttpNotifier::slack(format!("{base}/services/T0/B0/s3cr3t"))
+        .source("gw-eu1")
+        .build()
+        .unwrap();
     slack
         .send(&Notification::trigger(
             Severity::Critical,
@@ -201,7 +203,9 @@ async fn slack_and_webhook_payloads() {
         .unwrap();
     assert_eq!(r.seen()[1].body["text"], "[RESOLVED] over");
 
-    let hook = HttpNotifier::webhook(&format!("{base}/hook")).unwrap();
+    let hook = HttpNotifier::webhook(format!("{base}/hook"))
+        .build()
+        .unwrap();
     let n = Notification::trigger(Severity::Low, "hello", "k1").with_event(event());
     hook.send(&n).await.unwrap();
     let mut body = r.seen()[2].body.clone();
@@ -216,10 +220,10 @@ async fn slack_and_webhook_payloads() {
 async fn a_429_is_retried_after_its_retry_after_and_delivered_once() {
     let (r, base) = Receiver::start(&[(429, Some("1"))]).await;
     let pd = HttpNotifier::pagerduty(KEY)
-        .unwrap()
-        .with_endpoint(&base)
-        .unwrap()
-        .with_retry(fast());
+        .endpoint(base.as_str())
+        .retry(fast())
+        .build()
+        .unwrap();
     let attempts = pd.send(&alert()).await.unwrap();
     assert_eq!(attempts, 2);
     let seen = r.seen();
@@ -239,6 +243,58 @@ async fn a_retry_after_beyond_the_policy_fails_without_waiting() {
         "{err}"
     );
     assert_eq!(r.seen().len(), 1);
+}
+
+/// The notifiers' clock in the HTTP-date tests: Fri, 15 Jan 2027 08:00:00 GMT.
+fn fixed_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)))
+}
+
+#[tokio::test]
+async fn a_429_with_an_http_date_waits_until_that_date() {
+    // One second after the notifier's clock.
+    let (r, base) = Receiver::start(&[(429, Some("Fri, 15 Jan 2027 08:00:01 GMT"))]).await;
+    let hook = HttpNotifier::webhook(base.as_str())
+        .retry(fast())
+        .clock(fixed_clock())
+        .build()
+        .unwrap();
+    assert_eq!(hook.send(&alert()).await.unwrap(), 2);
+    let seen = r.seen();
+    assert_eq!(seen.len(), 2, "one refused, one delivered");
+    // The date was honoured (our own backoff is 10 ms).
+    assert!(seen[1].at.duration_since(seen[0].at) >= Duration::from_secs(1));
+
+    // An hour after the notifier's clock: longer than the 10 s allowed, no wait at all.
+    let (r, base) = Receiver::start(&[(429, Some("Fri, 15 Jan 2027 09:00:00 GMT"))]).await;
+    let hook = HttpNotifier::webhook(base.as_str())
+        .retry(fast())
+        .clock(fixed_clock())
+        .build()
+        .unwrap();
+    let err = hook.send(&alert()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotifyGaveUp { attempts: 1, reason, .. } if reason.contains("3600s")),
+        "{err}"
+    );
+    assert_eq!(r.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_429_with_an_http_date_in_the_past_is_retried_at_once() {
+    // A minute before the notifier's clock, in the obsolete RFC 850 form. Our own
+    // backoff is an hour: only reading the date as "now" delivers within the minute.
+    let (r, base) = Receiver::start(&[(429, Some("Friday, 15-Jan-27 07:59:00 GMT"))]).await;
+    let slow = RetryPolicy::new(NonZeroU32::new(3).unwrap(), Duration::from_secs(3600))
+        .with_timeout(Duration::from_secs(5));
+    let hook = HttpNotifier::webhook(base.as_str())
+        .retry(slow)
+        .clock(fixed_clock())
+        .build()
+        .unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(60), hook.send(&alert())).await;
+    assert_eq!(sent.expect("waited for the backoff").unwrap(), 2);
+    assert_eq!(r.seen().len(), 2);
 }
 
 #[tokio::test]
@@ -268,9 +324,10 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
 async fn other_client_errors_are_never_retried_and_never_leak_secrets() {
     for status in [400u16, 401, 403, 404, 413] {
         let (r, base) = Receiver::start(&[(status, None), (202, None)]).await;
-        let slack = HttpNotifier::slack(&format!("{base}/services/T0/B0/s3cr3t"))
-            .unwrap()
-            .with_retry(fast());
+        let slack = HttpNotifier::slack(format!("{base}/services/T0/B0/s3cr3t"))
+            .retry(fast())
+            .build()
+            .unwrap();
         let err = slack.notify(&alert()).await.unwrap_err();
         assert_eq!(r.seen().len(), 1, "HTTP {status} must not be retried");
         let ActionError::Refused(msg) = &err else {
@@ -279,7 +336,7 @@ async fn other_client_errors_are_never_retried_and_never_leak_secrets() {
         assert!(msg.contains(&format!("HTTP {status}")), "{msg}");
         assert!(!msg.contains("s3cr3t") && !format!("{slack:?}").contains("s3cr3t"));
     }
-    let pd = HttpNotifier::pagerduty(KEY).unwrap();
+    let pd = HttpNotifier::pagerduty(KEY).build().unwrap();
     assert!(!format!("{pd:?}").contains(KEY));
 }
 
@@ -298,9 +355,10 @@ async fn a_timeout_is_reported_as_unknown_and_not_retried() {
             held.push(sock);
         }
     });
-    let hook = HttpNotifier::webhook(&format!("http://{addr}/"))
-        .unwrap()
-        .with_retry(fast().with_timeout(Duration::from_millis(300)));
+    let hook = HttpNotifier::webhook(format!("http://{addr}/"))
+        .retry(fast().with_timeout(Duration::from_millis(300)))
+        .build()
+        .unwrap();
     let err = hook.notify(&alert()).await.unwrap_err();
     assert!(
         matches!(err, ActionError::Timeout(d) if d == Duration::from_millis(300)),
@@ -328,13 +386,15 @@ async fn a_refused_connection_is_retried_then_reported() {
 async fn expiry_of_a_notify_decision_sends_resolve_with_the_trigger_dedup_key() {
     let (r, base) = Receiver::start(&[]).await;
     let pd = HttpNotifier::pagerduty(KEY)
-        .unwrap()
-        .with_endpoint(&base)
-        .unwrap()
-        .with_retry(fast());
-    let mut responders = Responders::default();
-    responders.notifier = Some(Arc::new(pd));
-    let exec = Executor::new(responders).with_timeout(Duration::from_secs(10));
+        .endpoint(base.as_str())
+        .retry(fast())
+        .build()
+        .unwrap();
+    let exec = Executor::builder()
+        .notifier(Arc::new(pd))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let mut engine = Engine::new(Definition::default_set().unwrap());
     let t0 = Timestamp::from_unix_secs(1_800_000_000);
     let plan = engine.evaluate(&event(), t0);

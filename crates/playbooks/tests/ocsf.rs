@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use palisade_core_traits::{EventKind, EvidenceBasis, Severity, Subject, Timestamp};
-use palisade_playbooks::{ActionKind, Definition, Engine, Error, Verdict, ocsf};
+use palisade_playbooks::{
+    ActionKind, Definition, Engine, Error, Verdict, parse_ocsf, parse_ocsf_value,
+};
 use serde_json::{Value, json};
 
 fn bytes(name: &str) -> Vec<u8> {
@@ -28,7 +30,7 @@ fn evidence(e: &palisade_core_traits::SecurityEvent, key: &str) -> String {
 
 #[test]
 fn authentication_failure_maps_to_brute_force_about_the_source_address() {
-    let e = ocsf::parse(&bytes("auth-failure.json")).unwrap().unwrap();
+    let e = parse_ocsf(&bytes("auth-failure.json")).unwrap().unwrap();
     assert_eq!(e.id.as_str(), "idp-7f3a9c");
     assert_eq!(e.time, Timestamp::from_unix_micros(1_800_000_000_123_000));
     assert_eq!(e.kind, EventKind::BruteForce);
@@ -52,7 +54,7 @@ fn authentication_failure_maps_to_brute_force_about_the_source_address() {
 
 #[test]
 fn a_risky_successful_logon_is_an_anomalous_login_about_the_user() {
-    let e = ocsf::parse(&bytes("auth-success-risky.json"))
+    let e = parse_ocsf(&bytes("auth-success-risky.json"))
         .unwrap()
         .unwrap();
     assert_eq!(e.kind, EventKind::AnomalousLogin);
@@ -75,17 +77,17 @@ fn events_that_are_no_evidence_map_to_none() {
         "auth-logoff.json",
         "finding-suppressed.json",
     ] {
-        assert_eq!(ocsf::parse(&bytes(name)).unwrap(), None, "{name}");
+        assert_eq!(parse_ocsf(&bytes(name)).unwrap(), None, "{name}");
     }
     let mut closed = value("finding-stuffing.json");
     closed["activity_id"] = json!(3);
     closed["type_uid"] = json!(200403);
-    assert_eq!(ocsf::from_value(&closed).unwrap(), None);
+    assert_eq!(parse_ocsf_value(&closed).unwrap(), None);
 }
 
 #[test]
 fn detection_findings_map_kind_subject_score_and_id() {
-    let e = ocsf::parse(&bytes("finding-stuffing.json"))
+    let e = parse_ocsf(&bytes("finding-stuffing.json"))
         .unwrap()
         .unwrap();
     assert_eq!(e.kind, EventKind::CredentialStuffing);
@@ -106,7 +108,7 @@ fn detection_findings_map_kind_subject_score_and_id() {
         "Credential stuffing against /login"
     );
 
-    let e = ocsf::parse(&bytes("finding-takeover-user.json"))
+    let e = parse_ocsf(&bytes("finding-takeover-user.json"))
         .unwrap()
         .unwrap();
     assert_eq!(e.kind, EventKind::AccountTakeover);
@@ -136,12 +138,12 @@ fn keywords_pick_the_kind() {
     ] {
         let mut v = value("finding-takeover-user.json");
         v["finding_info"]["title"] = json!(title);
-        assert_eq!(ocsf::from_value(&v).unwrap().unwrap().kind, kind, "{title}");
+        assert_eq!(parse_ocsf_value(&v).unwrap().unwrap().kind, kind, "{title}");
     }
 }
 
 fn refused(v: &Value) -> (String, String) {
-    match ocsf::from_value(v) {
+    match parse_ocsf_value(v) {
         Err(Error::Ocsf { field, reason }) => (field, reason),
         other => panic!("expected an OCSF error for {v}, got {other:?}"),
     }
@@ -232,15 +234,15 @@ fn missing_or_invalid_fields_are_typed_errors_naming_the_field() {
         assert!(shown.contains(&format!("`{want}`")), "{shown}");
     }
     for bad in [&b"not json"[..], b"[1,2]", b"{}", b"null"] {
-        assert!(ocsf::parse(bad).is_err());
+        assert!(parse_ocsf(bad).is_err());
     }
-    let huge = vec![b' '; ocsf::MAX_OCSF_BYTES + 1];
-    assert!(matches!(ocsf::parse(&huge), Err(Error::Ocsf { field, .. }) if field == "(document)"));
+    let huge = vec![b' '; palisade_playbooks::MAX_OCSF_BYTES + 1];
+    assert!(matches!(parse_ocsf(&huge), Err(Error::Ocsf { field, .. }) if field == "(document)"));
 }
 
 #[test]
 fn an_ocsf_brute_force_drives_the_default_playbooks() {
-    let e = ocsf::parse(&bytes("auth-failure.json")).unwrap().unwrap();
+    let e = parse_ocsf(&bytes("auth-failure.json")).unwrap().unwrap();
     let mut engine = Engine::new(Definition::default_set().unwrap());
     let plan = engine.evaluate(&e, e.time);
     let block = plan

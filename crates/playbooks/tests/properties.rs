@@ -7,9 +7,9 @@ use std::time::Duration;
 use palisade_core_traits::{
     EventId, EventKind, EvidenceBasis, SecurityEvent, Severity, Subject, Timestamp,
 };
-use palisade_playbooks::audit::{AuditLog, verify};
 use palisade_playbooks::{
-    Action, ActionKind, Definition, Engine, Mode, Note, Origin, Suppression, Target, Verdict,
+    Action, ActionKind, AuditLog, Definition, Engine, Mode, Note, Origin, Suppression, Target,
+    Verdict, verify_audit,
 };
 use proptest::prelude::*;
 
@@ -262,7 +262,7 @@ proptest! {
         let mut audit = AuditLog::new(Vec::new());
         run(&inputs, |_, plan, _| audit.record_plan(plan, &[]).unwrap());
         let log = String::from_utf8(audit.get_ref().clone()).unwrap();
-        prop_assert!(verify(&log).is_ok());
+        prop_assert!(verify_audit(&log).is_ok());
         let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
         prop_assume!(lines.len() >= 2);
         let i = pick.index(lines.len());
@@ -271,7 +271,7 @@ proptest! {
             1 => { lines.remove(i); if i == lines.len() { return Ok(()); } }
             _ => { let j = pick2.index(lines.len()); prop_assume!(lines[i] != lines[j]); lines.swap(i, j); }
         }
-        prop_assert!(verify(&lines.join("\n")).is_err());
+        prop_assert!(verify_audit(&lines.join("\n")).is_err());
     }
 
     #[test]

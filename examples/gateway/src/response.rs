@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{Clock, SecurityEvent, Severity};
-use palisade_playbooks::audit::AuditLog;
-use palisade_playbooks::{Engine, Executor, Outcome, Plan, Verdict};
+use palisade_playbooks::{AuditLog, Engine, Executor, Outcome, Plan, Verdict};
 use tokio::sync::mpsc;
 
 use crate::activity::{Activity, Origin, What};

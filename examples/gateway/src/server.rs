@@ -11,8 +11,7 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use palisade_core_traits::Clock;
-use palisade_playbooks::audit::AuditLog;
-use palisade_playbooks::{Definition, Engine, Executor};
+use palisade_playbooks::{AuditLog, Definition, Engine};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -104,7 +103,7 @@ impl Running {
         if let Ok(Ok(responder)) =
             tokio::time::timeout(Duration::from_secs(5), self.responder).await
         {
-            let state = responder.engine.snapshot().to_json();
+            let state = responder.engine.state().to_json();
             let path = self.state_dir.join("playbooks-state.json");
             if let Err(e) = std::fs::write(&path, state) {
                 tracing::error!(error = %e, path = %path.display(), "saving the playbooks' state failed");
@@ -144,7 +143,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         message: e.to_string(),
     })?;
     let saved = std::fs::read_to_string(state_dir.join("playbooks-state.json")).ok();
-    let engine = match saved.map(|s| palisade_playbooks::Snapshot::from_json(&s)) {
+    let engine = match saved.map(|s| palisade_playbooks::State::from_json(&s)) {
         Some(Ok(snapshot)) => Engine::restore(def, snapshot),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "the saved playbooks' state does not parse; starting empty");
@@ -162,7 +161,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         .map_err(io("audit log"))?;
     let responder = Responder {
         engine,
-        executor: Executor::new(gw.responders()),
+        executor: gw.executor()?,
         audit: AuditLog::new(audit_file),
         correlator: Correlator::new(Duration::from_secs(600)),
         dashboard: gw.dashboard.clone(),

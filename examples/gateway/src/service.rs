@@ -438,14 +438,15 @@ impl Gateway {
         let _ = self.scorer.score(&ctx);
     }
 
-    /// The playbooks' responders, wired to this gateway's crates.
-    pub fn responders(&self) -> palisade_playbooks::Responders {
-        let mut r = palisade_playbooks::Responders::default();
+    /// The playbooks' executor, wired to this gateway's crates.
+    pub fn executor(&self) -> Result<palisade_playbooks::Executor, StartError> {
         let blocker: Arc<dyn IpBlocker> = self.ip_limit.clone();
-        r.ip_blocker = Some(blocker);
-        r.token_revoker = Some(self.blacklist.clone());
-        r.step_up = Some(self.step_ups.clone());
-        r.sessions = Some(self.sessions.clone());
-        r
+        palisade_playbooks::Executor::builder()
+            .ip_blocker(blocker)
+            .token_revoker(self.blacklist.clone())
+            .step_up(self.step_ups.clone())
+            .sessions(self.sessions.clone())
+            .build()
+            .map_err(part("playbooks"))
     }
 }

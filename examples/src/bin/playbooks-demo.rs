@@ -17,8 +17,7 @@ use palisade_core_traits::{
     Notifier, SecurityEvent, SessionTerminator, Severity, StepUpRequirer, Subject, Timestamp,
     TokenIdentity, TokenRevoker, async_trait,
 };
-use palisade_playbooks::audit::{AuditLog, verify};
-use palisade_playbooks::{Definition, Engine, Executor, Plan, Responders, Verdict};
+use palisade_playbooks::{AuditLog, Definition, Engine, Executor, Plan, Verdict, verify_audit};
 
 /// Prints every call instead of acting.
 #[derive(Debug)]
@@ -120,13 +119,14 @@ async fn main() {
     def.allowlist.networks.push("10.0.0.0/8".parse().unwrap());
     let mut engine = Engine::new(def);
     let log: Arc<Log> = Arc::new(Log);
-    let mut r = Responders::default();
-    r.ip_blocker = Some(log.clone());
-    r.token_revoker = Some(log.clone());
-    r.step_up = Some(log.clone());
-    r.sessions = Some(log.clone());
-    r.notifier = Some(log);
-    let exec = Executor::new(r);
+    let exec = Executor::builder()
+        .ip_blocker(log.clone())
+        .token_revoker(log.clone())
+        .step_up(log.clone())
+        .sessions(log.clone())
+        .notifier(log)
+        .build()
+        .unwrap();
     let mut audit = AuditLog::new(Vec::new());
     let mut n = 0;
 
@@ -228,13 +228,13 @@ async fn main() {
     handle(&mut engine, &mut audit, ev).await;
 
     let log = String::from_utf8(audit.get_ref().clone()).unwrap();
-    let (records, head) = verify(&log).unwrap();
+    let (records, head) = verify_audit(&log).unwrap();
     println!(
         "\naudit: {records} hash-chained OCSF Remediation Activity records verify; head {}",
         &head[..16]
     );
     println!(
         "active decisions to persist on shutdown: {}",
-        engine.snapshot().decisions.len()
+        engine.state().decisions.len()
     );
 }

@@ -35,7 +35,7 @@ fn log() -> String {
 #[test]
 fn intact_log_verifies_and_is_ocsf_shaped() {
     let log = log();
-    let (n, last) = verify(&log).unwrap();
+    let (n, last) = verify_audit(&log).unwrap();
     assert_eq!(n as usize, log.lines().count());
     assert_eq!(n, 6 + 4);
     assert_eq!(last.len(), 64);
@@ -51,7 +51,7 @@ fn intact_log_verifies_and_is_ocsf_shaped() {
     assert_eq!(first["metadata"]["version"], "1.3.0");
     assert_eq!(first["metadata"]["product"]["name"], "palisade-playbooks");
     assert_eq!(first["metadata"]["product"]["vendor_name"], "Palisade");
-    assert_eq!(first["prev_hash"], GENESIS);
+    assert_eq!(first["prev_hash"], AUDIT_GENESIS);
     let records: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -80,19 +80,19 @@ fn an_edited_record_is_detected() {
     let log = log();
     let edited = log.replacen("192.0.2.1", "192.0.2.9", 1);
     assert_ne!(edited, log);
-    let err = verify(&edited).unwrap_err().to_string();
+    let err = verify_audit(&edited).unwrap_err().to_string();
     assert!(err.contains("hash mismatch"), "{err}");
     // Editing and re-hashing one record breaks the next record's link.
     let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
-    let mut rec = parse_record(lines[2].as_bytes()).unwrap();
+    let mut rec = AuditRecord::from_line(lines[2].as_bytes()).unwrap();
     rec.message = "nothing happened".into();
     rec.hash = rec.hash_of();
     lines[2] = rec.to_line();
-    let err = verify(&lines.join("\n")).unwrap_err().to_string();
+    let err = verify_audit(&lines.join("\n")).unwrap_err().to_string();
     assert!(err.starts_with("audit record 4:"), "{err}");
     // Whitespace is an edit too.
     let spaced = log.replacen("{\"seq\":0,", "{\"seq\":0, ", 1);
-    assert!(verify(&spaced).is_err());
+    assert!(verify_audit(&spaced).is_err());
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn a_dropped_record_is_detected() {
     let log = log();
     let mut lines: Vec<&str> = log.lines().collect();
     lines.remove(3);
-    let err = verify(&lines.join("\n")).unwrap_err().to_string();
+    let err = verify_audit(&lines.join("\n")).unwrap_err().to_string();
     assert!(err.contains("seq 4 where 3"), "{err}");
 }
 
@@ -109,14 +109,14 @@ fn reordered_records_are_detected() {
     let log = log();
     let mut lines: Vec<&str> = log.lines().collect();
     lines.swap(1, 2);
-    let err = verify(&lines.join("\n")).unwrap_err().to_string();
+    let err = verify_audit(&lines.join("\n")).unwrap_err().to_string();
     assert!(err.starts_with("audit record 2:"), "{err}");
 }
 
 #[test]
 fn resume_continues_the_chain() {
     let log = log();
-    let (n, last) = verify(&log).unwrap();
+    let (n, last) = verify_audit(&log).unwrap();
     let mut audit = AuditLog::resume(log.clone().into_bytes(), n, last);
     let plan = Engine::new(Definition::default_set().unwrap()).manual(
         Action::TerminateSessions {
@@ -129,5 +129,5 @@ fn resume_continues_the_chain() {
     );
     audit.record_plan(&plan, &[]).unwrap();
     let all = String::from_utf8(audit.get_ref().clone()).unwrap();
-    assert_eq!(verify(&all).unwrap().0, n + 1);
+    assert_eq!(verify_audit(&all).unwrap().0, n + 1);
 }

@@ -1,5 +1,8 @@
 use super::*;
-use palisade_core_traits::Score;
+use crate::Error;
+use crate::definition::Mode;
+use crate::plan::{Action, Note, Suppression, Verdict};
+use palisade_core_traits::{EventId, Score, Subject};
 
 pub(crate) const T0: u64 = 1_800_000_000;
 
@@ -509,6 +512,19 @@ approval = "10m"
         e.approve(1, at(10_601)),
         Err(Error::ApprovalExpired { id: 1, .. })
     ));
+    // Counted: three events, two approvals requested, one duplicate, one approved step
+    // executed; the approved decision expired, the late one is gone.
+    let s = e.stats();
+    assert_eq!((s.events_evaluated, s.events_ignored), (3, 0));
+    assert_eq!(
+        (
+            s.steps_await_approval,
+            s.steps_execute,
+            s.suppressed_duplicate
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!((s.expired, s.active_decisions), (1, 0));
 }
 
 #[test]
@@ -531,15 +547,15 @@ fn own_enforcement_is_not_evidence() {
 }
 
 #[test]
-fn snapshot_round_trips_and_restore_keeps_dedup_and_expiry() {
+fn state_round_trips_and_restore_keeps_dedup_and_expiry() {
     let mut e = engine();
     e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
-    let json = e.snapshot().to_json();
+    let json = e.state().to_json();
     let mut r = Engine::restore(
         Definition::default_set().unwrap(),
-        Snapshot::from_json(&json).unwrap(),
+        State::from_json(&json).unwrap(),
     );
-    assert_eq!(r.snapshot(), e.snapshot());
+    assert_eq!(r.state(), e.state());
     let p = r.evaluate(&ip_ev(2, "198.51.100.4"), at(10));
     assert!(p.steps.iter().all(|s| s.decision.is_none()));
     let expired = r.expire(at(900));
@@ -547,5 +563,5 @@ fn snapshot_round_trips_and_restore_keeps_dedup_and_expiry() {
     // Ids continue, never reused.
     let p = r.evaluate(&ip_ev(3, "192.0.2.1"), at(900));
     assert_eq!(p.steps[0].decision, Some(2));
-    assert!(Snapshot::from_json("{\"decisions\":[],\"x\":1}").is_err());
+    assert!(State::from_json("{\"decisions\":[],\"x\":1}").is_err());
 }

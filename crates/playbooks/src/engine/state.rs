@@ -1,0 +1,129 @@
+//! The state that survives a restart: [`State`], taken with [`Engine::state`] and
+//! given back with [`Engine::restore`].
+
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use palisade_core_traits::{EventKind, EvidenceBasis, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, replace_or_insert};
+use crate::Error;
+use crate::definition::Definition;
+use crate::plan::{ActionKind, Decision, Target};
+
+/// A repeat offender's history: bans within the decay window, the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Offence {
+    pub(super) count: u32,
+    pub(super) last: Timestamp,
+    pub(super) decay_after: Duration,
+}
+
+/// A cool-down as persisted: playbook name, group target, group kind, until, and the
+/// evidence that set it (absent in states of earlier versions: unauthenticated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CoolDown(
+    String,
+    Option<Target>,
+    Option<EventKind>,
+    Timestamp,
+    #[serde(default)] EvidenceBasis,
+);
+
+/// All the engine's state that must survive a restart: active and approval-pending
+/// decisions, offence history, cool-downs, the budget window and the next decision id.
+///
+/// The JSON format is the one 0.1.0 wrote as `Snapshot` (same fields, unknown fields
+/// refused); a state of an earlier version, with one budget for every action kind or
+/// cool-downs without an evidence basis, still loads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct State {
+    /// Active and approval-pending decisions.
+    pub decisions: Vec<Decision>,
+    /// Repeat-offender history: target, count, last offence, decay.
+    offences: Vec<(Target, Offence)>,
+    /// Cool-downs: playbook name, group target, group kind, until.
+    cooldowns: Vec<CoolDown>,
+    /// Times of recent budgeted actions, per action kind.
+    #[serde(default)]
+    budgets: Vec<(ActionKind, Timestamp)>,
+    /// States before budgets per kind kept one budget for every kind; read and dropped
+    /// (it only ever holds the last minute).
+    #[serde(default, skip_serializing)]
+    budget: Vec<Timestamp>,
+    /// Next decision id.
+    next_id: u64,
+}
+
+impl State {
+    /// Serializes to JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("state serializes: {e}"))
+    }
+
+    /// Parses JSON written by [`State::to_json`] (or by 0.1.0's `Snapshot::to_json`).
+    pub fn from_json(s: &str) -> Result<Self, Error> {
+        serde_json::from_str(s).map_err(Error::InvalidState)
+    }
+}
+
+impl Engine {
+    /// An engine resumed from a [`State`]: re-delivered events are duplicates, pending
+    /// expiries still fire, ids are never reused. Cool-downs of playbooks no longer
+    /// defined are dropped.
+    pub fn restore(def: Definition, state: State) -> Self {
+        let mut e = Engine::new(def);
+        for d in state.decisions {
+            let th = e.hasher.hash_one(&d.target);
+            e.insert(d, th);
+        }
+        for (target, o) in state.offences {
+            let th = e.hasher.hash_one(&target);
+            replace_or_insert(
+                &mut e.offences,
+                th,
+                (th, target, o),
+                |a, b| a.1 == b.1,
+                |e| e.0,
+            );
+        }
+        for CoolDown(name, target, kind, until, basis) in state.cooldowns {
+            if let Some(i) = e.def.playbooks.iter().position(|p| p.name == name) {
+                let th = target.as_ref().map(|t| e.hasher.hash_one(t));
+                e.set_cooldown(e.group_hash(i, th, kind), (i, target, kind), until, basis);
+            }
+        }
+        for (kind, t) in state.budgets {
+            e.budgets[kind as usize].push_back(t);
+        }
+        e.next_id = state.next_id;
+        e.counters.set_active(e.active.len());
+        e
+    }
+
+    /// The state to persist.
+    pub fn state(&self) -> State {
+        let mut decisions: Vec<Decision> = self.active.iter().map(|(_, d)| d.clone()).collect();
+        decisions.sort_by_key(|d| d.id);
+        State {
+            decisions,
+            offences: (self.offences.iter())
+                .map(|(_, t, o)| (t.clone(), *o))
+                .collect(),
+            cooldowns: (self.cooldowns.iter())
+                .map(|(_, (i, t, k), u, b)| {
+                    let name = self.def.playbooks[*i].name.clone();
+                    CoolDown(name, t.clone(), *k, *u, *b)
+                })
+                .collect(),
+            budgets: (ActionKind::ALL.iter())
+                .flat_map(|k| self.budgets[*k as usize].iter().map(|t| (*k, *t)))
+                .collect(),
+            budget: Vec::new(),
+            next_id: self.next_id,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The crate's one error type.
+
+use palisade_core_traits::Timestamp;
+
+/// What went wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A playbook definition was refused.
+    #[error("{origin}:{line}:{column}: {message}")]
+    Definition {
+        /// The file (or other origin) name.
+        origin: String,
+        /// 1-based line (0 if unknown).
+        line: usize,
+        /// 1-based column (0 if unknown).
+        column: usize,
+        /// What was wrong, naming the field.
+        message: String,
+    },
+    /// A builder was given a value it cannot work with. The reason never contains a
+    /// secret (a notifier's URL or routing key): it describes the value instead.
+    #[error("invalid configuration: `{field}`: {reason}")]
+    InvalidConfig {
+        /// The setting, e.g. `timeout` or `endpoint`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No decision with this id awaits approval.
+    #[error("no decision {0} awaits approval")]
+    UnknownDecision(u64),
+    /// The approval came too late.
+    #[error("decision {id}: approval deadline {deadline} has passed")]
+    ApprovalExpired {
+        /// The decision.
+        id: u64,
+        /// Its deadline.
+        deadline: Timestamp,
+    },
+    /// A persisted [`State`](crate::State) could not be parsed.
+    #[error("invalid state JSON: {0}")]
+    InvalidState(#[source] serde_json::Error),
+    /// The audit log is broken at this record.
+    #[error("audit record {line}: {reason}")]
+    Audit {
+        /// 1-based line in the log.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing the audit log failed.
+    #[error("audit log I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// An OCSF event could not be mapped to a `SecurityEvent`.
+    #[error("OCSF event: field `{field}`: {reason}")]
+    Ocsf {
+        /// The field path, e.g. `src_endpoint.ip`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The receiver refused the notification with a 4xx other than 429; not retried.
+    #[error("notifier {endpoint}: refused with HTTP {status}, not retried")]
+    NotifyRejected {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Delivery failed after the retries the policy allows (or a `Retry-After` too long).
+    #[error("notifier {endpoint}: gave up after {attempts} attempt(s): {reason}")]
+    NotifyGaveUp {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+    /// A request timed out after it was sent: it may have been delivered; not retried.
+    #[error("notifier {endpoint}: no response within {after:?}; delivery unknown")]
+    NotifyTimeout {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// The per-request timeout.
+        after: std::time::Duration,
+    },
+}
+
+impl Error {
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(
+    |data: &[u8]| palisade_core_traits::fuzzing::request_context_json(data)
+);
