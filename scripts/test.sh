@@ -6,6 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One clean build per run: incremental state only costs disk (tens of GB) here.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 LOG_DIR="target/test-logs"
 mkdir -p "$LOG_DIR"
 
