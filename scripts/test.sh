@@ -8,10 +8,13 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # One clean build per run: incremental state only costs disk (tens of GB) here.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Line tables are enough for a backtrace; full debug info tripled the target directory.
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+export CARGO_PROFILE_TEST_DEBUG="${CARGO_PROFILE_TEST_DEBUG:-line-tables-only}"
 LOG_DIR="target/test-logs"
 mkdir -p "$LOG_DIR"
 
-ALL_STEPS=(setup fmt clippy deps test doc deny fuzz-corpus benches deploy)
+ALL_STEPS=(setup fmt clippy features deps test doc deny fuzz-corpus benches package deploy)
 STEPS=("${@:-${ALL_STEPS[@]}}")
 SUMMARY=()
 FAILED=0
@@ -57,6 +60,37 @@ step_fmt() {
 
 step_clippy() {
     cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+}
+
+# The feature matrix of every published crate: clippy with no features, each feature
+# alone, and all of them (the `clippy` step covers all features of the workspace), so a
+# user's default or single-feature build is compiled too.
+step_features() {
+    local combos bad=0
+    combos=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p.get("publish") == [] or not p["manifest_path"].split("/")[-3] == "crates":
+        continue
+    feats = sorted(f for f in p["features"] if f != "default")
+    print(p["name"], "--no-default-features")
+    for f in feats:
+        print(p["name"], "--no-default-features --features", f)
+') || return 1
+    while read -r pkg args; do
+        echo "clippy -p $pkg $args"
+        # shellcheck disable=SC2086
+        cargo clippy -p "$pkg" $args --locked --quiet -- -D warnings || { echo "FAIL: $pkg $args"; bad=1; }
+    done <<<"$combos"
+    [ "$bad" -eq 0 ]
+}
+
+# Every published crate packages and builds from its package alone (workspace
+# dependencies from a local registry; tests and their data are not packaged).
+step_package() {
+    cargo package --workspace --locked --exclude palisade-testkit \
+        --exclude palisade-examples --exclude palisade-benches --exclude palisade-gateway \
+        --exclude palisade-healthcheck --exclude palisade-deploy-tests
 }
 
 # The dependency rule (docs/architecture.md): core-traits has no I/O or crypto
@@ -125,7 +159,7 @@ step_deploy() {
         start=$(date +%s)
         rm -rf "$venv"
         python3 -m venv "$venv" \
-            && "$venv/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
+            && "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --only-binary=:all: \
                 -r deploy/tests/requirements.txt -c deploy/tests/constraints.txt \
             || return 1
         echo "$pins" >"$venv/.pins"
