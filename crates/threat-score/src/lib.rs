@@ -17,6 +17,7 @@ mod state;
 mod sync;
 #[cfg(feature = "eval")]
 mod synth;
+mod telemetry;
 mod ua;
 mod velocity;
 mod verdict;

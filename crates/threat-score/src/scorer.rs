@@ -394,6 +394,10 @@ impl ThreatScorer {
         contributions.sort_by(|a, b| b.share.total_cmp(&a.share));
         let confidence = (history as f64 / cfg.min_history.get() as f64).min(1.0);
         let verdict = cfg.thresholds.verdict(score);
+        crate::telemetry::scored(
+            verdict,
+            contributions.first().map_or("none", |c| c.signal.name()),
+        );
         // No user id, address or reason text in the fields: only the decision.
         tracing::debug!(
             ?verdict,
@@ -426,12 +430,14 @@ impl ThreatScorer {
     pub fn record(&self, ctx: &RequestContext, signals: &Signals) -> Result<(), crate::Error> {
         let Some(outcome) = ctx.login else {
             tracing::warn!("threat-score: record refused, the context has no login outcome");
+            crate::telemetry::recorded("refused");
             return Err(crate::Error::NoLoginOutcome);
         };
         let p = self.prepare(ctx, signals);
         let now = self.now_secs();
         let success = matches!(outcome, LoginOutcome::Success | LoginOutcome::StepUpSuccess);
         self.velocity.record(now, p.sources, success);
+        crate::telemetry::recorded(if success { "success" } else { "failure" });
         if !success {
             let mut sources = vec![FailureSource::Ip(p.ip), FailureSource::prefix_of(p.ip)];
             sources.extend(p.asn.map(FailureSource::Asn));
@@ -478,6 +484,7 @@ impl ThreatScorer {
             }
         }
         let evicted = self.model.evict(p.user, self.config.memory_budget_bytes);
+        crate::telemetry::memory(evicted, self.model.users(), self.model.memory_bytes());
         if evicted > 0 {
             self.evicted.fetch_add(evicted, Relaxed);
             tracing::debug!(
@@ -560,6 +567,7 @@ impl ThreatScorer {
             // A failure, no outcome, or an unknown future outcome: the weaker evidence.
             _ => EvidenceBasis::Unauthenticated,
         };
+        crate::telemetry::event(score.verdict, basis.may_act_on_account());
         let outcome = ctx
             .login
             .map_or_else(|| "none".to_owned(), |o| format!("{o:?}").to_lowercase());
