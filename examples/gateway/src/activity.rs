@@ -97,6 +97,8 @@ pub enum What {
         subject: String,
         /// `authenticated` or `unauthenticated`.
         basis: String,
+        /// The region whose gateway detected it (`--region`).
+        region: String,
         /// The incident it joined.
         incident: u64,
     },

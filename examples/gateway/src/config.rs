@@ -93,6 +93,20 @@ pub struct Config {
     #[arg(long, env = "PALISADE_KEY_ROTATION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub key_rotation: std::time::Duration,
 
+    /// Names to watch in Certificate Transparency (`.example.com` for a domain and its
+    /// subdomains, `example.com` for one name); alerts join the incident bus.
+    #[arg(long = "ct-watch", env = "PALISADE_CT_WATCH", value_delimiter = ',')]
+    pub ct_watch: Vec<String>,
+
+    /// A CT log list (v3 JSON, a file) whose usable logs are followed from their end.
+    #[arg(long = "ct-log-list", env = "PALISADE_CT_LOG_LIST")]
+    pub ct_log_list: Option<PathBuf>,
+
+    /// Follow the two bundled offline CT test logs (real Navigli2025h2 entries served
+    /// on loopback, RFC 6962 and static-ct); `--demo` turns this on.
+    #[arg(long = "ct-test-logs")]
+    pub ct_test_logs: bool,
+
     /// Run a bounded, seeded traffic and attack scenario beside real traffic, so the
     /// dashboard is alive on first start; it stops by itself.
     #[arg(long)]
@@ -119,6 +133,9 @@ impl fmt::Debug for Config {
             .field("region", &self.region)
             .field("issuer", &self.issuer)
             .field("tls", &self.tls_cert.is_some())
+            .field("ct_watch", &self.ct_watch)
+            .field("ct_log_list", &self.ct_log_list)
+            .field("ct_test_logs", &self.ct_test_logs)
             .field("demo", &self.demo)
             .finish()
     }

@@ -35,6 +35,10 @@ pub struct RequestId(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
+/// The client's TLS handshake (JA4, version, SNI) when the gateway serves TLS itself.
+#[derive(Debug, Clone)]
+pub struct ClientTls(pub palisade_core_traits::TlsInfo);
+
 /// The validated bearer token of an `/api` request.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Arc<ValidatedToken>);
@@ -67,9 +71,15 @@ impl Gateway {
     }
 
     fn show(&self, req_id: &RequestId, ip: IpAddr, what: What) {
+        self.show_tls(req_id, ip, None, what);
+    }
+
+    /// Like `show`, with the client's JA4 when the connection was TLS.
+    fn show_tls(&self, req_id: &RequestId, ip: IpAddr, tls: Option<&ClientTls>, what: What) {
+        let mut origin = self.origin(ip);
+        origin.ja4 = tls.and_then(|t| t.0.ja4.clone());
         self.dashboard.publish(
-            Activity::new(self.clock.now(), self.origin(ip), what)
-                .with_request_id(req_id.0.clone()),
+            Activity::new(self.clock.now(), origin, what).with_request_id(req_id.0.clone()),
         );
     }
 
@@ -245,10 +255,20 @@ impl Gateway {
     }
 
     /// The request as the crates see it.
-    fn context_of(&self, ip: IpAddr, user: &str, headers: &HeaderMap) -> RequestContext {
+    fn context_of(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        headers: &HeaderMap,
+        tls: Option<&ClientTls>,
+    ) -> RequestContext {
         let mut ctx = RequestContext::new(ip, self.clock.now())
             .with_user(user)
             .with_request("POST", "/login");
+        if let Some(t) = tls {
+            // JA4 joins the device fingerprint (device-fp reads it from the context).
+            ctx = ctx.with_tls(t.0.clone());
+        }
         for (n, v) in headers {
             if let Ok(v) = v.to_str() {
                 ctx = ctx.with_header(n.as_str(), v);
@@ -263,9 +283,11 @@ pub async fn login(
     State(gw): State<Arc<Gateway>>,
     axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
     axum::Extension(id): axum::Extension<RequestId>,
+    tls: Option<axum::Extension<ClientTls>>,
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> Response {
+    let tls = tls.map(|axum::Extension(t)| t);
     let user = normalize_user_id(&body.username).into_owned();
     if user.is_empty() || user.len() > 256 {
         return problem(
@@ -282,7 +304,7 @@ pub async fn login(
         // Refused before the password is checked: for risk, a failed attempt (a brute
         // force shows in the velocity signals although its guesses never reach Argon2).
         let ctx = gw
-            .context_of(ip, &user, &headers)
+            .context_of(ip, &user, &headers, tls.as_ref())
             .with_login(LoginOutcome::Failure);
         let mut signals = Signals::default();
         signals.geo = Some(gw.geo.lookup(ip));
@@ -321,7 +343,9 @@ pub async fn login(
         PasswordCheck::Valid(_) => LoginOutcome::Success,
         PasswordCheck::Invalid => LoginOutcome::Failure,
     };
-    let ctx = gw.context_of(ip, &user, &headers).with_login(outcome);
+    let ctx = gw
+        .context_of(ip, &user, &headers, tls.as_ref())
+        .with_login(outcome);
     // Device trust feeds the score (the decision taken for threat-score).
     let inputs = FingerprintInputs::from_request(&ctx);
     let flags = consistency_flags(&inputs, ctx.user_agent());
@@ -347,9 +371,10 @@ pub async fn login(
     if let Some(o) = teach {
         let _ = gw.scorer.record(&ctx.clone().with_login(o), &signals);
     }
-    gw.show(
+    gw.show_tls(
         &id,
         ip,
+        tls.as_ref(),
         What::Login {
             user: user.clone(),
             result,
@@ -396,9 +421,11 @@ pub async fn step_up(
     State(gw): State<Arc<Gateway>>,
     axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
     axum::Extension(id): axum::Extension<RequestId>,
+    tls: Option<axum::Extension<ClientTls>>,
     headers: HeaderMap,
     Json(body): Json<StepUpBody>,
 ) -> Response {
+    let tls = tls.map(|axum::Extension(t)| t);
     let Some(ch) = gw.step_ups.attempt(&body.challenge).filter(|c| c.ip == ip) else {
         return problem(
             StatusCode::UNAUTHORIZED,
@@ -414,7 +441,9 @@ pub async fn step_up(
     } else {
         LoginOutcome::StepUpFailure
     };
-    let ctx = gw.context_of(ip, &ch.user, &headers).with_login(outcome);
+    let ctx = gw
+        .context_of(ip, &ch.user, &headers, tls.as_ref())
+        .with_login(outcome);
     let mut signals = Signals::default();
     signals.geo = Some(gw.geo.lookup(ip));
     let _ = gw.scorer.record(&ctx, &signals);
@@ -423,9 +452,10 @@ pub async fn step_up(
     } else {
         LoginResult::StepUpFailed
     };
-    gw.show(
+    gw.show_tls(
         &id,
         ip,
+        tls.as_ref(),
         What::Login {
             user: ch.user.clone(),
             result,
@@ -576,6 +606,10 @@ pub async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: the parts a request needs are ready (an active signing key).
+///
+/// Ready means a key signs. The CT monitor's per-log health is reported beside it but
+/// never makes the gateway unready: logins do not depend on it, and a stopped log is
+/// an alert on the dashboard and the bus, not a reason to refuse traffic.
 pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let keys = gw.keys.active().is_some();
     let status = if keys {
@@ -583,7 +617,8 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"keys": keys}))).into_response()
+    let ct = gw.ct.get().map_or(json!("off"), |c| json!(c.logs()));
+    (status, Json(json!({"keys": keys, "ct": ct}))).into_response()
 }
 
 /// Answers `/api/*` paths no route takes (after authentication).

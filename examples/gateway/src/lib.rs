@@ -7,6 +7,7 @@ pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod ct;
 pub mod dashboard;
 pub mod demo;
 pub mod http;

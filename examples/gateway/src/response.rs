@@ -23,15 +23,19 @@ pub const BUS_CAPACITY: usize = 4096;
 pub struct Bus {
     tx: mpsc::Sender<SecurityEvent>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    region: Arc<str>,
 }
 
 impl Bus {
-    /// A bus and its receiving end.
-    pub fn new() -> (Bus, mpsc::Receiver<SecurityEvent>) {
+    /// A bus and its receiving end; every event on it names `region` (evidence
+    /// `region`), so an operator who merges several regions' audits knows where each
+    /// decision was taken.
+    pub fn new(region: &str) -> (Bus, mpsc::Receiver<SecurityEvent>) {
         let (tx, rx) = mpsc::channel(BUS_CAPACITY);
         let bus = Bus {
             tx,
             dropped: Arc::default(),
+            region: region.into(),
         };
         (bus, rx)
     }
@@ -40,6 +44,11 @@ impl Bus {
     /// dropped (and counted); high and critical ones wait for room: the request that
     /// caused them is slowed, the alarm is not lost.
     pub async fn publish(&self, event: SecurityEvent) {
+        let event = if event.evidence("region").is_some() {
+            event
+        } else {
+            event.with_evidence("region", self.region.as_ref())
+        };
         match self.tx.try_send(event) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) if event.severity >= Severity::High => {
@@ -131,6 +140,7 @@ impl<W: Write> Responder<W> {
                 severity: name(&event.severity),
                 subject,
                 basis: name(&event.basis),
+                region: event.evidence("region").unwrap_or_default().to_owned(),
                 incident: incident.id,
             },
         ));

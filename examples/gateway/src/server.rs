@@ -3,7 +3,7 @@
 //! graceful shutdown that drains connections and saves state.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,10 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use palisade_core_traits::Clock;
+use palisade_device_fp::rustls;
+use palisade_device_fp::rustls::pki_types::pem::PemObject;
+use palisade_device_fp::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use palisade_device_fp::{Ja4Acceptor, Ja4ConnectInfo, Ja4Listener};
 use palisade_playbooks::{AuditLog, Definition, Engine};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -65,6 +69,55 @@ pub fn router(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> Router {
         .layer(from_fn_with_state(gw.clone(), http::context))
         // Bodies are small here: a bound before anything reads them.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+}
+
+fn part_error<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -> StartError {
+    move |e| StartError::Part {
+        part,
+        message: e.to_string(),
+    }
+}
+
+/// The TLS acceptor for `--tls-cert` / `--tls-key` (PEM: the chain, then a PKCS#8,
+/// PKCS#1 or SEC1 key), TLS 1.2 and 1.3 with ring, HTTP/1.1.
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<Ja4Acceptor, StartError> {
+    let named = |what: &'static str, path: &Path| {
+        let path = path.display().to_string();
+        move |e: rustls::pki_types::pem::Error| StartError::Part {
+            part: "tls",
+            message: format!("{what} {path}: {e}"),
+        }
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(named("certificate", cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(named("certificate", cert))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(named("private key", key))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(part_error("tls"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(part_error("tls"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ja4Acceptor::builder(Arc::new(config))
+        .build()
+        .map_err(part_error("tls"))
+}
+
+/// Turns the TLS listener's connection facts into what the rest of the stack reads:
+/// the peer address (`ConnectInfo<SocketAddr>`) and the handshake (`ClientTls`).
+async fn tls_connection(
+    axum::extract::ConnectInfo(conn): axum::extract::ConnectInfo<Ja4ConnectInfo>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(conn.remote_addr()));
+    req.extensions_mut()
+        .insert(crate::http::ClientTls(conn.tls_info()));
+    next.run(req).await
 }
 
 /// A running gateway.
@@ -125,7 +178,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let _ = crate::metrics::handle();
     let state_dir = config.state_dir.clone();
     let listen = config.listen;
-    let (bus, rx) = Bus::new();
+    let (bus, rx) = Bus::new(&config.region);
     let rotate_every = config.key_rotation;
     let gw = Arc::new(Gateway::build(config, clock.clone(), bus)?);
     let warm = gw.clone();
@@ -189,30 +242,67 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
             }
         }
     }));
+    if let Some((status, task)) = crate::ct::start(
+        &gw.config,
+        clock.clone(),
+        gw.bus.clone(),
+        gw.dashboard.clone(),
+    )
+    .await?
+    {
+        let _ = gw.ct.set(status);
+        tasks.push(task);
+    }
     if let Some(intel) = gw.intel.clone() {
         tasks.push(tokio::spawn(intel.watch(Duration::from_secs(5))));
     }
 
     let (stop, stopped) = watch::channel(false);
     let app = router(gw.clone(), stopped.clone());
+    let tls = match (&gw.config.tls_cert, &gw.config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(io("listen"))?;
     let addr = listener.local_addr().map_err(io("listen"))?;
     let mut signal = stopped;
-    let server = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = signal.wait_for(|s| *s).await;
-        })
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "server stopped");
+    let drained = async move {
+        let _ = signal.wait_for(|s| *s).await;
+    };
+    let server = match tls {
+        // TLS served here: device-fp reads each ClientHello for its JA4 before rustls
+        // completes the handshake; the handlers see the peer and the TLS facts.
+        Some(acceptor) => {
+            let listener = Ja4Listener::builder(listener, acceptor)
+                .build()
+                .map_err(part_error("tls"))?;
+            let app = app.layer(axum::middleware::from_fn(tls_connection));
+            tokio::spawn(async move {
+                let served = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<Ja4ConnectInfo>(),
+                )
+                .with_graceful_shutdown(drained)
+                .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "server stopped");
+                }
+            })
         }
-    });
+        None => tokio::spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(drained)
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "server stopped");
+            }
+        }),
+    };
     tracing::info!(%addr, "palisade-gateway listening");
     Ok(Running {
         addr,

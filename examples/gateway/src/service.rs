@@ -213,6 +213,8 @@ pub struct Gateway {
     pub step_ups: Arc<StepUps>,
     /// Session termination for playbooks.
     pub sessions: Arc<Sessions>,
+    /// The Certificate Transparency monitor's per-log health, once it runs.
+    pub ct: std::sync::OnceLock<Arc<crate::ct::CtStatus>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -260,6 +262,20 @@ fn limiter<K: palisade_ratelimit::Key>(
 impl Gateway {
     /// Wires every crate for `config`, in memory.
     pub fn build(config: Config, clock: Arc<dyn Clock>, bus: Bus) -> Result<Gateway, StartError> {
+        // Refused rather than ignored: an operator who asked for shared state or an HSM
+        // and silently got neither would run instances that disagree.
+        if !config.redis.is_empty() {
+            return Err(part("redis")(
+                "--redis is not wired into the gateway yet: limits, revocations and blocks \
+                 are per instance (docs/gateway.md, \"Not built yet\")",
+            ));
+        }
+        if config.pkcs11_uri.is_some() {
+            return Err(part("pkcs11")(
+                "--pkcs11 is not wired into the gateway yet: keys are software keys \
+                 (docs/gateway.md, \"Not built yet\")",
+            ));
+        }
         let dashboard = Arc::new(Dashboard::default());
         let users = Arc::new(Users::demo());
         let geo = Arc::new(
@@ -384,6 +400,7 @@ impl Gateway {
             keys,
             step_ups,
             sessions,
+            ct: std::sync::OnceLock::new(),
         })
     }
 
@@ -441,12 +458,20 @@ impl Gateway {
     /// The playbooks' executor, wired to this gateway's crates.
     pub fn executor(&self) -> Result<palisade_playbooks::Executor, StartError> {
         let blocker: Arc<dyn IpBlocker> = self.ip_limit.clone();
-        palisade_playbooks::Executor::builder()
+        let mut executor = palisade_playbooks::Executor::builder()
             .ip_blocker(blocker)
             .token_revoker(self.blacklist.clone())
             .step_up(self.step_ups.clone())
-            .sessions(self.sessions.clone())
-            .build()
-            .map_err(part("playbooks"))
+            .sessions(self.sessions.clone());
+        if let Some(url) = &self.config.webhook {
+            // The URL is often the credential: errors name the setting, never the URL.
+            let notifier = palisade_playbooks::HttpNotifier::webhook(url.as_str())
+                .source(format!("palisade-gateway/{}", self.config.region))
+                .clock(self.clock.clone())
+                .build()
+                .map_err(part("webhook"))?;
+            executor = executor.notifier(Arc::new(notifier));
+        }
+        executor.build().map_err(part("playbooks"))
     }
 }

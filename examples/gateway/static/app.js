@@ -62,7 +62,7 @@
       case "intel_hit": return `${who} on ${a.list}`;
       case "revoked": return `${a.scope} ${a.subject}`;
       case "idempotency": return `${a.outcome} for ${a.client}`;
-      case "detection": return `${a.event.replace(/_/g, " ")} about ${a.subject} (${a.severity}, ${a.basis}) → incident ${a.incident}`;
+      case "detection": return `${a.event.replace(/_/g, " ")} about ${a.subject} (${a.severity}, ${a.basis}${a.region ? ", " + a.region : ""}) → incident ${a.incident}`;
       case "action": return `${a.action} ${a.verdict} (incident ${a.incident})`;
       case "key": return `${a.kid} ${a.alg} ${a.status}`;
       case "ct_alert": return `${a.domain}: ${a.summary}`;

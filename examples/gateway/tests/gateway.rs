@@ -506,3 +506,176 @@ async fn keys_rotate_with_overlap_and_old_tokens_stay_valid() {
     assert_eq!(h.me(&new).await, StatusCode::OK);
     h.gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playbook_notification_reaches_the_webhook_with_the_region() {
+    // The receiving end: a real HTTP server on loopback that keeps what it is sent.
+    let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let keep = received.clone();
+    let hook = axum::Router::new().route(
+        "/hook/secret-token",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(v);
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/hook/secret-token",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+
+    let h = gateway(&["--webhook", &url, "--region", "eu-west-1"]).await;
+    let event = SecurityEvent::new(
+        EventId::new("bf-webhook").unwrap(),
+        h.clock.now(),
+        EventKind::BruteForce,
+        Severity::High,
+        Subject::ip("198.51.100.90".parse().unwrap()),
+        "test",
+    );
+    h.gw.gateway.bus.publish(event).await;
+    let mut body = None;
+    for _ in 0..300 {
+        if let Some(v) = received.lock().unwrap().first() {
+            body = Some(v.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let body = body.expect("no notification reached the webhook");
+    assert_eq!(body["source"], "palisade-gateway/eu-west-1", "{body}");
+    assert_eq!(body["severity"], "high", "{body}");
+    assert_eq!(body["dedup_key"], "brute-force-ip:198.51.100.90", "{body}");
+    // The detection, as operators see it, names the region that took it.
+    let snapshot: Value = serde_json::from_str(h.gw.gateway.dashboard.snapshot().as_str()).unwrap();
+    let detection = snapshot["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "detection")
+        .unwrap_or_else(|| panic!("no detection shown: {snapshot}"));
+    assert_eq!(detection["region"], "eu-west-1", "{detection}");
+    h.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_webhook_url_that_is_not_https_off_loopback_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display().to_string();
+    let config = Config::try_parse_from([
+        "palisade-gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        &state,
+        "--webhook",
+        "http://hooks.example/secret-token",
+    ])
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
+    let err = start(config, clock).await.unwrap_err().to_string();
+    assert!(err.starts_with("webhook:"), "{err}");
+    assert!(
+        !err.contains("secret-token"),
+        "the URL is the credential: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ct_alerts_from_the_bundled_test_logs_join_the_bus_and_the_dashboard() {
+    let h = gateway(&["--ct-test-logs"]).await;
+    let mut snapshot = Value::Null;
+    let mut ready = Value::Null;
+    for _ in 0..600 {
+        snapshot = serde_json::from_str(h.gw.gateway.dashboard.snapshot().as_str()).unwrap();
+        ready = h
+            .http
+            .get(format!("{}/readyz", h.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let both_ok = ready["ct"]["test-rfc6962"] == "ok" && ready["ct"]["test-static-ct"] == "ok";
+        let detected = snapshot["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "detection" && a["event"] == "unauthorized_certificate");
+        if both_ok && detected && !snapshot["ct"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["keys"], true, "{ready}");
+    assert_eq!(ready["ct"]["test-rfc6962"], "ok", "{ready}");
+    assert_eq!(ready["ct"]["test-static-ct"], "ok", "{ready}");
+    let alerts = snapshot["ct"].as_array().unwrap();
+    assert!(!alerts.is_empty(), "no CT alert: {snapshot}");
+    for a in alerts {
+        let summary = a["summary"].as_str().unwrap();
+        assert!(summary.starts_with("unauthorized "), "{a}");
+        // Entry 413 carries the key the gateway authorized: never an alert.
+        assert!(!summary.ends_with(" #413"), "{a}");
+        let domain = a["domain"].as_str().unwrap();
+        assert!(
+            domain == ".websrc.fr" || domain == ".herokuappdev.com",
+            "{a}"
+        );
+    }
+    assert!(snapshot["stats"]["counters"]["ct_alerts"].as_u64().unwrap() >= 1);
+    h.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_says_ct_is_off_when_no_log_is_followed() {
+    let h = gateway(&[]).await;
+    let ready: Value = h
+        .http
+        .get(format!("{}/readyz", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready, json!({"keys": true, "ct": "off"}));
+    h.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn flags_for_parts_not_wired_yet_refuse_to_start_instead_of_being_ignored() {
+    for (flags, part) in [
+        (vec!["--redis", "redis://127.0.0.1:6379/"], "redis:"),
+        (
+            vec![
+                "--pkcs11-module",
+                "/usr/lib/softhsm/libsofthsm2.so",
+                "--pkcs11",
+                "pkcs11:token=jwt",
+            ],
+            "pkcs11:",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().display().to_string();
+        let mut args = vec![
+            "palisade-gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            &state,
+        ];
+        args.extend(flags);
+        let config = Config::try_parse_from(args).unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
+        let err = start(config, clock).await.unwrap_err().to_string();
+        assert!(err.starts_with(part), "{err}");
+    }
+}
