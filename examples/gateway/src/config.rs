@@ -39,6 +39,11 @@ pub struct Config {
     #[arg(long, env = "PALISADE_PKCS11_PIN", hide_env_values = true)]
     pub pkcs11_pin: Option<String>,
 
+    /// The signing key ring's name (the HSM objects' label prefix, `[A-Za-z0-9._-]`).
+    /// Instances that share one HSM token each need their own.
+    #[arg(long, env = "PALISADE_KEY_NAME", default_value = "gateway")]
+    pub key_name: String,
+
     /// Writable directory for state that survives a restart (key ring, playbook
     /// decisions, the audit log).
     #[arg(
@@ -126,6 +131,7 @@ impl fmt::Debug for Config {
             .field("pkcs11_module", &self.pkcs11_module)
             .field("pkcs11_uri", &self.pkcs11_uri)
             .field("pkcs11_pin", &redacted(self.pkcs11_pin.is_some()))
+            .field("key_name", &self.key_name)
             .field("state_dir", &self.state_dir)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("intel", &self.intel)

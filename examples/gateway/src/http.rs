@@ -53,6 +53,11 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// A random identifier (16 hex digits).
+pub fn random_id() -> String {
+    random_hex(8)
+}
+
 fn problem(status: StatusCode, error: &str, detail: &str) -> Response {
     (status, Json(json!({"error": error, "detail": detail}))).into_response()
 }
@@ -159,10 +164,7 @@ pub async fn guard(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
             "the client address is on a deny list",
         );
     }
-    let d = gw
-        .ip_limit
-        .check(&ip, 1)
-        .unwrap_or_else(|_| unreachable!("the in-memory check cannot fail"));
+    let d = gw.ip_limit.check(&ip).await;
     if d.allowed {
         return next.run(req).await;
     }
@@ -296,10 +298,7 @@ pub async fn login(
             "username must be 1 to 256 characters",
         );
     }
-    let d = gw
-        .account_limit
-        .check(&user, 1)
-        .unwrap_or_else(|_| unreachable!("the in-memory check cannot fail"));
+    let d = gw.account_limit.check(&user).await;
     if !d.allowed {
         // Refused before the password is checked: for risk, a failed attempt (a brute
         // force shows in the velocity signals although its guesses never reach Argon2).
@@ -523,13 +522,15 @@ pub async fn authenticate(
     };
     let validated = match gw.validator.validate_async(token.as_bytes()).await {
         Ok(t) => t,
-        Err(_) => return unauthorized(Some("invalid_token")),
+        Err(e) => {
+            // The kind only (never the token): a refusal the client caused, or an
+            // unproven revocation replica (fail closed).
+            tracing::debug!(error = %e, "bearer token refused");
+            return unauthorized(Some("invalid_token"));
+        }
     };
     let subject = validated.identity().subject.clone().unwrap_or_default();
-    let d = gw
-        .subject_limit
-        .check(&subject, 1)
-        .unwrap_or_else(|_| unreachable!("the in-memory check cannot fail"));
+    let d = gw.subject_limit.check(&subject).await;
     if !d.allowed {
         if let (Some(ClientIp(ip)), Some(id)) = (
             req.extensions().get::<ClientIp>().copied(),
@@ -595,7 +596,7 @@ pub async fn logout(
 pub async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(gw.keys.jwks()),
+        Json(gw.published_keys.load().as_ref().clone()),
     )
         .into_response()
 }
@@ -605,7 +606,12 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: the parts a request needs are ready (an active signing key).
+/// How recently the revocation replica must have been proven in sync to be ready
+/// (token-blacklist's default `fresh_within`).
+const REPLICA_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /readyz`: the parts a request needs are ready (an active signing key; with
+/// `--redis`, a revocation replica proven in sync).
 ///
 /// Ready means a key signs. The CT monitor's per-log health is reported beside it but
 /// never makes the gateway unready: logins do not depend on it, and a stopped log is
@@ -618,7 +624,22 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let ct = gw.ct.get().map_or(json!("off"), |c| json!(c.logs()));
-    (status, Json(json!({"keys": keys, "ct": ct}))).into_response()
+    let mut body = json!({"keys": keys, "ct": ct});
+    let mut status = status;
+    if let Some(replica) = &gw.revocation_replica {
+        // Until the replica is proven in sync every token is refused (fail closed):
+        // not ready for traffic.
+        let age = replica.freshness();
+        let fresh = age.is_some_and(|a| a <= REPLICA_FRESH);
+        body["revocations"] = json!({
+            "fresh": fresh,
+            "age_ms": age.map(|a| a.as_millis() as u64),
+        });
+        if !fresh {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
+    (status, Json(body)).into_response()
 }
 
 /// Answers `/api/*` paths no route takes (after authentication).

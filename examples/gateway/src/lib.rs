@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod response;
 pub mod server;
 pub mod service;
+pub mod shared;
 pub mod users;

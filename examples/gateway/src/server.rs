@@ -180,7 +180,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let listen = config.listen;
     let (bus, rx) = Bus::new(&config.region);
     let rotate_every = config.key_rotation;
-    let gw = Arc::new(Gateway::build(config, clock.clone(), bus)?);
+    let gw = Arc::new(Gateway::build(config, clock.clone(), bus).await?);
+    // The keys verify (and, in a fleet, are published) before the first request.
+    gw.refresh_keys().await?;
     let warm = gw.clone();
     tokio::task::spawn_blocking(move || warm.warm_up())
         .await
@@ -237,7 +239,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         t.tick().await; // the first key was made at start
         loop {
             t.tick().await;
-            if let Err(e) = rotating.rotate_keys() {
+            if let Err(e) = rotating.rotate_keys().await {
                 tracing::error!(error = %e, "key rotation failed; the current key keeps signing");
             }
         }
@@ -252,6 +254,18 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     {
         let _ = gw.ct.set(status);
         tasks.push(task);
+    }
+    if gw.fleet.is_some() {
+        let fleet = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = tokio::time::interval(crate::service::FLEET_REFRESH);
+            loop {
+                t.tick().await;
+                if let Err(e) = fleet.refresh_keys().await {
+                    tracing::warn!(error = %e, "the fleet's keys could not be refreshed; keeping the last known");
+                }
+            }
+        }));
     }
     if let Some(intel) = gw.intel.clone() {
         tasks.push(tokio::spawn(intel.watch(Duration::from_secs(5))));

@@ -10,11 +10,11 @@ use palisade_core_traits::{
     TokenRevoker, TrustedProxies, async_trait, normalize_user_id,
 };
 use palisade_device_fp::{FingerprintKey, InMemoryDeviceStore, TrustPolicy};
-use palisade_hsm_keys::{JwsAlgorithm, KeyRing, SoftStore};
+use palisade_hsm_keys::{JwsAlgorithm, KeyRing, KeyStore, Pin, Pkcs11Store, SoftStore};
 use palisade_jwt_cache::{Algorithm, KeySet, Policy, TokenCache, Validator};
-use palisade_ratelimit::{KeyedLimiter, Quota};
+use palisade_ratelimit::{FailurePolicy, KeyedLimiter, Quota, RedisLimiter};
 use palisade_threat_score::{MaxMindLookup, ThreatScorer};
-use palisade_token_blacklist::MemoryBlacklist;
+use palisade_token_blacklist::{MemoryBlacklist, RedisBlacklist};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::Config;
@@ -22,6 +22,7 @@ use crate::dashboard::Dashboard;
 use crate::idempotency::{self, Idempotency};
 use crate::intel::Intel;
 use crate::response::Bus;
+use crate::shared::{Fleet, Limit, RedisConn};
 use crate::users::Users;
 
 /// Lifetime of issued access tokens.
@@ -198,17 +199,23 @@ pub struct Gateway {
     /// The proxies in front of the gateway.
     pub proxies: TrustedProxies,
     /// Per-address limit (every request).
-    pub ip_limit: Limiter<IpAddr>,
+    pub ip_limit: Limit<IpAddr>,
     /// Per-account limit on logins.
-    pub account_limit: Limiter<String>,
+    pub account_limit: Limit<String>,
     /// Per-subject limit on `/api`.
-    pub subject_limit: Limiter<String>,
-    /// Revocations.
-    pub blacklist: Arc<MemoryBlacklist>,
+    pub subject_limit: Limit<String>,
+    /// Revocations (in memory, or token-blacklist's Redis store).
+    pub blacklist: Arc<dyn TokenRevoker>,
+    /// The revocation store's local replica, when instances share Redis.
+    pub revocation_replica: Option<Arc<RedisBlacklist>>,
+    /// The fleet's verification keys, when instances share Redis.
+    pub fleet: Option<Arc<Fleet>>,
+    /// What `/.well-known/jwks.json` serves: this ring's keys, and the fleet's.
+    pub published_keys: arc_swap::ArcSwap<serde_json::Value>,
     /// Token validation (cache, revocation).
     pub validator: Arc<Validator>,
     /// Signing keys.
-    pub keys: Arc<KeyRing<SoftStore>>,
+    pub keys: Arc<KeyRing<Arc<dyn KeyStore>>>,
     /// Step-up requirements and challenges.
     pub step_ups: Arc<StepUps>,
     /// Session termination for playbooks.
@@ -246,36 +253,51 @@ fn part<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -> StartErro
     }
 }
 
-type Limiter<K> = Arc<KeyedLimiter<K, Arc<dyn Clock>>>;
+/// The Redis key prefix of everything the gateway keeps there.
+const REDIS_PREFIX: &str = "palisade:gateway";
+/// How often the fleet's keys are written and read.
+pub const FLEET_REFRESH: Duration = Duration::from_secs(2);
 
-fn limiter<K: palisade_ratelimit::Key>(
+/// One limit, in memory or shared on Redis (`name` is its policy and key prefix).
+async fn limit<K: crate::shared::LimitKey>(
+    redis: Option<&[String]>,
     clock: &Arc<dyn Clock>,
-    burst: u32,
-    rate: u32,
-    period: Duration,
-) -> Result<Limiter<K>, StartError> {
-    Quota::new(burst, rate, period)
-        .map(|q| Arc::new(KeyedLimiter::with_clock(q, clock.clone())))
-        .map_err(part("ratelimit"))
+    name: &str,
+    (burst, rate, period): (u32, u32, Duration),
+    failure: FailurePolicy,
+) -> Result<Limit<K>, StartError> {
+    let quota = Quota::new(burst, rate, period).map_err(part("ratelimit"))?;
+    let Some(urls) = redis else {
+        return Ok(Limit::Memory(Arc::new(KeyedLimiter::with_clock(
+            quota,
+            clock.clone(),
+        ))));
+    };
+    let builder = RedisLimiter::builder(vec![
+        palisade_ratelimit::Policy::new(name, quota).map_err(part("ratelimit"))?,
+    ])
+    .map_err(part("ratelimit"))?
+    .prefix(&format!("{REDIS_PREFIX}:limit:{name}"))
+    .failure_policy(failure)
+    .clock(clock.clone());
+    let limiter = match urls {
+        [one] => builder.connect(one).await,
+        many => builder.connect_cluster(many).await,
+    }
+    .map_err(part("redis"))?;
+    Ok(Limit::Redis(Arc::new(limiter)))
 }
 
 impl Gateway {
     /// Wires every crate for `config`, in memory.
-    pub fn build(config: Config, clock: Arc<dyn Clock>, bus: Bus) -> Result<Gateway, StartError> {
-        // Refused rather than ignored: an operator who asked for shared state or an HSM
-        // and silently got neither would run instances that disagree.
-        if !config.redis.is_empty() {
-            return Err(part("redis")(
-                "--redis is not wired into the gateway yet: limits, revocations and blocks \
-                 are per instance (docs/gateway.md, \"Not built yet\")",
-            ));
-        }
-        if config.pkcs11_uri.is_some() {
-            return Err(part("pkcs11")(
-                "--pkcs11 is not wired into the gateway yet: keys are software keys \
-                 (docs/gateway.md, \"Not built yet\")",
-            ));
-        }
+    ///
+    /// With `config.redis`, limits, blocks, revocations and verification keys are shared
+    /// through Redis (one URL: a server; several: a cluster's nodes).
+    pub async fn build(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        bus: Bus,
+    ) -> Result<Gateway, StartError> {
         let dashboard = Arc::new(Dashboard::default());
         let users = Arc::new(Users::demo());
         let geo = Arc::new(
@@ -333,25 +355,110 @@ impl Gateway {
             TrustedProxies::networks(trusted)
         };
         // The limits read the gateway's clock: tests drive them with a ManualClock.
-        let ip_limit = limiter(&clock, 60, 30, Duration::from_secs(1))?;
-        let account_limit = limiter(&clock, 5, 5, Duration::from_secs(60))?;
-        let subject_limit = limiter(&clock, 100, 50, Duration::from_secs(1))?;
-        let blacklist = Arc::new(
-            MemoryBlacklist::builder()
-                .clock(clock.clone())
-                .build()
-                .map_err(part("token-blacklist"))?,
-        );
-        let keys = Arc::new(
-            KeyRing::builder(SoftStore::new())
-                .name("gateway")
-                .algorithm(JwsAlgorithm::ES256)
-                .max_token_lifetime(TOKEN_TTL)
-                .clock(clock.clone())
-                .build()
-                .map_err(part("hsm-keys"))?,
-        );
-        keys.rotate().map_err(part("hsm-keys"))?;
+        // Redis down: addresses and API subjects pass (availability; every other check
+        // still runs), login attempts per account are refused (no guessing while the
+        // shared count is away).
+        let redis = (!config.redis.is_empty()).then_some(config.redis.as_slice());
+        let ip_limit = limit(
+            redis,
+            &clock,
+            "ip",
+            (60, 30, Duration::from_secs(1)),
+            FailurePolicy::Open,
+        )
+        .await?;
+        let account_limit = limit(
+            redis,
+            &clock,
+            "login-account",
+            (5, 5, Duration::from_secs(60)),
+            FailurePolicy::Closed,
+        )
+        .await?;
+        let subject_limit = limit(
+            redis,
+            &clock,
+            "api-subject",
+            (100, 50, Duration::from_secs(1)),
+            FailurePolicy::Open,
+        )
+        .await?;
+        let mut revocation_replica = None;
+        let (blacklist, revocation): (Arc<dyn TokenRevoker>, Arc<dyn RevocationCheck>) = match redis
+        {
+            None => {
+                let b = Arc::new(
+                    MemoryBlacklist::builder()
+                        .clock(clock.clone())
+                        .build()
+                        .map_err(part("token-blacklist"))?,
+                );
+                (b.clone(), b)
+            }
+            Some(urls) => {
+                let builder = RedisBlacklist::builder()
+                    .prefix(&format!("{REDIS_PREFIX}:revoked"))
+                    .clock(clock.clone());
+                let b = Arc::new(
+                    match urls {
+                        [one] => builder.connect(one).await,
+                        many => builder.connect_cluster(many).await,
+                    }
+                    .map_err(part("redis"))?,
+                );
+                revocation_replica = Some(b.clone());
+                (b.clone(), b)
+            }
+        };
+        let fleet = match redis {
+            None => None,
+            Some(urls) => {
+                let conn = RedisConn::connect(urls).await.map_err(part("redis"))?;
+                let instance = format!("{}-{}", config.region, crate::http::random_id());
+                Some(Arc::new(Fleet::new(
+                    conn,
+                    &format!("{REDIS_PREFIX}:jwks"),
+                    &instance,
+                    TOKEN_TTL + Duration::from_secs(60),
+                )))
+            }
+        };
+        // Keys in the HSM survive a restart, and so does the ring that names them
+        // (a state file beside the other state); software keys live and die with
+        // the process.
+        let (store, state_file): (Arc<dyn KeyStore>, _) =
+            match (&config.pkcs11_module, &config.pkcs11_uri) {
+                (Some(module), Some(uri)) => {
+                    let pin = config.pkcs11_pin.clone().ok_or_else(|| {
+                        part("pkcs11")(
+                            "--pkcs11-pin (PALISADE_PKCS11_PIN) is required with --pkcs11",
+                        )
+                    })?;
+                    let store = Pkcs11Store::builder()
+                        .module(module)
+                        .token(uri.as_str())
+                        .pin(Pin::new(pin))
+                        .build()
+                        .map_err(part("pkcs11"))?;
+                    let file = config
+                        .state_dir
+                        .join(format!("keyring-{}.json", config.key_name));
+                    (Arc::new(store), Some(file))
+                }
+                _ => (Arc::new(SoftStore::new()), None),
+            };
+        let mut ring = KeyRing::builder(store)
+            .name(config.key_name.as_str())
+            .algorithm(JwsAlgorithm::ES256)
+            .max_token_lifetime(TOKEN_TTL)
+            .clock(clock.clone());
+        if let Some(file) = state_file {
+            ring = ring.state_file(file);
+        }
+        let keys = Arc::new(ring.build().map_err(part("hsm-keys"))?);
+        if keys.active().is_none() {
+            keys.rotate().map_err(part("hsm-keys"))?;
+        }
         let key_set =
             KeySet::from_jwks(&serde_json::to_vec(&keys.jwks()).map_err(part("hsm-keys"))?)
                 .map_err(part("jwt-cache"))?;
@@ -362,7 +469,6 @@ impl Gateway {
             .required_claims(&["sub", "jti", "exp", "iat"])
             .build()
             .map_err(part("jwt-cache"))?;
-        let revocation: Arc<dyn RevocationCheck> = blacklist.clone();
         let validator = Arc::new(
             Validator::builder()
                 .policy(policy)
@@ -396,6 +502,9 @@ impl Gateway {
             account_limit,
             subject_limit,
             blacklist,
+            revocation_replica,
+            fleet,
+            published_keys: arc_swap::ArcSwap::from_pointee(serde_json::Value::Null),
             validator,
             keys,
             step_ups,
@@ -427,14 +536,43 @@ impl Gateway {
 
     /// Rotates the signing key: a new key signs, the old one stays published for the
     /// overlap (every token it signed can still be verified), keys past it are retired;
-    /// the validator's key set follows the JWKS.
-    pub fn rotate_keys(&self) -> Result<(), StartError> {
-        self.keys.rotate().map_err(part("hsm-keys"))?;
+    /// the validator's key set follows the JWKS. In a fleet the new key is published
+    /// first and signs only after every instance had time to read it.
+    pub async fn rotate_keys(&self) -> Result<(), StartError> {
+        let next = self.keys.prepare().map_err(part("hsm-keys"))?;
+        if self.fleet.is_some() {
+            self.refresh_keys().await?;
+            tokio::time::sleep(FLEET_REFRESH * 3).await;
+        }
+        self.keys
+            .activate(next.key.version)
+            .map_err(part("hsm-keys"))?;
         self.keys.retire_due().map_err(part("hsm-keys"))?;
-        let jwks = serde_json::to_vec(&self.keys.jwks()).map_err(part("hsm-keys"))?;
-        self.validator
-            .set_keys(KeySet::from_jwks(&jwks).map_err(part("jwt-cache"))?);
+        self.refresh_keys().await?;
         self.publish_keys();
+        Ok(())
+    }
+
+    /// Sets the verification keys (this ring's, and in a fleet every instance's, after
+    /// writing this ring's there) on the validator and the JWKS route. A fleet that
+    /// cannot be read keeps the keys it had: tokens of other instances keep verifying
+    /// with what was last known, this instance's own keys always do.
+    pub async fn refresh_keys(&self) -> Result<(), StartError> {
+        let own: Vec<serde_json::Value> = serde_json::to_value(self.keys.jwks())
+            .map_err(part("hsm-keys"))?["keys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut all = own.clone();
+        if let Some(fleet) = &self.fleet {
+            let now = self.clock.now().as_unix_secs();
+            fleet.publish(&own, now).await.map_err(part("redis"))?;
+            all.extend(fleet.read(now).await.map_err(part("redis"))?);
+        }
+        let jwks = serde_json::json!({ "keys": crate::shared::union_by_kid(all) });
+        let set = KeySet::from_jwks(jwks.to_string().as_bytes()).map_err(part("jwt-cache"))?;
+        self.validator.set_keys(set);
+        self.published_keys.store(Arc::new(jwks));
         Ok(())
     }
 
@@ -457,7 +595,7 @@ impl Gateway {
 
     /// The playbooks' executor, wired to this gateway's crates.
     pub fn executor(&self) -> Result<palisade_playbooks::Executor, StartError> {
-        let blocker: Arc<dyn IpBlocker> = self.ip_limit.clone();
+        let blocker: Arc<dyn IpBlocker> = self.ip_limit.blocker();
         let mut executor = palisade_playbooks::Executor::builder()
             .ip_blocker(blocker)
             .token_revoker(self.blacklist.clone())

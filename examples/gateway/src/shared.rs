@@ -1,0 +1,212 @@
+//! What several gateway instances share when `--redis` is given, and the one API the
+//! request path uses whether they share it or not.
+//!
+//! - Limits: each limit is either ratelimit's in-memory `KeyedLimiter` or its
+//!   `RedisLimiter` (one Lua script, one round trip); both canonicalise addresses, both
+//!   block (playbooks' `IpBlocker`), and their decisions are the same GCRA.
+//! - Revocations: token-blacklist's Redis store, checked from its local replica.
+//! - Verification keys (`Fleet`): every instance signs with its own keys and publishes
+//!   their public JWKS in one Redis hash; each instance verifies with the union, so a
+//!   token issued by one is accepted by all. An entry outlives its instance by the
+//!   longest token lifetime (plus a minute), so tokens of an instance that stopped stay
+//!   valid until they expire, and no longer.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core_traits::{Clock, canonical_ip};
+use palisade_ratelimit::{Decision, KeyedLimiter, RedisLimiter};
+use palisade_token_blacklist::redis::{self, AsyncCommands};
+use serde_json::Value;
+
+/// A limit over keys of type `K`, in memory or on Redis.
+pub enum Limit<K: palisade_ratelimit::Key> {
+    /// This instance only.
+    Memory(Arc<KeyedLimiter<K, Arc<dyn Clock>>>),
+    /// Shared by every instance on the same Redis.
+    Redis(Arc<RedisLimiter>),
+}
+
+impl<K: palisade_ratelimit::Key> Clone for Limit<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Limit::Memory(l) => Limit::Memory(l.clone()),
+            Limit::Redis(l) => Limit::Redis(l.clone()),
+        }
+    }
+}
+
+impl<K: palisade_ratelimit::Key> std::fmt::Debug for Limit<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::Memory(_) => "Limit::Memory",
+            Limit::Redis(_) => "Limit::Redis",
+        })
+    }
+}
+
+/// A key as the Redis limiter names it.
+pub trait LimitKey: palisade_ratelimit::Key {
+    /// The key's text (addresses in their canonical form).
+    fn text(&self) -> String;
+}
+
+impl LimitKey for IpAddr {
+    fn text(&self) -> String {
+        canonical_ip(*self).to_string()
+    }
+}
+
+impl LimitKey for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+}
+
+impl<K: LimitKey + 'static> Limit<K> {
+    /// Checks one unit for `key`. Only a malformed key can make the Redis limiter
+    /// fail (an outage is answered by its failure policy): the gateway's keys are
+    /// bounded and well-formed, so such an error is refused, never allowed.
+    pub async fn check(&self, key: &K) -> Decision {
+        let result = match self {
+            Limit::Memory(l) => l.check(key, 1),
+            Limit::Redis(l) => l.check(&key.text(), 1).await,
+        };
+        result.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "rate-limit key refused; denying");
+            Decision {
+                allowed: false,
+                limit: 0,
+                remaining: 0,
+                reset_after: Duration::from_secs(1),
+                retry_after: Duration::from_secs(1),
+                denial: None,
+            }
+        })
+    }
+
+    /// What playbooks block through.
+    pub fn blocker(&self) -> Arc<dyn palisade_core_traits::IpBlocker>
+    where
+        KeyedLimiter<K, Arc<dyn Clock>>: palisade_core_traits::IpBlocker,
+    {
+        match self {
+            Limit::Memory(l) => l.clone(),
+            Limit::Redis(l) => l.clone(),
+        }
+    }
+}
+
+/// A Redis connection to one server or to a cluster.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// A standalone server.
+    Single(redis::aio::ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RedisConn {
+    /// One URL: a server; several: the nodes of a cluster.
+    pub async fn connect(urls: &[String]) -> Result<RedisConn, redis::RedisError> {
+        match urls {
+            [one] => Ok(RedisConn::Single(
+                redis::Client::open(one.as_str())?
+                    .get_connection_manager()
+                    .await?,
+            )),
+            many => Ok(RedisConn::Cluster(
+                redis::cluster::ClusterClient::new(many.to_vec())?
+                    .get_async_connection()
+                    .await?,
+            )),
+        }
+    }
+}
+
+/// The fleet's verification keys in one Redis hash: field = instance, value =
+/// `{"until": unix seconds, "keys": [JWK…]}`.
+pub struct Fleet {
+    conn: RedisConn,
+    hash: String,
+    instance: String,
+    /// How long an entry stays usable after it was last written.
+    keep: Duration,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("hash", &self.hash)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// The fleet registry under `hash`, as `instance`; entries are kept `keep` after
+    /// their last write.
+    pub fn new(conn: RedisConn, hash: &str, instance: &str, keep: Duration) -> Fleet {
+        Fleet {
+            conn,
+            hash: hash.to_owned(),
+            instance: instance.to_owned(),
+            keep,
+        }
+    }
+
+    /// Writes this instance's published keys.
+    pub async fn publish(&self, keys: &[Value], now_secs: u64) -> Result<(), redis::RedisError> {
+        let entry = serde_json::json!({
+            "until": now_secs + self.keep.as_secs(),
+            "keys": keys,
+        })
+        .to_string();
+        match self.conn.clone() {
+            RedisConn::Single(mut c) => c.hset(&self.hash, &self.instance, entry).await,
+            RedisConn::Cluster(mut c) => c.hset(&self.hash, &self.instance, entry).await,
+        }
+    }
+
+    /// Every instance's keys still in use (an unreadable entry is skipped and logged;
+    /// entries past their time are removed).
+    pub async fn read(&self, now_secs: u64) -> Result<Vec<Value>, redis::RedisError> {
+        let all: Vec<(String, String)> = match self.conn.clone() {
+            RedisConn::Single(mut c) => c.hgetall(&self.hash).await?,
+            RedisConn::Cluster(mut c) => c.hgetall(&self.hash).await?,
+        };
+        let mut keys = Vec::new();
+        let mut gone = Vec::new();
+        for (instance, entry) in all {
+            let parsed: Option<(u64, Vec<Value>)> = serde_json::from_str::<Value>(&entry)
+                .ok()
+                .and_then(|v| Some((v["until"].as_u64()?, v["keys"].as_array()?.clone())));
+            match parsed {
+                Some((until, _)) if until < now_secs => gone.push(instance),
+                Some((_, k)) => keys.extend(k),
+                None => tracing::warn!(%instance, "unreadable fleet key entry skipped"),
+            }
+        }
+        if !gone.is_empty() {
+            let removed: Result<(), _> = match self.conn.clone() {
+                RedisConn::Single(mut c) => c.hdel(&self.hash, gone).await,
+                RedisConn::Cluster(mut c) => c.hdel(&self.hash, gone).await,
+            };
+            removed?;
+        }
+        Ok(keys)
+    }
+}
+
+/// The union of key lists by `kid` (the first occurrence wins).
+pub fn union_by_kid(lists: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    lists
+        .into_iter()
+        .filter(|k| match k["kid"].as_str() {
+            Some(kid) => seen.insert(kid.to_owned()),
+            None => false,
+        })
+        .collect()
+}
