@@ -227,7 +227,10 @@ fn token_identity_and_notification_round_trip() {
     ] {
         assert_eq!(alg.as_str(), name);
         assert_eq!(serde_json::to_string(&alg).unwrap(), format!("\"{name}\""));
-        assert_eq!(serde_json::from_str::<JwsAlgorithm>(&format!("\"{name}\"")).unwrap(), alg);
+        assert_eq!(
+            serde_json::from_str::<JwsAlgorithm>(&format!("\"{name}\"")).unwrap(),
+            alg
+        );
         assert!(alg.is_ml_dsa());
     }
     assert!(!JwsAlgorithm::ES256.is_ml_dsa());

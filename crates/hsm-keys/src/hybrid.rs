@@ -74,13 +74,16 @@ impl<S: KeyStore> HybridKeyRingBuilder<S> {
         let classical = self
             .classical
             .ok_or_else(|| Error::config("classical", "a hybrid ring needs a classical ring"))?;
-        let post_quantum = self.post_quantum.ok_or_else(|| {
-            Error::config("post_quantum", "a hybrid ring needs an ML-DSA ring")
-        })?;
+        let post_quantum = self
+            .post_quantum
+            .ok_or_else(|| Error::config("post_quantum", "a hybrid ring needs an ML-DSA ring"))?;
         if classical.config().algorithm.is_ml_dsa() {
             return Err(Error::config(
                 "classical",
-                format!("{} is not a classical algorithm", classical.config().algorithm),
+                format!(
+                    "{} is not a classical algorithm",
+                    classical.config().algorithm
+                ),
             ));
         }
         if !post_quantum.config().algorithm.is_ml_dsa() {

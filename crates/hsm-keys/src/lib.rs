@@ -3,9 +3,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod hybrid;
 mod jwk;
 mod jws;
-mod hybrid;
 mod keyring;
 mod mldsa;
 mod pin;
@@ -21,8 +21,8 @@ pub use error::{BoxError, Error};
 pub use hybrid::{HybridKeyRing, HybridKeyRingBuilder};
 pub use jwk::{Jwk, Jwks};
 pub use jws::sign_compact;
-pub use mldsa::ML_DSA_SEED_LEN;
 pub use keyring::{KeyRing, KeyRingBuilder, KeyRingConfig, KeyState, RingKey, State};
+pub use mldsa::ML_DSA_SEED_LEN;
 pub use palisade_core_traits::{JwsAlgorithm, SignedJws};
 pub use pin::Pin;
 #[cfg(feature = "pkcs11")]

@@ -11,8 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use palisade_core_traits::ManualClock;
 use palisade_hsm_keys::{
-    Error, HybridKeyRing, JwsAlgorithm, KeyRing, KeyStore, ML_DSA_SEED_LEN, SoftStore,
-    sign_compact,
+    Error, HybridKeyRing, JwsAlgorithm, KeyRing, KeyStore, ML_DSA_SEED_LEN, SoftStore, sign_compact,
 };
 use serde_json::Value;
 
@@ -73,7 +72,10 @@ fn rfc9964_private_jwk_gives_its_pub_and_kid_and_its_jws_verifies() {
         // bytes are checked, not reproduced), and its parts are the hex ones.
         let jws = ex["jws"].as_str().unwrap();
         let (input, sig) = jws.rsplit_once('.').unwrap();
-        assert_eq!(hex(input.as_bytes()), ex["raw_to_be_signed"].as_str().unwrap());
+        assert_eq!(
+            hex(input.as_bytes()),
+            ex["raw_to_be_signed"].as_str().unwrap()
+        );
         assert_eq!(hex(&b64d(sig)), ex["raw_signature"].as_str().unwrap());
         let public = b64d(jwk["pub"].as_str().unwrap());
         assert!(verify_raw(alg, &public, input.as_bytes(), &b64d(sig)));
@@ -152,12 +154,21 @@ fn seeds_and_private_jwks_are_checked_with_typed_errors() {
             other => panic!("{other:?}"),
         }
     };
-    assert_eq!(member(&|j| drop(j.as_object_mut().unwrap().remove("alg"))), "alg");
+    assert_eq!(
+        member(&|j| drop(j.as_object_mut().unwrap().remove("alg"))),
+        "alg"
+    );
     assert_eq!(member(&|j| j["alg"] = "ES256".into()), "alg");
     assert_eq!(member(&|j| j["kty"] = "OKP".into()), "kty");
-    assert_eq!(member(&|j| drop(j.as_object_mut().unwrap().remove("priv"))), "priv");
+    assert_eq!(
+        member(&|j| drop(j.as_object_mut().unwrap().remove("priv"))),
+        "priv"
+    );
     assert_eq!(member(&|j| j["priv"] = "AAAA".into()), "priv");
-    assert_eq!(member(&|j| drop(j.as_object_mut().unwrap().remove("pub"))), "pub");
+    assert_eq!(
+        member(&|j| drop(j.as_object_mut().unwrap().remove("pub"))),
+        "pub"
+    );
     // The ML-DSA-44 seed declared as ML-DSA-65: its `pub` cannot match.
     assert_eq!(member(&|j| j["alg"] = "ML-DSA-65".into()), "pub");
     let other_pub = rfc_example(JwsAlgorithm::MlDsa65)["jwk"]["pub"].clone();
@@ -172,16 +183,19 @@ fn seeds_and_private_jwks_are_checked_with_typed_errors() {
     assert_eq!(info.kid(), good["kid"].as_str().unwrap());
     // No error message carries the seed.
     let err = store
-        .import_akp_jwk("pq", br#"{"kty":"AKP","alg":"ML-DSA-44","priv":"c2VjcmV0","pub":"x"}"#)
+        .import_akp_jwk(
+            "pq",
+            br#"{"kty":"AKP","alg":"ML-DSA-44","priv":"c2VjcmV0","pub":"x"}"#,
+        )
         .unwrap_err();
     assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
 }
 
 #[test]
 fn a_ring_rotates_ml_dsa_keys_with_overlap_like_any_other() {
-    let clock = Arc::new(ManualClock::new(palisade_core_traits::Timestamp::from_unix_secs(
-        1_800_000_000,
-    )));
+    let clock = Arc::new(ManualClock::new(
+        palisade_core_traits::Timestamp::from_unix_secs(1_800_000_000),
+    ));
     let ring = KeyRing::builder(SoftStore::new())
         .name("pq")
         .algorithm(JwsAlgorithm::MlDsa65)
@@ -264,7 +278,11 @@ fn the_hybrid_ring_publishes_both_and_signs_per_audience() {
         "post_quantum"
     );
     assert_eq!(
-        field(HybridKeyRing::builder().classical(ring("a", JwsAlgorithm::ES256)).build()),
+        field(
+            HybridKeyRing::builder()
+                .classical(ring("a", JwsAlgorithm::ES256))
+                .build()
+        ),
         "post_quantum"
     );
     assert_eq!(

@@ -153,15 +153,17 @@ mod tests {
             no_gen.generate_gap(JwsAlgorithm::EdDSA),
             Some("no CKM_EC_EDWARDS_KEY_PAIR_GEN")
         );
-        for alg in [JwsAlgorithm::MlDsa44, JwsAlgorithm::MlDsa65, JwsAlgorithm::MlDsa87] {
+        for alg in [
+            JwsAlgorithm::MlDsa44,
+            JwsAlgorithm::MlDsa65,
+            JwsAlgorithm::MlDsa87,
+        ] {
             let gap = only_ecdsa.generate_gap(alg).unwrap();
             assert!(gap.contains("not supported by this token"), "{gap}");
             assert!(gap.contains("CKM_ML_DSA"), "{gap}");
         }
-        let with_ml_dsa = Mechs::from_list(&[
-            MechanismType::ML_DSA,
-            MechanismType::ML_DSA_KEY_PAIR_GEN,
-        ]);
+        let with_ml_dsa =
+            Mechs::from_list(&[MechanismType::ML_DSA, MechanismType::ML_DSA_KEY_PAIR_GEN]);
         assert!(
             with_ml_dsa
                 .generate_gap(JwsAlgorithm::MlDsa65)
