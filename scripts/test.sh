@@ -48,6 +48,9 @@ step_setup() {
         cargo install --locked cargo-deny || return 1
     fi
     (cd examples/gateway/tests/browser && npm ci --no-audit --no-fund --loglevel=error) || return 1
+    # The independent ML-DSA (@noble/post-quantum) that examples/tests/mldsa_roundtrip.rs
+    # asks to verify tokens hsm-keys signed.
+    (cd scripts/mldsa-vectors && npm ci --no-audit --no-fund --loglevel=error) || return 1
     redis-server --version
     cargo deny --version
     chromium --version

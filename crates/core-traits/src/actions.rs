@@ -247,6 +247,15 @@ pub enum JwsAlgorithm {
     PS256,
     /// Ed25519.
     EdDSA,
+    /// ML-DSA-44 (FIPS 204, RFC 9964), pure mode with an empty context.
+    #[serde(rename = "ML-DSA-44")]
+    MlDsa44,
+    /// ML-DSA-65 (FIPS 204, RFC 9964), pure mode with an empty context.
+    #[serde(rename = "ML-DSA-65")]
+    MlDsa65,
+    /// ML-DSA-87 (FIPS 204, RFC 9964), pure mode with an empty context.
+    #[serde(rename = "ML-DSA-87")]
+    MlDsa87,
 }
 
 impl JwsAlgorithm {
@@ -258,7 +267,18 @@ impl JwsAlgorithm {
             JwsAlgorithm::RS256 => "RS256",
             JwsAlgorithm::PS256 => "PS256",
             JwsAlgorithm::EdDSA => "EdDSA",
+            JwsAlgorithm::MlDsa44 => "ML-DSA-44",
+            JwsAlgorithm::MlDsa65 => "ML-DSA-65",
+            JwsAlgorithm::MlDsa87 => "ML-DSA-87",
         }
+    }
+
+    /// Whether this is one of the post-quantum ML-DSA parameter sets.
+    pub fn is_ml_dsa(self) -> bool {
+        matches!(
+            self,
+            JwsAlgorithm::MlDsa44 | JwsAlgorithm::MlDsa65 | JwsAlgorithm::MlDsa87
+        )
     }
 }
 

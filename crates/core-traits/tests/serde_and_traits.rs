@@ -219,6 +219,22 @@ fn token_identity_and_notification_round_trip() {
         serde_json::from_str::<JwsAlgorithm>("\"none\"").is_err(),
         "alg none is not an algorithm"
     );
+    // RFC 9964 names: the serde form and the header form are the same string.
+    for (alg, name) in [
+        (JwsAlgorithm::MlDsa44, "ML-DSA-44"),
+        (JwsAlgorithm::MlDsa65, "ML-DSA-65"),
+        (JwsAlgorithm::MlDsa87, "ML-DSA-87"),
+    ] {
+        assert_eq!(alg.as_str(), name);
+        assert_eq!(serde_json::to_string(&alg).unwrap(), format!("\"{name}\""));
+        assert_eq!(
+            serde_json::from_str::<JwsAlgorithm>(&format!("\"{name}\"")).unwrap(),
+            alg
+        );
+        assert!(alg.is_ml_dsa());
+    }
+    assert!(!JwsAlgorithm::ES256.is_ml_dsa());
+    assert!(serde_json::from_str::<JwsAlgorithm>("\"MlDsa65\"").is_err());
 }
 
 #[test]

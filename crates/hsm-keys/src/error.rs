@@ -50,6 +50,14 @@ pub enum Error {
         /// Why it was rejected (never the key bytes).
         reason: String,
     },
+    /// A JWK given to import (a private AKP key, RFC 9964) was malformed.
+    #[error("invalid JWK: {member}: {reason}")]
+    InvalidJwk {
+        /// The member that was wrong (`kty`, `alg`, `pub`, `priv`) or `(document)`.
+        member: &'static str,
+        /// Why (never the member's value).
+        reason: &'static str,
+    },
     /// A cryptographic operation failed. Opaque on purpose; `source()` carries
     /// the HSM or I/O cause when there is one.
     #[error("cryptographic operation failed: {operation}")]

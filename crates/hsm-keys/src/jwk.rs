@@ -1,4 +1,4 @@
-//! Public keys as JWKs (RFC 7517/7518/8037) and RFC 7638 thumbprints.
+//! Public keys as JWKs (RFC 7517/7518/8037, AKP of RFC 9964) and RFC 7638 thumbprints.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,15 +24,27 @@ pub(crate) enum PublicKey {
         n: Vec<u8>,
         e: Vec<u8>,
     },
+    /// ML-DSA: the raw FIPS 204 public key (`pkEncode`), an AKP key of RFC 9964.
+    MlDsa { alg: JwsAlgorithm, public: Vec<u8> },
 }
 
-/// The JWK (`kty`, curve or modulus, `alg`, `use`, `kid`) of one signing key.
+/// FIPS 204 Table 2: (public key, signature) bytes of an ML-DSA parameter set.
+pub(crate) fn ml_dsa_sizes(alg: JwsAlgorithm) -> Option<(usize, usize)> {
+    match alg {
+        JwsAlgorithm::MlDsa44 => Some((1312, 2420)),
+        JwsAlgorithm::MlDsa65 => Some((1952, 3309)),
+        JwsAlgorithm::MlDsa87 => Some((2592, 4627)),
+        _ => None,
+    }
+}
+
+/// The JWK (`kty`, curve, modulus or `pub`, `alg`, `use`, `kid`) of one signing key.
 ///
 /// `kid` is the RFC 7638 SHA-256 thumbprint of the key, so it is the same for the
 /// same key in every store and every process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
-    /// `EC`, `OKP` or `RSA`.
+    /// `EC`, `OKP`, `RSA` or `AKP` (RFC 9964, ML-DSA).
     pub kty: String,
     /// `P-256`, `P-384` or `Ed25519` (EC and OKP keys).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -49,7 +61,10 @@ pub struct Jwk {
     /// The RSA public exponent, base64url, minimal length.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub e: Option<String>,
-    /// The JWS algorithm this key is for.
+    /// The public key of an `AKP` key (RFC 9964), base64url.
+    #[serde(rename = "pub", skip_serializing_if = "Option::is_none", default)]
+    pub pub_: Option<String>,
+    /// The JWS algorithm this key is for (required for `AKP` keys).
     pub alg: String,
     /// Always `sig`.
     #[serde(rename = "use")]
@@ -78,6 +93,7 @@ impl PublicKey {
         match self {
             PublicKey::Ec { alg, .. } | PublicKey::Rsa { alg, .. } => *alg,
             PublicKey::Ed25519(_) => JwsAlgorithm::EdDSA,
+            PublicKey::MlDsa { alg, .. } => *alg,
         }
     }
 
@@ -111,6 +127,7 @@ impl PublicKey {
                 }
                 ("OKP", Some("Ed25519"), Some(b64(k)), None, None, None)
             }
+            PublicKey::MlDsa { public, .. } => return akp_jwk(alg, public),
             PublicKey::Rsa { n, e, .. } => (
                 "RSA",
                 None,
@@ -138,7 +155,6 @@ impl PublicKey {
                 n.as_deref().unwrap_or_default()
             ),
         };
-        let kid = b64(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()).as_ref());
         Ok(Jwk {
             kty: kty.to_owned(),
             crv: crv.map(str::to_owned),
@@ -146,11 +162,45 @@ impl PublicKey {
             y,
             n,
             e,
+            pub_: None,
             alg: alg.as_str().to_owned(),
             use_: "sig".to_owned(),
-            kid,
+            kid: thumbprint(&canonical),
         })
     }
+}
+
+fn thumbprint(canonical: &str) -> String {
+    b64(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()).as_ref())
+}
+
+/// RFC 9964 §6: an AKP key's thumbprint covers `alg`, `kty` and `pub`, in that
+/// (lexicographic) order: unlike EC or OKP keys, the algorithm is part of the key.
+fn akp_jwk(alg: JwsAlgorithm, public: &[u8]) -> Result<Jwk, Error> {
+    let (want, _) = ml_dsa_sizes(alg).ok_or_else(|| Error::InvalidKey {
+        algorithm: alg,
+        reason: "not an ML-DSA algorithm".into(),
+    })?;
+    if public.len() != want {
+        return Err(Error::InvalidKey {
+            algorithm: alg,
+            reason: format!("{alg} public key of {} bytes, not {want}", public.len()),
+        });
+    }
+    let pub_ = b64(public);
+    let canonical = format!(r#"{{"alg":"{alg}","kty":"AKP","pub":"{pub_}"}}"#);
+    Ok(Jwk {
+        kty: "AKP".to_owned(),
+        crv: None,
+        x: None,
+        y: None,
+        n: None,
+        e: None,
+        pub_: Some(pub_),
+        alg: alg.as_str().to_owned(),
+        use_: "sig".to_owned(),
+        kid: thumbprint(&canonical),
+    })
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod hybrid;
 mod jwk;
 mod jws;
 mod keyring;
+mod mldsa;
 mod pin;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
@@ -16,9 +18,11 @@ mod telemetry;
 #[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
 pub use cryptoki;
 pub use error::{BoxError, Error};
+pub use hybrid::{HybridKeyRing, HybridKeyRingBuilder};
 pub use jwk::{Jwk, Jwks};
 pub use jws::sign_compact;
 pub use keyring::{KeyRing, KeyRingBuilder, KeyRingConfig, KeyState, RingKey, State};
+pub use mldsa::ML_DSA_SEED_LEN;
 pub use palisade_core_traits::{JwsAlgorithm, SignedJws};
 pub use pin::Pin;
 #[cfg(feature = "pkcs11")]
@@ -38,6 +42,12 @@ pub mod fuzzing {
     /// accepted.
     pub fn hsm_keys_pkcs11_uri(data: &[u8]) -> bool {
         crate::TokenSelector::parse(&String::from_utf8_lossy(data)).is_ok()
+    }
+
+    /// `hsm_keys_akp_jwk`: a private AKP JWK (RFC 9964) as `SoftStore::import_akp_jwk`
+    /// parses it; whether it was accepted.
+    pub fn hsm_keys_akp_jwk(data: &[u8]) -> bool {
+        crate::mldsa::parse_private_akp(data).is_ok()
     }
 
     /// `hsm_keys_pkcs8`: the PKCS#8 parsing used by `Pkcs11Store` imports
@@ -113,7 +123,7 @@ impl KeyInfo {
 ///
 /// All methods block (an HSM call is I/O); async callers go through
 /// [`KeyRing`]'s `JwsSigner` impl, which uses `spawn_blocking`.
-/// Signatures are in JWS form: ECDSA as raw `r‖s`, RSA and Ed25519 as usual.
+/// Signatures are in JWS form: ECDSA as raw `r‖s`, RSA, Ed25519 and ML-DSA as usual.
 pub trait KeyStore: Send + Sync + fmt::Debug {
     /// `"soft"` or `"pkcs11"`, for errors and logs.
     fn backend(&self) -> &'static str;

@@ -1,4 +1,4 @@
-//! `SoftStore`: keys in process memory, signed with ring.
+//! `SoftStore`: keys in process memory, signed with ring (ML-DSA with aws-lc-rs).
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -9,16 +9,18 @@ use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPa
 use zeroize::Zeroizing;
 
 use crate::jwk::PublicKey;
+use crate::mldsa;
 use crate::{Error, KeyInfo, KeyRef, KeyStore, telemetry, validate_name};
 
 /// Smallest RSA modulus accepted, in bits.
 pub(crate) const MIN_RSA_BITS: usize = 2048;
 
-/// A parsed ring key pair.
+/// A parsed key pair: ring's, or aws-lc-rs's for ML-DSA (ring has none).
 pub(crate) enum RingKey {
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
     Rsa(RsaKeyPair),
+    MlDsa(aws_lc_rs::signature::PqdsaKeyPair),
 }
 
 impl RingKey {
@@ -53,6 +55,7 @@ impl RingKey {
                 }
                 RingKey::Rsa(kp)
             }
+            a if a.is_ml_dsa() => RingKey::MlDsa(mldsa::from_pkcs8(a, der)?),
             other => {
                 return Err(invalid(format!("algorithm {other} is not supported")));
             }
@@ -67,6 +70,10 @@ impl RingKey {
                 point: kp.public_key().as_ref().to_vec(),
             },
             RingKey::Ed25519(kp) => PublicKey::Ed25519(kp.public_key().as_ref().to_vec()),
+            RingKey::MlDsa(kp) => PublicKey::MlDsa {
+                alg,
+                public: mldsa::public(kp),
+            },
             RingKey::Rsa(kp) => {
                 let c = signature::RsaPublicKeyComponents::<Vec<u8>>::from(kp.public());
                 PublicKey::Rsa {
@@ -85,6 +92,7 @@ impl RingKey {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| Error::crypto("ECDSA sign")),
             RingKey::Ed25519(kp) => Ok(kp.sign(msg).as_ref().to_vec()),
+            RingKey::MlDsa(kp) => mldsa::sign(kp, msg),
             RingKey::Rsa(kp) => {
                 let padding: &'static dyn signature::RsaEncoding = if alg == JwsAlgorithm::PS256 {
                     &signature::RSA_PSS_SHA256
@@ -116,7 +124,8 @@ struct SoftKey {
 /// Signing keys in process memory, signed with ring: for development, tests, and
 /// services without an HSM.
 ///
-/// Generates ES256, ES384 and EdDSA keys. **RSA keys (RS256, PS256) can only be
+/// Generates ES256, ES384, EdDSA and ML-DSA-44/65/87 keys (ML-DSA through
+/// aws-lc-rs; also importable from a 32-byte seed or a private AKP JWK). **RSA keys (RS256, PS256) can only be
 /// imported** from PKCS#8: ring has no RSA key generation, and the pure-Rust `rsa`
 /// crate is not used because its private-key operations are not constant time
 /// (RUSTSEC-2023-0071, Marvin). Generate RSA keys in an HSM, or with a vetted tool,
@@ -174,6 +183,32 @@ impl SoftStore {
     }
 }
 
+impl SoftStore {
+    /// Imports an ML-DSA key from its 32-byte seed (FIPS 204 ξ, RFC 9964 `priv`) as
+    /// `name/(latest version + 1)`. The same seed gives the same key (and `kid`) in
+    /// every implementation. Wipe the caller's copy of the seed after the call.
+    pub fn import_ml_dsa_seed(
+        &self,
+        name: &str,
+        algorithm: JwsAlgorithm,
+        seed: &[u8],
+    ) -> Result<KeyInfo, Error> {
+        validate_name(name)?;
+        let kp = mldsa::from_seed(algorithm, seed)?;
+        self.insert(name, algorithm, RingKey::MlDsa(kp))
+    }
+
+    /// Imports a private AKP JWK (RFC 9964: `kty` `AKP`, `alg` one of the ML-DSA
+    /// names, `pub`, and `priv` the 32-byte seed) as `name/(latest version + 1)`.
+    /// `pub` must be the key derived from `priv`; other members (`kid`, `use`) are
+    /// ignored, the `kid` is recomputed. Errors name the member, never its value.
+    pub fn import_akp_jwk(&self, name: &str, jwk_json: &[u8]) -> Result<KeyInfo, Error> {
+        validate_name(name)?;
+        let (alg, kp) = mldsa::parse_private_akp(jwk_json)?;
+        self.insert(name, alg, RingKey::MlDsa(kp))
+    }
+}
+
 impl KeyStore for SoftStore {
     fn backend(&self) -> &'static str {
         "soft"
@@ -192,6 +227,9 @@ impl KeyStore for SoftStore {
                 .map_err(|_| Error::crypto("generate Ed25519 key"))?
                 .as_ref()
                 .to_vec(),
+            a if a.is_ml_dsa() => {
+                return self.insert(name, a, RingKey::MlDsa(mldsa::generate(a)?));
+            }
             other => {
                 return Err(Error::UnsupportedAlgorithm {
                     backend: "soft",

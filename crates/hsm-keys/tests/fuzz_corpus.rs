@@ -1,5 +1,5 @@
-//! Replays the committed cargo-fuzz corpora of `hsm_keys_pkcs11_uri` and
-//! `hsm_keys_pkcs8` on stable. Every file must be handled without panicking; seeds
+//! Replays the committed cargo-fuzz corpora of `hsm_keys_pkcs11_uri`,
+//! `hsm_keys_pkcs8` and `hsm_keys_akp_jwk` on stable. Every file must be handled without panicking; seeds
 //! named `ok-*` must be accepted and `bad-*` rejected. Files the fuzzer adds (hash
 //! names) only have to not panic.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use palisade_hsm_keys::fuzzing::{hsm_keys_pkcs8, hsm_keys_pkcs11_uri};
+use palisade_hsm_keys::fuzzing::{hsm_keys_akp_jwk, hsm_keys_pkcs8, hsm_keys_pkcs11_uri};
 
 fn replay(target: &str, accept: impl Fn(&[u8]) -> bool) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,6 +36,11 @@ fn replay(target: &str, accept: impl Fn(&[u8]) -> bool) {
 #[test]
 fn fuzz_corpus_hsm_keys_pkcs11_uri() {
     replay("hsm_keys_pkcs11_uri", hsm_keys_pkcs11_uri);
+}
+
+#[test]
+fn fuzz_corpus_hsm_keys_akp_jwk() {
+    replay("hsm_keys_akp_jwk", hsm_keys_akp_jwk);
 }
 
 #[test]

@@ -19,8 +19,10 @@ use crate::weight;
 
 /// Default longest life of an entry.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
-/// Default size above which tokens are validated but never cached.
-pub const DEFAULT_MAX_CACHED_TOKEN_BYTES: usize = 8 * 1024;
+/// Default size above which tokens are validated but never cached: 16 KiB, so an
+/// ML-DSA-87 token (6.2 KB of signature alone) with several KB of claims is still
+/// cached; memory stays bounded by `max_bytes`, which counts the token bytes.
+pub const DEFAULT_MAX_CACHED_TOKEN_BYTES: usize = 16 * 1024;
 /// Default cap on entries.
 pub const DEFAULT_MAX_ENTRIES: NonZeroUsize = NonZeroUsize::new(100_000).expect("non-zero");
 /// Default cap on the bytes held by the cache.
@@ -64,7 +66,7 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// Tokens longer than this are validated but not cached. Default 8 KiB.
+    /// Tokens longer than this are validated but not cached. Default 16 KiB.
     pub fn max_cached_token_bytes(mut self, bytes: NonZeroUsize) -> Self {
         self.config.max_cached_token_bytes = bytes.get();
         self

@@ -1,6 +1,6 @@
 //! The one error type of this crate: every rejection has its own variant.
 
-use jsonwebtoken::Algorithm;
+use crate::mldsa::TokenAlgorithm;
 
 /// Why a request or token was refused, or why a key set, policy or cache could not
 /// be built. [`Error::class`] sorts them into whose problem it is.
@@ -33,14 +33,14 @@ pub enum Error {
     },
     /// The header names a `kid` whose key is bound to another algorithm
     /// (algorithm confusion).
-    #[error("key {kid} is bound to {key_alg:?}, token claims {token_alg:?}")]
+    #[error("key {kid} is bound to {key_alg}, token claims {token_alg}")]
     KeyAlgorithmMismatch {
         /// The key id, truncated and escaped.
         kid: String,
         /// The algorithm the key was loaded for.
-        key_alg: Algorithm,
+        key_alg: TokenAlgorithm,
         /// The algorithm the token's header names.
-        token_alg: Algorithm,
+        token_alg: TokenAlgorithm,
     },
     /// The header has a `crit` parameter: this validator understands no extension.
     #[error("critical header extension (crit) not understood")]

@@ -65,3 +65,9 @@ pub fn jwt_cache_validate(data: &[u8]) -> bool {
     );
     first.is_ok()
 }
+
+/// `jwt_cache_akp_jwk`: a JWKS document with AKP (RFC 9964) keys, loaded as
+/// `KeySet::from_jwks` loads it; how many keys were accepted (`None` if refused).
+pub fn jwt_cache_akp_jwk(data: &[u8]) -> Option<usize> {
+    KeySet::from_jwks(data).ok().map(|k| k.len())
+}

@@ -6,14 +6,27 @@ use std::str::FromStr;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
 
 use crate::error::{Error, label};
+use crate::mldsa::{self, MlDsa, MlDsaKey, TokenAlgorithm};
 
 /// A verification key bound to exactly one algorithm.
 #[derive(Clone)]
-pub(crate) struct BoundKey {
-    pub(crate) alg: Algorithm,
-    pub(crate) key: DecodingKey,
+pub(crate) enum BoundKey {
+    /// Verified by jsonwebtoken's aws-lc-rs backend.
+    Jose { alg: Algorithm, key: DecodingKey },
+    /// Verified by aws-lc-rs's ML-DSA directly.
+    MlDsa(MlDsaKey),
+}
+
+impl BoundKey {
+    pub(crate) fn alg(&self) -> TokenAlgorithm {
+        match self {
+            BoundKey::Jose { alg, .. } => TokenAlgorithm::Jose(*alg),
+            BoundKey::MlDsa(k) => TokenAlgorithm::MlDsa(k.param),
+        }
+    }
 }
 
 /// The keys a validator trusts, by `kid`.
@@ -29,8 +42,8 @@ pub struct KeySet {
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut kids: Vec<(&String, Algorithm)> =
-            self.keys.iter().map(|(k, v)| (k, v.alg)).collect();
+        let mut kids: Vec<(&String, TokenAlgorithm)> =
+            self.keys.iter().map(|(k, v)| (k, v.alg())).collect();
         kids.sort_by(|a, b| a.0.cmp(b.0));
         f.debug_struct("KeySet").field("keys", &kids).finish()
     }
@@ -65,7 +78,27 @@ impl KeySet {
                 reason: "key type does not fit the algorithm",
             });
         }
-        self.keys.insert(kid, BoundKey { alg, key });
+        self.keys.insert(kid, BoundKey::Jose { alg, key });
+        Ok(())
+    }
+
+    /// Adds (or replaces) the ML-DSA key `kid`: the raw FIPS 204 public key of
+    /// `param` (exactly [`MlDsa::public_key_len`] bytes), bound to that parameter set.
+    pub fn insert_ml_dsa(
+        &mut self,
+        kid: impl Into<String>,
+        param: MlDsa,
+        public_key: &[u8],
+    ) -> Result<(), Error> {
+        let kid = kid.into();
+        if kid.is_empty() {
+            return Err(Error::InvalidKey {
+                kid: label(&kid),
+                reason: "empty kid",
+            });
+        }
+        let key = MlDsaKey::new(param, public_key, &kid)?;
+        self.keys.insert(kid, BoundKey::MlDsa(key));
         Ok(())
     }
 
@@ -101,16 +134,42 @@ impl KeySet {
     /// and OKP (`Ed25519` → EdDSA) keys. A key whose `alg` contradicts its type, a
     /// duplicate `kid` or an unsupported key is an error: a half-loaded key set
     /// would refuse tokens silently.
+    ///
+    /// `AKP` keys (RFC 9964, ML-DSA) are read here, not by jsonwebtoken: `alg` is
+    /// required and must be `ML-DSA-44`, `ML-DSA-65` or `ML-DSA-87`, `pub` must be
+    /// base64url of exactly 1312, 1952 or 2592 bytes to match, `priv` is refused, and
+    /// other members are ignored.
     pub fn from_jwks(json: &[u8]) -> Result<Self, Error> {
-        let set: JwkSet = serde_json::from_slice(json).map_err(|e| {
+        let json_err = |e: serde_json::Error| {
             Error::InvalidJwks(format!(
                 "line {} column {}: {}",
                 e.line(),
                 e.column(),
                 e.classify_str()
             ))
-        })?;
+        };
+        let doc: JwksDoc = serde_json::from_slice(json).map_err(json_err)?;
         let mut out = KeySet::new();
+        let mut others = Vec::with_capacity(doc.keys.len());
+        for jwk in doc.keys {
+            let Value::Object(obj) = jwk else {
+                return Err(Error::InvalidJwks("a key is not a JSON object".to_owned()));
+            };
+            if obj.get("kty").and_then(Value::as_str) != Some("AKP") {
+                others.push(Value::Object(obj));
+                continue;
+            }
+            let (kid, key) = mldsa::akp_from_jwk(&obj)?;
+            if out.contains(&kid) {
+                return Err(Error::InvalidKey {
+                    kid: label(&kid),
+                    reason: "duplicate kid",
+                });
+            }
+            out.keys.insert(kid, BoundKey::MlDsa(key));
+        }
+        let set: JwkSet =
+            serde_json::from_value(serde_json::json!({ "keys": others })).map_err(json_err)?;
         for jwk in &set.keys {
             let kid = jwk
                 .common
@@ -158,6 +217,12 @@ impl KeySet {
         }
         Ok(out)
     }
+}
+
+/// A JWKS before its keys are sorted into AKP (ours) and the rest (jsonwebtoken's).
+#[derive(serde::Deserialize)]
+struct JwksDoc {
+    keys: Vec<Value>,
 }
 
 /// serde_json's error category, without the message (which may quote input).

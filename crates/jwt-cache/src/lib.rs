@@ -12,6 +12,7 @@ mod extract;
 mod keys;
 #[cfg(feature = "tower")]
 mod layer;
+mod mldsa;
 mod policy;
 #[cfg(feature = "tower")]
 mod reject;
@@ -33,6 +34,7 @@ pub use keys::KeySet;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use layer::{Claims, DEFAULT_MAX_FORM_BYTES, JwtAuth, JwtAuthBuilder, JwtService};
+pub use mldsa::{MlDsa, TokenAlgorithm};
 pub use policy::{Policy, PolicyBuilder};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]

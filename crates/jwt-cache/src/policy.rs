@@ -8,6 +8,7 @@ use jsonwebtoken::Validation;
 use ring::digest;
 
 use crate::error::Error;
+use crate::mldsa::MlDsa;
 
 /// What a valid token must satisfy. Built with [`Policy::builder`]; fixed when a
 /// [`crate::Validator`] is built.
@@ -18,6 +19,7 @@ use crate::error::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub(crate) algorithms: BTreeSet<AlgName>,
+    pub(crate) ml_dsa: BTreeSet<MlDsa>,
     pub(crate) issuers: Option<BTreeSet<String>>,
     pub(crate) audiences: Option<BTreeSet<String>>,
     pub(crate) subject: Option<String>,
@@ -56,6 +58,7 @@ impl Ord for AlgName {
 #[must_use]
 pub struct PolicyBuilder {
     algorithms: Vec<Algorithm>,
+    ml_dsa: Vec<MlDsa>,
     issuers: Option<Vec<String>>,
     audiences: Option<Vec<String>>,
     subject: Option<String>,
@@ -71,6 +74,14 @@ impl PolicyBuilder {
     /// them as well (see [`crate::KeySet`]).
     pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
         self.algorithms = algorithms.to_vec();
+        self
+    }
+
+    /// The ML-DSA parameter sets a token may use (RFC 9964; jsonwebtoken has none,
+    /// so they are named apart from [`Self::algorithms`]). A policy needs at least
+    /// one algorithm of either kind.
+    pub fn ml_dsa(mut self, params: &[MlDsa]) -> Self {
+        self.ml_dsa = params.to_vec();
         self
     }
 
@@ -128,10 +139,10 @@ impl PolicyBuilder {
     }
 
     /// The policy. Fails ([`Error::InvalidConfig`] naming the field) with no
-    /// algorithm, or with an empty issuer or audience list (which would accept no
+    /// algorithm (neither [`Self::algorithms`] nor [`Self::ml_dsa`]), or with an empty issuer or audience list (which would accept no
     /// token at all).
     pub fn build(self) -> Result<Policy, Error> {
-        if self.algorithms.is_empty() {
+        if self.algorithms.is_empty() && self.ml_dsa.is_empty() {
             return Err(Error::config(
                 "algorithms",
                 "a policy needs at least one algorithm",
@@ -157,6 +168,7 @@ impl PolicyBuilder {
         }
         Ok(Policy {
             algorithms: self.algorithms.into_iter().map(AlgName).collect(),
+            ml_dsa: self.ml_dsa.into_iter().collect(),
             issuers: self.issuers.map(|v| v.into_iter().collect()),
             audiences: self.audiences.map(|v| v.into_iter().collect()),
             subject: self.subject,
@@ -176,6 +188,7 @@ impl Policy {
     pub fn builder() -> PolicyBuilder {
         PolicyBuilder {
             algorithms: Vec::new(),
+            ml_dsa: Vec::new(),
             issuers: None,
             audiences: None,
             subject: None,
@@ -189,6 +202,10 @@ impl Policy {
 
     pub(crate) fn allows(&self, alg: Algorithm) -> bool {
         self.algorithms.contains(&AlgName(alg))
+    }
+
+    pub(crate) fn allows_ml_dsa(&self, param: MlDsa) -> bool {
+        self.ml_dsa.contains(&param)
     }
 
     /// The jsonwebtoken validation for one algorithm: the reference `claims::check`
@@ -250,6 +267,9 @@ impl Policy {
             Some(t) => put(&mut ctx, 10, t.to_ascii_lowercase().as_bytes()),
         }
         put(&mut ctx, 11, &[u8::from(self.validate_nbf)]);
+        for m in &self.ml_dsa {
+            put(&mut ctx, 12, m.as_str().as_bytes());
+        }
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.finish().as_ref());
         out
@@ -275,6 +295,8 @@ mod tests {
             base().required_claims(&["exp", "nbf"]),
             base().typ("JWT"),
             base().validate_nbf(false),
+            base().ml_dsa(&[MlDsa::MlDsa65]),
+            base().ml_dsa(&[MlDsa::MlDsa44]),
             // Same strings in different fields must not collide.
             base().issuers(&["b"]).audiences(&["a"]),
             base().audiences(&["b"]).issuers(&["a"]),

@@ -3,10 +3,10 @@
 use std::fmt;
 use std::mem::size_of;
 
-use jsonwebtoken::Algorithm;
 use palisade_core_traits::TokenIdentity;
 use serde_json::{Map, Value};
 
+use crate::mldsa::TokenAlgorithm;
 use crate::weight;
 
 /// A token whose signature, claims and revocation status were checked.
@@ -15,7 +15,7 @@ use crate::weight;
 /// the algorithm, key id and identity, never the other claims.
 #[derive(Clone)]
 pub struct ValidatedToken {
-    pub(crate) algorithm: Algorithm,
+    pub(crate) algorithm: TokenAlgorithm,
     pub(crate) key_id: String,
     pub(crate) claims: Map<String, Value>,
     pub(crate) identity: TokenIdentity,
@@ -36,8 +36,9 @@ impl fmt::Debug for ValidatedToken {
 }
 
 impl ValidatedToken {
-    /// The algorithm that verified the signature.
-    pub fn algorithm(&self) -> Algorithm {
+    /// The algorithm that verified the signature (compares equal to a
+    /// jsonwebtoken [`Algorithm`](jsonwebtoken::Algorithm) or an [`MlDsa`](crate::MlDsa)).
+    pub fn algorithm(&self) -> TokenAlgorithm {
         self.algorithm
     }
 

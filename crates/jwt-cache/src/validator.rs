@@ -1,5 +1,5 @@
 //! The caching validator: header check, kid lookup, signature by jsonwebtoken's
-//! crypto, claims checked once (`claims`), time against a `Clock`, revocation on
+//! crypto (ML-DSA by aws-lc-rs), claims checked once (`claims`), time against a `Clock`, revocation on
 //! every answer, single flight.
 
 use std::num::NonZeroUsize;
@@ -23,7 +23,8 @@ use crate::ValidatedToken;
 use crate::cache::{CacheKey, Entry, KeyRef, TokenCache};
 use crate::claims;
 use crate::error::{Error, label};
-use crate::keys::KeySet;
+use crate::keys::{BoundKey, KeySet};
+use crate::mldsa::{MlDsa, TokenAlgorithm};
 use crate::policy::Policy;
 use crate::stats::{self, Counters, Stats};
 use crate::telemetry;
@@ -514,6 +515,22 @@ impl Validator {
         Ok(())
     }
 
+    /// The header's `alg` if the policy allows it: an ML-DSA name, or one of
+    /// jsonwebtoken's.
+    fn allowed_alg(&self, name: &str) -> Result<TokenAlgorithm, Error> {
+        let alg = match MlDsa::from_name(name) {
+            Some(m) => self
+                .policy
+                .allows_ml_dsa(m)
+                .then_some(TokenAlgorithm::MlDsa(m)),
+            None => Algorithm::from_str(name)
+                .ok()
+                .filter(|a| self.policy.allows(*a))
+                .map(TokenAlgorithm::Jose),
+        };
+        alg.ok_or_else(|| Error::AlgorithmNotAllowed { alg: label(name) })
+    }
+
     /// The full validation of a miss: everything except revocation.
     fn verify(&self, token: &[u8], keys: &KeySet, now: Timestamp) -> Result<Verified, Error> {
         self.counters.miss();
@@ -537,12 +554,7 @@ impl Validator {
         if header.b64.as_ref().is_some_and(|b| *b != Value::Bool(true)) {
             return Err(Error::Malformed("unencoded payload (b64) is not supported"));
         }
-        let alg = Algorithm::from_str(&header.alg)
-            .ok()
-            .filter(|a| self.policy.allows(*a))
-            .ok_or_else(|| Error::AlgorithmNotAllowed {
-                alg: label(&header.alg),
-            })?;
+        let alg = self.allowed_alg(&header.alg)?;
         if let Some(want) = &self.policy.typ {
             match &header.typ {
                 Some(t) if t.eq_ignore_ascii_case(want) => {}
@@ -556,17 +568,22 @@ impl Validator {
         let key = keys
             .get(&kid)
             .ok_or_else(|| Error::UnknownKid { kid: label(&kid) })?;
-        if key.alg != alg {
+        if key.alg() != alg {
             return Err(Error::KeyAlgorithmMismatch {
                 kid: label(&kid),
-                key_alg: key.alg,
+                key_alg: key.alg(),
                 token_alg: alg,
             });
         }
+        // The header and payload are parsed once, by us; the signature goes to
         // jsonwebtoken's aws-lc-rs verifier for the key's algorithm (a key of another
-        // family is refused there); the header and payload are parsed once, by us.
+        // family is refused there), or to aws-lc-rs's ML-DSA, which jsonwebtoken lacks.
         let message = &token[..h.len() + 1 + p.len()];
-        verify_signature(message, s, &key.key, alg).map_err(|e| map_jwt_error(e.kind(), &kid))?;
+        match key {
+            BoundKey::Jose { alg, key } => verify_signature(message, s, key, *alg)
+                .map_err(|e| map_jwt_error(e.kind(), &kid))?,
+            BoundKey::MlDsa(key) => key.verify(message, s)?,
+        }
         let claims = claims::parse(p)?;
         // Time claims first, so a bad one is named as such (not as a missing claim).
         let expires_at = claims::numeric_claim(&claims, "exp")?;

@@ -11,7 +11,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use jsonwebtoken::EncodingKey;
 use palisade_core_traits::Timestamp;
-use palisade_jwt_cache::{Algorithm, DecodingKey, Error, KeySet, Policy, Validator};
+use palisade_jwt_cache::{
+    Algorithm, DecodingKey, Error, KeySet, Policy, TokenAlgorithm, Validator,
+};
 use serde_json::json;
 
 /// Every error's Display and Debug must not contain the token or any of its parts.
@@ -49,8 +51,8 @@ fn hs256_signed_with_the_rsa_public_key_is_rejected_and_never_cached() {
             matches!(
                 err,
                 Error::KeyAlgorithmMismatch {
-                    key_alg: Algorithm::RS256,
-                    token_alg: Algorithm::HS256,
+                    key_alg: TokenAlgorithm::Jose(Algorithm::RS256),
+                    token_alg: TokenAlgorithm::Jose(Algorithm::HS256),
                     ..
                 }
             ),

@@ -67,7 +67,7 @@ fn failures_are_never_cached_and_tokens_above_the_size_limit_are_not_cached() {
     assert_eq!(v.stats().misses, 3);
 
     let mut c = claims("alice", "big", NOW + 300);
-    c["pad"] = json!("x".repeat(9000));
+    c["pad"] = json!("x".repeat(17_000));
     let big = sign(Algorithm::HS256, &c);
     assert!(big.len() > palisade_jwt_cache::DEFAULT_MAX_CACHED_TOKEN_BYTES);
     v.validate(&big).unwrap();

@@ -23,6 +23,8 @@ pub(super) struct Mechs {
     sha256_rsa_pkcs: bool,
     rsa_pss: bool,
     sha256_rsa_pss: bool,
+    ml_dsa: bool,
+    ml_dsa_gen: bool,
 }
 
 impl Mechs {
@@ -38,6 +40,8 @@ impl Mechs {
             sha256_rsa_pkcs: has(MechanismType::SHA256_RSA_PKCS),
             rsa_pss: has(MechanismType::RSA_PKCS_PSS),
             sha256_rsa_pss: has(MechanismType::SHA256_RSA_PKCS_PSS),
+            ml_dsa: has(MechanismType::ML_DSA),
+            ml_dsa_gen: has(MechanismType::ML_DSA_KEY_PAIR_GEN),
         }
     }
 
@@ -50,6 +54,12 @@ impl Mechs {
                 .then_some("no CKM_SHA256_RSA_PKCS or CKM_RSA_PKCS"),
             JwsAlgorithm::PS256 => (!self.sha256_rsa_pss && !self.rsa_pss)
                 .then_some("no CKM_SHA256_RSA_PKCS_PSS or CKM_RSA_PKCS_PSS"),
+            a if a.is_ml_dsa() && !self.ml_dsa => {
+                Some("no CKM_ML_DSA (PKCS#11 3.2): mechanism not supported by this token")
+            }
+            // Not driven yet: no token with the PKCS#11 3.2 ML-DSA mechanisms was
+            // available to test the key templates and CKM_ML_DSA signing against.
+            a if a.is_ml_dsa() => Some("CKM_ML_DSA, which this crate does not drive yet"),
             _ => Some("algorithm not supported by this crate"),
         }
     }
@@ -60,6 +70,9 @@ impl Mechs {
                 (!self.ec_gen).then_some("no CKM_EC_KEY_PAIR_GEN")
             }
             JwsAlgorithm::EdDSA => (!self.ed_gen).then_some("no CKM_EC_EDWARDS_KEY_PAIR_GEN"),
+            a if a.is_ml_dsa() => (!self.ml_dsa_gen).then_some(
+                "no CKM_ML_DSA_KEY_PAIR_GEN (PKCS#11 3.2): mechanism not supported by this token",
+            ),
             _ => (!self.rsa_gen).then_some("no CKM_RSA_PKCS_KEY_PAIR_GEN"),
         };
         self.sign_gap(alg).or(gen_missing)
@@ -139,6 +152,23 @@ mod tests {
         assert_eq!(
             no_gen.generate_gap(JwsAlgorithm::EdDSA),
             Some("no CKM_EC_EDWARDS_KEY_PAIR_GEN")
+        );
+        for alg in [
+            JwsAlgorithm::MlDsa44,
+            JwsAlgorithm::MlDsa65,
+            JwsAlgorithm::MlDsa87,
+        ] {
+            let gap = only_ecdsa.generate_gap(alg).unwrap();
+            assert!(gap.contains("not supported by this token"), "{gap}");
+            assert!(gap.contains("CKM_ML_DSA"), "{gap}");
+        }
+        let with_ml_dsa =
+            Mechs::from_list(&[MechanismType::ML_DSA, MechanismType::ML_DSA_KEY_PAIR_GEN]);
+        assert!(
+            with_ml_dsa
+                .generate_gap(JwsAlgorithm::MlDsa65)
+                .unwrap()
+                .contains("does not drive yet")
         );
     }
 }

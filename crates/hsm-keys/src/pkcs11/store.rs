@@ -467,6 +467,15 @@ impl Pkcs11Store {
                 Attribute::EcParams(ED25519_OID.to_vec()),
                 Attribute::EcPoint(der_octet_string(pk)),
             ]),
+            // Refused by `sign_gap` above; kept an error rather than a panic.
+            PublicKey::MlDsa { .. } => {
+                return Err(Error::UnsupportedAlgorithm {
+                    backend: "pkcs11",
+                    operation: "import",
+                    algorithm,
+                    reason: "ML-DSA keys are not imported into PKCS#11 tokens".into(),
+                });
+            }
         }
         self.inner.with_keeper(|s| {
             let priv_handle = s.create_object(&private.0)?;
