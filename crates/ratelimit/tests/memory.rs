@@ -23,8 +23,7 @@ fn bounded<K: Key>(
     max_keys: usize,
 ) -> KeyedLimiter<K, ManualClock> {
     KeyedLimiter::with_clock(quota, clock.clone())
-        .with_max_keys(max_keys)
-        .unwrap()
+        .with_max_keys(std::num::NonZeroUsize::new(max_keys).unwrap())
 }
 
 fn quota() -> impl Strategy<Value = Quota> {
