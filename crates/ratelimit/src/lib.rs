@@ -6,6 +6,7 @@ mod clock;
 mod error;
 pub mod headers;
 mod key;
+mod limiter;
 mod memory;
 mod quota;
 #[cfg(feature = "redis")]
@@ -16,6 +17,7 @@ mod table;
 pub use clock::MonotonicClock;
 pub use error::Error;
 pub use key::Key;
+pub use limiter::Limiter;
 pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MAX_BLOCK};
 pub use quota::{Decision, Denial, Quota};
 /// The redis-rs this crate is built against (for `Client`, `ConnectionManager`,

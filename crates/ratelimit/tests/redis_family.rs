@@ -41,6 +41,11 @@ async fn checks_over_tls_with_the_servers_ca_and_a_wrong_ca_is_a_tls_error() {
     let third = l.check("alice", 1).await.unwrap();
     assert_eq!(third.denial, Some(Denial::Limited));
     assert_eq!(l.stats().allowed, 2);
+    // The same limiter through the `Limiter` trait: the same decision type.
+    let via_trait = palisade_ratelimit::Limiter::check(&l, "alice", 1)
+        .await
+        .unwrap();
+    assert_eq!(via_trait.denial, Some(Denial::Limited));
 
     let wrong = RedisLimiter::builder(policies())
         .connect_client(tls_client(&url, &unrelated_ca_pem()))
@@ -99,7 +104,10 @@ fn metrics_count_answers_failure_policy_decisions_and_the_breaker() {
     assert_eq!(value(checks, &[("answer", "allowed")]), 2.0);
     assert_eq!(value(checks, &[("answer", "denied")]), 1.0);
     assert_eq!(
-        value("palisade_ratelimit_failure_policy_total", &[("policy", "open")]),
+        value(
+            "palisade_ratelimit_failure_policy_total",
+            &[("policy", "open")]
+        ),
         2.0
     );
     assert_eq!(value("palisade_ratelimit_redis_errors_total", &[]), 1.0);
