@@ -63,6 +63,7 @@ pub enum Error {
     UnexpectedReply(String),
 }
 
+#[cfg(any(feature = "redis", feature = "tower"))]
 impl Error {
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Error {
         Error::InvalidConfig {

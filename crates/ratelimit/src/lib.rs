@@ -5,6 +5,9 @@
 mod clock;
 mod error;
 pub mod headers;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod http;
 mod key;
 mod limiter;
 mod memory;

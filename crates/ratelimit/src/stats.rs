@@ -49,11 +49,11 @@ pub struct Stats {
 }
 
 /// `name` with the crate's metric prefix, as a `&'static str` literal.
-#[cfg(feature = "metrics")]
+#[cfg(all(feature = "metrics", feature = "redis"))]
 macro_rules! metric {
     ($what:literal) => {
         concat!("palisade_ratelimit_", $what)
     };
 }
-#[cfg(feature = "metrics")]
+#[cfg(all(feature = "metrics", feature = "redis"))]
 pub(crate) use metric;
