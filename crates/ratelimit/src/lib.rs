@@ -5,10 +5,9 @@
 mod clock;
 mod error;
 pub mod headers;
-#[cfg(feature = "tower")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub mod http;
 mod key;
+#[cfg(feature = "tower")]
+mod layer;
 mod limiter;
 mod memory;
 mod quota;
@@ -20,6 +19,12 @@ mod table;
 pub use clock::MonotonicClock;
 pub use error::Error;
 pub use key::Key;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use layer::{
+    AuthenticatedSubject, DEGRADED_HEADER, HttpKey, KeySource, RateLimit, RateLimitLayer,
+    RateLimitPolicy,
+};
 pub use limiter::Limiter;
 pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MAX_BLOCK};
 pub use quota::{Decision, Denial, Quota};

@@ -13,10 +13,10 @@ use axum::body::Body;
 use axum::routing::get;
 use http_body_util::BodyExt;
 use palisade_core_traits::{ManualClock, Timestamp, TrustedProxies};
-use palisade_ratelimit::http::{
-    AuthenticatedSubject, HttpKey, KeySource, RateLimitLayer, RateLimitPolicy,
+use palisade_ratelimit::{
+    AuthenticatedSubject, FailurePolicy, HttpKey, KeySource, KeyedLimiter, Policy, Quota,
+    RateLimitLayer, RateLimitPolicy, RedisLimiter,
 };
-use palisade_ratelimit::{FailurePolicy, KeyedLimiter, Policy, Quota, RedisLimiter};
 use palisade_testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
