@@ -23,7 +23,7 @@ pub use key::Key;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use layer::{
     AuthenticatedSubject, DEGRADED_HEADER, HttpKey, KeySource, RateLimit, RateLimitLayer,
-    RateLimitPolicy,
+    RateLimitPolicy, ResponseFuture,
 };
 pub use limiter::Limiter;
 pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MAX_BLOCK};

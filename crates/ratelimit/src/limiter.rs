@@ -26,6 +26,17 @@ use crate::{Decision, Error, Key, KeyedLimiter};
 /// assert!(!rt.block_on(admit(&limiter, &"alice")));
 /// ```
 pub trait Limiter<K: ?Sized>: Send + Sync {
+    /// True when [`check_now`](Self::check_now) always answers (the limiter never
+    /// waits): callers may then skip the future altogether.
+    const ANSWERS_AT_ONCE: bool = false;
+
+    /// The decision without waiting, when the limiter can give it (`None`: await
+    /// [`check`](Self::check)). Consumes like `check`.
+    fn check_now(&self, key: &K, cost: u32) -> Option<Result<Decision, Error>> {
+        let _ = (key, cost);
+        None
+    }
+
     /// Checks (and, if admitted, consumes) `cost` units for `key`. A refusal is a
     /// denied decision, never an error.
     fn check(&self, key: &K, cost: u32) -> impl Future<Output = Result<Decision, Error>> + Send;
@@ -37,6 +48,13 @@ where
     K: Key + Send + Sync,
     C: Clock + Send + Sync,
 {
+    const ANSWERS_AT_ONCE: bool = true;
+
+    #[inline]
+    fn check_now(&self, key: &K, cost: u32) -> Option<Result<Decision, Error>> {
+        Some(KeyedLimiter::check(self, key, cost))
+    }
+
     #[inline]
     fn check(&self, key: &K, cost: u32) -> impl Future<Output = Result<Decision, Error>> + Send {
         std::future::ready(KeyedLimiter::check(self, key, cost))

@@ -102,6 +102,10 @@ impl KeySource {
                     );
                     return Err(KeyError::NoPeer);
                 };
+                if *proxies == TrustedProxies::none() {
+                    // No forwarded header is read: skip the scan.
+                    return Ok(HttpKey::Ip(canonical_ip(peer.ip())));
+                }
                 let forwarded: Vec<(&str, &str)> = req
                     .headers()
                     .iter()

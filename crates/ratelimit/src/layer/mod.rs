@@ -123,21 +123,27 @@ enum Verdict {
     Refuse(Response<&'static str>),
 }
 
-/// Every policy's key, formed before any await (the request need not be `Sync`).
+/// Every policy's key, formed before any await (the request need not be `Sync`):
+/// the first apart, so one policy costs no allocation.
 fn keys_of<L, B>(
     policies: &[RateLimitPolicy<L>],
     req: &Request<B>,
-) -> Result<Vec<HttpKey>, KeyError> {
+) -> Result<(HttpKey, Vec<HttpKey>), KeyError> {
     let peer = peer_of(req);
-    policies.iter().map(|p| p.key.extract(peer, req)).collect()
+    let first = policies[0].key.extract(peer, req)?;
+    let rest = policies[1..]
+        .iter()
+        .map(|p| p.key.extract(peer, req))
+        .collect::<Result<_, _>>()?;
+    Ok((first, rest))
 }
 
 async fn verdict<L: Limiter<HttpKey>>(
     policies: &[RateLimitPolicy<L>],
-    keys: &[HttpKey],
+    (first, rest): (HttpKey, Vec<HttpKey>),
 ) -> Verdict {
     let mut degraded = false;
-    for (p, key) in policies.iter().zip(keys) {
+    for (p, key) in policies.iter().zip(std::iter::once(&first).chain(&rest)) {
         let decision = match p.limiter.check(key, 1).await {
             Ok(d) => d,
             Err(e) => {
@@ -209,7 +215,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -219,25 +225,107 @@ where
         // The clone is the service that polled ready stays with the future.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let policies = self.policies.clone();
-        let keys = keys_of(&policies, &req);
-        Box::pin(async move {
-            let keys = match keys {
-                Ok(keys) => keys,
-                Err(e) => return Ok(e.response().map(ResBody::from)),
-            };
-            match verdict(&policies, &keys).await {
-                Verdict::Refuse(r) => Ok(r.map(ResBody::from)),
-                Verdict::Pass { degraded } => {
-                    let mut response = inner.call(req).await?;
-                    if degraded {
-                        response
-                            .headers_mut()
-                            .insert(DEGRADED_HEADER, HeaderValue::from_static("fail-open"));
-                    }
-                    Ok(response)
+        if L::ANSWERS_AT_ONCE {
+            // In memory: decide here, no future of our own to allocate.
+            let peer = peer_of(&req);
+            let mut degraded = false;
+            for p in self.policies.iter() {
+                let key = match p.key.extract(peer, &req) {
+                    Ok(key) => key,
+                    Err(e) => return ResponseFuture::ready(e.response()),
+                };
+                match p.limiter.check_now(&key, 1) {
+                    Some(Ok(d)) if d.allowed => degraded |= d.failed_open,
+                    Some(Ok(d)) => return ResponseFuture::ready(refusal(p, &d)),
+                    _ => return ResponseFuture::ready(unavailable(p)),
                 }
             }
-        })
+            return ResponseFuture::Inner {
+                fut: inner.call(req),
+                degraded,
+            };
+        }
+        let policies = self.policies.clone();
+        let keys = keys_of(&policies, &req);
+        ResponseFuture::Boxed {
+            fut: Box::pin(async move {
+                let keys = match keys {
+                    Ok(keys) => keys,
+                    Err(e) => return Ok(e.response().map(ResBody::from)),
+                };
+                match verdict(&policies, keys).await {
+                    Verdict::Refuse(r) => Ok(r.map(ResBody::from)),
+                    Verdict::Pass { degraded } => {
+                        let mut response = inner.call(req).await?;
+                        mark(&mut response, degraded);
+                        Ok(response)
+                    }
+                }
+            }),
+        }
+    }
+}
+
+fn unavailable<L>(p: &RateLimitPolicy<L>) -> Response<&'static str> {
+    tracing::warn!(policy = &*p.name, "rate limit check failed");
+    plain(StatusCode::SERVICE_UNAVAILABLE, "rate limit unavailable\n")
+}
+
+fn mark<ResBody>(response: &mut Response<ResBody>, degraded: bool) {
+    if degraded {
+        response
+            .headers_mut()
+            .insert(DEGRADED_HEADER, HeaderValue::from_static("fail-open"));
+    }
+}
+
+type BoxedResponse<ResBody, E> = Pin<Box<dyn Future<Output = Result<Response<ResBody>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`RateLimit`]: the inner service's (decided at once), a refusal,
+    /// or a boxed one (a limiter that waits, such as Redis).
+    #[project = Projected]
+    pub enum ResponseFuture<F, ResBody, E> {
+        /// Admitted without waiting: the inner service's future.
+        Inner { #[pin] fut: F, degraded: bool },
+        /// Refused (or no key could be formed).
+        Ready { response: Option<Response<ResBody>> },
+        /// Decided by a limiter that waits.
+        Boxed { fut: BoxedResponse<ResBody, E> },
+    }
+}
+
+impl<F, ResBody, E> ResponseFuture<F, ResBody, E>
+where
+    ResBody: From<&'static str>,
+{
+    fn ready(response: Response<&'static str>) -> Self {
+        ResponseFuture::Ready {
+            response: Some(response.map(ResBody::from)),
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F, ResBody, E>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projected::Inner { fut, degraded } => {
+                let degraded = *degraded;
+                fut.poll(cx).map_ok(|mut r| {
+                    mark(&mut r, degraded);
+                    r
+                })
+            }
+            Projected::Ready { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => Poll::Pending, // polled after completion
+            },
+            Projected::Boxed { fut } => fut.as_mut().poll(cx),
+        }
     }
 }
