@@ -240,28 +240,32 @@ where
                     _ => return ResponseFuture::ready(unavailable(p)),
                 }
             }
-            return ResponseFuture::Inner {
-                fut: inner.call(req),
-                degraded,
+            return ResponseFuture {
+                kind: Kind::Inner {
+                    fut: inner.call(req),
+                    degraded,
+                },
             };
         }
         let policies = self.policies.clone();
         let keys = keys_of(&policies, &req);
-        ResponseFuture::Boxed {
-            fut: Box::pin(async move {
-                let keys = match keys {
-                    Ok(keys) => keys,
-                    Err(e) => return Ok(e.response().map(ResBody::from)),
-                };
-                match verdict(&policies, keys).await {
-                    Verdict::Refuse(r) => Ok(r.map(ResBody::from)),
-                    Verdict::Pass { degraded } => {
-                        let mut response = inner.call(req).await?;
-                        mark(&mut response, degraded);
-                        Ok(response)
+        ResponseFuture {
+            kind: Kind::Boxed {
+                fut: Box::pin(async move {
+                    let keys = match keys {
+                        Ok(keys) => keys,
+                        Err(e) => return Ok(e.response().map(ResBody::from)),
+                    };
+                    match verdict(&policies, keys).await {
+                        Verdict::Refuse(r) => Ok(r.map(ResBody::from)),
+                        Verdict::Pass { degraded } => {
+                            let mut response = inner.call(req).await?;
+                            mark(&mut response, degraded);
+                            Ok(response)
+                        }
                     }
-                }
-            }),
+                }),
+            },
         }
     }
 }
@@ -284,13 +288,20 @@ type BoxedResponse<ResBody, E> = Pin<Box<dyn Future<Output = Result<Response<Res
 pin_project_lite::pin_project! {
     /// The future of [`RateLimit`]: the inner service's (decided at once), a refusal,
     /// or a boxed one (a limiter that waits, such as Redis).
+    pub struct ResponseFuture<F, ResBody, E> {
+        #[pin]
+        kind: Kind<F, ResBody, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
     #[project = Projected]
-    pub enum ResponseFuture<F, ResBody, E> {
-        /// Admitted without waiting: the inner service's future.
+    enum Kind<F, ResBody, E> {
+        // Admitted without waiting: the inner service's future.
         Inner { #[pin] fut: F, degraded: bool },
-        /// Refused (or no key could be formed).
+        // Refused (or no key could be formed).
         Ready { response: Option<Response<ResBody>> },
-        /// Decided by a limiter that waits.
+        // Decided by a limiter that waits.
         Boxed { fut: BoxedResponse<ResBody, E> },
     }
 }
@@ -300,8 +311,10 @@ where
     ResBody: From<&'static str>,
 {
     fn ready(response: Response<&'static str>) -> Self {
-        ResponseFuture::Ready {
-            response: Some(response.map(ResBody::from)),
+        ResponseFuture {
+            kind: Kind::Ready {
+                response: Some(response.map(ResBody::from)),
+            },
         }
     }
 }
@@ -313,7 +326,7 @@ where
     type Output = Result<Response<ResBody>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
+        match self.project().kind.project() {
             Projected::Inner { fut, degraded } => {
                 let degraded = *degraded;
                 fut.poll(cx).map_ok(|mut r| {
