@@ -226,15 +226,16 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         if L::ANSWERS_AT_ONCE {
-            // In memory: decide here, no future of our own to allocate.
-            let peer = peer_of(&req);
+            // In memory: decide here, no future of our own to allocate. Every key is
+            // formed first, so a request refused for a missing key consumes nothing.
+            let (first, rest) = match keys_of(&self.policies, &req) {
+                Ok(keys) => keys,
+                Err(e) => return ResponseFuture::ready(e.response()),
+            };
             let mut degraded = false;
-            for p in self.policies.iter() {
-                let key = match p.key.extract(peer, &req) {
-                    Ok(key) => key,
-                    Err(e) => return ResponseFuture::ready(e.response()),
-                };
-                match p.limiter.check_now(&key, 1) {
+            let keys = std::iter::once(&first).chain(&rest);
+            for (p, key) in self.policies.iter().zip(keys) {
+                match p.limiter.check_now(key, 1) {
                     Some(Ok(d)) if d.allowed => degraded |= d.failed_open,
                     Some(Ok(d)) => return ResponseFuture::ready(refusal(p, &d)),
                     _ => return ResponseFuture::ready(unavailable(p)),
