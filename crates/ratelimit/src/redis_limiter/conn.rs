@@ -124,7 +124,12 @@ impl Conn {
     /// Runs a command without keys on the server, or on every primary of a cluster:
     /// one reply per server.
     pub(super) async fn query_each(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
-        let _span = tracing::debug_span!("redis", op = "each_primary");
+        self.each(cmd)
+            .instrument(tracing::debug_span!("redis", op = "each_primary"))
+            .await
+    }
+
+    async fn each(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
         match self.clone() {
             Conn::Standalone(mut c) => Ok(vec![cmd.query_async(&mut c).await?]),
             Conn::Cluster(mut c) => {
