@@ -190,6 +190,21 @@ async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
         RateLimitPolicy::new("shared", &q, open, by_ip()).unwrap(),
     ]);
     assert_eq!(answer(&closed_app, request("192.0.2.9:1")).await.0, 200);
+    // A block through core-traits' IpBlocker reaches the layer's client-IP key.
+    let blocker = RedisLimiter::builder(vec![Policy::new("p", q).unwrap()])
+        .connect(&url)
+        .await
+        .unwrap();
+    palisade_core_traits::IpBlocker::block_ip(
+        &blocker,
+        "192.0.2.66".parse().unwrap(),
+        Duration::from_secs(60),
+        "test",
+    )
+    .await
+    .unwrap();
+    let (status, fields, _) = answer(&closed_app, request("192.0.2.66:1")).await;
+    assert_eq!((status, fields[2].as_str()), (403, "60"));
     assert_eq!(answer(&open_app, request("192.0.2.9:1")).await.1[3], "");
     server.stop();
     let (status, fields, body) = answer(&closed_app, request("192.0.2.9:1")).await;

@@ -68,11 +68,12 @@ pub enum HttpKey {
 
 impl Key for HttpKey {}
 
-/// The key as a Redis key part: `ip:…`, `t:…`, `r:…`, parts joined by `|`.
+/// The key as a Redis key: an address as itself (so `RedisLimiter`'s `IpBlocker`
+/// blocks reach it), `t:<len>:…`, `r:…`, parts joined by `|`.
 impl fmt::Display for HttpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HttpKey::Ip(ip) => write!(f, "ip:{ip}"),
+            HttpKey::Ip(ip) => write!(f, "{ip}"),
             HttpKey::Text(t) => write!(f, "t:{}:{t}", t.len()),
             HttpKey::Route(r) => write!(f, "r:{r}"),
             HttpKey::Composite(parts) => {
