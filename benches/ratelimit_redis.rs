@@ -146,7 +146,6 @@ async fn main() {
     let quota = Quota::new(1_000_000, 1_000_000, Duration::from_secs(1)).unwrap();
     let ours = Arc::new(
         RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()])
-            .unwrap()
             .timeout(Duration::from_secs(1))
             .connect(&url)
             .await
@@ -256,7 +255,6 @@ async fn main() {
     for cache in [0usize, 100_000] {
         let l = Arc::new(
             RedisLimiter::builder(vec![Policy::new("p", tight).unwrap()])
-                .unwrap()
                 .prefix(&format!("deny{cache}"))
                 .deny_cache_keys(cache)
                 .timeout(Duration::from_secs(1))

@@ -2,4 +2,5 @@
 //! file, run with `cargo run -p palisade-examples --bin <demo>`.
 #![forbid(unsafe_code)]
 
+pub mod login_limit;
 pub mod protected_api;

@@ -79,7 +79,6 @@ async fn a_redis_block_holds_for_every_form_of_the_address() {
             RedisLimiter::builder(vec![
                 Policy::new("per-ip", Quota::per_second(100).unwrap()).unwrap(),
             ])
-            .unwrap()
             .prefix(&format!("t{}", detected.len()))
             .connect(&server.url())
             .await

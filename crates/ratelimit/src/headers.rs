@@ -83,6 +83,7 @@ mod tests {
             reset_after: Duration::from_millis(reset_ms),
             retry_after: Duration::from_millis(retry_ms),
             denial: (!allowed).then_some(Denial::Limited),
+            failed_open: false,
         }
     }
 

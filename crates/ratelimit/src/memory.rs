@@ -3,6 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use dashmap::DashMap;
 use palisade_core_traits::{Clock, IpBlocker, async_trait, canonical_ip};
 
 use crate::table::{KeyTable, Untracked, release, reserve};
-use crate::{Decision, Denial, Error, Key, MonotonicClock, Quota};
+use crate::{Decision, Denial, Error, Key, MonotonicClock, Quota, Stats};
 
 /// Default bound on tracked keys.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -32,26 +33,6 @@ struct MemoryStats {
     cost_exceeds_burst: AtomicU64,
     sweeps: AtomicU64,
     evicted: AtomicU64,
-}
-
-/// A snapshot of a limiter's counters ([`KeyedLimiter::stats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct MemoryStatsSnapshot {
-    /// Checks admitted (peeks included).
-    pub allowed: u64,
-    /// Checks denied, for any reason (quota, block, or a full table).
-    pub denied: u64,
-    /// Of the denied: new keys denied because the table was full of live keys.
-    pub overflow_denied: u64,
-    /// Of the denied: checks of a blocked key.
-    pub blocked: u64,
-    /// Of the denied: requests whose cost is above the burst.
-    pub cost_exceeds_burst: u64,
-    /// Eviction sweeps run.
-    pub sweeps: u64,
-    /// Keys evicted (each was indistinguishable from a fresh key).
-    pub evicted: u64,
 }
 
 /// A limiter's per-thread state, in stripes: the allowed and denied counters, and
@@ -295,13 +276,10 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
         }
     }
 
-    /// Sets the bound on tracked keys (at least 1).
-    pub fn with_max_keys(mut self, max_keys: usize) -> Result<Self, Error> {
-        if max_keys == 0 {
-            return Err(Error::InvalidConfig("max_keys must be at least 1".into()));
-        }
-        self.max_keys = max_keys;
-        Ok(self)
+    /// Sets the bound on tracked keys.
+    pub fn with_max_keys(mut self, max_keys: NonZeroUsize) -> Self {
+        self.max_keys = max_keys.get();
+        self
     }
 
     /// Replaces the default quota at runtime. Keys keep their state (a TAT is a time,
@@ -354,10 +332,10 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
     }
 
     /// The counters.
-    pub fn stats(&self) -> MemoryStatsSnapshot {
+    pub fn stats(&self) -> Stats {
         let s = &self.stats;
         let (allowed, denied) = self.per_thread.counts();
-        MemoryStatsSnapshot {
+        Stats {
             allowed,
             denied,
             overflow_denied: s.overflow_denied.load(Ordering::Relaxed),
@@ -365,6 +343,7 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
             cost_exceeds_burst: s.cost_exceeds_burst.load(Ordering::Relaxed),
             sweeps: s.sweeps.load(Ordering::Relaxed),
             evicted: s.evicted.load(Ordering::Relaxed),
+            ..Stats::default()
         }
     }
 

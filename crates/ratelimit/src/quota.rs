@@ -230,6 +230,7 @@ impl Quota {
                 reset_after: Duration::from_nanos(after - now),
                 retry_after: Duration::ZERO,
                 denial: None,
+                failed_open: false,
             };
             (decision, (cost > 0).then_some(new_tat))
         } else {
@@ -240,6 +241,7 @@ impl Quota {
                 reset_after: Duration::from_nanos(base - now),
                 retry_after: Duration::from_nanos(new_tat - limit),
                 denial: Some(Denial::Limited),
+                failed_open: false,
             };
             (decision, None)
         }
@@ -267,6 +269,9 @@ pub struct Decision {
     pub retry_after: Duration,
     /// Why the request was denied; `None` when it was admitted.
     pub denial: Option<Denial>,
+    /// Admitted by `FailurePolicy::Open` (feature `redis`) while Redis could not
+    /// answer: no limit held for this request. Always false in memory.
+    pub failed_open: bool,
 }
 
 /// Why a request was denied. Every denial is an answer, not an error: answer it with
@@ -302,6 +307,7 @@ impl Decision {
             reset_after: retry_after,
             retry_after,
             denial: Some(denial),
+            failed_open: false,
         }
     }
 
@@ -313,6 +319,7 @@ impl Decision {
             limit: burst,
             retry_after: Duration::MAX,
             denial: Some(Denial::CostExceedsBurst),
+            failed_open: false,
             ..self
         }
     }

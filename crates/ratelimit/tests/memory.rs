@@ -23,8 +23,7 @@ fn bounded<K: Key>(
     max_keys: usize,
 ) -> KeyedLimiter<K, ManualClock> {
     KeyedLimiter::with_clock(quota, clock.clone())
-        .with_max_keys(max_keys)
-        .unwrap()
+        .with_max_keys(std::num::NonZeroUsize::new(max_keys).unwrap())
 }
 
 fn quota() -> impl Strategy<Value = Quota> {
@@ -855,4 +854,30 @@ fn a_denial_is_traced_without_its_key() {
     assert!(events[0].contains("rate limit denied"), "{}", events[0]);
     assert!(events[0].contains("retry_after=1s"), "{}", events[0]);
     assert!(!events[0].contains("7f3a9c"), "{}", events[0]);
+}
+
+/// The in-memory limiter through the async `Limiter` trait: the same decisions as its
+/// own `check`, from a future that is ready on its first poll.
+#[test]
+fn the_limiter_trait_answers_in_memory_on_the_first_poll() {
+    use palisade_ratelimit::Limiter;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let limiter = KeyedLimiter::with_clock(Quota::per_second(2).unwrap(), clock());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut fut = std::pin::pin!(Limiter::check(&limiter, &"k", 1));
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(d) => answers.push(d.unwrap()),
+            Poll::Pending => panic!("the in-memory limiter never waits"),
+        }
+    }
+    assert_eq!(
+        answers.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert_eq!(answers[2].denial, Some(Denial::Limited));
+    assert_eq!(answers[2].retry_after, Duration::from_millis(500));
 }

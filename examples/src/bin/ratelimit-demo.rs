@@ -51,12 +51,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Policy::new("min", Quota::per_minute(20)?)?,
         ])
     };
-    let a = RedisLimiter::builder(policies()?)?
+    let a = RedisLimiter::builder(policies()?)
         .prefix("palisade-demo")
-        .failure_policy(FailurePolicy::LocalShare { instances: 2 })
+        .failure_policy(FailurePolicy::LocalShare {
+            instances: std::num::NonZeroU32::MIN.saturating_add(1),
+        })
         .connect(&url)
         .await?;
-    let b = RedisLimiter::builder(policies()?)?
+    let b = RedisLimiter::builder(policies()?)
         .prefix("palisade-demo")
         .connect(&url)
         .await?;

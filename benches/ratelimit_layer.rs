@@ -1,0 +1,107 @@
+//! One request through an axum router rate-limited per client address (the allowed
+//! path), criterion, one run:
+//!
+//! - `palisade`: `RateLimitLayer` with one policy, `KeySource::ClientIp` (no trusted
+//!   proxies), a `KeyedLimiter<HttpKey>`;
+//! - `tower_governor`: tower-governor 0.8's `GovernorLayer` with `PeerIpKeyExtractor`
+//!   (governor 0.10 underneath), default middleware (no headers on allowed responses);
+//! - `no_limit`: the same route without a limiter (the router's own floor).
+//!
+//! Same quota on both (burst 10^9, one unit back per microsecond: never refuses here),
+//! same 1,024 client addresses in turn, each request built the same way
+//! (`ConnectInfo<SocketAddr>` in its extensions) and run through
+//! `tower::ServiceExt::oneshot`. docs/ratelimit.md reports the ratio.
+//!
+//! cargo bench -p palisade-benches --bench ratelimit_layer
+#![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use criterion::{Criterion, criterion_group, criterion_main};
+use palisade_core_traits::TrustedProxies;
+use palisade_ratelimit::{KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy};
+use tower::ServiceExt;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+
+const BURST: u32 = 1_000_000_000;
+const CLIENTS: u32 = 1_024;
+
+fn route() -> Router {
+    Router::new().route("/", get(|| async { "ok" }))
+}
+
+fn palisade() -> Router {
+    let quota = Quota::new(BURST, 1, Duration::from_micros(1)).unwrap();
+    let policy = RateLimitPolicy::new(
+        "per-ip",
+        &quota,
+        Arc::new(KeyedLimiter::new(quota)),
+        KeySource::ClientIp(TrustedProxies::none()),
+    )
+    .unwrap();
+    route().layer(RateLimitLayer::new(vec![policy]).unwrap())
+}
+
+fn tower_governor() -> Router {
+    let config = GovernorConfigBuilder::default()
+        .per_nanosecond(1_000)
+        .burst_size(BURST)
+        .finish()
+        .unwrap();
+    route().layer(GovernorLayer::new(config))
+}
+
+fn request(i: u32) -> Request<Body> {
+    let ip = IpAddr::V4(Ipv4Addr::from(0xC633_6400 + (i % CLIENTS))); // 198.51.100.0/22
+    let mut req = Request::get("/").body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip, 40_000)));
+    req
+}
+
+fn per_request(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("ratelimit_layer");
+    for (name, router) in [
+        ("palisade", palisade()),
+        ("tower_governor", tower_governor()),
+        ("no_limit", route()),
+    ] {
+        for i in 0..CLIENTS {
+            let r = rt.block_on(router.clone().oneshot(request(i))).unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{name}");
+        }
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let r = router.clone().oneshot(request(i as u32)).await.unwrap();
+                        std::hint::black_box(r);
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = per_request
+}
+criterion_main!(benches);

@@ -1,0 +1,151 @@
+//! What a policy counts requests by: [`KeySource`] picks, [`HttpKey`] is the result.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderName, Request, Response, StatusCode};
+use palisade_core_traits::{TrustedProxies, canonical_ip};
+
+use super::plain;
+use crate::Key;
+
+/// The authenticated subject of a request, put into its extensions by the
+/// authentication layer in front (say, the JWT `sub`), for [`KeySource::Subject`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthenticatedSubject(pub String);
+
+/// Where a policy's key comes from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// The client address: the peer (axum's `ConnectInfo<SocketAddr>`, or a
+    /// `SocketAddr` extension) or, behind proxies these `TrustedProxies` trust, the
+    /// address they forwarded. A forwarded header from an untrusted peer is ignored.
+    ClientIp(TrustedProxies),
+    /// A request header's value (say, an API key id); missing or not visible ASCII: `400`.
+    Header(HeaderName),
+    /// The [`AuthenticatedSubject`] in the request's extensions; missing: `400` (put
+    /// the authentication layer in front).
+    Subject,
+    /// A fixed name, to count one route (with a limiter shared across routes).
+    Route(&'static str),
+    /// Several keys together (say, client address and account): every part must exist.
+    Composite(Vec<KeySource>),
+}
+
+/// Why no key could be formed.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum KeyError {
+    NoPeer,
+    Header,
+    Subject,
+}
+
+impl KeyError {
+    pub(super) fn response(self) -> Response<&'static str> {
+        match self {
+            KeyError::NoPeer => plain(StatusCode::INTERNAL_SERVER_ERROR, "no peer address\n"),
+            KeyError::Header => plain(
+                StatusCode::BAD_REQUEST,
+                "missing or malformed rate-limit key header\n",
+            ),
+            KeyError::Subject => plain(StatusCode::BAD_REQUEST, "no authenticated subject\n"),
+        }
+    }
+}
+
+/// A key formed from a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HttpKey {
+    /// A client address, in canonical form.
+    Ip(IpAddr),
+    /// A header value or a subject.
+    Text(Box<str>),
+    /// A route's name.
+    Route(&'static str),
+    /// The parts of a composite key.
+    Composite(Box<[HttpKey]>),
+}
+
+impl Key for HttpKey {}
+
+/// The key as a Redis key: an address as itself (so `RedisLimiter`'s `IpBlocker`
+/// blocks reach it), `t:<len>:…`, `r:…`, parts joined by `|`.
+impl fmt::Display for HttpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpKey::Ip(ip) => write!(f, "{ip}"),
+            HttpKey::Text(t) => write!(f, "t:{}:{t}", t.len()),
+            HttpKey::Route(r) => write!(f, "r:{r}"),
+            HttpKey::Composite(parts) => {
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("|")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl KeySource {
+    pub(super) fn extract<B>(
+        &self,
+        peer: Option<SocketAddr>,
+        req: &Request<B>,
+    ) -> Result<HttpKey, KeyError> {
+        match self {
+            KeySource::ClientIp(proxies) => {
+                let Some(peer) = peer else {
+                    tracing::error!(
+                        "rate limit by client address, but the server records no peer address"
+                    );
+                    return Err(KeyError::NoPeer);
+                };
+                if *proxies == TrustedProxies::none() {
+                    // No forwarded header is read: skip the scan.
+                    return Ok(HttpKey::Ip(canonical_ip(peer.ip())));
+                }
+                let forwarded: Vec<(&str, &str)> = req
+                    .headers()
+                    .iter()
+                    .filter(|(n, _)| {
+                        *n == http::header::FORWARDED || n.as_str() == "x-forwarded-for"
+                    })
+                    .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+                    .collect();
+                Ok(HttpKey::Ip(canonical_ip(
+                    proxies.client_ip(peer.ip(), forwarded),
+                )))
+            }
+            KeySource::Header(name) => match req.headers().get(name).map(|v| v.to_str()) {
+                Some(Ok(v)) if !v.is_empty() => Ok(HttpKey::Text(v.into())),
+                _ => Err(KeyError::Header),
+            },
+            KeySource::Subject => match req.extensions().get::<AuthenticatedSubject>() {
+                Some(s) if !s.0.is_empty() => Ok(HttpKey::Text(s.0.as_str().into())),
+                _ => Err(KeyError::Subject),
+            },
+            KeySource::Route(r) => Ok(HttpKey::Route(r)),
+            KeySource::Composite(parts) => parts
+                .iter()
+                .map(|p| p.extract(peer, req))
+                .collect::<Result<Box<[_]>, _>>()
+                .map(HttpKey::Composite),
+        }
+    }
+}
+
+/// Redis keys are strings: the key's `Display` form.
+#[cfg(feature = "redis")]
+impl crate::Limiter<HttpKey> for crate::RedisLimiter {
+    fn check(
+        &self,
+        key: &HttpKey,
+        cost: u32,
+    ) -> impl Future<Output = Result<crate::Decision, crate::Error>> + Send {
+        let key = key.to_string();
+        async move { crate::RedisLimiter::check(self, &key, cost).await }
+    }
+}

@@ -1,0 +1,345 @@
+//! `RateLimitLayer` (feature `tower`): rate limits requests by policies, each with
+//! its limiter and its key, and answers refusals as HTTP.
+//!
+//! - Every policy must allow; the first that refuses is named in `RateLimit-Policy`
+//!   and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11), with `Retry-After`.
+//! - `429` for a spent quota, `403` for a blocked key, `503` + `Retry-After` when
+//!   Redis is down and the failure policy is closed; when it is open the request
+//!   passes with `RateLimit-Degraded: fail-open` on the response.
+//! - A key that cannot be formed (a missing header or subject) is `400`; no peer
+//!   address (the server does not record it) is `500`.
+
+mod key;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use key::KeyError;
+pub use key::{AuthenticatedSubject, HttpKey, KeySource};
+
+use crate::{Decision, Denial, Error, Limiter, Quota, headers};
+
+/// The header set on a response admitted by `FailurePolicy::Open` while Redis was
+/// down (no limit held for it).
+pub const DEGRADED_HEADER: &str = "ratelimit-degraded";
+
+/// One policy of a layer: a name, the limiter that holds its state, and the key.
+#[derive(Debug)]
+pub struct RateLimitPolicy<L> {
+    name: Box<str>,
+    /// `"name"` as a Structured Field string, for the `RateLimit` field.
+    sf_name: Box<str>,
+    /// `RateLimit-Policy` member, rendered once.
+    policy_field: HeaderValue,
+    limiter: Arc<L>,
+    key: KeySource,
+}
+
+impl<L> RateLimitPolicy<L> {
+    /// A policy named `name` (advertised with `quota`), limited by `limiter` on `key`.
+    /// The name must be printable ASCII (it is sent in headers).
+    pub fn new(name: &str, quota: &Quota, limiter: Arc<L>, key: KeySource) -> Result<Self, Error> {
+        let field = headers::ratelimit_policy(name, quota)?;
+        let policy_field = HeaderValue::from_str(&field)
+            .map_err(|_| Error::config("name", format!("{name:?} is not a header value")))?;
+        let sf_name = field[..field.find(";q=").unwrap_or(field.len())].into();
+        Ok(RateLimitPolicy {
+            name: name.into(),
+            sf_name,
+            policy_field,
+            limiter,
+            key,
+        })
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A tower `Layer` applying its policies to every request (all must allow).
+#[derive(Debug)]
+pub struct RateLimitLayer<L> {
+    policies: Arc<[RateLimitPolicy<L>]>,
+}
+
+impl<L> Clone for RateLimitLayer<L> {
+    fn clone(&self) -> Self {
+        RateLimitLayer {
+            policies: self.policies.clone(),
+        }
+    }
+}
+
+impl<L> RateLimitLayer<L> {
+    /// A layer checking `policies` in order (at least one).
+    pub fn new(policies: Vec<RateLimitPolicy<L>>) -> Result<Self, Error> {
+        if policies.is_empty() {
+            return Err(Error::config("policies", "at least one policy is needed"));
+        }
+        Ok(RateLimitLayer {
+            policies: policies.into(),
+        })
+    }
+}
+
+impl<S, L> Layer<S> for RateLimitLayer<L> {
+    type Service = RateLimit<S, L>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            policies: self.policies.clone(),
+        }
+    }
+}
+
+/// The service of [`RateLimitLayer`].
+#[derive(Debug)]
+pub struct RateLimit<S, L> {
+    inner: S,
+    policies: Arc<[RateLimitPolicy<L>]>,
+}
+
+impl<S: Clone, L> Clone for RateLimit<S, L> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            policies: self.policies.clone(),
+        }
+    }
+}
+
+/// What the policies answered.
+enum Verdict {
+    Pass { degraded: bool },
+    Refuse(Response<&'static str>),
+}
+
+/// Every policy's key, formed before any await (the request need not be `Sync`):
+/// the first apart, so one policy costs no allocation.
+fn keys_of<L, B>(
+    policies: &[RateLimitPolicy<L>],
+    req: &Request<B>,
+) -> Result<(HttpKey, Vec<HttpKey>), KeyError> {
+    let peer = peer_of(req);
+    let first = policies[0].key.extract(peer, req)?;
+    let rest = policies[1..]
+        .iter()
+        .map(|p| p.key.extract(peer, req))
+        .collect::<Result<_, _>>()?;
+    Ok((first, rest))
+}
+
+async fn verdict<L: Limiter<HttpKey>>(
+    policies: &[RateLimitPolicy<L>],
+    (first, rest): (HttpKey, Vec<HttpKey>),
+) -> Verdict {
+    let mut degraded = false;
+    for (p, key) in policies.iter().zip(std::iter::once(&first).chain(&rest)) {
+        let decision = match p.limiter.check(key, 1).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(policy = &*p.name, error = %e, "rate limit check failed");
+                return Verdict::Refuse(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "rate limit unavailable\n",
+                ));
+            }
+        };
+        degraded |= decision.failed_open;
+        if !decision.allowed {
+            return Verdict::Refuse(refusal(p, &decision));
+        }
+    }
+    Verdict::Pass { degraded }
+}
+
+/// The peer address: axum's `ConnectInfo<SocketAddr>` (feature `axum`) or a
+/// `SocketAddr` extension put there by the server.
+fn peer_of<B>(req: &Request<B>) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(*addr);
+    }
+    req.extensions().get::<SocketAddr>().copied()
+}
+
+pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<&'static str> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The refusal for a denied decision of policy `p`.
+fn refusal<L>(p: &RateLimitPolicy<L>, d: &Decision) -> Response<&'static str> {
+    let (status, body) = match d.denial {
+        Some(Denial::Blocked) => (StatusCode::FORBIDDEN, "blocked\n"),
+        Some(Denial::Unavailable) => (StatusCode::SERVICE_UNAVAILABLE, "rate limit unavailable\n"),
+        _ => (StatusCode::TOO_MANY_REQUESTS, "rate limited\n"),
+    };
+    let mut r = plain(status, body);
+    let h = r.headers_mut();
+    h.insert("ratelimit-policy", p.policy_field.clone());
+    let t = d.reset_after.as_secs() + u64::from(d.reset_after.subsec_nanos() > 0);
+    if let Ok(v) = HeaderValue::from_str(&format!("{};r={};t={t}", p.sf_name, d.remaining)) {
+        h.insert("ratelimit", v);
+    }
+    if let Some(v) = headers::retry_after(d).and_then(|s| HeaderValue::from_str(&s).ok()) {
+        h.insert(http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+impl<S, L, B, ResBody> Service<Request<B>> for RateLimit<S, L>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    L: Limiter<HttpKey> + 'static,
+    B: Send + 'static,
+    ResBody: From<&'static str> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone is the service that polled ready stays with the future.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if L::ANSWERS_AT_ONCE {
+            // In memory: decide here, no future of our own to allocate. Every key is
+            // formed first, so a request refused for a missing key consumes nothing.
+            let (first, rest) = match keys_of(&self.policies, &req) {
+                Ok(keys) => keys,
+                Err(e) => return ResponseFuture::ready(e.response()),
+            };
+            let mut degraded = false;
+            let keys = std::iter::once(&first).chain(&rest);
+            for (p, key) in self.policies.iter().zip(keys) {
+                match p.limiter.check_now(key, 1) {
+                    Some(Ok(d)) if d.allowed => degraded |= d.failed_open,
+                    Some(Ok(d)) => return ResponseFuture::ready(refusal(p, &d)),
+                    _ => return ResponseFuture::ready(unavailable(p)),
+                }
+            }
+            return ResponseFuture {
+                kind: Kind::Inner {
+                    fut: inner.call(req),
+                    degraded,
+                },
+            };
+        }
+        let policies = self.policies.clone();
+        let keys = keys_of(&policies, &req);
+        ResponseFuture {
+            kind: Kind::Boxed {
+                fut: Box::pin(async move {
+                    let keys = match keys {
+                        Ok(keys) => keys,
+                        Err(e) => return Ok(e.response().map(ResBody::from)),
+                    };
+                    match verdict(&policies, keys).await {
+                        Verdict::Refuse(r) => Ok(r.map(ResBody::from)),
+                        Verdict::Pass { degraded } => {
+                            let mut response = inner.call(req).await?;
+                            mark(&mut response, degraded);
+                            Ok(response)
+                        }
+                    }
+                }),
+            },
+        }
+    }
+}
+
+fn unavailable<L>(p: &RateLimitPolicy<L>) -> Response<&'static str> {
+    tracing::warn!(policy = &*p.name, "rate limit check failed");
+    plain(StatusCode::SERVICE_UNAVAILABLE, "rate limit unavailable\n")
+}
+
+fn mark<ResBody>(response: &mut Response<ResBody>, degraded: bool) {
+    if degraded {
+        response
+            .headers_mut()
+            .insert(DEGRADED_HEADER, HeaderValue::from_static("fail-open"));
+    }
+}
+
+type BoxedResponse<ResBody, E> = Pin<Box<dyn Future<Output = Result<Response<ResBody>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`RateLimit`]: the inner service's (decided at once), a refusal,
+    /// or a boxed one (a limiter that waits, such as Redis).
+    pub struct ResponseFuture<F, ResBody, E> {
+        #[pin]
+        kind: Kind<F, ResBody, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Projected]
+    enum Kind<F, ResBody, E> {
+        // Admitted without waiting: the inner service's future.
+        Inner { #[pin] fut: F, degraded: bool },
+        // Refused (or no key could be formed).
+        Ready { response: Option<Response<ResBody>> },
+        // Decided by a limiter that waits.
+        Boxed { fut: BoxedResponse<ResBody, E> },
+    }
+}
+
+impl<F, ResBody, E> ResponseFuture<F, ResBody, E>
+where
+    ResBody: From<&'static str>,
+{
+    fn ready(response: Response<&'static str>) -> Self {
+        ResponseFuture {
+            kind: Kind::Ready {
+                response: Some(response.map(ResBody::from)),
+            },
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F, ResBody, E>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            Projected::Inner { fut, degraded } => {
+                let degraded = *degraded;
+                fut.poll(cx).map_ok(|mut r| {
+                    mark(&mut r, degraded);
+                    r
+                })
+            }
+            Projected::Ready { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => Poll::Pending, // polled after completion
+            },
+            Projected::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}

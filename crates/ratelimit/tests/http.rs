@@ -1,0 +1,259 @@
+//! `RateLimitLayer` through `tower::ServiceExt::oneshot` and over a real socket
+//! (axum::serve on 127.0.0.1:0 with `ConnectInfo`), with real Redis for the failure
+//! policies.
+#![cfg(all(feature = "axum", feature = "redis"))]
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http_body_util::BodyExt;
+use palisade_core_traits::{ManualClock, Timestamp, TrustedProxies};
+use palisade_ratelimit::{
+    AuthenticatedSubject, FailurePolicy, HttpKey, KeySource, KeyedLimiter, Policy, Quota,
+    RateLimitLayer, RateLimitPolicy, RedisLimiter,
+};
+use palisade_testkit::RedisServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+type Memory = KeyedLimiter<HttpKey, ManualClock>;
+
+fn memory(quota: Quota) -> Arc<Memory> {
+    Arc::new(KeyedLimiter::with_clock(
+        quota,
+        ManualClock::new(Timestamp::from_unix_secs(1_000)),
+    ))
+}
+
+fn app<L: palisade_ratelimit::Limiter<HttpKey> + 'static>(
+    policies: Vec<RateLimitPolicy<L>>,
+) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(RateLimitLayer::new(policies).unwrap())
+}
+
+fn request(peer: &str) -> http::Request<Body> {
+    let mut req = http::Request::get("/").body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(peer.parse::<SocketAddr>().unwrap());
+    req
+}
+
+/// Status, the three rate-limit fields (absent ones as ""), and the body.
+async fn answer(app: &Router, req: http::Request<Body>) -> (u16, [String; 4], String) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let h = |n: &str| {
+        res.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let fields = [
+        h("ratelimit-policy"),
+        h("ratelimit"),
+        h("retry-after"),
+        h("ratelimit-degraded"),
+    ];
+    let status = res.status().as_u16();
+    let body =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (status, fields, body)
+}
+
+#[tokio::test]
+async fn allowed_then_denied_with_the_draft_11_fields_naming_the_policy() {
+    let q = Quota::per_minute(2).unwrap();
+    let per_ip = RateLimitPolicy::new(
+        "per-ip",
+        &q,
+        memory(q),
+        KeySource::ClientIp(TrustedProxies::none()),
+    )
+    .unwrap();
+    let app = app(vec![per_ip]);
+    for _ in 0..2 {
+        let (status, fields, body) = answer(&app, request("198.51.100.7:5000")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        assert_eq!(
+            fields,
+            [String::new(), String::new(), String::new(), String::new()]
+        );
+    }
+    let (status, fields, body) = answer(&app, request("198.51.100.7:5001")).await;
+    assert_eq!(status, 429);
+    assert_eq!(body, "rate limited\n");
+    // Burst 2 refilled at 2/min: one unit back in 30 s, full in 60 s.
+    assert_eq!(fields[0], r#""per-ip";q=2;w=60"#);
+    assert_eq!(fields[1], r#""per-ip";r=0;t=60"#);
+    assert_eq!(fields[2], "30");
+    // Another client is counted apart; an IPv4-mapped spelling is the same client.
+    assert_eq!(answer(&app, request("198.51.100.8:5000")).await.0, 200);
+    assert_eq!(
+        answer(&app, request("[::ffff:198.51.100.7]:5000")).await.0,
+        429
+    );
+}
+
+#[tokio::test]
+async fn every_policy_must_allow_and_the_one_that_refuses_is_named() {
+    let wide = Quota::per_minute(100).unwrap();
+    let narrow = Quota::per_minute(1).unwrap();
+    let app = app(vec![
+        RateLimitPolicy::new(
+            "per-ip",
+            &wide,
+            memory(wide),
+            KeySource::ClientIp(TrustedProxies::none()),
+        )
+        .unwrap(),
+        RateLimitPolicy::new(
+            "per-account",
+            &narrow,
+            memory(narrow),
+            KeySource::Composite(vec![
+                KeySource::Route("login"),
+                KeySource::Header("x-account".parse().unwrap()),
+            ]),
+        )
+        .unwrap(),
+    ]);
+    let with_account = |account: &str| {
+        let mut req = request("203.0.113.5:1");
+        req.headers_mut()
+            .insert("x-account", account.parse().unwrap());
+        req
+    };
+    assert_eq!(answer(&app, with_account("alice")).await.0, 200);
+    let (status, fields, _) = answer(&app, with_account("alice")).await;
+    assert_eq!(status, 429);
+    assert_eq!(fields[0], r#""per-account";q=1;w=60"#);
+    assert!(
+        fields[1].starts_with(r#""per-account";r=0;t="#),
+        "{}",
+        fields[1]
+    );
+    assert_eq!(answer(&app, with_account("bob")).await.0, 200);
+    // Malformed: no account header is a 400, not a shared bucket.
+    let (status, _, body) = answer(&app, request("203.0.113.5:1")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "missing or malformed rate-limit key header\n")
+    );
+}
+
+#[tokio::test]
+async fn a_blocked_key_is_403_and_a_subject_key_needs_a_subject() {
+    let q = Quota::per_minute(10).unwrap();
+    let limiter = memory(q);
+    let app = app(vec![
+        RateLimitPolicy::new("per-user", &q, limiter.clone(), KeySource::Subject).unwrap(),
+    ]);
+    limiter.block(HttpKey::Text("mallory".into()), Duration::from_secs(300));
+    let as_user = |user: &str| {
+        let mut req = request("192.0.2.1:1");
+        req.extensions_mut()
+            .insert(AuthenticatedSubject(user.into()));
+        req
+    };
+    let (status, fields, body) = answer(&app, as_user("mallory")).await;
+    assert_eq!((status, body.as_str()), (403, "blocked\n"));
+    assert_eq!(fields[2], "300");
+    assert_eq!(answer(&app, as_user("alice")).await.0, 200);
+    assert_eq!(answer(&app, request("192.0.2.1:1")).await.0, 400);
+}
+
+#[tokio::test]
+async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
+    let mut server = RedisServer::start();
+    let q = Quota::per_minute(100).unwrap();
+    let url = server.url();
+    let connect = |failure| {
+        RedisLimiter::builder(vec![Policy::new("p", q).unwrap()])
+            .failure_policy(failure)
+            .timeout(Duration::from_millis(300))
+            .circuit_breaker(std::num::NonZeroU32::MIN, Duration::from_secs(2))
+            .connect(&url)
+    };
+    let closed = Arc::new(connect(FailurePolicy::Closed).await.unwrap());
+    let open = Arc::new(connect(FailurePolicy::Open).await.unwrap());
+    let by_ip = || KeySource::ClientIp(TrustedProxies::none());
+    let closed_app = app(vec![
+        RateLimitPolicy::new("shared", &q, closed, by_ip()).unwrap(),
+    ]);
+    let open_app = app(vec![
+        RateLimitPolicy::new("shared", &q, open, by_ip()).unwrap(),
+    ]);
+    assert_eq!(answer(&closed_app, request("192.0.2.9:1")).await.0, 200);
+    // A block through core-traits' IpBlocker reaches the layer's client-IP key.
+    let blocker = RedisLimiter::builder(vec![Policy::new("p", q).unwrap()])
+        .connect(&url)
+        .await
+        .unwrap();
+    palisade_core_traits::IpBlocker::block_ip(
+        &blocker,
+        "192.0.2.66".parse().unwrap(),
+        Duration::from_secs(60),
+        "test",
+    )
+    .await
+    .unwrap();
+    let (status, fields, _) = answer(&closed_app, request("192.0.2.66:1")).await;
+    assert_eq!((status, fields[2].as_str()), (403, "60"));
+    assert_eq!(answer(&open_app, request("192.0.2.9:1")).await.1[3], "");
+    server.stop();
+    let (status, fields, body) = answer(&closed_app, request("192.0.2.9:1")).await;
+    assert_eq!((status, body.as_str()), (503, "rate limit unavailable\n"));
+    assert_eq!(fields[2], "2", "the breaker's cool-down");
+    let (status, fields, body) = answer(&open_app, request("192.0.2.9:1")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert_eq!(fields[3], "fail-open");
+}
+
+/// One HTTP/1.1 request over a real socket: the status line's code and the body.
+async fn send(addr: SocketAddr, extra_headers: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra_headers}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out)
+}
+
+#[tokio::test]
+async fn over_a_socket_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let q = Quota::per_minute(2).unwrap();
+    // Only 10.0.0.0/8 proxies are trusted: the loopback peer's X-Forwarded-For is not.
+    let proxies = TrustedProxies::networks(["10.0.0.0/8".parse().unwrap()]);
+    let app = app(vec![
+        RateLimitPolicy::new("per-ip", &q, memory(q), KeySource::ClientIp(proxies)).unwrap(),
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let (status, text) = send(addr, "").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("ok"), "{text}");
+    assert_eq!(send(addr, "x-forwarded-for: 203.0.113.1\r\n").await.0, 200);
+    let (status, text) = send(addr, "x-forwarded-for: 203.0.113.2\r\n").await;
+    assert_eq!(status, 429, "{text}");
+    assert!(
+        text.contains("ratelimit-policy: \"per-ip\";q=2;w=60\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("retry-after: 30\r\n"), "{text}");
+    assert!(text.ends_with("rate limited\n"), "{text}");
+}
