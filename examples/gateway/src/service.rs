@@ -276,7 +276,6 @@ async fn limit<K: crate::shared::LimitKey>(
     let builder = RedisLimiter::builder(vec![
         palisade_ratelimit::Policy::new(name, quota).map_err(part("ratelimit"))?,
     ])
-    .map_err(part("ratelimit"))?
     .prefix(&format!("{REDIS_PREFIX}:limit:{name}"))
     .failure_policy(failure)
     .clock(clock.clone());

@@ -82,6 +82,7 @@ impl<K: LimitKey + 'static> Limit<K> {
                 reset_after: Duration::from_secs(1),
                 retry_after: Duration::from_secs(1),
                 denial: None,
+                failed_open: false,
             }
         })
     }
