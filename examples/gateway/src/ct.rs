@@ -16,6 +16,11 @@ use crate::dashboard::Dashboard;
 use crate::response::Bus;
 use crate::service::StartError;
 
+/// Errors of the CT part.
+fn part<E: std::fmt::Display>(e: E) -> StartError {
+    crate::service::part("ct-monitor")(e)
+}
+
 /// What `--demo` watches in the test logs when `--ct-watch` is not given: two names
 /// present in the bundled entries, one of whose keys counts as the gateway's own.
 const DEMO_WATCH: &[&str] = &[".websrc.fr", ".herokuappdev.com"];
@@ -41,13 +46,6 @@ impl CtStatus {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(log.to_owned(), health);
-    }
-}
-
-fn part<E: std::fmt::Display>(e: E) -> StartError {
-    StartError::Part {
-        part: "ct-monitor",
-        message: e.to_string(),
     }
 }
 

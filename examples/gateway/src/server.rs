@@ -26,7 +26,7 @@ use crate::http;
 use crate::idempotency;
 use crate::incident::Correlator;
 use crate::response::{Bus, Responder};
-use crate::service::{Gateway, StartError};
+use crate::service::{Gateway, StartError, part};
 
 /// How often expired playbook decisions are undone.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
@@ -71,13 +71,6 @@ pub fn router(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
 
-fn part_error<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -> StartError {
-    move |e| StartError::Part {
-        part,
-        message: e.to_string(),
-    }
-}
-
 /// The TLS acceptor for `--tls-cert` / `--tls-key` (PEM: the chain, then a PKCS#8,
 /// PKCS#1 or SEC1 key), TLS 1.2 and 1.3 with ring, HTTP/1.1.
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<Ja4Acceptor, StartError> {
@@ -96,14 +89,14 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<Ja4Acceptor, StartError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(part_error("tls"))?
+        .map_err(part("tls"))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(part_error("tls"))?;
+        .map_err(part("tls"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ja4Acceptor::builder(Arc::new(config))
         .build()
-        .map_err(part_error("tls"))
+        .map_err(part("tls"))
 }
 
 /// Turns the TLS listener's connection facts into what the rest of the stack reads:
@@ -167,13 +160,7 @@ impl Running {
 
 /// Starts the gateway on `config.listen` (port 0 picks a free one).
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
-    let io = |what: &'static str| {
-        move |e: std::io::Error| StartError::Part {
-            part: what,
-            message: e.to_string(),
-        }
-    };
-    std::fs::create_dir_all(&config.state_dir).map_err(io("state directory"))?;
+    std::fs::create_dir_all(&config.state_dir).map_err(part("state directory"))?;
     // Installed before the first request, so every count reaches /metrics.
     let _ = crate::metrics::handle();
     let state_dir = config.state_dir.clone();
@@ -186,26 +173,17 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let warm = gw.clone();
     tokio::task::spawn_blocking(move || warm.warm_up())
         .await
-        .map_err(|e| StartError::Part {
-            part: "warm-up",
-            message: e.to_string(),
-        })?;
+        .map_err(part("warm-up"))?;
     gw.publish_keys();
 
     // Incident response: the playbooks, resumed from the saved state.
-    let def = Definition::default_set().map_err(|e| StartError::Part {
-        part: "playbooks",
-        message: e.to_string(),
-    })?;
+    let def = Definition::default_set().map_err(part("playbooks"))?;
     let saved = std::fs::read_to_string(state_dir.join("playbooks-state.json")).ok();
     let engine = match saved.map(|s| palisade_playbooks::State::from_json(&s)) {
         Some(Ok(snapshot)) => Engine::restore(def, snapshot),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "the saved playbooks' state does not parse; starting empty");
-            Engine::new(Definition::default_set().map_err(|e| StartError::Part {
-                part: "playbooks",
-                message: e.to_string(),
-            })?)
+            Engine::new(Definition::default_set().map_err(part("playbooks"))?)
         }
         None => Engine::new(def),
     };
@@ -213,7 +191,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         .create(true)
         .append(true)
         .open(state_dir.join("audit.jsonl"))
-        .map_err(io("audit log"))?;
+        .map_err(part("audit log"))?;
     let responder = Responder {
         engine,
         executor: gw.executor()?,
@@ -279,8 +257,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(io("listen"))?;
-    let addr = listener.local_addr().map_err(io("listen"))?;
+        .map_err(part("listen"))?;
+    let addr = listener.local_addr().map_err(part("listen"))?;
     let mut signal = stopped;
     let drained = async move {
         let _ = signal.wait_for(|s| *s).await;
@@ -291,7 +269,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         Some(acceptor) => {
             let listener = Ja4Listener::builder(listener, acceptor)
                 .build()
-                .map_err(part_error("tls"))?;
+                .map_err(part("tls"))?;
             let app = app.layer(axum::middleware::from_fn(tls_connection));
             tokio::spawn(async move {
                 let served = axum::serve(

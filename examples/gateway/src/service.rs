@@ -246,7 +246,8 @@ pub enum StartError {
     },
 }
 
-fn part<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -> StartError {
+/// Names `part` as the source of an error (`map_err(part("redis"))`).
+pub(crate) fn part<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -> StartError {
     move |e| StartError::Part {
         part,
         message: e.to_string(),
