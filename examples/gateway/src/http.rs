@@ -16,7 +16,7 @@ use palisade_core_traits::{
 };
 use palisade_device_fp::{DeviceFingerprint, DeviceStore, FingerprintInputs, consistency_flags};
 use palisade_jwt_cache::ValidatedToken;
-use palisade_ratelimit::Denial;
+use palisade_ratelimit::AuthenticatedSubject;
 use palisade_threat_score::{GeoLookup, Signals, Verdict};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::activity::{Activity, LoginResult, Origin, What};
 use crate::idempotency::ClientIdentity;
-use crate::service::{AUDIENCE, Gateway, TOKEN_TTL};
+use crate::service::{AUDIENCE, Gateway, IP_POLICY, TOKEN_TTL};
 use crate::users::PasswordCheck;
 
 /// The request's id (`X-Request-Id`: the client's if well-formed, else a new one).
@@ -38,10 +38,6 @@ pub struct ClientIp(pub IpAddr);
 /// The client's TLS handshake (JA4, version, SNI) when the gateway serves TLS itself.
 #[derive(Debug, Clone)]
 pub struct ClientTls(pub palisade_core_traits::TlsInfo);
-
-/// The validated bearer token of an `/api` request.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Arc<ValidatedToken>);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -143,7 +139,9 @@ pub async fn context(
     response
 }
 
-/// The threat-intelligence deny list, then the per-address limit (blocks included).
+/// The threat-intelligence deny list; then, on the way out, the rate-limit layers'
+/// refusals (ratelimit's `RateLimitLayer` answers them; this shows them on the
+/// dashboard and puts the per-address ones on the bus).
 pub async fn guard(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
     let id = req.extensions().get::<RequestId>().cloned();
@@ -164,52 +162,70 @@ pub async fn guard(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
             "the client address is on a deny list",
         );
     }
-    let d = gw.ip_limit.check(&ip).await;
-    if d.allowed {
-        return next.run(req).await;
+    let response = next.run(req).await;
+    if let Some(policy) = refused_by(&response) {
+        gw.limited(&id, ip, response.status(), policy).await;
     }
-    if d.denial == Some(Denial::Blocked) {
-        gw.show(
-            &id,
+    response
+}
+
+/// The policy a `RateLimitLayer` refusal names (`RateLimit-Policy: "name";q=…`).
+fn refused_by(response: &Response) -> Option<&str> {
+    if !matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::FORBIDDEN
+    ) {
+        return None;
+    }
+    let field = response.headers().get("ratelimit-policy")?.to_str().ok()?;
+    field.strip_prefix('"')?.split('"').next()
+}
+
+impl Gateway {
+    /// A refusal by the limit `policy`: on the dashboard, and on the bus when it is the
+    /// per-address limit (what playbooks answer).
+    async fn limited(&self, id: &RequestId, ip: IpAddr, status: StatusCode, policy: &str) {
+        if status == StatusCode::FORBIDDEN {
+            let reason = "blocked by a playbook".into();
+            self.show(id, ip, What::Blocked { reason });
+            return;
+        }
+        let policy = policy.to_owned();
+        self.show(
+            id,
             ip,
-            What::Blocked {
-                reason: "blocked by a playbook".into(),
+            What::RateLimited {
+                policy: policy.clone(),
             },
         );
-        return problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the client address is blocked",
-        );
+        if policy != IP_POLICY {
+            return;
+        }
+        let event = SecurityEvent::new(
+            self.event_id("limit"),
+            self.clock.now(),
+            EventKind::RateLimitExceeded,
+            Severity::Low,
+            Subject::ip(ip),
+            "palisade-gateway",
+        )
+        .with_evidence("policy", policy);
+        self.detect(event).await;
     }
-    gw.show(
-        &id,
-        ip,
-        What::RateLimited {
-            policy: "ip".into(),
-        },
-    );
-    let event = SecurityEvent::new(
-        gw.event_id("limit"),
-        gw.clock.now(),
-        EventKind::RateLimitExceeded,
-        Severity::Low,
-        Subject::ip(ip),
-        "palisade-gateway",
-    )
-    .with_evidence("policy", "ip");
-    gw.detect(event).await;
-    let mut r = problem(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        "too many requests from this address",
-    );
-    if let Some(v) =
-        palisade_ratelimit::headers::retry_after(&d).and_then(|s| HeaderValue::from_str(&s).ok())
-    {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+}
+
+/// Puts the validated token's subject where the per-subject limit and idempotency
+/// find it (after jwt-cache's `JwtAuth`, which put the token there).
+pub async fn caller(mut req: Request, next: Next) -> Response {
+    let Some(token) = req.extensions().get::<Arc<ValidatedToken>>() else {
+        tracing::error!("caller: no validated token (JwtAuth must run first)");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let subject = token.identity().subject.clone().unwrap_or_default();
+    req.extensions_mut()
+        .insert(ClientIdentity(format!("sub {subject}")));
+    req.extensions_mut().insert(AuthenticatedSubject(subject));
+    next.run(req).await
 }
 
 /// `POST /login` body.
@@ -490,81 +506,15 @@ pub async fn step_up(
     token_response(gw.issue(&ch.user))
 }
 
-/// Bearer tokens on `/api/*` and `/logout`: `401` before routing when absent or invalid,
-/// then the per-subject limit.
-pub async fn authenticate(
-    State(gw): State<Arc<Gateway>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let unauthorized = |error: Option<&str>| {
-        let value = match error {
-            Some(e) => format!("Bearer realm=\"palisade\", error=\"{e}\""),
-            None => "Bearer realm=\"palisade\"".to_owned(),
-        };
-        let mut r = StatusCode::UNAUTHORIZED.into_response();
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        r
-    };
-    let Some(auth) = req.headers().get(header::AUTHORIZATION) else {
-        return unauthorized(None);
-    };
-    let token = auth
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned());
-    let Some(token) = token else {
-        return unauthorized(Some("invalid_request"));
-    };
-    let validated = match gw.validator.validate_async(token.as_bytes()).await {
-        Ok(t) => t,
-        Err(e) => {
-            // The kind only (never the token): a refusal the client caused, or an
-            // unproven revocation replica (fail closed).
-            tracing::debug!(error = %e, "bearer token refused");
-            return unauthorized(Some("invalid_token"));
-        }
-    };
-    let subject = validated.identity().subject.clone().unwrap_or_default();
-    let d = gw.subject_limit.check(&subject).await;
-    if !d.allowed {
-        if let (Some(ClientIp(ip)), Some(id)) = (
-            req.extensions().get::<ClientIp>().copied(),
-            req.extensions().get::<RequestId>().cloned(),
-        ) {
-            gw.show(
-                &id,
-                ip,
-                What::RateLimited {
-                    policy: "api-subject".into(),
-                },
-            );
-        }
-        return problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests for this account",
-        );
-    }
-    req.extensions_mut()
-        .insert(ClientIdentity(format!("sub {subject}")));
-    req.extensions_mut().insert(Caller(validated));
-    next.run(req).await
-}
-
 /// `GET /api/me`: the caller's claims.
-pub async fn me(axum::Extension(Caller(token)): axum::Extension<Caller>) -> Response {
+pub async fn me(axum::Extension(token): axum::Extension<Arc<ValidatedToken>>) -> Response {
     Json(token.claims().clone()).into_response()
 }
 
 /// `POST /logout`: revokes the caller's token at once.
 pub async fn logout(
     State(gw): State<Arc<Gateway>>,
-    axum::Extension(Caller(token)): axum::Extension<Caller>,
+    axum::Extension(token): axum::Extension<Arc<ValidatedToken>>,
     axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
     axum::Extension(id): axum::Extension<RequestId>,
 ) -> Response {

@@ -34,14 +34,22 @@ const EXPIRY_TICK: Duration = Duration::from_secs(1);
 /// The HTTP surface of `gw`.
 pub fn router(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> Router {
     let idem = from_fn_with_state(gw.idempotency.clone(), idempotency::layer);
+    // Bearer token (jwt-cache's layer; `401` before routing), then the per-subject
+    // limit (ratelimit's layer), outside in.
+    let bearer = || {
+        tower::ServiceBuilder::new()
+            .layer(gw.auth.clone())
+            .layer(axum::middleware::from_fn(http::caller))
+            .layer(gw.subject_layer.clone())
+    };
     let api = Router::new()
         .route("/me", get(http::me))
         .fallback(http::not_found)
         .layer(idem.clone())
-        .layer(from_fn_with_state(gw.clone(), http::authenticate));
+        .layer(bearer());
     let logout = Router::new()
         .route("/logout", post(http::logout))
-        .layer(from_fn_with_state(gw.clone(), http::authenticate));
+        .layer(bearer());
     let public = Router::new()
         .route("/login", post(http::login))
         .route("/login/step-up", post(http::step_up))
@@ -65,6 +73,7 @@ pub fn router(gw: Arc<Gateway>, shutdown: watch::Receiver<bool>) -> Router {
     public
         .merge(operators)
         .merge(metrics)
+        .layer(gw.ip_layer.clone())
         .layer(from_fn_with_state(gw.clone(), http::guard))
         .layer(from_fn_with_state(gw.clone(), http::context))
         // Bodies are small here: a bound before anything reads them.

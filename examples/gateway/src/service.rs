@@ -11,8 +11,11 @@ use palisade_core_traits::{
 };
 use palisade_device_fp::{FingerprintKey, InMemoryDeviceStore, TrustPolicy};
 use palisade_hsm_keys::{JwsAlgorithm, KeyRing, KeyStore, Pin, Pkcs11Store, SoftStore};
-use palisade_jwt_cache::{Algorithm, KeySet, Policy, TokenCache, Validator};
-use palisade_ratelimit::{FailurePolicy, KeyedLimiter, Quota, RedisLimiter};
+use palisade_jwt_cache::{Algorithm, JwtAuth, KeySet, Policy, TokenCache, Validator};
+use palisade_ratelimit::{
+    FailurePolicy, HttpKey, KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy,
+    RedisLimiter,
+};
 use palisade_threat_score::{MaxMindLookup, ThreatScorer};
 use palisade_token_blacklist::{MemoryBlacklist, RedisBlacklist};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -33,6 +36,10 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
 pub const CHALLENGE_ATTEMPTS: u32 = 3;
 /// The audience of issued tokens.
 pub const AUDIENCE: &str = "palisade-gateway";
+/// The per-address limit's name (in `RateLimit-Policy`, on the dashboard and the bus).
+pub const IP_POLICY: &str = "ip";
+/// The per-subject limit's name on `/api`.
+pub const SUBJECT_POLICY: &str = "api-subject";
 
 /// A pending step-up: the user whose password was accepted, until when, tries left.
 #[derive(Debug, Clone)]
@@ -198,12 +205,16 @@ pub struct Gateway {
     pub idempotency: Arc<Idempotency>,
     /// The proxies in front of the gateway.
     pub proxies: TrustedProxies,
-    /// Per-address limit (every request).
-    pub ip_limit: Limit<IpAddr>,
+    /// Per-address limit (every request): what playbooks block through.
+    pub ip_limit: Limit<HttpKey>,
+    /// The per-address limit as ratelimit's layer (every request).
+    pub ip_layer: RateLimitLayer<Limit<HttpKey>>,
     /// Per-account limit on logins.
     pub account_limit: Limit<String>,
-    /// Per-subject limit on `/api`.
-    pub subject_limit: Limit<String>,
+    /// The per-subject limit on `/api`, as ratelimit's layer.
+    pub subject_layer: RateLimitLayer<Limit<HttpKey>>,
+    /// Bearer tokens on `/api` and `/logout` (jwt-cache's layer over `validator`).
+    pub auth: JwtAuth,
     /// Revocations (in memory, or token-blacklist's Redis store).
     pub blacklist: Arc<dyn TokenRevoker>,
     /// The revocation store's local replica, when instances share Redis.
@@ -266,13 +277,11 @@ async fn limit<K: crate::shared::LimitKey>(
     name: &str,
     (burst, rate, period): (u32, u32, Duration),
     failure: FailurePolicy,
-) -> Result<Limit<K>, StartError> {
+) -> Result<(Limit<K>, Quota), StartError> {
     let quota = Quota::new(burst, rate, period).map_err(part("ratelimit"))?;
     let Some(urls) = redis else {
-        return Ok(Limit::Memory(Arc::new(KeyedLimiter::with_clock(
-            quota,
-            clock.clone(),
-        ))));
+        let limiter = KeyedLimiter::with_clock(quota, clock.clone());
+        return Ok((Limit::Memory(Arc::new(limiter)), quota));
     };
     let builder = RedisLimiter::builder(vec![
         palisade_ratelimit::Policy::new(name, quota).map_err(part("ratelimit"))?,
@@ -285,7 +294,17 @@ async fn limit<K: crate::shared::LimitKey>(
         many => builder.connect_cluster(many).await,
     }
     .map_err(part("redis"))?;
-    Ok(Limit::Redis(Arc::new(limiter)))
+    Ok((Limit::Redis(Arc::new(limiter)), quota))
+}
+
+/// `limit` as a layer policy named `name`, keyed by `key`.
+fn layer(
+    name: &str,
+    (limit, quota): (Limit<HttpKey>, Quota),
+    key: KeySource,
+) -> Result<RateLimitLayer<Limit<HttpKey>>, StartError> {
+    let policy = RateLimitPolicy::new(name, &quota, Arc::new(limit), key);
+    RateLimitLayer::new(vec![policy.map_err(part("ratelimit"))?]).map_err(part("ratelimit"))
 }
 
 impl Gateway {
@@ -362,12 +381,17 @@ impl Gateway {
         let ip_limit = limit(
             redis,
             &clock,
-            "ip",
+            IP_POLICY,
             (60, 30, Duration::from_secs(1)),
             FailurePolicy::Open,
         )
         .await?;
-        let account_limit = limit(
+        let ip_layer = layer(
+            IP_POLICY,
+            ip_limit.clone(),
+            KeySource::ClientIp(proxies.clone()),
+        )?;
+        let (account_limit, _) = limit(
             redis,
             &clock,
             "login-account",
@@ -378,11 +402,12 @@ impl Gateway {
         let subject_limit = limit(
             redis,
             &clock,
-            "api-subject",
+            SUBJECT_POLICY,
             (100, 50, Duration::from_secs(1)),
             FailurePolicy::Open,
         )
         .await?;
+        let subject_layer = layer(SUBJECT_POLICY, subject_limit, KeySource::Subject)?;
         let mut revocation_replica = None;
         let (blacklist, revocation): (Arc<dyn TokenRevoker>, Arc<dyn RevocationCheck>) = match redis
         {
@@ -479,6 +504,11 @@ impl Gateway {
                 .build()
                 .map_err(part("jwt-cache"))?,
         );
+        let auth = JwtAuth::builder()
+            .validator(validator.clone())
+            .realm("palisade")
+            .build()
+            .map_err(part("jwt-cache"))?;
         let step_ups = Arc::new(StepUps::new(clock.clone()));
         let sessions = Arc::new(Sessions {
             revoker: blacklist.clone(),
@@ -498,9 +528,11 @@ impl Gateway {
             intel,
             idempotency,
             proxies,
-            ip_limit,
+            ip_limit: ip_limit.0,
+            ip_layer,
             account_limit,
-            subject_limit,
+            subject_layer,
+            auth,
             blacklist,
             revocation_replica,
             fleet,

@@ -11,12 +11,11 @@
 //!   longest token lifetime (plus a minute), so tokens of an instance that stopped stay
 //!   valid until they expire, and no longer.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core_traits::{Clock, canonical_ip};
-use palisade_ratelimit::{Decision, KeyedLimiter, RedisLimiter};
+use palisade_core_traits::Clock;
+use palisade_ratelimit::{Decision, HttpKey, KeyedLimiter, Limiter, RedisLimiter};
 use palisade_token_blacklist::redis::{self, AsyncCommands};
 use serde_json::Value;
 
@@ -52,9 +51,9 @@ pub trait LimitKey: palisade_ratelimit::Key {
     fn text(&self) -> String;
 }
 
-impl LimitKey for IpAddr {
+impl LimitKey for HttpKey {
     fn text(&self) -> String {
-        canonical_ip(*self).to_string()
+        self.to_string()
     }
 }
 
@@ -95,6 +94,17 @@ impl<K: LimitKey + 'static> Limit<K> {
         match self {
             Limit::Memory(l) => l.clone(),
             Limit::Redis(l) => l.clone(),
+        }
+    }
+}
+
+/// What ratelimit's `RateLimitLayer` checks: the same decisions as `Limit::check`,
+/// errors included (the layer answers them `503`).
+impl Limiter<HttpKey> for Limit<HttpKey> {
+    async fn check(&self, key: &HttpKey, cost: u32) -> Result<Decision, palisade_ratelimit::Error> {
+        match self {
+            Limit::Memory(l) => l.check(key, cost),
+            Limit::Redis(l) => Limiter::check(&**l, key, cost).await,
         }
     }
 }

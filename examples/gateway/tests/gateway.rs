@@ -148,6 +148,8 @@ async fn every_route_answers_with_the_right_status_and_headers() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"palisade\"");
     }
+    // Another scheme is no bearer credential: a bare challenge (RFC 6750 §3.1);
+    // a malformed bearer credential is `invalid_request`.
     let r = h
         .http
         .get(format!("{b}/api/me"))
@@ -156,12 +158,24 @@ async fn every_route_answers_with_the_right_status_and_headers() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("invalid_request")
-    );
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"palisade\"");
+    for malformed in ["Bearer", "Bearer a b", "Bearer {}"] {
+        let r = h
+            .http
+            .get(format!("{b}/api/me"))
+            .header("authorization", malformed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{malformed}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("error=\"invalid_request\""),
+            "{malformed}"
+        );
+    }
     let r = h
         .http
         .get(format!("{b}/api/me"))
@@ -758,4 +772,80 @@ async fn pkcs11_without_a_pin_refuses_to_start_naming_the_flag() {
         err.starts_with("pkcs11:") && err.contains("--pkcs11-pin"),
         "{err}"
     );
+}
+
+/// The per-address and per-subject limits are ratelimit's `RateLimitLayer`: a refusal
+/// names its policy in the draft-11 fields, carries `Retry-After`, and reaches the
+/// dashboard's counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_refusals_name_their_policy_and_reach_the_dashboard() {
+    let h = trusted().await;
+    let healthz = |from: String| {
+        let (http, base) = (h.http.clone(), h.base.clone());
+        async move {
+            http.get(format!("{base}/healthz"))
+                .header("x-forwarded-for", from)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The clock stands still: a burst of 60 per address, then refusals.
+    for _ in 0..60 {
+        assert_eq!(healthz("192.0.2.50".into()).await.status(), StatusCode::OK);
+    }
+    let r = healthz("192.0.2.50".into()).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let field = |name: &str| r.headers()[name].to_str().unwrap().to_owned();
+    assert!(
+        field("ratelimit-policy").starts_with("\"ip\";q=60"),
+        "{}",
+        field("ratelimit-policy")
+    );
+    assert!(
+        field("ratelimit").starts_with("\"ip\";r=0;t="),
+        "{}",
+        field("ratelimit")
+    );
+    assert_eq!(field("retry-after"), "1");
+    assert!(
+        field("x-request-id").len() >= 16,
+        "the context still wraps refusals"
+    );
+    assert_eq!(healthz("192.0.2.51".into()).await.status(), StatusCode::OK);
+    assert_eq!(h.gw.gateway.dashboard.counters().rate_limited, 1);
+
+    // Per subject on /api: 100 at once whatever the address, then refusals.
+    let token = h.token("alice", LONDON).await;
+    let me = |i: u32| {
+        let (http, base, token) = (h.http.clone(), h.base.clone(), token.clone());
+        async move {
+            http.get(format!("{base}/api/me"))
+                .header("x-forwarded-for", format!("198.51.100.{}", i % 200))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..100 {
+        assert_eq!(me(i).await.status(), StatusCode::OK, "request {i}");
+    }
+    let r = me(100).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let policy = r.headers()["ratelimit-policy"].to_str().unwrap();
+    assert!(policy.starts_with("\"api-subject\";q=100"), "{policy}");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(h.gw.gateway.dashboard.counters().rate_limited, 2);
+    // Without a valid token the subject limit is never reached: 401 first.
+    let r = h
+        .http
+        .get(format!("{}/api/me", h.base))
+        .header("x-forwarded-for", "198.51.100.201")
+        .bearer_auth("e30.e30.e30")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    h.gw.shutdown().await;
 }

@@ -68,6 +68,14 @@ pub enum HttpKey {
 
 impl Key for HttpKey {}
 
+/// An address as the layer keys it (canonical form), so blocks through the in-memory
+/// limiter's `IpBlocker` reach the requests a `ClientIp` policy checks.
+impl From<IpAddr> for HttpKey {
+    fn from(ip: IpAddr) -> Self {
+        HttpKey::Ip(canonical_ip(ip))
+    }
+}
+
 /// The key as a Redis key: an address as itself (so `RedisLimiter`'s `IpBlocker`
 /// blocks reach it), `t:<len>:…`, `r:…`, parts joined by `|`.
 impl fmt::Display for HttpKey {
