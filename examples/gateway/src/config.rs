@@ -58,6 +58,14 @@ pub struct Config {
     #[arg(long, env = "PALISADE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNetwork>,
 
+    /// Requests per second per client address (bursts of twice as many).
+    #[arg(long, env = "PALISADE_IP_RATE", default_value = "30")]
+    pub ip_rate: std::num::NonZeroU32,
+
+    /// `/api` requests per second per token subject (bursts of twice as many).
+    #[arg(long, env = "PALISADE_SUBJECT_RATE", default_value = "50")]
+    pub subject_rate: std::num::NonZeroU32,
+
     /// Threat-intelligence deny lists: CIDR list files or CrowdSec decision-stream
     /// JSON documents (reloaded when they change).
     #[arg(long = "intel", env = "PALISADE_INTEL", value_delimiter = ',')]

@@ -297,6 +297,15 @@ async fn limit<K: crate::shared::LimitKey>(
     Ok((Limit::Redis(Arc::new(limiter)), quota))
 }
 
+/// `rate` a second with bursts of twice as many (saturating).
+fn per_second_burst_twice(rate: std::num::NonZeroU32) -> (u32, u32, Duration) {
+    (
+        rate.get().saturating_mul(2),
+        rate.get(),
+        Duration::from_secs(1),
+    )
+}
+
 /// `limit` as a layer policy named `name`, keyed by `key`.
 fn layer(
     name: &str,
@@ -382,7 +391,7 @@ impl Gateway {
             redis,
             &clock,
             IP_POLICY,
-            (60, 30, Duration::from_secs(1)),
+            per_second_burst_twice(config.ip_rate),
             FailurePolicy::Open,
         )
         .await?;
@@ -403,7 +412,7 @@ impl Gateway {
             redis,
             &clock,
             SUBJECT_POLICY,
-            (100, 50, Duration::from_secs(1)),
+            per_second_burst_twice(config.subject_rate),
             FailurePolicy::Open,
         )
         .await?;

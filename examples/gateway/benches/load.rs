@@ -1,0 +1,315 @@
+//! Throughput and tail latency of a protected route at 64 connections on loopback, the
+//! same load generator against three servers in one run:
+//!
+//! - `gateway`: `GET /api/me` through the whole request path (request id and span,
+//!   client address, deny list, per-address `RateLimitLayer`, jwt-cache `JwtAuth` with
+//!   the cache and revocation, per-subject `RateLimitLayer`), limits set high enough
+//!   never to refuse;
+//! - `bare axum`: a handler answering the same claims, nothing in front;
+//! - `anchor`: what most services run today, tower-governor's per-address
+//!   `GovernorLayer` and a middleware decoding the ES256 token with jsonwebtoken
+//!   (issuer, audience, expiry checked) on every request.
+//!
+//! The generator keeps one HTTP/1.1 keep-alive connection per task and sends the next
+//! request when the previous answer is in (closed loop, like wrk); every answer must be
+//! `200`. Servers and generator share the machine: each gets a 2-thread runtime.
+//!
+//! `cargo bench -p palisade-gateway --bench load [-- SECONDS CONNECTIONS ROUNDS]`
+//! (defaults 8, 64, 2; each round runs every server once, in turn).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a load tool: fail loudly
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Parser;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use palisade_core_traits::SystemClock;
+use palisade_gateway::config::Config;
+use palisade_gateway::server::start;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+
+const WARMUP: Duration = Duration::from_secs(2);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Serves `app` (with the peer address recorded) on an ephemeral loopback port.
+async fn serve(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// The anchor's state: the gateway's public key and the same checks the gateway makes.
+struct Decoder {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+async fn decode_every_request(
+    State(d): State<Arc<Decoder>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    match jsonwebtoken::decode::<Value>(token, &d.key, &d.validation) {
+        Ok(data) => {
+            req.extensions_mut().insert(Arc::new(data.claims));
+            next.run(req).await
+        }
+        Err(_) => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn claims(axum::Extension(c): axum::Extension<Arc<Value>>) -> Json<Value> {
+    Json((*c).clone())
+}
+
+fn anchor(jwk: &Value, issuer: &str) -> Router {
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&["palisade-gateway"]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let decoder = Arc::new(Decoder {
+        key: DecodingKey::from_jwk(&jwk).unwrap(),
+        validation,
+    });
+    let governor = GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(1_000_000_000)
+        .finish()
+        .unwrap();
+    Router::new()
+        .route("/api/me", get(claims))
+        .layer(from_fn_with_state(decoder, decode_every_request))
+        .layer(GovernorLayer::new(governor))
+}
+
+fn bare(body: Value) -> Router {
+    let body = Arc::new(body);
+    Router::new().route(
+        "/api/me",
+        get(move || {
+            let body = body.clone();
+            async move { Json((*body).clone()) }
+        }),
+    )
+}
+
+/// One connection's loop: latencies in microseconds, and answers that were not `200`.
+async fn connection(addr: SocketAddr, request: Arc<[u8]>, until: Instant) -> (Vec<u32>, u64) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let (mut latencies, mut errors) = (Vec::with_capacity(100_000), 0u64);
+    while Instant::now() < until {
+        let sent = Instant::now();
+        stream.write_all(&request).await.unwrap();
+        buf.clear();
+        let (head, length) = loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&buf[..end])
+                    .unwrap()
+                    .to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .expect("a content-length")
+                    .trim()
+                    .parse()
+                    .unwrap();
+                break (end + 4, length);
+            }
+        };
+        while buf.len() < head + length {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+        if !buf.starts_with(b"HTTP/1.1 200") {
+            errors += 1;
+        }
+    }
+    (latencies, errors)
+}
+
+struct Run {
+    rps: f64,
+    p50: u32,
+    p99: u32,
+    errors: u64,
+}
+
+fn load(
+    client: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    token: &str,
+    seconds: u64,
+    connections: usize,
+) -> Run {
+    let request: Arc<[u8]> =
+        format!("GET /api/me HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\r\n")
+            .into_bytes()
+            .into();
+    client.block_on(async {
+        let warm = Instant::now() + WARMUP;
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| tokio::spawn(connection(addr, request.clone(), warm)))
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let start = Instant::now();
+        let until = start + Duration::from_secs(seconds);
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| tokio::spawn(connection(addr, request.clone(), until)))
+            .collect();
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for t in tasks {
+            let (l, e) = t.await.unwrap();
+            all.extend(l);
+            errors += e;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        all.sort_unstable();
+        let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        Run {
+            rps: all.len() as f64 / elapsed,
+            p50: at(0.50),
+            p99: at(0.99),
+            errors,
+        }
+    })
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let seconds = args.first().copied().unwrap_or(8);
+    let connections = usize::try_from(args.get(1).copied().unwrap_or(64)).unwrap();
+    let rounds = args.get(2).copied().unwrap_or(2);
+
+    let server = runtime();
+    let client = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display().to_string();
+    let config = Config::try_parse_from([
+        "palisade-gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        &state,
+        // A million a second: the limiter's finest rate, far above what loopback does.
+        "--ip-rate",
+        "1000000",
+        "--subject-rate",
+        "1000000",
+        "--log",
+        "warn",
+    ])
+    .unwrap();
+    let issuer = config.issuer.clone();
+    let gateway = server
+        .block_on(start(config, Arc::new(SystemClock)))
+        .unwrap();
+    let base = format!("http://{}", gateway.addr);
+    let (token, jwk, body) = client.block_on(async {
+        let http = reqwest::Client::new();
+        let login: Value = http
+            .post(format!("{base}/login"))
+            .json(&json!({"username": "alice", "password": "alice-demo-password"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().expect("a token").to_owned();
+        let jwks: Value = http
+            .get(format!("{base}/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let body: Value = http
+            .get(format!("{base}/api/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (token, jwks["keys"][0].clone(), body)
+    });
+    let bare_addr = server.block_on(serve(bare(body)));
+    let anchor_addr = server.block_on(serve(anchor(&jwk, &issuer)));
+    let sides = [
+        ("gateway", gateway.addr),
+        ("bare axum", bare_addr),
+        ("anchor: tower-governor + jsonwebtoken", anchor_addr),
+    ];
+    println!(
+        "GET /api/me, {connections} connections, {seconds} s per run after {} s warm-up, {rounds} rounds",
+        WARMUP.as_secs()
+    );
+    let mut best = vec![0f64; sides.len()];
+    for round in 1..=rounds {
+        for (i, (name, addr)) in sides.iter().enumerate() {
+            let r = load(&client, *addr, &token, seconds, connections);
+            assert_eq!(r.errors, 0, "{name}: answers other than 200");
+            println!(
+                "round {round} {name:<40} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs",
+                r.rps, r.p50, r.p99
+            );
+            best[i] = best[i].max(r.rps);
+        }
+    }
+    println!(
+        "best of {rounds}: gateway / bare axum = {:.2}, gateway / anchor = {:.2}",
+        best[0] / best[1],
+        best[0] / best[2]
+    );
+    server.block_on(gateway.shutdown());
+}
