@@ -202,6 +202,40 @@ fn ticking_clock() -> (Arc<ManualClock>, tokio::task::JoinHandle<()>) {
     (clock, ticker)
 }
 
+/// What another region may do in this region's Redis (docs/deploy.md): read the
+/// revocation keys and the key hash, and the relay's pub/sub on the revocation channel.
+/// No key can be written with it, so a test passing through it shows the gateway
+/// never writes into a peer region's Redis.
+fn allow_peers(redis: &RedisServer) {
+    let reply = redis
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "peer",
+            "reset",
+            "on",
+            ">peer-secret",
+            "%R~palisade:gateway:revoked:*",
+            "%R~palisade:gateway:jwks",
+            "&palisade:gateway:revoked:events",
+            "+subscribe",
+            "+publish",
+            "+scan",
+            "+get",
+            "+hgetall",
+        ])
+        .unwrap();
+    assert_eq!(reply.text(), "OK", "{reply:?}");
+}
+
+/// `NAME=URL` of `redis` as a peer region sees it (through the `peer` user).
+fn peer(name: &str, redis: &RedisServer) -> String {
+    format!(
+        "{name}=redis://peer:peer-secret@127.0.0.1:{}/",
+        redis.port()
+    )
+}
+
 /// Two redis-servers and a gateway in each region, both ready.
 async fn two_regions() -> (
     [RedisServer; 2],
@@ -211,21 +245,11 @@ async fn two_regions() -> (
     tokio::task::JoinHandle<()>,
 ) {
     let (redis_eu, redis_us) = (RedisServer::start(), RedisServer::start());
+    allow_peers(&redis_eu);
+    allow_peers(&redis_us);
     let (clock, ticker) = ticking_clock();
-    let eu = region(
-        "eu",
-        &redis_eu.url(),
-        &format!("us={}", redis_us.url()),
-        clock.clone(),
-    )
-    .await;
-    let us = region(
-        "us",
-        &redis_us.url(),
-        &format!("eu={}", redis_eu.url()),
-        clock.clone(),
-    )
-    .await;
+    let eu = region("eu", &redis_eu.url(), &peer("us", &redis_us), clock.clone()).await;
+    let us = region("us", &redis_us.url(), &peer("eu", &redis_eu), clock.clone()).await;
     let http = reqwest::Client::new();
     ready(&http, [&eu, &us]).await;
     // Each region's JWKS lists both regions' keys (eu started first and reads us's on
@@ -269,7 +293,7 @@ fn replica(at: &Region, t: &TokenIdentity) -> RevocationStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_keys_and_revocations_cross_regions_and_a_rotation_is_accepted_throughout() {
-    let (_servers, eu, us, _clock, ticker) = two_regions().await;
+    let (servers, eu, us, _clock, ticker) = two_regions().await;
     let http = reqwest::Client::new();
 
     // A token issued in eu is accepted in us, and us's in eu.
@@ -333,6 +357,11 @@ async fn tokens_keys_and_revocations_cross_regions_and_a_rotation_is_accepted_th
     assert_eq!(three.len(), 3);
     assert_eq!(kids(&http, &us).await, three);
 
+    // Redis refused nothing the peer regions asked (the relays and key reads stayed
+    // within the peer user's rights).
+    for redis in &servers {
+        assert_eq!(redis.command(&["ACL", "LOG"]).unwrap().text(), "");
+    }
     eu.gw.shutdown().await;
     us.gw.shutdown().await;
     ticker.abort();
@@ -375,6 +404,7 @@ async fn a_peer_region_out_of_reach_fails_closed_recovers_and_its_keys_drop_afte
     // truth). (Logins in eu are refused for a minute now: ratelimit's per-account
     // limit fails closed after a data loss.)
     redis_eu.restart();
+    allow_peers(&redis_eu);
     ready(&http, [&us, &eu]).await;
     assert_eq!(me(&http, &us, &from_us).await.0, StatusCode::OK);
     let (s, _) = eventually(
