@@ -361,6 +361,7 @@ impl Gateway {
         // still runs), login attempts per account are refused (no guessing while the
         // shared count is away).
         let redis = (!config.redis.is_empty()).then_some(config.redis.as_slice());
+        let peers = crate::regions::parse(&config.peer_regions, &config.region, &config.redis)?;
         let ip_limit = limit(
             redis,
             &clock,
@@ -385,7 +386,6 @@ impl Gateway {
             FailurePolicy::Open,
         )
         .await?;
-        let peers = crate::regions::parse(&config.peer_regions, &config.region, &config.redis)?;
         let mut revocation_replica = None;
         let (blacklist, revocation): (Arc<dyn TokenRevoker>, Arc<dyn RevocationCheck>) = match redis
         {

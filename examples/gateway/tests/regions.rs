@@ -176,7 +176,7 @@ where
 }
 
 /// Both regions answer `/readyz` 200.
-async fn ready(http: &reqwest::Client, regions: [&Region; 2]) {
+async fn ready(http: &reqwest::Client, regions: &[&Region]) {
     for at in regions {
         let (s, body) = eventually(
             Duration::from_secs(15),
@@ -251,7 +251,7 @@ async fn two_regions() -> (
     let eu = region("eu", &redis_eu.url(), &peer("us", &redis_us), clock.clone()).await;
     let us = region("us", &redis_us.url(), &peer("eu", &redis_eu), clock.clone()).await;
     let http = reqwest::Client::new();
-    ready(&http, [&eu, &us]).await;
+    ready(&http, &[&eu, &us]).await;
     // Each region's JWKS lists both regions' keys (eu started first and reads us's on
     // its next refresh): one JWKS for a relying party anywhere.
     let mut both = [own_kids(&eu), own_kids(&us)].concat();
@@ -405,7 +405,7 @@ async fn a_peer_region_out_of_reach_fails_closed_recovers_and_its_keys_drop_afte
     // limit fails closed after a data loss.)
     redis_eu.restart();
     allow_peers(&redis_eu);
-    ready(&http, [&us, &eu]).await;
+    ready(&http, &[&us, &eu]).await;
     assert_eq!(me(&http, &us, &from_us).await.0, StatusCode::OK);
     let (s, _) = eventually(
         Duration::from_secs(5),
@@ -500,4 +500,53 @@ async fn logout_to_refusal_in_the_other_region_is_measured() {
     eu.gw.shutdown().await;
     us.gw.shutdown().await;
     ticker.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_region_out_of_reach_at_start_leaves_the_region_unready_until_it_answers() {
+    let (mut redis_eu, redis_us) = (RedisServer::start(), RedisServer::start());
+    redis_eu.stop();
+    let (clock, ticker) = ticking_clock();
+    // The start does not wait for the peer; the region is up but refuses tokens.
+    let us = region("us", &redis_us.url(), &peer("eu", &redis_eu), clock.clone()).await;
+    let http = reqwest::Client::new();
+    let from_us = token(&http, &us, "alice").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s, body) = readyz(&http, &us).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(me(&http, &us, &from_us).await.0, StatusCode::UNAUTHORIZED);
+    // The peer answers: its relay connects and the region is ready.
+    redis_eu.restart();
+    allow_peers(&redis_eu);
+    ready(&http, &[&us]).await;
+    assert_eq!(me(&http, &us, &from_us).await.0, StatusCode::OK);
+    us.gw.shutdown().await;
+    ticker.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_regions_need_a_standalone_redis_in_this_region() {
+    let redis_us = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display().to_string();
+    let own = format!("{},{}", redis_us.url(), redis_us.url());
+    let config = Config::try_parse_from([
+        "palisade-gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        &state,
+        "--redis",
+        &own,
+        "--peer-region",
+        "eu=redis://peer:s3cret@127.0.0.1:1/",
+    ])
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
+    let err = start(config, clock).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("peer-region: ") && err.contains("one standalone server"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
 }
