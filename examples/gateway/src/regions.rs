@@ -7,7 +7,8 @@
 //!   fails closed (tokens answered `Unknown`, `/readyz` 503). Every instance runs its
 //!   own relays: the relay's writes only widen a record and announce it only when new,
 //!   so duplicates cost a few messages, never a wrong answer;
-//! - reads the peer's fleet hash (never writes there) on the fleet's cadence, so every
+//! - reads the peer's fleet hash on the fleet's cadence (no key is ever written in a
+//!   peer's Redis; the relay only publishes its probes on its channel), so every
 //!   region verifies with, and publishes at `/.well-known/jwks.json`, the keys of every
 //!   region. A hash that was read is the peer's truth (an entry it removed is dropped
 //!   here too); a peer out of reach keeps its last read entries until their own keep

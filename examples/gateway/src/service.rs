@@ -568,9 +568,9 @@ impl Gateway {
 
     /// Sets the verification keys (this ring's, and in a fleet every instance's, after
     /// writing this ring's there, and every peer region's) on the validator and the
-    /// JWKS route. A fleet that
-    /// cannot be read keeps the keys it had: tokens of other instances keep verifying
-    /// with what was last known, this instance's own keys always do.
+    /// JWKS route. A fleet that cannot be read keeps the keys it had: tokens of other
+    /// instances keep verifying with what was last known, this instance's own keys
+    /// always do.
     pub async fn refresh_keys(&self) -> Result<(), StartError> {
         let own: Vec<serde_json::Value> = serde_json::to_value(self.keys.jwks())
             .map_err(part("hsm-keys"))?["keys"]
