@@ -23,7 +23,7 @@ SELINUX_TYPES = {None, "", "container_t", "container_init_t", "container_kvm_t"}
 SECCOMP_TYPES = {"RuntimeDefault", "Localhost"}
 # The gateway's environment variables that hold secrets (docs/deploy.md).
 SECRET_ENV = {"PALISADE_REDIS_URL", "PALISADE_PKCS11_MODULE", "PALISADE_PKCS11_URI",
-              "PALISADE_PKCS11_PIN", "PALISADE_WEBHOOK_URL"}
+              "PALISADE_PKCS11_PIN", "PALISADE_WEBHOOK_URL", "PALISADE_PEER_REGIONS"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job"}
 
 

@@ -51,11 +51,12 @@ PROFILES = {
 # values, so that a secret value anywhere but in the Secret is found.
 CANARY = {
     key: f"canary-{key}-7f3a9c1e5b" for key in
-    ("redis-url", "pkcs11-module", "pkcs11-uri", "pkcs11-pin", "webhook-url")
+    ("redis-url", "pkcs11-module", "pkcs11-uri", "pkcs11-pin", "webhook-url", "peer-regions")
 }
 CANARY_OVERRIDES = {
     "secrets": {"create": True, "values": CANARY},
     "softhsm": {"enabled": True},
+    "peerRegions": {"enabled": True},
     "serviceMonitor": {"enabled": True},
     "config": {"extraEnv": [{"name": "EXTRA", "value": "1"}], "region": "eu-west-1",
                "trustedProxies": ["10.0.0.0/8"]},

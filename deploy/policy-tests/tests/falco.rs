@@ -87,9 +87,13 @@ fn secret_paths_cover_the_token_volume_and_the_process_environment() {
 fn expected_ports_include_the_charts_egress_ports() {
     let ports = list_items("palisade_gateway_internal_ports");
     let public = list_items("palisade_gateway_public_ports");
-    for values in ["values.yaml", "values-production.yaml"] {
+    for values in [
+        "values.yaml",
+        "values-production.yaml",
+        "values-multi-region.yaml",
+    ] {
         let values: serde_json::Value = yaml_serde::from_str(&chart_file(values)).unwrap();
-        for rule in ["redis", "hsm"] {
+        for rule in ["redis", "peerRegions", "hsm"] {
             let Some(rule_ports) = values["networkPolicy"]["egress"][rule]["ports"].as_array()
             else {
                 continue;

@@ -23,6 +23,18 @@ pub struct Config {
     #[arg(long = "redis", env = "PALISADE_REDIS_URL", value_delimiter = ',')]
     pub redis: Vec<String>,
 
+    /// Another region's gateway Redis, `NAME=REDIS_URL` (repeat it, or comma-separate
+    /// in the environment): its revocations are relayed here and its keys verified and
+    /// published here. Needs `--redis` (one server).
+    #[arg(
+        long = "peer-region",
+        env = "PALISADE_PEER_REGIONS",
+        value_delimiter = ',',
+        requires = "redis",
+        hide_env_values = true
+    )]
+    pub peer_regions: Vec<String>,
+
     /// PKCS#11 module to sign tokens with an HSM key (else a software key).
     #[arg(long, env = "PALISADE_PKCS11_MODULE", requires = "pkcs11_uri")]
     pub pkcs11_module: Option<PathBuf>,
@@ -136,6 +148,12 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("redis", &format!("{} URL(s) <redacted>", self.redis.len()))
+            .field(
+                "peer_regions",
+                &(self.peer_regions.iter())
+                    .map(|p| crate::regions::spec_name(p))
+                    .collect::<Vec<_>>(),
+            )
             .field("pkcs11_module", &self.pkcs11_module)
             .field("pkcs11_uri", &self.pkcs11_uri)
             .field("pkcs11_pin", &redacted(self.pkcs11_pin.is_some()))
@@ -175,8 +193,11 @@ mod tests {
             "10.0.0.0/8,fd00::/8",
             "--webhook",
             "https://hooks.example/s3cret-path",
+            "--peer-region",
+            "us-east=redis://:s3cret@10.1.0.5:6379/",
         ])
         .unwrap();
+        assert_eq!(c.peer_regions, ["us-east=redis://:s3cret@10.1.0.5:6379/"]);
         assert_eq!(c.trusted_proxies.len(), 2);
         assert_eq!(c.listen.port(), 7070);
         let shown = format!("{c:?}");
@@ -189,5 +210,14 @@ mod tests {
         assert!(
             Config::try_parse_from(["palisade-gateway", "--pkcs11", "pkcs11:token=x"]).is_err()
         );
+        // A peer region without this region's Redis has nothing to relay into.
+        let err = Config::try_parse_from([
+            "palisade-gateway",
+            "--peer-region",
+            "us=redis://:s3cret@10.1.0.5/",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--redis") && !err.contains("s3cret"), "{err}");
     }
 }

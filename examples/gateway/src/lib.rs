@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod incident;
 pub mod intel;
 pub mod metrics;
+pub mod regions;
 pub mod response;
 pub mod server;
 pub mod service;

@@ -221,6 +221,8 @@ pub struct Gateway {
     pub revocation_replica: Option<Arc<RedisBlacklist>>,
     /// The fleet's verification keys, when instances share Redis.
     pub fleet: Option<Arc<Fleet>>,
+    /// The peer regions (`--peer-region`): relays from them, and their keys.
+    pub regions: Option<Arc<crate::regions::Regions>>,
     /// What `/.well-known/jwks.json` serves: this ring's keys, and the fleet's.
     pub published_keys: arc_swap::ArcSwap<serde_json::Value>,
     /// Token validation (cache, revocation).
@@ -266,7 +268,7 @@ pub(crate) fn part<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -
 }
 
 /// The Redis key prefix of everything the gateway keeps there.
-const REDIS_PREFIX: &str = "palisade:gateway";
+pub(crate) const REDIS_PREFIX: &str = "palisade:gateway";
 /// How often the fleet's keys are written and read.
 pub const FLEET_REFRESH: Duration = Duration::from_secs(2);
 
@@ -387,6 +389,7 @@ impl Gateway {
         // still runs), login attempts per account are refused (no guessing while the
         // shared count is away).
         let redis = (!config.redis.is_empty()).then_some(config.redis.as_slice());
+        let peers = crate::regions::parse(&config.peer_regions, &config.region, &config.redis)?;
         let ip_limit = limit(
             redis,
             &clock,
@@ -430,9 +433,12 @@ impl Gateway {
                 (b.clone(), b)
             }
             Some(urls) => {
-                let builder = RedisBlacklist::builder()
+                let mut builder = RedisBlacklist::builder()
                     .prefix(&format!("{REDIS_PREFIX}:revoked"))
                     .clock(clock.clone());
+                for peer in &peers {
+                    builder = builder.relayed_from(&peer.name);
+                }
                 let b = Arc::new(
                     match urls {
                         [one] => builder.connect(one).await,
@@ -456,6 +462,12 @@ impl Gateway {
                     TOKEN_TTL + Duration::from_secs(60),
                 )))
             }
+        };
+        let regions = match redis {
+            Some([own]) if !peers.is_empty() => {
+                Some(Arc::new(crate::regions::Regions::start(peers, own)?))
+            }
+            _ => None,
         };
         // Keys in the HSM survive a restart, and so does the ring that names them
         // (a state file beside the other state); software keys live and die with
@@ -545,6 +557,7 @@ impl Gateway {
             blacklist,
             revocation_replica,
             fleet,
+            regions,
             published_keys: arc_swap::ArcSwap::from_pointee(serde_json::Value::Null),
             validator,
             keys,
@@ -595,9 +608,10 @@ impl Gateway {
     }
 
     /// Sets the verification keys (this ring's, and in a fleet every instance's, after
-    /// writing this ring's there) on the validator and the JWKS route. A fleet that
-    /// cannot be read keeps the keys it had: tokens of other instances keep verifying
-    /// with what was last known, this instance's own keys always do.
+    /// writing this ring's there, and every peer region's) on the validator and the
+    /// JWKS route. A fleet that cannot be read keeps the keys it had: tokens of other
+    /// instances keep verifying with what was last known, this instance's own keys
+    /// always do.
     pub async fn refresh_keys(&self) -> Result<(), StartError> {
         let own: Vec<serde_json::Value> = serde_json::to_value(self.keys.jwks())
             .map_err(part("hsm-keys"))?["keys"]
@@ -609,6 +623,9 @@ impl Gateway {
             let now = self.clock.now().as_unix_secs();
             fleet.publish(&own, now).await.map_err(part("redis"))?;
             all.extend(fleet.read(now).await.map_err(part("redis"))?);
+        }
+        if let Some(regions) = &self.regions {
+            all.extend(regions.keys(self.clock.now().as_unix_secs()).await);
         }
         let jwks = serde_json::json!({ "keys": crate::shared::union_by_kid(all) });
         let set = KeySet::from_jwks(jwks.to_string().as_bytes()).map_err(part("jwt-cache"))?;

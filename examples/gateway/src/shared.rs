@@ -190,10 +190,7 @@ impl Fleet {
         let mut keys = Vec::new();
         let mut gone = Vec::new();
         for (instance, entry) in all {
-            let parsed: Option<(u64, Vec<Value>)> = serde_json::from_str::<Value>(&entry)
-                .ok()
-                .and_then(|v| Some((v["until"].as_u64()?, v["keys"].as_array()?.clone())));
-            match parsed {
+            match fleet_entry(&entry) {
                 Some((until, _)) if until < now_secs => gone.push(instance),
                 Some((_, k)) => keys.extend(k),
                 None => tracing::warn!(%instance, "unreadable fleet key entry skipped"),
@@ -208,6 +205,12 @@ impl Fleet {
         }
         Ok(keys)
     }
+}
+
+/// A fleet hash entry: `(until, keys)`, or `None` if it does not parse.
+pub(crate) fn fleet_entry(entry: &str) -> Option<(u64, Vec<Value>)> {
+    let v = serde_json::from_str::<Value>(entry).ok()?;
+    Some((v["until"].as_u64()?, v["keys"].as_array()?.clone()))
 }
 
 /// The union of key lists by `kid` (the first occurrence wins).
