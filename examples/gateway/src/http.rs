@@ -49,6 +49,16 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// A new request id (24 hex digits): this process's random prefix and a counter,
+/// unique without a system call per request (an id is not a secret).
+fn new_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| random_hex(6));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{n:012x}")
+}
+
 /// A random identifier (16 hex digits).
 pub fn random_id() -> String {
     random_hex(8)
@@ -110,13 +120,15 @@ pub async fn context(
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
-        .map_or_else(|| random_hex(12), str::to_owned);
-    let headers: Vec<(&str, &str)> = req
-        .headers()
-        .iter()
-        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
-        .collect();
-    let ip = gw.proxies.client_ip(peer.ip(), headers);
+        .map_or_else(new_request_id, str::to_owned);
+    let ip = {
+        let forwarded = |name: &'static str| {
+            let values = req.headers().get_all(name).iter();
+            values.filter_map(move |v| Some((name, v.to_str().ok()?)))
+        };
+        let headers = forwarded("x-forwarded-for").chain(forwarded("forwarded"));
+        gw.proxies.client_ip(peer.ip(), headers)
+    };
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(ClientIp(ip));
     req.extensions_mut()
@@ -508,7 +520,7 @@ pub async fn step_up(
 
 /// `GET /api/me`: the caller's claims.
 pub async fn me(axum::Extension(token): axum::Extension<Arc<ValidatedToken>>) -> Response {
-    Json(token.claims().clone()).into_response()
+    Json(token.claims()).into_response()
 }
 
 /// `POST /logout`: revokes the caller's token at once.

@@ -383,13 +383,22 @@ async fn a_peer_region_out_of_reach_fails_closed_recovers_and_its_keys_drop_afte
     .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["revocations"]["fresh"], false, "{body}");
-    assert_eq!(me(&http, &us, &from_us).await.0, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(me(&http, &us, &from_eu).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        me(&http, &us, &from_us).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        me(&http, &us, &from_eu).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // eu's keys stay as last read (their keep time is far away).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let listed = kids(&http, &us).await;
     assert!(eu_kids.iter().all(|k| listed.contains(k)), "{listed:?}");
-    assert_eq!(me(&http, &us, &from_us).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        me(&http, &us, &from_us).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 
     // eu's Redis is back, empty: us is ready again and accepts what is not revoked,
     // eu's tokens once eu has written its keys again (us read the empty hash as eu's
@@ -506,7 +515,10 @@ async fn a_peer_region_out_of_reach_at_start_leaves_the_region_unready_until_it_
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (s, body) = readyz(&http, &us).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(me(&http, &us, &from_us).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        me(&http, &us, &from_us).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // The peer answers: its relay connects and the region is ready.
     redis_eu.restart();
     allow_peers(&redis_eu);
