@@ -73,7 +73,8 @@ build_kryoptic() {
 
 step_fmt() {
     cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check \
-        && cargo fmt --manifest-path crates/jwt-cache/provider-check/Cargo.toml --check
+        && cargo fmt --manifest-path crates/jwt-cache/provider-check/Cargo.toml --check \
+        && cargo fmt --manifest-path scripts/kryoptic/Cargo.toml --check
 }
 
 step_clippy() {

@@ -298,6 +298,7 @@ fn the_hybrid_ring_publishes_both_and_signs_per_audience() {
 
 /// SoftHSM 2.6 has no PKCS#11 3.2 ML-DSA mechanism: key creation is refused with
 /// the typed error naming the missing mechanism, before anything touches the token.
+/// (A token that has them: tests/pkcs11_mldsa.rs, on kryoptic.)
 #[cfg(feature = "pkcs11")]
 #[test]
 fn a_real_softhsm_token_without_ml_dsa_refuses_with_a_typed_error() {
@@ -326,6 +327,10 @@ fn a_real_softhsm_token_without_ml_dsa_refuses_with_a_typed_error() {
         }
         assert!(matches!(
             store.import_pkcs8("pq", alg, &[0x30, 0x00]),
+            Err(Error::UnsupportedAlgorithm { .. })
+        ));
+        assert!(matches!(
+            store.import_ml_dsa_seed("pq", alg, &[7; ML_DSA_SEED_LEN]),
             Err(Error::UnsupportedAlgorithm { .. })
         ));
     }

@@ -29,7 +29,10 @@ fn ml_dsa_keys_survive_finalize_and_a_new_initialize_of_the_module() {
     token.pkcs11().clone().finalize().unwrap();
 
     let store = open(Pkcs11::new(token.module_path()).unwrap());
-    assert_eq!(store.versions("restart-pq").unwrap(), std::slice::from_ref(&info));
+    assert_eq!(
+        store.versions("restart-pq").unwrap(),
+        std::slice::from_ref(&info)
+    );
     let jws = sign_compact(&store, &info, None, b"{}").unwrap();
     let (input, sig) = jws.compact.rsplit_once('.').unwrap();
     let public = URL_SAFE_NO_PAD.decode(info.jwk.pub_.unwrap()).unwrap();
