@@ -3,6 +3,9 @@
 //! hybrid ring, and the typed refusal of a real SoftHSM token without ML-DSA.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
+#[path = "common/rfc9964.rs"]
+mod rfc9964;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use palisade_core_traits::ManualClock;
 use palisade_hsm_keys::{
     Error, HybridKeyRing, JwsAlgorithm, KeyRing, KeyStore, ML_DSA_SEED_LEN, SoftStore, sign_compact,
 };
+use rfc9964::{hex_decode, rfc_example};
 use serde_json::Value;
 
 const ALGS: [JwsAlgorithm; 3] = [
@@ -20,16 +24,6 @@ const ALGS: [JwsAlgorithm; 3] = [
     JwsAlgorithm::MlDsa65,
     JwsAlgorithm::MlDsa87,
 ];
-
-/// RFC 9964's example for `alg` (see tests/data/rfc9964/README.md).
-fn rfc_example(alg: JwsAlgorithm) -> Value {
-    let text = match alg {
-        JwsAlgorithm::MlDsa44 => include_str!("data/rfc9964/ML_DSA_44.jose.json"),
-        JwsAlgorithm::MlDsa65 => include_str!("data/rfc9964/ML_DSA_65.jose.json"),
-        _ => include_str!("data/rfc9964/ML_DSA_87.jose.json"),
-    };
-    serde_json::from_str(text).unwrap()
-}
 
 fn verify_raw(alg: JwsAlgorithm, public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let v = match alg {
@@ -339,11 +333,4 @@ fn a_real_softhsm_token_without_ml_dsa_refuses_with_a_typed_error() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }

@@ -5,6 +5,9 @@
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 #![cfg(feature = "pkcs11")]
 
+#[path = "common/rfc9964.rs"]
+mod rfc9964;
+
 use std::time::Duration;
 
 use aws_lc_rs::signature::{ML_DSA_44, ML_DSA_65, ML_DSA_87, UnparsedPublicKey};
@@ -18,6 +21,7 @@ use palisade_hsm_keys::{
     Error, JwsAlgorithm, KeyInfo, KeyRing, KeyStore, Pin, Pkcs11Store, sign_compact,
 };
 use palisade_testkit::Kryoptic;
+use rfc9964::{hex_decode, rfc_example};
 use serde_json::Value;
 
 /// Each parameter set with its FIPS 204 Table 2 public key and signature sizes.
@@ -67,23 +71,6 @@ fn verify(compact: &str, info: &KeyInfo) -> usize {
             .is_err()
     );
     sig.len()
-}
-
-/// RFC 9964's example for `alg` (tests/data/rfc9964/README.md).
-fn rfc_example(alg: JwsAlgorithm) -> Value {
-    let text = match alg {
-        JwsAlgorithm::MlDsa44 => include_str!("data/rfc9964/ML_DSA_44.jose.json"),
-        JwsAlgorithm::MlDsa65 => include_str!("data/rfc9964/ML_DSA_65.jose.json"),
-        _ => include_str!("data/rfc9964/ML_DSA_87.jose.json"),
-    };
-    serde_json::from_str(text).unwrap()
-}
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// A PKCS#8 ML-DSA key in RFC 9881's seed-only form, assembled byte by byte:

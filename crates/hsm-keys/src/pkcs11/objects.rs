@@ -90,6 +90,15 @@ pub(super) fn read_public_handle(
             cryptoki::context::Function::GetAttributeValue,
         )
     };
+    let byte_attribute = |t: AttributeType| {
+        s.get_attributes(handle, &[t])?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Value(v) | Attribute::EcPoint(v) => Some(v),
+                _ => None,
+            })
+            .ok_or_else(attr_missing)
+    };
     match alg {
         JwsAlgorithm::RS256 | JwsAlgorithm::PS256 => {
             let (mut n, mut e) = (None, None);
@@ -111,25 +120,11 @@ pub(super) fn read_public_handle(
         }
         a if a.is_ml_dsa() => {
             // CKA_VALUE of an ML-DSA public key is the raw FIPS 204 pkEncode.
-            let public = s
-                .get_attributes(handle, &[AttributeType::Value])?
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::Value(v) => Some(v),
-                    _ => None,
-                })
-                .ok_or_else(attr_missing)?;
+            let public = byte_attribute(AttributeType::Value)?;
             Ok(PublicKey::MlDsa { alg, public })
         }
         _ => {
-            let point = s
-                .get_attributes(handle, &[AttributeType::EcPoint])?
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::EcPoint(p) => Some(p),
-                    _ => None,
-                })
-                .ok_or_else(attr_missing)?;
+            let point = byte_attribute(AttributeType::EcPoint)?;
             Ok(match alg {
                 JwsAlgorithm::EdDSA => PublicKey::Ed25519(unwrap_point(point, 32)),
                 JwsAlgorithm::ES384 => PublicKey::Ec {
