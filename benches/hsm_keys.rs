@@ -1,7 +1,8 @@
 //! palisade-hsm-keys against its anchors, same key and mechanism, same run:
 //! `Pkcs11Store::sign` vs a bare cryptoki loop on SoftHSM2 (1 and 2 threads; a few
-//! and 1,000 more objects on the token), and `SoftStore::sign` vs bare ring.
-//! Results and their reading: docs/hsm-keys.md.
+//! and 1,000 more objects on the token), ML-DSA-65 the same way on a kryoptic token
+//! (PKCS#11 3.2; the module `scripts/test.sh setup` builds), and `SoftStore::sign`
+//! vs bare ring. Results and their reading: docs/hsm-keys.md.
 //!
 //! cargo bench -p palisade-benches --bench hsm_keys -- --measurement-time 3
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps fails loudly, which is the point
@@ -15,7 +16,7 @@ use palisade_hsm_keys::cryptoki::mechanism::Mechanism;
 use palisade_hsm_keys::cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use palisade_hsm_keys::cryptoki::session::Session;
 use palisade_hsm_keys::{JwsAlgorithm, KeyInfo, KeyStore, Pin, Pkcs11Store, SoftStore};
-use palisade_testkit::SoftHsm;
+use palisade_testkit::{Kryoptic, SoftHsm};
 use ring::digest;
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
@@ -176,6 +177,32 @@ fn pkcs11(c: &mut Criterion) {
     }
 }
 
+/// ML-DSA-65 on kryoptic: `Pkcs11Store::sign` vs `C_Sign` with `CKM_ML_DSA` (pure,
+/// empty context) on a session and handle the loop keeps.
+fn kryoptic_ml_dsa(c: &mut Criterion) {
+    use palisade_hsm_keys::cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
+    let token = Kryoptic::get();
+    let store = Pkcs11Store::builder()
+        .context(token.pkcs11().clone())
+        .token(token.token_label())
+        .pin(Pin::new(Kryoptic::USER_PIN))
+        .build()
+        .unwrap();
+    let info = store.generate("bench", JwsAlgorithm::MlDsa65).unwrap();
+    let session = token.user_session();
+    let handle = private_handle(&session, &info);
+    let mechanism = Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, None));
+    let mut g = c.benchmark_group("hsm_keys/pkcs11_kryoptic/ML-DSA-65");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("bare_cryptoki", |b| {
+        b.iter(|| session.sign(&mechanism, handle, MESSAGE).unwrap())
+    });
+    g.bench_function("pkcs11_store", |b| {
+        b.iter(|| store.sign(&info.key, MESSAGE).unwrap())
+    });
+    g.finish();
+}
+
 fn soft(c: &mut Criterion) {
     let rng = SystemRandom::new();
     let store = SoftStore::new();
@@ -232,6 +259,6 @@ fn soft(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(Duration::from_secs(1));
-    targets = pkcs11, soft
+    targets = pkcs11, kryoptic_ml_dsa, soft
 }
 criterion_main!(benches);

@@ -29,6 +29,9 @@ step_setup() {
         || missing+=(softhsm2)
     # The deploy step's virtual environment (Debian's python3 needs python3-venv).
     python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+    # bindgen (kryoptic's build) loads libclang; the kryoptic token keeps its objects in sqlite.
+    compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null || missing+=(libclang-dev)
+    [ -e /usr/lib/x86_64-linux-gnu/libsqlite3.so ] || missing+=(libsqlite3-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" -ne 0 ]; then
             echo "missing system packages: ${missing[*]}; install them as root:"
@@ -51,14 +54,27 @@ step_setup() {
     # The independent ML-DSA (@noble/post-quantum) that examples/tests/mldsa_roundtrip.rs
     # asks to verify tokens hsm-keys signed.
     (cd scripts/mldsa-vectors && npm ci --no-audit --no-fund --loglevel=error) || return 1
+    build_kryoptic || return 1
     redis-server --version
     cargo deny --version
     chromium --version
 }
 
+# The PKCS#11 3.2 token with ML-DSA that hsm-keys' Pkcs11Store tests run against
+# (SoftHSM 2.6 has none): kryoptic, pinned in scripts/kryoptic/Cargo.lock, built with
+# a vendored OpenSSL 3.5 into target/kryoptic (.cargo/config.toml points the tests
+# there). Cargo's own freshness check makes a second run a no-op.
+build_kryoptic() {
+    echo "building the kryoptic PKCS#11 module (scripts/kryoptic)"
+    cargo build --manifest-path scripts/kryoptic/Cargo.toml --locked --quiet \
+        --target-dir target/kryoptic || return 1
+    ls -l target/kryoptic/debug/libkryoptic_pkcs11.so
+}
+
 step_fmt() {
     cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check \
-        && cargo fmt --manifest-path crates/jwt-cache/provider-check/Cargo.toml --check
+        && cargo fmt --manifest-path crates/jwt-cache/provider-check/Cargo.toml --check \
+        && cargo fmt --manifest-path scripts/kryoptic/Cargo.toml --check
 }
 
 step_clippy() {

@@ -60,6 +60,9 @@ pub mod fuzzing {
             JwsAlgorithm::ES384,
             JwsAlgorithm::EdDSA,
             JwsAlgorithm::RS256,
+            JwsAlgorithm::MlDsa44,
+            JwsAlgorithm::MlDsa65,
+            JwsAlgorithm::MlDsa87,
         ]
         .into_iter()
         .filter(|&alg| crate::pkcs11::pkcs8::private_template(alg, data).is_ok())

@@ -3,6 +3,9 @@
 //! hybrid ring, and the typed refusal of a real SoftHSM token without ML-DSA.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
+#[path = "common/rfc9964.rs"]
+mod rfc9964;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use palisade_core_traits::ManualClock;
 use palisade_hsm_keys::{
     Error, HybridKeyRing, JwsAlgorithm, KeyRing, KeyStore, ML_DSA_SEED_LEN, SoftStore, sign_compact,
 };
+use rfc9964::{hex_decode, rfc_example};
 use serde_json::Value;
 
 const ALGS: [JwsAlgorithm; 3] = [
@@ -20,16 +24,6 @@ const ALGS: [JwsAlgorithm; 3] = [
     JwsAlgorithm::MlDsa65,
     JwsAlgorithm::MlDsa87,
 ];
-
-/// RFC 9964's example for `alg` (see tests/data/rfc9964/README.md).
-fn rfc_example(alg: JwsAlgorithm) -> Value {
-    let text = match alg {
-        JwsAlgorithm::MlDsa44 => include_str!("data/rfc9964/ML_DSA_44.jose.json"),
-        JwsAlgorithm::MlDsa65 => include_str!("data/rfc9964/ML_DSA_65.jose.json"),
-        _ => include_str!("data/rfc9964/ML_DSA_87.jose.json"),
-    };
-    serde_json::from_str(text).unwrap()
-}
 
 fn verify_raw(alg: JwsAlgorithm, public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let v = match alg {
@@ -298,6 +292,7 @@ fn the_hybrid_ring_publishes_both_and_signs_per_audience() {
 
 /// SoftHSM 2.6 has no PKCS#11 3.2 ML-DSA mechanism: key creation is refused with
 /// the typed error naming the missing mechanism, before anything touches the token.
+/// (A token that has them: tests/pkcs11_mldsa.rs, on kryoptic.)
 #[cfg(feature = "pkcs11")]
 #[test]
 fn a_real_softhsm_token_without_ml_dsa_refuses_with_a_typed_error() {
@@ -328,17 +323,14 @@ fn a_real_softhsm_token_without_ml_dsa_refuses_with_a_typed_error() {
             store.import_pkcs8("pq", alg, &[0x30, 0x00]),
             Err(Error::UnsupportedAlgorithm { .. })
         ));
+        assert!(matches!(
+            store.import_ml_dsa_seed("pq", alg, &[7; ML_DSA_SEED_LEN]),
+            Err(Error::UnsupportedAlgorithm { .. })
+        ));
     }
     assert!(store.versions("pq").unwrap().is_empty());
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }

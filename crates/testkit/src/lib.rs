@@ -7,19 +7,26 @@
 //!   slots assigned, ready only once every node reports `cluster_state:ok`.
 //! - [`SoftHsm`]: one SoftHSM2 token per test process, with one shared, initialised
 //!   `cryptoki` context.
+//! - [`Kryoptic`]: a kryoptic token (PKCS#11 3.2, with ML-DSA) from the module
+//!   `scripts/test.sh setup` builds.
 //!
 //! Nothing here skips: if `redis-server` or the SoftHSM2 module is missing, the
-//! fixture panics with a message that names `scripts/test.sh`, which installs them.
+//! fixture panics with a message that names `scripts/test.sh`, which installs them
+//! (and builds kryoptic).
 //! Fixtures panic rather than return errors because a broken fixture is a failed test.
 #![forbid(unsafe_code)]
 
+mod kryoptic;
 mod redis;
 mod resp;
 mod softhsm;
+mod token;
 
+pub use kryoptic::Kryoptic;
 pub use redis::{RedisCluster, RedisServer, unrelated_ca_pem};
 pub use resp::{Reply, command, command_unix};
 pub use softhsm::SoftHsm;
+pub use token::Pkcs11Token;
 
 /// What to do when a required system tool is missing.
 pub(crate) const INSTALL_HINT: &str =

@@ -1,5 +1,6 @@
 //! Which mechanisms the token offers, and the one each JWS algorithm signs with.
 
+use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -54,12 +55,8 @@ impl Mechs {
                 .then_some("no CKM_SHA256_RSA_PKCS or CKM_RSA_PKCS"),
             JwsAlgorithm::PS256 => (!self.sha256_rsa_pss && !self.rsa_pss)
                 .then_some("no CKM_SHA256_RSA_PKCS_PSS or CKM_RSA_PKCS_PSS"),
-            a if a.is_ml_dsa() && !self.ml_dsa => {
-                Some("no CKM_ML_DSA (PKCS#11 3.2): mechanism not supported by this token")
-            }
-            // Not driven yet: no token with the PKCS#11 3.2 ML-DSA mechanisms was
-            // available to test the key templates and CKM_ML_DSA signing against.
-            a if a.is_ml_dsa() => Some("CKM_ML_DSA, which this crate does not drive yet"),
+            a if a.is_ml_dsa() => (!self.ml_dsa)
+                .then_some("no CKM_ML_DSA (PKCS#11 3.2): mechanism not supported by this token"),
             _ => Some("algorithm not supported by this crate"),
         }
     }
@@ -112,6 +109,12 @@ impl Mechs {
                 v.extend_from_slice(&digest256());
                 (Mechanism::RsaPkcs, SignInput::Prepared(v))
             }
+            // Pure ML-DSA, empty context (RFC 9964 §4); no parameter means the
+            // token's default, a hedged signature (FIPS 204 recommends hedging).
+            a if a.is_ml_dsa() => (
+                Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, None)),
+                SignInput::Message,
+            ),
             JwsAlgorithm::PS256 if self.sha256_rsa_pss => {
                 (Mechanism::Sha256RsaPkcsPss(PSS_SHA256), SignInput::Message)
             }
@@ -164,11 +167,14 @@ mod tests {
         }
         let with_ml_dsa =
             Mechs::from_list(&[MechanismType::ML_DSA, MechanismType::ML_DSA_KEY_PAIR_GEN]);
+        assert_eq!(with_ml_dsa.generate_gap(JwsAlgorithm::MlDsa65), None);
+        let sign_only = Mechs::from_list(&[MechanismType::ML_DSA]);
+        assert_eq!(sign_only.sign_gap(JwsAlgorithm::MlDsa44), None);
         assert!(
-            with_ml_dsa
-                .generate_gap(JwsAlgorithm::MlDsa65)
+            sign_only
+                .generate_gap(JwsAlgorithm::MlDsa44)
                 .unwrap()
-                .contains("does not drive yet")
+                .contains("no CKM_ML_DSA_KEY_PAIR_GEN")
         );
     }
 }

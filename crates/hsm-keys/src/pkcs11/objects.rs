@@ -1,7 +1,9 @@
 //! Objects on the token: labels, the templates keys are created with, public halves.
 
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeType, MlDsaParameterSetType, ObjectClass, ObjectHandle,
+};
 use cryptoki::session::Session;
 use palisade_core_traits::JwsAlgorithm;
 
@@ -29,6 +31,9 @@ pub(super) fn parse_label(label: &[u8]) -> Option<(KeyRef, JwsAlgorithm)> {
         "RS256" => JwsAlgorithm::RS256,
         "PS256" => JwsAlgorithm::PS256,
         "EdDSA" => JwsAlgorithm::EdDSA,
+        "ML-DSA-44" => JwsAlgorithm::MlDsa44,
+        "ML-DSA-65" => JwsAlgorithm::MlDsa65,
+        "ML-DSA-87" => JwsAlgorithm::MlDsa87,
         _ => return None,
     };
     validate_name(name).ok()?;
@@ -85,6 +90,15 @@ pub(super) fn read_public_handle(
             cryptoki::context::Function::GetAttributeValue,
         )
     };
+    let byte_attribute = |t: AttributeType| {
+        s.get_attributes(handle, &[t])?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Value(v) | Attribute::EcPoint(v) => Some(v),
+                _ => None,
+            })
+            .ok_or_else(attr_missing)
+    };
     match alg {
         JwsAlgorithm::RS256 | JwsAlgorithm::PS256 => {
             let (mut n, mut e) = (None, None);
@@ -104,15 +118,13 @@ pub(super) fn read_public_handle(
                 e: e.ok_or_else(attr_missing)?,
             })
         }
+        a if a.is_ml_dsa() => {
+            // CKA_VALUE of an ML-DSA public key is the raw FIPS 204 pkEncode.
+            let public = byte_attribute(AttributeType::Value)?;
+            Ok(PublicKey::MlDsa { alg, public })
+        }
         _ => {
-            let point = s
-                .get_attributes(handle, &[AttributeType::EcPoint])?
-                .into_iter()
-                .find_map(|a| match a {
-                    Attribute::EcPoint(p) => Some(p),
-                    _ => None,
-                })
-                .ok_or_else(attr_missing)?;
+            let point = byte_attribute(AttributeType::EcPoint)?;
             Ok(match alg {
                 JwsAlgorithm::EdDSA => PublicKey::Ed25519(unwrap_point(point, 32)),
                 JwsAlgorithm::ES384 => PublicKey::Ec {
@@ -151,6 +163,15 @@ pub(super) fn public_template(label: &[u8]) -> Vec<Attribute> {
     ]
 }
 
+/// `CKA_PARAMETER_SET` of an ML-DSA algorithm (ML-DSA-87 for any other).
+pub(super) fn ml_dsa_parameter_set(alg: JwsAlgorithm) -> MlDsaParameterSetType {
+    match alg {
+        JwsAlgorithm::MlDsa44 => MlDsaParameterSetType::ML_DSA_44,
+        JwsAlgorithm::MlDsa65 => MlDsaParameterSetType::ML_DSA_65,
+        _ => MlDsaParameterSetType::ML_DSA_87,
+    }
+}
+
 pub(super) fn ec_params(alg: JwsAlgorithm) -> &'static [u8] {
     match alg {
         JwsAlgorithm::ES384 => P384_OID,
@@ -168,7 +189,16 @@ mod tests {
         let key = KeyRef::new("jwt-signing", 12);
         let l = label(&key, JwsAlgorithm::PS256);
         assert_eq!(l, "jwt-signing/12/PS256");
-        assert_eq!(parse_label(l.as_bytes()), Some((key, JwsAlgorithm::PS256)));
+        assert_eq!(
+            parse_label(l.as_bytes()),
+            Some((key.clone(), JwsAlgorithm::PS256))
+        );
+        let l = label(&key, JwsAlgorithm::MlDsa65);
+        assert_eq!(l, "jwt-signing/12/ML-DSA-65");
+        assert_eq!(
+            parse_label(l.as_bytes()),
+            Some((key, JwsAlgorithm::MlDsa65))
+        );
         for foreign in [
             "my key",
             "a/b",
@@ -176,6 +206,7 @@ mod tests {
             "a/x/ES256",
             "/1/ES256",
             "a/1/ES256/extra",
+            "a/1/ML-DSA-66",
         ] {
             assert_eq!(parse_label(foreign.as_bytes()), None, "{foreign}");
         }

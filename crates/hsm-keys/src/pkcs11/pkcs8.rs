@@ -4,8 +4,8 @@
 //! token, inside a [`SecretTemplate`] that wipes every buffer when it is dropped.
 
 use cryptoki::object::{Attribute, KeyType};
-use der::Decode;
 use der::asn1::OctetStringRef;
+use der::{Decode, Reader, SliceReader};
 use palisade_core_traits::JwsAlgorithm;
 use pkcs8::{ObjectIdentifier, PrivateKeyInfoRef};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -17,6 +17,10 @@ const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+/// id-ml-dsa-44/65/87 (NIST CSOR, RFC 9881).
+const ML_DSA_44: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.3.17");
+const ML_DSA_65: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.3.18");
+const ML_DSA_87: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.3.19");
 
 /// A PKCS#11 template that holds private key material. cryptoki's `Attribute` owns
 /// plain `Vec<u8>`s and does not wipe them; this does, for every byte buffer in the
@@ -36,6 +40,7 @@ impl Zeroize for SecretTemplate {
             | Attribute::Modulus(v)
             | Attribute::PublicExponent(v)
             | Attribute::EcParams(v)
+            | Attribute::Seed(v)
             | Attribute::Label(v)
             | Attribute::Id(v) = attribute
             {
@@ -124,6 +129,40 @@ pub(crate) fn private_template(alg: JwsAlgorithm, der: &[u8]) -> Result<SecretTe
                 Attribute::Coefficient(rsa.coefficient.as_bytes().to_vec()),
             ]);
         }
+        a if a.is_ml_dsa() => {
+            let want = match a {
+                JwsAlgorithm::MlDsa44 => ML_DSA_44,
+                JwsAlgorithm::MlDsa65 => ML_DSA_65,
+                _ => ML_DSA_87,
+            };
+            if oid != want {
+                return Err(invalid("not a PKCS#8 key of this ML-DSA parameter set"));
+            }
+            template.0.extend(ml_dsa_template(a));
+            // RFC 9881 §6: seed [0] IMPLICIT OCTET STRING, expandedKey OCTET STRING,
+            // or both SEQUENCE { seed, expandedKey }. The token derives the key from
+            // the seed (CKA_SEED) and checks a given expanded key (CKA_VALUE) against it.
+            match private {
+                [0x80, 0x20, seed @ ..] if seed.len() == 32 => {
+                    template.0.push(Attribute::Seed(seed.to_vec()));
+                }
+                [0x30, ..] => {
+                    let (seed, expanded) = ml_dsa_both(private)
+                        .map_err(|_| invalid("not an ML-DSA SEQUENCE { seed, expandedKey }"))?;
+                    template.0.extend([
+                        Attribute::Seed(seed.to_vec()),
+                        Attribute::Value(expanded.to_vec()),
+                    ]);
+                }
+                _ => {
+                    let expanded = <&OctetStringRef>::from_der(private)
+                        .map_err(|_| invalid("not an ML-DSA private key"))?;
+                    template
+                        .0
+                        .push(Attribute::Value(expanded.as_bytes().to_vec()));
+                }
+            }
+        }
         other => {
             return Err(Error::InvalidKey {
                 algorithm: other,
@@ -132,6 +171,32 @@ pub(crate) fn private_template(alg: JwsAlgorithm, der: &[u8]) -> Result<SecretTe
         }
     }
     Ok(template)
+}
+
+/// `CKA_KEY_TYPE` and `CKA_PARAMETER_SET` of an ML-DSA key.
+pub(crate) fn ml_dsa_template(alg: JwsAlgorithm) -> [Attribute; 2] {
+    [
+        Attribute::KeyType(KeyType::ML_DSA),
+        Attribute::ParameterSet(super::objects::ml_dsa_parameter_set(alg).into()),
+    ]
+}
+
+/// The `both` form: `SEQUENCE { seed OCTET STRING (32), expandedKey OCTET STRING }`.
+fn ml_dsa_both(der: &[u8]) -> der::Result<(&[u8], &[u8])> {
+    let mut reader = SliceReader::new(der)?;
+    let both = reader.sequence(|r| {
+        let seed = <&OctetStringRef>::decode(r)?;
+        let expanded = <&OctetStringRef>::decode(r)?;
+        Ok::<_, der::Error>((seed.as_bytes(), expanded.as_bytes()))
+    })?;
+    reader.finish()?;
+    if both.0.len() != 32 {
+        return Err(der::ErrorKind::Length {
+            tag: der::Tag::OctetString,
+        }
+        .into());
+    }
+    Ok(both)
 }
 
 #[cfg(test)]

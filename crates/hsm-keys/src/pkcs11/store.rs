@@ -22,6 +22,7 @@ use super::pkcs8;
 use super::pool::{ATTEMPTS, Failure, Inner, Pool, classify};
 use super::{TokenSelector, ck};
 use crate::jwk::PublicKey;
+use crate::mldsa;
 use crate::soft::RingKey;
 use crate::{Error, KeyInfo, KeyRef, KeyStore, Pin, telemetry, validate_name};
 
@@ -155,7 +156,9 @@ impl Pkcs11StoreBuilder {
 /// * Mechanisms are read from the token (`C_GetMechanismList`): ECDSA is signed as
 ///   `CKM_ECDSA` over a digest computed here; RS256 uses `CKM_SHA256_RSA_PKCS` or
 ///   `CKM_RSA_PKCS` with a DigestInfo; PS256 `CKM_SHA256_RSA_PKCS_PSS` or
-///   `CKM_RSA_PKCS_PSS`; EdDSA `CKM_EDDSA`. A missing mechanism is
+///   `CKM_RSA_PKCS_PSS`; EdDSA `CKM_EDDSA`; ML-DSA-44/65/87 (PKCS#11 3.2) are
+///   generated with `CKM_ML_DSA_KEY_PAIR_GEN` and `CKA_PARAMETER_SET` and signed
+///   with `CKM_ML_DSA`, pure, empty context. A missing mechanism is
 ///   [`Error::UnsupportedAlgorithm`].
 ///
 /// Cloning is cheap and shares the sessions.
@@ -257,6 +260,22 @@ impl Pkcs11Store {
     /// Whether the token offers the mechanisms to generate and sign `alg` keys.
     pub fn supports(&self, alg: JwsAlgorithm) -> bool {
         self.inner.mechs.generate_gap(alg).is_none()
+    }
+
+    /// Imports an ML-DSA key from its 32-byte seed (FIPS 204 ξ, RFC 9964 `priv`) as
+    /// `name/(latest version + 1)`: the token derives the key from `CKA_SEED`, so it
+    /// is the key (and `kid`) every implementation derives from that seed. A token
+    /// without `CKM_ML_DSA`, or one that refuses the seed object, is
+    /// [`Error::UnsupportedAlgorithm`]. Wipe the caller's copy of the seed after the
+    /// call.
+    pub fn import_ml_dsa_seed(
+        &self,
+        name: &str,
+        algorithm: JwsAlgorithm,
+        seed: &[u8],
+    ) -> Result<KeyInfo, Error> {
+        let _span = tracing::debug_span!("hsm_keys.import", name, alg = %algorithm).entered();
+        self.observe(self.import_seed_on_token(name, algorithm, seed))
     }
 
     /// Re-reads the key list from the token.
@@ -404,6 +423,10 @@ impl Pkcs11Store {
                 public.push(Attribute::EcParams(ED25519_OID.to_vec()));
                 Mechanism::EccEdwardsKeyPairGen
             }
+            a if a.is_ml_dsa() => {
+                public.push(Attribute::ParameterSet(ml_dsa_parameter_set(a).into()));
+                Mechanism::MlDsaKeyPairGen
+            }
             _ => {
                 public.push(Attribute::EcParams(ec_params(algorithm).to_vec()));
                 Mechanism::EccKeyPairGen
@@ -431,19 +454,55 @@ impl Pkcs11Store {
         pkcs8_der: &[u8],
     ) -> Result<KeyInfo, Error> {
         validate_name(name)?;
-        if let Some(reason) = self.inner.mechs.sign_gap(algorithm) {
-            return Err(Error::UnsupportedAlgorithm {
+        self.import_gap(algorithm)?;
+        // ring (aws-lc-rs for ML-DSA) validates the key and gives the public half;
+        // the private components go from the caller's DER straight into a template
+        // that is wiped on drop.
+        let public_key =
+            RingKey::from_pkcs8(algorithm, pkcs8_der, &self.inner.rng)?.public_key(algorithm);
+        let private = pkcs8::private_template(algorithm, pkcs8_der)?;
+        self.create_pair(name, algorithm, &public_key, private)
+    }
+
+    fn import_seed_on_token(
+        &self,
+        name: &str,
+        algorithm: JwsAlgorithm,
+        seed: &[u8],
+    ) -> Result<KeyInfo, Error> {
+        validate_name(name)?;
+        self.import_gap(algorithm)?;
+        let public_key = PublicKey::MlDsa {
+            alg: algorithm,
+            public: mldsa::public(&mldsa::from_seed(algorithm, seed)?),
+        };
+        let mut private = pkcs8::SecretTemplate(pkcs8::ml_dsa_template(algorithm).to_vec());
+        private.0.push(Attribute::Seed(seed.to_vec()));
+        self.create_pair(name, algorithm, &public_key, private)
+    }
+
+    /// Refuses an import the token has no signing mechanism for.
+    fn import_gap(&self, algorithm: JwsAlgorithm) -> Result<(), Error> {
+        match self.inner.mechs.sign_gap(algorithm) {
+            Some(reason) => Err(Error::UnsupportedAlgorithm {
                 backend: "pkcs11",
                 operation: "import",
                 algorithm,
                 reason: format!("token {:?} has {reason}", self.inner.token_label),
-            });
+            }),
+            None => Ok(()),
         }
-        // ring validates the key and gives the public half; the private components
-        // go from the caller's DER straight into a template that is wiped on drop.
-        let public_key =
-            RingKey::from_pkcs8(algorithm, pkcs8_der, &self.inner.rng)?.public_key(algorithm);
-        let mut private = pkcs8::private_template(algorithm, pkcs8_der)?;
+    }
+
+    /// Creates the private object (`private` holds its key type and components) and
+    /// its public half as `name/(latest version + 1)`.
+    fn create_pair(
+        &self,
+        name: &str,
+        algorithm: JwsAlgorithm,
+        public_key: &PublicKey,
+        mut private: pkcs8::SecretTemplate,
+    ) -> Result<KeyInfo, Error> {
         let _admin = self.inner.admin.lock().unwrap_or_else(|p| p.into_inner());
         let key = KeyRef::new(name, self.next_version(name)?);
         let label = label(&key, algorithm).into_bytes();
@@ -451,7 +510,7 @@ impl Pkcs11Store {
         private.0.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
         let mut public = public_template(&label);
         public.push(Attribute::Class(ObjectClass::PUBLIC_KEY));
-        match &public_key {
+        match public_key {
             PublicKey::Rsa { n, e, .. } => public.extend([
                 Attribute::KeyType(KeyType::RSA),
                 Attribute::Modulus(n.clone()),
@@ -467,24 +526,39 @@ impl Pkcs11Store {
                 Attribute::EcParams(ED25519_OID.to_vec()),
                 Attribute::EcPoint(der_octet_string(pk)),
             ]),
-            // Refused by `sign_gap` above; kept an error rather than a panic.
-            PublicKey::MlDsa { .. } => {
-                return Err(Error::UnsupportedAlgorithm {
-                    backend: "pkcs11",
-                    operation: "import",
-                    algorithm,
-                    reason: "ML-DSA keys are not imported into PKCS#11 tokens".into(),
-                });
+            PublicKey::MlDsa { public: pk, .. } => {
+                public.extend(pkcs8::ml_dsa_template(algorithm));
+                public.push(Attribute::Value(pk.clone()));
             }
         }
-        self.inner.with_keeper(|s| {
-            let priv_handle = s.create_object(&private.0)?;
+        let refused = self.inner.with_keeper(|s| {
+            let priv_handle = match s.create_object(&private.0) {
+                Ok(h) => h,
+                // A PKCS#11 3.2 token may implement CKM_ML_DSA yet not take a seed
+                // (CKA_SEED) or an expanded key in C_CreateObject.
+                Err(CkError::Pkcs11(
+                    rv @ (RvError::AttributeTypeInvalid | RvError::TemplateInconsistent),
+                    _,
+                )) if algorithm.is_ml_dsa() => return Ok(Some(rv)),
+                Err(e) => return Err(e),
+            };
             if let Err(e) = s.create_object(&public) {
                 let _ = s.destroy_object(priv_handle);
                 return Err(e);
             }
-            Ok(())
+            Ok(None)
         })?;
+        if let Some(rv) = refused {
+            return Err(Error::UnsupportedAlgorithm {
+                backend: "pkcs11",
+                operation: "import",
+                algorithm,
+                reason: format!(
+                    "token {:?} refused the ML-DSA private key object ({rv})",
+                    self.inner.token_label
+                ),
+            });
+        }
         let info = KeyInfo {
             key,
             algorithm,
