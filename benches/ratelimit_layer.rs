@@ -26,7 +26,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade_core_traits::TrustedProxies;
-use palisade_ratelimit::{KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy};
+use palisade_ratelimit::{KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy, nz};
 use tower::ServiceExt;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -39,7 +39,7 @@ fn route() -> Router {
 }
 
 fn palisade() -> Router {
-    let quota = Quota::new(BURST, 1, Duration::from_micros(1)).unwrap();
+    let quota = Quota::new(nz!(BURST), nz!(1), Duration::from_micros(1)).unwrap();
     let policy = RateLimitPolicy::new(
         "per-ip",
         &quota,

@@ -15,7 +15,7 @@ use crate::table::{KeyTable, Untracked, release, reserve};
 use crate::{Decision, Denial, Error, Key, MonotonicClock, Quota, Stats};
 
 /// Default bound on tracked keys.
-pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+pub const DEFAULT_MAX_KEYS: NonZeroUsize = crate::nz!(1_000_000);
 
 /// The longest block: a longer one (up to `Duration::MAX`) blocks for this long.
 /// 100 years keeps every time in the Redis scripts below 2^53 µs, where Lua's
@@ -212,10 +212,10 @@ impl QuotaCell {
 ///
 /// ```
 /// use palisade_core_traits::{ManualClock, Timestamp};
-/// use palisade_ratelimit::{KeyedLimiter, Quota};
+/// use palisade_ratelimit::{KeyedLimiter, Quota, nz};
 ///
 /// let clock = ManualClock::new(Timestamp::from_unix_secs(1_000));
-/// let limiter = KeyedLimiter::with_clock(Quota::per_second(2).unwrap(), clock.clone());
+/// let limiter = KeyedLimiter::with_clock(Quota::per_second(nz!(2)), clock.clone());
 /// assert!(limiter.check(&"alice", 1).unwrap().allowed);
 /// assert!(limiter.check(&"alice", 1).unwrap().allowed);
 /// let third = limiter.check(&"alice", 1).unwrap();
@@ -264,7 +264,7 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
             has_overrides: AtomicBool::new(false),
             blocks: DashMap::new(),
             block_count: AtomicUsize::new(0),
-            max_keys: DEFAULT_MAX_KEYS,
+            max_keys: DEFAULT_MAX_KEYS.get(),
             tracked: AtomicUsize::new(0),
             // With nothing kept, the first sweep may run as soon as the table is full.
             kept_after_sweep: AtomicUsize::new(0),

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use palisade_core_traits::{
 use palisade_device_fp::{FingerprintKey, InMemoryDeviceStore, TrustPolicy};
 use palisade_hsm_keys::{JwsAlgorithm, KeyRing, KeyStore, Pin, Pkcs11Store, SoftStore};
 use palisade_jwt_cache::{Algorithm, KeySet, Policy, TokenCache, Validator};
-use palisade_ratelimit::{FailurePolicy, KeyedLimiter, Quota, RedisLimiter};
+use palisade_ratelimit::{FailurePolicy, KeyedLimiter, Quota, RedisLimiter, nz};
 use palisade_threat_score::{MaxMindLookup, ThreatScorer};
 use palisade_token_blacklist::{MemoryBlacklist, RedisBlacklist};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -264,7 +265,7 @@ async fn limit<K: crate::shared::LimitKey>(
     redis: Option<&[String]>,
     clock: &Arc<dyn Clock>,
     name: &str,
-    (burst, rate, period): (u32, u32, Duration),
+    (burst, rate, period): (NonZeroU32, NonZeroU32, Duration),
     failure: FailurePolicy,
 ) -> Result<Limit<K>, StartError> {
     let quota = Quota::new(burst, rate, period).map_err(part("ratelimit"))?;
@@ -363,7 +364,7 @@ impl Gateway {
             redis,
             &clock,
             "ip",
-            (60, 30, Duration::from_secs(1)),
+            (nz!(60), nz!(30), Duration::from_secs(1)),
             FailurePolicy::Open,
         )
         .await?;
@@ -371,7 +372,7 @@ impl Gateway {
             redis,
             &clock,
             "login-account",
-            (5, 5, Duration::from_secs(60)),
+            (nz!(5), nz!(5), Duration::from_secs(60)),
             FailurePolicy::Closed,
         )
         .await?;
@@ -379,7 +380,7 @@ impl Gateway {
             redis,
             &clock,
             "api-subject",
-            (100, 50, Duration::from_secs(1)),
+            (nz!(100), nz!(50), Duration::from_secs(1)),
             FailurePolicy::Open,
         )
         .await?;
