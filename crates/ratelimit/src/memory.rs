@@ -210,6 +210,10 @@ impl QuotaCell {
 /// Keys are tracked in their [`Key::canonical`] form: an [`IpAddr`] key's quota,
 /// overrides and blocks are those of its canonical address.
 ///
+/// With feature `metrics`, every check moves one
+/// `palisade_ratelimit_checks_total{backend="memory", answer}` counter, registered
+/// when the limiter is built (install the recorder first).
+///
 /// ```
 /// use palisade_core_traits::{ManualClock, Timestamp};
 /// use palisade_ratelimit::{KeyedLimiter, Quota, nz};
@@ -245,6 +249,8 @@ pub struct KeyedLimiter<K: Key, C = MonotonicClock> {
     clock: C,
     per_thread: Stripes,
     stats: MemoryStats,
+    #[cfg(feature = "metrics")]
+    metrics: crate::stats::MemoryChecks,
 }
 
 impl<K: Key> KeyedLimiter<K, MonotonicClock> {
@@ -273,6 +279,8 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
             clock,
             per_thread: Stripes::default(),
             stats: MemoryStats::default(),
+            #[cfg(feature = "metrics")]
+            metrics: crate::stats::MemoryChecks::new(),
         }
     }
 
@@ -370,6 +378,8 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
             self.cost_exceeds_burst(key, &quota, now)
         };
         self.per_thread.count(decision.allowed);
+        #[cfg(feature = "metrics")]
+        self.metrics.count(&decision);
         if !decision.allowed {
             trace_denied(&decision);
         }
