@@ -257,3 +257,58 @@ async fn over_a_socket_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_no
     assert!(text.contains("retry-after: 30\r\n"), "{text}");
     assert!(text.ends_with("rate limited\n"), "{text}");
 }
+
+/// The bytes a key feeds its hasher.
+#[derive(Default)]
+struct Bytes(Vec<u8>);
+
+impl std::hash::Hasher for Bytes {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+/// Keys from a small domain (bytes that are tags, short strings, addresses made of
+/// them), so that lookalike keys of different forms meet in one case.
+fn http_key() -> impl proptest::strategy::Strategy<Value = HttpKey> {
+    use proptest::prelude::*;
+    let byte = proptest::sample::select(vec![0u8, 1, 2, 3, 4, b'a', 0xff]);
+    let leaf = prop_oneof![
+        proptest::array::uniform4(byte.clone())
+            .prop_map(|o| HttpKey::Ip(std::net::Ipv4Addr::from(o).into())),
+        proptest::array::uniform16(byte)
+            .prop_map(|o| HttpKey::Ip(std::net::Ipv6Addr::from(o).into())),
+        "[\\x00-\\x04a]{0,3}".prop_map(|t| HttpKey::Text(t.into())),
+        proptest::sample::select(vec!["", "a", "\u{2}", "\u{3}a"]).prop_map(HttpKey::Route),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        proptest::collection::vec(inner, 0..3).prop_map(|p| HttpKey::Composite(p.into()))
+    })
+}
+
+proptest::proptest! {
+    /// The in-memory table keeps only a hash of each key: two different keys must
+    /// never feed the hasher the same bytes (or they would always share a state).
+    #[test]
+    fn different_keys_feed_the_hasher_different_bytes(
+        keys in proptest::collection::vec(http_key(), 40),
+    ) {
+        use std::hash::Hash;
+        let bytes: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| {
+                let mut h = Bytes::default();
+                k.hash(&mut h);
+                h.0
+            })
+            .collect();
+        for (a, ba) in keys.iter().zip(&bytes) {
+            for (b, bb) in keys.iter().zip(&bytes) {
+                proptest::prop_assert_eq!(a == b, ba == bb, "{:?} {:?}", a, b);
+            }
+        }
+    }
+}
