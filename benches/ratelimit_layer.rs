@@ -13,6 +13,10 @@
 //! `tower::ServiceExt::oneshot`. docs/ratelimit.md reports the ratio.
 //!
 //! cargo bench -p palisade-benches --bench ratelimit_layer
+//!
+//! Instructions per request (repeatable on a loaded machine, unlike wall time): run
+//! the bench binary with `RATELIMIT_LAYER_LOOP=<palisade|tower_governor|no_limit>:<n>`
+//! under `valgrind --tool=callgrind` for two `n`; see docs/ratelimit.md.
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,9 +28,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use palisade_core_traits::TrustedProxies;
-use palisade_ratelimit::{KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy};
+use palisade_ratelimit::{KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy, nz};
 use tower::ServiceExt;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -39,7 +43,7 @@ fn route() -> Router {
 }
 
 fn palisade() -> Router {
-    let quota = Quota::new(BURST, 1, Duration::from_micros(1)).unwrap();
+    let quota = Quota::new(nz!(BURST), nz!(1), Duration::from_micros(1)).unwrap();
     let policy = RateLimitPolicy::new(
         "per-ip",
         &quota,
@@ -104,4 +108,36 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = per_request
 }
-criterion_main!(benches);
+
+/// `RATELIMIT_LAYER_LOOP=<router>:<n>` runs `n` requests through one router and
+/// nothing else, for an instruction count (callgrind) that criterion's own work does
+/// not blur: the difference between two `n` is the cost of the extra requests.
+fn profile_loop(spec: &str) {
+    let (name, n) = spec.split_once(':').expect("<router>:<n>");
+    let n: u32 = n.parse().expect("a request count");
+    let router = match name {
+        "palisade" => palisade(),
+        "tower_governor" => tower_governor(),
+        "no_limit" => route(),
+        other => panic!("no router {other:?}"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for i in 0..n {
+            let r = router.clone().oneshot(request(i)).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    });
+}
+
+fn main() {
+    match std::env::var("RATELIMIT_LAYER_LOOP") {
+        Ok(spec) => profile_loop(&spec),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 
 use cap::Cap;
 use governor::{Quota as GQuota, RateLimiter};
-use palisade_ratelimit::{KeyedLimiter, Quota};
+use palisade_ratelimit::{KeyedLimiter, Quota, nz};
 
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
@@ -29,11 +29,11 @@ fn main() {
     // Cargo passes --bench; this harness has no options.
     println!("| keys | key type | palisade B/key | governor B/key | ratio |");
     println!("|---:|---|---:|---:|---:|");
-    let n32 = NonZeroU32::new(1_000).unwrap();
+    let n32: NonZeroU32 = nz!(1_000);
     for n in [10_000u64, 100_000, 1_000_000] {
         let ours = bytes_per_key(
             n,
-            || KeyedLimiter::<u64>::new(Quota::per_second(1_000).unwrap()),
+            || KeyedLimiter::<u64>::new(Quota::per_second(n32)),
             |l, k| drop(l.check(&k, 1)),
         );
         let theirs = bytes_per_key(
@@ -47,7 +47,7 @@ fn main() {
         );
         let ours = bytes_per_key(
             n,
-            || KeyedLimiter::<String>::new(Quota::per_second(1_000).unwrap()),
+            || KeyedLimiter::<String>::new(Quota::per_second(n32)),
             |l, k| drop(l.check(&format!("u{k:x}"), 1)),
         );
         let theirs = bytes_per_key(

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_ratelimit::{Policy, Quota, RedisLimiter};
+use palisade_ratelimit::{Policy, Quota, RedisLimiter, nz};
 use palisade_testkit::RedisServer;
 
 const CHECK_SCRIPT: &str = include_str!("../crates/ratelimit/src/check.lua");
@@ -143,7 +143,7 @@ async fn main() {
     let server = RedisServer::start();
     let url = server.url();
     // Generous quota: nearly every check is admitted and writes, the common case.
-    let quota = Quota::new(1_000_000, 1_000_000, Duration::from_secs(1)).unwrap();
+    let quota = Quota::new(nz!(1_000_000), nz!(1_000_000), Duration::from_secs(1)).unwrap();
     let ours = Arc::new(
         RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()])
             .timeout(Duration::from_secs(1))
@@ -251,7 +251,7 @@ async fn main() {
     );
     println!("| deny cache | checks/s | Redis calls | Redis calls per 1000 checks |");
     println!("|---|---:|---:|---:|");
-    let tight = Quota::new(1, 1, Duration::from_secs(1)).unwrap();
+    let tight = Quota::new(nz!(1), nz!(1), Duration::from_secs(1)).unwrap();
     for cache in [0usize, 100_000] {
         let l = Arc::new(
             RedisLimiter::builder(vec![Policy::new("p", tight).unwrap()])

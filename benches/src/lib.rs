@@ -24,22 +24,21 @@ pub mod ratelimit {
     use std::num::NonZeroU32;
 
     use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
-    use palisade_ratelimit::{Key, KeyedLimiter, Quota};
+    use palisade_ratelimit::{Key, KeyedLimiter, Quota, nz};
 
     /// Checks per second per key, and the burst (high, so most checks are admitted).
-    pub const RATE: u32 = 1_000_000;
+    pub const RATE: NonZeroU32 = nz!(1_000_000);
     /// Keys in the many-keys cases.
     pub const KEYS: u64 = 100_000;
 
     /// Ours.
     pub fn ours<K: Key>() -> KeyedLimiter<K> {
-        KeyedLimiter::new(Quota::per_second(RATE).expect("a valid quota"))
+        KeyedLimiter::new(Quota::per_second(RATE))
     }
 
     /// governor's keyed limiter with the same quota.
     pub fn theirs<K: Hash + Eq + Clone>() -> DefaultKeyedRateLimiter<K> {
-        let n = NonZeroU32::new(RATE).expect("RATE > 0");
-        RateLimiter::keyed(GQuota::per_second(n).allow_burst(n))
+        RateLimiter::keyed(GQuota::per_second(RATE).allow_burst(RATE))
     }
 
     /// `KEYS` u64 keys spread over the hash space the way real ids are not: no

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use palisade_core_traits::TrustedProxies;
 use palisade_ratelimit::{
-    AuthenticatedSubject, KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy,
+    AuthenticatedSubject, KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy, nz,
 };
 
 /// Largest login form read.
@@ -25,12 +25,12 @@ const MAX_FORM: usize = 4096;
 
 /// Login attempts per client address: 10 at once, 10 per minute.
 pub fn per_ip_quota() -> Quota {
-    Quota::per_minute(10).expect("a valid quota")
+    Quota::per_minute(nz!(10))
 }
 
 /// Login attempts per account: 3 at once, 3 per minute (password guessing).
 pub fn per_account_quota() -> Quota {
-    Quota::per_minute(3).expect("a valid quota")
+    Quota::per_minute(nz!(3))
 }
 
 /// The app: `POST /login` behind both policies. Serve it with

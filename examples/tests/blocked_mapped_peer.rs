@@ -13,7 +13,7 @@ use palisade_core_traits::{
     EventId, EventKind, IpBlocker, ManualClock, SecurityEvent, Severity, Subject, Timestamp,
 };
 use palisade_playbooks::{ActionKind, Definition, Engine, Executor, Outcome};
-use palisade_ratelimit::{Denial, KeyedLimiter, Policy, Quota, RedisLimiter};
+use palisade_ratelimit::{Denial, KeyedLimiter, Policy, Quota, RedisLimiter, nz};
 use palisade_testkit::RedisServer;
 
 fn brute_force_from(ip: &str) -> SecurityEvent {
@@ -49,7 +49,7 @@ async fn an_in_memory_block_holds_for_every_form_of_the_address() {
     for detected in FORMS {
         let clock = ManualClock::new(Timestamp::from_unix_secs(1_800_000_000));
         let limiter = Arc::new(KeyedLimiter::<IpAddr, _>::with_clock(
-            Quota::per_second(100).unwrap(),
+            Quota::per_second(nz!(100)),
             clock,
         ));
         assert!(block_through_playbooks(limiter.clone(), &brute_force_from(detected)).await);
@@ -77,7 +77,7 @@ async fn a_redis_block_holds_for_every_form_of_the_address() {
     for detected in FORMS {
         let limiter = Arc::new(
             RedisLimiter::builder(vec![
-                Policy::new("per-ip", Quota::per_second(100).unwrap()).unwrap(),
+                Policy::new("per-ip", Quota::per_second(nz!(100))).unwrap(),
             ])
             .prefix(&format!("t{}", detected.len()))
             .connect(&server.url())

@@ -38,8 +38,8 @@ fn sf_string(name: &str) -> Result<String, Error> {
 /// `RateLimit-Policy` member for one named quota, e.g. `"login";q=10;w=60`.
 ///
 /// ```
-/// use palisade_ratelimit::{Quota, headers};
-/// let q = Quota::per_minute(10).unwrap();
+/// use palisade_ratelimit::{Quota, headers, nz};
+/// let q = Quota::per_minute(nz!(10));
 /// assert_eq!(headers::ratelimit_policy("login", &q).unwrap(), r#""login";q=10;w=60"#);
 /// ```
 pub fn ratelimit_policy(name: &str, quota: &Quota) -> Result<String, Error> {
@@ -74,6 +74,7 @@ pub fn retry_after(decision: &Decision) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nz;
 
     fn decision(allowed: bool, remaining: u32, reset_ms: u64, retry_ms: u64) -> Decision {
         Decision {
@@ -89,7 +90,7 @@ mod tests {
 
     #[test]
     fn fields_round_seconds_up() {
-        let q = Quota::new(10, 5, Duration::from_secs(1)).unwrap();
+        let q = Quota::new(nz!(10), nz!(5), Duration::from_secs(1)).unwrap();
         assert_eq!(ratelimit_policy("api", &q).unwrap(), "\"api\";q=10;w=2");
         let d = decision(false, 0, 1_001, 200);
         assert_eq!(ratelimit("api", &d).unwrap(), "\"api\";r=0;t=2");
@@ -118,7 +119,7 @@ mod tests {
 
     #[test]
     fn names_are_escaped_or_refused() {
-        let q = Quota::per_second(1).unwrap();
+        let q = Quota::per_second(nz!(1));
         assert_eq!(
             ratelimit_policy(r#"a"b\c"#, &q).unwrap(),
             r#""a\"b\\c";q=1;w=1"#

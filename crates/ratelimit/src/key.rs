@@ -19,17 +19,17 @@ use palisade_core_traits::canonical_ip;
 /// [`canonical`](Key::canonical) of its own if it holds an address.
 ///
 /// ```
-/// use palisade_ratelimit::{Key, KeyedLimiter, Quota};
+/// use palisade_ratelimit::{Key, KeyedLimiter, Quota, nz};
 /// use std::net::IpAddr;
 ///
 /// #[derive(Hash, PartialEq, Eq)]
 /// struct Tenant(u32);
 /// impl Key for Tenant {}
 ///
-/// let by_tenant = KeyedLimiter::<Tenant>::new(Quota::per_second(5).unwrap());
+/// let by_tenant = KeyedLimiter::<Tenant>::new(Quota::per_second(nz!(5)));
 /// assert!(by_tenant.check(&Tenant(7), 1).unwrap().allowed);
 ///
-/// let by_ip = KeyedLimiter::<IpAddr>::new(Quota::per_second(1).unwrap());
+/// let by_ip = KeyedLimiter::<IpAddr>::new(Quota::per_second(nz!(1)));
 /// assert!(by_ip.check(&"198.51.100.7".parse().unwrap(), 1).unwrap().allowed);
 /// // The same client seen through a dual-stack socket: the same key.
 /// assert!(!by_ip.check(&"::ffff:198.51.100.7".parse().unwrap(), 1).unwrap().allowed);

@@ -13,14 +13,14 @@ use crate::{Decision, Error, Key, KeyedLimiter};
 /// Code written against this trait takes either, with the same decisions.
 ///
 /// ```
-/// use palisade_ratelimit::{KeyedLimiter, Limiter, Quota};
+/// use palisade_ratelimit::{KeyedLimiter, Limiter, Quota, nz};
 ///
 /// // Generic over the backend: memory here, `RedisLimiter` (a `Limiter<str>`) alike.
 /// async fn admit<K: ?Sized, L: Limiter<K>>(limiter: &L, key: &K) -> bool {
 ///     limiter.check(key, 1).await.is_ok_and(|d| d.allowed)
 /// }
 ///
-/// let limiter = KeyedLimiter::<&str>::new(Quota::per_second(1).unwrap());
+/// let limiter = KeyedLimiter::<&str>::new(Quota::per_second(nz!(1)));
 /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// assert!(rt.block_on(admit(&limiter, &"alice")));
 /// assert!(!rt.block_on(admit(&limiter, &"alice")));

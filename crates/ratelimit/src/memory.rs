@@ -15,7 +15,7 @@ use crate::table::{KeyTable, Untracked, release, reserve};
 use crate::{Decision, Denial, Error, Key, MonotonicClock, Quota, Stats};
 
 /// Default bound on tracked keys.
-pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+pub const DEFAULT_MAX_KEYS: NonZeroUsize = crate::nz!(1_000_000);
 
 /// The longest block: a longer one (up to `Duration::MAX`) blocks for this long.
 /// 100 years keeps every time in the Redis scripts below 2^53 µs, where Lua's
@@ -210,12 +210,16 @@ impl QuotaCell {
 /// Keys are tracked in their [`Key::canonical`] form: an [`IpAddr`] key's quota,
 /// overrides and blocks are those of its canonical address.
 ///
+/// With feature `metrics`, every check moves one
+/// `palisade_ratelimit_checks_total{backend="memory", answer}` counter, registered
+/// when the limiter is built (install the recorder first).
+///
 /// ```
 /// use palisade_core_traits::{ManualClock, Timestamp};
-/// use palisade_ratelimit::{KeyedLimiter, Quota};
+/// use palisade_ratelimit::{KeyedLimiter, Quota, nz};
 ///
 /// let clock = ManualClock::new(Timestamp::from_unix_secs(1_000));
-/// let limiter = KeyedLimiter::with_clock(Quota::per_second(2).unwrap(), clock.clone());
+/// let limiter = KeyedLimiter::with_clock(Quota::per_second(nz!(2)), clock.clone());
 /// assert!(limiter.check(&"alice", 1).unwrap().allowed);
 /// assert!(limiter.check(&"alice", 1).unwrap().allowed);
 /// let third = limiter.check(&"alice", 1).unwrap();
@@ -245,6 +249,8 @@ pub struct KeyedLimiter<K: Key, C = MonotonicClock> {
     clock: C,
     per_thread: Stripes,
     stats: MemoryStats,
+    #[cfg(feature = "metrics")]
+    metrics: crate::stats::MemoryChecks,
 }
 
 impl<K: Key> KeyedLimiter<K, MonotonicClock> {
@@ -264,7 +270,7 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
             has_overrides: AtomicBool::new(false),
             blocks: DashMap::new(),
             block_count: AtomicUsize::new(0),
-            max_keys: DEFAULT_MAX_KEYS,
+            max_keys: DEFAULT_MAX_KEYS.get(),
             tracked: AtomicUsize::new(0),
             // With nothing kept, the first sweep may run as soon as the table is full.
             kept_after_sweep: AtomicUsize::new(0),
@@ -273,6 +279,8 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
             clock,
             per_thread: Stripes::default(),
             stats: MemoryStats::default(),
+            #[cfg(feature = "metrics")]
+            metrics: crate::stats::MemoryChecks::new(),
         }
     }
 
@@ -370,6 +378,8 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
             self.cost_exceeds_burst(key, &quota, now)
         };
         self.per_thread.count(decision.allowed);
+        #[cfg(feature = "metrics")]
+        self.metrics.count(&decision);
         if !decision.allowed {
             trace_denied(&decision);
         }

@@ -1,5 +1,6 @@
 //! [`Quota`], [`Decision`] and the GCRA arithmetic both backends share.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::Error;
@@ -11,6 +12,32 @@ const MICRO: u64 = 1_000;
 /// time in the Redis script below 2^53 µs, where Lua's doubles are exact integers.
 const MAX_TAU_NANOS: u64 = 100 * 365 * 24 * 3600 * 1_000_000_000;
 
+/// `period_ns / rate` rounded up to a whole microsecond, and at least one.
+const fn interval_nanos(period_ns: u64, rate: NonZeroU32) -> u64 {
+    let interval = period_ns.div_ceil(rate.get() as u64 * MICRO) * MICRO;
+    if interval < MICRO { MICRO } else { interval }
+}
+
+/// A non-zero integer from a constant, checked at compile time: `nz!(10)` is a
+/// [`NonZeroU32`] (or any `NonZero<T>` the context asks for), and `nz!(0)` does not
+/// compile. For a value known only at run time use `NonZeroU32::new(n)`.
+///
+/// ```
+/// use palisade_ratelimit::{Quota, nz};
+/// let q = Quota::per_second(nz!(5));
+/// assert_eq!(q.burst(), 5);
+/// ```
+///
+/// ```compile_fail
+/// let zero: std::num::NonZeroU32 = palisade_ratelimit::nz!(0);
+/// ```
+#[macro_export]
+macro_rules! nz {
+    ($n:expr) => {
+        const { ::core::num::NonZero::new($n).expect("nz!: zero is not allowed here") }
+    };
+}
+
 /// How much a key may do: a burst, refilled at `rate` per `period`.
 ///
 /// A quota with burst `b` and rate `r` per `p` admits **at most `b + r·w/p` units of
@@ -18,14 +45,20 @@ const MAX_TAU_NANOS: u64 = 100 * 365 * 24 * 3600 * 1_000_000_000;
 /// refilled is admitted. The refill interval `p / r` is rounded *up* to a whole
 /// microsecond, so the real rate is never above the one asked for.
 ///
+/// Burst and rate are [`NonZeroU32`]: write literals with [`nz!`](crate::nz), which
+/// refuses zero at compile time.
+///
 /// ```
-/// use palisade_ratelimit::Quota;
+/// use palisade_ratelimit::{Quota, nz};
 /// use std::time::Duration;
 ///
-/// let q = Quota::new(10, 5, Duration::from_secs(1)).unwrap(); // burst 10, 5/s
+/// let q = Quota::new(nz!(10), nz!(5), Duration::from_secs(1)).unwrap(); // burst 10, 5/s
 /// assert_eq!(q.burst(), 10);
 /// assert_eq!(q.emission_interval(), Duration::from_millis(200));
-/// assert!(Quota::new(0, 5, Duration::from_secs(1)).is_err());
+/// assert!(Quota::new(nz!(10), nz!(5), Duration::ZERO).is_err());
+/// // Rate and burst from one number, usable in a `const`:
+/// const LOGIN: Quota = Quota::per_minute(nz!(10));
+/// assert_eq!(LOGIN.emission_interval(), Duration::from_secs(6));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
@@ -43,28 +76,24 @@ pub struct Quota {
 impl Quota {
     /// `burst` requests at once, refilled at `rate` per `period`.
     ///
-    /// Refused: zero burst, zero rate, a zero period, a rate above one per
-    /// microsecond, and a burst window (`burst × period / rate`) over 100 years.
-    pub fn new(burst: u32, rate: u32, period: Duration) -> Result<Quota, Error> {
+    /// Refused: a zero period, a rate above one per microsecond (the resolution of
+    /// the limiter), and a burst window (`burst × period / rate`) over 100 years.
+    pub fn new(burst: NonZeroU32, rate: NonZeroU32, period: Duration) -> Result<Quota, Error> {
         let bad = |why: String| Err(Error::InvalidQuota(why));
-        if burst == 0 {
-            return bad("burst must be at least 1".into());
-        }
-        if rate == 0 {
-            return bad("rate must be at least 1".into());
-        }
         let Ok(period_ns) = u64::try_from(period.as_nanos()) else {
             return bad(format!("period {period:?} is too long"));
         };
-        let per_micro = u64::from(rate) * MICRO;
-        if period_ns < per_micro {
+        if period_ns == 0 {
+            return bad("period must be longer than zero".into());
+        }
+        if period_ns < u64::from(rate.get()) * MICRO {
             return bad(format!(
                 "{rate} per {period:?} is faster than one per microsecond, the resolution of the limiter"
             ));
         }
-        let interval = period_ns.div_ceil(per_micro) * MICRO;
-        match interval.checked_mul(u64::from(burst)) {
-            Some(tau) if tau <= MAX_TAU_NANOS => Ok(Quota::from_parts(burst, interval, tau)),
+        let interval = interval_nanos(period_ns, rate);
+        match interval.checked_mul(u64::from(burst.get())) {
+            Some(tau) if tau <= MAX_TAU_NANOS => Ok(Quota::from_parts(burst.get(), interval, tau)),
             _ => bad(format!(
                 "burst {burst} at {rate} per {period:?} spans more than 100 years"
             )),
@@ -72,22 +101,39 @@ impl Quota {
     }
 
     /// `rate` per second with a burst of `rate`.
-    pub fn per_second(rate: u32) -> Result<Quota, Error> {
-        Quota::new(rate, rate, Duration::from_secs(1))
+    ///
+    /// Above 1,000,000 per second the interval is the limiter's resolution, one
+    /// microsecond: such a quota refills 1,000,000 per second (never more than asked).
+    pub const fn per_second(rate: NonZeroU32) -> Quota {
+        Quota::per_period(rate, 1_000_000_000)
     }
 
     /// `rate` per minute with a burst of `rate`.
-    pub fn per_minute(rate: u32) -> Result<Quota, Error> {
-        Quota::new(rate, rate, Duration::from_secs(60))
+    ///
+    /// Above 60,000,000 per minute the interval is one microsecond, as for
+    /// [`Quota::per_second`].
+    pub const fn per_minute(rate: NonZeroU32) -> Quota {
+        Quota::per_period(rate, 60_000_000_000)
+    }
+
+    /// `rate` per `period_ns` (at most a minute) with a burst of `rate`: the interval
+    /// is at most a minute and the burst window at most `period + rate` µs, far below
+    /// 100 years, so nothing can be refused.
+    const fn per_period(rate: NonZeroU32, period_ns: u64) -> Quota {
+        let interval = interval_nanos(period_ns, rate);
+        Quota::from_parts(rate.get(), interval, interval * rate.get() as u64)
     }
 
     /// The same refill rate with another burst.
-    pub fn with_burst(self, burst: u32) -> Result<Quota, Error> {
-        if burst == 0 {
-            return Err(Error::InvalidQuota("burst must be at least 1".into()));
-        }
-        match self.interval.checked_mul(u64::from(burst)) {
-            Some(tau) if tau <= MAX_TAU_NANOS => Ok(Quota { burst, tau, ..self }),
+    ///
+    /// Refused: a burst window (`burst × interval`) over 100 years.
+    pub fn with_burst(self, burst: NonZeroU32) -> Result<Quota, Error> {
+        match self.interval.checked_mul(u64::from(burst.get())) {
+            Some(tau) if tau <= MAX_TAU_NANOS => Ok(Quota {
+                burst: burst.get(),
+                tau,
+                ..self
+            }),
             _ => Err(Error::InvalidQuota(format!(
                 "burst {burst} spans more than 100 years"
             ))),
@@ -133,17 +179,17 @@ impl Quota {
     }
 
     /// A quota from validated parts, with its divisor precomputed.
-    pub(crate) fn from_parts(burst: u32, interval: u64, tau: u64) -> Quota {
-        // interval >= 1 µs for every quota that passed validation; max(1) keeps
-        // this total.
-        let interval = interval.max(1);
+    pub(crate) const fn from_parts(burst: u32, interval: u64, tau: u64) -> Quota {
+        // interval >= 1 µs for every quota that passed validation; this keeps the
+        // function total.
+        let interval = if interval == 0 { 1 } else { interval };
         // Granlund–Montgomery: with l = ceil(log2 d), k = 63 + l and
         // m = floor(2^k / d) + 1 (< 2^64), floor(x·m / 2^k) = floor(x / d) for every
         // x < 2^63, because the error m·d − 2^k is at most d <= 2^l and x·2^l < 2^k.
         let l = u64::BITS - (interval - 1).leading_zeros();
         let shift = 63 + l;
         #[allow(clippy::cast_possible_truncation)] // < 2^64, shown above
-        let magic = ((1u128 << shift) / u128::from(interval) + 1) as u64;
+        let magic = ((1u128 << shift) / interval as u128 + 1) as u64;
         Quota {
             burst,
             interval,
@@ -174,21 +220,20 @@ impl Quota {
     }
 
     /// What each of `instances` limiters may admit so that together they stay within
-    /// this quota: `floor(burst / instances)` at `rate / instances` (`instances` 0
-    /// counts as 1).
+    /// this quota: `floor(burst / instances)` at `rate / instances`.
     ///
     /// `None` when the burst does not divide into a whole unit per instance (more
     /// instances than burst units): such a share admits nothing. Rounding it up to one
     /// unit would let the instances together admit more than the quota.
     ///
     /// ```
-    /// use palisade_ratelimit::Quota;
-    /// let q = Quota::per_second(10).unwrap();
-    /// assert_eq!(q.share(4).map(|s| s.burst()), Some(2));
-    /// assert_eq!(q.share(11), None);
+    /// use palisade_ratelimit::{Quota, nz};
+    /// let q = Quota::per_second(nz!(10));
+    /// assert_eq!(q.share(nz!(4)).map(|s| s.burst()), Some(2));
+    /// assert_eq!(q.share(nz!(11)), None);
     /// ```
-    pub fn share(&self, instances: u32) -> Option<Quota> {
-        let n = instances.max(1);
+    pub fn share(&self, instances: NonZeroU32) -> Option<Quota> {
+        let n = instances.get();
         let burst = self.burst / n;
         if burst == 0 {
             return None;
@@ -334,32 +379,57 @@ mod tests {
 
     #[test]
     fn quotas_are_validated() {
-        assert!(Quota::new(1, 1, Duration::ZERO).is_err());
-        assert!(Quota::new(1, 0, Duration::from_secs(1)).is_err());
-        assert!(Quota::new(0, 1, Duration::from_secs(1)).is_err());
+        assert!(Quota::new(nz!(1), nz!(1), Duration::ZERO).is_err());
         // 2 million per second is faster than the microsecond resolution.
-        let err = Quota::new(1, 2_000_000, Duration::from_secs(1)).unwrap_err();
+        let err = Quota::new(nz!(1), nz!(2_000_000), Duration::from_secs(1)).unwrap_err();
         assert!(
             err.to_string().contains("faster than one per microsecond"),
             "{err}"
         );
-        assert!(Quota::new(1, 1_000_000, Duration::from_secs(1)).is_ok());
-        let err = Quota::new(u32::MAX, 1, Duration::from_secs(3600)).unwrap_err();
+        assert!(Quota::new(nz!(1), nz!(1_000_000), Duration::from_secs(1)).is_ok());
+        let err = Quota::new(NonZeroU32::MAX, nz!(1), Duration::from_secs(3600)).unwrap_err();
         assert!(err.to_string().contains("100 years"), "{err}");
-        assert!(Quota::new(1, 1, Duration::MAX).is_err());
-        assert!(Quota::per_second(5).unwrap().with_burst(0).is_err());
+        assert!(Quota::new(nz!(1), nz!(1), Duration::MAX).is_err());
+        let err = Quota::per_minute(nz!(1))
+            .with_burst(NonZeroU32::MAX)
+            .unwrap_err();
+        assert!(err.to_string().contains("100 years"), "{err}");
+    }
+
+    #[test]
+    fn per_second_and_per_minute_match_new_and_cap_at_the_resolution() {
+        for rate in [1, 3, 7, 1_000, 999_999, 1_000_000] {
+            let r = NonZeroU32::new(rate).unwrap();
+            let s = Quota::new(r, r, Duration::from_secs(1)).unwrap();
+            assert_eq!(Quota::per_second(r), s, "{rate}/s");
+            let m = Quota::new(r, r, Duration::from_secs(60)).unwrap();
+            assert_eq!(Quota::per_minute(r), m, "{rate}/min");
+        }
+        // Faster than the resolution: one per microsecond, the burst kept.
+        for q in [
+            Quota::per_second(NonZeroU32::MAX),
+            Quota::per_second(nz!(1_000_001)),
+            Quota::per_minute(NonZeroU32::MAX),
+        ] {
+            assert_eq!(q.emission_interval(), Duration::from_micros(1));
+            assert_eq!(
+                q.burst_window(),
+                Duration::from_micros(u64::from(q.burst()))
+            );
+        }
+        assert_eq!(Quota::per_second(NonZeroU32::MAX).burst(), u32::MAX);
     }
 
     #[test]
     fn interval_rounds_up_to_a_microsecond() {
-        let q = Quota::new(3, 3, Duration::from_secs(1)).unwrap();
+        let q = Quota::new(nz!(3), nz!(3), Duration::from_secs(1)).unwrap();
         assert_eq!(q.emission_interval(), Duration::from_micros(333_334));
         assert_eq!(q.burst_window(), Duration::from_micros(1_000_002));
     }
 
     #[test]
     fn burst_then_one_per_interval() {
-        let q = Quota::new(2, 1, Duration::from_secs(1)).unwrap();
+        let q = Quota::new(nz!(2), nz!(1), Duration::from_secs(1)).unwrap();
         let now = 100 * S;
         let (d1, t1) = q.decide(0, now, 1);
         assert!(d1.allowed);
@@ -380,7 +450,7 @@ mod tests {
 
     #[test]
     fn cost_and_peek() {
-        let q = Quota::new(5, 5, Duration::from_secs(1)).unwrap();
+        let q = Quota::new(nz!(5), nz!(5), Duration::from_secs(1)).unwrap();
         let (d, t) = q.decide(0, S, 5);
         assert!(d.allowed && d.remaining == 0);
         let tat = t.unwrap();
@@ -394,17 +464,16 @@ mod tests {
 
     #[test]
     fn share_divides_burst_and_rate() {
-        let q = Quota::new(10, 100, Duration::from_secs(1)).unwrap();
-        let s = q.share(4).unwrap();
+        let q = Quota::new(nz!(10), nz!(100), Duration::from_secs(1)).unwrap();
+        let s = q.share(nz!(4)).unwrap();
         assert_eq!(s.burst(), 2);
         assert_eq!(s.emission_interval(), Duration::from_millis(40));
         assert_eq!(s.burst_window(), Duration::from_millis(80));
-        assert_eq!(q.share(10).unwrap().burst(), 1);
+        assert_eq!(q.share(nz!(10)).unwrap().burst(), 1);
         // More instances than burst units: a share that admits nothing.
-        assert_eq!(q.share(11), None);
-        assert_eq!(q.share(100), None);
-        assert_eq!(q.share(0), Some(q));
-        assert_eq!(q.share(1), Some(q));
+        assert_eq!(q.share(nz!(11)), None);
+        assert_eq!(q.share(nz!(100)), None);
+        assert_eq!(q.share(nz!(1)), Some(q));
     }
 
     fn divides_like_hardware(d: u64, x: u64) -> Result<(), TestCaseError> {

@@ -49,7 +49,7 @@ pub struct Stats {
 }
 
 /// `name` with the crate's metric prefix, as a `&'static str` literal.
-#[cfg(all(feature = "metrics", feature = "redis"))]
+#[cfg(feature = "metrics")]
 macro_rules! metric {
     ($what:literal) => {
         concat!("palisade_ratelimit_", $what)
@@ -57,3 +57,43 @@ macro_rules! metric {
 }
 #[cfg(all(feature = "metrics", feature = "redis"))]
 pub(crate) use metric;
+
+/// The in-memory limiter's `checks_total{backend="memory", answer}` handles, one per
+/// answer (every check moves exactly one), registered when the limiter is built.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+pub(crate) struct MemoryChecks {
+    allowed: metrics::Counter,
+    denied: metrics::Counter,
+    blocked: metrics::Counter,
+    table_full: metrics::Counter,
+    cost_exceeds_burst: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+impl MemoryChecks {
+    pub(crate) fn new() -> MemoryChecks {
+        let by = |answer: &'static str| metrics::counter!(metric!("checks_total"), "backend" => "memory", "answer" => answer);
+        MemoryChecks {
+            allowed: by("allowed"),
+            denied: by("denied"),
+            blocked: by("blocked"),
+            table_full: by("table_full"),
+            cost_exceeds_burst: by("cost_exceeds_burst"),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count(&self, decision: &crate::Decision) {
+        use crate::Denial;
+        match decision.denial {
+            None => &self.allowed,
+            Some(Denial::Blocked) => &self.blocked,
+            Some(Denial::TableFull) => &self.table_full,
+            Some(Denial::CostExceedsBurst) => &self.cost_exceeds_burst,
+            // Limited (and Unavailable, which only Redis answers).
+            Some(_) => &self.denied,
+        }
+        .increment(1);
+    }
+}

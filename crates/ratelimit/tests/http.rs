@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use palisade_core_traits::{ManualClock, Timestamp, TrustedProxies};
 use palisade_ratelimit::{
     AuthenticatedSubject, FailurePolicy, HttpKey, KeySource, KeyedLimiter, Policy, Quota,
-    RateLimitLayer, RateLimitPolicy, RedisLimiter,
+    RateLimitLayer, RateLimitPolicy, RedisLimiter, nz,
 };
 use palisade_testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,7 +68,7 @@ async fn answer(app: &Router, req: http::Request<Body>) -> (u16, [String; 4], St
 
 #[tokio::test]
 async fn allowed_then_denied_with_the_draft_11_fields_naming_the_policy() {
-    let q = Quota::per_minute(2).unwrap();
+    let q = Quota::per_minute(nz!(2));
     let per_ip = RateLimitPolicy::new(
         "per-ip",
         &q,
@@ -102,8 +102,8 @@ async fn allowed_then_denied_with_the_draft_11_fields_naming_the_policy() {
 
 #[tokio::test]
 async fn every_policy_must_allow_and_the_one_that_refuses_is_named() {
-    let wide = Quota::per_minute(100).unwrap();
-    let narrow = Quota::per_minute(1).unwrap();
+    let wide = Quota::per_minute(nz!(100));
+    let narrow = Quota::per_minute(nz!(1));
     let app = app(vec![
         RateLimitPolicy::new(
             "per-ip",
@@ -149,7 +149,7 @@ async fn every_policy_must_allow_and_the_one_that_refuses_is_named() {
 
 #[tokio::test]
 async fn a_blocked_key_is_403_and_a_subject_key_needs_a_subject() {
-    let q = Quota::per_minute(10).unwrap();
+    let q = Quota::per_minute(nz!(10));
     let limiter = memory(q);
     let app = app(vec![
         RateLimitPolicy::new("per-user", &q, limiter.clone(), KeySource::Subject).unwrap(),
@@ -171,13 +171,13 @@ async fn a_blocked_key_is_403_and_a_subject_key_needs_a_subject() {
 #[tokio::test]
 async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
     let mut server = RedisServer::start();
-    let q = Quota::per_minute(100).unwrap();
+    let q = Quota::per_minute(nz!(100));
     let url = server.url();
     let connect = |failure| {
         RedisLimiter::builder(vec![Policy::new("p", q).unwrap()])
             .failure_policy(failure)
             .timeout(Duration::from_millis(300))
-            .circuit_breaker(std::num::NonZeroU32::MIN, Duration::from_secs(2))
+            .circuit_breaker(nz!(1), Duration::from_secs(2))
             .connect(&url)
     };
     let closed = Arc::new(connect(FailurePolicy::Closed).await.unwrap());
@@ -228,7 +228,7 @@ async fn send(addr: SocketAddr, extra_headers: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn over_a_socket_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
-    let q = Quota::per_minute(2).unwrap();
+    let q = Quota::per_minute(nz!(2));
     // Only 10.0.0.0/8 proxies are trusted: the loopback peer's X-Forwarded-For is not.
     let proxies = TrustedProxies::networks(["10.0.0.0/8".parse().unwrap()]);
     let app = app(vec![
@@ -256,4 +256,59 @@ async fn over_a_socket_a_spoofed_forwarded_for_from_an_untrusted_peer_changes_no
     );
     assert!(text.contains("retry-after: 30\r\n"), "{text}");
     assert!(text.ends_with("rate limited\n"), "{text}");
+}
+
+/// The bytes a key feeds its hasher.
+#[derive(Default)]
+struct Bytes(Vec<u8>);
+
+impl std::hash::Hasher for Bytes {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+/// Keys from a small domain (bytes that are tags, short strings, addresses made of
+/// them), so that lookalike keys of different forms meet in one case.
+fn http_key() -> impl proptest::strategy::Strategy<Value = HttpKey> {
+    use proptest::prelude::*;
+    let byte = proptest::sample::select(vec![0u8, 1, 2, 3, 4, b'a', 0xff]);
+    let leaf = prop_oneof![
+        proptest::array::uniform4(byte.clone())
+            .prop_map(|o| HttpKey::Ip(std::net::Ipv4Addr::from(o).into())),
+        proptest::array::uniform16(byte)
+            .prop_map(|o| HttpKey::Ip(std::net::Ipv6Addr::from(o).into())),
+        "[\\x00-\\x04a]{0,3}".prop_map(|t| HttpKey::Text(t.into())),
+        proptest::sample::select(vec!["", "a", "\u{2}", "\u{3}a"]).prop_map(HttpKey::Route),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        proptest::collection::vec(inner, 0..3).prop_map(|p| HttpKey::Composite(p.into()))
+    })
+}
+
+proptest::proptest! {
+    /// The in-memory table keeps only a hash of each key: two different keys must
+    /// never feed the hasher the same bytes (or they would always share a state).
+    #[test]
+    fn different_keys_feed_the_hasher_different_bytes(
+        keys in proptest::collection::vec(http_key(), 40),
+    ) {
+        use std::hash::Hash;
+        let bytes: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| {
+                let mut h = Bytes::default();
+                k.hash(&mut h);
+                h.0
+            })
+            .collect();
+        for (a, ba) in keys.iter().zip(&bytes) {
+            for (b, bb) in keys.iter().zip(&bytes) {
+                proptest::prop_assert_eq!(a == b, ba == bb, "{:?} {:?}", a, b);
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use palisade_ratelimit::redis::{Client, TlsCertificates};
-use palisade_ratelimit::{Denial, Error, FailurePolicy, Policy, Quota, RedisLimiter};
+use palisade_ratelimit::{Denial, Error, FailurePolicy, Policy, Quota, RedisLimiter, nz};
 use palisade_testkit::{RedisServer, unrelated_ca_pem};
 
 fn tls_client(url: &str, ca_pem: &str) -> Client {
@@ -22,7 +22,7 @@ fn tls_client(url: &str, ca_pem: &str) -> Client {
 }
 
 fn policies() -> Vec<Policy> {
-    vec![Policy::new("sec", Quota::per_second(2).unwrap()).unwrap()]
+    vec![Policy::new("sec", Quota::per_second(nz!(2))).unwrap()]
 }
 
 #[tokio::test]
@@ -68,7 +68,7 @@ fn metrics_count_answers_failure_policy_decisions_and_the_breaker() {
             let l = RedisLimiter::builder(policies())
                 .failure_policy(FailurePolicy::Open)
                 .deny_cache_keys(0)
-                .circuit_breaker(std::num::NonZeroU32::MIN, Duration::from_secs(60))
+                .circuit_breaker(nz!(1), Duration::from_secs(60))
                 .timeout(Duration::from_millis(300))
                 .connect(&server.url())
                 .await

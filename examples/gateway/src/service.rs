@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use palisade_hsm_keys::{JwsAlgorithm, KeyRing, KeyStore, Pin, Pkcs11Store, SoftS
 use palisade_jwt_cache::{Algorithm, JwtAuth, KeySet, Policy, TokenCache, Validator};
 use palisade_ratelimit::{
     FailurePolicy, HttpKey, KeySource, KeyedLimiter, Quota, RateLimitLayer, RateLimitPolicy,
-    RedisLimiter,
+    RedisLimiter, nz,
 };
 use palisade_threat_score::{MaxMindLookup, ThreatScorer};
 use palisade_token_blacklist::{MemoryBlacklist, RedisBlacklist};
@@ -277,7 +278,7 @@ async fn limit<K: crate::shared::LimitKey>(
     redis: Option<&[String]>,
     clock: &Arc<dyn Clock>,
     name: &str,
-    (burst, rate, period): (u32, u32, Duration),
+    (burst, rate, period): (NonZeroU32, NonZeroU32, Duration),
     failure: FailurePolicy,
 ) -> Result<(Limit<K>, Quota), StartError> {
     let quota = Quota::new(burst, rate, period).map_err(part("ratelimit"))?;
@@ -300,12 +301,8 @@ async fn limit<K: crate::shared::LimitKey>(
 }
 
 /// `rate` a second with bursts of twice as many (saturating).
-fn per_second_burst_twice(rate: std::num::NonZeroU32) -> (u32, u32, Duration) {
-    (
-        rate.get().saturating_mul(2),
-        rate.get(),
-        Duration::from_secs(1),
-    )
+fn per_second_burst_twice(rate: NonZeroU32) -> (NonZeroU32, NonZeroU32, Duration) {
+    (rate.saturating_mul(nz!(2)), rate, Duration::from_secs(1))
 }
 
 /// `limit` as a layer policy named `name`, keyed by `key`.
@@ -407,7 +404,7 @@ impl Gateway {
             redis,
             &clock,
             "login-account",
-            (5, 5, Duration::from_secs(60)),
+            (nz!(5), nz!(5), Duration::from_secs(60)),
             FailurePolicy::Closed,
         )
         .await?;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use palisade_ratelimit::{
-    Decision, FailurePolicy, KeyedLimiter, Policy, Quota, RedisLimiter, headers,
+    Decision, FailurePolicy, KeyedLimiter, Policy, Quota, RedisLimiter, headers, nz,
 };
 
 fn show(i: usize, d: &Decision) {
@@ -24,7 +24,7 @@ fn show(i: usize, d: &Decision) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Burst of 5, refilled at 1 every 200 ms.
-    let quota = Quota::new(5, 5, Duration::from_secs(1))?;
+    let quota = Quota::new(nz!(5), nz!(5), Duration::from_secs(1))?;
     println!(
         "RateLimit-Policy: {}\n",
         headers::ratelimit_policy("login", &quota)?
@@ -48,14 +48,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let policies = || -> Result<Vec<Policy>, palisade_ratelimit::Error> {
         Ok(vec![
             Policy::new("sec", quota)?,
-            Policy::new("min", Quota::per_minute(20)?)?,
+            Policy::new("min", Quota::per_minute(nz!(20)))?,
         ])
     };
     let a = RedisLimiter::builder(policies()?)
         .prefix("palisade-demo")
-        .failure_policy(FailurePolicy::LocalShare {
-            instances: std::num::NonZeroU32::MIN.saturating_add(1),
-        })
+        .failure_policy(FailurePolicy::LocalShare { instances: nz!(2) })
         .connect(&url)
         .await?;
     let b = RedisLimiter::builder(policies()?)

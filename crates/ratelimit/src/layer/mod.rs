@@ -222,32 +222,22 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The clone is the service that polled ready stays with the future.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         if L::ANSWERS_AT_ONCE {
-            // In memory: decide here, no future of our own to allocate. Every key is
-            // formed first, so a request refused for a missing key consumes nothing.
-            let (first, rest) = match keys_of(&self.policies, &req) {
-                Ok(keys) => keys,
-                Err(e) => return ResponseFuture::ready(e.response()),
-            };
-            let mut degraded = false;
-            let keys = std::iter::once(&first).chain(&rest);
-            for (p, key) in self.policies.iter().zip(keys) {
-                match p.limiter.check_now(key, 1) {
-                    Some(Ok(d)) if d.allowed => degraded |= d.failed_open,
-                    Some(Ok(d)) => return ResponseFuture::ready(refusal(p, &d)),
-                    _ => return ResponseFuture::ready(unavailable(p)),
-                }
-            }
-            return ResponseFuture {
-                kind: Kind::Inner {
-                    fut: inner.call(req),
-                    degraded,
+            // In memory: decide here and call the service that polled ready, with no
+            // clone of it and no future of our own to allocate.
+            return match self.decide_now(&req) {
+                Ok(degraded) => ResponseFuture {
+                    kind: Kind::Inner {
+                        fut: self.inner.call(req),
+                        degraded,
+                    },
                 },
+                Err(refusal) => ResponseFuture::ready(refusal),
             };
         }
+        // The service that polled ready goes with the future; its clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let policies = self.policies.clone();
         let keys = keys_of(&policies, &req);
         ResponseFuture {
@@ -268,6 +258,36 @@ where
                 }),
             },
         }
+    }
+}
+
+impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
+    /// For a limiter that answers at once: whether the request passes (and was
+    /// admitted failing open), or the refusal. Every key is formed before any check,
+    /// so a request refused for a missing key consumes nothing.
+    // The large `Err` is the refusal itself, built once, on the refusal path only.
+    #[allow(clippy::result_large_err)]
+    fn decide_now<B>(&self, req: &Request<B>) -> Result<bool, Response<&'static str>> {
+        let check = |p: &RateLimitPolicy<L>, key: &HttpKey| match p.limiter.check_now(key, 1) {
+            Some(Ok(d)) if d.allowed => Ok(d.failed_open),
+            Some(Ok(d)) => Err(refusal(p, &d)),
+            _ => Err(unavailable(p)),
+        };
+        if let [only] = &*self.policies {
+            // One policy, one key: no list of keys to build.
+            let key = only
+                .key
+                .extract(peer_of(req), req)
+                .map_err(KeyError::response)?;
+            return check(only, &key);
+        }
+        let (first, rest) = keys_of(&self.policies, req).map_err(KeyError::response)?;
+        let mut degraded = false;
+        let keys = std::iter::once(&first).chain(&rest);
+        for (p, key) in self.policies.iter().zip(keys) {
+            degraded |= check(p, key)?;
+        }
+        Ok(degraded)
     }
 }
 
@@ -328,13 +348,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            Projected::Inner { fut, degraded } => {
-                let degraded = *degraded;
-                fut.poll(cx).map_ok(|mut r| {
-                    mark(&mut r, degraded);
-                    r
-                })
-            }
+            Projected::Inner {
+                fut,
+                degraded: false,
+            } => fut.poll(cx),
+            Projected::Inner {
+                fut,
+                degraded: true,
+            } => fut.poll(cx).map_ok(|mut r| {
+                mark(&mut r, true);
+                r
+            }),
             Projected::Ready { response } => match response.take() {
                 Some(r) => Poll::Ready(Ok(r)),
                 None => Poll::Pending, // polled after completion

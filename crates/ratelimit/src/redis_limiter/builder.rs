@@ -279,7 +279,7 @@ impl RedisLimiterBuilder {
                 .policies
                 .iter()
                 .map(|p| {
-                    let share = p.quota.share(instances.get());
+                    let share = p.quota.share(instances);
                     if share.is_none() {
                         tracing::warn!(
                             policy = p.name,

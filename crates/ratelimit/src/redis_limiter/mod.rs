@@ -5,6 +5,7 @@ mod conn;
 mod stats;
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,7 +25,7 @@ const BLOCK_SCRIPT: &str = include_str!("../block.lua");
 pub const MAX_KEY_LEN: usize = 512;
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
-const DEFAULT_BREAKER_THRESHOLD: u32 = 3;
+const DEFAULT_BREAKER_THRESHOLD: NonZeroU32 = crate::nz!(3);
 const DEFAULT_DENY_CACHE_KEYS: usize = 100_000;
 
 /// A subject's Redis keys: its block key, its slot's epoch key, then one per policy.
@@ -89,8 +90,7 @@ impl RedisLimiter {
             timeout: DEFAULT_TIMEOUT,
             failure: FailurePolicy::Closed,
             cooldown: DEFAULT_COOLDOWN,
-            breaker_threshold: std::num::NonZeroU32::new(DEFAULT_BREAKER_THRESHOLD)
-                .unwrap_or(std::num::NonZeroU32::MIN),
+            breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             deny_cache_keys: DEFAULT_DENY_CACHE_KEYS,
             allow_key_eviction: false,
             clock: Arc::new(SystemClock),

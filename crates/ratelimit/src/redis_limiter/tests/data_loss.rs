@@ -133,9 +133,7 @@ async fn after_a_data_loss_each_policy_is_uncertain_for_its_own_burst_window() {
     let local = on_clock(
         &server.url(),
         policies(),
-        FailurePolicy::LocalShare {
-            instances: NonZeroU32::new(2).unwrap(),
-        },
+        FailurePolicy::LocalShare { instances: nz!(2) },
         &clock,
     )
     .await;

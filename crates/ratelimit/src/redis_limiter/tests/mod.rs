@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 use super::conn::{SLOTS, crc16, slot_of, slot_tags};
 use super::*;
-use crate::{Quota, Stats};
+use crate::{Quota, Stats, nz};
 use redis::{RedisResult, Value};
 use std::num::NonZeroU32;
 use std::sync::atomic::AtomicU64;
@@ -63,8 +63,17 @@ async fn limiter(url: &str, policies: Vec<Policy>) -> RedisLimiter {
         .unwrap()
 }
 
+/// A run-time count (literals use `nz!`).
+fn non_zero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
 fn policy(name: &str, burst: u32, rate: u32, period: Duration) -> Policy {
-    Policy::new(name, Quota::new(burst, rate, period).unwrap()).unwrap()
+    Policy::new(
+        name,
+        Quota::new(non_zero(burst), non_zero(rate), period).unwrap(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -244,7 +253,7 @@ async fn keys_are_validated_and_braces_keep_one_slot() {
         ),
         "{err:?}"
     );
-    assert!(Policy::new("bad:name", Quota::per_second(1).unwrap()).is_err());
+    assert!(Policy::new("bad:name", Quota::per_second(nz!(1))).is_err());
     let err = RedisLimiter::builder(vec![policy("a", 1, 1, Duration::from_secs(1))])
         .prefix("p{x}")
         .connect(&server.url())
@@ -268,7 +277,7 @@ fn memory_and_redis_backends_decide_identically() {
         ops in proptest::collection::vec((0u64..300_000, 0u32..9), 1..60),
     )| {
         let case = cases.fetch_add(1, Ordering::Relaxed);
-        let quota = Quota::new(burst, rate, Duration::from_millis(period_ms)).unwrap();
+        let quota = Quota::new(non_zero(burst), non_zero(rate), Duration::from_millis(period_ms)).unwrap();
         let clock = manual_clock();
         let memory = KeyedLimiter::with_clock(quota, clock.clone());
         let redis = rt.block_on(
@@ -305,7 +314,7 @@ fn k_instances_on_one_store_stay_within_the_bound() {
         ops in proptest::collection::vec((0usize..3, 0u64..200_000, 1u32..6), 1..80),
     )| {
         let case = cases.fetch_add(1, Ordering::Relaxed);
-        let quota = Quota::new(burst, rate, Duration::from_millis(period_ms)).unwrap();
+        let quota = Quota::new(non_zero(burst), non_zero(rate), Duration::from_millis(period_ms)).unwrap();
         let clock = manual_clock();
         let instances: Vec<RedisLimiter> = (0..3).map(|_| rt.block_on(
             RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()])
@@ -346,7 +355,7 @@ fn local_deny_cache_only_denies_what_redis_would_deny() {
         ops in proptest::collection::vec((0u64..50_000, 1u32..5), 1..80),
     )| {
         let case = cases.fetch_add(1, Ordering::Relaxed);
-        let quota = Quota::new(burst, 1, Duration::from_millis(period_ms)).unwrap();
+        let quota = Quota::new(non_zero(burst), nz!(1), Duration::from_millis(period_ms)).unwrap();
         let clock = manual_clock();
         let build = |prefix: String, cache: usize| rt.block_on(
             RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()])

@@ -25,7 +25,7 @@ async fn outage(failure: FailurePolicy, quota: Quota) -> OutageRun {
     let mut server = persistent_server();
     let limiter = RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()])
         .timeout(Duration::from_millis(250))
-        .circuit_breaker(NonZeroU32::new(1).unwrap(), Duration::from_millis(300))
+        .circuit_breaker(nz!(1), Duration::from_millis(300))
         .failure_policy(failure)
         .connect(&server.url())
         .await
@@ -76,7 +76,7 @@ async fn outage(failure: FailurePolicy, quota: Quota) -> OutageRun {
 
 #[tokio::test]
 async fn outage_with_closed_policy_denies_then_recovers() {
-    let run = outage(FailurePolicy::Closed, Quota::per_second(100).unwrap()).await;
+    let run = outage(FailurePolicy::Closed, Quota::per_second(nz!(100))).await;
     assert!(run.during.iter().all(|d| !d.allowed));
     assert_eq!(run.stats_during.failed_closed, 30);
     assert_eq!(run.stats_during.failed_open, 0);
@@ -93,7 +93,7 @@ async fn outage_with_closed_policy_denies_then_recovers() {
 
 #[tokio::test]
 async fn outage_with_open_policy_allows_and_counts() {
-    let run = outage(FailurePolicy::Open, Quota::per_second(100).unwrap()).await;
+    let run = outage(FailurePolicy::Open, Quota::per_second(nz!(100))).await;
     assert!(run.during.iter().all(|d| d.allowed));
     assert_eq!(run.stats_during.failed_open, 30);
     assert_eq!(run.stats_during.failed_closed, 0);
@@ -103,14 +103,8 @@ async fn outage_with_open_policy_allows_and_counts() {
 #[tokio::test]
 async fn outage_with_local_share_keeps_the_shared_bound() {
     // burst 10, 10/min shared by 2 instances: each may admit 5 during an outage.
-    let quota = Quota::new(10, 10, Duration::from_secs(60)).unwrap();
-    let run = outage(
-        FailurePolicy::LocalShare {
-            instances: NonZeroU32::new(2).unwrap(),
-        },
-        quota,
-    )
-    .await;
+    let quota = Quota::new(nz!(10), nz!(10), Duration::from_secs(60)).unwrap();
+    let run = outage(FailurePolicy::LocalShare { instances: nz!(2) }, quota).await;
     let admitted = run.during.iter().filter(|d| d.allowed).count();
     assert_eq!(admitted, 5, "{:?}", run.during);
     assert_eq!(run.stats_during.fallback_local, 30);
@@ -125,7 +119,7 @@ async fn outage_with_local_share_keeps_the_shared_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_instances_hammering_one_key_for_two_seconds_stay_within_the_bound() {
     let server = RedisServer::start();
-    let quota = Quota::new(20, 200, Duration::from_secs(1)).unwrap();
+    let quota = Quota::new(nz!(20), nz!(200), Duration::from_secs(1)).unwrap();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -242,7 +236,7 @@ async fn a_wall_clock_step_back_does_not_hold_the_circuit_open() {
         let clock = manual_clock();
         let l = RedisLimiter::builder(vec![policy("p", 2, 1, Duration::from_secs(60))])
             .timeout(Duration::from_millis(250))
-            .circuit_breaker(NonZeroU32::new(1).unwrap(), Duration::from_secs(1))
+            .circuit_breaker(nz!(1), Duration::from_secs(1))
             .failure_policy(failure)
             .deny_cache_keys(0)
             .clock(Arc::new(clock.clone()))
@@ -362,14 +356,8 @@ async fn block_durations_from_zero_to_duration_max_report_their_retry_after() {
 /// an outage the instance admits nothing (6 instances of a burst of 3 admitted 6).
 #[tokio::test]
 async fn outage_with_more_instances_than_burst_units_admits_nothing_locally() {
-    let quota = Quota::new(3, 3, Duration::from_secs(60)).unwrap();
-    let run = outage(
-        FailurePolicy::LocalShare {
-            instances: NonZeroU32::new(6).unwrap(),
-        },
-        quota,
-    )
-    .await;
+    let quota = Quota::new(nz!(3), nz!(3), Duration::from_secs(60)).unwrap();
+    let run = outage(FailurePolicy::LocalShare { instances: nz!(6) }, quota).await;
     assert!(run.during.iter().all(|d| !d.allowed), "{:?}", run.during);
     assert!(
         run.during
