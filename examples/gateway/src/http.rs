@@ -381,7 +381,7 @@ pub async fn login(
     let mut signals = Signals::default().with_device_familiarity(seen.trust_before.score);
     signals.geo = Some(gw.geo.lookup(ip));
     let score = gw.scorer.score_with(&ctx, &signals);
-    let step_up_required = gw.step_ups.required(&user);
+    let step_up_required = gw.step_ups.required(&user).await;
     let result = match (outcome, score.verdict) {
         (LoginOutcome::Failure, _) => LoginResult::Failure,
         (_, Verdict::Block) => LoginResult::Denied,
@@ -420,7 +420,10 @@ pub async fn login(
         ),
         LoginResult::Denied => problem(StatusCode::FORBIDDEN, "denied", "this login was refused"),
         LoginResult::StepUp => {
-            let challenge = gw.step_ups.open(&user, ip);
+            let challenge = match gw.step_ups.open(&user, ip).await {
+                Ok(c) => c,
+                Err(e) => return step_ups_unavailable(&e),
+            };
             (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Palisade-OTP")],
@@ -434,6 +437,16 @@ pub async fn login(
         }
         _ => token_response(gw.issue(&user)),
     }
+}
+
+/// The shared step-up store cannot be reached: `503` (fail closed).
+fn step_ups_unavailable(e: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %e, "step-up store unavailable; refusing");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "step-up challenges cannot be checked now; retry later",
+    )
 }
 
 /// `POST /login/step-up` body.
@@ -453,7 +466,11 @@ pub async fn step_up(
     Json(body): Json<StepUpBody>,
 ) -> Response {
     let tls = tls.map(|axum::Extension(t)| t);
-    let Some(ch) = gw.step_ups.attempt(&body.challenge).filter(|c| c.ip == ip) else {
+    let ch = match gw.step_ups.attempt(&body.challenge).await {
+        Ok(ch) => ch,
+        Err(e) => return step_ups_unavailable(&e),
+    };
+    let Some(ch) = ch.filter(|c| c.ip == ip) else {
         return problem(
             StatusCode::UNAUTHORIZED,
             "invalid_challenge",
@@ -514,7 +531,9 @@ pub async fn step_up(
             "wrong or expired code",
         );
     }
-    gw.step_ups.close(&body.challenge);
+    if let Err(e) = gw.step_ups.close(&body.challenge).await {
+        return step_ups_unavailable(&e); // no token for a challenge that stays open
+    }
     token_response(gw.issue(&ch.user))
 }
 

@@ -15,6 +15,21 @@
 //! responses up to the same size (larger ones are returned but not stored, and the key
 //! is released), at most [`Config::max_bytes`] of stored responses in all (the oldest
 //! go first) and a time to live.
+//!
+//! **Where the records live** ([`Store`]): in this instance's memory, or in Redis
+//! (`--redis`) so a retry that lands on another instance is answered the same. In
+//! Redis a record is one key, `<prefix>:<sha256(identity, key)>` (one key per record:
+//! a cluster routes each on its own), claimed by a Lua script (`GET`, else `SET … PX
+//! lease`) and, once answered, overwritten with the response for the time to live,
+//! only if the claim is still the one this request made. A claim is a lease of
+//! [`Config::lease`], not renewed: if the instance dies mid-request, the key is free
+//! again when the lease ends (until then retries get `409`). A handler that outruns
+//! the lease could run twice; the gateway's handlers take milliseconds, the lease is
+//! 30 s. Redis unreachable: a request with a key gets `503` (fail closed: a retry that
+//! cannot be checked must not run twice); one that cannot store its answer returns it
+//! and leaves the lease to expire. The total size bound is Redis's (`maxmemory`); the
+//! time to live and the per-record size bound hold. Single flight of reads stays per
+//! instance (a local optimisation: it saves work, it promises nothing).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,6 +42,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ring::digest;
 use tokio::sync::watch;
+
+use crate::shared::RedisConn;
+use palisade_token_blacklist::redis;
 
 /// The header a client sends.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -72,6 +90,8 @@ pub struct Config {
     pub max_bytes: usize,
     /// How long a stored response is replayed.
     pub ttl: Duration,
+    /// How long a running claim holds in Redis if its instance never answers.
+    pub lease: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +100,7 @@ impl Default for Config {
             max_body: 64 * 1024,
             max_bytes: 16 * 1024 * 1024,
             ttl: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -143,10 +164,66 @@ struct Tables {
 /// Hears what the layer did, and for whom.
 type Report = dyn Fn(Outcome, &ClientIdentity) + Send + Sync;
 
+/// Where `Idempotency-Key` records live.
+pub enum Store {
+    /// This instance's memory.
+    Memory,
+    /// Redis, shared by every instance on it: one key per record under `prefix`.
+    Redis {
+        /// The connection (a server or a cluster).
+        conn: RedisConn,
+        /// Key prefix, e.g. `palisade:gateway:idem`.
+        prefix: String,
+    },
+}
+
+/// What a key's record says to a new request.
+enum Claim {
+    /// Nothing was there: this request runs (it holds the claim).
+    Mine(Held),
+    /// Used with another payload.
+    Mismatch,
+    /// The first request is still running.
+    Running,
+    /// Answered: replay this.
+    Done(Stored),
+}
+
+/// A claim this request holds until it stores its answer or lets go.
+enum Held {
+    Memory(KeyId),
+    /// The Redis key and the claim's value there (stored over only if unchanged).
+    Redis {
+        key: String,
+        claim: String,
+    },
+}
+
+/// Stores the response (`ARGV[2]`, for `ARGV[3]` ms) or releases the key (`ARGV[2]`
+/// empty), only if the key still holds this request's claim (`ARGV[1]`).
+const FINISH_LUA: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1";
+
+static FINISH: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(FINISH_LUA));
+static CLAIM: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(CLAIM_LUA));
+
+/// The record if there is one, else sets the claim `ARGV[1]` for `ARGV[2]` ms.
+const CLAIM_LUA: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false";
+
 /// The de-duplication state, shared by every request.
 pub struct Idempotency {
     config: Config,
     tables: Mutex<Tables>,
+    store: Store,
     report: Box<Report>,
 }
 
@@ -190,17 +267,121 @@ const REPLAYED_HEADERS: [HeaderName; 3] = [
 ];
 
 impl Idempotency {
-    /// New state; `report` hears every replay, conflict, mismatch and coalesced request,
-    /// with the client it was for.
+    /// New state keeping its records in `store`; `report` hears every replay,
+    /// conflict, mismatch and coalesced request, with the client it was for.
     pub fn new(
         config: Config,
+        store: Store,
         report: impl Fn(Outcome, &ClientIdentity) + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Idempotency {
             config,
             tables: Mutex::new(Tables::default()),
+            store,
             report: Box::new(report),
         })
+    }
+
+    /// What the record of `id` says to a request with fingerprint `fp`, claiming the
+    /// key if it is free. `Err`: the shared store could not be asked.
+    async fn claim(&self, id: KeyId, fp: [u8; 32]) -> Result<Claim, redis::RedisError> {
+        let Store::Redis { conn, prefix } = &self.store else {
+            let mut t = self.lock();
+            self.expire(&mut t);
+            return Ok(match t.keys.get(&id) {
+                Some(Entry::Running { fingerprint }) | Some(Entry::Done { fingerprint, .. })
+                    if *fingerprint != fp =>
+                {
+                    Claim::Mismatch
+                }
+                Some(Entry::Running { .. }) => Claim::Running,
+                Some(Entry::Done { stored, .. }) => Claim::Done(stored.clone()),
+                None => {
+                    t.keys
+                        .insert(id.clone(), Entry::Running { fingerprint: fp });
+                    Claim::Mine(Held::Memory(id))
+                }
+            });
+        };
+        let key = redis_key(prefix, &id);
+        let claim = serde_json::json!({"fp": hex::encode(fp), "claim": crate::http::random_id()})
+            .to_string();
+        let found: Option<String> = conn
+            .invoke(CLAIM.key(&key).arg(&claim).arg(millis(self.config.lease)))
+            .await?;
+        let Some(found) = found else {
+            return Ok(Claim::Mine(Held::Redis { key, claim }));
+        };
+        let Some((their_fp, stored)) = decode(&found) else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "unreadable idempotency record",
+            )));
+        };
+        Ok(match stored {
+            _ if their_fp != fp => Claim::Mismatch,
+            None => Claim::Running,
+            Some(stored) => Claim::Done(stored),
+        })
+    }
+
+    /// Stores the answer to a held claim (or, with `None`, lets the key go).
+    async fn finish(&self, held: Held, fp: [u8; 32], stored: Option<Stored>) {
+        match held {
+            Held::Memory(id) => {
+                let mut t = self.lock();
+                match stored {
+                    Some(stored) => self.store(&mut t, id, fp, stored),
+                    None => {
+                        t.keys.remove(&id);
+                    }
+                }
+            }
+            Held::Redis { key, claim } => {
+                let Store::Redis { conn, .. } = &self.store else {
+                    return;
+                };
+                let record = stored.map_or(String::new(), |s| encode(fp, &s));
+                let done: Result<i64, _> = conn
+                    .invoke(
+                        FINISH
+                            .key(&key)
+                            .arg(&claim)
+                            .arg(record)
+                            .arg(millis(self.config.ttl)),
+                    )
+                    .await;
+                match done {
+                    Ok(1) => {}
+                    Ok(_) => tracing::warn!("idempotency claim outlived by its lease; not stored"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "idempotency record not written; its lease will expire");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets a held claim go without waiting (a dropped request).
+    fn release_now(&self, held: Held) {
+        match held {
+            Held::Memory(id) => {
+                self.lock().keys.remove(&id);
+            }
+            Held::Redis { key, claim } => {
+                let (Store::Redis { conn, .. }, Ok(rt)) =
+                    (&self.store, tokio::runtime::Handle::try_current())
+                else {
+                    return; // the lease ends it
+                };
+                let conn = conn.clone();
+                rt.spawn(async move {
+                    let _: Result<i64, _> = conn
+                        .invoke(FINISH.key(&key).arg(&claim).arg("").arg(0))
+                        .await;
+                });
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -313,63 +494,61 @@ pub async fn layer(State(idem): State<Arc<Idempotency>>, request: Request, next:
         .to_owned();
     let fp = fingerprint(&method, &uri, &body);
     let id: KeyId = (identity, key);
-    {
-        let mut t = idem.lock();
-        idem.expire(&mut t);
-        match t.keys.get(&id) {
-            Some(Entry::Running { fingerprint }) | Some(Entry::Done { fingerprint, .. })
-                if *fingerprint != fp =>
-            {
-                drop(t);
-                (idem.report)(Outcome::Mismatch, &id.0);
-                return problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "this Idempotency-Key was used with another request",
-                );
-            }
-            Some(Entry::Running { .. }) => {
-                drop(t);
-                (idem.report)(Outcome::Conflict, &id.0);
-                return problem(
-                    StatusCode::CONFLICT,
-                    "a request with this Idempotency-Key is still being processed",
-                );
-            }
-            Some(Entry::Done { stored, .. }) => {
-                let mut r = stored.response();
-                drop(t);
-                r.headers_mut()
-                    .insert(REPLAYED, HeaderValue::from_static("true"));
-                (idem.report)(Outcome::Replay, &id.0);
-                return r;
-            }
-            None => {
-                t.keys
-                    .insert(id.clone(), Entry::Running { fingerprint: fp });
-            }
+    let who = id.0.clone();
+    let held = match idem.claim(id, fp).await {
+        Ok(Claim::Mine(held)) => held,
+        Ok(Claim::Mismatch) => {
+            (idem.report)(Outcome::Mismatch, &who);
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this Idempotency-Key was used with another request",
+            );
         }
-    }
+        Ok(Claim::Running) => {
+            (idem.report)(Outcome::Conflict, &who);
+            return problem(
+                StatusCode::CONFLICT,
+                "a request with this Idempotency-Key is still being processed",
+            );
+        }
+        Ok(Claim::Done(stored)) => {
+            let mut r = stored.response();
+            r.headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+            (idem.report)(Outcome::Replay, &who);
+            return r;
+        }
+        Err(e) => {
+            // Fail closed: a retry that cannot be checked must not run twice.
+            tracing::error!(error = %e, "idempotency store unavailable; refusing");
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the Idempotency-Key cannot be checked now; retry later",
+            );
+        }
+    };
     // Releases the key if the handler panics or the client goes away mid-request.
-    let guard = Release {
+    let mut guard = Release {
         idem: &idem,
-        id: Some(id),
+        held: Some(held),
     };
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    let mut guard = guard;
-    let id = guard.id.take().unwrap_or_else(|| unreachable!("set above"));
+    let held = guard
+        .held
+        .take()
+        .unwrap_or_else(|| unreachable!("set above"));
     if response.status().is_server_error() {
-        idem.lock().keys.remove(&id);
+        idem.finish(held, fp, None).await;
         return response;
     }
     match buffer(response, idem.config.max_body).await {
         Ok(stored) => {
             let r = stored.response();
-            let mut t = idem.lock();
-            idem.store(&mut t, id, fp, stored);
+            idem.finish(held, fp, Some(stored)).await;
             r
         }
         Err(r) => {
-            idem.lock().keys.remove(&id);
+            idem.finish(held, fp, None).await;
             r
         }
     }
@@ -377,15 +556,69 @@ pub async fn layer(State(idem): State<Arc<Idempotency>>, request: Request, next:
 
 struct Release<'a> {
     idem: &'a Idempotency,
-    id: Option<KeyId>,
+    held: Option<Held>,
 }
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.idem.lock().keys.remove(&id);
+        if let Some(held) = self.held.take() {
+            self.idem.release_now(held);
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The Redis key of a record: the identity and the key, hashed (bounded, and no
+/// client text in key names).
+fn redis_key(prefix: &str, (identity, key): &KeyId) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(identity.0.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(key.as_bytes());
+    format!("{prefix}:{}", hex::encode(ctx.finish()))
+}
+
+/// An answered record: the fingerprint and the response, hex for the bytes.
+fn encode(fp: [u8; 32], s: &Stored) -> String {
+    let headers: Vec<(&str, String)> = (s.headers.iter())
+        .map(|(n, v)| (n.as_str(), hex::encode(v.as_bytes())))
+        .collect();
+    serde_json::json!({
+        "fp": hex::encode(fp),
+        "status": s.status.as_u16(),
+        "headers": headers,
+        "body": hex::encode(&s.body),
+    })
+    .to_string()
+}
+
+/// A record's fingerprint, and its response if it was answered (`None` for a claim);
+/// `None` if it does not parse.
+fn decode(record: &str) -> Option<([u8; 32], Option<Stored>)> {
+    let v: serde_json::Value = serde_json::from_str(record).ok()?;
+    let fp: [u8; 32] = hex::decode(v["fp"].as_str()?).ok()?.try_into().ok()?;
+    let Some(status) = v.get("status") else {
+        return Some((fp, None));
+    };
+    let status = StatusCode::from_u16(u16::try_from(status.as_u64()?).ok()?).ok()?;
+    let mut headers = Vec::new();
+    for h in v["headers"].as_array()? {
+        let name = HeaderName::from_bytes(h[0].as_str()?.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(&hex::decode(h[1].as_str()?).ok()?).ok()?;
+        headers.push((name, value));
+    }
+    let body = Bytes::from(hex::decode(v["body"].as_str()?).ok()?);
+    Some((
+        fp,
+        Some(Stored {
+            status,
+            headers,
+            body,
+        }),
+    ))
 }
 
 async fn single_flight(
@@ -486,10 +719,15 @@ mod tests {
     }
 
     fn harness(config: Config) -> Harness {
-        let runs = Arc::new(AtomicUsize::new(0));
+        harness_on(config, Store::Memory, Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// An instance keeping its records in `store`, counting handler runs in `runs`
+    /// (two instances on one Redis share the count).
+    fn harness_on(config: Config, store: Store, runs: Arc<AtomicUsize>) -> Harness {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let seen = outcomes.clone();
-        let idem = Idempotency::new(config, move |o, _| seen.lock().unwrap().push(o));
+        let idem = Idempotency::new(config, store, move |o, _| seen.lock().unwrap().push(o));
         let (r1, r2, r3) = (runs.clone(), runs.clone(), runs.clone());
         let app = Router::new()
             .route(
@@ -646,6 +884,7 @@ mod tests {
             max_body: 1024,
             max_bytes: 4 * 1024,
             ttl: Duration::from_secs(60),
+            ..Config::default()
         });
         // Each stored response is ~170 bytes: 60 of them pass the 4 KiB bound.
         for i in 0..60 {
@@ -712,5 +951,144 @@ mod tests {
             .count();
         assert_eq!(runs + coalesced, 50);
         assert!(runs < 50, "no request was coalesced");
+    }
+
+    async fn on_redis(url: &str) -> Store {
+        Store::Redis {
+            conn: RedisConn::connect(&[url.to_owned()]).await.unwrap(),
+            prefix: "test:idem".into(),
+        }
+    }
+
+    async fn send(h: &Harness, req: Request) -> (StatusCode, bool, Bytes) {
+        let r = h.app.clone().oneshot(req).await.unwrap();
+        let (status, replay) = (r.status(), is_replay(r.headers()));
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, replay, body)
+    }
+
+    /// Two instances on one redis-server: a retry storm spread over both runs the
+    /// handler once, a retry on the other instance is replayed, another payload is
+    /// refused, a 5xx is not stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_on_redis_share_their_records() {
+        let server = palisade_testkit::RedisServer::start();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let config = Config::default();
+        let a = harness_on(config, on_redis(&server.url()).await, runs.clone());
+        let b = harness_on(config, on_redis(&server.url()).await, runs.clone());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let app = if i % 2 == 0 { &a.app } else { &b.app }.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = app
+                    .oneshot(post_req("/pay", "k-1", "alice", "{\"amount\":5}"))
+                    .await
+                    .unwrap();
+                (r.status(), is_replay(r.headers()))
+            }));
+        }
+        let (mut first, mut other) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                (StatusCode::CREATED, false) => first += 1,
+                (StatusCode::CONFLICT, false) | (StatusCode::CREATED, true) => other += 1,
+                unexpected => panic!("unexpected {unexpected:?}"),
+            }
+        }
+        assert_eq!((first, other), (1, 199));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        for h in [&a, &b] {
+            let (status, replay, body) =
+                send(h, post_req("/pay", "k-1", "alice", "{\"amount\":5}")).await;
+            assert_eq!((status, replay), (StatusCode::CREATED, true));
+            assert_eq!(&body[..], b"{\"amount\":5}");
+        }
+        let r = b
+            .app
+            .clone()
+            .oneshot(post_req("/pay", "k-1", "alice", "{\"amount\":5}"))
+            .await
+            .unwrap();
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
+        assert_eq!(
+            r.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/octet-stream"
+        );
+        let (status, _, _) = send(&b, post_req("/pay", "k-1", "alice", "{\"amount\":6}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(b.outcomes.lock().unwrap().contains(&Outcome::Mismatch));
+        // Another client's same key is its own.
+        let (status, replay, _) =
+            send(&b, post_req("/pay", "k-1", "mallory", "{\"amount\":5}")).await;
+        assert_eq!((status, replay), (StatusCode::CREATED, false));
+        // A 5xx is not stored: the retry on the other instance runs again.
+        let fails = a.runs.load(Ordering::SeqCst);
+        assert_eq!(
+            send(&a, post_req("/fail", "f", "alice", "")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            send(&b, post_req("/fail", "f", "alice", "")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(a.runs.load(Ordering::SeqCst), fails + 2);
+    }
+
+    /// An instance that died holding a claim blocks retries (`409`) only for the lease.
+    #[tokio::test]
+    async fn a_dead_instances_claim_ends_with_its_lease() {
+        let server = palisade_testkit::RedisServer::start();
+        let config = Config {
+            lease: Duration::from_millis(300),
+            ..Config::default()
+        };
+        let runs = Arc::new(AtomicUsize::new(0));
+        let dead = harness_on(config, on_redis(&server.url()).await, runs.clone());
+        let b = harness_on(config, on_redis(&server.url()).await, runs.clone());
+        // A claim left the way a crashed instance leaves it: taken, never finished.
+        let id = (ClientIdentity("alice".into()), "k-dead".to_owned());
+        let fp = fingerprint(&Method::POST, "/pay", b"x");
+        assert!(matches!(
+            dead.idem.claim(id, fp).await.unwrap(),
+            Claim::Mine(_)
+        ));
+        assert_eq!(
+            send(&b, post_req("/pay", "k-dead", "alice", "x")).await.0,
+            StatusCode::CONFLICT
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (status, replay, _) = send(&b, post_req("/pay", "k-dead", "alice", "x")).await;
+        assert_eq!((status, replay), (StatusCode::CREATED, false));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    /// Redis unreachable: a request with a key is refused `503` without running; one
+    /// without a key still runs.
+    #[tokio::test]
+    async fn an_unreachable_store_fails_closed() {
+        let mut server = palisade_testkit::RedisServer::start();
+        let h = harness_on(
+            Config::default(),
+            on_redis(&server.url()).await,
+            Arc::new(AtomicUsize::new(0)),
+        );
+        assert_eq!(
+            send(&h, post_req("/pay", "k", "a", "x")).await.0,
+            StatusCode::CREATED
+        );
+        server.stop();
+        assert_eq!(
+            send(&h, post_req("/pay", "k2", "a", "x")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+        let no_key = Request::post("/pay")
+            .header("x-test-client", "a")
+            .body(Body::from("x"))
+            .unwrap();
+        assert_eq!(send(&h, no_key).await.0, StatusCode::CREATED);
     }
 }

@@ -28,6 +28,7 @@ use crate::intel::Intel;
 use crate::response::Bus;
 use crate::shared::{Fleet, Limit, RedisConn};
 use crate::users::Users;
+use palisade_token_blacklist::redis;
 
 /// Lifetime of issued access tokens.
 pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -42,99 +43,210 @@ pub const IP_POLICY: &str = "ip";
 /// The per-subject limit's name on `/api`.
 pub const SUBJECT_POLICY: &str = "api-subject";
 
-/// A pending step-up: the user whose password was accepted, until when, tries left.
+/// A pending step-up: the user whose password was accepted and where from, tries left.
 #[derive(Debug, Clone)]
 pub struct Challenge {
     /// Normalized user id.
     pub user: String,
     /// The client address that started it (the code must come from the same place).
     pub ip: IpAddr,
-    /// Monotonic deadline.
-    pub until: Duration,
     /// Wrong codes left.
     pub attempts_left: u32,
 }
 
-/// Step-up requirements set by playbooks, and pending challenges.
+/// Step-up requirements set by playbooks, and pending challenges: in this instance's
+/// memory, or in Redis (`--redis`) so a requirement set on one instance applies to a
+/// login on another and a challenge opened on one can be answered on another.
 #[derive(Debug)]
 pub struct StepUps {
     clock: Arc<dyn Clock>,
-    /// user → monotonic deadline of "the next login must step up".
-    required: Mutex<HashMap<String, Duration>>,
-    /// challenge id → challenge.
-    challenges: Mutex<HashMap<String, Challenge>>,
+    store: StepUpStore,
     rng: SystemRandom,
 }
 
-/// Pending challenges kept at once (a flood of correct passwords cannot grow memory).
+enum StepUpStore {
+    Memory {
+        /// user → monotonic deadline of "the next login must step up".
+        required: Mutex<HashMap<String, Duration>>,
+        /// challenge id → challenge and its monotonic deadline.
+        challenges: Mutex<HashMap<String, (Challenge, Duration)>>,
+    },
+    /// One key per requirement (`…:required:<user>`, expiring with it) and per
+    /// challenge (`…:challenge:<id>`, a hash, expiring after [`CHALLENGE_TTL`]);
+    /// attempts are spent by a script, so two instances cannot both spend the last.
+    Redis { conn: RedisConn, prefix: String },
+}
+
+impl std::fmt::Debug for StepUpStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StepUpStore::Memory { .. } => "Memory",
+            StepUpStore::Redis { .. } => "Redis",
+        })
+    }
+}
+
+/// Pending challenges kept at once in memory (a flood of correct passwords cannot
+/// grow memory; in Redis their lifetime bounds them).
 const MAX_CHALLENGES: usize = 10_000;
 
+/// Extends a requirement to `ARGV[1]` ms from now (never shortens one).
+const REQUIRE_LUA: &str = r"
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1";
+/// Opens a challenge: user, address, attempts, lifetime in ms.
+const OPEN_LUA: &str = r"
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'ip', ARGV[2], 'left', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1";
+/// Spends one attempt: `{user, ip, left}` after it, or nil if unknown or spent.
+const ATTEMPT_LUA: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'user', 'ip', 'left')
+if not v[1] or not v[3] then return false end
+local left = tonumber(v[3])
+if left <= 0 then redis.call('DEL', KEYS[1]) return false end
+redis.call('HINCRBY', KEYS[1], 'left', -1)
+return {v[1], v[2], tostring(left - 1)}";
+
 impl StepUps {
-    fn new(clock: Arc<dyn Clock>) -> Self {
+    fn new(clock: Arc<dyn Clock>, redis: Option<(RedisConn, String)>) -> Self {
+        let store = match redis {
+            None => StepUpStore::Memory {
+                required: Mutex::new(HashMap::new()),
+                challenges: Mutex::new(HashMap::new()),
+            },
+            Some((conn, prefix)) => StepUpStore::Redis { conn, prefix },
+        };
         StepUps {
             clock,
-            required: Mutex::new(HashMap::new()),
-            challenges: Mutex::new(HashMap::new()),
+            store,
             rng: SystemRandom::new(),
         }
     }
 
-    /// Whether the user's next login must step up.
-    pub fn required(&self, user: &str) -> bool {
-        let now = self.clock.monotonic();
-        let mut r = self.required.lock().unwrap_or_else(|e| e.into_inner());
-        r.retain(|_, until| *until > now);
-        r.contains_key(normalize_user_id(user).as_ref())
+    /// Whether the user's next login must step up. Redis unreachable: yes (fail
+    /// closed: a wrong "no" lets a guessed password in without the second factor).
+    pub async fn required(&self, user: &str) -> bool {
+        let user = normalize_user_id(user);
+        match &self.store {
+            StepUpStore::Memory { required, .. } => {
+                let now = self.clock.monotonic();
+                let mut r = required.lock().unwrap_or_else(|e| e.into_inner());
+                r.retain(|_, until| *until > now);
+                r.contains_key(user.as_ref())
+            }
+            StepUpStore::Redis { conn, prefix } => conn
+                .query(redis::cmd("EXISTS").arg(format!("{prefix}:required:{user}")))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "step-up store unavailable; requiring a step-up");
+                    true
+                }),
+        }
     }
 
-    /// Opens a challenge; returns its id.
-    pub fn open(&self, user: &str, ip: IpAddr) -> String {
+    /// Opens a challenge; returns its id. `Err`: Redis could not be written.
+    pub async fn open(&self, user: &str, ip: IpAddr) -> Result<String, redis::RedisError> {
         let mut id = [0u8; 16];
         self.rng
             .fill(&mut id)
             .unwrap_or_else(|_| unreachable!("the OS random source failed"));
         let id = hex::encode(id);
-        let now = self.clock.monotonic();
-        let mut c = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
-        c.retain(|_, ch| ch.until > now);
-        if c.len() >= MAX_CHALLENGES
-            && let Some(k) = (c.iter())
-                .min_by_key(|(_, ch)| ch.until)
-                .map(|(k, _)| k.clone())
-        {
-            c.remove(&k);
+        let challenge = Challenge {
+            user: normalize_user_id(user).into_owned(),
+            ip,
+            attempts_left: CHALLENGE_ATTEMPTS,
+        };
+        match &self.store {
+            StepUpStore::Memory { challenges, .. } => {
+                let now = self.clock.monotonic();
+                let mut c = challenges.lock().unwrap_or_else(|e| e.into_inner());
+                c.retain(|_, (_, until)| *until > now);
+                if c.len() >= MAX_CHALLENGES
+                    && let Some(k) = (c.iter())
+                        .min_by_key(|(_, (_, until))| *until)
+                        .map(|(k, _)| k.clone())
+                {
+                    c.remove(&k);
+                }
+                c.insert(id.clone(), (challenge, now + CHALLENGE_TTL));
+            }
+            StepUpStore::Redis { conn, prefix } => {
+                let _: i64 = conn
+                    .invoke(
+                        redis::Script::new(OPEN_LUA)
+                            .key(format!("{prefix}:challenge:{id}"))
+                            .arg(&challenge.user)
+                            .arg(ip.to_string())
+                            .arg(CHALLENGE_ATTEMPTS)
+                            .arg(CHALLENGE_TTL.as_millis() as u64),
+                    )
+                    .await?;
+            }
         }
-        c.insert(
-            id.clone(),
-            Challenge {
-                user: normalize_user_id(user).into_owned(),
-                ip,
-                until: now + CHALLENGE_TTL,
-                attempts_left: CHALLENGE_ATTEMPTS,
-            },
-        );
-        id
+        Ok(id)
     }
 
-    /// The live challenge `id`, spending one attempt; `None` if unknown, expired or spent.
-    pub fn attempt(&self, id: &str) -> Option<Challenge> {
-        let now = self.clock.monotonic();
-        let mut c = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
-        let ch = c.get_mut(id)?;
-        if ch.until <= now || ch.attempts_left == 0 {
-            c.remove(id);
-            return None;
+    /// The live challenge `id`, spending one attempt; `None` if unknown, expired or
+    /// spent. `Err`: Redis could not be asked.
+    pub async fn attempt(&self, id: &str) -> Result<Option<Challenge>, redis::RedisError> {
+        match &self.store {
+            StepUpStore::Memory { challenges, .. } => {
+                let now = self.clock.monotonic();
+                let mut c = challenges.lock().unwrap_or_else(|e| e.into_inner());
+                let Some((ch, until)) = c.get_mut(id) else {
+                    return Ok(None);
+                };
+                if *until <= now || ch.attempts_left == 0 {
+                    c.remove(id);
+                    return Ok(None);
+                }
+                ch.attempts_left -= 1;
+                Ok(Some(ch.clone()))
+            }
+            StepUpStore::Redis { conn, prefix } => {
+                // Ids are ours (hex); anything else names no challenge.
+                if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Ok(None);
+                }
+                let found: Option<(String, String, u32)> = conn
+                    .invoke(
+                        &redis::Script::new(ATTEMPT_LUA).key(format!("{prefix}:challenge:{id}")),
+                    )
+                    .await?;
+                let Some((user, ip, attempts_left)) = found else {
+                    return Ok(None);
+                };
+                let ip = ip.parse().map_err(|_| {
+                    redis::RedisError::from((redis::ErrorKind::Parse, "unreadable challenge"))
+                })?;
+                Ok(Some(Challenge {
+                    user,
+                    ip,
+                    attempts_left,
+                }))
+            }
         }
-        ch.attempts_left -= 1;
-        Some(ch.clone())
     }
 
-    /// Closes a challenge (answered).
-    pub fn close(&self, id: &str) {
-        self.challenges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+    /// Closes a challenge (answered). `Err`: Redis could not be written (the
+    /// challenge would stay answerable: the caller must not go on).
+    pub async fn close(&self, id: &str) -> Result<(), redis::RedisError> {
+        match &self.store {
+            StepUpStore::Memory { challenges, .. } => {
+                challenges
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+                Ok(())
+            }
+            StepUpStore::Redis { conn, prefix } => {
+                conn.query(redis::cmd("DEL").arg(format!("{prefix}:challenge:{id}")))
+                    .await
+            }
+        }
     }
 }
 
@@ -146,13 +258,33 @@ impl StepUpRequirer for StepUps {
         valid_for: Duration,
         _reason: &str,
     ) -> Result<(), CoreError> {
-        let until = self.clock.monotonic() + valid_for;
-        let mut r = self.required.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = r
-            .entry(normalize_user_id(user_id).into_owned())
-            .or_default();
-        *entry = (*entry).max(until);
-        Ok(())
+        let user = normalize_user_id(user_id);
+        match &self.store {
+            StepUpStore::Memory { required, .. } => {
+                let until = self.clock.monotonic() + valid_for;
+                let mut r = required.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = r.entry(user.into_owned()).or_default();
+                *entry = (*entry).max(until);
+                Ok(())
+            }
+            StepUpStore::Redis { conn, prefix } => {
+                let ms = u64::try_from(valid_for.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                let _: i64 = conn
+                    .invoke(
+                        redis::Script::new(REQUIRE_LUA)
+                            .key(format!("{prefix}:required:{user}"))
+                            .arg(ms),
+                    )
+                    .await
+                    .map_err(|e| CoreError::Unavailable {
+                        backend: "redis",
+                        source: Box::new(e),
+                    })?;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -358,17 +490,6 @@ impl Gateway {
         } else {
             Some(Intel::open(config.intel.clone()).map_err(part("intel"))?)
         };
-        let (dash, when) = (dashboard.clone(), clock.clone());
-        let idempotency = Idempotency::new(idempotency::Config::default(), move |o, who| {
-            dash.publish(crate::activity::Activity::new(
-                when.now(),
-                crate::activity::Origin::default(),
-                crate::activity::What::Idempotency {
-                    outcome: o.as_str().to_owned(),
-                    client: who.0.clone(),
-                },
-            ));
-        });
         let mut trusted = config.trusted_proxies.clone();
         if config.demo {
             // The demo scenario speaks from loopback and names its clients.
@@ -447,13 +568,36 @@ impl Gateway {
                 (b.clone(), b)
             }
         };
-        let fleet = match redis {
+        // One connection for the fleet's keys, idempotency records and step-ups.
+        let conn = match redis {
             None => None,
-            Some(urls) => {
-                let conn = RedisConn::connect(urls).await.map_err(part("redis"))?;
+            Some(urls) => Some(RedisConn::connect(urls).await.map_err(part("redis"))?),
+        };
+        let idem_store = match &conn {
+            None => idempotency::Store::Memory,
+            Some(conn) => idempotency::Store::Redis {
+                conn: conn.clone(),
+                prefix: format!("{REDIS_PREFIX}:idem"),
+            },
+        };
+        let (dash, when) = (dashboard.clone(), clock.clone());
+        let idempotency =
+            Idempotency::new(idempotency::Config::default(), idem_store, move |o, who| {
+                dash.publish(crate::activity::Activity::new(
+                    when.now(),
+                    crate::activity::Origin::default(),
+                    crate::activity::What::Idempotency {
+                        outcome: o.as_str().to_owned(),
+                        client: who.0.clone(),
+                    },
+                ));
+            });
+        let fleet = match &conn {
+            None => None,
+            Some(conn) => {
                 let instance = format!("{}-{}", config.region, crate::http::random_id());
                 Some(Arc::new(Fleet::new(
-                    conn,
+                    conn.clone(),
                     &format!("{REDIS_PREFIX}:jwks"),
                     &instance,
                     TOKEN_TTL + Duration::from_secs(60),
@@ -527,7 +671,10 @@ impl Gateway {
             .realm("palisade")
             .build()
             .map_err(part("jwt-cache"))?;
-        let step_ups = Arc::new(StepUps::new(clock.clone()));
+        let step_ups = Arc::new(StepUps::new(
+            clock.clone(),
+            conn.map(|c| (c, format!("{REDIS_PREFIX}:stepup"))),
+        ));
         let sessions = Arc::new(Sessions {
             revoker: blacklist.clone(),
             issuer: config.issuer.clone(),

@@ -136,6 +136,54 @@ impl RedisConn {
     }
 }
 
+/// Every Redis call of the idempotency and step-up stores is bounded by this: a server
+/// that does not answer is an outage, answered as one (never waited for).
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl RedisConn {
+    /// Runs one command (in a cluster, on the node that owns its key), within
+    /// [`REDIS_TIMEOUT`].
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, redis::RedisError> {
+        let run = async {
+            match self.clone() {
+                RedisConn::Single(mut c) => cmd.query_async(&mut c).await,
+                RedisConn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            }
+        };
+        bounded(run).await
+    }
+
+    /// Runs a script over one key (so a cluster routes it), within [`REDIS_TIMEOUT`].
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, redis::RedisError> {
+        let run = async {
+            match self.clone() {
+                RedisConn::Single(mut c) => script.invoke_async(&mut c).await,
+                RedisConn::Cluster(mut c) => script.invoke_async(&mut c).await,
+            }
+        };
+        bounded(run).await
+    }
+}
+
+async fn bounded<T>(
+    run: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+) -> Result<T, redis::RedisError> {
+    tokio::time::timeout(REDIS_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "redis did not answer in time",
+            )))
+        })
+}
+
 /// The fleet's verification keys in one Redis hash: field = instance, value =
 /// `{"until": unix seconds, "keys": [JWK…]}`.
 pub struct Fleet {

@@ -341,7 +341,7 @@ async fn one_failed_login_from_afar_does_not_log_the_victim_out() {
         "the victim was logged out"
     );
     // What the attempt may do: raise the bar for the next login.
-    assert!(h.gw.gateway.step_ups.required("alice"));
+    assert!(h.gw.gateway.step_ups.required("alice").await);
     let (s, body) = h.login("alice", "alice-demo-password", LONDON).await;
     assert_eq!(
         (s, body["error"].as_str()),
