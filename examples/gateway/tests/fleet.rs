@@ -1,7 +1,10 @@
 //! Two gateway instances on one Redis (a testkit redis-server, then the 3-node
 //! cluster) behave as one: a token issued by one is accepted by the other, a token
 //! revoked through one is refused by the other, a per-account limit counts the
-//! attempts of both, and a block a playbook sets on one holds on the other.
+//! attempts of both, a block a playbook sets on one holds on the other, a request
+//! with an `Idempotency-Key` retried on the other is replayed, and step-ups (a
+//! playbook's requirement, a challenge and its attempts) are the fleet's. With Redis
+//! gone, what cannot be checked is refused.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 use std::sync::Arc;
@@ -9,10 +12,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use palisade_core_traits::{
-    Clock, EventId, EventKind, ManualClock, SecurityEvent, Severity, Subject, Timestamp,
+    Clock, EventId, EventKind, ManualClock, Score, SecurityEvent, Severity, StepUpRequirer,
+    Subject, Timestamp,
 };
 use palisade_gateway::config::Config;
 use palisade_gateway::server::{Running, start};
+use palisade_gateway::users::demo_totp;
 use palisade_testkit::{RedisCluster, RedisServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -229,9 +234,144 @@ async fn two_instances_act_as_one(redis: &str) {
         StatusCode::FORBIDDEN
     );
     assert_eq!(healthz("198.51.100.78").await, StatusCode::OK);
+
+    idempotency_is_shared(&http, &a, &b).await;
+    step_ups_are_shared(&http, &a, &b, &clock).await;
     a.gw.shutdown().await;
     b.gw.shutdown().await;
     ticker.abort();
+}
+
+/// A login with an `Idempotency-Key` as a client sends it.
+async fn keyed_login(
+    http: &reqwest::Client,
+    at: &Instance,
+    key: &str,
+    user: &str,
+    password: &str,
+) -> (StatusCode, bool, Value) {
+    let r = http
+        .post(format!("{}/login", at.base))
+        .header("x-forwarded-for", LONDON)
+        .header("user-agent", UA)
+        .header("idempotency-key", key)
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let replayed = r
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    (r.status(), replayed, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A login on A retried with its key on B is replayed (B's handler never ran: B
+/// counts no login, one replay); the key with another payload on B is refused.
+async fn idempotency_is_shared(http: &reqwest::Client, a: &Instance, b: &Instance) {
+    let before = b.gw.gateway.dashboard.counters();
+    let (s, replayed, first) =
+        keyed_login(http, a, "\"fleet-1\"", "alice", "alice-demo-password").await;
+    assert_eq!((s, replayed), (StatusCode::OK, false), "{first}");
+    let (s, replayed, again) =
+        keyed_login(http, b, "\"fleet-1\"", "alice", "alice-demo-password").await;
+    assert_eq!((s, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again["access_token"], first["access_token"]);
+    let after = b.gw.gateway.dashboard.counters();
+    assert_eq!(after.login_success, before.login_success);
+    assert_eq!(after.idem_replay, before.idem_replay + 1);
+    let (s, _, body) = keyed_login(http, b, "\"fleet-1\"", "alice", "another-password").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        b.gw.gateway.dashboard.counters().login_failure,
+        before.login_failure
+    );
+}
+
+async fn answer(
+    http: &reqwest::Client,
+    at: &Instance,
+    challenge: &str,
+    code: &str,
+) -> (StatusCode, Value) {
+    let r = http
+        .post(format!("{}/login/step-up", at.base))
+        .header("x-forwarded-for", LONDON)
+        .header("user-agent", UA)
+        .json(&json!({"challenge": challenge, "code": code}))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A playbook's step-up requirement set through A's bus applies to a login on B; a
+/// challenge opened on A is completed on B; the attempts of a challenge are counted
+/// on both.
+async fn step_ups_are_shared(
+    http: &reqwest::Client,
+    a: &Instance,
+    b: &Instance,
+    clock: &ManualClock,
+) {
+    let event = SecurityEvent::new(
+        EventId::new("anomalous-fleet").unwrap(),
+        clock.now(),
+        EventKind::AnomalousLogin,
+        Severity::Medium,
+        Subject::user("carol"),
+        "test",
+    )
+    .with_score(Score::new(0.9).unwrap());
+    a.gw.gateway.bus.publish(event).await;
+    let mut required = false;
+    for _ in 0..60 {
+        required = b.gw.gateway.step_ups.required("Carol").await;
+        if required {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(required, "the playbook's step-up did not reach B");
+    let (s, on_b) = login(http, b, "carol", "carol-demo-password").await;
+    assert_eq!(
+        (s, on_b["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("step_up_required")),
+        "{on_b}"
+    );
+    let opened_on_b = on_b["challenge"].as_str().unwrap().to_owned();
+    let (s, on_a) = login(http, a, "carol", "carol-demo-password").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{on_a}");
+    let opened_on_a = on_a["challenge"].as_str().unwrap().to_owned();
+
+    let right = demo_totp("carol", clock.now().as_unix_secs()).unwrap();
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    // Opened on A, answered on B; then spent on both.
+    let (s, body) = answer(http, b, &opened_on_a, &right).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body["access_token"].is_string());
+    for at in [a, b] {
+        assert_eq!(
+            answer(http, at, &opened_on_a, &right).await.1["error"],
+            "invalid_challenge"
+        );
+    }
+    // Three wrong codes, spread over both, spend a challenge: the right one is too late.
+    for at in [a, b, a] {
+        assert_eq!(
+            answer(http, at, &opened_on_b, wrong).await.1["error"],
+            "invalid_code"
+        );
+    }
+    let (s, body) = answer(http, b, &opened_on_b, &right).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_challenge"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,4 +407,47 @@ async fn an_unreachable_redis_stops_the_start_naming_it() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let err = start(config, clock).await.unwrap_err().to_string();
     assert!(err.starts_with("redis:"), "{err}");
+}
+
+/// Redis gone: a login with an `Idempotency-Key` cannot be checked and is refused
+/// `503` (it must not run twice unseen), and so is the answer to a challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_what_cannot_be_checked_is_refused() {
+    let mut server = RedisServer::start();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
+    let ticking = clock.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            ticking.advance(Duration::from_millis(5));
+        }
+    });
+    let a = instance(&server.url(), clock.clone()).await;
+    let http = reqwest::Client::new();
+    a.gw.gateway
+        .step_ups
+        .require_step_up("carol", Duration::from_secs(3600), "test")
+        .await
+        .unwrap();
+    let (s, body) = login(&http, &a, "carol", "carol-demo-password").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    let challenge = body["challenge"].as_str().unwrap().to_owned();
+    server.stop();
+    let before = a.gw.gateway.dashboard.counters();
+    let (s, _, body) = keyed_login(&http, &a, "outage-1", "alice", "alice-demo-password").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let right = demo_totp("carol", clock.now().as_unix_secs()).unwrap();
+    let (s, body) = answer(&http, &a, &challenge, &right).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+    );
+    let after = a.gw.gateway.dashboard.counters();
+    assert_eq!(
+        after.login_success, before.login_success,
+        "a login ran unchecked"
+    );
+    assert_eq!(after.step_up_passed, before.step_up_passed);
+    a.gw.shutdown().await;
+    ticker.abort();
 }
