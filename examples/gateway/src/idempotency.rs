@@ -43,7 +43,7 @@ use axum::response::{IntoResponse, Response};
 use ring::digest;
 use tokio::sync::watch;
 
-use crate::shared::RedisConn;
+use crate::shared::{RedisConn, millis};
 use palisade_token_blacklist::redis;
 
 /// The header a client sends.
@@ -86,7 +86,7 @@ impl Outcome {
 pub struct Config {
     /// Largest request body read (and response stored).
     pub max_body: usize,
-    /// Stored responses in all, in bytes.
+    /// Stored responses in all, in bytes (in memory; in Redis its `maxmemory` bounds them).
     pub max_bytes: usize,
     /// How long a stored response is replayed.
     pub ttl: Duration,
@@ -388,7 +388,7 @@ impl Idempotency {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stored responses, in bytes (for tests and metrics).
+    /// Stored responses in memory, in bytes (for tests and metrics).
     pub fn stored_bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -565,10 +565,6 @@ impl Drop for Release<'_> {
             self.idem.release_now(held);
         }
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// The Redis key of a record: the identity and the key, hashed (bounded, and no

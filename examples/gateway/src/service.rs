@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use palisade_core_traits::{
@@ -26,7 +26,7 @@ use crate::dashboard::Dashboard;
 use crate::idempotency::{self, Idempotency};
 use crate::intel::Intel;
 use crate::response::Bus;
-use crate::shared::{Fleet, Limit, RedisConn};
+use crate::shared::{Fleet, Limit, RedisConn, millis};
 use crate::users::Users;
 use palisade_token_blacklist::redis;
 
@@ -110,6 +110,10 @@ if left <= 0 then redis.call('DEL', KEYS[1]) return false end
 redis.call('HINCRBY', KEYS[1], 'left', -1)
 return {v[1], v[2], tostring(left - 1)}";
 
+static REQUIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REQUIRE_LUA));
+static OPEN: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(OPEN_LUA));
+static ATTEMPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ATTEMPT_LUA));
+
 impl StepUps {
     fn new(clock: Arc<dyn Clock>, redis: Option<(RedisConn, String)>) -> Self {
         let store = match redis {
@@ -176,12 +180,11 @@ impl StepUps {
             StepUpStore::Redis { conn, prefix } => {
                 let _: i64 = conn
                     .invoke(
-                        redis::Script::new(OPEN_LUA)
-                            .key(format!("{prefix}:challenge:{id}"))
+                        OPEN.key(format!("{prefix}:challenge:{id}"))
                             .arg(&challenge.user)
                             .arg(ip.to_string())
                             .arg(CHALLENGE_ATTEMPTS)
-                            .arg(CHALLENGE_TTL.as_millis() as u64),
+                            .arg(millis(CHALLENGE_TTL)),
                     )
                     .await?;
             }
@@ -212,9 +215,7 @@ impl StepUps {
                     return Ok(None);
                 }
                 let found: Option<(String, String, u32)> = conn
-                    .invoke(
-                        &redis::Script::new(ATTEMPT_LUA).key(format!("{prefix}:challenge:{id}")),
-                    )
+                    .invoke(&ATTEMPT.key(format!("{prefix}:challenge:{id}")))
                     .await?;
                 let Some((user, ip, attempts_left)) = found else {
                     return Ok(None);
@@ -268,14 +269,11 @@ impl StepUpRequirer for StepUps {
                 Ok(())
             }
             StepUpStore::Redis { conn, prefix } => {
-                let ms = u64::try_from(valid_for.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
                 let _: i64 = conn
                     .invoke(
-                        redis::Script::new(REQUIRE_LUA)
+                        REQUIRE
                             .key(format!("{prefix}:required:{user}"))
-                            .arg(ms),
+                            .arg(millis(valid_for)),
                     )
                     .await
                     .map_err(|e| CoreError::Unavailable {

@@ -10,6 +10,8 @@
 //!   token issued by one is accepted by all. An entry outlives its instance by the
 //!   longest token lifetime (plus a minute), so tokens of an instance that stopped stay
 //!   valid until they expire, and no longer.
+//! - `Idempotency-Key` records and step-ups: through [`RedisConn`] (one key per record,
+//!   so a cluster routes each), in `idempotency.rs` and `service.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,6 +171,11 @@ impl RedisConn {
         };
         bounded(run).await
     }
+}
+
+/// A duration as Redis `PX` milliseconds (at least 1: `PX 0` is an error).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 async fn bounded<T>(
