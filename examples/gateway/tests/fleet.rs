@@ -68,21 +68,54 @@ async fn instance(redis: &str, clock: Arc<ManualClock>) -> Instance {
     }
 }
 
+/// A `POST` of `body` to `path` from London, with an `Idempotency-Key` if given:
+/// status, whether it was a replay, the body.
+async fn post(
+    http: &reqwest::Client,
+    at: &Instance,
+    path: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (StatusCode, bool, Value) {
+    let mut r = http
+        .post(format!("{}{path}", at.base))
+        .header("x-forwarded-for", LONDON)
+        .header("user-agent", UA);
+    if let Some(key) = key {
+        r = r.header("idempotency-key", key);
+    }
+    let r = r.json(&body).send().await.unwrap();
+    let replayed = (r.headers().get("idempotent-replayed")).is_some_and(|v| v == "true");
+    (r.status(), replayed, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn login(
     http: &reqwest::Client,
     at: &Instance,
     user: &str,
     password: &str,
 ) -> (StatusCode, Value) {
-    let r = http
-        .post(format!("{}/login", at.base))
-        .header("x-forwarded-for", LONDON)
-        .header("user-agent", UA)
-        .json(&json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap_or(Value::Null))
+    let (s, _, body) = post(http, at, "/login", None, credentials(user, password)).await;
+    (s, body)
+}
+
+fn credentials(user: &str, password: &str) -> Value {
+    json!({"username": user, "password": password})
+}
+
+/// A `ManualClock` from a fixed start that moves as time does (the token-blacklist
+/// replica proves freshness by the monotonic clock moving between its reads), and the
+/// task that moves it.
+fn ticking_clock() -> (Arc<ManualClock>, tokio::task::JoinHandle<()>) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
+    let ticking = clock.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            ticking.advance(Duration::from_millis(5));
+        }
+    });
+    (clock, ticker)
 }
 
 async fn me(http: &reqwest::Client, at: &Instance, token: &str) -> StatusCode {
@@ -114,16 +147,7 @@ where
 }
 
 async fn two_instances_act_as_one(redis: &str) {
-    // Time passes as it does (the token-blacklist replica proves freshness by the
-    // monotonic clock moving between its reads), from a fixed start.
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
-    let ticking = clock.clone();
-    let ticker = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            ticking.advance(Duration::from_millis(5));
-        }
-    });
+    let (clock, ticker) = ticking_clock();
     let a = instance(redis, clock.clone()).await;
     let b = instance(redis, clock.clone()).await;
     let http = reqwest::Client::new();
@@ -242,7 +266,6 @@ async fn two_instances_act_as_one(redis: &str) {
     ticker.abort();
 }
 
-/// A login with an `Idempotency-Key` as a client sends it.
 async fn keyed_login(
     http: &reqwest::Client,
     at: &Instance,
@@ -250,20 +273,7 @@ async fn keyed_login(
     user: &str,
     password: &str,
 ) -> (StatusCode, bool, Value) {
-    let r = http
-        .post(format!("{}/login", at.base))
-        .header("x-forwarded-for", LONDON)
-        .header("user-agent", UA)
-        .header("idempotency-key", key)
-        .json(&json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    let replayed = r
-        .headers()
-        .get("idempotent-replayed")
-        .is_some_and(|v| v == "true");
-    (r.status(), replayed, r.json().await.unwrap_or(Value::Null))
+    post(http, at, "/login", Some(key), credentials(user, password)).await
 }
 
 /// A login on A retried with its key on B is replayed (B's handler never ran: B
@@ -294,15 +304,9 @@ async fn answer(
     challenge: &str,
     code: &str,
 ) -> (StatusCode, Value) {
-    let r = http
-        .post(format!("{}/login/step-up", at.base))
-        .header("x-forwarded-for", LONDON)
-        .header("user-agent", UA)
-        .json(&json!({"challenge": challenge, "code": code}))
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap_or(Value::Null))
+    let body = json!({"challenge": challenge, "code": code});
+    let (s, _, body) = post(http, at, "/login/step-up", None, body).await;
+    (s, body)
 }
 
 /// A playbook's step-up requirement set through A's bus applies to a login on B; a
@@ -414,14 +418,7 @@ async fn an_unreachable_redis_stops_the_start_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_what_cannot_be_checked_is_refused() {
     let mut server = RedisServer::start();
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
-    let ticking = clock.clone();
-    let ticker = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            ticking.advance(Duration::from_millis(5));
-        }
-    });
+    let (clock, ticker) = ticking_clock();
     let a = instance(&server.url(), clock.clone()).await;
     let http = reqwest::Client::new();
     a.gw.gateway
