@@ -813,3 +813,53 @@ impl Gateway {
         executor.build().map_err(part("playbooks"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core_traits::{ManualClock, Timestamp};
+
+    /// Concurrent answers to one challenge, spread over two stores: exactly
+    /// [`CHALLENGE_ATTEMPTS`] are let through, each with its own count of tries left.
+    async fn attempts_are_spent_once(a: Arc<StepUps>, b: Arc<StepUps>) {
+        let id = a.open("Carol", IpAddr::from([192, 0, 2, 7])).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (s, id) = (if i % 2 == 0 { &a } else { &b }.clone(), id.clone());
+            tasks.push(tokio::spawn(async move { s.attempt(&id).await.unwrap() }));
+        }
+        let mut left = Vec::new();
+        for t in tasks {
+            if let Some(ch) = t.await.unwrap() {
+                assert_eq!(
+                    (ch.user.as_str(), ch.ip),
+                    ("carol", IpAddr::from([192, 0, 2, 7]))
+                );
+                left.push(ch.attempts_left);
+            }
+        }
+        left.sort_unstable();
+        assert_eq!(left, (0..CHALLENGE_ATTEMPTS).collect::<Vec<_>>());
+        assert!(b.attempt(&id).await.unwrap().is_none());
+    }
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_on_redis_spend_a_challenges_attempts_once() {
+        let server = palisade_testkit::RedisServer::start();
+        let on_redis = || async {
+            let conn = RedisConn::connect(&[server.url()]).await.unwrap();
+            Arc::new(StepUps::new(clock(), Some((conn, "test:stepup".into()))))
+        };
+        attempts_are_spent_once(on_redis().await, on_redis().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_instance_in_memory_spends_a_challenges_attempts_once() {
+        let s = Arc::new(StepUps::new(clock(), None));
+        attempts_are_spent_once(s.clone(), s).await;
+    }
+}
