@@ -12,7 +12,8 @@
 //!
 //! The generator keeps one HTTP/1.1 keep-alive connection per task and sends the next
 //! request when the previous answer is in (closed loop, like wrk); every answer must be
-//! `200`. Servers and generator share the machine: each gets a 2-thread runtime.
+//! `200`. Servers and generator share the machine: each gets a 2-thread runtime. All
+//! three run on mimalloc, the allocator the gateway binary ships with.
 //!
 //! `cargo bench -p palisade-gateway --bench load [-- SECONDS CONNECTIONS ROUNDS]`
 //! (defaults 8, 64, 2; each round runs every server once, in turn).
@@ -38,6 +39,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
+
+/// The gateway binary's allocator (main.rs), here for all three servers alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WARMUP: Duration = Duration::from_secs(2);
 
