@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn};
 use axum::routing::post;
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade_gateway::idempotency::{self, ClientIdentity, Config, Idempotency, Store};
@@ -27,7 +27,7 @@ fn app(store: Option<Store>) -> Router {
     let app = match store {
         Some(store) => {
             let idem = Idempotency::new(Config::default(), store, |_, _| {});
-            app.layer(from_fn_with_state(idem, idempotency::layer))
+            app.layer(idempotency::DedupLayer(idem))
         }
         None => app,
     };

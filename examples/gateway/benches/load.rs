@@ -17,6 +17,11 @@
 //!
 //! `cargo bench -p palisade-gateway --bench load [-- SECONDS CONNECTIONS ROUNDS]`
 //! (defaults 8, 64, 2; each round runs every server once, in turn).
+//!
+//! With `GATEWAY_LOOP=<server>:<n>` (`gateway`, `bare` or `anchor`) it sends `n`
+//! requests through that server's router in process (`tower::ServiceExt::oneshot`, no
+//! sockets) and nothing else: run it under `valgrind --tool=callgrind` at two `n` and
+//! divide the difference to count the instructions of one request.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a load tool: fail loudly
 
 use std::net::SocketAddr;
@@ -175,6 +180,49 @@ async fn connection(addr: SocketAddr, request: Arc<[u8]>, until: Instant) -> (Ve
     (latencies, errors)
 }
 
+/// A function of its own (`--toggle-collect=load::in_process_loop`) so that callgrind
+/// can count the requests without the start-up.
+#[inline(never)]
+fn in_process_loop<S: Served>(rt: &tokio::runtime::Runtime, app: S, token: &str, n: u64) {
+    rt.block_on(in_process(app, token, n));
+}
+
+/// What the servers are: a router, or the gateway's stack.
+trait Served:
+    tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+impl<S> Served for S where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// `n` requests through `app` in process, each answered `200` with its body read.
+async fn in_process<S: Served>(app: S, token: &str, n: u64) {
+    use tower::ServiceExt;
+    let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+    let bearer = format!("Bearer {token}");
+    for _ in 0..n {
+        let mut req = Request::get("/api/me")
+            .header("authorization", &bearer)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+    }
+}
+
 struct Run {
     rps: f64,
     p50: u32,
@@ -288,6 +336,21 @@ fn main() {
             .unwrap();
         (token, jwks["keys"][0].clone(), body)
     });
+    if let Ok(spec) = std::env::var("GATEWAY_LOOP") {
+        let (which, n) = spec.split_once(':').expect("GATEWAY_LOOP=<server>:<n>");
+        let n = n.parse().unwrap();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        match which {
+            "gateway" => {
+                let app = palisade_gateway::server::router(gateway.gateway.clone(), stopped);
+                in_process_loop(&server, app, &token, n);
+            }
+            "bare" => in_process_loop(&server, bare(body), &token, n),
+            "anchor" => in_process_loop(&server, anchor(&jwk, &issuer), &token, n),
+            other => panic!("GATEWAY_LOOP: no server {other}"),
+        }
+        return;
+    }
     let bare_addr = server.block_on(serve(bare(body)));
     let anchor_addr = server.block_on(serve(anchor(&jwk, &issuer)));
     let sides = [

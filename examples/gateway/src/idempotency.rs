@@ -36,9 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ring::digest;
 use tokio::sync::watch;
@@ -55,6 +54,30 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// request's extensions by an earlier layer; requests without it are not de-duplicated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientIdentity(pub String);
+
+impl ClientIdentity {
+    /// An authenticated subject.
+    pub fn subject(subject: &str) -> Self {
+        let mut s = String::with_capacity(4 + subject.len());
+        s.push_str("sub ");
+        s.push_str(subject);
+        ClientIdentity(s)
+    }
+
+    /// A client address (requests with no subject).
+    pub fn address(ip: std::net::IpAddr) -> Self {
+        ClientIdentity(format!("ip {ip}"))
+    }
+
+    /// The request's identity: its [`ClientIdentity`], else its client address.
+    fn of(request: &Request) -> Option<Self> {
+        let ext = request.extensions();
+        (ext.get::<ClientIdentity>().cloned()).or_else(|| {
+            ext.get::<crate::http::ClientIp>()
+                .map(|c| Self::address(c.0))
+        })
+    }
+}
 
 /// What the layer did with a request (reported to the dashboard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,22 +485,100 @@ fn fingerprint(method: &Method, uri: &str, body: &[u8]) -> [u8; 32] {
     out
 }
 
-/// The axum middleware (`axum::middleware::from_fn_with_state`).
-pub async fn layer(State(idem): State<Arc<Idempotency>>, request: Request, next: Next) -> Response {
-    let Some(identity) = request.extensions().get::<ClientIdentity>().cloned() else {
-        return next.run(request).await;
-    };
+/// The layer: [`Dedup`] over a service.
+#[derive(Clone)]
+pub struct DedupLayer(pub Arc<Idempotency>);
+
+impl<S> tower::Layer<S> for DedupLayer {
+    type Service = Dedup<S>;
+    fn layer(&self, inner: S) -> Dedup<S> {
+        Dedup {
+            idem: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// De-duplication in front of a service (a tower service: requests it has nothing to
+/// do with go straight to the inner service, with no future of its own).
+#[derive(Clone)]
+pub struct Dedup<S> {
+    idem: Arc<Idempotency>,
+    inner: S,
+}
+
+type Answer = Result<Response, std::convert::Infallible>;
+
+impl<S> tower::Service<Request> for Dedup<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        S::Future,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let method = request.method();
+        let safe = method == Method::GET || method == Method::HEAD;
+        let keyed = (method == Method::POST || method == Method::PATCH)
+            && request.headers().contains_key(IDEMPOTENCY_KEY);
+        let identity = if safe || keyed {
+            ClientIdentity::of(&request)
+        } else {
+            None // PUT and DELETE are idempotent already; no key, nothing to do
+        };
+        let Some(identity) = identity else {
+            return futures_util::future::Either::Left(self.inner.call(request));
+        };
+        // The service that polled ready goes with the future.
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        let idem = self.idem.clone();
+        futures_util::future::Either::Right(Box::pin(async move {
+            Ok(if safe {
+                single_flight(idem, identity, request, inner).await
+            } else {
+                keyed_request(idem, identity, request, inner).await
+            })
+        }))
+    }
+}
+
+/// Runs the inner service (ready) on `request`.
+async fn run<S>(mut inner: S, request: Request) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    let Ok(response) = inner.call(request).await;
+    response
+}
+
+/// A `POST` or `PATCH` with an `Idempotency-Key`.
+async fn keyed_request<S>(
+    idem: Arc<Idempotency>,
+    identity: ClientIdentity,
+    request: Request,
+    inner: S,
+) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
     let method = request.method().clone();
-    if method == Method::GET || method == Method::HEAD {
-        return single_flight(idem, identity, request, next).await;
-    }
-    let Some(value) = request.headers().get(IDEMPOTENCY_KEY) else {
-        return next.run(request).await;
-    };
-    if method != Method::POST && method != Method::PATCH {
-        return next.run(request).await; // PUT and DELETE are idempotent already
-    }
-    let Some(key) = parse_key(value) else {
+    let Some(key) = request.headers().get(IDEMPOTENCY_KEY).and_then(parse_key) else {
         return problem(
             StatusCode::BAD_REQUEST,
             "Idempotency-Key must be 1 to 255 printable characters",
@@ -532,7 +633,7 @@ pub async fn layer(State(idem): State<Arc<Idempotency>>, request: Request, next:
         idem: &idem,
         held: Some(held),
     };
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let response = run(inner, Request::from_parts(parts, Body::from(body))).await;
     let held = guard
         .held
         .take()
@@ -617,13 +718,19 @@ fn decode(record: &str) -> Option<([u8; 32], Option<Stored>)> {
     ))
 }
 
-async fn single_flight(
+async fn single_flight<S>(
     idem: Arc<Idempotency>,
     identity: ClientIdentity,
     request: Request,
-    next: Next,
-) -> Response {
-    let uri = request.uri().to_string();
+    inner: S,
+) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    let uri = match (request.uri().authority(), request.uri().path_and_query()) {
+        (None, Some(pq)) => pq.as_str().to_owned(),
+        _ => request.uri().to_string(),
+    };
     let id: FlightId = (identity, request.method().clone(), uri);
     // Leader or follower, decided under the lock (released before any await).
     let role = {
@@ -638,7 +745,7 @@ async fn single_flight(
         }
     };
     let follow = match role {
-        Ok(tx) => return lead(&idem, id, tx, request, next).await,
+        Ok(tx) => return lead(&idem, id, tx, request, inner).await,
         Err(rx) => Some(rx),
     };
     if let Some(mut rx) = follow {
@@ -653,16 +760,19 @@ async fn single_flight(
             return stored.response();
         }
     }
-    next.run(request).await
+    run(inner, request).await
 }
 
-async fn lead(
+async fn lead<S>(
     idem: &Idempotency,
     id: FlightId,
     tx: watch::Sender<Option<Result<Stored, ()>>>,
     request: Request,
-    next: Next,
-) -> Response {
+    inner: S,
+) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
     struct Land<'a>(&'a Idempotency, Option<FlightId>);
     impl Drop for Land<'_> {
         fn drop(&mut self) {
@@ -672,8 +782,13 @@ async fn lead(
         }
     }
     let land = Land(idem, Some(id));
-    let response = next.run(request).await;
-    let result = match buffer(response, idem.config.max_body).await {
+    let response = run(inner, request).await;
+    // No longer joinable; nobody joined: nothing to share, no copy to make.
+    drop(land);
+    if tx.receiver_count() == 0 {
+        return response;
+    }
+    match buffer(response, idem.config.max_body).await {
         Ok(stored) => {
             let r = stored.response();
             let _ = tx.send(Some(Ok(stored)));
@@ -683,9 +798,7 @@ async fn lead(
             let _ = tx.send(Some(Err(())));
             r
         }
-    };
-    drop(land);
-    result
+    }
 }
 
 /// The identity headers of a request are not part of the stored response; kept here
@@ -749,9 +862,9 @@ mod tests {
                     "the report"
                 }),
             )
-            .layer(axum::middleware::from_fn_with_state(idem.clone(), layer))
+            .layer(DedupLayer(idem.clone()))
             .layer(axum::middleware::from_fn(
-                |mut req: Request, next: Next| async move {
+                |mut req: Request, next: axum::middleware::Next| async move {
                     let who = req
                         .headers()
                         .get("x-test-client")

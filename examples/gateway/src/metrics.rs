@@ -74,14 +74,33 @@ pub async fn render(State(dashboard): State<Arc<Dashboard>>) -> impl IntoRespons
     )
 }
 
-/// Counts one answered request (the `/metrics` series the autoscaler reads).
+/// The routes requests are counted by (`route` label).
+pub const ROUTES: [&str; 5] = ["login", "step_up", "logout", "api", "other"];
+const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Counts one answered request (the `/metrics` series the autoscaler reads). The
+/// counters are registered once (after the recorder): looking one up by its labels
+/// on every request cost about 800 instructions.
 pub fn count_request(route: &'static str, status: u16) {
+    static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        let _ = handle();
+        (ROUTES.iter())
+            .flat_map(|r| CLASSES.iter().map(move |c| (r, c)))
+            .map(|(&route, &class)| {
+                metrics::counter!("palisade_gateway_requests_total", "route" => route, "status" => class)
+            })
+            .collect()
+    });
     let class = match status {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        200..=299 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        _ => 3,
     };
-    metrics::counter!("palisade_gateway_requests_total", "route" => route, "status" => class)
-        .increment(1);
+    let route = ROUTES
+        .iter()
+        .position(|r| *r == route)
+        .unwrap_or(ROUTES.len() - 1);
+    counters[route * CLASSES.len() + class].increment(1);
 }

@@ -404,7 +404,7 @@ pub(crate) const REDIS_PREFIX: &str = "palisade:gateway";
 pub const FLEET_REFRESH: Duration = Duration::from_secs(2);
 
 /// One limit, in memory or shared on Redis (`name` is its policy and key prefix).
-async fn limit<K: crate::shared::LimitKey>(
+async fn limit<K: palisade_ratelimit::Key>(
     redis: Option<&[String]>,
     clock: &Arc<dyn Clock>,
     name: &str,

@@ -47,32 +47,15 @@ impl<K: palisade_ratelimit::Key> std::fmt::Debug for Limit<K> {
     }
 }
 
-/// A key as the Redis limiter names it.
-pub trait LimitKey: palisade_ratelimit::Key {
-    /// The key's text (addresses in their canonical form).
-    fn text(&self) -> String;
-}
-
-impl LimitKey for HttpKey {
-    fn text(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl LimitKey for String {
-    fn text(&self) -> String {
-        self.clone()
-    }
-}
-
-impl<K: LimitKey + 'static> Limit<K> {
+/// The per-account limit (the login handler checks it; the layers check the others).
+impl Limit<String> {
     /// Checks one unit for `key`. Only a malformed key can make the Redis limiter
     /// fail (an outage is answered by its failure policy): the gateway's keys are
     /// bounded and well-formed, so such an error is refused, never allowed.
-    pub async fn check(&self, key: &K) -> Decision {
+    pub async fn check(&self, key: &String) -> Decision {
         let result = match self {
             Limit::Memory(l) => l.check(key, 1),
-            Limit::Redis(l) => l.check(&key.text(), 1).await,
+            Limit::Redis(l) => l.check(key, 1).await,
         };
         result.unwrap_or_else(|e| {
             tracing::error!(error = %e, "rate-limit key refused; denying");
@@ -87,7 +70,9 @@ impl<K: LimitKey + 'static> Limit<K> {
             }
         })
     }
+}
 
+impl<K: palisade_ratelimit::Key + 'static> Limit<K> {
     /// What playbooks block through.
     pub fn blocker(&self) -> Arc<dyn palisade_core_traits::IpBlocker>
     where

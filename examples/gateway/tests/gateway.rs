@@ -143,7 +143,13 @@ async fn every_route_answers_with_the_right_status_and_headers() {
     assert!(r.status().is_client_error());
 
     // The API: 401 before routing, with the RFC 6750 challenge.
-    for path in ["/api/me", "/api/does-not-exist"] {
+    for path in [
+        "/api/me",
+        "/api/does-not-exist",
+        "/api",
+        "/api/",
+        "/api/me/more",
+    ] {
         let r = h.http.get(format!("{b}{path}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"palisade\"");
@@ -198,6 +204,25 @@ async fn every_route_answers_with_the_right_status_and_headers() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let claims: Value = r.json().await.unwrap();
+    // With a valid token, the API's own answers: no such resource, or method.
+    for path in ["/api/does-not-exist", "/api", "/api/"] {
+        let r = h
+            .http
+            .get(format!("{b}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let r = h
+        .http
+        .post(format!("{b}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["aud"], "palisade-gateway");
     let r = h
