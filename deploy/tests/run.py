@@ -57,6 +57,7 @@ CANARY_OVERRIDES = {
     "secrets": {"create": True, "values": CANARY},
     "softhsm": {"enabled": True},
     "peerRegions": {"enabled": True},
+    "redisCa": {"configMap": "redis-ca"},
     "serviceMonitor": {"enabled": True},
     "config": {"extraEnv": [{"name": "EXTRA", "value": "1"}], "region": "eu-west-1",
                "trustedProxies": ["10.0.0.0/8"]},
@@ -114,6 +115,26 @@ def render(chart: helm.Chart, name: str, values: dict) -> list[dict] | None:
     report(bool(objects), f"helm template {name}",
            f"{len(objects)} objects: " + ", ".join(sorted(o["kind"] for o in objects)))
     return objects
+
+
+def redis_ca_mounted(objects: list[dict]) -> bool:
+    """With redisCa.configMap: the gateway reads ca.crt from that ConfigMap, read-only."""
+    for o in objects:
+        if o["kind"] != "Deployment":
+            continue
+        spec = o["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        source = volumes.get("redis-ca", {}).get("configMap", {})
+        for c in spec["containers"]:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "redis-ca"]
+            if (env.get("PALISADE_REDIS_CA") == "/etc/palisade/redis-ca/ca.crt"
+                    and [m.get("readOnly") for m in mounts] == [True]
+                    and mounts[0]["mountPath"] == "/etc/palisade/redis-ca"
+                    and source.get("name") == "redis-ca"
+                    and source.get("items") == [{"key": "ca.crt", "path": "ca.crt"}]):
+                return True
+    return False
 
 
 def run(name: str, command: list[str], ok_codes=(0,)) -> subprocess.CompletedProcess:
@@ -296,6 +317,7 @@ def main() -> int:
             report(all(v not in yaml.safe_dump(outside) for v in CANARY.values())
                    and all(v in canary_text for v in CANARY.values()),
                    "canary secret values appear only in the Secret")
+            report(redis_ca_mounted(canary), "redisCa: the CA file is mounted read-only and named by PALISADE_REDIS_CA")
             self_tests(canary)
         schema_self_tests(chart)
 

@@ -51,7 +51,11 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let server = RedisServer::start();
-    let conn = rt.block_on(RedisConn::connect(&[server.url()])).unwrap();
+    let conn = rt
+        .block_on(RedisConn::connect(
+            &palisade_gateway::shared::RedisAccess::new(vec![server.url()], None, &[]).unwrap(),
+        ))
+        .unwrap();
     let next = Arc::new(AtomicU64::new(0));
     let mut g = c.benchmark_group("idempotency");
     g.measurement_time(Duration::from_secs(5));

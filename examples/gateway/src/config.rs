@@ -23,6 +23,12 @@ pub struct Config {
     #[arg(long = "redis", env = "PALISADE_REDIS_URL", value_delimiter = ',')]
     pub redis: Vec<String>,
 
+    /// PEM file of the CA that signs the Redis servers' TLS certificates (own and peer
+    /// regions), for a private CA; without it the system's roots verify `rediss://`
+    /// servers. Every Redis URL must then be `rediss://`; one server, not a cluster.
+    #[arg(long = "redis-ca", env = "PALISADE_REDIS_CA", requires = "redis")]
+    pub redis_ca: Option<PathBuf>,
+
     /// Another region's gateway Redis, `NAME=REDIS_URL` (repeat it, or comma-separate
     /// in the environment): its revocations are relayed here and its keys verified and
     /// published here. Needs `--redis` (one server).

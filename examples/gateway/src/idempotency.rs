@@ -1064,7 +1064,11 @@ mod tests {
 
     async fn on_redis(url: &str) -> Store {
         Store::Redis {
-            conn: RedisConn::connect(&[url.to_owned()]).await.unwrap(),
+            conn: RedisConn::connect(
+                &crate::shared::RedisAccess::new(vec![url.to_owned()], None, &[]).unwrap(),
+            )
+            .await
+            .unwrap(),
             prefix: "test:idem".into(),
         }
     }

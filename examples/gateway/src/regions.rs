@@ -29,6 +29,7 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
 use crate::service::{REDIS_PREFIX, StartError};
+use crate::shared::RedisAccess;
 
 /// Bound on each read of a peer's keys (and on connecting to it): a peer out of reach
 /// must not hold up this region's own key refresh.
@@ -38,7 +39,7 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct PeerSpec {
     /// The peer region's name (its gateways' `--region`).
     pub name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl std::fmt::Debug for PeerSpec {
@@ -189,16 +190,26 @@ impl std::fmt::Debug for Regions {
 }
 
 impl Regions {
-    /// Starts a relay from every peer into `own` (this region's Redis URL). A peer out
-    /// of reach does not stop the start: its relay keeps trying (this region stays
-    /// unready meanwhile, by its replica's freshness).
-    pub fn start(peers: Vec<PeerSpec>, own: &str) -> Result<Regions, StartError> {
+    /// Starts a relay from every peer into this region's Redis (`access`, one server).
+    /// A peer out of reach does not stop the start: its relay keeps trying (this region
+    /// stays unready meanwhile, by its replica's freshness).
+    pub fn start(peers: Vec<PeerSpec>, access: RedisAccess) -> Result<Regions, StartError> {
+        let [own] = access.urls.as_slice() else {
+            return Err(invalid("peer regions need one --redis server".into()));
+        };
+        let own = own.clone();
         let mut started = Vec::with_capacity(peers.len());
         for spec in peers {
             // The error is not shown: it could quote the URL.
-            let client = redis::Client::open(spec.url.as_str())
+            let client = access
+                .client(&spec.url)
                 .map_err(|_| invalid(format!("{:?}: the URL does not parse", spec.name)))?;
-            let relay = tokio::spawn(relay(spec.name.clone(), spec.url, own.to_owned()));
+            let relay = tokio::spawn(relay(
+                spec.name.clone(),
+                spec.url,
+                own.clone(),
+                access.clone(),
+            ));
             started.push(Peer {
                 name: spec.name,
                 client,
@@ -236,14 +247,22 @@ impl Regions {
 
 /// Runs the relay from `region` (at `source`) into `target`: connects, retrying with
 /// backoff until both answer, then holds it (it reconnects by itself) until aborted.
-async fn relay(region: String, source: String, target: String) {
+async fn relay(region: String, source: String, target: String, access: RedisAccess) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let relay = Relay::builder()
-            .region(&region)
-            .prefix(&format!("{REDIS_PREFIX}:revoked"))
-            .connect(&source, &target)
-            .await;
+        let clients = access
+            .client(&source)
+            .and_then(|s| Ok((s, access.client(&target)?)));
+        let relay = match clients {
+            Ok((source, target)) => {
+                Relay::builder()
+                    .region(&region)
+                    .prefix(&format!("{REDIS_PREFIX}:revoked"))
+                    .connect_clients(source, target)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
         match relay {
             Ok(relay) => {
                 tracing::info!(%region, "revocation relay from a peer region started");

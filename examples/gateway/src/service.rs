@@ -26,7 +26,7 @@ use crate::dashboard::Dashboard;
 use crate::idempotency::{self, Idempotency};
 use crate::intel::Intel;
 use crate::response::Bus;
-use crate::shared::{Fleet, Limit, RedisConn, millis};
+use crate::shared::{Fleet, Limit, RedisAccess, RedisConn, millis};
 use crate::users::Users;
 use palisade_token_blacklist::redis;
 
@@ -405,14 +405,14 @@ pub const FLEET_REFRESH: Duration = Duration::from_secs(2);
 
 /// One limit, in memory or shared on Redis (`name` is its policy and key prefix).
 async fn limit<K: palisade_ratelimit::Key>(
-    redis: Option<&[String]>,
+    redis: Option<&RedisAccess>,
     clock: &Arc<dyn Clock>,
     name: &str,
     (burst, rate, period): (NonZeroU32, NonZeroU32, Duration),
     failure: FailurePolicy,
 ) -> Result<(Limit<K>, Quota), StartError> {
     let quota = Quota::new(burst, rate, period).map_err(part("ratelimit"))?;
-    let Some(urls) = redis else {
+    let Some(access) = redis else {
         let limiter = KeyedLimiter::with_clock(quota, clock.clone());
         return Ok((Limit::Memory(Arc::new(limiter)), quota));
     };
@@ -422,12 +422,39 @@ async fn limit<K: palisade_ratelimit::Key>(
     .prefix(&format!("{REDIS_PREFIX}:limit:{name}"))
     .failure_policy(failure)
     .clock(clock.clone());
-    let limiter = match urls {
-        [one] => builder.connect(one).await,
+    let limiter = match access.urls.as_slice() {
+        [one] => {
+            let client = access.client(one).map_err(part("redis"))?;
+            builder.connect_client(client).await
+        }
         many => builder.connect_cluster(many).await,
     }
     .map_err(part("redis"))?;
     Ok((Limit::Redis(Arc::new(limiter)), quota))
+}
+
+/// `--redis` and `--redis-ca` (read here: a CA that cannot be read stops the start).
+fn redis_access(
+    config: &Config,
+    peers: &[crate::regions::PeerSpec],
+) -> Result<Option<RedisAccess>, StartError> {
+    if config.redis.is_empty() {
+        return Ok(None);
+    }
+    let ca = match &config.redis_ca {
+        None => None,
+        Some(path) => Some(std::fs::read(path).map_err(|e| StartError::Part {
+            part: "redis",
+            message: format!("--redis-ca {}: {e}", path.display()),
+        })?),
+    };
+    let peer_urls: Vec<&str> = peers.iter().map(|p| p.url.as_str()).collect();
+    RedisAccess::new(config.redis.clone(), ca, &peer_urls)
+        .map(Some)
+        .map_err(|message| StartError::Part {
+            part: "redis",
+            message,
+        })
 }
 
 /// `rate` a second with bursts of twice as many (saturating).
@@ -504,8 +531,9 @@ impl Gateway {
         // Redis down: addresses and API subjects pass (availability; every other check
         // still runs), login attempts per account are refused (no guessing while the
         // shared count is away).
-        let redis = (!config.redis.is_empty()).then_some(config.redis.as_slice());
         let peers = crate::regions::parse(&config.peer_regions, &config.region, &config.redis)?;
+        let access = redis_access(&config, &peers)?;
+        let redis = access.as_ref();
         let ip_limit = limit(
             redis,
             &clock,
@@ -548,7 +576,7 @@ impl Gateway {
                 );
                 (b.clone(), b)
             }
-            Some(urls) => {
+            Some(access) => {
                 let mut builder = RedisBlacklist::builder()
                     .prefix(&format!("{REDIS_PREFIX}:revoked"))
                     .clock(clock.clone());
@@ -556,8 +584,11 @@ impl Gateway {
                     builder = builder.relayed_from(&peer.name);
                 }
                 let b = Arc::new(
-                    match urls {
-                        [one] => builder.connect(one).await,
+                    match access.urls.as_slice() {
+                        [one] => {
+                            let client = access.client(one).map_err(part("redis"))?;
+                            builder.connect_client(client).await
+                        }
                         many => builder.connect_cluster(many).await,
                     }
                     .map_err(part("redis"))?,
@@ -569,7 +600,7 @@ impl Gateway {
         // One connection for the fleet's keys, idempotency records and step-ups.
         let conn = match redis {
             None => None,
-            Some(urls) => Some(RedisConn::connect(urls).await.map_err(part("redis"))?),
+            Some(access) => Some(RedisConn::connect(access).await.map_err(part("redis"))?),
         };
         let idem_store = match &conn {
             None => idempotency::Store::Memory,
@@ -602,10 +633,10 @@ impl Gateway {
                 )))
             }
         };
-        let regions = match redis {
-            Some([own]) if !peers.is_empty() => {
-                Some(Arc::new(crate::regions::Regions::start(peers, own)?))
-            }
+        let regions = match (redis, config.redis.as_slice()) {
+            (Some(access), [_]) if !peers.is_empty() => Some(Arc::new(
+                crate::regions::Regions::start(peers, access.clone())?,
+            )),
             _ => None,
         };
         // Keys in the HSM survive a restart, and so does the ring that names them
@@ -851,7 +882,11 @@ mod tests {
     async fn two_instances_on_redis_spend_a_challenges_attempts_once() {
         let server = palisade_testkit::RedisServer::start();
         let on_redis = || async {
-            let conn = RedisConn::connect(&[server.url()]).await.unwrap();
+            let conn = RedisConn::connect(
+                &crate::shared::RedisAccess::new(vec![server.url()], None, &[]).unwrap(),
+            )
+            .await
+            .unwrap();
             Arc::new(StepUps::new(clock(), Some((conn, "test:stepup".into()))))
         };
         attempts_are_spent_once(on_redis().await, on_redis().await).await;

@@ -96,6 +96,66 @@ impl Limiter<HttpKey> for Limit<HttpKey> {
     }
 }
 
+/// How the gateway reaches Redis: the URLs of `--redis` (one server, or a cluster's
+/// nodes) and the CA of `--redis-ca`.
+#[derive(Clone)]
+pub struct RedisAccess {
+    /// One URL: a server; several: the nodes of a cluster.
+    pub urls: Vec<String>,
+    /// PEM roots that verify `rediss://` servers instead of the system's.
+    ca: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for RedisAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may carry passwords.
+        f.debug_struct("RedisAccess")
+            .field("urls", &self.urls.len())
+            .field("private_ca", &self.ca.is_some())
+            .finish()
+    }
+}
+
+impl RedisAccess {
+    /// `urls` with `ca` (PEM) as the only roots for TLS. With a CA every URL must be
+    /// `rediss://` (a CA with a plaintext URL would verify nothing) and there must be
+    /// one server (a cluster over a private CA is not built yet); `peers` are the
+    /// other regions' URLs, which the CA verifies too.
+    pub fn new(
+        urls: Vec<String>,
+        ca: Option<Vec<u8>>,
+        peers: &[&str],
+    ) -> Result<RedisAccess, String> {
+        if ca.is_some() {
+            if urls.len() > 1 {
+                return Err("--redis-ca works with one --redis server, not a cluster".into());
+            }
+            let plain = urls.iter().map(String::as_str).chain(peers.iter().copied());
+            if plain.clone().any(|u| !u.starts_with("rediss://")) {
+                return Err("with --redis-ca every Redis URL must be rediss://".into());
+            }
+        }
+        Ok(RedisAccess {
+            urls,
+            ca: ca.map(Arc::from),
+        })
+    }
+
+    /// A client for the server at `url` (this region's or a peer's).
+    pub fn client(&self, url: &str) -> Result<redis::Client, redis::RedisError> {
+        match &self.ca {
+            None => redis::Client::open(url),
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.to_vec()),
+                },
+            ),
+        }
+    }
+}
+
 /// A Redis connection to one server or to a cluster.
 #[derive(Clone)]
 pub enum RedisConn {
@@ -107,12 +167,10 @@ pub enum RedisConn {
 
 impl RedisConn {
     /// One URL: a server; several: the nodes of a cluster.
-    pub async fn connect(urls: &[String]) -> Result<RedisConn, redis::RedisError> {
-        match urls {
+    pub async fn connect(access: &RedisAccess) -> Result<RedisConn, redis::RedisError> {
+        match access.urls.as_slice() {
             [one] => Ok(RedisConn::Single(
-                redis::Client::open(one.as_str())?
-                    .get_connection_manager()
-                    .await?,
+                access.client(one)?.get_connection_manager().await?,
             )),
             many => Ok(RedisConn::Cluster(
                 redis::cluster::ClusterClient::new(many.to_vec())?

@@ -1,0 +1,180 @@
+//! `--redis rediss://…` with `--redis-ca`: two instances on a TLS-only redis-server,
+//! whose certificate a private CA signed, behave as one (a token revoked through one
+//! is refused by the other); a CA that did not sign the server stops the start, and a
+//! CA with a plaintext URL is refused before anything connects.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use palisade_core_traits::SystemClock;
+use palisade_gateway::config::Config;
+use palisade_gateway::server::{Running, start};
+use palisade_testkit::{RedisServer, unrelated_ca_pem};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const LONDON: &str = "81.2.69.142";
+const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+fn config(dir: &Path, url: &str, ca: &Path) -> Config {
+    let state = dir.display().to_string();
+    Config::try_parse_from([
+        "palisade-gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        &state,
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--redis",
+        url,
+        "--redis-ca",
+        ca.to_str().unwrap(),
+    ])
+    .unwrap()
+}
+
+/// The PEM `ca` in a file of `dir`.
+fn ca_file(dir: &Path, ca: &str) -> std::path::PathBuf {
+    let path = dir.join("redis-ca.pem");
+    std::fs::write(&path, ca).unwrap();
+    path
+}
+
+/// An instance on `url`, once its revocation replica is proven in sync.
+async fn instance(url: &str, ca: &str) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(dir.path(), ca);
+    let gw = start(config(dir.path(), url, &ca), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut ready = Value::Null;
+    for _ in 0..100 {
+        let r = http
+            .get(format!("http://{}/readyz", gw.addr))
+            .send()
+            .await
+            .unwrap();
+        let ok = r.status() == StatusCode::OK;
+        ready = r.json().await.unwrap();
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready["revocations"]["fresh"], true, "{ready}");
+    (gw, dir)
+}
+
+#[tokio::test]
+async fn two_instances_share_revocations_over_tls_with_a_private_ca() {
+    let server = RedisServer::start_tls();
+    let url = server.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    let ca = server.ca_pem().unwrap();
+    let (a, _a_dir) = instance(&url, ca).await;
+    let (b, _b_dir) = instance(&url, ca).await;
+    let http = reqwest::Client::new();
+
+    let login: Value = http
+        .post(format!("http://{}/login", a.addr))
+        .header("x-forwarded-for", LONDON)
+        .header("user-agent", UA)
+        .json(&json!({"username": "alice", "password": "alice-demo-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().expect("a token").to_owned();
+    let me = |at: std::net::SocketAddr| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            http.get(format!("http://{at}/api/me"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Issued by A, accepted by B: the fleet's keys went through the TLS server.
+    assert_eq!(me(b.addr).await, StatusCode::OK);
+
+    let out = http
+        .post(format!("http://{}/logout", a.addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let mut refused = false;
+    for _ in 0..50 {
+        if me(b.addr).await == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a token revoked through A is still accepted by B");
+    // And by A itself at once.
+    assert_eq!(me(a.addr).await, StatusCode::UNAUTHORIZED);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_ca_that_did_not_sign_the_server_stops_the_start() {
+    let server = RedisServer::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(dir.path(), &unrelated_ca_pem());
+    let err = start(
+        config(dir.path(), &server.url(), &ca),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("redis:"), "{err}");
+}
+
+#[tokio::test]
+async fn a_ca_with_a_plaintext_url_or_a_cluster_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(dir.path(), &unrelated_ca_pem());
+    // Nothing listens there: the refusal comes before any connection.
+    let plain = config(dir.path(), "redis://127.0.0.1:1/", &ca);
+    let err = start(plain, Arc::new(SystemClock))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must be rediss://"), "{err}");
+    let cluster = config(
+        dir.path(),
+        "rediss://127.0.0.1:1/,rediss://127.0.0.1:2/",
+        &ca,
+    );
+    let err = start(cluster, Arc::new(SystemClock))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a cluster"), "{err}");
+    let missing = config(
+        dir.path(),
+        "rediss://127.0.0.1:1/",
+        &dir.path().join("none.pem"),
+    );
+    let err = start(missing, Arc::new(SystemClock))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--redis-ca") && err.contains("none.pem"),
+        "{err}"
+    );
+}
