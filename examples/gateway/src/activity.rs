@@ -4,10 +4,10 @@
 use std::net::IpAddr;
 
 use palisade_core_traits::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a request came from, located through GeoIP when the database knows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Origin {
     /// The client address (canonical).
     pub ip: Option<IpAddr>,
@@ -26,7 +26,7 @@ pub struct Origin {
 }
 
 /// How a login ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginResult {
     /// Credentials accepted, token issued.
@@ -44,7 +44,7 @@ pub enum LoginResult {
 }
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum What {
@@ -132,10 +132,14 @@ pub enum What {
 }
 
 /// One thing the gateway did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
     /// Position in the gateway's stream (assigned when published).
     pub seq: u64,
+    /// The instance it happened on, when another instance of the fleet shared it
+    /// (`--redis`); absent for this instance's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// When it happened.
     pub time: Timestamp,
     /// The request it belongs to, if any.
@@ -153,6 +157,7 @@ impl Activity {
     pub fn new(time: Timestamp, origin: Origin, what: What) -> Self {
         Activity {
             seq: 0,
+            instance: None,
             time,
             request_id: None,
             origin,

@@ -282,6 +282,15 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
             }
         }));
     }
+    // In a fleet, the dashboard shows every instance's activities.
+    if let (Some(access), Some(fleet)) = (&gw.redis, &gw.fleet) {
+        let shared = crate::dashboard::fleet::start(
+            &gw.dashboard,
+            access.clone(),
+            fleet.instance().to_owned(),
+        );
+        tasks.extend(shared);
+    }
     if let Some(intel) = gw.intel.clone() {
         tasks.push(tokio::spawn(intel.watch(Duration::from_secs(5))));
     }

@@ -352,6 +352,8 @@ pub struct Gateway {
     pub revocation_replica: Option<Arc<RedisBlacklist>>,
     /// The fleet's verification keys, when instances share Redis.
     pub fleet: Option<Arc<Fleet>>,
+    /// How the instance reaches Redis (`--redis`, `--redis-ca`).
+    pub redis: Option<RedisAccess>,
     /// The peer regions (`--peer-region`): relays from them, and their keys.
     pub regions: Option<Arc<crate::regions::Regions>>,
     /// What `/.well-known/jwks.json` serves: this ring's keys, and the fleet's.
@@ -730,6 +732,7 @@ impl Gateway {
             blacklist,
             revocation_replica,
             fleet,
+            redis: access.clone(),
             regions,
             published_keys: arc_swap::ArcSwap::from_pointee(serde_json::Value::Null),
             validator,

@@ -254,6 +254,11 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
+    /// This instance's name in the fleet (`<region>-<random>`).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// The fleet registry under `hash`, as `instance`; entries are kept `keep` after
     /// their last write.
     pub fn new(conn: RedisConn, hash: &str, instance: &str, keep: Duration) -> Fleet {

@@ -126,7 +126,7 @@
     const li = el("li", { "data-seq": a.seq, "data-request-id": a.request_id },
       el("time", { datetime: a.time }, fmtTime(a.time)),
       el("span", { class: "tag " + cls }, label),
-      el("span", {}, describe(a)));
+      el("span", {}, describe(a) + (a.instance ? " · on " + a.instance : "")));
     const feed = $("feed");
     feed.prepend(li);
     while (feed.childElementCount > MAX_FEED) feed.lastElementChild.remove();

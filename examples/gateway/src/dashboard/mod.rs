@@ -13,12 +13,16 @@
 //! Memory is bounded whatever the clients do: the stream keeps [`STREAM_CAPACITY`]
 //! messages shared by every client (a slow client lags and is resynced, it never
 //! makes the server buffer for it), the aggregates are fixed-size.
+//!
+//! With `--redis` the instances share their activities ([`fleet`]): each shows the
+//! whole fleet's, the others' marked with their `instance`.
 
+pub mod fleet;
 mod stats;
 mod ws;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
@@ -81,6 +85,8 @@ fn encode(m: &Message<'_>) -> Utf8Bytes {
 pub struct Dashboard {
     state: Mutex<State>,
     stream: broadcast::Sender<Utf8Bytes>,
+    /// Where this instance's activities go to be shared with the fleet (`--redis`).
+    outbox: OnceLock<tokio::sync::mpsc::Sender<Arc<Activity>>>,
 }
 
 impl Default for Dashboard {
@@ -95,6 +101,7 @@ impl Default for Dashboard {
                 ct: VecDeque::with_capacity(SHOWN),
             }),
             stream: broadcast::channel(STREAM_CAPACITY).0,
+            outbox: OnceLock::new(),
         }
     }
 }
@@ -105,8 +112,26 @@ impl Dashboard {
     }
 
     /// Counts `activity`, keeps it for new clients, and sends it to every client;
-    /// returns its `seq`. Serialized once, whatever the number of clients.
-    pub fn publish(&self, mut activity: Activity) -> u64 {
+    /// returns its `seq`. Serialized once, whatever the number of clients. In a fleet
+    /// it is shared with the other instances too (never waiting: a full outbox drops
+    /// it there, counted).
+    pub fn publish(&self, activity: Activity) -> u64 {
+        let (seq, activity) = self.show(activity);
+        if let Some(outbox) = self.outbox.get()
+            && outbox.try_send(activity).is_err()
+        {
+            metrics::counter!("palisade_gateway_dashboard_shared_dropped_total").increment(1);
+        }
+        seq
+    }
+
+    /// An activity another instance of the fleet shared: shown, not shared again.
+    pub fn publish_shared(&self, instance: String, mut activity: Activity) -> u64 {
+        activity.instance = Some(instance);
+        self.show(activity).0
+    }
+
+    fn show(&self, mut activity: Activity) -> (u64, Arc<Activity>) {
         let mut s = self.lock();
         s.seq += 1;
         activity.seq = s.seq;
@@ -125,7 +150,7 @@ impl Dashboard {
         // Sent under the lock, so the stream's order is the seq order and a new
         // client's snapshot (taken under the same lock) is exactly before it.
         let _ = self.stream.send(encode(&Message::Activity(&activity)));
-        s.seq
+        (s.seq, activity)
     }
 
     /// An incident opened or changed.

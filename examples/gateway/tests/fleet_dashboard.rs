@@ -1,0 +1,118 @@
+//! With `--redis`, each instance's dashboard shows the whole fleet: what happens on
+//! one instance appears on the other's, marked with the instance it happened on, and
+//! is counted in its aggregates; an instance does not show its own activities twice.
+//! On a standalone redis-server and on the 3-node cluster, where the two instances
+//! reach the channel through different nodes.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use palisade_core_traits::SystemClock;
+use palisade_gateway::config::Config;
+use palisade_gateway::server::{Running, start};
+use palisade_testkit::{RedisCluster, RedisServer};
+use serde_json::{Value, json};
+
+async fn instance(redis: &str) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display().to_string();
+    let config = Config::try_parse_from([
+        "palisade-gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        &state,
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--redis",
+        redis,
+    ])
+    .unwrap();
+    (start(config, Arc::new(SystemClock)).await.unwrap(), dir)
+}
+
+fn snapshot(gw: &Running) -> Value {
+    serde_json::from_str(gw.gateway.dashboard.snapshot().as_str()).unwrap()
+}
+
+/// The failed logins of `user` in a snapshot's recent activities.
+fn failed_logins<'a>(snapshot: &'a Value, user: &str) -> Vec<&'a Value> {
+    let recent = snapshot["recent"].as_array().unwrap();
+    (recent.iter())
+        .filter(|a| a["kind"] == "login" && a["user"] == user && a["result"] == "failure")
+        .collect()
+}
+
+async fn what_happens_on_one_is_shown_on_the_other(a_redis: &str, b_redis: &str) {
+    let (a, _a_dir) = instance(a_redis).await;
+    let (b, _b_dir) = instance(b_redis).await;
+    let b_name = b.gateway.fleet.as_ref().unwrap().instance().to_owned();
+    let http = reqwest::Client::new();
+    // Subscriptions start in the background: fail on B until A shows it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let r = http
+            .post(format!("http://{}/login", b.addr))
+            .header("x-forwarded-for", "81.2.69.142")
+            .json(&json!({"username": "bob", "password": "not bob's"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let on_a = snapshot(&a);
+        if let Some(seen) = failed_logins(&on_a, "bob").first() {
+            break (*seen).clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's failed logins never reached A: {on_a}"
+        );
+    };
+    assert_eq!(seen["instance"], b_name.as_str(), "{seen}");
+    assert_eq!(seen["origin"]["ip"], "81.2.69.142", "{seen}");
+    assert!(seen["request_id"].is_string(), "{seen}");
+    // A counts them in its aggregates (A served no login itself).
+    let stats = &snapshot(&a)["stats"];
+    assert!(
+        stats["counters"]["login_failure"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    // B shows its own once each, unmarked.
+    let on_b = snapshot(&b);
+    let own = failed_logins(&on_b, "bob");
+    assert!(!own.is_empty(), "{on_b}");
+    assert!(own.iter().all(|a| a.get("instance").is_none()), "{on_b}");
+    let mut ids: Vec<&str> = own
+        .iter()
+        .map(|a| a["request_id"].as_str().unwrap())
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        n,
+        "an activity shown twice on its own instance: {on_b}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_one_redis_server_each_dashboard_shows_the_fleet() {
+    let server = RedisServer::start();
+    what_happens_on_one_is_shown_on_the_other(&server.url(), &server.url()).await;
+}
+
+#[tokio::test]
+async fn on_the_cluster_each_dashboard_shows_the_fleet_through_another_node() {
+    let cluster = RedisCluster::start();
+    let mut urls = cluster.urls();
+    let a = urls.join(",");
+    urls.rotate_left(1); // B publishes through another node than A listens on
+    let b = urls.join(",");
+    what_happens_on_one_is_shown_on_the_other(&a, &b).await;
+}
