@@ -17,16 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use palisade_core_traits::{ManualClock, Timestamp};
+use palisade_core_traits::Timestamp;
 use palisade_gateway::activity::{Activity, LoginResult, Origin, What};
-use palisade_gateway::admin::{AdminState, Sessions};
-use palisade_gateway::app::admin_routes;
-use palisade_gateway::dashboard::Dashboard;
-use palisade_gateway::users::Users;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 /// Resident memory of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -128,19 +127,11 @@ async fn client(
 }
 
 async fn run(rate: u64, clients: usize, seconds: u64, stall: Option<Duration>) {
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
-    let dashboard = Arc::new(Dashboard::default());
-    let (stop_server, shutdown) = watch::channel(false);
-    let state = AdminState {
-        users: Arc::new(Users::demo()),
-        sessions: Arc::new(Sessions::new(clock)),
-        dashboard: dashboard.clone(),
-        shutdown,
-        tls: false,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, admin_routes(state)).await });
+    let common::DashboardServer {
+        addr,
+        dashboard,
+        stop: stop_server,
+    } = common::dashboard_server().await;
 
     let cookie = session(addr).await;
     let before = rss_kib();

@@ -34,16 +34,17 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use clap::Parser;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use palisade_core_traits::SystemClock;
-use palisade_gateway::config::Config;
 use palisade_gateway::server::start;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 /// The gateway binary's allocator (main.rs), here for all three servers alike.
 #[global_allocator]
@@ -284,22 +285,18 @@ fn main() {
     let server = runtime();
     let client = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        // A million a second: the limiter's finest rate, far above what loopback does.
-        "--ip-rate",
-        "1000000",
-        "--subject-rate",
-        "1000000",
-        "--log",
-        "warn",
-    ])
-    .unwrap();
+    let config = common::config(
+        dir.path(),
+        &[
+            // A million a second: the limiter's finest rate, far above what loopback does.
+            "--ip-rate",
+            "1000000",
+            "--subject-rate",
+            "1000000",
+            "--log",
+            "warn",
+        ],
+    );
     let issuer = config.issuer.clone();
     let gateway = server
         .block_on(start(config, Arc::new(SystemClock)))

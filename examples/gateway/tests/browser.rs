@@ -16,11 +16,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use palisade_core_traits::{ManualClock, Timestamp};
-use palisade_gateway::config::Config;
 use palisade_gateway::server::start;
 use serde_json::json;
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_a_real_browser() {
@@ -39,16 +39,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     // The real gateway, behind a "proxy" on loopback so the browser test can name the
     // client addresses (MaxMind test addresses, located by the bundled databases).
     let state = tempfile::tempdir().unwrap();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--trusted-proxies",
-        "127.0.0.1/32",
-        "--state-dir",
-        &state.path().display().to_string(),
-    ])
-    .unwrap();
+    let config = common::config(state.path(), &["--trusted-proxies", "127.0.0.1/32"]);
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let gw = start(config, clock.clone()).await.unwrap();
     let base = format!("http://{}", gw.addr);

@@ -4,51 +4,20 @@
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use palisade_core_traits::{ManualClock, Timestamp};
+use palisade_core_traits::Timestamp;
 use palisade_gateway::activity::{Activity, LoginResult, Origin, What};
-use palisade_gateway::admin::{AdminState, Sessions};
-use palisade_gateway::app::admin_routes;
-use palisade_gateway::dashboard::Dashboard;
-use palisade_gateway::users::Users;
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod common;
+
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-struct Server {
-    addr: SocketAddr,
-    dashboard: Arc<Dashboard>,
-    _stop: watch::Sender<bool>,
-}
-
-async fn server() -> Server {
-    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
-    let dashboard = Arc::new(Dashboard::default());
-    let (stop, shutdown) = watch::channel(false);
-    let state = AdminState {
-        users: Arc::new(Users::demo()),
-        sessions: Arc::new(Sessions::new(clock)),
-        dashboard: dashboard.clone(),
-        shutdown,
-        tls: false,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, admin_routes(state)).await });
-    Server {
-        addr,
-        dashboard,
-        _stop: stop,
-    }
-}
 
 /// Signs in over HTTP; returns the status and the session cookie, if one was set.
 async fn sign_in(addr: SocketAddr, user: &str, password: &str) -> (u16, Option<String>) {
@@ -114,7 +83,7 @@ fn login_activity(user: &str, ip: &str, result: LoginResult) -> Activity {
 
 #[tokio::test]
 async fn only_operators_on_this_origin_get_the_stream() {
-    let s = server().await;
+    let s = common::dashboard_server().await;
     let origin = format!("http://{}", s.addr);
     // Wrong password, unknown user, a non-operator: the same refusal, no cookie.
     for (u, p) in [
@@ -178,7 +147,7 @@ async fn only_operators_on_this_origin_get_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_then_activities_incidents_and_stats() {
-    let s = server().await;
+    let s = common::dashboard_server().await;
     let (_, cookie) = sign_in(s.addr, "admin", "admin-demo-password").await;
     let origin = format!("http://{}", s.addr);
     // History before the client connects is in its snapshot.
@@ -219,7 +188,7 @@ async fn snapshot_then_activities_incidents_and_stats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_falls_behind_is_resynced_not_buffered() {
-    let s = server().await;
+    let s = common::dashboard_server().await;
     let (_, cookie) = sign_in(s.addr, "admin", "admin-demo-password").await;
     let origin = format!("http://{}", s.addr);
     let mut ws = connect(s.addr, &origin, cookie.as_deref()).await.unwrap();

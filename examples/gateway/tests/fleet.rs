@@ -10,17 +10,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use palisade_core_traits::{
     Clock, EventId, EventKind, ManualClock, Score, SecurityEvent, Severity, StepUpRequirer,
     Subject, Timestamp,
 };
-use palisade_gateway::config::Config;
 use palisade_gateway::server::{Running, start};
 use palisade_gateway::users::demo_totp;
 use palisade_testkit::{RedisCluster, RedisServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+mod common;
 
 const LONDON: &str = "81.2.69.142";
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -33,19 +33,10 @@ struct Instance {
 
 async fn instance(redis: &str, clock: Arc<ManualClock>) -> Instance {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        "--trusted-proxies",
-        "127.0.0.1/32",
-        "--redis",
-        redis,
-    ])
-    .unwrap();
+    let config = common::config(
+        dir.path(),
+        &["--trusted-proxies", "127.0.0.1/32", "--redis", redis],
+    );
     let gw = start(config, clock).await.unwrap();
     let base = format!("http://{}", gw.addr);
     // Ready once the revocation replica is proven in sync (before, tokens are refused).
@@ -408,17 +399,7 @@ async fn an_unreachable_redis_stops_the_start_naming_it() {
     let url = server.url();
     server.stop();
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        "--redis",
-        &url,
-    ])
-    .unwrap();
+    let config = common::config(dir.path(), &["--redis", &url]);
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let err = start(config, clock).await.unwrap_err().to_string();
     assert!(err.starts_with("redis:"), "{err}");

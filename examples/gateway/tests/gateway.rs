@@ -6,16 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use palisade_core_traits::{
     Clock, EventId, EventKind, ManualClock, SecurityEvent, Severity, StepUpRequirer, Subject,
     Timestamp,
 };
-use palisade_gateway::config::Config;
 use palisade_gateway::server::{Running, start};
 use palisade_gateway::users::demo_totp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+mod common;
 
 /// MaxMind test addresses (the bundled databases locate them).
 const LONDON: &str = "81.2.69.142";
@@ -31,18 +31,10 @@ struct Harness {
 
 async fn gateway(extra: &[&str]) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
-    let mut args = vec![
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-    ];
-    args.extend_from_slice(extra);
-    let config = Config::try_parse_from(args).unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
-    let gw = start(config, clock.clone()).await.unwrap();
+    let gw = start(common::config(dir.path(), extra), clock.clone())
+        .await
+        .unwrap();
     let base = format!("http://{}", gw.addr);
     Harness {
         gw,
@@ -605,17 +597,10 @@ async fn a_playbook_notification_reaches_the_webhook_with_the_region() {
 #[tokio::test]
 async fn a_webhook_url_that_is_not_https_off_loopback_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        "--webhook",
-        "http://hooks.example/secret-token",
-    ])
-    .unwrap();
+    let config = common::config(
+        dir.path(),
+        &["--webhook", "http://hooks.example/secret-token"],
+    );
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let err = start(config, clock).await.unwrap_err().to_string();
     assert!(err.starts_with("webhook:"), "{err}");
@@ -695,13 +680,7 @@ async fn with_pkcs11_tokens_are_signed_in_the_hsm_and_the_ring_survives_a_restar
     let uri = format!("pkcs11:token={}", hsm.token_label());
     let key_name = format!("gw-test-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
     let args = [
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
         "--trusted-proxies",
         "127.0.0.1/32",
         "--pkcs11-module",
@@ -729,7 +708,7 @@ async fn with_pkcs11_tokens_are_signed_in_the_hsm_and_the_ring_survives_a_restar
             v["keys"][0]["kid"].as_str().unwrap().to_owned()
         }
     };
-    let gw = start(Config::try_parse_from(args).unwrap(), clock.clone())
+    let gw = start(common::config(dir.path(), &args), clock.clone())
         .await
         .unwrap();
     assert_eq!(gw.gateway.keys.store().backend(), "pkcs11");
@@ -763,7 +742,7 @@ async fn with_pkcs11_tokens_are_signed_in_the_hsm_and_the_ring_survives_a_restar
 
     // Restarted on the same state: the same HSM key still signs and verifies, and a
     // token from before the restart is still accepted.
-    let gw = start(Config::try_parse_from(args).unwrap(), clock)
+    let gw = start(common::config(dir.path(), &args), clock)
         .await
         .unwrap();
     let base = format!("http://{}", gw.addr);
@@ -778,19 +757,7 @@ async fn pkcs11_without_a_pin_refuses_to_start_naming_the_flag() {
     let module = hsm.module_path().display().to_string();
     let uri = format!("pkcs11:token={}", hsm.token_label());
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        "--pkcs11-module",
-        &module,
-        "--pkcs11",
-        &uri,
-    ])
-    .unwrap();
+    let config = common::config(dir.path(), &["--pkcs11-module", &module, "--pkcs11", &uri]);
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let err = start(config, clock).await.unwrap_err().to_string();
     assert!(

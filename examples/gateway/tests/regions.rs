@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use palisade_core_traits::{Clock, ManualClock, RevocationStatus, Timestamp, TokenIdentity};
-use palisade_gateway::config::Config;
 use palisade_gateway::server::{Running, start};
 use palisade_gateway::service::TOKEN_TTL;
 use palisade_gateway::users::demo_totp;
@@ -20,6 +18,8 @@ use palisade_testkit::RedisServer;
 use palisade_token_blacklist::FailurePolicy;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+mod common;
 
 const LONDON: &str = "81.2.69.142";
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -36,23 +36,19 @@ struct Region {
 /// A gateway for region `name` on `redis`, with `peer` as its peer region.
 async fn region(name: &str, redis: &str, peer: &str, clock: Arc<ManualClock>) -> Region {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        "--trusted-proxies",
-        "127.0.0.1/32",
-        "--region",
-        name,
-        "--redis",
-        redis,
-        "--peer-region",
-        peer,
-    ])
-    .unwrap();
+    let config = common::config(
+        dir.path(),
+        &[
+            "--trusted-proxies",
+            "127.0.0.1/32",
+            "--region",
+            name,
+            "--redis",
+            redis,
+            "--peer-region",
+            peer,
+        ],
+    );
     let gw = start(config, clock).await.unwrap();
     Region {
         base: format!("http://{}", gw.addr),
@@ -532,20 +528,16 @@ async fn a_peer_region_out_of_reach_at_start_leaves_the_region_unready_until_it_
 async fn peer_regions_need_a_standalone_redis_in_this_region() {
     let redis_us = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
     let own = format!("{},{}", redis_us.url(), redis_us.url());
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        "--redis",
-        &own,
-        "--peer-region",
-        "eu=redis://peer:s3cret@127.0.0.1:1/",
-    ])
-    .unwrap();
+    let config = common::config(
+        dir.path(),
+        &[
+            "--redis",
+            &own,
+            "--peer-region",
+            "eu=redis://peer:s3cret@127.0.0.1:1/",
+        ],
+    );
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let err = start(config, clock).await.unwrap_err().to_string();
     assert!(

@@ -7,14 +7,14 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use clap::Parser;
 use palisade_core_traits::{ManualClock, Timestamp};
 use palisade_device_fp::{ClientHello, Transport};
-use palisade_gateway::config::Config;
 use palisade_gateway::server::start;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod common;
 
 /// A relay to `upstream` that keeps every byte the client sends.
 async fn relay(upstream: SocketAddr, sent: Arc<Mutex<Vec<u8>>>) -> SocketAddr {
@@ -53,19 +53,15 @@ async fn a_login_over_tls_carries_the_ja4_of_the_client_hello_on_the_wire() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let state = dir.path().display().to_string();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
-    ])
-    .unwrap();
+    let config = common::config(
+        dir.path(),
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let gw = start(config, clock).await.unwrap();
 
