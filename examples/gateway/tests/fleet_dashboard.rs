@@ -8,28 +8,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use palisade_core_traits::SystemClock;
-use palisade_gateway::config::Config;
 use palisade_gateway::server::{Running, start};
 use palisade_testkit::{RedisCluster, RedisServer};
 use serde_json::{Value, json};
 
+mod common;
+
 async fn instance(redis: &str) -> (Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().display().to_string();
-    let config = Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
-        "--trusted-proxies",
-        "127.0.0.1/32",
-        "--redis",
-        redis,
-    ])
-    .unwrap();
+    let extra = ["--trusted-proxies", "127.0.0.1/32", "--redis", redis];
+    let config = common::config(dir.path(), &extra);
     (start(config, Arc::new(SystemClock)).await.unwrap(), dir)
 }
 

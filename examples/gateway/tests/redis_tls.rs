@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use palisade_core_traits::SystemClock;
 use palisade_gateway::config::Config;
 use palisade_gateway::server::{Running, start};
@@ -19,22 +18,19 @@ use serde_json::{Value, json};
 const LONDON: &str = "81.2.69.142";
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
+mod common;
+
 fn config(dir: &Path, url: &str, ca: &Path) -> Config {
-    let state = dir.display().to_string();
-    Config::try_parse_from([
-        "palisade-gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state,
+    let ca = ca.to_str().unwrap();
+    let extra = [
         "--trusted-proxies",
         "127.0.0.1/32",
         "--redis",
         url,
         "--redis-ca",
-        ca.to_str().unwrap(),
-    ])
-    .unwrap()
+        ca,
+    ];
+    common::config(dir, &extra)
 }
 
 /// The PEM `ca` in a file of `dir`.
