@@ -39,18 +39,7 @@ async fn instance(redis: &str, clock: Arc<ManualClock>) -> Instance {
     );
     let gw = start(config, clock).await.unwrap();
     let base = format!("http://{}", gw.addr);
-    // Ready once the revocation replica is proven in sync (before, tokens are refused).
-    let http = reqwest::Client::new();
-    let mut ready = Value::Null;
-    for _ in 0..50 {
-        let r = http.get(format!("{base}/readyz")).send().await.unwrap();
-        let ok = r.status() == StatusCode::OK;
-        ready = r.json().await.unwrap();
-        if ok {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = common::ready(gw.addr).await;
     assert_eq!(ready["revocations"]["fresh"], true, "{ready}");
     Instance {
         gw,

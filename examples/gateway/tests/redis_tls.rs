@@ -47,21 +47,7 @@ async fn instance(url: &str, ca: &str) -> (Running, tempfile::TempDir) {
     let gw = start(config(dir.path(), url, &ca), Arc::new(SystemClock))
         .await
         .unwrap();
-    let http = reqwest::Client::new();
-    let mut ready = Value::Null;
-    for _ in 0..100 {
-        let r = http
-            .get(format!("http://{}/readyz", gw.addr))
-            .send()
-            .await
-            .unwrap();
-        let ok = r.status() == StatusCode::OK;
-        ready = r.json().await.unwrap();
-        if ok {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = common::ready(gw.addr).await;
     assert_eq!(ready["revocations"]["fresh"], true, "{ready}");
     (gw, dir)
 }

@@ -38,6 +38,29 @@ pub(crate) fn config(state_dir: &Path, extra: &[&str]) -> Config {
     Config::try_parse_from(args).unwrap()
 }
 
+/// Waits until the gateway at `addr` is ready (`/readyz` answers `200`; with
+/// `--redis`, once its revocation replica is proven in sync, before which tokens are
+/// refused), for up to 10 s; returns the last `/readyz` body.
+#[allow(dead_code, reason = "only the crates that run a fleet use it")]
+pub(crate) async fn ready(addr: SocketAddr) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let mut ready = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        let ok = r.status() == reqwest::StatusCode::OK;
+        ready = r.json().await.unwrap();
+        if ok {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ready
+}
+
 /// The dashboard's routes (`admin_routes`: sign-in, pages, WebSocket) alone, on a
 /// loopback port, with the demo users, a manual clock and no TLS.
 #[allow(dead_code, reason = "only the dashboard crates use it")]
