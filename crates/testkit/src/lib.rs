@@ -4,7 +4,8 @@
 //!   off, killed on drop (also when the test panics); [`RedisServer::start_tls`]
 //!   serves TLS only, with a CA made for it.
 //! - [`RedisCluster`]: three such servers joined into a Redis Cluster with all 16384
-//!   slots assigned, ready only once every node reports `cluster_state:ok`.
+//!   slots assigned, ready only once every node reports `cluster_state:ok`;
+//!   [`RedisCluster::start_tls`] speaks TLS only, to clients and on the cluster bus.
 //! - [`SoftHsm`]: one SoftHSM2 token per test process, with one shared, initialised
 //!   `cryptoki` context.
 //! - [`Kryoptic`]: a kryoptic token (PKCS#11 3.2, with ML-DSA) from the module

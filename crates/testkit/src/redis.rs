@@ -84,37 +84,61 @@ pub struct RedisServer {
     ca_pem: Option<String>,
 }
 
-/// A CA certificate and key, and a server certificate it signed for `localhost` and
-/// `127.0.0.1` (PEM): (CA certificate, server certificate, server key).
-fn tls_material() -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let fail = |e: rcgen::Error| -> ! { panic!("cannot make test certificates: {e}") };
-    let ca_key = KeyPair::generate().unwrap_or_else(|e| fail(e));
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| fail(e));
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "palisade testkit CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap_or_else(|e| fail(e));
-    let mut server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap_or_else(|e| fail(e));
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "palisade testkit redis-server");
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = server.signed_by(&key, &issuer).unwrap_or_else(|e| fail(e));
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+/// A CA made for one fixture: it signs the certificates of the servers that share it.
+struct TestCa {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+fn certificate_failure(e: rcgen::Error) -> ! {
+    panic!("cannot make test certificates: {e}")
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().unwrap_or_else(|e| certificate_failure(e));
+        let mut ca =
+            CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| certificate_failure(e));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "palisade testkit CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = ca
+            .self_signed(&key)
+            .unwrap_or_else(|e| certificate_failure(e));
+        TestCa {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(ca, key),
+        }
+    }
+
+    /// A certificate and key (PEM) for `localhost` and `127.0.0.1`. Also for client
+    /// authentication: cluster nodes present it to each other on the TLS cluster bus.
+    fn server_certificate(&self) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap_or_else(|e| certificate_failure(e));
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap_or_else(|e| certificate_failure(e));
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "palisade testkit redis-server");
+        server.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = server
+            .signed_by(&key, &self.issuer)
+            .unwrap_or_else(|e| certificate_failure(e));
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// The PEM certificate of a CA that signed nothing any fixture serves: a client
 /// that trusts only it must refuse every TLS server here.
 pub fn unrelated_ca_pem() -> String {
-    tls_material().0
+    TestCa::new().pem
 }
 
 impl RedisServer {
@@ -129,15 +153,16 @@ impl RedisServer {
     /// `rediss://127.0.0.1:<port>/`; [`command`](Self::command) goes through a Unix
     /// socket in the server's directory, so tests can still set up and probe it.
     pub fn start_tls() -> RedisServer {
-        Self::start_inner(&[], true)
+        Self::start_inner(&[], Some(&TestCa::new()))
     }
 
     /// Starts a server with extra `--name value` arguments.
     pub fn start_with_args(extra: &[&str]) -> RedisServer {
-        Self::start_inner(extra, false)
+        Self::start_inner(extra, None)
     }
 
-    fn start_inner(extra: &[&str], tls: bool) -> RedisServer {
+    /// With `ca`: TLS only, with a server certificate `ca` signs.
+    fn start_inner(extra: &[&str], ca: Option<&TestCa>) -> RedisServer {
         let with_bus = extra.contains(&"--cluster-enabled");
         let binary = redis_binary();
         let mut last_log = String::new();
@@ -148,8 +173,8 @@ impl RedisServer {
                 .tempdir()
                 .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
             let mut extra_args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-            let ca_pem = tls.then(|| {
-                let (ca, cert, key) = tls_material();
+            let ca_pem = ca.map(|ca| {
+                let (cert, key) = ca.server_certificate();
                 let file = |name: &str, pem: &str| {
                     let path = dir.path().join(name);
                     fs::write(&path, pem)
@@ -164,7 +189,7 @@ impl RedisServer {
                         "--tls-key-file",
                         &file("server.key", &key),
                         "--tls-ca-cert-file",
-                        &file("ca.crt", &ca),
+                        &file("ca.crt", &ca.pem),
                         "--tls-auth-clients",
                         "no",
                         "--unixsocket",
@@ -174,7 +199,7 @@ impl RedisServer {
                     ]
                     .map(str::to_owned),
                 );
-                ca
+                ca.pem.clone()
             });
             let mut server = RedisServer {
                 binary: binary.clone(),
@@ -328,19 +353,32 @@ impl RedisCluster {
     /// returns once every node reports `cluster_state:ok` with all slots assigned and
     /// all nodes known.
     pub fn start() -> RedisCluster {
+        Self::start_inner(None)
+    }
+
+    /// The same over TLS only: clients and the cluster bus (`--tls-cluster yes`) speak
+    /// TLS, every node's certificate is signed by one CA ([`ca_pem`](Self::ca_pem)),
+    /// [`urls`](Self::urls) are `rediss://`, and `CLUSTER SLOTS` names the TLS ports.
+    pub fn start_tls() -> RedisCluster {
+        Self::start_inner(Some(&TestCa::new()))
+    }
+
+    fn start_inner(ca: Option<&TestCa>) -> RedisCluster {
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+            "--cluster-announce-ip",
+            "127.0.0.1",
+        ];
+        if ca.is_some() {
+            args.extend(["--tls-cluster", "yes"]);
+        }
         let nodes: Vec<RedisServer> = (0..Self::NODES)
-            .map(|_| {
-                RedisServer::start_with_args(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                    "--cluster-announce-ip",
-                    "127.0.0.1",
-                ])
-            })
+            .map(|_| RedisServer::start_inner(&args, ca))
             .collect();
         let per_node = Self::SLOTS / Self::NODES as u32;
         for (i, node) in nodes.iter().enumerate() {
@@ -400,9 +438,16 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// `redis://127.0.0.1:<port>/` of every node (seed URLs for a cluster client).
+    /// `redis://127.0.0.1:<port>/` (`rediss://` over TLS) of every node (seed URLs
+    /// for a cluster client).
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The PEM certificate of the CA that signed every node's certificate (`None` for
+    /// a plain-text cluster).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.nodes.first().and_then(RedisServer::ca_pem)
     }
 }
 

@@ -185,3 +185,33 @@ fn config_port(server: &RedisServer) -> String {
     let reply = server.command(&["CONFIG", "GET", "port"]).unwrap().text();
     reply.lines().nth(1).unwrap().to_owned()
 }
+
+#[test]
+fn a_tls_cluster_speaks_tls_to_clients_and_between_nodes() {
+    let cluster = RedisCluster::start_tls();
+    let ca = cluster.ca_pem().unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_eq!(RedisCluster::start().ca_pem(), None);
+    let nodes_text = cluster.nodes()[0]
+        .command(&["CLUSTER", "NODES"])
+        .unwrap()
+        .text();
+    for (node, url) in cluster.nodes().iter().zip(cluster.urls()) {
+        let port = node.port();
+        assert_eq!(url, format!("rediss://127.0.0.1:{port}/"));
+        // One CA for the whole cluster: each node trusts the others' certificates.
+        assert_eq!(node.ca_pem(), Some(ca));
+        let config = |name: &str| node.command(&["CONFIG", "GET", name]).unwrap().text();
+        assert_eq!(config("port"), "port\n0");
+        assert_eq!(config("tls-cluster"), "tls-cluster\nyes");
+        // The cluster announces the TLS port, so clients it redirects speak TLS.
+        assert!(
+            nodes_text.contains(&format!("127.0.0.1:{port}@")),
+            "{port} not in\n{nodes_text}"
+        );
+        assert!(
+            !matches!(palisade_testkit::command(port, &["PING"]), Ok(Reply::Status(s)) if s == "PONG"),
+            "plain text must not be answered on a TLS node"
+        );
+    }
+}

@@ -25,7 +25,8 @@ pub struct Config {
 
     /// PEM file of the CA that signs the Redis servers' TLS certificates (own and peer
     /// regions), for a private CA; without it the system's roots verify `rediss://`
-    /// servers. Every Redis URL must then be `rediss://`; one server, not a cluster.
+    /// servers. Every Redis URL (a server, each of a cluster's nodes, the peers') must
+    /// then be `rediss://`.
     #[arg(long = "redis-ca", env = "PALISADE_REDIS_CA", requires = "redis")]
     pub redis_ca: Option<PathBuf>,
 

@@ -402,6 +402,10 @@ pub(crate) fn part<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -
 
 /// The Redis key prefix of everything the gateway keeps there.
 pub(crate) const REDIS_PREFIX: &str = "palisade:gateway";
+/// How long a rate-limit check waits for Redis (then its failure policy answers).
+const LIMIT_TIMEOUT: Duration = Duration::from_millis(50);
+/// How long a revocation or a resync read waits for Redis.
+const REVOCATION_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the fleet's keys are written and read.
 pub const FLEET_REFRESH: Duration = Duration::from_secs(2);
 
@@ -423,13 +427,17 @@ async fn limit<K: palisade_ratelimit::Key>(
     ])
     .prefix(&format!("{REDIS_PREFIX}:limit:{name}"))
     .failure_policy(failure)
+    .timeout(LIMIT_TIMEOUT)
     .clock(clock.clone());
     let limiter = match access.urls.as_slice() {
         [one] => {
             let client = access.client(one).map_err(part("redis"))?;
             builder.connect_client(client).await
         }
-        many => builder.connect_cluster(many).await,
+        _ => {
+            let conn = access.cluster(LIMIT_TIMEOUT).await.map_err(part("redis"))?;
+            builder.connect_cluster_connection(conn).await
+        }
     }
     .map_err(part("redis"))?;
     Ok((Limit::Redis(Arc::new(limiter)), quota))
@@ -581,6 +589,7 @@ impl Gateway {
             Some(access) => {
                 let mut builder = RedisBlacklist::builder()
                     .prefix(&format!("{REDIS_PREFIX}:revoked"))
+                    .timeout(REVOCATION_TIMEOUT)
                     .clock(clock.clone());
                 for peer in &peers {
                     builder = builder.relayed_from(&peer.name);
@@ -591,7 +600,19 @@ impl Gateway {
                             let client = access.client(one).map_err(part("redis"))?;
                             builder.connect_client(client).await
                         }
-                        many => builder.connect_cluster(many).await,
+                        many => {
+                            // Every URL names a primary: the resync scans each.
+                            let primaries = many
+                                .iter()
+                                .map(|u| access.client(u))
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(part("redis"))?;
+                            let conn = access
+                                .cluster(REVOCATION_TIMEOUT)
+                                .await
+                                .map_err(part("redis"))?;
+                            builder.connect_cluster_connection(conn, primaries).await
+                        }
                     }
                     .map_err(part("redis"))?,
                 );

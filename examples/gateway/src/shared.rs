@@ -118,8 +118,7 @@ impl std::fmt::Debug for RedisAccess {
 
 impl RedisAccess {
     /// `urls` with `ca` (PEM) as the only roots for TLS. With a CA every URL must be
-    /// `rediss://` (a CA with a plaintext URL would verify nothing) and there must be
-    /// one server (a cluster over a private CA is not built yet); `peers` are the
+    /// `rediss://` (a CA with a plaintext URL would verify nothing); `peers` are the
     /// other regions' URLs, which the CA verifies too.
     pub fn new(
         urls: Vec<String>,
@@ -127,9 +126,6 @@ impl RedisAccess {
         peers: &[&str],
     ) -> Result<RedisAccess, String> {
         if ca.is_some() {
-            if urls.len() > 1 {
-                return Err("--redis-ca works with one --redis server, not a cluster".into());
-            }
             let plain = urls.iter().map(String::as_str).chain(peers.iter().copied());
             if plain.clone().any(|u| !u.starts_with("rediss://")) {
                 return Err("with --redis-ca every Redis URL must be rediss://".into());
@@ -141,19 +137,59 @@ impl RedisAccess {
         })
     }
 
+    fn certificates(ca: &[u8]) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.to_vec()),
+        }
+    }
+
     /// A client for the server at `url` (this region's or a peer's).
     pub fn client(&self, url: &str) -> Result<redis::Client, redis::RedisError> {
         match &self.ca {
             None => redis::Client::open(url),
-            Some(ca) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.to_vec()),
-                },
-            ),
+            Some(ca) => redis::Client::build_with_tls(url, Self::certificates(ca)),
         }
     }
+
+    /// A connection to the cluster whose nodes `urls` names, verified by the CA if one
+    /// is set. `timeout` bounds each command; connecting waits at most `timeout` but
+    /// not under 2 s (a first TLS handshake with every node takes its time).
+    pub async fn cluster(
+        &self,
+        timeout: Duration,
+    ) -> Result<redis::cluster_async::ClusterConnection, redis::RedisError> {
+        ensure_crypto_provider();
+        let mut builder = redis::cluster::ClusterClient::builder(self.urls.clone())
+            .connection_timeout(timeout.max(Duration::from_millis(200)))
+            .response_timeout(timeout);
+        if let Some(ca) = &self.ca {
+            builder = builder.certs(Self::certificates(ca));
+        }
+        let client = builder.build()?;
+        let patience = timeout.max(Duration::from_secs(2));
+        tokio::time::timeout(patience, client.get_async_connection())
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+}
+
+/// redis-rs builds its TLS configuration with the process's default rustls provider;
+/// the crates install ring's when they connect, but a cluster connection is built here
+/// before they run.
+fn ensure_crypto_provider() {
+    use palisade_device_fp::rustls::crypto::{CryptoProvider, ring};
+    if CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: a provider is installed.
+        let _ = ring::default_provider().install_default();
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis did not answer in time",
+    ))
 }
 
 /// A Redis connection to one server or to a cluster.
@@ -172,11 +208,7 @@ impl RedisConn {
             [one] => Ok(RedisConn::Single(
                 access.client(one)?.get_connection_manager().await?,
             )),
-            many => Ok(RedisConn::Cluster(
-                redis::cluster::ClusterClient::new(many.to_vec())?
-                    .get_async_connection()
-                    .await?,
-            )),
+            _ => Ok(RedisConn::Cluster(access.cluster(REDIS_TIMEOUT).await?)),
         }
     }
 }
@@ -226,12 +258,7 @@ async fn bounded<T>(
 ) -> Result<T, redis::RedisError> {
     tokio::time::timeout(REDIS_TIMEOUT, run)
         .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "redis did not answer in time",
-            )))
-        })
+        .unwrap_or_else(|_| Err(timed_out()))
 }
 
 /// The fleet's verification keys in one Redis hash: field = instance, value =

@@ -1,7 +1,8 @@
 //! `--redis rediss://…` with `--redis-ca`: two instances on a TLS-only redis-server,
-//! whose certificate a private CA signed, behave as one (a token revoked through one
-//! is refused by the other); a CA that did not sign the server stops the start, and a
-//! CA with a plaintext URL is refused before anything connects.
+//! or on a TLS-only 3-node Redis Cluster, whose certificates a private CA signed,
+//! behave as one (a token revoked through one is refused by the other); a CA that did
+//! not sign the servers stops the start, and a CA with a plaintext URL (one of a
+//! cluster's too) is refused before anything connects.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use palisade_core_traits::SystemClock;
 use palisade_gateway::config::Config;
 use palisade_gateway::server::{Running, start};
-use palisade_testkit::{RedisServer, unrelated_ca_pem};
+use palisade_testkit::{RedisCluster, RedisServer, unrelated_ca_pem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -57,9 +58,22 @@ async fn two_instances_share_revocations_over_tls_with_a_private_ca() {
     let server = RedisServer::start_tls();
     let url = server.url();
     assert!(url.starts_with("rediss://"), "{url}");
-    let ca = server.ca_pem().unwrap();
-    let (a, _a_dir) = instance(&url, ca).await;
-    let (b, _b_dir) = instance(&url, ca).await;
+    share_revocations(&url, server.ca_pem().unwrap()).await;
+}
+
+#[tokio::test]
+async fn two_instances_share_revocations_over_a_tls_cluster_with_a_private_ca() {
+    let cluster = RedisCluster::start_tls();
+    let urls = cluster.urls();
+    assert!(urls.iter().all(|u| u.starts_with("rediss://")), "{urls:?}");
+    share_revocations(&urls.join(","), cluster.ca_pem().unwrap()).await;
+}
+
+/// A token issued by one instance on `url` is accepted by another, and once revoked
+/// through the first is refused by both.
+async fn share_revocations(url: &str, ca: &str) {
+    let (a, _a_dir) = instance(url, ca).await;
+    let (b, _b_dir) = instance(url, ca).await;
     let http = reqwest::Client::new();
 
     let login: Value = http
@@ -126,7 +140,23 @@ async fn a_ca_that_did_not_sign_the_server_stops_the_start() {
 }
 
 #[tokio::test]
-async fn a_ca_with_a_plaintext_url_or_a_cluster_is_refused() {
+async fn a_ca_that_did_not_sign_the_cluster_stops_the_start() {
+    let cluster = RedisCluster::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(dir.path(), &unrelated_ca_pem());
+    let err = start(
+        config(dir.path(), &cluster.urls().join(","), &ca),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("redis:"), "{err}");
+    assert!(err.contains("invalid peer certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn a_ca_with_a_plaintext_url_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ca = ca_file(dir.path(), &unrelated_ca_pem());
     // Nothing listens there: the refusal comes before any connection.
@@ -136,16 +166,17 @@ async fn a_ca_with_a_plaintext_url_or_a_cluster_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("must be rediss://"), "{err}");
+    // One plaintext node in a cluster's list is enough to refuse it.
     let cluster = config(
         dir.path(),
-        "rediss://127.0.0.1:1/,rediss://127.0.0.1:2/",
+        "rediss://127.0.0.1:1/,redis://127.0.0.1:2/,rediss://127.0.0.1:3/",
         &ca,
     );
     let err = start(cluster, Arc::new(SystemClock))
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("not a cluster"), "{err}");
+    assert!(err.contains("must be rediss://"), "{err}");
     let missing = config(
         dir.path(),
         "rediss://127.0.0.1:1/",
