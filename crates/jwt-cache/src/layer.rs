@@ -282,11 +282,20 @@ impl JwtAuth {
         extensions: &mut Extensions,
     ) -> Result<Arc<ValidatedToken>, AuthRejection> {
         let validator = &self.config.validator;
-        let validated = match validator.validate_without_waiting(token.as_bytes()) {
+        let answer = match validator.validate_without_waiting(token.as_bytes()) {
             Some(answer) => answer,
             None => Box::pin(validator.validate_async(token)).await,
-        }
-        .map_err(|e| self.reject(e, true))?;
+        };
+        self.admitted(answer, extensions)
+    }
+
+    /// The validator's `answer`, with the scopes checked and the extensions filled.
+    fn admitted(
+        &self,
+        answer: Result<Arc<ValidatedToken>, Error>,
+        extensions: &mut Extensions,
+    ) -> Result<Arc<ValidatedToken>, AuthRejection> {
+        let validated = answer.map_err(|e| self.reject(e, true))?;
         self.check_scopes(&validated)
             .map_err(|e| self.reject(e, false))?;
         if let Some(insert) = self.config.claims {
@@ -295,6 +304,34 @@ impl JwtAuth {
         extensions.insert(validated.clone());
         extensions.insert(self.clone());
         Ok(validated)
+    }
+
+    /// Decides without waiting when it can: a token in the header (or query) that the
+    /// cache answers, or a refusal. `Err(parts)`: a form body to read, or a cache
+    /// miss (the caller waits for those).
+    #[allow(clippy::result_large_err)] // the `Err` gives the request's parts back
+    fn decide_now(&self, mut parts: Parts) -> Result<(Parts, Result<bool, AuthRejection>), Parts> {
+        if self.config.form && is_form(&parts) {
+            return Err(parts);
+        }
+        let answer = match self.pick(&parts.headers, &parts.uri, None) {
+            Err(e) => Err(self.reject(e, false)),
+            Ok((token, from_query)) => {
+                match self
+                    .config
+                    .validator
+                    .validate_without_waiting(token.as_bytes())
+                {
+                    None => return Err(parts),
+                    Some(answer) => Ok((answer, from_query)),
+                }
+            }
+        };
+        let decided = answer.and_then(|(answer, from_query)| {
+            self.admitted(answer, &mut parts.extensions)
+                .map(|_| from_query)
+        });
+        Ok((parts, decided))
     }
 
     fn check_scopes(&self, token: &ValidatedToken) -> Result<(), Error> {
@@ -404,31 +441,111 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        // A cache hit or a refusal: decided here, and the service that polled ready is
+        // called with no clone of it and no future of our own to allocate.
+        let parts = match self.auth.decide_now(parts) {
+            Ok((_, Err(rejection))) => return ResponseFuture::ready(rejection.into_http()),
+            Ok((parts, Ok(from_query))) => {
+                return ResponseFuture {
+                    kind: Kind::Inner {
+                        fut: self.inner.call(Request::from_parts(parts, body)),
+                        from_query,
+                    },
+                };
+            }
+            Err(parts) => parts,
+        };
         // The service polled ready is the one that is called (tower's clone rule).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
-        Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
-            let (body, from_query) = match auth.authenticate(&mut parts, body).await {
-                Ok(admitted) => admitted,
-                Err(rejection) => return Ok(rejection.into_http()),
-            };
-            let mut response = inner.call(Request::from_parts(parts, body)).await?;
-            if from_query {
-                // RFC 6750 §2.3: a URI that carries a token must not be cached shared.
-                response
-                    .headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        ResponseFuture {
+            kind: Kind::Boxed {
+                fut: Box::pin(async move {
+                    let mut parts = parts;
+                    let (body, from_query) = match auth.authenticate(&mut parts, body).await {
+                        Ok(admitted) => admitted,
+                        Err(rejection) => return Ok(rejection.into_http()),
+                    };
+                    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+                    private_if(from_query, &mut response);
+                    Ok(response)
+                }),
+            },
+        }
+    }
+}
+
+/// RFC 6750 §2.3: a URI that carries a token must not be cached shared.
+fn private_if<ResBody>(from_query: bool, response: &mut Response<ResBody>) {
+    if from_query {
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+}
+
+type BoxedResponse<ResBody, E> = Pin<Box<dyn Future<Output = Result<Response<ResBody>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`JwtService`]: the inner service's (a cache hit, decided at
+    /// once), a refusal, or a boxed one (a cache miss or a form body, which wait).
+    pub struct ResponseFuture<F, ResBody, E> {
+        #[pin]
+        kind: Kind<F, ResBody, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Projected]
+    enum Kind<F, ResBody, E> {
+        // Admitted without waiting: the inner service's future.
+        Inner { #[pin] fut: F, from_query: bool },
+        // Refused.
+        Ready { response: Option<Response<ResBody>> },
+        // Decided after a wait.
+        Boxed { fut: BoxedResponse<ResBody, E> },
+    }
+}
+
+impl<F, ResBody, E> ResponseFuture<F, ResBody, E> {
+    fn ready(response: Response<ResBody>) -> Self {
+        ResponseFuture {
+            kind: Kind::Ready {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F, ResBody, E>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            Projected::Inner { fut, from_query } => {
+                let from_query = *from_query;
+                fut.poll(cx).map_ok(|mut r| {
+                    private_if(from_query, &mut r);
+                    r
+                })
             }
-            Ok(response)
-        })
+            Projected::Ready { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => Poll::Pending, // polled after completion
+            },
+            Projected::Boxed { fut } => fut.as_mut().poll(cx),
+        }
     }
 }

@@ -33,7 +33,9 @@ pub use error::{Error, ErrorClass};
 pub use keys::KeySet;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub use layer::{Claims, DEFAULT_MAX_FORM_BYTES, JwtAuth, JwtAuthBuilder, JwtService};
+pub use layer::{
+    Claims, DEFAULT_MAX_FORM_BYTES, JwtAuth, JwtAuthBuilder, JwtService, ResponseFuture,
+};
 pub use mldsa::{MlDsa, TokenAlgorithm};
 pub use policy::{Policy, PolicyBuilder};
 #[cfg(feature = "tower")]

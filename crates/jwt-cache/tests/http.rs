@@ -382,6 +382,31 @@ async fn typed_claims_from_the_layer_and_their_refusal() {
 }
 
 #[tokio::test]
+async fn a_cache_miss_and_a_hit_answer_alike_and_a_revocation_ends_the_hits() {
+    let s = setup();
+    let app = app(auth(&s.validator).allow_query(true).build().unwrap());
+    let token = sign(Algorithm::ES256, &claims("alice", "j-hit", NOW + 300));
+    let query = format!("/me?access_token={token}");
+    // The first request waits for a validation (a miss); the next ones are decided
+    // from the cache without waiting: the same answer, headers included.
+    for round in 1..=3 {
+        let a = send(&app, get_with(&query, None)).await;
+        assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "alice"));
+        assert!(
+            a.headers.contains(r#""cache-control": "private""#),
+            "{}",
+            a.headers
+        );
+        let stats = s.validator.stats();
+        assert_eq!((stats.misses, stats.hits), (1, round - 1), "{stats:?}");
+    }
+    s.revocation.revoke(ISS, "j-hit");
+    let a = send(&app, get_with(&query, None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.challenge, challenge(Some("invalid_token")));
+}
+
+#[tokio::test]
 async fn the_query_and_form_methods_only_when_enabled_and_never_two_at_once() {
     let s = setup();
     let token = sign(Algorithm::ES256, &claims("alice", "j1", NOW + 300));

@@ -26,9 +26,13 @@ use crate::{Decision, Error, Key, KeyedLimiter};
 /// assert!(!rt.block_on(admit(&limiter, &"alice")));
 /// ```
 pub trait Limiter<K: ?Sized>: Send + Sync {
-    /// True when [`check_now`](Self::check_now) always answers (the limiter never
-    /// waits): callers may then skip the future altogether.
-    const ANSWERS_AT_ONCE: bool = false;
+    /// True when [`check_now`](Self::check_now) always answers for this limiter (it
+    /// never waits): callers may then skip the future altogether. Asked once per
+    /// limiter (a layer asks when it is built), so a limiter that picks its backend
+    /// at start (memory or Redis) answers for the one it picked.
+    fn answers_at_once(&self) -> bool {
+        false
+    }
 
     /// The decision without waiting, when the limiter can give it (`None`: await
     /// [`check`](Self::check)). Consumes like `check`.
@@ -48,7 +52,9 @@ where
     K: Key + Send + Sync,
     C: Clock + Send + Sync,
 {
-    const ANSWERS_AT_ONCE: bool = true;
+    fn answers_at_once(&self) -> bool {
+        true
+    }
 
     #[inline]
     fn check_now(&self, key: &K, cost: u32) -> Option<Result<Decision, Error>> {

@@ -22,7 +22,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::activity::{Activity, LoginResult, Origin, What};
-use crate::idempotency::ClientIdentity;
 use crate::service::{AUDIENCE, Gateway, IP_POLICY, TOKEN_TTL};
 use crate::users::PasswordCheck;
 
@@ -314,8 +313,6 @@ where
             return futures_util::future::Either::Left(std::future::ready(Ok(r)));
         };
         let subject = token.identity().subject.clone().unwrap_or_default();
-        req.extensions_mut()
-            .insert(ClientIdentity::subject(&subject));
         req.extensions_mut().insert(AuthenticatedSubject(subject));
         futures_util::future::Either::Right(self.0.call(req))
     }

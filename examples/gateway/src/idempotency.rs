@@ -31,7 +31,7 @@
 //! time to live and the per-record size bound hold. Single flight of reads stays per
 //! instance (a local optimisation: it saves work, it promises nothing).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque, hash_map};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,9 +40,9 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ring::digest;
-use tokio::sync::watch;
 
 use crate::shared::{RedisConn, millis};
+use palisade_ratelimit::AuthenticatedSubject;
 use palisade_token_blacklist::redis;
 
 /// The header a client sends.
@@ -69,10 +69,12 @@ impl ClientIdentity {
         ClientIdentity(format!("ip {ip}"))
     }
 
-    /// The request's identity: its [`ClientIdentity`], else its client address.
+    /// The request's identity: its authenticated subject, else its client address.
     fn of(request: &Request) -> Option<Self> {
         let ext = request.extensions();
-        (ext.get::<ClientIdentity>().cloned()).or_else(|| {
+        (ext.get::<AuthenticatedSubject>()
+            .map(|s| Self::subject(&s.0)))
+        .or_else(|| {
             ext.get::<crate::http::ClientIp>()
                 .map(|c| Self::address(c.0))
         })
@@ -171,9 +173,22 @@ enum Entry {
 
 type KeyId = (ClientIdentity, String);
 type FlightId = (ClientIdentity, Method, String);
-/// The leader's result: `None` while running, then the response (or `Err` if it could
-/// not be shared: too large, or the leader went away).
-type Flight = watch::Receiver<Option<Result<Stored, ()>>>;
+/// A request in flight that identical ones may join.
+#[derive(Debug, Default)]
+struct Flight {
+    /// Unset while the leader runs; then its response, or `None` if it could not be
+    /// shared (too large, or the leader went away).
+    done: std::sync::OnceLock<Option<Stored>>,
+    /// Wakes the followers once `done` is set.
+    landed: tokio::sync::Notify,
+}
+
+impl Flight {
+    fn land(&self, result: Option<Stored>) {
+        let _ = self.done.set(result);
+        self.landed.notify_waiters();
+    }
+}
 
 #[derive(Debug, Default)]
 struct Tables {
@@ -181,7 +196,7 @@ struct Tables {
     /// Stored keys, oldest first, with their size.
     order: VecDeque<(KeyId, usize)>,
     bytes: usize,
-    flights: HashMap<FlightId, Flight>,
+    flights: HashMap<FlightId, Arc<Flight>>,
 }
 
 /// Hears what the layer did, and for whom.
@@ -453,24 +468,36 @@ impl Idempotency {
     }
 }
 
-/// Buffers a response body up to `limit`: `Ok` the stored form, `Err` the response
-/// rebuilt from what was read (too large to store, or the body failed).
+/// Buffers a response body up to `limit`: `Ok` the stored form; `Err` the response
+/// to send as it is: too large to store (what was read, then the rest of the body,
+/// nothing lost), or a body that failed.
 async fn buffer(response: Response, limit: usize) -> Result<Stored, Response> {
+    use futures_util::StreamExt;
     let (parts, body) = response.into_parts();
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(Stored {
-            status: parts.status,
-            headers: (parts.headers.iter())
-                .filter(|(n, _)| REPLAYED_HEADERS.contains(n))
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
-            body: bytes,
-        }),
-        Err(_) => Err(problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the response could not be buffered",
-        )),
+    let mut stream = body.into_data_stream();
+    let mut read = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the response could not be buffered",
+            ));
+        };
+        read.extend_from_slice(&chunk);
+        if read.len() > limit {
+            let head = futures_util::stream::once(std::future::ready(Ok(Bytes::from(read))));
+            let body = Body::from_stream(head.chain(stream));
+            return Err(Response::from_parts(parts, body));
+        }
     }
+    Ok(Stored {
+        status: parts.status,
+        headers: (parts.headers.iter())
+            .filter(|(n, _)| REPLAYED_HEADERS.contains(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect(),
+        body: Bytes::from(read),
+    })
 }
 
 fn fingerprint(method: &Method, uri: &str, body: &[u8]) -> [u8; 32] {
@@ -519,10 +546,7 @@ where
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = futures_util::future::Either<
-        S::Future,
-        std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>,
-    >;
+    type Future = DedupFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -542,19 +566,167 @@ where
             None // PUT and DELETE are idempotent already; no key, nothing to do
         };
         let Some(identity) = identity else {
-            return futures_util::future::Either::Left(self.inner.call(request));
+            return DedupFuture {
+                kind: Kind::Pass {
+                    fut: self.inner.call(request),
+                },
+            };
+        };
+        let idem = self.idem.clone();
+        let role = if safe {
+            match join(&idem, identity, &request) {
+                // The common case: nobody else asks the same. The service that polled
+                // ready runs it here, with no future of our own to allocate.
+                Ok(land) => {
+                    return DedupFuture {
+                        kind: Kind::Lead {
+                            fut: self.inner.call(request),
+                            land: Some(land),
+                            sharing: None,
+                        },
+                    };
+                }
+                Err(follower) => Ok(follower),
+            }
+        } else {
+            Err(identity)
         };
         // The service that polled ready goes with the future.
         let fresh = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, fresh);
-        let idem = self.idem.clone();
-        futures_util::future::Either::Right(Box::pin(async move {
-            Ok(if safe {
-                single_flight(idem, identity, request, inner).await
-            } else {
-                keyed_request(idem, identity, request, inner).await
+        DedupFuture {
+            kind: Kind::Boxed {
+                fut: Box::pin(async move {
+                    Ok(match role {
+                        Ok((who, flight)) => follow(idem, who, flight, request, inner).await,
+                        Err(identity) => keyed_request(idem, identity, request, inner).await,
+                    })
+                }),
+            },
+        }
+    }
+}
+
+type BoxedAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`Dedup`]: the inner service's (nothing to do, or the leader of
+    /// a flight, then sharing its response if anyone joined), or a boxed one (a
+    /// follower, an `Idempotency-Key`).
+    pub struct DedupFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Projected]
+    enum Kind<F> {
+        Pass { #[pin] fut: F },
+        Lead { #[pin] fut: F, land: Option<Land>, sharing: Option<BoxedAnswer> },
+        Boxed { fut: BoxedAnswer },
+    }
+}
+
+impl<F> std::future::Future for DedupFuture<F>
+where
+    F: std::future::Future<Output = Answer>,
+{
+    type Output = Answer;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Answer> {
+        use std::task::Poll;
+        match self.project().kind.project() {
+            Projected::Pass { fut } => fut.poll(cx),
+            Projected::Boxed { fut } => fut.as_mut().poll(cx),
+            Projected::Lead { fut, land, sharing } => {
+                if let Some(sharing) = sharing {
+                    return sharing.as_mut().poll(cx);
+                }
+                let Poll::Ready(Ok(response)) = fut.poll(cx) else {
+                    return Poll::Pending;
+                };
+                let Some(mut land) = land.take() else {
+                    return Poll::Ready(Ok(response));
+                };
+                land.leave();
+                // No longer joinable (clones are taken under the lock): nobody joined,
+                // nothing to share, no copy to make.
+                if Arc::strong_count(&land.flight) == 1 {
+                    return Poll::Ready(Ok(response));
+                }
+                let mut share: BoxedAnswer = Box::pin(async move {
+                    Ok(match buffer(response, land.idem.config.max_body).await {
+                        Ok(stored) => {
+                            let r = stored.response();
+                            land.flight.land(Some(stored));
+                            r
+                        }
+                        Err(r) => r, // `land` drops: the followers run themselves
+                    })
+                });
+                let polled = share.as_mut().poll(cx);
+                *sharing = Some(share);
+                polled
+            }
+        }
+    }
+}
+
+/// A leader's place in the table of flights: it leaves when the leader lands or goes
+/// away; a leader that goes away or cannot share lets its followers run themselves.
+struct Land {
+    idem: Arc<Idempotency>,
+    id: Option<FlightId>,
+    flight: Arc<Flight>,
+}
+
+impl Land {
+    fn leave(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.idem.lock().flights.remove(&id);
+        }
+    }
+}
+
+impl Drop for Land {
+    fn drop(&mut self) {
+        self.leave();
+        // Out of the table: only followers that joined before hold the flight.
+        if Arc::strong_count(&self.flight) > 1 && self.flight.done.get().is_none() {
+            self.flight.land(None);
+        }
+    }
+}
+
+/// Joins the flight of identical requests (same identity, method and URI): `Ok` as
+/// its leader, `Err` as a follower (with whom it is counted as coalesced).
+#[allow(clippy::result_large_err)] // both sides are what the caller goes on with
+fn join(
+    idem: &Arc<Idempotency>,
+    identity: ClientIdentity,
+    request: &Request,
+) -> Result<Land, (ClientIdentity, Arc<Flight>)> {
+    let uri = match (request.uri().authority(), request.uri().path_and_query()) {
+        (None, Some(pq)) => pq.as_str().to_owned(),
+        _ => request.uri().to_string(),
+    };
+    let id: FlightId = (identity, request.method().clone(), uri);
+    // Leader or follower, decided under the lock.
+    match idem.lock().flights.entry(id) {
+        hash_map::Entry::Occupied(e) => Err((e.key().0.clone(), e.get().clone())),
+        hash_map::Entry::Vacant(e) => {
+            let id = e.key().clone();
+            let flight = e.insert(Arc::default()).clone();
+            Ok(Land {
+                idem: idem.clone(),
+                id: Some(id),
+                flight,
             })
-        }))
+        }
     }
 }
 
@@ -718,87 +890,30 @@ fn decode(record: &str) -> Option<([u8; 32], Option<Stored>)> {
     ))
 }
 
-async fn single_flight<S>(
+/// Waits for the leader's response; if it cannot share (too large, gone), runs
+/// `request` itself.
+async fn follow<S>(
     idem: Arc<Idempotency>,
-    identity: ClientIdentity,
+    who: ClientIdentity,
+    flight: Arc<Flight>,
     request: Request,
     inner: S,
 ) -> Response
 where
     S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
 {
-    let uri = match (request.uri().authority(), request.uri().path_and_query()) {
-        (None, Some(pq)) => pq.as_str().to_owned(),
-        _ => request.uri().to_string(),
-    };
-    let id: FlightId = (identity, request.method().clone(), uri);
-    // Leader or follower, decided under the lock (released before any await).
-    let role = {
-        let mut t = idem.lock();
-        match t.flights.get(&id) {
-            Some(rx) => Err(rx.clone()),
-            None => {
-                let (tx, rx) = watch::channel(None);
-                t.flights.insert(id.clone(), rx);
-                Ok(tx)
-            }
-        }
-    };
-    let follow = match role {
-        Ok(tx) => return lead(&idem, id, tx, request, inner).await,
-        Err(rx) => Some(rx),
-    };
-    if let Some(mut rx) = follow {
-        // Wait for the leader; if it cannot share (too large, gone), run ourselves.
-        // (The watch guard is not `Send`: take the response out before any await.)
-        let shared = match rx.wait_for(Option::is_some).await {
-            Ok(done) => done.as_ref().and_then(|r| r.as_ref().ok()).cloned(),
-            Err(_) => None,
-        };
-        if let Some(stored) = shared {
-            (idem.report)(Outcome::Coalesced, &id.0);
-            return stored.response();
-        }
+    let landed = flight.landed.notified();
+    tokio::pin!(landed);
+    // Registered before looking: a landing after the look wakes us.
+    landed.as_mut().enable();
+    if flight.done.get().is_none() {
+        landed.await;
+    }
+    if let Some(Some(stored)) = flight.done.get() {
+        (idem.report)(Outcome::Coalesced, &who);
+        return stored.response();
     }
     run(inner, request).await
-}
-
-async fn lead<S>(
-    idem: &Idempotency,
-    id: FlightId,
-    tx: watch::Sender<Option<Result<Stored, ()>>>,
-    request: Request,
-    inner: S,
-) -> Response
-where
-    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
-{
-    struct Land<'a>(&'a Idempotency, Option<FlightId>);
-    impl Drop for Land<'_> {
-        fn drop(&mut self) {
-            if let Some(id) = self.1.take() {
-                self.0.lock().flights.remove(&id);
-            }
-        }
-    }
-    let land = Land(idem, Some(id));
-    let response = run(inner, request).await;
-    // No longer joinable; nobody joined: nothing to share, no copy to make.
-    drop(land);
-    if tx.receiver_count() == 0 {
-        return response;
-    }
-    match buffer(response, idem.config.max_body).await {
-        Ok(stored) => {
-            let r = stored.response();
-            let _ = tx.send(Some(Ok(stored)));
-            r
-        }
-        Err(r) => {
-            let _ = tx.send(Some(Err(())));
-            r
-        }
-    }
 }
 
 /// The identity headers of a request are not part of the stored response; kept here
@@ -871,7 +986,7 @@ mod tests {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("anon")
                         .to_owned();
-                    req.extensions_mut().insert(ClientIdentity(who));
+                    req.extensions_mut().insert(AuthenticatedSubject(who));
                     next.run(req).await
                 },
             ));
@@ -1062,6 +1177,68 @@ mod tests {
         assert!(runs < 50, "no request was coalesced");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_response_too_large_to_share_is_run_by_each_follower() {
+        // "the report" is 10 bytes: over the bound, the leader shares nothing.
+        let h = harness(Config {
+            max_body: 4,
+            ..Config::default()
+        });
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let app = h.app.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = app
+                    .oneshot(
+                        Request::get("/report")
+                            .header("x-test-client", "bob")
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                axum::body::to_bytes(r.into_body(), 1024).await.unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(&t.await.unwrap()[..], b"the report");
+        }
+        assert_eq!(h.runs.load(Ordering::SeqCst), 20);
+        assert!(h.outcomes.lock().unwrap().is_empty());
+        assert!(h.idem.lock().flights.is_empty());
+    }
+
+    #[tokio::test]
+    async fn followers_of_a_leader_that_goes_away_run_themselves() {
+        let h = harness(Config::default());
+        let get = || {
+            Request::get("/report")
+                .header("x-test-client", "bob")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let leader = tokio::spawn(h.app.clone().oneshot(get()));
+        while h.runs.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let follower = tokio::spawn(h.app.clone().oneshot(get()));
+        // Joined: the table, the leader and the follower hold the flight.
+        while !(h.idem.lock().flights.values()).any(|f| Arc::strong_count(f) == 3) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        leader.abort();
+        let r = tokio::time::timeout(Duration::from_secs(10), follower)
+            .await
+            .expect("a follower waits forever for a leader that went away")
+            .unwrap()
+            .unwrap();
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"the report");
+        assert_eq!(h.runs.load(Ordering::SeqCst), 2);
+        assert!(h.outcomes.lock().unwrap().is_empty());
+        assert!(h.idem.lock().flights.is_empty());
+    }
+
     async fn on_redis(url: &str) -> Store {
         Store::Redis {
             conn: RedisConn::connect(
@@ -1161,7 +1338,7 @@ mod tests {
         let dead = harness_on(config, on_redis(&server.url()).await, runs.clone());
         let b = harness_on(config, on_redis(&server.url()).await, runs.clone());
         // A claim left the way a crashed instance leaves it: taken, never finished.
-        let id = (ClientIdentity("alice".into()), "k-dead".to_owned());
+        let id = (ClientIdentity::subject("alice"), "k-dead".to_owned());
         let fp = fingerprint(&Method::POST, "/pay", b"x");
         assert!(matches!(
             dead.idem.claim(id, fp).await.unwrap(),

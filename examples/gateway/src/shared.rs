@@ -88,6 +88,21 @@ impl<K: palisade_ratelimit::Key + 'static> Limit<K> {
 /// What ratelimit's `RateLimitLayer` checks: the same decisions as `Limit::check`,
 /// errors included (the layer answers them `503`).
 impl Limiter<HttpKey> for Limit<HttpKey> {
+    fn answers_at_once(&self) -> bool {
+        matches!(self, Limit::Memory(_))
+    }
+
+    fn check_now(
+        &self,
+        key: &HttpKey,
+        cost: u32,
+    ) -> Option<Result<Decision, palisade_ratelimit::Error>> {
+        match self {
+            Limit::Memory(l) => Some(l.check(key, cost)),
+            Limit::Redis(_) => None,
+        }
+    }
+
     async fn check(&self, key: &HttpKey, cost: u32) -> Result<Decision, palisade_ratelimit::Error> {
         match self {
             Limit::Memory(l) => l.check(key, cost),

@@ -69,24 +69,29 @@ impl<L> RateLimitPolicy<L> {
 #[derive(Debug)]
 pub struct RateLimitLayer<L> {
     policies: Arc<[RateLimitPolicy<L>]>,
+    /// Every policy's limiter answers at once: decide inside `call`.
+    at_once: bool,
 }
 
 impl<L> Clone for RateLimitLayer<L> {
     fn clone(&self) -> Self {
         RateLimitLayer {
             policies: self.policies.clone(),
+            at_once: self.at_once,
         }
     }
 }
 
-impl<L> RateLimitLayer<L> {
+impl<L: Limiter<HttpKey>> RateLimitLayer<L> {
     /// A layer checking `policies` in order (at least one).
     pub fn new(policies: Vec<RateLimitPolicy<L>>) -> Result<Self, Error> {
         if policies.is_empty() {
             return Err(Error::config("policies", "at least one policy is needed"));
         }
+        let at_once = policies.iter().all(|p| p.limiter.answers_at_once());
         Ok(RateLimitLayer {
             policies: policies.into(),
+            at_once,
         })
     }
 }
@@ -97,6 +102,7 @@ impl<S, L> Layer<S> for RateLimitLayer<L> {
         RateLimit {
             inner,
             policies: self.policies.clone(),
+            at_once: self.at_once,
         }
     }
 }
@@ -106,6 +112,7 @@ impl<S, L> Layer<S> for RateLimitLayer<L> {
 pub struct RateLimit<S, L> {
     inner: S,
     policies: Arc<[RateLimitPolicy<L>]>,
+    at_once: bool,
 }
 
 impl<S: Clone, L> Clone for RateLimit<S, L> {
@@ -113,6 +120,7 @@ impl<S: Clone, L> Clone for RateLimit<S, L> {
         RateLimit {
             inner: self.inner.clone(),
             policies: self.policies.clone(),
+            at_once: self.at_once,
         }
     }
 }
@@ -222,7 +230,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if L::ANSWERS_AT_ONCE {
+        if self.at_once {
             // In memory: decide here and call the service that polled ready, with no
             // clone of it and no future of our own to allocate.
             return match self.decide_now(&req) {
