@@ -43,6 +43,15 @@ fn is_b64token(bytes: &[u8]) -> bool {
 /// one, or with a token outside the b64token syntax (which also refuses anything but
 /// visible ASCII). The scheme is matched case-insensitively (RFC 9110 §11.1).
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    match bearer_credential(headers)? {
+        None => Ok(None),
+        Some(token) => b64token(token).map(Some),
+    }
+}
+
+/// [`bearer_token`] without the token's syntax check ([`b64token`]), for the layer,
+/// which asks the cache first: a token the cache holds passed that check already.
+pub(crate) fn bearer_credential(headers: &HeaderMap) -> Result<Option<&[u8]>, Error> {
     let mut values = headers.get_all(AUTHORIZATION).into_iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -65,6 +74,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
     if token.is_empty() {
         return Err(Error::InvalidRequest("Bearer without a token"));
     }
+    Ok(Some(token))
+}
+
+/// A `Bearer` credential as a b64token (RFC 6750 §2.1), or why it is not one.
+pub(crate) fn b64token(token: &[u8]) -> Result<&str, Error> {
     if !is_b64token(token) {
         // Only now look at why: the common case scans the token once.
         return Err(Error::InvalidRequest(
@@ -76,9 +90,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
         ));
     }
     // A b64token is ASCII, so this cannot fail; no panic path either way.
-    std::str::from_utf8(token)
-        .map(Some)
-        .map_err(|_| Error::InvalidRequest("Bearer credential is not ASCII"))
+    std::str::from_utf8(token).map_err(|_| Error::InvalidRequest("Bearer credential is not ASCII"))
 }
 
 /// The `access_token` parameter of a query string or form body (RFC 6750 §2.2/§2.3):

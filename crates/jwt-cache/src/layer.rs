@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::bearer::{access_token_param, bearer_token};
+use crate::bearer::{access_token_param, b64token, bearer_credential, bearer_token};
 use crate::reject::{AuthRejection, valid_realm, valid_scope};
 use crate::{Error, ValidatedToken, Validator};
 
@@ -314,17 +314,33 @@ impl JwtAuth {
         if self.config.form && is_form(&parts) {
             return Err(parts);
         }
-        let answer = match self.pick(&parts.headers, &parts.uri, None) {
-            Err(e) => Err(self.reject(e, false)),
-            Ok((token, from_query)) => {
-                match self
-                    .config
-                    .validator
-                    .validate_without_waiting(token.as_bytes())
-                {
-                    None => return Err(parts),
-                    Some(answer) => Ok((answer, from_query)),
+        let validator = &self.config.validator;
+        let answer = if self.config.query {
+            match self.pick(&parts.headers, &parts.uri, None) {
+                Err(e) => Err(self.reject(e, false)),
+                Ok((token, from_query)) => {
+                    match validator.validate_without_waiting(token.as_bytes()) {
+                        None => return Err(parts),
+                        Some(answer) => Ok((answer, from_query)),
+                    }
                 }
+            }
+        } else {
+            // Header only (the default). The cache first: a token it holds validated
+            // once, so its syntax is right and is not scanned again.
+            match bearer_credential(&parts.headers) {
+                Err(e) => Err(self.reject(e, false)),
+                Ok(None) => Err(self.reject(Error::MissingToken, false)),
+                Ok(Some(raw)) => match validator.cached(raw) {
+                    Some(answer) => Ok((answer, false)),
+                    None => match b64token(raw) {
+                        Err(e) => Err(self.reject(e, false)),
+                        Ok(token) => match validator.validate_without_waiting(token.as_bytes()) {
+                            None => return Err(parts),
+                            Some(answer) => Ok((answer, false)),
+                        },
+                    },
+                },
             }
         };
         let decided = answer.and_then(|(answer, from_query)| {

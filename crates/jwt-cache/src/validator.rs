@@ -364,13 +364,38 @@ impl Validator {
             }
         };
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let kref = self.key_ref(epoch, token);
-        if let Some(entry) = cache.store.get(&kref)
-            && let Some(r) = self.serve(cache, &kref, &entry, false)
-        {
-            return Ok(Lookup::Done(r));
+        match self.cache_answer(cache, epoch, token) {
+            Some(r) => Ok(Lookup::Done(r)),
+            None => Ok(Lookup::Miss(cache, epoch)),
         }
-        Ok(Lookup::Miss(cache, epoch))
+    }
+
+    /// What the cache answers for `token` (a hit, or a held token now expired or
+    /// revoked); `None` if it holds no usable entry.
+    fn cache_answer(
+        &self,
+        cache: &TokenCache,
+        epoch: u64,
+        token: &[u8],
+    ) -> Option<Result<Arc<ValidatedToken>, Error>> {
+        let kref = self.key_ref(epoch, token);
+        let entry = cache.store.get(&kref)?;
+        self.serve(cache, &kref, &entry, false)
+    }
+
+    /// The answer for a token the cache holds, counted like `validate`; `None` (and
+    /// nothing counted) otherwise. Only tokens that validated hold an entry, so the
+    /// tower layer asks here before it checks a bearer token's syntax: a held token
+    /// passed it already.
+    #[cfg(feature = "tower")]
+    pub(crate) fn cached(&self, token: &[u8]) -> Option<Result<Arc<ValidatedToken>, Error>> {
+        let cache = self.cache.as_ref()?;
+        if token.len() > cache.config.max_cached_token_bytes {
+            return None;
+        }
+        let r = self.cache_answer(cache, self.epoch.load(Ordering::SeqCst), token)?;
+        self.counters.outcome(&r);
+        Some(r)
     }
 
     fn validate_inner(&self, token: &[u8]) -> Result<Arc<ValidatedToken>, Error> {

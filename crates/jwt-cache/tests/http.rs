@@ -384,13 +384,13 @@ async fn typed_claims_from_the_layer_and_their_refusal() {
 #[tokio::test]
 async fn a_cache_miss_and_a_hit_answer_alike_and_a_revocation_ends_the_hits() {
     let s = setup();
-    let app = app(auth(&s.validator).allow_query(true).build().unwrap());
+    let with_query = app(auth(&s.validator).allow_query(true).build().unwrap());
     let token = sign(Algorithm::ES256, &claims("alice", "j-hit", NOW + 300));
     let query = format!("/me?access_token={token}");
     // The first request waits for a validation (a miss); the next ones are decided
     // from the cache without waiting: the same answer, headers included.
     for round in 1..=3 {
-        let a = send(&app, get_with(&query, None)).await;
+        let a = send(&with_query, get_with(&query, None)).await;
         assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "alice"));
         assert!(
             a.headers.contains(r#""cache-control": "private""#),
@@ -400,8 +400,26 @@ async fn a_cache_miss_and_a_hit_answer_alike_and_a_revocation_ends_the_hits() {
         let stats = s.validator.stats();
         assert_eq!((stats.misses, stats.hits), (1, round - 1), "{stats:?}");
     }
+    // Header only (the default): a held token is answered from the cache before its
+    // syntax is scanned (it passed that scan when first validated); a token the cache
+    // does not hold is scanned first.
+    let header_only = app(auth(&s.validator).build().unwrap());
+    let a = send(&header_only, get_with("/me", Some(&bearer(&token)))).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "alice"));
+    assert_eq!(s.validator.stats().hits, 3);
+    let a = send(
+        &header_only,
+        get_with("/me", Some(&bearer(&format!("{token}!")))),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.challenge, challenge(Some("invalid_request")));
+    assert_eq!(s.validator.stats().misses, 1);
     s.revocation.revoke(ISS, "j-hit");
-    let a = send(&app, get_with(&query, None)).await;
+    let a = send(&header_only, get_with("/me", Some(&bearer(&token)))).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.challenge, challenge(Some("invalid_token")));
+    let a = send(&with_query, get_with(&query, None)).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.challenge, challenge(Some("invalid_token")));
 }

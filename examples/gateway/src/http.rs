@@ -167,7 +167,7 @@ where
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+    type Future = FrontFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -179,8 +179,7 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let Some(&ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
             tracing::error!("no peer address (serve with into_make_service_with_connect_info)");
-            let r = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-            return Box::pin(std::future::ready(Ok(r)));
+            return FrontFuture::ready(StatusCode::INTERNAL_SERVER_ERROR.into_response());
         };
         let id = client_request_id(&req).map_or_else(new_request_id, str::to_owned);
         let id_header = HeaderValue::from_str(&id).ok();
@@ -192,40 +191,130 @@ where
             let headers = forwarded("x-forwarded-for").chain(forwarded("forwarded"));
             self.gw.proxies.client_ip(peer.ip(), headers)
         };
-        let route = route_of(req.uri().path());
         let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path(), client = %ip);
-        let id = RequestId(id);
-        let finish = move |mut response: Response| {
-            crate::metrics::count_request(route, response.status().as_u16());
-            if let Some(v) = id_header {
-                response.headers_mut().insert(REQUEST_ID, v);
-            }
-            Ok(response)
+        let out = Out {
+            gw: self.gw.clone(),
+            id: RequestId(id),
+            ip,
+            route: route_of(req.uri().path()),
+            id_header,
         };
         if let Some(list) = self.gw.intel.as_ref().and_then(|i| i.matches(ip)) {
             let list = list.to_string();
-            span.in_scope(|| self.gw.show(&id, ip, What::IntelHit { list }));
+            span.in_scope(|| self.gw.show(&out.id, ip, What::IntelHit { list }));
             let r = problem(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "the client address is on a deny list",
             );
-            return Box::pin(std::future::ready(finish(r)));
+            return FrontFuture::ready(out.finish(r));
         }
-        req.extensions_mut().insert(id.clone());
+        req.extensions_mut().insert(out.id.clone());
         req.extensions_mut().insert(ClientIp(ip));
         let answer = span.in_scope(|| self.inner.call(req));
-        let gw = self.gw.clone();
-        Box::pin(tracing::Instrument::instrument(
+        FrontFuture {
+            kind: FrontKind::Inner {
+                fut: tracing::Instrument::instrument(answer, span),
+                out: Some(out),
+            },
+        }
+    }
+}
+
+/// What [`Front`] does on the way out.
+struct Out {
+    gw: Arc<Gateway>,
+    id: RequestId,
+    ip: IpAddr,
+    route: &'static str,
+    id_header: Option<HeaderValue>,
+}
+
+impl Out {
+    fn finish(self, mut response: Response) -> Response {
+        crate::metrics::count_request(self.route, response.status().as_u16());
+        if let Some(v) = self.id_header {
+            response.headers_mut().insert(REQUEST_ID, v);
+        }
+        response
+    }
+}
+
+type BoxedAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`Front`]: the inner service's in the request's span, then (a
+    /// rate-limit refusal only) a boxed one that reports it.
+    pub struct FrontFuture<F> {
+        #[pin]
+        kind: FrontKind<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = FrontProjected]
+    enum FrontKind<F> {
+        Ready { response: Option<Response> },
+        Inner { #[pin] fut: tracing::instrument::Instrumented<F>, out: Option<Out> },
+        Refused { fut: BoxedAnswer },
+    }
+}
+
+impl<F> FrontFuture<F> {
+    fn ready(response: Response) -> Self {
+        FrontFuture {
+            kind: FrontKind::Ready {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F> std::future::Future for FrontFuture<F>
+where
+    F: std::future::Future<Output = Answer>,
+{
+    type Output = Answer;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Answer> {
+        use std::task::Poll;
+        let mut kind = self.project().kind;
+        let (response, out, span) = match kind.as_mut().project() {
+            FrontProjected::Ready { response } => {
+                return match response.take() {
+                    Some(r) => Poll::Ready(Ok(r)),
+                    None => Poll::Pending, // polled after completion
+                };
+            }
+            FrontProjected::Refused { fut } => return fut.as_mut().poll(cx),
+            FrontProjected::Inner { mut fut, out } => {
+                let Poll::Ready(Ok(response)) = fut.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                let Some(out) = out.take() else {
+                    return Poll::Ready(Ok(response));
+                };
+                (response, out, fut.span().clone())
+            }
+        };
+        if refused_by(&response).is_none() {
+            return Poll::Ready(Ok(out.finish(response)));
+        }
+        let mut report: BoxedAnswer = Box::pin(tracing::Instrument::instrument(
             async move {
-                let Ok(response) = answer.await;
                 if let Some(policy) = refused_by(&response) {
-                    gw.limited(&id, ip, response.status(), policy).await;
+                    (out.gw.limited(&out.id, out.ip, response.status(), policy)).await;
                 }
-                finish(response)
+                Ok(out.finish(response))
             },
             span,
-        ))
+        ));
+        let polled = report.as_mut().poll(cx);
+        kind.set(FrontKind::Refused { fut: report });
+        polled
     }
 }
 

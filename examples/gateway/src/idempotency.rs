@@ -172,7 +172,41 @@ enum Entry {
 }
 
 type KeyId = (ClientIdentity, String);
-type FlightId = (ClientIdentity, Method, String);
+/// Identical safe requests: same identity, method and URI. Hashed once when formed
+/// (SipHash with random keys, as a `HashMap` would), so the table's insert and
+/// removal hash the stored `u64` only; equality still compares every field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FlightId {
+    hash: u64,
+    who: ClientIdentity,
+    method: Method,
+    uri: String,
+}
+
+impl std::hash::Hash for FlightId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hasher of the flights' table: [`FlightId`] hashed itself already.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is ever called; fold anything else rather than drop it.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 /// A request in flight that identical ones may join.
 #[derive(Debug, Default)]
 struct Flight {
@@ -196,7 +230,7 @@ struct Tables {
     /// Stored keys, oldest first, with their size.
     order: VecDeque<(KeyId, usize)>,
     bytes: usize,
-    flights: HashMap<FlightId, Arc<Flight>>,
+    flights: HashMap<FlightId, Arc<Flight>, std::hash::BuildHasherDefault<PreHashed>>,
 }
 
 /// Hears what the layer did, and for whom.
@@ -261,6 +295,8 @@ return false";
 pub struct Idempotency {
     config: Config,
     tables: Mutex<Tables>,
+    /// The keys [`FlightId`]s are hashed with.
+    flight_keys: std::hash::RandomState,
     store: Store,
     report: Box<Report>,
 }
@@ -315,6 +351,7 @@ impl Idempotency {
         Arc::new(Idempotency {
             config,
             tables: Mutex::new(Tables::default()),
+            flight_keys: std::hash::RandomState::new(),
             store,
             report: Box::new(report),
         })
@@ -714,10 +751,17 @@ fn join(
         (None, Some(pq)) => pq.as_str().to_owned(),
         _ => request.uri().to_string(),
     };
-    let id: FlightId = (identity, request.method().clone(), uri);
-    // Leader or follower, decided under the lock.
+    let method = request.method().clone();
+    let hash = std::hash::BuildHasher::hash_one(&idem.flight_keys, (&identity, &method, &uri));
+    let id = FlightId {
+        hash,
+        who: identity,
+        method,
+        uri,
+    };
+    // Leader or follower, decided under the lock (the hash is computed outside it).
     match idem.lock().flights.entry(id) {
-        hash_map::Entry::Occupied(e) => Err((e.key().0.clone(), e.get().clone())),
+        hash_map::Entry::Occupied(e) => Err((e.key().who.clone(), e.get().clone())),
         hash_map::Entry::Vacant(e) => {
             let id = e.key().clone();
             let flight = e.insert(Arc::default()).clone();
