@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use palisade_core_traits::{SecurityEvent, Subject, Timestamp, canonical_ip, normalize_user_id};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Keys, events and actions kept per incident, and incidents kept in all: fixed memory.
 const MAX_KEYS: usize = 16;
@@ -14,7 +14,7 @@ const MAX_ITEMS: usize = 20;
 const MAX_INCIDENTS: usize = 200;
 
 /// One event as an incident lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventLine {
     /// When.
     pub time: Timestamp,
@@ -31,7 +31,7 @@ pub struct EventLine {
 }
 
 /// One playbook step as an incident lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionLine {
     /// When it was planned.
     pub time: Timestamp,
@@ -47,7 +47,7 @@ pub struct ActionLine {
 }
 
 /// Correlated events and what was done about them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// Increasing id.
     pub id: u64,
@@ -67,6 +67,10 @@ pub struct Incident {
     pub events: VecDeque<EventLine>,
     /// The last actions.
     pub actions: VecDeque<ActionLine>,
+    /// The instance of the fleet that opened it, for an incident another instance
+    /// shared (`--redis`); `None` for this instance's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     #[serde(skip)]
     rank: u8,
 }
@@ -162,6 +166,7 @@ impl Correlator {
                     keys: Vec::new(),
                     events: VecDeque::new(),
                     actions: VecDeque::new(),
+                    instance: None,
                     rank: 0,
                 });
                 self.next_id += 1;

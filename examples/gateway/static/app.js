@@ -221,11 +221,14 @@
   }
 
   // ---- incidents
+  // Keyed by instance and id: in a fleet each instance numbers its own incidents.
   const incidents = new Map();
+  const incidentKey = (inc) => `${inc.instance || ""}#${inc.id}`;
   function renderIncident(inc) {
-    incidents.set(inc.id, inc);
+    const key = incidentKey(inc);
+    incidents.set(key, inc);
     const list = $("incident-list");
-    let li = list.querySelector(`li[data-incident="${inc.id}"]`);
+    let li = Array.from(list.children).find((n) => n.dataset.incident === key);
     const open = li ? li.querySelector("details").open : false;
     // Repeats of the same event in a row are one line with a count.
     const lines = [];
@@ -244,20 +247,20 @@
     const details = el("details", open ? { open: "" } : {},
       el("summary", {},
         el("span", { class: "sev " + inc.severity }, inc.severity),
-        el("span", {}, `#${inc.id} ${inc.title}`),
+        el("span", {}, `#${inc.id} ${inc.title}` + (inc.instance ? ` · on ${inc.instance}` : "")),
         el("span", { class: "hint" }, `${inc.event_count} event${inc.event_count === 1 ? "" : "s"}, last ${fmtTime(inc.last)}`)),
       el("div", { class: "body" },
         el("p", {}, "Keys: " + inc.keys.join(", ")),
         el("h3", {}, "Events"), events,
         el("h3", {}, "Actions and why"), actions));
-    const fresh = el("li", { "data-incident": inc.id }, details);
+    const fresh = el("li", { "data-incident": key }, details);
     if (li) li.replaceWith(fresh); else list.prepend(fresh);
     // Newest activity first.
-    const lastOf = (n) => Date.parse(incidents.get(Number(n.dataset.incident)).last) || 0;
+    const lastOf = (n) => Date.parse(incidents.get(n.dataset.incident).last) || 0;
     const items = Array.from(list.children).sort((a, b) => lastOf(b) - lastOf(a));
     if (items.some((n, i) => list.children[i] !== n)) list.replaceChildren(...items);
     while (list.childElementCount > 20) {
-      incidents.delete(Number(list.lastElementChild.dataset.incident));
+      incidents.delete(list.lastElementChild.dataset.incident);
       list.lastElementChild.remove();
     }
   }

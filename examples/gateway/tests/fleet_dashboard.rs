@@ -1,6 +1,8 @@
 //! With `--redis`, each instance's dashboard shows the whole fleet: what happens on
 //! one instance appears on the other's, marked with the instance it happened on, and
 //! is counted in its aggregates; an instance does not show its own activities twice.
+//! Incidents too: one a playbook answered on one instance is listed on the other's,
+//! with its actions and the instance's name, beside the other's own.
 //! On a standalone redis-server and on the 3-node cluster, where the two instances
 //! reach the channel through different nodes.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
@@ -8,7 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_core_traits::SystemClock;
+use palisade_core_traits::{
+    Clock, EventId, EventKind, SecurityEvent, Severity, Subject, SystemClock,
+};
 use palisade_gateway::server::{Running, start};
 use palisade_testkit::{RedisCluster, RedisServer};
 use serde_json::{Value, json};
@@ -86,6 +90,52 @@ async fn what_happens_on_one_is_shown_on_the_other(a_redis: &str, b_redis: &str)
         n,
         "an activity shown twice on its own instance: {on_b}"
     );
+
+    // An incident B's playbooks answer is listed on A, marked with B's name.
+    let event = SecurityEvent::new(
+        EventId::new("bf-fleet-dashboard").unwrap(),
+        SystemClock.now(),
+        EventKind::BruteForce,
+        Severity::High,
+        Subject::ip("198.51.100.99".parse().unwrap()),
+        "test",
+    );
+    b.gateway.bus.publish(event).await;
+    let opened_by_b = |snapshot: &Value| {
+        (snapshot["incidents"].as_array().unwrap().iter())
+            .find(|i| {
+                i["keys"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k == "ip 198.51.100.99")
+            })
+            .cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shared = loop {
+        let on_a = snapshot(&a);
+        if let Some(i) = opened_by_b(&on_a).filter(|i| !i["actions"].as_array().unwrap().is_empty())
+        {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's incident never reached A: {on_a}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(shared["instance"], b_name.as_str(), "{shared}");
+    assert_eq!(shared["severity"], "high", "{shared}");
+    // On B it is B's own: unmarked, listed once, with the same id.
+    let own = opened_by_b(&snapshot(&b)).unwrap();
+    assert!(own.get("instance").is_none(), "{own}");
+    assert_eq!(own["id"], shared["id"]);
+    let on_a = snapshot(&a);
+    let listed = (on_a["incidents"].as_array().unwrap().iter())
+        .filter(|i| i["id"] == shared["id"] && i["instance"] == shared["instance"])
+        .count();
+    assert_eq!(listed, 1, "an incident listed twice: {on_a}");
     a.shutdown().await;
     b.shutdown().await;
 }

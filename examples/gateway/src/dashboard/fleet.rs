@@ -1,16 +1,21 @@
-//! The fleet's dashboard (`--redis`): every instance publishes its activities on one
-//! Redis channel ([`CHANNEL`]) and shows the other instances' beside its own, so an
-//! operator behind a load balancer sees the whole fleet, whichever instance answers.
+//! The fleet's dashboard (`--redis`): every instance publishes its activities and
+//! incidents on one Redis channel ([`CHANNEL`]) and shows the other instances' beside
+//! its own, so an operator behind a load balancer sees the whole fleet, whichever
+//! instance answers. Incidents are shared as their instance correlated them: events
+//! on two instances about one source are two incidents, each marked with its
+//! instance (correlation and the playbooks' state stay per instance).
 //!
 //! - Classic Pub/Sub, on one node: in a Redis Cluster a `PUBLISH` reaches the
 //!   subscribers of every node, so one node serves (the next one when it fails).
 //! - At most once, best effort: a live view, not a record (the audit log is each
-//!   instance's, and incidents stay with the instance whose playbooks opened them).
+//!   instance's).
 //!   Activities published while an instance is disconnected are not shown there; an
 //!   outbox of [`OUTBOX`] activities never makes a request wait (a full one drops,
 //!   counted in `palisade_gateway_dashboard_shared_dropped_total`).
 //! - What arrives is bounded ([`MAX_MESSAGE`] bytes) and must parse as an activity;
 //!   anything else is dropped (`palisade_gateway_dashboard_shared_invalid_total`).
+//!   Incidents shared by others take places in the dashboard's bounded list like
+//!   its own.
 //!   The channel is the fleet's own Redis: whoever can publish there is trusted as
 //!   much as whoever can write revocations there.
 
@@ -25,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use super::Dashboard;
 use crate::activity::Activity;
+use crate::incident::Incident;
 use crate::shared::RedisAccess;
 
 /// The channel (under the gateway's Redis prefix).
@@ -34,16 +40,29 @@ pub const OUTBOX: usize = 4096;
 /// The largest message read from the channel.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
+/// What an instance shares: `{"instance":…,"activity":{…}}` or
+/// `{"instance":…,"incident":{…}}` on the channel.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Shared {
+    /// An activity.
+    Activity(Arc<Activity>),
+    /// An incident, opened or changed.
+    Incident(Box<Incident>),
+}
+
 #[derive(Serialize)]
 struct Outgoing<'a> {
     instance: &'a str,
-    activity: &'a Activity,
+    #[serde(flatten)]
+    item: &'a Shared,
 }
 
 #[derive(Deserialize)]
 struct Incoming {
     instance: String,
-    activity: Activity,
+    #[serde(flatten)]
+    item: Shared,
 }
 
 /// Shares `dashboard`'s activities with the fleet on `access` as `instance`, and shows
@@ -68,19 +87,15 @@ fn node(access: &RedisAccess, failures: usize) -> &str {
     &access.urls[failures % access.urls.len()]
 }
 
-async fn publish(
-    mut pending: mpsc::Receiver<Arc<Activity>>,
-    access: RedisAccess,
-    instance: String,
-) {
+async fn publish(mut pending: mpsc::Receiver<Shared>, access: RedisAccess, instance: String) {
     let mut conn: Option<redis::aio::ConnectionManager> = None;
     let mut failures = 0;
-    while let Some(activity) = pending.recv().await {
+    while let Some(item) = pending.recv().await {
         let message = serde_json::to_string(&Outgoing {
             instance: &instance,
-            activity: &activity,
+            item: &item,
         })
-        .unwrap_or_else(|e| unreachable!("activity JSON: {e}"));
+        .unwrap_or_else(|e| unreachable!("activity or incident JSON: {e}"));
         if conn.is_none() {
             let client = access.client(node(&access, failures));
             match client {
@@ -139,9 +154,13 @@ async fn listen(
             .then(|| serde_json::from_slice::<Incoming>(payload).ok())
             .flatten();
         match shared {
-            Some(s) if s.instance != instance => {
-                dashboard.publish_shared(s.instance, s.activity);
-            }
+            Some(s) if s.instance != instance => match s.item {
+                Shared::Activity(a) => {
+                    let a = Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone());
+                    dashboard.publish_shared(s.instance, a);
+                }
+                Shared::Incident(i) => dashboard.publish_shared_incident(s.instance, *i),
+            },
             Some(_) => {} // our own, shown already
             None => {
                 metrics::counter!("palisade_gateway_dashboard_shared_invalid_total").increment(1);
@@ -159,5 +178,44 @@ mod tests {
     #[test]
     fn the_channel_is_under_the_gateways_prefix() {
         assert_eq!(CHANNEL, format!("{REDIS_PREFIX}:dashboard"));
+    }
+
+    #[test]
+    fn a_message_is_an_activity_or_an_incident_named_by_its_key() {
+        let mut correlator = crate::incident::Correlator::new(std::time::Duration::from_secs(60));
+        let event = palisade_core_traits::SecurityEvent::new(
+            palisade_core_traits::EventId::new("e1").unwrap(),
+            palisade_core_traits::Timestamp::from_unix_secs(1_700_000_000),
+            palisade_core_traits::EventKind::BruteForce,
+            palisade_core_traits::Severity::High,
+            palisade_core_traits::Subject::ip("198.51.100.7".parse().unwrap()),
+            "test",
+        );
+        let incident = correlator.correlate(&event).clone();
+        let item = Shared::Incident(Box::new(incident.clone()));
+        let text = serde_json::to_string(&Outgoing {
+            instance: "eu-1",
+            item: &item,
+        })
+        .unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["instance"], "eu-1");
+        assert_eq!(back["incident"]["id"], incident.id);
+        let parsed: Incoming = serde_json::from_str(&text).unwrap();
+        match parsed.item {
+            // Everything it shows (its severity rank is this instance's own).
+            Shared::Incident(i) => assert_eq!(
+                serde_json::to_value(&*i).unwrap(),
+                serde_json::to_value(&incident).unwrap()
+            ),
+            Shared::Activity(_) => panic!("an incident read as an activity"),
+        }
+        // Neither, or an unknown kind: refused (dropped and counted by `listen`).
+        for bad in [
+            r#"{"instance":"eu-1"}"#,
+            r#"{"instance":"eu-1","other":{}}"#,
+        ] {
+            assert!(serde_json::from_str::<Incoming>(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -14,8 +14,8 @@
 //! messages shared by every client (a slow client lags and is resynced, it never
 //! makes the server buffer for it), the aggregates are fixed-size.
 //!
-//! With `--redis` the instances share their activities ([`fleet`]): each shows the
-//! whole fleet's, the others' marked with their `instance`.
+//! With `--redis` the instances share their activities and incidents ([`fleet`]):
+//! each shows the whole fleet's, the others' marked with their `instance`.
 
 pub mod fleet;
 mod stats;
@@ -86,7 +86,7 @@ pub struct Dashboard {
     state: Mutex<State>,
     stream: broadcast::Sender<Utf8Bytes>,
     /// Where this instance's activities go to be shared with the fleet (`--redis`).
-    outbox: OnceLock<tokio::sync::mpsc::Sender<Arc<Activity>>>,
+    outbox: OnceLock<tokio::sync::mpsc::Sender<fleet::Shared>>,
 }
 
 impl Default for Dashboard {
@@ -117,12 +117,17 @@ impl Dashboard {
     /// it there, counted).
     pub fn publish(&self, activity: Activity) -> u64 {
         let (seq, activity) = self.show(activity);
+        self.share(fleet::Shared::Activity(activity));
+        seq
+    }
+
+    /// Hands `item` to the fleet (with `--redis`), never waiting.
+    fn share(&self, item: fleet::Shared) {
         if let Some(outbox) = self.outbox.get()
-            && outbox.try_send(activity).is_err()
+            && outbox.try_send(item).is_err()
         {
             metrics::counter!("palisade_gateway_dashboard_shared_dropped_total").increment(1);
         }
-        seq
     }
 
     /// An activity another instance of the fleet shared: shown, not shared again.
@@ -153,15 +158,31 @@ impl Dashboard {
         (s.seq, activity)
     }
 
-    /// An incident opened or changed.
+    /// An incident opened or changed: shown, and in a fleet shared with the other
+    /// instances (never waiting, like activities).
     pub fn publish_incident(&self, incident: &Incident) {
+        self.show_incident(incident.clone());
+        self.share(fleet::Shared::Incident(Box::new(incident.clone())));
+    }
+
+    /// An incident another instance of the fleet shared: shown beside this instance's
+    /// own (ids are per instance), not shared again.
+    pub fn publish_shared_incident(&self, instance: String, mut incident: Incident) {
+        incident.instance = Some(instance);
+        self.show_incident(incident);
+    }
+
+    fn show_incident(&self, incident: Incident) {
         let mut s = self.lock();
-        s.incidents.retain(|i| i.id != incident.id);
-        s.incidents.push_back(incident.clone());
+        s.incidents
+            .retain(|i| !(i.id == incident.id && i.instance == incident.instance));
+        let _ = self.stream.send(encode(&Message::Incident {
+            incident: &incident,
+        }));
+        s.incidents.push_back(incident);
         if s.incidents.len() > SHOWN {
             s.incidents.pop_front();
         }
-        let _ = self.stream.send(encode(&Message::Incident { incident }));
     }
 
     /// Sends the aggregates if anything changed since the last time (call it about
