@@ -315,33 +315,36 @@ impl JwtAuth {
             return Err(parts);
         }
         let validator = &self.config.validator;
-        let answer = if self.config.query {
-            match self.pick(&parts.headers, &parts.uri, None) {
-                Err(e) => Err(self.reject(e, false)),
-                Ok((token, from_query)) => {
-                    match validator.validate_without_waiting(token.as_bytes()) {
+        let picked = if self.config.query {
+            self.pick(&parts.headers, &parts.uri, None)
+                .map(|(token, from_query)| {
+                    let bytes = match token {
+                        Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+                        Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+                    };
+                    (bytes, from_query)
+                })
+        } else {
+            // Header only (the default): the token's syntax is checked below, after
+            // the cache.
+            bearer_credential(&parts.headers)
+                .and_then(|token| token.ok_or(Error::MissingToken))
+                .map(|token| (Cow::Borrowed(token), false))
+        };
+        let answer = match picked {
+            Err(e) => Err(self.reject(e, false)),
+            // The cache first: a token it holds validated once, so its syntax is right
+            // and is not scanned again.
+            Ok((token, from_query)) => match validator.cached(&token) {
+                Some(answer) => Ok((answer, from_query)),
+                None => match b64token(&token) {
+                    Err(e) => Err(self.reject(e, false)),
+                    Ok(_) => match validator.validate_without_waiting(&token) {
                         None => return Err(parts),
                         Some(answer) => Ok((answer, from_query)),
-                    }
-                }
-            }
-        } else {
-            // Header only (the default). The cache first: a token it holds validated
-            // once, so its syntax is right and is not scanned again.
-            match bearer_credential(&parts.headers) {
-                Err(e) => Err(self.reject(e, false)),
-                Ok(None) => Err(self.reject(Error::MissingToken, false)),
-                Ok(Some(raw)) => match validator.cached(raw) {
-                    Some(answer) => Ok((answer, false)),
-                    None => match b64token(raw) {
-                        Err(e) => Err(self.reject(e, false)),
-                        Ok(token) => match validator.validate_without_waiting(token.as_bytes()) {
-                            None => return Err(parts),
-                            Some(answer) => Ok((answer, false)),
-                        },
                     },
                 },
-            }
+            },
         };
         let decided = answer.and_then(|(answer, from_query)| {
             self.admitted(answer, &mut parts.extensions)

@@ -158,7 +158,10 @@ impl<S> tower::Layer<S> for FrontLayer {
     }
 }
 
-type Answer = Result<Response, std::convert::Infallible>;
+/// What the gateway's own tower services answer.
+pub(crate) type Answer = Result<Response, std::convert::Infallible>;
+/// Their boxed future, for the paths that wait.
+pub(crate) type BoxedAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
 
 impl<S> tower::Service<Request> for Front<S>
 where
@@ -240,8 +243,6 @@ impl Out {
     }
 }
 
-type BoxedAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
-
 pin_project_lite::pin_project! {
     /// The future of [`Front`]: the inner service's in the request's span, then (a
     /// rate-limit refusal only) a boxed one that reports it.
@@ -300,14 +301,12 @@ where
                 (response, out, fut.span().clone())
             }
         };
-        if refused_by(&response).is_none() {
+        let Some(policy) = refused_by(&response).map(str::to_owned) else {
             return Poll::Ready(Ok(out.finish(response)));
-        }
+        };
         let mut report: BoxedAnswer = Box::pin(tracing::Instrument::instrument(
             async move {
-                if let Some(policy) = refused_by(&response) {
-                    (out.gw.limited(&out.id, out.ip, response.status(), policy)).await;
-                }
+                (out.gw.limited(&out.id, out.ip, response.status(), &policy)).await;
                 Ok(out.finish(response))
             },
             span,

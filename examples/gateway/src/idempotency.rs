@@ -41,6 +41,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use ring::digest;
 
+use crate::http::{Answer, BoxedAnswer};
 use crate::shared::{RedisConn, millis};
 use palisade_ratelimit::AuthenticatedSubject;
 use palisade_token_blacklist::redis;
@@ -571,8 +572,6 @@ pub struct Dedup<S> {
     inner: S,
 }
 
-type Answer = Result<Response, std::convert::Infallible>;
-
 impl<S> tower::Service<Request> for Dedup<S>
 where
     S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
@@ -609,9 +608,8 @@ where
                 },
             };
         };
-        let idem = self.idem.clone();
         let role = if safe {
-            match join(&idem, identity, &request) {
+            match join(&self.idem, identity, &request) {
                 // The common case: nobody else asks the same. The service that polled
                 // ready runs it here, with no future of our own to allocate.
                 Ok(land) => {
@@ -631,6 +629,7 @@ where
         // The service that polled ready goes with the future.
         let fresh = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, fresh);
+        let idem = self.idem.clone();
         DedupFuture {
             kind: Kind::Boxed {
                 fut: Box::pin(async move {
@@ -643,8 +642,6 @@ where
         }
     }
 }
-
-type BoxedAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The future of [`Dedup`]: the inner service's (nothing to do, or the leader of
@@ -1191,6 +1188,14 @@ mod tests {
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
+    /// `GET /report` from client `bob`: identical each time.
+    fn report_request() -> Request {
+        Request::get("/report")
+            .header("x-test-client", "bob")
+            .body(Body::empty())
+            .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn identical_concurrent_reads_share_one_execution() {
         let h = harness(Config::default());
@@ -1198,15 +1203,7 @@ mod tests {
         for _ in 0..50 {
             let app = h.app.clone();
             tasks.push(tokio::spawn(async move {
-                let r = app
-                    .oneshot(
-                        Request::get("/report")
-                            .header("x-test-client", "bob")
-                            .body(Body::empty())
-                            .unwrap(),
-                    )
-                    .await
-                    .unwrap();
+                let r = app.oneshot(report_request()).await.unwrap();
                 axum::body::to_bytes(r.into_body(), 1024).await.unwrap()
             }));
         }
@@ -1232,15 +1229,7 @@ mod tests {
         for _ in 0..20 {
             let app = h.app.clone();
             tasks.push(tokio::spawn(async move {
-                let r = app
-                    .oneshot(
-                        Request::get("/report")
-                            .header("x-test-client", "bob")
-                            .body(Body::empty())
-                            .unwrap(),
-                    )
-                    .await
-                    .unwrap();
+                let r = app.oneshot(report_request()).await.unwrap();
                 axum::body::to_bytes(r.into_body(), 1024).await.unwrap()
             }));
         }
@@ -1255,17 +1244,11 @@ mod tests {
     #[tokio::test]
     async fn followers_of_a_leader_that_goes_away_run_themselves() {
         let h = harness(Config::default());
-        let get = || {
-            Request::get("/report")
-                .header("x-test-client", "bob")
-                .body(Body::empty())
-                .unwrap()
-        };
-        let leader = tokio::spawn(h.app.clone().oneshot(get()));
+        let leader = tokio::spawn(h.app.clone().oneshot(report_request()));
         while h.runs.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let follower = tokio::spawn(h.app.clone().oneshot(get()));
+        let follower = tokio::spawn(h.app.clone().oneshot(report_request()));
         // Joined: the table, the leader and the follower hold the flight.
         while !(h.idem.lock().flights.values()).any(|f| Arc::strong_count(f) == 3) {
             tokio::time::sleep(Duration::from_millis(1)).await;

@@ -191,7 +191,7 @@ impl<W: Write> Responder<W> {
                 .into_iter()
                 .find(|i| i.id == incident)
         }) {
-            self.dashboard.publish_incident(&inc);
+            self.dashboard.publish_incident(inc);
         }
     }
 

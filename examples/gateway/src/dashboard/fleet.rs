@@ -156,8 +156,7 @@ async fn listen(
         match shared {
             Some(s) if s.instance != instance => match s.item {
                 Shared::Activity(a) => {
-                    let a = Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone());
-                    dashboard.publish_shared(s.instance, a);
+                    dashboard.publish_shared(s.instance, Arc::unwrap_or_clone(a));
                 }
                 Shared::Incident(i) => dashboard.publish_shared_incident(s.instance, *i),
             },

@@ -160,9 +160,11 @@ impl Dashboard {
 
     /// An incident opened or changed: shown, and in a fleet shared with the other
     /// instances (never waiting, like activities).
-    pub fn publish_incident(&self, incident: &Incident) {
-        self.show_incident(incident.clone());
-        self.share(fleet::Shared::Incident(Box::new(incident.clone())));
+    pub fn publish_incident(&self, incident: Incident) {
+        if self.outbox.get().is_some() {
+            self.share(fleet::Shared::Incident(Box::new(incident.clone())));
+        }
+        self.show_incident(incident);
     }
 
     /// An incident another instance of the fleet shared: shown beside this instance's
