@@ -8,8 +8,10 @@
 //!   response (marked `Idempotent-Replayed: true`); the same key with another payload
 //!   gets `422 Unprocessable Content`. A `5xx` is not stored: the client may retry.
 //! - **Single flight** for identical concurrent safe requests (`GET`, `HEAD`, same
-//!   identity, method and URI): one handler execution, every waiting request gets its
-//!   response.
+//!   identity, method and URI): a request identical to one whose handler is waiting
+//!   (it did not answer in its first poll) waits for that answer instead of running.
+//!   A request answered at once is never joined, and pays for no flight: nobody
+//!   could have waited for it with profit.
 //!
 //! Memory is bounded: request bodies up to [`Config::max_body`] (else `413`), stored
 //! responses up to the same size (larger ones are returned but not stored, and the key
@@ -32,6 +34,7 @@
 //! instance (a local optimisation: it saves work, it promises nothing).
 
 use std::collections::{HashMap, VecDeque, hash_map};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -298,6 +301,8 @@ pub struct Idempotency {
     tables: Mutex<Tables>,
     /// The keys [`FlightId`]s are hashed with.
     flight_keys: std::hash::RandomState,
+    /// Joinable flights in the table (changed under its lock, read without it).
+    flying: AtomicUsize,
     store: Store,
     report: Box<Report>,
 }
@@ -353,6 +358,7 @@ impl Idempotency {
             config,
             tables: Mutex::new(Tables::default()),
             flight_keys: std::hash::RandomState::new(),
+            flying: AtomicUsize::new(0),
             store,
             report: Box::new(report),
         })
@@ -609,19 +615,27 @@ where
             };
         };
         let role = if safe {
-            match join(&self.idem, identity, &request) {
+            match self.idem.flight_of(&identity, &request) {
                 // The common case: nobody else asks the same. The service that polled
-                // ready runs it here, with no future of our own to allocate.
-                Ok(land) => {
+                // ready runs it here, with no future of our own to allocate; the
+                // request becomes joinable only if its handler waits.
+                None => {
+                    let alone = Alone {
+                        idem: self.idem.clone(),
+                        identity,
+                        method: request.method().clone(),
+                        uri: request.uri().clone(),
+                    };
                     return DedupFuture {
                         kind: Kind::Lead {
                             fut: self.inner.call(request),
-                            land: Some(land),
+                            alone: Some(alone),
+                            land: None,
                             sharing: None,
                         },
                     };
                 }
-                Err(follower) => Ok(follower),
+                Some(flight) => Ok((identity, flight)),
             }
         } else {
             Err(identity)
@@ -657,7 +671,14 @@ pin_project_lite::pin_project! {
     #[project = Projected]
     enum Kind<F> {
         Pass { #[pin] fut: F },
-        Lead { #[pin] fut: F, land: Option<Land>, sharing: Option<BoxedAnswer> },
+        Lead {
+            #[pin] fut: F,
+            // Not joinable yet: what its flight is made of.
+            alone: Option<Alone>,
+            // Joinable: its place in the table of flights.
+            land: Option<Land>,
+            sharing: Option<BoxedAnswer>,
+        },
         Boxed { fut: BoxedAnswer },
     }
 }
@@ -676,11 +697,20 @@ where
         match self.project().kind.project() {
             Projected::Pass { fut } => fut.poll(cx),
             Projected::Boxed { fut } => fut.as_mut().poll(cx),
-            Projected::Lead { fut, land, sharing } => {
+            Projected::Lead {
+                fut,
+                alone,
+                land,
+                sharing,
+            } => {
                 if let Some(sharing) = sharing {
                     return sharing.as_mut().poll(cx);
                 }
                 let Poll::Ready(Ok(response)) = fut.poll(cx) else {
+                    // The handler waits: identical requests may join it from now on.
+                    if let Some(alone) = alone.take() {
+                        *land = alone.take_off();
+                    }
                     return Poll::Pending;
                 };
                 let Some(mut land) = land.take() else {
@@ -721,7 +751,10 @@ struct Land {
 impl Land {
     fn leave(&mut self) {
         if let Some(id) = self.id.take() {
-            self.idem.lock().flights.remove(&id);
+            let mut tables = self.idem.lock();
+            if tables.flights.remove(&id).is_some() {
+                self.idem.flying.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -736,38 +769,61 @@ impl Drop for Land {
     }
 }
 
-/// Joins the flight of identical requests (same identity, method and URI): `Ok` as
-/// its leader, `Err` as a follower (with whom it is counted as coalesced).
-#[allow(clippy::result_large_err)] // both sides are what the caller goes on with
-fn join(
-    idem: &Arc<Idempotency>,
+/// A leader whose handler has not waited yet. A request answered in its first poll
+/// is never joinable: nobody could wait for it with profit, and it pays for no key,
+/// lock or allocation of a flight.
+struct Alone {
+    idem: Arc<Idempotency>,
     identity: ClientIdentity,
-    request: &Request,
-) -> Result<Land, (ClientIdentity, Arc<Flight>)> {
-    let uri = match (request.uri().authority(), request.uri().path_and_query()) {
-        (None, Some(pq)) => pq.as_str().to_owned(),
-        _ => request.uri().to_string(),
-    };
-    let method = request.method().clone();
-    let hash = std::hash::BuildHasher::hash_one(&idem.flight_keys, (&identity, &method, &uri));
-    let id = FlightId {
-        hash,
-        who: identity,
-        method,
-        uri,
-    };
-    // Leader or follower, decided under the lock (the hash is computed outside it).
-    match idem.lock().flights.entry(id) {
-        hash_map::Entry::Occupied(e) => Err((e.key().who.clone(), e.get().clone())),
-        hash_map::Entry::Vacant(e) => {
-            let id = e.key().clone();
-            let flight = e.insert(Arc::default()).clone();
-            Ok(Land {
-                idem: idem.clone(),
-                id: Some(id),
-                flight,
-            })
+    method: Method,
+    uri: axum::http::Uri,
+}
+
+impl Alone {
+    /// Makes the request joinable, unless an identical one became so since this one
+    /// looked (both then run: single flight saves work, it promises nothing).
+    fn take_off(self) -> Option<Land> {
+        let id = self.idem.flight_id(self.identity, self.method, &self.uri);
+        let mut tables = self.idem.lock();
+        let hash_map::Entry::Vacant(e) = tables.flights.entry(id) else {
+            return None;
+        };
+        let id = e.key().clone();
+        let flight = e.insert(Arc::default()).clone();
+        self.idem.flying.fetch_add(1, Ordering::Relaxed);
+        drop(tables);
+        Some(Land {
+            idem: self.idem,
+            id: Some(id),
+            flight,
+        })
+    }
+}
+
+impl Idempotency {
+    /// The key of a request's flight (same identity, method and URI).
+    fn flight_id(&self, who: ClientIdentity, method: Method, uri: &axum::http::Uri) -> FlightId {
+        let uri = match (uri.authority(), uri.path_and_query()) {
+            (None, Some(pq)) => pq.as_str().to_owned(),
+            _ => uri.to_string(),
+        };
+        let hash = std::hash::BuildHasher::hash_one(&self.flight_keys, (&who, &method, &uri));
+        FlightId {
+            hash,
+            who,
+            method,
+            uri,
         }
+    }
+
+    /// The joinable flight identical to `request`, if there is one. With none at all
+    /// (the common case) it takes no lock and hashes nothing.
+    fn flight_of(&self, identity: &ClientIdentity, request: &Request) -> Option<Arc<Flight>> {
+        if self.flying.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let id = self.flight_id(identity.clone(), request.method().clone(), request.uri());
+        self.lock().flights.get(&id).cloned()
     }
 }
 
@@ -1018,6 +1074,7 @@ mod tests {
                     "the report"
                 }),
             )
+            .route("/now", get(|| async { "at once" }))
             .layer(DedupLayer(idem.clone()))
             .layer(axum::middleware::from_fn(
                 |mut req: Request, next: axum::middleware::Next| async move {
@@ -1216,6 +1273,38 @@ mod tests {
             .count();
         assert_eq!(runs + coalesced, 50);
         assert!(runs < 50, "no request was coalesced");
+    }
+
+    #[tokio::test]
+    async fn only_a_handler_that_waits_can_be_joined() {
+        let h = harness(Config::default());
+        let flights = |h: &Harness| {
+            let n = h.idem.lock().flights.len();
+            assert_eq!(n, h.idem.flying.load(Ordering::SeqCst));
+            n
+        };
+        // Answered in its first poll: never in the table.
+        let now = Request::get("/now")
+            .header("x-test-client", "bob")
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = send(&h, now).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"at once"[..]));
+        assert_eq!(flights(&h), 0);
+        // Waiting: joinable until it lands.
+        let leader = tokio::spawn(h.app.clone().oneshot(report_request()));
+        while h.runs.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(flights(&h), 1);
+        let follower = tokio::spawn(h.app.clone().oneshot(report_request()));
+        for r in [leader, follower] {
+            let body = axum::body::to_bytes(r.await.unwrap().unwrap().into_body(), 1024);
+            assert_eq!(&body.await.unwrap()[..], b"the report");
+        }
+        assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(*h.outcomes.lock().unwrap(), [Outcome::Coalesced]);
+        assert_eq!(flights(&h), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
