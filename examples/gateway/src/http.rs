@@ -29,9 +29,17 @@ use crate::users::PasswordCheck;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// The client address, from the peer and the trusted proxies' header.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub IpAddr);
+/// What [`Front`] learned of a request, for the handlers: its id, and the client
+/// address (from the peer and the trusted proxies' headers). One extension, not two:
+/// each insert into a request's extensions is an allocation, and an eighth one grows
+/// their table again.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    /// The request's id.
+    pub id: RequestId,
+    /// The client address.
+    pub ip: IpAddr,
+}
 
 /// The client's TLS handshake (JA4, version, SNI) when the gateway serves TLS itself.
 #[derive(Debug, Clone)]
@@ -194,7 +202,13 @@ where
             let headers = forwarded("x-forwarded-for").chain(forwarded("forwarded"));
             self.gw.proxies.client_ip(peer.ip(), headers)
         };
-        let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path(), client = %ip);
+        // No span at all below `info`: a disabled one still costs its enter, exit and
+        // drop on every poll (tracing's `log` feature, which axum turns on).
+        let span = if tracing::enabled!(tracing::Level::INFO) {
+            tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path(), client = %ip)
+        } else {
+            tracing::Span::none()
+        };
         let out = Out {
             gw: self.gw.clone(),
             id: RequestId(id),
@@ -212,8 +226,10 @@ where
             );
             return FrontFuture::ready(out.finish(r));
         }
-        req.extensions_mut().insert(out.id.clone());
-        req.extensions_mut().insert(ClientIp(ip));
+        req.extensions_mut().insert(RequestFacts {
+            id: out.id.clone(),
+            ip,
+        });
         let answer = span.in_scope(|| self.inner.call(req));
         FrontFuture {
             kind: FrontKind::Inner {
@@ -477,8 +493,7 @@ impl Gateway {
 /// `POST /login`: per-account limit, device trust, risk, then allow, step up or deny.
 pub async fn login(
     State(gw): State<Arc<Gateway>>,
-    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
-    axum::Extension(id): axum::Extension<RequestId>,
+    axum::Extension(RequestFacts { id, ip }): axum::Extension<RequestFacts>,
     tls: Option<axum::Extension<ClientTls>>,
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
@@ -625,8 +640,7 @@ pub struct StepUpBody {
 /// `POST /login/step-up`: the one-time code for a challenge from the same address.
 pub async fn step_up(
     State(gw): State<Arc<Gateway>>,
-    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
-    axum::Extension(id): axum::Extension<RequestId>,
+    axum::Extension(RequestFacts { id, ip }): axum::Extension<RequestFacts>,
     tls: Option<axum::Extension<ClientTls>>,
     headers: HeaderMap,
     Json(body): Json<StepUpBody>,
@@ -712,8 +726,7 @@ pub async fn me(axum::Extension(token): axum::Extension<Arc<ValidatedToken>>) ->
 pub async fn logout(
     State(gw): State<Arc<Gateway>>,
     axum::Extension(token): axum::Extension<Arc<ValidatedToken>>,
-    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
-    axum::Extension(id): axum::Extension<RequestId>,
+    axum::Extension(RequestFacts { id, ip }): axum::Extension<RequestFacts>,
 ) -> Response {
     let identity: &TokenIdentity = token.identity();
     match TokenRevoker::revoke_token(gw.blacklist.as_ref(), identity).await {

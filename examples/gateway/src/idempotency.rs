@@ -79,8 +79,8 @@ impl ClientIdentity {
         (ext.get::<AuthenticatedSubject>()
             .map(|s| Self::subject(&s.0)))
         .or_else(|| {
-            ext.get::<crate::http::ClientIp>()
-                .map(|c| Self::address(c.0))
+            ext.get::<crate::http::RequestFacts>()
+                .map(|f| Self::address(f.ip))
         })
     }
 }
