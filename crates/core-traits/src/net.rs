@@ -263,6 +263,17 @@ impl TrustedProxies {
         self
     }
 
+    /// True when the peer is always the client, whatever the headers say (no proxy,
+    /// or an empty list of networks): a caller may then skip reading the headers.
+    #[inline]
+    pub fn trusts_nobody(&self) -> bool {
+        match &self.trust {
+            Trust::None => true,
+            Trust::Networks(nets) => nets.is_empty(),
+            Trust::Hops(_) => false,
+        }
+    }
+
     /// Whether `ip` is one of the service's proxies (network trust only).
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         match &self.trust {

@@ -137,6 +137,31 @@ proptest! {
         }
     }
 
+    /// `trusts_nobody` holds exactly for the configurations whose answer is always
+    /// the peer (so a caller that skips the headers on it loses nothing), and not for
+    /// those that read them.
+    #[test]
+    fn trusting_nobody_means_the_peer_whatever_the_headers(
+        peer in prop_oneof![proxy_addr(), client_addr()],
+        entries in attacker_entries(),
+        forwarded in any::<bool>(),
+    ) {
+        let header = if forwarded { ForwardedHeader::Forwarded } else { ForwardedHeader::XForwardedFor };
+        let headers = lines(header.name(), &entries, &[]);
+        let nobody = [
+            TrustedProxies::none(),
+            TrustedProxies::none().header(header),
+            TrustedProxies::hops(0).header(header),
+            TrustedProxies::networks([]).header(header),
+        ];
+        for p in nobody {
+            prop_assert!(p.trusts_nobody(), "{p:?}");
+            prop_assert_eq!(p.client_ip(peer, as_refs(&headers)), canonical_ip(peer));
+        }
+        prop_assert!(!proxies().header(header).trusts_nobody());
+        prop_assert!(!TrustedProxies::hops(1).header(header).trusts_nobody());
+    }
+
     #[test]
     fn network_text_round_trips(addr in any::<u32>(), prefix in 0u8..=32) {
         let masked = if prefix == 0 { 0 } else { addr & (u32::MAX << (32 - prefix)) };

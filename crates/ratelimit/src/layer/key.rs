@@ -142,7 +142,7 @@ impl KeySource {
                     );
                     return Err(KeyError::NoPeer);
                 };
-                if *proxies == TrustedProxies::none() {
+                if proxies.trusts_nobody() {
                     // No forwarded header is read: skip the scan.
                     return Ok(HttpKey::Ip(canonical_ip(peer.ip())));
                 }

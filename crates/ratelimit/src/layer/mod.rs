@@ -23,6 +23,7 @@ use tower_service::Service;
 
 use key::KeyError;
 pub use key::{AuthenticatedSubject, HttpKey, KeySource};
+use palisade_core_traits::canonical_ip;
 
 use crate::{Decision, Denial, Error, Limiter, Quota, headers};
 
@@ -282,6 +283,14 @@ impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
             _ => Err(unavailable(p)),
         };
         if let [only] = &*self.policies {
+            // The commonest policy, the peer's address with no proxy to trust: its key
+            // is built here, with no general extraction and nothing to drop after.
+            if let KeySource::ClientIp(proxies) = &only.key
+                && proxies.trusts_nobody()
+                && let Some(peer) = peer_of(req)
+            {
+                return check(only, &HttpKey::Ip(canonical_ip(peer.ip())));
+            }
             // One policy, one key: no list of keys to build.
             let key = only
                 .key
