@@ -102,22 +102,7 @@ pub fn now_secs() -> Result<u64> {
 /// `email`), `GET /admin` (scope `admin`), `POST /logout` (revokes the caller's token),
 /// `GET /health` (no token).
 pub fn app(keys: KeySet, blacklist: Arc<MemoryBlacklist>) -> Result<Router> {
-    let revocation: Arc<dyn RevocationCheck> = blacklist.clone();
-    let policy = Policy::builder()
-        .algorithms(&[Algorithm::ES256])
-        .issuers(&[ISSUER])
-        .audiences(&[AUDIENCE])
-        .build()?;
-    let validator = Validator::builder()
-        .policy(policy)
-        .keys(keys)
-        .cache(TokenCache::builder().build()?)
-        .revocation(revocation)
-        .build()?;
-    let auth = JwtAuth::builder()
-        .validator(Arc::new(validator))
-        .realm("protected-api")
-        .build()?;
+    let auth = auth(keys, blacklist.clone())?;
     let admin = auth.with_scopes(&["admin"])?;
     let revoker: Arc<dyn TokenRevoker> = blacklist;
     Ok(Router::new()
@@ -140,6 +125,27 @@ pub fn app(keys: KeySet, blacklist: Arc<MemoryBlacklist>) -> Result<Router> {
         )
         .layer(auth)
         .merge(Router::new().route("/health", get(|| async { "ok" }))))
+}
+
+/// The API's bearer-token layer: ES256 tokens of [`ISSUER`] for [`AUDIENCE`], cached,
+/// with revocation answered by `blacklist`.
+pub fn auth(keys: KeySet, blacklist: Arc<MemoryBlacklist>) -> Result<JwtAuth> {
+    let revocation: Arc<dyn RevocationCheck> = blacklist;
+    let policy = Policy::builder()
+        .algorithms(&[Algorithm::ES256])
+        .issuers(&[ISSUER])
+        .audiences(&[AUDIENCE])
+        .build()?;
+    let validator = Validator::builder()
+        .policy(policy)
+        .keys(keys)
+        .cache(TokenCache::builder().build()?)
+        .revocation(revocation)
+        .build()?;
+    Ok(JwtAuth::builder()
+        .validator(Arc::new(validator))
+        .realm("protected-api")
+        .build()?)
 }
 
 /// Revokes the token that authenticated this request: refused from the next request on.

@@ -6,6 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Timestamp, canonical_ip};
 
+/// Who made a request, once a layer authenticated it: jwt-cache's `JwtAuth` puts the
+/// token's `sub` into the request's extensions as this, and the layers behind it read
+/// it (ratelimit's `KeySource::Subject` counts requests by it). Defined here so that
+/// the two crates meet without depending on each other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthenticatedSubject(pub String);
+
 /// The outcome of a login attempt, when the request was one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -15,7 +15,7 @@ pub use actions::{
     TokenRevoker,
 };
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use context::{ClientDeviceInfo, LoginOutcome, RequestContext, TlsInfo};
+pub use context::{AuthenticatedSubject, ClientDeviceInfo, LoginOutcome, RequestContext, TlsInfo};
 pub use error::{BoxError, Error};
 pub use event::{
     EventId, EventKind, EvidenceBasis, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject,

@@ -14,6 +14,7 @@ use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
+use palisade_core_traits::AuthenticatedSubject;
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -63,8 +64,10 @@ struct Config {
 /// Bearer-token authentication for tower services and axum routers: a [`Layer`]
 /// that takes the token (RFC 6750), validates it through the [`Validator`] (cache,
 /// revocation and single flight as in [`Validator::validate_async`]), checks the
-/// required scopes, and puts `Arc<ValidatedToken>` (and, with
-/// [`JwtAuthBuilder::claims`], [`Claims<T>`]) into the request extensions. A refusal
+/// required scopes, and puts `Arc<ValidatedToken>`, the token's `sub` as a
+/// core-traits `AuthenticatedSubject` (for the layers behind, such as ratelimit's
+/// per-subject limits) and, with [`JwtAuthBuilder::claims`], [`Claims<T>`] into the
+/// request extensions. A refusal
 /// never reaches the inner service: it is answered as [`AuthRejection`] says.
 ///
 /// Cheap to clone (one `Arc`). With axum: `Router::new().route(…).layer(auth)`; for
@@ -300,6 +303,9 @@ impl JwtAuth {
             .map_err(|e| self.reject(e, false))?;
         if let Some(insert) = self.config.claims {
             insert(&validated, extensions).map_err(|e| self.reject(e, false))?;
+        }
+        if let Some(sub) = (validated.identity().subject.as_deref()).filter(|s| !s.is_empty()) {
+            extensions.insert(AuthenticatedSubject(sub.to_owned()));
         }
         extensions.insert(validated.clone());
         extensions.insert(self.clone());

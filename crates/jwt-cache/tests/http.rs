@@ -16,6 +16,7 @@ use axum::http::{Request, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use common::*;
+use palisade_core_traits::AuthenticatedSubject;
 use palisade_jwt_cache::{
     Algorithm, Claims, Error, ErrorClass, JwtAuth, KeySet, ValidatedToken, Validator,
 };
@@ -74,6 +75,12 @@ fn app(auth: JwtAuth) -> Router {
             get(
                 |Extension(t): Extension<Arc<ValidatedToken>>| async move { t.key_id().to_owned() },
             ),
+        )
+        .route(
+            "/subject",
+            get(|s: Option<Extension<AuthenticatedSubject>>| async move {
+                s.map_or_else(|| "none".to_owned(), |Extension(s)| s.0)
+            }),
         )
         .route(
             "/echo",
@@ -415,6 +422,43 @@ async fn a_cache_miss_and_a_hit_answer_alike_and_a_revocation_ends_the_hits() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.challenge, challenge(Some("invalid_request")));
     assert_eq!(s.validator.stats().misses, 1);
+    // Miss or hit, the subject is there for the layers behind (a per-subject limit).
+    let other = sign(Algorithm::ES256, &claims("bob", "j-sub", NOW + 300));
+    let misses = s.validator.stats().misses;
+    for (app, request, subject) in [
+        (
+            &with_query,
+            get_with(&format!("/subject?access_token={other}"), None),
+            "bob",
+        ),
+        (
+            &header_only,
+            get_with("/subject", Some(&bearer(&other))),
+            "bob",
+        ),
+        (
+            &header_only,
+            get_with("/subject", Some(&bearer(&token))),
+            "alice",
+        ),
+        (&header_only, get_with("/subject", None), ""),
+    ] {
+        let a = send(app, request).await;
+        if subject.is_empty() {
+            assert_eq!(
+                a.status,
+                StatusCode::UNAUTHORIZED,
+                "no token reaches no handler"
+            );
+        } else {
+            assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, subject));
+        }
+    }
+    assert_eq!(
+        s.validator.stats().misses,
+        misses + 1,
+        "bob's second was a hit"
+    );
     s.revocation.revoke(ISS, "j-hit");
     let a = send(&header_only, get_with("/me", Some(&bearer(&token)))).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);

@@ -15,7 +15,6 @@ use palisade_core_traits::{
 };
 use palisade_device_fp::{DeviceFingerprint, DeviceStore, FingerprintInputs, consistency_flags};
 use palisade_jwt_cache::ValidatedToken;
-use palisade_ratelimit::AuthenticatedSubject;
 use palisade_threat_score::{GeoLookup, Signals, Verdict};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
@@ -375,50 +374,6 @@ impl Gateway {
         )
         .with_evidence("policy", policy);
         self.detect(event).await;
-    }
-}
-
-/// Puts the validated token's subject where the per-subject limit and idempotency
-/// find it (after jwt-cache's `JwtAuth`, which put the token there). A tower service:
-/// no future of its own.
-#[derive(Clone)]
-pub struct Caller<S>(S);
-
-/// Builds [`Caller`].
-#[derive(Clone, Copy)]
-pub struct CallerLayer;
-
-impl<S> tower::Layer<S> for CallerLayer {
-    type Service = Caller<S>;
-    fn layer(&self, inner: S) -> Caller<S> {
-        Caller(inner)
-    }
-}
-
-impl<S> tower::Service<Request> for Caller<S>
-where
-    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = futures_util::future::Either<std::future::Ready<Answer>, S::Future>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let Some(token) = req.extensions().get::<Arc<ValidatedToken>>() else {
-            tracing::error!("caller: no validated token (JwtAuth must run first)");
-            let r = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-            return futures_util::future::Either::Left(std::future::ready(Ok(r)));
-        };
-        let subject = token.identity().subject.clone().unwrap_or_default();
-        req.extensions_mut().insert(AuthenticatedSubject(subject));
-        futures_util::future::Either::Right(self.0.call(req))
     }
 }
 

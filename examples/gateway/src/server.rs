@@ -53,12 +53,12 @@ pub fn router(
 + Sync
 + 'static {
     let idem = || idempotency::DedupLayer(gw.idempotency.clone());
-    // Bearer token (jwt-cache's layer; `401` before routing), then the per-subject
-    // limit (ratelimit's layer), outside in.
+    // Bearer token (jwt-cache's layer; `401` before routing; it puts the token's
+    // subject into the extensions), then the per-subject limit (ratelimit's layer),
+    // outside in.
     let bearer = || {
         ServiceBuilder::new()
             .layer(gw.auth.clone())
-            .layer(http::CallerLayer)
             .layer(gw.subject_layer.clone())
     };
     let logout = Router::new()

@@ -11,9 +11,9 @@ use super::plain;
 use crate::Key;
 
 /// The authenticated subject of a request, put into its extensions by the
-/// authentication layer in front (say, the JWT `sub`), for [`KeySource::Subject`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AuthenticatedSubject(pub String);
+/// authentication layer in front (jwt-cache's `JwtAuth` puts the token's `sub`), for
+/// [`KeySource::Subject`]; core-traits' type, re-exported.
+pub use palisade_core_traits::AuthenticatedSubject;
 
 /// Where a policy's key comes from.
 #[derive(Debug, Clone)]
@@ -24,8 +24,8 @@ pub enum KeySource {
     ClientIp(TrustedProxies),
     /// A request header's value (say, an API key id); missing or not visible ASCII: `400`.
     Header(HeaderName),
-    /// The [`AuthenticatedSubject`] in the request's extensions; missing: `400` (put
-    /// the authentication layer in front).
+    /// The [`AuthenticatedSubject`] in the request's extensions (jwt-cache's `JwtAuth`
+    /// puts it there); missing: `400` (put the authentication layer in front).
     Subject,
     /// A fixed name, to count one route (with a limiter shared across routes).
     Route(&'static str),
