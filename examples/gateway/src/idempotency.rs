@@ -176,41 +176,9 @@ enum Entry {
 }
 
 type KeyId = (ClientIdentity, String);
-/// Identical safe requests: same identity, method and URI. Hashed once when formed
-/// (SipHash with random keys, as a `HashMap` would), so the table's insert and
-/// removal hash the stored `u64` only; equality still compares every field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FlightId {
-    hash: u64,
-    who: ClientIdentity,
-    method: Method,
-    uri: String,
-}
+/// Identical safe requests: same identity, method and URI.
+type FlightId = (ClientIdentity, Method, String);
 
-impl std::hash::Hash for FlightId {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// The hasher of the flights' table: [`FlightId`] hashed itself already.
-#[derive(Default)]
-struct PreHashed(u64);
-
-impl std::hash::Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is ever called; fold anything else rather than drop it.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 /// A request in flight that identical ones may join.
 #[derive(Debug, Default)]
 struct Flight {
@@ -234,7 +202,7 @@ struct Tables {
     /// Stored keys, oldest first, with their size.
     order: VecDeque<(KeyId, usize)>,
     bytes: usize,
-    flights: HashMap<FlightId, Arc<Flight>, std::hash::BuildHasherDefault<PreHashed>>,
+    flights: HashMap<FlightId, Arc<Flight>>,
 }
 
 /// Hears what the layer did, and for whom.
@@ -299,8 +267,6 @@ return false";
 pub struct Idempotency {
     config: Config,
     tables: Mutex<Tables>,
-    /// The keys [`FlightId`]s are hashed with.
-    flight_keys: std::hash::RandomState,
     /// Joinable flights in the table (changed under its lock, read without it).
     flying: AtomicUsize,
     store: Store,
@@ -357,7 +323,6 @@ impl Idempotency {
         Arc::new(Idempotency {
             config,
             tables: Mutex::new(Tables::default()),
-            flight_keys: std::hash::RandomState::new(),
             flying: AtomicUsize::new(0),
             store,
             report: Box::new(report),
@@ -783,7 +748,7 @@ impl Alone {
     /// Makes the request joinable, unless an identical one became so since this one
     /// looked (both then run: single flight saves work, it promises nothing).
     fn take_off(self) -> Option<Land> {
-        let id = self.idem.flight_id(self.identity, self.method, &self.uri);
+        let id = Idempotency::flight_id(self.identity, self.method, &self.uri);
         let mut tables = self.idem.lock();
         let hash_map::Entry::Vacant(e) = tables.flights.entry(id) else {
             return None;
@@ -802,18 +767,12 @@ impl Alone {
 
 impl Idempotency {
     /// The key of a request's flight (same identity, method and URI).
-    fn flight_id(&self, who: ClientIdentity, method: Method, uri: &axum::http::Uri) -> FlightId {
+    fn flight_id(who: ClientIdentity, method: Method, uri: &axum::http::Uri) -> FlightId {
         let uri = match (uri.authority(), uri.path_and_query()) {
             (None, Some(pq)) => pq.as_str().to_owned(),
             _ => uri.to_string(),
         };
-        let hash = std::hash::BuildHasher::hash_one(&self.flight_keys, (&who, &method, &uri));
-        FlightId {
-            hash,
-            who,
-            method,
-            uri,
-        }
+        (who, method, uri)
     }
 
     /// The joinable flight identical to `request`, if there is one. With none at all
@@ -822,7 +781,7 @@ impl Idempotency {
         if self.flying.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let id = self.flight_id(identity.clone(), request.method().clone(), request.uri());
+        let id = Self::flight_id(identity.clone(), request.method().clone(), request.uri());
         self.lock().flights.get(&id).cloned()
     }
 }
