@@ -1,17 +1,37 @@
-//! Correlation of security events into incidents: events about the same source or the
-//! same account within a time window are one incident, with its events and the
-//! playbooks' actions (each with its explanation).
+//! Correlation of security events into incidents: an event joins the incident in which
+//! one of its keys (its source address, its account, …) was last seen within a time
+//! window; otherwise it opens one. Each incident lists its events and the playbooks'
+//! actions (each with its explanation).
+//!
+//! With `--redis` the fleet correlates as one: which incident a key belongs to is kept
+//! on the fleet's Redis (one script, atomic, so two instances that see the same new
+//! source at once agree on one incident), and incident ids come from one counter
+//! there. Each instance keeps its own part of an incident (its events and its
+//! playbooks' actions) and shares it; a dashboard shows the parts merged ([`merge`]).
+//! While Redis is out of reach an instance correlates alone, with ids from
+//! [`LOCAL_ONLY_IDS`] up that it does not share.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use palisade_core_traits::{SecurityEvent, Subject, Timestamp, canonical_ip, normalize_user_id};
+use palisade_token_blacklist::redis;
+use ring::digest;
 use serde::{Deserialize, Serialize};
+
+use crate::shared::{RedisConn, millis};
 
 /// Keys, events and actions kept per incident, and incidents kept in all: fixed memory.
 const MAX_KEYS: usize = 16;
 const MAX_ITEMS: usize = 20;
 const MAX_INCIDENTS: usize = 200;
+/// Keys remembered for correlation in memory: fixed memory, the oldest forgotten first.
+const MAX_SEEN: usize = MAX_INCIDENTS * MAX_KEYS;
+/// Events this close to an incident's key join it (the gateway's setting).
+pub const WINDOW: Duration = Duration::from_secs(600);
+/// Ids an instance of a fleet gives the incidents it opens while the fleet's Redis is
+/// out of reach (2^52: below JavaScript's exact integers, far above any counter).
+pub const LOCAL_ONLY_IDS: u64 = 1 << 52;
 
 /// One event as an incident lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +48,9 @@ pub struct EventLine {
     pub basis: String,
     /// The producing crate.
     pub source: String,
+    /// The instance of the fleet it happened on, when another one (`--redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// One playbook step as an incident lists it.
@@ -44,12 +67,15 @@ pub struct ActionLine {
     /// What execution reported, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// The instance of the fleet that acted, when another one (`--redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// Correlated events and what was done about them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
-    /// Increasing id.
+    /// Increasing id (the fleet's, with `--redis`).
     pub id: u64,
     /// One line: the first event's kind and subject.
     pub title: String,
@@ -67,12 +93,9 @@ pub struct Incident {
     pub events: VecDeque<EventLine>,
     /// The last actions.
     pub actions: VecDeque<ActionLine>,
-    /// The instance of the fleet that opened it, for an incident another instance
-    /// shared (`--redis`); `None` for this instance's own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-    #[serde(skip)]
-    rank: u8,
+    /// The other instances of the fleet whose events or actions it holds (`--redis`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<String>,
 }
 
 fn severity_rank(s: &str) -> u8 {
@@ -118,27 +141,141 @@ fn keys(event: &SecurityEvent) -> Vec<String> {
     out
 }
 
+/// Which incident a key belongs to, on the fleet's Redis: `KEYS[1]` is the id counter,
+/// the others an event's keys; the first key seen within the window names the incident
+/// (else the counter opens one), and every key of the event then names it for another
+/// window. One hash tag: one slot, so a cluster runs it on one node.
+const ASSIGN_LUA: &str = r"
+local id = false
+for i = 2, #KEYS do
+  id = redis.call('GET', KEYS[i])
+  if id then break end
+end
+if not id then id = redis.call('INCR', KEYS[1]) end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], id, 'PX', ARGV[1]) end
+return tonumber(id)
+";
+static ASSIGN: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(ASSIGN_LUA));
+
+/// Where a fleet keeps its correlation.
+#[derive(Clone)]
+pub struct FleetIds {
+    conn: RedisConn,
+    prefix: String,
+}
+
+impl std::fmt::Debug for FleetIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetIds")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FleetIds {
+    /// Correlation on `conn` under `prefix` (e.g. `palisade:gateway:incident`).
+    pub fn new(conn: RedisConn, prefix: &str) -> FleetIds {
+        FleetIds {
+            conn,
+            prefix: format!("{prefix}:{{ids}}"),
+        }
+    }
+
+    /// The fleet's incident for an event with `keys`, which now name it for `window`.
+    async fn assign(&self, keys: &[String], window: Duration) -> Result<u64, redis::RedisError> {
+        let mut call = ASSIGN.prepare_invoke();
+        call.key(format!("{}:next", self.prefix));
+        for k in keys {
+            // Keys carry what clients sent (user names): hashed, of fixed length.
+            let h = digest::digest(&digest::SHA256, k.as_bytes());
+            call.key(format!("{}:{}", self.prefix, hex::encode(h)));
+        }
+        call.arg(millis(window));
+        self.conn.invoke(&call).await
+    }
+}
+
 /// Groups events into incidents.
 #[derive(Debug)]
 pub struct Correlator {
     window: Duration,
+    fleet: Option<FleetIds>,
+    /// Key → (incident, when last seen): this instance's correlation (all of it
+    /// alone, the fallback in a fleet).
+    seen: HashMap<String, (u64, Timestamp)>,
     incidents: VecDeque<Incident>,
     next_id: u64,
 }
 
 impl Correlator {
-    /// Events within `window` of an incident's last event, sharing a key, join it.
+    /// An event joins the incident one of its keys was seen in within `window`.
     pub fn new(window: Duration) -> Self {
         Correlator {
             window,
+            fleet: None,
+            seen: HashMap::new(),
             incidents: VecDeque::new(),
             next_id: 1,
         }
     }
 
-    /// Files `event` into its incident (opening one if none matches); returns it.
-    pub fn correlate(&mut self, event: &SecurityEvent) -> &Incident {
+    /// The same, the keys and ids kept on the fleet's Redis (`fleet`).
+    pub fn fleet(window: Duration, fleet: FleetIds) -> Self {
+        Correlator {
+            fleet: Some(fleet),
+            next_id: LOCAL_ONLY_IDS,
+            ..Correlator::new(window)
+        }
+    }
+
+    /// This instance's incident for an event with `keys` at `time`.
+    fn assign_here(&mut self, keys: &[String], time: Timestamp) -> u64 {
+        let window = self.window;
+        let found = keys.iter().find_map(|k| {
+            self.seen
+                .get(k)
+                .filter(|(_, last)| time.saturating_duration_since(*last) <= window)
+                .map(|(id, _)| *id)
+        });
+        let id = found.unwrap_or_else(|| {
+            self.next_id += 1;
+            self.next_id - 1
+        });
+        for k in keys {
+            let last = self.seen.get(k).map_or(time, |(_, l)| (*l).max(time));
+            self.seen.insert(k.clone(), (id, last));
+        }
+        if self.seen.len() > MAX_SEEN {
+            // Forget what fell out of the window, then the oldest half if that was not
+            // enough (a flood of distinct sources).
+            self.seen
+                .retain(|_, (_, last)| time.saturating_duration_since(*last) <= window);
+            if self.seen.len() > MAX_SEEN {
+                let mut times: Vec<Timestamp> = self.seen.values().map(|(_, t)| *t).collect();
+                times.sort_unstable();
+                let cut = times[times.len() / 2];
+                self.seen.retain(|_, (_, last)| *last > cut);
+            }
+        }
+        id
+    }
+
+    /// Files `event` into its incident (opening one if none matches); returns this
+    /// instance's part of it.
+    pub async fn correlate(&mut self, event: &SecurityEvent) -> &Incident {
         let keys = keys(event);
+        let id = match self.fleet.clone() {
+            None => self.assign_here(&keys, event.time),
+            Some(fleet) => match fleet.assign(&keys, self.window).await {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the fleet's incidents are out of reach; correlating here alone");
+                    metrics::counter!("palisade_gateway_incident_fleet_errors_total").increment(1);
+                    self.assign_here(&keys, event.time)
+                }
+            },
+        };
         let line = EventLine {
             time: event.time,
             kind: name(&event.kind),
@@ -146,18 +283,26 @@ impl Correlator {
             subject: keys.first().cloned().unwrap_or_default(),
             basis: name(&event.basis),
             source: event.source.clone(),
+            instance: None,
         };
         let window = self.window;
-        let found = self.incidents.iter().position(|i| {
-            event.time.saturating_duration_since(i.last) <= window
-                && i.keys.iter().any(|k| keys.contains(k))
-        });
-        let index = match found {
+        let found = self.incidents.iter().position(|i| i.id == id);
+        // An id met again after a window of silence is a new incident (the fleet's
+        // counter restarted with its Redis).
+        if let Some(i) = found.filter(|i| {
+            event
+                .time
+                .saturating_duration_since(self.incidents[*i].last)
+                > window
+        }) {
+            self.incidents.remove(i);
+        }
+        let index = match self.incidents.iter().position(|i| i.id == id) {
             Some(i) => i,
             None => {
                 let title = format!("{} about {}", line.kind.replace('_', " "), line.subject);
                 self.incidents.push_back(Incident {
-                    id: self.next_id,
+                    id,
                     title,
                     severity: line.severity.clone(),
                     opened: event.time,
@@ -166,10 +311,8 @@ impl Correlator {
                     keys: Vec::new(),
                     events: VecDeque::new(),
                     actions: VecDeque::new(),
-                    instance: None,
-                    rank: 0,
+                    instances: Vec::new(),
                 });
-                self.next_id += 1;
                 if self.incidents.len() > MAX_INCIDENTS {
                     self.incidents.pop_front();
                 }
@@ -179,9 +322,7 @@ impl Correlator {
         let inc = &mut self.incidents[index];
         inc.last = inc.last.max(event.time);
         inc.event_count += 1;
-        let rank = severity_rank(&line.severity);
-        if rank >= inc.rank {
-            inc.rank = rank;
+        if severity_rank(&line.severity) >= severity_rank(&inc.severity) {
             inc.severity = line.severity.clone();
         }
         for k in keys {
@@ -214,6 +355,59 @@ impl Correlator {
     }
 }
 
+/// One incident as the fleet sees it, from the parts its instances correlated
+/// (`None`: this instance's own): events and actions of all (each marked with its
+/// instance, the last few), counts summed, the highest severity, the earliest part's
+/// title. `parts` all have the same id and at least one element.
+pub fn merge(parts: &[(Option<String>, Incident)]) -> Incident {
+    let Some(first) = parts.iter().min_by_key(|(_, p)| (p.opened, p.id)) else {
+        unreachable!("merge of no part")
+    };
+    let mut out = Incident {
+        events: VecDeque::new(),
+        actions: VecDeque::new(),
+        keys: Vec::new(),
+        instances: Vec::new(),
+        event_count: 0,
+        ..first.1.clone()
+    };
+    let mut events = Vec::new();
+    let mut actions = Vec::new();
+    for (instance, p) in parts {
+        out.last = out.last.max(p.last);
+        out.event_count += p.event_count;
+        if severity_rank(&p.severity) > severity_rank(&out.severity) {
+            out.severity = p.severity.clone();
+        }
+        for k in &p.keys {
+            if !out.keys.contains(k) && out.keys.len() < MAX_KEYS {
+                out.keys.push(k.clone());
+            }
+        }
+        if let Some(name) = instance
+            && !out.instances.contains(name)
+        {
+            out.instances.push(name.clone());
+        }
+        events.extend(p.events.iter().map(|e| EventLine {
+            instance: instance.clone(),
+            ..e.clone()
+        }));
+        actions.extend(p.actions.iter().map(|a| ActionLine {
+            instance: instance.clone(),
+            ..a.clone()
+        }));
+    }
+    out.instances.sort();
+    events.sort_by_key(|e| e.time);
+    actions.sort_by_key(|a| a.time);
+    let skip = events.len().saturating_sub(MAX_ITEMS);
+    out.events = events.into_iter().skip(skip).collect();
+    let skip = actions.len().saturating_sub(MAX_ITEMS);
+    out.actions = actions.into_iter().skip(skip).collect();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,12 +424,13 @@ mod tests {
         )
     }
 
-    #[test]
-    fn same_source_or_account_within_the_window_is_one_incident() {
+    #[tokio::test]
+    async fn same_source_or_account_within_the_window_is_one_incident() {
         let mut c = Correlator::new(Duration::from_secs(600));
         let ip = "198.51.100.7".parse().unwrap();
         let a = c
             .correlate(&ev(1, 0, EventKind::BruteForce, Subject::ip(ip)))
+            .await
             .id;
         // The mapped form of the same address, a minute later: same incident.
         let mapped = "::ffff:198.51.100.7".parse().unwrap();
@@ -246,19 +441,20 @@ mod tests {
                 EventKind::CredentialStuffing,
                 Subject::Ip { ip: mapped },
             ))
+            .await
             .id;
         assert_eq!(a, b);
         // An event about an account whose evidence names that address joins it too.
         let user = ev(3, 120, EventKind::ImpossibleTravel, Subject::user("Alice"))
             .with_evidence("ip", "198.51.100.7")
             .with_basis(EvidenceBasis::Authenticated);
-        let inc = c.correlate(&user);
+        let inc = c.correlate(&user).await;
         assert_eq!(inc.id, a);
         assert_eq!(inc.event_count, 3);
         assert!(inc.keys.contains(&"user alice".to_owned()));
         // The account's next event, from elsewhere, still joins through the account.
         let later = ev(4, 300, EventKind::AnomalousLogin, Subject::user("ALICE"));
-        assert_eq!(c.correlate(&later).id, a);
+        assert_eq!(c.correlate(&later).await.id, a);
         // Outside the window: a new incident.
         let much_later = ev(
             5,
@@ -266,7 +462,7 @@ mod tests {
             EventKind::AnomalousLogin,
             Subject::user("alice"),
         );
-        assert_ne!(c.correlate(&much_later).id, a);
+        assert_ne!(c.correlate(&much_later).await.id, a);
         // Another source: another incident.
         let other = ev(
             6,
@@ -274,11 +470,11 @@ mod tests {
             EventKind::BruteForce,
             Subject::ip("192.0.2.1".parse().unwrap()),
         );
-        assert_ne!(c.correlate(&other).id, a);
+        assert_ne!(c.correlate(&other).await.id, a);
     }
 
-    #[test]
-    fn actions_carry_their_explanation_and_memory_is_bounded() {
+    #[tokio::test]
+    async fn actions_carry_their_explanation_and_memory_is_bounded() {
         let mut c = Correlator::new(Duration::from_secs(600));
         let id = c
             .correlate(&ev(
@@ -287,6 +483,7 @@ mod tests {
                 EventKind::BruteForce,
                 Subject::ip("192.0.2.9".parse().unwrap()),
             ))
+            .await
             .id;
         for i in 0..50 {
             c.record_action(
@@ -297,6 +494,7 @@ mod tests {
                     verdict: "execute".into(),
                     why: format!("rule {i}"),
                     outcome: None,
+                    instance: None,
                 },
             );
         }
@@ -305,9 +503,65 @@ mod tests {
         assert_eq!(inc.actions.back().unwrap().why, "rule 49");
         for n in 0..1_000u32 {
             let ip = std::net::Ipv4Addr::from(0xcb00_7100 + n).into();
-            c.correlate(&ev(n, 0, EventKind::BruteForce, Subject::ip(ip)));
+            c.correlate(&ev(n, 0, EventKind::BruteForce, Subject::ip(ip)))
+                .await;
         }
         assert_eq!(c.incidents.len(), MAX_INCIDENTS);
         assert_eq!(c.recent(5).len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_sources_keeps_memory_bounded_and_the_fresh_ones_correlated() {
+        let mut c = Correlator::new(Duration::from_secs(600));
+        for n in 0..20_000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + n).into();
+            c.correlate(&ev(
+                n,
+                u64::from(n) / 100,
+                EventKind::BruteForce,
+                Subject::ip(ip),
+            ))
+            .await;
+            assert!(c.seen.len() <= MAX_SEEN);
+        }
+        // The last source seen still names its incident.
+        let last = std::net::Ipv4Addr::from(0x0a00_0000 + 19_999).into();
+        let id = c.recent(1)[0].id;
+        let again = ev(1, 200, EventKind::CredentialStuffing, Subject::ip(last));
+        assert_eq!(c.correlate(&again).await.id, id);
+    }
+
+    #[tokio::test]
+    async fn parts_of_one_incident_merge_into_the_fleets_view() {
+        let ip = Subject::ip("203.0.113.5".parse().unwrap());
+        let mut here = Correlator::new(Duration::from_secs(600));
+        let mut there = Correlator::new(Duration::from_secs(600));
+        let mine = here
+            .correlate(&ev(1, 10, EventKind::BruteForce, ip.clone()))
+            .await
+            .clone();
+        there
+            .correlate(&ev(2, 5, EventKind::CredentialStuffing, ip.clone()))
+            .await;
+        let mut theirs = there
+            .correlate(&ev(3, 30, EventKind::BruteForce, ip))
+            .await
+            .clone();
+        theirs.severity = "critical".into();
+        let merged = merge(&[(None, mine.clone()), (Some("b-1".into()), theirs.clone())]);
+        assert_eq!(merged.event_count, 3);
+        assert_eq!(merged.severity, "critical");
+        assert_eq!(merged.instances, vec!["b-1".to_owned()]);
+        // The earliest part names it and opened it; the latest event ends it.
+        assert_eq!(merged.title, theirs.title);
+        assert_eq!(merged.opened, theirs.opened);
+        assert_eq!(merged.last, theirs.last);
+        let times: Vec<(u64, Option<&str>)> = (merged.events.iter())
+            .map(|e| (e.time.as_unix_secs() - 1_800_000_000, e.instance.as_deref()))
+            .collect();
+        assert_eq!(times, [(5, Some("b-1")), (10, None), (30, Some("b-1"))]);
+        // Merging is the same whatever the order of the parts.
+        let reversed = merge(&[(Some("b-1".into()), theirs), (None, mine)]);
+        assert_eq!(reversed, merged);
     }
 }

@@ -117,7 +117,7 @@ pub struct Responder<W: Write> {
 impl<W: Write> Responder<W> {
     /// Handles one event: correlate, plan, execute, audit, show.
     pub async fn handle(&mut self, event: SecurityEvent) {
-        let incident = self.correlator.correlate(&event).clone();
+        let incident = self.correlator.correlate(&event).await.clone();
         let origin = Origin {
             ip: event
                 .evidence("ip")
@@ -172,6 +172,7 @@ impl<W: Write> Responder<W> {
                 verdict: verdict_name(&step.verdict).to_owned(),
                 why: step.why.to_string(),
                 outcome,
+                instance: None,
             };
             self.dashboard.publish(Activity::new(
                 plan.time,

@@ -24,7 +24,7 @@ use crate::app::admin_routes;
 use crate::config::Config;
 use crate::http;
 use crate::idempotency;
-use crate::incident::Correlator;
+use crate::incident::{self, Correlator};
 use crate::response::{Bus, Responder};
 use crate::service::{Gateway, StartError, part};
 
@@ -233,7 +233,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         engine,
         executor: gw.executor()?,
         audit: AuditLog::new(audit_file),
-        correlator: Correlator::new(Duration::from_secs(600)),
+        correlator: match gw.incident_ids.clone() {
+            None => Correlator::new(incident::WINDOW),
+            Some(ids) => Correlator::fleet(incident::WINDOW, ids),
+        },
         dashboard: gw.dashboard.clone(),
         clock: clock.clone(),
     };

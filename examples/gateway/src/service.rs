@@ -352,6 +352,8 @@ pub struct Gateway {
     pub revocation_replica: Option<Arc<RedisBlacklist>>,
     /// The fleet's verification keys, when instances share Redis.
     pub fleet: Option<Arc<Fleet>>,
+    /// Where the fleet correlates incidents, when instances share Redis.
+    pub incident_ids: Option<crate::incident::FleetIds>,
     /// How the instance reaches Redis (`--redis`, `--redis-ca`).
     pub redis: Option<RedisAccess>,
     /// The peer regions (`--peer-region`): relays from them, and their keys.
@@ -644,6 +646,9 @@ impl Gateway {
                     },
                 ));
             });
+        let incident_ids = (conn.as_ref()).map(|c| {
+            crate::incident::FleetIds::new(c.clone(), &format!("{REDIS_PREFIX}:incident"))
+        });
         let fleet = match &conn {
             None => None,
             Some(conn) => {
@@ -753,6 +758,7 @@ impl Gateway {
             blacklist,
             revocation_replica,
             fleet,
+            incident_ids,
             redis: access.clone(),
             regions,
             published_keys: arc_swap::ArcSwap::from_pointee(serde_json::Value::Null),

@@ -221,9 +221,15 @@
   }
 
   // ---- incidents
-  // Keyed by instance and id: in a fleet each instance numbers its own incidents.
+  // Keyed by id: in a fleet ids are the fleet's, and each incident arrives merged.
   const incidents = new Map();
-  const incidentKey = (inc) => `${inc.instance || ""}#${inc.id}`;
+  const incidentKey = (inc) => String(inc.id);
+  const on = (x) => (x.instance ? ` (on ${x.instance})` : "");
+  function fleetNote(inc) {
+    if (!inc.instances) return "";
+    const here = inc.events.some((e) => !e.instance) || inc.actions.some((a) => !a.instance);
+    return ` · ${here ? "also on" : "on"} ${inc.instances.join(", ")}`;
+  }
   function renderIncident(inc) {
     const key = incidentKey(inc);
     incidents.set(key, inc);
@@ -233,7 +239,7 @@
     // Repeats of the same event in a row are one line with a count.
     const lines = [];
     for (const e of inc.events) {
-      const text = `${e.kind.replace(/_/g, " ")} about ${e.subject} — ${e.severity}, ${e.basis} (${e.source})`;
+      const text = `${e.kind.replace(/_/g, " ")} about ${e.subject} — ${e.severity}, ${e.basis} (${e.source})${on(e)}`;
       const last = lines[lines.length - 1];
       if (last && last.text === text) { last.count += 1; last.time = e.time; } else lines.push({ text, time: e.time, count: 1 });
     }
@@ -242,12 +248,12 @@
     const actions = inc.actions.length
       ? el("ul", {}, ...inc.actions.map((a) =>
           el("li", {}, el("span", { class: "verdict-" + a.verdict }, `${a.action}: ${a.verdict}`),
-            a.outcome ? ` — ${a.outcome}` : "", el("span", { class: "why" }, a.why))))
+            a.outcome ? ` — ${a.outcome}` : "", on(a), el("span", { class: "why" }, a.why))))
       : el("p", { class: "empty" }, "no action");
     const details = el("details", open ? { open: "" } : {},
       el("summary", {},
         el("span", { class: "sev " + inc.severity }, inc.severity),
-        el("span", {}, `#${inc.id} ${inc.title}` + (inc.instance ? ` · on ${inc.instance}` : "")),
+        el("span", {}, `#${inc.id} ${inc.title}` + fleetNote(inc)),
         el("span", { class: "hint" }, `${inc.event_count} event${inc.event_count === 1 ? "" : "s"}, last ${fmtTime(inc.last)}`)),
       el("div", { class: "body" },
         el("p", {}, "Keys: " + inc.keys.join(", ")),

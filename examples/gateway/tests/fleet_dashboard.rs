@@ -1,8 +1,9 @@
 //! With `--redis`, each instance's dashboard shows the whole fleet: what happens on
 //! one instance appears on the other's, marked with the instance it happened on, and
 //! is counted in its aggregates; an instance does not show its own activities twice.
-//! Incidents too: one a playbook answered on one instance is listed on the other's,
-//! with its actions and the instance's name, beside the other's own.
+//! Incidents are the fleet's: one a playbook answered on one instance is listed on the
+//! other's with its actions and the instance's name, and events about one source on
+//! both instances are one incident, with one id, on both dashboards.
 //! On a standalone redis-server and on the 3-node cluster, where the two instances
 //! reach the channel through different nodes.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 use palisade_core_traits::{
     Clock, EventId, EventKind, SecurityEvent, Severity, Subject, SystemClock,
 };
+use palisade_gateway::incident::{Correlator, FleetIds, LOCAL_ONLY_IDS};
 use palisade_gateway::server::{Running, start};
+use palisade_gateway::shared::{RedisAccess, RedisConn};
 use palisade_testkit::{RedisCluster, RedisServer};
 use serde_json::{Value, json};
 
@@ -125,17 +128,66 @@ async fn what_happens_on_one_is_shown_on_the_other(a_redis: &str, b_redis: &str)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(shared["instance"], b_name.as_str(), "{shared}");
+    assert_eq!(shared["instances"], json!([b_name]), "{shared}");
     assert_eq!(shared["severity"], "high", "{shared}");
+    assert!(
+        (shared["events"].as_array().unwrap().iter()).all(|e| e["instance"] == b_name.as_str()),
+        "{shared}"
+    );
     // On B it is B's own: unmarked, listed once, with the same id.
     let own = opened_by_b(&snapshot(&b)).unwrap();
-    assert!(own.get("instance").is_none(), "{own}");
+    assert!(own.get("instances").is_none(), "{own}");
     assert_eq!(own["id"], shared["id"]);
     let on_a = snapshot(&a);
     let listed = (on_a["incidents"].as_array().unwrap().iter())
-        .filter(|i| i["id"] == shared["id"] && i["instance"] == shared["instance"])
+        .filter(|i| i["id"] == shared["id"])
         .count();
     assert_eq!(listed, 1, "an incident listed twice: {on_a}");
+
+    // A sees the same source: it joins B's incident (one id for the fleet), and both
+    // dashboards show both instances' events in it.
+    let a_name = a.gateway.fleet.as_ref().unwrap().instance().to_owned();
+    let event = SecurityEvent::new(
+        EventId::new("cs-fleet-dashboard").unwrap(),
+        SystemClock.now(),
+        EventKind::CredentialStuffing,
+        Severity::Medium,
+        Subject::ip("::ffff:198.51.100.99".parse().unwrap()),
+        "test",
+    );
+    a.gateway.bus.publish(event).await;
+    let both = |snapshot: &Value| {
+        opened_by_b(snapshot).filter(|i| {
+            let kinds: Vec<&str> = (i["events"].as_array().unwrap().iter())
+                .map(|e| e["kind"].as_str().unwrap())
+                .collect();
+            kinds.contains(&"brute_force") && kinds.contains(&"credential_stuffing")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (on_a, on_b) = loop {
+        let (sa, sb) = (snapshot(&a), snapshot(&b));
+        if let (Some(x), Some(y)) = (both(&sa), both(&sb)) {
+            break (x, y);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one source on two instances never became one incident: {sa} {sb}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(on_a["id"], shared["id"], "{on_a}");
+    assert_eq!(on_b["id"], shared["id"], "{on_b}");
+    assert_eq!(on_a["event_count"], 2, "{on_a}");
+    assert_eq!(on_b["event_count"], 2, "{on_b}");
+    assert_eq!(on_a["instances"], json!([b_name]), "{on_a}");
+    assert_eq!(on_b["instances"], json!([a_name]), "{on_b}");
+    for s in [snapshot(&a), snapshot(&b)] {
+        let with_source = (s["incidents"].as_array().unwrap().iter())
+            .filter(|i| (i["keys"].as_array().unwrap().iter()).any(|k| k == "ip 198.51.100.99"))
+            .count();
+        assert_eq!(with_source, 1, "one source, several incidents: {s}");
+    }
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -154,4 +206,84 @@ async fn on_the_cluster_each_dashboard_shows_the_fleet_through_another_node() {
     urls.rotate_left(1); // B publishes through another node than A listens on
     let b = urls.join(",");
     what_happens_on_one_is_shown_on_the_other(&a, &b).await;
+}
+
+fn event(id: &str, subject: Subject) -> SecurityEvent {
+    SecurityEvent::new(
+        EventId::new(id).unwrap(),
+        SystemClock.now(),
+        EventKind::BruteForce,
+        Severity::High,
+        subject,
+        "test",
+    )
+}
+
+/// The correlation itself, on the fleet's Redis: two instances' correlators agree on
+/// one incident per source and account, a window of silence ends it, and instances
+/// that see one new source at the same moment open one incident, not several.
+async fn the_fleet_correlates_as_one(urls: Vec<String>) -> FleetIds {
+    let access = RedisAccess::new(urls, None, &[]).unwrap();
+    let ids = FleetIds::new(RedisConn::connect(&access).await.unwrap(), "test:incident");
+    let window = Duration::from_millis(600);
+    let mut a = Correlator::fleet(window, ids.clone());
+    let mut b = Correlator::fleet(window, ids.clone());
+    let ip = Subject::ip("203.0.113.77".parse().unwrap());
+    let first = a.correlate(&event("e1", ip.clone())).await.id;
+    assert!(first < LOCAL_ONLY_IDS, "{first}");
+    // B sees the account, the address in its evidence: the same incident.
+    let carol = event("e2", Subject::user("Carol")).with_evidence("ip", "203.0.113.77");
+    assert_eq!(b.correlate(&carol).await.id, first);
+    // Then the account alone, on A: joins through the account B saw.
+    assert_eq!(
+        a.correlate(&event("e3", Subject::user("carol"))).await.id,
+        first
+    );
+    // Another source: another incident.
+    let other = Subject::ip("203.0.113.78".parse().unwrap());
+    let second = b.correlate(&event("e4", other)).await.id;
+    assert_ne!(second, first);
+    // A window of silence ends it.
+    tokio::time::sleep(window + Duration::from_millis(300)).await;
+    let later = b.correlate(&event("e5", ip)).await.id;
+    assert!(
+        later != first && later != second,
+        "{first} {second} {later}"
+    );
+    // Sixteen instances see one new source at once: one incident.
+    let mut racing = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        let ids = ids.clone();
+        racing.spawn(async move {
+            let mut c = Correlator::fleet(window, ids);
+            let e = event(
+                &format!("r{n}"),
+                Subject::ip("203.0.113.200".parse().unwrap()),
+            );
+            c.correlate(&e).await.id
+        });
+    }
+    let mut seen: Vec<u64> = racing.join_all().await;
+    seen.dedup();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    ids
+}
+
+#[tokio::test]
+async fn on_one_redis_server_the_fleet_correlates_as_one() {
+    let server = RedisServer::start();
+    let ids = the_fleet_correlates_as_one(vec![server.url()]).await;
+    // Redis gone: an instance correlates alone, with ids it does not share.
+    drop(server);
+    let mut alone = Correlator::fleet(Duration::from_secs(600), ids);
+    let ip = Subject::ip("192.0.2.44".parse().unwrap());
+    let id = alone.correlate(&event("d1", ip.clone())).await.id;
+    assert!(id >= LOCAL_ONLY_IDS, "{id}");
+    assert_eq!(alone.correlate(&event("d2", ip)).await.id, id);
+}
+
+#[tokio::test]
+async fn on_the_cluster_the_fleet_correlates_as_one() {
+    let cluster = RedisCluster::start();
+    the_fleet_correlates_as_one(cluster.urls()).await;
 }

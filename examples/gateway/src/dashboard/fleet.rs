@@ -1,9 +1,11 @@
 //! The fleet's dashboard (`--redis`): every instance publishes its activities and
 //! incidents on one Redis channel ([`CHANNEL`]) and shows the other instances' beside
 //! its own, so an operator behind a load balancer sees the whole fleet, whichever
-//! instance answers. Incidents are shared as their instance correlated them: events
-//! on two instances about one source are two incidents, each marked with its
-//! instance (correlation and the playbooks' state stay per instance).
+//! instance answers. Incidents are the fleet's (correlated on its Redis, see
+//! [`crate::incident`]): each instance shares its part of one (its events, its
+//! playbooks' actions) and every dashboard shows the parts merged, each event and
+//! action marked with the instance it happened on. The playbooks' state (counts,
+//! cool-downs) stays per instance.
 //!
 //! - Classic Pub/Sub, on one node: in a Redis Cluster a `PUBLISH` reaches the
 //!   subscribers of every node, so one node serves (the next one when it fails).
@@ -15,7 +17,7 @@
 //! - What arrives is bounded ([`MAX_MESSAGE`] bytes) and must parse as an activity;
 //!   anything else is dropped (`palisade_gateway_dashboard_shared_invalid_total`).
 //!   Incidents shared by others take places in the dashboard's bounded list like
-//!   its own.
+//!   its own (at most 16 instances' parts each).
 //!   The channel is the fleet's own Redis: whoever can publish there is trusted as
 //!   much as whoever can write revocations there.
 
@@ -179,8 +181,8 @@ mod tests {
         assert_eq!(CHANNEL, format!("{REDIS_PREFIX}:dashboard"));
     }
 
-    #[test]
-    fn a_message_is_an_activity_or_an_incident_named_by_its_key() {
+    #[tokio::test]
+    async fn a_message_is_an_activity_or_an_incident_named_by_its_key() {
         let mut correlator = crate::incident::Correlator::new(std::time::Duration::from_secs(60));
         let event = palisade_core_traits::SecurityEvent::new(
             palisade_core_traits::EventId::new("e1").unwrap(),
@@ -190,7 +192,7 @@ mod tests {
             palisade_core_traits::Subject::ip("198.51.100.7".parse().unwrap()),
             "test",
         );
-        let incident = correlator.correlate(&event).clone();
+        let incident = correlator.correlate(&event).await.clone();
         let item = Shared::Incident(Box::new(incident.clone()));
         let text = serde_json::to_string(&Outgoing {
             instance: "eu-1",
@@ -202,11 +204,7 @@ mod tests {
         assert_eq!(back["incident"]["id"], incident.id);
         let parsed: Incoming = serde_json::from_str(&text).unwrap();
         match parsed.item {
-            // Everything it shows (its severity rank is this instance's own).
-            Shared::Incident(i) => assert_eq!(
-                serde_json::to_value(&*i).unwrap(),
-                serde_json::to_value(&incident).unwrap()
-            ),
+            Shared::Incident(i) => assert_eq!(*i, incident),
             Shared::Activity(_) => panic!("an incident read as an activity"),
         }
         // Neither, or an unknown kind: refused (dropped and counted by `listen`).

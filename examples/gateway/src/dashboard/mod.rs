@@ -32,7 +32,7 @@ pub use stats::{Counters, Minute, SERIES_MINUTES, Stats, StatsView};
 pub use ws::serve_socket;
 
 use crate::activity::{Activity, What};
-use crate::incident::Incident;
+use crate::incident::{Incident, LOCAL_ONLY_IDS, merge};
 
 /// Messages kept for clients that are behind; a client further behind is resynced.
 pub const STREAM_CAPACITY: usize = 512;
@@ -40,6 +40,16 @@ pub const STREAM_CAPACITY: usize = 512;
 const RECENT: usize = 100;
 /// Incidents and CT alerts in a snapshot.
 const SHOWN: usize = 20;
+/// Instances' parts kept per incident shown (a fleet larger than this shows the
+/// parts that changed last).
+const MAX_PARTS: usize = 16;
+
+/// An incident shown: its parts (`None`: this instance's) and their merge.
+#[derive(Debug)]
+struct Shown {
+    parts: Vec<(Option<String>, Incident)>,
+    merged: Incident,
+}
 
 #[derive(Debug)]
 struct State {
@@ -48,7 +58,7 @@ struct State {
     /// `seq` of the last activity the last stats message included.
     stats_sent: u64,
     recent: VecDeque<Arc<Activity>>,
-    incidents: VecDeque<Incident>,
+    incidents: VecDeque<Shown>,
     ct: VecDeque<Arc<Activity>>,
 }
 
@@ -158,30 +168,49 @@ impl Dashboard {
         (s.seq, activity)
     }
 
-    /// An incident opened or changed: shown, and in a fleet shared with the other
-    /// instances (never waiting, like activities).
+    /// This instance's part of an incident opened or changed: shown, and in a fleet
+    /// shared with the other instances (never waiting, like activities; not an
+    /// incident opened while the fleet's Redis was out of reach, whose id is this
+    /// instance's alone).
     pub fn publish_incident(&self, incident: Incident) {
-        if self.outbox.get().is_some() {
+        if self.outbox.get().is_some() && incident.id < LOCAL_ONLY_IDS {
             self.share(fleet::Shared::Incident(Box::new(incident.clone())));
         }
-        self.show_incident(incident);
+        self.show_incident(None, incident);
     }
 
-    /// An incident another instance of the fleet shared: shown beside this instance's
-    /// own (ids are per instance), not shared again.
-    pub fn publish_shared_incident(&self, instance: String, mut incident: Incident) {
-        incident.instance = Some(instance);
-        self.show_incident(incident);
+    /// Another instance's part of an incident (ids are the fleet's): shown merged
+    /// with the other parts, not shared again.
+    pub fn publish_shared_incident(&self, instance: String, incident: Incident) {
+        if incident.id < LOCAL_ONLY_IDS {
+            self.show_incident(Some(instance), incident);
+        }
     }
 
-    fn show_incident(&self, incident: Incident) {
+    fn show_incident(&self, instance: Option<String>, part: Incident) {
         let mut s = self.lock();
-        s.incidents
-            .retain(|i| !(i.id == incident.id && i.instance == incident.instance));
-        let _ = self.stream.send(encode(&Message::Incident {
-            incident: &incident,
-        }));
-        s.incidents.push_back(incident);
+        let window = crate::incident::WINDOW;
+        let mut shown = match s.incidents.iter().position(|i| i.merged.id == part.id) {
+            Some(i) => s.incidents.remove(i),
+            None => None,
+        }
+        // A part that opened a window after everything shown under its id is another
+        // incident (the fleet's counter restarted with its Redis): it replaces them.
+        .filter(|i| part.opened.saturating_duration_since(i.merged.last) <= window)
+        .map_or_else(Vec::new, |i| i.parts);
+        shown.retain(|(name, _)| *name != instance);
+        shown.push((instance, part));
+        if shown.len() > MAX_PARTS {
+            shown.remove(0);
+        }
+        let merged = merge(&shown);
+        let _ = self
+            .stream
+            .send(encode(&Message::Incident { incident: &merged }));
+        s.incidents.push_back(Shown {
+            parts: shown,
+            merged,
+        });
         if s.incidents.len() > SHOWN {
             s.incidents.pop_front();
         }
@@ -215,7 +244,7 @@ impl Dashboard {
     }
 
     fn snapshot_of(s: &State) -> Utf8Bytes {
-        let mut incidents: Vec<&Incident> = s.incidents.iter().collect();
+        let mut incidents: Vec<&Incident> = s.incidents.iter().map(|i| &i.merged).collect();
         incidents.sort_by(|a, b| b.last.cmp(&a.last).then(b.id.cmp(&a.id)));
         encode(&Message::Snapshot {
             seq: s.seq,
