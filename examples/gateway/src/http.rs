@@ -45,6 +45,7 @@ pub struct RequestFacts {
 pub struct ClientTls(pub palisade_core_traits::TlsInfo);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
@@ -194,11 +195,13 @@ where
         let id = client_request_id(&req).map_or_else(new_request_id, str::to_owned);
         let id_header = HeaderValue::from_str(&id).ok();
         let ip = {
-            let forwarded = |name: &'static str| {
-                let values = req.headers().get_all(name).iter();
-                values.filter_map(move |v| Some((name, v.to_str().ok()?)))
-            };
-            let headers = forwarded("x-forwarded-for").chain(forwarded("forwarded"));
+            // Read only if a proxy is trusted (lazily), by a parsed name.
+            let headers = [&X_FORWARDED_FOR, &header::FORWARDED]
+                .into_iter()
+                .flat_map(|name| {
+                    let values = req.headers().get_all(name).iter();
+                    values.filter_map(move |v| Some((name.as_str(), v.to_str().ok()?)))
+                });
             self.gw.proxies.client_ip(peer.ip(), headers)
         };
         // No span at all below `info`: a disabled one still costs its enter, exit and

@@ -424,6 +424,16 @@ async fn rate_limits_intel_and_playbook_blocks_hold_on_the_request_path() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The proxy writes `X-Forwarded-For`: a `Forwarded` header is the client's own
+    // words (the proxy passes it on), so it names nobody; the peer is the client.
+    for forwarded in ["for=203.0.113.10;proto=https", "for=\"[2001:db8::1]:4711\""] {
+        let r = (h.http.get(format!("{}/healthz", h.base)))
+            .header("forwarded", forwarded)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{forwarded}");
+    }
     // Per-account limit: the sixth attempt in a minute gets 429 with Retry-After.
     for _ in 0..5 {
         assert_eq!(
