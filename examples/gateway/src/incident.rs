@@ -27,6 +27,8 @@ const MAX_ITEMS: usize = 20;
 const MAX_INCIDENTS: usize = 200;
 /// Keys remembered for correlation in memory: fixed memory, the oldest forgotten first.
 const MAX_SEEN: usize = MAX_INCIDENTS * MAX_KEYS;
+/// How long an instance correlates alone after the fleet's Redis failed it.
+pub const RETRY_FLEET_AFTER: Duration = Duration::from_secs(5);
 /// Events this close to an incident's key join it (the gateway's setting).
 pub const WINDOW: Duration = Duration::from_secs(600);
 /// Ids an instance of a fleet gives the incidents it opens while the fleet's Redis is
@@ -201,6 +203,8 @@ impl FleetIds {
 pub struct Correlator {
     window: Duration,
     fleet: Option<FleetIds>,
+    /// Until when the fleet's Redis is not asked again, after it failed.
+    fleet_down_until: Option<std::time::Instant>,
     /// Key → (incident, when last seen): this instance's correlation (all of it
     /// alone, the fallback in a fleet).
     seen: HashMap<String, (u64, Timestamp)>,
@@ -214,6 +218,7 @@ impl Correlator {
         Correlator {
             window,
             fleet: None,
+            fleet_down_until: None,
             seen: HashMap::new(),
             incidents: VecDeque::new(),
             next_id: 1,
@@ -261,20 +266,39 @@ impl Correlator {
         id
     }
 
+    /// The fleet's incident for `keys`; `None` when this instance correlates alone (no
+    /// fleet, or its Redis out of reach). After a failure Redis is not asked again for
+    /// [`RETRY_FLEET_AFTER`]: a Redis that does not answer costs the response task one
+    /// timeout, not one per event.
+    async fn fleet_id(&mut self, keys: &[String]) -> Option<u64> {
+        let fleet = self.fleet.as_ref()?;
+        let alone = || {
+            metrics::counter!("palisade_gateway_incident_fleet_unreached_total").increment(1);
+            None
+        };
+        if (self.fleet_down_until).is_some_and(|t| std::time::Instant::now() < t) {
+            return alone();
+        }
+        match fleet.assign(keys, self.window).await {
+            Ok(id) => {
+                self.fleet_down_until = None;
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the fleet's incidents are out of reach; correlating here alone");
+                self.fleet_down_until = Some(std::time::Instant::now() + RETRY_FLEET_AFTER);
+                alone()
+            }
+        }
+    }
+
     /// Files `event` into its incident (opening one if none matches); returns this
     /// instance's part of it.
     pub async fn correlate(&mut self, event: &SecurityEvent) -> &Incident {
         let keys = keys(event);
-        let id = match self.fleet.clone() {
+        let id = match self.fleet_id(&keys).await {
+            Some(id) => id,
             None => self.assign_here(&keys, event.time),
-            Some(fleet) => match fleet.assign(&keys, self.window).await {
-                Ok(id) => id,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the fleet's incidents are out of reach; correlating here alone");
-                    metrics::counter!("palisade_gateway_incident_fleet_errors_total").increment(1);
-                    self.assign_here(&keys, event.time)
-                }
-            },
         };
         let line = EventLine {
             time: event.time,

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use palisade_core_traits::{
     Clock, EventId, EventKind, SecurityEvent, Severity, Subject, SystemClock,
 };
-use palisade_gateway::incident::{Correlator, FleetIds, LOCAL_ONLY_IDS};
+use palisade_gateway::incident::{Correlator, FleetIds, LOCAL_ONLY_IDS, RETRY_FLEET_AFTER};
 use palisade_gateway::server::{Running, start};
 use palisade_gateway::shared::{RedisAccess, RedisConn};
 use palisade_testkit::{RedisCluster, RedisServer};
+use palisade_token_blacklist::redis;
 use serde_json::{Value, json};
 
 mod common;
@@ -273,6 +274,53 @@ async fn the_fleet_correlates_as_one(urls: Vec<String>) -> FleetIds {
 async fn on_one_redis_server_the_fleet_correlates_as_one() {
     let server = RedisServer::start();
     let ids = the_fleet_correlates_as_one(vec![server.url()]).await;
+    // Redis stops answering (every client paused): one event waits out the timeout and
+    // is correlated here; the next ones do not ask Redis at all, until the retry.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let scripts_run = |info: String| -> u64 {
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .unwrap();
+        let calls = line
+            .split("calls=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        calls.parse().unwrap()
+    };
+    let mut info = redis::cmd("INFO");
+    info.arg("commandstats");
+    let before = scripts_run(info.query_async(&mut admin).await.unwrap());
+    let mut pause = redis::cmd("CLIENT");
+    pause.arg("PAUSE").arg(3000).arg("ALL");
+    let () = pause.query_async(&mut admin).await.unwrap();
+    let resumes = tokio::time::Instant::now() + Duration::from_millis(3500);
+    let mut hung = Correlator::fleet(Duration::from_secs(600), ids.clone());
+    let ip = Subject::ip("192.0.2.55".parse().unwrap());
+    let first = hung.correlate(&event("h0", ip.clone())).await.id;
+    assert!(first >= LOCAL_ONLY_IDS, "{first}");
+    for n in 1..=10 {
+        let id = hung
+            .correlate(&event(&format!("h{n}"), ip.clone()))
+            .await
+            .id;
+        assert_eq!(id, first);
+    }
+    tokio::time::sleep_until(resumes).await;
+    let after = scripts_run(info.query_async(&mut admin).await.unwrap());
+    assert_eq!(
+        after,
+        before + 1,
+        "only the first event asked the paused Redis"
+    );
+    // After the retry delay the fleet is asked again.
+    tokio::time::sleep(RETRY_FLEET_AFTER).await;
+    let back = hung.correlate(&event("h11", ip)).await.id;
+    assert!(back < LOCAL_ONLY_IDS, "{back}");
     // Redis gone: an instance correlates alone, with ids it does not share.
     drop(server);
     let mut alone = Correlator::fleet(Duration::from_secs(600), ids);
