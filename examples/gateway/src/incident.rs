@@ -100,6 +100,15 @@ pub struct Incident {
     pub instances: Vec<String>,
 }
 
+impl Incident {
+    /// Adds a key that ties events to it (the first [`MAX_KEYS`] are kept).
+    fn add_key(&mut self, key: String) {
+        if !self.keys.contains(&key) && self.keys.len() < MAX_KEYS {
+            self.keys.push(key);
+        }
+    }
+}
+
 fn severity_rank(s: &str) -> u8 {
     match s {
         "critical" => 4,
@@ -248,8 +257,9 @@ impl Correlator {
             self.next_id - 1
         });
         for k in keys {
-            let last = self.seen.get(k).map_or(time, |(_, l)| (*l).max(time));
-            self.seen.insert(k.clone(), (id, last));
+            (self.seen.entry(k.clone()))
+                .and_modify(|(i, last)| (*i, *last) = (id, (*last).max(time)))
+                .or_insert((id, time));
         }
         if self.seen.len() > MAX_SEEN {
             // Forget what fell out of the window, then the oldest half if that was not
@@ -310,20 +320,14 @@ impl Correlator {
             instance: None,
         };
         let window = self.window;
-        let found = self.incidents.iter().position(|i| i.id == id);
-        // An id met again after a window of silence is a new incident (the fleet's
-        // counter restarted with its Redis).
-        if let Some(i) = found.filter(|i| {
-            event
-                .time
-                .saturating_duration_since(self.incidents[*i].last)
-                > window
-        }) {
-            self.incidents.remove(i);
-        }
         let index = match self.incidents.iter().position(|i| i.id == id) {
-            Some(i) => i,
-            None => {
+            Some(i) if event.time.saturating_duration_since(self.incidents[i].last) <= window => i,
+            // An id met again after a window of silence is a new incident (the fleet's
+            // counter restarted with its Redis): it replaces the old one.
+            found => {
+                if let Some(i) = found {
+                    self.incidents.remove(i);
+                }
                 let title = format!("{} about {}", line.kind.replace('_', " "), line.subject);
                 self.incidents.push_back(Incident {
                     id,
@@ -350,9 +354,7 @@ impl Correlator {
             inc.severity = line.severity.clone();
         }
         for k in keys {
-            if !inc.keys.contains(&k) && inc.keys.len() < MAX_KEYS {
-                inc.keys.push(k);
-            }
+            inc.add_key(k);
         }
         inc.events.push_back(line);
         if inc.events.len() > MAX_ITEMS {
@@ -404,9 +406,7 @@ pub fn merge(parts: &[(Option<String>, Incident)]) -> Incident {
             out.severity = p.severity.clone();
         }
         for k in &p.keys {
-            if !out.keys.contains(k) && out.keys.len() < MAX_KEYS {
-                out.keys.push(k.clone());
-            }
+            out.add_key(k.clone());
         }
         if let Some(name) = instance
             && !out.instances.contains(name)

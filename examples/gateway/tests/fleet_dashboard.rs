@@ -96,15 +96,11 @@ async fn what_happens_on_one_is_shown_on_the_other(a_redis: &str, b_redis: &str)
     );
 
     // An incident B's playbooks answer is listed on A, marked with B's name.
-    let event = SecurityEvent::new(
-        EventId::new("bf-fleet-dashboard").unwrap(),
-        SystemClock.now(),
-        EventKind::BruteForce,
-        Severity::High,
+    let brute_force = event(
+        "bf-fleet-dashboard",
         Subject::ip("198.51.100.99".parse().unwrap()),
-        "test",
     );
-    b.gateway.bus.publish(event).await;
+    b.gateway.bus.publish(brute_force).await;
     let opened_by_b = |snapshot: &Value| {
         (snapshot["incidents"].as_array().unwrap().iter())
             .find(|i| {
@@ -148,15 +144,12 @@ async fn what_happens_on_one_is_shown_on_the_other(a_redis: &str, b_redis: &str)
     // A sees the same source: it joins B's incident (one id for the fleet), and both
     // dashboards show both instances' events in it.
     let a_name = a.gateway.fleet.as_ref().unwrap().instance().to_owned();
-    let event = SecurityEvent::new(
-        EventId::new("cs-fleet-dashboard").unwrap(),
-        SystemClock.now(),
-        EventKind::CredentialStuffing,
-        Severity::Medium,
+    let mut stuffing = event(
+        "cs-fleet-dashboard",
         Subject::ip("::ffff:198.51.100.99".parse().unwrap()),
-        "test",
     );
-    a.gateway.bus.publish(event).await;
+    (stuffing.kind, stuffing.severity) = (EventKind::CredentialStuffing, Severity::Medium);
+    a.gateway.bus.publish(stuffing).await;
     let both = |snapshot: &Value| {
         opened_by_b(snapshot).filter(|i| {
             let kinds: Vec<&str> = (i["events"].as_array().unwrap().iter())
@@ -209,6 +202,7 @@ async fn on_the_cluster_each_dashboard_shows_the_fleet_through_another_node() {
     what_happens_on_one_is_shown_on_the_other(&a, &b).await;
 }
 
+/// A high-severity brute force about `subject`, now.
 fn event(id: &str, subject: Subject) -> SecurityEvent {
     SecurityEvent::new(
         EventId::new(id).unwrap(),

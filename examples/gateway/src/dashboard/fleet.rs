@@ -4,8 +4,8 @@
 //! instance answers. Incidents are the fleet's (correlated on its Redis, see
 //! [`crate::incident`]): each instance shares its part of one (its events, its
 //! playbooks' actions) and every dashboard shows the parts merged, each event and
-//! action marked with the instance it happened on. The playbooks' state (counts,
-//! cool-downs) stays per instance.
+//! action marked with the instance it happened on. The playbooks' state (cool-downs,
+//! escalation history) stays per instance.
 //!
 //! - Classic Pub/Sub, on one node: in a Redis Cluster a `PUBLISH` reaches the
 //!   subscribers of every node, so one node serves (the next one when it fails).
