@@ -15,6 +15,16 @@
 //! `200`. Servers and generator share the machine: each gets a 2-thread runtime. All
 //! three run on mimalloc, the allocator the gateway binary ships with.
 //!
+//! On a machine of two cores the generator takes CPU from the server it loads, so the
+//! throughput ratios move with who is the bottleneck (a fast server shares its cores
+//! with a busy generator; the anchor's ES256 leaves it almost two). Each run therefore
+//! also reports the server runtime's own CPU time per answered request (user and
+//! kernel, every thread of that runtime, from the scheduler's per-thread `schedstat`): the
+//! inverse ratio of those is the throughput ratio the servers would show with the same
+//! cores each, whoever generates the load. With `LOAD_PIN=1` the server runtime is
+//! kept on the first core and the generator on the second: every server then gets
+//! exactly one core.
+//!
 //! `cargo bench -p palisade-gateway --bench load [-- SECONDS CONNECTIONS ROUNDS]`
 //! (defaults 8, 64, 2; each round runs every server once, in turn).
 //!
@@ -52,12 +62,44 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WARMUP: Duration = Duration::from_secs(2);
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A 2-thread runtime whose threads are recorded in `threads` (and kept on one core,
+/// if `core` is given).
+fn runtime(threads: &RuntimeThreads, core: Option<usize>) -> tokio::runtime::Runtime {
+    let threads = threads.clone();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .on_thread_start(move || {
+            if let Some(id) = core {
+                assert!(core_affinity::set_for_current(core_affinity::CoreId { id }));
+            }
+            threads.add_current();
+        })
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// The threads of a runtime (workers and blocking pool), to read their CPU time.
+#[derive(Clone, Default)]
+struct RuntimeThreads(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl RuntimeThreads {
+    fn add_current(&self) {
+        // "<pid>/task/<tid>"
+        let me = std::fs::read_link("/proc/thread-self").unwrap();
+        let stat = format!("/proc/{}/schedstat", me.display());
+        self.0.lock().unwrap().push(stat);
+    }
+
+    /// CPU time (user and kernel) of every thread still running, in nanoseconds: the
+    /// first field of the scheduler's `schedstat`.
+    fn nanos(&self) -> u64 {
+        let threads = self.0.lock().unwrap();
+        (threads.iter())
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .map(|s| s.split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
 }
 
 /// Serves `app` (with the peer address recorded) on an ephemeral loopback port.
@@ -229,10 +271,13 @@ struct Run {
     p50: u32,
     p99: u32,
     errors: u64,
+    /// The server runtime's CPU time per answered request, in microseconds.
+    cpu_us: f64,
 }
 
 fn load(
     client: &tokio::runtime::Runtime,
+    server_cpu: &RuntimeThreads,
     addr: SocketAddr,
     token: &str,
     seconds: u64,
@@ -251,6 +296,7 @@ fn load(
             t.await.unwrap();
         }
         let start = Instant::now();
+        let cpu_start = server_cpu.nanos();
         let until = start + Duration::from_secs(seconds);
         let tasks: Vec<_> = (0..connections)
             .map(|_| tokio::spawn(connection(addr, request.clone(), until)))
@@ -262,6 +308,7 @@ fn load(
             errors += e;
         }
         let elapsed = start.elapsed().as_secs_f64();
+        let cpu = server_cpu.nanos().saturating_sub(cpu_start);
         all.sort_unstable();
         let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
         Run {
@@ -269,6 +316,7 @@ fn load(
             p50: at(0.50),
             p99: at(0.99),
             errors,
+            cpu_us: cpu as f64 / 1e3 / all.len() as f64,
         }
     })
 }
@@ -282,8 +330,11 @@ fn main() {
     let connections = usize::try_from(args.get(1).copied().unwrap_or(64)).unwrap();
     let rounds = args.get(2).copied().unwrap_or(2);
 
-    let server = runtime();
-    let client = runtime();
+    // LOAD_PIN=1: the servers on the first core, the generator on the second.
+    let pin = std::env::var("LOAD_PIN").is_ok_and(|v| v == "1");
+    let server_cpu = RuntimeThreads::default();
+    let server = runtime(&server_cpu, pin.then_some(0));
+    let client = runtime(&RuntimeThreads::default(), pin.then_some(1));
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(
         dir.path(),
@@ -356,25 +407,46 @@ fn main() {
         ("anchor: tower-governor + jsonwebtoken", anchor_addr),
     ];
     println!(
-        "GET /api/me, {connections} connections, {seconds} s per run after {} s warm-up, {rounds} rounds",
-        WARMUP.as_secs()
+        "GET /api/me, {connections} connections, {seconds} s per run after {} s warm-up, {rounds} rounds{}",
+        WARMUP.as_secs(),
+        if pin {
+            ", servers on core 0, generator on core 1"
+        } else {
+            ""
+        }
     );
     let mut best = vec![0f64; sides.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     for round in 1..=rounds {
         for (i, (name, addr)) in sides.iter().enumerate() {
-            let r = load(&client, *addr, &token, seconds, connections);
+            let r = load(&client, &server_cpu, *addr, &token, seconds, connections);
             assert_eq!(r.errors, 0, "{name}: answers other than 200");
             println!(
-                "round {round} {name:<40} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs",
-                r.rps, r.p50, r.p99
+                "round {round} {name:<40} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  server CPU {:>6.2} µs/request",
+                r.rps, r.p50, r.p99, r.cpu_us
             );
             best[i] = best[i].max(r.rps);
+            cpu[i].push(r.cpu_us);
         }
     }
     println!(
         "best of {rounds}: gateway / bare axum = {:.2}, gateway / anchor = {:.2}",
         best[0] / best[1],
         best[0] / best[2]
+    );
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let cpu: Vec<f64> = cpu.iter_mut().map(median).collect();
+    println!(
+        "server CPU per request, median of {rounds}: gateway {:.2} µs, bare axum {:.2} µs, anchor {:.2} µs; \
+         at equal CPU: gateway / bare axum = {:.2}, gateway / anchor = {:.2}",
+        cpu[0],
+        cpu[1],
+        cpu[2],
+        cpu[1] / cpu[0],
+        cpu[2] / cpu[0]
     );
     server.block_on(gateway.shutdown());
 }
