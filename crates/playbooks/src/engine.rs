@@ -17,7 +17,7 @@ use palisade_core_traits::{
 };
 
 use crate::definition::{Definition, GroupBy, Mode, Playbook, SubjectType};
-use crate::plan::{Action, ActionKind, Decision, Plan, Target};
+use crate::plan::{Action, ActionKind, Decision, Note, Plan, Target, Verdict};
 use crate::stats::{EngineCounters, EngineStats};
 
 mod pipeline;
@@ -388,6 +388,43 @@ impl Engine {
             }
         }
         plan
+    }
+
+    /// Records that another instance sharing this engine's enforcement (the same
+    /// limiter, blacklist, notifier) has already carried out the step of `plan` with
+    /// decision `decision`, and that its action ends at `until`. This instance must
+    /// neither run it nor undo it: the step becomes
+    /// [`Verdict::Elsewhere`] (no longer [`Plan::executable`]), and the decision stays
+    /// active (repeats are duplicates) until `until` at the latest, so that once the
+    /// other instance's block ends a new offence here is answered again. It is handed
+    /// out by [`expire`](Self::expire) with [`Decision::needs_revert`] and
+    /// [`Decision::needs_resolve`] false: the instance that carried it out undoes it.
+    /// Without this, two instances that block one address would each lift the block at
+    /// their own expiry, the owner's longer (escalated) block included.
+    ///
+    /// Returns false (and changes nothing) if the plan has no executable step with
+    /// that decision. How instances agree on who carries an action out is the
+    /// caller's (the gateway claims `(kind, target)` in Redis).
+    pub fn taken_elsewhere(&mut self, plan: &mut Plan, decision: u64, until: Timestamp) -> bool {
+        let Some(step) = (plan.steps.iter_mut())
+            .find(|s| s.decision == Some(decision) && s.verdict == Verdict::Execute)
+        else {
+            return false;
+        };
+        let th = self.hasher.hash_one(&step.target);
+        let h = active_hash(th, step.action.kind());
+        if let Some((_, d)) = self.active.find_mut(h, |(_, d)| d.id == decision) {
+            d.elsewhere = true;
+            if until < d.active_until {
+                self.expiries.remove(&(d.active_until, decision));
+                d.active_until = until;
+                self.expiries.insert((until, decision), h);
+            }
+        }
+        step.verdict = Verdict::Elsewhere;
+        step.why.note = Note::Elsewhere;
+        self.counters.taken_elsewhere();
+        true
     }
 
     /// Forgets every decision whose time is over and returns them; the caller reverts

@@ -264,6 +264,10 @@ pub enum Verdict {
     },
     /// Dropped.
     Suppressed(Suppression),
+    /// Already carried out by another instance that shares this engine's enforcement
+    /// ([`Engine::taken_elsewhere`](crate::Engine::taken_elsewhere)): remembered here
+    /// (duplicates and cool-downs hold), not run here, not undone here at expiry.
+    Elsewhere,
 }
 
 /// Where a candidate action came from (part of [`Why`]).
@@ -365,6 +369,8 @@ pub enum Note {
     },
     /// Kept, but dry-run: recorded, not executed.
     DryRun,
+    /// Kept, but another instance carried it out: not executed here, not undone here.
+    Elsewhere,
 }
 
 /// The explanation of a [`Step`]: structured, so planning costs no formatting; its
@@ -433,6 +439,9 @@ impl fmt::Display for Why {
                 "; kept over the budget of {cap} per minute: high-severity notifications are never silenced"
             ),
             Note::DryRun => f.write_str("; dry-run: recorded, not executed"),
+            Note::Elsewhere => f.write_str(
+                "; carried out by another instance: not executed here, not undone here",
+            ),
         }
     }
 }
@@ -503,20 +512,26 @@ pub struct Decision {
     /// What the evidence behind it was tied to (manual actions: authenticated).
     #[serde(default)]
     pub basis: EvidenceBasis,
+    /// Carried out by another instance ([`Verdict::Elsewhere`]): that instance undoes
+    /// it, this one never does. Absent from JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub elsewhere: bool,
 }
 
 impl Decision {
-    /// Whether expiry must undo something: an enforced IP block.
+    /// Whether expiry must undo something: an IP block enforced by this instance.
     pub fn needs_revert(&self) -> bool {
         !self.dry_run
+            && !self.elsewhere
             && self.awaiting_approval.is_none()
             && matches!(self.action, Action::BlockIp { .. })
     }
 
-    /// Whether expiry must close an incident: an enforced notification (a resolve with
-    /// the same `dedup_key` is sent, so a pager does not stay open forever).
+    /// Whether expiry must close an incident: a notification sent by this instance (a
+    /// resolve with the same `dedup_key` is sent, so a pager does not stay open forever).
     pub fn needs_resolve(&self) -> bool {
         !self.dry_run
+            && !self.elsewhere
             && self.awaiting_approval.is_none()
             && matches!(self.action, Action::Notify { .. })
     }

@@ -54,6 +54,10 @@ pub struct EngineStats {
     /// High-severity notifications kept although their budget was spent
     /// ([`Note::OverBudget`]; also counted under their verdict).
     pub over_budget: u64,
+    /// Steps planned to execute that another instance had carried out
+    /// ([`Engine::taken_elsewhere`](crate::Engine::taken_elsewhere); also counted
+    /// under `steps_execute`, the verdict they were planned with).
+    pub taken_elsewhere: u64,
     /// Decisions handed out by [`Engine::expire`](crate::Engine::expire).
     pub expired: u64,
     /// Decisions active now, including those awaiting approval.
@@ -71,6 +75,7 @@ struct Handles {
     /// Indexed like [`ActionKind::ALL`].
     budget: [metrics::Counter; ActionKind::ALL.len()],
     over_budget: metrics::Counter,
+    taken_elsewhere: metrics::Counter,
     expired: metrics::Counter,
     active: metrics::Gauge,
 }
@@ -99,6 +104,9 @@ fn verdict_index(v: &Verdict) -> usize {
         Verdict::Suppressed(Suppression::Duplicate { .. }) => 5,
         Verdict::Suppressed(Suppression::CoolDown { .. }) => 6,
         Verdict::Suppressed(Suppression::Budget) => 7,
+        // Never planned: `Engine::taken_elsewhere` turns an `Execute` step into it
+        // after it was counted (and counts it under `taken_elsewhere`).
+        Verdict::Elsewhere => 0,
     }
 }
 
@@ -125,6 +133,7 @@ impl EngineCounters {
             budget: ActionKind::ALL
                 .map(|k| metrics::counter!(metric!("budget_suppressions_total"), "kind" => k.name())),
             over_budget: metrics::counter!(metric!("over_budget_notifications_total")),
+            taken_elsewhere: metrics::counter!(metric!("steps_taken_elsewhere_total")),
             expired: metrics::counter!(metric!("decisions_expired_total")),
             active: metrics::gauge!(metric!("active_decisions")),
         };
@@ -180,6 +189,13 @@ impl EngineCounters {
                 self.handles.over_budget.increment(1);
             }
         }
+    }
+
+    /// An executable step was carried out by another instance.
+    pub(crate) fn taken_elsewhere(&mut self) {
+        self.stats.taken_elsewhere += 1;
+        #[cfg(feature = "metrics")]
+        self.handles.taken_elsewhere.increment(1);
     }
 
     /// `n` decisions were handed out by `expire`.

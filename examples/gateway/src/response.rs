@@ -7,13 +7,16 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core_traits::{Clock, SecurityEvent, Severity};
+use palisade_core_traits::{Clock, SecurityEvent, Severity, Timestamp};
 use palisade_playbooks::{AuditLog, Engine, Executor, Outcome, Plan, Verdict};
+use palisade_token_blacklist::redis;
+use ring::digest;
 use tokio::sync::mpsc;
 
 use crate::activity::{Activity, Origin, What};
 use crate::dashboard::Dashboard;
-use crate::incident::{ActionLine, Correlator};
+use crate::incident::{ActionLine, Correlator, RETRY_FLEET_AFTER};
+use crate::shared::{RedisConn, millis};
 
 /// Events waiting for the response task.
 pub const BUS_CAPACITY: usize = 4096;
@@ -69,6 +72,112 @@ impl Bus {
     }
 }
 
+/// Who carries out an action, on the fleet's Redis: `KEYS[1]` names the action's kind
+/// and target, `ARGV[1]` is this instance, `ARGV[2]` how long the action lasts (ms).
+/// Free, or already this instance's (a longer block replacing its own): this instance
+/// takes it for that long. Either way: the holder, and the milliseconds its action has
+/// left.
+const CLAIM_LUA: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {holder, redis.call('PTTL', KEYS[1])} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {ARGV[1], tonumber(ARGV[2])}
+";
+static CLAIM: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(CLAIM_LUA));
+
+/// Which instance of a fleet carries out a playbook's action. Every instance plans
+/// the response to the events it sees, so two instances that see one attack plan the
+/// same action (block this address, notify about it). The first to claim the action's
+/// kind and target carries it out, and undoes it when it expires; the others record it
+/// as taken elsewhere (`Engine::taken_elsewhere`): they neither run it again (one
+/// notification, not one per instance) nor lift a block they did not set (which could
+/// be the owner's longer, escalated one).
+///
+/// When Redis is out of reach an instance carries its actions out itself: a block
+/// set twice still holds, a block not set would let the attacker in. Redis is then
+/// not asked again for [`RETRY_FLEET_AFTER`].
+#[derive(Clone)]
+pub struct ActionClaims {
+    conn: RedisConn,
+    prefix: String,
+    instance: String,
+    down_until: Option<std::time::Instant>,
+}
+
+impl std::fmt::Debug for ActionClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionClaims")
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActionClaims {
+    /// Claims on `conn` under `prefix` (e.g. `palisade:gateway:playbooks`), as `instance`.
+    pub fn new(conn: RedisConn, prefix: &str, instance: &str) -> ActionClaims {
+        ActionClaims {
+            conn,
+            // One hash tag: a cluster keeps every claim in one slot.
+            prefix: format!("{prefix}:{{claims}}"),
+            instance: instance.to_owned(),
+            down_until: None,
+        }
+    }
+
+    /// Claims every executable step of `plan` (planned by `engine` at `now`); a step
+    /// another instance holds becomes taken elsewhere, until the holder's action ends.
+    /// Returns those steps' decisions with the instance that holds each.
+    pub async fn settle(
+        &mut self,
+        engine: &mut Engine,
+        plan: &mut Plan,
+        now: Timestamp,
+    ) -> Vec<(u64, String)> {
+        let mut elsewhere = Vec::new();
+        let steps: Vec<_> = (plan.executable())
+            .filter_map(|s| Some((s.decision?, s.action.kind(), s.target.clone())))
+            .collect();
+        for (decision, kind, target) in steps {
+            let Some(until) = engine.active(kind, &target).map(|d| d.active_until) else {
+                continue;
+            };
+            if (self.down_until).is_some_and(|t| std::time::Instant::now() < t) {
+                metrics::counter!("palisade_gateway_playbook_claims_unreached_total").increment(1);
+                continue;
+            }
+            let target = serde_json::to_string(&target)
+                .unwrap_or_else(|e| unreachable!("a target serializes: {e}"));
+            // Targets carry what clients sent (user names): hashed, of fixed length.
+            let key = digest::digest(
+                &digest::SHA256,
+                format!("{}\n{target}", kind.name()).as_bytes(),
+            );
+            let mut call = CLAIM.prepare_invoke();
+            call.key(format!("{}:{}", self.prefix, hex::encode(key)))
+                .arg(&self.instance)
+                .arg(millis(until.saturating_duration_since(now)));
+            match self.conn.invoke::<(String, i64)>(&call).await {
+                Ok((holder, _)) if holder == self.instance => {}
+                Ok((holder, left_ms)) => {
+                    let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+                    if engine.taken_elsewhere(plan, decision, now.saturating_add(left)) {
+                        elsewhere.push((decision, holder));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the fleet's action claims are out of reach; acting here alone");
+                    metrics::counter!("palisade_gateway_playbook_claims_unreached_total")
+                        .increment(1);
+                    self.down_until = Some(std::time::Instant::now() + RETRY_FLEET_AFTER);
+                }
+            }
+        }
+        elsewhere
+    }
+}
+
 fn name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
@@ -82,6 +191,7 @@ fn verdict_name(v: &Verdict) -> &'static str {
         Verdict::DryRun => "dry_run",
         Verdict::AwaitApproval { .. } => "awaiting_approval",
         Verdict::Suppressed(_) => "suppressed",
+        Verdict::Elsewhere => "elsewhere",
         _ => "other",
     }
 }
@@ -112,6 +222,8 @@ pub struct Responder<W: Write> {
     pub dashboard: Arc<Dashboard>,
     /// Time for planning and expiry.
     pub clock: Arc<dyn Clock>,
+    /// Who in the fleet carries out each action (`None`: this instance alone).
+    pub claims: Option<ActionClaims>,
 }
 
 impl<W: Write> Responder<W> {
@@ -145,9 +257,13 @@ impl<W: Write> Responder<W> {
             },
         ));
         let now = self.clock.now();
-        let plan = self.engine.evaluate(&event, now);
+        let mut plan = self.engine.evaluate(&event, now);
+        let elsewhere = match &mut self.claims {
+            Some(claims) => claims.settle(&mut self.engine, &mut plan, now).await,
+            None => Vec::new(),
+        };
         let outcomes = self.executor.execute(&plan).await;
-        self.show_plan(incident.id, &plan, &outcomes, origin);
+        self.show_plan(incident.id, &plan, &outcomes, &elsewhere, origin);
         if let Err(e) = self.audit.record_plan(&plan, &outcomes) {
             tracing::error!(error = %e, "audit log write failed");
         }
@@ -158,14 +274,17 @@ impl<W: Write> Responder<W> {
         incident: u64,
         plan: &Plan,
         outcomes: &[(u64, Outcome)],
+        elsewhere: &[(u64, String)],
         origin: Origin,
     ) {
         let mut last = None;
         for step in &plan.steps {
-            let outcome = step
-                .decision
-                .and_then(|id| outcomes.iter().find(|(d, _)| *d == id))
-                .map(|(_, o)| outcome_text(o));
+            let outcome = step.decision.and_then(|id| {
+                let run = outcomes.iter().find(|(d, _)| *d == id);
+                let by = elsewhere.iter().find(|(d, _)| *d == id);
+                run.map(|(_, o)| outcome_text(o))
+                    .or(by.map(|(_, by)| format!("carried out by {by}")))
+            });
             let line = ActionLine {
                 time: plan.time,
                 action: name(&step.action.kind()),

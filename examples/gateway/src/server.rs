@@ -239,6 +239,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         },
         dashboard: gw.dashboard.clone(),
         clock: clock.clone(),
+        claims: gw.action_claims.clone(),
     };
     let responder = tokio::spawn(responder.run(rx, EXPIRY_TICK));
 

@@ -354,6 +354,8 @@ pub struct Gateway {
     pub fleet: Option<Arc<Fleet>>,
     /// Where the fleet correlates incidents, when instances share Redis.
     pub incident_ids: Option<crate::incident::FleetIds>,
+    /// Who in the fleet carries out each playbook action, when instances share Redis.
+    pub action_claims: Option<crate::response::ActionClaims>,
     /// How the instance reaches Redis (`--redis`, `--redis-ca`).
     pub redis: Option<RedisAccess>,
     /// The peer regions (`--peer-region`): relays from them, and their keys.
@@ -661,6 +663,13 @@ impl Gateway {
                 )))
             }
         };
+        let action_claims = (conn.as_ref()).zip(fleet.as_ref()).map(|(c, f)| {
+            crate::response::ActionClaims::new(
+                c.clone(),
+                &format!("{REDIS_PREFIX}:playbooks"),
+                f.instance(),
+            )
+        });
         let regions = match (redis, config.redis.as_slice()) {
             (Some(access), [_]) if !peers.is_empty() => Some(Arc::new(
                 crate::regions::Regions::start(peers, access.clone())?,
@@ -759,6 +768,7 @@ impl Gateway {
             revocation_replica,
             fleet,
             incident_ids,
+            action_claims,
             redis: access.clone(),
             regions,
             published_keys: arc_swap::ArcSwap::from_pointee(serde_json::Value::Null),

@@ -3,8 +3,9 @@
 //! revoked through one is refused by the other, a per-account limit counts the
 //! attempts of both, a block a playbook sets on one holds on the other, a request
 //! with an `Idempotency-Key` retried on the other is replayed, and step-ups (a
-//! playbook's requirement, a challenge and its attempts) are the fleet's. With Redis
-//! gone, what cannot be checked is refused.
+//! playbook's requirement, a challenge and its attempts) are the fleet's, and a
+//! playbook action both instances plan is carried out (and undone) by one of them.
+//! With Redis gone, what cannot be checked is refused.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 use std::sync::Arc;
@@ -28,7 +29,7 @@ const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firef
 struct Instance {
     gw: Running,
     base: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn instance(redis: &str, clock: Arc<ManualClock>) -> Instance {
@@ -41,11 +42,7 @@ async fn instance(redis: &str, clock: Arc<ManualClock>) -> Instance {
     let base = format!("http://{}", gw.addr);
     let ready = common::ready(gw.addr).await;
     assert_eq!(ready["revocations"]["fresh"], true, "{ready}");
-    Instance {
-        gw,
-        base,
-        _dir: dir,
-    }
+    Instance { gw, base, dir }
 }
 
 /// A `POST` of `body` to `path` from London, with an `Idempotency-Key` if given:
@@ -241,6 +238,7 @@ async fn two_instances_act_as_one(redis: &str) {
 
     idempotency_is_shared(&http, &a, &b).await;
     step_ups_are_shared(&http, &a, &b, &clock).await;
+    actions_are_carried_out_once(&http, &a, &b, &clock).await;
     a.gw.shutdown().await;
     b.gw.shutdown().await;
     ticker.abort();
@@ -369,6 +367,122 @@ async fn step_ups_are_shared(
     );
 }
 
+/// The audit records of `at` about `ip`: (action type, verdict, message).
+fn audited(at: &Instance, ip: &str) -> Vec<(String, String, String)> {
+    let log = std::fs::read_to_string(at.dir.path().join("audit.jsonl")).unwrap();
+    // Whole lines only: the response task may be writing the last one.
+    (log.split_inclusive('\n'))
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["unmapped"]["target"]["ip"] == ip)
+        .map(|r| {
+            let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            (
+                text(&r["unmapped"]["action"]["type"]),
+                text(&r["unmapped"]["verdict"]["verdict"]),
+                text(&r["message"]),
+            )
+        })
+        .collect()
+}
+
+/// Polls `at`'s audit about `ip` every 50 ms for up to 15 s (a Redis out of reach
+/// costs timeouts first) until it has `n` records.
+async fn audited_n(at: &Instance, ip: &str, n: usize) -> Vec<(String, String, String)> {
+    for _ in 0..300 {
+        if audited(at, ip).len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    audited(at, ip)
+}
+
+/// One attack seen by both instances: both plan the block and the notification, A
+/// (first) carries them out, B records them as carried out elsewhere; at expiry A
+/// lifts the block and B lifts nothing.
+async fn actions_are_carried_out_once(
+    http: &reqwest::Client,
+    a: &Instance,
+    b: &Instance,
+    clock: &ManualClock,
+) {
+    const IP: &str = "198.51.100.90";
+    let attack = |id: &str| {
+        SecurityEvent::new(
+            EventId::new(id).unwrap(),
+            clock.now(),
+            EventKind::BruteForce,
+            Severity::High,
+            Subject::ip(IP.parse().unwrap()),
+            "test",
+        )
+    };
+    let healthz = || async {
+        http.get(format!("{}/healthz", b.base))
+            .header("x-forwarded-for", IP)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    a.gw.gateway.bus.publish(attack("bf-once-a")).await;
+    assert_eq!(
+        eventually(StatusCode::FORBIDDEN, healthz).await,
+        StatusCode::FORBIDDEN
+    );
+    b.gw.gateway.bus.publish(attack("bf-once-b")).await;
+    let on_a = audited_n(a, IP, 2).await;
+    let on_b = audited_n(b, IP, 2).await;
+    let verdicts = |records: &[(String, String, String)]| -> Vec<(String, String)> {
+        records
+            .iter()
+            .map(|(a, v, _)| (a.clone(), v.clone()))
+            .collect()
+    };
+    let pair = |action: &str, verdict: &str| (action.to_owned(), verdict.to_owned());
+    assert_eq!(
+        verdicts(&on_a),
+        vec![pair("block_ip", "execute"), pair("notify", "execute")]
+    );
+    assert_eq!(
+        verdicts(&on_b),
+        vec![pair("block_ip", "elsewhere"), pair("notify", "elsewhere")],
+        "{on_b:?}"
+    );
+    assert!(
+        on_b[0]
+            .2
+            .ends_with("carried out by another instance: not executed here, not undone here"),
+        "{on_b:?}"
+    );
+    // Past the block's 15 minutes: A lifts it (and resolves its notification), B's
+    // expiry undoes nothing.
+    clock.advance(Duration::from_secs(16 * 60));
+    let on_a = audited_n(a, IP, 4).await;
+    let on_b = audited_n(b, IP, 4).await;
+    let expiries = |records: &[(String, String, String)]| -> Vec<String> {
+        let mut m: Vec<String> = records[2..].iter().map(|r| r.2.clone()).collect();
+        m.sort();
+        m
+    };
+    assert!(
+        expiries(&on_a)
+            .iter()
+            .any(|m| m.ends_with("expired, reverted")),
+        "{on_a:?}"
+    );
+    assert!(
+        expiries(&on_b).iter().all(|m| m.ends_with(" expired")),
+        "{on_b:?}"
+    );
+    assert_eq!(
+        eventually(StatusCode::OK, healthz).await,
+        StatusCode::OK,
+        "A lifts its block"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_redis_server_act_as_one() {
     let server = RedisServer::start();
@@ -426,6 +540,22 @@ async fn without_redis_what_cannot_be_checked_is_refused() {
         "a login ran unchecked"
     );
     assert_eq!(after.step_up_passed, before.step_up_passed);
+    // No claim can be taken: the instance carries its playbooks' actions out itself
+    // (a block tried here may fail; a block left to nobody would let the attacker in).
+    let attack = SecurityEvent::new(
+        EventId::new("bf-outage").unwrap(),
+        clock.now(),
+        EventKind::BruteForce,
+        Severity::High,
+        Subject::ip("198.51.100.91".parse().unwrap()),
+        "test",
+    );
+    a.gw.gateway.bus.publish(attack).await;
+    let verdicts: Vec<_> = (audited_n(&a, "198.51.100.91", 2).await.into_iter())
+        .map(|(action, verdict, _)| (action, verdict))
+        .collect();
+    let pair = |action: &str| (action.to_owned(), "execute".to_owned());
+    assert_eq!(verdicts, vec![pair("block_ip"), pair("notify")]);
     a.gw.shutdown().await;
     ticker.abort();
 }

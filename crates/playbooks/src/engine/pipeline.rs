@@ -300,6 +300,7 @@ impl Engine {
                 dry_run,
                 awaiting_approval: awaiting,
                 basis: c.basis,
+                elsewhere: false,
             },
             c.target_hash,
         );

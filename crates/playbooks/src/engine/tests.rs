@@ -70,6 +70,57 @@ fn brute_force_blocks_and_notifies_with_an_explanation() {
 }
 
 #[test]
+fn a_step_taken_elsewhere_is_remembered_but_neither_run_nor_undone_here() {
+    let mut e = engine();
+    let mut p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    let (block, notify) = (p.steps[0].decision.unwrap(), p.steps[1].decision.unwrap());
+    // The other instance blocked 10 minutes ago: its block ends in 5.
+    assert!(e.taken_elsewhere(&mut p, block, at(300)));
+    // Only the notification is left to run here; the block's explanation says why.
+    let executable: Vec<_> = p.executable().map(|s| s.action.kind()).collect();
+    assert_eq!(executable, vec![ActionKind::Notify]);
+    assert_eq!(p.steps[0].verdict, Verdict::Elsewhere);
+    assert!(
+        p.steps[0].why.to_string().ends_with(
+            "block for 900s; carried out by another instance: not executed here, not undone here"
+        ),
+        "{}",
+        p.steps[0].why
+    );
+    // Twice, or a step that is not executable, or an unknown decision: no change.
+    assert!(!e.taken_elsewhere(&mut p, block, at(300)));
+    assert!(!e.taken_elsewhere(&mut p, 99, at(300)));
+    assert_eq!(e.stats().taken_elsewhere, 1);
+    assert_eq!(e.stats().steps_execute, 2);
+    // Still active here: a repeat is a duplicate of it.
+    let again = e.evaluate(&ip_ev(2, "198.51.100.4"), at(60));
+    assert_eq!(
+        again.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: block })
+    );
+    // The state keeps the mark across a restart.
+    let state = e.state();
+    let json = state.to_json();
+    assert_eq!(json.matches("\"elsewhere\":true").count(), 1, "{json}");
+    let mut e = Engine::restore(
+        Definition::default_set().unwrap(),
+        State::from_json(&json).unwrap(),
+    );
+    // At expiry the block is handed out once, with nothing to undo here; the
+    // notification this instance sent is still resolved here.
+    let expired = e.expire(at(900));
+    let mut by_id: Vec<_> = expired
+        .iter()
+        .map(|d| (d.id, d.elsewhere, d.needs_revert(), d.needs_resolve()))
+        .collect();
+    by_id.sort_unstable();
+    assert_eq!(
+        by_id,
+        vec![(block, true, false, false), (notify, false, false, true)]
+    );
+}
+
+#[test]
 fn low_severity_and_missing_score_do_not_match() {
     let mut e = engine();
     let low = ev(
