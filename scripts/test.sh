@@ -63,12 +63,26 @@ step_setup() {
 # The PKCS#11 3.2 token with ML-DSA that hsm-keys' Pkcs11Store tests run against
 # (SoftHSM 2.6 has none): kryoptic, pinned in scripts/kryoptic/Cargo.lock, built with
 # a vendored OpenSSL 3.5 into target/kryoptic (.cargo/config.toml points the tests
-# there). Cargo's own freshness check makes a second run a no-op.
+# there). Cargo's own freshness check makes a second run a no-op. The module is also
+# kept in the user's cache under a key of the toolchain and everything that goes into
+# the build, so a fresh clone on the same machine copies it instead of spending
+# minutes on OpenSSL (PALISADE_NO_BUILD_CACHE=1 builds anyway).
 build_kryoptic() {
-    echo "building the kryoptic PKCS#11 module (scripts/kryoptic)"
-    cargo build --manifest-path scripts/kryoptic/Cargo.toml --locked --quiet \
-        --target-dir target/kryoptic || return 1
-    ls -l target/kryoptic/debug/libkryoptic_pkcs11.so
+    local so=target/kryoptic/debug/libkryoptic_pkcs11.so key cached
+    key=$({ rustc -V; cat scripts/kryoptic/Cargo.toml scripts/kryoptic/Cargo.lock scripts/kryoptic/src/*; } \
+        | sha256sum | cut -c1-16)
+    cached="${XDG_CACHE_HOME:-$HOME/.cache}/palisade/kryoptic-$key/libkryoptic_pkcs11.so"
+    if [ "${PALISADE_NO_BUILD_CACHE:-0}" != 1 ] && [ -f "$cached" ]; then
+        echo "kryoptic PKCS#11 module from the build cache ($cached)"
+        mkdir -p "$(dirname "$so")" && cp "$cached" "$so.tmp" && mv -f "$so.tmp" "$so" || return 1
+    else
+        echo "building the kryoptic PKCS#11 module (scripts/kryoptic)"
+        cargo build --manifest-path scripts/kryoptic/Cargo.toml --locked --quiet \
+            --target-dir target/kryoptic || return 1
+        mkdir -p "$(dirname "$cached")" && cp "$so" "$cached.tmp" && mv "$cached.tmp" "$cached" \
+            || echo "(the build cache is not writable: kept in target/ only)"
+    fi
+    ls -l "$so"
 }
 
 step_fmt() {
