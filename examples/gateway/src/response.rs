@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{Clock, SecurityEvent, Severity, Timestamp};
-use palisade_playbooks::{AuditLog, Engine, Executor, Outcome, Plan, Verdict};
+use palisade_playbooks::{
+    ActionKind, AuditLog, Decision, Engine, Executor, Outcome, Plan, Target, Verdict,
+};
 use palisade_token_blacklist::redis;
 use ring::digest;
 use tokio::sync::mpsc;
@@ -75,13 +77,15 @@ impl Bus {
 /// Who carries out an action, on the fleet's Redis: `KEYS[1]` names the action's kind
 /// and target, `ARGV[1]` is this instance, `ARGV[2]` how long the action lasts (ms).
 /// Free, or already this instance's (a longer block replacing its own): this instance
-/// takes it for that long. Either way: the holder, and the milliseconds its action has
-/// left.
+/// holds it, for the longer of its time left and `ARGV[2]`. Returns the holder and the
+/// milliseconds its action has left.
 const CLAIM_LUA: &str = r"
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return {holder, redis.call('PTTL', KEYS[1])} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {ARGV[1], tonumber(ARGV[2])}
+local left = redis.call('PTTL', KEYS[1])
+if holder and holder ~= ARGV[1] then return {holder, left} end
+local px = math.max(tonumber(ARGV[2]), left)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', px)
+return {ARGV[1], px}
 ";
 static CLAIM: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(CLAIM_LUA));
@@ -91,8 +95,14 @@ static CLAIM: std::sync::LazyLock<redis::Script> =
 /// same action (block this address, notify about it). The first to claim the action's
 /// kind and target carries it out, and undoes it when it expires; the others record it
 /// as taken elsewhere (`Engine::taken_elsewhere`): they neither run it again (one
-/// notification, not one per instance) nor lift a block they did not set (which could
-/// be the owner's longer, escalated one).
+/// notification, not one per instance) nor lift a block they did not set.
+///
+/// The fleet then answers as one engine would: an action held elsewhere is, like an
+/// active decision of one engine, a duplicate, even if this instance planned it longer
+/// (one engine suppresses a second block of an address it blocks, whatever its
+/// length). A claim lapses when its action ends; an instance whose expiry runs after
+/// another instance claimed the address anew does not lift that instance's block
+/// ([`ActionClaims::held_elsewhere`]).
 ///
 /// When Redis is out of reach an instance carries its actions out itself: a block
 /// set twice still holds, a block not set would let the attacker in. Redis is then
@@ -147,15 +157,8 @@ impl ActionClaims {
                 metrics::counter!("palisade_gateway_playbook_claims_unreached_total").increment(1);
                 continue;
             }
-            let target = serde_json::to_string(&target)
-                .unwrap_or_else(|e| unreachable!("a target serializes: {e}"));
-            // Targets carry what clients sent (user names): hashed, of fixed length.
-            let key = digest::digest(
-                &digest::SHA256,
-                format!("{}\n{target}", kind.name()).as_bytes(),
-            );
             let mut call = CLAIM.prepare_invoke();
-            call.key(format!("{}:{}", self.prefix, hex::encode(key)))
+            call.key(self.key(kind, &target))
                 .arg(&self.instance)
                 .arg(millis(until.saturating_duration_since(now)));
             match self.conn.invoke::<(String, i64)>(&call).await {
@@ -175,6 +178,37 @@ impl ActionClaims {
             }
         }
         elsewhere
+    }
+
+    /// The claim key of an action's kind and target.
+    fn key(&self, kind: ActionKind, target: &Target) -> String {
+        let target = serde_json::to_string(target)
+            .unwrap_or_else(|e| unreachable!("a target serializes: {e}"));
+        // Targets carry what clients sent (user names): hashed, of fixed length.
+        let h = digest::digest(
+            &digest::SHA256,
+            format!("{}\n{target}", kind.name()).as_bytes(),
+        );
+        format!("{}:{}", self.prefix, hex::encode(h))
+    }
+
+    /// Whether another instance now holds `decision`'s action (this instance's claim
+    /// lapsed with its block, and another instance blocked the address anew before this
+    /// one's expiry ran): then this instance must not lift it. When Redis cannot tell,
+    /// also true: the block stays, and ends by itself in the fleet's limiter.
+    pub async fn held_elsewhere(&self, decision: &Decision) -> bool {
+        let key = self.key(decision.action.kind(), &decision.target);
+        match self
+            .conn
+            .query::<Option<String>>(redis::cmd("GET").arg(&key))
+            .await
+        {
+            Ok(holder) => holder.is_some_and(|h| h != self.instance),
+            Err(e) => {
+                tracing::warn!(error = %e, "the fleet's action claims are out of reach; a block is left to end by itself");
+                true
+            }
+        }
     }
 }
 
@@ -319,7 +353,15 @@ impl<W: Write> Responder<W> {
     pub async fn expire(&mut self) {
         let now = self.clock.now();
         for decision in self.engine.expire(now) {
-            let outcome = self.executor.revert(&decision).await;
+            let taken_over = match &self.claims {
+                Some(claims) if decision.needs_revert() => claims.held_elsewhere(&decision).await,
+                _ => false,
+            };
+            let outcome = if taken_over {
+                None
+            } else {
+                self.executor.revert(&decision).await
+            };
             if let Err(e) = self.audit.record_expiry(now, &decision, outcome) {
                 tracing::error!(error = %e, "audit log write failed");
             }

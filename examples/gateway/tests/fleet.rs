@@ -239,6 +239,7 @@ async fn two_instances_act_as_one(redis: &str) {
     idempotency_is_shared(&http, &a, &b).await;
     step_ups_are_shared(&http, &a, &b, &clock).await;
     actions_are_carried_out_once(&http, &a, &b, &clock).await;
+    a_block_claimed_anew_elsewhere_is_not_lifted(&http, &a, &clock).await;
     a.gw.shutdown().await;
     b.gw.shutdown().await;
     ticker.abort();
@@ -480,6 +481,74 @@ async fn actions_are_carried_out_once(
         eventually(StatusCode::OK, healthz).await,
         StatusCode::OK,
         "A lifts its block"
+    );
+}
+
+/// A blocks an address; its claim lapses with the block and another instance claims
+/// the address anew (a new block) before A's expiry runs: A does not lift that block.
+/// The claim is written here as that instance would (the key: SHA-256 of the action's
+/// kind and target, under the fleet's prefix and hash tag).
+async fn a_block_claimed_anew_elsewhere_is_not_lifted(
+    http: &reqwest::Client,
+    a: &Instance,
+    clock: &ManualClock,
+) {
+    const IP: &str = "198.51.100.92";
+    let attack = SecurityEvent::new(
+        EventId::new("bf-lapse").unwrap(),
+        clock.now(),
+        EventKind::BruteForce,
+        Severity::High,
+        Subject::ip(IP.parse().unwrap()),
+        "test",
+    );
+    let healthz = || async {
+        http.get(format!("{}/healthz", a.base))
+            .header("x-forwarded-for", IP)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    a.gw.gateway.bus.publish(attack).await;
+    assert_eq!(audited_n(a, IP, 2).await[0].1, "execute");
+    let target = format!("block_ip\n{{\"type\":\"ip\",\"ip\":\"{IP}\"}}");
+    let hash = ring::digest::digest(&ring::digest::SHA256, target.as_bytes());
+    let key = format!(
+        "palisade:gateway:playbooks:{{claims}}:{}",
+        hex::encode(hash)
+    );
+    let redis = a.gw.gateway.redis.as_ref().unwrap();
+    let conn = palisade_gateway::shared::RedisConn::connect(redis)
+        .await
+        .unwrap();
+    let mut set = palisade_token_blacklist::redis::cmd("SET");
+    set.arg(&key)
+        .arg("gw-elsewhere")
+        .arg("XX")
+        .arg("PX")
+        .arg(3_600_000);
+    let replaced: Option<String> = conn.query(&set).await.unwrap();
+    assert_eq!(
+        replaced.as_deref(),
+        Some("OK"),
+        "A's claim is where it should be"
+    );
+    clock.advance(Duration::from_secs(16 * 60));
+    let on_a = audited_n(a, IP, 4).await;
+    assert!(
+        on_a.iter()
+            .any(|r| r.0 == "block_ip" && r.2.ends_with(" expired")),
+        "{on_a:?}"
+    );
+    assert!(
+        !on_a.iter().any(|r| r.2.ends_with("expired, reverted")),
+        "{on_a:?}"
+    );
+    assert_eq!(
+        healthz().await,
+        StatusCode::FORBIDDEN,
+        "A lifted another's block"
     );
 }
 
