@@ -105,6 +105,28 @@ async fn me(http: &reqwest::Client, at: &Instance, token: &str) -> StatusCode {
         .status()
 }
 
+/// A brute-force event about `ip` (the default playbooks block it and notify).
+fn brute_force(id: &str, ip: &str, clock: &ManualClock) -> SecurityEvent {
+    SecurityEvent::new(
+        EventId::new(id).unwrap(),
+        clock.now(),
+        EventKind::BruteForce,
+        Severity::High,
+        Subject::ip(ip.parse().unwrap()),
+        "test",
+    )
+}
+
+/// `GET /healthz` on `at` from `ip` (through the trusted proxy).
+async fn healthz(http: &reqwest::Client, at: &Instance, ip: &str) -> StatusCode {
+    http.get(format!("{}/healthz", at.base))
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// Polls `f` every 50 ms for up to 3 s (within the per-address limit) until it
 /// returns `want`; returns the last answer.
 async fn eventually<F, Fut>(want: StatusCode, mut f: F) -> StatusCode
@@ -210,31 +232,18 @@ async fn two_instances_act_as_one(redis: &str) {
     );
 
     // A playbook block set on A holds on B (also for the IPv4-mapped form).
-    let event = SecurityEvent::new(
-        EventId::new("bf-fleet").unwrap(),
-        clock.now(),
-        EventKind::BruteForce,
-        Severity::High,
-        Subject::ip("198.51.100.77".parse().unwrap()),
-        "test",
-    );
+    let event = brute_force("bf-fleet", "198.51.100.77", &clock);
     a.gw.gateway.bus.publish(event).await;
-    let healthz = |from: &'static str| {
-        let (http, base) = (http.clone(), b.base.clone());
-        async move {
-            http.get(format!("{base}/healthz"))
-                .header("x-forwarded-for", from)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
     assert_eq!(
-        eventually(StatusCode::FORBIDDEN, || healthz("::ffff:198.51.100.77")).await,
+        eventually(StatusCode::FORBIDDEN, || healthz(
+            &http,
+            &b,
+            "::ffff:198.51.100.77"
+        ))
+        .await,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(healthz("198.51.100.78").await, StatusCode::OK);
+    assert_eq!(healthz(&http, &b, "198.51.100.78").await, StatusCode::OK);
 
     idempotency_is_shared(&http, &a, &b).await;
     step_ups_are_shared(&http, &a, &b, &clock).await;
@@ -409,30 +418,18 @@ async fn actions_are_carried_out_once(
     clock: &ManualClock,
 ) {
     const IP: &str = "198.51.100.90";
-    let attack = |id: &str| {
-        SecurityEvent::new(
-            EventId::new(id).unwrap(),
-            clock.now(),
-            EventKind::BruteForce,
-            Severity::High,
-            Subject::ip(IP.parse().unwrap()),
-            "test",
-        )
-    };
-    let healthz = || async {
-        http.get(format!("{}/healthz", b.base))
-            .header("x-forwarded-for", IP)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
-    a.gw.gateway.bus.publish(attack("bf-once-a")).await;
+    a.gw.gateway
+        .bus
+        .publish(brute_force("bf-once-a", IP, clock))
+        .await;
     assert_eq!(
-        eventually(StatusCode::FORBIDDEN, healthz).await,
+        eventually(StatusCode::FORBIDDEN, || healthz(http, b, IP)).await,
         StatusCode::FORBIDDEN
     );
-    b.gw.gateway.bus.publish(attack("bf-once-b")).await;
+    b.gw.gateway
+        .bus
+        .publish(brute_force("bf-once-b", IP, clock))
+        .await;
     let on_a = audited_n(a, IP, 2).await;
     let on_b = audited_n(b, IP, 2).await;
     let verdicts = |records: &[(String, String, String)]| -> Vec<(String, String)> {
@@ -478,7 +475,7 @@ async fn actions_are_carried_out_once(
         "{on_b:?}"
     );
     assert_eq!(
-        eventually(StatusCode::OK, healthz).await,
+        eventually(StatusCode::OK, || healthz(http, b, IP)).await,
         StatusCode::OK,
         "A lifts its block"
     );
@@ -494,23 +491,10 @@ async fn a_block_claimed_anew_elsewhere_is_not_lifted(
     clock: &ManualClock,
 ) {
     const IP: &str = "198.51.100.92";
-    let attack = SecurityEvent::new(
-        EventId::new("bf-lapse").unwrap(),
-        clock.now(),
-        EventKind::BruteForce,
-        Severity::High,
-        Subject::ip(IP.parse().unwrap()),
-        "test",
-    );
-    let healthz = || async {
-        http.get(format!("{}/healthz", a.base))
-            .header("x-forwarded-for", IP)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
-    a.gw.gateway.bus.publish(attack).await;
+    a.gw.gateway
+        .bus
+        .publish(brute_force("bf-lapse", IP, clock))
+        .await;
     assert_eq!(audited_n(a, IP, 2).await[0].1, "execute");
     let target = format!("block_ip\n{{\"type\":\"ip\",\"ip\":\"{IP}\"}}");
     let hash = ring::digest::digest(&ring::digest::SHA256, target.as_bytes());
@@ -546,7 +530,7 @@ async fn a_block_claimed_anew_elsewhere_is_not_lifted(
         "{on_a:?}"
     );
     assert_eq!(
-        healthz().await,
+        healthz(http, a, IP).await,
         StatusCode::FORBIDDEN,
         "A lifted another's block"
     );
@@ -611,14 +595,7 @@ async fn without_redis_what_cannot_be_checked_is_refused() {
     assert_eq!(after.step_up_passed, before.step_up_passed);
     // No claim can be taken: the instance carries its playbooks' actions out itself
     // (a block tried here may fail; a block left to nobody would let the attacker in).
-    let attack = SecurityEvent::new(
-        EventId::new("bf-outage").unwrap(),
-        clock.now(),
-        EventKind::BruteForce,
-        Severity::High,
-        Subject::ip("198.51.100.91".parse().unwrap()),
-        "test",
-    );
+    let attack = brute_force("bf-outage", "198.51.100.91", &clock);
     a.gw.gateway.bus.publish(attack).await;
     let verdicts: Vec<_> = (audited_n(&a, "198.51.100.91", 2).await.into_iter())
         .map(|(action, verdict, _)| (action, verdict))
