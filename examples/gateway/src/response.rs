@@ -196,16 +196,18 @@ impl ActionClaims {
     /// lapsed with its block, and another instance blocked the address anew before this
     /// one's expiry ran): then this instance must not lift it. When Redis cannot tell,
     /// also true: the block stays, and ends by itself in the fleet's limiter.
-    pub async fn held_elsewhere(&self, decision: &Decision) -> bool {
+    pub async fn held_elsewhere(&mut self, decision: &Decision) -> bool {
+        if (self.down_until).is_some_and(|t| std::time::Instant::now() < t) {
+            return true;
+        }
         let key = self.key(decision.action.kind(), &decision.target);
-        match self
-            .conn
-            .query::<Option<String>>(redis::cmd("GET").arg(&key))
-            .await
-        {
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        match self.conn.query::<Option<String>>(&get).await {
             Ok(holder) => holder.is_some_and(|h| h != self.instance),
             Err(e) => {
                 tracing::warn!(error = %e, "the fleet's action claims are out of reach; a block is left to end by itself");
+                self.down_until = Some(std::time::Instant::now() + RETRY_FLEET_AFTER);
                 true
             }
         }
@@ -353,11 +355,11 @@ impl<W: Write> Responder<W> {
     pub async fn expire(&mut self) {
         let now = self.clock.now();
         for decision in self.engine.expire(now) {
-            let taken_over = match &self.claims {
+            let held_elsewhere = match &mut self.claims {
                 Some(claims) if decision.needs_revert() => claims.held_elsewhere(&decision).await,
                 _ => false,
             };
-            let outcome = if taken_over {
+            let outcome = if held_elsewhere {
                 None
             } else {
                 self.executor.revert(&decision).await
