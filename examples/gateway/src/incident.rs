@@ -169,11 +169,36 @@ return tonumber(id)
 static ASSIGN: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(ASSIGN_LUA));
 
+/// When the response task may ask the fleet's Redis again after it failed. One for
+/// the incident ids and the playbooks' action claims ([`FleetIds::backoff`]), so a
+/// Redis that stops answering costs the task one timeout, not one per part.
+#[derive(Debug, Clone, Default)]
+pub struct FleetBackoff(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl FleetBackoff {
+    fn until(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether Redis failed less than [`RETRY_FLEET_AFTER`] ago.
+    pub fn waiting(&self) -> bool {
+        self.until().is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    /// Redis answered (`true`) or failed.
+    pub fn reached(&self, answered: bool) {
+        *self.until() = (!answered).then(|| std::time::Instant::now() + RETRY_FLEET_AFTER);
+    }
+}
+
 /// Where a fleet keeps its correlation.
 #[derive(Clone)]
 pub struct FleetIds {
     conn: RedisConn,
     prefix: String,
+    backoff: FleetBackoff,
 }
 
 impl std::fmt::Debug for FleetIds {
@@ -190,7 +215,14 @@ impl FleetIds {
         FleetIds {
             conn,
             prefix: format!("{prefix}:{{ids}}"),
+            backoff: FleetBackoff::default(),
         }
+    }
+
+    /// The back-off after a failure of this fleet's Redis, to share with the other
+    /// users of that Redis in the response task.
+    pub fn backoff(&self) -> FleetBackoff {
+        self.backoff.clone()
     }
 
     /// The fleet's incident for an event with `keys`, which now name it for `window`.
@@ -212,8 +244,6 @@ impl FleetIds {
 pub struct Correlator {
     window: Duration,
     fleet: Option<FleetIds>,
-    /// Until when the fleet's Redis is not asked again, after it failed.
-    fleet_down_until: Option<std::time::Instant>,
     /// Key → (incident, when last seen): this instance's correlation (all of it
     /// alone, the fallback in a fleet).
     seen: HashMap<String, (u64, Timestamp)>,
@@ -227,7 +257,6 @@ impl Correlator {
         Correlator {
             window,
             fleet: None,
-            fleet_down_until: None,
             seen: HashMap::new(),
             incidents: VecDeque::new(),
             next_id: 1,
@@ -286,17 +315,15 @@ impl Correlator {
             metrics::counter!("palisade_gateway_incident_fleet_unreached_total").increment(1);
             None
         };
-        if (self.fleet_down_until).is_some_and(|t| std::time::Instant::now() < t) {
+        if fleet.backoff.waiting() {
             return alone();
         }
-        match fleet.assign(keys, self.window).await {
-            Ok(id) => {
-                self.fleet_down_until = None;
-                Some(id)
-            }
+        let assigned = fleet.assign(keys, self.window).await;
+        fleet.backoff.reached(assigned.is_ok());
+        match assigned {
+            Ok(id) => Some(id),
             Err(e) => {
                 tracing::warn!(error = %e, "the fleet's incidents are out of reach; correlating here alone");
-                self.fleet_down_until = Some(std::time::Instant::now() + RETRY_FLEET_AFTER);
                 alone()
             }
         }

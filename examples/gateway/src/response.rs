@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::activity::{Activity, Origin, What};
 use crate::dashboard::Dashboard;
-use crate::incident::{ActionLine, Correlator, RETRY_FLEET_AFTER};
+use crate::incident::{ActionLine, Correlator, FleetBackoff};
 use crate::shared::{RedisConn, millis};
 
 /// Events waiting for the response task.
@@ -106,13 +106,14 @@ static CLAIM: std::sync::LazyLock<redis::Script> =
 ///
 /// When Redis is out of reach an instance carries its actions out itself: a block
 /// set twice still holds, a block not set would let the attacker in. Redis is then
-/// not asked again for [`RETRY_FLEET_AFTER`].
+/// not asked again for [`RETRY_FLEET_AFTER`](crate::incident::RETRY_FLEET_AFTER), by
+/// the claims or the incident correlation ([`FleetBackoff`]).
 #[derive(Clone)]
 pub struct ActionClaims {
     conn: RedisConn,
     prefix: String,
     instance: String,
-    down_until: Option<std::time::Instant>,
+    backoff: FleetBackoff,
 }
 
 impl std::fmt::Debug for ActionClaims {
@@ -125,14 +126,21 @@ impl std::fmt::Debug for ActionClaims {
 }
 
 impl ActionClaims {
-    /// Claims on `conn` under `prefix` (e.g. `palisade:gateway:playbooks`), as `instance`.
-    pub fn new(conn: RedisConn, prefix: &str, instance: &str) -> ActionClaims {
+    /// Claims on `conn` under `prefix` (e.g. `palisade:gateway:playbooks`), as
+    /// `instance`; after a failure Redis is not asked again while `backoff` waits
+    /// (shared with the incident correlation on the same Redis).
+    pub fn new(
+        conn: RedisConn,
+        prefix: &str,
+        instance: &str,
+        backoff: FleetBackoff,
+    ) -> ActionClaims {
         ActionClaims {
             conn,
             // One hash tag: a cluster keeps every claim in one slot.
             prefix: format!("{prefix}:{{claims}}"),
             instance: instance.to_owned(),
-            down_until: None,
+            backoff,
         }
     }
 
@@ -153,7 +161,7 @@ impl ActionClaims {
             let Some(until) = engine.active(kind, &target).map(|d| d.active_until) else {
                 continue;
             };
-            if (self.down_until).is_some_and(|t| std::time::Instant::now() < t) {
+            if self.backoff.waiting() {
                 metrics::counter!("palisade_gateway_playbook_claims_unreached_total").increment(1);
                 continue;
             }
@@ -161,7 +169,9 @@ impl ActionClaims {
             call.key(self.key(kind, &target))
                 .arg(&self.instance)
                 .arg(millis(until.saturating_duration_since(now)));
-            match self.conn.invoke::<(String, i64)>(&call).await {
+            let claimed = self.conn.invoke::<(String, i64)>(&call).await;
+            self.backoff.reached(claimed.is_ok());
+            match claimed {
                 Ok((holder, _)) if holder == self.instance => {}
                 Ok((holder, left_ms)) => {
                     let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
@@ -173,7 +183,6 @@ impl ActionClaims {
                     tracing::warn!(error = %e, "the fleet's action claims are out of reach; acting here alone");
                     metrics::counter!("palisade_gateway_playbook_claims_unreached_total")
                         .increment(1);
-                    self.down_until = Some(std::time::Instant::now() + RETRY_FLEET_AFTER);
                 }
             }
         }
@@ -196,18 +205,19 @@ impl ActionClaims {
     /// lapsed with its block, and another instance blocked the address anew before this
     /// one's expiry ran): then this instance must not lift it. When Redis cannot tell,
     /// also true: the block stays, and ends by itself in the fleet's limiter.
-    pub async fn held_elsewhere(&mut self, decision: &Decision) -> bool {
-        if (self.down_until).is_some_and(|t| std::time::Instant::now() < t) {
+    pub async fn held_elsewhere(&self, decision: &Decision) -> bool {
+        if self.backoff.waiting() {
             return true;
         }
         let key = self.key(decision.action.kind(), &decision.target);
         let mut get = redis::cmd("GET");
         get.arg(&key);
-        match self.conn.query::<Option<String>>(&get).await {
+        let held = self.conn.query::<Option<String>>(&get).await;
+        self.backoff.reached(held.is_ok());
+        match held {
             Ok(holder) => holder.is_some_and(|h| h != self.instance),
             Err(e) => {
                 tracing::warn!(error = %e, "the fleet's action claims are out of reach; a block is left to end by itself");
-                self.down_until = Some(std::time::Instant::now() + RETRY_FLEET_AFTER);
                 true
             }
         }
@@ -355,7 +365,7 @@ impl<W: Write> Responder<W> {
     pub async fn expire(&mut self) {
         let now = self.clock.now();
         for decision in self.engine.expire(now) {
-            let held_elsewhere = match &mut self.claims {
+            let held_elsewhere = match &self.claims {
                 Some(claims) if decision.needs_revert() => claims.held_elsewhere(&decision).await,
                 _ => false,
             };

@@ -663,13 +663,17 @@ impl Gateway {
                 )))
             }
         };
-        let action_claims = (conn.as_ref()).zip(fleet.as_ref()).map(|(c, f)| {
-            crate::response::ActionClaims::new(
-                c.clone(),
-                &format!("{REDIS_PREFIX}:playbooks"),
-                f.instance(),
-            )
-        });
+        let action_claims = (conn.as_ref())
+            .zip(fleet.as_ref())
+            .zip(incident_ids.as_ref())
+            .map(|((c, f), ids)| {
+                crate::response::ActionClaims::new(
+                    c.clone(),
+                    &format!("{REDIS_PREFIX}:playbooks"),
+                    f.instance(),
+                    ids.backoff(),
+                )
+            });
         let regions = match (redis, config.redis.as_slice()) {
             (Some(access), [_]) if !peers.is_empty() => Some(Arc::new(
                 crate::regions::Regions::start(peers, access.clone())?,

@@ -5,7 +5,8 @@
 //! other's with its actions and the instance's name, and events about one source on
 //! both instances are one incident, with one id, on both dashboards.
 //! On a standalone redis-server and on the 3-node cluster, where the two instances
-//! reach the channel through different nodes.
+//! reach the channel through different nodes. A paused Redis is asked once, by
+//! correlation and the playbooks' action claims together, until the retry.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 use std::sync::Arc;
@@ -15,8 +16,10 @@ use palisade_core_traits::{
     Clock, EventId, EventKind, SecurityEvent, Severity, Subject, SystemClock,
 };
 use palisade_gateway::incident::{Correlator, FleetIds, LOCAL_ONLY_IDS, RETRY_FLEET_AFTER};
+use palisade_gateway::response::ActionClaims;
 use palisade_gateway::server::{Running, start};
 use palisade_gateway::shared::{RedisAccess, RedisConn};
+use palisade_playbooks::{Definition, Engine};
 use palisade_testkit::{RedisCluster, RedisServer};
 use palisade_token_blacklist::redis;
 use serde_json::{Value, json};
@@ -304,6 +307,25 @@ async fn on_one_redis_server_the_fleet_correlates_as_one() {
             .id;
         assert_eq!(id, first);
     }
+    // The playbooks' action claims on the same Redis share the back-off: the response
+    // to the event is planned and kept here without asking, and an expiring block is
+    // left to end by itself.
+    let access = RedisAccess::new(vec![server.url()], None, &[]).unwrap();
+    let mut claims = ActionClaims::new(
+        RedisConn::connect(&access).await.unwrap(),
+        "test:playbooks",
+        "gw-paused",
+        ids.backoff(),
+    );
+    let mut engine = Engine::new(Definition::default_set().unwrap());
+    let attack = event("h-attack", ip.clone());
+    let now = SystemClock.now();
+    let mut plan = engine.evaluate(&attack, now);
+    assert!(claims.settle(&mut engine, &mut plan, now).await.is_empty());
+    assert_eq!(plan.executable().count(), 2, "{plan:?}");
+    let block = engine.expire(now.saturating_add(Duration::from_secs(3600)));
+    let block = block.iter().find(|d| d.needs_revert()).unwrap();
+    assert!(claims.held_elsewhere(block).await);
     tokio::time::sleep_until(resumes).await;
     let after = scripts_run(info.query_async(&mut admin).await.unwrap());
     assert_eq!(
