@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use palisade_core_traits::{SecurityEvent, Subject, Timestamp, canonical_ip, normalize_user_id};
 use palisade_token_blacklist::redis;
-use ring::digest;
 use serde::{Deserialize, Serialize};
 
-use crate::shared::{RedisConn, millis};
+use crate::shared::{RedisConn, hashed_key, millis};
 
 /// Keys, events and actions kept per incident, and incidents kept in all: fixed memory.
 const MAX_KEYS: usize = 16;
@@ -182,14 +181,26 @@ impl FleetBackoff {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether Redis failed less than [`RETRY_FLEET_AFTER`] ago.
-    pub fn waiting(&self) -> bool {
-        self.until().is_some_and(|t| std::time::Instant::now() < t)
-    }
-
-    /// Redis answered (`true`) or failed.
-    pub fn reached(&self, answered: bool) {
-        *self.until() = (!answered).then(|| std::time::Instant::now() + RETRY_FLEET_AFTER);
+    /// What `call` returns, unless Redis failed less than [`RETRY_FLEET_AFTER`] ago
+    /// (then it is not asked) or fails now (logged with `fallback`, what the caller does
+    /// instead): `None` in both cases.
+    pub async fn ask<T>(
+        &self,
+        fallback: &str,
+        call: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Option<T> {
+        if self.until().is_some_and(|t| std::time::Instant::now() < t) {
+            return None;
+        }
+        let answer = call.await;
+        *self.until() = answer
+            .is_err()
+            .then(|| std::time::Instant::now() + RETRY_FLEET_AFTER);
+        answer
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "the fleet's Redis is out of reach; {fallback}"),
+            )
+            .ok()
     }
 }
 
@@ -230,9 +241,7 @@ impl FleetIds {
         let mut call = ASSIGN.prepare_invoke();
         call.key(format!("{}:next", self.prefix));
         for k in keys {
-            // Keys carry what clients sent (user names): hashed, of fixed length.
-            let h = digest::digest(&digest::SHA256, k.as_bytes());
-            call.key(format!("{}:{}", self.prefix, hex::encode(h)));
+            call.key(hashed_key(&self.prefix, k));
         }
         call.arg(millis(window));
         self.conn.invoke(&call).await
@@ -311,22 +320,13 @@ impl Correlator {
     /// timeout, not one per event.
     async fn fleet_id(&mut self, keys: &[String]) -> Option<u64> {
         let fleet = self.fleet.as_ref()?;
-        let alone = || {
+        let id = (fleet.backoff)
+            .ask("correlating here alone", fleet.assign(keys, self.window))
+            .await;
+        if id.is_none() {
             metrics::counter!("palisade_gateway_incident_fleet_unreached_total").increment(1);
-            None
-        };
-        if fleet.backoff.waiting() {
-            return alone();
         }
-        let assigned = fleet.assign(keys, self.window).await;
-        fleet.backoff.reached(assigned.is_ok());
-        match assigned {
-            Ok(id) => Some(id),
-            Err(e) => {
-                tracing::warn!(error = %e, "the fleet's incidents are out of reach; correlating here alone");
-                alone()
-            }
-        }
+        id
     }
 
     /// Files `event` into its incident (opening one if none matches); returns this

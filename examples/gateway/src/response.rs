@@ -12,13 +12,12 @@ use palisade_playbooks::{
     ActionKind, AuditLog, Decision, Engine, Executor, Outcome, Plan, Target, Verdict,
 };
 use palisade_token_blacklist::redis;
-use ring::digest;
 use tokio::sync::mpsc;
 
 use crate::activity::{Activity, Origin, What};
 use crate::dashboard::Dashboard;
 use crate::incident::{ActionLine, Correlator, FleetBackoff};
-use crate::shared::{RedisConn, millis};
+use crate::shared::{RedisConn, hashed_key, millis};
 
 /// Events waiting for the response task.
 pub const BUS_CAPACITY: usize = 4096;
@@ -148,7 +147,7 @@ impl ActionClaims {
     /// another instance holds becomes taken elsewhere, until the holder's action ends.
     /// Returns those steps' decisions with the instance that holds each.
     pub async fn settle(
-        &mut self,
+        &self,
         engine: &mut Engine,
         plan: &mut Plan,
         now: Timestamp,
@@ -161,28 +160,25 @@ impl ActionClaims {
             let Some(until) = engine.active(kind, &target).map(|d| d.active_until) else {
                 continue;
             };
-            if self.backoff.waiting() {
-                metrics::counter!("palisade_gateway_playbook_claims_unreached_total").increment(1);
-                continue;
-            }
             let mut call = CLAIM.prepare_invoke();
             call.key(self.key(kind, &target))
                 .arg(&self.instance)
                 .arg(millis(until.saturating_duration_since(now)));
-            let claimed = self.conn.invoke::<(String, i64)>(&call).await;
-            self.backoff.reached(claimed.is_ok());
+            let claimed = (self.backoff)
+                .ask(
+                    "acting here alone",
+                    self.conn.invoke::<(String, i64)>(&call),
+                )
+                .await;
             match claimed {
-                Ok((holder, _)) if holder == self.instance => {}
-                Ok((holder, left_ms)) => {
+                None => metrics::counter!("palisade_gateway_playbook_claims_unreached_total")
+                    .increment(1),
+                Some((holder, _)) if holder == self.instance => {}
+                Some((holder, left_ms)) => {
                     let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
                     if engine.taken_elsewhere(plan, decision, now.saturating_add(left)) {
                         elsewhere.push((decision, holder));
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the fleet's action claims are out of reach; acting here alone");
-                    metrics::counter!("palisade_gateway_playbook_claims_unreached_total")
-                        .increment(1);
                 }
             }
         }
@@ -193,12 +189,7 @@ impl ActionClaims {
     fn key(&self, kind: ActionKind, target: &Target) -> String {
         let target = serde_json::to_string(target)
             .unwrap_or_else(|e| unreachable!("a target serializes: {e}"));
-        // Targets carry what clients sent (user names): hashed, of fixed length.
-        let h = digest::digest(
-            &digest::SHA256,
-            format!("{}\n{target}", kind.name()).as_bytes(),
-        );
-        format!("{}:{}", self.prefix, hex::encode(h))
+        hashed_key(&self.prefix, &format!("{}\n{target}", kind.name()))
     }
 
     /// Whether another instance now holds `decision`'s action (this instance's claim
@@ -206,20 +197,16 @@ impl ActionClaims {
     /// one's expiry ran): then this instance must not lift it. When Redis cannot tell,
     /// also true: the block stays, and ends by itself in the fleet's limiter.
     pub async fn held_elsewhere(&self, decision: &Decision) -> bool {
-        if self.backoff.waiting() {
-            return true;
-        }
-        let key = self.key(decision.action.kind(), &decision.target);
         let mut get = redis::cmd("GET");
-        get.arg(&key);
-        let held = self.conn.query::<Option<String>>(&get).await;
-        self.backoff.reached(held.is_ok());
-        match held {
-            Ok(holder) => holder.is_some_and(|h| h != self.instance),
-            Err(e) => {
-                tracing::warn!(error = %e, "the fleet's action claims are out of reach; a block is left to end by itself");
-                true
-            }
+        get.arg(self.key(decision.action.kind(), &decision.target));
+        let fallback = "a block is left to end by itself";
+        match self
+            .backoff
+            .ask(fallback, self.conn.query::<Option<String>>(&get))
+            .await
+        {
+            Some(holder) => holder.is_some_and(|h| h != self.instance),
+            None => true,
         }
     }
 }
@@ -304,7 +291,7 @@ impl<W: Write> Responder<W> {
         ));
         let now = self.clock.now();
         let mut plan = self.engine.evaluate(&event, now);
-        let elsewhere = match &mut self.claims {
+        let elsewhere = match &self.claims {
             Some(claims) => claims.settle(&mut self.engine, &mut plan, now).await,
             None => Vec::new(),
         };

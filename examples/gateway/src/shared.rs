@@ -263,6 +263,13 @@ impl RedisConn {
     }
 }
 
+/// The Redis key under `prefix` for `text` that clients chose (user names, targets):
+/// its SHA-256, so keys have a fixed length.
+pub(crate) fn hashed_key(prefix: &str, text: &str) -> String {
+    let h = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    format!("{prefix}:{}", hex::encode(h))
+}
+
 /// A duration as Redis `PX` milliseconds (at least 1: `PX 0` is an error).
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)

@@ -311,7 +311,7 @@ async fn on_one_redis_server_the_fleet_correlates_as_one() {
     // to the event is planned and kept here without asking, and an expiring block is
     // left to end by itself.
     let access = RedisAccess::new(vec![server.url()], None, &[]).unwrap();
-    let mut claims = ActionClaims::new(
+    let claims = ActionClaims::new(
         RedisConn::connect(&access).await.unwrap(),
         "test:playbooks",
         "gw-paused",
