@@ -32,14 +32,20 @@ pub fn request_context_json(data: &[u8]) {
 }
 
 /// Target `client_ip`: the bytes are header lines (`name: value`, the first line the
-/// peer address); every configuration must answer without panicking, with the peer or
-/// an address from the headers, in canonical form.
+/// peer address; values any bytes, as HTTP allows); every configuration must answer
+/// without panicking, with the peer or an address from the headers, in canonical form.
 pub fn client_ip(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let mut lines = text.lines();
-    let peer = (lines.next().and_then(|l| l.trim().parse::<IpAddr>().ok()))
+    let mut lines = data.split(|b| *b == b'\n');
+    let peer = (lines.next())
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .and_then(|l| l.trim().parse::<IpAddr>().ok())
         .unwrap_or(IpAddr::from([10, 0, 0, 1]));
-    let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
+    let headers: Vec<(&str, &[u8])> = lines
+        .filter_map(|l| {
+            let colon = l.iter().position(|b| *b == b':')?;
+            Some((std::str::from_utf8(&l[..colon]).ok()?, &l[colon + 1..]))
+        })
+        .collect();
     let nets = ["10.0.0.0/8", "fd00::/8"].map(|n| n.parse::<IpNetwork>());
     let nets: Vec<IpNetwork> = nets.into_iter().flatten().collect();
     for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
@@ -55,6 +61,8 @@ pub fn client_ip(data: &[u8]) {
         }
     }
     for (_, value) in &headers {
-        let _ = value.trim().parse::<IpNetwork>();
+        if let Ok(value) = std::str::from_utf8(value) {
+            let _ = value.trim().parse::<IpNetwork>();
+        }
     }
 }

@@ -284,11 +284,14 @@ impl TrustedProxies {
 
     /// The client address for a request from `peer` with these headers (name, value
     /// pairs in the order received; names compared case-insensitively; several lines
-    /// of the header are one list, in order).
-    pub fn client_ip<'h, H>(&self, peer: IpAddr, headers: H) -> IpAddr
+    /// of the header are one list, in order). Values are bytes (`&str`, `&[u8]` or
+    /// `http::HeaderValue`): a line with bytes that are not text (which HTTP allows
+    /// and a proxy appends to) still yields the entries a proxy wrote on its right.
+    pub fn client_ip<'h, H, V>(&self, peer: IpAddr, headers: H) -> IpAddr
     where
-        H: IntoIterator<Item = (&'h str, &'h str)>,
+        H: IntoIterator<Item = (&'h str, &'h V)>,
         H::IntoIter: DoubleEndedIterator,
+        V: AsRef<[u8]> + ?Sized + 'h,
     {
         let peer = canonical_ip(peer);
         match &self.trust {
@@ -297,11 +300,14 @@ impl TrustedProxies {
             Trust::Networks(_) | Trust::Hops(_) => {}
         }
         let name = self.header.name();
+        // `Forwarded` values may be quoted strings holding commas (RFC 7239 `host=`
+        // echoes the client's `Host`): only unquoted commas separate its elements.
+        let quoted = self.header == ForwardedHeader::Forwarded;
         let entries = headers
             .into_iter()
             .rev()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| v.rsplit(','));
+            .flat_map(|(_, v)| RevSplit::new(v.as_ref(), b',', quoted));
         // Walk right to left; `last` is the nearest address known so far.
         let mut last = peer;
         for (walked, entry) in entries.enumerate() {
@@ -323,24 +329,87 @@ impl TrustedProxies {
     }
 
     /// One entry of the chain: an address with an optional port (and, in `Forwarded`,
-    /// the `for=` parameter of one element, possibly quoted).
-    fn parse_entry(&self, entry: &str) -> Option<IpAddr> {
+    /// the `for=` parameter of one element, possibly quoted). Not text, or an element
+    /// with no `for` or with two: not an address.
+    fn parse_entry(&self, entry: &[u8]) -> Option<IpAddr> {
         let node = match self.header {
-            ForwardedHeader::XForwardedFor => entry.trim(),
+            ForwardedHeader::XForwardedFor => std::str::from_utf8(entry).ok()?.trim(),
             ForwardedHeader::Forwarded => {
-                let value = (entry.split(';'))
-                    .filter_map(|pair| pair.trim().split_once('='))
-                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))?
-                    .1
-                    .trim();
-                value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value)
+                let mut fors = RevSplit::new(entry, b';', true).filter_map(|pair| {
+                    let pair = std::str::from_utf8(pair).ok()?;
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+                });
+                let value = fors.next()?;
+                if fors.next().is_some() {
+                    return None;
+                }
+                match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                    // A quoted pair (`\x`) stands for `x`; an address never needs one.
+                    Some(quoted) if quoted.contains('\\') => {
+                        return parse_node(&unescape(quoted)).map(canonical_ip);
+                    }
+                    Some(quoted) => quoted,
+                    None => value,
+                }
             }
         };
         parse_node(node).map(canonical_ip)
     }
+}
+
+/// The contents of a quoted string with its quoted pairs (`\x`) resolved.
+fn unescape(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        out.extend(if c == '\\' { chars.next() } else { Some(c) });
+    }
+    out
+}
+
+/// `s` split at `sep` from the right, without allocating. With `quotes`, a `sep`
+/// inside a quoted string (`"…"`, with `\` escapes) does not split. Read from the
+/// right, a client's unbalanced quote on the left cannot swallow the elements its
+/// proxies appended.
+struct RevSplit<'a> {
+    rest: Option<&'a [u8]>,
+    sep: u8,
+    quotes: bool,
+}
+
+impl<'a> RevSplit<'a> {
+    fn new(s: &'a [u8], sep: u8, quotes: bool) -> Self {
+        RevSplit {
+            rest: Some(s),
+            sep,
+            quotes,
+        }
+    }
+}
+
+impl<'a> Iterator for RevSplit<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let s = self.rest?;
+        let mut in_quotes = false;
+        for i in (0..s.len()).rev() {
+            if self.quotes && s[i] == b'"' && !escaped(s, i) {
+                in_quotes = !in_quotes;
+            } else if s[i] == self.sep && !in_quotes {
+                self.rest = Some(&s[..i]);
+                return Some(&s[i + 1..]);
+            }
+        }
+        self.rest = None;
+        Some(s)
+    }
+}
+
+/// Whether the byte at `i` is escaped: an odd run of backslashes before it.
+fn escaped(s: &[u8], i: usize) -> bool {
+    s[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443`.
@@ -447,6 +516,67 @@ mod tests {
                 ip("10.0.0.1")
             );
         }
+    }
+
+    #[test]
+    fn quoted_commas_and_semicolons_do_not_split_a_forwarded_element() {
+        let nets = TrustedProxies::networks(["10.0.0.0/8".parse().unwrap()])
+            .header(ForwardedHeader::Forwarded);
+        let peer = ip("10.0.0.9");
+        // Our proxy echoes the client's Host (RFC 7239 `host=`), quoted: a client
+        // that writes a `for=` into it must not be read as the client.
+        for value in [
+            r#"for=203.0.113.7;host="a,for=9.9.9.9;x=""#,
+            r#"host="a;for=9.9.9.9";for=203.0.113.7"#,
+            r#"for=203.0.113.7;host="a\",for=9.9.9.9;x=""#,
+            r#"for="203.0.113.7";by="a,\"b""#,
+        ] {
+            assert_eq!(
+                nets.client_ip(peer, [("Forwarded", value)]),
+                ip("203.0.113.7"),
+                "{value}"
+            );
+        }
+        // A client's unbalanced quote on the left does not swallow what our proxy
+        // appended to the same line.
+        assert_eq!(
+            nets.client_ip(peer, [("Forwarded", r#"for="1.1.1.1, for=203.0.113.7"#)]),
+            ip("203.0.113.7")
+        );
+        // Quoted pairs resolve; two `for` in one element is not an address.
+        assert_eq!(
+            nets.client_ip(peer, [("Forwarded", r#"for="\203.0.113.7""#)]),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            nets.client_ip(peer, [("Forwarded", "for=203.0.113.7;for=9.9.9.9")]),
+            peer
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_text_keeps_the_entries_proxies_appended() {
+        let peer = ip("10.0.0.9");
+        let nets = TrustedProxies::networks(["10.0.0.0/8".parse().unwrap()]);
+        // HTTP allows bytes above 0x7f; a proxy appends to the client's line.
+        let line: &[u8] = b"\xff\xfe, 203.0.113.7";
+        assert_eq!(
+            nets.client_ip(peer, [("X-Forwarded-For", line)]),
+            ip("203.0.113.7")
+        );
+        // Walked into, the bytes are not an address: the proxy that wrote them stands
+        // for the client.
+        let line: &[u8] = b"203.0.113.7, \xff, 10.0.0.5";
+        assert_eq!(
+            nets.client_ip(peer, [("X-Forwarded-For", line)]),
+            ip("10.0.0.5")
+        );
+        let fwd = nets.header(ForwardedHeader::Forwarded);
+        let line: &[u8] = b"for=\"\xff\", for=203.0.113.7";
+        assert_eq!(
+            fwd.client_ip(peer, [("Forwarded", line)]),
+            ip("203.0.113.7")
+        );
     }
 
     #[test]

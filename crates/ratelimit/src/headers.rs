@@ -4,7 +4,9 @@
 //! A GCRA quota is advertised as `q` = burst units per `w` = the burst window (the
 //! time an empty bucket takes to refill) in whole seconds, rounded up; the live field
 //! gives `r` = remaining units and `t` = seconds until the bucket is full again,
-//! rounded up, so a client that waits `t` never finds less than it was told.
+//! rounded up, so a client that waits `t` never finds less than it was told. On a
+//! refusal `t` is the wait until a unit is back (`Retry-After`'s value): `r=0` holds
+//! for exactly that long, and the two fields never disagree.
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// The policy name as a Structured Field string (RFC 8941 §3.3.3).
-fn sf_string(name: &str) -> Result<String, Error> {
+pub(crate) fn sf_string(name: &str) -> Result<String, Error> {
     if name.is_empty() || !name.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         return Err(Error::InvalidKey {
             what: "policy name",
@@ -57,8 +59,18 @@ pub fn ratelimit(name: &str, decision: &Decision) -> Result<String, Error> {
         "{};r={};t={}",
         sf_string(name)?,
         decision.remaining,
-        ceil_secs(decision.reset_after)
+        reset_secs(decision)
     ))
+}
+
+/// The `t` parameter: whole seconds until the key is full again or, on a refusal
+/// that a wait can end, until it admits again.
+pub(crate) fn reset_secs(decision: &Decision) -> u64 {
+    if decision.allowed || decision.retry_after == Duration::MAX {
+        ceil_secs(decision.reset_after)
+    } else {
+        ceil_secs(decision.retry_after)
+    }
 }
 
 /// `Retry-After` in whole seconds, rounded up, for a denied decision; `None` when
@@ -85,6 +97,7 @@ mod tests {
             retry_after: Duration::from_millis(retry_ms),
             denial: (!allowed).then_some(Denial::Limited),
             failed_open: false,
+            local_share: false,
         }
     }
 
@@ -92,9 +105,12 @@ mod tests {
     fn fields_round_seconds_up() {
         let q = Quota::new(nz!(10), nz!(5), Duration::from_secs(1)).unwrap();
         assert_eq!(ratelimit_policy("api", &q).unwrap(), "\"api\";q=10;w=2");
+        // Refused: `t` is the wait until a unit is back, as `Retry-After`.
         let d = decision(false, 0, 1_001, 200);
-        assert_eq!(ratelimit("api", &d).unwrap(), "\"api\";r=0;t=2");
+        assert_eq!(ratelimit("api", &d).unwrap(), "\"api\";r=0;t=1");
         assert_eq!(retry_after(&d).as_deref(), Some("1"));
+        let d = decision(true, 3, 1_001, 0);
+        assert_eq!(ratelimit("api", &d).unwrap(), "\"api\";r=3;t=2");
         let d = decision(true, 7, 0, 0);
         assert_eq!(ratelimit("api", &d).unwrap(), "\"api\";r=7;t=0");
         assert_eq!(retry_after(&d), None);

@@ -276,6 +276,7 @@ impl Quota {
                 retry_after: Duration::ZERO,
                 denial: None,
                 failed_open: false,
+                local_share: false,
             };
             (decision, (cost > 0).then_some(new_tat))
         } else {
@@ -287,6 +288,7 @@ impl Quota {
                 retry_after: Duration::from_nanos(new_tat - limit),
                 denial: Some(Denial::Limited),
                 failed_open: false,
+                local_share: false,
             };
             (decision, None)
         }
@@ -317,6 +319,9 @@ pub struct Decision {
     /// Admitted by `FailurePolicy::Open` (feature `redis`) while Redis could not
     /// answer: no limit held for this request. Always false in memory.
     pub failed_open: bool,
+    /// Decided by `FailurePolicy::LocalShare` (feature `redis`) while Redis could not
+    /// answer: only this instance's share of the quota held. Always false in memory.
+    pub local_share: bool,
 }
 
 /// Why a request was denied. Every denial is an answer, not an error: answer it with
@@ -353,6 +358,7 @@ impl Decision {
             retry_after,
             denial: Some(denial),
             failed_open: false,
+            local_share: false,
         }
     }
 
@@ -365,6 +371,7 @@ impl Decision {
             retry_after: Duration::MAX,
             denial: Some(Denial::CostExceedsBurst),
             failed_open: false,
+            local_share: false,
             ..self
         }
     }

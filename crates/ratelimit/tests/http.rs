@@ -88,9 +88,10 @@ async fn allowed_then_denied_with_the_draft_11_fields_naming_the_policy() {
     let (status, fields, body) = answer(&app, request("198.51.100.7:5001")).await;
     assert_eq!(status, 429);
     assert_eq!(body, "rate limited\n");
-    // Burst 2 refilled at 2/min: one unit back in 30 s, full in 60 s.
+    // Burst 2 refilled at 2/min: one unit back in 30 s. On a refusal `t` is that
+    // wait, as `Retry-After`: none remains for exactly that long.
     assert_eq!(fields[0], r#""per-ip";q=2;w=60"#);
-    assert_eq!(fields[1], r#""per-ip";r=0;t=60"#);
+    assert_eq!(fields[1], r#""per-ip";r=0;t=30"#);
     assert_eq!(fields[2], "30");
     // Another client is counted apart; an IPv4-mapped spelling is the same client.
     assert_eq!(answer(&app, request("198.51.100.8:5000")).await.0, 200);
@@ -145,6 +146,39 @@ async fn every_policy_must_allow_and_the_one_that_refuses_is_named() {
         (status, body.as_str()),
         (400, "missing or malformed rate-limit key header\n")
     );
+}
+
+#[tokio::test]
+async fn a_request_one_policy_refuses_spends_nothing_of_the_others() {
+    let shared = Quota::per_minute(nz!(3));
+    let own = Quota::per_minute(nz!(1));
+    let per_ip = memory(own);
+    let app = app(vec![
+        RateLimitPolicy::new("login", &shared, memory(shared), KeySource::Route("login")).unwrap(),
+        RateLimitPolicy::new(
+            "per-ip",
+            &own,
+            per_ip.clone(),
+            KeySource::ClientIp(TrustedProxies::none()),
+        )
+        .unwrap(),
+    ]);
+    per_ip.block(
+        HttpKey::Ip("192.0.2.66".parse().unwrap()),
+        Duration::from_secs(300),
+    );
+    assert_eq!(answer(&app, request("192.0.2.1:1")).await.0, 200);
+    // A client over its own limit, or blocked, does not drain the route everyone
+    // shares: its refusals spend none of it.
+    for _ in 0..5 {
+        let (status, fields, _) = answer(&app, request("192.0.2.1:1")).await;
+        assert_eq!((status, fields[0].as_str()), (429, r#""per-ip";q=1;w=60"#));
+        assert_eq!(answer(&app, request("192.0.2.66:1")).await.0, 403);
+    }
+    assert_eq!(answer(&app, request("192.0.2.2:1")).await.0, 200);
+    assert_eq!(answer(&app, request("192.0.2.3:1")).await.0, 200);
+    let (status, fields, _) = answer(&app, request("192.0.2.4:1")).await;
+    assert_eq!((status, fields[0].as_str()), (429, r#""login";q=3;w=60"#));
 }
 
 #[tokio::test]
@@ -213,6 +247,43 @@ async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
     let (status, fields, body) = answer(&open_app, request("192.0.2.9:1")).await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     assert_eq!(fields[3], "fail-open");
+}
+
+#[tokio::test]
+async fn redis_down_local_share_passes_marked_and_a_key_too_long_is_the_clients_400() {
+    let mut server = RedisServer::start();
+    let q = Quota::per_minute(nz!(4));
+    let shared = RedisLimiter::builder(vec![Policy::new("p", q).unwrap()])
+        .failure_policy(FailurePolicy::LocalShare { instances: nz!(2) })
+        .timeout(Duration::from_millis(300))
+        .circuit_breaker(nz!(1), Duration::from_secs(2))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let by_key = KeySource::Header("x-api-key".parse().unwrap());
+    let app = app(vec![
+        RateLimitPolicy::new("per-key", &q, Arc::new(shared), by_key).unwrap(),
+    ]);
+    let with_key = |key: &str| {
+        let mut req = request("192.0.2.9:1");
+        req.headers_mut().insert("x-api-key", key.parse().unwrap());
+        req
+    };
+    let (status, fields, _) = answer(&app, with_key("k1")).await;
+    assert_eq!((status, fields[3].as_str()), (200, ""));
+    // A header value longer than a Redis key may be is the client's error, not an
+    // outage (no 503, no warning per request).
+    let long = "k".repeat(palisade_ratelimit::MAX_KEY_LEN + 1);
+    let (status, _, body) = answer(&app, with_key(&long)).await;
+    assert_eq!((status, body.as_str()), (400, "rate-limit key too long\n"));
+    server.stop();
+    // Redis down: this instance's share (2 of 4) admits, and says so.
+    for _ in 0..2 {
+        let (status, fields, body) = answer(&app, with_key("k1")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        assert_eq!(fields[3], "local-share");
+    }
+    assert_eq!(answer(&app, with_key("k1")).await.0, 429);
 }
 
 /// One HTTP/1.1 request over a real socket: the status line's code and the body.

@@ -200,7 +200,9 @@ where
                 .into_iter()
                 .flat_map(|name| {
                     let values = req.headers().get_all(name).iter();
-                    values.filter_map(move |v| Some((name.as_str(), v.to_str().ok()?)))
+                    // As bytes: a line that is not text still holds what our proxies
+                    // appended to it.
+                    values.map(move |v| (name.as_str(), v))
                 });
             self.gw.proxies.client_ip(peer.ip(), headers)
         };

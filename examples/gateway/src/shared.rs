@@ -67,6 +67,7 @@ impl Limit<String> {
                 retry_after: Duration::from_secs(1),
                 denial: None,
                 failed_open: false,
+                local_share: false,
             }
         })
     }

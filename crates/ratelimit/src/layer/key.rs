@@ -39,6 +39,8 @@ pub(super) enum KeyError {
     NoPeer,
     Header,
     Subject,
+    /// Formed, but refused by the limiter (too long for a Redis key).
+    Invalid,
 }
 
 impl KeyError {
@@ -50,6 +52,7 @@ impl KeyError {
                 "missing or malformed rate-limit key header\n",
             ),
             KeyError::Subject => plain(StatusCode::BAD_REQUEST, "no authenticated subject\n"),
+            KeyError::Invalid => plain(StatusCode::BAD_REQUEST, "rate-limit key too long\n"),
         }
     }
 }
@@ -146,13 +149,15 @@ impl KeySource {
                     // No forwarded header is read: skip the scan.
                     return Ok(HttpKey::Ip(canonical_ip(peer.ip())));
                 }
-                let forwarded: Vec<(&str, &str)> = req
+                // Values as bytes: a line that is not text still holds the entries
+                // our proxies appended to it.
+                let forwarded: Vec<(&str, &http::HeaderValue)> = req
                     .headers()
                     .iter()
                     .filter(|(n, _)| {
                         *n == http::header::FORWARDED || n.as_str() == "x-forwarded-for"
                     })
-                    .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+                    .map(|(n, v)| (n.as_str(), v))
                     .collect();
                 Ok(HttpKey::Ip(canonical_ip(
                     proxies.client_ip(peer.ip(), forwarded),

@@ -5,7 +5,8 @@
 //!   and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11), with `Retry-After`.
 //! - `429` for a spent quota, `403` for a blocked key, `503` + `Retry-After` when
 //!   Redis is down and the failure policy is closed; when it is open the request
-//!   passes with `RateLimit-Degraded: fail-open` on the response.
+//!   passes with `RateLimit-Degraded: fail-open` on the response, and with
+//!   `RateLimit-Degraded: local-share` when this instance's share admitted it.
 //! - A key that cannot be formed (a missing header or subject) is `400`; no peer
 //!   address (the server does not record it) is `500`.
 
@@ -50,7 +51,7 @@ impl<L> RateLimitPolicy<L> {
         let field = headers::ratelimit_policy(name, quota)?;
         let policy_field = HeaderValue::from_str(&field)
             .map_err(|_| Error::config("name", format!("{name:?} is not a header value")))?;
-        let sf_name = field[..field.find(";q=").unwrap_or(field.len())].into();
+        let sf_name = headers::sf_string(name)?.into();
         Ok(RateLimitPolicy {
             name: name.into(),
             sf_name,
@@ -128,8 +129,33 @@ impl<S: Clone, L> Clone for RateLimit<S, L> {
 
 /// What the policies answered.
 enum Verdict {
-    Pass { degraded: bool },
+    Pass { degraded: Degraded },
     Refuse(Response<&'static str>),
+}
+
+/// How much of the limit held for an admitted request while Redis was down: the
+/// response says so (`RateLimit-Degraded`). Ordered: the weakest policy's answer wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Degraded {
+    /// Every limit held.
+    No,
+    /// Only this instance's share of a quota held (`FailurePolicy::LocalShare`).
+    LocalShare,
+    /// No limit held (`FailurePolicy::Open`).
+    Open,
+}
+
+impl Degraded {
+    #[inline]
+    fn of(d: &Decision) -> Degraded {
+        if d.failed_open {
+            Degraded::Open
+        } else if d.local_share {
+            Degraded::LocalShare
+        } else {
+            Degraded::No
+        }
+    }
 }
 
 /// Every policy's key, formed before any await (the request need not be `Sync`):
@@ -151,24 +177,46 @@ async fn verdict<L: Limiter<HttpKey>>(
     policies: &[RateLimitPolicy<L>],
     (first, rest): (HttpKey, Vec<HttpKey>),
 ) -> Verdict {
-    let mut degraded = false;
-    for (p, key) in policies.iter().zip(std::iter::once(&first).chain(&rest)) {
-        let decision = match p.limiter.check(key, 1).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(policy = &*p.name, error = %e, "rate limit check failed");
-                return Verdict::Refuse(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "rate limit unavailable\n",
-                ));
-            }
-        };
-        degraded |= decision.failed_open;
-        if !decision.allowed {
-            return Verdict::Refuse(refusal(p, &decision));
+    let keys = || policies.iter().zip(std::iter::once(&first).chain(&rest));
+    // Every policy after the first is peeked before any is spent (see `decide_now`).
+    for (p, key) in keys().skip(1) {
+        match answer(p, p.limiter.check(key, 0).await) {
+            Ok(_) => {}
+            Err(refusal) => return Verdict::Refuse(refusal),
+        }
+    }
+    let mut degraded = Degraded::No;
+    for (p, key) in keys() {
+        match answer(p, p.limiter.check(key, 1).await) {
+            Ok(d) => degraded = degraded.max(d),
+            Err(refusal) => return Verdict::Refuse(refusal),
         }
     }
     Verdict::Pass { degraded }
+}
+
+/// A policy's answer: admitted (and how degraded), or the refusal. A key the
+/// limiter refuses (a header value longer than Redis keys may be) is the client's
+/// `400`, not an outage.
+// The large `Err` is the refusal itself, built once, on the refusal path only.
+#[allow(clippy::result_large_err)]
+#[inline]
+fn answer<L>(
+    p: &RateLimitPolicy<L>,
+    checked: Result<Decision, Error>,
+) -> Result<Degraded, Response<&'static str>> {
+    match checked {
+        Ok(d) if d.allowed => Ok(Degraded::of(&d)),
+        Ok(d) => Err(refusal(p, &d)),
+        Err(Error::InvalidKey { .. }) => Err(KeyError::Invalid.response()),
+        Err(e) => {
+            tracing::warn!(policy = &*p.name, error = %e, "rate limit check failed");
+            Err(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate limit unavailable\n",
+            ))
+        }
+    }
 }
 
 /// The peer address: axum's `ConnectInfo<SocketAddr>` (feature `axum`) or a
@@ -204,7 +252,7 @@ fn refusal<L>(p: &RateLimitPolicy<L>, d: &Decision) -> Response<&'static str> {
     let mut r = plain(status, body);
     let h = r.headers_mut();
     h.insert("ratelimit-policy", p.policy_field.clone());
-    let t = d.reset_after.as_secs() + u64::from(d.reset_after.subsec_nanos() > 0);
+    let t = headers::reset_secs(d);
     if let Ok(v) = HeaderValue::from_str(&format!("{};r={};t={t}", p.sf_name, d.remaining)) {
         h.insert("ratelimit", v);
     }
@@ -276,11 +324,14 @@ impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
     /// so a request refused for a missing key consumes nothing.
     // The large `Err` is the refusal itself, built once, on the refusal path only.
     #[allow(clippy::result_large_err)]
-    fn decide_now<B>(&self, req: &Request<B>) -> Result<bool, Response<&'static str>> {
-        let check = |p: &RateLimitPolicy<L>, key: &HttpKey| match p.limiter.check_now(key, 1) {
-            Some(Ok(d)) if d.allowed => Ok(d.failed_open),
-            Some(Ok(d)) => Err(refusal(p, &d)),
-            _ => Err(unavailable(p)),
+    fn decide_now<B>(&self, req: &Request<B>) -> Result<Degraded, Response<&'static str>> {
+        let check = |p: &RateLimitPolicy<L>, key: &HttpKey, cost| {
+            let checked = p.limiter.check_now(key, cost).unwrap_or_else(|| {
+                Err(Error::UnexpectedReply(
+                    "the limiter did not answer at once".into(),
+                ))
+            });
+            answer(p, checked)
         };
         if let [only] = &*self.policies {
             // The commonest policy, the peer's address with no proxy to trust: its key
@@ -289,36 +340,44 @@ impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
                 && proxies.trusts_nobody()
                 && let Some(peer) = peer_of(req)
             {
-                return check(only, &HttpKey::Ip(canonical_ip(peer.ip())));
+                return check(only, &HttpKey::Ip(canonical_ip(peer.ip())), 1);
             }
             // One policy, one key: no list of keys to build.
             let key = only
                 .key
                 .extract(peer_of(req), req)
                 .map_err(KeyError::response)?;
-            return check(only, &key);
+            return check(only, &key, 1);
         }
         let (first, rest) = keys_of(&self.policies, req).map_err(KeyError::response)?;
-        let mut degraded = false;
-        let keys = std::iter::once(&first).chain(&rest);
-        for (p, key) in self.policies.iter().zip(keys) {
-            degraded |= check(p, key)?;
+        let keys = || {
+            self.policies
+                .iter()
+                .zip(std::iter::once(&first).chain(&rest))
+        };
+        // Peek every policy after the first before spending any: a request one policy
+        // refuses spends nothing of the others, so a blocked or limited client cannot
+        // drain a quota it shares with everyone (a route's). The first policy's own
+        // check is its peek. Two requests racing between peek and spend may still
+        // spend an earlier policy's unit and be refused by a later one.
+        for (p, key) in keys().skip(1) {
+            check(p, key, 0)?;
+        }
+        let mut degraded = Degraded::No;
+        for (p, key) in keys() {
+            degraded = degraded.max(check(p, key, 1)?);
         }
         Ok(degraded)
     }
 }
 
-fn unavailable<L>(p: &RateLimitPolicy<L>) -> Response<&'static str> {
-    tracing::warn!(policy = &*p.name, "rate limit check failed");
-    plain(StatusCode::SERVICE_UNAVAILABLE, "rate limit unavailable\n")
-}
-
-fn mark<ResBody>(response: &mut Response<ResBody>, degraded: bool) {
-    if degraded {
-        response
-            .headers_mut()
-            .insert(DEGRADED_HEADER, HeaderValue::from_static("fail-open"));
-    }
+fn mark<ResBody>(response: &mut Response<ResBody>, degraded: Degraded) {
+    let value = match degraded {
+        Degraded::No => return,
+        Degraded::LocalShare => "local-share",
+        Degraded::Open => "fail-open",
+    };
+    (response.headers_mut()).insert(DEGRADED_HEADER, HeaderValue::from_static(value));
 }
 
 type BoxedResponse<ResBody, E> = Pin<Box<dyn Future<Output = Result<Response<ResBody>, E>> + Send>>;
@@ -336,7 +395,7 @@ pin_project_lite::pin_project! {
     #[project = Projected]
     enum Kind<F, ResBody, E> {
         // Admitted without waiting: the inner service's future.
-        Inner { #[pin] fut: F, degraded: bool },
+        Inner { #[pin] fut: F, degraded: Degraded },
         // Refused (or no key could be formed).
         Ready { response: Option<Response<ResBody>> },
         // Decided by a limiter that waits.
@@ -367,15 +426,15 @@ where
         match self.project().kind.project() {
             Projected::Inner {
                 fut,
-                degraded: false,
+                degraded: Degraded::No,
             } => fut.poll(cx),
-            Projected::Inner {
-                fut,
-                degraded: true,
-            } => fut.poll(cx).map_ok(|mut r| {
-                mark(&mut r, true);
-                r
-            }),
+            Projected::Inner { fut, degraded } => {
+                let degraded = *degraded;
+                fut.poll(cx).map_ok(|mut r| {
+                    mark(&mut r, degraded);
+                    r
+                })
+            }
             Projected::Ready { response } => match response.take() {
                 Some(r) => Poll::Ready(Ok(r)),
                 None => Poll::Pending, // polled after completion

@@ -274,6 +274,7 @@ impl RedisLimiter {
             }
             FailurePolicy::Open if reply.index >= 1 => Decision {
                 failed_open: true,
+                local_share: false,
                 ..self.decision(&reply)
             },
             FailurePolicy::Open => open_decision(first),
@@ -282,7 +283,10 @@ impl RedisLimiter {
                     self.local_share(&subject.name, cost, &reply.uncertain, self.breaker.cooldown);
                 let on_redis = (reply.index >= 1).then(|| self.decision(&reply));
                 match on_redis {
-                    Some(d) if local.allowed && d.remaining < local.remaining => d,
+                    Some(d) if local.allowed && d.remaining < local.remaining => Decision {
+                        local_share: true,
+                        ..d
+                    },
                     _ => local,
                 }
             }
@@ -346,6 +350,7 @@ impl RedisLimiter {
             retry_after: micros(reply.retry_us),
             denial,
             failed_open: false,
+            local_share: false,
         }
     }
 
@@ -422,8 +427,22 @@ impl RedisLimiter {
     /// The local shares of the given policies (0-based), checked in turn: a denial
     /// after an earlier admission leaves that admission spent (never more admitted).
     /// A policy without a share, or a cost that fits the quota but not its share, is
-    /// denied as [`Denial::Unavailable`], to retry after `retry`.
+    /// denied as [`Denial::Unavailable`], to retry after `retry`. The answer is marked
+    /// [`Decision::local_share`].
     fn local_share(&self, name: &str, cost: u32, policies: &[usize], retry: Duration) -> Decision {
+        Decision {
+            local_share: true,
+            ..self.local_share_unmarked(name, cost, policies, retry)
+        }
+    }
+
+    fn local_share_unmarked(
+        &self,
+        name: &str,
+        cost: u32,
+        policies: &[usize],
+        retry: Duration,
+    ) -> Decision {
         let key = name.to_owned();
         let mut answer: Option<Decision> = None;
         for &i in policies {
@@ -504,6 +523,7 @@ fn open_decision(limit: u32) -> Decision {
         retry_after: Duration::ZERO,
         denial: None,
         failed_open: true,
+        local_share: false,
     }
 }
 
