@@ -16,15 +16,14 @@ use palisade_core_traits::{
     EventKind, EvidenceBasis, SecurityEvent, Severity, Timestamp, canonical_ip, normalize_user_id,
 };
 
-use crate::definition::{Definition, GroupBy, Mode, Playbook, SubjectType};
+use crate::definition::{ActionDef, Definition, GroupBy, Mode, Playbook, SubjectType};
 use crate::plan::{Action, ActionKind, Decision, Note, Plan, Target, Verdict};
 use crate::stats::{EngineCounters, EngineStats};
 
 mod pipeline;
 mod state;
 
-use state::Offence;
-pub use state::State;
+pub use state::{BanHistory, State};
 
 /// The evidence key that marks an event as caused by our own enforcement.
 pub const ENFORCEMENT_EVIDENCE: &str = "palisade.enforcement";
@@ -78,7 +77,7 @@ pub struct Engine {
     active: HashTable<(u64, Decision)>,
     /// `(active_until, id)` → the hash of that decision's `active` entry.
     expiries: BTreeMap<(Timestamp, u64), u64>,
-    offences: HashTable<(u64, Target, Offence)>,
+    offences: HashTable<(u64, Target, BanHistory)>,
     /// Cool-downs, with the evidence basis that set each: weaker evidence cannot
     /// start a cool-down that holds back a response to stronger evidence.
     cooldowns: HashTable<(u64, GroupKey, Timestamp, EvidenceBasis)>,
@@ -423,8 +422,68 @@ impl Engine {
         }
         step.verdict = Verdict::Elsewhere;
         step.why.note = Note::Elsewhere;
+        // The ban is the other instance's: its history is the fleet's to share
+        // (`learn_bans`), not one more ban of this instance's own.
+        if self.escalates(step.playbook.as_ref(), step.rule)
+            && let Ok(mut entry) = self.offences.find_entry(th, |(_, t, _)| *t == step.target)
+        {
+            let o = &mut entry.get_mut().2;
+            o.count = o.count.saturating_sub(1);
+            if o.count == 0 {
+                entry.remove();
+            }
+        }
         self.counters.taken_elsewhere();
         true
+    }
+
+    /// Whether rule `rule` of the playbook named `playbook` is a `block_ip` with
+    /// escalation (whose bans are counted).
+    fn escalates(&self, playbook: Option<&Arc<str>>, rule: usize) -> bool {
+        let Some(pi) = playbook.and_then(|p| self.names.iter().position(|n| Arc::ptr_eq(n, p)))
+        else {
+            return false;
+        };
+        matches!(
+            self.def.playbooks[pi]
+                .actions
+                .get(rule)
+                .map(|a| a.get_ref()),
+            Some(ActionDef::BlockIp {
+                escalation: Some(_),
+                ..
+            })
+        )
+    }
+
+    /// `target`'s ban history as escalation counts it at `now` (`None`: no ban within
+    /// the decay window).
+    pub fn ban_history(&self, target: &Target, now: Timestamp) -> Option<BanHistory> {
+        let th = self.hasher.hash_one(target);
+        (self.offences.find(th, |(_, t, _)| t == target))
+            .map(|(_, _, o)| *o)
+            .filter(|o| o.count > 0 && o.counts_at(now))
+    }
+
+    /// Bans of `target` that other instances of a fleet carried out (their
+    /// [`ban_history`](Self::ban_history), shared by the caller): this engine's history
+    /// becomes the longer of the two, so the next ban of `target` here escalates as
+    /// one engine that saw every ban would. Never lowers what this engine counts.
+    pub fn learn_bans(&mut self, target: &Target, fleet: BanHistory) {
+        let th = self.hasher.hash_one(target);
+        match self.offences.entry(th, |(_, t, _)| t == target, |e| e.0) {
+            Entry::Vacant(v) => {
+                v.insert((th, target.clone(), fleet));
+            }
+            Entry::Occupied(o) => {
+                let o = &mut o.into_mut().2;
+                if fleet.count > o.count || !o.counts_at(fleet.last) {
+                    *o = fleet;
+                } else {
+                    o.last = o.last.max(fleet.last);
+                }
+            }
+        }
     }
 
     /// Forgets every decision whose time is over and returns them; the caller reverts
@@ -441,8 +500,7 @@ impl Engine {
                 out.push(found.remove().0.1);
             }
         }
-        self.offences
-            .retain(|(_, _, o)| now.saturating_duration_since(o.last) < o.decay_after);
+        self.offences.retain(|(_, _, o)| o.counts_at(now));
         self.cooldowns.retain(|(_, _, until, _)| *until > now);
         self.counters.expired(out.len());
         self.counters.set_active(self.active.len());

@@ -21,7 +21,7 @@ pub use definition::{
     ActionDef, AllowlistDef, DEFAULT_PLAYBOOKS, Definition, EngineSettings, Escalation, GroupBy,
     Mode, Playbook, Span, SubjectType,
 };
-pub use engine::{ENFORCEMENT_EVIDENCE, Engine, State};
+pub use engine::{BanHistory, ENFORCEMENT_EVIDENCE, Engine, State};
 pub use error::Error;
 pub use executor::{Executor, ExecutorBuilder, Outcome};
 #[cfg(feature = "http")]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use palisade_core_traits::{Clock, SecurityEvent, Severity, Timestamp};
 use palisade_playbooks::{
-    ActionKind, AuditLog, Decision, Engine, Executor, Outcome, Plan, Target, Verdict,
+    ActionKind, AuditLog, BanHistory, Decision, Engine, Executor, Outcome, Plan, Target, Verdict,
 };
 use palisade_token_blacklist::redis;
 use tokio::sync::mpsc;
@@ -89,6 +89,29 @@ return {ARGV[1], px}
 static CLAIM: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(CLAIM_LUA));
 
+/// The fleet's ban history of an address (`Engine::ban_history` as JSON), written by
+/// the instance that carried a ban out: `KEYS[1]` the address's key, `ARGV[1]` the
+/// history, `ARGV[2]` its count, `ARGV[3]` how long it lasts (ms). A history that
+/// counts fewer bans than the one kept is not written (two instances that both
+/// learned the same bans never lower it).
+const BANS_LUA: &str = r"
+local kept = redis.call('GET', KEYS[1])
+if kept and cjson.decode(kept).count >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+";
+static BANS: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(BANS_LUA));
+
+/// Gives a claim back: `KEYS[1]` the claim, deleted if `ARGV[1]` (this instance)
+/// holds it.
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+static RELEASE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(RELEASE_LUA));
+
 /// Which instance of a fleet carries out a playbook's action. Every instance plans
 /// the response to the events it sees, so two instances that see one attack plan the
 /// same action (block this address, notify about it). The first to claim the action's
@@ -99,9 +122,16 @@ static CLAIM: std::sync::LazyLock<redis::Script> =
 /// The fleet then answers as one engine would: an action held elsewhere is, like an
 /// active decision of one engine, a duplicate, even if this instance planned it longer
 /// (one engine suppresses a second block of an address it blocks, whatever its
-/// length). A claim lapses when its action ends; an instance whose expiry runs after
-/// another instance claimed the address anew does not lift that instance's block
-/// ([`ActionClaims::held_elsewhere`]).
+/// length). A claim ends with its action: the holder gives it back once it has undone
+/// the action ([`ActionClaims::release`]), else it lapses in Redis at the action's
+/// end. An instance whose expiry runs after another instance claimed the address anew
+/// does not lift that instance's block ([`ActionClaims::held_elsewhere`]).
+///
+/// Escalation counts the fleet's bans: the instance that carries a ban out writes the
+/// address's ban history ([`Engine::ban_history`]); an instance about to plan a ban
+/// reads it first ([`ActionClaims::learn_bans`]). A ban taken elsewhere is not counted
+/// by the instance that planned it too, so one attack seen by two instances is one
+/// ban, and an attacker who comes back through another instance is banned longer.
 ///
 /// When Redis is out of reach an instance carries its actions out itself: a block
 /// set twice still holds, a block not set would let the attacker in. Redis is then
@@ -173,7 +203,11 @@ impl ActionClaims {
             match claimed {
                 None => metrics::counter!("palisade_gateway_playbook_claims_unreached_total")
                     .increment(1),
-                Some((holder, _)) if holder == self.instance => {}
+                Some((holder, _)) if holder == self.instance => {
+                    if kind == ActionKind::BlockIp {
+                        self.share_bans(engine, &target, now).await;
+                    }
+                }
                 Some((holder, left_ms)) => {
                     let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
                     if engine.taken_elsewhere(plan, decision, now.saturating_add(left)) {
@@ -187,9 +221,78 @@ impl ActionClaims {
 
     /// The claim key of an action's kind and target.
     fn key(&self, kind: ActionKind, target: &Target) -> String {
+        self.key_of(kind.name(), target)
+    }
+
+    /// The key of the fleet's ban history of `target`.
+    fn bans_key(&self, target: &Target) -> String {
+        self.key_of("bans", target)
+    }
+
+    fn key_of(&self, what: &str, target: &Target) -> String {
         let target = serde_json::to_string(target)
             .unwrap_or_else(|e| unreachable!("a target serializes: {e}"));
-        hashed_key(&self.prefix, &format!("{}\n{target}", kind.name()))
+        hashed_key(&self.prefix, &format!("{what}\n{target}"))
+    }
+
+    /// After this instance undid `decision`'s action at its expiry: the claim is given
+    /// back (if this instance still holds it), so the next offence is answered by
+    /// whichever instance sees it first, even when this instance's clock ran ahead of
+    /// Redis' (whose claim would otherwise outlive the action).
+    pub async fn release(&self, decision: &Decision) {
+        let mut call = RELEASE.prepare_invoke();
+        call.key(self.key(decision.action.kind(), &decision.target))
+            .arg(&self.instance);
+        let fallback = "the claim lapses by itself";
+        let _ = (self.backoff)
+            .ask(fallback, self.conn.invoke::<i64>(&call))
+            .await;
+    }
+
+    /// Before `event` is planned: if it may ban an address this instance does not
+    /// block now, the bans the fleet carried out are learned, so the ban escalates as
+    /// one engine that saw them all would. A repeat during a block asks nothing.
+    pub async fn learn_bans(&self, engine: &mut Engine, event: &SecurityEvent) {
+        let Some(target @ Target::Ip { .. }) = Target::of(&event.subject) else {
+            return;
+        };
+        if engine.active(ActionKind::BlockIp, &target).is_some() {
+            return;
+        }
+        let mut get = redis::cmd("GET");
+        get.arg(self.bans_key(&target));
+        let fallback = "escalating by this instance's bans alone";
+        let kept = self
+            .backoff
+            .ask(fallback, self.conn.query::<Option<String>>(&get));
+        if let Some(Some(json)) = kept.await {
+            match serde_json::from_str::<BanHistory>(&json) {
+                Ok(fleet) => engine.learn_bans(&target, fleet),
+                Err(e) => tracing::warn!(error = %e, "unreadable fleet ban history ignored"),
+            }
+        }
+    }
+
+    /// After this instance claimed a ban of `target`: its ban history becomes the
+    /// fleet's, for as long as it counts.
+    async fn share_bans(&self, engine: &Engine, target: &Target, now: Timestamp) {
+        let Some(history) = engine.ban_history(target, now) else {
+            return;
+        };
+        let left = history
+            .decay_after
+            .saturating_sub(now.saturating_duration_since(history.last));
+        let json = serde_json::to_string(&history)
+            .unwrap_or_else(|e| unreachable!("a ban history serializes: {e}"));
+        let mut call = BANS.prepare_invoke();
+        call.key(self.bans_key(target))
+            .arg(json)
+            .arg(history.count)
+            .arg(millis(left).max(1));
+        let fallback = "the fleet's ban history misses this ban";
+        let _ = (self.backoff)
+            .ask(fallback, self.conn.invoke::<i64>(&call))
+            .await;
     }
 
     /// Whether another instance now holds `decision`'s action (this instance's claim
@@ -289,6 +392,9 @@ impl<W: Write> Responder<W> {
                 incident: incident.id,
             },
         ));
+        if let Some(claims) = &self.claims {
+            claims.learn_bans(&mut self.engine, &event).await;
+        }
         let now = self.clock.now();
         let mut plan = self.engine.evaluate(&event, now);
         let elsewhere = match &self.claims {
@@ -361,6 +467,12 @@ impl<W: Write> Responder<W> {
             } else {
                 self.executor.revert(&decision).await
             };
+            if let Some(claims) = &self.claims
+                && !held_elsewhere
+                && (decision.needs_revert() || decision.needs_resolve())
+            {
+                claims.release(&decision).await;
+            }
             if let Err(e) = self.audit.record_expiry(now, &decision, outcome) {
                 tracing::error!(error = %e, "audit log write failed");
             }

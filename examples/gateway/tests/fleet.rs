@@ -479,6 +479,27 @@ async fn actions_are_carried_out_once(
         StatusCode::OK,
         "A lifts its block"
     );
+    // The attacker comes back through B alone. B planned the first ban too, but A
+    // carried it out: B bans as one engine that saw both would (the second ban, twice
+    // as long), not as a first offender, and not as a third.
+    b.gw.gateway
+        .bus
+        .publish(brute_force("bf-again-b", IP, clock))
+        .await;
+    assert_eq!(
+        eventually(StatusCode::FORBIDDEN, || healthz(http, a, IP)).await,
+        StatusCode::FORBIDDEN
+    );
+    let on_b = audited_n(b, IP, 5).await;
+    let again = (on_b[4..].iter())
+        .find(|r| r.0 == "block_ip")
+        .unwrap_or_else(|| panic!("{on_b:?}"));
+    assert_eq!(again.1, "execute", "{on_b:?}");
+    assert!(
+        again.2.contains("repeat offender (1 earlier bans")
+            && again.2.ends_with("block escalated to 1800s"),
+        "{again:?}"
+    );
 }
 
 /// A blocks an address; its claim lapses with the block and another instance claims

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hashbrown::hash_table::Entry;
 use palisade_core_traits::{EvidenceBasis, SecurityEvent, Severity, Timestamp, canonical_ip};
 
-use super::{Engine, MINUTE, Offence, Pending};
+use super::{BanHistory, Engine, MINUTE, Pending};
 use crate::Error;
 use crate::definition::{ActionDef, Mode};
 use crate::plan::{
@@ -71,7 +71,8 @@ impl Engine {
                 // as an escalation of itself.
                 if let Some(e) = escalation.filter(|_| active.is_none())
                     && let Some((_, _, o)) = self.offences.find(th, |(_, t, _)| t == target)
-                    && now.saturating_duration_since(o.last) < o.decay_after
+                    && o.count > 0
+                    && o.counts_at(now)
                 {
                     for _ in 0..o.count {
                         d = d.saturating_mul(e.factor).min(e.max.0);
@@ -322,7 +323,7 @@ impl Engine {
             return;
         };
         let decay_after = e.decay_after.0;
-        let fresh = Offence {
+        let fresh = BanHistory {
             count: 0,
             last: now,
             decay_after,
@@ -331,7 +332,7 @@ impl Engine {
             Entry::Occupied(o) => &mut o.into_mut().2,
             Entry::Vacant(v) => &mut v.insert((th, target.clone(), fresh)).into_mut().2,
         };
-        if now.saturating_duration_since(o.last) >= o.decay_after {
+        if !o.counts_at(now) {
             o.count = 0;
         }
         o.count = o.count.saturating_add(1);

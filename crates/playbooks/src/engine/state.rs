@@ -12,12 +12,24 @@ use crate::Error;
 use crate::definition::Definition;
 use crate::plan::{ActionKind, Decision, Target};
 
-/// A repeat offender's history: bans within the decay window, the last one.
+/// A repeat offender's history, which `block_ip` escalation counts: the bans planned
+/// within `decay_after` of each other, and when the last one was planned. Forgotten
+/// once `decay_after` passes without a ban.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Offence {
-    pub(super) count: u32,
-    pub(super) last: Timestamp,
-    pub(super) decay_after: Duration,
+pub struct BanHistory {
+    /// Bans counted.
+    pub count: u32,
+    /// When the last of them was planned.
+    pub last: Timestamp,
+    /// How long the history lasts after the last ban.
+    pub decay_after: Duration,
+}
+
+impl BanHistory {
+    /// Whether the history still counts at `now`.
+    pub fn counts_at(&self, now: Timestamp) -> bool {
+        now.saturating_duration_since(self.last) < self.decay_after
+    }
 }
 
 /// A cool-down as persisted: playbook name, group target, group kind, until, and the
@@ -44,7 +56,7 @@ pub struct State {
     /// Active and approval-pending decisions.
     pub decisions: Vec<Decision>,
     /// Repeat-offender history: target, count, last offence, decay.
-    offences: Vec<(Target, Offence)>,
+    offences: Vec<(Target, BanHistory)>,
     /// Cool-downs: playbook name, group target, group kind, until.
     cooldowns: Vec<CoolDown>,
     /// Times of recent budgeted actions, per action kind.

@@ -1,7 +1,7 @@
 use super::*;
 use crate::Error;
 use crate::definition::Mode;
-use crate::plan::{Action, Note, Suppression, Verdict};
+use crate::plan::{Action, Note, Resolution, Suppression, Verdict};
 use palisade_core_traits::{EventId, Score, Subject};
 
 pub(crate) const T0: u64 = 1_800_000_000;
@@ -118,6 +118,67 @@ fn a_step_taken_elsewhere_is_remembered_but_neither_run_nor_undone_here() {
         by_id,
         vec![(block, true, false, false), (notify, false, false, true)]
     );
+}
+
+#[test]
+fn a_fleet_escalates_by_the_bans_it_shares_and_counts_each_ban_once() {
+    let ip = "198.51.100.4";
+    let target = Target::Ip {
+        ip: ip.parse().unwrap(),
+    };
+    let block_secs = |p: &Plan| match p.steps[0].action {
+        Action::BlockIp { duration, .. } => duration.as_secs(),
+        ref other => panic!("not a block: {other:?}"),
+    };
+    let (mut a, mut b) = (engine(), engine());
+    // One attack seen by both: A carries the ban out, B's plan of it is taken elsewhere
+    // and is not a ban of B's own.
+    let pa = a.evaluate(&ip_ev(1, ip), at(0));
+    assert_eq!(block_secs(&pa), 900);
+    let mut pb = b.evaluate(&ip_ev(1, ip), at(1));
+    let planned = pb.steps[0].decision.unwrap();
+    assert!(b.taken_elsewhere(&mut pb, planned, at(900)));
+    let seven_days = Duration::from_secs(7 * 24 * 3600);
+    let first = BanHistory {
+        count: 1,
+        last: at(0),
+        decay_after: seven_days,
+    };
+    assert_eq!(a.ban_history(&target, at(10)), Some(first));
+    assert_eq!(b.ban_history(&target, at(10)), None);
+    assert_eq!(b.offences.len(), 0, "nothing left of the ban B planned");
+    // After the ban the attacker comes back through B only. Alone, B would start over
+    // at 15 minutes; with A's history it bans as one engine that saw both would.
+    let _ = (a.expire(at(1000)), b.expire(at(1000)));
+    let mut alone = engine();
+    assert_eq!(block_secs(&alone.evaluate(&ip_ev(2, ip), at(1000))), 900);
+    b.learn_bans(&target, a.ban_history(&target, at(1000)).unwrap());
+    let pb = b.evaluate(&ip_ev(2, ip), at(1000));
+    assert_eq!(block_secs(&pb), 1800);
+    assert!(matches!(
+        pb.steps[0].why.resolution,
+        Resolution::Escalated { earlier: 1, .. }
+    ));
+    let second = b.ban_history(&target, at(1000)).unwrap();
+    assert_eq!((second.count, second.last), (2, at(1000)));
+    // Learning never lowers a longer history; the later of two equal ones is kept.
+    a.learn_bans(&target, second);
+    b.learn_bans(&target, first);
+    assert_eq!(a.ban_history(&target, at(1000)), Some(second));
+    assert_eq!(b.ban_history(&target, at(1000)), Some(second));
+    // A's third ban escalates once more; history that decayed here is replaced.
+    let _ = a.expire(at(3000));
+    assert_eq!(block_secs(&a.evaluate(&ip_ev(3, ip), at(3000))), 3600);
+    let mut stale = engine();
+    let _ = stale.evaluate(&ip_ev(4, ip), at(0));
+    let later = Timestamp::from_unix_secs(T0 + 8 * 24 * 3600);
+    let fresh = BanHistory {
+        count: 1,
+        last: later,
+        decay_after: seven_days,
+    };
+    stale.learn_bans(&target, fresh);
+    assert_eq!(stale.ban_history(&target, later), Some(fresh));
 }
 
 #[test]
