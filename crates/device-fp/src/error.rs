@@ -22,8 +22,16 @@ pub enum Error {
     /// The input is larger than any ClientHello we accept.
     #[error("ClientHello of {len} bytes exceeds the {max}-byte limit")]
     Oversized {
-        /// Input length (for a live connection: what the records announced).
+        /// Input length (for records: the least number of bytes they would need,
+        /// as far as their headers announced it).
         len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The ClientHello was split over more TLS records than we read
+    /// ([`MAX_CLIENT_HELLO_RECORDS`](crate::MAX_CLIENT_HELLO_RECORDS)).
+    #[error("ClientHello split over more than {max} TLS records")]
+    TooManyRecords {
         /// The limit.
         max: usize,
     },
@@ -87,6 +95,7 @@ impl Error {
         match self {
             Error::Truncated { .. } => "truncated",
             Error::Oversized { .. } => "oversized",
+            Error::TooManyRecords { .. } => "too_many_records",
             Error::NotClientHello { .. } => "not_client_hello",
             Error::Malformed(_) => "malformed",
             Error::InvalidJa4 { .. } => "invalid_ja4",

@@ -4,12 +4,19 @@
 //! handshake message starting `0x01` — and [`ClientHello::ja4`] computes the
 //! fingerprint. [`Ja4::parse`] validates a JA4 string that a proxy or CDN computed.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use ring::digest;
 
 use crate::error::{Error, shorten};
+
+mod records;
+
+pub use records::MAX_CLIENT_HELLO_RECORDS;
+// the acceptor reads connections through it; parse only through `reassemble`
+#[cfg(any(feature = "tls", test))]
+pub(crate) use records::Records;
+use records::{Framed, reassemble};
 
 /// The largest input accepted: a TLS record carries at most 2^14 bytes of
 /// plaintext; we allow a full record plus its 5-byte header.
@@ -92,83 +99,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The start of a connection read as ClientHello records.
-enum Framed<'a> {
-    /// The whole handshake message (borrowed when one record holds it).
-    Done(Cow<'a, [u8]>),
-    /// This many more bytes are needed before the message is complete.
-    Need(usize),
-}
-
-/// Reassemble the handshake message carried by the TLS records at the start of
-/// `buf`. Refuses a record that is not a handshake record, a handshake message that
-/// is not a ClientHello, and records reaching past [`MAX_CLIENT_HELLO_LEN`] bytes
-/// (as soon as a header announces it, before the bytes arrive).
-fn reassemble(buf: &[u8]) -> Result<Framed<'_>, Error> {
-    let mut pos = 0;
-    let mut message: Cow<'_, [u8]> = Cow::Borrowed(&[]);
-    loop {
-        let Some(header) = buf.get(pos..pos + 5) else {
-            return Ok(Framed::Need(pos + 5 - buf.len()));
-        };
-        if header[0] != 0x16 {
-            return Err(Error::NotClientHello {
-                what: "record type",
-                value: header[0],
-            });
-        }
-        let end = pos + 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
-        if end > MAX_CLIENT_HELLO_LEN {
-            return Err(Error::Oversized {
-                len: end,
-                max: MAX_CLIENT_HELLO_LEN,
-            });
-        }
-        let Some(body) = buf.get(pos + 5..end) else {
-            return Ok(Framed::Need(end - buf.len()));
-        };
-        if body.is_empty() {
-            return Err(Error::Malformed("empty handshake record"));
-        }
-        if pos == 0 {
-            message = Cow::Borrowed(body);
-        } else {
-            message.to_mut().extend_from_slice(body);
-        }
-        if message[0] != 0x01 {
-            return Err(Error::NotClientHello {
-                what: "handshake type",
-                value: message[0],
-            });
-        }
-        if let Some(len) = message.get(1..4) {
-            let total =
-                4 + (usize::from(len[0]) << 16 | usize::from(len[1]) << 8 | usize::from(len[2]));
-            if total > MAX_CLIENT_HELLO_LEN {
-                return Err(Error::Oversized {
-                    len: total,
-                    max: MAX_CLIENT_HELLO_LEN,
-                });
-            }
-            if message.len() >= total {
-                return Ok(Framed::Done(message));
-            }
-        }
-        pos = end;
-    }
-}
-
-/// How many more bytes the connection must deliver before `buf` holds a whole
-/// ClientHello in one or more records (`None`: it does). Used by the acceptor so it
-/// reads exactly the ClientHello's records and nothing after them.
-#[cfg(feature = "tls")]
-pub(crate) fn bytes_needed(buf: &[u8]) -> Result<Option<usize>, Error> {
-    Ok(match reassemble(buf)? {
-        Framed::Done(_) => None,
-        Framed::Need(n) => Some(n),
-    })
-}
-
 fn u16_list(bytes: &[u8], what: &'static str) -> Result<Vec<u16>, Error> {
     if !bytes.len().is_multiple_of(2) {
         return Err(Error::Malformed(what));
@@ -183,7 +113,8 @@ impl ClientHello {
     /// Parse a ClientHello from TLS records (`0x16 …`) or a handshake message (`0x01 …`).
     ///
     /// A ClientHello split over several consecutive handshake records is reassembled
-    /// (the whole input is still bounded by [`MAX_CLIENT_HELLO_LEN`]). Bytes after the
+    /// (at most [`MAX_CLIENT_HELLO_RECORDS`] records; the whole input is still bounded
+    /// by [`MAX_CLIENT_HELLO_LEN`]). Bytes after the
     /// message are ignored; every length inside it must agree.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() > MAX_CLIENT_HELLO_LEN {

@@ -30,7 +30,10 @@ pub use identity::{
     Attribute, DeviceFingerprint, FingerprintKey, MAX_DRIFT, MAX_MAJOR_STEP, MatchResult, Tier,
 };
 pub use inputs::{ClientHints, FingerprintInputs, parse_sec_ch_ua};
-pub use ja4::{AlpnFallback, ClientHello, Ja4, MAX_CLIENT_HELLO_LEN, Transport, is_grease};
+pub use ja4::{
+    AlpnFallback, ClientHello, Ja4, MAX_CLIENT_HELLO_LEN, MAX_CLIENT_HELLO_RECORDS, Transport,
+    is_grease,
+};
 pub use limits::{MAX_HEADER_VALUE, MAX_HEADERS};
 pub use store::{
     DEFAULT_MAX_DEVICES_PER_USER, InMemoryDeviceStore, InMemoryDeviceStoreBuilder, Stats,
@@ -41,7 +44,8 @@ pub use ua::{UA_CACHE_BYTES, UAP_CORE_VERSION, UserAgent};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use tls::{
-    AcceptorStats, DEFAULT_HANDSHAKE_TIMEOUT, Ja4Acceptor, Ja4AcceptorBuilder, Ja4Stream,
+    AcceptorStats, DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, Ja4Acceptor,
+    Ja4AcceptorBuilder, Ja4Stream,
 };
 
 /// The rustls this crate's TLS acceptor is built on (configure the server with it).

@@ -28,9 +28,16 @@ pub const DEFAULT_MAX_HANDSHAKES: NonZeroUsize = NonZeroUsize::new(256).expect("
 /// A background task accepts TCP connections and hands each to the
 /// [`Ja4Acceptor`] on its own task, at most `max_handshakes` at once (further
 /// connections wait in the kernel's backlog); a slow or hostile client holds only
-/// its own slot, for at most the acceptor's timeout. Refused connections are
-/// dropped, counted in [`Ja4Acceptor::stats`] and logged at debug level. Dropping
-/// the listener stops the task.
+/// its own slot: until its ClientHello is complete for at most the acceptor's
+/// ClientHello timeout (`DEFAULT_CLIENT_HELLO_TIMEOUT`, 5 s), and for at most its
+/// handshake timeout (`DEFAULT_HANDSHAKE_TIMEOUT`, 10 s) in all. Refused connections
+/// are dropped, counted in [`Ja4Acceptor::stats`] and logged at debug level.
+/// Dropping the listener stops the task.
+///
+/// Limit: slots are not per client. Enough connections that open and stay silent
+/// fill all `max_handshakes` slots (256 connections every 5 s by default) and new
+/// connections then wait in the backlog; put a per-address connection limit in front
+/// (a load balancer, a firewall) where that matters.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -119,7 +126,9 @@ async fn accept_loop(
     tx: mpsc::Sender<(Ja4Stream<TcpStream>, SocketAddr)>,
 ) {
     loop {
-        // The semaphore is never closed, so acquiring only waits.
+        // A slot before accept(): when all are taken, connections wait in the kernel's
+        // backlog instead of as accepted sockets here. The semaphore is never
+        // closed, so acquiring only waits.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };

@@ -3,7 +3,9 @@
 //! hands the same bytes to tokio-rustls, which completes the handshake.
 //!
 //! Only the ClientHello's own records are read ahead (exactly the bytes their
-//! headers announce, at most [`MAX_CLIENT_HELLO_LEN`]); they are replayed to rustls
+//! headers announce, at most [`MAX_CLIENT_HELLO_LEN`] in at most
+//! [`MAX_CLIENT_HELLO_RECORDS`](crate::MAX_CLIENT_HELLO_RECORDS) records, each byte
+//! read once into one buffer and each record header checked once); they are replayed to rustls
 //! from that one buffer, which is freed once rustls has read it. Later traffic goes
 //! straight from the connection to rustls.
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use palisade_core_traits::TlsInfo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{ServerConfig, ServerConnection};
 use tokio_rustls::server::TlsStream;
@@ -30,6 +32,14 @@ use crate::metrics;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`Ja4Acceptor::accept`] waits for the whole ClientHello, unless set
+/// otherwise. A real client sends it right after the TCP handshake, so it arrives
+/// within a round trip or a few retransmissions; a connection that stays silent (or
+/// trickles) holds its handshake slot for this long, not for the whole
+/// [`DEFAULT_HANDSHAKE_TIMEOUT`].
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub const DEFAULT_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Counters of a [`Ja4Acceptor`] (shared by its clones) since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -39,7 +49,7 @@ pub struct AcceptorStats {
     pub ja4_computed: u64,
     /// Connections refused because their first bytes were not a well-formed
     /// ClientHello within [`MAX_CLIENT_HELLO_LEN`] (not TLS, malformed, oversized,
-    /// closed half-way).
+    /// split over too many records, closed half-way).
     pub client_hellos_refused: u64,
     /// Connections that did not finish the ClientHello and handshake in time.
     pub timeouts: u64,
@@ -67,12 +77,15 @@ fn bump(c: &AtomicU64) {
 
 /// A TLS acceptor that computes the client's JA4 from its ClientHello.
 ///
-/// Hostile clients: the whole accept (ClientHello and handshake) is bounded by one
-/// timeout ([`DEFAULT_HANDSHAKE_TIMEOUT`]); a connection whose first bytes are not a
-/// well-formed ClientHello (another protocol, a malformed or truncated one, records
-/// announcing more than [`MAX_CLIENT_HELLO_LEN`] bytes) is refused with a typed
-/// [`Error`] before rustls sees it, so every accepted connection has a JA4. Each
-/// outcome is counted ([`Ja4Acceptor::stats`], and the `metrics` feature).
+/// Hostile clients: the ClientHello must arrive within a short timeout
+/// ([`DEFAULT_CLIENT_HELLO_TIMEOUT`]) and the whole accept (ClientHello and
+/// handshake) within a longer one ([`DEFAULT_HANDSHAKE_TIMEOUT`]); a connection
+/// whose first bytes are not a well-formed ClientHello (another protocol, refused
+/// after its first byte; a malformed or truncated one; records announcing more than
+/// [`MAX_CLIENT_HELLO_LEN`] bytes or more than
+/// [`MAX_CLIENT_HELLO_RECORDS`](crate::MAX_CLIENT_HELLO_RECORDS) records) is refused
+/// with a typed [`Error`] before rustls sees it, so every accepted connection has a
+/// JA4. Each outcome is counted ([`Ja4Acceptor::stats`], and the `metrics` feature).
 ///
 /// Cheap to clone (clones share the configuration and counters). For axum, wrap it
 /// in a `Ja4Listener` (feature `axum`), which runs handshakes
@@ -83,6 +96,7 @@ fn bump(c: &AtomicU64) {
 pub struct Ja4Acceptor {
     tls: TlsAcceptor,
     timeout: Duration,
+    client_hello_timeout: Duration,
     counters: Arc<Counters>,
 }
 
@@ -90,6 +104,7 @@ impl std::fmt::Debug for Ja4Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ja4Acceptor")
             .field("timeout", &self.timeout)
+            .field("client_hello_timeout", &self.client_hello_timeout)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -101,12 +116,14 @@ impl std::fmt::Debug for Ja4Acceptor {
 pub struct Ja4AcceptorBuilder {
     config: Arc<ServerConfig>,
     timeout: Duration,
+    client_hello_timeout: Duration,
 }
 
 impl std::fmt::Debug for Ja4AcceptorBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ja4AcceptorBuilder")
             .field("timeout", &self.timeout)
+            .field("client_hello_timeout", &self.client_hello_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -119,17 +136,33 @@ impl Ja4AcceptorBuilder {
         self
     }
 
-    /// The acceptor; `Error::InvalidConfig` for a zero `handshake_timeout`.
+    /// Longest time from the first byte awaited to the complete ClientHello (default
+    /// [`DEFAULT_CLIENT_HELLO_TIMEOUT`], 5 s). It bounds how long a silent or
+    /// trickling connection holds a handshake slot; `handshake_timeout` still bounds
+    /// the whole accept, so a longer value than that has no effect.
+    pub fn client_hello_timeout(mut self, timeout: Duration) -> Self {
+        self.client_hello_timeout = timeout;
+        self
+    }
+
+    /// The acceptor; `Error::InvalidConfig` for a zero `handshake_timeout` or
+    /// `client_hello_timeout`.
     pub fn build(self) -> Result<Ja4Acceptor, Error> {
-        if self.timeout.is_zero() {
-            return Err(Error::InvalidConfig {
-                field: "handshake_timeout",
-                reason: "must be longer than zero".to_owned(),
-            });
+        for (field, value) in [
+            ("handshake_timeout", self.timeout),
+            ("client_hello_timeout", self.client_hello_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::InvalidConfig {
+                    field,
+                    reason: "must be longer than zero".to_owned(),
+                });
+            }
         }
         Ok(Ja4Acceptor {
             tls: TlsAcceptor::from(self.config),
             timeout: self.timeout,
+            client_hello_timeout: self.client_hello_timeout,
             counters: Arc::default(),
         })
     }
@@ -142,51 +175,37 @@ impl Ja4Acceptor {
         Ja4AcceptorBuilder {
             config,
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            client_hello_timeout: DEFAULT_CLIENT_HELLO_TIMEOUT,
         }
     }
 
     /// Read the ClientHello from `io`, compute its JA4, and complete the TLS
     /// handshake. Errors: [`Error::Timeout`] (ClientHello or handshake not done in
     /// time), the ClientHello errors of [`ClientHello::parse`] (`NotClientHello`,
-    /// `Malformed`, `Truncated` when the peer closed half-way, `Oversized`), and
-    /// [`Error::Io`] (the connection failed, or rustls refused the handshake).
+    /// `Malformed`, `Truncated` when the peer closed half-way, `Oversized`,
+    /// `TooManyRecords`), and [`Error::Io`] (the connection failed, or rustls refused
+    /// the handshake).
     pub async fn accept<IO>(&self, mut io: IO) -> Result<Ja4Stream<IO>, Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        // One timer for both phases; `phase` says which one it cut short.
-        let mut phase = Phase::ClientHello;
-        let attempt = timeout(self.timeout, async {
-            let prefix = read_client_hello(&mut io).await?;
-            let ja4 = ClientHello::parse(&prefix)?.ja4(Transport::Tcp);
-            phase = Phase::Handshake;
-            self.computed(&ja4);
-            let replay = Replay { prefix, pos: 0, io };
-            match self.tls.accept(replay).await {
-                Ok(inner) => Ok(Ja4Stream { inner, ja4 }),
-                Err(source) => Err(Error::Io {
-                    during: "TLS handshake",
-                    source,
-                }),
-            }
-        })
-        .await;
-        let result = attempt.unwrap_or_else(|_| {
-            Err(Error::Timeout {
-                what: match phase {
-                    Phase::ClientHello => "ClientHello",
-                    Phase::Handshake => "TLS handshake",
-                },
-                after: self.timeout,
-            })
-        });
+        let started = Instant::now();
+        // The ClientHello has its own, shorter bound inside the overall one.
+        let hello_limit = self.client_hello_timeout.min(self.timeout);
+        let hello = match timeout(hello_limit, read_client_hello(&mut io)).await {
+            Ok(read) => read.and_then(|prefix| {
+                let ja4 = ClientHello::parse(&prefix)?.ja4(Transport::Tcp);
+                Ok((prefix, ja4))
+            }),
+            Err(_) => Err(Error::Timeout {
+                what: "ClientHello",
+                after: hello_limit,
+            }),
+        };
         let c = &self.counters;
-        match (&result, phase) {
-            (Ok(stream), _) => {
-                bump(&c.handshakes_completed);
-                tracing::trace!(ja4 = %stream.ja4, "TLS handshake completed");
-            }
-            (Err(e), Phase::ClientHello) => {
+        let (prefix, ja4) = match hello {
+            Ok(hello) => hello,
+            Err(e) => {
                 bump(match e {
                     Error::Timeout { .. } => &c.timeouts,
                     Error::Io { .. } => &c.io_errors,
@@ -194,8 +213,29 @@ impl Ja4Acceptor {
                 });
                 metrics::ja4_failed(e.reason());
                 tracing::debug!(reason = e.reason(), error = %e, "TLS connection refused before the handshake");
+                return Err(e);
             }
-            (Err(e), Phase::Handshake) => {
+        };
+        self.computed(&ja4);
+        let replay = Replay { prefix, pos: 0, io };
+        // The handshake gets what is left of the overall timeout.
+        let result = match timeout_at(started + self.timeout, self.tls.accept(replay)).await {
+            Ok(Ok(inner)) => Ok(Ja4Stream { inner, ja4 }),
+            Ok(Err(source)) => Err(Error::Io {
+                during: "TLS handshake",
+                source,
+            }),
+            Err(_) => Err(Error::Timeout {
+                what: "TLS handshake",
+                after: self.timeout,
+            }),
+        };
+        match &result {
+            Ok(stream) => {
+                bump(&c.handshakes_completed);
+                tracing::trace!(ja4 = %stream.ja4, "TLS handshake completed");
+            }
+            Err(e) => {
                 bump(match e {
                     Error::Timeout { .. } => &c.timeouts,
                     _ => &c.handshakes_failed,
@@ -228,30 +268,27 @@ impl Ja4Acceptor {
     }
 }
 
-/// Which part of an accept is running.
-#[derive(Clone, Copy)]
-enum Phase {
-    ClientHello,
-    Handshake,
-}
-
 /// Read exactly the records that carry the ClientHello: never a byte after them.
 async fn read_client_hello<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<Vec<u8>, Error> {
     // most ClientHellos fit (post-quantum ones are ~1.8 KB); larger ones grow it
     let mut buf = Vec::with_capacity(2048);
-    while let Some(more) = ja4::bytes_needed(&buf)? {
-        let start = buf.len();
-        // bytes_needed never lets the records reach past MAX_CLIENT_HELLO_LEN
-        debug_assert!(start + more <= MAX_CLIENT_HELLO_LEN);
-        buf.resize(start + more, 0);
-        let n = io
-            .read(&mut buf[start..])
+    // resumes where the previous read left off: each record is checked once
+    let mut records = ja4::Records::default();
+    while let Some(more) = records.advance(&buf)? {
+        // advance never lets the records reach past MAX_CLIENT_HELLO_LEN
+        debug_assert!(buf.len() + more <= MAX_CLIENT_HELLO_LEN);
+        // Read into spare capacity, at most `more` bytes: nothing is zero-filled per
+        // read, so a peer sending a byte at a time costs a byte's work per read.
+        buf.reserve(more);
+        let limit = u64::try_from(more).unwrap_or(u64::MAX);
+        let n = (&mut *io)
+            .take(limit)
+            .read_buf(&mut buf)
             .await
             .map_err(|source| Error::Io {
                 during: "reading the ClientHello",
                 source,
             })?;
-        buf.truncate(start + n);
         if n == 0 {
             return Err(Error::Truncated {
                 what: "ClientHello records (connection closed)",
@@ -462,6 +499,71 @@ mod tests {
             proptest::prop_assert_eq!(read, hello);
             proptest::prop_assert_eq!(peer.data, b"after".to_vec());
         }
+    }
+
+    /// `hs` cut into records of `size` bytes.
+    fn records_of(hs: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in hs.chunks(size) {
+            out.extend([0x16, 0x03, 0x01, 0x00, part.len() as u8]);
+            out.extend(part);
+        }
+        out
+    }
+
+    /// The handshake message of `two_records()`.
+    fn handshake() -> Vec<u8> {
+        let records = two_records();
+        let mut hs = records[5..7].to_vec();
+        hs.extend(&records[12..]);
+        hs
+    }
+
+    #[tokio::test]
+    async fn byte_by_byte_records_are_read_up_to_the_limit_and_no_further() {
+        // eight records delivered one byte per read: the same ClientHello
+        let hs = handshake();
+        let eight = records_of(&hs, hs.len().div_ceil(8));
+        let mut data = eight.clone();
+        data.extend(b"after");
+        let mut peer = Chunked {
+            chunks: vec![1; data.len()],
+            data,
+        };
+        let read = read_client_hello(&mut peer).await.unwrap();
+        assert_eq!(read, eight);
+        assert_eq!(peer.data, b"after");
+        let want = ClientHello::parse(&two_records()).unwrap();
+        assert_eq!(ClientHello::parse(&read).unwrap(), want);
+        // a longer message in 1-byte records, one byte per read: refused once the
+        // last allowed record is in, with everything after it left unread
+        let mut hs = vec![0x01, 0x00, 0x01, 0x00];
+        hs.resize(4 + 256, 0);
+        let records = records_of(&hs, 1);
+        let mut peer = Chunked {
+            chunks: vec![1; records.len()],
+            data: records.clone(),
+        };
+        let err = read_client_hello(&mut peer).await.unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyRecords { max } if max == crate::MAX_CLIENT_HELLO_RECORDS),
+            "{err}"
+        );
+        let consumed = records.len() - peer.data.len();
+        assert_eq!(consumed, crate::MAX_CLIENT_HELLO_RECORDS * 6);
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_successor_cannot_fit_is_refused_without_reading_on() {
+        // 16 384-byte body, handshake header declaring 16 385: the reader must not
+        // ask for the next header (the debug assertion above would fire)
+        let mut wire = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x40, 0x01];
+        wire.resize(MAX_CLIENT_HELLO_LEN, 0);
+        wire.extend([0x16, 0x03, 0x01, 0x00, 0x01, 0x00]);
+        let mut peer: &[u8] = &wire;
+        let err = read_client_hello(&mut peer).await.unwrap_err();
+        assert!(matches!(err, Error::Oversized { len: 16_399, .. }), "{err}");
+        assert_eq!(peer.len(), 6, "read past the first record");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! `Ja4Listener` + `Ja4ConnectInfo` under `axum::serve`: a handler sees the JA4 of
-//! the client's own ClientHello, and a stalled client does not hold the others.
+//! the client's own ClientHello, a stalled client does not hold the others, and a
+//! silent one gives its slot back after the ClientHello timeout.
 #![cfg(feature = "axum")]
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
@@ -82,9 +83,10 @@ async fn a_handler_sees_the_ja4_of_the_clients_own_client_hello() {
 #[tokio::test]
 async fn a_stalled_client_does_not_hold_the_listener() {
     let (server, client) = configs();
-    // a timeout far longer than the test: only concurrency can let the request through
+    // timeouts far longer than the test: only concurrency can let the request through
     let acceptor = Ja4Acceptor::builder(server)
         .handshake_timeout(Duration::from_secs(3600))
+        .client_hello_timeout(Duration::from_secs(3600))
         .build()
         .unwrap();
     let addr = serve(acceptor.clone(), 4).await;
@@ -100,4 +102,26 @@ async fn a_stalled_client_does_not_hold_the_listener() {
     assert!(body.starts_with("t13d"), "{body}");
     assert_eq!(acceptor.stats().handshakes_completed, 1);
     drop(stalled);
+}
+
+#[tokio::test]
+async fn a_silent_client_gives_its_slot_back_after_the_client_hello_timeout() {
+    let (server, client) = configs();
+    // one slot and an hour for the handshake: only the ClientHello timeout frees it
+    let acceptor = Ja4Acceptor::builder(server)
+        .handshake_timeout(Duration::from_secs(3600))
+        .client_hello_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let addr = serve(acceptor.clone(), 1).await;
+    let silent = TcpStream::connect(addr).await.unwrap();
+    // let the listener take the silent connection into its one slot first
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (body, _) = tokio::time::timeout(Duration::from_secs(30), get_root(addr, client))
+        .await
+        .expect("the silent connection kept the only slot");
+    assert!(body.starts_with("t13d"), "{body}");
+    let s = acceptor.stats();
+    assert_eq!((s.timeouts, s.handshakes_completed), (1, 1));
+    drop(silent);
 }

@@ -9,9 +9,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_device_fp::{ClientHello, Error, Ja4, Ja4Acceptor, Transport};
+use palisade_device_fp::{
+    ClientHello, DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, Error, Ja4, Ja4Acceptor,
+    MAX_CLIENT_HELLO_LEN, MAX_CLIENT_HELLO_RECORDS, Transport,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use common::{Recorder, client_hello, configs, first_record, localhost};
@@ -60,11 +64,30 @@ async fn a_real_client_gets_its_own_ja4_and_a_working_connection() {
     assert_eq!((s.ja4_computed, s.handshakes_completed), (1, 1));
 }
 
-/// Rewrites the client's first record as two records, split after `at` bytes.
+/// Rewrites the client's first record as records of `sizes` bytes, the last one
+/// taking the rest.
 struct Splitter<IO> {
     io: IO,
-    at: usize,
+    sizes: Vec<usize>,
     done: bool,
+}
+
+/// The handshake message of `record` cut into records of `sizes` bytes (the last
+/// takes the rest).
+fn split(record: &[u8], sizes: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = &record[5..];
+    for &n in sizes.iter().chain(std::iter::once(&usize::MAX)) {
+        let (part, tail) = rest.split_at(n.min(rest.len()));
+        out.extend([0x16, 0x03, 0x01]);
+        out.extend((part.len() as u16).to_be_bytes());
+        out.extend(part);
+        rest = tail;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    out
 }
 
 impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Splitter<IO> {
@@ -79,13 +102,7 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Splitter<IO> {
             return std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
         }
         let record = first_record(buf);
-        let body = &record[5..];
-        let mut split = Vec::new();
-        for part in [&body[..this.at], &body[this.at..]] {
-            split.extend([0x16, 0x03, 0x01]);
-            split.extend((part.len() as u16).to_be_bytes());
-            split.extend(part);
-        }
+        let mut split = split(&record, &this.sizes);
         split.extend(&buf[record.len()..]);
         // the duplex has room for all of it
         match std::pin::Pin::new(&mut this.io).poll_write(cx, &split) {
@@ -124,26 +141,33 @@ impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Splitter<IO> {
 }
 
 #[tokio::test]
-async fn a_client_hello_split_over_two_records_gives_the_same_ja4() {
+async fn a_client_hello_split_over_two_or_eight_records_gives_the_same_ja4() {
     let (server, client) = configs();
-    let acceptor = Ja4Acceptor::builder(server).build().unwrap();
-    let (client_end, server_end) = duplex(1 << 16);
-    let served =
-        tokio::spawn(async move { acceptor.accept(server_end).await.map(|s| s.ja4().clone()) });
-    let io = Splitter {
-        io: client_end,
-        at: 3, // inside the handshake header
-        done: false,
-    };
-    let mut tls = TlsConnector::from(client.clone())
-        .connect(localhost(), io)
-        .await
-        .unwrap();
-    tls.write_all(b"x").await.unwrap();
-    let seen = served.await.unwrap().unwrap();
-    // rustls shuffles its extensions per connection; JA4 sorts them, so any hello of
-    // this configuration has the same JA4
-    assert_eq!(seen, Ja4::from_client_hello(&client_hello(client)).unwrap());
+    // inside the handshake header; eight records of which the first three are tiny
+    for sizes in [vec![3], vec![1, 2, 3, 40, 40, 40, 40]] {
+        let acceptor = Ja4Acceptor::builder(server.clone()).build().unwrap();
+        let (client_end, server_end) = duplex(1 << 16);
+        let served =
+            tokio::spawn(async move { acceptor.accept(server_end).await.map(|s| s.ja4().clone()) });
+        let io = Splitter {
+            io: client_end,
+            sizes: sizes.clone(),
+            done: false,
+        };
+        let mut tls = TlsConnector::from(client.clone())
+            .connect(localhost(), io)
+            .await
+            .unwrap();
+        tls.write_all(b"x").await.unwrap();
+        let seen = served.await.unwrap().unwrap();
+        // rustls shuffles its extensions per connection; JA4 sorts them, so any hello
+        // of this configuration has the same JA4
+        assert_eq!(
+            seen,
+            Ja4::from_client_hello(&client_hello(client.clone())).unwrap(),
+            "{sizes:?}"
+        );
+    }
 }
 
 /// Run `accept` against a peer that wrote `bytes` and then keeps the connection open
@@ -225,7 +249,7 @@ async fn foreign_malformed_oversized_and_cut_hellos_are_refused_with_typed_error
     )
     .await;
     assert!(
-        matches!(r, Err(Error::Oversized { len: 65_539, .. })),
+        matches!(r, Err(Error::Oversized { len: 65_549, .. })),
         "{r:?}"
     );
     // a complete record whose ClientHello lengths disagree
@@ -245,11 +269,146 @@ async fn foreign_malformed_oversized_and_cut_hellos_are_refused_with_typed_error
 #[test]
 fn a_zero_timeout_is_a_configuration_error() {
     let (server, _) = configs();
-    match Ja4Acceptor::builder(server)
+    match Ja4Acceptor::builder(server.clone())
         .handshake_timeout(Duration::ZERO)
         .build()
     {
         Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "handshake_timeout"),
         other => panic!("{other:?}"),
     }
+    match Ja4Acceptor::builder(server)
+        .client_hello_timeout(Duration::ZERO)
+        .build()
+    {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "client_hello_timeout"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_byte_that_is_not_tls_is_refused_at_once() {
+    for first in [b"G", b"\x17", b"S"] {
+        let started = Instant::now();
+        let (r, acceptor) = accept_after(first, false).await;
+        assert!(
+            matches!(r, Err(Error::NotClientHello { what: "record type", value }) if value == first[0]),
+            "{first:?}: {r:?}"
+        );
+        // on tokio's paused clock any wait for more bytes would end in the timeout
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(acceptor.stats().client_hellos_refused, 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_hello_over_too_many_records_is_refused() {
+    let hello = client_hello(configs().1);
+    // one byte per record: about 10 times the limit for rustls' ClientHello
+    let sizes = vec![1; hello.len()];
+    let records = split(&hello, &sizes);
+    let started = Instant::now();
+    let (r, acceptor) = accept_after(&records, false).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::TooManyRecords {
+                max: MAX_CLIENT_HELLO_RECORDS
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(acceptor.stats().client_hellos_refused, 1);
+    // at the limit it is still read (and rustls would complete it: see the
+    // eight-record test above)
+    let records = split(&hello, &vec![1; MAX_CLIENT_HELLO_RECORDS - 1]);
+    assert_eq!(
+        Ja4::from_client_hello(&records).unwrap(),
+        Ja4::from_client_hello(&hello).unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hello_that_cannot_fit_with_its_next_record_header_is_refused_at_once() {
+    // one full 16 384-byte record whose handshake header declares 16 385 bytes: the
+    // next record header alone would pass MAX_CLIENT_HELLO_LEN (this tripped a
+    // debug assertion in the reader, and this test runs in a debug build)
+    let mut record = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x40, 0x01];
+    record.resize(MAX_CLIENT_HELLO_LEN, 0);
+    let (r, acceptor) = accept_after(&record, false).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Oversized {
+                len: 16_399,
+                max: MAX_CLIENT_HELLO_LEN
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(acceptor.stats().client_hellos_refused, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_or_trickling_client_is_dropped_by_the_client_hello_timeout() {
+    let (server, _) = configs();
+    let acceptor = Ja4Acceptor::builder(server.clone())
+        .handshake_timeout(Duration::from_secs(60))
+        .client_hello_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let hello = client_hello(configs().1);
+    for sent in [&[][..], &hello[..3], &hello[..hello.len() - 1]] {
+        let (mut client_end, server_end) = duplex(1 << 16);
+        client_end.write_all(sent).await.unwrap();
+        let started = Instant::now();
+        let r = acceptor.accept(server_end).await.map(|_| ());
+        assert!(
+            matches!(
+                r,
+                Err(Error::Timeout {
+                    what: "ClientHello",
+                    after
+                }) if after == Duration::from_secs(2)
+            ),
+            "{r:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        drop(client_end);
+    }
+    assert_eq!(acceptor.stats().timeouts, 3);
+    // the default: a silent client waits DEFAULT_CLIENT_HELLO_TIMEOUT, not the
+    // (longer) handshake timeout
+    assert!(DEFAULT_CLIENT_HELLO_TIMEOUT < DEFAULT_HANDSHAKE_TIMEOUT);
+    let acceptor = Ja4Acceptor::builder(server).build().unwrap();
+    let (_client_end, server_end) = duplex(1 << 16);
+    let started = Instant::now();
+    let r = acceptor.accept(server_end).await.map(|_| ());
+    assert!(
+        matches!(r, Err(Error::Timeout { what: "ClientHello", after }) if after == DEFAULT_CLIENT_HELLO_TIMEOUT),
+        "{r:?}"
+    );
+    assert_eq!(started.elapsed(), DEFAULT_CLIENT_HELLO_TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handshake_keeps_the_rest_of_the_overall_timeout() {
+    // the ClientHello arrives at once; the client then stalls: the short ClientHello
+    // timeout no longer applies, the handshake timeout does
+    let (server, client) = configs();
+    let acceptor = Ja4Acceptor::builder(server)
+        .handshake_timeout(Duration::from_secs(60))
+        .client_hello_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (mut client_end, server_end) = duplex(1 << 16);
+    client_end.write_all(&client_hello(client)).await.unwrap();
+    let started = Instant::now();
+    let r = acceptor.accept(server_end).await.map(|_| ());
+    assert!(
+        matches!(r, Err(Error::Timeout { what: "TLS handshake", after }) if after == Duration::from_secs(60)),
+        "{r:?}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+    assert_eq!(acceptor.stats().ja4_computed, 1);
 }
