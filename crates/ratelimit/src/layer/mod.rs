@@ -325,14 +325,18 @@ impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
     // The large `Err` is the refusal itself, built once, on the refusal path only.
     #[allow(clippy::result_large_err)]
     fn decide_now<B>(&self, req: &Request<B>) -> Result<Degraded, Response<&'static str>> {
-        let check = |p: &RateLimitPolicy<L>, key: &HttpKey, cost| {
-            let checked = p.limiter.check_now(key, cost).unwrap_or_else(|| {
-                Err(Error::UnexpectedReply(
-                    "the limiter did not answer at once".into(),
-                ))
-            });
-            answer(p, checked)
-        };
+        let check =
+            |p: &RateLimitPolicy<L>, key: &HttpKey, cost| match p.limiter.check_now(key, cost) {
+                // The admitted path first, nothing moved: this is nearly every request.
+                Some(Ok(d)) if d.allowed => Ok(Degraded::of(&d)),
+                Some(checked) => answer(p, checked),
+                None => answer(
+                    p,
+                    Err(Error::UnexpectedReply(
+                        "the limiter did not answer at once".into(),
+                    )),
+                ),
+            };
         if let [only] = &*self.policies {
             // The commonest policy, the peer's address with no proxy to trust: its key
             // is built here, with no general extraction and nothing to drop after.
