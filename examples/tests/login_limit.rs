@@ -61,14 +61,15 @@ async fn an_account_is_limited_then_the_address() {
     assert_eq!(policy, r#""login-account";q=3;w=60"#);
     assert_eq!(retry, "20");
     assert_eq!(body, "rate limited\n");
-    // Other accounts from the same address: the address's 10 run out (4 for alice
-    // already counted, the refused one included), then the per-address policy refuses.
+    // Other accounts from the same address: the address's 10 run out (3 for alice:
+    // the refused fourth spent nothing of the address's), then the per-address policy
+    // refuses.
     let mut statuses = Vec::new();
-    for i in 0..7 {
+    for i in 0..8 {
         statuses.push(attempt(&url, &format!("username=user{i}&password=x")).await);
     }
-    assert!(statuses[..6].iter().all(|a| a.0 == 401), "{statuses:?}");
-    let last = &statuses[6];
+    assert!(statuses[..7].iter().all(|a| a.0 == 401), "{statuses:?}");
+    let last = &statuses[7];
     assert_eq!((last.0, last.1.as_str()), (429, r#""login-ip";q=10;w=60"#));
     // A form without a username has no account key: 400.
     let (status, ..) = attempt(&url, "password=x").await;
