@@ -81,13 +81,17 @@ pub(crate) fn key(prefix: &str, r: &Record) -> String {
             jti,
             ..
         } => token_key(prefix, issuer, subject, jti),
-        Record::Mark { scope, .. } => match scope {
-            Scope::User { issuer, subject } => user_key(prefix, issuer, subject),
-            Scope::Issuer { issuer } => {
-                format!("{prefix}:{{{:016x}}}:i:{issuer}", fnv(&[issuer, ""]))
-            }
-            Scope::Global => format!("{prefix}:{{g}}:g"),
-        },
+        Record::Mark { scope, .. } => mark_key(prefix, scope),
+    }
+}
+
+fn mark_key(prefix: &str, scope: &Scope) -> String {
+    match scope {
+        Scope::User { issuer, subject } => user_key(prefix, issuer, subject),
+        Scope::Issuer { issuer } => {
+            format!("{prefix}:{{{:016x}}}:i:{issuer}", fnv(&[issuer, ""]))
+        }
+        Scope::Global => format!("{prefix}:{{g}}:g"),
     }
 }
 
@@ -302,8 +306,10 @@ impl RedisBlacklist {
     }
 
     /// Asks Redis directly: the token's jti key and its subject's watermark key (same
-    /// hash tag, one `MGET`), combined with the replica's issuer and global
-    /// watermarks. For callers that want the store's answer rather than the replica's.
+    /// hash tag, one `MGET`), then its issuer's and the global watermark (a stale
+    /// replica may miss them: this is the answer a caller asks when the replica
+    /// cannot give one), each combined with the replica's. For callers that want the
+    /// store's answer rather than the replica's.
     /// The epoch keys are read after the `MGET` (standalone: in the same round trip;
     /// cluster: one `GET` per node after it): `Unknown` (counted `stale_unknown`) if
     /// Redis lost data since this replica settled, or while it has not settled, or
@@ -339,6 +345,17 @@ impl RedisBlacklist {
         ))
         .arg(user_key(prefix, &token.issuer, sub));
         let mut cmds = vec![mget];
+        // Other hash tags (a cluster keeps them elsewhere): one `GET` each.
+        for scope in [
+            Scope::Issuer {
+                issuer: token.issuer.as_str().into(),
+            },
+            Scope::Global,
+        ] {
+            let mut get = redis::cmd("GET");
+            get.arg(mark_key(prefix, &scope));
+            cmds.push(get);
+        }
         // After the MGET: an epoch still there means nothing was lost before it ran.
         for k in &inner.epoch_keys {
             let mut get = redis::cmd("GET");
@@ -346,22 +363,19 @@ impl RedisBlacklist {
             cmds.push(get);
         }
         let timeout = inner.settings.timeout;
-        let (values, epochs): (Vec<Option<String>>, Vec<Option<String>>) = {
-            let mut replies = tokio::time::timeout(timeout, inner.conn.many(cmds, true))
+        let (values, marks, epochs): (Vec<Option<String>>, Vec<Option<String>>, Vec<_>) = {
+            let replies = tokio::time::timeout(timeout, inner.conn.many(cmds, true))
                 .await
                 .map_err(|_| Error::Timeout(timeout))??;
-            let first = if replies.is_empty() {
-                redis::Value::Nil
-            } else {
-                replies.remove(0)
-            };
+            let mut replies = replies.into_iter();
+            let first = replies.next().unwrap_or(redis::Value::Nil);
             let values = redis::from_redis_value(first).map_err(redis::RedisError::from)?;
-            let epochs = replies
-                .into_iter()
-                .map(redis::from_redis_value)
-                .collect::<Result<_, _>>()
+            let mut rest = replies
+                .map(redis::from_redis_value::<Option<String>>)
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(redis::RedisError::from)?;
-            (values, epochs)
+            let epochs = rest.split_off(rest.len().min(2));
+            (values, rest, epochs)
         };
         if epochs.len() != known.len()
             || epochs
@@ -381,6 +395,13 @@ impl RedisBlacklist {
             && token.subject.is_some()
         {
             return Ok(RevocationStatus::Revoked);
+        }
+        for mark in marks.iter().flatten() {
+            if let Some(Record::Mark { secs, .. }) = decode(mark)
+                && token.issued_at.is_none_or(|iat| iat <= secs)
+            {
+                return Ok(RevocationStatus::Revoked);
+            }
         }
         // This Redis holds other regions' revocations only as far as their relays
         // have proven themselves: not at all during a partition.

@@ -454,6 +454,54 @@ async fn the_periodic_resync_bounds_how_long_a_lost_message_hides_a_revocation()
     assert_eq!(a.stats().messages, 0, "not through pub/sub");
 }
 
+/// A watermark whose message never reached this replica (written without PUBLISH):
+/// the replica does not know it, `check_remote` reads it from Redis. Issuer and global
+/// watermarks too, which live under other hash tags than the token's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_remote_reads_issuer_and_global_watermarks_a_replica_missed() {
+    let server = RedisServer::start();
+    let a = builder().connect(&server.url()).await.unwrap();
+    let t = token(5);
+    for scope in [
+        Scope::Issuer {
+            issuer: t.issuer.as_str().into(),
+        },
+        Scope::Global,
+    ] {
+        let record = Record::Mark {
+            scope,
+            secs: NOW_EXP - 500,
+            expires_ms: (NOW_EXP + 65) * 1000,
+        };
+        let k = key("palisade:tb", &record);
+        assert_eq!(
+            a.check(&t, FailurePolicy::Closed),
+            RevocationStatus::NotRevoked
+        );
+        assert_eq!(
+            a.check_remote(&t).await.unwrap(),
+            RevocationStatus::NotRevoked
+        );
+        let reply = server.command(&["SET", &k, &encode(&record)]).unwrap();
+        assert_eq!(reply.text(), "OK");
+        assert_eq!(
+            a.check(&t, FailurePolicy::Closed),
+            RevocationStatus::NotRevoked
+        );
+        assert_eq!(
+            a.check_remote(&t).await.unwrap(),
+            RevocationStatus::Revoked,
+            "{record:?}"
+        );
+        // Issued after the watermark: not revoked by it.
+        assert_eq!(
+            a.check_remote(&fresh_token("user-5")).await.unwrap(),
+            RevocationStatus::NotRevoked
+        );
+        assert_eq!(server.command(&["DEL", &k]).unwrap().text(), "1");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_replica_fails_closed_instead_of_forgetting() {
     let server = RedisServer::start();
