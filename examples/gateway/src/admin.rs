@@ -95,6 +95,9 @@ impl Sessions {
 pub struct AdminState {
     /// Accounts (operators sign in with theirs).
     pub users: Arc<Users>,
+    /// The gateway's per-account limit on sign-ins (`Gateway::account_limit`): a
+    /// guess at an operator's password counts the same on either form.
+    pub account_limit: crate::shared::Limit<String>,
     /// Operator sessions.
     pub sessions: Arc<Sessions>,
     /// The dashboard.
@@ -171,12 +174,32 @@ pub struct SignIn {
 
 /// `POST /dashboard/login`: operators only; anyone else gets the same refusal.
 pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) -> Response {
-    // Argon2id takes tens of milliseconds: off the async workers.
-    let users = state.users.clone();
-    let name = form.username.clone();
-    let check = tokio::task::spawn_blocking(move || users.check_password(&name, &form.password))
+    let account = palisade_core_traits::normalize_user_id(&form.username).into_owned();
+    let d = state.account_limit.check(&account).await;
+    if !d.allowed {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            page_headers(),
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            LOGIN.replace(
+                "<form method=\"post\"",
+                "<p class=\"error\" role=\"alert\">Too many attempts for this account; wait and retry.</p>\n  <form method=\"post\"",
+            ),
+        )
+            .into_response();
+        if let Some(v) = palisade_ratelimit::headers::retry_after(&d)
+            .and_then(|s| HeaderValue::from_str(&s).ok())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let Some(check) = (state.users)
+        .check_password_bounded(&form.username, form.password)
         .await
-        .unwrap_or(PasswordCheck::Invalid);
+    else {
+        return crate::http::busy();
+    };
     if check != PasswordCheck::Valid(Role::Operator) {
         return (
             StatusCode::UNAUTHORIZED,

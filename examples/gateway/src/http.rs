@@ -81,6 +81,18 @@ fn problem(status: StatusCode, error: &str, detail: &str) -> Response {
     (status, Json(json!({"error": error, "detail": detail}))).into_response()
 }
 
+/// Every password check is taken ([`Users::check_password_bounded`]): retry soon.
+pub(crate) fn busy() -> Response {
+    let mut r = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "too many sign-ins are being checked; retry in a second",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 impl Gateway {
     /// Where an address is, for the map (GeoIP).
     pub fn origin(&self, ip: IpAddr) -> Origin {
@@ -501,12 +513,9 @@ pub async fn login(
         }
         return r;
     }
-    // Argon2id takes tens of milliseconds: off the async workers.
-    let users = gw.users.clone();
-    let (u, p) = (user.clone(), body.password);
-    let check = tokio::task::spawn_blocking(move || users.check_password(&u, &p))
-        .await
-        .unwrap_or(PasswordCheck::Invalid);
+    let Some(check) = gw.users.check_password_bounded(&user, body.password).await else {
+        return busy();
+    };
     let outcome = match check {
         PasswordCheck::Valid(_) => LoginOutcome::Success,
         PasswordCheck::Invalid => LoginOutcome::Failure,
@@ -518,8 +527,13 @@ pub async fn login(
     let inputs = FingerprintInputs::from_request(&ctx);
     let flags = consistency_flags(&inputs, ctx.user_agent());
     let fp = DeviceFingerprint::compute(&gw.fingerprint_key, &inputs);
-    let seen = gw.devices.observe(&user, &fp, Some(outcome), &flags);
-    let mut signals = Signals::default().with_device_familiarity(seen.trust_before.score);
+    // Devices are remembered for accounts that exist: a flood of made-up names must
+    // not grow the store (the in-memory one keeps every account it is shown).
+    let mut signals = Signals::default();
+    if gw.users.role(&user).is_some() {
+        let seen = gw.devices.observe(&user, &fp, Some(outcome), &flags);
+        signals = signals.with_device_familiarity(seen.trust_before.score);
+    }
     signals.geo = Some(gw.geo.lookup(ip));
     let score = gw.scorer.score_with(&ctx, &signals);
     let step_up_required = gw.step_ups.required(&user).await;

@@ -6,7 +6,7 @@
 //!   of the request (method, path, body). The first request runs; a retry with the same
 //!   key and payload while it runs gets `409 Conflict`, after it replays the stored
 //!   response (marked `Idempotent-Replayed: true`); the same key with another payload
-//!   gets `422 Unprocessable Content`. A `5xx` is not stored: the client may retry.
+//!   gets `422 Unprocessable Content`. A `5xx` or a `429` is not stored: the client may retry.
 //! - **Single flight** for identical concurrent safe requests (`GET`, `HEAD`, same
 //!   identity, method and URI): a request identical to one whose handler is waiting
 //!   (it did not answer in its first poll) waits for that answer instead of running.
@@ -306,10 +306,11 @@ fn parse_key(value: &HeaderValue) -> Option<String> {
     ok.then(|| inner.to_owned())
 }
 
-const REPLAYED_HEADERS: [HeaderName; 3] = [
+const REPLAYED_HEADERS: [HeaderName; 4] = [
     header::CONTENT_TYPE,
     header::LOCATION,
     header::CACHE_CONTROL,
+    header::WWW_AUTHENTICATE,
 ];
 
 impl Idempotency {
@@ -866,7 +867,10 @@ where
         .held
         .take()
         .unwrap_or_else(|| unreachable!("set above"));
-    if response.status().is_server_error() {
+    // Not stored: a server error, and a refusal for now (429), whose retry with the
+    // same key must be tried again, not answered "too many" for a day.
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         idem.finish(held, fp, None).await;
         return response;
     }
@@ -1008,7 +1012,7 @@ mod tests {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let seen = outcomes.clone();
         let idem = Idempotency::new(config, store, move |o, _| seen.lock().unwrap().push(o));
-        let (r1, r2, r3) = (runs.clone(), runs.clone(), runs.clone());
+        let (r1, r2, r3, r4) = (runs.clone(), runs.clone(), runs.clone(), runs.clone());
         let app = Router::new()
             .route(
                 "/pay",
@@ -1023,6 +1027,13 @@ mod tests {
                 post(move || async move {
                     r2.fetch_add(1, Ordering::SeqCst);
                     StatusCode::SERVICE_UNAVAILABLE
+                }),
+            )
+            .route(
+                "/busy",
+                post(move || async move {
+                    r4.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")])
                 }),
             )
             .route(
@@ -1140,6 +1151,18 @@ mod tests {
             assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         }
         assert_eq!(h.runs.load(Ordering::SeqCst), 2);
+        // Nor a 429: the retry after `Retry-After` runs again, and is not told
+        // "too many" for the record's lifetime.
+        for _ in 0..2 {
+            let r = (h.app.clone())
+                .oneshot(post_req("/busy", "k2", "a", ""))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert!(!is_replay(r.headers()));
+            assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        }
+        assert_eq!(h.runs.load(Ordering::SeqCst), 4);
         for bad in ["", "\"\"", "has space", "\"quote\"inside\""] {
             let r = h
                 .app

@@ -3,6 +3,12 @@
 //! `{"new": [...], "deleted": [...]}`, `scope` `Ip` or `Range`, `type` `ban`),
 //! reloaded when a file changes. A file that stops parsing keeps the previous list in
 //! force (and the error is logged): a typo must not lift every block.
+//!
+//! A CrowdSec file is read as the stream is meant to be, like a bouncer: each
+//! document is a change to what the file's earlier documents set up (the first, with
+//! `startup=true`, lists every decision; later ones add `new` and remove `deleted`;
+//! "nothing changed" is `{"new": null, "deleted": null}`). Its `deleted` entries
+//! remove only that file's own decisions, never another list's.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -68,14 +74,6 @@ impl DenyList {
                 .insert(net);
         }
         self.names.entry(net).or_insert_with(|| list.clone());
-    }
-
-    fn remove(&mut self, net: IpNetwork) {
-        self.hosts.remove(&net.addr());
-        if let Some(set) = self.blocks.get_mut(&(net.addr().is_ipv4(), net.prefix())) {
-            set.remove(&net);
-        }
-        self.names.remove(&net);
     }
 
     /// The list that denies `ip` (made canonical), if any.
@@ -203,9 +201,15 @@ pub fn parse_crowdsec(
     Ok((pick(stream.new)?, pick(stream.deleted)?))
 }
 
-/// Builds the list from files (CIDR lists, or `.json` CrowdSec documents).
-pub fn load(paths: &[PathBuf]) -> Result<DenyList, Error> {
+/// Each CrowdSec file's decisions in force, by path.
+pub type Decisions = HashMap<PathBuf, HashSet<IpNetwork>>;
+
+/// Builds the list from files (CIDR lists, or `.json` CrowdSec documents applied to
+/// `decisions`, the CrowdSec files' decisions so far). Returns the list and the
+/// decisions after these documents; nothing changes unless every file parsed.
+pub fn load(paths: &[PathBuf], decisions: &Decisions) -> Result<(DenyList, Decisions), Error> {
     let mut list = DenyList::default();
+    let mut after = Decisions::new();
     for path in paths {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.clone(),
@@ -217,12 +221,15 @@ pub fn load(paths: &[PathBuf]) -> Result<DenyList, Error> {
         ));
         if path.extension().is_some_and(|e| e == "json") {
             let (added, deleted) = parse_crowdsec(path, &bytes)?;
+            let mut set = decisions.get(path).cloned().unwrap_or_default();
             for n in deleted {
-                list.remove(n);
+                set.remove(&n);
             }
-            for n in added {
-                list.add(n, &name);
+            set.extend(added);
+            for n in &set {
+                list.add(*n, &name);
             }
+            after.insert(path.clone(), set);
         } else {
             let text = String::from_utf8_lossy(&bytes);
             for n in parse_cidr_list(path, &text)? {
@@ -230,7 +237,7 @@ pub fn load(paths: &[PathBuf]) -> Result<DenyList, Error> {
             }
         }
     }
-    Ok(list)
+    Ok((list, after))
 }
 
 /// The lists in force, reloaded by [`Intel::watch`].
@@ -238,6 +245,8 @@ pub fn load(paths: &[PathBuf]) -> Result<DenyList, Error> {
 pub struct Intel {
     paths: Vec<PathBuf>,
     current: ArcSwap<DenyList>,
+    /// The CrowdSec files' decisions, which each reload changes.
+    decisions: std::sync::Mutex<Decisions>,
     /// The files' (modified, size) when last read.
     seen: std::sync::Mutex<Vec<Option<(SystemTime, u64)>>>,
 }
@@ -257,10 +266,11 @@ impl Intel {
     /// Loads the files now; an error here is a start-up error.
     pub fn open(paths: Vec<PathBuf>) -> Result<Arc<Self>, Error> {
         let seen = std::sync::Mutex::new(stamps(&paths));
-        let list = load(&paths)?;
+        let (list, decisions) = load(&paths, &Decisions::new())?;
         Ok(Arc::new(Intel {
             paths,
             current: ArcSwap::from_pointee(list),
+            decisions: std::sync::Mutex::new(decisions),
             seen,
         }))
     }
@@ -283,9 +293,11 @@ impl Intel {
 
     /// Reloads now: the new list replaces the old one only if every file parsed.
     pub fn reload(&self) -> Result<usize, Error> {
-        let list = load(&self.paths)?;
+        let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        let (list, after) = load(&self.paths, &decisions)?;
         let n = list.len();
         self.current.store(Arc::new(list));
+        *decisions = after;
         Ok(n)
     }
 
@@ -361,14 +373,24 @@ mod tests {
         assert!(err.contains("feed.txt:2"), "{err}");
         assert!(hit("203.0.113.5").is_some());
         std::fs::write(&txt, "203.0.113.0/24\n").unwrap();
-        // A CrowdSec delta deletes what it lists.
+        // The stream's "nothing changed" lifts nothing.
+        std::fs::write(&cs, r#"{"new": null, "deleted": null}"#).unwrap();
+        assert_eq!(intel.reload().unwrap(), 3);
+        assert_eq!(hit("198.51.100.200").as_deref(), Some("crowdsec.json"));
+        // A CrowdSec delta deletes what it lists, and only from its own decisions: the
+        // same block in a CIDR list stays.
         std::fs::write(
             &cs,
-            r#"{"new": [], "deleted": [{"scope": "Ip", "type": "ban", "value": "192.0.2.10"}]}"#,
+            r#"{"new": [{"scope": "Ip", "type": "ban", "value": "192.0.2.99"}], "deleted": [
+                {"scope": "Ip", "type": "ban", "value": "192.0.2.10"},
+                {"scope": "Range", "type": "ban", "value": "203.0.113.0/24"}]}"#,
         )
         .unwrap();
         intel.reload().unwrap();
         assert_eq!(hit("192.0.2.10"), None);
+        assert_eq!(hit("192.0.2.99").as_deref(), Some("crowdsec.json"));
+        assert_eq!(hit("198.51.100.200").as_deref(), Some("crowdsec.json"));
+        assert_eq!(hit("203.0.113.5").as_deref(), Some("feed.txt"));
     }
 
     #[test]

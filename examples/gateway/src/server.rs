@@ -91,6 +91,7 @@ pub fn router(
         .route("/api/{*rest}", any(http::not_found).layer(bearer()));
     let operators = admin_routes(AdminState {
         users: gw.users.clone(),
+        account_limit: gw.account_limit.clone(),
         sessions: Arc::new(AdminSessions::new(gw.clock.clone())),
         dashboard: gw.dashboard.clone(),
         shutdown,

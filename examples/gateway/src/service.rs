@@ -413,6 +413,11 @@ const REVOCATION_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the fleet's keys are written and read.
 pub const FLEET_REFRESH: Duration = Duration::from_secs(2);
 
+/// Sign-ins per account, on `/login` and `/dashboard/login` together: a burst of 5,
+/// one back every 12 s.
+pub const ACCOUNT_QUOTA: (NonZeroU32, NonZeroU32, Duration) =
+    (nz!(5), nz!(5), Duration::from_secs(60));
+
 /// One limit, in memory or shared on Redis (`name` is its policy and key prefix).
 async fn limit<K: palisade_ratelimit::Key>(
     redis: Option<&RedisAccess>,
@@ -565,7 +570,7 @@ impl Gateway {
             redis,
             &clock,
             "login-account",
-            (nz!(5), nz!(5), Duration::from_secs(60)),
+            ACCOUNT_QUOTA,
             FailurePolicy::Closed,
         )
         .await?;

@@ -4,12 +4,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use palisade_core_traits::normalize_user_id;
 use ring::hmac;
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 /// What an account may do.
@@ -72,6 +75,16 @@ pub const DEMO_ACCOUNTS: [(&str, &str, &[u8; 20], Role); 4] = [
 ];
 
 /// OWASP's Argon2id minimum (m = 19 MiB, t = 2, p = 1).
+/// Password checks that may run at once in a process. Each Argon2id verification
+/// holds 19 MiB for tens of milliseconds, and a flood of sign-ins with a new username
+/// each (which no per-account limit slows) would otherwise start one per request, up
+/// to tokio's 512 blocking threads: about 9.5 GiB.
+pub const MAX_PASSWORD_CHECKS: usize = 4;
+/// How long a sign-in waits for a free check before it is answered `503`.
+pub const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(2);
+
+static CHECKS: Semaphore = Semaphore::const_new(MAX_PASSWORD_CHECKS);
+
 fn argon2() -> Argon2<'static> {
     let params = Params::new(19 * 1024, 2, 1, None)
         .unwrap_or_else(|e| unreachable!("constant Argon2 parameters: {e}"));
@@ -84,6 +97,8 @@ pub struct Users {
     /// Verified against when the user does not exist, so an unknown user costs the
     /// same time as a wrong password (no user enumeration by timing).
     dummy: String,
+    /// Per account, the TOTP step of the last code accepted (one entry per account).
+    used_steps: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl fmt::Debug for Users {
@@ -118,6 +133,7 @@ impl Users {
         Users {
             accounts: HashMap::new(),
             dummy: hash("not a password of anyone"),
+            used_steps: std::sync::Mutex::default(),
         }
     }
 
@@ -148,8 +164,33 @@ impl Users {
         }
     }
 
+    /// [`check_password`](Self::check_password) off the async workers, at most
+    /// [`MAX_PASSWORD_CHECKS`] at once; `None` when none came free within
+    /// [`PASSWORD_CHECK_WAIT`] (answer `503` with `Retry-After`). A check whose client
+    /// went away still holds its place until it ends.
+    pub async fn check_password_bounded(
+        self: &Arc<Self>,
+        user: &str,
+        password: String,
+    ) -> Option<PasswordCheck> {
+        let permit = tokio::time::timeout(PASSWORD_CHECK_WAIT, CHECKS.acquire())
+            .await
+            .ok()?
+            .ok()?;
+        let (users, user) = (self.clone(), user.to_owned());
+        let password = Zeroizing::new(password);
+        let check = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            users.check_password(&user, &password)
+        });
+        Some(check.await.unwrap_or(PasswordCheck::Invalid))
+    }
+
     /// Checks a TOTP code at Unix time `now_secs`, accepting the previous and next
-    /// 30-second step for clock drift. Constant-time comparison.
+    /// 30-second step for clock drift. Constant-time comparison. A code is accepted
+    /// once (RFC 6238 §5.2): after a code of step `s` passed, codes of steps up to `s`
+    /// are refused for that account (in this process), so a code seen over a
+    /// shoulder, or two concurrent submissions, cannot pass twice.
     pub fn check_totp(&self, user: &str, code: &str, now_secs: u64) -> bool {
         let Some(account) = self.accounts.get(normalize_user_id(user).as_ref()) else {
             return false;
@@ -158,12 +199,23 @@ impl Users {
             return false;
         }
         let step = now_secs / 30;
-        let mut ok = false;
+        let mut matched = None;
         for s in [step.saturating_sub(1), step, step + 1] {
             let want = totp_at(&account.totp, s);
-            ok |= bool::from(want.as_bytes().ct_eq(code.as_bytes()));
+            if bool::from(want.as_bytes().ct_eq(code.as_bytes())) {
+                matched = Some(s);
+            }
         }
-        ok
+        let Some(s) = matched else {
+            return false;
+        };
+        let mut used = self.used_steps.lock().unwrap_or_else(|e| e.into_inner());
+        let last = used.entry(account.id.clone()).or_insert(0);
+        if *last >= s {
+            return false;
+        }
+        *last = s;
+        true
     }
 
     /// The role of an account, if it exists.
@@ -229,6 +281,28 @@ mod tests {
         }
     }
 
+    /// With every check taken, a sign-in waits `PASSWORD_CHECK_WAIT`, then is told to
+    /// come back; once one frees, checks run again.
+    #[tokio::test(start_paused = true)]
+    async fn password_checks_are_bounded() {
+        let mut users = Users::empty();
+        users.add("alice", "right", b"12345678901234567890", Role::User);
+        let users = Arc::new(users);
+        let all = u32::try_from(MAX_PASSWORD_CHECKS).unwrap();
+        let taken = CHECKS.acquire_many(all).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            users.check_password_bounded("alice", "right".into()).await,
+            None
+        );
+        assert_eq!(started.elapsed(), PASSWORD_CHECK_WAIT);
+        drop(taken);
+        assert_eq!(
+            users.check_password_bounded("alice", "right".into()).await,
+            Some(PasswordCheck::Valid(Role::User))
+        );
+    }
+
     #[test]
     fn passwords_and_codes() {
         let mut users = Users::empty();
@@ -250,8 +324,13 @@ mod tests {
             PasswordCheck::Invalid
         );
         assert!(users.check_totp("alice", "287082", 59));
-        assert!(users.check_totp("alice", "287082", 59 + 30)); // one step of drift
-        assert!(!users.check_totp("alice", "287082", 59 + 90));
+        // Once only: the same code again (another challenge, a concurrent submission).
+        assert!(!users.check_totp("alice", "287082", 59));
+        assert!(!users.check_totp("alice", "287082", 59 + 30));
+        let mut drift = Users::empty();
+        drift.add("alice", "right", b"12345678901234567890", Role::User);
+        assert!(drift.check_totp("alice", "287082", 59 + 30)); // one step of drift
+        assert!(!drift.check_totp("alice", "287082", 59 + 90));
         assert!(!users.check_totp("alice", "28708", 59));
         assert!(!users.check_totp("alice", "２８７０８２", 59));
         assert!(!users.check_totp("nobody", "287082", 59));

@@ -96,6 +96,12 @@ async fn only_operators_on_this_origin_get_the_stream() {
     let (status, cookie) = sign_in(s.addr, "Admin", "admin-demo-password").await;
     assert_eq!(status, 303);
     let cookie = cookie.unwrap();
+    // Guesses at one account are limited as on `/login` (one bucket: 5 a minute):
+    // past them even the right password is refused before it is checked.
+    for _ in 0..4 {
+        assert_eq!(sign_in(s.addr, "ALICE", "guess").await, (401, None));
+    }
+    assert_eq!(sign_in(s.addr, "alice", "alice-demo-password").await.0, 429);
     assert!(cookie.starts_with("palisade_admin="));
 
     // The page: sign-in form without a session, dashboard with one; strict CSP.

@@ -80,8 +80,13 @@ pub(crate) async fn dashboard_server() -> DashboardServer {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let dashboard = Arc::new(Dashboard::default());
     let (stop, shutdown) = watch::channel(false);
+    let (burst, rate, period) = palisade_gateway::service::ACCOUNT_QUOTA;
+    let quota = palisade_ratelimit::Quota::new(burst, rate, period).unwrap();
+    let limit_clock: Arc<dyn palisade_core_traits::Clock> = clock.clone();
+    let limiter = palisade_ratelimit::KeyedLimiter::with_clock(quota, limit_clock);
     let state = AdminState {
         users: Arc::new(Users::demo()),
+        account_limit: palisade_gateway::shared::Limit::Memory(Arc::new(limiter)),
         sessions: Arc::new(Sessions::new(clock)),
         dashboard: dashboard.clone(),
         shutdown,
