@@ -26,9 +26,17 @@ try {
   await page.goto(base + "/");
   await page.fill("#username", "admin");
   await page.fill("#password", "admin-demo-password");
-  await Promise.all([page.waitForURL(base + "/"), page.click("button[type=submit]")]);
+  // The sign-in page is served at "/" too: wait for the form's answer, not the URL.
+  const [signIn] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith("/dashboard/login")),
+    page.click("button[type=submit]"),
+  ]);
+  results.sign_in = signIn.status();
+  if (signIn.status() !== 303) throw new Error(`sign-in answered ${signIn.status()}`);
+  await page.waitForURL(base + "/");
   const item = page.locator(`#incident-list li[data-incident="${id}"]`);
-  await item.waitFor({ timeout: 10000 });
+  // A bound, not a measurement: two browsers share two cores with the tests.
+  await item.waitFor({ timeout: 20000 });
   results.listed = await page.locator(`#incident-list li[data-incident="${id}"]`).count();
   await item.locator("summary").click();
   results.summary = (await item.locator("summary").textContent()) || "";
