@@ -88,11 +88,17 @@ pub(crate) fn key(prefix: &str, r: &Record) -> String {
 fn mark_key(prefix: &str, scope: &Scope) -> String {
     match scope {
         Scope::User { issuer, subject } => user_key(prefix, issuer, subject),
-        Scope::Issuer { issuer } => {
-            format!("{prefix}:{{{:016x}}}:i:{issuer}", fnv(&[issuer, ""]))
-        }
-        Scope::Global => format!("{prefix}:{{g}}:g"),
+        Scope::Issuer { issuer } => issuer_key(prefix, issuer),
+        Scope::Global => global_key(prefix),
     }
+}
+
+fn issuer_key(prefix: &str, issuer: &str) -> String {
+    format!("{prefix}:{{{:016x}}}:i:{issuer}", fnv(&[issuer, ""]))
+}
+
+fn global_key(prefix: &str) -> String {
+    format!("{prefix}:{{g}}:g")
 }
 
 fn token_key(prefix: &str, issuer: &str, subject: &str, jti: &str) -> String {
@@ -346,14 +352,9 @@ impl RedisBlacklist {
         .arg(user_key(prefix, &token.issuer, sub));
         let mut cmds = vec![mget];
         // Other hash tags (a cluster keeps them elsewhere): one `GET` each.
-        for scope in [
-            Scope::Issuer {
-                issuer: token.issuer.as_str().into(),
-            },
-            Scope::Global,
-        ] {
+        for key in [issuer_key(prefix, &token.issuer), global_key(prefix)] {
             let mut get = redis::cmd("GET");
-            get.arg(mark_key(prefix, &scope));
+            get.arg(key);
             cmds.push(get);
         }
         // After the MGET: an epoch still there means nothing was lost before it ran.
@@ -389,14 +390,10 @@ impl RedisBlacklist {
         if token.jti.is_some() && values.first().is_some_and(Option::is_some) {
             return Ok(RevocationStatus::Revoked);
         }
-        if let Some(Some(Record::Mark { secs, .. })) =
-            values.get(1).map(|v| v.as_deref().and_then(decode))
-            && token.issued_at.is_none_or(|iat| iat <= secs)
-            && token.subject.is_some()
-        {
-            return Ok(RevocationStatus::Revoked);
-        }
-        for mark in marks.iter().flatten() {
+        // The subject's watermark (only a token that names its subject is under one),
+        // its issuer's, the global one.
+        let user_mark = values.get(1).filter(|_| token.subject.is_some());
+        for mark in user_mark.into_iter().chain(&marks).flatten() {
             if let Some(Record::Mark { secs, .. }) = decode(mark)
                 && token.issued_at.is_none_or(|iat| iat <= secs)
             {

@@ -177,7 +177,7 @@ pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) ->
     let account = palisade_core_traits::normalize_user_id(&form.username).into_owned();
     let d = state.account_limit.check(&account).await;
     if !d.allowed {
-        let mut r = (
+        let r = (
             StatusCode::TOO_MANY_REQUESTS,
             page_headers(),
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -187,12 +187,7 @@ pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) ->
             ),
         )
             .into_response();
-        if let Some(v) = palisade_ratelimit::headers::retry_after(&d)
-            .and_then(|s| HeaderValue::from_str(&s).ok())
-        {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+        return crate::http::with_retry_after(r, &d);
     }
     let Some(check) = (state.users)
         .check_password_bounded(&form.username, form.password)

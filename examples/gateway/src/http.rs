@@ -81,6 +81,16 @@ fn problem(status: StatusCode, error: &str, detail: &str) -> Response {
     (status, Json(json!({"error": error, "detail": detail}))).into_response()
 }
 
+/// `r` with the `Retry-After` of a denied decision `d` (none if it can never pass).
+pub(crate) fn with_retry_after(mut r: Response, d: &palisade_ratelimit::Decision) -> Response {
+    if let Some(v) =
+        palisade_ratelimit::headers::retry_after(d).and_then(|s| HeaderValue::from_str(&s).ok())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
 /// Every password check is taken ([`Users::check_password_bounded`]): retry soon.
 pub(crate) fn busy() -> Response {
     let mut r = problem(
@@ -501,17 +511,12 @@ pub async fn login(
                 policy: "login-account".into(),
             },
         );
-        let mut r = problem(
+        let r = problem(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             "too many login attempts for this account",
         );
-        if let Some(v) = palisade_ratelimit::headers::retry_after(&d)
-            .and_then(|s| HeaderValue::from_str(&s).ok())
-        {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+        return with_retry_after(r, &d);
     }
     let Some(check) = gw.users.check_password_bounded(&user, body.password).await else {
         return busy();

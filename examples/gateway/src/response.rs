@@ -288,7 +288,7 @@ impl ActionClaims {
         call.key(self.bans_key(target))
             .arg(json)
             .arg(history.count)
-            .arg(millis(left).max(1));
+            .arg(millis(left));
         let fallback = "the fleet's ban history misses this ban";
         let _ = (self.backoff)
             .ask(fallback, self.conn.invoke::<i64>(&call))

@@ -105,16 +105,18 @@ async fn me(http: &reqwest::Client, at: &Instance, token: &str) -> StatusCode {
         .status()
 }
 
-/// A brute-force event about `ip` (the default playbooks block it and notify).
-fn brute_force(id: &str, ip: &str, clock: &ManualClock) -> SecurityEvent {
-    SecurityEvent::new(
+/// Publishes on `at`'s bus a brute-force event about `ip` (the default playbooks
+/// block it and notify).
+async fn brute_force(at: &Instance, id: &str, ip: &str, clock: &ManualClock) {
+    let event = SecurityEvent::new(
         EventId::new(id).unwrap(),
         clock.now(),
         EventKind::BruteForce,
         Severity::High,
         Subject::ip(ip.parse().unwrap()),
         "test",
-    )
+    );
+    at.gw.gateway.bus.publish(event).await;
 }
 
 /// `GET /healthz` on `at` from `ip` (through the trusted proxy).
@@ -232,8 +234,7 @@ async fn two_instances_act_as_one(redis: &str) {
     );
 
     // A playbook block set on A holds on B (also for the IPv4-mapped form).
-    let event = brute_force("bf-fleet", "198.51.100.77", &clock);
-    a.gw.gateway.bus.publish(event).await;
+    brute_force(&a, "bf-fleet", "198.51.100.77", &clock).await;
     assert_eq!(
         eventually(StatusCode::FORBIDDEN, || healthz(
             &http,
@@ -418,18 +419,12 @@ async fn actions_are_carried_out_once(
     clock: &ManualClock,
 ) {
     const IP: &str = "198.51.100.90";
-    a.gw.gateway
-        .bus
-        .publish(brute_force("bf-once-a", IP, clock))
-        .await;
+    brute_force(a, "bf-once-a", IP, clock).await;
     assert_eq!(
         eventually(StatusCode::FORBIDDEN, || healthz(http, b, IP)).await,
         StatusCode::FORBIDDEN
     );
-    b.gw.gateway
-        .bus
-        .publish(brute_force("bf-once-b", IP, clock))
-        .await;
+    brute_force(b, "bf-once-b", IP, clock).await;
     let on_a = audited_n(a, IP, 2).await;
     let on_b = audited_n(b, IP, 2).await;
     let verdicts = |records: &[(String, String, String)]| -> Vec<(String, String)> {
@@ -482,10 +477,7 @@ async fn actions_are_carried_out_once(
     // The attacker comes back through B alone. B planned the first ban too, but A
     // carried it out: B bans as one engine that saw both would (the second ban, twice
     // as long), not as a first offender, and not as a third.
-    b.gw.gateway
-        .bus
-        .publish(brute_force("bf-again-b", IP, clock))
-        .await;
+    brute_force(b, "bf-again-b", IP, clock).await;
     assert_eq!(
         eventually(StatusCode::FORBIDDEN, || healthz(http, a, IP)).await,
         StatusCode::FORBIDDEN
@@ -512,10 +504,7 @@ async fn a_block_claimed_anew_elsewhere_is_not_lifted(
     clock: &ManualClock,
 ) {
     const IP: &str = "198.51.100.92";
-    a.gw.gateway
-        .bus
-        .publish(brute_force("bf-lapse", IP, clock))
-        .await;
+    brute_force(a, "bf-lapse", IP, clock).await;
     assert_eq!(audited_n(a, IP, 2).await[0].1, "execute");
     let target = format!("block_ip\n{{\"type\":\"ip\",\"ip\":\"{IP}\"}}");
     let hash = ring::digest::digest(&ring::digest::SHA256, target.as_bytes());
@@ -616,8 +605,7 @@ async fn without_redis_what_cannot_be_checked_is_refused() {
     assert_eq!(after.step_up_passed, before.step_up_passed);
     // No claim can be taken: the instance carries its playbooks' actions out itself
     // (a block tried here may fail; a block left to nobody would let the attacker in).
-    let attack = brute_force("bf-outage", "198.51.100.91", &clock);
-    a.gw.gateway.bus.publish(attack).await;
+    brute_force(&a, "bf-outage", "198.51.100.91", &clock).await;
     let verdicts: Vec<_> = (audited_n(&a, "198.51.100.91", 2).await.into_iter())
         .map(|(action, verdict, _)| (action, verdict))
         .collect();

@@ -180,9 +180,8 @@ async fn verdict<L: Limiter<HttpKey>>(
     let keys = || policies.iter().zip(std::iter::once(&first).chain(&rest));
     // Every policy after the first is peeked before any is spent (see `decide_now`).
     for (p, key) in keys().skip(1) {
-        match answer(p, p.limiter.check(key, 0).await) {
-            Ok(_) => {}
-            Err(refusal) => return Verdict::Refuse(refusal),
+        if let Err(refusal) = answer(p, p.limiter.check(key, 0).await) {
+            return Verdict::Refuse(refusal);
         }
     }
     let mut degraded = Degraded::No;
