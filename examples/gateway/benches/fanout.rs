@@ -131,6 +131,7 @@ async fn run(rate: u64, clients: usize, seconds: u64, stall: Option<Duration>) {
         addr,
         dashboard,
         stop: stop_server,
+        ..
     } = common::dashboard_server().await;
 
     let cookie = session(addr).await;

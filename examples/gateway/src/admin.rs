@@ -23,6 +23,8 @@ use crate::users::{PasswordCheck, Role, Users};
 pub const COOKIE: &str = "palisade_admin";
 /// How long an operator session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// How often an open dashboard WebSocket checks that its session is still live.
+pub const SESSION_CHECK: Duration = Duration::from_secs(1);
 /// Sessions kept at once (a flood of sign-ins cannot grow memory).
 const MAX_SESSIONS: usize = 1024;
 
@@ -77,11 +79,28 @@ impl Sessions {
 
     /// The operator behind a cookie value, if the session is live.
     pub fn user(&self, cookie: &str) -> Option<String> {
+        self.user_of(&digest_of(cookie))
+    }
+
+    fn user_of(&self, digest: &[u8; 32]) -> Option<String> {
         let now = self.clock.monotonic();
         let s = self.lock();
-        (s.get(&digest_of(cookie)))
+        (s.get(digest))
             .filter(|(_, until)| *until > now)
             .map(|(u, _)| u.clone())
+    }
+
+    /// Returns once the session of `cookie` has ended (signed out, expired or pushed
+    /// out), or at once if it is not live. Checked every [`SESSION_CHECK`].
+    pub fn ended(self: &Arc<Self>, cookie: &str) -> impl Future<Output = ()> + Send + 'static {
+        let digest = digest_of(cookie); // the cookie itself is not kept
+        let sessions = self.clone();
+        async move {
+            let mut every = tokio::time::interval(SESSION_CHECK);
+            while sessions.user_of(&digest).is_some() {
+                every.tick().await;
+            }
+        }
     }
 
     /// Ends a session.
@@ -106,6 +125,38 @@ pub struct AdminState {
     pub shutdown: watch::Receiver<bool>,
     /// Whether the gateway is served over TLS (cookies get `Secure`).
     pub tls: bool,
+    /// The origin browsers use, when a proxy in front sets it (`--public-origin`).
+    pub public_origin: Option<String>,
+}
+
+impl AdminState {
+    /// The origin operators' pages come from: the configured one, else this server's
+    /// scheme and the request's `Host`.
+    fn is_our_origin(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        if let Some(ours) = &self.public_origin {
+            return origin.eq_ignore_ascii_case(ours);
+        }
+        let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let scheme = if self.tls { "https" } else { "http" };
+        origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+    }
+
+    /// Cookies get `Secure` when browsers reach us over https (directly or through the
+    /// proxy that `--public-origin` names).
+    fn cookie_attributes(&self) -> &'static str {
+        let https =
+            self.tls || (self.public_origin.as_deref()).is_some_and(|o| o.starts_with("https://"));
+        if https {
+            "; Path=/; HttpOnly; SameSite=Strict; Secure"
+        } else {
+            "; Path=/; HttpOnly; SameSite=Strict"
+        }
+    }
 }
 
 /// The session cookie's value in a request, if any.
@@ -209,9 +260,9 @@ pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) ->
     }
     let user = palisade_core_traits::normalize_user_id(&form.username).into_owned();
     let value = state.sessions.open(&user);
-    let secure = if state.tls { "; Secure" } else { "" };
     let cookie = format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        "{COOKIE}={value}{}; Max-Age={}",
+        state.cookie_attributes(),
         SESSION_TTL.as_secs()
     );
     let mut r = Redirect::to("/").into_response();
@@ -227,23 +278,11 @@ pub async fn logout(State(state): State<AdminState>, headers: HeaderMap) -> Resp
         state.sessions.close(c);
     }
     let mut r = Redirect::to("/").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("palisade_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    let cleared = format!("{COOKIE}={}; Max-Age=0", state.cookie_attributes());
+    if let Ok(v) = HeaderValue::from_str(&cleared) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
-}
-
-/// Whether `Origin` is this server's own origin (`scheme://host` from `Host`).
-fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
-    let (Some(origin), Some(host)) = (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    ) else {
-        return false;
-    };
-    let scheme = if tls { "https" } else { "http" };
-    origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
 }
 
 /// `GET /ws`: the dashboard stream, for an operator's page on this origin only (a
@@ -254,19 +293,24 @@ pub async fn ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !same_origin(&headers, state.tls) {
+    if !state.is_our_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused").into_response();
     }
-    if operator(&state, &headers).is_none() {
+    let Some(cookie) = session_cookie(&headers).filter(|c| state.sessions.user(c).is_some()) else {
         return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
-    }
+    };
+    let ended = state.sessions.ended(cookie);
     let dashboard = state.dashboard.clone();
     let mut shutdown = state.shutdown.clone();
     upgrade
         .max_message_size(4096) // the browser sends nothing but close frames
         .on_upgrade(move |socket| async move {
+            // The stream ends with the server or with the session that opened it.
             let stop = async move {
-                let _ = shutdown.wait_for(|s| *s).await;
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => {}
+                    () = ended => {}
+                }
             };
             serve_socket(socket, dashboard, stop).await;
         })

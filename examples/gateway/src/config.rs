@@ -116,6 +116,13 @@ pub struct Config {
     #[arg(long, env = "PALISADE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
+    /// The origin operators' browsers use (`https://auth.example.com`), when a proxy
+    /// in front terminates TLS: the dashboard's WebSocket accepts only this `Origin`,
+    /// and the session cookie is `Secure` when it is `https`. Without it the origin is
+    /// `http://` + `Host` (`https://` with `--tls-cert`).
+    #[arg(long, env = "PALISADE_PUBLIC_ORIGIN", value_parser = parse_origin)]
+    pub public_origin: Option<String>,
+
     /// The private key of `--tls-cert` (PEM).
     #[arg(long, env = "PALISADE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
@@ -172,12 +179,40 @@ impl fmt::Debug for Config {
             .field("region", &self.region)
             .field("issuer", &self.issuer)
             .field("tls", &self.tls_cert.is_some())
+            .field("public_origin", &self.public_origin)
             .field("ct_watch", &self.ct_watch)
             .field("ct_log_list", &self.ct_log_list)
             .field("ct_test_logs", &self.ct_test_logs)
             .field("demo", &self.demo)
             .finish()
     }
+}
+
+/// An origin as browsers send it: `http` or `https`, `://`, a host (a name, an IPv4
+/// address or a bracketed IPv6 one) and maybe a port; nothing after. Lower-cased, as
+/// browsers serialise it.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let origin = s.to_ascii_lowercase();
+    let authority = (origin.strip_prefix("https://"))
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("an origin starts with https:// or http://")?;
+    let host_ok = |h: &str| {
+        let name = !h.is_empty()
+            && (h.bytes()).all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+        let ipv6 = (h.strip_prefix('[').and_then(|h| h.strip_suffix(']')))
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        name || ipv6
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if !host_ok(host) || port.is_some_and(|p| !matches!(p.parse::<u16>(), Ok(1..))) {
+        return Err(format!(
+            "{s:?} is not scheme://host[:port] (no path, no trailing slash)"
+        ));
+    }
+    Ok(origin)
 }
 
 #[cfg(test)]
@@ -226,5 +261,34 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--redis") && !err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn public_origin_is_an_origin_and_nothing_more() {
+        for (given, want) in [
+            ("https://Auth.Example.com", "https://auth.example.com"),
+            ("http://127.0.0.1:7070", "http://127.0.0.1:7070"),
+            ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
+        ] {
+            assert_eq!(parse_origin(given).as_deref(), Ok(want), "{given}");
+        }
+        for bad in [
+            "auth.example.com",
+            "https://auth.example.com/",
+            "https://auth.example.com/dashboard",
+            "ftp://auth.example.com",
+            "https://",
+            "https://auth.example.com:0",
+            "https://auth.example.com:99999",
+            "https://user@auth.example.com",
+            "https://[nonsense]",
+            "https://auth example.com",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+        let err = Config::try_parse_from(["palisade-gateway", "--public-origin", "https://a/b"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--public-origin"), "{err}");
     }
 }

@@ -15,6 +15,7 @@ use palisade_core_traits::{
 };
 use palisade_device_fp::{DeviceFingerprint, DeviceStore, FingerprintInputs, consistency_flags};
 use palisade_jwt_cache::ValidatedToken;
+use palisade_ratelimit::{KeyedLimiter, Quota, nz};
 use palisade_threat_score::{GeoLookup, Signals, Verdict};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
@@ -120,6 +121,22 @@ impl Gateway {
         self.show_tls(req_id, ip, None, what);
     }
 
+    /// A refusal (`429`, a block, a deny-list hit). They come in floods, which the
+    /// feed must survive: each is counted, but shown (located, on the feed, shared
+    /// with the fleet) only within [`RefusalFeed`]'s bounds.
+    fn show_refusal(&self, req_id: &RequestId, ip: IpAddr, what: What) {
+        if self.refusal_feed.admits(ip) {
+            self.show(req_id, ip, what);
+        } else {
+            let origin = Origin {
+                ip: Some(ip),
+                ..Origin::default()
+            };
+            self.dashboard
+                .count(&Activity::new(self.clock.now(), origin, what));
+        }
+    }
+
     /// Like `show`, with the client's JA4 when the connection was TLS.
     fn show_tls(&self, req_id: &RequestId, ip: IpAddr, tls: Option<&ClientTls>, what: What) {
         let mut origin = self.origin(ip);
@@ -136,6 +153,39 @@ impl Gateway {
     fn event_id(&self, what: &str) -> EventId {
         EventId::new(format!("gateway-{what}-{}", random_hex(8)))
             .unwrap_or_else(|e| unreachable!("a generated id is valid: {e}"))
+    }
+}
+
+/// How many refusals the feed shows: per client address (a /64 for IPv6, as the
+/// limits count), and in all.
+#[derive(Debug)]
+pub struct RefusalFeed {
+    per_address: KeyedLimiter<IpAddr>,
+    all: KeyedLimiter<bool>,
+}
+
+impl RefusalFeed {
+    /// Shown per address: bursts of 5, then 1 a second. In all: 100 a second.
+    pub fn new() -> Self {
+        RefusalFeed {
+            per_address: KeyedLimiter::new(
+                (Quota::per_second(nz!(1)).with_burst(nz!(5)))
+                    .unwrap_or_else(|e| unreachable!("a 5 s burst window: {e}")),
+            ),
+            all: KeyedLimiter::new(Quota::per_second(nz!(100))),
+        }
+    }
+
+    /// Whether a refusal of `ip` is shown (counted against both bounds).
+    fn admits(&self, ip: IpAddr) -> bool {
+        let shown = |d: Result<palisade_ratelimit::Decision, _>| d.is_ok_and(|d| d.allowed);
+        shown(self.per_address.check(&ip, 1)) && shown(self.all.check(&true, 1))
+    }
+}
+
+impl Default for RefusalFeed {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -244,7 +294,7 @@ where
         };
         if let Some(list) = self.gw.intel.as_ref().and_then(|i| i.matches(ip)) {
             let list = list.to_string();
-            span.in_scope(|| self.gw.show(&out.id, ip, What::IntelHit { list }));
+            span.in_scope(|| (self.gw).show_refusal(&out.id, ip, What::IntelHit { list }));
             let r = problem(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -377,11 +427,11 @@ impl Gateway {
     async fn limited(&self, id: &RequestId, ip: IpAddr, status: StatusCode, policy: &str) {
         if status == StatusCode::FORBIDDEN {
             let reason = "blocked by a playbook".into();
-            self.show(id, ip, What::Blocked { reason });
+            self.show_refusal(id, ip, What::Blocked { reason });
             return;
         }
         let policy = policy.to_owned();
-        self.show(
+        self.show_refusal(
             id,
             ip,
             What::RateLimited {
@@ -504,7 +554,7 @@ pub async fn login(
             gw.detect(event.with_evidence("request_id", id.0.clone()))
                 .await;
         }
-        gw.show(
+        gw.show_refusal(
             &id,
             ip,
             What::RateLimited {
@@ -625,20 +675,25 @@ pub async fn step_up(
     Json(body): Json<StepUpBody>,
 ) -> Response {
     let tls = tls.map(|axum::Extension(t)| t);
-    let ch = match gw.step_ups.attempt(&body.challenge).await {
+    let ch = match gw.step_ups.attempt(&body.challenge, ip).await {
         Ok(ch) => ch,
         Err(e) => return step_ups_unavailable(&e),
     };
-    let Some(ch) = ch.filter(|c| c.ip == ip) else {
+    let Some(ch) = ch else {
         return problem(
             StatusCode::UNAUTHORIZED,
             "invalid_challenge",
             "unknown, expired or spent challenge",
         );
     };
-    let ok = gw
-        .users
-        .check_totp(&ch.user, &body.code, gw.clock.now().as_unix_secs());
+    let step = (gw.users).totp_step(&ch.user, &body.code, gw.clock.now().as_unix_secs());
+    let ok = match step {
+        Some(step) => match gw.step_ups.spend_totp_step(&ch.user, step).await {
+            Ok(fresh) => fresh,
+            Err(e) => return step_ups_unavailable(&e),
+        },
+        None => false,
+    };
     let outcome = if ok {
         LoginOutcome::StepUpSuccess
     } else {

@@ -6,7 +6,9 @@
 //!   of the request (method, path, body). The first request runs; a retry with the same
 //!   key and payload while it runs gets `409 Conflict`, after it replays the stored
 //!   response (marked `Idempotent-Replayed: true`); the same key with another payload
-//!   gets `422 Unprocessable Content`. A `5xx` or a `429` is not stored: the client may retry.
+//!   gets `422 Unprocessable Content`. A `5xx` or a `429` is not stored: the client may
+//!   retry; nor is any answer but a `2xx` to a client known only by its address (an
+//!   unauthenticated refusal changed nothing, and would let anyone fill the store).
 //! - **Single flight** for identical concurrent safe requests (`GET`, `HEAD`, same
 //!   identity, method and URI): a request identical to one whose handler is waiting
 //!   (it did not answer in its first poll) waits for that answer instead of running.
@@ -71,6 +73,11 @@ impl ClientIdentity {
     /// A client address (requests with no subject).
     pub fn address(ip: std::net::IpAddr) -> Self {
         ClientIdentity(format!("ip {ip}"))
+    }
+
+    /// Whether this is an authenticated subject (not an address).
+    fn is_subject(&self) -> bool {
+        self.0.starts_with("sub ")
     }
 
     /// The request's identity: its authenticated subject, else its client address.
@@ -442,7 +449,9 @@ impl Idempotency {
     }
 
     fn store(&self, t: &mut Tables, id: KeyId, fingerprint: [u8; 32], stored: Stored) {
-        let size = stored.size();
+        // The key is kept too (twice: in the table and in the order), and a client
+        // chooses its length.
+        let size = stored.size() + 2 * (id.0.0.len() + id.1.len());
         t.bytes += size;
         t.order.push_back((id.clone(), size));
         t.keys.insert(
@@ -868,9 +877,15 @@ where
         .take()
         .unwrap_or_else(|| unreachable!("set above"));
     // Not stored: a server error, and a refusal for now (429), whose retry with the
-    // same key must be tried again, not answered "too many" for a day.
+    // same key must be tried again, not answered "too many" for a day. Nor, for a
+    // client known only by its address, anything but a success: a refusal changed
+    // nothing worth replaying, and storing it would let anyone fill the store with
+    // made-up keys and junk bodies (a success, a login, needs a password).
     let status = response.status();
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || (!who.is_subject() && !status.is_success())
+    {
         idem.finish(held, fp, None).await;
         return response;
     }
@@ -1013,6 +1028,7 @@ mod tests {
         let seen = outcomes.clone();
         let idem = Idempotency::new(config, store, move |o, _| seen.lock().unwrap().push(o));
         let (r1, r2, r3, r4) = (runs.clone(), runs.clone(), runs.clone(), runs.clone());
+        let r5 = runs.clone();
         let app = Router::new()
             .route(
                 "/pay",
@@ -1044,6 +1060,13 @@ mod tests {
                     "the report"
                 }),
             )
+            .route(
+                "/reject",
+                post(move || async move {
+                    r5.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::UNAUTHORIZED
+                }),
+            )
             .route("/now", get(|| async { "at once" }))
             .layer(DedupLayer(idem.clone()))
             .layer(axum::middleware::from_fn(
@@ -1054,7 +1077,19 @@ mod tests {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("anon")
                         .to_owned();
-                    req.extensions_mut().insert(AuthenticatedSubject(who));
+                    // `ip:<address>`: a client known only by its address.
+                    let ext = req.extensions_mut();
+                    match who.strip_prefix("ip:") {
+                        Some(ip) => {
+                            ext.insert(crate::http::RequestFacts {
+                                id: crate::http::RequestId("test".into()),
+                                ip: ip.parse().unwrap(),
+                            });
+                        }
+                        None => {
+                            ext.insert(AuthenticatedSubject(who));
+                        }
+                    }
                     next.run(req).await
                 },
             ));
@@ -1139,7 +1174,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn server_errors_are_not_stored_and_bad_keys_are_refused() {
+    async fn server_errors_and_anonymous_refusals_are_not_stored_and_bad_keys_are_refused() {
         let h = harness(Config::default());
         for _ in 0..2 {
             let r = h
@@ -1163,6 +1198,36 @@ mod tests {
             assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         }
         assert_eq!(h.runs.load(Ordering::SeqCst), 4);
+        // A refusal is stored for a subject (replayed), not for a client known only
+        // by its address: junk keys from anyone must not fill the store.
+        for _ in 0..2 {
+            let r = (h.app.clone())
+                .oneshot(post_req("/reject", "k3", "alice", ""))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(h.runs.load(Ordering::SeqCst), 5);
+        let stored = h.idem.stored_bytes();
+        for _ in 0..2 {
+            let r = (h.app.clone())
+                .oneshot(post_req("/reject", "k3", "ip:192.0.2.1", ""))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            assert!(!is_replay(r.headers()));
+        }
+        assert_eq!(h.runs.load(Ordering::SeqCst), 7);
+        assert_eq!(h.idem.stored_bytes(), stored);
+        // Its successes are stored as anyone's.
+        for _ in 0..2 {
+            let r = (h.app.clone())
+                .oneshot(post_req("/pay", "k4", "ip:192.0.2.1", "x"))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }
+        assert_eq!(h.runs.load(Ordering::SeqCst), 8);
         for bad in ["", "\"\"", "has space", "\"quote\"inside\""] {
             let r = h
                 .app

@@ -2,7 +2,10 @@
 //! `#` comments) and CrowdSec decision-stream documents (`GET /v1/decisions/stream`:
 //! `{"new": [...], "deleted": [...]}`, `scope` `Ip` or `Range`, `type` `ban`),
 //! reloaded when a file changes. A file that stops parsing keeps the previous list in
-//! force (and the error is logged): a typo must not lift every block.
+//! force (and the error is logged): a typo must not lift every block, nor must a CIDR
+//! list caught empty while it is rewritten (an empty list on purpose holds a `#`
+//! comment). Replace files by renaming a complete one over them: a list read half
+//! written is loaded as it is, until the next change.
 //!
 //! A CrowdSec file is read as the stream is meant to be, like a bouncer: each
 //! document is a change to what the file's earlier documents set up (the first, with
@@ -42,6 +45,13 @@ pub enum Error {
         line: usize,
         /// What was wrong.
         reason: String,
+    },
+    /// A CIDR list file holds nothing, not even a comment: most likely caught while
+    /// it is rewritten in place (truncated, then written).
+    #[error("{path}: empty; to clear the list on purpose, leave a `#` comment in it")]
+    Empty {
+        /// The file.
+        path: PathBuf,
     },
     /// A CrowdSec document is not valid.
     #[error("{path}: CrowdSec decisions: {reason}")]
@@ -129,8 +139,15 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 }
 
 /// Parses a CIDR list: one address or block per line; blank lines and `#` comments
-/// ignored. Every bad line is an error naming it.
+/// ignored. Every bad line is an error naming it, and so is a file of nothing but
+/// white space ([`Error::Empty`]): a file being rewritten in place is empty for a
+/// moment, and loading that would lift every block.
 pub fn parse_cidr_list(path: &Path, text: &str) -> Result<Vec<IpNetwork>, Error> {
+    if text.trim().is_empty() {
+        return Err(Error::Empty {
+            path: path.to_owned(),
+        });
+    }
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -422,5 +439,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(intel.len(), 3);
+        // Caught empty mid-rewrite: the previous list stays; a comment clears it.
+        std::fs::write(&txt, "").unwrap();
+        assert!(matches!(intel.reload(), Err(Error::Empty { .. })));
+        std::fs::write(&txt, " \n\n").unwrap();
+        assert!(matches!(intel.reload(), Err(Error::Empty { .. })));
+        assert_eq!(intel.len(), 3);
+        std::fs::write(&txt, "# nothing listed today\n").unwrap();
+        assert_eq!(intel.reload().unwrap(), 0);
+        assert!(intel.matches("192.0.2.2".parse().unwrap()).is_none());
     }
 }

@@ -96,6 +96,7 @@ pub fn router(
         dashboard: gw.dashboard.clone(),
         shutdown,
         tls: gw.config.tls_cert.is_some(),
+        public_origin: gw.config.public_origin.clone(),
     });
     let metrics = Router::new()
         .route("/metrics", get(crate::metrics::render))

@@ -34,6 +34,9 @@ use palisade_token_blacklist::redis;
 pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a step-up challenge may be answered, and how many codes it accepts.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
+/// How long a TOTP code can pass (its step and the next, for drift), so how long
+/// the last accepted step must be remembered.
+const TOTP_REPLAY_WINDOW: Duration = Duration::from_secs(3 * 30);
 /// Wrong codes before a challenge is spent.
 pub const CHALLENGE_ATTEMPTS: u32 = 3;
 /// The audience of issued tokens.
@@ -70,10 +73,13 @@ enum StepUpStore {
         required: Mutex<HashMap<String, Duration>>,
         /// challenge id → challenge and its monotonic deadline.
         challenges: Mutex<HashMap<String, (Challenge, Duration)>>,
+        /// user → the TOTP step of the last code accepted.
+        totp_steps: Mutex<HashMap<String, u64>>,
     },
     /// One key per requirement (`…:required:<user>`, expiring with it) and per
     /// challenge (`…:challenge:<id>`, a hash, expiring after [`CHALLENGE_TTL`]);
     /// attempts are spent by a script, so two instances cannot both spend the last.
+    /// The last TOTP step accepted per user is `…:totp:<user>`, raised by a script.
     Redis { conn: RedisConn, prefix: String },
 }
 
@@ -101,15 +107,25 @@ const OPEN_LUA: &str = r"
 redis.call('HSET', KEYS[1], 'user', ARGV[1], 'ip', ARGV[2], 'left', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1";
-/// Spends one attempt: `{user, ip, left}` after it, or nil if unknown or spent.
+/// Spends one attempt if `ARGV[1]` is the address that opened the challenge:
+/// `{user, ip, left}` after it, or nil if unknown, spent or from elsewhere.
 const ATTEMPT_LUA: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'user', 'ip', 'left')
-if not v[1] or not v[3] then return false end
+if not v[1] or not v[3] or v[2] ~= ARGV[1] then return false end
 local left = tonumber(v[3])
 if left <= 0 then redis.call('DEL', KEYS[1]) return false end
 redis.call('HINCRBY', KEYS[1], 'left', -1)
 return {v[1], v[2], tostring(left - 1)}";
 
+/// Raises the user's last accepted TOTP step to `ARGV[1]`: 1 if it was lower (the
+/// code passes), 0 if not (used already). Kept as long as a code can be replayed.
+const TOTP_STEP_LUA: &str = r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if last >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1";
+
+static TOTP_STEP: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TOTP_STEP_LUA));
 static REQUIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REQUIRE_LUA));
 static OPEN: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(OPEN_LUA));
 static ATTEMPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ATTEMPT_LUA));
@@ -120,6 +136,7 @@ impl StepUps {
             None => StepUpStore::Memory {
                 required: Mutex::new(HashMap::new()),
                 challenges: Mutex::new(HashMap::new()),
+                totp_steps: Mutex::new(HashMap::new()),
             },
             Some((conn, prefix)) => StepUpStore::Redis { conn, prefix },
         };
@@ -192,9 +209,15 @@ impl StepUps {
         Ok(id)
     }
 
-    /// The live challenge `id`, spending one attempt; `None` if unknown, expired or
-    /// spent. `Err`: Redis could not be asked.
-    pub async fn attempt(&self, id: &str) -> Result<Option<Challenge>, redis::RedisError> {
+    /// The live challenge `id` answered from `ip`, spending one attempt; `None` if
+    /// unknown, expired, spent or opened from another address (whose attempts are not
+    /// spent: a leaked id cannot use up the user's tries). `Err`: Redis could not be
+    /// asked.
+    pub async fn attempt(
+        &self,
+        id: &str,
+        ip: IpAddr,
+    ) -> Result<Option<Challenge>, redis::RedisError> {
         match &self.store {
             StepUpStore::Memory { challenges, .. } => {
                 let now = self.clock.monotonic();
@@ -206,6 +229,9 @@ impl StepUps {
                     c.remove(id);
                     return Ok(None);
                 }
+                if ch.ip != ip {
+                    return Ok(None);
+                }
                 ch.attempts_left -= 1;
                 Ok(Some(ch.clone()))
             }
@@ -215,7 +241,11 @@ impl StepUps {
                     return Ok(None);
                 }
                 let found: Option<(String, String, u32)> = conn
-                    .invoke(&ATTEMPT.key(format!("{prefix}:challenge:{id}")))
+                    .invoke(
+                        ATTEMPT
+                            .key(format!("{prefix}:challenge:{id}"))
+                            .arg(ip.to_string()),
+                    )
                     .await?;
                 let Some((user, ip, attempts_left)) = found else {
                     return Ok(None);
@@ -228,6 +258,36 @@ impl StepUps {
                     ip,
                     attempts_left,
                 }))
+            }
+        }
+    }
+
+    /// Spends TOTP `step` for `user`: `true` if no code of this step or a later one
+    /// was accepted before, on any instance sharing the store (RFC 6238 §5.2: a code
+    /// seen over a shoulder, or sent twice at once, passes once). `Err`: Redis could
+    /// not be asked (the caller refuses the code).
+    pub async fn spend_totp_step(&self, user: &str, step: u64) -> Result<bool, redis::RedisError> {
+        let user = normalize_user_id(user);
+        match &self.store {
+            StepUpStore::Memory { totp_steps, .. } => {
+                let mut used = totp_steps.lock().unwrap_or_else(|e| e.into_inner());
+                let last = used.entry(user.into_owned()).or_insert(0);
+                if *last >= step {
+                    return Ok(false);
+                }
+                *last = step;
+                Ok(true)
+            }
+            StepUpStore::Redis { conn, prefix } => {
+                let fresh: i64 = conn
+                    .invoke(
+                        TOTP_STEP
+                            .key(format!("{prefix}:totp:{user}"))
+                            .arg(step)
+                            .arg(TOTP_REPLAY_WINDOW.as_secs()),
+                    )
+                    .await?;
+                Ok(fresh == 1)
             }
         }
     }
@@ -340,6 +400,8 @@ pub struct Gateway {
     pub ip_limit: Limit<HttpKey>,
     /// The per-address limit as ratelimit's layer (every request).
     pub ip_layer: RateLimitLayer<Limit<HttpKey>>,
+    /// How many refusals the dashboard's feed shows.
+    pub refusal_feed: crate::http::RefusalFeed,
     /// Per-account limit on logins.
     pub account_limit: Limit<String>,
     /// The per-subject limit on `/api`, as ratelimit's layer.
@@ -770,6 +832,7 @@ impl Gateway {
             proxies,
             ip_limit: ip_limit.0,
             ip_layer,
+            refusal_feed: crate::http::RefusalFeed::new(),
             account_limit,
             subject_layer,
             auth,
@@ -903,10 +966,19 @@ mod tests {
     /// [`CHALLENGE_ATTEMPTS`] are let through, each with its own count of tries left.
     async fn attempts_are_spent_once(a: Arc<StepUps>, b: Arc<StepUps>) {
         let id = a.open("Carol", IpAddr::from([192, 0, 2, 7])).await.unwrap();
+        // From another address: refused, and no attempt spent.
+        for s in [&a, &b] {
+            for _ in 0..CHALLENGE_ATTEMPTS + 1 {
+                let elsewhere = s.attempt(&id, IpAddr::from([192, 0, 2, 8])).await;
+                assert!(elsewhere.unwrap().is_none());
+            }
+        }
         let mut tasks = Vec::new();
         for i in 0..40 {
             let (s, id) = (if i % 2 == 0 { &a } else { &b }.clone(), id.clone());
-            tasks.push(tokio::spawn(async move { s.attempt(&id).await.unwrap() }));
+            tasks.push(tokio::spawn(async move {
+                s.attempt(&id, IpAddr::from([192, 0, 2, 7])).await.unwrap()
+            }));
         }
         let mut left = Vec::new();
         for t in tasks {
@@ -920,7 +992,29 @@ mod tests {
         }
         left.sort_unstable();
         assert_eq!(left, (0..CHALLENGE_ATTEMPTS).collect::<Vec<_>>());
-        assert!(b.attempt(&id).await.unwrap().is_none());
+        let from_owner = b.attempt(&id, IpAddr::from([192, 0, 2, 7])).await;
+        assert!(from_owner.unwrap().is_none());
+    }
+
+    /// A TOTP step passes once across two stores, even sent to both at once; a later
+    /// step passes, an earlier one no longer does; users are apart.
+    async fn totp_steps_are_spent_once(a: Arc<StepUps>, b: Arc<StepUps>) {
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let s = if i % 2 == 0 { &a } else { &b }.clone();
+            tasks.push(tokio::spawn(async move {
+                s.spend_totp_step("Carol", 60_000_001).await.unwrap()
+            }));
+        }
+        let mut passed = 0;
+        for t in tasks {
+            passed += usize::from(t.await.unwrap());
+        }
+        assert_eq!(passed, 1);
+        assert!(!b.spend_totp_step("carol", 60_000_000).await.unwrap());
+        assert!(a.spend_totp_step("carol", 60_000_002).await.unwrap());
+        assert!(!b.spend_totp_step("CAROL", 60_000_002).await.unwrap());
+        assert!(b.spend_totp_step("dave", 60_000_001).await.unwrap());
     }
 
     fn clock() -> Arc<dyn Clock> {
@@ -928,7 +1022,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_instances_on_redis_spend_a_challenges_attempts_once() {
+    async fn two_instances_on_redis_spend_attempts_and_totp_steps_once() {
         let server = palisade_testkit::RedisServer::start();
         let on_redis = || async {
             let conn = RedisConn::connect(
@@ -939,11 +1033,13 @@ mod tests {
             Arc::new(StepUps::new(clock(), Some((conn, "test:stepup".into()))))
         };
         attempts_are_spent_once(on_redis().await, on_redis().await).await;
+        totp_steps_are_spent_once(on_redis().await, on_redis().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_instance_in_memory_spends_a_challenges_attempts_once() {
+    async fn one_instance_in_memory_spends_attempts_and_totp_steps_once() {
         let s = Arc::new(StepUps::new(clock(), None));
-        attempts_are_spent_once(s.clone(), s).await;
+        attempts_are_spent_once(s.clone(), s.clone()).await;
+        totp_steps_are_spent_once(s.clone(), s).await;
     }
 }

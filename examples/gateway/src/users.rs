@@ -97,8 +97,6 @@ pub struct Users {
     /// Verified against when the user does not exist, so an unknown user costs the
     /// same time as a wrong password (no user enumeration by timing).
     dummy: String,
-    /// Per account, the TOTP step of the last code accepted (one entry per account).
-    used_steps: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl fmt::Debug for Users {
@@ -133,7 +131,6 @@ impl Users {
         Users {
             accounts: HashMap::new(),
             dummy: hash("not a password of anyone"),
-            used_steps: std::sync::Mutex::default(),
         }
     }
 
@@ -186,17 +183,14 @@ impl Users {
         Some(check.await.unwrap_or(PasswordCheck::Invalid))
     }
 
-    /// Checks a TOTP code at Unix time `now_secs`, accepting the previous and next
-    /// 30-second step for clock drift. Constant-time comparison. A code is accepted
-    /// once (RFC 6238 §5.2): after a code of step `s` passed, codes of steps up to `s`
-    /// are refused for that account (in this process), so a code seen over a
-    /// shoulder, or two concurrent submissions, cannot pass twice.
-    pub fn check_totp(&self, user: &str, code: &str, now_secs: u64) -> bool {
-        let Some(account) = self.accounts.get(normalize_user_id(user).as_ref()) else {
-            return false;
-        };
+    /// The 30-second step of a right TOTP code at Unix time `now_secs` (the previous
+    /// and next step pass too, for clock drift), or `None`. Constant-time comparison.
+    /// A code passes once (RFC 6238 §5.2): the caller spends the step, fleet-wide, with
+    /// `StepUps::spend_totp_step`.
+    pub fn totp_step(&self, user: &str, code: &str, now_secs: u64) -> Option<u64> {
+        let account = self.accounts.get(normalize_user_id(user).as_ref())?;
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
+            return None;
         }
         let step = now_secs / 30;
         let mut matched = None;
@@ -206,16 +200,7 @@ impl Users {
                 matched = Some(s);
             }
         }
-        let Some(s) = matched else {
-            return false;
-        };
-        let mut used = self.used_steps.lock().unwrap_or_else(|e| e.into_inner());
-        let last = used.entry(account.id.clone()).or_insert(0);
-        if *last >= s {
-            return false;
-        }
-        *last = s;
-        true
+        matched
     }
 
     /// The role of an account, if it exists.
@@ -323,17 +308,13 @@ mod tests {
             users.check_password("nobody", "right"),
             PasswordCheck::Invalid
         );
-        assert!(users.check_totp("alice", "287082", 59));
-        // Once only: the same code again (another challenge, a concurrent submission).
-        assert!(!users.check_totp("alice", "287082", 59));
-        assert!(!users.check_totp("alice", "287082", 59 + 30));
-        let mut drift = Users::empty();
-        drift.add("alice", "right", b"12345678901234567890", Role::User);
-        assert!(drift.check_totp("alice", "287082", 59 + 30)); // one step of drift
-        assert!(!drift.check_totp("alice", "287082", 59 + 90));
-        assert!(!users.check_totp("alice", "28708", 59));
-        assert!(!users.check_totp("alice", "２８７０８２", 59));
-        assert!(!users.check_totp("nobody", "287082", 59));
+        // RFC 6238 appendix B's SHA-1 secret: 287082 at T = 59 s (step 1).
+        assert_eq!(users.totp_step("alice", "287082", 59), Some(1));
+        assert_eq!(users.totp_step("alice", "287082", 59 + 30), Some(1)); // drift
+        assert_eq!(users.totp_step("alice", "287082", 59 + 90), None);
+        assert_eq!(users.totp_step("alice", "28708", 59), None);
+        assert_eq!(users.totp_step("alice", "２８７０８２", 59), None);
+        assert_eq!(users.totp_step("nobody", "287082", 59), None);
         assert!(!format!("{:?}", users).contains("argon2id"));
     }
 }

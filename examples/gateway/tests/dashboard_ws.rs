@@ -235,3 +235,110 @@ async fn a_client_that_falls_behind_is_resynced_not_buffered() {
     }
     assert!(resyncs >= 1, "the lagging client was never resynced");
 }
+
+/// Reads until the server closes the stream; panics if it stays open 10 s.
+async fn closed_by_server(ws: &mut Socket) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the server closes the stream within 10 s")
+        {
+            None | Some(Ok(Message::Close(_)) | Err(_)) => return,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_ends_with_the_session_that_opened_it() {
+    let s = common::dashboard_server().await;
+    let origin = format!("http://{}", s.addr);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Signing out closes the operator's open dashboard.
+    let (_, cookie) = sign_in(s.addr, "admin", "admin-demo-password").await;
+    let cookie = cookie.unwrap();
+    let mut ws = connect(s.addr, &origin, Some(&cookie)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    let (_, other) = sign_in(s.addr, "admin", "admin-demo-password").await;
+    let mut other_ws = connect(s.addr, &origin, other.as_deref()).await.unwrap();
+    assert_eq!(next_json(&mut other_ws).await["type"], "snapshot");
+    let out = client
+        .post(format!("http://{}/dashboard/logout", s.addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    closed_by_server(&mut ws).await;
+    // Another session of the same operator stays open.
+    s.dashboard
+        .publish(login_activity("bob", "192.0.2.2", LoginResult::Failure));
+    assert_eq!(next_json(&mut other_ws).await["type"], "activity");
+
+    // A session that expires closes its stream too.
+    s.clock
+        .advance(palisade_gateway::admin::SESSION_TTL + Duration::from_secs(1));
+    closed_by_server(&mut other_ws).await;
+    match connect(s.addr, &origin, other.as_deref()).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| "a socket")),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_tls_proxy_the_public_origin_is_the_only_one() {
+    let s = common::dashboard_server_at(Some("https://ops.example")).await;
+    let (status, cookie) = sign_in(s.addr, "admin", "admin-demo-password").await;
+    assert_eq!(status, 303);
+    let cookie = cookie.unwrap();
+    // The browser reached us over https: the cookie must never travel in clear.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("http://{}/dashboard/login", s.addr))
+        .form(&[("username", "admin"), ("password", "admin-demo-password")])
+        .send()
+        .await
+        .unwrap();
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("; Secure") && set.contains("HttpOnly"),
+        "{set}"
+    );
+    let out = client
+        .post(format!("http://{}/dashboard/logout", s.addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let cleared = out.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cleared.contains("Max-Age=0") && cleared.contains("; Secure"),
+        "{cleared}"
+    );
+
+    let (_, cookie) = sign_in(s.addr, "admin", "admin-demo-password").await;
+    let cookie = cookie.unwrap();
+    // The page's origin, not the address the proxy used to reach us.
+    let direct = format!("http://{}", s.addr);
+    for o in [
+        direct.as_str(),
+        "http://ops.example",
+        "https://evil.example",
+    ] {
+        match connect(s.addr, o, Some(&cookie)).await {
+            Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 403, "{o}"),
+            other => panic!("{o}: expected 403, got {:?}", other.map(|_| "a socket")),
+        }
+    }
+    let mut ws = connect(s.addr, "https://OPS.example", Some(&cookie))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+}

@@ -364,6 +364,14 @@ async fn step_ups_are_shared(
             "invalid_challenge"
         );
     }
+    // The code that passed on B does not pass again on A (RFC 6238 §5.2, fleet-wide).
+    let (s, again) = login(http, a, "carol", "carol-demo-password").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{again}");
+    let replay = again["challenge"].as_str().unwrap();
+    assert_eq!(
+        answer(http, a, replay, &right).await.1["error"],
+        "invalid_code"
+    );
     // Three wrong codes, spread over both, spend a challenge: the right one is too late.
     for at in [a, b, a] {
         assert_eq!(

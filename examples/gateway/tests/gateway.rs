@@ -311,11 +311,14 @@ async fn a_required_step_up_is_completed_with_the_authenticator_code() {
     };
     let now = h.clock.now().as_unix_secs();
     let right = demo_totp("carol", now).unwrap();
-    // The right code from elsewhere does not count; a wrong code is refused.
-    assert_eq!(
-        step(right.clone(), CHANGCHUN).await.1["error"],
-        "invalid_challenge"
-    );
+    // The right code from elsewhere does not count, and spends none of the
+    // challenge's attempts (more tries than it has); a wrong code is refused.
+    for _ in 0..=palisade_gateway::service::CHALLENGE_ATTEMPTS {
+        assert_eq!(
+            step(right.clone(), CHANGCHUN).await.1["error"],
+            "invalid_challenge"
+        );
+    }
     let wrong = if right == "000000" {
         "111111"
     } else {
@@ -424,6 +427,27 @@ async fn rate_limits_intel_and_playbook_blocks_hold_on_the_request_path() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A flood from a listed address (the deny list answers before any limit) is
+    // counted in full but does not drown the feed: a burst of 5, then 1 a second.
+    let started = std::time::Instant::now();
+    for _ in 0..59 {
+        let r = (h.http.get(format!("{}/healthz", h.base)))
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let elapsed = started.elapsed().as_secs();
+    let snapshot: Value = serde_json::from_str(h.gw.gateway.dashboard.snapshot().as_str()).unwrap();
+    assert_eq!(snapshot["stats"]["counters"]["intel_hits"], 60);
+    let shown = (snapshot["recent"].as_array().unwrap().iter())
+        .filter(|a| a["kind"] == "intel_hit")
+        .count() as u64;
+    assert!(
+        (5..=6 + elapsed).contains(&shown),
+        "{shown} of 60 deny-list hits shown in {elapsed} s"
+    );
     // The proxy writes `X-Forwarded-For`: a `Forwarded` header is the client's own
     // words (the proxy passes it on), so it names nobody; the peer is the client.
     for forwarded in ["for=203.0.113.10;proto=https", "for=\"[2001:db8::1]:4711\""] {

@@ -57,6 +57,8 @@ struct State {
     stats: Stats,
     /// `seq` of the last activity the last stats message included.
     stats_sent: u64,
+    /// Stats changed by an activity that was only counted, since the last message.
+    counted_unsent: bool,
     recent: VecDeque<Arc<Activity>>,
     incidents: VecDeque<Shown>,
     ct: VecDeque<Arc<Activity>>,
@@ -106,6 +108,7 @@ impl Default for Dashboard {
                 seq: 0,
                 stats: Stats::default(),
                 stats_sent: 0,
+                counted_unsent: false,
                 recent: VecDeque::with_capacity(RECENT),
                 incidents: VecDeque::with_capacity(SHOWN),
                 ct: VecDeque::with_capacity(SHOWN),
@@ -138,6 +141,14 @@ impl Dashboard {
         {
             metrics::counter!("palisade_gateway_dashboard_shared_dropped_total").increment(1);
         }
+    }
+
+    /// Counts an activity in the aggregates (sent with the next [`tick`](Self::tick))
+    /// without showing it on the feed or sharing it: for floods of refusals.
+    pub fn count(&self, activity: &Activity) {
+        let mut s = self.lock();
+        s.stats.apply(activity);
+        s.counted_unsent = true;
     }
 
     /// An activity another instance of the fleet shared: shown, not shared again.
@@ -220,10 +231,11 @@ impl Dashboard {
     /// once a second).
     pub fn tick(&self) {
         let mut s = self.lock();
-        if s.stats_sent == s.seq {
+        if s.stats_sent == s.seq && !s.counted_unsent {
             return;
         }
         s.stats_sent = s.seq;
+        s.counted_unsent = false;
         let m = Message::Stats {
             seq: s.seq,
             stats: s.stats.view(),

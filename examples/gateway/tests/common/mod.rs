@@ -71,12 +71,21 @@ pub(crate) struct DashboardServer {
     pub(crate) dashboard: Arc<Dashboard>,
     /// Sending `true` (or dropping it) closes the WebSockets.
     pub(crate) stop: watch::Sender<bool>,
+    /// The sessions' clock.
+    pub(crate) clock: Arc<ManualClock>,
 }
 
 /// Starts a [`DashboardServer`] on the current runtime (it serves until the runtime
 /// ends).
 #[allow(dead_code, reason = "only the dashboard crates use it")]
 pub(crate) async fn dashboard_server() -> DashboardServer {
+    dashboard_server_at(None).await
+}
+
+/// A [`DashboardServer`] whose browsers come from `public_origin` (`--public-origin`:
+/// behind a proxy that terminates TLS).
+#[allow(dead_code, reason = "only the dashboard crates use it")]
+pub(crate) async fn dashboard_server_at(public_origin: Option<&str>) -> DashboardServer {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
     let dashboard = Arc::new(Dashboard::default());
     let (stop, shutdown) = watch::channel(false);
@@ -87,10 +96,11 @@ pub(crate) async fn dashboard_server() -> DashboardServer {
     let state = AdminState {
         users: Arc::new(Users::demo()),
         account_limit: palisade_gateway::shared::Limit::Memory(Arc::new(limiter)),
-        sessions: Arc::new(Sessions::new(clock)),
+        sessions: Arc::new(Sessions::new(clock.clone())),
         dashboard: dashboard.clone(),
         shutdown,
         tls: false,
+        public_origin: public_origin.map(str::to_owned),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -99,5 +109,6 @@ pub(crate) async fn dashboard_server() -> DashboardServer {
         addr,
         dashboard,
         stop,
+        clock,
     }
 }
