@@ -1,4 +1,5 @@
-//! [`Key`]: what the in-memory limiter can track, in one form per subject.
+//! [`Key`]: what the in-memory limiter can track, in one form per subject, and
+//! [`client_net`]: the one form every client address is limited and blocked by.
 
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -7,13 +8,47 @@ use std::sync::Arc;
 
 use palisade_core_traits::canonical_ip;
 
+/// The low 64 bits of an IPv6 address: the interface identifier, the part a host
+/// chooses for itself inside its /64.
+const V6_HOST_BITS: u128 = u64::MAX as u128;
+
+/// The network a client address is limited and blocked as: the canonical address
+/// ([`canonical_ip`]: `::ffff:198.51.100.7` is `198.51.100.7`) for IPv4, and the /64
+/// network (the low 64 bits zeroed) for IPv6.
+///
+/// A single IPv6 subscriber or VM is normally given a /64 or more (RFC 6177) and
+/// picks its interface identifiers freely (SLAAC privacy addresses rotate them), so keyed
+/// per address one host would get 2^64 quotas and walk past any block placed on one
+/// of its addresses. The cost: hosts that share one /64 share one quota and one
+/// block. Every `IpAddr` the crate turns into a key goes through here: the
+/// `IpAddr` [`Key`], the layer's client-IP key, and both limiters' `IpBlocker` and
+/// Redis key parsing, so both backends decide alike.
+///
+/// ```
+/// use palisade_ratelimit::client_net;
+/// use std::net::IpAddr;
+///
+/// let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+/// assert_eq!(client_net(ip("198.51.100.7")), ip("198.51.100.7"));
+/// assert_eq!(client_net(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
+/// assert_eq!(client_net(ip("2001:db8:1:2:aaaa::7")), ip("2001:db8:1:2::"));
+/// ```
+#[inline(always)]
+pub fn client_net(ip: IpAddr) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !V6_HOST_BITS)),
+        v4 => v4,
+    }
+}
+
 /// A key of a [`KeyedLimiter`](crate::KeyedLimiter).
 ///
 /// Two keys that name one subject must be tracked as one, or the subject gets two
-/// quotas and escapes its blocks. [`IpAddr`] keys are tracked in their canonical form
-/// ([`canonical_ip`]: `::ffff:198.51.100.7` is `198.51.100.7`), so a dual-stack
-/// listener's IPv4-mapped peers share their IPv4 address's quota and blocks. Every
-/// other key is its own canonical form (the default), at no cost.
+/// quotas and escapes its blocks. [`IpAddr`] keys are tracked as their
+/// [`client_net`]: an IPv4 address in canonical form (`::ffff:198.51.100.7` is
+/// `198.51.100.7`, so a dual-stack listener's IPv4-mapped peers share their IPv4
+/// address's quota and blocks), an IPv6 address as its /64. Every other key is its
+/// own canonical form (the default), at no cost.
 ///
 /// Your own key type needs one line, `impl Key for MyKey {}`, or a
 /// [`canonical`](Key::canonical) of its own if it holds an address.
@@ -33,6 +68,9 @@ use palisade_core_traits::canonical_ip;
 /// assert!(by_ip.check(&"198.51.100.7".parse().unwrap(), 1).unwrap().allowed);
 /// // The same client seen through a dual-stack socket: the same key.
 /// assert!(!by_ip.check(&"::ffff:198.51.100.7".parse().unwrap(), 1).unwrap().allowed);
+/// // Two addresses of one IPv6 /64: one client.
+/// assert!(by_ip.check(&"2001:db8:1:2::7".parse().unwrap(), 1).unwrap().allowed);
+/// assert!(!by_ip.check(&"2001:db8:1:2::8".parse().unwrap(), 1).unwrap().allowed);
 /// ```
 pub trait Key: Hash + Eq + Sized {
     /// The form of this key the limiter tracks, when it is not the key itself.
@@ -44,11 +82,12 @@ pub trait Key: Hash + Eq + Sized {
     }
 }
 
-/// IPv4-mapped IPv6 addresses become IPv4 ([`canonical_ip`]).
+/// The address's [`client_net`]: IPv4-mapped IPv6 addresses become IPv4, other IPv6
+/// addresses their /64.
 impl Key for IpAddr {
     #[inline(always)]
     fn canonical(&self) -> Option<Self> {
-        Some(canonical_ip(*self))
+        Some(client_net(*self))
     }
 }
 
@@ -56,8 +95,9 @@ macro_rules! canonical_as_they_are {
     ($($t:ty),* $(,)?) => { $(impl Key for $t {})* };
 }
 
-// `Ipv6Addr` stays itself: a mapped address has one `Ipv6Addr` value, so keys of this
-// type never split a subject. Use `IpAddr` keys to share quotas across families.
+// `Ipv4Addr` and `Ipv6Addr` stay themselves: keys taken exactly as given, per address,
+// for callers who mean that (an `Ipv6Addr` key does not share its /64's quota, and a
+// mapped one is not its IPv4 address). `IpAddr` keys are the client ones (`client_net`).
 canonical_as_they_are!(
     u8,
     u16,
@@ -115,12 +155,39 @@ mod tests {
         let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
         let v4: IpAddr = "198.51.100.7".parse().unwrap();
         let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let net: IpAddr = "2001:db8::".parse().unwrap();
         assert_eq!(mapped.canonical(), Some(v4));
         assert_eq!(v4.canonical(), Some(v4));
-        assert_eq!(v6.canonical(), Some(v6));
+        assert_eq!(v6.canonical(), Some(net));
+        assert_eq!(net.canonical(), Some(net));
         assert_eq!((mapped, "login").canonical(), Some((v4, "login")));
         assert_eq!(("login", 3u8, mapped).canonical(), Some(("login", 3u8, v4)));
         assert_eq!(("login", 3u8).canonical(), None);
         assert_eq!(String::from("::ffff:198.51.100.7").canonical(), None);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_every_other_bit_is_kept() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // The first 64 bits are kept whole, the last 64 all cleared.
+        assert_eq!(
+            client_net(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            ip("ffff:ffff:ffff:ffff::")
+        );
+        assert_eq!(
+            client_net(ip("2001:db8:1:2:3:4:5:6")),
+            client_net(ip("2001:db8:1:2:ffff::1"))
+        );
+        assert_ne!(
+            client_net(ip("2001:db8:1:2::1")),
+            client_net(ip("2001:db8:1:3::1"))
+        );
+        // IPv4, mapped or not, is the whole address: no IPv4 prefix is shared.
+        assert_eq!(client_net(ip("::ffff:192.0.2.255")), ip("192.0.2.255"));
+        assert_ne!(client_net(ip("192.0.2.1")), client_net(ip("192.0.2.2")));
+        // Applying it twice changes nothing (blocks and checks may both apply it).
+        for s in ["2001:db8::1", "::ffff:192.0.2.1", "192.0.2.1", "::1", "::"] {
+            assert_eq!(client_net(client_net(ip(s))), client_net(ip(s)), "{s}");
+        }
     }
 }

@@ -18,7 +18,7 @@ mod table;
 
 pub use clock::MonotonicClock;
 pub use error::Error;
-pub use key::Key;
+pub use key::{Key, client_net};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use layer::{

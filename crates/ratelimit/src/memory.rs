@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use palisade_core_traits::{Clock, IpBlocker, async_trait, canonical_ip};
+use palisade_core_traits::{Clock, IpBlocker, async_trait};
 
 use crate::table::{KeyTable, Untracked, release, reserve};
-use crate::{Decision, Denial, Error, Key, MonotonicClock, Quota, Stats};
+use crate::{Decision, Denial, Error, Key, MonotonicClock, Quota, Stats, client_net};
 
 /// Default bound on tracked keys.
 pub const DEFAULT_MAX_KEYS: NonZeroUsize = crate::nz!(1_000_000);
@@ -208,7 +208,8 @@ impl QuotaCell {
 /// while up to 1/64 of `max_keys` sits reserved and unused in other threads.
 ///
 /// Keys are tracked in their [`Key::canonical`] form: an [`IpAddr`] key's quota,
-/// overrides and blocks are those of its canonical address.
+/// overrides and blocks are those of its [`client_net`] (its canonical address; for
+/// IPv6, its /64).
 ///
 /// With feature `metrics`, every check moves one
 /// `palisade_ratelimit_checks_total{backend="memory", answer}` counter, registered
@@ -580,7 +581,9 @@ impl<K: Key, C: Clock> KeyedLimiter<K, C> {
 }
 
 /// Lets an incident-response playbook block an address through this limiter. The
-/// key is made from the address's canonical form ([`canonical_ip`]).
+/// key is made from the address's [`client_net`]: an IPv4 address in canonical form,
+/// an IPv6 address by its /64, so a block on one address of a /64 refuses all of
+/// them (and an unblock of any of them lifts it), as on Redis.
 #[async_trait]
 impl<K, C> IpBlocker for KeyedLimiter<K, C>
 where
@@ -593,14 +596,14 @@ where
         duration: Duration,
         reason: &str,
     ) -> Result<(), palisade_core_traits::Error> {
-        let ip = canonical_ip(ip);
+        let ip = client_net(ip);
         tracing::info!(%ip, ?duration, reason, "blocking address");
         self.block(K::from(ip), duration);
         Ok(())
     }
 
     async fn unblock_ip(&self, ip: IpAddr) -> Result<(), palisade_core_traits::Error> {
-        self.unblock(&K::from(canonical_ip(ip)));
+        self.unblock(&K::from(client_net(ip)));
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http_body_util::BodyExt;
-use palisade_core_traits::{ManualClock, Timestamp, TrustedProxies};
+use palisade_core_traits::{IpBlocker, ManualClock, Timestamp, TrustedProxies};
 use palisade_ratelimit::{
     AuthenticatedSubject, FailurePolicy, HttpKey, KeySource, KeyedLimiter, Policy, Quota,
     RateLimitLayer, RateLimitPolicy, RedisLimiter, nz,
@@ -98,6 +98,100 @@ async fn allowed_then_denied_with_the_draft_11_fields_naming_the_policy() {
     assert_eq!(
         answer(&app, request("[::ffff:198.51.100.7]:5000")).await.0,
         429
+    );
+}
+
+/// An IPv6 client is its /64, in memory and on Redis, for the peer address, an
+/// address forwarded by a trusted proxy, and blocks: two addresses of one /64 share
+/// a quota and a block, two /64s do not.
+#[tokio::test]
+async fn the_layer_limits_and_blocks_ipv6_clients_by_their_64() {
+    let server = RedisServer::start();
+    let q = Quota::per_minute(nz!(2));
+    let in_memory = memory(q);
+    let on_redis = Arc::new(
+        RedisLimiter::builder(vec![Policy::new("p", q).unwrap()])
+            // Patient: a slow answer on a loaded machine must not read as an outage.
+            .timeout(Duration::from_secs(5))
+            .connect(&server.url())
+            .await
+            .unwrap(),
+    );
+    let by_ip = || KeySource::ClientIp(TrustedProxies::none());
+    let memory_app = app(vec![
+        RateLimitPolicy::new("per-ip", &q, in_memory.clone(), by_ip()).unwrap(),
+    ]);
+    let redis_app = app(vec![
+        RateLimitPolicy::new("per-ip", &q, on_redis.clone(), by_ip()).unwrap(),
+    ]);
+    let blockers: [&dyn IpBlocker; 2] = [&*in_memory, &*on_redis];
+    for (app, blocker) in [&memory_app, &redis_app].into_iter().zip(blockers) {
+        assert_eq!(answer(app, request("[2001:db8:1:2::1]:5000")).await.0, 200);
+        assert_eq!(answer(app, request("[2001:db8:1:2::2]:5000")).await.0, 200);
+        let (status, fields, _) = answer(app, request("[2001:db8:1:2:ffff::3]:1")).await;
+        assert_eq!(
+            (status, fields[2].as_str()),
+            (429, "30"),
+            "one quota per /64"
+        );
+        assert_eq!(answer(app, request("[2001:db8:1:3::1]:5000")).await.0, 200);
+        // A block placed on one address refuses another of its /64, not the next /64.
+        let blocked: std::net::IpAddr = "2001:db8:5:6::1".parse().unwrap();
+        blocker
+            .block_ip(blocked, Duration::from_secs(60), "test")
+            .await
+            .unwrap();
+        let (status, fields, _) = answer(app, request("[2001:db8:5:6:abcd::9]:1")).await;
+        assert_eq!((status, fields[2].as_str()), (403, "60"));
+        assert_eq!(answer(app, request("[2001:db8:5:7::1]:1")).await.0, 200);
+    }
+    // Behind a trusted proxy, the forwarded address is keyed the same way (the general
+    // extraction, not the single-policy fast path).
+    let proxies = TrustedProxies::networks(["2001:db8:ffff::/48".parse().unwrap()]);
+    let app_behind_proxy = app(vec![
+        RateLimitPolicy::new("per-ip", &q, memory(q), KeySource::ClientIp(proxies)).unwrap(),
+    ]);
+    let forwarded = |client: &str| {
+        let mut req = request("[2001:db8:ffff::1]:443");
+        req.headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        req
+    };
+    for client in ["2001:db8:9:9::1", "2001:db8:9:9::2"] {
+        assert_eq!(answer(&app_behind_proxy, forwarded(client)).await.0, 200);
+    }
+    assert_eq!(
+        answer(&app_behind_proxy, forwarded("2001:db8:9:9::3"))
+            .await
+            .0,
+        429
+    );
+    assert_eq!(
+        answer(&app_behind_proxy, forwarded("2001:db8:9:a::1"))
+            .await
+            .0,
+        200
+    );
+    // So is the client address inside a composite key.
+    let per_route = app(vec![
+        RateLimitPolicy::new(
+            "per-ip-route",
+            &q,
+            memory(q),
+            KeySource::Composite(vec![KeySource::Route("login"), by_ip()]),
+        )
+        .unwrap(),
+    ]);
+    for peer in ["[2001:db8:7::1]:1", "[2001:db8:7::2]:1"] {
+        assert_eq!(answer(&per_route, request(peer)).await.0, 200);
+    }
+    assert_eq!(
+        answer(&per_route, request("[2001:db8:7::3]:1")).await.0,
+        429
+    );
+    assert_eq!(
+        answer(&per_route, request("[2001:db8:8::3]:1")).await.0,
+        200
     );
 }
 

@@ -267,9 +267,61 @@ async fn ipv4_mapped_peers_share_their_address_quota_and_blocks() {
     assert_eq!(limiter.quota_for(&v4).burst(), 5);
     limiter.clear_key_quota(&v4);
     assert_eq!(limiter.quota_for(&mapped).burst(), 2);
-    // IPv6 addresses stay themselves.
+    // An IPv6 client has a quota of its own, apart from every IPv4 one.
     let v6 = ip("2001:db8::8");
     assert!(limiter.check(&v6, 1).unwrap().allowed);
+}
+
+/// An IPv6 host chooses the low 64 bits of its addresses: every address of one /64
+/// is one client, with one quota, override and block; the next /64 is another.
+#[tokio::test]
+async fn addresses_of_one_ipv6_64_share_a_quota_and_blocks() {
+    let clock = clock();
+    let limiter: Arc<KeyedLimiter<IpAddr, ManualClock>> = Arc::new(KeyedLimiter::with_clock(
+        Quota::new(nz!(2), nz!(1), Duration::from_secs(60)).unwrap(),
+        clock.clone(),
+    ));
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let (a, b, c) = (
+        ip("2001:db8:1:2::1"),
+        ip("2001:db8:1:2:ffff:ffff:ffff:fffe"),
+        ip("2001:db8:1:2:8a2e:370:7334:9"),
+    );
+    assert!(limiter.check(&a, 1).unwrap().allowed);
+    assert!(limiter.check(&b, 1).unwrap().allowed);
+    let d = limiter.check(&c, 1).unwrap();
+    assert_eq!(d.denial, Some(Denial::Limited), "one quota for the /64");
+    assert_eq!(limiter.len(), 1);
+    // Other /64s are other clients (the first differs in the prefix's last bit only).
+    for other in ["2001:db8:1:3::1", "2001:db8:1:1:ffff::1", "2001:db9:1:2::1"] {
+        assert!(limiter.check(&ip(other), 1).unwrap().allowed, "{other}");
+    }
+    assert_eq!(limiter.len(), 4);
+    // A per-key quota set on one address is the /64's.
+    limiter.set_key_quota(
+        a,
+        Quota::new(nz!(5), nz!(1), Duration::from_secs(60)).unwrap(),
+    );
+    assert_eq!(limiter.quota_for(&c).burst(), 5);
+    limiter.clear_key_quota(&b);
+    assert_eq!(limiter.quota_for(&a).burst(), 2);
+    // A playbook blocks one address; another address of the /64 is refused, another
+    // /64 is not, and unblocking through any address of the /64 lifts it.
+    let blocker: Arc<dyn IpBlocker> = limiter.clone();
+    let (x, y) = (ip("2001:db8:aa:bb::10"), ip("2001:db8:aa:bb:1234::99"));
+    blocker
+        .block_ip(x, Duration::from_secs(600), "credential stuffing")
+        .await
+        .unwrap();
+    let d = limiter.check(&y, 1).unwrap();
+    assert_eq!(d.denial, Some(Denial::Blocked));
+    assert_eq!(d.retry_after, Duration::from_secs(600));
+    assert!(limiter.check(&ip("2001:db8:aa:bc::10"), 1).unwrap().allowed);
+    blocker.unblock_ip(y).await.unwrap();
+    assert!(limiter.check(&x, 1).unwrap().allowed);
+    // `block` on the limiter itself takes the same form.
+    limiter.block(y, Duration::from_secs(60));
+    assert_eq!(limiter.check(&x, 1).unwrap().denial, Some(Denial::Blocked));
 }
 
 /// 100 years, the longest block; written out here, not read from the crate.

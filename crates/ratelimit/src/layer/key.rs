@@ -5,10 +5,10 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderName, Request, Response, StatusCode};
-use palisade_core_traits::{TrustedProxies, canonical_ip};
+use palisade_core_traits::TrustedProxies;
 
 use super::plain;
-use crate::Key;
+use crate::{Key, client_net};
 
 /// The authenticated subject of a request, put into its extensions by the
 /// authentication layer in front (jwt-cache's `JwtAuth` puts the token's `sub`), for
@@ -21,6 +21,12 @@ pub enum KeySource {
     /// The client address: the peer (axum's `ConnectInfo<SocketAddr>`, or a
     /// `SocketAddr` extension) or, behind proxies these `TrustedProxies` trust, the
     /// address they forwarded. A forwarded header from an untrusted peer is ignored.
+    ///
+    /// Keyed as its [`client_net`](crate::client_net): an IPv4 address (IPv4-mapped
+    /// ones included) by itself, an IPv6 address by its /64, the smallest usual
+    /// allocation of one subscriber (RFC 6177), which would otherwise hold 2^64 quotas
+    /// and pass any block on one of its addresses. Hosts sharing one /64 share its quota and its
+    /// blocks.
     ClientIp(TrustedProxies),
     /// A request header's value (say, an API key id); missing or not visible ASCII: `400`.
     Header(HeaderName),
@@ -60,7 +66,8 @@ impl KeyError {
 /// A key formed from a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpKey {
-    /// A client address, in canonical form.
+    /// A client address as [`client_net`](crate::client_net) gives it (IPv6: its /64);
+    /// build it with `HttpKey::from(ip)`, which applies it.
     Ip(IpAddr),
     /// A header value or a subject.
     Text(Box<str>),
@@ -72,11 +79,13 @@ pub enum HttpKey {
 
 impl Key for HttpKey {}
 
-/// An address as the layer keys it (canonical form), so blocks through the in-memory
-/// limiter's `IpBlocker` reach the requests a `ClientIp` policy checks.
+/// An address as the layer keys it ([`client_net`]: IPv6 by its /64), so blocks
+/// through the in-memory limiter's `IpBlocker` reach the requests a `ClientIp` policy
+/// checks.
 impl From<IpAddr> for HttpKey {
+    #[inline]
     fn from(ip: IpAddr) -> Self {
-        HttpKey::Ip(canonical_ip(ip))
+        HttpKey::Ip(client_net(ip))
     }
 }
 
@@ -147,7 +156,7 @@ impl KeySource {
                 };
                 if proxies.trusts_nobody() {
                     // No forwarded header is read: skip the scan.
-                    return Ok(HttpKey::Ip(canonical_ip(peer.ip())));
+                    return Ok(HttpKey::from(peer.ip()));
                 }
                 // Values as bytes: a line that is not text still holds the entries
                 // our proxies appended to it.
@@ -159,9 +168,7 @@ impl KeySource {
                     })
                     .map(|(n, v)| (n.as_str(), v))
                     .collect();
-                Ok(HttpKey::Ip(canonical_ip(
-                    proxies.client_ip(peer.ip(), forwarded),
-                )))
+                Ok(HttpKey::from(proxies.client_ip(peer.ip(), forwarded)))
             }
             KeySource::Header(name) => match req.headers().get(name).map(|v| v.to_str()) {
                 Some(Ok(v)) if !v.is_empty() => Ok(HttpKey::Text(v.into())),

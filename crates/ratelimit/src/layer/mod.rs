@@ -24,7 +24,6 @@ use tower_service::Service;
 
 use key::KeyError;
 pub use key::{AuthenticatedSubject, HttpKey, KeySource};
-use palisade_core_traits::canonical_ip;
 
 use crate::{Decision, Denial, Error, Limiter, Quota, headers};
 
@@ -343,7 +342,7 @@ impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
                 && proxies.trusts_nobody()
                 && let Some(peer) = peer_of(req)
             {
-                return check(only, &HttpKey::Ip(canonical_ip(peer.ip())), 1);
+                return check(only, &HttpKey::from(peer.ip()), 1);
             }
             // One policy, one key: no list of keys to build.
             let key = only

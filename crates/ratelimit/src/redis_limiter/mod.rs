@@ -11,13 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use palisade_core_traits::{Clock, IpBlocker, SystemClock, async_trait, canonical_ip};
+use palisade_core_traits::{Clock, IpBlocker, SystemClock, async_trait};
 
 pub use builder::{FailurePolicy, Policy, RedisLimiterBuilder};
 use conn::{Breaker, Conn, Epochs};
 use stats::{Answer, Counters, policy_label};
 
-use crate::{Decision, Denial, Error, KeyedLimiter, MAX_BLOCK, Stats};
+use crate::{Decision, Denial, Error, KeyedLimiter, MAX_BLOCK, Stats, client_net};
 
 const CHECK_SCRIPT: &str = include_str!("../check.lua");
 const BLOCK_SCRIPT: &str = include_str!("../block.lua");
@@ -115,9 +115,10 @@ impl RedisLimiter {
     /// A subject's Redis keys: its block key, its slot's epoch key, then one per
     /// policy, all in one hash slot. The subject's keys share the hash tag `{…}`; keys
     /// with braces (or a leading `=`) are hex-encoded behind `=` so the tag stays whole
-    /// and distinct keys stay distinct. An address is keyed in canonical form
-    /// (IPv4-mapped IPv6 is IPv4, one spelling per IPv6 address), so every spelling
-    /// of one address is one subject.
+    /// and distinct keys stay distinct. An address is keyed as its [`client_net`] in
+    /// canonical text (IPv4-mapped IPv6 is IPv4, an IPv6 address is its /64, one
+    /// spelling each), so every spelling of one address, and every address of one
+    /// IPv6 /64, is one subject, as in memory.
     fn subject(&self, key: &str) -> Result<Subject, Error> {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(Error::InvalidKey {
@@ -126,7 +127,7 @@ impl RedisLimiter {
             });
         }
         let name = match key.parse::<IpAddr>() {
-            Ok(ip) => canonical_ip(ip).to_string(),
+            Ok(ip) => client_net(ip).to_string(),
             Err(_) => key.to_owned(),
         };
         let tag = if name.contains(['{', '}']) || name.starts_with('=') {
@@ -539,7 +540,9 @@ fn to_core(e: Error) -> palisade_core_traits::Error {
 }
 
 /// Blocks addresses through Redis, so every instance denies them. The address is
-/// keyed in canonical form ([`canonical_ip`]).
+/// keyed as its [`client_net`]: an IPv4 address in canonical form, an IPv6 address
+/// by its /64, so a block on one address of a /64 refuses all of them (and an
+/// unblock of any of them lifts it).
 #[async_trait]
 impl IpBlocker for RedisLimiter {
     async fn block_ip(
@@ -548,13 +551,13 @@ impl IpBlocker for RedisLimiter {
         duration: Duration,
         reason: &str,
     ) -> Result<(), palisade_core_traits::Error> {
-        let ip = canonical_ip(ip);
+        let ip = client_net(ip);
         tracing::info!(%ip, ?duration, reason, "blocking address on redis");
         self.block(&ip.to_string(), duration).await.map_err(to_core)
     }
 
     async fn unblock_ip(&self, ip: IpAddr) -> Result<(), palisade_core_traits::Error> {
-        self.unblock(&canonical_ip(ip).to_string())
+        self.unblock(&client_net(ip).to_string())
             .await
             .map_err(to_core)
     }

@@ -199,7 +199,8 @@ async fn every_spelling_of_an_address_is_one_subject() {
     }
     let exists = |key: &str| server.command(&["EXISTS", key]).unwrap();
     assert_eq!(exists("palisade:rl:{198.51.100.7}:p"), Reply::Integer(1));
-    assert_eq!(exists("palisade:rl:{2001:db8::1}:p"), Reply::Integer(1));
+    // An IPv6 address is keyed by its /64.
+    assert_eq!(exists("palisade:rl:{2001:db8::}:p"), Reply::Integer(1));
     // A playbook blocks the IPv4 address; the client comes back mapped, and the
     // other way round.
     let blocker: &dyn IpBlocker = &l;
@@ -224,6 +225,80 @@ async fn every_spelling_of_an_address_is_one_subject() {
     );
     blocker.unblock_ip(ip("::ffff:198.51.100.8")).await.unwrap();
     assert!(l.check("198.51.100.8", 1).await.unwrap().allowed);
+}
+
+/// Every address of one IPv6 /64 is one subject on Redis, decided exactly as the
+/// in-memory limiter decides for `IpAddr` keys (same trace, same clock); a block on
+/// one address of the /64 refuses the others in both backends.
+#[tokio::test]
+async fn addresses_of_one_ipv6_64_are_one_subject_decided_as_in_memory() {
+    let server = RedisServer::start();
+    let clock = manual_clock();
+    let p = policy("p", 2, 1, Duration::from_secs(60));
+    let redis = RedisLimiter::builder(vec![p.clone()])
+        .timeout(PATIENT)
+        .deny_cache_keys(0)
+        .clock(Arc::new(clock.clone()))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let memory: KeyedLimiter<IpAddr, ManualClock> =
+        KeyedLimiter::with_clock(p.quota, clock.clone());
+    // (µs since the previous check, address, admitted?)
+    let trace = [
+        (0, "2001:db8:1:2::1", true),
+        (10, "2001:db8:1:2:ffff:ffff:ffff:ffff", true),
+        (10, "2001:DB8:1:2:0:0:0:7", false), // the /64's burst of 2 is spent
+        (10, "2001:db8:1:3::1", true),       // the next /64 is another client
+        (10, "::ffff:192.0.2.7", true),
+        (10, "192.0.2.7", true),
+        (10, "192.0.2.7", false), // one quota for an IPv4 address and its mapped form
+        (60_000_000, "2001:db8:1:2:abcd::1", true), // one unit back for the /64
+        (10, "2001:db8:1:2::1", false),
+    ];
+    for (gap_us, key, admitted) in trace {
+        clock.advance(Duration::from_micros(gap_us));
+        let now = clock.now().as_unix_micros();
+        let m = memory.check(&key.parse().unwrap(), 1).unwrap();
+        let r = redis.check_inner(key, 1, Some(now)).await.unwrap();
+        assert_eq!(m, r, "{key}: the backends differ");
+        assert_eq!(r.allowed, admitted, "{key}: {r:?}");
+    }
+    let exists = |key: &str| server.command(&["EXISTS", key]).unwrap();
+    assert_eq!(exists("palisade:rl:{2001:db8:1:2::}:p"), Reply::Integer(1));
+    assert_eq!(exists("palisade:rl:{2001:db8:1:2::1}:p"), Reply::Integer(0));
+    // Blocks: placed on one address, they refuse another of the /64 in both backends,
+    // leave the next /64 alone, and are lifted through any address of the /64.
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let (x, y, elsewhere) = (
+        ip("2001:db8:aa:bb::10"),
+        ip("2001:db8:aa:bb:1234::99"),
+        ip("2001:db8:aa:bc::10"),
+    );
+    let blockers: [&dyn IpBlocker; 2] = [&redis, &memory];
+    for blocker in blockers {
+        blocker
+            .block_ip(x, Duration::from_secs(600), "credential stuffing")
+            .await
+            .unwrap();
+    }
+    let d = redis.check(&y.to_string(), 1).await.unwrap();
+    assert_eq!(d.denial, Some(Denial::Blocked), "redis: {d:?}");
+    let d = memory.check(&y, 1).unwrap();
+    assert_eq!(d.denial, Some(Denial::Blocked), "memory: {d:?}");
+    assert!(
+        redis
+            .check(&elsewhere.to_string(), 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(memory.check(&elsewhere, 1).unwrap().allowed);
+    for blocker in blockers {
+        blocker.unblock_ip(y).await.unwrap();
+    }
+    assert!(redis.check(&x.to_string(), 1).await.unwrap().allowed);
+    assert!(memory.check(&x, 1).unwrap().allowed);
 }
 
 /// The circuit breaker times its cool-down on the monotonic clock: after the wall
