@@ -324,9 +324,11 @@ pub struct Decision {
     pub local_share: bool,
 }
 
-/// Why a request was denied. Every denial is an answer, not an error: answer it with
-/// HTTP 429 (and `Retry-After` from [`headers::retry_after`](crate::headers::retry_after),
-/// which is `None` for a request that can never pass).
+/// Why a request was denied. Every denial is an answer, not an error: answer a spent
+/// quota with HTTP 429 (and `Retry-After` from
+/// [`headers::retry_after`](crate::headers::retry_after), which is `None` for a request
+/// that can never pass). `TableFull` and `Unavailable` are the server's condition, not
+/// the client's (`RateLimitLayer` answers them `503`, a block `403`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Denial {
@@ -339,7 +341,8 @@ pub enum Denial {
     /// The key is blocked; `retry_after` is when the block ends.
     Blocked,
     /// In memory: a new key, refused because the table is full of live keys;
-    /// `retry_after` is one emission interval.
+    /// `retry_after` is one emission interval. The client spent no quota: the
+    /// limiter ran out of room (fail closed).
     TableFull,
     /// On Redis: the key's state is unknown (Redis is unreachable, or lost its data
     /// less than a burst window ago) and the failure policy denies.

@@ -296,6 +296,43 @@ async fn a_blocked_key_is_403_and_a_subject_key_needs_a_subject() {
     assert_eq!(answer(&app, request("192.0.2.1:1")).await.0, 400);
 }
 
+/// A table full of live keys refuses a new key (fail closed), but the client spent
+/// no quota: the server ran out of room. `503` with `Retry-After`, not `429`, and no
+/// `RateLimit` field claiming the client's quota is spent.
+#[tokio::test]
+async fn a_full_table_is_503_at_capacity_not_429() {
+    let q = Quota::per_minute(nz!(2));
+    let limiter: Arc<Memory> = Arc::new(
+        KeyedLimiter::with_clock(q, ManualClock::new(Timestamp::from_unix_secs(1_000)))
+            .with_max_keys(nz!(1)),
+    );
+    let app = app(vec![
+        RateLimitPolicy::new(
+            "per-ip",
+            &q,
+            limiter,
+            KeySource::ClientIp(TrustedProxies::none()),
+        )
+        .unwrap(),
+    ]);
+    // The one slot goes to the first client, live for the next 30 s.
+    assert_eq!(answer(&app, request("192.0.2.1:1")).await.0, 200);
+    let res = app.clone().oneshot(request("192.0.2.2:1")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    let h = |n: &str| res.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(h("content-type").unwrap(), "text/plain; charset=utf-8");
+    // Retry after one emission interval (2 per minute: 30 s).
+    assert_eq!(h("retry-after").unwrap(), "30");
+    assert_eq!(h("ratelimit-policy").unwrap(), r#""per-ip";q=2;w=60"#);
+    assert_eq!(h("ratelimit"), None);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"rate limiter at capacity\n");
+    // The tracked client is answered as usual: its quota, then a quota's 429.
+    assert_eq!(answer(&app, request("192.0.2.1:1")).await.0, 200);
+    let (status, _, body) = answer(&app, request("192.0.2.1:1")).await;
+    assert_eq!((status, body.as_str()), (429, "rate limited\n"));
+}
+
 #[tokio::test]
 async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
     let mut server = RedisServer::start();

@@ -3,10 +3,12 @@
 //!
 //! - Every policy must allow; the first that refuses is named in `RateLimit-Policy`
 //!   and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11), with `Retry-After`.
-//! - `429` for a spent quota, `403` for a blocked key, `503` + `Retry-After` when
-//!   Redis is down and the failure policy is closed; when it is open the request
-//!   passes with `RateLimit-Degraded: fail-open` on the response, and with
-//!   `RateLimit-Degraded: local-share` when this instance's share admitted it.
+//! - `429` for a spent quota, `403` for a blocked key, `503` + `Retry-After` when an
+//!   in-memory table is full of live keys (the client spent no quota: the server ran
+//!   out of room) or when Redis is down and the failure policy is closed; when it is
+//!   open the request passes with `RateLimit-Degraded: fail-open` on the response,
+//!   and with `RateLimit-Degraded: local-share` when this instance's share admitted
+//!   it.
 //! - A key that cannot be formed (a missing header or subject) is `400`; no peer
 //!   address (the server does not record it) is `500`.
 
@@ -245,14 +247,22 @@ fn refusal<L>(p: &RateLimitPolicy<L>, d: &Decision) -> Response<&'static str> {
     let (status, body) = match d.denial {
         Some(Denial::Blocked) => (StatusCode::FORBIDDEN, "blocked\n"),
         Some(Denial::Unavailable) => (StatusCode::SERVICE_UNAVAILABLE, "rate limit unavailable\n"),
+        // The server ran out of room for new keys: no quota of the client's was spent.
+        Some(Denial::TableFull) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate limiter at capacity\n",
+        ),
         _ => (StatusCode::TOO_MANY_REQUESTS, "rate limited\n"),
     };
     let mut r = plain(status, body);
     let h = r.headers_mut();
     h.insert("ratelimit-policy", p.policy_field.clone());
-    let t = headers::reset_secs(d);
-    if let Ok(v) = HeaderValue::from_str(&format!("{};r={};t={t}", p.sf_name, d.remaining)) {
-        h.insert("ratelimit", v);
+    // `r=0` would tell a client refused for want of room that its own quota is spent.
+    if d.denial != Some(Denial::TableFull) {
+        let t = headers::reset_secs(d);
+        if let Ok(v) = HeaderValue::from_str(&format!("{};r={};t={t}", p.sf_name, d.remaining)) {
+            h.insert("ratelimit", v);
+        }
     }
     if let Some(v) = headers::retry_after(d).and_then(|s| HeaderValue::from_str(&s).ok()) {
         h.insert(http::header::RETRY_AFTER, v);
