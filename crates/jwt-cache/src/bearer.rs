@@ -4,12 +4,21 @@
 //! form-body (§2.2) or query (§2.3, discouraged: URLs are logged) methods. A request
 //! that uses more than one method, repeats a token, or carries a header that is not
 //! `Bearer` + one space-separated b64token is `invalid_request`; a request with no
-//! bearer credentials at all (no header, or another scheme) is `MissingToken`.
+//! bearer credentials at all (no header, or another scheme) is `MissingToken`. A
+//! header whose scheme is `Bearer` but separated from its token by anything but
+//! spaces (`Bearer<TAB>token`, `Bearer,token`; RFC 7235 §2.1 `1*SP`) is a malformed
+//! bearer request, `invalid_request`, not another scheme.
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
 use crate::Error;
+
+/// Whether `c` is a `tchar` (RFC 7230 §3.2.6), a byte that may be in a token such as an
+/// auth-scheme.
+fn tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
 
 /// Whether `c` may be in a b64token before its `=` padding (RFC 6750 §2.1:
 /// `ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"`). Branch-free, so the scan
@@ -40,8 +49,9 @@ fn is_b64token(bytes: &[u8]) -> bool {
 /// `Ok(None)`: no `Authorization` header, or one with another scheme (`Basic …`): no
 /// bearer credentials were sent. `Err(Error::InvalidRequest)`: several
 /// `Authorization` headers, an empty one, `Bearer` without a token, with more than
-/// one, or with a token outside the b64token syntax (which also refuses anything but
-/// visible ASCII). The scheme is matched case-insensitively (RFC 9110 §11.1).
+/// one, with a token outside the b64token syntax (which also refuses anything but
+/// visible ASCII), or with the scheme followed by something other than a space
+/// (`Bearer<TAB>token`). The scheme is matched case-insensitively (RFC 9110 §11.1).
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
     match bearer_credential(headers)? {
         None => Ok(None),
@@ -67,6 +77,17 @@ pub(crate) fn bearer_credential(headers: &HeaderMap) -> Result<Option<&[u8]>, Er
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         if scheme.is_empty() {
             return Err(Error::InvalidRequest("empty Authorization header"));
+        }
+        // The scheme token ends at the first byte that is not a tchar: `Bearer` then a
+        // TAB, a comma or a quote is a bearer request, malformed (RFC 7235 §2.1 wants
+        // 1*SP there); `Bearerx` is another scheme.
+        if let (Some(name), Some(&next)) = (scheme.get(..6), scheme.get(6))
+            && name.eq_ignore_ascii_case(b"bearer")
+            && !tchar(next)
+        {
+            return Err(Error::InvalidRequest(
+                "Bearer not followed by a space (RFC 7235 §2.1)",
+            ));
         }
         return Ok(None); // another scheme: not a bearer request
     }
@@ -164,6 +185,34 @@ mod tests {
             header(&[b"Bearer a.b.c", b"Bearer a.b.c"]),
             Err(Error::InvalidRequest(_))
         ));
+    }
+
+    /// RFC 7235 §2.1: `credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ]`.
+    /// A `Bearer` scheme followed by anything but spaces is a malformed bearer request
+    /// (RFC 6750 §3.1: `400 invalid_request`), not another scheme (`401`).
+    #[test]
+    fn a_bearer_scheme_not_followed_by_spaces_is_an_invalid_request() {
+        for bad in [
+            &b"Bearer\ta.b.c"[..],
+            b"bearer\ta.b.c",
+            b"BEARER\t\ta.b.c",
+            b"Bearer\t a.b.c",
+            b"Bearer \ta.b.c",
+            b"Bearer,a.b.c",
+            b"Bearer\"a.b.c\"",
+            b"Bearer=a.b.c",
+            b"Bearer\xa0a.b.c",
+        ] {
+            assert!(
+                matches!(header(&[bad]), Err(Error::InvalidRequest(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A longer token is another scheme; so is another scheme's own malformation.
+        assert_eq!(header(&[b"Bearer.x a.b.c"]), Ok(None));
+        assert_eq!(header(&[b"Bearer_ a.b.c"]), Ok(None));
+        assert_eq!(header(&[b"Basic\tdXNlcjpwYXNz"]), Ok(None));
     }
 
     #[test]

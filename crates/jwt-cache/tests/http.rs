@@ -179,12 +179,15 @@ async fn every_case_answers_with_the_right_status_challenge_and_body() {
         assert_eq!(a.body, "authentication required");
     }
 
-    // Malformed: 400 invalid_request.
+    // Malformed: 400 invalid_request. A TAB after the scheme is a malformed bearer
+    // request (RFC 7235 §2.1 wants 1*SP), not another scheme's 401.
     for authorization in [
         "Bearer".to_owned(),
         format!("Bearer {token} {token}"),
         format!("Bearer {token}!"),
         format!("Bearer \"{token}\""),
+        format!("Bearer\t{token}"),
+        format!("bearer\t{token}"),
     ] {
         let a = send(&app, get_with("/me", Some(&authorization))).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{authorization}");
@@ -291,7 +294,7 @@ async fn every_case_answers_with_the_right_status_challenge_and_body() {
     let st = s.validator.stats();
     for (kind, n) in [
         ("missing_token", 2),
-        ("invalid_request", 5),
+        ("invalid_request", 7),
         ("expired", 2),
         ("wrong_audience", 1),
         ("unknown_kid", 1),
@@ -515,9 +518,11 @@ async fn the_query_and_form_methods_only_when_enabled_and_never_two_at_once() {
         .body(Body::from(format!("access_token={token}")))
         .unwrap();
     assert_eq!(send(&all, get_form).await.status, StatusCode::UNAUTHORIZED);
-    // Two methods, or two tokens in one: invalid_request.
+    // Two methods, or two tokens in one: invalid_request. A malformed header beside a
+    // query token is refused too, not skipped over for the query's token.
     for request in [
         get_with(&query, Some(&bearer(&token))),
+        get_with(&query, Some(&format!("Bearer\t{token}"))),
         get_with(&format!("{query}&access_token={token}"), None),
         {
             let mut r = form();
