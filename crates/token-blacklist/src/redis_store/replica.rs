@@ -114,6 +114,10 @@ pub(super) struct Inner {
     region_proofs: Vec<AtomicU64>,
     /// Set when a revocation could not be held locally (capacity): never fresh then.
     pub(super) incomplete: AtomicBool,
+    /// Revocations ever refused by the local store: a resync clears `incomplete`
+    /// only if none was refused since it started (one that arrived by pub/sub while
+    /// it scanned may be missing from what it read).
+    pub(super) drops: AtomicU64,
     state: Mutex<SyncState>,
     synced: tokio::sync::Notify,
     pub(super) ids: AtomicU64,
@@ -176,6 +180,7 @@ impl Inner {
             settings,
             last_sync: AtomicU64::new(0),
             incomplete: AtomicBool::new(false),
+            drops: AtomicU64::new(0),
             state: Mutex::new(SyncState {
                 repair_first: true,
                 ..SyncState::default()
@@ -251,6 +256,7 @@ impl Inner {
         match self.local.apply(r) {
             Ok(_) => true,
             Err(e) => {
+                self.drops.fetch_add(1, Ordering::AcqRel);
                 self.incomplete.store(true, Ordering::Release);
                 tracing::error!(error = %e, "replica cannot hold a revocation; not fresh until it can");
                 false
@@ -297,7 +303,8 @@ impl Inner {
     }
 
     /// Once a resync is done: settled (and in sync as of its start, or of a heartbeat
-    /// heard during it) unless a loss was detected since it read the epochs, it left
+    /// heard during it, if it held every record and no revocation was refused since
+    /// it started) unless a loss was detected since it read the epochs, it left
     /// records unrepaired, or, for a replica not yet settled, the store is still
     /// settling. Returns whether the replica is settled now.
     pub(super) fn settle(&self, s: &Synced, heard: Option<Heard>) -> bool {
@@ -313,7 +320,7 @@ impl Inner {
             st.settled = true;
             st.epochs = Some(s.epochs.clone());
         }
-        if s.complete {
+        if s.complete && self.drops.load(Ordering::Acquire) == s.drops {
             self.incomplete.store(false, Ordering::Release);
             let digest = digest(&as_read(&s.epochs));
             let as_of = match heard {

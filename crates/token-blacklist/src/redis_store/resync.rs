@@ -31,6 +31,8 @@ pub(super) struct Synced {
     pub(super) complete: bool,
     /// Monotonic ns when it started: every revocation acknowledged before is applied.
     pub(super) started: u64,
+    /// `Inner::drops` when it started.
+    pub(super) drops: u64,
     /// `SyncState::losses` after it read the epochs.
     pub(super) losses: u64,
     pub(super) epochs: Vec<String>,
@@ -350,6 +352,7 @@ impl Inner {
     /// before and after. The caller settles the outcome.
     async fn resync(&self) -> Result<Synced, Error> {
         let started = self.mono_nanos();
+        let drops = self.drops.load(Ordering::Acquire);
         let before = self.ensure_epochs().await?;
         let known = self.state().epochs.clone();
         if known.is_some_and(|k| k != before) {
@@ -382,6 +385,7 @@ impl Inner {
             repaired,
             complete,
             started,
+            drops,
             losses,
             epochs: before,
             unrepaired,

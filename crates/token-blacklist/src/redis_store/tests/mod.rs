@@ -542,6 +542,44 @@ async fn a_full_replica_fails_closed_instead_of_forgetting() {
     assert_eq!(small.check(&token(0), lenient), RevocationStatus::Revoked);
 }
 
+/// A resync that held everything it read does not make a replica fresh if a
+/// revocation was refused while it ran (it arrived by pub/sub and the scan may not
+/// have read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_refused_during_a_resync_keeps_the_replica_incomplete() {
+    let server = RedisServer::start();
+    let a = builder().connect(&server.url()).await.unwrap();
+    let small = builder()
+        .config(Config::default().capacity(std::num::NonZeroUsize::new(5).unwrap()))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        a.revoke_token(&token(i)).await.unwrap();
+    }
+    wait_until("all five held", || small.len() == 5).await;
+    // A resync that reads the five: it holds every record it read.
+    let synced = small.inner.resync_traced().await.unwrap();
+    assert!(synced.complete);
+    // Before it settles, a sixth revocation arrives and cannot be held.
+    a.revoke_token(&token(5)).await.unwrap();
+    wait_until("the sixth refused", || {
+        small.inner.drops.load(std::sync::atomic::Ordering::Acquire) > 0
+    })
+    .await;
+    assert_eq!(small.freshness(), None);
+    small.inner.settle(&synced, None);
+    assert_eq!(
+        small.freshness(),
+        None,
+        "a refused revocation was forgotten"
+    );
+    assert_eq!(
+        small.check(&token(5), FailurePolicy::Closed),
+        RevocationStatus::Unknown
+    );
+}
+
 /// Wall time for tests on a `ManualClock` (lifetimes are far in the future: NOW_EXP).
 const T0: u64 = 1_700_000_000;
 
