@@ -109,6 +109,19 @@ pub enum Error {
         /// Why (the requested and maximum lifetimes).
         reason: String,
     },
+    /// The token refused the PIN (`CKR_PIN_INCORRECT`, `…_LOCKED`, `…_EXPIRED`,
+    /// `…_INVALID`, `…_LEN_RANGE`). The store does not offer it again: a token locks
+    /// its PIN after a few wrong tries, and a store retrying on every signature would
+    /// lock it. Build the store again with the right PIN.
+    #[error(
+        "token {token:?} refused the PIN ({reason}); not offered again: rebuild the store with the right PIN"
+    )]
+    PinRefused {
+        /// The token's label.
+        token: String,
+        /// The PKCS#11 return value.
+        reason: String,
+    },
     /// Reading or writing the lifecycle state file failed.
     #[error("lifecycle state file {path}: {source}")]
     StateFile {

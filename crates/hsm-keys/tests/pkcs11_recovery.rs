@@ -1,6 +1,6 @@
 //! Sessions closed or logged out underneath, and signing goes on. Its own test
-//! binary, because these disturb every session in the process; the two tests share
-//! a lock so they do not disturb each other either.
+//! binary, because these disturb every session in the process (and one changes the
+//! PIN for a while); the tests share a lock so they do not disturb each other either.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 #![cfg(feature = "pkcs11")]
 
@@ -82,9 +82,51 @@ fn signing_survives_the_token_logging_out_underneath() {
     }
 }
 
+#[test]
+fn a_refused_pin_is_offered_once_not_on_every_signature() {
+    use palisade_hsm_keys::Error;
+    use palisade_hsm_keys::cryptoki::types::AuthPin;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let store = store();
+    let info = store.generate("pin-change", JwsAlgorithm::ES256).unwrap();
+    sign_compact(&store, &info, None, b"{}").unwrap();
+    // An operator changes the PIN on the token, and the token logs out: the store
+    // holds a PIN that is now wrong.
+    let (old, new) = (SoftHsm::USER_PIN, "palisade-user-rotated-4321");
+    let outsider = user_session();
+    (outsider.set_pin(&AuthPin::from(old), &AuthPin::from(new))).unwrap();
+    outsider.logout().unwrap();
+    drop(outsider);
+    for _ in 0..5 {
+        let err = sign_compact(&store, &info, None, b"{}").unwrap_err();
+        assert!(matches!(err, Error::PinRefused { .. }), "{err}");
+        assert!(!format!("{err} {err:?}").contains(old));
+    }
+    // One wrong try reached the token, not one per signature (a token locks its PIN
+    // after a few).
+    assert_eq!(store.stats().pin_refusals, 1, "{:?}", store.stats());
+    // The PIN back as it was; a store built again signs.
+    let outsider = user_session_with(new);
+    (outsider.set_pin(&AuthPin::from(new), &AuthPin::from(old))).unwrap();
+    drop(outsider);
+    let again = palisade_hsm_keys::Pkcs11Store::builder()
+        .context(SoftHsm::get().pkcs11().clone())
+        .token(SoftHsm::get().token_label())
+        .pin(Pin::new(old))
+        .build()
+        .unwrap();
+    let jws = sign_compact(&again, &info, None, br#"{"pin":"right"}"#).unwrap();
+    assert_eq!(verify(&jws.compact, &info.jwk)["pin"], "right");
+}
+
+fn user_session() -> palisade_hsm_keys::cryptoki::session::Session {
+    user_session_with(SoftHsm::USER_PIN)
+}
+
 /// A logged-in session on the test token, found by label (the testkit's remembered
 /// slot number is stale once the other test re-initialised the library).
-fn user_session() -> palisade_hsm_keys::cryptoki::session::Session {
+fn user_session_with(pin: &str) -> palisade_hsm_keys::cryptoki::session::Session {
+    use palisade_hsm_keys::cryptoki::types::AuthPin;
     use palisade_hsm_keys::cryptoki::{error::Error as CkError, error::RvError, session::UserType};
     let hsm = SoftHsm::get();
     let ctx = hsm.pkcs11();
@@ -95,7 +137,7 @@ fn user_session() -> palisade_hsm_keys::cryptoki::session::Session {
         .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == hsm.token_label())
         .unwrap();
     let session = ctx.open_rw_session(slot).unwrap();
-    match session.login(UserType::User, Some(&hsm.user_pin())) {
+    match session.login(UserType::User, Some(&AuthPin::from(pin))) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => session,
         Err(e) => panic!("C_Login: {e}"),
     }

@@ -129,9 +129,31 @@ impl Inner {
     pub(super) fn login(&self, session: &Session) -> Result<(), Error> {
         // The span names the token, never the PIN.
         let _span = tracing::debug_span!("hsm_keys.login", token = %self.token_label).entered();
+        let refused = |reason: String| Error::PinRefused {
+            token: self.token_label.clone(),
+            reason,
+        };
+        // Refused once, never offered again: each wrong try counts towards the
+        // token locking its PIN (CKR_PIN_LOCKED), and this runs on every signature
+        // that finds the token logged out.
+        if self.counters.pin_refusals.load(Ordering::Acquire) > 0 {
+            return Err(refused("refused before".into()));
+        }
         let pin = AuthPin::from(self.pin.expose());
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(CkError::Pkcs11(
+                rv @ (RvError::PinIncorrect
+                | RvError::PinLocked
+                | RvError::PinExpired
+                | RvError::PinInvalid
+                | RvError::PinLenRange),
+                _,
+            )) => {
+                self.counters.pin_refusals.fetch_add(1, Ordering::AcqRel);
+                tracing::error!(token = %self.token_label, rv = %rv, "the token refused the PIN; it will not be offered again");
+                Err(refused(format!("{rv:?}")))
+            }
             Err(e) => Err(ck("C_Login", e)),
         }
     }

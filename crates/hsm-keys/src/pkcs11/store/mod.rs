@@ -45,6 +45,9 @@ pub struct Stats {
     pub session_recoveries: u64,
     /// Logins repeated because the token had logged out.
     pub relogins: u64,
+    /// `C_Login` calls the token refused for the PIN (at most one: the PIN is not
+    /// offered again, see [`Error::PinRefused`]).
+    pub pin_refusals: u64,
 }
 
 #[derive(Default)]
@@ -55,6 +58,7 @@ pub(super) struct Counters {
     pub(super) handles_refound: AtomicU64,
     pub(super) session_recoveries: AtomicU64,
     pub(super) relogins: AtomicU64,
+    pub(super) pin_refusals: AtomicU64,
 }
 
 /// Default bound on signing sessions per store.
@@ -257,6 +261,7 @@ impl Pkcs11Store {
             handles_refound: c.handles_refound.load(Ordering::Relaxed),
             session_recoveries: c.session_recoveries.load(Ordering::Relaxed),
             relogins: c.relogins.load(Ordering::Relaxed),
+            pin_refusals: c.pin_refusals.load(Ordering::Relaxed),
         }
     }
 
