@@ -123,9 +123,10 @@ impl Gateway {
 
     /// A refusal (`429`, a block, a deny-list hit). They come in floods, which the
     /// feed must survive: each is counted, but shown (located, on the feed, shared
-    /// with the fleet) only within [`RefusalFeed`]'s bounds.
-    fn show_refusal(&self, req_id: &RequestId, ip: IpAddr, what: What) {
-        if self.refusal_feed.admits(ip) {
+    /// with the fleet) only within [`RefusalFeed`]'s bounds. Returns whether it was.
+    fn show_refusal(&self, req_id: &RequestId, ip: IpAddr, what: What) -> bool {
+        let shown = self.refusal_feed.admits(ip);
+        if shown {
             self.show(req_id, ip, what);
         } else {
             let origin = Origin {
@@ -135,6 +136,7 @@ impl Gateway {
             self.dashboard
                 .count(&Activity::new(self.clock.now(), origin, what));
         }
+        shown
     }
 
     /// Like `show`, with the client's JA4 when the connection was TLS.
@@ -423,7 +425,8 @@ fn refused_by(response: &Response) -> Option<&str> {
 
 impl Gateway {
     /// A refusal by the limit `policy`: on the dashboard, and on the bus when it is the
-    /// per-address limit (what playbooks answer).
+    /// per-address limit (what playbooks answer) and shown: a flood of `429`s must
+    /// not fill the bus, where it would push out other low and medium events.
     async fn limited(&self, id: &RequestId, ip: IpAddr, status: StatusCode, policy: &str) {
         if status == StatusCode::FORBIDDEN {
             let reason = "blocked by a playbook".into();
@@ -431,14 +434,14 @@ impl Gateway {
             return;
         }
         let policy = policy.to_owned();
-        self.show_refusal(
+        let shown = self.show_refusal(
             id,
             ip,
             What::RateLimited {
                 policy: policy.clone(),
             },
         );
-        if policy != IP_POLICY {
+        if policy != IP_POLICY || !shown {
             return;
         }
         let event = SecurityEvent::new(

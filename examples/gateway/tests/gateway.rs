@@ -840,6 +840,30 @@ async fn limit_refusals_name_their_policy_and_reach_the_dashboard() {
     );
     assert_eq!(healthz("192.0.2.51".into()).await.status(), StatusCode::OK);
     assert_eq!(h.gw.gateway.dashboard.counters().rate_limited, 1);
+    // A flood of refusals is counted in full, but only those the feed shows (a burst
+    // of 5, then 1 a second per address) go on the bus, where they would push out
+    // other events.
+    let started = std::time::Instant::now();
+    for _ in 0..59 {
+        let r = healthz("192.0.2.50".into()).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let elapsed = started.elapsed().as_secs();
+    assert_eq!(h.gw.gateway.dashboard.counters().rate_limited, 60);
+    let detections = || h.gw.gateway.dashboard.counters().detections;
+    for _ in 0..200 {
+        if detections() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // any more would be in by now
+    assert!(
+        (5..=6 + elapsed).contains(&detections()),
+        "{} rate-limit events on the bus for 60 refusals in {elapsed} s",
+        detections()
+    );
+    let rate_limited = h.gw.gateway.dashboard.counters().rate_limited;
 
     // Per subject on /api: 100 at once whatever the address, then refusals.
     let token = h.token("alice", LONDON).await;
@@ -862,7 +886,10 @@ async fn limit_refusals_name_their_policy_and_reach_the_dashboard() {
     let policy = r.headers()["ratelimit-policy"].to_str().unwrap();
     assert!(policy.starts_with("\"api-subject\";q=100"), "{policy}");
     assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(h.gw.gateway.dashboard.counters().rate_limited, 2);
+    assert_eq!(
+        h.gw.gateway.dashboard.counters().rate_limited,
+        rate_limited + 1
+    );
     // Without a valid token the subject limit is never reached: 401 first.
     let r = h
         .http
