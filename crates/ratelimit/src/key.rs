@@ -32,11 +32,33 @@ const V6_HOST_BITS: u128 = u64::MAX as u128;
 /// assert_eq!(client_net(ip("198.51.100.7")), ip("198.51.100.7"));
 /// assert_eq!(client_net(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
 /// assert_eq!(client_net(ip("2001:db8:1:2:aaaa::7")), ip("2001:db8:1:2::"));
+/// assert_eq!(client_net(ip("2002:c633:6407:5::1")), ip("198.51.100.7")); // 6to4
+/// assert_eq!(client_net(ip("64:ff9b::c633:6407")), ip("198.51.100.7")); // NAT64
+/// // Teredo (RFC 4380 §4 example: client 192.0.2.45, obfuscated).
+/// assert_eq!(client_net(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")), ip("192.0.2.45"));
 /// ```
+///
+/// IPv6 addresses that carry the client's IPv4 address are keyed as that address:
+/// 6to4 (`2002::/16`, RFC 3056: the /16 would otherwise give one IPv4 host 2^16
+/// quotas besides its IPv4 one), Teredo (`2001::/32`, RFC 4380: its /64 is every
+/// client of one Teredo server) and the NAT64 well-known prefix (`64:ff9b::/96`,
+/// RFC 6052: its /64 is the whole IPv4 internet as an IPv6-only server sees it).
 #[inline(always)]
 pub fn client_net(ip: IpAddr) -> IpAddr {
     match canonical_ip(ip) {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !V6_HOST_BITS)),
+        IpAddr::V6(v6) => {
+            let bits = v6.to_bits();
+            let v4 = |a: u32| IpAddr::V4(Ipv4Addr::from_bits(a));
+            if bits >> 112 == 0x2002 {
+                v4((bits >> 80) as u32) // 6to4: the 32 bits after the prefix
+            } else if bits >> 96 == 0x2001_0000 {
+                v4(!(bits as u32)) // Teredo: the client's address, inverted, at the end
+            } else if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
+                v4(bits as u32) // NAT64: the IPv4 address at the end
+            } else {
+                IpAddr::V6(Ipv6Addr::from_bits(bits & !V6_HOST_BITS))
+            }
+        }
         v4 => v4,
     }
 }

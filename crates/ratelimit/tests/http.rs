@@ -261,6 +261,13 @@ async fn a_request_one_policy_refuses_spends_nothing_of_the_others() {
         HttpKey::Ip("192.0.2.66".parse().unwrap()),
         Duration::from_secs(300),
     );
+    // Built by hand from one IPv6 address (not through `HttpKey::from`): the block
+    // is still its /64's, as on Redis.
+    per_ip.block(
+        HttpKey::Ip("2001:db8:66::1".parse().unwrap()),
+        Duration::from_secs(300),
+    );
+    assert_eq!(answer(&app, request("[2001:db8:66::2]:1")).await.0, 403);
     assert_eq!(answer(&app, request("192.0.2.1:1")).await.0, 200);
     // A client over its own limit, or blocked, does not drain the route everyone
     // shares: its refusals spend none of it.

@@ -64,10 +64,11 @@ impl KeyError {
 }
 
 /// A key formed from a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum HttpKey {
-    /// A client address as [`client_net`](crate::client_net) gives it (IPv6: its /64);
-    /// build it with `HttpKey::from(ip)`, which applies it.
+    /// A client address, counted as its [`client_net`](crate::client_net) (IPv6: its
+    /// /64) whichever address of it is given: hashing, equality and the Redis form
+    /// apply it.
     Ip(IpAddr),
     /// A header value or a subject.
     Text(Box<str>),
@@ -78,6 +79,21 @@ pub enum HttpKey {
 }
 
 impl Key for HttpKey {}
+
+/// Addresses are equal when their [`client_net`]s are, as they hash.
+impl PartialEq for HttpKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (HttpKey::Ip(a), HttpKey::Ip(b)) => a == b || client_net(*a) == client_net(*b),
+            (HttpKey::Text(a), HttpKey::Text(b)) => a == b,
+            (HttpKey::Route(a), HttpKey::Route(b)) => a == b,
+            (HttpKey::Composite(a), HttpKey::Composite(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for HttpKey {}
 
 /// An address as the layer keys it ([`client_net`]: IPv6 by its /64), so blocks
 /// through the in-memory limiter's `IpBlocker` reach the requests a `ClientIp` policy
@@ -99,10 +115,15 @@ impl Hash for HttpKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
             HttpKey::Ip(IpAddr::V4(ip)) => state.write_u64(u64::from(ip.to_bits()) << 8),
-            HttpKey::Ip(IpAddr::V6(ip)) => {
-                state.write_u8(1);
-                state.write_u128(ip.to_bits());
-            }
+            // Any address of a /64 hashes as the /64, and a mapped one as its IPv4
+            // address (`HttpKey::Ip` built by hand, not by `from`, included).
+            HttpKey::Ip(IpAddr::V6(ip)) => match client_net(IpAddr::V6(*ip)) {
+                IpAddr::V4(v4) => state.write_u64(u64::from(v4.to_bits()) << 8),
+                IpAddr::V6(net) => {
+                    state.write_u8(1);
+                    state.write_u128(net.to_bits());
+                }
+            },
             HttpKey::Text(t) => {
                 state.write_u8(2);
                 t.hash(state);
@@ -124,7 +145,7 @@ impl Hash for HttpKey {
 impl fmt::Display for HttpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HttpKey::Ip(ip) => write!(f, "{ip}"),
+            HttpKey::Ip(ip) => write!(f, "{}", client_net(*ip)),
             HttpKey::Text(t) => write!(f, "t:{}:{t}", t.len()),
             HttpKey::Route(r) => write!(f, "r:{r}"),
             HttpKey::Composite(parts) => {
