@@ -221,6 +221,15 @@ impl Engine {
         self.find_active(kind, target, self.hasher.hash_one(target))
     }
 
+    /// The active `block_ip` decisions (awaiting approval and taken elsewhere
+    /// included). A caller whose blocks cover more than one address (an IPv6 /64) must
+    /// not lift a block at one decision's expiry while another of them covers it.
+    pub fn active_blocks(&self) -> impl Iterator<Item = &Decision> {
+        (self.active.iter())
+            .map(|(_, d)| d)
+            .filter(|d| d.action.kind() == ActionKind::BlockIp)
+    }
+
     /// The decision filed for (kind, target), active or not yet expired by `expire`.
     fn find_active(&self, kind: ActionKind, target: &Target, th: u64) -> Option<&Decision> {
         (self.active)

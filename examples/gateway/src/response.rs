@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use palisade_core_traits::{Clock, SecurityEvent, Severity, Timestamp};
 use palisade_playbooks::{
-    ActionKind, AuditLog, BanHistory, Decision, Engine, Executor, Outcome, Plan, Target, Verdict,
+    Action, ActionKind, AuditLog, BanHistory, Decision, Engine, Executor, Outcome, Plan, Target,
+    Verdict,
 };
 use palisade_token_blacklist::redis;
 use tokio::sync::mpsc;
@@ -230,7 +231,15 @@ impl ActionClaims {
     }
 
     fn key_of(&self, what: &str, target: &Target) -> String {
-        let target = serde_json::to_string(target)
+        // An address as the limiter blocks it (an IPv6 /64): two blocks that are one
+        // block in the limiter are one claim and one ban history.
+        let net = match target {
+            Target::Ip { ip } => Some(Target::Ip {
+                ip: palisade_ratelimit::client_net(*ip),
+            }),
+            _ => None,
+        };
+        let target = serde_json::to_string(net.as_ref().unwrap_or(target))
             .unwrap_or_else(|e| unreachable!("a target serializes: {e}"));
         hashed_key(&self.prefix, &format!("{what}\n{target}"))
     }
@@ -462,13 +471,17 @@ impl<W: Write> Responder<W> {
                 Some(claims) if decision.needs_revert() => claims.held_elsewhere(&decision).await,
                 _ => false,
             };
-            let outcome = if held_elsewhere {
+            // The limiter blocks an IPv6 client's /64: another block of the same /64,
+            // still active, ends it (the limiter keeps the later end).
+            let covered = decision.needs_revert() && self.still_blocked(&decision);
+            let outcome = if held_elsewhere || covered {
                 None
             } else {
                 self.executor.revert(&decision).await
             };
             if let Some(claims) = &self.claims
                 && !held_elsewhere
+                && !covered
                 && (decision.needs_revert() || decision.needs_resolve())
             {
                 claims.release(&decision).await;
@@ -477,6 +490,21 @@ impl<W: Write> Responder<W> {
                 tracing::error!(error = %e, "audit log write failed");
             }
         }
+    }
+
+    /// Whether another active block in force (not a dry run, not awaiting approval;
+    /// carried out here or elsewhere) covers what `decision`'s block covers.
+    fn still_blocked(&self, decision: &Decision) -> bool {
+        let Action::BlockIp { ip, .. } = &decision.action else {
+            return false;
+        };
+        let net = palisade_ratelimit::client_net(*ip);
+        self.engine.active_blocks().any(|d| {
+            let in_force = !d.dry_run && d.awaiting_approval.is_none() && d.id != decision.id;
+            in_force
+                && matches!(&d.action, Action::BlockIp { ip: other, .. }
+                    if palisade_ratelimit::client_net(*other) == net)
+        })
     }
 
     /// Runs until the bus closes: events as they come, expiry every `tick`.

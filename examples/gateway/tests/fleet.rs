@@ -250,6 +250,7 @@ async fn two_instances_act_as_one(redis: &str) {
     step_ups_are_shared(&http, &a, &b, &clock).await;
     actions_are_carried_out_once(&http, &a, &b, &clock).await;
     a_block_claimed_anew_elsewhere_is_not_lifted(&http, &a, &clock).await;
+    blocks_of_one_64_end_with_the_last(&http, &a, &b, &clock).await;
     a.gw.shutdown().await;
     b.gw.shutdown().await;
     ticker.abort();
@@ -554,6 +555,59 @@ async fn a_block_claimed_anew_elsewhere_is_not_lifted(
     );
 }
 
+/// The limiter blocks an IPv6 client's /64. Two blocks of addresses in one /64 are
+/// one block: the first to expire does not lift the second's; B, planning a block
+/// of a third address of it, finds A holds the /64.
+async fn blocks_of_one_64_end_with_the_last(
+    http: &reqwest::Client,
+    a: &Instance,
+    b: &Instance,
+    clock: &ManualClock,
+) {
+    const FIRST: &str = "2001:db8:64:1::1";
+    const SECOND: &str = "2001:db8:64:1::2";
+    const NEIGHBOUR: &str = "2001:db8:64:1::3";
+    brute_force(a, "bf-64-first", FIRST, clock).await;
+    assert_eq!(
+        eventually(StatusCode::FORBIDDEN, || healthz(http, b, NEIGHBOUR)).await,
+        StatusCode::FORBIDDEN,
+        "a block covers the /64"
+    );
+    clock.advance(Duration::from_secs(5 * 60));
+    // The /64's second ban (its history is the /64's): twice as long, to 35 min.
+    brute_force(a, "bf-64-second", SECOND, clock).await;
+    let second = audited_n(a, SECOND, 2).await;
+    assert_eq!(second[0].1, "execute");
+    assert!(
+        second[0].2.contains("repeat offender (1 earlier bans"),
+        "{second:?}"
+    );
+    brute_force(b, "bf-64-third", "2001:db8:64:1::4", clock).await;
+    let on_b = audited_n(b, "2001:db8:64:1::4", 2).await;
+    assert_eq!(on_b[0].1, "elsewhere", "{on_b:?}");
+    // The first block's 15 minutes are over, the second's are not: still blocked.
+    clock.advance(Duration::from_secs(11 * 60));
+    let first = audited_n(a, FIRST, 4).await;
+    assert!(
+        first
+            .iter()
+            .any(|r| r.0 == "block_ip" && r.2.ends_with(" expired")),
+        "{first:?}"
+    );
+    assert_eq!(healthz(http, b, NEIGHBOUR).await, StatusCode::FORBIDDEN);
+    // Past the second's: lifted.
+    clock.advance(Duration::from_secs(20 * 60));
+    let second = audited_n(a, SECOND, 4).await;
+    assert!(
+        second.iter().any(|r| r.2.ends_with("expired, reverted")),
+        "{second:?}"
+    );
+    assert_eq!(
+        eventually(StatusCode::OK, || healthz(http, b, NEIGHBOUR)).await,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_redis_server_act_as_one() {
     let server = RedisServer::start();
@@ -605,7 +659,17 @@ async fn without_redis_what_cannot_be_checked_is_refused() {
         (s, body["error"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
     );
+    // Without a key: the per-account limit (closed when Redis is gone) cannot
+    // decide. `503`, not "too many attempts for this account", and not counted as a
+    // refusal of the client.
+    let (s, body) = login(&http, &a, "alice", "alice-demo-password").await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")),
+        "{body}"
+    );
     let after = a.gw.gateway.dashboard.counters();
+    assert_eq!(after.rate_limited, before.rate_limited);
     assert_eq!(
         after.login_success, before.login_success,
         "a login ran unchecked"
