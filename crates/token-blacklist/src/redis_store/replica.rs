@@ -322,6 +322,12 @@ impl Inner {
         }
         if s.complete && self.drops.load(Ordering::Acquire) == s.drops {
             self.incomplete.store(false, Ordering::Release);
+            // `hold` takes no lock: a refusal between the check and the store set
+            // `incomplete` that the store just cleared. Checked again after it.
+            if self.drops.load(Ordering::Acquire) != s.drops {
+                self.incomplete.store(true, Ordering::Release);
+                return true;
+            }
             let digest = digest(&as_read(&s.epochs));
             let as_of = match heard {
                 Some(h) if h.epochs == digest => s.started.max(h.sent),
