@@ -227,6 +227,9 @@ pub struct SignIn {
 pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) -> Response {
     let account = palisade_core_traits::normalize_user_id(&form.username).into_owned();
     let d = state.account_limit.check(&account).await;
+    if !d.allowed && d.denial != Some(palisade_ratelimit::Denial::Limited) {
+        return crate::http::undecided(&d);
+    }
     if !d.allowed {
         let r = (
             StatusCode::TOO_MANY_REQUESTS,

@@ -189,30 +189,41 @@ impl fmt::Debug for Config {
 }
 
 /// An origin as browsers send it: `http` or `https`, `://`, a host (a name, an IPv4
-/// address or a bracketed IPv6 one) and maybe a port; nothing after. Lower-cased, as
-/// browsers serialise it.
+/// address or a bracketed IPv6 one) and maybe a port; nothing after. Serialised as
+/// browsers do (RFC 6454 §6.2): lower case, no default port, IPv6 compressed.
 fn parse_origin(s: &str) -> Result<String, String> {
-    let origin = s.to_ascii_lowercase();
-    let authority = (origin.strip_prefix("https://"))
-        .or_else(|| origin.strip_prefix("http://"))
-        .ok_or("an origin starts with https:// or http://")?;
-    let host_ok = |h: &str| {
-        let name = !h.is_empty()
-            && (h.bytes()).all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
-        let ipv6 = (h.strip_prefix('[').and_then(|h| h.strip_suffix(']')))
-            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
-        name || ipv6
+    let bad = || format!("{s:?} is not scheme://host[:port] (no path, no trailing slash)");
+    let lower = s.to_ascii_lowercase();
+    let (scheme, authority, default_port) = if let Some(a) = lower.strip_prefix("https://") {
+        ("https", a, 443)
+    } else if let Some(a) = lower.strip_prefix("http://") {
+        ("http", a, 80)
+    } else {
+        return Err("an origin starts with https:// or http://".into());
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') && !p.contains(']') => (h, Some(p)),
         _ => (authority, None),
     };
-    if !host_ok(host) || port.is_some_and(|p| !matches!(p.parse::<u16>(), Ok(1..))) {
-        return Err(format!(
-            "{s:?} is not scheme://host[:port] (no path, no trailing slash)"
-        ));
-    }
-    Ok(origin)
+    let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        format!("[{}]", v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?)
+    } else if !host.is_empty()
+        && (host.bytes()).all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+    {
+        host.to_owned()
+    } else {
+        return Err(bad());
+    };
+    let port = match port.map(str::parse::<u16>) {
+        None => None,
+        Some(Ok(p)) if p == default_port => None,
+        Some(Ok(p)) if p > 0 => Some(p),
+        Some(_) => return Err(bad()),
+    };
+    Ok(match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
 }
 
 #[cfg(test)]
@@ -269,6 +280,11 @@ mod tests {
             ("https://Auth.Example.com", "https://auth.example.com"),
             ("http://127.0.0.1:7070", "http://127.0.0.1:7070"),
             ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
+            // What a browser sends: no default port, IPv6 compressed.
+            ("https://auth.example.com:443", "https://auth.example.com"),
+            ("http://auth.example.com:80", "http://auth.example.com"),
+            ("http://auth.example.com:443", "http://auth.example.com:443"),
+            ("https://[2001:DB8:0::1]", "https://[2001:db8::1]"),
         ] {
             assert_eq!(parse_origin(given).as_deref(), Ok(want), "{given}");
         }

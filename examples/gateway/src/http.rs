@@ -15,7 +15,7 @@ use palisade_core_traits::{
 };
 use palisade_device_fp::{DeviceFingerprint, DeviceStore, FingerprintInputs, consistency_flags};
 use palisade_jwt_cache::ValidatedToken;
-use palisade_ratelimit::{KeyedLimiter, Quota, nz};
+use palisade_ratelimit::{Denial, KeyedLimiter, Quota, nz};
 use palisade_threat_score::{GeoLookup, Signals, Verdict};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
@@ -92,6 +92,17 @@ pub(crate) fn with_retry_after(mut r: Response, d: &palisade_ratelimit::Decision
     r
 }
 
+/// The per-account limit could not decide (a full table, Redis out of reach under a
+/// closed policy): the server's condition, not the account's. `503`, `Retry-After`.
+pub(crate) fn undecided(d: &palisade_ratelimit::Decision) -> Response {
+    let r = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "sign-ins cannot be checked right now; retry later",
+    );
+    with_retry_after(r, d)
+}
+
 /// Every password check is taken ([`Users::check_password_bounded`]): retry soon.
 pub(crate) fn busy() -> Response {
     let mut r = problem(
@@ -123,9 +134,11 @@ impl Gateway {
 
     /// A refusal (`429`, a block, a deny-list hit). They come in floods, which the
     /// feed must survive: each is counted, but shown (located, on the feed, shared
-    /// with the fleet) only within [`RefusalFeed`]'s bounds. Returns whether it was.
+    /// with the fleet) only within [`RefusalFeed`]'s bounds. Returns whether it was
+    /// within its address's own bound (what may go on the bus: the bound in all is
+    /// everyone's, which decoys could spend to hide another address's refusals).
     fn show_refusal(&self, req_id: &RequestId, ip: IpAddr, what: What) -> bool {
-        let shown = self.refusal_feed.admits(ip);
+        let (own, shown) = self.refusal_feed.admits(ip);
         if shown {
             self.show(req_id, ip, what);
         } else {
@@ -136,7 +149,7 @@ impl Gateway {
             self.dashboard
                 .count(&Activity::new(self.clock.now(), origin, what));
         }
-        shown
+        own
     }
 
     /// Like `show`, with the client's JA4 when the connection was TLS.
@@ -178,10 +191,12 @@ impl RefusalFeed {
         }
     }
 
-    /// Whether a refusal of `ip` is shown (counted against both bounds).
-    fn admits(&self, ip: IpAddr) -> bool {
-        let shown = |d: Result<palisade_ratelimit::Decision, _>| d.is_ok_and(|d| d.allowed);
-        shown(self.per_address.check(&ip, 1)) && shown(self.all.check(&true, 1))
+    /// Whether a refusal of `ip` is within its address's bound, and whether it is
+    /// shown (within the bound in all too).
+    fn admits(&self, ip: IpAddr) -> (bool, bool) {
+        let within = |d: Result<palisade_ratelimit::Decision, _>| d.is_ok_and(|d| d.allowed);
+        let own = within(self.per_address.check(&ip, 1));
+        (own, own && within(self.all.check(&true, 1)))
     }
 }
 
@@ -425,8 +440,9 @@ fn refused_by(response: &Response) -> Option<&str> {
 
 impl Gateway {
     /// A refusal by the limit `policy`: on the dashboard, and on the bus when it is the
-    /// per-address limit (what playbooks answer) and shown: a flood of `429`s must
-    /// not fill the bus, where it would push out other low and medium events.
+    /// per-address limit (what playbooks answer) and within its address's bound of
+    /// the feed: a flood of `429`s must not fill the bus, where it would push out
+    /// other low and medium events.
     async fn limited(&self, id: &RequestId, ip: IpAddr, status: StatusCode, policy: &str) {
         if status == StatusCode::FORBIDDEN {
             let reason = "blocked by a playbook".into();
@@ -434,14 +450,14 @@ impl Gateway {
             return;
         }
         let policy = policy.to_owned();
-        let shown = self.show_refusal(
+        let own = self.show_refusal(
             id,
             ip,
             What::RateLimited {
                 policy: policy.clone(),
             },
         );
-        if policy != IP_POLICY || !shown {
+        if policy != IP_POLICY || !own {
             return;
         }
         let event = SecurityEvent::new(
@@ -543,6 +559,10 @@ pub async fn login(
         );
     }
     let d = gw.account_limit.check(&user).await;
+    if !d.allowed && d.denial != Some(Denial::Limited) {
+        // Not held against the account or the client.
+        return undecided(&d);
+    }
     if !d.allowed {
         // Refused before the password is checked: for risk, a failed attempt (a brute
         // force shows in the velocity signals although its guesses never reach Argon2).

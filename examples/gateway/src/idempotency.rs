@@ -7,8 +7,11 @@
 //!   key and payload while it runs gets `409 Conflict`, after it replays the stored
 //!   response (marked `Idempotent-Replayed: true`); the same key with another payload
 //!   gets `422 Unprocessable Content`. A `5xx` or a `429` is not stored: the client may
-//!   retry; nor is any answer but a `2xx` to a client known only by its address (an
-//!   unauthenticated refusal changed nothing, and would let anyone fill the store).
+//!   retry; nor is any answer but a `2xx` to a client known only by its address:
+//!   storing its refusals would let anyone fill the store with made-up keys and junk
+//!   bodies. A deviation from the draft (which says errors SHOULD be replayed too):
+//!   such a retry runs again (for `/login`, one more password check, counted against
+//!   the account like the first).
 //! - **Single flight** for identical concurrent safe requests (`GET`, `HEAD`, same
 //!   identity, method and URI): a request identical to one whose handler is waiting
 //!   (it did not answer in its first poll) waits for that answer instead of running.
@@ -878,9 +881,9 @@ where
         .unwrap_or_else(|| unreachable!("set above"));
     // Not stored: a server error, and a refusal for now (429), whose retry with the
     // same key must be tried again, not answered "too many" for a day. Nor, for a
-    // client known only by its address, anything but a success: a refusal changed
-    // nothing worth replaying, and storing it would let anyone fill the store with
-    // made-up keys and junk bodies (a success, a login, needs a password).
+    // client known only by its address, anything but a success: storing its
+    // refusals would let anyone fill the store with made-up keys and junk bodies (a
+    // success, a login, needs a password); its retry runs again.
     let status = response.status();
     if status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS

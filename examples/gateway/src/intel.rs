@@ -223,8 +223,14 @@ pub type Decisions = HashMap<PathBuf, HashSet<IpNetwork>>;
 
 /// Builds the list from files (CIDR lists, or `.json` CrowdSec documents applied to
 /// `decisions`, the CrowdSec files' decisions so far). Returns the list and the
-/// decisions after these documents; nothing changes unless every file parsed.
-pub fn load(paths: &[PathBuf], decisions: &Decisions) -> Result<(DenyList, Decisions), Error> {
+/// decisions after these documents; nothing changes unless every file parsed. An
+/// empty CIDR list is [`Error::Empty`] unless `empty_ok` (at start there is no
+/// previous list to keep: it loads as empty, with a warning).
+pub fn load(
+    paths: &[PathBuf],
+    decisions: &Decisions,
+    empty_ok: bool,
+) -> Result<(DenyList, Decisions), Error> {
     let mut list = DenyList::default();
     let mut after = Decisions::new();
     for path in paths {
@@ -249,7 +255,14 @@ pub fn load(paths: &[PathBuf], decisions: &Decisions) -> Result<(DenyList, Decis
             after.insert(path.clone(), set);
         } else {
             let text = String::from_utf8_lossy(&bytes);
-            for n in parse_cidr_list(path, &text)? {
+            let nets = match parse_cidr_list(path, &text) {
+                Err(Error::Empty { .. }) if empty_ok => {
+                    tracing::warn!(path = %path.display(), "threat-intelligence list is empty");
+                    Vec::new()
+                }
+                parsed => parsed?,
+            };
+            for n in nets {
                 list.add(n, &name);
             }
         }
@@ -283,7 +296,7 @@ impl Intel {
     /// Loads the files now; an error here is a start-up error.
     pub fn open(paths: Vec<PathBuf>) -> Result<Arc<Self>, Error> {
         let seen = std::sync::Mutex::new(stamps(&paths));
-        let (list, decisions) = load(&paths, &Decisions::new())?;
+        let (list, decisions) = load(&paths, &Decisions::new(), true)?;
         Ok(Arc::new(Intel {
             paths,
             current: ArcSwap::from_pointee(list),
@@ -311,7 +324,7 @@ impl Intel {
     /// Reloads now: the new list replaces the old one only if every file parsed.
     pub fn reload(&self) -> Result<usize, Error> {
         let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-        let (list, after) = load(&self.paths, &decisions)?;
+        let (list, after) = load(&self.paths, &decisions, false)?;
         let n = list.len();
         self.current.store(Arc::new(list));
         *decisions = after;
@@ -422,6 +435,17 @@ mod tests {
         ] {
             assert!(parse_crowdsec(p, bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_empty_list_at_start_loads_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let txt = dir.path().join("feed.txt");
+        std::fs::write(&txt, "").unwrap();
+        let intel = Intel::open(vec![txt.clone()]).unwrap();
+        assert!(intel.is_empty());
+        std::fs::write(&txt, "192.0.2.1\n").unwrap();
+        assert_eq!(intel.reload().unwrap(), 1);
     }
 
     #[tokio::test]

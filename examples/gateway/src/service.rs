@@ -34,9 +34,9 @@ use palisade_token_blacklist::redis;
 pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a step-up challenge may be answered, and how many codes it accepts.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
-/// How long a TOTP code can pass (its step and the next, for drift), so how long
-/// the last accepted step must be remembered.
-const TOTP_REPLAY_WINDOW: Duration = Duration::from_secs(3 * 30);
+/// How long the last accepted TOTP step is remembered: a code passes for 3 steps
+/// (drift), plus 2 for the clocks of Redis and of the instances to differ.
+const TOTP_REPLAY_WINDOW: Duration = Duration::from_secs(5 * 30);
 /// Wrong codes before a challenge is spent.
 pub const CHALLENGE_ATTEMPTS: u32 = 3;
 /// The audience of issued tokens.
