@@ -2,12 +2,16 @@
 //! ClientHello records from a freshly accepted connection, computes JA4 once, and
 //! hands the same bytes to tokio-rustls, which completes the handshake.
 //!
-//! Only the ClientHello's own records are read ahead (exactly the bytes their
-//! headers announce, at most [`MAX_CLIENT_HELLO_LEN`] in at most
+//! The reader reads what has arrived, as rustls itself would (up to 4 KiB a read),
+//! until the ClientHello's records are complete: the usual ClientHello costs one
+//! read, as without us. JA4 is computed from exactly those records (at most
+//! [`MAX_CLIENT_HELLO_LEN`] in at most
 //! [`MAX_CLIENT_HELLO_RECORDS`](crate::MAX_CLIENT_HELLO_RECORDS) records, each byte
-//! read once into one buffer and each record header checked once); they are replayed to rustls
-//! from that one buffer, which is freed once rustls has read it. Later traffic goes
-//! straight from the connection to rustls.
+//! read once into one buffer and each record header checked once). Bytes that came
+//! in the same read after them (TLS 1.3 early data, a pipelining client; fewer than
+//! 4 KiB) are kept, and everything read is replayed to rustls, in order, from that
+//! one buffer, which is freed once rustls has read it. Later traffic goes straight
+//! from the connection to rustls.
 
 use std::io;
 use std::pin::Pin;
@@ -193,9 +197,9 @@ impl Ja4Acceptor {
         // The ClientHello has its own, shorter bound inside the overall one.
         let hello_limit = self.client_hello_timeout.min(self.timeout);
         let hello = match timeout(hello_limit, read_client_hello(&mut io)).await {
-            Ok(read) => read.and_then(|prefix| {
-                let ja4 = ClientHello::parse(&prefix)?.ja4(Transport::Tcp);
-                Ok((prefix, ja4))
+            Ok(read) => read.and_then(|read| {
+                let ja4 = read.ja4()?;
+                Ok((read.bytes, ja4))
             }),
             Err(_) => Err(Error::Timeout {
                 what: "ClientHello",
@@ -268,21 +272,50 @@ impl Ja4Acceptor {
     }
 }
 
-/// Read exactly the records that carry the ClientHello: never a byte after them.
-async fn read_client_hello<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<Vec<u8>, Error> {
-    // most ClientHellos fit (post-quantum ones are ~1.8 KB); larger ones grow it
-    let mut buf = Vec::with_capacity(2048);
+/// The least one read asks for: rustls reads 4 KiB at a time, so a ClientHello and
+/// whatever arrived with it come in one read, as they would to rustls alone.
+const READ_SIZE: usize = 4096;
+
+/// What [`read_client_hello`] read: the ClientHello records (`bytes[..hello_len]`),
+/// then whatever arrived after them in the same read, all to be replayed to rustls.
+#[derive(Debug)]
+struct ReadAhead {
+    bytes: Vec<u8>,
+    hello_len: usize,
+}
+
+impl ReadAhead {
+    /// The records that carry the ClientHello, nothing after them.
+    fn hello(&self) -> &[u8] {
+        &self.bytes[..self.hello_len]
+    }
+
+    /// The JA4 (TCP) of the ClientHello, or why its records do not hold one.
+    fn ja4(&self) -> Result<Ja4, Error> {
+        Ok(ClientHello::parse(self.hello())?.ja4(Transport::Tcp))
+    }
+}
+
+/// Read until the records that carry the ClientHello are complete, keeping whatever
+/// arrived with them in the last read.
+async fn read_client_hello<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<ReadAhead, Error> {
+    // one read's worth: most ClientHellos fit (post-quantum ones are ~1.8 KB)
+    let mut buf = Vec::with_capacity(READ_SIZE);
     // resumes where the previous read left off: each record is checked once
     let mut records = ja4::Records::default();
     while let Some(more) = records.advance(&buf)? {
         // advance never lets the records reach past MAX_CLIENT_HELLO_LEN
         debug_assert!(buf.len() + more <= MAX_CLIENT_HELLO_LEN);
-        // Read into spare capacity, at most `more` bytes: nothing is zero-filled per
-        // read, so a peer sending a byte at a time costs a byte's work per read.
-        buf.reserve(more);
-        let limit = u64::try_from(more).unwrap_or(u64::MAX);
+        // Bound: a read takes at most max(more, READ_SIZE) bytes and the records need
+        // `more` of them, so the buffer stays below MAX_CLIENT_HELLO_LEN + READ_SIZE
+        // and fewer than READ_SIZE bytes after the ClientHello are ever read (no read
+        // follows the one that completes it). Into spare capacity: nothing is
+        // zero-filled per read, so a peer sending a byte at a time costs a byte's
+        // work per read.
+        let limit = more.max(READ_SIZE);
+        buf.reserve(limit);
         let n = (&mut *io)
-            .take(limit)
+            .take(u64::try_from(limit).unwrap_or(u64::MAX))
             .read_buf(&mut buf)
             .await
             .map_err(|source| Error::Io {
@@ -297,10 +330,15 @@ async fn read_client_hello<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<Vec<u8>
             });
         }
     }
-    Ok(buf)
+    debug_assert!(buf.len() - records.end() < READ_SIZE);
+    Ok(ReadAhead {
+        hello_len: records.end(),
+        bytes: buf,
+    })
 }
 
-/// The connection with the ClientHello bytes we read put back in front of it.
+/// The connection with the bytes we read (the ClientHello records and what came
+/// with them) put back in front of it.
 #[derive(Debug)]
 struct Replay<IO> {
     prefix: Vec<u8>,
@@ -448,22 +486,22 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn reads_exactly_the_client_hello_records_and_nothing_after() {
-        let hello = two_records();
-        let mut wire = hello.clone();
-        wire.extend(b"application data that must stay unread");
-        let mut rest: &[u8] = &wire;
-        let read = read_client_hello(&mut rest).await.unwrap();
-        assert_eq!(read, hello);
-        assert_eq!(rest, b"application data that must stay unread");
-        assert!(ClientHello::parse(&read).is_ok());
-    }
-
-    /// A peer that delivers its bytes in the given chunk sizes, one per read.
+    /// A peer that delivers its bytes in the given chunk sizes, one per read (then
+    /// all that is left per read), counting its reads.
     struct Chunked {
         data: Vec<u8>,
         chunks: Vec<usize>,
+        reads: usize,
+    }
+
+    impl Chunked {
+        fn new(data: Vec<u8>, chunks: Vec<usize>) -> Self {
+            Self {
+                data,
+                chunks,
+                reads: 0,
+            }
+        }
     }
 
     impl AsyncRead for Chunked {
@@ -481,23 +519,88 @@ mod tests {
             let n = chunk.min(buf.remaining()).min(this.data.len());
             buf.put_slice(&this.data[..n]);
             this.data.drain(..n);
+            this.reads += 1;
             Poll::Ready(Ok(()))
         }
     }
 
+    /// What rustls is handed: the bytes read ahead, then the rest of the connection.
+    async fn replayed(read: ReadAhead, peer: Chunked) -> Vec<u8> {
+        let mut replay = Replay {
+            prefix: read.bytes,
+            pos: 0,
+            io: peer,
+        };
+        let mut out = Vec::new();
+        replay.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_client_hello_and_what_came_with_it_take_one_read_and_are_replayed_in_order() {
+        let hello = two_records();
+        let alone = ClientHello::parse(&hello).unwrap().ja4(Transport::Tcp);
+        // e.g. TLS 1.3 early data sent right behind the ClientHello
+        let trailing = b"\x17\x03\x03\x00\x05early".to_vec();
+        let later = b"the rest of the connection".to_vec();
+        let mut wire = hello.clone();
+        wire.extend(&trailing);
+        wire.extend(&later);
+        let mut peer = Chunked::new(wire.clone(), vec![hello.len() + trailing.len()]);
+        let read = read_client_hello(&mut peer).await.unwrap();
+        assert_eq!(peer.reads, 1, "one read for the ClientHello");
+        assert_eq!(read.hello(), hello);
+        assert_eq!(read.bytes[hello.len()..], trailing);
+        assert_eq!(read.ja4().unwrap(), alone);
+        // nothing lost or reordered: the ClientHello, the trailing bytes, then the rest
+        assert_eq!(replayed(read, peer).await, wire);
+    }
+
+    #[tokio::test]
+    async fn a_client_hello_arriving_whole_takes_one_read() {
+        // everything the peer sent is there at once: one read, up to READ_SIZE
+        let hello = two_records();
+        let mut wire = hello.clone();
+        wire.resize(hello.len() + 2 * READ_SIZE, 0x17);
+        let mut peer = Chunked::new(wire.clone(), vec![]);
+        let read = read_client_hello(&mut peer).await.unwrap();
+        assert_eq!(peer.reads, 1);
+        assert_eq!(read.hello(), hello);
+        assert_eq!(
+            read.bytes.len(),
+            READ_SIZE,
+            "one read takes READ_SIZE, no more"
+        );
+        assert_eq!(replayed(read, peer).await, wire);
+    }
+
+    /// A chunk size: mostly a few bytes, sometimes more than a read takes.
+    fn chunk() -> impl proptest::strategy::Strategy<Value = usize> {
+        proptest::prop_oneof![3 => 1usize..40, 1 => 1usize..2 * READ_SIZE]
+    }
+
     proptest::proptest! {
-        /// However slowly the peer delivers it, the acceptor reads the same
-        /// ClientHello records and stops right after them.
+        /// However the peer delivers it, JA4 is computed from exactly the ClientHello
+        /// records, fewer than READ_SIZE bytes after them are read, and the replay
+        /// followed by the rest of the connection is the wire, byte for byte.
         #[test]
-        fn any_delivery_reads_the_same_records(chunks in proptest::collection::vec(1usize..40, 0..30)) {
+        fn any_delivery_reads_the_same_records(
+            chunks in proptest::collection::vec(chunk(), 0..30),
+            after in 0usize..3 * READ_SIZE,
+        ) {
             let hello = two_records();
-            let mut data = hello.clone();
-            data.extend(b"after");
-            let mut peer = Chunked { data, chunks };
+            let mut wire = hello.clone();
+            wire.extend((0..after).map(|i| i as u8));
+            let mut peer = Chunked::new(wire.clone(), chunks);
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let read = rt.block_on(read_client_hello(&mut peer)).unwrap();
-            proptest::prop_assert_eq!(read, hello);
-            proptest::prop_assert_eq!(peer.data, b"after".to_vec());
+            proptest::prop_assert_eq!(read.hello(), &hello[..]);
+            proptest::prop_assert_eq!(
+                read.ja4().unwrap(),
+                ClientHello::parse(&hello).unwrap().ja4(Transport::Tcp)
+            );
+            proptest::prop_assert!(read.bytes.len() - hello.len() < READ_SIZE);
+            proptest::prop_assert_eq!(rt.block_on(replayed(read, peer)), wire);
         }
     }
 
@@ -520,50 +623,71 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn byte_by_byte_records_are_read_up_to_the_limit_and_no_further() {
-        // eight records delivered one byte per read: the same ClientHello
+    async fn records_are_read_the_same_byte_by_byte_or_at_once_up_to_the_limit() {
+        // eight records, one byte per read or all in one read: the same ClientHello;
+        // a read stops where the peer's bytes stop, so byte by byte nothing after the
+        // records is read, at once what came with them is kept for the replay
         let hs = handshake();
         let eight = records_of(&hs, hs.len().div_ceil(8));
         let mut data = eight.clone();
         data.extend(b"after");
-        let mut peer = Chunked {
-            chunks: vec![1; data.len()],
-            data,
-        };
-        let read = read_client_hello(&mut peer).await.unwrap();
-        assert_eq!(read, eight);
-        assert_eq!(peer.data, b"after");
         let want = ClientHello::parse(&two_records()).unwrap();
-        assert_eq!(ClientHello::parse(&read).unwrap(), want);
-        // a longer message in 1-byte records, one byte per read: refused once the
-        // last allowed record is in, with everything after it left unread
+        let mut peer = Chunked::new(data.clone(), vec![1; data.len()]);
+        let read = read_client_hello(&mut peer).await.unwrap();
+        assert_eq!(
+            (read.bytes.as_slice(), peer.reads),
+            (&eight[..], eight.len())
+        );
+        assert_eq!(peer.data, b"after");
+        assert_eq!(ClientHello::parse(read.hello()).unwrap(), want);
+        let mut peer = Chunked::new(data.clone(), vec![]);
+        let read = read_client_hello(&mut peer).await.unwrap();
+        assert_eq!((read.hello(), peer.reads), (&eight[..], 1));
+        assert_eq!(read.bytes, data);
+        assert_eq!(ClientHello::parse(read.hello()).unwrap(), want);
+        // a longer message in 1-byte records: refused once the last allowed record is
+        // in, whether it comes a byte per read (nothing after it is read) or at once
         let mut hs = vec![0x01, 0x00, 0x01, 0x00];
         hs.resize(4 + 256, 0);
         let records = records_of(&hs, 1);
-        let mut peer = Chunked {
-            chunks: vec![1; records.len()],
-            data: records.clone(),
-        };
-        let err = read_client_hello(&mut peer).await.unwrap_err();
-        assert!(
-            matches!(err, Error::TooManyRecords { max } if max == crate::MAX_CLIENT_HELLO_RECORDS),
-            "{err}"
-        );
-        let consumed = records.len() - peer.data.len();
-        assert_eq!(consumed, crate::MAX_CLIENT_HELLO_RECORDS * 6);
+        for chunks in [vec![1; records.len()], vec![]] {
+            let mut peer = Chunked::new(records.clone(), chunks.clone());
+            let err = read_client_hello(&mut peer).await.unwrap_err();
+            assert!(
+                matches!(err, Error::TooManyRecords { max } if max == crate::MAX_CLIENT_HELLO_RECORDS),
+                "{err}"
+            );
+            if !chunks.is_empty() {
+                let consumed = records.len() - peer.data.len();
+                assert_eq!(consumed, crate::MAX_CLIENT_HELLO_RECORDS * 6);
+            }
+        }
     }
 
     #[tokio::test]
-    async fn a_record_whose_successor_cannot_fit_is_refused_without_reading_on() {
-        // 16 384-byte body, handshake header declaring 16 385: the reader must not
-        // ask for the next header (the debug assertion above would fire)
-        let mut wire = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x40, 0x01];
-        wire.resize(MAX_CLIENT_HELLO_LEN, 0);
-        wire.extend([0x16, 0x03, 0x01, 0x00, 0x01, 0x00]);
-        let mut peer: &[u8] = &wire;
-        let err = read_client_hello(&mut peer).await.unwrap_err();
-        assert!(matches!(err, Error::Oversized { len: 16_399, .. }), "{err}");
-        assert_eq!(peer.len(), 6, "read past the first record");
+    async fn a_record_whose_successor_cannot_fit_is_refused_without_waiting_for_it() {
+        // 16 384-byte body, handshake header declaring 16 385: refused once the record
+        // is in. Alone, then closed: a reader that waited for the next header would
+        // see the close (Truncated) instead. With the successor's bytes in the same
+        // read: they do not change the answer.
+        let mut record = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x40, 0x01];
+        record.resize(MAX_CLIENT_HELLO_LEN, 0);
+        let mut with_next = record.clone();
+        with_next.extend([0x16, 0x03, 0x01, 0x00, 0x01, 0x00]);
+        // reads: 4096, then 12 193 of the 12 293 still needed, then 100 + the 6 after
+        let cases = [
+            (record, vec![]),
+            (
+                with_next,
+                vec![READ_SIZE, MAX_CLIENT_HELLO_LEN - READ_SIZE - 100, 106],
+            ),
+        ];
+        for (wire, chunks) in cases {
+            let mut peer = Chunked::new(wire, chunks);
+            let err = read_client_hello(&mut peer).await.unwrap_err();
+            assert!(matches!(err, Error::Oversized { len: 16_399, .. }), "{err}");
+            assert!(peer.data.is_empty());
+        }
     }
 
     #[tokio::test]

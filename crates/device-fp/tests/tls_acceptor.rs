@@ -9,11 +9,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_device_fp::rustls::ClientConnection;
 use palisade_device_fp::{
     ClientHello, DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, Error, Ja4, Ja4Acceptor,
     MAX_CLIENT_HELLO_LEN, MAX_CLIENT_HELLO_RECORDS, Transport,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -62,6 +63,83 @@ async fn a_real_client_gets_its_own_ja4_and_a_working_connection() {
     assert_eq!(info.server_name.as_deref(), Some("localhost"));
     let s = acceptor.stats();
     assert_eq!((s.ja4_computed, s.handshakes_completed), (1, 1));
+}
+
+/// Drive a sans-I/O rustls client over `io` until its handshake is done.
+async fn drive_client(conn: &mut ClientConnection, io: &mut DuplexStream) {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out).unwrap();
+        }
+        io.write_all(&out).await.unwrap();
+        if !conn.is_handshaking() {
+            return;
+        }
+        let n = io.read(&mut buf).await.unwrap();
+        assert!(n > 0, "server closed during the handshake");
+        let mut read = &buf[..n];
+        while !read.is_empty() {
+            conn.read_tls(&mut read).unwrap();
+            conn.process_new_packets().unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn early_data_sent_with_the_client_hello_reaches_rustls_in_order() {
+    // TLS 1.3 0-RTT: the client's first flight is its ClientHello and, behind it,
+    // early data records, which the acceptor reads together with the ClientHello
+    let (server, client) = configs();
+    let mut server = Arc::unwrap_or_clone(server);
+    server.max_early_data_size = 1024;
+    let mut client = Arc::unwrap_or_clone(client);
+    client.enable_early_data = true;
+    let client = Arc::new(client);
+    let acceptor = Ja4Acceptor::builder(Arc::new(server)).build().unwrap();
+    // a full handshake first, which leaves the client a ticket
+    let (client_end, server_end) = duplex(1 << 16);
+    let acc = acceptor.clone();
+    let served = tokio::spawn(async move {
+        let mut tls = acc.accept(server_end).await.unwrap();
+        tls.write_all(b"ticket").await.unwrap();
+        tls.shutdown().await.unwrap();
+    });
+    let mut tls = TlsConnector::from(client.clone())
+        .connect(localhost(), client_end)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tls.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"ticket");
+    served.await.unwrap();
+
+    // the resumed connection: ClientHello and early data written before the server reads
+    let mut conn = ClientConnection::new(client, localhost()).unwrap();
+    let mut early = conn.early_data().expect("a ticket that allows early data");
+    std::io::Write::write_all(&mut early, b"early").unwrap();
+    let mut first = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut first).unwrap();
+    }
+    let hello = first_record(&first);
+    assert!(
+        first.len() > hello.len(),
+        "early data behind the ClientHello"
+    );
+    let (mut client_end, server_end) = duplex(1 << 16);
+    client_end.write_all(&first).await.unwrap();
+    let acc = acceptor.clone();
+    let served = tokio::spawn(async move { acc.accept(server_end).await.map(|s| s.ja4().clone()) });
+    drive_client(&mut conn, &mut client_end).await;
+    // rustls decrypted the early data records in their place (their record numbers
+    // key the decryption of what follows), so none was lost or reordered
+    assert!(conn.is_early_data_accepted());
+    let seen = served.await.unwrap().unwrap();
+    assert_eq!(seen, Ja4::from_client_hello(&hello).unwrap());
+    let s = acceptor.stats();
+    assert_eq!((s.ja4_computed, s.handshakes_completed), (2, 2));
 }
 
 /// Rewrites the client's first record as records of `sizes` bytes, the last one

@@ -48,7 +48,8 @@ impl Records {
     /// Take in the complete records of `buf`, which must start with the bytes given
     /// at the previous call (a reader only appends). `None`: the records hold the
     /// whole handshake message; `Some(n)`: `n >= 1` more bytes are needed, and
-    /// `buf.len() + n` never passes [`MAX_CLIENT_HELLO_LEN`].
+    /// `buf.len() + n` never passes [`MAX_CLIENT_HELLO_LEN`]. Bytes after the record
+    /// that completes the message are not looked at: they are later traffic.
     ///
     /// Refuses, as soon as the deciding byte has arrived: a record that is not a
     /// handshake record (after its first byte), a handshake message that is not a
@@ -129,6 +130,14 @@ impl Records {
                 });
             }
         }
+    }
+
+    /// Where the records taken in so far end. Once [`advance`](Self::advance) has
+    /// answered `None`, `buf[..end()]` is exactly the ClientHello records: a reader
+    /// that read further has later traffic after it.
+    #[cfg(any(feature = "tls", test))]
+    pub(crate) fn end(&self) -> usize {
+        self.next
     }
 
     /// The handshake message carried by the records [`advance`](Self::advance) took
