@@ -53,8 +53,10 @@ pub fn client_net(ip: IpAddr) -> IpAddr {
                 v4((bits >> 80) as u32) // 6to4: the 32 bits after the prefix
             } else if bits >> 96 == 0x2001_0000 {
                 v4(!(bits as u32)) // Teredo: the client's address, inverted, at the end
-            } else if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
-                v4(bits as u32) // NAT64: the IPv4 address at the end
+            } else if bits >> 64 == 0x0064_ff9b_0000_0000 {
+                // NAT64 (the /96 holds the IPv4 address at the end; the rest of its
+                // /64 is read the same way, so that a result never maps again).
+                v4(bits as u32)
             } else {
                 IpAddr::V6(Ipv6Addr::from_bits(bits & !V6_HOST_BITS))
             }
@@ -208,8 +210,37 @@ mod tests {
         assert_eq!(client_net(ip("::ffff:192.0.2.255")), ip("192.0.2.255"));
         assert_ne!(client_net(ip("192.0.2.1")), client_net(ip("192.0.2.2")));
         // Applying it twice changes nothing (blocks and checks may both apply it).
-        for s in ["2001:db8::1", "::ffff:192.0.2.1", "192.0.2.1", "::1", "::"] {
+        for s in [
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "2002:c000:22d::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "64:ff9b::c000:22d",
+            "64:ff9b::1:0:0:5",
+        ] {
             assert_eq!(client_net(client_net(ip(s))), client_net(ip(s)), "{s}");
         }
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_ipv4_are_their_ipv4_client() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // 6to4 (RFC 3056): 2002:V4ADDR::/48, any subnet and host of it.
+        for s in ["2002:c000:22d::1", "2002:c000:22d:ffff:1:2:3:4"] {
+            assert_eq!(client_net(ip(s)), ip("192.0.2.45"), "{s}");
+        }
+        // Teredo (RFC 4380 §4): the client's address, inverted, in the last 32 bits.
+        assert_eq!(
+            client_net(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")),
+            ip("192.0.2.45")
+        );
+        // NAT64 well-known prefix (RFC 6052 §2.4): 64:ff9b::192.0.2.33.
+        assert_eq!(client_net(ip("64:ff9b::c000:221")), ip("192.0.2.33"));
+        // Not those prefixes: by /64 as any other.
+        assert_eq!(client_net(ip("2003:c000:22d::1")), ip("2003:c000:22d::"));
+        assert_eq!(client_net(ip("2001:1::1")), ip("2001:1::"));
     }
 }

@@ -226,6 +226,9 @@ pub struct SignIn {
 /// `POST /dashboard/login`: operators only; anyone else gets the same refusal.
 pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) -> Response {
     let account = palisade_core_traits::normalize_user_id(&form.username).into_owned();
+    if account.is_empty() || account.len() > 256 {
+        return wrong_credentials(); // as on `/login`: no account has such a name
+    }
     let d = state.account_limit.check(&account).await;
     if !d.allowed && d.denial != Some(palisade_ratelimit::Denial::Limited) {
         return crate::http::undecided(&d);
@@ -250,16 +253,7 @@ pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) ->
         return crate::http::busy();
     };
     if check != PasswordCheck::Valid(Role::Operator) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            page_headers(),
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            LOGIN.replace(
-                "<form method=\"post\"",
-                "<p class=\"error\" role=\"alert\">Wrong username or password.</p>\n  <form method=\"post\"",
-            ),
-        )
-            .into_response();
+        return wrong_credentials();
     }
     let user = palisade_core_traits::normalize_user_id(&form.username).into_owned();
     let value = state.sessions.open(&user);
@@ -273,6 +267,20 @@ pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) ->
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// The sign-in page with "wrong username or password": the one refusal for anyone.
+fn wrong_credentials() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        page_headers(),
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        LOGIN.replace(
+            "<form method=\"post\"",
+            "<p class=\"error\" role=\"alert\">Wrong username or password.</p>\n  <form method=\"post\"",
+        ),
+    )
+        .into_response()
 }
 
 /// `POST /dashboard/logout`.

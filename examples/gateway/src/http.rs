@@ -134,11 +134,9 @@ impl Gateway {
 
     /// A refusal (`429`, a block, a deny-list hit). They come in floods, which the
     /// feed must survive: each is counted, but shown (located, on the feed, shared
-    /// with the fleet) only within [`RefusalFeed`]'s bounds. Returns whether it was
-    /// within its address's own bound (what may go on the bus: the bound in all is
-    /// everyone's, which decoys could spend to hide another address's refusals).
+    /// with the fleet) only within [`RefusalFeed`]'s bounds. Returns whether it was.
     fn show_refusal(&self, req_id: &RequestId, ip: IpAddr, what: What) -> bool {
-        let (own, shown) = self.refusal_feed.admits(ip);
+        let shown = self.refusal_feed.admits(ip);
         if shown {
             self.show(req_id, ip, what);
         } else {
@@ -149,7 +147,7 @@ impl Gateway {
             self.dashboard
                 .count(&Activity::new(self.clock.now(), origin, what));
         }
-        own
+        shown
     }
 
     /// Like `show`, with the client's JA4 when the connection was TLS.
@@ -191,12 +189,10 @@ impl RefusalFeed {
         }
     }
 
-    /// Whether a refusal of `ip` is within its address's bound, and whether it is
-    /// shown (within the bound in all too).
-    fn admits(&self, ip: IpAddr) -> (bool, bool) {
+    /// Whether a refusal of `ip` is shown (counted against both bounds).
+    fn admits(&self, ip: IpAddr) -> bool {
         let within = |d: Result<palisade_ratelimit::Decision, _>| d.is_ok_and(|d| d.allowed);
-        let own = within(self.per_address.check(&ip, 1));
-        (own, own && within(self.all.check(&true, 1)))
+        within(self.per_address.check(&ip, 1)) && within(self.all.check(&true, 1))
     }
 }
 
@@ -440,9 +436,12 @@ fn refused_by(response: &Response) -> Option<&str> {
 
 impl Gateway {
     /// A refusal by the limit `policy`: on the dashboard, and on the bus when it is the
-    /// per-address limit (what playbooks answer) and within its address's bound of
-    /// the feed: a flood of `429`s must not fill the bus, where it would push out
-    /// other low and medium events.
+    /// per-address limit (what playbooks answer) and shown. The feed's bounds (per
+    /// address, and in all) keep a flood of `429`s, from one address or from many,
+    /// from filling the bus, where it would push out other low and medium events
+    /// (`credential_stuffing` is medium). The bound in all can be spent by decoys to
+    /// hide another address's `rate_limit_exceeded` events; no default playbook acts
+    /// on those (blocks answer `brute_force` and `credential_stuffing`).
     async fn limited(&self, id: &RequestId, ip: IpAddr, status: StatusCode, policy: &str) {
         if status == StatusCode::FORBIDDEN {
             let reason = "blocked by a playbook".into();
@@ -450,14 +449,14 @@ impl Gateway {
             return;
         }
         let policy = policy.to_owned();
-        let own = self.show_refusal(
+        let shown = self.show_refusal(
             id,
             ip,
             What::RateLimited {
                 policy: policy.clone(),
             },
         );
-        if policy != IP_POLICY || !own {
+        if policy != IP_POLICY || !shown {
             return;
         }
         let event = SecurityEvent::new(

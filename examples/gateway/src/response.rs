@@ -231,12 +231,15 @@ impl ActionClaims {
     }
 
     fn key_of(&self, what: &str, target: &Target) -> String {
-        // An address as the limiter blocks it (an IPv6 /64): two blocks that are one
-        // block in the limiter are one claim and one ban history.
+        // A block's address as the limiter blocks it (an IPv6 /64): two blocks that
+        // are one block in the limiter are one claim and one ban history. Other
+        // actions about an address (a notification) stay the address's own.
         let net = match target {
-            Target::Ip { ip } => Some(Target::Ip {
-                ip: palisade_ratelimit::client_net(*ip),
-            }),
+            Target::Ip { ip } if what == ActionKind::BlockIp.name() || what == "bans" => {
+                Some(Target::Ip {
+                    ip: palisade_ratelimit::client_net(*ip),
+                })
+            }
             _ => None,
         };
         let target = serde_json::to_string(net.as_ref().unwrap_or(target))

@@ -86,10 +86,13 @@ async fn only_operators_on_this_origin_get_the_stream() {
     let s = common::dashboard_server().await;
     let origin = format!("http://{}", s.addr);
     // Wrong password, unknown user, a non-operator: the same refusal, no cookie.
+    let long = "x".repeat(300);
     for (u, p) in [
         ("admin", "wrong"),
         ("nobody", "admin-demo-password"),
         ("alice", "alice-demo-password"),
+        ("", "admin-demo-password"),
+        (long.as_str(), "admin-demo-password"),
     ] {
         assert_eq!(sign_in(s.addr, u, p).await, (401, None), "{u}");
     }

@@ -256,8 +256,10 @@ impl Inner {
         match self.local.apply(r) {
             Ok(_) => true,
             Err(e) => {
-                self.drops.fetch_add(1, Ordering::AcqRel);
-                self.incomplete.store(true, Ordering::Release);
+                // SeqCst here and in `settle`: a store then a load of the other
+                // variable on each side, which only a total order keeps apart.
+                self.drops.fetch_add(1, Ordering::SeqCst);
+                self.incomplete.store(true, Ordering::SeqCst);
                 tracing::error!(error = %e, "replica cannot hold a revocation; not fresh until it can");
                 false
             }
@@ -320,12 +322,13 @@ impl Inner {
             st.settled = true;
             st.epochs = Some(s.epochs.clone());
         }
-        if s.complete && self.drops.load(Ordering::Acquire) == s.drops {
-            self.incomplete.store(false, Ordering::Release);
+        if s.complete && self.drops.load(Ordering::SeqCst) == s.drops {
+            self.incomplete.store(false, Ordering::SeqCst);
             // `hold` takes no lock: a refusal between the check and the store set
-            // `incomplete` that the store just cleared. Checked again after it.
-            if self.drops.load(Ordering::Acquire) != s.drops {
-                self.incomplete.store(true, Ordering::Release);
+            // `incomplete` that the store just cleared. Checked again after it
+            // (SeqCst: if this load misses the refusal, its store comes after ours).
+            if self.drops.load(Ordering::SeqCst) != s.drops {
+                self.incomplete.store(true, Ordering::SeqCst);
                 return true;
             }
             let digest = digest(&as_read(&s.epochs));
