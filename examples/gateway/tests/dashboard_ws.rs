@@ -19,18 +19,35 @@ mod common;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Signs in over HTTP; returns the status and the session cookie, if one was set.
-async fn sign_in(addr: SocketAddr, user: &str, password: &str) -> (u16, Option<String>) {
-    let client = reqwest::Client::builder()
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap();
-    let r = client
-        .post(format!("http://{addr}/dashboard/login"))
+        .unwrap()
+}
+
+/// `POST /dashboard/login`, the answer as it is.
+async fn sign_in_answer(addr: SocketAddr, user: &str, password: &str) -> reqwest::Response {
+    (no_redirects().post(format!("http://{addr}/dashboard/login")))
         .form(&[("username", user), ("password", password)])
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `POST /dashboard/logout` with a session cookie.
+async fn sign_out(addr: SocketAddr, cookie: &str) -> reqwest::Response {
+    (no_redirects().post(format!("http://{addr}/dashboard/logout")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs in over HTTP; returns the status and the session cookie, if one was set.
+async fn sign_in(addr: SocketAddr, user: &str, password: &str) -> (u16, Option<String>) {
+    let r = sign_in_answer(addr, user, password).await;
     let cookie = r
         .headers()
         .get("set-cookie")
@@ -256,10 +273,6 @@ async fn closed_by_server(ws: &mut Socket) {
 async fn the_stream_ends_with_the_session_that_opened_it() {
     let s = common::dashboard_server().await;
     let origin = format!("http://{}", s.addr);
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
 
     // Signing out closes the operator's open dashboard.
     let (_, cookie) = sign_in(s.addr, "admin", "admin-demo-password").await;
@@ -269,13 +282,7 @@ async fn the_stream_ends_with_the_session_that_opened_it() {
     let (_, other) = sign_in(s.addr, "admin", "admin-demo-password").await;
     let mut other_ws = connect(s.addr, &origin, other.as_deref()).await.unwrap();
     assert_eq!(next_json(&mut other_ws).await["type"], "snapshot");
-    let out = client
-        .post(format!("http://{}/dashboard/logout", s.addr))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(out.status().as_u16(), 303);
+    assert_eq!(sign_out(s.addr, &cookie).await.status().as_u16(), 303);
     closed_by_server(&mut ws).await;
     // Another session of the same operator stays open.
     s.dashboard
@@ -299,27 +306,13 @@ async fn behind_a_tls_proxy_the_public_origin_is_the_only_one() {
     assert_eq!(status, 303);
     let cookie = cookie.unwrap();
     // The browser reached us over https: the cookie must never travel in clear.
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = client
-        .post(format!("http://{}/dashboard/login", s.addr))
-        .form(&[("username", "admin"), ("password", "admin-demo-password")])
-        .send()
-        .await
-        .unwrap();
+    let r = sign_in_answer(s.addr, "admin", "admin-demo-password").await;
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
         set.contains("; Secure") && set.contains("HttpOnly"),
         "{set}"
     );
-    let out = client
-        .post(format!("http://{}/dashboard/logout", s.addr))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let out = sign_out(s.addr, &cookie).await;
     let cleared = out.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
         cleared.contains("Max-Age=0") && cleared.contains("; Secure"),

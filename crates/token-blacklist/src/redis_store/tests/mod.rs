@@ -502,15 +502,20 @@ async fn check_remote_reads_issuer_and_global_watermarks_a_replica_missed() {
     }
 }
 
+/// A replica whose local store holds five revocations.
+async fn five_slot_replica(url: &str) -> RedisBlacklist {
+    builder()
+        .config(Config::default().capacity(std::num::NonZeroUsize::new(5).unwrap()))
+        .connect(url)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_replica_fails_closed_instead_of_forgetting() {
     let server = RedisServer::start();
     let a = builder().connect(&server.url()).await.unwrap();
-    let small = builder()
-        .config(Config::default().capacity(std::num::NonZeroUsize::new(5).unwrap()))
-        .connect(&server.url())
-        .await
-        .unwrap();
+    let small = five_slot_replica(&server.url()).await;
     for i in 0..10 {
         a.revoke_token(&token(i)).await.unwrap();
     }
@@ -549,11 +554,7 @@ async fn a_full_replica_fails_closed_instead_of_forgetting() {
 async fn a_revocation_refused_during_a_resync_keeps_the_replica_incomplete() {
     let server = RedisServer::start();
     let a = builder().connect(&server.url()).await.unwrap();
-    let small = builder()
-        .config(Config::default().capacity(std::num::NonZeroUsize::new(5).unwrap()))
-        .connect(&server.url())
-        .await
-        .unwrap();
+    let small = five_slot_replica(&server.url()).await;
     for i in 0..5 {
         a.revoke_token(&token(i)).await.unwrap();
     }
