@@ -446,6 +446,47 @@ impl Engine {
         true
     }
 
+    /// The action of `decision`, a step of `plan`, failed (the executor's
+    /// [`Outcome::Failed`](crate::Outcome::Failed): nothing took effect). The decision
+    /// is forgotten, its ban is not counted, and the cool-down its playbook set for
+    /// the target is lifted, so the next matching event plans the action again: kept,
+    /// it would have suppressed every repeat as a duplicate until it expired, leaving
+    /// an attacker unblocked for the block's whole length. The playbook's other steps
+    /// that did take effect stay active (a repeat of those is still a duplicate).
+    ///
+    /// Returns the forgotten decision (a caller that claimed it elsewhere gives the
+    /// claim back), or `None` if `plan` has no such step or it is no longer active.
+    pub fn failed(&mut self, plan: &Plan, decision: u64) -> Option<Decision> {
+        let step = (plan.steps.iter()).find(|s| s.decision == Some(decision))?;
+        let th = self.hasher.hash_one(&step.target);
+        let h = active_hash(th, step.action.kind());
+        let entry = (self.active)
+            .find_entry(h, |(_, d)| d.id == decision)
+            .ok()?;
+        let ((_, d), _) = entry.remove();
+        self.expiries.remove(&(d.active_until, decision));
+        if self.escalates(step.playbook.as_ref(), step.rule)
+            && let Ok(mut entry) = self.offences.find_entry(th, |(_, t, _)| *t == step.target)
+        {
+            let o = &mut entry.get_mut().2;
+            o.count = o.count.saturating_sub(1);
+            if o.count == 0 {
+                entry.remove();
+            }
+        }
+        if let Some(pi) =
+            (step.playbook.as_ref()).and_then(|p| self.names.iter().position(|n| Arc::ptr_eq(n, p)))
+        {
+            // The playbook's group for this target (or all of it, when it groups by
+            // playbook): its cool-down started with this decision.
+            self.cooldowns.retain(|(_, (i, t, _), _, _)| {
+                *i != pi || t.as_ref().is_some_and(|t| *t != step.target)
+            });
+        }
+        self.counters.set_active(self.active.len());
+        Some(d)
+    }
+
     /// Whether rule `rule` of the playbook named `playbook` is a `block_ip` with
     /// escalation (whose bans are counted).
     fn escalates(&self, playbook: Option<&Arc<str>>, rule: usize) -> bool {

@@ -414,6 +414,16 @@ impl<W: Write> Responder<W> {
             None => Vec::new(),
         };
         let outcomes = self.executor.execute(&plan).await;
+        // A failed action is planned again by the next event (on any instance: the
+        // claim goes back), not left suppressed until it would have expired.
+        for (id, outcome) in &outcomes {
+            if matches!(outcome, Outcome::Failed { .. })
+                && let Some(decision) = self.engine.failed(&plan, *id)
+                && let Some(claims) = &self.claims
+            {
+                claims.release(&decision).await;
+            }
+        }
         self.show_plan(incident.id, &plan, &outcomes, &elsewhere, origin);
         if let Err(e) = self.audit.record_plan(&plan, &outcomes) {
             tracing::error!(error = %e, "audit log write failed");

@@ -683,6 +683,19 @@ async fn without_redis_what_cannot_be_checked_is_refused() {
         .collect();
     let pair = |action: &str| (action.to_owned(), "execute".to_owned());
     assert_eq!(verdicts, vec![pair("block_ip"), pair("notify")]);
+    // That block could not be set (Redis is gone): it is not left to hold back the
+    // repeats as duplicates. Redis back, the next offence is blocked.
+    server.restart();
+    let ip = "198.51.100.91";
+    let mut blocked = StatusCode::OK;
+    for n in 0..5 {
+        brute_force(&a, &format!("bf-outage-again-{n}"), ip, &clock).await;
+        blocked = eventually(StatusCode::FORBIDDEN, || healthz(&http, &a, ip)).await;
+        if blocked == StatusCode::FORBIDDEN {
+            break;
+        }
+    }
+    assert_eq!(blocked, StatusCode::FORBIDDEN, "{:?}", audited(&a, ip));
     a.gw.shutdown().await;
     ticker.abort();
 }

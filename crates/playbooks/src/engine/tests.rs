@@ -121,6 +121,43 @@ fn a_step_taken_elsewhere_is_remembered_but_neither_run_nor_undone_here() {
 }
 
 #[test]
+fn a_failed_block_is_planned_again_by_the_next_event_and_not_counted() {
+    let mut e = engine();
+    let p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    let (block, notify) = (p.steps[0].decision.unwrap(), p.steps[1].decision.unwrap());
+    let forgotten = e.failed(&p, block).unwrap();
+    assert_eq!(forgotten.id, block);
+    assert!(e.failed(&p, block).is_none(), "forgotten once");
+    assert!(e.active(ActionKind::BlockIp, &p.steps[0].target).is_none());
+    // The next event: the block is planned again (not a duplicate, not held back by
+    // the playbook's cool-down) as a first ban; the notification that went out is a
+    // duplicate of itself.
+    let again = e.evaluate(&ip_ev(2, "198.51.100.4"), at(60));
+    assert_eq!(again.steps[0].verdict, Verdict::Execute);
+    assert_eq!(
+        again.steps[0].action,
+        Action::BlockIp {
+            ip: "198.51.100.4".parse().unwrap(),
+            duration: Duration::from_secs(15 * 60)
+        }
+    );
+    assert_eq!(
+        again.steps[1].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: notify })
+    );
+    // Nothing else was lifted: another address's cool-down and block stand.
+    let other = e.evaluate(&ip_ev(3, "198.51.100.5"), at(60));
+    let other_block = other.steps[0].decision.unwrap();
+    let repeat = e.evaluate(&ip_ev(4, "198.51.100.5"), at(120));
+    assert_eq!(
+        repeat.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate {
+            decision: other_block
+        })
+    );
+}
+
+#[test]
 fn a_fleet_escalates_by_the_bans_it_shares_and_counts_each_ban_once() {
     let ip = "198.51.100.4";
     let target = Target::Ip {
