@@ -447,24 +447,33 @@ impl Engine {
     }
 
     /// The action of `decision`, a step of `plan`, failed (the executor's
-    /// [`Outcome::Failed`](crate::Outcome::Failed): nothing took effect). The decision
-    /// is forgotten, its ban is not counted, and the cool-down its playbook set for
-    /// the target is lifted, so the next matching event plans the action again: kept,
-    /// it would have suppressed every repeat as a duplicate until it expired, leaving
-    /// an attacker unblocked for the block's whole length. The playbook's other steps
-    /// that did take effect stay active (a repeat of those is still a duplicate).
+    /// [`Outcome::Failed`](crate::Outcome::Failed)). The decision is marked failed
+    /// (nothing to undo or resolve at expiry) and holds repeats back only until
+    /// `retry` (at most its own end); the cool-down its playbook set for the target
+    /// (grouped by subject) ends then too, and its ban is not counted. So the next
+    /// matching event after `retry` plans the action again: kept as it was, the
+    /// decision suppressed every repeat as a duplicate of a block that never held,
+    /// until it would have expired. The delay keeps a failure that persists (a
+    /// webhook refusing every call) from being retried on every event. A cool-down
+    /// grouped by playbook, or by subject and kind, is left as it is.
     ///
-    /// Returns the forgotten decision (a caller that claimed it elsewhere gives the
-    /// claim back), or `None` if `plan` has no such step or it is no longer active.
-    pub fn failed(&mut self, plan: &Plan, decision: u64) -> Option<Decision> {
+    /// Returns the decision as it now is (a caller that claimed it elsewhere gives
+    /// the claim back), or `None` if `plan` has no such step or it is not active.
+    pub fn failed(&mut self, plan: &Plan, decision: u64, retry: Timestamp) -> Option<Decision> {
         let step = (plan.steps.iter()).find(|s| s.decision == Some(decision))?;
         let th = self.hasher.hash_one(&step.target);
         let h = active_hash(th, step.action.kind());
-        let entry = (self.active)
-            .find_entry(h, |(_, d)| d.id == decision)
-            .ok()?;
-        let ((_, d), _) = entry.remove();
-        self.expiries.remove(&(d.active_until, decision));
+        let (_, d) = self.active.find_mut(h, |(_, d)| d.id == decision)?;
+        if d.failed {
+            return None;
+        }
+        d.failed = true;
+        if retry < d.active_until {
+            self.expiries.remove(&(d.active_until, decision));
+            d.active_until = retry;
+            self.expiries.insert((retry, decision), h);
+        }
+        let d = d.clone();
         if self.escalates(step.playbook.as_ref(), step.rule)
             && let Ok(mut entry) = self.offences.find_entry(th, |(_, t, _)| *t == step.target)
         {
@@ -476,14 +485,16 @@ impl Engine {
         }
         if let Some(pi) =
             (step.playbook.as_ref()).and_then(|p| self.names.iter().position(|n| Arc::ptr_eq(n, p)))
+            && self.def.playbooks[pi].group_by == GroupBy::Subject
         {
-            // The playbook's group for this target (or all of it, when it groups by
-            // playbook): its cool-down started with this decision.
-            self.cooldowns.retain(|(_, (i, t, _), _, _)| {
-                *i != pi || t.as_ref().is_some_and(|t| *t != step.target)
-            });
+            let gh = self.group_hash(pi, Some(th), None);
+            let group = |(_, (i, t, k), _, _): &(u64, GroupKey, Timestamp, EvidenceBasis)| {
+                *i == pi && t.as_ref() == Some(&step.target) && k.is_none()
+            };
+            if let Some((_, _, until, _)) = self.cooldowns.find_mut(gh, group) {
+                *until = (*until).min(retry);
+            }
         }
-        self.counters.set_active(self.active.len());
         Some(d)
     }
 

@@ -516,6 +516,11 @@ pub struct Decision {
     /// it, this one never does. Absent from JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub elsewhere: bool,
+    /// Its action failed ([`Engine::failed`](crate::Engine::failed)): nothing to undo
+    /// or resolve; it holds repeats back only until the retry. Absent from JSON when
+    /// false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
 }
 
 impl Decision {
@@ -523,6 +528,7 @@ impl Decision {
     pub fn needs_revert(&self) -> bool {
         !self.dry_run
             && !self.elsewhere
+            && !self.failed
             && self.awaiting_approval.is_none()
             && matches!(self.action, Action::BlockIp { .. })
     }
@@ -532,6 +538,7 @@ impl Decision {
     pub fn needs_resolve(&self) -> bool {
         !self.dry_run
             && !self.elsewhere
+            && !self.failed
             && self.awaiting_approval.is_none()
             && matches!(self.action, Action::Notify { .. })
     }

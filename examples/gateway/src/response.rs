@@ -74,6 +74,11 @@ impl Bus {
     }
 }
 
+/// How long a failed playbook action holds repeats back before the next matching
+/// event plans it again (`Engine::failed`): long enough that a failure that persists
+/// is not retried on every event, short against a block's 15 minutes.
+pub const FAILED_RETRY: Duration = Duration::from_secs(60);
+
 /// Who carries out an action, on the fleet's Redis: `KEYS[1]` names the action's kind
 /// and target, `ARGV[1]` is this instance, `ARGV[2]` how long the action lasts (ms).
 /// Free, or already this instance's (a longer block replacing its own): this instance
@@ -204,11 +209,9 @@ impl ActionClaims {
             match claimed {
                 None => metrics::counter!("palisade_gateway_playbook_claims_unreached_total")
                     .increment(1),
-                Some((holder, _)) if holder == self.instance => {
-                    if kind == ActionKind::BlockIp {
-                        self.share_bans(engine, &target, now).await;
-                    }
-                }
+                // Its ban history is shared once the block took effect
+                // (`Responder::handle`): a failed block is not a ban.
+                Some((holder, _)) if holder == self.instance => {}
                 Some((holder, left_ms)) => {
                     let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
                     if engine.taken_elsewhere(plan, decision, now.saturating_add(left)) {
@@ -285,9 +288,9 @@ impl ActionClaims {
         }
     }
 
-    /// After this instance claimed a ban of `target`: its ban history becomes the
+    /// After a ban of `target` this instance carried out: its ban history becomes the
     /// fleet's, for as long as it counts.
-    async fn share_bans(&self, engine: &Engine, target: &Target, now: Timestamp) {
+    pub(crate) async fn share_bans(&self, engine: &Engine, target: &Target, now: Timestamp) {
         let Some(history) = engine.ban_history(target, now) else {
             return;
         };
@@ -414,14 +417,25 @@ impl<W: Write> Responder<W> {
             None => Vec::new(),
         };
         let outcomes = self.executor.execute(&plan).await;
-        // A failed action is planned again by the next event (on any instance: the
-        // claim goes back), not left suppressed until it would have expired.
         for (id, outcome) in &outcomes {
-            if matches!(outcome, Outcome::Failed { .. })
-                && let Some(decision) = self.engine.failed(&plan, *id)
-                && let Some(claims) = &self.claims
+            if matches!(outcome, Outcome::Failed { .. }) {
+                // Planned again by the first event after a retry delay, not held back
+                // as a duplicate until it would have expired; the claim goes back so
+                // that event may come to another instance (unless another block of
+                // this instance's, in the same /64, holds the claim).
+                let retry = now.saturating_add(FAILED_RETRY);
+                if let Some(decision) = self.engine.failed(&plan, *id, retry)
+                    && let Some(claims) = &self.claims
+                    && !self.still_blocked(&decision)
+                {
+                    claims.release(&decision).await;
+                }
+            } else if let Some(claims) = &self.claims
+                && let Some(step) = (plan.executable()).find(|s| s.decision == Some(*id))
+                && step.action.kind() == ActionKind::BlockIp
             {
-                claims.release(&decision).await;
+                // Carried out (or maybe, after a timeout): the fleet's ban history.
+                claims.share_bans(&self.engine, &step.target, now).await;
             }
         }
         self.show_plan(incident.id, &plan, &outcomes, &elsewhere, origin);
@@ -505,15 +519,17 @@ impl<W: Write> Responder<W> {
         }
     }
 
-    /// Whether another active block in force (not a dry run, not awaiting approval;
-    /// carried out here or elsewhere) covers what `decision`'s block covers.
+    /// Whether another active block in force (not a dry run, not awaiting approval,
+    /// not failed; carried out here or elsewhere) covers what `decision`'s block
+    /// covers.
     fn still_blocked(&self, decision: &Decision) -> bool {
         let Action::BlockIp { ip, .. } = &decision.action else {
             return false;
         };
         let net = palisade_ratelimit::client_net(*ip);
         self.engine.active_blocks().any(|d| {
-            let in_force = !d.dry_run && d.awaiting_approval.is_none() && d.id != decision.id;
+            let in_force =
+                !d.dry_run && !d.failed && d.awaiting_approval.is_none() && d.id != decision.id;
             in_force
                 && matches!(&d.action, Action::BlockIp { ip: other, .. }
                     if palisade_ratelimit::client_net(*other) == net)

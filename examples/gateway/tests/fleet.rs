@@ -683,9 +683,11 @@ async fn without_redis_what_cannot_be_checked_is_refused() {
         .collect();
     let pair = |action: &str| (action.to_owned(), "execute".to_owned());
     assert_eq!(verdicts, vec![pair("block_ip"), pair("notify")]);
-    // That block could not be set (Redis is gone): it is not left to hold back the
-    // repeats as duplicates. Redis back, the next offence is blocked.
+    // That block could not be set (Redis is gone): it holds the repeats back only
+    // until its retry, not for its 15 minutes. Redis back, the next offence after
+    // the retry is blocked.
     server.restart();
+    clock.advance(palisade_gateway::response::FAILED_RETRY + Duration::from_secs(1));
     let ip = "198.51.100.91";
     let mut blocked = StatusCode::OK;
     for n in 0..5 {

@@ -302,6 +302,7 @@ impl Engine {
                 awaiting_approval: awaiting,
                 basis: c.basis,
                 elsewhere: false,
+                failed: false,
             },
             c.target_hash,
         );

@@ -121,18 +121,35 @@ fn a_step_taken_elsewhere_is_remembered_but_neither_run_nor_undone_here() {
 }
 
 #[test]
-fn a_failed_block_is_planned_again_by_the_next_event_and_not_counted() {
+fn a_failed_block_is_planned_again_after_the_retry_and_not_counted() {
     let mut e = engine();
     let p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
     let (block, notify) = (p.steps[0].decision.unwrap(), p.steps[1].decision.unwrap());
-    let forgotten = e.failed(&p, block).unwrap();
-    assert_eq!(forgotten.id, block);
-    assert!(e.failed(&p, block).is_none(), "forgotten once");
-    assert!(e.active(ActionKind::BlockIp, &p.steps[0].target).is_none());
-    // The next event: the block is planned again (not a duplicate, not held back by
-    // the playbook's cool-down) as a first ban; the notification that went out is a
-    // duplicate of itself.
-    let again = e.evaluate(&ip_ev(2, "198.51.100.4"), at(60));
+    let failed = e.failed(&p, block, at(60)).unwrap();
+    assert_eq!((failed.id, failed.active_until), (block, at(60)));
+    assert!(!failed.needs_revert(), "nothing to undo");
+    assert!(e.failed(&p, block, at(60)).is_none(), "marked once");
+    // Until the retry, a repeat is a duplicate: a failure that persists is not
+    // retried on every event.
+    let soon = e.evaluate(&ip_ev(2, "198.51.100.4"), at(30));
+    assert_eq!(
+        soon.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { decision: block })
+    );
+    // The mark survives a restart.
+    let json = e.state().to_json();
+    assert_eq!(json.matches("\"failed\":true").count(), 1, "{json}");
+    let mut e = Engine::restore(
+        Definition::default_set().unwrap(),
+        State::from_json(&json).unwrap(),
+    );
+    // At the retry it expires with nothing to undo; the next event plans the block
+    // again (not held back by the playbook's cool-down), as a first ban; the
+    // notification that went out is still a duplicate of itself.
+    let expired = e.expire(at(60));
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].failed && !expired[0].needs_revert());
+    let again = e.evaluate(&ip_ev(3, "198.51.100.4"), at(61));
     assert_eq!(again.steps[0].verdict, Verdict::Execute);
     assert_eq!(
         again.steps[0].action,
@@ -145,10 +162,10 @@ fn a_failed_block_is_planned_again_by_the_next_event_and_not_counted() {
         again.steps[1].verdict,
         Verdict::Suppressed(Suppression::Duplicate { decision: notify })
     );
-    // Nothing else was lifted: another address's cool-down and block stand.
-    let other = e.evaluate(&ip_ev(3, "198.51.100.5"), at(60));
+    // Nothing else was shortened: another address's block stands.
+    let other = e.evaluate(&ip_ev(4, "198.51.100.5"), at(61));
     let other_block = other.steps[0].decision.unwrap();
-    let repeat = e.evaluate(&ip_ev(4, "198.51.100.5"), at(120));
+    let repeat = e.evaluate(&ip_ev(5, "198.51.100.5"), at(200));
     assert_eq!(
         repeat.steps[0].verdict,
         Verdict::Suppressed(Suppression::Duplicate {
