@@ -293,6 +293,7 @@ impl Engine {
         if event.kind == EventKind::RateLimitExceeded
             && let Some(d) = self.find_active(ActionKind::BlockIp, target, th)
             && d.active_until > now
+            && !d.failed
             && d.awaiting_approval.is_none()
         {
             return Some(format!(
@@ -450,12 +451,13 @@ impl Engine {
     /// [`Outcome::Failed`](crate::Outcome::Failed)). The decision is marked failed
     /// (nothing to undo or resolve at expiry) and holds repeats back only until
     /// `retry` (at most its own end); the cool-down its playbook set for the target
-    /// (grouped by subject) ends then too, and its ban is not counted. So the next
+    /// (grouped by subject, or by subject and the event's kind) ends then too, and
+    /// its ban is not counted. So the next
     /// matching event after `retry` plans the action again: kept as it was, the
     /// decision suppressed every repeat as a duplicate of a block that never held,
     /// until it would have expired. The delay keeps a failure that persists (a
     /// webhook refusing every call) from being retried on every event. A cool-down
-    /// grouped by playbook, or by subject and kind, is left as it is.
+    /// grouped by playbook (all targets) is left as it is.
     ///
     /// Returns the decision as it now is (a caller that claimed it elsewhere gives
     /// the claim back), or `None` if `plan` has no such step or it is not active.
@@ -483,13 +485,23 @@ impl Engine {
                 entry.remove();
             }
         }
+        let kind = match &step.why.origin {
+            crate::plan::Origin::Playbook { kind, .. } => Some(*kind),
+            _ => None,
+        };
         if let Some(pi) =
             (step.playbook.as_ref()).and_then(|p| self.names.iter().position(|n| Arc::ptr_eq(n, p)))
-            && self.def.playbooks[pi].group_by == GroupBy::Subject
         {
-            let gh = self.group_hash(pi, Some(th), None);
+            // The group `plan` filed the cool-down under; one grouped by playbook
+            // holds back every target, and stays.
+            let group_kind = match self.def.playbooks[pi].group_by {
+                GroupBy::Subject => None,
+                GroupBy::SubjectAndKind => kind,
+                GroupBy::Playbook => return Some(d),
+            };
+            let gh = self.group_hash(pi, Some(th), group_kind);
             let group = |(_, (i, t, k), _, _): &(u64, GroupKey, Timestamp, EvidenceBasis)| {
-                *i == pi && t.as_ref() == Some(&step.target) && k.is_none()
+                *i == pi && t.as_ref() == Some(&step.target) && *k == group_kind
             };
             if let Some((_, _, until, _)) = self.cooldowns.find_mut(gh, group) {
                 *until = (*until).min(retry);

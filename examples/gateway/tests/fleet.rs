@@ -687,10 +687,11 @@ async fn without_redis_what_cannot_be_checked_is_refused() {
     // until its retry, not for its 15 minutes. Redis back, the next offence after
     // the retry is blocked.
     server.restart();
-    clock.advance(palisade_gateway::response::FAILED_RETRY + Duration::from_secs(1));
     let ip = "198.51.100.91";
     let mut blocked = StatusCode::OK;
     for n in 0..5 {
+        // Past the retry of the block that failed (again, if Redis was not back yet).
+        clock.advance(palisade_gateway::response::FAILED_RETRY + Duration::from_secs(1));
         brute_force(&a, &format!("bf-outage-again-{n}"), ip, &clock).await;
         blocked = eventually(StatusCode::FORBIDDEN, || healthz(&http, &a, ip)).await;
         if blocked == StatusCode::FORBIDDEN {

@@ -175,6 +175,39 @@ fn a_failed_block_is_planned_again_after_the_retry_and_not_counted() {
 }
 
 #[test]
+fn a_failed_page_grouped_by_subject_and_kind_is_sent_again_after_the_retry() {
+    let mut e = engine();
+    let finding = |n| {
+        ev(
+            n,
+            EventKind::UnauthorizedCertificate,
+            Severity::Critical,
+            Subject::Domain {
+                domain: "auth.example".into(),
+            },
+        )
+    };
+    let p = e.evaluate(&finding(1), at(0));
+    assert_eq!(verdicts(&p), vec![(ActionKind::Notify, Verdict::Execute)]);
+    let page = p.steps[0].decision.unwrap();
+    e.failed(&p, page, at(60)).unwrap();
+    // "ct-findings" holds a domain's findings back for an hour after a page; a page
+    // that never went out does not.
+    let again = e.evaluate(&finding(2), at(61));
+    assert_eq!(
+        verdicts(&again),
+        vec![(ActionKind::Notify, Verdict::Execute)]
+    );
+    // Once a page went out, the hour holds again.
+    let third = e.evaluate(&finding(3), at(120));
+    assert!(
+        matches!(third.steps[0].verdict, Verdict::Suppressed(_)),
+        "{:?}",
+        third.steps[0].verdict
+    );
+}
+
+#[test]
 fn a_fleet_escalates_by_the_bans_it_shares_and_counts_each_ban_once() {
     let ip = "198.51.100.4";
     let target = Target::Ip {
