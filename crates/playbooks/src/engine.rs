@@ -41,6 +41,21 @@ fn active_hash(target_hash: u64, kind: ActionKind) -> u64 {
     target_hash ^ (kind as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Ends decision `d` (its `active` entry filed under `h`) at `until` if that is
+/// earlier, keeping its `expiries` entry in step.
+fn end_by(
+    expiries: &mut BTreeMap<(Timestamp, u64), u64>,
+    d: &mut Decision,
+    until: Timestamp,
+    h: u64,
+) {
+    if until < d.active_until {
+        expiries.remove(&(d.active_until, d.id));
+        d.active_until = until;
+        expiries.insert((until, d.id), h);
+    }
+}
+
 /// Files `value` under `hash` in a table whose entries start with their hash, replacing
 /// the entry with the same key (`same`); returns the replaced entry.
 fn replace_or_insert<T>(
@@ -424,25 +439,13 @@ impl Engine {
         let h = active_hash(th, step.action.kind());
         if let Some((_, d)) = self.active.find_mut(h, |(_, d)| d.id == decision) {
             d.elsewhere = true;
-            if until < d.active_until {
-                self.expiries.remove(&(d.active_until, decision));
-                d.active_until = until;
-                self.expiries.insert((until, decision), h);
-            }
+            end_by(&mut self.expiries, d, until, h);
         }
         step.verdict = Verdict::Elsewhere;
         step.why.note = Note::Elsewhere;
         // The ban is the other instance's: its history is the fleet's to share
         // (`learn_bans`), not one more ban of this instance's own.
-        if self.escalates(step.playbook.as_ref(), step.rule)
-            && let Ok(mut entry) = self.offences.find_entry(th, |(_, t, _)| *t == step.target)
-        {
-            let o = &mut entry.get_mut().2;
-            o.count = o.count.saturating_sub(1);
-            if o.count == 0 {
-                entry.remove();
-            }
-        }
+        self.uncount_ban(step, th);
         self.counters.taken_elsewhere();
         true
     }
@@ -470,28 +473,14 @@ impl Engine {
             return None;
         }
         d.failed = true;
-        if retry < d.active_until {
-            self.expiries.remove(&(d.active_until, decision));
-            d.active_until = retry;
-            self.expiries.insert((retry, decision), h);
-        }
+        end_by(&mut self.expiries, d, retry, h);
         let d = d.clone();
-        if self.escalates(step.playbook.as_ref(), step.rule)
-            && let Ok(mut entry) = self.offences.find_entry(th, |(_, t, _)| *t == step.target)
-        {
-            let o = &mut entry.get_mut().2;
-            o.count = o.count.saturating_sub(1);
-            if o.count == 0 {
-                entry.remove();
-            }
-        }
+        self.uncount_ban(step, th);
         let kind = match &step.why.origin {
             crate::plan::Origin::Playbook { kind, .. } => Some(*kind),
             _ => None,
         };
-        if let Some(pi) =
-            (step.playbook.as_ref()).and_then(|p| self.names.iter().position(|n| Arc::ptr_eq(n, p)))
-        {
+        if let Some(pi) = self.playbook_index(step.playbook.as_ref()) {
             // The group `plan` filed the cool-down under; one grouped by playbook
             // holds back every target, and stays.
             let group_kind = match self.def.playbooks[pi].group_by {
@@ -510,11 +499,29 @@ impl Engine {
         Some(d)
     }
 
+    /// The index of the playbook a step cites (steps share the engine's names).
+    fn playbook_index(&self, playbook: Option<&Arc<str>>) -> Option<usize> {
+        playbook.and_then(|p| self.names.iter().position(|n| Arc::ptr_eq(n, p)))
+    }
+
+    /// A ban counted when `step` was planned that is not this engine's after all
+    /// (carried out elsewhere, or failed).
+    fn uncount_ban(&mut self, step: &crate::Step, th: u64) {
+        if self.escalates(step.playbook.as_ref(), step.rule)
+            && let Ok(mut entry) = self.offences.find_entry(th, |(_, t, _)| *t == step.target)
+        {
+            let o = &mut entry.get_mut().2;
+            o.count = o.count.saturating_sub(1);
+            if o.count == 0 {
+                entry.remove();
+            }
+        }
+    }
+
     /// Whether rule `rule` of the playbook named `playbook` is a `block_ip` with
     /// escalation (whose bans are counted).
     fn escalates(&self, playbook: Option<&Arc<str>>, rule: usize) -> bool {
-        let Some(pi) = playbook.and_then(|p| self.names.iter().position(|n| Arc::ptr_eq(n, p)))
-        else {
+        let Some(pi) = self.playbook_index(playbook) else {
             return false;
         };
         matches!(
