@@ -524,22 +524,21 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether its action is in force: not a dry run, not awaiting approval, and not
+    /// failed (carried out here or, [`elsewhere`](Self::elsewhere), by another
+    /// instance).
+    pub fn in_force(&self) -> bool {
+        !self.dry_run && !self.failed && self.awaiting_approval.is_none()
+    }
+
     /// Whether expiry must undo something: an IP block enforced by this instance.
     pub fn needs_revert(&self) -> bool {
-        !self.dry_run
-            && !self.elsewhere
-            && !self.failed
-            && self.awaiting_approval.is_none()
-            && matches!(self.action, Action::BlockIp { .. })
+        self.in_force() && !self.elsewhere && matches!(self.action, Action::BlockIp { .. })
     }
 
     /// Whether expiry must close an incident: a notification sent by this instance (a
     /// resolve with the same `dedup_key` is sent, so a pager does not stay open forever).
     pub fn needs_resolve(&self) -> bool {
-        !self.dry_run
-            && !self.elsewhere
-            && !self.failed
-            && self.awaiting_approval.is_none()
-            && matches!(self.action, Action::Notify { .. })
+        self.in_force() && !self.elsewhere && matches!(self.action, Action::Notify { .. })
     }
 }

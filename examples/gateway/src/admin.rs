@@ -226,7 +226,7 @@ pub struct SignIn {
 /// `POST /dashboard/login`: operators only; anyone else gets the same refusal.
 pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) -> Response {
     let account = palisade_core_traits::normalize_user_id(&form.username).into_owned();
-    if account.is_empty() || account.len() > 256 {
+    if !Users::could_exist(&account) {
         return wrong_credentials(); // as on `/login`: no account has such a name
     }
     let d = state.account_limit.check(&account).await;

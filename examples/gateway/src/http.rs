@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::activity::{Activity, LoginResult, Origin, What};
 use crate::service::{AUDIENCE, Gateway, IP_POLICY, TOKEN_TTL};
-use crate::users::PasswordCheck;
+use crate::users::{PasswordCheck, Users};
 
 /// The request's id (`X-Request-Id`: the client's if well-formed, else a new one).
 #[derive(Debug, Clone)]
@@ -550,7 +550,7 @@ pub async fn login(
 ) -> Response {
     let tls = tls.map(|axum::Extension(t)| t);
     let user = normalize_user_id(&body.username).into_owned();
-    if user.is_empty() || user.len() > 256 {
+    if !Users::could_exist(&user) {
         return problem(
             StatusCode::BAD_REQUEST,
             "invalid_request",

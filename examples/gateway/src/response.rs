@@ -528,9 +528,8 @@ impl<W: Write> Responder<W> {
         };
         let net = palisade_ratelimit::client_net(*ip);
         self.engine.active_blocks().any(|d| {
-            let in_force =
-                !d.dry_run && !d.failed && d.awaiting_approval.is_none() && d.id != decision.id;
-            in_force
+            d.in_force()
+                && d.id != decision.id
                 && matches!(&d.action, Action::BlockIp { ip: other, .. }
                     if palisade_ratelimit::client_net(*other) == net)
         })

@@ -134,6 +134,12 @@ impl Users {
         }
     }
 
+    /// Whether a normalized user id could name an account (1 to 256 bytes): anything
+    /// else is refused before any limit or password check.
+    pub fn could_exist(user: &str) -> bool {
+        (1..=256).contains(&user.len())
+    }
+
     /// Adds (or replaces) an account.
     pub fn add(&mut self, id: &str, password: &str, totp_secret: &[u8], role: Role) {
         let id = normalize_user_id(id).into_owned();
