@@ -70,6 +70,10 @@ pub enum Error {
     /// `nbf` is in the future (with leeway).
     #[error("token not yet valid (nbf)")]
     NotYetValid,
+    /// `iat` is in the future (with leeway): the issuer's clock is wrong, or the
+    /// token was minted to look newer than a per-user revocation it should fall under.
+    #[error("token issued in the future (iat)")]
+    IssuedInFuture,
     /// `aud` does not name one of the policy's audiences (or is present when the
     /// policy names none).
     #[error("wrong audience")]
@@ -165,7 +169,7 @@ pub enum ErrorClass {
 }
 
 /// Every rejection kind, in the order of [`crate::Stats::rejections`].
-pub(crate) const KINDS: [&str; 28] = [
+pub(crate) const KINDS: [&str; 29] = [
     "too_large",
     "malformed",
     "alg_none",
@@ -194,6 +198,7 @@ pub(crate) const KINDS: [&str; 28] = [
     "insufficient_scope",
     "claims_type",
     "no_keys",
+    "issued_in_future",
 ];
 
 impl Error {
@@ -232,6 +237,7 @@ impl Error {
             Error::InsufficientScope { .. } => 25,
             Error::ClaimsType => 26,
             Error::NoKeys => 27,
+            Error::IssuedInFuture => 28,
         }
     }
 

@@ -103,7 +103,7 @@ impl PolicyBuilder {
         self
     }
 
-    /// Clock-skew allowance for `exp` and `nbf`, in seconds (default 0).
+    /// Clock-skew allowance for `exp`, `nbf` and `iat`, in seconds (default 0).
     pub fn leeway_secs(mut self, secs: u64) -> Self {
         self.leeway_secs = secs;
         self

@@ -105,7 +105,42 @@ fn a_fractional_iat_before_a_user_watermark_is_revoked() {
         "iss": ISS, "aud": AUD, "sub": "alice", "jti": "t2",
         "iat": 1_800_000_001.0, "exp": NOW + 300,
     }));
+    clock.advance(Duration::from_secs(1));
     assert!(v.validate(&newer).is_ok());
+}
+
+#[test]
+fn a_token_issued_in_the_future_cannot_escape_a_user_watermark() {
+    let clock = clock();
+    let marks = Arc::new(Watermarks::default());
+    let v = Validator::builder()
+        .policy(policy().leeway_secs(30).build().unwrap())
+        .keys(keyset())
+        .cache(cache())
+        .clock(Arc::new(clock.clone()))
+        .revocation(marks.clone())
+        .build()
+        .unwrap();
+    marks.revoke_user(ISS, "alice", NOW);
+    // Minted to look newer than the revocation: an hour ahead of the clock.
+    let ahead = |jti: &str, iat: u64| {
+        hs256(&json!({
+            "iss": ISS, "aud": AUD, "sub": "alice", "jti": jti,
+            "iat": iat, "exp": NOW + 7200,
+        }))
+    };
+    let far = ahead("f1", NOW + 3600);
+    assert_eq!(v.validate(&far).unwrap_err(), Error::IssuedInFuture);
+    assert_eq!(v.stats().rejected("issued_in_future"), 1);
+    // The leeway covers clocks that differ: 30 s ahead is accepted, 31 s is not.
+    assert!(v.validate(ahead("f2", NOW + 30)).is_ok());
+    assert_eq!(
+        v.validate(ahead("f3", NOW + 31)).unwrap_err(),
+        Error::IssuedInFuture
+    );
+    // Nothing refused was cached: once the clock reaches it, the token is valid.
+    clock.advance(Duration::from_secs(3600));
+    assert!(v.validate(&far).is_ok());
 }
 
 #[test]
@@ -175,12 +210,13 @@ fn negative_non_finite_and_too_large_times_are_refused_with_a_typed_error() {
             Error::Malformed(_) | Error::ClaimOutOfRange(_)
         ));
     }
-    // The largest integer is a NumericDate (far future), and is not an error.
+    // The largest integer is a NumericDate (far future): read as one, and the token
+    // is refused for being issued in the future, not for a malformed claim.
     let mut c = claims("alice", "r3", NOW + 300);
     c["iat"] = json!(u64::MAX);
-    assert_eq!(
-        v.validate(hs256(&c)).unwrap().identity().issued_at,
-        Some(u64::MAX)
-    );
+    assert_eq!(v.validate(hs256(&c)).unwrap_err(), Error::IssuedInFuture);
+    c["iat"] = json!(NOW);
+    c["nbf"] = json!(u64::MAX);
+    assert_eq!(v.validate(hs256(&c)).unwrap_err(), Error::NotYetValid);
     assert_eq!(v.stats().rejected("claim_out_of_range"), 15);
 }

@@ -30,6 +30,9 @@ use crate::shared::{Fleet, Limit, RedisAccess, RedisConn, millis};
 use crate::users::Users;
 use palisade_token_blacklist::redis;
 
+/// How far instances' clocks may differ: the jwt-cache leeway for `exp`, `nbf`, `iat`.
+const CLOCK_SKEW_SECS: u64 = 5;
+
 /// Lifetime of issued access tokens.
 pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a step-up challenge may be answered, and how many codes it accepts.
@@ -791,6 +794,9 @@ impl Gateway {
             .issuers(&[config.issuer.as_str()])
             .audiences(&[AUDIENCE])
             .required_claims(&["sub", "jti", "exp", "iat"])
+            // Instances' clocks differ a little: a token minted by one (its `iat`) is
+            // accepted at once by another.
+            .leeway_secs(CLOCK_SKEW_SECS)
             .build()
             .map_err(part("jwt-cache"))?;
         let validator = Arc::new(
