@@ -21,7 +21,7 @@ pub use event::{
     EventId, EventKind, EvidenceBasis, MAX_LABEL_LEN, Score, SecurityEvent, Severity, Subject,
 };
 pub use net::{ForwardedHeader, IpNetwork, TrustedProxies};
-pub use normalize::{canonical_ip, normalize_user_id};
+pub use normalize::{canonical_ip, client_net, normalize_user_id};
 
 /// Entry points of the cargo-fuzz targets in `fuzz/`, also replayed on stable by
 /// `tests/fuzz_corpus.rs`.

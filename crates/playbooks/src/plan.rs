@@ -2,12 +2,13 @@
 //! decisions it remembers. Plain data, serializable; the pipeline is in `engine`.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{
-    EventId, EventKind, EvidenceBasis, Severity, Subject, Timestamp, canonical_ip,
+    EventId, EventKind, EvidenceBasis, Severity, Subject, Timestamp, canonical_ip, client_net,
     normalize_user_id,
 };
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::definition::SubjectType;
 
 /// Who or what an action is aimed at.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Two address targets are the same target when they are one client as ratelimit
+/// limits and blocks it ([`client_net`]: an IPv6 address's /64): the engine
+/// de-duplicates, cools down and escalates a client rotating addresses inside its /64
+/// as one, and an allowlisted IPv6 address covers its /64. The address itself is kept
+/// as the event gave it, for the action and the audit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Target {
@@ -46,6 +53,37 @@ pub enum Target {
         /// The name.
         domain: String,
     },
+}
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Target::Ip { ip: a }, Target::Ip { ip: b }) => client_net(*a) == client_net(*b),
+            (Target::User { user_id: a }, Target::User { user_id: b }) => a == b,
+            (Target::Token { issuer, jti }, Target::Token { issuer: i, jti: j }) => {
+                issuer == i && jti == j
+            }
+            (Target::Device { device_id: a }, Target::Device { device_id: b }) => a == b,
+            (Target::Domain { domain: a }, Target::Domain { domain: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Target {}
+
+// Consistent with `eq`: an address hashes as its `client_net`.
+impl Hash for Target {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Target::Ip { ip } => client_net(*ip).hash(state),
+            Target::User { user_id } => user_id.hash(state),
+            Target::Token { issuer, jti } => (issuer, jti).hash(state),
+            Target::Device { device_id } => device_id.hash(state),
+            Target::Domain { domain } => domain.hash(state),
+        }
+    }
 }
 
 impl Target {

@@ -18,7 +18,7 @@ mod table;
 
 pub use clock::MonotonicClock;
 pub use error::Error;
-pub use key::{Key, client_net};
+pub use key::Key;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use layer::{
@@ -27,6 +27,8 @@ pub use layer::{
 };
 pub use limiter::Limiter;
 pub use memory::{DEFAULT_MAX_KEYS, KeyedLimiter, MAX_BLOCK};
+/// Re-exported: the form every client address is limited and blocked by.
+pub use palisade_core_traits::client_net;
 pub use quota::{Decision, Denial, Quota};
 /// The redis-rs this crate is built against (for `Client`, `ConnectionManager`,
 /// `TlsCertificates`, …).

@@ -208,6 +208,37 @@ fn a_failed_page_grouped_by_subject_and_kind_is_sent_again_after_the_retry() {
 }
 
 #[test]
+fn an_attacker_rotating_inside_its_64_is_one_offender() {
+    let block = |p: &Plan| match (&p.steps[0].action, p.steps[0].verdict) {
+        (Action::BlockIp { ip, duration }, v) => (ip.to_string(), duration.as_secs(), v),
+        (other, _) => panic!("not a block: {other:?}"),
+    };
+    let mut e = engine();
+    let first = e.evaluate(&ip_ev(1, "2001:db8:1:2::1"), at(0));
+    assert_eq!(
+        block(&first),
+        ("2001:db8:1:2::1".into(), 900, Verdict::Execute),
+        "the block names the address the event gave"
+    );
+    // During the block another address of the /64 is the same client.
+    let during = e.evaluate(&ip_ev(2, "2001:db8:1:2:ffff::9"), at(10));
+    assert!(matches!(
+        during.steps[0].verdict,
+        Verdict::Suppressed(Suppression::Duplicate { .. })
+    ));
+    // After it, a third address is its second offence: the ban escalates.
+    let _ = e.expire(at(1000));
+    let again = e.evaluate(&ip_ev(3, "2001:db8:1:2:abcd::3"), at(1000));
+    assert_eq!(
+        block(&again),
+        ("2001:db8:1:2:abcd::3".into(), 1800, Verdict::Execute)
+    );
+    // The next /64 is somebody else: a first offence.
+    let other = e.evaluate(&ip_ev(4, "2001:db8:1:3::1"), at(1000));
+    assert_eq!(block(&other).1, 900);
+}
+
+#[test]
 fn a_fleet_escalates_by_the_bans_it_shares_and_counts_each_ban_once() {
     let ip = "198.51.100.4";
     let target = Target::Ip {
