@@ -8,7 +8,9 @@ use base64::engine::general_purpose::STANDARD;
 use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
 
 use crate::error::{Error, ProofFailure};
-use crate::merkle::{CompactRange, Hash, sha256, verify_consistency, verify_inclusion};
+use crate::merkle::{
+    CompactRange, EMPTY_ROOT, Hash, sha256, verify_consistency, verify_inclusion,
+};
 use crate::state::State;
 use crate::sth::{LogKey, SignedTreeHead};
 
@@ -254,7 +256,8 @@ impl LogVerifierBuilder {
 
     /// The verifier. Fails when the state's head does not verify with the key
     /// ([`Error::BadSignature`]), when its range is ahead of its head
-    /// ([`Error::Malformed`]), or when both a pin and a state were given
+    /// ([`Error::Malformed`]), when its range reaches the head's size with another
+    /// root ([`Error::BadState`]: the saved state is corrupt), or when both a pin and a state were given
     /// ([`Error::InvalidConfig`]: a restored verifier already trusts a head).
     pub fn build(self) -> Result<LogVerifier, Error> {
         let mut v = LogVerifier::new(self.log, self.key);
@@ -271,6 +274,19 @@ impl LogVerifierBuilder {
                         0,
                         "compact range is ahead of the trusted tree head",
                     ));
+                }
+                // The head's signature is the log's; a range that stops at its size
+                // but has another root was damaged here, not by the log.
+                if state.range.size() == state.trusted.tree_size
+                    && state.range.root() != state.trusted.root_hash
+                {
+                    return Err(Error::BadState {
+                        path: None,
+                        reason: format!(
+                            "corrupt state: the stored leaves of {} entries do not hash to the stored tree head's root",
+                            state.trusted.tree_size
+                        ),
+                    });
                 }
                 v.trusted = Some(state.trusted);
                 v.range = state.range;
@@ -352,6 +368,13 @@ impl LogVerifier {
     ) -> Result<TreeHeadUpdate, Box<LogMisbehaved>> {
         if sth.verify(&self.key).is_err() {
             return Err(self.misbehaved(Misbehaviour::BadSignature { sth }));
+        }
+        // The empty tree has one root (RFC 9162 §2.1.1); no proof would ever check it.
+        if sth.tree_size == 0 && sth.root_hash != EMPTY_ROOT {
+            return Err(self.misbehaved(Misbehaviour::RootMismatch {
+                sth,
+                computed: EMPTY_ROOT,
+            }));
         }
         let Some(trusted) = self.trusted.clone() else {
             if let Some((size, root)) = self.pinned {

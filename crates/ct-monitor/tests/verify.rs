@@ -300,3 +300,77 @@ fn pinned_tree_accepts_equal_and_older_consistent_heads() {
         Misbehaviour::BadSignature { .. }
     ));
 }
+
+#[test]
+fn an_empty_tree_head_must_carry_the_empty_root() {
+    let log = TestLog::new();
+    let empty = naive::root(&[]);
+    let mut bad_root = empty;
+    bad_root[0] ^= 1;
+    let lie = log.sth(0, bad_root, 1);
+    // As the first head, after a trusted one, and on a pinned verifier.
+    let mut v = LogVerifier::new("t", log.key.clone());
+    let m = v.update_tree_head(lie.clone(), &[]).unwrap_err();
+    assert_eq!(
+        m.evidence,
+        Misbehaviour::RootMismatch {
+            sth: lie.clone(),
+            computed: empty
+        }
+    );
+    assert!(v.trusted().is_none());
+    let honest = log.sth(0, empty, 2);
+    assert_eq!(
+        v.update_tree_head(honest.clone(), &[]).unwrap(),
+        TreeHeadUpdate::Initial
+    );
+    assert!(matches!(
+        v.update_tree_head(lie.clone(), &[]).unwrap_err().evidence,
+        Misbehaviour::RootMismatch { .. }
+    ));
+    assert_eq!(v.trusted(), Some(&honest));
+    let l = common::navigli_leaf_hashes();
+    let mut p = LogVerifier::builder("t", log.key.clone())
+        .pin(512, naive::root(&l[..512]))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        p.update_tree_head(lie, &[]).unwrap_err().evidence,
+        Misbehaviour::RootMismatch { .. }
+    ));
+}
+
+#[test]
+fn restored_state_whose_range_does_not_give_the_head_root_is_corrupt() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let s512 = log.sth(512, naive::root(&l[..512]), 1);
+    let mut range = palisade_ct_monitor::CompactRange::new();
+    for leaf in &l[..512] {
+        range.append(*leaf);
+    }
+    let good = State {
+        trusted: s512.clone(),
+        range: range.clone(),
+    };
+    assert!(LogVerifier::builder("t", log.key.clone())
+        .state(good)
+        .build()
+        .is_ok());
+    // Leaves 1..513 instead of 0..512: the right size, another root.
+    let mut other = palisade_ct_monitor::CompactRange::new();
+    for leaf in &l[1..513] {
+        other.append(*leaf);
+    }
+    let corrupt = State {
+        trusted: s512,
+        range: other,
+    };
+    match LogVerifier::builder("t", log.key.clone())
+        .state(corrupt)
+        .build()
+    {
+        Err(Error::BadState { reason, .. }) => assert!(reason.contains("corrupt state"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
