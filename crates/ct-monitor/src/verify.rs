@@ -8,9 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
 
 use crate::error::{Error, ProofFailure};
-use crate::merkle::{
-    CompactRange, EMPTY_ROOT, Hash, sha256, verify_consistency, verify_inclusion,
-};
+use crate::merkle::{CompactRange, EMPTY_ROOT, Hash, sha256, verify_consistency, verify_inclusion};
 use crate::state::State;
 use crate::sth::{LogKey, SignedTreeHead};
 
@@ -76,6 +74,14 @@ pub enum Misbehaviour {
         /// Why it failed.
         failure: ProofFailure,
     },
+    /// A larger validly signed tree head stamped earlier than the trusted one:
+    /// RFC 6962 §3.5 has each new head's timestamp more recent than the last.
+    TimestampRegression {
+        /// The head trusted so far.
+        trusted: SignedTreeHead,
+        /// The larger head with the earlier timestamp.
+        other: SignedTreeHead,
+    },
 }
 
 impl Misbehaviour {
@@ -89,6 +95,7 @@ impl Misbehaviour {
             Self::RootMismatch { .. } => "root_mismatch",
             Self::InconsistentWithPinned { .. } => "inconsistent_with_pinned",
             Self::BadInclusionProof { .. } => "bad_inclusion_proof",
+            Self::TimestampRegression { .. } => "timestamp_regression",
         }
     }
 }
@@ -127,7 +134,8 @@ impl LogMisbehaved {
                 ev.extend(sth_evidence("sth", sth));
                 None
             }
-            Misbehaviour::Fork { trusted, other } => {
+            Misbehaviour::Fork { trusted, other }
+            | Misbehaviour::TimestampRegression { trusted, other } => {
                 ev.extend(sth_evidence("trusted", trusted));
                 ev.extend(sth_evidence("other", other));
                 None
@@ -207,7 +215,8 @@ pub enum TreeHeadUpdate {
     Initial,
     /// It is larger, consistent, and now trusted.
     Advanced,
-    /// It is the same tree (same size and root), possibly re-signed.
+    /// It is the same tree (same size and root), possibly re-signed; a re-signed
+    /// head with a later timestamp replaces the trusted one.
     Same,
     /// It is an older head, consistent with the trusted one; nothing changes.
     Older,
@@ -385,6 +394,10 @@ impl LogVerifier {
         };
         if sth.tree_size == trusted.tree_size {
             return if sth.root_hash == trusted.root_hash {
+                // Keep the freshest signature of this tree: staleness is measured from it.
+                if sth.timestamp > trusted.timestamp {
+                    self.trusted = Some(sth);
+                }
                 Ok(TreeHeadUpdate::Same)
             } else {
                 Err(self.misbehaved(Misbehaviour::Fork {
@@ -427,6 +440,12 @@ impl LogVerifier {
         );
         if sth.tree_size < trusted.tree_size {
             return Ok(TreeHeadUpdate::Older);
+        }
+        if sth.timestamp < trusted.timestamp {
+            return Err(self.misbehaved(Misbehaviour::TimestampRegression {
+                trusted,
+                other: sth,
+            }));
         }
         self.trusted = Some(sth);
         Ok(TreeHeadUpdate::Advanced)
