@@ -148,7 +148,10 @@ impl Fetcher {
     /// The body of a 200 answer for `path` (below the base URL); `Ok(None)` for a
     /// 404 when `allow_404`.
     async fn get(&mut self, path: &str, allow_404: bool) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.get_encoded(path, allow_404).await?.map(|(body, _)| body))
+        Ok(self
+            .get_encoded(path, allow_404)
+            .await?
+            .map(|(body, _)| body))
     }
 
     /// As [`Fetcher::get`], with whether the answer said `Content-Encoding: gzip`

@@ -559,7 +559,10 @@ fn tbs_with_ip_san(ip: &[u8]) -> Vec<u8> {
     let point = [&[0u8, 4][..], &[1; 64]].concat();
     let spki = der(0x30, &[der(0x30, &alg), der(0x03, &point)].concat());
     let san = der(0x30, &der(0x87, ip));
-    let ext = der(0x30, &[der(0x06, &[0x55, 0x1d, 0x11]), der(0x04, &san)].concat());
+    let ext = der(
+        0x30,
+        &[der(0x06, &[0x55, 0x1d, 0x11]), der(0x04, &san)].concat(),
+    );
     let exts = der(0xa3, &der(0x30, &ext));
     let body = [
         der(0xa0, &der(0x02, &[2])),
@@ -611,6 +614,16 @@ fn ipv4_mapped_ipv6_is_the_ipv4_address_on_both_sides() {
     assert!(WatchItem::Ip(IpAddr::V6(mapped)).matches_ip(&v4));
     assert!(WatchItem::Ip(v4).matches_ip(&IpAddr::V6(mapped)));
     // Other networks still do not match.
-    assert!(Watchlist::parse("192.0.3.0/24").unwrap().matches(&mapped_san).is_empty());
-    assert!(Watchlist::parse("2001:db8::/32").unwrap().matches(&v4_san).is_empty());
+    assert!(
+        Watchlist::parse("192.0.3.0/24")
+            .unwrap()
+            .matches(&mapped_san)
+            .is_empty()
+    );
+    assert!(
+        Watchlist::parse("2001:db8::/32")
+            .unwrap()
+            .matches(&v4_san)
+            .is_empty()
+    );
 }
