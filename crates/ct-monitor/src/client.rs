@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use palisade_core_traits::{Clock, SystemClock};
 use tracing::Instrument;
 
-use crate::entry::{TILE_WIDTH, decode_tile, parse_hash_tile};
+use crate::entry::{TILE_WIDTH, decode_hash_tile, decode_tile};
 use crate::error::Error;
 use crate::merkle::{Hash, sha256};
 use crate::responses::{self, RawEntry, tile_path};
@@ -148,6 +148,19 @@ impl Fetcher {
     /// The body of a 200 answer for `path` (below the base URL); `Ok(None)` for a
     /// 404 when `allow_404`.
     async fn get(&mut self, path: &str, allow_404: bool) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .get_encoded(path, allow_404)
+            .await?
+            .map(|(body, _)| body))
+    }
+
+    /// As [`Fetcher::get`], with whether the answer said `Content-Encoding: gzip`
+    /// (reqwest is built without decompression, so the body is as sent).
+    async fn get_encoded(
+        &mut self,
+        path: &str,
+        allow_404: bool,
+    ) -> Result<Option<(Vec<u8>, bool)>, Error> {
         let url = format!("{}/{path}", self.base);
         let mut attempt = 0u32;
         loop {
@@ -181,8 +194,13 @@ impl Fetcher {
                 Ok(resp) => {
                     let status = resp.status();
                     if status.is_success() {
+                        let gzip = resp
+                            .headers()
+                            .get(reqwest::header::CONTENT_ENCODING)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
                         match self.read_body(path, resp).instrument(span).await {
-                            Ok(body) => return Ok(Some(body)),
+                            Ok(body) => return Ok(Some((body, gzip))),
                             Err(e) => (backoff, e),
                         }
                     } else if status == reqwest::StatusCode::NOT_FOUND && allow_404 {
@@ -387,25 +405,31 @@ impl StaticCtClient {
         self.f.get_ok("checkpoint").await
     }
 
-    /// A tile of `width` entries, gunzipped. A partial tile (`width` < 256) can
-    /// vanish once the full tile exists: a 404 for it is answered by fetching the
-    /// full tile; the caller takes the prefix it needs.
+    /// A tile of `width` entries as served, and whether it came with
+    /// `Content-Encoding: gzip`. A partial tile (`width` < 256) can vanish once the
+    /// full tile exists: a 404 for it is answered by fetching the full tile; the
+    /// caller takes the prefix it needs.
     async fn tile(
         &mut self,
         level: Option<u8>,
         index: u64,
         width: usize,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<(Vec<u8>, bool), Error> {
         let path = tile_path(level, index, width);
         let span = tracing::debug_span!("ct_fetch_tile", log = %self.f.log, tile = %path);
         let fetch = async {
-            match self.f.get(&path, width < TILE_WIDTH).await? {
+            match self.f.get_encoded(&path, width < TILE_WIDTH).await? {
                 Some(b) => Ok(b),
-                None => self.f.get_ok(&tile_path(level, index, TILE_WIDTH)).await,
+                None => {
+                    let full = tile_path(level, index, TILE_WIDTH);
+                    self.f
+                        .get_encoded(&full, false)
+                        .await?
+                        .ok_or_else(|| self.f.err(&full, Some(404), "not found"))
+                }
             }
         };
-        let body = fetch.instrument(span).await?;
-        Ok(self.f.decode(&path, decode_tile(&body))?.into_owned())
+        fetch.instrument(span).await
     }
 
     /// The first `width` hashes of Merkle tile `index` at `level`.
@@ -416,8 +440,10 @@ impl StaticCtClient {
         width: usize,
     ) -> Result<Vec<Hash>, Error> {
         let path = tile_path(Some(level), index, width);
-        let bytes = self.tile(Some(level), index, width).await?;
-        let mut hashes = self.f.decode(&path, parse_hash_tile(&bytes))?;
+        let (bytes, gzip) = self.tile(Some(level), index, width).await?;
+        // Per tile kind: a hash tile's magic bytes are hash bytes, so only the
+        // header says whether it is compressed.
+        let mut hashes = self.f.decode(&path, decode_hash_tile(&bytes, gzip))?;
         if hashes.len() < width {
             return Err(self.f.err(
                 &path,
@@ -432,7 +458,11 @@ impl StaticCtClient {
     /// Data tile `index` holding at least `width` entries (possibly more, when the
     /// partial tile had vanished); parse with [`crate::parse_data_tile`].
     pub async fn data_tile(&mut self, index: u64, width: usize) -> Result<Vec<u8>, Error> {
-        self.tile(None, index, width).await
+        let path = tile_path(None, index, width);
+        let (body, _) = self.tile(None, index, width).await?;
+        // A data tile starts with a timestamp, so its magic bytes decide: a tile
+        // stored gzipped works with or without Content-Encoding.
+        Ok(self.f.decode(&path, decode_tile(&body))?.into_owned())
     }
 
     /// An issuer certificate by its SHA-256 fingerprint, checked against it.

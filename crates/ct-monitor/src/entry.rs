@@ -250,14 +250,33 @@ pub(crate) fn parse_hash_tile(bytes: &[u8]) -> Result<Vec<Hash>, Error> {
         .collect())
 }
 
-/// Undoes gzip if the tile is gzip-compressed (magic `1f 8b`; a tile starts with a
-/// hash or a millisecond timestamp, never with those bytes in practice), refusing
-/// output over [`MAX_TILE_LEN`].
+/// Undoes gzip if a data tile is gzip-compressed (magic `1f 8b`: a data tile
+/// starts with a millisecond timestamp, whose first bytes are zero for millennia),
+/// refusing output over [`MAX_TILE_LEN`]. Never used on hash tiles (see
+/// [`decode_hash_tile`]).
 #[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP client's
 pub(crate) fn decode_tile(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(Cow::Borrowed(bytes));
     }
+    gunzip(bytes).map(Cow::Owned)
+}
+
+/// A hash tile as served: gunzipped only when the response said
+/// `Content-Encoding: gzip`. Its first hash starts with `1f 8b` once in 65,536
+/// tiles, so the magic bytes must not decide.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP client's
+pub(crate) fn decode_hash_tile(bytes: &[u8], gzip_encoded: bool) -> Result<Vec<Hash>, Error> {
+    if gzip_encoded {
+        parse_hash_tile(&gunzip(bytes)?)
+    } else {
+        parse_hash_tile(bytes)
+    }
+}
+
+/// gzip, with the output capped at [`MAX_TILE_LEN`].
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP client's
+fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(bytes)
         .take(MAX_TILE_LEN as u64 + 1)
@@ -270,7 +289,7 @@ pub(crate) fn decode_tile(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
             format!("inflates past {MAX_TILE_LEN} bytes"),
         ));
     }
-    Ok(Cow::Owned(out))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -312,6 +331,21 @@ mod tests {
         assert_eq!(parse_hash_tile(&[7; 64]).unwrap(), vec![[7; 32]; 2]);
         assert!(parse_hash_tile(&[0; 33]).is_err());
         assert!(parse_hash_tile(&[0; 32 * 257]).is_err());
+    }
+
+    #[test]
+    fn a_hash_tile_starting_with_the_gzip_magic_is_not_gunzipped() {
+        // A first hash beginning 1f 8b (one tile in 65,536) is still two hashes.
+        let raw = [[0x1f, 0x8b].as_slice(), &[0; 30], &[7; 32]].concat();
+        let mut first = [0; 32];
+        first[..2].copy_from_slice(&[0x1f, 0x8b]);
+        assert_eq!(decode_hash_tile(&raw, false).unwrap(), vec![first, [7; 32]]);
+        // Served with Content-Encoding: gzip, the same tile is gunzipped first.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(decode_hash_tile(&gz, true).unwrap(), vec![first, [7; 32]]);
+        assert!(decode_hash_tile(&raw, true).is_err());
     }
 
     proptest! {

@@ -159,6 +159,38 @@ pub enum Error {
         /// Configured witnesses with a line that did not verify.
         failed: Vec<String>,
     },
+    /// A validly signed tree head is stamped further in the future than the
+    /// allowed clock skew: it is not trusted (RFC 6962 timestamps are the log's
+    /// signing time).
+    #[error(
+        "log {log}: tree head stamped {timestamp} ms since the epoch, {ahead:?} ahead of our clock (more than the {max_skew:?} skew allowed)"
+    )]
+    FutureTreeHead {
+        /// The log's name as configured.
+        log: String,
+        /// The head's timestamp, milliseconds since the epoch.
+        timestamp: u64,
+        /// How far it is ahead of the monitor's clock.
+        ahead: std::time::Duration,
+        /// The skew tolerated.
+        max_skew: std::time::Duration,
+    },
+    /// The log's newest trusted tree head is older than its MMD plus the poll
+    /// interval: the log serves no fresh head (RFC 6962 §3.5), so it may be
+    /// hiding entries behind a frozen view.
+    #[error(
+        "log {log}: newest tree head (stamped {timestamp} ms since the epoch) is {age:?} old, more than the {limit:?} allowed (MMD plus poll interval)"
+    )]
+    StaleTreeHead {
+        /// The log's name as configured.
+        log: String,
+        /// The trusted head's timestamp, milliseconds since the epoch.
+        timestamp: u64,
+        /// Its age.
+        age: std::time::Duration,
+        /// MMD plus the poll interval.
+        limit: std::time::Duration,
+    },
     /// A configuration that cannot work, named by its field (a builder's setter or a
     /// config struct's field, e.g. `"poll_interval"` or `"logs.witnesses"`).
     #[error("invalid configuration of {field}: {reason}")]

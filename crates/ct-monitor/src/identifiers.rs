@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 
+use palisade_core_traits::canonical_ip;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, TbsCertificate};
@@ -34,6 +35,8 @@ impl Identifiers {
     }
 
     fn push_ip(&mut self, ip: IpAddr) {
+        // An IPv4-mapped IPv6 SAN is the IPv4 address (ARCHITECTURE: canonical form).
+        let ip = canonical_ip(ip);
         if !self.ip_addrs.contains(&ip) {
             self.ip_addrs.push(ip);
         }

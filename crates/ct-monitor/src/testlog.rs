@@ -24,6 +24,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use palisade_core_traits::{Clock, SystemClock};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
@@ -109,7 +110,8 @@ struct Inner {
     leaves: Vec<Hash>,
     size: u64,
     tiles_size: u64,
-    timestamp: u64,
+    /// Stamps the heads (the system clock unless a test sets another).
+    clock: Arc<dyn Clock>,
     head: SignedTreeHead,
     faults: Faults,
     requests: Vec<Request>,
@@ -238,10 +240,11 @@ fn bad_setup(e: impl std::fmt::Display) -> Error {
 
 impl Inner {
     fn sign(&mut self) -> Result<(), Error> {
-        self.timestamp += 1;
         let mut sth = SignedTreeHead {
             tree_size: self.size,
-            timestamp: self.timestamp,
+            // Milliseconds, as RFC 6962 stamps heads; taken as is, so a test can
+            // make the log stamp a head in the past or the future.
+            timestamp: self.clock.now().as_unix_micros() / 1_000,
             root_hash: root(&self.leaves[..self.size as usize]),
             signature: DigitallySigned {
                 hash_algorithm: 4,
@@ -551,7 +554,7 @@ impl TestLog {
             leaves,
             size: size.min(ENTRIES),
             tiles_size: size.min(ENTRIES),
-            timestamp: 1_746_300_000_000,
+            clock: Arc::new(SystemClock),
             head: SignedTreeHead {
                 tree_size: 0,
                 timestamp: 0,
@@ -619,6 +622,13 @@ impl TestLog {
         st.size = size.min(ENTRIES);
         st.tiles_size = st.size;
         st.sign()
+    }
+
+    /// The clock that stamps the heads signed from now on (by
+    /// [`TestLog::set_size`]); the system clock by default. Its reading is used as
+    /// is, so a clock behind or ahead of the monitor's makes old or future heads.
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        self.lock().clock = clock;
     }
 
     /// Publishes tiles for `size` entries while the checkpoint stays behind

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use palisade_core_traits::{EventId, EventKind, SecurityEvent, Severity, Subject, Timestamp};
 
 use crate::error::{Error, ProofFailure};
-use crate::merkle::{CompactRange, Hash, sha256, verify_consistency, verify_inclusion};
+use crate::merkle::{CompactRange, EMPTY_ROOT, Hash, sha256, verify_consistency, verify_inclusion};
 use crate::state::State;
 use crate::sth::{LogKey, SignedTreeHead};
 
@@ -74,6 +74,14 @@ pub enum Misbehaviour {
         /// Why it failed.
         failure: ProofFailure,
     },
+    /// A larger validly signed tree head stamped earlier than the trusted one:
+    /// RFC 6962 §3.5 has each new head's timestamp more recent than the last.
+    TimestampRegression {
+        /// The head trusted so far.
+        trusted: SignedTreeHead,
+        /// The larger head with the earlier timestamp.
+        other: SignedTreeHead,
+    },
 }
 
 impl Misbehaviour {
@@ -87,6 +95,7 @@ impl Misbehaviour {
             Self::RootMismatch { .. } => "root_mismatch",
             Self::InconsistentWithPinned { .. } => "inconsistent_with_pinned",
             Self::BadInclusionProof { .. } => "bad_inclusion_proof",
+            Self::TimestampRegression { .. } => "timestamp_regression",
         }
     }
 }
@@ -125,7 +134,8 @@ impl LogMisbehaved {
                 ev.extend(sth_evidence("sth", sth));
                 None
             }
-            Misbehaviour::Fork { trusted, other } => {
+            Misbehaviour::Fork { trusted, other }
+            | Misbehaviour::TimestampRegression { trusted, other } => {
                 ev.extend(sth_evidence("trusted", trusted));
                 ev.extend(sth_evidence("other", other));
                 None
@@ -205,7 +215,8 @@ pub enum TreeHeadUpdate {
     Initial,
     /// It is larger, consistent, and now trusted.
     Advanced,
-    /// It is the same tree (same size and root), possibly re-signed.
+    /// It is the same tree (same size and root), possibly re-signed; a re-signed
+    /// head with a later timestamp replaces the trusted one.
     Same,
     /// It is an older head, consistent with the trusted one; nothing changes.
     Older,
@@ -254,7 +265,8 @@ impl LogVerifierBuilder {
 
     /// The verifier. Fails when the state's head does not verify with the key
     /// ([`Error::BadSignature`]), when its range is ahead of its head
-    /// ([`Error::Malformed`]), or when both a pin and a state were given
+    /// ([`Error::Malformed`]), when its range reaches the head's size with another
+    /// root ([`Error::BadState`]: the saved state is corrupt), or when both a pin and a state were given
     /// ([`Error::InvalidConfig`]: a restored verifier already trusts a head).
     pub fn build(self) -> Result<LogVerifier, Error> {
         let mut v = LogVerifier::new(self.log, self.key);
@@ -271,6 +283,19 @@ impl LogVerifierBuilder {
                         0,
                         "compact range is ahead of the trusted tree head",
                     ));
+                }
+                // The head's signature is the log's; a range that stops at its size
+                // but has another root was damaged here, not by the log.
+                if state.range.size() == state.trusted.tree_size
+                    && state.range.root() != state.trusted.root_hash
+                {
+                    return Err(Error::BadState {
+                        path: None,
+                        reason: format!(
+                            "corrupt state: the stored leaves of {} entries do not hash to the stored tree head's root",
+                            state.trusted.tree_size
+                        ),
+                    });
                 }
                 v.trusted = Some(state.trusted);
                 v.range = state.range;
@@ -353,6 +378,13 @@ impl LogVerifier {
         if sth.verify(&self.key).is_err() {
             return Err(self.misbehaved(Misbehaviour::BadSignature { sth }));
         }
+        // The empty tree has one root (RFC 9162 §2.1.1); no proof would ever check it.
+        if sth.tree_size == 0 && sth.root_hash != EMPTY_ROOT {
+            return Err(self.misbehaved(Misbehaviour::RootMismatch {
+                sth,
+                computed: EMPTY_ROOT,
+            }));
+        }
         let Some(trusted) = self.trusted.clone() else {
             if let Some((size, root)) = self.pinned {
                 return self.first_after_pin(size, root, sth, proof);
@@ -362,6 +394,10 @@ impl LogVerifier {
         };
         if sth.tree_size == trusted.tree_size {
             return if sth.root_hash == trusted.root_hash {
+                // Keep the freshest signature of this tree: staleness is measured from it.
+                if sth.timestamp > trusted.timestamp {
+                    self.trusted = Some(sth);
+                }
                 Ok(TreeHeadUpdate::Same)
             } else {
                 Err(self.misbehaved(Misbehaviour::Fork {
@@ -404,6 +440,12 @@ impl LogVerifier {
         );
         if sth.tree_size < trusted.tree_size {
             return Ok(TreeHeadUpdate::Older);
+        }
+        if sth.timestamp < trusted.timestamp {
+            return Err(self.misbehaved(Misbehaviour::TimestampRegression {
+                trusted,
+                other: sth,
+            }));
         }
         self.trusted = Some(sth);
         Ok(TreeHeadUpdate::Advanced)

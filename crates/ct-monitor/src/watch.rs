@@ -6,6 +6,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
+use palisade_core_traits::canonical_ip;
+
 use crate::error::Error;
 use crate::identifiers::Identifiers;
 use crate::merkle::Hash;
@@ -32,6 +34,15 @@ impl fmt::Display for WatchItem {
             Self::Ip(ip) => write!(f, "{ip}"),
             Self::IpNetwork(ip, p) => write!(f, "{ip}/{p}"),
         }
+    }
+}
+
+/// A network inside `::ffff:0:0/96` is the IPv4 network it maps; a wider IPv6
+/// network stays IPv6 (it holds more than the mapped range).
+fn canonical_network(ip: IpAddr, prefix: u8) -> (IpAddr, u8) {
+    match (canonical_ip(ip), ip) {
+        (IpAddr::V4(v4), IpAddr::V6(_)) if prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
+        _ => (ip, prefix),
     }
 }
 
@@ -75,10 +86,11 @@ impl WatchItem {
             if prefix > max {
                 return Err(bad("prefix longer than the address"));
             }
+            let (ip, prefix) = canonical_network(ip, prefix);
             return Ok(Self::IpNetwork(ip, prefix));
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Self::Ip(ip));
+            return Ok(Self::Ip(canonical_ip(ip)));
         }
         match s.strip_prefix('.') {
             Some(d) => Ok(Self::DomainAndSubdomains(canonical_watch_domain(s, d)?)),
@@ -107,17 +119,30 @@ impl WatchItem {
     }
 
     /// Whether this item matches an IP address.
+    /// Whether this item matches an IP address. Both sides are compared in
+    /// canonical form: an IPv4-mapped IPv6 address is the IPv4 address.
     pub fn matches_ip(&self, ip: &IpAddr) -> bool {
-        match (self, ip) {
-            (Self::Ip(a), b) => a == b,
-            (Self::IpNetwork(IpAddr::V4(n), p), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(*p)).unwrap_or(0);
-                u32::from(*n) & mask == u32::from(*a) & mask
-            }
-            (Self::IpNetwork(IpAddr::V6(n), p), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(*p)).unwrap_or(0);
-                u128::from(*n) & mask == u128::from(*a) & mask
-            }
+        // Items may be built directly, not only by `parse`: canonicalise here too.
+        let ip = canonical_ip(*ip);
+        match self {
+            Self::Ip(a) => canonical_ip(*a) == ip,
+            Self::IpNetwork(n, p) => match (canonical_network(*n, *p), ip) {
+                ((IpAddr::V4(n), p), IpAddr::V4(a)) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+                    u32::from(n) & mask == u32::from(a) & mask
+                }
+                ((IpAddr::V6(n), p), a) => {
+                    // An IPv6 network wider than ::ffff:0:0/96 (e.g. ::/0) holds the
+                    // mapped IPv4 addresses too.
+                    let a = match a {
+                        IpAddr::V4(a) => a.to_ipv6_mapped(),
+                        IpAddr::V6(a) => a,
+                    };
+                    let mask = u128::MAX.checked_shl(128 - u32::from(p)).unwrap_or(0);
+                    u128::from(n) & mask == u128::from(a) & mask
+                }
+                _ => false,
+            },
             _ => false,
         }
     }

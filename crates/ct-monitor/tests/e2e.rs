@@ -629,6 +629,9 @@ async fn honours_429_retry_after_as_an_http_date() {
     let now = Timestamp::from_unix_secs(1_893_456_000);
     let clock = Arc::new(ManualClock::new(now));
     let log = TestLog::start(Protocol::Rfc6962, 200).await.unwrap();
+    // The log signs on the same clock, or its head would be years old in 2030.
+    log.set_clock(clock.clone());
+    log.set_size(200).unwrap();
     let at = now.to_system_time() + Duration::from_secs(2);
     log.set_faults(Faults {
         rate_limit: Some((1, RetryAfter::Date(at))),
@@ -676,6 +679,9 @@ fn spawn_names_what_cannot_work() {
     let mut unnamed = rfc();
     unnamed.name = String::new();
     assert_eq!(field(Monitor::builder().log(unnamed)), "logs.name");
+    let mut no_mmd = rfc();
+    no_mmd.mmd = Duration::ZERO;
+    assert_eq!(field(Monitor::builder().log(no_mmd)), "logs.mmd");
     let no_origin = LogConfig::static_ct("https://t.example/", "", other_key.clone());
     assert_eq!(field(Monitor::builder().log(no_origin)), "logs.origin");
     for url in [
@@ -721,5 +727,139 @@ async fn the_largest_intervals_wait_instead_of_overflowing() {
     until(&mut m, |e| matches!(e, Event::Backlog { .. })).await;
     let next = quiet(&mut m).await;
     assert!(next.is_err(), "pacing interval: {next:?}");
+    m.shutdown().await;
+}
+
+fn failing(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::Health {
+            health: Health::Failing { .. },
+            ..
+        }
+    )
+}
+
+fn failing_with(e: &Event, text: &str) -> bool {
+    matches!(
+        e,
+        Event::Health { health: Health::Failing { error }, .. } if error.contains(text)
+    )
+}
+
+/// The next `n` health events.
+async fn health_events(m: &mut Monitor, n: usize) -> Vec<Event> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let events = until(m, |e| matches!(e, Event::Health { .. })).await;
+        out.extend(
+            events
+                .into_iter()
+                .filter(|e| matches!(e, Event::Health { .. })),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_keeps_serving_one_head_is_stale_after_its_mmd() {
+    // 2030-01-01T00:00:00Z on the monitor's and the log's clock.
+    let t0 = Timestamp::from_unix_secs(1_893_456_000);
+    let clock = Arc::new(ManualClock::new(t0));
+    let log = TestLog::start(Protocol::Rfc6962, 200).await.unwrap();
+    log.set_clock(clock.clone());
+    log.set_size(200).unwrap();
+    let mut config = log.log_config();
+    config.mmd = Duration::from_secs(3600);
+    let store = Arc::new(MemoryStateStore::default());
+    let mut m = Monitor::builder()
+        .log(config)
+        .state_store(store.clone())
+        .clock(clock.clone())
+        .poll_interval(Duration::from_millis(20))
+        .client_config(fast_client())
+        .spawn()
+        .unwrap();
+    until(&mut m, is_ok).await;
+    // The MMD has passed but not the poll interval after it: still healthy.
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        quiet(&mut m).await.is_err(),
+        "no event while within MMD + poll"
+    );
+    // The same signed head, a second later: every poll says the log is stale.
+    clock.advance(Duration::from_secs(1));
+    let events = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
+    assert!(
+        failing_with(events.last().unwrap(), "more than the 3600.02s allowed"),
+        "{events:?}"
+    );
+    // The log re-signs the same tree now: it is fresh again, and that head is kept.
+    log.set_size(200).unwrap();
+    until(&mut m, is_ok).await;
+    let saved = store.load(log.key().log_id()).unwrap().unwrap();
+    assert_eq!(saved.trusted.timestamp, (1_893_456_000 + 3601) * 1_000);
+    // Stale again; then the wall clock steps back to when the head was signed.
+    // The monotonic deadline still says stale: a clock step never makes it fresh.
+    clock.advance(Duration::from_secs(3601));
+    until(&mut m, failing).await;
+    clock.set(Timestamp::from_unix_secs(1_893_456_000 + 3601));
+    for e in health_events(&mut m, 3).await {
+        assert!(failing_with(&e, "old, more than"), "{e:?}");
+    }
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_from_the_future_is_refused_and_a_back_dated_larger_head_is_misbehaviour() {
+    let t0 = Timestamp::from_unix_secs(1_893_456_000);
+    let clock = Arc::new(ManualClock::new(t0));
+    // The log's clock runs ten minutes ahead of the monitor's.
+    let log_clock = Arc::new(ManualClock::new(
+        t0.saturating_add(Duration::from_secs(600)),
+    ));
+    let log = TestLog::start(Protocol::StaticCt, 200).await.unwrap();
+    log.set_clock(log_clock.clone());
+    log.set_size(200).unwrap();
+    let store = Arc::new(MemoryStateStore::default());
+    let mut m = builder(&log, store.clone())
+        .clock(clock.clone())
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
+    assert!(
+        failing_with(events.last().unwrap(), "ahead of our clock"),
+        "{events:?}"
+    );
+    assert!(
+        discovered(&events).is_empty(),
+        "nothing trusted: {events:?}"
+    );
+    assert!(store.load(log.key().log_id()).unwrap().is_none());
+    // Four minutes ahead is inside the skew: trusted.
+    log_clock.set(t0.saturating_add(Duration::from_secs(240)));
+    log.set_size(200).unwrap();
+    let events = until(&mut m, is_ok).await;
+    assert_eq!(discovered(&events), [66, 86, 163]);
+    // A larger head stamped an hour before the trusted one: both heads are the
+    // evidence, the task stops, and the store keeps the trusted head.
+    let trusted = log.head();
+    log_clock.set(t0.saturating_sub(Duration::from_secs(3600)));
+    log.set_size(500).unwrap();
+    let events = until(&mut m, is_misbehaved).await;
+    let Some(Event::LogMisbehaved(e)) = events.last() else {
+        unreachable!()
+    };
+    match &e.evidence {
+        Misbehaviour::TimestampRegression { trusted: t, other } => {
+            assert_eq!(t, &trusted);
+            assert_eq!(other, &log.head());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.load(log.key().log_id()).unwrap().unwrap().trusted,
+        trusted
+    );
     m.shutdown().await;
 }

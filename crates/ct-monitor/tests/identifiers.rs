@@ -534,3 +534,96 @@ fn precertificates_match_their_logged_tbs() {
         }
     }
 }
+
+/// DER tag-length-value (short and long lengths, enough for a small TBS).
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match content.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend_from_slice(&[0x81, n as u8]),
+        n => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A minimal TBSCertificate whose only name is one iPAddress SAN of these bytes.
+fn tbs_with_ip_san(ip: &[u8]) -> Vec<u8> {
+    let ecdsa_sha256 = der(0x30, &der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 4, 3, 2]));
+    let validity = [der(0x17, b"250101000000Z"), der(0x17, b"260101000000Z")].concat();
+    let alg = [
+        der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 2, 1]),
+        der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 3, 1, 7]),
+    ]
+    .concat();
+    let point = [&[0u8, 4][..], &[1; 64]].concat();
+    let spki = der(0x30, &[der(0x30, &alg), der(0x03, &point)].concat());
+    let san = der(0x30, &der(0x87, ip));
+    let ext = der(
+        0x30,
+        &[der(0x06, &[0x55, 0x1d, 0x11]), der(0x04, &san)].concat(),
+    );
+    let exts = der(0xa3, &der(0x30, &ext));
+    let body = [
+        der(0xa0, &der(0x02, &[2])),
+        der(0x02, &[1]),
+        ecdsa_sha256,
+        der(0x30, &[]),
+        der(0x30, &validity),
+        der(0x30, &[]),
+        spki,
+        exts,
+    ]
+    .concat();
+    der(0x30, &body)
+}
+
+#[test]
+fn ipv4_mapped_ipv6_is_the_ipv4_address_on_both_sides() {
+    let v4: IpAddr = "192.0.2.1".parse().unwrap();
+    let mapped: std::net::Ipv6Addr = "::ffff:192.0.2.1".parse().unwrap();
+    // A 16-byte iPAddress SAN holding a mapped address is the IPv4 address.
+    let mapped_san = Identifiers::from_tbs_der(&tbs_with_ip_san(&mapped.octets())).unwrap();
+    assert_eq!(mapped_san.ip_addrs, vec![v4]);
+    let v4_san = Identifiers::from_tbs_der(&tbs_with_ip_san(&[192, 0, 2, 1])).unwrap();
+    assert_eq!(v4_san.ip_addrs, vec![v4]);
+    // A CN that reads as a mapped address too.
+    let mut cn = Identifiers::default();
+    cn.add_common_name("::ffff:192.0.2.1");
+    assert_eq!(cn.ip_addrs, vec![v4]);
+    // IPv4 watch items match the mapped SAN; mapped watch items match the IPv4 SAN.
+    for item in ["192.0.2.1", "192.0.2.0/24"] {
+        let list = Watchlist::parse(item).unwrap();
+        assert_eq!(list.matches(&mapped_san).len(), 1, "{item}");
+        assert_eq!(list.matches_linear(&mapped_san).len(), 1, "{item}");
+    }
+    for item in ["::ffff:192.0.2.1", "::ffff:192.0.2.0/120", "::/0"] {
+        let list = Watchlist::parse(item).unwrap();
+        assert_eq!(list.matches(&v4_san).len(), 1, "{item}");
+        assert_eq!(list.matches_linear(&v4_san).len(), 1, "{item}");
+    }
+    assert_eq!(
+        WatchItem::parse("::ffff:192.0.2.1").unwrap(),
+        WatchItem::Ip(v4)
+    );
+    assert_eq!(
+        WatchItem::parse("::ffff:192.0.2.0/120").unwrap(),
+        WatchItem::IpNetwork("192.0.2.0".parse().unwrap(), 24)
+    );
+    // Items built directly, not parsed, are compared in canonical form as well.
+    assert!(WatchItem::Ip(IpAddr::V6(mapped)).matches_ip(&v4));
+    assert!(WatchItem::Ip(v4).matches_ip(&IpAddr::V6(mapped)));
+    // Other networks still do not match.
+    assert!(
+        Watchlist::parse("192.0.3.0/24")
+            .unwrap()
+            .matches(&mapped_san)
+            .is_empty()
+    );
+    assert!(
+        Watchlist::parse("2001:db8::/32")
+            .unwrap()
+            .matches(&v4_san)
+            .is_empty()
+    );
+}

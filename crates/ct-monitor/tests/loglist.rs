@@ -147,6 +147,17 @@ fn monitor_configs_from_the_chrome_list() {
     let argon = find("Google 'Argon2025h2' log");
     assert!(matches!(argon.source, LogSource::Rfc6962 { .. }));
     assert_eq!(argon.final_tree_head, None);
+    // The list's MMD is what staleness is measured against (24 h here, 60 s for
+    // Sycamore); a log made by hand gets the 24 h default.
+    assert_eq!(argon.mmd, std::time::Duration::from_secs(86_400));
+    assert_eq!(
+        find("Let's Encrypt 'Sycamore2025h2d'").mmd,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(
+        LogConfig::rfc6962("https://log.example/", argon.key.clone()).mmd,
+        LogConfig::DEFAULT_MMD
+    );
     // Read-only logs keep the final tree head the facts list.
     let facts = common::json("loglist/facts.json");
     let heads = facts["files"]["log_list.json"]["expected"]["readonly_final_tree_heads"]

@@ -80,6 +80,9 @@ fn requests_entries_alerts_misbehaviour_and_gauges_are_reported() {
     let while_failing = metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
             let log = TestLog::start(Protocol::StaticCt, 300).await.unwrap();
+            // Heads stamped on the monitor's clock, or they would be years old in 2030.
+            log.set_clock(clock.clone());
+            log.set_size(300).unwrap();
             // One 429 on the first request: one retry.
             log.set_faults(Faults {
                 rate_limit: Some((1, RetryAfter::Seconds(0))),

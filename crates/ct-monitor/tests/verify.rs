@@ -43,10 +43,11 @@ fn honest_log_advances_and_recomputes_every_root() {
     );
     assert_eq!(v.append_leaves(l[512..].iter().copied()).unwrap(), 1024);
     assert_eq!(v.range().root(), s1024.root_hash);
-    // Re-signed same tree, and an older head with its proof.
+    // Re-signed same tree (its later signature is kept), and an older head with
+    // its proof, which changes nothing.
+    let resigned = log.sth(1024, naive::root(&l), 3);
     assert_eq!(
-        v.update_tree_head(log.sth(1024, naive::root(&l), 3), &[])
-            .unwrap(),
+        v.update_tree_head(resigned.clone(), &[]).unwrap(),
         TreeHeadUpdate::Same
     );
     let s778 = log.sth(778, naive::root(&l[..778]), 4);
@@ -54,7 +55,7 @@ fn honest_log_advances_and_recomputes_every_root() {
         v.update_tree_head(s778, &naive::proof(778, &l)).unwrap(),
         TreeHeadUpdate::Older
     );
-    assert_eq!(v.trusted(), Some(&s1024));
+    assert_eq!(v.trusted(), Some(&resigned));
     // Inclusion proofs against the trusted head.
     v.check_inclusion(700, l[700], &naive::path(700, &l))
         .unwrap();
@@ -75,7 +76,7 @@ fn honest_log_advances_and_recomputes_every_root() {
         .build()
         .unwrap();
     assert_eq!(back.range(), v.range());
-    assert_eq!(back.trusted(), Some(&s1024));
+    assert_eq!(back.trusted(), Some(&resigned));
     // A pin and a state together are refused: a restored verifier already trusts a head.
     assert!(matches!(
         LogVerifier::builder("navigli-test", log.key.clone())
@@ -299,4 +300,135 @@ fn pinned_tree_accepts_equal_and_older_consistent_heads() {
             .evidence,
         Misbehaviour::BadSignature { .. }
     ));
+}
+
+#[test]
+fn timestamps_move_forward_with_the_tree() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let mut v = LogVerifier::new("t", log.key.clone());
+    let s512 = log.sth(512, naive::root(&l[..512]), 1_000);
+    v.update_tree_head(s512.clone(), &[]).unwrap();
+    // The same tree re-signed later replaces the trusted head (freshness is
+    // measured from it); re-signed earlier (a cached copy) changes nothing.
+    let later = log.sth(512, naive::root(&l[..512]), 2_000);
+    assert_eq!(
+        v.update_tree_head(later.clone(), &[]).unwrap(),
+        TreeHeadUpdate::Same
+    );
+    assert_eq!(v.trusted(), Some(&later));
+    let earlier = log.sth(512, naive::root(&l[..512]), 1_500);
+    assert_eq!(
+        v.update_tree_head(earlier, &[]).unwrap(),
+        TreeHeadUpdate::Same
+    );
+    assert_eq!(v.trusted(), Some(&later));
+    // A larger, consistent head stamped before the trusted one: both are signed,
+    // and RFC 6962 §3.5 wants each new head more recent than the last.
+    let back_dated = log.sth(1024, naive::root(&l), 1_999);
+    let m = v
+        .update_tree_head(back_dated.clone(), &naive::proof(512, &l))
+        .unwrap_err();
+    assert_eq!(
+        m.evidence,
+        Misbehaviour::TimestampRegression {
+            trusted: later.clone(),
+            other: back_dated
+        }
+    );
+    assert_eq!(
+        v.trusted(),
+        Some(&later),
+        "never advances past misbehaviour"
+    );
+    let ev = m
+        .to_security_event(Timestamp::from_unix_secs(1_700_000_000))
+        .unwrap();
+    assert_eq!(ev.evidence("misbehaviour"), Some("timestamp_regression"));
+    assert_eq!(ev.evidence("trusted_timestamp"), Some("2000"));
+    assert_eq!(ev.evidence("other_timestamp"), Some("1999"));
+    // Stamped at the same millisecond or later, it advances.
+    let s1024 = log.sth(1024, naive::root(&l), 2_000);
+    assert_eq!(
+        v.update_tree_head(s1024, &naive::proof(512, &l)).unwrap(),
+        TreeHeadUpdate::Advanced
+    );
+}
+
+#[test]
+fn an_empty_tree_head_must_carry_the_empty_root() {
+    let log = TestLog::new();
+    let empty = naive::root(&[]);
+    let mut bad_root = empty;
+    bad_root[0] ^= 1;
+    let lie = log.sth(0, bad_root, 1);
+    // As the first head, after a trusted one, and on a pinned verifier.
+    let mut v = LogVerifier::new("t", log.key.clone());
+    let m = v.update_tree_head(lie.clone(), &[]).unwrap_err();
+    assert_eq!(
+        m.evidence,
+        Misbehaviour::RootMismatch {
+            sth: lie.clone(),
+            computed: empty
+        }
+    );
+    assert!(v.trusted().is_none());
+    let honest = log.sth(0, empty, 2);
+    assert_eq!(
+        v.update_tree_head(honest.clone(), &[]).unwrap(),
+        TreeHeadUpdate::Initial
+    );
+    assert!(matches!(
+        v.update_tree_head(lie.clone(), &[]).unwrap_err().evidence,
+        Misbehaviour::RootMismatch { .. }
+    ));
+    assert_eq!(v.trusted(), Some(&honest));
+    let l = common::navigli_leaf_hashes();
+    let mut p = LogVerifier::builder("t", log.key.clone())
+        .pin(512, naive::root(&l[..512]))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        p.update_tree_head(lie, &[]).unwrap_err().evidence,
+        Misbehaviour::RootMismatch { .. }
+    ));
+}
+
+#[test]
+fn restored_state_whose_range_does_not_give_the_head_root_is_corrupt() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let s512 = log.sth(512, naive::root(&l[..512]), 1);
+    let mut range = palisade_ct_monitor::CompactRange::new();
+    for leaf in &l[..512] {
+        range.append(*leaf);
+    }
+    let good = State {
+        trusted: s512.clone(),
+        range: range.clone(),
+    };
+    assert!(
+        LogVerifier::builder("t", log.key.clone())
+            .state(good)
+            .build()
+            .is_ok()
+    );
+    // Leaves 1..513 instead of 0..512: the right size, another root.
+    let mut other = palisade_ct_monitor::CompactRange::new();
+    for leaf in &l[1..513] {
+        other.append(*leaf);
+    }
+    let corrupt = State {
+        trusted: s512,
+        range: other,
+    };
+    match LogVerifier::builder("t", log.key.clone())
+        .state(corrupt)
+        .build()
+    {
+        Err(Error::BadState { reason, .. }) => {
+            assert!(reason.contains("corrupt state"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

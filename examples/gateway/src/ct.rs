@@ -88,6 +88,10 @@ pub async fn start(
             let log = TestLog::start(protocol, TEST_LOG_SIZE)
                 .await
                 .map_err(part)?;
+            // Heads stamped on the gateway's clock: the monitor finds a head older
+            // than the log's MMD stale, and tests run the gateway on a ManualClock.
+            log.set_clock(clock.clone());
+            log.set_size(TEST_LOG_SIZE).map_err(part)?;
             let mut cfg = log.log_config();
             cfg.name = name.into();
             builder = builder.log(cfg);

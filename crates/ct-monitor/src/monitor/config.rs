@@ -1,6 +1,7 @@
 //! Which logs a monitor follows, and where they are read from.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::loglist::{LogInfo, LogProtocol, LogState};
@@ -79,9 +80,19 @@ pub struct LogConfig {
     /// without the quorum is a poll failure ([`crate::Health::Failing`]); the state stays
     /// where it was. Refused for an RFC 6962 log, whose tree heads carry no cosignatures.
     pub witnesses: Option<WitnessPolicy>,
+    /// The log's maximum merge delay (the list's `mmd`; [`LogConfig::DEFAULT_MMD`]
+    /// when it gives none). A log must serve a head no older than this (RFC 6962
+    /// §3.5): once the trusted head is older than `mmd` plus the poll interval,
+    /// every poll reports [`crate::Health::Failing`] until a fresher head arrives.
+    /// Not zero. Read-only logs are exempt (their head is final).
+    pub mmd: Duration,
 }
 
 impl LogConfig {
+    /// The MMD assumed when none is known: 24 hours, what every log in Chrome's
+    /// and Apple's lists declares.
+    pub const DEFAULT_MMD: Duration = Duration::from_secs(24 * 60 * 60);
+
     /// An RFC 6962 log.
     pub fn rfc6962(url: &str, key: LogKey) -> Self {
         Self {
@@ -92,6 +103,7 @@ impl LogConfig {
             },
             final_tree_head: None,
             witnesses: None,
+            mmd: Self::DEFAULT_MMD,
         }
     }
 
@@ -106,12 +118,14 @@ impl LogConfig {
             },
             final_tree_head: None,
             witnesses: None,
+            mmd: Self::DEFAULT_MMD,
         }
     }
 
     /// From a log-list entry. A tiled log's origin is its submission URL without
     /// the scheme and trailing slash (static-ct-api); a read-only log keeps its
-    /// final tree head.
+    /// final tree head; the list's `mmd` is kept (an `mmd` of 0 means none given:
+    /// [`LogConfig::DEFAULT_MMD`]).
     pub fn from_log_info(info: &LogInfo) -> Self {
         let mut config = match &info.protocol {
             LogProtocol::Rfc6962 { url } => Self::rfc6962(url, info.key.clone()),
@@ -133,15 +147,25 @@ impl LogConfig {
         {
             config.final_tree_head = Some((*tree_size, *root_hash));
         }
+        if info.mmd > 0 {
+            config.mmd = Duration::from_secs(info.mmd);
+        }
         config
     }
 
     /// What cannot work, found before anything starts: a witness policy on an RFC
-    /// 6962 log or one with a witness named like the log, an empty name or origin.
+    /// 6962 log or one with a witness named like the log, an empty name or origin,
+    /// a zero MMD.
     /// (URLs are checked when the log's client is made.)
     pub(super) fn check(&self) -> Result<(), Error> {
         if self.name.is_empty() {
             return Err(Error::invalid_config("logs.name", "empty log name"));
+        }
+        if self.mmd.is_zero() {
+            return Err(Error::invalid_config(
+                "logs.mmd",
+                format!("{}: zero (every head would be stale at once)", self.name),
+            ));
         }
         match (&self.source, &self.witnesses) {
             (LogSource::Rfc6962 { .. }, Some(_)) => Err(Error::invalid_config(

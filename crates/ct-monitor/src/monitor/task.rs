@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_core_traits::Clock;
+use palisade_core_traits::{Clock, Timestamp};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -24,6 +24,15 @@ use crate::sth::SignedTreeHead;
 use crate::telemetry::{self, Counters};
 use crate::verify::{AppendError, LogMisbehaved, LogVerifier, Misbehaviour};
 use crate::watch::{Authorizer, SharedWatchlist, Watchlist};
+
+/// How far ahead of our clock a head may be stamped before it is refused: room
+/// for the log's and our clocks to disagree, not for a head from the future.
+const MAX_TREE_HEAD_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// A tree head's timestamp (milliseconds) as a wall-clock instant.
+fn head_time(millis: u64) -> Timestamp {
+    Timestamp::from_unix_micros(millis.saturating_mul(1_000))
+}
 
 /// What every log's task shares.
 pub(super) struct Shared {
@@ -93,6 +102,9 @@ pub(super) struct LogTask {
     /// When the task started and when its last poll succeeded (`clock.monotonic()`).
     started: Duration,
     last_good: Option<Duration>,
+    /// The trusted head's timestamp and when, on `clock.monotonic()`, it becomes
+    /// stale: a wall-clock step back must not make a stale head look fresh.
+    fresh_until: Option<(u64, Duration)>,
 }
 
 /// One entry of a batch, owned, with what the verifier and matcher need.
@@ -122,6 +134,7 @@ impl LogTask {
             healthy: None,
             started,
             last_good: None,
+            fresh_until: None,
         }
     }
 
@@ -292,6 +305,18 @@ impl LogTask {
     async fn step(&mut self) -> Result<(), Halt> {
         let mut stop = self.outbox.stop();
         let sth = or_stop(&mut stop, self.tree_head()).await??;
+        let now = self.shared.clock.now();
+        if let Some(ahead) = head_time(sth.timestamp).checked_duration_since(now)
+            && ahead > MAX_TREE_HEAD_SKEW
+        {
+            return Err(Error::FutureTreeHead {
+                log: self.cfg.name.clone(),
+                timestamp: sth.timestamp,
+                ahead,
+                max_skew: MAX_TREE_HEAD_SKEW,
+            }
+            .into());
+        }
         if let Some((size, root)) = self.cfg.final_tree_head
             && (sth.tree_size > size || (sth.tree_size == size && sth.root_hash != root))
         {
@@ -338,8 +363,40 @@ impl LogTask {
             Some((size, _)) if verified == size => Err(Halt::Finished(format!(
                 "read-only log read to its final tree head ({size} entries)"
             ))),
-            _ => Ok(()),
+            // A read-only log's head is frozen by design.
+            Some(_) => Ok(()),
+            // After the catch-up: a stale log's entries are still read and alerted on.
+            None => self.stale().map_or(Ok(()), |e| Err(e.into())),
         }
+    }
+
+    /// The error to report when the trusted head is older than the MMD plus the
+    /// poll interval, by the wall clock or by the monotonic deadline set when
+    /// this head was first trusted.
+    fn stale(&mut self) -> Option<Error> {
+        let timestamp = self.verifier.as_ref()?.trusted()?.timestamp;
+        let limit = self.cfg.mmd.saturating_add(self.shared.poll_interval);
+        let wall_age = self
+            .shared
+            .clock
+            .now()
+            .saturating_duration_since(head_time(timestamp));
+        let mono = self.shared.clock.monotonic();
+        let deadline = match self.fresh_until {
+            Some((ts, deadline)) if ts == timestamp => deadline,
+            _ => {
+                let deadline = mono.saturating_add(limit.saturating_sub(wall_age));
+                self.fresh_until = Some((timestamp, deadline));
+                deadline
+            }
+        };
+        let mono_age = limit.saturating_add(mono.saturating_sub(deadline));
+        (wall_age > limit || mono > deadline).then(|| Error::StaleTreeHead {
+            log: self.cfg.name.clone(),
+            timestamp,
+            age: wall_age.max(mono_age),
+            limit,
+        })
     }
 
     async fn consistency(&mut self, m: u64, n: u64) -> Result<Vec<Hash>, Halt> {
