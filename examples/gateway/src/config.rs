@@ -132,6 +132,11 @@ pub struct Config {
     #[arg(long, env = "PALISADE_KEY_ROTATION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub key_rotation: std::time::Duration,
 
+    /// How long a shutdown waits for open requests before it closes them and saves
+    /// the state anyway (within Kubernetes' grace period, after the preStop sleep).
+    #[arg(long, env = "PALISADE_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
+
     /// Names to watch in Certificate Transparency (`.example.com` for a domain and its
     /// subdomains, `example.com` for one name); alerts join the incident bus.
     #[arg(long = "ct-watch", env = "PALISADE_CT_WATCH", value_delimiter = ',')]

@@ -28,6 +28,9 @@ const DEMO_WATCH: &[&str] = &[".websrc.fr", ".herokuappdev.com"];
 const DEMO_OWN_SPKI: &str = "4febbf3d615875f7b5209e78d5f17d966d0f742469ac7504779ba0c83a6801b3";
 /// Entries served by each bundled test log.
 const TEST_LOG_SIZE: u64 = 1024;
+/// How often the bundled test logs sign a fresh head (the monitor finds a head older
+/// than its log's MMD, 24 h, stale).
+const TEST_LOG_RESIGN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Each followed log's last health, for `/readyz`.
 #[derive(Debug, Default)]
@@ -111,10 +114,26 @@ pub async fn start(
     let status = Arc::new(CtStatus::default());
     let shown = status.clone();
     let task = tokio::spawn(async move {
-        // The test logs serve as long as the task runs.
-        let _servers = servers;
-        while let Some(event) = monitor.next_event().await {
-            handle(&monitor, &event, &shown, &bus, &dashboard, clock.as_ref()).await;
+        // The test logs serve as long as the task runs, and sign a fresh head of the
+        // same tree every hour, as a live log does within its MMD (24 h).
+        let mut resign = tokio::time::interval(TEST_LOG_RESIGN);
+        resign.tick().await;
+        loop {
+            tokio::select! {
+                event = monitor.next_event() => match event {
+                    Some(event) => {
+                        handle(&monitor, &event, &shown, &bus, &dashboard, clock.as_ref()).await;
+                    }
+                    None => break,
+                },
+                _ = resign.tick(), if !servers.is_empty() => {
+                    for log in &servers {
+                        if let Err(e) = log.set_size(TEST_LOG_SIZE) {
+                            tracing::warn!(error = %e, "CT test log: no fresh head");
+                        }
+                    }
+                }
+            }
         }
     });
     Ok(Some((status, task)))

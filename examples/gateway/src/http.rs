@@ -607,8 +607,13 @@ pub async fn login(
     // Devices are remembered for accounts that exist: a flood of made-up names must
     // not grow the store (the in-memory one keeps every account it is shown).
     let mut signals = Signals::default();
-    if gw.users.role(&user).is_some() {
-        let seen = gw.devices.observe(&user, &fp, Some(outcome), &flags);
+    let known = gw.users.role(&user).is_some();
+    if known {
+        // A right password is no success of the device's yet: only a login that ends
+        // with a token (below, or after its step-up) makes the device more trusted, or
+        // password-only attempts that are stepped up or denied would build its trust.
+        let failed = (outcome == LoginOutcome::Failure).then_some(outcome);
+        let seen = gw.devices.observe(&user, &fp, failed, &flags);
         signals = signals.with_device_familiarity(seen.trust_before.score);
     }
     signals.geo = Some(gw.geo.lookup(ip));
@@ -630,6 +635,10 @@ pub async fn login(
     if let Some(o) = teach {
         let _ = gw.scorer.record(&ctx.clone().with_login(o), &signals);
     }
+    if known && matches!(result, LoginResult::Success) {
+        gw.devices
+            .observe(&user, &fp, Some(LoginOutcome::Success), &[]);
+    }
     gw.show_tls(
         &id,
         ip,
@@ -645,12 +654,13 @@ pub async fn login(
             .await;
     }
     match result {
-        LoginResult::Failure => problem(
+        // A denied login is answered as a wrong password: a bot whose attempts score
+        // as an attack must not learn which of its passwords are right.
+        LoginResult::Failure | LoginResult::Denied => problem(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
             "wrong username or password",
         ),
-        LoginResult::Denied => problem(StatusCode::FORBIDDEN, "denied", "this login was refused"),
         LoginResult::StepUp => {
             let challenge = match gw.step_ups.open(&user, ip).await {
                 Ok(c) => c,
@@ -727,6 +737,11 @@ pub async fn step_up(
     let mut signals = Signals::default();
     signals.geo = Some(gw.geo.lookup(ip));
     let _ = gw.scorer.record(&ctx, &signals);
+    // The device answered the second factor (or failed to): that is what its trust
+    // learns from this login.
+    let fp =
+        DeviceFingerprint::compute(&gw.fingerprint_key, &FingerprintInputs::from_request(&ctx));
+    gw.devices.observe(&ch.user, &fp, Some(outcome), &[]);
     let result = if ok {
         LoginResult::StepUpPassed
     } else {

@@ -76,7 +76,7 @@ pub async fn render(State(dashboard): State<Arc<Dashboard>>) -> impl IntoRespons
 
 /// The routes requests are counted by (`route` label).
 pub const ROUTES: [&str; 5] = ["login", "step_up", "logout", "api", "other"];
-const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Counts one answered request (the `/metrics` series the autoscaler reads). The
 /// counters are registered once (after the recorder): looking one up by its labels
@@ -92,15 +92,33 @@ pub fn count_request(route: &'static str, status: u16) {
             })
             .collect()
     });
+    // A WebSocket upgrade is `101`, no server error.
     let class = match status {
-        200..=299 => 0,
-        300..=399 => 1,
-        400..=499 => 2,
-        _ => 3,
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     };
     let route = ROUTES
         .iter()
         .position(|r| *r == route)
         .unwrap_or(ROUTES.len() - 1);
     counters[route * CLASSES.len() + class].increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_websocket_upgrade_is_no_server_error() {
+        count_request("other", 101);
+        let text = handle().render();
+        let series = |class: &str| {
+            format!("palisade_gateway_requests_total{{route=\"other\",status=\"{class}\"}} 1")
+        };
+        assert!(text.contains(&series("1xx")), "{text}");
+        assert!(!text.contains(&series("5xx")), "{text}");
+    }
 }

@@ -535,8 +535,15 @@ impl<W: Write> Responder<W> {
         })
     }
 
-    /// Runs until the bus closes: events as they come, expiry every `tick`.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<SecurityEvent>, tick: Duration) -> Self {
+    /// Runs until the bus closes (every sender gone, or `closing` notified: the
+    /// events already queued are still handled): events as they come, expiry every
+    /// `tick`.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<SecurityEvent>,
+        tick: Duration,
+        closing: Arc<tokio::sync::Notify>,
+    ) -> Self {
         let mut timer = tokio::time::interval(tick);
         loop {
             tokio::select! {
@@ -545,6 +552,7 @@ impl<W: Write> Responder<W> {
                     None => return self,
                 },
                 _ = timer.tick() => self.expire().await,
+                () = closing.notified() => rx.close(),
             }
         }
     }

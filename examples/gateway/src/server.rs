@@ -160,6 +160,8 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
+    drain_timeout: Duration,
+    closing: Arc<tokio::sync::Notify>,
     tasks: Vec<JoinHandle<()>>,
     responder: JoinHandle<Responder<std::fs::File>>,
     state_dir: PathBuf,
@@ -178,13 +180,23 @@ impl Running {
     /// tasks and saves the playbooks' state.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.server.await;
+        let mut server = self.server;
+        // A client that never finishes its request must not keep the state unsaved
+        // until the process is killed.
+        if tokio::time::timeout(self.drain_timeout, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!(after = ?self.drain_timeout, "requests still open at shutdown: closed");
+            server.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }
-        // The bus closes when the gateway (its last sender) is dropped; the responder
-        // then finishes what it holds and hands its engine back.
+        // The bus closes (connections cut at the drain timeout may still hold a
+        // sender); the responder then finishes what it holds and hands its engine back.
         drop(self.gateway);
+        self.closing.notify_one();
         if let Ok(Ok(responder)) =
             tokio::time::timeout(Duration::from_secs(5), self.responder).await
         {
@@ -204,6 +216,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     let _ = crate::metrics::handle();
     let state_dir = config.state_dir.clone();
     let listen = config.listen;
+    let drain_timeout = config.drain_timeout;
     let (bus, rx) = Bus::new(&config.region);
     let rotate_every = config.key_rotation;
     let gw = Arc::new(Gateway::build(config, clock.clone(), bus).await?);
@@ -243,7 +256,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         clock: clock.clone(),
         claims: gw.action_claims.clone(),
     };
-    let responder = tokio::spawn(responder.run(rx, EXPIRY_TICK));
+    let closing = Arc::new(tokio::sync::Notify::new());
+    let responder = tokio::spawn(responder.run(rx, EXPIRY_TICK, closing.clone()));
 
     let mut tasks = Vec::new();
     let dash = gw.dashboard.clone();
@@ -357,6 +371,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         gateway: gw,
         stop,
         server,
+        drain_timeout,
+        closing,
         tasks,
         responder,
         state_dir,

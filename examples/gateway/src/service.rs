@@ -918,7 +918,16 @@ impl Gateway {
         if let Some(regions) = &self.regions {
             all.extend(regions.keys(self.clock.now().as_unix_secs()).await);
         }
-        let jwks = serde_json::json!({ "keys": crate::shared::union_by_kid(all) });
+        let mut keys = crate::shared::union_by_kid(all);
+        // In one order whatever order the fleet's keys were read in, so an unchanged
+        // set is seen as such.
+        keys.sort_by(|a, b| a["kid"].as_str().cmp(&b["kid"].as_str()));
+        let jwks = serde_json::json!({ "keys": keys });
+        // New keys empty the validator's cache (a new epoch): only when they differ,
+        // or a fleet would verify every token again after each refresh.
+        if **self.published_keys.load() == jwks {
+            return Ok(());
+        }
         let set = KeySet::from_jwks(jwks.to_string().as_bytes()).map_err(part("jwt-cache"))?;
         self.validator.set_keys(set);
         self.published_keys.store(Arc::new(jwks));

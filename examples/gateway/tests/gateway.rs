@@ -10,6 +10,7 @@ use palisade_core_traits::{
     Clock, EventId, EventKind, ManualClock, SecurityEvent, Severity, StepUpRequirer, Subject,
     Timestamp,
 };
+use palisade_device_fp::DeviceStore;
 use palisade_gateway::server::{Running, start};
 use palisade_gateway::users::demo_totp;
 use reqwest::StatusCode;
@@ -285,6 +286,26 @@ async fn every_route_answers_with_the_right_status_and_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_login_tells_nothing_about_the_password() {
+    let h = trusted().await;
+    // A brute force on bob from many addresses: the account's velocity scores the
+    // next attempts as an attack (verdict block), the limit refusing most of them.
+    for i in 0..40 {
+        let _ = h.login("bob", "not-it", &format!("198.51.100.{i}")).await;
+    }
+    h.clock.advance(Duration::from_secs(60));
+    let right = h.login("bob", "bob-demo-password", "198.51.100.200").await;
+    let wrong = h.login("bob", "still-not-it", "198.51.100.201").await;
+    assert_eq!(right.0, StatusCode::UNAUTHORIZED, "{}", right.1);
+    assert_eq!(right, wrong, "the right password must not stand out");
+    let snapshot: Value = serde_json::from_str(h.gw.gateway.dashboard.snapshot().as_str()).unwrap();
+    let denied = (snapshot["recent"].as_array().unwrap().iter())
+        .any(|a| a["result"] == "denied" && a["user"] == "bob");
+    assert!(denied, "the operator still sees a denial: {snapshot}");
+    h.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_step_up_is_completed_with_the_authenticator_code() {
     let h = trusted().await;
     h.gw.gateway
@@ -292,6 +313,21 @@ async fn a_required_step_up_is_completed_with_the_authenticator_code() {
         .require_step_up("carol", Duration::from_secs(3600), "test")
         .await
         .unwrap();
+    // Password-only attempts that are stepped up build no trust in the device.
+    for _ in 0..3 {
+        let (s, body) = h.login("Carol", "carol-demo-password", LONDON).await;
+        assert_eq!(
+            (s, &body["error"]),
+            (StatusCode::UNAUTHORIZED, &json!("step_up_required"))
+        );
+    }
+    let carol_devices = || h.gw.gateway.devices.devices("carol");
+    let device = carol_devices();
+    assert_eq!(device.len(), 1);
+    assert_eq!(
+        (device[0].successful_logins, device[0].mfa_completions),
+        (0, 0)
+    );
     let (s, body) = h.login("Carol", "carol-demo-password", LONDON).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "step_up_required");
@@ -901,4 +937,24 @@ async fn limit_refusals_name_their_policy_and_reach_the_dashboard() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     h.gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_ends_does_not_hold_the_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let h = gateway(&["--drain-timeout", "1s"]).await;
+    // Half a login body, and then nothing.
+    let mut slow = tokio::net::TcpStream::connect(h.gw.addr).await.unwrap();
+    slow.write_all(
+        b"POST /login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"user",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let state = h._dir.path().join("playbooks-state.json");
+    let _ = std::fs::remove_file(&state);
+    let stopped = tokio::time::timeout(Duration::from_secs(15), h.gw.shutdown()).await;
+    assert!(stopped.is_ok(), "the shutdown waited for the slow client");
+    assert!(state.exists(), "the state was saved");
+    drop(slow);
 }
