@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::dashboard::{Dashboard, serve_socket};
+use crate::http::OperatorAttempt;
 use crate::users::{PasswordCheck, Role, Users};
 
 /// The session cookie's name.
@@ -107,6 +108,14 @@ impl Sessions {
     pub fn close(&self, cookie: &str) {
         self.lock().remove(&digest_of(cookie));
     }
+
+    /// Ends every session of `user` (normalized); returns how many were live.
+    pub fn end_user(&self, user: &str) -> u64 {
+        let mut s = self.lock();
+        let before = s.len();
+        s.retain(|_, (u, _)| u != user);
+        (before - s.len()) as u64
+    }
 }
 
 /// What the operator routes need.
@@ -127,6 +136,9 @@ pub struct AdminState {
     pub tls: bool,
     /// The origin browsers use, when a proxy in front sets it (`--public-origin`).
     pub public_origin: Option<String>,
+    /// The gateway whose risk score, step-up requirements and incident bus a sign-in
+    /// goes through as a `/login` does (none: the password alone, for a test).
+    pub gateway: Option<Arc<crate::service::Gateway>>,
 }
 
 impl AdminState {
@@ -221,10 +233,18 @@ pub async fn index(State(state): State<AdminState>, headers: HeaderMap) -> Respo
 pub struct SignIn {
     username: String,
     password: String,
+    /// The authenticator's code, asked for when the account must step up.
+    #[serde(default)]
+    code: String,
 }
 
 /// `POST /dashboard/login`: operators only; anyone else gets the same refusal.
-pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) -> Response {
+pub async fn login(
+    State(state): State<AdminState>,
+    facts: Option<axum::Extension<crate::http::RequestFacts>>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
     let account = palisade_core_traits::normalize_user_id(&form.username).into_owned();
     if !Users::could_exist(&account) {
         return wrong_credentials(); // as on `/login`: no account has such a name
@@ -252,11 +272,23 @@ pub async fn login(State(state): State<AdminState>, Form(form): Form<SignIn>) ->
     else {
         return crate::http::busy();
     };
-    if check != PasswordCheck::Valid(Role::Operator) {
-        return wrong_credentials();
+    let valid = check == PasswordCheck::Valid(Role::Operator);
+    // Scored, stepped up and reported like a `/login`: the operator form is no way
+    // around a playbook's step-up or the brute-force detection.
+    let attempt = match (&state.gateway, facts) {
+        (Some(gw), Some(axum::Extension(facts))) => {
+            (gw.operator_attempt(&facts, &headers, &account, valid, &form.code)).await
+        }
+        _ if valid => OperatorAttempt::Pass,
+        _ => OperatorAttempt::Wrong,
+    };
+    match attempt {
+        OperatorAttempt::Pass => {}
+        OperatorAttempt::Wrong => return wrong_credentials(),
+        OperatorAttempt::CodeRequired => return code_required(),
+        OperatorAttempt::Unavailable(r) => return r,
     }
-    let user = palisade_core_traits::normalize_user_id(&form.username).into_owned();
-    let value = state.sessions.open(&user);
+    let value = state.sessions.open(&account);
     let cookie = format!(
         "{COOKIE}={value}{}; Max-Age={}",
         state.cookie_attributes(),
@@ -278,6 +310,20 @@ fn wrong_credentials() -> Response {
         LOGIN.replace(
             "<form method=\"post\"",
             "<p class=\"error\" role=\"alert\">Wrong username or password.</p>\n  <form method=\"post\"",
+        ),
+    )
+        .into_response()
+}
+
+/// The sign-in page asking for the authenticator's code (missing or wrong).
+fn code_required() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        page_headers(),
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        LOGIN.replace(
+            "<form method=\"post\"",
+            "<p class=\"error\" role=\"alert\">This sign-in needs the one-time code from your authenticator.</p>\n  <form method=\"post\"",
         ),
     )
         .into_response()

@@ -681,6 +681,92 @@ pub async fn login(
     }
 }
 
+/// How an operator sign-in ends ([`Gateway::operator_attempt`]).
+pub enum OperatorAttempt {
+    /// A session may open.
+    Pass,
+    /// Answered as wrong credentials (wrong password, not an operator, or denied).
+    Wrong,
+    /// The password was right, and the authenticator's code is missing or wrong.
+    CodeRequired,
+    /// The step-up store cannot be reached: this answer.
+    Unavailable(Response),
+}
+
+impl Gateway {
+    /// An operator's sign-in on the dashboard form, after its password was checked
+    /// (`valid`): scored and recorded as a `/login`, its failures and alerts on the
+    /// bus; denied as a wrong password; a playbook's step-up or a step-up verdict
+    /// asks for the authenticator's `code` (accepted once in the fleet).
+    pub async fn operator_attempt(
+        &self,
+        RequestFacts { id, ip }: &RequestFacts,
+        headers: &HeaderMap,
+        user: &str,
+        valid: bool,
+        code: &str,
+    ) -> OperatorAttempt {
+        let (ip, outcome) = (
+            *ip,
+            if valid {
+                LoginOutcome::Success
+            } else {
+                LoginOutcome::Failure
+            },
+        );
+        let ctx = self.context_of(ip, user, headers, None).with_login(outcome);
+        let mut signals = Signals::default();
+        signals.geo = Some(self.geo.lookup(ip));
+        let score = self.scorer.score_with(&ctx, &signals);
+        if let Some(event) = self.scorer.event(&ctx, &score) {
+            self.detect(event.with_evidence("request_id", id.0.clone()))
+                .await;
+        }
+        let result = if !valid {
+            LoginResult::Failure
+        } else if score.verdict == Verdict::Block {
+            LoginResult::Denied
+        } else if score.verdict == Verdict::StepUp || self.step_ups.required(user).await {
+            let step = self
+                .users
+                .totp_step(user, code, self.clock.now().as_unix_secs());
+            let fresh = match step {
+                Some(step) => match self.step_ups.spend_totp_step(user, step).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => return OperatorAttempt::Unavailable(step_ups_unavailable(&e)),
+                },
+                None => false,
+            };
+            if fresh {
+                LoginResult::StepUpPassed
+            } else {
+                LoginResult::StepUp
+            }
+        } else {
+            LoginResult::Success
+        };
+        let teach = match result {
+            LoginResult::Failure => Some(LoginOutcome::Failure),
+            LoginResult::Success | LoginResult::StepUpPassed => Some(LoginOutcome::Success),
+            _ => None,
+        };
+        if let Some(o) = teach {
+            let _ = self.scorer.record(&ctx.clone().with_login(o), &signals);
+        }
+        let what = What::Login {
+            user: user.to_owned(),
+            result,
+            score: Some(score.score),
+        };
+        self.show(id, ip, what);
+        match result {
+            LoginResult::Success | LoginResult::StepUpPassed => OperatorAttempt::Pass,
+            LoginResult::StepUp => OperatorAttempt::CodeRequired,
+            _ => OperatorAttempt::Wrong,
+        }
+    }
+}
+
 /// The shared step-up store cannot be reached: `503` (fail closed).
 fn step_ups_unavailable(e: &dyn std::error::Error) -> Response {
     tracing::error!(error = %e, "step-up store unavailable; refusing");

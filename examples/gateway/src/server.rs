@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 
-use crate::admin::{AdminState, Sessions as AdminSessions};
+use crate::admin::AdminState;
 use crate::app::admin_routes;
 use crate::config::Config;
 use crate::http;
@@ -92,11 +92,12 @@ pub fn router(
     let operators = admin_routes(AdminState {
         users: gw.users.clone(),
         account_limit: gw.account_limit.clone(),
-        sessions: Arc::new(AdminSessions::new(gw.clock.clone())),
+        sessions: gw.sessions.operators.clone(),
         dashboard: gw.dashboard.clone(),
         shutdown,
         tls: gw.config.tls_cert.is_some(),
         public_origin: gw.config.public_origin.clone(),
+        gateway: Some(gw.clone()),
     });
     let metrics = Router::new()
         .route("/metrics", get(crate::metrics::render))

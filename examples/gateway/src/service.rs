@@ -350,12 +350,15 @@ impl StepUpRequirer for StepUps {
 }
 
 /// Ends a user's sessions: the gateway's sessions are its tokens, so this revokes
-/// every token issued to the user until now.
+/// every token issued to the user until now, and ends the user's operator sessions
+/// (the dashboard's cookies) on this instance.
 #[derive(Debug)]
 pub struct Sessions {
     revoker: Arc<dyn TokenRevoker>,
     issuer: String,
     clock: Arc<dyn Clock>,
+    /// The dashboard's sessions.
+    pub operators: Arc<crate::admin::Sessions>,
 }
 
 #[async_trait]
@@ -366,10 +369,11 @@ impl SessionTerminator for Sessions {
         _reason: &str,
     ) -> Result<Option<u64>, CoreError> {
         let user = normalize_user_id(user_id);
+        let operator_sessions = self.operators.end_user(&user);
         self.revoker
             .revoke_user(&self.issuer, &user, self.clock.now())
             .await?;
-        Ok(None)
+        Ok(Some(operator_sessions))
     }
 }
 
@@ -822,6 +826,7 @@ impl Gateway {
             revoker: blacklist.clone(),
             issuer: config.issuer.clone(),
             clock: clock.clone(),
+            operators: Arc::new(crate::admin::Sessions::new(clock.clone())),
         });
         Ok(Gateway {
             config,

@@ -958,3 +958,86 @@ async fn a_request_that_never_ends_does_not_hold_the_shutdown() {
     assert!(state.exists(), "the state was saved");
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_form_is_stepped_up_reported_and_ended_like_a_login() {
+    use palisade_core_traits::SessionTerminator;
+    let h = trusted().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |password: &'static str, code: String| {
+        let (http, b) = (no_redirects.clone(), h.base.clone());
+        async move {
+            let r = (http.post(format!("{b}/dashboard/login")))
+                .header("x-forwarded-for", LONDON)
+                .form(&[
+                    ("username", "admin"),
+                    ("password", password),
+                    ("code", &code),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let cookie = (r.headers().get("set-cookie"))
+                .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+            (r.status(), cookie, r.text().await.unwrap())
+        }
+    };
+    // A wrong guess is a failed login for the operators and the playbooks.
+    let (s, cookie, _) = sign_in("wrong", String::new()).await;
+    assert_eq!((s, cookie), (StatusCode::UNAUTHORIZED, None));
+    let snapshot: Value = serde_json::from_str(h.gw.gateway.dashboard.snapshot().as_str()).unwrap();
+    assert!(
+        (snapshot["recent"].as_array().unwrap().iter())
+            .any(|a| a["user"] == "admin" && a["result"] == "failure"),
+        "{snapshot}"
+    );
+    // A playbook's step-up holds on this form too: no session without the code.
+    let gw = &h.gw.gateway;
+    (gw.step_ups
+        .require_step_up("admin", Duration::from_secs(3600), "test"))
+    .await
+    .unwrap();
+    let (s, cookie, page) = sign_in("admin-demo-password", String::new()).await;
+    assert_eq!((s, cookie), (StatusCode::UNAUTHORIZED, None));
+    assert!(page.contains("one-time code"), "{page}");
+    let code = demo_totp("admin", h.clock.now().as_unix_secs()).unwrap();
+    let (s, cookie, _) = sign_in("admin-demo-password", code.clone()).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let cookie = cookie.unwrap();
+    // The same code does not pass twice.
+    assert_eq!(
+        sign_in("admin-demo-password", code).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let page = |cookie: String| {
+        let (http, b) = (no_redirects.clone(), h.base.clone());
+        async move {
+            (http
+                .get(format!("{b}/"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap())
+            .text()
+            .await
+            .unwrap()
+        }
+    };
+    assert!(
+        !page(cookie.clone()).await.contains("/dashboard/login"),
+        "signed in"
+    );
+    // Ending the operator's sessions (account takeover) ends the dashboard's too.
+    let ended = (gw.sessions.terminate_sessions("Admin", "test"))
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(1));
+    assert!(
+        page(cookie).await.contains("/dashboard/login"),
+        "signed out"
+    );
+    h.gw.shutdown().await;
+}

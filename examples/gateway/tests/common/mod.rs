@@ -101,6 +101,7 @@ pub(crate) async fn dashboard_server_at(public_origin: Option<&str>) -> Dashboar
         shutdown,
         tls: false,
         public_origin: public_origin.map(str::to_owned),
+        gateway: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
