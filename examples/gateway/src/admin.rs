@@ -18,7 +18,9 @@ use tokio::sync::watch;
 
 use crate::dashboard::{Dashboard, serve_socket};
 use crate::http::OperatorAttempt;
+use crate::shared::RedisConn;
 use crate::users::{PasswordCheck, Role, Users};
+use palisade_token_blacklist::redis;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "palisade_admin";
@@ -30,13 +32,55 @@ pub const SESSION_CHECK: Duration = Duration::from_secs(1);
 const MAX_SESSIONS: usize = 1024;
 
 /// Operator sessions, keyed by the SHA-256 of their cookie value (a leaked table does
-/// not give working cookies).
-#[derive(Debug)]
+/// not give working cookies): in this process, or with `--redis` on the fleet's Redis,
+/// so that a session opened on one instance holds on every other (no sticky routing
+/// needed) and ends on all of them.
 pub struct Sessions {
-    by_hash: Mutex<HashMap<[u8; 32], (String, Duration)>>,
+    store: SessionStore,
     clock: Arc<dyn Clock>,
     rng: SystemRandom,
 }
+
+enum SessionStore {
+    Memory(Mutex<HashMap<[u8; 32], (String, Duration)>>),
+    /// `{prefix}:s:<digest>` → user, expiring with the session; `{prefix}:u:<user>` →
+    /// the user's digests. One hash tag: a cluster keeps them in one slot.
+    Redis {
+        conn: RedisConn,
+        prefix: String,
+    },
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = match self.store {
+            SessionStore::Memory(_) => "memory",
+            SessionStore::Redis { .. } => "redis",
+        };
+        f.debug_struct("Sessions").field("store", &store).finish()
+    }
+}
+
+/// Opens a session: `KEYS[1]` the session, `KEYS[2]` the user's set, `ARGV[1]` the
+/// user, `ARGV[2]` the digest, `ARGV[3]` the lifetime (ms).
+const OPEN_SESSION_LUA: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1";
+/// Ends every session of a user: `KEYS[1]` the user's set, `ARGV[1]` the session key
+/// prefix. Returns how many were live.
+const END_USER_LUA: &str = r"
+local n = 0
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  n = n + redis.call('DEL', ARGV[1] .. d)
+end
+redis.call('DEL', KEYS[1])
+return n";
+static OPEN_SESSION: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(OPEN_SESSION_LUA));
+static END_USER: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(END_USER_LUA));
 
 fn digest_of(cookie: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -45,76 +89,143 @@ fn digest_of(cookie: &str) -> [u8; 32] {
 }
 
 impl Sessions {
-    /// No session yet; expiry runs on `clock`'s monotonic time.
+    /// No session yet, in this process; expiry runs on `clock`'s monotonic time.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Sessions {
-            by_hash: Mutex::new(HashMap::new()),
+            store: SessionStore::Memory(Mutex::new(HashMap::new())),
             clock,
             rng: SystemRandom::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (String, Duration)>> {
-        self.by_hash.lock().unwrap_or_else(|e| e.into_inner())
+    /// Sessions on the fleet's Redis, under `prefix`.
+    pub fn shared(clock: Arc<dyn Clock>, conn: RedisConn, prefix: &str) -> Self {
+        Sessions {
+            store: SessionStore::Redis {
+                conn,
+                prefix: format!("{prefix}:{{operators}}"),
+            },
+            clock,
+            rng: SystemRandom::new(),
+        }
     }
 
-    /// A new session for `user`; returns the cookie value (32 random bytes, hex).
-    pub fn open(&self, user: &str) -> String {
+    /// A new session for `user`; returns the cookie value (32 random bytes, hex), or
+    /// `None` when the shared store cannot be reached.
+    pub async fn open(&self, user: &str) -> Option<String> {
         let mut bytes = [0u8; 32];
         self.rng
             .fill(&mut bytes)
             .unwrap_or_else(|_| unreachable!("the OS random source failed"));
         let value = hex::encode(bytes);
-        let now = self.clock.monotonic();
-        let mut s = self.lock();
-        s.retain(|_, (_, until)| *until > now);
-        if s.len() >= MAX_SESSIONS {
-            // The oldest-expiring session goes first.
-            if let Some(k) = s.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k) {
-                s.remove(&k);
+        let digest = digest_of(&value);
+        match &self.store {
+            SessionStore::Memory(m) => {
+                let now = self.clock.monotonic();
+                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+                s.retain(|_, (_, until)| *until > now);
+                if s.len() >= MAX_SESSIONS {
+                    // The oldest-expiring session goes first.
+                    if let Some(k) = s.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k) {
+                        s.remove(&k);
+                    }
+                }
+                s.insert(digest, (user.to_owned(), now + SESSION_TTL));
+            }
+            SessionStore::Redis { conn, prefix } => {
+                let mut call = OPEN_SESSION.prepare_invoke();
+                call.key(format!("{prefix}:s:{}", hex::encode(digest)))
+                    .key(format!("{prefix}:u:{user}"))
+                    .arg(user)
+                    .arg(hex::encode(digest))
+                    .arg(SESSION_TTL.as_millis() as u64);
+                if let Err(e) = conn.invoke::<i64>(&call).await {
+                    tracing::error!(error = %e, "operator session not stored; sign-in refused");
+                    return None;
+                }
             }
         }
-        s.insert(digest_of(&value), (user.to_owned(), now + SESSION_TTL));
-        value
+        Some(value)
     }
 
-    /// The operator behind a cookie value, if the session is live.
-    pub fn user(&self, cookie: &str) -> Option<String> {
-        self.user_of(&digest_of(cookie))
+    /// The operator behind a cookie value, if the session is live (the shared store
+    /// unreachable: nobody, fail closed).
+    pub async fn user(&self, cookie: &str) -> Option<String> {
+        self.user_of(&digest_of(cookie)).await
     }
 
-    fn user_of(&self, digest: &[u8; 32]) -> Option<String> {
-        let now = self.clock.monotonic();
-        let s = self.lock();
-        (s.get(digest))
-            .filter(|(_, until)| *until > now)
-            .map(|(u, _)| u.clone())
+    async fn user_of(&self, digest: &[u8; 32]) -> Option<String> {
+        match &self.store {
+            SessionStore::Memory(m) => {
+                let now = self.clock.monotonic();
+                let s = m.lock().unwrap_or_else(|e| e.into_inner());
+                (s.get(digest))
+                    .filter(|(_, until)| *until > now)
+                    .map(|(u, _)| u.clone())
+            }
+            SessionStore::Redis { conn, prefix } => {
+                let get = redis::cmd("GET")
+                    .arg(format!("{prefix}:s:{}", hex::encode(digest)))
+                    .clone();
+                conn.query::<Option<String>>(&get)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "operator sessions unreachable: signed out");
+                        None
+                    })
+            }
+        }
     }
 
-    /// Returns once the session of `cookie` has ended (signed out, expired or pushed
-    /// out), or at once if it is not live. Checked every [`SESSION_CHECK`].
+    /// Returns once the session of `cookie` has ended (signed out, expired, pushed
+    /// out or ended elsewhere in the fleet), or at once if it is not live. Checked
+    /// every [`SESSION_CHECK`].
     pub fn ended(self: &Arc<Self>, cookie: &str) -> impl Future<Output = ()> + Send + 'static {
         let digest = digest_of(cookie); // the cookie itself is not kept
         let sessions = self.clone();
         async move {
             let mut every = tokio::time::interval(SESSION_CHECK);
-            while sessions.user_of(&digest).is_some() {
+            while sessions.user_of(&digest).await.is_some() {
                 every.tick().await;
             }
         }
     }
 
     /// Ends a session.
-    pub fn close(&self, cookie: &str) {
-        self.lock().remove(&digest_of(cookie));
+    pub async fn close(&self, cookie: &str) {
+        let digest = digest_of(cookie);
+        match &self.store {
+            SessionStore::Memory(m) => {
+                m.lock().unwrap_or_else(|e| e.into_inner()).remove(&digest);
+            }
+            SessionStore::Redis { conn, prefix } => {
+                // The user's set keeps a dead digest until it expires: harmless.
+                let del = redis::cmd("DEL")
+                    .arg(format!("{prefix}:s:{}", hex::encode(digest)))
+                    .clone();
+                if let Err(e) = conn.query::<i64>(&del).await {
+                    tracing::warn!(error = %e, "operator session not ended on Redis; it expires");
+                }
+            }
+        }
     }
 
     /// Ends every session of `user` (normalized); returns how many were live.
-    pub fn end_user(&self, user: &str) -> u64 {
-        let mut s = self.lock();
-        let before = s.len();
-        s.retain(|_, (u, _)| u != user);
-        (before - s.len()) as u64
+    pub async fn end_user(&self, user: &str) -> Result<u64, redis::RedisError> {
+        match &self.store {
+            SessionStore::Memory(m) => {
+                let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
+                let before = s.len();
+                s.retain(|_, (u, _)| u != user);
+                Ok((before - s.len()) as u64)
+            }
+            SessionStore::Redis { conn, prefix } => {
+                let mut call = END_USER.prepare_invoke();
+                call.key(format!("{prefix}:u:{user}"))
+                    .arg(format!("{prefix}:s:"));
+                conn.invoke::<u64>(&call).await
+            }
+        }
     }
 }
 
@@ -183,8 +294,9 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-fn operator(state: &AdminState, headers: &HeaderMap) -> Option<String> {
-    session_cookie(headers).and_then(|c| state.sessions.user(c))
+async fn operator(state: &AdminState, headers: &HeaderMap) -> Option<String> {
+    let cookie = session_cookie(headers)?;
+    state.sessions.user(cookie).await
 }
 
 /// Headers on every page and asset: no framing, no sniffing, a strict CSP (no inline
@@ -215,7 +327,7 @@ const LOGIN: &str = include_str!("../static/login.html");
 
 /// `GET /`: the dashboard for an operator, the sign-in page for anyone else.
 pub async fn index(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    let page = if operator(&state, &headers).is_some() {
+    let page = if operator(&state, &headers).await.is_some() {
         INDEX
     } else {
         LOGIN
@@ -288,7 +400,13 @@ pub async fn login(
         OperatorAttempt::CodeRequired => return code_required(),
         OperatorAttempt::Unavailable(r) => return r,
     }
-    let value = state.sessions.open(&account);
+    let Some(value) = state.sessions.open(&account).await else {
+        return crate::http::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "operator sessions cannot be stored now; retry later",
+        );
+    };
     let cookie = format!(
         "{COOKIE}={value}{}; Max-Age={}",
         state.cookie_attributes(),
@@ -332,7 +450,7 @@ fn code_required() -> Response {
 /// `POST /dashboard/logout`.
 pub async fn logout(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if let Some(c) = session_cookie(&headers) {
-        state.sessions.close(c);
+        state.sessions.close(c).await;
     }
     let mut r = Redirect::to("/").into_response();
     let cleared = format!("{COOKIE}={}; Max-Age=0", state.cookie_attributes());
@@ -353,9 +471,12 @@ pub async fn ws(
     if !state.is_our_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused").into_response();
     }
-    let Some(cookie) = session_cookie(&headers).filter(|c| state.sessions.user(c).is_some()) else {
+    let Some(cookie) = session_cookie(&headers) else {
         return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
     };
+    if state.sessions.user(cookie).await.is_none() {
+        return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
+    }
     let ended = state.sessions.ended(cookie);
     let dashboard = state.dashboard.clone();
     let mut shutdown = state.shutdown.clone();

@@ -78,7 +78,7 @@ pub fn random_id() -> String {
     random_hex(8)
 }
 
-fn problem(status: StatusCode, error: &str, detail: &str) -> Response {
+pub(crate) fn problem(status: StatusCode, error: &str, detail: &str) -> Response {
     (status, Json(json!({"error": error, "detail": detail}))).into_response()
 }
 

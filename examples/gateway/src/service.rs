@@ -369,11 +369,15 @@ impl SessionTerminator for Sessions {
         _reason: &str,
     ) -> Result<Option<u64>, CoreError> {
         let user = normalize_user_id(user_id);
-        let operator_sessions = self.operators.end_user(&user);
         self.revoker
             .revoke_user(&self.issuer, &user, self.clock.now())
             .await?;
-        Ok(Some(operator_sessions))
+        let operator_sessions = self.operators.end_user(&user).await;
+        let ended = operator_sessions.map_err(|e| CoreError::Unavailable {
+            backend: "redis",
+            source: Box::new(e),
+        })?;
+        Ok(Some(ended))
     }
 }
 
@@ -818,6 +822,10 @@ impl Gateway {
             .realm("palisade")
             .build()
             .map_err(part("jwt-cache"))?;
+        let operators = Arc::new(match &conn {
+            Some(c) => crate::admin::Sessions::shared(clock.clone(), c.clone(), REDIS_PREFIX),
+            None => crate::admin::Sessions::new(clock.clone()),
+        });
         let step_ups = Arc::new(StepUps::new(
             clock.clone(),
             conn.map(|c| (c, format!("{REDIS_PREFIX}:stepup"))),
@@ -826,7 +834,7 @@ impl Gateway {
             revoker: blacklist.clone(),
             issuer: config.issuer.clone(),
             clock: clock.clone(),
-            operators: Arc::new(crate::admin::Sessions::new(clock.clone())),
+            operators,
         });
         Ok(Gateway {
             config,

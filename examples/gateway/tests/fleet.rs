@@ -261,9 +261,64 @@ async fn two_instances_act_as_one(redis: &str) {
     actions_are_carried_out_once(&http, &a, &b, &clock).await;
     a_block_claimed_anew_elsewhere_is_not_lifted(&http, &a, &clock).await;
     an_ipv6_64_is_one_offender(&http, &a, &b, &clock).await;
+    operator_sessions_are_the_fleets(&a, &b).await;
     a.gw.shutdown().await;
     b.gw.shutdown().await;
     ticker.abort();
+}
+
+/// An operator signed in on A is signed in on B (no sticky routing); signing out on
+/// A, or a playbook ending the user's sessions on B, ends the session everywhere.
+async fn operator_sessions_are_the_fleets(a: &Instance, b: &Instance) {
+    use palisade_core_traits::SessionTerminator;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = || async {
+        let r = (http.post(format!("{}/dashboard/login", a.base)))
+            .header("x-forwarded-for", LONDON)
+            .form(&[("username", "admin"), ("password", "admin-demo-password")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    };
+    let signed_in = |at: &Instance, cookie: String| {
+        let (http, base) = (http.clone(), at.base.clone());
+        async move {
+            let page = (http.get(format!("{base}/")).header("cookie", cookie))
+                .header("x-forwarded-for", "192.0.2.12")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            !page.contains("/dashboard/login")
+        }
+    };
+    let cookie = sign_in().await;
+    assert!(signed_in(a, cookie.clone()).await);
+    assert!(
+        signed_in(b, cookie.clone()).await,
+        "a session of A's holds on B"
+    );
+    let r = (http.post(format!("{}/dashboard/logout", a.base)))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(!signed_in(b, cookie).await, "signed out on A, out on B");
+    let cookie = sign_in().await;
+    let ended = (b.gw.gateway.sessions.terminate_sessions("admin", "test"))
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(1));
+    assert!(!signed_in(a, cookie).await, "ended by B, out on A");
 }
 
 async fn keyed_login(
