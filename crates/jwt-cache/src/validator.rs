@@ -25,7 +25,7 @@ use crate::claims;
 use crate::error::{Error, label};
 use crate::keys::{BoundKey, KeySet};
 use crate::mldsa::{MlDsa, TokenAlgorithm};
-use crate::policy::Policy;
+use crate::policy::{Policy, media_type};
 use crate::stats::{self, Counters, Stats};
 use crate::telemetry;
 
@@ -589,7 +589,7 @@ impl Validator {
         let alg = self.allowed_alg(&header.alg)?;
         if let Some(want) = &self.policy.typ {
             match &header.typ {
-                Some(t) if t.eq_ignore_ascii_case(want) => {}
+                Some(t) if media_type(t).eq_ignore_ascii_case(media_type(want)) => {}
                 _ => return Err(Error::WrongType),
             }
         }

@@ -482,6 +482,53 @@ fn wrong_typ_missing_claims_and_bad_claim_formats_are_typed() {
     assert!(matches!(v.validate(&big), Err(Error::TooLarge { .. })));
 }
 
+/// RFC 9068 §4: a resource server accepts `at+jwt` and `application/at+jwt` alike
+/// (RFC 7515 §4.1.9 implies the prefix when no other `/` follows), whichever
+/// spelling the policy and the token use; a value with another `/` keeps its prefix.
+#[test]
+fn typ_matches_with_or_without_the_application_prefix() {
+    let clock = clock();
+    let key = encoding_key(Algorithm::HS256);
+    let token = |typ: &str| {
+        sign_raw(
+            &json!({"alg": "HS256", "kid": "hs-1", "typ": typ}),
+            &claims("alice", "j1", NOW + 300),
+            &key,
+            Algorithm::HS256,
+        )
+    };
+    for want in ["at+jwt", "application/at+jwt", "Application/AT+JWT"] {
+        let v = validator(policy().typ(want), &clock, cache());
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "APPLICATION/at+JWT",
+        ] {
+            v.validate(token(typ))
+                .unwrap_or_else(|e| panic!("policy {want:?}, token {typ:?}: {e:?}"));
+        }
+        for typ in [
+            "jwt",
+            "application/jwt",
+            "application/application/at+jwt",
+            "text/at+jwt",
+            "application/",
+            "",
+        ] {
+            assert_eq!(
+                v.validate(token(typ)).unwrap_err(),
+                Error::WrongType,
+                "policy {want:?}, token {typ:?}"
+            );
+        }
+    }
+    // With another '/', the prefix is part of the value and is not removed.
+    let v = validator(policy().typ("application/x/y"), &clock, cache());
+    v.validate(token("application/x/y")).unwrap();
+    assert_eq!(v.validate(token("x/y")).unwrap_err(), Error::WrongType);
+}
+
 /// Revocation keys on `iss`, `sub` and `jti` as strings: a token whose `iss` is an
 /// array (which jsonwebtoken accepts when one element matches) or whose `sub`/`jti` is
 /// a number would never match a revocation record, so it is refused, as are repeated
