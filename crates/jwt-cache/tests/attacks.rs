@@ -342,6 +342,8 @@ fn alg_none_and_unknown_crit_are_refused() {
         json!({"alg": "HS256", "kid": "hs-1", "crit": ["exp"], "exp": 1}),
         json!({"alg": "HS256", "kid": "hs-1", "crit": ["b64"], "b64": true}),
         json!({"alg": "HS256", "kid": "hs-1", "crit": []}),
+        // Present but null is still present (RFC 7515 §4.1.11), not "absent".
+        json!({"alg": "HS256", "kid": "hs-1", "crit": null}),
     ] {
         let token = sign_raw(
             &header,
@@ -353,7 +355,7 @@ fn alg_none_and_unknown_crit_are_refused() {
     }
     assert_eq!(cache.len(), 0);
     assert_eq!(v.stats().rejected("alg_none"), 6);
-    assert_eq!(v.stats().rejected("unsupported_crit"), 3);
+    assert_eq!(v.stats().rejected("unsupported_crit"), 4);
 }
 
 #[test]
@@ -599,5 +601,16 @@ fn claims_that_could_dodge_revocation_are_refused() {
         Algorithm::HS256,
     );
     assert!(matches!(v.validate(&unencoded), Err(Error::Malformed(_))));
+    // `b64: null` is not the default `true`: refused like `false`, not read as absent.
+    let null_b64 = sign_raw(
+        &json!({"alg": "HS256", "kid": "hs-1", "b64": null}),
+        &claims("alice", "j1", NOW + 300),
+        &key,
+        Algorithm::HS256,
+    );
+    assert_eq!(
+        v.validate(&null_b64).unwrap_err(),
+        Error::Malformed("unencoded payload (b64) is not supported")
+    );
     assert_eq!(cache.len(), 0);
 }
