@@ -382,6 +382,10 @@ async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
     let (status, fields, body) = answer(&closed_app, request("192.0.2.9:1")).await;
     assert_eq!((status, body.as_str()), (503, "rate limit unavailable\n"));
     assert_eq!(fields[2], "2", "the breaker's cool-down");
+    // The policy is still named, but no `RateLimit` field: nothing says how much of
+    // its quota the client has left, and `r=0` would claim it spent it all.
+    assert_eq!(fields[0], r#""shared";q=100;w=60"#);
+    assert_eq!(fields[1], "", "no RateLimit field on an outage");
     let (status, fields, body) = answer(&open_app, request("192.0.2.9:1")).await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     assert_eq!(fields[3], "fail-open");
