@@ -126,7 +126,9 @@ impl PolicyBuilder {
     }
 
     /// The header's `typ` must equal this (ASCII case-insensitively), e.g. `"JWT"`
-    /// or `"at+jwt"` (RFC 9068).
+    /// or `"at+jwt"` (RFC 9068), with or without an `application/` prefix on either
+    /// side: RFC 7515 §4.1.9 implies the prefix when the value has no other `/`, so
+    /// `"at+jwt"` and `"application/at+jwt"` are the same type (RFC 9068 §4).
     pub fn typ(mut self, typ: &str) -> Self {
         self.typ = Some(typ.to_owned());
         self
@@ -264,7 +266,7 @@ impl Policy {
         put_set(&mut ctx, 8, Some(&self.required_claims));
         match &self.typ {
             None => put(&mut ctx, 9, b"-"),
-            Some(t) => put(&mut ctx, 10, t.to_ascii_lowercase().as_bytes()),
+            Some(t) => put(&mut ctx, 10, media_type(t).to_ascii_lowercase().as_bytes()),
         }
         put(&mut ctx, 11, &[u8::from(self.validate_nbf)]);
         for m in &self.ml_dsa {
@@ -273,6 +275,19 @@ impl Policy {
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.finish().as_ref());
         out
+    }
+}
+
+/// A `typ` value without the `application/` prefix that RFC 7515 §4.1.9 lets a
+/// producer leave out (only when no other `/` follows), so both spellings compare
+/// equal once ASCII case is ignored.
+pub(crate) fn media_type(typ: &str) -> &str {
+    const PREFIX: &str = "application/";
+    match typ.get(..PREFIX.len()) {
+        Some(head) if head.eq_ignore_ascii_case(PREFIX) && !typ[PREFIX.len()..].contains('/') => {
+            &typ[PREFIX.len()..]
+        }
+        _ => typ,
     }
 }
 
@@ -315,6 +330,10 @@ mod tests {
             print(base().issuers(&["a", "b"]))
         );
         assert_eq!(print(base().typ("jwt")), print(base().typ("JWT")));
+        assert_eq!(
+            print(base().typ("at+jwt")),
+            print(base().typ("Application/AT+JWT"))
+        );
         // The order of the calls does not matter: a constraint's claim stays required.
         assert_eq!(
             print(base().issuers(&["a"]).required_claims(&["nbf"])),

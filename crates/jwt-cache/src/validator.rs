@@ -25,7 +25,7 @@ use crate::claims;
 use crate::error::{Error, label};
 use crate::keys::{BoundKey, KeySet};
 use crate::mldsa::{MlDsa, TokenAlgorithm};
-use crate::policy::Policy;
+use crate::policy::{Policy, media_type};
 use crate::stats::{self, Counters, Stats};
 use crate::telemetry;
 
@@ -167,11 +167,20 @@ struct RawHeader {
     kid: Option<String>,
     #[serde(default)]
     typ: Option<String>,
-    #[serde(default)]
+    /// `Some` whenever the member is present, even as `null` (RFC 7515 §4.1.11:
+    /// a present `crit` must be a non-empty array; we understand none).
+    #[serde(default, deserialize_with = "present")]
     crit: Option<Value>,
-    /// RFC 7797: only the default (`true` or absent) is accepted, as in jsonwebtoken.
-    #[serde(default)]
+    /// RFC 7797: only the default (`true` or absent) is accepted, as in jsonwebtoken;
+    /// `Some` whenever present, so `null` is refused too.
+    #[serde(default, deserialize_with = "present")]
     b64: Option<Value>,
+}
+
+/// A header member that is present, whatever its value: serde's plain `Option`
+/// would read `null` as absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// What the shared front of `validate` found.
@@ -589,7 +598,7 @@ impl Validator {
         let alg = self.allowed_alg(&header.alg)?;
         if let Some(want) = &self.policy.typ {
             match &header.typ {
-                Some(t) if t.eq_ignore_ascii_case(want) => {}
+                Some(t) if media_type(t).eq_ignore_ascii_case(media_type(want)) => {}
                 _ => return Err(Error::WrongType),
             }
         }

@@ -342,6 +342,8 @@ fn alg_none_and_unknown_crit_are_refused() {
         json!({"alg": "HS256", "kid": "hs-1", "crit": ["exp"], "exp": 1}),
         json!({"alg": "HS256", "kid": "hs-1", "crit": ["b64"], "b64": true}),
         json!({"alg": "HS256", "kid": "hs-1", "crit": []}),
+        // Present but null is still present (RFC 7515 §4.1.11), not "absent".
+        json!({"alg": "HS256", "kid": "hs-1", "crit": null}),
     ] {
         let token = sign_raw(
             &header,
@@ -353,7 +355,7 @@ fn alg_none_and_unknown_crit_are_refused() {
     }
     assert_eq!(cache.len(), 0);
     assert_eq!(v.stats().rejected("alg_none"), 6);
-    assert_eq!(v.stats().rejected("unsupported_crit"), 3);
+    assert_eq!(v.stats().rejected("unsupported_crit"), 4);
 }
 
 #[test]
@@ -482,6 +484,53 @@ fn wrong_typ_missing_claims_and_bad_claim_formats_are_typed() {
     assert!(matches!(v.validate(&big), Err(Error::TooLarge { .. })));
 }
 
+/// RFC 9068 §4: a resource server accepts `at+jwt` and `application/at+jwt` alike
+/// (RFC 7515 §4.1.9 implies the prefix when no other `/` follows), whichever
+/// spelling the policy and the token use; a value with another `/` keeps its prefix.
+#[test]
+fn typ_matches_with_or_without_the_application_prefix() {
+    let clock = clock();
+    let key = encoding_key(Algorithm::HS256);
+    let token = |typ: &str| {
+        sign_raw(
+            &json!({"alg": "HS256", "kid": "hs-1", "typ": typ}),
+            &claims("alice", "j1", NOW + 300),
+            &key,
+            Algorithm::HS256,
+        )
+    };
+    for want in ["at+jwt", "application/at+jwt", "Application/AT+JWT"] {
+        let v = validator(policy().typ(want), &clock, cache());
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "APPLICATION/at+JWT",
+        ] {
+            v.validate(token(typ))
+                .unwrap_or_else(|e| panic!("policy {want:?}, token {typ:?}: {e:?}"));
+        }
+        for typ in [
+            "jwt",
+            "application/jwt",
+            "application/application/at+jwt",
+            "text/at+jwt",
+            "application/",
+            "",
+        ] {
+            assert_eq!(
+                v.validate(token(typ)).unwrap_err(),
+                Error::WrongType,
+                "policy {want:?}, token {typ:?}"
+            );
+        }
+    }
+    // With another '/', the prefix is part of the value and is not removed.
+    let v = validator(policy().typ("application/x/y"), &clock, cache());
+    v.validate(token("application/x/y")).unwrap();
+    assert_eq!(v.validate(token("x/y")).unwrap_err(), Error::WrongType);
+}
+
 /// Revocation keys on `iss`, `sub` and `jti` as strings: a token whose `iss` is an
 /// array (which jsonwebtoken accepts when one element matches) or whose `sub`/`jti` is
 /// a number would never match a revocation record, so it is refused, as are repeated
@@ -552,5 +601,16 @@ fn claims_that_could_dodge_revocation_are_refused() {
         Algorithm::HS256,
     );
     assert!(matches!(v.validate(&unencoded), Err(Error::Malformed(_))));
+    // `b64: null` is not the default `true`: refused like `false`, not read as absent.
+    let null_b64 = sign_raw(
+        &json!({"alg": "HS256", "kid": "hs-1", "b64": null}),
+        &claims("alice", "j1", NOW + 300),
+        &key,
+        Algorithm::HS256,
+    );
+    assert_eq!(
+        v.validate(&null_b64).unwrap_err(),
+        Error::Malformed("unencoded payload (b64) is not supported")
+    );
     assert_eq!(cache.len(), 0);
 }

@@ -289,7 +289,7 @@ async fn a_blocked_key_is_403_and_a_subject_key_needs_a_subject() {
     let app = app(vec![
         RateLimitPolicy::new("per-user", &q, limiter.clone(), KeySource::Subject).unwrap(),
     ]);
-    limiter.block(HttpKey::Text("mallory".into()), Duration::from_secs(300));
+    limiter.block(HttpKey::Subject("mallory".into()), Duration::from_secs(300));
     let as_user = |user: &str| {
         let mut req = request("192.0.2.1:1");
         req.extensions_mut()
@@ -301,6 +301,57 @@ async fn a_blocked_key_is_403_and_a_subject_key_needs_a_subject() {
     assert_eq!(fields[2], "300");
     assert_eq!(answer(&app, as_user("alice")).await.0, 200);
     assert_eq!(answer(&app, request("192.0.2.1:1")).await.0, 400);
+}
+
+/// A header value and an authenticated subject are different keys even when their
+/// text is equal: with one limiter behind a `Header(x-api-key)` policy and a
+/// `Subject` policy, a client sending `x-api-key: alice` does not spend user alice's
+/// quota (in memory, and on Redis, where they are `t:5:alice` and `s:5:alice`).
+#[tokio::test]
+async fn a_header_value_never_spends_the_quota_of_a_subject_with_the_same_name() {
+    async fn run<L: palisade_ratelimit::Limiter<HttpKey> + 'static>(limiter: Arc<L>, q: &Quota) {
+        let by_header = app(vec![
+            RateLimitPolicy::new(
+                "per-key",
+                q,
+                limiter.clone(),
+                KeySource::Header("x-api-key".parse().unwrap()),
+            )
+            .unwrap(),
+        ]);
+        let by_subject = app(vec![
+            RateLimitPolicy::new("per-user", q, limiter, KeySource::Subject).unwrap(),
+        ]);
+        let mut with_key = request("192.0.2.1:1");
+        with_key
+            .headers_mut()
+            .insert("x-api-key", "alice".parse().unwrap());
+        let as_alice = || {
+            let mut req = request("192.0.2.2:1");
+            req.extensions_mut()
+                .insert(AuthenticatedSubject("alice".into()));
+            req
+        };
+        assert_eq!(answer(&by_header, with_key).await.0, 200);
+        assert_eq!(
+            answer(&by_subject, as_alice()).await.0,
+            200,
+            "alice's own unit"
+        );
+        // The quota is real: alice's second request is refused.
+        assert_eq!(answer(&by_subject, as_alice()).await.0, 429);
+    }
+    let q = Quota::per_minute(nz!(1));
+    run(memory(q), &q).await;
+    let server = RedisServer::start();
+    let redis = RedisLimiter::builder(vec![Policy::new("p", q).unwrap()])
+        .timeout(Duration::from_secs(5))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    run(Arc::new(redis), &q).await;
+    assert_eq!(HttpKey::Text("alice".into()).to_string(), "t:5:alice");
+    assert_eq!(HttpKey::Subject("alice".into()).to_string(), "s:5:alice");
 }
 
 /// A table full of live keys refuses a new key (fail closed), but the client spent
@@ -382,6 +433,10 @@ async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
     let (status, fields, body) = answer(&closed_app, request("192.0.2.9:1")).await;
     assert_eq!((status, body.as_str()), (503, "rate limit unavailable\n"));
     assert_eq!(fields[2], "2", "the breaker's cool-down");
+    // The policy is still named, but no `RateLimit` field: nothing says how much of
+    // its quota the client has left, and `r=0` would claim it spent it all.
+    assert_eq!(fields[0], r#""shared";q=100;w=60"#);
+    assert_eq!(fields[1], "", "no RateLimit field on an outage");
     let (status, fields, body) = answer(&open_app, request("192.0.2.9:1")).await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     assert_eq!(fields[3], "fail-open");
@@ -491,6 +546,7 @@ fn http_key() -> impl proptest::strategy::Strategy<Value = HttpKey> {
         proptest::array::uniform16(byte)
             .prop_map(|o| HttpKey::Ip(std::net::Ipv6Addr::from(o).into())),
         "[\\x00-\\x04a]{0,3}".prop_map(|t| HttpKey::Text(t.into())),
+        "[\\x00-\\x05a]{0,3}".prop_map(|t| HttpKey::Subject(t.into())),
         proptest::sample::select(vec!["", "a", "\u{2}", "\u{3}a"]).prop_map(HttpKey::Route),
     ];
     leaf.prop_recursive(2, 8, 3, |inner| {

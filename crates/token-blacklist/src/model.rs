@@ -171,12 +171,15 @@ impl Config {
         let exp = token
             .expires_at
             .ok_or(Error::MissingClaim { claim: "exp" })?;
+        // The subject only places the Redis key (hash tag), and the wire format
+        // carries an empty one: a token with `"sub": ""` (which validators accept)
+        // is revoked like one without `sub`, not refused.
         let subject = match token.subject.as_deref() {
+            None | Some("") => "",
             Some(s) => {
                 check_id("sub", s)?;
                 s
             }
-            None => "",
         };
         let expires = self.token_expiry(exp);
         if expires <= now {

@@ -71,6 +71,40 @@ fn empty_and_oversized_identifiers_are_refused_by_name() {
     // Exactly at the limit is fine.
     bl.revoke_token(&token(&"y".repeat(MAX_ID_LEN))).unwrap();
     assert_eq!(bl.len(), 1);
+    // A token without `iss` (jwt-cache reports it as "") can only be revoked by the
+    // global watermark, as docs/token-blacklist.md says.
+    assert!(matches!(
+        bl.revoke_issuer("", Timestamp::from_unix_secs(NOW)),
+        Err(Error::InvalidIdentifier { field: "iss", .. })
+    ));
+    let no_iss = empty_iss.with_subject("alice").with_issued_at(NOW - 10);
+    assert_eq!(bl.check(&no_iss), RevocationStatus::NotRevoked);
+    bl.revoke_all(Timestamp::from_unix_secs(NOW)).unwrap();
+    assert_eq!(bl.check(&no_iss), RevocationStatus::Revoked);
+}
+
+/// A token with `"sub": ""` passes jwt-cache's default policy, so it must be
+/// revocable one at a time: the subject only places the Redis key.
+#[test]
+fn a_token_with_an_empty_subject_is_revoked_like_one_without() {
+    let (_, bl) = setup(Config::default());
+    let empty_sub = TokenIdentity::new("iss")
+        .with_subject("")
+        .with_jti("j")
+        .with_expires_at(NOW + 300);
+    bl.revoke_token(&empty_sub).unwrap();
+    assert_eq!(bl.check(&empty_sub), RevocationStatus::Revoked);
+    // The same (iss, jti) without `sub` is the same token record.
+    let no_sub = TokenIdentity::new("iss")
+        .with_jti("j")
+        .with_expires_at(NOW + 300);
+    assert_eq!(bl.check(&no_sub), RevocationStatus::Revoked);
+    let other = TokenIdentity::new("iss")
+        .with_subject("")
+        .with_jti("k")
+        .with_expires_at(NOW + 300);
+    assert_eq!(bl.check(&other), RevocationStatus::NotRevoked);
+    assert_eq!(bl.len(), 1);
 }
 
 #[test]

@@ -70,8 +70,11 @@ pub enum HttpKey {
     /// /64) whichever address of it is given: hashing, equality and the Redis form
     /// apply it.
     Ip(IpAddr),
-    /// A header value or a subject.
+    /// A header value ([`KeySource::Header`]).
     Text(Box<str>),
+    /// An authenticated subject ([`KeySource::Subject`]): its own form, so a header
+    /// value equal to a user's name never spends that user's quota.
+    Subject(Box<str>),
     /// A route's name.
     Route(&'static str),
     /// The parts of a composite key.
@@ -85,7 +88,9 @@ impl PartialEq for HttpKey {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (HttpKey::Ip(a), HttpKey::Ip(b)) => a == b || client_net(*a) == client_net(*b),
-            (HttpKey::Text(a), HttpKey::Text(b)) => a == b,
+            (HttpKey::Text(a), HttpKey::Text(b)) | (HttpKey::Subject(a), HttpKey::Subject(b)) => {
+                a == b
+            }
             (HttpKey::Route(a), HttpKey::Route(b)) => a == b,
             (HttpKey::Composite(a), HttpKey::Composite(b)) => a == b,
             _ => false,
@@ -136,17 +141,23 @@ impl Hash for HttpKey {
                 state.write_u8(4);
                 parts.hash(state);
             }
+            HttpKey::Subject(s) => {
+                state.write_u8(5);
+                s.hash(state);
+            }
         }
     }
 }
 
 /// The key as a Redis key: an address as itself (so `RedisLimiter`'s `IpBlocker`
-/// blocks reach it), `t:<len>:…`, `r:…`, parts joined by `|`.
+/// blocks reach it), a header value `t:<len>:…`, a subject `s:<len>:…`, `r:…`, parts
+/// joined by `|`.
 impl fmt::Display for HttpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HttpKey::Ip(ip) => write!(f, "{}", client_net(*ip)),
             HttpKey::Text(t) => write!(f, "t:{}:{t}", t.len()),
+            HttpKey::Subject(s) => write!(f, "s:{}:{s}", s.len()),
             HttpKey::Route(r) => write!(f, "r:{r}"),
             HttpKey::Composite(parts) => {
                 for (i, p) in parts.iter().enumerate() {
@@ -196,7 +207,7 @@ impl KeySource {
                 _ => Err(KeyError::Header),
             },
             KeySource::Subject => match req.extensions().get::<AuthenticatedSubject>() {
-                Some(s) if !s.0.is_empty() => Ok(HttpKey::Text(s.0.as_str().into())),
+                Some(s) if !s.0.is_empty() => Ok(HttpKey::Subject(s.0.as_str().into())),
                 _ => Err(KeyError::Subject),
             },
             KeySource::Route(r) => Ok(HttpKey::Route(r)),

@@ -257,8 +257,9 @@ fn refusal<L>(p: &RateLimitPolicy<L>, d: &Decision) -> Response<&'static str> {
     let mut r = plain(status, body);
     let h = r.headers_mut();
     h.insert("ratelimit-policy", p.policy_field.clone());
-    // `r=0` would tell a client refused for want of room that its own quota is spent.
-    if d.denial != Some(Denial::TableFull) {
+    // `r=0` would tell a client refused for want of room (a full table) or for want
+    // of an answer (Redis down, closed policy) that its own quota is spent.
+    if !matches!(d.denial, Some(Denial::TableFull | Denial::Unavailable)) {
         let t = headers::reset_secs(d);
         if let Ok(v) = HeaderValue::from_str(&format!("{};r={};t={t}", p.sf_name, d.remaining)) {
             h.insert("ratelimit", v);

@@ -68,9 +68,8 @@ pub struct RedisLimiter {
     timeout: Duration,
     failure: FailurePolicy,
     breaker: Breaker,
-    /// Redis key → (monotonic ns until which a cost-1 request is surely denied,
-    /// interval ns).
-    deny_cache: DashMap<String, (u64, u64)>,
+    /// Redis key → what a recent Redis denial proves about the next checks.
+    deny_cache: DashMap<String, CachedDeny>,
     deny_cache_keys: usize,
     allow_key_eviction: bool,
     epochs: Epochs,
@@ -78,6 +77,19 @@ pub struct RedisLimiter {
     fallback: Vec<Option<KeyedLimiter<String, Arc<dyn Clock>>>>,
     clock: Arc<dyn Clock>,
     counters: Counters,
+}
+
+/// A Redis denial remembered locally. Only a policy's denial is cached (a block
+/// may be lifted early), so a local answer is always `Denial::Limited` under the
+/// policy that denied: the same policy Redis would name.
+#[derive(Debug, Clone, Copy)]
+struct CachedDeny {
+    /// Monotonic ns until which a cost-1 request is surely denied.
+    until: u64,
+    /// The denying policy's emission interval, ns.
+    interval: u64,
+    /// The denying policy's burst, reported as the decision's `limit`.
+    limit: u32,
 }
 
 impl RedisLimiter {
@@ -378,27 +390,35 @@ impl RedisLimiter {
             return;
         };
         if self.deny_cache.len() >= self.deny_cache_keys {
-            self.deny_cache.retain(|_, (until, _)| *until > sent);
+            self.deny_cache.retain(|_, d| d.until > sent);
             if self.deny_cache.len() >= self.deny_cache_keys {
                 return;
             }
         }
         self.deny_cache.insert(
             block_key.to_owned(),
-            (sent.saturating_add(cost1_retry), interval),
+            CachedDeny {
+                until: sent.saturating_add(cost1_retry),
+                interval,
+                limit: policy.quota.burst(),
+            },
         );
     }
 
     fn local_deny(&self, block_key: &str, cost: u32, now: u64) -> Option<Decision> {
-        let (until, interval) = *self.deny_cache.get(block_key)?;
+        let CachedDeny {
+            until,
+            interval,
+            limit,
+        } = *self.deny_cache.get(block_key)?;
         let until = until.saturating_add(u64::from(cost - 1) * interval);
         if now < until {
-            let limit = self.policies[0].quota.burst();
+            // The policy that denied on Redis, which Redis would name again.
             let retry = Duration::from_nanos(until - now);
             return Some(Decision::denied(limit, retry, Denial::Limited));
         }
         if cost == 1 {
-            self.deny_cache.remove_if(block_key, |_, (u, _)| *u <= now);
+            self.deny_cache.remove_if(block_key, |_, d| d.until <= now);
         }
         None
     }

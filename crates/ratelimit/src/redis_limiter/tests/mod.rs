@@ -202,6 +202,40 @@ async fn several_policies_are_checked_atomically_all_or_nothing() {
     assert!(l.check_inner("bob", 1, Some(now())).await.unwrap().allowed);
 }
 
+/// A denial answered from the local deny cache names the policy Redis named (its
+/// burst as `limit`), whichever of several policies denied, not the first one.
+#[tokio::test]
+async fn a_cached_denial_names_the_policy_that_denied_on_redis() {
+    let server = RedisServer::start();
+    let clock = manual_clock();
+    let l = RedisLimiter::builder(vec![
+        policy("sec", 3, 3, Duration::from_secs(1)),
+        policy("min", 5, 5, Duration::from_secs(60)),
+    ])
+    .timeout(PATIENT)
+    .clock(Arc::new(clock.clone()))
+    .connect(&server.url())
+    .await
+    .unwrap();
+    let now = || clock.now().as_unix_micros();
+    for (policy_burst, admitted) in [(3, 3), (5, 2)] {
+        assert_eq!(admitted_of(&l, "alice", admitted, now()).await, admitted);
+        let calls = l.stats().redis_calls;
+        let on_redis = l.check_inner("alice", 1, Some(now())).await.unwrap();
+        assert_eq!(l.stats().redis_calls, calls + 1, "denied by redis");
+        let cached = l.check_inner("alice", 1, Some(now())).await.unwrap();
+        assert_eq!(l.stats().redis_calls, calls + 1, "denied from the cache");
+        for d in [on_redis, cached] {
+            assert_eq!(
+                (d.allowed, d.limit, d.denial),
+                (false, policy_burst, Some(Denial::Limited))
+            );
+        }
+        // Past the per-second window: the per-minute policy decides next.
+        clock.advance(Duration::from_secs(2));
+    }
+}
+
 #[tokio::test]
 async fn keys_are_validated_and_braces_keep_one_slot() {
     let server = RedisServer::start();

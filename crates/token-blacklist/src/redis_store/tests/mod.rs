@@ -457,6 +457,38 @@ async fn the_periodic_resync_bounds_how_long_a_lost_message_hides_a_revocation()
 /// A watermark whose message never reached this replica (written without PUBLISH):
 /// the replica does not know it, `check_remote` reads it from Redis. Issuer and global
 /// watermarks too, which live under other hash tags than the token's key.
+/// A token with `"sub": ""` (accepted by jwt-cache's default policy) is revoked
+/// one at a time: on the replica that revoked it, on another one (pub/sub and a
+/// new replica's resync), and by `check_remote`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_an_empty_subject_is_revoked_everywhere() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = builder().connect(&url).await.unwrap();
+    let b = builder().connect(&url).await.unwrap();
+    let t = TokenIdentity::new("https://idp.example")
+        .with_subject("")
+        .with_jti("empty-sub")
+        .with_issued_at(NOW_EXP - 1000)
+        .with_expires_at(NOW_EXP);
+    a.revoke_token(&t).await.unwrap();
+    assert!(revoked(&a, &t));
+    wait_until("the other replica sees it", || revoked(&b, &t)).await;
+    assert_eq!(a.check_remote(&t).await.unwrap(), RevocationStatus::Revoked);
+    let c = builder().connect(&url).await.unwrap();
+    assert!(revoked(&c, &t), "found by the first resync");
+    // The same (iss, jti) without `sub` is the same record, under the same key.
+    let no_sub = TokenIdentity::new("https://idp.example")
+        .with_jti("empty-sub")
+        .with_issued_at(NOW_EXP - 1000)
+        .with_expires_at(NOW_EXP);
+    assert!(revoked(&c, &no_sub));
+    assert_eq!(
+        c.check_remote(&no_sub).await.unwrap(),
+        RevocationStatus::Revoked
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_remote_reads_issuer_and_global_watermarks_a_replica_missed() {
     let server = RedisServer::start();
