@@ -348,15 +348,21 @@ pub struct SignIn {
     /// The authenticator's code, asked for when the account must step up.
     #[serde(default)]
     code: String,
+    /// The step-up challenge the code answers (a hidden field of the page that asked).
+    #[serde(default)]
+    challenge: String,
 }
 
 /// `POST /dashboard/login`: operators only; anyone else gets the same refusal.
 pub async fn login(
     State(state): State<AdminState>,
     facts: Option<axum::Extension<crate::http::RequestFacts>>,
+    tls: Option<axum::Extension<crate::http::ClientTls>>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Response {
+    let tls = tls.map(|axum::Extension(t)| t);
+    let facts = facts.map(|axum::Extension(f)| f);
     let account = palisade_core_traits::normalize_user_id(&form.username).into_owned();
     if !Users::could_exist(&account) {
         return wrong_credentials(); // as on `/login`: no account has such a name
@@ -366,6 +372,10 @@ pub async fn login(
         return crate::http::undecided(&d);
     }
     if !d.allowed {
+        if let (Some(gw), Some(facts)) = (&state.gateway, &facts) {
+            gw.limited_attempt(facts, &account, &headers, tls.as_ref())
+                .await;
+        }
         let r = (
             StatusCode::TOO_MANY_REQUESTS,
             page_headers(),
@@ -387,17 +397,34 @@ pub async fn login(
     let valid = check == PasswordCheck::Valid(Role::Operator);
     // Scored, stepped up and reported like a `/login`: the operator form is no way
     // around a playbook's step-up or the brute-force detection.
-    let attempt = match (&state.gateway, facts) {
-        (Some(gw), Some(axum::Extension(facts))) => {
-            (gw.operator_attempt(&facts, &headers, &account, valid, &form.code)).await
+    let attempt = match (&state.gateway, &facts) {
+        (Some(gw), Some(facts)) => {
+            let (code, challenge) = (&form.code, &form.challenge);
+            (gw.operator_attempt(
+                facts,
+                &headers,
+                tls.as_ref(),
+                &account,
+                valid,
+                code,
+                challenge,
+            ))
+            .await
         }
-        _ if valid => OperatorAttempt::Pass,
-        _ => OperatorAttempt::Wrong,
+        // The gateway's front layer sets the facts: without them nothing was scored.
+        (Some(_), None) => {
+            tracing::error!("operator sign-in without request facts: refused");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        (None, _) if valid => OperatorAttempt::Pass,
+        (None, _) => OperatorAttempt::Wrong,
     };
     match attempt {
         OperatorAttempt::Pass => {}
         OperatorAttempt::Wrong => return wrong_credentials(),
-        OperatorAttempt::CodeRequired => return code_required(),
+        OperatorAttempt::CodeRequired { challenge, refused } => {
+            return code_required(&challenge, refused);
+        }
         OperatorAttempt::Unavailable(r) => return r,
     }
     let Some(value) = state.sessions.open(&account).await else {
@@ -433,16 +460,31 @@ fn wrong_credentials() -> Response {
         .into_response()
 }
 
-/// The sign-in page asking for the authenticator's code (missing or wrong).
-fn code_required() -> Response {
+/// The sign-in page asking for the authenticator's code, carrying the step-up
+/// `challenge` (hex, generated here: nothing of the client's is echoed).
+fn code_required(challenge: &str, refused: bool) -> Response {
+    let message = if refused {
+        "Wrong or expired one-time code: sign in again with a new one."
+    } else {
+        "This sign-in needs the one-time code from your authenticator."
+    };
+    let page = LOGIN
+        .replace(
+            "<form method=\"post\"",
+            &format!("<p class=\"error\" role=\"alert\">{message}</p>\n  <form method=\"post\""),
+        )
+        .replace(
+            "<button type=\"submit\">",
+            &format!(
+                "<input type=\"hidden\" name=\"challenge\" value=\"{}\">\n    <button type=\"submit\">",
+                hex::encode(hex::decode(challenge).unwrap_or_default())
+            ),
+        );
     (
         StatusCode::UNAUTHORIZED,
         page_headers(),
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        LOGIN.replace(
-            "<form method=\"post\"",
-            "<p class=\"error\" role=\"alert\">This sign-in needs the one-time code from your authenticator.</p>\n  <form method=\"post\"",
-        ),
+        page,
     )
         .into_response()
 }

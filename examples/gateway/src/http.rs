@@ -563,26 +563,8 @@ pub async fn login(
         return undecided(&d);
     }
     if !d.allowed {
-        // Refused before the password is checked: for risk, a failed attempt (a brute
-        // force shows in the velocity signals although its guesses never reach Argon2).
-        let ctx = gw
-            .context_of(ip, &user, &headers, tls.as_ref())
-            .with_login(LoginOutcome::Failure);
-        let mut signals = Signals::default();
-        signals.geo = Some(gw.geo.lookup(ip));
-        let score = gw.scorer.score_with(&ctx, &signals);
-        let _ = gw.scorer.record(&ctx, &signals);
-        if let Some(event) = gw.scorer.event(&ctx, &score) {
-            gw.detect(event.with_evidence("request_id", id.0.clone()))
-                .await;
-        }
-        gw.show_refusal(
-            &id,
-            ip,
-            What::RateLimited {
-                policy: "login-account".into(),
-            },
-        );
+        gw.limited_attempt(&RequestFacts { id, ip }, &user, &headers, tls.as_ref())
+            .await;
         let r = problem(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -597,27 +579,13 @@ pub async fn login(
         PasswordCheck::Valid(_) => LoginOutcome::Success,
         PasswordCheck::Invalid => LoginOutcome::Failure,
     };
-    let ctx = gw
-        .context_of(ip, &user, &headers, tls.as_ref())
-        .with_login(outcome);
-    // Device trust feeds the score (the decision taken for threat-score).
-    let inputs = FingerprintInputs::from_request(&ctx);
-    let flags = consistency_flags(&inputs, ctx.user_agent());
-    let fp = DeviceFingerprint::compute(&gw.fingerprint_key, &inputs);
-    // Devices are remembered for accounts that exist: a flood of made-up names must
-    // not grow the store (the in-memory one keeps every account it is shown).
-    let mut signals = Signals::default();
-    let known = gw.users.role(&user).is_some();
-    if known {
-        // A right password is no success of the device's yet: only a login that ends
-        // with a token (below, or after its step-up) makes the device more trusted, or
-        // password-only attempts that are stepped up or denied would build its trust.
-        let failed = (outcome == LoginOutcome::Failure).then_some(outcome);
-        let seen = gw.devices.observe(&user, &fp, failed, &flags);
-        signals = signals.with_device_familiarity(seen.trust_before.score);
-    }
-    signals.geo = Some(gw.geo.lookup(ip));
-    let score = gw.scorer.score_with(&ctx, &signals);
+    let Assessed {
+        ctx,
+        signals,
+        score,
+        fp,
+        known,
+    } = gw.assess(ip, &user, &headers, tls.as_ref(), outcome);
     let step_up_required = gw.step_ups.required(&user).await;
     let result = match (outcome, score.verdict) {
         (LoginOutcome::Failure, _) => LoginResult::Failure,
@@ -681,89 +649,229 @@ pub async fn login(
     }
 }
 
+/// One sign-in attempt as risk sees it ([`Gateway::assess`]).
+pub(crate) struct Assessed {
+    ctx: RequestContext,
+    signals: Signals,
+    score: palisade_threat_score::ThreatScore,
+    /// The device, to credit when the login ends with a token.
+    fp: DeviceFingerprint,
+    /// Whether the account exists (only then are its devices remembered).
+    known: bool,
+}
+
 /// How an operator sign-in ends ([`Gateway::operator_attempt`]).
 pub enum OperatorAttempt {
     /// A session may open.
     Pass,
     /// Answered as wrong credentials (wrong password, not an operator, or denied).
     Wrong,
-    /// The password was right, and the authenticator's code is missing or wrong.
-    CodeRequired,
-    /// The step-up store cannot be reached: this answer.
+    /// The password was right and the authenticator's code is needed: the step-up
+    /// challenge the form carries next, and whether a code was just refused.
+    CodeRequired {
+        /// The challenge id (hex).
+        challenge: String,
+        /// A code was sent and refused.
+        refused: bool,
+    },
+    /// Something that must be checked cannot be: this answer.
     Unavailable(Response),
 }
 
 impl Gateway {
-    /// An operator's sign-in on the dashboard form, after its password was checked
-    /// (`valid`): scored and recorded as a `/login`, its failures and alerts on the
-    /// bus; denied as a wrong password; a playbook's step-up or a step-up verdict
-    /// asks for the authenticator's `code` (accepted once in the fleet).
-    pub async fn operator_attempt(
+    /// Scores a sign-in attempt by `user` from `ip`: geo, and for an account that
+    /// exists the device's familiarity (the device-trust decision of threat-score),
+    /// the sighting recorded. A right password is no success of the device's yet:
+    /// [`Gateway::device_succeeded`] credits it once the login ends with a token, or
+    /// password-only attempts that are stepped up or denied would build its trust.
+    pub(crate) fn assess(
         &self,
-        RequestFacts { id, ip }: &RequestFacts,
-        headers: &HeaderMap,
+        ip: IpAddr,
         user: &str,
-        valid: bool,
-        code: &str,
-    ) -> OperatorAttempt {
-        let (ip, outcome) = (
-            *ip,
-            if valid {
-                LoginOutcome::Success
-            } else {
-                LoginOutcome::Failure
-            },
-        );
-        let ctx = self.context_of(ip, user, headers, None).with_login(outcome);
+        headers: &HeaderMap,
+        tls: Option<&ClientTls>,
+        outcome: LoginOutcome,
+    ) -> Assessed {
+        let ctx = self.context_of(ip, user, headers, tls).with_login(outcome);
+        let inputs = FingerprintInputs::from_request(&ctx);
+        let flags = consistency_flags(&inputs, ctx.user_agent());
+        let fp = DeviceFingerprint::compute(&self.fingerprint_key, &inputs);
         let mut signals = Signals::default();
+        // Devices are remembered for accounts that exist: a flood of made-up names
+        // must not grow the store (the in-memory one keeps every account it is shown).
+        let known = self.users.role(user).is_some();
+        if known {
+            let failed = (outcome == LoginOutcome::Failure).then_some(outcome);
+            let seen = self.devices.observe(user, &fp, failed, &flags);
+            signals = signals.with_device_familiarity(seen.trust_before.score);
+        }
         signals.geo = Some(self.geo.lookup(ip));
         let score = self.scorer.score_with(&ctx, &signals);
+        Assessed {
+            ctx,
+            signals,
+            score,
+            fp,
+            known,
+        }
+    }
+
+    /// Credits the device of an attempt whose login ended with a token.
+    fn device_succeeded(&self, a: &Assessed, user: &str, outcome: LoginOutcome) {
+        if a.known {
+            self.devices.observe(user, &a.fp, Some(outcome), &[]);
+        }
+    }
+
+    /// A sign-in the per-account limit refused before its password was checked: for
+    /// risk a failed attempt (a brute force shows in the velocity signals although its
+    /// guesses never reach Argon2), and a refusal on the dashboard.
+    pub(crate) async fn limited_attempt(
+        &self,
+        RequestFacts { id, ip }: &RequestFacts,
+        user: &str,
+        headers: &HeaderMap,
+        tls: Option<&ClientTls>,
+    ) {
+        let ctx = (self.context_of(*ip, user, headers, tls)).with_login(LoginOutcome::Failure);
+        let mut signals = Signals::default();
+        signals.geo = Some(self.geo.lookup(*ip));
+        let score = self.scorer.score_with(&ctx, &signals);
+        let _ = self.scorer.record(&ctx, &signals);
         if let Some(event) = self.scorer.event(&ctx, &score) {
             self.detect(event.with_evidence("request_id", id.0.clone()))
                 .await;
         }
-        let result = if !valid {
-            LoginResult::Failure
-        } else if score.verdict == Verdict::Block {
-            LoginResult::Denied
-        } else if score.verdict == Verdict::StepUp || self.step_ups.required(user).await {
-            let step = self
-                .users
-                .totp_step(user, code, self.clock.now().as_unix_secs());
-            let fresh = match step {
-                Some(step) => match self.step_ups.spend_totp_step(user, step).await {
-                    Ok(fresh) => fresh,
-                    Err(e) => return OperatorAttempt::Unavailable(step_ups_unavailable(&e)),
-                },
-                None => false,
-            };
-            if fresh {
-                LoginResult::StepUpPassed
-            } else {
-                LoginResult::StepUp
+        let policy = "login-account".into();
+        self.show_refusal(id, *ip, What::RateLimited { policy });
+    }
+
+    /// The password was right and every code of a challenge wrong: about the account.
+    async fn codes_exhausted(&self, user: &str, ip: IpAddr) {
+        let event = SecurityEvent::new(
+            self.event_id("step-up"),
+            self.clock.now(),
+            EventKind::AccountTakeover,
+            Severity::High,
+            Subject::user(user),
+            "palisade-gateway",
+        )
+        .with_basis(palisade_core_traits::EvidenceBasis::Authenticated)
+        .with_evidence("ip", ip.to_string())
+        .with_evidence(
+            "reason",
+            "every one-time code for an accepted password was wrong",
+        );
+        self.detect(event).await;
+    }
+
+    /// An operator's sign-in on the dashboard form, after its password was checked
+    /// (`valid`), as a `/login` and its step-up: scored with the device, recorded,
+    /// its alerts on the bus; denied as a wrong password; a playbook's step-up or a
+    /// step-up verdict asks for the authenticator's `code` against the `challenge`
+    /// the form carries (its attempts spent per code, a code accepted once in the
+    /// fleet, every code of a challenge wrong: an account takeover event).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn operator_attempt(
+        &self,
+        RequestFacts { id, ip }: &RequestFacts,
+        headers: &HeaderMap,
+        tls: Option<&ClientTls>,
+        user: &str,
+        valid: bool,
+        code: &str,
+        challenge: &str,
+    ) -> OperatorAttempt {
+        let ip = *ip;
+        let outcome = if valid {
+            LoginOutcome::Success
+        } else {
+            LoginOutcome::Failure
+        };
+        let a = self.assess(ip, user, headers, tls, outcome);
+        if let Some(event) = self.scorer.event(&a.ctx, &a.score) {
+            self.detect(event.with_evidence("request_id", id.0.clone()))
+                .await;
+        }
+        let (result, answer) = if !valid {
+            (LoginResult::Failure, OperatorAttempt::Wrong)
+        } else if a.score.verdict == Verdict::Block {
+            (LoginResult::Denied, OperatorAttempt::Wrong)
+        } else if a.score.verdict == Verdict::StepUp || self.step_ups.required(user).await {
+            match self.operator_code(ip, user, code, challenge).await {
+                Err(e) => return OperatorAttempt::Unavailable(step_ups_unavailable(&e)),
+                Ok(None) => (LoginResult::StepUpPassed, OperatorAttempt::Pass),
+                Ok(Some((challenge, refused))) => (
+                    if refused {
+                        LoginResult::StepUpFailed
+                    } else {
+                        LoginResult::StepUp
+                    },
+                    OperatorAttempt::CodeRequired { challenge, refused },
+                ),
             }
         } else {
-            LoginResult::Success
+            (LoginResult::Success, OperatorAttempt::Pass)
         };
         let teach = match result {
             LoginResult::Failure => Some(LoginOutcome::Failure),
-            LoginResult::Success | LoginResult::StepUpPassed => Some(LoginOutcome::Success),
+            LoginResult::Success => Some(LoginOutcome::Success),
+            LoginResult::StepUpPassed => Some(LoginOutcome::StepUpSuccess),
+            LoginResult::StepUpFailed => Some(LoginOutcome::StepUpFailure),
             _ => None,
         };
         if let Some(o) = teach {
-            let _ = self.scorer.record(&ctx.clone().with_login(o), &signals);
+            let _ = self.scorer.record(&a.ctx.clone().with_login(o), &a.signals);
+            if matches!(o, LoginOutcome::Success | LoginOutcome::StepUpSuccess) {
+                self.device_succeeded(&a, user, o);
+            }
         }
-        let what = What::Login {
-            user: user.to_owned(),
-            result,
-            score: Some(score.score),
+        let score = Some(a.score.score);
+        self.show(
+            id,
+            ip,
+            What::Login {
+                user: user.to_owned(),
+                result,
+                score,
+            },
+        );
+        answer
+    }
+
+    /// The operator form's second factor: `None` when `code` passes against the
+    /// form's live `challenge` of this account (which is then closed), else the
+    /// challenge to carry next (the same while it has attempts, a new one otherwise)
+    /// and whether a code was refused.
+    async fn operator_code(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        code: &str,
+        challenge: &str,
+    ) -> Result<Option<(String, bool)>, palisade_token_blacklist::redis::RedisError> {
+        let live = match (code.is_empty(), challenge.is_empty()) {
+            (false, false) => (self.step_ups.attempt(challenge, ip).await?)
+                .filter(|ch| ch.user == normalize_user_id(user)),
+            _ => None,
         };
-        self.show(id, ip, what);
-        match result {
-            LoginResult::Success | LoginResult::StepUpPassed => OperatorAttempt::Pass,
-            LoginResult::StepUp => OperatorAttempt::CodeRequired,
-            _ => OperatorAttempt::Wrong,
+        let Some(ch) = live else {
+            return Ok(Some((self.step_ups.open(user, ip).await?, false)));
+        };
+        let step = (self.users).totp_step(user, code, self.clock.now().as_unix_secs());
+        let fresh = match step {
+            Some(step) => self.step_ups.spend_totp_step(user, step).await?,
+            None => false,
+        };
+        if fresh {
+            self.step_ups.close(challenge).await?;
+            return Ok(None);
         }
+        if ch.attempts_left > 0 {
+            return Ok(Some((challenge.to_owned(), true)));
+        }
+        self.codes_exhausted(user, ip).await;
+        Ok(Some((self.step_ups.open(user, ip).await?, true)))
     }
 }
 
@@ -845,22 +953,7 @@ pub async fn step_up(
     );
     if !ok {
         if ch.attempts_left == 0 {
-            // The password was right and every code wrong: about the account itself.
-            let event = SecurityEvent::new(
-                gw.event_id("step-up"),
-                gw.clock.now(),
-                EventKind::AccountTakeover,
-                Severity::High,
-                Subject::user(&ch.user),
-                "palisade-gateway",
-            )
-            .with_basis(palisade_core_traits::EvidenceBasis::Authenticated)
-            .with_evidence("ip", ip.to_string())
-            .with_evidence(
-                "reason",
-                "every one-time code for an accepted password was wrong",
-            );
-            gw.detect(event).await;
+            gw.codes_exhausted(&ch.user, ip).await;
         }
         return problem(
             StatusCode::UNAUTHORIZED,

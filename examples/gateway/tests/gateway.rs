@@ -967,16 +967,18 @@ async fn the_operator_form_is_stepped_up_reported_and_ended_like_a_login() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let sign_in = |password: &'static str, code: String| {
+    let sign_in = |password: &'static str, code: String, challenge: String| {
         let (http, b) = (no_redirects.clone(), h.base.clone());
         async move {
+            let form = [
+                ("username", "admin"),
+                ("password", password),
+                ("code", &code),
+                ("challenge", &challenge),
+            ];
             let r = (http.post(format!("{b}/dashboard/login")))
                 .header("x-forwarded-for", LONDON)
-                .form(&[
-                    ("username", "admin"),
-                    ("password", password),
-                    ("code", &code),
-                ])
+                .form(&form)
                 .send()
                 .await
                 .unwrap();
@@ -985,33 +987,52 @@ async fn the_operator_form_is_stepped_up_reported_and_ended_like_a_login() {
             (r.status(), cookie, r.text().await.unwrap())
         }
     };
-    // A wrong guess is a failed login for the operators and the playbooks.
-    let (s, cookie, _) = sign_in("wrong", String::new()).await;
-    assert_eq!((s, cookie), (StatusCode::UNAUTHORIZED, None));
-    let snapshot: Value = serde_json::from_str(h.gw.gateway.dashboard.snapshot().as_str()).unwrap();
-    assert!(
+    // The challenge a code-asking page carries.
+    let challenge_of = |page: &str| -> String {
+        let at = page.find("name=\"challenge\" value=\"").expect(page) + 24;
+        page[at..at + 32].to_owned()
+    };
+    let recent = |result: &str| {
+        let snapshot: Value =
+            serde_json::from_str(h.gw.gateway.dashboard.snapshot().as_str()).unwrap();
         (snapshot["recent"].as_array().unwrap().iter())
-            .any(|a| a["user"] == "admin" && a["result"] == "failure"),
-        "{snapshot}"
-    );
+            .filter(|a| a["user"] == "admin" && a["result"] == result)
+            .count()
+    };
+    // A wrong guess is a failed login for the operators and the playbooks.
+    let (s, cookie, _) = sign_in("wrong", String::new(), String::new()).await;
+    assert_eq!((s, cookie), (StatusCode::UNAUTHORIZED, None));
+    assert_eq!(recent("failure"), 1);
     // A playbook's step-up holds on this form too: no session without the code.
     let gw = &h.gw.gateway;
     (gw.step_ups
         .require_step_up("admin", Duration::from_secs(3600), "test"))
     .await
     .unwrap();
-    let (s, cookie, page) = sign_in("admin-demo-password", String::new()).await;
+    let (s, cookie, page) = sign_in("admin-demo-password", String::new(), String::new()).await;
     assert_eq!((s, cookie), (StatusCode::UNAUTHORIZED, None));
     assert!(page.contains("one-time code"), "{page}");
+    let challenge = challenge_of(&page);
     let code = demo_totp("admin", h.clock.now().as_unix_secs()).unwrap();
-    let (s, cookie, _) = sign_in("admin-demo-password", code.clone()).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    // A wrong code is refused and reported; the challenge has attempts left.
+    let (s, _, page) = sign_in("admin-demo-password", wrong.into(), challenge.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge_of(&page), challenge);
+    assert_eq!(recent("step_up_failed"), 1);
+    // A made-up challenge is no challenge: a new one is asked for.
+    let (s, _, page) = sign_in("admin-demo-password", code.clone(), "00".repeat(16)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_ne!(challenge_of(&page), challenge);
+    let (s, cookie, _) = sign_in("admin-demo-password", code.clone(), challenge).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let cookie = cookie.unwrap();
-    // The same code does not pass twice.
-    assert_eq!(
-        sign_in("admin-demo-password", code).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    // The same code does not pass twice (24 s later: still within its drift window,
+    // and the per-account limit, counting the form's attempts too, has two more).
+    h.clock.advance(Duration::from_secs(24));
+    let (_, _, page) = sign_in("admin-demo-password", String::new(), String::new()).await;
+    let again = sign_in("admin-demo-password", code, challenge_of(&page)).await;
+    assert_eq!(again.0, StatusCode::UNAUTHORIZED);
     let page = |cookie: String| {
         let (http, b) = (no_redirects.clone(), h.base.clone());
         async move {
@@ -1031,13 +1052,30 @@ async fn the_operator_form_is_stepped_up_reported_and_ended_like_a_login() {
         "signed in"
     );
     // Ending the operator's sessions (account takeover) ends the dashboard's too.
-    let ended = (gw.sessions.terminate_sessions("Admin", "test"))
+    (gw.sessions.terminate_sessions("Admin", "test"))
         .await
         .unwrap();
-    assert_eq!(ended, Some(1));
     assert!(
         page(cookie).await.contains("/dashboard/login"),
         "signed out"
     );
+    // Every code of a challenge wrong: an account takeover, as on /login/step-up.
+    h.clock.advance(Duration::from_secs(60));
+    let (_, _, page) = sign_in("admin-demo-password", String::new(), String::new()).await;
+    let challenge = challenge_of(&page);
+    for _ in 0..palisade_gateway::service::CHALLENGE_ATTEMPTS {
+        let (s, _, _) = sign_in("admin-demo-password", wrong.into(), challenge.clone()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let audit = h._dir.path().join("audit.jsonl");
+    let mut seen = false;
+    for _ in 0..100 {
+        seen = std::fs::read_to_string(&audit).is_ok_and(|a| a.contains("AccountTakeover"));
+        if seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "no account takeover in the audit");
     h.gw.shutdown().await;
 }

@@ -454,9 +454,6 @@ async fn the_periodic_resync_bounds_how_long_a_lost_message_hides_a_revocation()
     assert_eq!(a.stats().messages, 0, "not through pub/sub");
 }
 
-/// A watermark whose message never reached this replica (written without PUBLISH):
-/// the replica does not know it, `check_remote` reads it from Redis. Issuer and global
-/// watermarks too, which live under other hash tags than the token's key.
 /// A token with `"sub": ""` (accepted by jwt-cache's default policy) is revoked
 /// one at a time: on the replica that revoked it, on another one (pub/sub and a
 /// new replica's resync), and by `check_remote`.
@@ -489,6 +486,9 @@ async fn a_token_with_an_empty_subject_is_revoked_everywhere() {
     );
 }
 
+/// A watermark whose message never reached this replica (written without PUBLISH):
+/// the replica does not know it, `check_remote` reads it from Redis. Issuer and global
+/// watermarks too, which live under other hash tags than the token's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_remote_reads_issuer_and_global_watermarks_a_replica_missed() {
     let server = RedisServer::start();
