@@ -279,6 +279,8 @@ pub struct Intel {
     decisions: std::sync::Mutex<Decisions>,
     /// The files' (modified, size) when last read.
     seen: std::sync::Mutex<Vec<Option<(SystemTime, u64)>>>,
+    /// Where the CrowdSec decisions are kept across restarts, if anywhere.
+    saved: Option<PathBuf>,
 }
 
 fn stamps(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
@@ -293,16 +295,51 @@ fn stamps(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 }
 
 impl Intel {
-    /// Loads the files now; an error here is a start-up error.
-    pub fn open(paths: Vec<PathBuf>) -> Result<Arc<Self>, Error> {
+    /// Loads the files now; an error here is a start-up error. A CrowdSec stream's
+    /// document holds only what changed since the one before, so the decisions of
+    /// earlier documents are kept in `saved` (a JSON file) and taken up again at the
+    /// next start: a restart does not forget the bans.
+    pub fn open(paths: Vec<PathBuf>, saved: Option<PathBuf>) -> Result<Arc<Self>, Error> {
         let seen = std::sync::Mutex::new(stamps(&paths));
-        let (list, decisions) = load(&paths, &Decisions::new(), true)?;
-        Ok(Arc::new(Intel {
+        let mut earlier: Decisions = (saved.as_deref())
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|bytes| match serde_json::from_slice(&bytes) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "saved CrowdSec decisions unreadable; starting from the files alone");
+                    None
+                }
+            })
+            .unwrap_or_default();
+        earlier.retain(|path, _| paths.contains(path));
+        let (list, decisions) = load(&paths, &earlier, true)?;
+        let intel = Intel {
             paths,
             current: ArcSwap::from_pointee(list),
-            decisions: std::sync::Mutex::new(decisions),
+            decisions: std::sync::Mutex::new(Decisions::new()),
             seen,
-        }))
+            saved,
+        };
+        intel.keep(&decisions);
+        *intel.decisions.lock().unwrap_or_else(|e| e.into_inner()) = decisions;
+        Ok(Arc::new(intel))
+    }
+
+    /// Saves the CrowdSec decisions (written aside, then renamed over the old ones).
+    fn keep(&self, decisions: &Decisions) {
+        let Some(path) = &self.saved else {
+            return;
+        };
+        let written = serde_json::to_vec(decisions)
+            .map_err(std::io::Error::other)
+            .and_then(|json| {
+                let aside = path.with_extension("json.new");
+                std::fs::write(&aside, json)?;
+                std::fs::rename(&aside, path)
+            });
+        if let Err(e) = written {
+            tracing::warn!(error = %e, path = %path.display(), "CrowdSec decisions not saved");
+        }
     }
 
     /// The list that denies `ip`, if any.
@@ -327,6 +364,9 @@ impl Intel {
         let (list, after) = load(&self.paths, &decisions, false)?;
         let n = list.len();
         self.current.store(Arc::new(list));
+        if after != *decisions {
+            self.keep(&after);
+        }
         *decisions = after;
         Ok(n)
     }
@@ -373,6 +413,40 @@ mod tests {
     }"#;
 
     #[test]
+    fn crowdsec_decisions_of_earlier_documents_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = dir.path().join("crowdsec.json");
+        let saved = dir.path().join("state.json");
+        let doc = |new: &str, deleted: &str| {
+            let d = |v: &str| {
+                if v.is_empty() {
+                    "null".to_owned()
+                } else {
+                    format!(r#"[{{"duration":"1h","scope":"Ip","type":"ban","value":"{v}"}}]"#)
+                }
+            };
+            format!(r#"{{"new":{},"deleted":{}}}"#, d(new), d(deleted))
+        };
+        std::fs::write(&cs, doc("192.0.2.1", "")).unwrap();
+        let first = Intel::open(vec![cs.clone()], Some(saved.clone())).unwrap();
+        std::fs::write(&cs, doc("192.0.2.2", "")).unwrap();
+        first.reload().unwrap();
+        let hit = |i: &Intel, ip: &str| i.matches(ip.parse().unwrap()).is_some();
+        assert!(hit(&first, "192.0.2.1") && hit(&first, "192.0.2.2"));
+        // Restarted with the last document in the file: both bans hold.
+        let again = Intel::open(vec![cs.clone()], Some(saved.clone())).unwrap();
+        assert!(hit(&again, "192.0.2.1") && hit(&again, "192.0.2.2"));
+        // Without the saved decisions only the last document's.
+        let forgetful = Intel::open(vec![cs.clone()], None).unwrap();
+        assert!(!hit(&forgetful, "192.0.2.1"));
+        // A deletion is kept too.
+        std::fs::write(&cs, doc("", "192.0.2.1")).unwrap();
+        again.reload().unwrap();
+        let third = Intel::open(vec![cs], Some(saved)).unwrap();
+        assert!(!hit(&third, "192.0.2.1") && hit(&third, "192.0.2.2"));
+    }
+
+    #[test]
     fn crowdsec_streams_and_cidr_lists() {
         let dir = tempfile::tempdir().unwrap();
         let cs = dir.path().join("crowdsec.json");
@@ -383,7 +457,7 @@ mod tests {
             "# a feed\n2001:db8:bad::/48\n203.0.113.77 # one host\n\n",
         )
         .unwrap();
-        let intel = Intel::open(vec![cs.clone(), txt.clone()]).unwrap();
+        let intel = Intel::open(vec![cs.clone(), txt.clone()], None).unwrap();
         assert_eq!(intel.len(), 4);
         let hit = |ip: &str| intel.matches(ip.parse().unwrap()).map(|s| s.to_string());
         assert_eq!(hit("192.0.2.10").as_deref(), Some("crowdsec.json"));
@@ -442,7 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let txt = dir.path().join("feed.txt");
         std::fs::write(&txt, "").unwrap();
-        let intel = Intel::open(vec![txt.clone()]).unwrap();
+        let intel = Intel::open(vec![txt.clone()], None).unwrap();
         assert!(intel.is_empty());
         std::fs::write(&txt, "192.0.2.1\n").unwrap();
         assert_eq!(intel.reload().unwrap(), 1);
@@ -453,7 +527,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let txt = dir.path().join("feed.txt");
         std::fs::write(&txt, "192.0.2.1\n").unwrap();
-        let intel = Intel::open(vec![txt.clone()]).unwrap();
+        let intel = Intel::open(vec![txt.clone()], None).unwrap();
         tokio::spawn(intel.clone().watch(Duration::from_millis(20)));
         std::fs::write(&txt, "192.0.2.1\n192.0.2.2\n192.0.2.3\n").unwrap();
         for _ in 0..200 {

@@ -605,7 +605,13 @@ impl Gateway {
         let intel = if config.intel.is_empty() {
             None
         } else {
-            Some(Intel::open(config.intel.clone()).map_err(part("intel"))?)
+            Some(
+                Intel::open(
+                    config.intel.clone(),
+                    Some(config.state_dir.join("intel-decisions.json")),
+                )
+                .map_err(part("intel"))?,
+            )
         };
         let mut trusted = config.trusted_proxies.clone();
         if config.demo {
