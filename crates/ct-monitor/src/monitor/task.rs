@@ -105,6 +105,9 @@ pub(super) struct LogTask {
     /// The trusted head's timestamp and when, on `clock.monotonic()`, it becomes
     /// stale: a wall-clock step back must not make a stale head look fresh.
     fresh_until: Option<(u64, Duration)>,
+    /// A smaller `get-entries` batch and the position up to which it holds: the
+    /// end of a range whose reply was over the body limit at the full batch.
+    narrowed: Option<(u64, u64)>,
 }
 
 /// One entry of a batch, owned, with what the verifier and matcher need.
@@ -135,6 +138,7 @@ impl LogTask {
             started,
             last_good: None,
             fresh_until: None,
+            narrowed: None,
         }
     }
 
@@ -513,8 +517,34 @@ impl LogTask {
         let auth = &self.shared.authorizer;
         match &mut self.source {
             Source::Rfc6962(c) => {
-                let end = pos.saturating_add(self.shared.batch_size).min(size) - 1;
-                let raw = c.get_entries(pos, end).await?;
+                let mut batch = match self.narrowed {
+                    Some((until, batch)) if pos < until => batch,
+                    _ => {
+                        self.narrowed = None;
+                        self.shared.batch_size
+                    }
+                };
+                let raw = loop {
+                    let end = pos.saturating_add(batch).min(size) - 1;
+                    match c.get_entries(pos, end).await {
+                        // Asking again for the same range gets the same body: ask
+                        // for half. One entry alone over the limit fails the poll
+                        // (naming it): skipping it could hide the misissued cert.
+                        Err(Error::BodyTooLarge { .. }) if end > pos => {
+                            let asked = end - pos + 1;
+                            batch = asked / 2;
+                            let until = self.narrowed.map_or(end + 1, |(u, _)| u.max(end + 1));
+                            self.narrowed = Some((until, batch));
+                            tracing::debug!(
+                                start = pos,
+                                end,
+                                batch,
+                                "get-entries over the body limit, asking for fewer"
+                            );
+                        }
+                        r => break r?,
+                    }
+                };
                 Ok(raw
                     .iter()
                     .zip(pos..)
