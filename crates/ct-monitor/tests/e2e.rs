@@ -18,8 +18,8 @@ use palisade_core_traits::{EventKind, ManualClock, Timestamp};
 use palisade_ct_monitor::testlog::{Faults, Protocol, RetryAfter, TestLog};
 use palisade_ct_monitor::{
     Authorizer, ClientConfig, Error, Event, FileStateStore, Health, LogConfig, MemoryStateStore,
-    Misbehaviour, Monitor, MonitorBuilder, Rfc6962Client, StateStore, StaticCtClient, WatchItem,
-    Watchlist,
+    Misbehaviour, Monitor, MonitorBuilder, ProofFailure, Rfc6962Client, StateStore, StaticCtClient,
+    WatchItem, Watchlist,
 };
 
 const EXPECTED: [u64; 7] = [66, 86, 163, 492, 747, 748, 1002];
@@ -603,8 +603,63 @@ async fn read_only_logs_stop_at_their_final_tree_head() {
     assert!(reason.contains("final tree head (500 entries)"), "{reason}");
     m.shutdown().await;
 
-    // A head past the final one is refused before anything is trusted.
-    config.final_tree_head = Some((400, head.root_hash));
+    // A signed head past the final one, or of its size with another root, is
+    // misbehaviour against the final head (as against a pin), raised once: the
+    // task stops, nothing is trusted or saved.
+    let other_root = [7u8; 32];
+    for (final_head, failure) in [
+        (
+            (400, head.root_hash),
+            ProofFailure::SizesReversed {
+                size1: 500,
+                size2: 400,
+            },
+        ),
+        ((500, other_root), ProofFailure::RootMismatch),
+    ] {
+        config.final_tree_head = Some(final_head);
+        let store = Arc::new(MemoryStateStore::default());
+        let mut m = Monitor::builder()
+            .log(config.clone())
+            .state_store(store.clone())
+            .poll_interval(Duration::from_millis(20))
+            .client_config(fast_client())
+            .spawn()
+            .unwrap();
+        let events = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
+        let [
+            Event::LogMisbehaved(m0),
+            Event::Health {
+                health: Health::Stopped { reason },
+                ..
+            },
+        ] = &events[..]
+        else {
+            panic!("{events:#?}")
+        };
+        assert_eq!(
+            m0.evidence,
+            Misbehaviour::InconsistentWithPinned {
+                pinned_size: final_head.0,
+                pinned_root: final_head.1,
+                sth: head.clone(),
+                proof: Vec::new(),
+                failure,
+            }
+        );
+        assert!(reason.contains("inconsistent_with_pinned"), "{reason}");
+        assert!(!matches!(quiet(&mut m).await, Ok(Some(_))));
+        assert_eq!(m.stats().misbehaviour, 1);
+        assert!(store.load(log.key().log_id()).unwrap().is_none());
+        m.shutdown().await;
+    }
+
+    // Its signature is checked first: a head that does not verify (here an RFC 6962
+    // head under another key) is a bad signature, whatever it says about the final head.
+    let rfc = TestLog::start(Protocol::Rfc6962, 500).await.unwrap();
+    let mut config = rfc.log_config();
+    config.final_tree_head = Some((400, rfc.head().root_hash));
+    config.key = common::TestLog::new().key;
     let mut m = Monitor::builder()
         .log(config)
         .poll_interval(Duration::from_millis(20))
@@ -614,10 +669,11 @@ async fn read_only_logs_stop_at_their_final_tree_head() {
     let events = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
     assert!(
         matches!(
-            events.last(),
-            Some(Event::Health { health: Health::Failing { error }, .. }) if error.contains("final tree head of size 400")
+            &events[..],
+            [Event::LogMisbehaved(m0), Event::Health { health: Health::Stopped { .. }, .. }]
+                if matches!(m0.evidence, Misbehaviour::BadSignature { .. })
         ),
-        "{events:?}"
+        "{events:#?}"
     );
     m.shutdown().await;
 }
