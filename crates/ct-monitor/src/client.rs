@@ -21,7 +21,7 @@ use crate::responses::{self, RawEntry, tile_path};
 use crate::sth::SignedTreeHead;
 use crate::telemetry::Counters;
 
-/// Largest response body read (a full data tile is well under 1 MiB).
+/// Default largest response body read (a full data tile is well under 1 MiB).
 const MAX_BODY: usize = 16 << 20;
 
 /// How a client talks to one log.
@@ -42,6 +42,9 @@ pub struct ClientConfig {
     pub max_retry_after: Duration,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Largest response body read, in bytes (default 16 MiB, not zero); a larger one
+    /// is [`Error::BodyTooLarge`].
+    pub max_body: usize,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +57,7 @@ impl Default for ClientConfig {
             min_interval: Duration::from_millis(100),
             max_retry_after: Duration::from_secs(600),
             user_agent: concat!("palisade-ct-monitor/", env!("CARGO_PKG_VERSION")).to_string(),
+            max_body: MAX_BODY,
         }
     }
 }
@@ -201,6 +205,8 @@ impl Fetcher {
                             .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
                         match self.read_body(path, resp).instrument(span).await {
                             Ok(body) => return Ok(Some((body, gzip))),
+                            // The same request would get the same body again.
+                            Err(e @ Error::BodyTooLarge { .. }) => return Err(e),
                             Err(e) => (backoff, e),
                         }
                     } else if status == reqwest::StatusCode::NOT_FOUND && allow_404 {
@@ -244,15 +250,33 @@ impl Fetcher {
         }
     }
 
+    fn too_large(&self, path: &str) -> Error {
+        Error::BodyTooLarge {
+            log: self.log.clone(),
+            url: self.shown(path),
+            limit: self.config.max_body,
+            entries: None,
+            tile: None,
+        }
+    }
+
     async fn read_body(&self, path: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, Error> {
+        let limit = self.config.max_body;
+        // A declared length over the limit is refused before reading it.
+        if resp
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
+            return Err(self.too_large(path));
+        }
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| self.err(path, Some(200), transport_error(&e)))?
         {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(self.err(path, Some(200), format!("body over {MAX_BODY} bytes")));
+            if body.len().saturating_add(chunk.len()) > limit {
+                return Err(self.too_large(path));
             }
             body.extend_from_slice(&chunk);
         }
@@ -289,6 +313,14 @@ fn transport_error(e: &reqwest::Error) -> String {
         Some(s) => format!("{kind}: {s}"),
         None => kind.to_string(),
     }
+}
+
+/// An over-large tile names the tile: there is no smaller request for it.
+fn naming_tile(mut e: Error, path: &str) -> Error {
+    if let Error::BodyTooLarge { tile, .. } = &mut e {
+        *tile = Some(path.to_string());
+    }
+    e
 }
 
 /// A client for an RFC 6962 log (`<url>/ct/v1/...`).
@@ -370,7 +402,17 @@ impl Rfc6962Client {
             return Err(self.f.err(&path, None, "end before start"));
         }
         let span = tracing::debug_span!("ct_fetch_entries", log = %self.f.log, start, end);
-        let body = self.f.get_ok(&path).instrument(span).await?;
+        let body = self
+            .f
+            .get_ok(&path)
+            .instrument(span)
+            .await
+            .map_err(|mut e| {
+                if let Error::BodyTooLarge { entries, .. } = &mut e {
+                    *entries = Some((start, end));
+                }
+                e
+            })?;
         self.f
             .decode(&path, responses::parse_get_entries(&body, end - start + 1))
     }
@@ -418,13 +460,19 @@ impl StaticCtClient {
         let path = tile_path(level, index, width);
         let span = tracing::debug_span!("ct_fetch_tile", log = %self.f.log, tile = %path);
         let fetch = async {
-            match self.f.get_encoded(&path, width < TILE_WIDTH).await? {
+            match self
+                .f
+                .get_encoded(&path, width < TILE_WIDTH)
+                .await
+                .map_err(|e| naming_tile(e, &path))?
+            {
                 Some(b) => Ok(b),
                 None => {
                     let full = tile_path(level, index, TILE_WIDTH);
                     self.f
                         .get_encoded(&full, false)
-                        .await?
+                        .await
+                        .map_err(|e| naming_tile(e, &full))?
                         .ok_or_else(|| self.f.err(&full, Some(404), "not found"))
                 }
             }

@@ -144,6 +144,23 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A response body was larger than the client's `max_body`. It is not retried:
+    /// the same request gets the same body. For `get-entries` it names the entries
+    /// asked for (the monitor then asks for fewer, down to one entry); for a
+    /// static-ct tile, which cannot be asked for in parts, the tile.
+    #[error("log {log}: GET {url}: body over the {limit}-byte limit{}", too_large_subject(*entries, tile.as_deref()))]
+    BodyTooLarge {
+        /// The log's name as configured.
+        log: String,
+        /// The URL that was asked.
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
+        /// The first and last entry asked for, for `get-entries`.
+        entries: Option<(u64, u64)>,
+        /// The tile's path below the log's prefix (e.g. `tile/data/000`), for a tile.
+        tile: Option<String>,
+    },
     /// A witness key could not be used.
     #[error("unusable witness key: {0}")]
     BadWitnessKey(String),
@@ -200,6 +217,16 @@ pub enum Error {
         /// What was wrong with it, with the value where it is not secret.
         reason: String,
     },
+}
+
+/// What an over-large body was the answer to, for [`Error::BodyTooLarge`].
+fn too_large_subject(entries: Option<(u64, u64)>, tile: Option<&str>) -> String {
+    match (entries, tile) {
+        (Some((first, last)), _) if first == last => format!(" (entry {first} alone)"),
+        (Some((first, last)), _) => format!(" (entries {first} to {last})"),
+        (None, Some(tile)) => format!(" (tile {tile})"),
+        (None, None) => String::new(),
+    }
 }
 
 impl Error {

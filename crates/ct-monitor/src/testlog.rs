@@ -7,7 +7,8 @@
 //! (`get-sth`, `get-sth-consistency`, `get-proof-by-hash`, `get-entries`,
 //! `get-roots`) or static-ct-api (checkpoint, Merkle tiles, gzip data tiles,
 //! partial tiles that vanish once the full tile exists), and can be told to
-//! misbehave: fork, rewrite history, serve bad proofs, rate-limit with `429`.
+//! misbehave: fork, rewrite history, serve bad proofs, rate-limit with `429`,
+//! serve an entry too large for one `get-entries` answer.
 //!
 //! Its Merkle code (roots, PATH, SUBPROOF) is a naive recursive RFC 6962
 //! implementation, written apart from the verifier it is used to test.
@@ -80,6 +81,9 @@ pub struct Faults {
     pub bad_inclusion_proofs: bool,
     /// Flip a bit in every consistency proof (`get-sth-consistency`).
     pub bad_consistency_proofs: bool,
+    /// Make `get-entries` answers holding entry `.0` larger by `.1` bytes, as a
+    /// huge precertificate would (an extra JSON field; the entry is unchanged).
+    pub large_entry: Option<(u64, usize)>,
 }
 
 /// One request as it arrived.
@@ -397,11 +401,18 @@ fn rfc6962(st: &Inner, uri: &Uri) -> Response {
             }
             let entries: Vec<serde_json::Value> = st.entries[start as usize..=end as usize]
                 .iter()
-                .map(|e| {
-                    serde_json::json!({
+                .zip(start..)
+                .map(|(e, index)| {
+                    let mut entry = serde_json::json!({
                         "leaf_input": STANDARD.encode(&e.rfc_leaf_input),
                         "extra_data": STANDARD.encode(&e.rfc_extra_data),
-                    })
+                    });
+                    if let Some((large, bytes)) = st.faults.large_entry
+                        && large == index
+                    {
+                        entry["padding"] = "A".repeat(bytes).into();
+                    }
+                    entry
                 })
                 .collect();
             json(serde_json::json!({ "entries": entries }))

@@ -48,7 +48,10 @@ pub enum Misbehaviour {
     },
     /// A validly signed tree head contradicts the pinned (size, root) the verifier
     /// was started from: a consistency proof failed, or the sizes are equal and the
-    /// roots differ (a fork from the pinned view).
+    /// roots differ (a fork from the pinned view). The monitor also reports a head
+    /// that contradicts a read-only log's final tree head (the pin) this way: of its
+    /// size with another root (`RootMismatch`), or larger (`SizesReversed`, the
+    /// head's size first), with an empty proof.
     InconsistentWithPinned {
         /// The pinned tree size.
         pinned_size: u64,

@@ -18,8 +18,8 @@ use palisade_core_traits::{EventKind, ManualClock, Timestamp};
 use palisade_ct_monitor::testlog::{Faults, Protocol, RetryAfter, TestLog};
 use palisade_ct_monitor::{
     Authorizer, ClientConfig, Error, Event, FileStateStore, Health, LogConfig, MemoryStateStore,
-    Misbehaviour, Monitor, MonitorBuilder, Rfc6962Client, StateStore, StaticCtClient, WatchItem,
-    Watchlist,
+    Misbehaviour, Monitor, MonitorBuilder, ProofFailure, Rfc6962Client, StateStore, StaticCtClient,
+    WatchItem, Watchlist,
 };
 
 const EXPECTED: [u64; 7] = [66, 86, 163, 492, 747, 748, 1002];
@@ -603,8 +603,63 @@ async fn read_only_logs_stop_at_their_final_tree_head() {
     assert!(reason.contains("final tree head (500 entries)"), "{reason}");
     m.shutdown().await;
 
-    // A head past the final one is refused before anything is trusted.
-    config.final_tree_head = Some((400, head.root_hash));
+    // A signed head past the final one, or of its size with another root, is
+    // misbehaviour against the final head (as against a pin), raised once: the
+    // task stops, nothing is trusted or saved.
+    let other_root = [7u8; 32];
+    for (final_head, failure) in [
+        (
+            (400, head.root_hash),
+            ProofFailure::SizesReversed {
+                size1: 500,
+                size2: 400,
+            },
+        ),
+        ((500, other_root), ProofFailure::RootMismatch),
+    ] {
+        config.final_tree_head = Some(final_head);
+        let store = Arc::new(MemoryStateStore::default());
+        let mut m = Monitor::builder()
+            .log(config.clone())
+            .state_store(store.clone())
+            .poll_interval(Duration::from_millis(20))
+            .client_config(fast_client())
+            .spawn()
+            .unwrap();
+        let events = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
+        let [
+            Event::LogMisbehaved(m0),
+            Event::Health {
+                health: Health::Stopped { reason },
+                ..
+            },
+        ] = &events[..]
+        else {
+            panic!("{events:#?}")
+        };
+        assert_eq!(
+            m0.evidence,
+            Misbehaviour::InconsistentWithPinned {
+                pinned_size: final_head.0,
+                pinned_root: final_head.1,
+                sth: head.clone(),
+                proof: Vec::new(),
+                failure,
+            }
+        );
+        assert!(reason.contains("inconsistent_with_pinned"), "{reason}");
+        assert!(!matches!(quiet(&mut m).await, Ok(Some(_))));
+        assert_eq!(m.stats().misbehaviour, 1);
+        assert!(store.load(log.key().log_id()).unwrap().is_none());
+        m.shutdown().await;
+    }
+
+    // Its signature is checked first: a head that does not verify (here an RFC 6962
+    // head under another key) is a bad signature, whatever it says about the final head.
+    let rfc = TestLog::start(Protocol::Rfc6962, 500).await.unwrap();
+    let mut config = rfc.log_config();
+    config.final_tree_head = Some((400, rfc.head().root_hash));
+    config.key = common::TestLog::new().key;
     let mut m = Monitor::builder()
         .log(config)
         .poll_interval(Duration::from_millis(20))
@@ -614,10 +669,11 @@ async fn read_only_logs_stop_at_their_final_tree_head() {
     let events = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
     assert!(
         matches!(
-            events.last(),
-            Some(Event::Health { health: Health::Failing { error }, .. }) if error.contains("final tree head of size 400")
+            &events[..],
+            [Event::LogMisbehaved(m0), Event::Health { health: Health::Stopped { .. }, .. }]
+                if matches!(m0.evidence, Misbehaviour::BadSignature { .. })
         ),
-        "{events:?}"
+        "{events:#?}"
     );
     m.shutdown().await;
 }
@@ -672,6 +728,12 @@ fn spawn_names_what_cannot_work() {
     assert_eq!(
         field(Monitor::builder().log(rfc()).client_config(zero_timeout)),
         "client_config.timeout"
+    );
+    let mut zero_body = ClientConfig::default();
+    zero_body.max_body = 0;
+    assert_eq!(
+        field(Monitor::builder().log(rfc()).client_config(zero_body)),
+        "client_config.max_body"
     );
     // Two logs with one key would share one state.
     let twin = LogConfig::static_ct("https://twin.example/", "twin.example", key.clone());
@@ -860,6 +922,155 @@ async fn a_head_from_the_future_is_refused_and_a_back_dated_larger_head_is_misbe
     assert_eq!(
         store.load(log.key().log_id()).unwrap().unwrap().trusted,
         trusted
+    );
+    m.shutdown().await;
+}
+
+/// `(start, end)` of every `get-entries` request, in order.
+fn entries_asked(log: &TestLog) -> Vec<(u64, u64)> {
+    let num = |path: &str, name: &str| -> u64 {
+        let v = path.split(&format!("{name}=")).nth(1).unwrap();
+        v.split('&').next().unwrap().parse().unwrap()
+    };
+    log.requests()
+        .iter()
+        .filter(|r| r.path.contains("get-entries"))
+        .map(|r| (num(&r.path, "start"), num(&r.path, "end")))
+        .collect()
+}
+
+fn small_body_client() -> ClientConfig {
+    let mut c = fast_client();
+    // 256 Navigli entries are about 1 MiB of JSON; a few dozen fit in 64 KiB.
+    c.max_body = 64 << 10;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_entries_reply_over_the_body_limit_halves_the_batch() {
+    let log = TestLog::start(Protocol::Rfc6962, 1024).await.unwrap();
+    let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
+        .batch_size(NonZeroU64::new(256).unwrap())
+        .client_config(small_body_client())
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, |e| is_ok(e) || failing(e)).await;
+    assert!(events.last().is_some_and(is_ok), "{events:#?}");
+    assert_eq!(discovered(&events), EXPECTED);
+    // A body over the limit is not retried as such: only halved.
+    assert_eq!(m.stats().retries, 0);
+
+    let asked = entries_asked(&log);
+    let size = |(a, b): (u64, u64)| b - a + 1;
+    // Each range of 256 is first asked in full (the batch size comes back after it).
+    for start in [0, 256, 512, 768] {
+        assert!(asked.contains(&(start, start + 255)), "{asked:?}");
+    }
+    let mut halvings = 0;
+    for pair in asked.windows(2) {
+        let (prev, next) = (pair[0], pair[1]);
+        if next.0 == prev.0 {
+            // Too large: the same start, half as many.
+            assert_eq!(size(next), size(prev) / 2, "{asked:?}");
+            halvings += 1;
+        } else if next.0 % 256 != 0 {
+            // Inside a range that was too large, the smaller batch is kept.
+            assert_eq!(next.0, prev.1 + 1, "{asked:?}");
+            assert_eq!(size(next), size(prev), "{asked:?}");
+        }
+    }
+    assert!(halvings >= 4, "{asked:?}");
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_entry_over_the_body_limit_fails_the_log_naming_it() {
+    let log = TestLog::start(Protocol::Rfc6962, 1024).await.unwrap();
+    // Entry 500 alone is larger than the limit, as a huge precertificate would be.
+    log.set_faults(Faults {
+        large_entry: Some((500, 128 << 10)),
+        ..Faults::default()
+    });
+    let mut client = Rfc6962Client::new("big", &log.url(), small_body_client()).unwrap();
+    let e = client.get_entries(500, 500).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BodyTooLarge {
+                entries: Some((500, 500)),
+                limit: 65_536,
+                tile: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("entry 500 alone"), "{e}");
+
+    let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
+        .batch_size(NonZeroU64::new(256).unwrap())
+        .client_config(small_body_client())
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, failing).await;
+    assert!(
+        events
+            .last()
+            .is_some_and(|e| failing_with(e, "entry 500 alone")),
+        "{events:#?}"
+    );
+    // Everything before it was read and checked; nothing after it is skipped to.
+    assert_eq!(discovered(&events), [66, 86, 163, 492]);
+    assert_eq!(m.stats().entries, 500);
+    // The next poll asks for entry 500 alone again, and fails again.
+    let events = until(&mut m, failing).await;
+    assert!(
+        events
+            .last()
+            .is_some_and(|e| failing_with(e, "entry 500 alone"))
+    );
+    // The monitor's requests (the client's own came first).
+    let asked = &entries_asked(&log)[1..];
+    let first = asked.iter().position(|&r| r == (500, 500)).unwrap();
+    assert!(asked[first..].iter().all(|&r| r == (500, 500)), "{asked:?}");
+    assert!(asked[first..].len() >= 2, "{asked:?}");
+    assert!(!asked.iter().any(|&(start, _)| start > 500), "{asked:?}");
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tile_over_the_body_limit_fails_naming_the_tile() {
+    let log = TestLog::start(Protocol::StaticCt, 1024).await.unwrap();
+    let mut config = fast_client();
+    config.max_body = 4 << 10;
+    let mut client = StaticCtClient::new("tiles", &log.url(), config.clone()).unwrap();
+    let e = client.data_tile(1, 256).await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::BodyTooLarge { tile: Some(t), entries: None, limit: 4096, .. } if t == "tile/data/001"
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("(tile tile/data/001)"), "{e}");
+    // Not retried: a tile cannot be asked for in parts, and the same one is as large.
+    let asked: Vec<_> = log
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/tile/data/001")
+        .collect();
+    assert_eq!(asked.len(), 1);
+
+    let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
+        .client_config(config)
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, failing).await;
+    assert!(
+        events
+            .last()
+            .is_some_and(|e| failing_with(e, "(tile tile/data/000)")),
+        "{events:#?}"
     );
     m.shutdown().await;
 }

@@ -73,7 +73,9 @@ pub struct LogConfig {
     /// Protocol and URLs.
     pub source: LogSource,
     /// A read-only log's final tree head (size, root) from the log list: the log
-    /// is read up to it and then left alone; a head that contradicts it is an error.
+    /// is read up to it and then left alone; a validly signed head that contradicts
+    /// it (larger, or of its size with another root) is misbehaviour
+    /// ([`crate::Misbehaviour::InconsistentWithPinned`]).
     pub final_tree_head: Option<(u64, Hash)>,
     /// Witnesses that must have cosigned a static-ct checkpoint before the monitor
     /// advances to it (`None`: the log's own signature is enough). A checkpoint

@@ -148,7 +148,7 @@ impl MonitorBuilder {
 
     /// Checks the configuration and starts one task per log on the current Tokio
     /// runtime. [`Error::InvalidConfig`] names what cannot work: no log, a zero
-    /// `poll_interval` or `client_config.timeout`, a log's URL, origin or witness
+    /// `poll_interval`, `client_config.timeout` or `client_config.max_body`, a log's URL, origin or witness
     /// policy (`logs.*`), two logs with one key (they would share one state), or no
     /// Tokio runtime.
     pub fn spawn(self) -> Result<Monitor, Error> {
@@ -160,6 +160,9 @@ impl MonitorBuilder {
         }
         if self.client.timeout.is_zero() {
             return Err(Error::invalid_config("client_config.timeout", "zero"));
+        }
+        if self.client.max_body == 0 {
+            return Err(Error::invalid_config("client_config.max_body", "zero"));
         }
         let mut ids = HashSet::new();
         for cfg in &self.logs {

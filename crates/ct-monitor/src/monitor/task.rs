@@ -16,7 +16,7 @@ use crate::check::{Verdict, check_log_entry, check_tile_leaf};
 use crate::checkpoint::checkpoint_tree_head;
 use crate::client::{Rfc6962Client, StaticCtClient};
 use crate::entry::{ExtraData, MerkleTreeLeaf, SignedEntry, TILE_WIDTH, parse_data_tile};
-use crate::error::Error;
+use crate::error::{Error, ProofFailure};
 use crate::merkle::{CompactRange, Hash, leaf_hash};
 use crate::responses::{consistency_proof_ranges, perfect_subtrees, tile_path};
 use crate::state::{State, StateStore};
@@ -105,6 +105,9 @@ pub(super) struct LogTask {
     /// The trusted head's timestamp and when, on `clock.monotonic()`, it becomes
     /// stale: a wall-clock step back must not make a stale head look fresh.
     fresh_until: Option<(u64, Duration)>,
+    /// A smaller `get-entries` batch and the position up to which it holds: the
+    /// end of a range whose reply was over the body limit at the full batch.
+    narrowed: Option<(u64, u64)>,
 }
 
 /// One entry of a batch, owned, with what the verifier and matcher need.
@@ -135,6 +138,7 @@ impl LogTask {
             started,
             last_good: None,
             fresh_until: None,
+            narrowed: None,
         }
     }
 
@@ -320,14 +324,7 @@ impl LogTask {
         if let Some((size, root)) = self.cfg.final_tree_head
             && (sth.tree_size > size || (sth.tree_size == size && sth.root_hash != root))
         {
-            return Err(Error::BadTreeHead {
-                what: "tree head",
-                reason: format!(
-                    "{}: head of size {} contradicts the log list's final tree head of size {size}",
-                    self.cfg.name, sth.tree_size
-                ),
-            }
-            .into());
+            return Err(self.contradicts_final(sth, size, root).into());
         }
         match self
             .verifier
@@ -368,6 +365,40 @@ impl LogTask {
             // After the catch-up: a stale log's entries are still read and alerted on.
             None => self.stale().map_or(Ok(()), |e| Err(e.into())),
         }
+    }
+
+    /// A head that contradicts a read-only log's final tree head (larger, or of its
+    /// size with another root). Its signature is checked first: a signed one is the
+    /// log's own word against its frozen tree, misbehaviour like a contradicted pin
+    /// (the task then stops, so it is raised once); an unsigned one is evidence of
+    /// a bad signature, as anywhere else.
+    fn contradicts_final(&self, sth: SignedTreeHead, size: u64, root: Hash) -> Box<LogMisbehaved> {
+        let evidence = if sth.verify(&self.cfg.key).is_err() {
+            Misbehaviour::BadSignature { sth }
+        } else {
+            let failure = if sth.tree_size > size {
+                // No head may be larger than the final one: the head's size first.
+                ProofFailure::SizesReversed {
+                    size1: sth.tree_size,
+                    size2: size,
+                }
+            } else {
+                ProofFailure::RootMismatch
+            };
+            Misbehaviour::InconsistentWithPinned {
+                pinned_size: size,
+                pinned_root: root,
+                sth,
+                proof: Vec::new(),
+                failure,
+            }
+        };
+        tracing::warn!(log = %self.cfg.name, kind = evidence.kind(), "log misbehaved");
+        Box::new(LogMisbehaved {
+            log: self.cfg.name.clone(),
+            log_id: self.log_id(),
+            evidence,
+        })
     }
 
     /// The error to report when the trusted head is older than the MMD plus the
@@ -513,8 +544,34 @@ impl LogTask {
         let auth = &self.shared.authorizer;
         match &mut self.source {
             Source::Rfc6962(c) => {
-                let end = pos.saturating_add(self.shared.batch_size).min(size) - 1;
-                let raw = c.get_entries(pos, end).await?;
+                let mut batch = match self.narrowed {
+                    Some((until, batch)) if pos < until => batch,
+                    _ => {
+                        self.narrowed = None;
+                        self.shared.batch_size
+                    }
+                };
+                let raw = loop {
+                    let end = pos.saturating_add(batch).min(size) - 1;
+                    match c.get_entries(pos, end).await {
+                        // Asking again for the same range gets the same body: ask
+                        // for half. One entry alone over the limit fails the poll
+                        // (naming it): skipping it could hide the misissued cert.
+                        Err(Error::BodyTooLarge { .. }) if end > pos => {
+                            let asked = end - pos + 1;
+                            batch = asked / 2;
+                            let until = self.narrowed.map_or(end + 1, |(u, _)| u.max(end + 1));
+                            self.narrowed = Some((until, batch));
+                            tracing::debug!(
+                                start = pos,
+                                end,
+                                batch,
+                                "get-entries over the body limit, asking for fewer"
+                            );
+                        }
+                        r => break r?,
+                    }
+                };
                 Ok(raw
                     .iter()
                     .zip(pos..)
