@@ -682,7 +682,7 @@ impl Gateway {
     /// Scores a sign-in attempt by `user` from `ip`: geo, and for an account that
     /// exists the device's familiarity (the device-trust decision of threat-score),
     /// the sighting recorded. A right password is no success of the device's yet:
-    /// [`Gateway::device_succeeded`] credits it once the login ends with a token, or
+    /// [`Gateway::device_learns`] credits it once the login ends with a token, or
     /// password-only attempts that are stepped up or denied would build its trust.
     pub(crate) fn assess(
         &self,
@@ -716,8 +716,9 @@ impl Gateway {
         }
     }
 
-    /// Credits the device of an attempt whose login ended with a token.
-    fn device_succeeded(&self, a: &Assessed, user: &str, outcome: LoginOutcome) {
+    /// Records on the device of an attempt how its login ended: with a token, or
+    /// with a wrong authenticator code.
+    fn device_learns(&self, a: &Assessed, user: &str, outcome: LoginOutcome) {
         if a.known {
             self.devices.observe(user, &a.fp, Some(outcome), &[]);
         }
@@ -822,8 +823,10 @@ impl Gateway {
         };
         if let Some(o) = teach {
             let _ = self.scorer.record(&a.ctx.clone().with_login(o), &a.signals);
-            if matches!(o, LoginOutcome::Success | LoginOutcome::StepUpSuccess) {
-                self.device_succeeded(&a, user, o);
+            // The device learns how the login ended (a failure of the password was
+            // recorded when it was assessed).
+            if o != LoginOutcome::Failure {
+                self.device_learns(&a, user, o);
             }
         }
         let score = Some(a.score.score);

@@ -522,6 +522,9 @@ async fn buffer(response: Response, limit: usize) -> Result<Stored, Response> {
     })
 }
 
+/// Derives the fingerprint's key (never the store's record name).
+const FINGERPRINT_LABEL: &[u8] = b"palisade idempotency fingerprint\0";
+
 /// The request's fingerprint: an HMAC of method, URI and body keyed by the client's
 /// identity and Idempotency-Key, which no store keeps (a record is filed under their
 /// SHA-256). A body holds secrets (a login's password): a plain hash kept 24 h on
@@ -529,8 +532,19 @@ async fn buffer(response: Response, limit: usize) -> Result<Stored, Response> {
 /// useless without the key, which a client draws at random (a guessable key gives
 /// that protection up).
 fn fingerprint(method: &Method, uri: &str, body: &[u8], (identity, key): &KeyId) -> [u8; 32] {
-    let secret = [identity.0.as_bytes(), &[0], key.as_bytes()].concat();
-    let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, &secret));
+    // A label of its own: HMAC hashes a key longer than a block, and the plain
+    // SHA-256 of identity and key is the record's name in the store.
+    let mut secret = digest::Context::new(&digest::SHA256);
+    for part in [
+        FINGERPRINT_LABEL,
+        identity.0.as_bytes(),
+        &[0],
+        key.as_bytes(),
+    ] {
+        secret.update(part);
+    }
+    let secret = hmac::Key::new(hmac::HMAC_SHA256, secret.finish().as_ref());
+    let mut ctx = hmac::Context::with_key(&secret);
     ctx.update(method.as_str().as_bytes());
     ctx.update(&[0]);
     ctx.update(uri.as_bytes());
@@ -1515,6 +1529,16 @@ mod tests {
         assert_ne!(fp(id("alice", "k1")), fp(id("bob", "k1")));
         // A retry with the same key matches.
         assert_eq!(fp(id("alice", "k1")), fp(id("alice", "k1")));
+        // The record's name does not give the key away, however long the key is (HMAC
+        // hashes a key longer than a block: with identity and key as the HMAC key,
+        // its SHA-256 was the name).
+        let long = id("alice@example.com", &"0123456789abcdef".repeat(4));
+        let name = redis_key("p", &long);
+        let leaked = hex::decode(name.strip_prefix("p:").unwrap()).unwrap();
+        let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, &leaked));
+        ctx.update(b"POST\0/login\0");
+        ctx.update(body);
+        assert_ne!(fp(long).as_slice(), ctx.sign().as_ref());
     }
 
     /// An instance that died holding a claim blocks retries (`409`) only for the lease.

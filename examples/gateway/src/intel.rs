@@ -7,7 +7,9 @@
 //! comment). Replace files by renaming a complete one over them: a list read half
 //! written is loaded as it is, until the next change.
 //!
-//! A CrowdSec file is read as the stream is meant to be, like a bouncer: each
+//! A CrowdSec file is read as the stream is meant to be, like a bouncer (several
+//! documents one after the other are applied in order; each ban lasts its
+//! `duration`; the decisions are kept across restarts in the state directory): each
 //! document is a change to what the file's earlier documents set up (the first, with
 //! `startup=true`, lists every decision; later ones add `new` and remove `deleted`;
 //! "nothing changed" is `{"new": null, "deleted": null}`). Its `deleted` entries
@@ -170,6 +172,47 @@ struct Decision {
     value: String,
     #[serde(rename = "type")]
     kind: String,
+    /// How long it lasts from now, as Go prints a duration (`3h59m55.1s`; negative:
+    /// over).
+    #[serde(default)]
+    duration: Option<String>,
+}
+
+/// A Go duration (`1h30m`, `59m55.5s`, `300ms`): `None` for a negative one (over),
+/// `Err` for text that is not one.
+fn go_duration(text: &str) -> Result<Option<Duration>, String> {
+    if text.starts_with('-') {
+        return Ok(None);
+    }
+    let bad = || format!("duration {text:?} is not a Go duration");
+    let (mut rest, mut secs) = (text.strip_prefix('+').unwrap_or(text), 0f64);
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..u] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        secs += value * scale;
+        rest = &rest[u..];
+    }
+    Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|_| bad())
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,80 +223,124 @@ struct Stream {
     deleted: Option<Vec<Decision>>,
 }
 
-/// Parses a CrowdSec decision-stream document: `(added, deleted)` blocks. Only `ban`
-/// decisions of scope `Ip` or `Range` are used (others: `captcha`, `Country`, `AS`,
-/// are not address blocks); a malformed value in them is an error.
-pub fn parse_crowdsec(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(Vec<IpNetwork>, Vec<IpNetwork>), Error> {
+/// A CrowdSec file's changes: blocks added (with how long they last; `None`: no
+/// duration given, until deleted) and blocks deleted.
+pub type Changes = (HashMap<IpNetwork, Option<Duration>>, HashSet<IpNetwork>);
+
+/// Parses CrowdSec decision-stream documents, one or several one after the other (a
+/// writer may append each answer of the stream), into their changes, applied in order.
+/// Only `ban` decisions of scope `Ip` or `Range` are used (others: `captcha`,
+/// `Country`, `AS`, are not address blocks); a malformed value or duration in them is
+/// an error; a decision whose duration is over is a deletion.
+pub fn parse_crowdsec(path: &Path, bytes: &[u8]) -> Result<Changes, Error> {
     let err = |reason: String| Error::CrowdSec {
         path: path.to_owned(),
         reason,
     };
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
-    if !value.is_object() {
-        return Err(err(
-            "the document must be an object with `new` and `deleted`".into(),
-        ));
-    }
-    let stream: Stream = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
-    let pick = |list: Option<Vec<Decision>>| -> Result<Vec<IpNetwork>, Error> {
-        let mut out = Vec::new();
-        for d in list.unwrap_or_default() {
-            if !d.kind.eq_ignore_ascii_case("ban") {
-                continue;
-            }
-            match d.scope.to_ascii_lowercase().as_str() {
-                "ip" | "range" => out.push(
-                    d.value
-                        .parse::<IpNetwork>()
-                        .map_err(|e| err(format!("{:?}: {e}", d.value)))?,
-                ),
-                _ => {}
+    let (mut added, mut deleted): Changes = Default::default();
+    let mut documents = 0;
+    for value in serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>() {
+        let value = value.map_err(|e| err(e.to_string()))?;
+        if !value.is_object() {
+            return Err(err(
+                "the document must be an object with `new` and `deleted`".into(),
+            ));
+        }
+        documents += 1;
+        let stream: Stream = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
+        let blocks = |list: Option<Vec<Decision>>| {
+            (list.unwrap_or_default().into_iter())
+                .filter(|d| d.kind.eq_ignore_ascii_case("ban"))
+                .filter(|d| matches!(d.scope.to_ascii_lowercase().as_str(), "ip" | "range"))
+                .map(|d| {
+                    let net = (d.value.parse::<IpNetwork>())
+                        .map_err(|e| err(format!("{:?}: {e}", d.value)))?;
+                    let lasts = match d.duration.as_deref() {
+                        None => Some(None),
+                        Some(text) => go_duration(text).map_err(err)?.map(Some),
+                    };
+                    Ok((net, lasts))
+                })
+                .collect::<Result<Vec<_>, Error>>()
+        };
+        for (net, _) in blocks(stream.deleted)? {
+            added.remove(&net);
+            deleted.insert(net);
+        }
+        for (net, lasts) in blocks(stream.new)? {
+            match lasts {
+                Some(lasts) => {
+                    deleted.remove(&net);
+                    added.insert(net, lasts);
+                }
+                None => {
+                    added.remove(&net);
+                    deleted.insert(net);
+                }
             }
         }
-        Ok(out)
-    };
-    Ok((pick(stream.new)?, pick(stream.deleted)?))
+    }
+    if documents == 0 {
+        return Err(err("no document".into()));
+    }
+    Ok((added, deleted))
 }
 
-/// Each CrowdSec file's decisions in force, by path.
-pub type Decisions = HashMap<PathBuf, HashSet<IpNetwork>>;
+/// Each CrowdSec file's decisions in force, by path: each block and when it ends
+/// (Unix seconds; `u64::MAX`: when deleted).
+pub type Decisions = HashMap<PathBuf, HashMap<IpNetwork, u64>>;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Builds the list from files (CIDR lists, or `.json` CrowdSec documents applied to
-/// `decisions`, the CrowdSec files' decisions so far). Returns the list and the
-/// decisions after these documents; nothing changes unless every file parsed. An
-/// empty CIDR list is [`Error::Empty`] unless `empty_ok` (at start there is no
-/// previous list to keep: it loads as empty, with a warning).
+/// `decisions`, the CrowdSec files' decisions so far, if `apply(path)`: a document
+/// read before is not applied again, or it would extend its blocks) at `now` (Unix
+/// seconds: blocks that ended are gone). Returns the list and the decisions after
+/// these documents; nothing changes unless every file parsed. An empty CIDR list is
+/// [`Error::Empty`] unless `empty_ok` (at start there is no previous list to keep: it
+/// loads as empty, with a warning).
 pub fn load(
     paths: &[PathBuf],
     decisions: &Decisions,
+    apply: impl Fn(&Path) -> bool,
+    now: u64,
     empty_ok: bool,
 ) -> Result<(DenyList, Decisions), Error> {
     let mut list = DenyList::default();
     let mut after = Decisions::new();
     for path in paths {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
         let name: Arc<str> = Arc::from(path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         ));
         if path.extension().is_some_and(|e| e == "json") {
-            let (added, deleted) = parse_crowdsec(path, &bytes)?;
             let mut set = decisions.get(path).cloned().unwrap_or_default();
-            for n in deleted {
-                set.remove(&n);
+            if apply(path) {
+                let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let (added, deleted) = parse_crowdsec(path, &bytes)?;
+                set.retain(|n, _| !deleted.contains(n));
+                for (n, lasts) in added {
+                    let until = lasts.map_or(u64::MAX, |d| now.saturating_add(d.as_secs().max(1)));
+                    set.insert(n, until);
+                }
             }
-            set.extend(added);
-            for n in &set {
+            set.retain(|_, until| *until > now);
+            for n in set.keys() {
                 list.add(*n, &name);
             }
             after.insert(path.clone(), set);
         } else {
+            let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
             let text = String::from_utf8_lossy(&bytes);
             let nets = match parse_cidr_list(path, &text) {
                 Err(Error::Empty { .. }) if empty_ok => {
@@ -281,6 +368,8 @@ pub struct Intel {
     seen: std::sync::Mutex<Vec<Option<(SystemTime, u64)>>>,
     /// Where the CrowdSec decisions are kept across restarts, if anywhere.
     saved: Option<PathBuf>,
+    /// The decisions last written there.
+    kept: std::sync::Mutex<Option<Decisions>>,
 }
 
 fn stamps(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
@@ -294,14 +383,18 @@ fn stamps(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
+/// The saved form of [`Decisions`] (JSON object keys must be strings).
+type SavedDecisions = HashMap<PathBuf, Vec<(IpNetwork, u64)>>;
+
 impl Intel {
     /// Loads the files now; an error here is a start-up error. A CrowdSec stream's
     /// document holds only what changed since the one before, so the decisions of
     /// earlier documents are kept in `saved` (a JSON file) and taken up again at the
-    /// next start: a restart does not forget the bans.
+    /// next start, each until its `duration` ends: a restart does not forget the bans,
+    /// and a ban whose deletion was never read still ends.
     pub fn open(paths: Vec<PathBuf>, saved: Option<PathBuf>) -> Result<Arc<Self>, Error> {
         let seen = std::sync::Mutex::new(stamps(&paths));
-        let mut earlier: Decisions = (saved.as_deref())
+        let earlier: SavedDecisions = (saved.as_deref())
             .and_then(|p| std::fs::read(p).ok())
             .and_then(|bytes| match serde_json::from_slice(&bytes) {
                 Ok(d) => Some(d),
@@ -311,34 +404,53 @@ impl Intel {
                 }
             })
             .unwrap_or_default();
-        earlier.retain(|path, _| paths.contains(path));
-        let (list, decisions) = load(&paths, &earlier, true)?;
+        let earlier: Decisions = (earlier.into_iter())
+            .filter(|(path, _)| paths.contains(path))
+            .map(|(path, set)| (path, set.into_iter().collect()))
+            .collect();
+        let (list, decisions) = load(&paths, &earlier, |_| true, unix_now(), true)?;
         let intel = Intel {
             paths,
             current: ArcSwap::from_pointee(list),
             decisions: std::sync::Mutex::new(Decisions::new()),
             seen,
             saved,
+            kept: std::sync::Mutex::new(None),
         };
         intel.keep(&decisions);
         *intel.decisions.lock().unwrap_or_else(|e| e.into_inner()) = decisions;
         Ok(Arc::new(intel))
     }
 
-    /// Saves the CrowdSec decisions (written aside, then renamed over the old ones).
+    /// Saves the CrowdSec decisions, if they differ from what was last saved (written
+    /// aside and synced, then renamed over the old ones). A failed save is tried again
+    /// at the next reload.
     fn keep(&self, decisions: &Decisions) {
         let Some(path) = &self.saved else {
             return;
         };
-        let written = serde_json::to_vec(decisions)
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.as_ref() == Some(decisions) {
+            return;
+        }
+        let saved: SavedDecisions = (decisions.iter())
+            .map(|(p, set)| (p.clone(), set.iter().map(|(n, u)| (*n, *u)).collect()))
+            .collect();
+        let written = serde_json::to_vec(&saved)
             .map_err(std::io::Error::other)
             .and_then(|json| {
+                use std::io::Write;
                 let aside = path.with_extension("json.new");
-                std::fs::write(&aside, json)?;
+                let mut f = std::fs::File::create(&aside)?;
+                f.write_all(&json)?;
+                f.sync_all()?;
                 std::fs::rename(&aside, path)
             });
-        if let Err(e) = written {
-            tracing::warn!(error = %e, path = %path.display(), "CrowdSec decisions not saved");
+        match written {
+            Ok(()) => *kept = Some(decisions.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "CrowdSec decisions not saved");
+            }
         }
     }
 
@@ -358,33 +470,50 @@ impl Intel {
         self.len() == 0
     }
 
-    /// Reloads now: the new list replaces the old one only if every file parsed.
+    /// Reloads now (every CrowdSec document applied again): the new list replaces the
+    /// old one only if every file parsed.
     pub fn reload(&self) -> Result<usize, Error> {
+        self.rebuild(|_| true)
+    }
+
+    fn rebuild(&self, apply: impl Fn(&Path) -> bool) -> Result<usize, Error> {
         let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-        let (list, after) = load(&self.paths, &decisions, false)?;
+        let (list, after) = load(&self.paths, &decisions, apply, unix_now(), false)?;
         let n = list.len();
         self.current.store(Arc::new(list));
-        if after != *decisions {
-            self.keep(&after);
-        }
+        self.keep(&after);
         *decisions = after;
         Ok(n)
     }
 
-    /// Polls the files every `every` and reloads when one changed (size or time).
+    /// When the first CrowdSec decision in force ends, if any does.
+    fn next_end(&self) -> Option<u64> {
+        let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        (decisions.values().flat_map(HashMap::values).copied()).min()
+    }
+
+    /// Polls the files every `every`: reloads when one changed (size or time),
+    /// applying the CrowdSec documents that changed, and drops decisions whose time
+    /// is over.
     pub async fn watch(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let now = stamps(&self.paths);
-            {
+            let changed: Vec<PathBuf> = {
                 let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                if *seen == now {
-                    continue;
-                }
+                let changed = (self.paths.iter().zip(seen.iter().zip(&now)))
+                    .filter(|(_, (was, is))| was != is)
+                    .map(|(p, _)| p.clone())
+                    .collect();
                 *seen = now;
+                changed
+            };
+            let expired = self.next_end().is_some_and(|end| end <= unix_now());
+            if changed.is_empty() && !expired {
+                continue;
             }
-            match self.reload() {
+            match self.rebuild(|p| changed.iter().any(|c| c == p)) {
                 Ok(n) => tracing::info!(entries = n, "threat-intelligence lists reloaded"),
                 Err(e) => {
                     tracing::warn!(error = %e, "threat-intelligence reload failed; keeping the previous lists")
@@ -444,6 +573,61 @@ mod tests {
         again.reload().unwrap();
         let third = Intel::open(vec![cs], Some(saved)).unwrap();
         assert!(!hit(&third, "192.0.2.1") && hit(&third, "192.0.2.2"));
+    }
+
+    #[test]
+    fn a_ban_ends_with_its_duration_even_if_its_deletion_was_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = dir.path().join("crowdsec.json");
+        let saved = dir.path().join("state.json");
+        // Saved by an earlier run: one ban over a minute ago, one still running.
+        let now = unix_now();
+        let earlier = serde_json::json!({
+            cs.display().to_string(): [["192.0.2.1/32", now - 60], ["192.0.2.2/32", now + 3600]]
+        });
+        std::fs::write(&saved, earlier.to_string()).unwrap();
+        std::fs::write(&cs, r#"{"new":null,"deleted":null}"#).unwrap();
+        let intel = Intel::open(vec![cs.clone()], Some(saved.clone())).unwrap();
+        let hit = |ip: &str| intel.matches(ip.parse().unwrap()).is_some();
+        assert!(!hit("192.0.2.1") && hit("192.0.2.2"));
+        // A decision whose duration is over (negative) is a deletion.
+        std::fs::write(
+            &cs,
+            r#"{"new":[{"duration":"-1m","scope":"Ip","type":"ban","value":"192.0.2.2"}],"deleted":null}"#,
+        )
+        .unwrap();
+        intel.reload().unwrap();
+        assert!(!hit("192.0.2.2"));
+    }
+
+    #[test]
+    fn appended_documents_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = dir.path().join("crowdsec.json");
+        let ban =
+            |v: &str| format!(r#"[{{"duration":"4h","scope":"Ip","type":"ban","value":"{v}"}}]"#);
+        let stream = format!(
+            "{{\"new\":{}}}\n{{\"new\":{},\"deleted\":{}}}\n",
+            ban("192.0.2.1"),
+            ban("192.0.2.2"),
+            ban("192.0.2.1")
+        );
+        std::fs::write(&cs, stream).unwrap();
+        let intel = Intel::open(vec![cs], None).unwrap();
+        assert!(intel.matches("192.0.2.1".parse().unwrap()).is_none());
+        assert!(intel.matches("192.0.2.2".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn go_durations() {
+        let secs = |t: &str| go_duration(t).unwrap().map(|d| d.as_secs_f64());
+        assert_eq!(secs("3h59m55s"), Some(14_395.0));
+        assert_eq!(secs("1.5h"), Some(5_400.0));
+        assert_eq!(secs("300ms"), Some(0.3));
+        assert_eq!(secs("-2m"), None);
+        for bad in ["", "h", "4", "4d", "1h-2m", "1..5s"] {
+            assert!(go_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

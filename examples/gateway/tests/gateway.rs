@@ -1020,6 +1020,11 @@ async fn the_operator_form_is_stepped_up_reported_and_ended_like_a_login() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(challenge_of(&page), challenge);
     assert_eq!(recent("step_up_failed"), 1);
+    // The device is held to it too: the wrong password, then the wrong code.
+    let failures: u32 = (gw.devices.devices("admin").iter())
+        .map(|d| d.failures)
+        .sum();
+    assert_eq!(failures, 2, "{:?}", gw.devices.devices("admin"));
     // A made-up challenge is no challenge: a new one is asked for.
     let (s, _, page) = sign_in("admin-demo-password", code.clone(), "00".repeat(16)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
