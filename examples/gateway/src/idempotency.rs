@@ -47,7 +47,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ring::{digest, hmac};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{aead, digest, hmac};
 
 use crate::http::{Answer, BoxedAnswer};
 use crate::shared::{RedisConn, millis};
@@ -250,6 +251,8 @@ enum Held {
     Redis {
         key: String,
         claim: String,
+        /// Seals the stored response ([`record_key`]).
+        seal: [u8; 32],
     },
 }
 
@@ -368,9 +371,10 @@ impl Idempotency {
             .invoke(CLAIM.key(&key).arg(&claim).arg(millis(self.config.lease)))
             .await?;
         let Some(found) = found else {
-            return Ok(Claim::Mine(Held::Redis { key, claim }));
+            let seal = record_key(&id);
+            return Ok(Claim::Mine(Held::Redis { key, claim, seal }));
         };
-        let Some((their_fp, stored)) = decode(&found) else {
+        let Some((their_fp, stored)) = decode(&found, &record_key(&id)) else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Parse,
                 "unreadable idempotency record",
@@ -395,11 +399,11 @@ impl Idempotency {
                     }
                 }
             }
-            Held::Redis { key, claim } => {
+            Held::Redis { key, claim, seal } => {
                 let Store::Redis { conn, .. } = &self.store else {
                     return;
                 };
-                let record = stored.map_or(String::new(), |s| encode(fp, &s));
+                let record = stored.map_or(String::new(), |s| encode(fp, &s, &seal));
                 let done: Result<i64, _> = conn
                     .invoke(
                         FINISH
@@ -426,7 +430,7 @@ impl Idempotency {
             Held::Memory(id) => {
                 self.lock().keys.remove(&id);
             }
-            Held::Redis { key, claim } => {
+            Held::Redis { key, claim, .. } => {
                 let (Store::Redis { conn, .. }, Ok(rt)) =
                     (&self.store, tokio::runtime::Handle::try_current())
                 else {
@@ -524,6 +528,27 @@ async fn buffer(response: Response, limit: usize) -> Result<Stored, Response> {
 
 /// Derives the fingerprint's key (never the store's record name).
 const FINGERPRINT_LABEL: &[u8] = b"palisade idempotency fingerprint\0";
+/// Derives the key that seals a stored response (a login's holds its token).
+const RECORD_LABEL: &[u8] = b"palisade idempotency record\0";
+
+/// A key derived from the client identity and the Idempotency-Key under `label`: each
+/// use has its own label, and none is the plain SHA-256 of the two, which names the
+/// record.
+fn derived(label: &[u8], (identity, key): (&ClientIdentity, &String)) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in [label, identity.0.as_bytes(), &[0], key.as_bytes()] {
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The key that seals the response stored for `id` on a shared store: a copy of the
+/// store holds no usable response (a login's token) without the Idempotency-Key.
+fn record_key((identity, key): &KeyId) -> [u8; 32] {
+    derived(RECORD_LABEL, (identity, key))
+}
 
 /// The request's fingerprint: an HMAC of method, URI and body keyed by the client's
 /// identity and Idempotency-Key, which no store keeps (a record is filed under their
@@ -534,17 +559,8 @@ const FINGERPRINT_LABEL: &[u8] = b"palisade idempotency fingerprint\0";
 fn fingerprint(method: &Method, uri: &str, body: &[u8], (identity, key): &KeyId) -> [u8; 32] {
     // A label of its own: HMAC hashes a key longer than a block, and the plain
     // SHA-256 of identity and key is the record's name in the store.
-    let mut secret = digest::Context::new(&digest::SHA256);
-    for part in [
-        FINGERPRINT_LABEL,
-        identity.0.as_bytes(),
-        &[0],
-        key.as_bytes(),
-    ] {
-        secret.update(part);
-    }
-    let secret = hmac::Key::new(hmac::HMAC_SHA256, secret.finish().as_ref());
-    let mut ctx = hmac::Context::with_key(&secret);
+    let secret = derived(FINGERPRINT_LABEL, (identity, key));
+    let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, &secret));
     ctx.update(method.as_str().as_bytes());
     ctx.update(&[0]);
     ctx.update(uri.as_bytes());
@@ -950,24 +966,60 @@ fn redis_key(prefix: &str, (identity, key): &KeyId) -> String {
 }
 
 /// An answered record: the fingerprint and the response, hex for the bytes.
-fn encode(fp: [u8; 32], s: &Stored) -> String {
+fn encode(fp: [u8; 32], s: &Stored, seal: &[u8; 32]) -> String {
     let headers: Vec<(&str, String)> = (s.headers.iter())
         .map(|(n, v)| (n.as_str(), hex::encode(v.as_bytes())))
         .collect();
-    serde_json::json!({
-        "fp": hex::encode(fp),
+    let response = serde_json::json!({
         "status": s.status.as_u16(),
         "headers": headers,
         "body": hex::encode(&s.body),
+    })
+    .to_string();
+    let key = aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::AES_256_GCM, seal)
+            .unwrap_or_else(|_| unreachable!("a 32-byte key fits AES-256")),
+    );
+    let mut nonce = [0u8; aead::NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .unwrap_or_else(|_| unreachable!("the OS random source failed"));
+    let mut sealed = response.into_bytes();
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::from(&fp),
+        &mut sealed,
+    )
+    .unwrap_or_else(|_| unreachable!("a response fits AES-GCM"));
+    serde_json::json!({
+        "fp": hex::encode(fp),
+        "sealed": hex::encode([nonce.as_slice(), &sealed].concat()),
     })
     .to_string()
 }
 
 /// A record's fingerprint, and its response if it was answered (`None` for a claim);
 /// `None` if it does not parse.
-fn decode(record: &str) -> Option<([u8; 32], Option<Stored>)> {
+fn decode(record: &str, seal: &[u8; 32]) -> Option<([u8; 32], Option<Stored>)> {
     let v: serde_json::Value = serde_json::from_str(record).ok()?;
     let fp: [u8; 32] = hex::decode(v["fp"].as_str()?).ok()?.try_into().ok()?;
+    let opened: serde_json::Value;
+    let v = match v.get("sealed").and_then(serde_json::Value::as_str) {
+        Some(sealed) => {
+            let mut sealed = hex::decode(sealed).ok()?;
+            if sealed.len() < aead::NONCE_LEN {
+                return None;
+            }
+            let (nonce, rest) = sealed.split_at_mut(aead::NONCE_LEN);
+            let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+            let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, seal).ok()?);
+            let plain = key.open_in_place(nonce, aead::Aad::from(&fp), rest).ok()?;
+            opened = serde_json::from_slice(plain).ok()?;
+            &opened
+        }
+        // A claim still running, or a record that an earlier version stored in clear.
+        None => &v,
+    };
     let Some(status) = v.get("status") else {
         return Some((fp, None));
     };
@@ -1442,6 +1494,49 @@ mod tests {
         let (status, replay) = (r.status(), is_replay(r.headers()));
         let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         (status, replay, body)
+    }
+
+    /// What Redis keeps of an answered request is of no use without the key: the
+    /// response is sealed (a login's holds its token), and a replay still opens it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_response_is_sealed_on_redis() {
+        let server = palisade_testkit::RedisServer::start();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let h = harness_on(
+            Config::default(),
+            on_redis(&server.url()).await,
+            runs.clone(),
+        );
+        let secret = "the-access-token-0123456789";
+        let first = send(&h, post_req("/pay", "k-sealed", "alice", secret)).await;
+        assert_eq!(
+            (first.0, &first.2[..]),
+            (StatusCode::CREATED, secret.as_bytes())
+        );
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("test:idem:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let record: String = redis::cmd("GET")
+            .arg(&keys[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(record.contains("\"sealed\""), "{record}");
+        for clear in [secret.as_bytes().to_vec(), hex::encode(secret).into_bytes()] {
+            let clear = String::from_utf8(clear).unwrap();
+            assert!(!record.contains(&clear), "{record}");
+        }
+        let again = send(&h, post_req("/pay", "k-sealed", "alice", secret)).await;
+        assert_eq!(
+            (again.0, again.1, &again.2[..]),
+            (StatusCode::CREATED, true, secret.as_bytes())
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
     /// Two instances on one redis-server: a retry storm spread over both runs the
