@@ -374,16 +374,19 @@ impl Idempotency {
             let seal = record_key(&id);
             return Ok(Claim::Mine(Held::Redis { key, claim, seal }));
         };
-        let Some((their_fp, stored)) = decode(&found, &record_key(&id)) else {
+        let Some(record) = decode(&found, &record_key(&id)) else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Parse,
                 "unreadable idempotency record",
             )));
         };
-        Ok(match stored {
-            _ if their_fp != fp => Claim::Mismatch,
-            None => Claim::Running,
-            Some(stored) => Claim::Done(stored),
+        Ok(match record {
+            Record::Running(their) | Record::Done(their, _) if their != fp => Claim::Mismatch,
+            Record::Running(_) => Claim::Running,
+            Record::Done(_, stored) => Claim::Done(stored),
+            // An answer stored in clear is no answer of ours to replay: only a write
+            // to Redis makes one now (the previous version's had another fingerprint).
+            Record::Unsealed => Claim::Mismatch,
         })
     }
 
@@ -403,7 +406,9 @@ impl Idempotency {
                 let Store::Redis { conn, .. } = &self.store else {
                     return;
                 };
-                let record = stored.map_or(String::new(), |s| encode(fp, &s, &seal));
+                let record = stored
+                    .and_then(|s| encode(fp, &s, &seal))
+                    .unwrap_or_default();
                 let done: Result<i64, _> = conn
                     .invoke(
                         FINISH
@@ -966,7 +971,19 @@ fn redis_key(prefix: &str, (identity, key): &KeyId) -> String {
 }
 
 /// An answered record: the fingerprint and the response, hex for the bytes.
-fn encode(fp: [u8; 32], s: &Stored, seal: &[u8; 32]) -> String {
+/// A record read from Redis.
+enum Record {
+    /// Claimed, not answered yet: the fingerprint.
+    Running([u8; 32]),
+    /// Answered: the fingerprint and the response, unsealed.
+    Done([u8; 32], Stored),
+    /// An answer in clear (never written by this version).
+    Unsealed,
+}
+
+/// An answered record, its response sealed; `None` (nothing stored, the key let go)
+/// if the OS gives no random nonce.
+fn encode(fp: [u8; 32], s: &Stored, seal: &[u8; 32]) -> Option<String> {
     let headers: Vec<(&str, String)> = (s.headers.iter())
         .map(|(n, v)| (n.as_str(), hex::encode(v.as_bytes())))
         .collect();
@@ -981,9 +998,10 @@ fn encode(fp: [u8; 32], s: &Stored, seal: &[u8; 32]) -> String {
             .unwrap_or_else(|_| unreachable!("a 32-byte key fits AES-256")),
     );
     let mut nonce = [0u8; aead::NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .unwrap_or_else(|_| unreachable!("the OS random source failed"));
+    if SystemRandom::new().fill(&mut nonce).is_err() {
+        tracing::error!("no random nonce: idempotency record not stored");
+        return None;
+    }
     let mut sealed = response.into_bytes();
     key.seal_in_place_append_tag(
         aead::Nonce::assume_unique_for_key(nonce),
@@ -991,39 +1009,35 @@ fn encode(fp: [u8; 32], s: &Stored, seal: &[u8; 32]) -> String {
         &mut sealed,
     )
     .unwrap_or_else(|_| unreachable!("a response fits AES-GCM"));
-    serde_json::json!({
+    let record = serde_json::json!({
         "fp": hex::encode(fp),
         "sealed": hex::encode([nonce.as_slice(), &sealed].concat()),
-    })
-    .to_string()
+    });
+    Some(record.to_string())
 }
 
 /// A record's fingerprint, and its response if it was answered (`None` for a claim);
 /// `None` if it does not parse.
-fn decode(record: &str, seal: &[u8; 32]) -> Option<([u8; 32], Option<Stored>)> {
+fn decode(record: &str, seal: &[u8; 32]) -> Option<Record> {
     let v: serde_json::Value = serde_json::from_str(record).ok()?;
     let fp: [u8; 32] = hex::decode(v["fp"].as_str()?).ok()?.try_into().ok()?;
-    let opened: serde_json::Value;
-    let v = match v.get("sealed").and_then(serde_json::Value::as_str) {
-        Some(sealed) => {
-            let mut sealed = hex::decode(sealed).ok()?;
-            if sealed.len() < aead::NONCE_LEN {
-                return None;
-            }
-            let (nonce, rest) = sealed.split_at_mut(aead::NONCE_LEN);
-            let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
-            let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, seal).ok()?);
-            let plain = key.open_in_place(nonce, aead::Aad::from(&fp), rest).ok()?;
-            opened = serde_json::from_slice(plain).ok()?;
-            &opened
-        }
-        // A claim still running, or a record that an earlier version stored in clear.
-        None => &v,
+    let Some(sealed) = v.get("sealed") else {
+        return Some(if v.get("status").is_some() {
+            Record::Unsealed
+        } else {
+            Record::Running(fp)
+        });
     };
-    let Some(status) = v.get("status") else {
-        return Some((fp, None));
-    };
-    let status = StatusCode::from_u16(u16::try_from(status.as_u64()?).ok()?).ok()?;
+    let mut sealed = hex::decode(sealed.as_str()?).ok()?;
+    if sealed.len() < aead::NONCE_LEN {
+        return None;
+    }
+    let (nonce, rest) = sealed.split_at_mut(aead::NONCE_LEN);
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, seal).ok()?);
+    let plain = key.open_in_place(nonce, aead::Aad::from(&fp), rest).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(plain).ok()?;
+    let status = StatusCode::from_u16(u16::try_from(v.get("status")?.as_u64()?).ok()?).ok()?;
     let mut headers = Vec::new();
     for h in v["headers"].as_array()? {
         let name = HeaderName::from_bytes(h[0].as_str()?.as_bytes()).ok()?;
@@ -1031,13 +1045,13 @@ fn decode(record: &str, seal: &[u8; 32]) -> Option<([u8; 32], Option<Stored>)> {
         headers.push((name, value));
     }
     let body = Bytes::from(hex::decode(v["body"].as_str()?).ok()?);
-    Some((
+    Some(Record::Done(
         fp,
-        Some(Stored {
+        Stored {
             status,
             headers,
             body,
-        }),
+        },
     ))
 }
 
@@ -1537,6 +1551,19 @@ mod tests {
             (StatusCode::CREATED, true, secret.as_bytes())
         );
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // An answer in clear, written by someone with access to Redis, is not replayed.
+        let v: serde_json::Value = serde_json::from_str(&record).unwrap();
+        let forged = serde_json::json!({
+            "fp": v["fp"], "status": 200, "headers": [], "body": hex::encode("forged"),
+        });
+        let _: () = redis::cmd("SET")
+            .arg(&keys[0])
+            .arg(forged.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let forged = send(&h, post_req("/pay", "k-sealed", "alice", secret)).await;
+        assert_eq!(forged.0, StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     /// Two instances on one redis-server: a retry storm spread over both runs the

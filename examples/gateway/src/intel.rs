@@ -320,15 +320,27 @@ pub fn load(
         if path.extension().is_some_and(|e| e == "json") {
             let mut set = decisions.get(path).cloned().unwrap_or_default();
             if apply(path) {
-                let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                let io = |source| Error::Io {
                     path: path.clone(),
                     source,
-                })?;
+                };
+                let bytes = std::fs::read(path).map_err(io)?;
+                // Durations count from when the documents were written (the file's
+                // last write), not from when they are read: a document read again (at
+                // a restart) gives its bans the same end, and one that ended stays
+                // ended.
+                let written = (std::fs::metadata(path).and_then(|m| m.modified()))
+                    .map_err(io)?
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(now, |d| d.as_secs().min(now));
                 let (added, deleted) = parse_crowdsec(path, &bytes)?;
                 set.retain(|n, _| !deleted.contains(n));
                 for (n, lasts) in added {
-                    let until = lasts.map_or(u64::MAX, |d| now.saturating_add(d.as_secs().max(1)));
-                    set.insert(n, until);
+                    let until =
+                        lasts.map_or(u64::MAX, |d| written.saturating_add(d.as_secs().max(1)));
+                    // Two decisions on one address: the longer holds.
+                    let end = set.entry(n).or_insert(until);
+                    *end = (*end).max(until);
                 }
             }
             set.retain(|_, until| *until > now);
@@ -497,24 +509,30 @@ impl Intel {
     /// is over.
     pub async fn watch(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
+        let mut pending: Vec<PathBuf> = Vec::new();
         loop {
             tick.tick().await;
             let now = stamps(&self.paths);
-            let changed: Vec<PathBuf> = {
+            {
                 let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                let changed = (self.paths.iter().zip(seen.iter().zip(&now)))
-                    .filter(|(_, (was, is))| was != is)
-                    .map(|(p, _)| p.clone())
-                    .collect();
+                for (p, (was, is)) in self.paths.iter().zip(seen.iter().zip(&now)) {
+                    if was != is && !pending.contains(p) {
+                        pending.push(p.clone());
+                    }
+                }
                 *seen = now;
-                changed
-            };
+            }
             let expired = self.next_end().is_some_and(|end| end <= unix_now());
-            if changed.is_empty() && !expired {
+            if pending.is_empty() && !expired {
                 continue;
             }
-            match self.rebuild(|p| changed.iter().any(|c| c == p)) {
-                Ok(n) => tracing::info!(entries = n, "threat-intelligence lists reloaded"),
+            // A file that changed stays to be applied until a reload succeeds: a
+            // reload that another file made fail must not lose its document.
+            match self.rebuild(|p| pending.iter().any(|c| c == p)) {
+                Ok(n) => {
+                    pending.clear();
+                    tracing::info!(entries = n, "threat-intelligence lists reloaded");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "threat-intelligence reload failed; keeping the previous lists")
                 }
@@ -598,6 +616,53 @@ mod tests {
         .unwrap();
         intel.reload().unwrap();
         assert!(!hit("192.0.2.2"));
+        // A ban's time counts from when its document was written: read again at a
+        // restart two hours later, a one-hour ban has ended (it is not renewed).
+        std::fs::write(
+            &cs,
+            r#"{"new":[{"duration":"1h","scope":"Ip","type":"ban","value":"192.0.2.3"}]}"#,
+        )
+        .unwrap();
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        (std::fs::File::options().write(true).open(&cs).unwrap())
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let restarted = Intel::open(vec![cs], Some(saved)).unwrap();
+        assert!(restarted.matches("192.0.2.3".parse().unwrap()).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_document_waits_for_a_reload_that_another_file_made_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cs, txt) = (
+            dir.path().join("crowdsec.json"),
+            dir.path().join("feed.txt"),
+        );
+        std::fs::write(&cs, r#"{"new":null}"#).unwrap();
+        std::fs::write(&txt, "203.0.113.0/24\n").unwrap();
+        let intel = Intel::open(vec![cs.clone(), txt.clone()], None).unwrap();
+        let watching = tokio::spawn(intel.clone().watch(Duration::from_millis(10)));
+        // In one go: the list caught empty (refused) and a new CrowdSec ban.
+        std::fs::write(&txt, "").unwrap();
+        std::fs::write(
+            &cs,
+            r#"{"new":[{"duration":"4h","scope":"Ip","type":"ban","value":"192.0.2.9"}]}"#,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let banned = || intel.matches("192.0.2.9".parse().unwrap()).is_some();
+        assert!(!banned(), "the reload failed: nothing changed");
+        std::fs::write(&txt, "203.0.113.0/24\n").unwrap();
+        let mut applied = false;
+        for _ in 0..200 {
+            applied = banned();
+            if applied {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        watching.abort();
+        assert!(applied, "the CrowdSec document was lost");
     }
 
     #[test]
