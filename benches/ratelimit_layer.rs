@@ -5,6 +5,10 @@
 //!   proxies), a `KeyedLimiter<HttpKey>`;
 //! - `tower_governor`: tower-governor 0.8's `GovernorLayer` with `PeerIpKeyExtractor`
 //!   (governor 0.10 underneath), default middleware (no headers on allowed responses);
+//! - `palisade_fields`: the same with `fields_on_allowed` (`RateLimit-Policy` and
+//!   `RateLimit` on every allowed response), what the option costs;
+//! - `tower_governor_headers`: tower-governor with `use_headers()` (its
+//!   `x-ratelimit-*` fields on every allowed response), the anchor for the above;
 //! - `no_limit`: the same route without a limiter (the router's own floor).
 //!
 //! Same quota on both (burst 10^9, one unit back per microsecond: never refuses here),
@@ -15,7 +19,7 @@
 //! cargo bench -p palisade-benches --bench ratelimit_layer
 //!
 //! Instructions per request (repeatable on a loaded machine, unlike wall time): run
-//! the bench binary with `RATELIMIT_LAYER_LOOP=<palisade|tower_governor|no_limit>:<n>`
+//! the bench binary with `RATELIMIT_LAYER_LOOP=<router>:<n>` (a name above)
 //! under `valgrind --tool=callgrind` for two `n`; see docs/ratelimit.md.
 #![allow(clippy::unwrap_used)] // a benchmark that unwraps stops loudly, like a test
 
@@ -42,7 +46,7 @@ fn route() -> Router {
     Router::new().route("/", get(|| async { "ok" }))
 }
 
-fn palisade() -> Router {
+fn palisade_layer() -> RateLimitLayer<KeyedLimiter<palisade_ratelimit::HttpKey>> {
     let quota = Quota::new(nz!(BURST), nz!(1), Duration::from_micros(1)).unwrap();
     let policy = RateLimitPolicy::new(
         "per-ip",
@@ -51,13 +55,31 @@ fn palisade() -> Router {
         KeySource::ClientIp(TrustedProxies::none()),
     )
     .unwrap();
-    route().layer(RateLimitLayer::new(vec![policy]).unwrap())
+    RateLimitLayer::new(vec![policy]).unwrap()
+}
+
+fn palisade() -> Router {
+    route().layer(palisade_layer())
+}
+
+fn palisade_fields() -> Router {
+    route().layer(palisade_layer().fields_on_allowed())
 }
 
 fn tower_governor() -> Router {
     let config = GovernorConfigBuilder::default()
         .per_nanosecond(1_000)
         .burst_size(BURST)
+        .finish()
+        .unwrap();
+    route().layer(GovernorLayer::new(config))
+}
+
+fn tower_governor_headers() -> Router {
+    let config = GovernorConfigBuilder::default()
+        .per_nanosecond(1_000)
+        .burst_size(BURST)
+        .use_headers()
         .finish()
         .unwrap();
     route().layer(GovernorLayer::new(config))
@@ -79,11 +101,20 @@ fn per_request(c: &mut Criterion) {
     for (name, router) in [
         ("palisade", palisade()),
         ("tower_governor", tower_governor()),
+        ("palisade_fields", palisade_fields()),
+        ("tower_governor_headers", tower_governor_headers()),
         ("no_limit", route()),
     ] {
         for i in 0..CLIENTS {
             let r = rt.block_on(router.clone().oneshot(request(i))).unwrap();
             assert_eq!(r.status(), StatusCode::OK, "{name}");
+            let fields = r.headers().contains_key("ratelimit")
+                || r.headers().contains_key("x-ratelimit-remaining");
+            assert_eq!(
+                fields,
+                name.ends_with("fields") || name.ends_with("headers"),
+                "{name}"
+            );
         }
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -118,6 +149,8 @@ fn profile_loop(spec: &str) {
     let router = match name {
         "palisade" => palisade(),
         "tower_governor" => tower_governor(),
+        "palisade_fields" => palisade_fields(),
+        "tower_governor_headers" => tower_governor_headers(),
         "no_limit" => route(),
         other => panic!("no router {other:?}"),
     };

@@ -101,6 +101,78 @@ async fn allowed_then_denied_with_the_draft_11_fields_naming_the_policy() {
     );
 }
 
+/// Opted in, an allowed response lists every policy and each one's `r` and `t` after
+/// the request; a layer inside another adds its own members to the lists.
+#[tokio::test]
+async fn fields_on_allowed_responses_list_every_policy_when_asked_for() {
+    let per_ip = Quota::per_minute(nz!(3));
+    let site = Quota::per_minute(nz!(100));
+    let policies = || {
+        vec![
+            RateLimitPolicy::new(
+                "per-ip",
+                &per_ip,
+                memory(per_ip),
+                KeySource::ClientIp(TrustedProxies::none()),
+            )
+            .unwrap(),
+            RateLimitPolicy::new("site", &site, memory(site), KeySource::Route("site")).unwrap(),
+        ]
+    };
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(RateLimitLayer::new(policies()).unwrap().fields_on_allowed());
+    // 3 a minute: one unit back every 20 s, so after one request the bucket is full
+    // again in 20 s; 100 a minute: every 0.6 s, rounded up to 1 s.
+    let (status, fields, _) = answer(&app, request("198.51.100.7:5000")).await;
+    assert_eq!(status, 200);
+    assert_eq!(fields[0], r#""per-ip";q=3;w=60, "site";q=100;w=60"#);
+    assert_eq!(fields[1], r#""per-ip";r=2;t=20, "site";r=99;t=1"#);
+    assert_eq!((fields[2].as_str(), fields[3].as_str()), ("", ""));
+    let (_, fields, _) = answer(&app, request("198.51.100.7:5000")).await;
+    assert_eq!(fields[1], r#""per-ip";r=1;t=40, "site";r=98;t=2"#);
+    // Another client: its own per-ip count, the site's shared one.
+    let (_, fields, _) = answer(&app, request("198.51.100.8:5000")).await;
+    assert_eq!(fields[1], r#""per-ip";r=2;t=20, "site";r=97;t=2"#);
+    let (_, fields, _) = answer(&app, request("198.51.100.7:5000")).await;
+    assert_eq!(fields[1], r#""per-ip";r=0;t=60, "site";r=96;t=3"#);
+    // A refusal is answered as without the option.
+    let (status, fields, _) = answer(&app, request("198.51.100.7:5000")).await;
+    assert_eq!(status, 429);
+    assert_eq!(fields[0], r#""per-ip";q=3;w=60"#);
+    assert_eq!(fields[1], r#""per-ip";r=0;t=20"#);
+
+    // Nested layers: each appends its own lines (a field list may span lines).
+    let inner = Quota::per_minute(nz!(5));
+    let nested = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(
+            RateLimitLayer::new(vec![
+                RateLimitPolicy::new("inner", &inner, memory(inner), KeySource::Route("r"))
+                    .unwrap(),
+            ])
+            .unwrap()
+            .fields_on_allowed(),
+        )
+        .layer(RateLimitLayer::new(policies()).unwrap().fields_on_allowed());
+    let res = nested.oneshot(request("198.51.100.7:5000")).await.unwrap();
+    let all = |name: &str| {
+        res.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        all("ratelimit"),
+        [
+            r#""inner";r=4;t=12"#,
+            r#""per-ip";r=2;t=20, "site";r=99;t=1"#
+        ]
+    );
+    assert_eq!(all("ratelimit-policy").len(), 2);
+}
+
 /// An IPv6 client is its /64, in memory and on Redis, for the peer address, an
 /// address forwarded by a trusted proxy, and blocks: two addresses of one /64 share
 /// a quota and a block, two /64s do not.
@@ -409,9 +481,13 @@ async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
     let closed_app = app(vec![
         RateLimitPolicy::new("shared", &q, closed, by_ip()).unwrap(),
     ]);
-    let open_app = app(vec![
-        RateLimitPolicy::new("shared", &q, open, by_ip()).unwrap(),
-    ]);
+    let open_app = Router::new().route("/", get(|| async { "ok" })).layer(
+        RateLimitLayer::new(vec![
+            RateLimitPolicy::new("shared", &q, open, by_ip()).unwrap(),
+        ])
+        .unwrap()
+        .fields_on_allowed(),
+    );
     assert_eq!(answer(&closed_app, request("192.0.2.9:1")).await.0, 200);
     // A block through core-traits' IpBlocker reaches the layer's client-IP key.
     let blocker = RedisLimiter::builder(vec![Policy::new("p", q).unwrap()])
@@ -428,7 +504,12 @@ async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
     .unwrap();
     let (status, fields, _) = answer(&closed_app, request("192.0.2.66:1")).await;
     assert_eq!((status, fields[2].as_str()), (403, "60"));
-    assert_eq!(answer(&open_app, request("192.0.2.9:1")).await.1[3], "");
+    // Opted in, through Redis: a new client's count after its first request, the
+    // bucket full again in 0.6 s (rounded up).
+    let (_, fields, _) = answer(&open_app, request("192.0.2.10:1")).await;
+    assert_eq!(fields[0], r#""shared";q=100;w=60"#);
+    assert_eq!(fields[1], r#""shared";r=99;t=1"#);
+    assert_eq!(fields[3], "");
     server.stop();
     let (status, fields, body) = answer(&closed_app, request("192.0.2.9:1")).await;
     assert_eq!((status, body.as_str()), (503, "rate limit unavailable\n"));
@@ -440,6 +521,9 @@ async fn redis_down_closed_is_503_with_retry_after_and_open_passes_marked() {
     let (status, fields, body) = answer(&open_app, request("192.0.2.9:1")).await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     assert_eq!(fields[3], "fail-open");
+    // Admitted failing open: the policy is named, no count is claimed.
+    assert_eq!(fields[0], r#""shared";q=100;w=60"#);
+    assert_eq!(fields[1], "");
 }
 
 #[tokio::test]

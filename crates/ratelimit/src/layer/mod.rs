@@ -9,6 +9,9 @@
 //!   open the request passes with `RateLimit-Degraded: fail-open` on the response,
 //!   and with `RateLimit-Degraded: local-share` when this instance's share admitted
 //!   it.
+//! - Allowed responses carry no rate-limit fields unless the layer is built with
+//!   [`RateLimitLayer::fields_on_allowed`]: then `RateLimit-Policy` (every policy)
+//!   and `RateLimit` (each policy's `r` and `t` after this request) are appended.
 //! - A key that cannot be formed (a missing header or subject) is `400`; no peer
 //!   address (the server does not record it) is `500`.
 
@@ -20,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -32,6 +35,11 @@ use crate::{Decision, Denial, Error, Limiter, Quota, headers};
 /// The header set on a response admitted by `FailurePolicy::Open` while Redis was
 /// down (no limit held for it).
 pub const DEGRADED_HEADER: &str = "ratelimit-degraded";
+
+/// The fields of draft-ietf-httpapi-ratelimit-headers-11, as names built once (a
+/// `&str` name is parsed, and a name http does not know copied, at every use).
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// One policy of a layer: a name, the limiter that holds its state, and the key.
 #[derive(Debug)]
@@ -72,15 +80,19 @@ impl<L> RateLimitPolicy<L> {
 #[derive(Debug)]
 pub struct RateLimitLayer<L> {
     policies: Arc<[RateLimitPolicy<L>]>,
-    /// Every policy's limiter answers at once: decide inside `call`.
-    at_once: bool,
+    /// When the policies are decided.
+    decide: Decide,
+    /// Every policy's `RateLimit-Policy` member, joined, when allowed responses carry
+    /// the fields ([`RateLimitLayer::fields_on_allowed`]).
+    allowed_fields: Option<Arc<HeaderValue>>,
 }
 
 impl<L> Clone for RateLimitLayer<L> {
     fn clone(&self) -> Self {
         RateLimitLayer {
             policies: self.policies.clone(),
-            at_once: self.at_once,
+            decide: self.decide,
+            allowed_fields: self.allowed_fields.clone(),
         }
     }
 }
@@ -94,8 +106,33 @@ impl<L: Limiter<HttpKey>> RateLimitLayer<L> {
         let at_once = policies.iter().all(|p| p.limiter.answers_at_once());
         Ok(RateLimitLayer {
             policies: policies.into(),
-            at_once,
+            decide: if at_once {
+                Decide::AtOnce
+            } else {
+                Decide::Waiting
+            },
+            allowed_fields: None,
         })
+    }
+
+    /// Allowed responses carry the fields too: `RateLimit-Policy` naming every policy
+    /// and `RateLimit` with each policy's `r` (units left) and `t` (seconds until its
+    /// bucket is full) after this request, both appended to what the inner service
+    /// set (a layer inside another adds its own members to the lists). A policy
+    /// admitted while Redis was down (`RateLimit-Degraded`) has no `RateLimit` member:
+    /// nobody knows its count. Off by default: an allowed response then costs a
+    /// formatted header value and two allocations.
+    pub fn fields_on_allowed(mut self) -> Self {
+        let joined = (self.policies.iter())
+            .map(|p| p.policy_field.to_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Valid header values joined with ", " make a valid header value.
+        self.allowed_fields = HeaderValue::from_str(&joined).ok().map(Arc::new);
+        if self.decide == Decide::AtOnce {
+            self.decide = Decide::AtOnceWithFields;
+        }
+        self
     }
 }
 
@@ -105,7 +142,8 @@ impl<S, L> Layer<S> for RateLimitLayer<L> {
         RateLimit {
             inner,
             policies: self.policies.clone(),
-            at_once: self.at_once,
+            decide: self.decide,
+            allowed_fields: self.allowed_fields.clone(),
         }
     }
 }
@@ -115,7 +153,19 @@ impl<S, L> Layer<S> for RateLimitLayer<L> {
 pub struct RateLimit<S, L> {
     inner: S,
     policies: Arc<[RateLimitPolicy<L>]>,
-    at_once: bool,
+    decide: Decide,
+    allowed_fields: Option<Arc<HeaderValue>>,
+}
+
+/// When a layer decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decide {
+    /// Inside `call`: every limiter answers at once (in memory).
+    AtOnce,
+    /// The same, with fields on allowed responses.
+    AtOnceWithFields,
+    /// In a boxed future: a limiter waits (Redis).
+    Waiting,
 }
 
 impl<S: Clone, L> Clone for RateLimit<S, L> {
@@ -123,15 +173,74 @@ impl<S: Clone, L> Clone for RateLimit<S, L> {
         RateLimit {
             inner: self.inner.clone(),
             policies: self.policies.clone(),
-            at_once: self.at_once,
+            decide: self.decide,
+            allowed_fields: self.allowed_fields.clone(),
         }
     }
 }
 
 /// What the policies answered.
 enum Verdict {
-    Pass { degraded: Degraded },
+    Pass(Admission),
     Refuse(Response<&'static str>),
+}
+
+/// The admitted decisions of one request, gathered policy by policy.
+struct Admission {
+    degraded: Degraded,
+    /// The `RateLimit` members so far, when the layer sends fields on allowed
+    /// responses.
+    members: Option<String>,
+}
+
+impl Admission {
+    fn add<L>(&mut self, p: &RateLimitPolicy<L>, d: &Decision) {
+        let degraded = Degraded::of(d);
+        self.degraded = self.degraded.max(degraded);
+        if let Some(members) = &mut self.members
+            && degraded == Degraded::No
+        {
+            if !members.is_empty() {
+                members.push_str(", ");
+            }
+            members.push_str(&p.sf_name);
+            members.push_str(";r=");
+            push_decimal(members, u64::from(d.remaining));
+            members.push_str(";t=");
+            push_decimal(members, headers::reset_secs(d));
+        }
+    }
+
+    /// Marks the response: `RateLimit-Degraded`, and the fields appended (both are
+    /// lists, and a layer inside this one may have set its own members).
+    fn mark<ResBody>(self, response: &mut Response<ResBody>, policy: Option<&HeaderValue>) {
+        let h = response.headers_mut();
+        if let Some(policy) = policy {
+            h.append(RATELIMIT_POLICY, policy.clone());
+        }
+        if let Some(v) = (self.members)
+            .filter(|m| !m.is_empty())
+            .and_then(|m| HeaderValue::from_str(&m).ok())
+        {
+            h.append(RATELIMIT, v);
+        }
+        mark(response, self.degraded);
+    }
+}
+
+/// `n` in decimal, without the formatting machinery (per allowed response).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&b| char::from(b)));
 }
 
 /// How much of the limit held for an admitted request while Redis was down: the
@@ -177,6 +286,7 @@ fn keys_of<L, B>(
 async fn verdict<L: Limiter<HttpKey>>(
     policies: &[RateLimitPolicy<L>],
     (first, rest): (HttpKey, Vec<HttpKey>),
+    fields: bool,
 ) -> Verdict {
     let keys = || policies.iter().zip(std::iter::once(&first).chain(&rest));
     // Every policy after the first is peeked before any is spent (see `decide_now`).
@@ -185,14 +295,22 @@ async fn verdict<L: Limiter<HttpKey>>(
             return Verdict::Refuse(refusal);
         }
     }
-    let mut degraded = Degraded::No;
+    let mut admission = Admission {
+        degraded: Degraded::No,
+        // Room for a usual member per policy: one allocation.
+        members: fields.then(|| String::with_capacity(40 * policies.len())),
+    };
     for (p, key) in keys() {
-        match answer(p, p.limiter.check(key, 1).await) {
-            Ok(d) => degraded = degraded.max(d),
-            Err(refusal) => return Verdict::Refuse(refusal),
+        match p.limiter.check(key, 1).await {
+            Ok(d) if d.allowed => admission.add(p, &d),
+            refused => {
+                if let Err(refusal) = answer(p, refused) {
+                    return Verdict::Refuse(refusal);
+                }
+            }
         }
     }
-    Verdict::Pass { degraded }
+    Verdict::Pass(admission)
 }
 
 /// A policy's answer: admitted (and how degraded), or the refusal. A key the
@@ -256,13 +374,13 @@ fn refusal<L>(p: &RateLimitPolicy<L>, d: &Decision) -> Response<&'static str> {
     };
     let mut r = plain(status, body);
     let h = r.headers_mut();
-    h.insert("ratelimit-policy", p.policy_field.clone());
+    h.insert(RATELIMIT_POLICY, p.policy_field.clone());
     // `r=0` would tell a client refused for want of room (a full table) or for want
     // of an answer (Redis down, closed policy) that its own quota is spent.
     if !matches!(d.denial, Some(Denial::TableFull | Denial::Unavailable)) {
         let t = headers::reset_secs(d);
         if let Ok(v) = HeaderValue::from_str(&format!("{};r={};t={t}", p.sf_name, d.remaining)) {
-            h.insert("ratelimit", v);
+            h.insert(RATELIMIT, v);
         }
     }
     if let Some(v) = headers::retry_after(d).and_then(|s| HeaderValue::from_str(&s).ok()) {
@@ -288,9 +406,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.at_once {
-            // In memory: decide here and call the service that polled ready, with no
-            // clone of it and no future of our own to allocate.
+        if self.decide == Decide::AtOnce {
+            // In memory, no fields on allowed responses: decide here and call the
+            // service that polled ready, with no clone of it and no future of our own
+            // to allocate.
             return match self.decide_now(&req) {
                 Ok(degraded) => ResponseFuture {
                     kind: Kind::Inner {
@@ -301,10 +420,14 @@ where
                 Err(refusal) => ResponseFuture::ready(refusal),
             };
         }
+        if self.decide == Decide::AtOnceWithFields {
+            return self.call_with_fields(req);
+        }
         // The service that polled ready goes with the future; its clone stays.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let policies = self.policies.clone();
+        let allowed_fields = self.allowed_fields.clone();
         let keys = keys_of(&policies, &req);
         ResponseFuture {
             kind: Kind::Boxed {
@@ -313,11 +436,11 @@ where
                         Ok(keys) => keys,
                         Err(e) => return Ok(e.response().map(ResBody::from)),
                     };
-                    match verdict(&policies, keys).await {
+                    match verdict(&policies, keys, allowed_fields.is_some()).await {
                         Verdict::Refuse(r) => Ok(r.map(ResBody::from)),
-                        Verdict::Pass { degraded } => {
+                        Verdict::Pass(admission) => {
                             let mut response = inner.call(req).await?;
-                            mark(&mut response, degraded);
+                            admission.mark(&mut response, allowed_fields.as_deref());
                             Ok(response)
                         }
                     }
@@ -328,6 +451,44 @@ where
 }
 
 impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
+    /// `call` for a layer that answers at once and sends fields on allowed
+    /// responses: the limiters' verdict (ready at its first poll), then the inner
+    /// service that polled ready. Apart from `call`, so that the default path is
+    /// compiled as if this did not exist.
+    #[inline(never)]
+    fn call_with_fields<B, ResBody>(
+        &mut self,
+        req: Request<B>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>>,
+        ResBody: From<&'static str>,
+    {
+        let keys = match keys_of(&self.policies, &req) {
+            Ok(keys) => keys,
+            Err(e) => return ResponseFuture::ready(e.response()),
+        };
+        let verdict = std::pin::pin!(verdict(&self.policies, keys, true));
+        let admission = match verdict.poll(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Verdict::Pass(admission)) => admission,
+            Poll::Ready(Verdict::Refuse(refusal)) => return ResponseFuture::ready(refusal),
+            // Not if every limiter answers at once, as each said.
+            Poll::Pending => {
+                tracing::warn!("a rate limiter did not answer at once");
+                return ResponseFuture::ready(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "rate limit unavailable\n",
+                ));
+            }
+        };
+        ResponseFuture {
+            kind: Kind::WithFields {
+                fut: self.inner.call(req),
+                fields: Some(Box::new((admission, self.allowed_fields.clone()))),
+            },
+        }
+    }
+
     /// For a limiter that answers at once: whether the request passes (and was
     /// admitted failing open), or the refusal. Every key is formed before any check,
     /// so a request refused for a missing key consumes nothing.
@@ -411,6 +572,12 @@ pin_project_lite::pin_project! {
         Inner { #[pin] fut: F, degraded: Degraded },
         // Refused (or no key could be formed).
         Ready { response: Option<Response<ResBody>> },
+        // Admitted without waiting, with fields to add.
+        WithFields {
+            #[pin]
+            fut: F,
+            fields: Option<Box<(Admission, Option<Arc<HeaderValue>>)>>,
+        },
         // Decided by a limiter that waits.
         Boxed { fut: BoxedResponse<ResBody, E> },
     }
@@ -448,6 +615,13 @@ where
                     r
                 })
             }
+            Projected::WithFields { fut, fields } => fut.poll(cx).map_ok(|mut r| {
+                if let Some(fields) = fields.take() {
+                    let (admission, policy) = *fields;
+                    admission.mark(&mut r, policy.as_deref());
+                }
+                r
+            }),
             Projected::Ready { response } => match response.take() {
                 Some(r) => Poll::Ready(Ok(r)),
                 None => Poll::Pending, // polled after completion
