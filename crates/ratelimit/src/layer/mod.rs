@@ -461,8 +461,10 @@ impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
         req: Request<B>,
     ) -> ResponseFuture<S::Future, ResBody, S::Error>
     where
-        S: Service<Request<B>, Response = Response<ResBody>>,
-        ResBody: From<&'static str>,
+        S: Service<Request<B>, Response = Response<ResBody>> + 'static,
+        S::Future: Send,
+        B: 'static,
+        ResBody: From<&'static str> + Send + 'static,
     {
         let keys = match keys_of(&self.policies, &req) {
             Ok(keys) => keys,
@@ -481,10 +483,17 @@ impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
                 ));
             }
         };
+        // Boxed, as for a limiter that waits: a variant of its own would make every
+        // layer's future larger (and the default path copy it once more).
+        let fut = self.inner.call(req);
+        let policy = self.allowed_fields.clone();
         ResponseFuture {
-            kind: Kind::WithFields {
-                fut: self.inner.call(req),
-                fields: Some(Box::new((admission, self.allowed_fields.clone()))),
+            kind: Kind::Boxed {
+                fut: Box::pin(async move {
+                    let mut response = fut.await?;
+                    admission.mark(&mut response, policy.as_deref());
+                    Ok(response)
+                }),
             },
         }
     }
@@ -514,7 +523,9 @@ impl<S, L: Limiter<HttpKey>> RateLimit<S, L> {
                 && proxies.trusts_nobody()
                 && let Some(peer) = peer_of(req)
             {
-                return check(only, &HttpKey::from(peer.ip()), 1);
+                // An address owns nothing to free: no drop call on every request.
+                let key = std::mem::ManuallyDrop::new(HttpKey::from(peer.ip()));
+                return check(only, &key, 1);
             }
             // One policy, one key: no list of keys to build.
             let key = only
@@ -572,13 +583,7 @@ pin_project_lite::pin_project! {
         Inner { #[pin] fut: F, degraded: Degraded },
         // Refused (or no key could be formed).
         Ready { response: Option<Response<ResBody>> },
-        // Admitted without waiting, with fields to add.
-        WithFields {
-            #[pin]
-            fut: F,
-            fields: Option<Box<(Admission, Option<Arc<HeaderValue>>)>>,
-        },
-        // Decided by a limiter that waits.
+        // Decided by a limiter that waits (or admitted with fields to add).
         Boxed { fut: BoxedResponse<ResBody, E> },
     }
 }
@@ -615,13 +620,6 @@ where
                     r
                 })
             }
-            Projected::WithFields { fut, fields } => fut.poll(cx).map_ok(|mut r| {
-                if let Some(fields) = fields.take() {
-                    let (admission, policy) = *fields;
-                    admission.mark(&mut r, policy.as_deref());
-                }
-                r
-            }),
             Projected::Ready { response } => match response.take() {
                 Some(r) => Poll::Ready(Ok(r)),
                 None => Poll::Pending, // polled after completion
