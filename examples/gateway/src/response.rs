@@ -377,6 +377,23 @@ pub struct Responder<W: Write> {
     pub claims: Option<ActionClaims>,
 }
 
+/// Whether an action's outcome makes it to be planned again after [`FAILED_RETRY`]
+/// (the engine marks it failed): it failed, or it timed out after dispatch (it may
+/// or may not have taken effect) and doing it twice is harmless. A block, a
+/// revocation, a step-up or an end of sessions done twice changes nothing more (a
+/// repeated block keeps the later end); taken as done, a timed-out block that did not
+/// hold let the attacker in for its whole length, the repeats held back as its
+/// duplicates. A notification is not sent twice (it may page someone twice). The
+/// cost: a timed-out block that did hold is not counted as a ban, so the next one is
+/// not escalated for it.
+fn retried(outcome: &Outcome, kind: Option<ActionKind>) -> bool {
+    match outcome {
+        Outcome::Failed { .. } => true,
+        Outcome::Unknown { .. } => kind.is_some_and(|k| k != ActionKind::Notify),
+        _ => false,
+    }
+}
+
 impl<W: Write> Responder<W> {
     /// Handles one event: correlate, plan, execute, audit, show.
     pub async fn handle(&mut self, event: SecurityEvent) {
@@ -418,7 +435,10 @@ impl<W: Write> Responder<W> {
         };
         let outcomes = self.executor.execute(&plan).await;
         for (id, outcome) in &outcomes {
-            if matches!(outcome, Outcome::Failed { .. }) {
+            let kind = (plan.executable())
+                .find(|s| s.decision == Some(*id))
+                .map(|s| s.action.kind());
+            if retried(outcome, kind) {
                 // Planned again by the first event after a retry delay, not held back
                 // as a duplicate until it would have expired; the claim goes back so
                 // that event may come to another instance (unless another block of
@@ -434,7 +454,7 @@ impl<W: Write> Responder<W> {
                 && let Some(step) = (plan.executable()).find(|s| s.decision == Some(*id))
                 && step.action.kind() == ActionKind::BlockIp
             {
-                // Carried out (or maybe, after a timeout): the fleet's ban history.
+                // Carried out: the fleet's ban history.
                 claims.share_bans(&self.engine, &step.target, now).await;
             }
         }
@@ -555,5 +575,115 @@ impl<W: Write> Responder<W> {
                 () = closing.notified() => rx.close(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use palisade_core_traits::{
+        Error as ActionError, EventId, EventKind, IpBlocker, ManualClock, Subject, async_trait,
+    };
+    use palisade_playbooks::Definition;
+
+    use super::*;
+
+    /// Records every block; answers a timeout (the call went out, its effect is
+    /// unknown) while `time_out` is set.
+    #[derive(Debug, Default)]
+    struct Blocker {
+        calls: Mutex<Vec<IpAddr>>,
+        time_out: AtomicBool,
+    }
+
+    #[async_trait]
+    impl IpBlocker for Blocker {
+        async fn block_ip(&self, ip: IpAddr, _: Duration, _: &str) -> Result<(), ActionError> {
+            self.calls.lock().unwrap().push(ip);
+            if self.time_out.load(Ordering::SeqCst) {
+                return Err(ActionError::Timeout(Duration::from_secs(1)));
+            }
+            Ok(())
+        }
+
+        async fn unblock_ip(&self, _: IpAddr) -> Result<(), ActionError> {
+            Ok(())
+        }
+    }
+
+    fn brute_force(id: &str, clock: &ManualClock) -> SecurityEvent {
+        SecurityEvent::new(
+            EventId::new(id).unwrap(),
+            clock.now(),
+            EventKind::BruteForce,
+            Severity::High,
+            Subject::ip("198.51.100.7".parse().unwrap()),
+            "test",
+        )
+    }
+
+    /// A block whose call timed out may not hold: the first offence after
+    /// `FAILED_RETRY` blocks again (taken as done, every repeat was held back as its
+    /// duplicate for the block's 15 minutes). Once a block held, repeats are held back.
+    #[tokio::test]
+    async fn a_block_that_timed_out_after_dispatch_is_tried_again_after_the_retry() {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
+        let blocker = Arc::new(Blocker::default());
+        blocker.time_out.store(true, Ordering::SeqCst);
+        let mut responder = Responder {
+            engine: Engine::new(Definition::default_set().unwrap()),
+            executor: Executor::builder()
+                .ip_blocker(blocker.clone())
+                .build()
+                .unwrap(),
+            audit: AuditLog::new(Vec::new()),
+            correlator: Correlator::new(crate::incident::WINDOW),
+            dashboard: Arc::new(Dashboard::default()),
+            clock: clock.clone(),
+            claims: None,
+        };
+        let calls = || blocker.calls.lock().unwrap().len();
+        responder.handle(brute_force("bf-1", &clock)).await;
+        assert_eq!(calls(), 1);
+        // Before the retry, a repeat is held back.
+        clock.advance(Duration::from_secs(30));
+        responder.handle(brute_force("bf-2", &clock)).await;
+        assert_eq!(calls(), 1);
+        // After it, blocked again; this time the block holds.
+        blocker.time_out.store(false, Ordering::SeqCst);
+        clock.advance(FAILED_RETRY);
+        responder.handle(brute_force("bf-3", &clock)).await;
+        assert_eq!(calls(), 2);
+        clock.advance(FAILED_RETRY + Duration::from_secs(1));
+        responder.handle(brute_force("bf-4", &clock)).await;
+        assert_eq!(calls(), 2, "a block that held is not repeated");
+    }
+
+    #[test]
+    fn what_a_timeout_makes_to_be_tried_again() {
+        let unknown = Outcome::Unknown { attempts: 1 };
+        let failed = Outcome::Failed {
+            attempts: 1,
+            error: "down".into(),
+        };
+        for kind in [
+            ActionKind::BlockIp,
+            ActionKind::RevokeUserTokens,
+            ActionKind::RevokeToken,
+            ActionKind::RequireStepUp,
+            ActionKind::TerminateSessions,
+        ] {
+            assert!(retried(&unknown, Some(kind)), "{kind:?}");
+        }
+        // A notification may already have paged someone.
+        assert!(!retried(&unknown, Some(ActionKind::Notify)));
+        assert!(retried(&failed, Some(ActionKind::Notify)));
+        assert!(!retried(
+            &Outcome::Applied { attempts: 1 },
+            Some(ActionKind::BlockIp)
+        ));
     }
 }
