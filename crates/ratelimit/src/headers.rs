@@ -55,12 +55,35 @@ pub fn ratelimit_policy(name: &str, quota: &Quota) -> Result<String, Error> {
 
 /// `RateLimit` member for a decision under the named policy, e.g. `"login";r=3;t=42`.
 pub fn ratelimit(name: &str, decision: &Decision) -> Result<String, Error> {
-    Ok(format!(
-        "{};r={};t={}",
-        sf_string(name)?,
-        decision.remaining,
-        reset_secs(decision)
-    ))
+    let mut out = String::new();
+    push_ratelimit(&mut out, &sf_string(name)?, decision);
+    Ok(out)
+}
+
+/// Appends the `RateLimit` member of `decision` under the policy whose name is
+/// already a Structured Field string (`sf_name`), without the formatting machinery:
+/// the layer renders one on every allowed response when asked to.
+pub(crate) fn push_ratelimit(out: &mut String, sf_name: &str, decision: &Decision) {
+    out.push_str(sf_name);
+    out.push_str(";r=");
+    push_decimal(out, u64::from(decision.remaining));
+    out.push_str(";t=");
+    push_decimal(out, reset_secs(decision));
+}
+
+/// `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&b| char::from(b)));
 }
 
 /// The `t` parameter: whole seconds until the key is full again or, on a refusal

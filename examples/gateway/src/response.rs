@@ -435,10 +435,8 @@ impl<W: Write> Responder<W> {
         };
         let outcomes = self.executor.execute(&plan).await;
         for (id, outcome) in &outcomes {
-            let kind = (plan.executable())
-                .find(|s| s.decision == Some(*id))
-                .map(|s| s.action.kind());
-            if retried(outcome, kind) {
+            let step = (plan.executable()).find(|s| s.decision == Some(*id));
+            if retried(outcome, step.map(|s| s.action.kind())) {
                 // Planned again by the first event after a retry delay, not held back
                 // as a duplicate until it would have expired; the claim goes back so
                 // that event may come to another instance (unless another block of
@@ -451,7 +449,7 @@ impl<W: Write> Responder<W> {
                     claims.release(&decision).await;
                 }
             } else if let Some(claims) = &self.claims
-                && let Some(step) = (plan.executable()).find(|s| s.decision == Some(*id))
+                && let Some(step) = step
                 && step.action.kind() == ActionKind::BlockIp
             {
                 // Carried out: the fleet's ban history.

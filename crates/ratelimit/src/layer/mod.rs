@@ -80,8 +80,8 @@ impl<L> RateLimitPolicy<L> {
 #[derive(Debug)]
 pub struct RateLimitLayer<L> {
     policies: Arc<[RateLimitPolicy<L>]>,
-    /// When the policies are decided.
-    decide: Decide,
+    /// Every policy's limiter answers at once: decide inside `call`.
+    at_once: bool,
     /// Every policy's `RateLimit-Policy` member, joined, when allowed responses carry
     /// the fields ([`RateLimitLayer::fields_on_allowed`]).
     allowed_fields: Option<Arc<HeaderValue>>,
@@ -91,7 +91,7 @@ impl<L> Clone for RateLimitLayer<L> {
     fn clone(&self) -> Self {
         RateLimitLayer {
             policies: self.policies.clone(),
-            decide: self.decide,
+            at_once: self.at_once,
             allowed_fields: self.allowed_fields.clone(),
         }
     }
@@ -106,11 +106,7 @@ impl<L: Limiter<HttpKey>> RateLimitLayer<L> {
         let at_once = policies.iter().all(|p| p.limiter.answers_at_once());
         Ok(RateLimitLayer {
             policies: policies.into(),
-            decide: if at_once {
-                Decide::AtOnce
-            } else {
-                Decide::Waiting
-            },
+            at_once,
             allowed_fields: None,
         })
     }
@@ -129,9 +125,6 @@ impl<L: Limiter<HttpKey>> RateLimitLayer<L> {
             .join(", ");
         // Valid header values joined with ", " make a valid header value.
         self.allowed_fields = HeaderValue::from_str(&joined).ok().map(Arc::new);
-        if self.decide == Decide::AtOnce {
-            self.decide = Decide::AtOnceWithFields;
-        }
         self
     }
 }
@@ -142,7 +135,7 @@ impl<S, L> Layer<S> for RateLimitLayer<L> {
         RateLimit {
             inner,
             policies: self.policies.clone(),
-            decide: self.decide,
+            at_once: self.at_once,
             allowed_fields: self.allowed_fields.clone(),
         }
     }
@@ -153,19 +146,8 @@ impl<S, L> Layer<S> for RateLimitLayer<L> {
 pub struct RateLimit<S, L> {
     inner: S,
     policies: Arc<[RateLimitPolicy<L>]>,
-    decide: Decide,
+    at_once: bool,
     allowed_fields: Option<Arc<HeaderValue>>,
-}
-
-/// When a layer decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decide {
-    /// Inside `call`: every limiter answers at once (in memory).
-    AtOnce,
-    /// The same, with fields on allowed responses.
-    AtOnceWithFields,
-    /// In a boxed future: a limiter waits (Redis).
-    Waiting,
 }
 
 impl<S: Clone, L> Clone for RateLimit<S, L> {
@@ -173,7 +155,7 @@ impl<S: Clone, L> Clone for RateLimit<S, L> {
         RateLimit {
             inner: self.inner.clone(),
             policies: self.policies.clone(),
-            decide: self.decide,
+            at_once: self.at_once,
             allowed_fields: self.allowed_fields.clone(),
         }
     }
@@ -203,11 +185,7 @@ impl Admission {
             if !members.is_empty() {
                 members.push_str(", ");
             }
-            members.push_str(&p.sf_name);
-            members.push_str(";r=");
-            push_decimal(members, u64::from(d.remaining));
-            members.push_str(";t=");
-            push_decimal(members, headers::reset_secs(d));
+            headers::push_ratelimit(members, &p.sf_name, d);
         }
     }
 
@@ -226,21 +204,6 @@ impl Admission {
         }
         mark(response, self.degraded);
     }
-}
-
-/// `n` in decimal, without the formatting machinery (per allowed response).
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[i..].iter().map(|&b| char::from(b)));
 }
 
 /// How much of the limit held for an admitted request while Redis was down: the
@@ -378,8 +341,9 @@ fn refusal<L>(p: &RateLimitPolicy<L>, d: &Decision) -> Response<&'static str> {
     // `r=0` would tell a client refused for want of room (a full table) or for want
     // of an answer (Redis down, closed policy) that its own quota is spent.
     if !matches!(d.denial, Some(Denial::TableFull | Denial::Unavailable)) {
-        let t = headers::reset_secs(d);
-        if let Ok(v) = HeaderValue::from_str(&format!("{};r={};t={t}", p.sf_name, d.remaining)) {
+        let mut member = String::new();
+        headers::push_ratelimit(&mut member, &p.sf_name, d);
+        if let Ok(v) = HeaderValue::from_str(&member) {
             h.insert(RATELIMIT, v);
         }
     }
@@ -406,7 +370,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.decide == Decide::AtOnce {
+        if self.at_once && self.allowed_fields.is_none() {
             // In memory, no fields on allowed responses: decide here and call the
             // service that polled ready, with no clone of it and no future of our own
             // to allocate.
@@ -420,7 +384,7 @@ where
                 Err(refusal) => ResponseFuture::ready(refusal),
             };
         }
-        if self.decide == Decide::AtOnceWithFields {
+        if self.at_once {
             return self.call_with_fields(req);
         }
         // The service that polled ready goes with the future; its clone stays.
