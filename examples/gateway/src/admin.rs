@@ -42,13 +42,58 @@ pub struct Sessions {
 }
 
 enum SessionStore {
-    Memory(Mutex<HashMap<[u8; 32], (String, Duration)>>),
+    Memory(Mutex<MemorySessions>),
     /// `{prefix}:s:<digest>` → user, expiring with the session; `{prefix}:u:<user>` →
-    /// the user's digests. One hash tag: a cluster keeps them in one slot.
+    /// the user's digests; `{prefix}:g:<user>` → how many times the user's sessions
+    /// were ended (for a session's lifetime). One hash tag: a cluster keeps them in
+    /// one slot.
     Redis {
         conn: RedisConn,
         prefix: String,
     },
+}
+
+#[derive(Default)]
+struct MemorySessions {
+    /// Digest → (user, end on the monotonic clock).
+    live: HashMap<[u8; 32], (String, Duration)>,
+    /// How many times each user's sessions were ended, for at most [`MAX_ENDED`]
+    /// users; past that the map starts again and `base` goes up, which refuses every
+    /// sign-in in flight once (they are told to sign in again).
+    ended: HashMap<String, u64>,
+    base: u64,
+}
+
+impl MemorySessions {
+    fn generation(&self, user: &str) -> Generation {
+        Generation {
+            base: self.base,
+            ended: self.ended.get(user).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Users whose ends one instance remembers in memory.
+const MAX_ENDED: usize = 4096;
+
+/// How many times a user's sessions had been ended when a sign-in began
+/// ([`Sessions::generation`]): [`Sessions::open`] refuses a session if it changed since,
+/// so a sign-in that raced a playbook's `terminate_sessions` does not survive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    base: u64,
+    ended: u64,
+}
+
+/// What [`Sessions::open`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// A session: the cookie value.
+    Session(String),
+    /// The user's sessions were ended after the sign-in began: none opened.
+    Ended,
+    /// The shared store cannot be reached: none opened.
+    Unavailable,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -61,16 +106,25 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-/// Opens a session: `KEYS[1]` the session, `KEYS[2]` the user's set, `ARGV[1]` the
-/// user, `ARGV[2]` the digest, `ARGV[3]` the lifetime (ms).
+/// Opens a session unless the user's sessions were ended since the sign-in began:
+/// `KEYS[1]` the session, `KEYS[2]` the user's set, `KEYS[3]` the user's generation,
+/// `ARGV[1]` the user, `ARGV[2]` the digest, `ARGV[3]` the lifetime (ms), `ARGV[4]`
+/// the generation the sign-in read. Returns 1 if opened, 0 if ended meanwhile.
 const OPEN_SESSION_LUA: &str = r"
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[4] then
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1";
-/// Ends every session of a user: `KEYS[1]` the user's set, `ARGV[1]` the session key
-/// prefix. Returns how many were live.
+/// Ends every session of a user and counts it in the user's generation: `KEYS[1]`
+/// the user's set, `KEYS[2]` the user's generation, `ARGV[1]` the session key prefix,
+/// `ARGV[2]` how long the generation is kept (ms: a session's lifetime, far longer
+/// than a sign-in takes). Returns how many were live.
 const END_USER_LUA: &str = r"
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 local n = 0
 for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   n = n + redis.call('DEL', ARGV[1] .. d)
@@ -92,7 +146,7 @@ impl Sessions {
     /// No session yet, in this process; expiry runs on `clock`'s monotonic time.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Sessions {
-            store: SessionStore::Memory(Mutex::new(HashMap::new())),
+            store: SessionStore::Memory(Mutex::default()),
             clock,
             rng: SystemRandom::new(),
         }
@@ -110,9 +164,32 @@ impl Sessions {
         }
     }
 
-    /// A new session for `user`; returns the cookie value (32 random bytes, hex), or
-    /// `None` when the shared store cannot be reached.
-    pub async fn open(&self, user: &str) -> Option<String> {
+    /// Where the user's sessions stand before a sign-in checks anything: pass it to
+    /// [`open`](Self::open). `None` when the shared store cannot be reached.
+    pub async fn generation(&self, user: &str) -> Option<Generation> {
+        match &self.store {
+            SessionStore::Memory(m) => {
+                Some(m.lock().unwrap_or_else(|e| e.into_inner()).generation(user))
+            }
+            SessionStore::Redis { conn, prefix } => {
+                let get = redis::cmd("GET").arg(format!("{prefix}:g:{user}")).clone();
+                match conn.query::<Option<u64>>(&get).await {
+                    Ok(ended) => Some(Generation {
+                        base: 0,
+                        ended: ended.unwrap_or(0),
+                    }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "operator sessions unreachable; sign-in refused");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new session for `user` (cookie value: 32 random bytes, hex), unless the
+    /// user's sessions were ended after `seen` was read.
+    pub async fn open(&self, user: &str, seen: Generation) -> Opened {
         let mut bytes = [0u8; 32];
         self.rng
             .fill(&mut bytes)
@@ -123,29 +200,39 @@ impl Sessions {
             SessionStore::Memory(m) => {
                 let now = self.clock.monotonic();
                 let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                s.retain(|_, (_, until)| *until > now);
-                if s.len() >= MAX_SESSIONS {
+                if s.generation(user) != seen {
+                    return Opened::Ended;
+                }
+                s.live.retain(|_, (_, until)| *until > now);
+                if s.live.len() >= MAX_SESSIONS {
                     // The oldest-expiring session goes first.
-                    if let Some(k) = s.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k) {
-                        s.remove(&k);
+                    let oldest = s.live.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k);
+                    if let Some(k) = oldest {
+                        s.live.remove(&k);
                     }
                 }
-                s.insert(digest, (user.to_owned(), now + SESSION_TTL));
+                s.live.insert(digest, (user.to_owned(), now + SESSION_TTL));
             }
             SessionStore::Redis { conn, prefix } => {
                 let mut call = OPEN_SESSION.prepare_invoke();
                 call.key(format!("{prefix}:s:{}", hex::encode(digest)))
                     .key(format!("{prefix}:u:{user}"))
+                    .key(format!("{prefix}:g:{user}"))
                     .arg(user)
                     .arg(hex::encode(digest))
-                    .arg(SESSION_TTL.as_millis() as u64);
-                if let Err(e) = conn.invoke::<i64>(&call).await {
-                    tracing::error!(error = %e, "operator session not stored; sign-in refused");
-                    return None;
+                    .arg(SESSION_TTL.as_millis() as u64)
+                    .arg(seen.ended);
+                match conn.invoke::<i64>(&call).await {
+                    Ok(1) => {}
+                    Ok(_) => return Opened::Ended,
+                    Err(e) => {
+                        tracing::error!(error = %e, "operator session not stored; sign-in refused");
+                        return Opened::Unavailable;
+                    }
                 }
             }
         }
-        Some(value)
+        Opened::Session(value)
     }
 
     /// The operator behind a cookie value, if the session is live (the shared store
@@ -159,7 +246,7 @@ impl Sessions {
             SessionStore::Memory(m) => {
                 let now = self.clock.monotonic();
                 let s = m.lock().unwrap_or_else(|e| e.into_inner());
-                (s.get(digest))
+                (s.live.get(digest))
                     .filter(|(_, until)| *until > now)
                     .map(|(u, _)| u.clone())
             }
@@ -196,7 +283,7 @@ impl Sessions {
         let digest = digest_of(cookie);
         match &self.store {
             SessionStore::Memory(m) => {
-                m.lock().unwrap_or_else(|e| e.into_inner()).remove(&digest);
+                (m.lock().unwrap_or_else(|e| e.into_inner()).live).remove(&digest);
             }
             SessionStore::Redis { conn, prefix } => {
                 // The user's set keeps a dead digest until it expires: harmless.
@@ -210,19 +297,27 @@ impl Sessions {
         }
     }
 
-    /// Ends every session of `user` (normalized); returns how many were live.
+    /// Ends every session of `user` (normalized), and the sign-ins of theirs in flight
+    /// (see [`Generation`]); returns how many sessions were live.
     pub async fn end_user(&self, user: &str) -> Result<u64, redis::RedisError> {
         match &self.store {
             SessionStore::Memory(m) => {
                 let mut s = m.lock().unwrap_or_else(|e| e.into_inner());
-                let before = s.len();
-                s.retain(|_, (u, _)| u != user);
-                Ok((before - s.len()) as u64)
+                if s.ended.len() >= MAX_ENDED && !s.ended.contains_key(user) {
+                    s.ended.clear();
+                    s.base += 1;
+                }
+                *s.ended.entry(user.to_owned()).or_default() += 1;
+                let before = s.live.len();
+                s.live.retain(|_, (u, _)| u != user);
+                Ok((before - s.live.len()) as u64)
             }
             SessionStore::Redis { conn, prefix } => {
                 let mut call = END_USER.prepare_invoke();
                 call.key(format!("{prefix}:u:{user}"))
-                    .arg(format!("{prefix}:s:"));
+                    .key(format!("{prefix}:g:{user}"))
+                    .arg(format!("{prefix}:s:"))
+                    .arg(SESSION_TTL.as_millis() as u64);
                 conn.invoke::<u64>(&call).await
             }
         }
@@ -376,18 +471,17 @@ pub async fn login(
             gw.limited_attempt(facts, &account, &headers, tls.as_ref())
                 .await;
         }
-        let r = (
+        let r = sign_in_error(
             StatusCode::TOO_MANY_REQUESTS,
-            page_headers(),
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            LOGIN.replace(
-                "<form method=\"post\"",
-                "<p class=\"error\" role=\"alert\">Too many attempts for this account; wait and retry.</p>\n  <form method=\"post\"",
-            ),
-        )
-            .into_response();
+            "Too many attempts for this account; wait and retry.",
+        );
         return crate::http::with_retry_after(r, &d);
     }
+    // Read before anything is checked: a playbook that ends the user's sessions
+    // while this sign-in is scored or stepped up ends it too.
+    let Some(generation) = state.sessions.generation(&account).await else {
+        return sessions_unavailable();
+    };
     let Some(check) = (state.users)
         .check_password_bounded(&form.username, form.password)
         .await
@@ -427,12 +521,10 @@ pub async fn login(
         }
         OperatorAttempt::Unavailable(r) => return r,
     }
-    let Some(value) = state.sessions.open(&account).await else {
-        return crate::http::problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "operator sessions cannot be stored now; retry later",
-        );
+    let value = match state.sessions.open(&account, generation).await {
+        Opened::Session(value) => value,
+        Opened::Ended => return sessions_ended(),
+        Opened::Unavailable => return sessions_unavailable(),
     };
     let cookie = format!(
         "{COOKIE}={value}{}; Max-Age={}",
@@ -446,16 +538,36 @@ pub async fn login(
     r
 }
 
+fn sessions_unavailable() -> Response {
+    crate::http::problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "operator sessions cannot be stored now; retry later",
+    )
+}
+
+/// The account's sessions were ended (a playbook's `terminate_sessions`) while it
+/// signed in: signing in again goes through whatever the playbook asked for.
+fn sessions_ended() -> Response {
+    sign_in_error(
+        StatusCode::UNAUTHORIZED,
+        "This account's sessions were just ended; sign in again.",
+    )
+}
+
 /// The sign-in page with "wrong username or password": the one refusal for anyone.
 fn wrong_credentials() -> Response {
+    sign_in_error(StatusCode::UNAUTHORIZED, "Wrong username or password.")
+}
+
+/// The sign-in page with `message` above the form, announced to screen readers.
+fn sign_in_error(status: StatusCode, message: &str) -> Response {
+    let alert = format!("<p class=\"error\" role=\"alert\">{message}</p>\n  <form method=\"post\"");
     (
-        StatusCode::UNAUTHORIZED,
+        status,
         page_headers(),
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        LOGIN.replace(
-            "<form method=\"post\"",
-            "<p class=\"error\" role=\"alert\">Wrong username or password.</p>\n  <form method=\"post\"",
-        ),
+        LOGIN.replace("<form method=\"post\"", &alert),
     )
         .into_response()
 }
@@ -580,5 +692,56 @@ pub async fn asset(Path(path): Path<String>) -> Response {
     match ASSETS.iter().find(|a| a.path == path) {
         Some(a) => (page_headers(), [(header::CONTENT_TYPE, a.mime)], a.bytes).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core_traits::SystemClock;
+
+    /// A playbook's `terminate_sessions` that lands while an operator signs in (the
+    /// password checked, the risk scored) ends that sign-in too; one that began after
+    /// it opens a session. (The same on Redis: `fleet.rs`.)
+    #[tokio::test]
+    async fn a_sign_in_in_flight_when_its_sessions_end_opens_none() {
+        let sessions = Sessions::new(Arc::new(SystemClock));
+        let began = sessions.generation("alice").await.unwrap();
+        let other = sessions.generation("bob").await.unwrap();
+        assert_eq!(sessions.end_user("alice").await.unwrap(), 0);
+        assert_eq!(sessions.open("alice", began).await, Opened::Ended);
+        let Opened::Session(bob) = sessions.open("bob", other).await else {
+            panic!("another user's sign-in is not ended");
+        };
+        let again = sessions.generation("alice").await.unwrap();
+        let Opened::Session(alice) = sessions.open("alice", again).await else {
+            panic!("a sign-in begun after the end opens a session");
+        };
+        assert_eq!(sessions.user(&alice).await.as_deref(), Some("alice"));
+        assert_eq!(sessions.end_user("alice").await.unwrap(), 1);
+        assert_eq!(sessions.user(&alice).await, None);
+        assert_eq!(sessions.user(&bob).await.as_deref(), Some("bob"));
+    }
+
+    /// Past `MAX_ENDED` users the memory of ends starts again: every sign-in in
+    /// flight then is refused once rather than one that raced an end forgotten.
+    #[tokio::test]
+    async fn forgetting_ends_refuses_the_sign_ins_in_flight() {
+        let sessions = Sessions::new(Arc::new(SystemClock));
+        let began = sessions.generation("alice").await.unwrap();
+        for i in 0..MAX_ENDED {
+            sessions.end_user(&format!("user{i}")).await.unwrap();
+        }
+        let Opened::Session(_) = sessions.open("alice", began).await else {
+            panic!("the ends so far are remembered: alice's sign-in opens");
+        };
+        let began = sessions.generation("alice").await.unwrap();
+        sessions.end_user("one-more").await.unwrap();
+        assert_eq!(sessions.open("alice", began).await, Opened::Ended);
+        let again = sessions.generation("alice").await.unwrap();
+        assert!(matches!(
+            sessions.open("alice", again).await,
+            Opened::Session(_)
+        ));
     }
 }

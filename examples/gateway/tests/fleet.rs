@@ -314,10 +314,19 @@ async fn operator_sessions_are_the_fleets(a: &Instance, b: &Instance) {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(!signed_in(b, cookie).await, "signed out on A, out on B");
     let cookie = sign_in().await;
+    let operators = &a.gw.gateway.sessions.operators;
+    let in_flight = operators.generation("admin").await.unwrap();
     (b.gw.gateway.sessions.terminate_sessions("admin", "test"))
         .await
         .unwrap();
     assert!(!signed_in(a, cookie).await, "ended by B, out on A");
+    assert_eq!(
+        operators.open("admin", in_flight).await,
+        palisade_gateway::admin::Opened::Ended,
+        "a sign-in on A that began before B ended the sessions opens none"
+    );
+    let cookie = sign_in().await;
+    assert!(signed_in(b, cookie).await, "a sign-in after the end holds");
 }
 
 async fn keyed_login(
