@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::activity::{Activity, LoginResult, Origin, What};
+use crate::admin::Generation;
 use crate::service::{AUDIENCE, Gateway, IP_POLICY, TOKEN_TTL};
 use crate::users::{PasswordCheck, Users};
 
@@ -500,6 +501,25 @@ fn token_response(token: Option<String>) -> Response {
 }
 
 impl Gateway {
+    /// The token answer to a login that read `began` before it checked the password,
+    /// unless a playbook ended the user's sessions since (`terminate_sessions`). The
+    /// count is read again after the token is minted: an end after that read revokes
+    /// the token (ends are counted before the tokens are revoked, and the revocation
+    /// covers every token minted until it), an end before it refuses the login, so a
+    /// login in flight does not outlive the end.
+    pub async fn issue_unless_ended(&self, user: &str, began: Generation) -> Response {
+        let token = self.issue(user);
+        match self.sessions.operators.generation(user).await {
+            Some(now) if now == began => token_response(token),
+            Some(_) => problem(
+                StatusCode::UNAUTHORIZED,
+                "sessions_ended",
+                "this account's sessions were just ended; log in again",
+            ),
+            None => sessions_unavailable(),
+        }
+    }
+
     /// A signed access token for `user`, or `None` (logged) if signing failed.
     fn issue(&self, user: &str) -> Option<String> {
         let mut claims = serde_json::Map::new();
@@ -572,6 +592,10 @@ pub async fn login(
         );
         return with_retry_after(r, &d);
     }
+    // Read before the password is checked: see `Gateway::issue_unless_ended`.
+    let Some(began) = gw.sessions.operators.generation(&user).await else {
+        return sessions_unavailable();
+    };
     let Some(check) = gw.users.check_password_bounded(&user, body.password).await else {
         return busy();
     };
@@ -645,8 +669,16 @@ pub async fn login(
             )
                 .into_response()
         }
-        _ => token_response(gw.issue(&user)),
+        _ => gw.issue_unless_ended(&user, began).await,
     }
+}
+
+fn sessions_unavailable() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "sessions cannot be checked now; retry later",
+    )
 }
 
 /// One sign-in attempt as risk sees it ([`Gateway::assess`]).

@@ -369,10 +369,13 @@ impl SessionTerminator for Sessions {
         _reason: &str,
     ) -> Result<Option<u64>, CoreError> {
         let user = normalize_user_id(user_id);
+        // Counted as an end before the tokens are revoked: a login that reads the
+        // count unchanged after minting its token minted it before the revocation,
+        // which covers it (`Gateway::issue_unless_ended`).
+        let operator_sessions = self.operators.end_user(&user).await;
         self.revoker
             .revoke_user(&self.issuer, &user, self.clock.now())
             .await?;
-        let operator_sessions = self.operators.end_user(&user).await;
         operator_sessions.map_err(|e| CoreError::Unavailable {
             backend: "redis",
             source: Box::new(e),

@@ -406,6 +406,61 @@ async fn one_failed_login_from_afar_does_not_log_the_victim_out() {
     h.gw.shutdown().await;
 }
 
+/// A playbook's `terminate_sessions` that lands while a login is in flight (its
+/// password checked before the end) does not let that login outlive it: an end before
+/// the token is minted refuses the login, an end after it revokes the token. (The
+/// operator form: `admin::tests`, and on Redis `fleet.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_in_flight_when_the_users_sessions_end_does_not_outlive_them() {
+    use palisade_core_traits::SessionTerminator;
+    let h = trusted().await;
+    let gw = &h.gw.gateway;
+    let token = h.token("alice", LONDON).await;
+    let began = gw.sessions.operators.generation("alice").await.unwrap();
+    h.clock.advance(Duration::from_secs(5));
+    gw.sessions
+        .terminate_sessions("alice", "test")
+        .await
+        .unwrap();
+    let r = gw.issue_unless_ended("alice", began).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "ended before the token"
+    );
+    let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "sessions_ended");
+    assert_eq!(h.me(&token).await, StatusCode::UNAUTHORIZED);
+
+    h.clock.advance(Duration::from_secs(5));
+    let began = gw.sessions.operators.generation("alice").await.unwrap();
+    let r = gw.issue_unless_ended("alice", began).await;
+    assert_eq!(r.status(), StatusCode::OK, "nothing ended meanwhile");
+    let body = axum::body::to_bytes(r.into_body(), 16_384).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let minted = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(h.me(&minted).await, StatusCode::OK);
+    h.clock.advance(Duration::from_secs(5));
+    gw.sessions
+        .terminate_sessions("alice", "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        h.me(&minted).await,
+        StatusCode::UNAUTHORIZED,
+        "ended after the token: revoked"
+    );
+    h.clock.advance(Duration::from_secs(5));
+    let after = h.token("alice", LONDON).await;
+    assert_eq!(
+        h.me(&after).await,
+        StatusCode::OK,
+        "a login after the end holds"
+    );
+    h.gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_storm_with_one_idempotency_key_logs_in_once() {
     let h = trusted().await;
