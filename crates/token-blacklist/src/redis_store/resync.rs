@@ -163,6 +163,17 @@ impl Scan {
         }
     }
 
+    /// Whether `k` is one of the [`meta_key`]s: `prefix:{e<decimal>}:…`. Records' hash
+    /// tags are 16 hex digits, which may begin with `e` too (one in sixteen): the
+    /// digits after it tell them apart, so no record is skipped.
+    fn is_meta(&self, k: &str) -> bool {
+        (k.strip_prefix(&self.meta))
+            .and_then(|rest| rest.split_once("}:"))
+            .is_some_and(|(tag, _)| {
+                (1..=10).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_digit())
+            })
+    }
+
     /// The next page's (key, record) pairs; `None` once the scan is complete. Values
     /// that do not parse (or vanished) are skipped.
     pub(crate) async fn next_page(
@@ -184,7 +195,7 @@ impl Scan {
         self.done = next == 0;
         let keys: Vec<String> = keys
             .into_iter()
-            .filter(|k| !k.starts_with(&self.meta) && *k != self.channel)
+            .filter(|k| !self.is_meta(k) && *k != self.channel)
             .collect();
         if keys.is_empty() {
             return Ok(Some(Vec::new()));

@@ -486,6 +486,56 @@ async fn a_token_with_an_empty_subject_is_revoked_everywhere() {
     );
 }
 
+/// Records filed under a hash tag that begins with `e`, like the epoch keys
+/// (`prefix:{e0}:epoch`; one record tag in sixteen does): a new replica's resync reads
+/// them. It once skipped them as its own bookkeeping, so a token revoked while a
+/// replica was down stayed valid there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_reads_records_whose_hash_tag_begins_like_an_epoch_key() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = builder().connect(&url).await.unwrap();
+    let tag_of = |k: &str| k.split_once(":{").unwrap().1.chars().next().unwrap();
+    let mut tokens = Vec::new();
+    let mut users = Vec::new();
+    for i in 0.. {
+        if tokens.len() == 4 && users.len() == 3 {
+            break;
+        }
+        let subject = format!("subject-{i}");
+        let t = fresh_token(&subject);
+        let k = token_key("palisade:tb", &t.issuer, &subject, t.jti.as_ref().unwrap());
+        if tag_of(&k) == 'e' && tokens.len() < 4 {
+            a.revoke_token(&t).await.unwrap();
+            tokens.push(t);
+        } else if users.len() < 3 {
+            let until = Timestamp::from_unix_secs(NOW_EXP);
+            a.revoke_user(&t.issuer, &subject, until).await.unwrap();
+            users.push(t);
+        }
+    }
+    // Users under `e` tags too: their watermark keys share the token's tag.
+    for t in tokens.iter().take(2) {
+        let subject = t.subject.as_ref().unwrap();
+        let until = Timestamp::from_unix_secs(NOW_EXP);
+        a.revoke_user(&t.issuer, subject, until).await.unwrap();
+    }
+    let c = builder().connect(&url).await.unwrap();
+    for t in tokens.iter().chain(&users) {
+        assert!(revoked(&c, t), "{t:?} found by the first resync");
+    }
+    let later_token_of = |t: &TokenIdentity| {
+        TokenIdentity::new(t.issuer.as_str())
+            .with_subject(t.subject.clone().unwrap())
+            .with_jti("later")
+            .with_issued_at(NOW_EXP - 10)
+            .with_expires_at(NOW_EXP)
+    };
+    for t in tokens.iter().take(2) {
+        assert!(revoked(&c, &later_token_of(t)), "its user's watermark too");
+    }
+}
+
 /// A watermark whose message never reached this replica (written without PUBLISH):
 /// the replica does not know it, `check_remote` reads it from Redis. Issuer and global
 /// watermarks too, which live under other hash tags than the token's key.
