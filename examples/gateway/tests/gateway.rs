@@ -216,6 +216,19 @@ async fn every_route_answers_with_the_right_status_and_headers() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // A method the route does not have is not an idempotent request: with a key it
+    // stores nothing (else one account could fill the store with made-up keys).
+    let stored = h.gw.gateway.idempotency.stored_bytes();
+    for i in 0..3 {
+        let r = (h.http.post(format!("{b}/api/me")))
+            .bearer_auth(&token)
+            .header("idempotency-key", format!("\"k-{i}\""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    assert_eq!(h.gw.gateway.idempotency.stored_bytes(), stored);
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["aud"], "palisade-gateway");
     let r = h
