@@ -180,7 +180,9 @@ pub(crate) fn check(claims: &Map<String, Value>, policy: &Policy) -> Result<(), 
             "sub" => sub.is_parsed(),
             "iss" => iss.is_parsed(),
             "aud" => aud.is_parsed(),
-            _ => continue,
+            "iat" => claim(claims, "iat", is_numeric).is_parsed(),
+            "jti" => claim(claims, "jti", Value::as_str).is_parsed(),
+            _ => continue, // refused when the policy is built
         };
         if !present {
             return Err(Error::MissingClaim(label(required)));
@@ -306,7 +308,10 @@ mod tests {
             set(),
             set(),
             proptest::option::of(proptest::sample::select(&["a", "b"][..])),
-            proptest::sample::subsequence(&["exp", "nbf", "sub", "iss", "aud", "jti"][..], 0..=3),
+            proptest::sample::subsequence(
+                &["exp", "nbf", "sub", "iss", "aud", "jti", "iat"][..],
+                0..=3,
+            ),
         )
             .prop_map(|(iss, aud, sub, required)| {
                 let mut p = Policy::builder()
@@ -346,6 +351,14 @@ mod tests {
                 &DecodingKey::from_secret(SECRET).unwrap(),
                 &policy.jsonwebtoken_validation(Algorithm::HS256),
             );
+            // `iat` and `jti` can be required here; jsonwebtoken ignores them.
+            let required_beyond_theirs = parse(body.as_bytes()).is_ok_and(|m| {
+                let missing = |name: &str| match m.get(name) {
+                    None | Some(Value::Null) => true,
+                    Some(v) => name == "jti" && !v.is_string(),
+                };
+                ["iat", "jti"].iter().any(|n| policy.required_claims.contains(*n) && missing(n))
+            });
             let ours = parse(body.as_bytes()).and_then(|m| {
                 check(&m, &policy)?;
                 for name in ["exp", "nbf", "iat"] {
@@ -355,10 +368,52 @@ mod tests {
             });
             prop_assert_eq!(
                 ours.is_ok(),
-                theirs.is_ok() && !stricter,
+                theirs.is_ok() && !stricter && !required_beyond_theirs,
                 "payload {} policy {:?}: ours {:?} theirs {:?}",
                 payload, policy, ours.err(), theirs.err()
             );
+        }
+    }
+
+    /// `iat` and `jti` can be required (jsonwebtoken would ignore them), and a name
+    /// the policy cannot check is a configuration error, not a silent no-op.
+    #[test]
+    fn iat_and_jti_can_be_required_and_unknown_names_are_refused() {
+        let policy = Policy::builder()
+            .algorithms(&[Algorithm::HS256])
+            .required_claims(&["exp", "iat", "jti"])
+            .build()
+            .unwrap();
+        let claims = |json: &str| serde_json::from_str::<Map<String, Value>>(json).unwrap();
+        let all = r#"{"exp": 4102444800, "iat": 1700000000, "jti": "t-1"}"#;
+        assert!(check(&claims(all), &policy).is_ok());
+        for (json, missing) in [
+            (r#"{"exp": 4102444800, "jti": "t-1"}"#, "\"iat\""),
+            (
+                r#"{"exp": 4102444800, "iat": null, "jti": "t-1"}"#,
+                "\"iat\"",
+            ),
+            (r#"{"exp": 4102444800, "iat": 1700000000}"#, "\"jti\""),
+            (
+                r#"{"exp": 4102444800, "iat": 1700000000, "jti": null}"#,
+                "\"jti\"",
+            ),
+        ] {
+            match check(&claims(json), &policy) {
+                Err(Error::MissingClaim(name)) => assert_eq!(name, missing, "{json}"),
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        let unknown = Policy::builder()
+            .algorithms(&[Algorithm::HS256])
+            .required_claims(&["exp", "scope"])
+            .build();
+        match unknown {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "required_claims");
+                assert!(reason.contains("`scope`"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -116,10 +116,13 @@ impl PolicyBuilder {
         self
     }
 
-    /// The registered claims that must be present: any of `exp`, `nbf`, `iss`,
-    /// `aud`, `sub` (others are ignored, as in jsonwebtoken). Replaces the default
-    /// `{"exp"}`; the claims that issuer, audience and subject constraints need
-    /// stay required whatever the order of the calls.
+    /// The registered claims that must be present: any of `exp`, `nbf`, `iat`,
+    /// `iss`, `aud`, `sub`, `jti` (a token without one is `MissingClaim`). Any other
+    /// name is refused by [`build`](Self::build): jsonwebtoken ignores the names it
+    /// does not know, and also `iat` and `jti`, so a policy asking for `jti` (to
+    /// revoke tokens one at a time) would have accepted tokens without it. Replaces
+    /// the default `{"exp"}`; the claims that issuer, audience and subject
+    /// constraints need stay required whatever the order of the calls.
     pub fn required_claims(mut self, claims: &[&str]) -> Self {
         self.required_claims = claims.iter().map(|s| (*s).to_owned()).collect();
         self
@@ -141,8 +144,9 @@ impl PolicyBuilder {
     }
 
     /// The policy. Fails ([`Error::InvalidConfig`] naming the field) with no
-    /// algorithm (neither [`Self::algorithms`] nor [`Self::ml_dsa`]), or with an empty issuer or audience list (which would accept no
-    /// token at all).
+    /// algorithm (neither [`Self::algorithms`] nor [`Self::ml_dsa`]), with an empty
+    /// issuer or audience list (which would accept no token at all), or with a
+    /// required claim it cannot check.
     pub fn build(self) -> Result<Policy, Error> {
         if self.algorithms.is_empty() && self.ml_dsa.is_empty() {
             return Err(Error::config(
@@ -157,6 +161,18 @@ impl PolicyBuilder {
                     "an empty list would accept no token; leave it unset to accept any",
                 ));
             }
+        }
+        const REQUIRABLE: [&str; 7] = ["exp", "nbf", "iat", "iss", "aud", "sub", "jti"];
+        if let Some(name) =
+            (self.required_claims.iter()).find(|n| !REQUIRABLE.contains(&n.as_str()))
+        {
+            return Err(Error::config(
+                "required_claims",
+                format!(
+                    "`{name}` cannot be required: only {}",
+                    REQUIRABLE.join(", ")
+                ),
+            ));
         }
         let mut required_claims: BTreeSet<String> = self.required_claims.into_iter().collect();
         for (set, name) in [
