@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use palisade_core_traits::{
     Clock, Error as CoreError, IpBlocker, RevocationCheck, SessionTerminator, StepUpRequirer,
-    TokenRevoker, TrustedProxies, async_trait, normalize_user_id,
+    Timestamp, TokenIdentity, TokenRevoker, TrustedProxies, async_trait, normalize_user_id,
 };
 use palisade_device_fp::{FingerprintKey, InMemoryDeviceStore, TrustPolicy};
 use palisade_hsm_keys::{JwsAlgorithm, KeyRing, KeyStore, Pin, Pkcs11Store, SoftStore};
@@ -346,6 +346,33 @@ impl StepUpRequirer for StepUps {
                 Ok(())
             }
         }
+    }
+}
+
+/// Revokes a user's tokens up to [`CLOCK_SKEW_SECS`] past the given time: an instance
+/// whose clock runs ahead (by as much as the validator's leeway accepts) stamps a
+/// later `iat` than the moment of the revocation on a token it minted before it,
+/// which the revocation must cover too. The price: a login within those seconds after
+/// the revocation gets a token that is already revoked, and logs in again.
+#[derive(Debug)]
+struct SkewedRevoker(Arc<dyn TokenRevoker>);
+
+#[async_trait]
+impl TokenRevoker for SkewedRevoker {
+    async fn revoke_token(&self, token: &TokenIdentity) -> Result<(), CoreError> {
+        self.0.revoke_token(token).await
+    }
+
+    async fn revoke_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+        issued_before: Timestamp,
+    ) -> Result<(), CoreError> {
+        let skew = Duration::from_secs(CLOCK_SKEW_SECS);
+        (self.0)
+            .revoke_user(issuer, subject, issued_before.saturating_add(skew))
+            .await
     }
 }
 
@@ -711,6 +738,7 @@ impl Gateway {
                 (b.clone(), b)
             }
         };
+        let blacklist: Arc<dyn TokenRevoker> = Arc::new(SkewedRevoker(blacklist));
         // One connection for the fleet's keys, idempotency records and step-ups.
         let conn = match redis {
             None => None,
