@@ -79,10 +79,10 @@ const MAX_ENDED: usize = 4096;
 /// How many times a user's sessions had been ended when a sign-in began
 /// ([`Sessions::generation`]): [`Sessions::open`] refuses a session if it changed since,
 /// so a sign-in that raced a playbook's `terminate_sessions` does not survive it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Generation {
-    base: u64,
-    ended: u64,
+    pub(crate) base: u64,
+    pub(crate) ended: u64,
 }
 
 /// What [`Sessions::open`] did.
@@ -500,8 +500,8 @@ pub async fn login(
                 tls.as_ref(),
                 &account,
                 valid,
-                code,
-                challenge,
+                (code, challenge),
+                generation,
             ))
             .await
         }
@@ -516,6 +516,7 @@ pub async fn login(
     match attempt {
         OperatorAttempt::Pass => {}
         OperatorAttempt::Wrong => return wrong_credentials(),
+        OperatorAttempt::Ended => return sessions_ended(),
         OperatorAttempt::CodeRequired { challenge, refused } => {
             return code_required(&challenge, refused);
         }

@@ -654,7 +654,7 @@ pub async fn login(
             "wrong username or password",
         ),
         LoginResult::StepUp => {
-            let challenge = match gw.step_ups.open(&user, ip).await {
+            let challenge = match gw.step_ups.open(&user, ip, began).await {
                 Ok(c) => c,
                 Err(e) => return step_ups_unavailable(&e),
             };
@@ -706,8 +706,24 @@ pub enum OperatorAttempt {
         /// A code was sent and refused.
         refused: bool,
     },
+    /// The code passed, but the account's sessions were ended (a playbook's
+    /// `terminate_sessions`) after the challenge was opened: no session.
+    Ended,
     /// Something that must be checked cannot be: this answer.
     Unavailable(Response),
+}
+
+/// What the operator form's second factor decided ([`Gateway::operator_code`]).
+enum SecondFactor {
+    Passed,
+    /// The code passed on a challenge opened before the account's sessions ended.
+    Ended,
+    /// The challenge to carry next (the same while it has attempts, a new one
+    /// otherwise), and whether a code was refused.
+    Ask {
+        challenge: String,
+        refused: bool,
+    },
 }
 
 impl Gateway {
@@ -812,8 +828,8 @@ impl Gateway {
         tls: Option<&ClientTls>,
         user: &str,
         valid: bool,
-        code: &str,
-        challenge: &str,
+        (code, challenge): (&str, &str),
+        began: Generation,
     ) -> OperatorAttempt {
         let ip = *ip;
         let outcome = if valid {
@@ -831,10 +847,11 @@ impl Gateway {
         } else if a.score.verdict == Verdict::Block {
             (LoginResult::Denied, OperatorAttempt::Wrong)
         } else if a.score.verdict == Verdict::StepUp || self.step_ups.required(user).await {
-            match self.operator_code(ip, user, code, challenge).await {
+            match self.operator_code(ip, user, (code, challenge), began).await {
                 Err(e) => return OperatorAttempt::Unavailable(step_ups_unavailable(&e)),
-                Ok(None) => (LoginResult::StepUpPassed, OperatorAttempt::Pass),
-                Ok(Some((challenge, refused))) => (
+                Ok(SecondFactor::Passed) => (LoginResult::StepUpPassed, OperatorAttempt::Pass),
+                Ok(SecondFactor::Ended) => (LoginResult::StepUpPassed, OperatorAttempt::Ended),
+                Ok(SecondFactor::Ask { challenge, refused }) => (
                     if refused {
                         LoginResult::StepUpFailed
                     } else {
@@ -874,24 +891,25 @@ impl Gateway {
         answer
     }
 
-    /// The operator form's second factor: `None` when `code` passes against the
-    /// form's live `challenge` of this account (which is then closed), else the
-    /// challenge to carry next (the same while it has attempts, a new one otherwise)
-    /// and whether a code was refused.
+    /// The operator form's second factor: `code` against the form's live `challenge`
+    /// of this account (closed once a code passes). `began`: the account's sessions
+    /// as this sign-in found them, which a new challenge keeps and an answered one
+    /// must still match.
     async fn operator_code(
         &self,
         ip: IpAddr,
         user: &str,
-        code: &str,
-        challenge: &str,
-    ) -> Result<Option<(String, bool)>, palisade_token_blacklist::redis::RedisError> {
+        (code, challenge): (&str, &str),
+        began: Generation,
+    ) -> Result<SecondFactor, palisade_token_blacklist::redis::RedisError> {
         let live = match (code.is_empty(), challenge.is_empty()) {
             (false, false) => (self.step_ups.attempt(challenge, ip).await?)
                 .filter(|ch| ch.user == normalize_user_id(user)),
             _ => None,
         };
+        let ask = |challenge, refused| SecondFactor::Ask { challenge, refused };
         let Some(ch) = live else {
-            return Ok(Some((self.step_ups.open(user, ip).await?, false)));
+            return Ok(ask(self.step_ups.open(user, ip, began).await?, false));
         };
         let step = (self.users).totp_step(user, code, self.clock.now().as_unix_secs());
         let fresh = match step {
@@ -900,13 +918,16 @@ impl Gateway {
         };
         if fresh {
             self.step_ups.close(challenge).await?;
-            return Ok(None);
+            if ch.began != began {
+                return Ok(SecondFactor::Ended);
+            }
+            return Ok(SecondFactor::Passed);
         }
         if ch.attempts_left > 0 {
-            return Ok(Some((challenge.to_owned(), true)));
+            return Ok(ask(challenge.to_owned(), true));
         }
         self.codes_exhausted(user, ip).await;
-        Ok(Some((self.step_ups.open(user, ip).await?, true)))
+        Ok(ask(self.step_ups.open(user, ip, began).await?, true))
     }
 }
 
@@ -999,7 +1020,8 @@ pub async fn step_up(
     if let Err(e) = gw.step_ups.close(&body.challenge).await {
         return step_ups_unavailable(&e); // no token for a challenge that stays open
     }
-    token_response(gw.issue(&ch.user))
+    // Sessions ended since the login that opened the challenge end it too.
+    gw.issue_unless_ended(&ch.user, ch.began).await
 }
 
 /// `GET /api/me`: the caller's claims.

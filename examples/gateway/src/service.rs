@@ -21,6 +21,7 @@ use palisade_threat_score::{MaxMindLookup, ThreatScorer};
 use palisade_token_blacklist::{MemoryBlacklist, RedisBlacklist};
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::admin::Generation;
 use crate::config::Config;
 use crate::dashboard::Dashboard;
 use crate::idempotency::{self, Idempotency};
@@ -58,6 +59,9 @@ pub struct Challenge {
     pub ip: IpAddr,
     /// Wrong codes left.
     pub attempts_left: u32,
+    /// The user's sessions as the login that opened it found them: a code that
+    /// passes after they were ended gets no token or session.
+    pub began: Generation,
 }
 
 /// Step-up requirements set by playbooks, and pending challenges: in this instance's
@@ -107,18 +111,18 @@ end
 return 1";
 /// Opens a challenge: user, address, attempts, lifetime in ms.
 const OPEN_LUA: &str = r"
-redis.call('HSET', KEYS[1], 'user', ARGV[1], 'ip', ARGV[2], 'left', ARGV[3])
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'ip', ARGV[2], 'left', ARGV[3], 'began', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1";
 /// Spends one attempt if `ARGV[1]` is the address that opened the challenge:
-/// `{user, ip, left}` after it, or nil if unknown, spent or from elsewhere.
+/// `{user, ip, left, began}` after it, or nil if unknown, spent or from elsewhere.
 const ATTEMPT_LUA: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'user', 'ip', 'left')
+local v = redis.call('HMGET', KEYS[1], 'user', 'ip', 'left', 'began')
 if not v[1] or not v[3] or v[2] ~= ARGV[1] then return false end
 local left = tonumber(v[3])
 if left <= 0 then redis.call('DEL', KEYS[1]) return false end
 redis.call('HINCRBY', KEYS[1], 'left', -1)
-return {v[1], v[2], tostring(left - 1)}";
+return {v[1], v[2], tostring(left - 1), v[4] or '0'}";
 
 /// Raises the user's last accepted TOTP step to `ARGV[1]`: 1 if it was lower (the
 /// code passes), 0 if not (used already). Kept as long as a code can be replayed.
@@ -172,7 +176,12 @@ impl StepUps {
     }
 
     /// Opens a challenge; returns its id. `Err`: Redis could not be written.
-    pub async fn open(&self, user: &str, ip: IpAddr) -> Result<String, redis::RedisError> {
+    pub async fn open(
+        &self,
+        user: &str,
+        ip: IpAddr,
+        began: Generation,
+    ) -> Result<String, redis::RedisError> {
         let mut id = [0u8; 16];
         self.rng
             .fill(&mut id)
@@ -182,6 +191,7 @@ impl StepUps {
             user: normalize_user_id(user).into_owned(),
             ip,
             attempts_left: CHALLENGE_ATTEMPTS,
+            began,
         };
         match &self.store {
             StepUpStore::Memory { challenges, .. } => {
@@ -204,7 +214,8 @@ impl StepUps {
                             .arg(&challenge.user)
                             .arg(ip.to_string())
                             .arg(CHALLENGE_ATTEMPTS)
-                            .arg(millis(CHALLENGE_TTL)),
+                            .arg(millis(CHALLENGE_TTL))
+                            .arg(began.ended),
                     )
                     .await?;
             }
@@ -243,14 +254,14 @@ impl StepUps {
                 if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Ok(None);
                 }
-                let found: Option<(String, String, u32)> = conn
+                let found: Option<(String, String, u32, u64)> = conn
                     .invoke(
                         ATTEMPT
                             .key(format!("{prefix}:challenge:{id}"))
                             .arg(ip.to_string()),
                     )
                     .await?;
-                let Some((user, ip, attempts_left)) = found else {
+                let Some((user, ip, attempts_left, ended)) = found else {
                     return Ok(None);
                 };
                 let ip = ip.parse().map_err(|_| {
@@ -260,6 +271,8 @@ impl StepUps {
                     user,
                     ip,
                     attempts_left,
+                    // Sessions on Redis count ends on Redis alone (no base).
+                    began: Generation { base: 0, ended },
                 }))
             }
         }
@@ -1030,7 +1043,8 @@ mod tests {
     /// Concurrent answers to one challenge, spread over two stores: exactly
     /// [`CHALLENGE_ATTEMPTS`] are let through, each with its own count of tries left.
     async fn attempts_are_spent_once(a: Arc<StepUps>, b: Arc<StepUps>) {
-        let id = a.open("Carol", IpAddr::from([192, 0, 2, 7])).await.unwrap();
+        let carol = IpAddr::from([192, 0, 2, 7]);
+        let id = a.open("Carol", carol, Generation::default()).await.unwrap();
         // From another address: refused, and no attempt spent.
         for s in [&a, &b] {
             for _ in 0..CHALLENGE_ATTEMPTS + 1 {

@@ -479,6 +479,59 @@ async fn a_login_in_flight_when_the_users_sessions_end_does_not_outlive_them() {
     h.gw.shutdown().await;
 }
 
+/// A step-up challenge opened before a playbook ended the user's sessions gives no
+/// token when its code passes after the end: the login it completes began before.
+/// A login begun after the end steps up as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_opened_before_the_sessions_end_gives_no_token_after_it() {
+    use palisade_core_traits::SessionTerminator;
+    let h = trusted().await;
+    let gw = &h.gw.gateway;
+    (gw.step_ups
+        .require_step_up("carol", Duration::from_secs(3600), "test"))
+    .await
+    .unwrap();
+    let challenge = || async {
+        let (s, body) = h.login("Carol", "carol-demo-password", LONDON).await;
+        assert_eq!(
+            (s, &body["error"]),
+            (StatusCode::UNAUTHORIZED, &json!("step_up_required"))
+        );
+        body["challenge"].as_str().unwrap().to_owned()
+    };
+    let harness = &h;
+    let answer = move |challenge: String| async move {
+        let code = demo_totp("carol", harness.clock.now().as_unix_secs()).unwrap();
+        let r = (harness.http.post(format!("{}/login/step-up", harness.base)))
+            .header("x-forwarded-for", LONDON)
+            .json(&json!({"challenge": challenge, "code": code}))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let before = challenge().await;
+    gw.sessions
+        .terminate_sessions("carol", "test")
+        .await
+        .unwrap();
+    // Past the revocation's reach: only the check of the challenge refuses now.
+    h.clock.advance(Duration::from_secs(30));
+    let (s, body) = answer(before).await;
+    assert_eq!(
+        (s, &body["error"]),
+        (StatusCode::UNAUTHORIZED, &json!("sessions_ended")),
+        "{body}"
+    );
+    h.clock.advance(Duration::from_secs(30)); // the next code
+    let after = challenge().await;
+    let (s, body) = answer(after).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(h.me(token).await, StatusCode::OK);
+    h.gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_storm_with_one_idempotency_key_logs_in_once() {
     let h = trusted().await;
