@@ -12,9 +12,13 @@ const MICRO: u64 = 1_000;
 /// time in the Redis script below 2^53 µs, where Lua's doubles are exact integers.
 const MAX_TAU_NANOS: u64 = 100 * 365 * 24 * 3600 * 1_000_000_000;
 
-/// `period_ns / rate` rounded up to a whole microsecond, and at least one.
+/// `period_ns / rate` rounded up to a whole microsecond, and at least one; `u64::MAX`
+/// where that does not fit (a period within a microsecond of `u64::MAX` ns, which
+/// [`Quota::new`] then refuses as longer than 100 years: it wrapped to a tiny interval).
 const fn interval_nanos(period_ns: u64, rate: NonZeroU32) -> u64 {
-    let interval = period_ns.div_ceil(rate.get() as u64 * MICRO) * MICRO;
+    let interval = period_ns
+        .div_ceil(rate.get() as u64 * MICRO)
+        .saturating_mul(MICRO);
     if interval < MICRO { MICRO } else { interval }
 }
 
@@ -400,6 +404,12 @@ mod tests {
         let err = Quota::new(NonZeroU32::MAX, nz!(1), Duration::from_secs(3600)).unwrap_err();
         assert!(err.to_string().contains("100 years"), "{err}");
         assert!(Quota::new(nz!(1), nz!(1), Duration::MAX).is_err());
+        // Just under u64::MAX ns: the interval once wrapped to 384 ns (clamped to
+        // 1 µs), one per 584 years taken as a million per second.
+        for ns in [u64::MAX, u64::MAX - 1, 18_446_744_073_709_551_001] {
+            let err = Quota::new(nz!(1), nz!(1), Duration::from_nanos(ns)).unwrap_err();
+            assert!(err.to_string().contains("100 years"), "{ns}: {err}");
+        }
         let err = Quota::per_minute(nz!(1))
             .with_burst(NonZeroU32::MAX)
             .unwrap_err();
