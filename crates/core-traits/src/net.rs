@@ -412,14 +412,12 @@ fn escaped(s: &[u8], i: usize) -> bool {
     s[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
-/// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443`.
+/// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443`;
+/// the port may also be RFC 7239's obfuscated form (`1.2.3.4:_p1`).
 fn parse_node(node: &str) -> Option<IpAddr> {
     if let Some(rest) = node.strip_prefix('[') {
         let (addr, tail) = rest.split_once(']')?;
-        let port_ok = tail.is_empty()
-            || tail.strip_prefix(':').is_some_and(|p| {
-                !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
-            });
+        let port_ok = tail.is_empty() || tail.strip_prefix(':').is_some_and(is_port);
         return port_ok
             .then(|| addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
             .flatten();
@@ -429,10 +427,21 @@ fn parse_node(node: &str) -> Option<IpAddr> {
     }
     // IPv4 with a port; a bare IPv6 address has more than one colon and parsed above.
     let (addr, port) = node.rsplit_once(':')?;
-    let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-    port_ok
+    is_port(port)
         .then(|| addr.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4))
         .flatten()
+}
+
+/// RFC 7239 §6: `node-port = port / obfport`, `port = 1*5DIGIT`,
+/// `obfport = "_" 1*(ALPHA / DIGIT / "." / "_" / "-")`. A proxy that hides ports
+/// must not make its clients unknown (they would all be the proxy).
+fn is_port(p: &str) -> bool {
+    let digits = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    let obfuscated = p.strip_prefix('_').is_some_and(|o| {
+        !o.is_empty()
+            && (o.bytes()).all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    });
+    digits || obfuscated
 }
 
 #[cfg(test)]
@@ -480,6 +489,10 @@ mod tests {
             ("2001:db8::1", Some("2001:db8::1")),
             ("[2001:db8::1]", Some("2001:db8::1")),
             ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("[2001:db8::1]:_x-1", Some("2001:db8::1")),
+            ("192.0.2.1:_p.1", Some("192.0.2.1")),
+            ("[2001:db8::1]:_", None),
+            ("192.0.2.1:_p!", None),
             ("[2001:db8::1]:", None),
             ("[192.0.2.1]", None),
             ("192.0.2.1:", None),
@@ -498,6 +511,8 @@ mod tests {
         for (value, want) in [
             (r#"for=192.0.2.43"#, "192.0.2.43"),
             (r#"For="[2001:db8:cafe::17]:4711""#, "2001:db8:cafe::17"),
+            (r#"for="[2001:db8:cafe::17]:_hidden""#, "2001:db8:cafe::17"),
+            (r#"for="198.51.100.7:_p1""#, "198.51.100.7"),
             (
                 r#"proto=https;for=198.51.100.17;by=203.0.113.43"#,
                 "198.51.100.17",
