@@ -229,11 +229,22 @@ impl Mark {
     }
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("records", &self.len)
+            .field("global", &self.global.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A revoked jti's (expiry ms, subject for the Redis key).
 type TokenEntry = (u64, Box<str>);
 
 /// The revocations held in memory. Lookups by `&str`, no allocation on a check.
-#[derive(Debug, Default)]
+/// `Debug` shows how many, never whose: issuers, subjects and token ids stay out of
+/// logs.
+#[derive(Default)]
 pub(crate) struct Store {
     /// iss → jti → (expiry ms, subject for the Redis key).
     tokens: HashMap<Box<str>, HashMap<Box<str>, TokenEntry>>,

@@ -1,4 +1,4 @@
-//! Spans and events carry no token, identifier value or URL password: every field
+//! Spans and events (and `Debug`) carry no token, identifier value or URL password: every field
 //! of every span and event, at every level, is captured while revocations, checks,
 //! a data loss, its repair and a lost subscription happen against a real Redis
 //! reached with a password, then searched for the secrets.
@@ -91,6 +91,10 @@ fn no_span_or_event_carries_a_token_an_identifier_or_a_password() {
                 .build()
                 .unwrap();
             memory.revoke_token(&t).unwrap();
+            // Nor does `Debug` (a caller may log a validator holding the blacklist).
+            let debug = format!("{a:?} {memory:?}");
+            assert!(debug.contains("records: 1"), "{debug}");
+            assert!(!debug.contains("SECRET"), "an identifier in Debug: {debug}");
             a.revoke_user(
                 "https://iss-SECRET.example",
                 "user-SECRET",
