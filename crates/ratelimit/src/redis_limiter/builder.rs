@@ -311,6 +311,7 @@ impl RedisLimiterBuilder {
             },
             deny_cache: DashMap::new(),
             deny_cache_keys: self.deny_cache_keys,
+            deny_sweep_after: AtomicU64::new(0),
             allow_key_eviction: self.allow_key_eviction,
             fallback,
             clock: self.clock,

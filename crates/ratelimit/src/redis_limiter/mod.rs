@@ -7,7 +7,7 @@ mod stats;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -27,6 +27,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
 const DEFAULT_BREAKER_THRESHOLD: NonZeroU32 = crate::nz!(3);
 const DEFAULT_DENY_CACHE_KEYS: usize = 100_000;
+/// How often a full deny cache may be swept of its ended entries.
+const DENY_SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// A subject's Redis keys: its block key, its slot's epoch key, then one per policy.
 #[derive(Debug)]
@@ -71,6 +73,8 @@ pub struct RedisLimiter {
     /// Redis key → what a recent Redis denial proves about the next checks.
     deny_cache: DashMap<String, CachedDeny>,
     deny_cache_keys: usize,
+    /// Monotonic ns before which a full deny cache is not swept again.
+    deny_sweep_after: AtomicU64,
     allow_key_eviction: bool,
     epochs: Epochs,
     /// Per policy, its local share under `LocalShare` (`None`: the share is zero).
@@ -390,6 +394,18 @@ impl RedisLimiter {
             return;
         };
         if self.deny_cache.len() >= self.deny_cache_keys {
+            // Swept at most every `DENY_SWEEP_EVERY`: a spray of new denied keys
+            // against a cache full of live ones would otherwise pay a scan of the
+            // whole cache per denial. Meanwhile new denials are not cached.
+            let after = self.deny_sweep_after.load(Ordering::Relaxed);
+            let next = sent.saturating_add(DENY_SWEEP_EVERY.as_nanos() as u64);
+            if sent < after
+                || (self.deny_sweep_after)
+                    .compare_exchange(after, next, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                return;
+            }
             self.deny_cache.retain(|_, d| d.until > sent);
             if self.deny_cache.len() >= self.deny_cache_keys {
                 return;

@@ -419,6 +419,48 @@ fn local_deny_cache_only_denies_what_redis_would_deny() {
     );
 }
 
+/// A full deny cache is swept of its ended entries at most every 100 ms, so a spray of
+/// denied keys does not pay a scan of the whole cache per denial: between sweeps a new
+/// denial is not cached (its next check asks Redis), after one it is.
+#[test]
+fn a_full_deny_cache_is_swept_at_most_every_100_ms() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    let clock = manual_clock();
+    let quota = Quota::new(nz!(1), nz!(1), Duration::from_millis(50)).unwrap();
+    let l = rt
+        .block_on(
+            RedisLimiter::builder(vec![Policy::new("p", quota).unwrap()])
+                .timeout(PATIENT)
+                .deny_cache_keys(1)
+                .clock(Arc::new(clock.clone()))
+                .connect(&server.url()),
+        )
+        .unwrap();
+    let check = |key: &str| {
+        let now = clock.now().as_unix_micros();
+        rt.block_on(l.check_inner(key, 1, Some(now))).unwrap()
+    };
+    // Admitted, then denied by Redis: whether the next check is answered locally.
+    let denial_cached = |key: &str| {
+        assert!(check(key).allowed, "{key}");
+        assert!(!check(key).allowed, "{key}");
+        let local = l.stats().local_denied;
+        assert!(!check(key).allowed, "{key}");
+        l.stats().local_denied > local
+    };
+    assert!(denial_cached("a"), "an empty cache takes a denial");
+    clock.advance(Duration::from_millis(60)); // a's entry has ended
+    assert!(
+        denial_cached("b"),
+        "full of an ended entry: swept, b cached"
+    );
+    clock.advance(Duration::from_millis(60)); // b's too, 60 ms after the sweep
+    assert!(!denial_cached("c"), "no second sweep within 100 ms");
+    clock.advance(Duration::from_millis(50)); // 110 ms after the sweep
+    assert!(denial_cached("d"), "100 ms on, swept again: d cached");
+}
+
 #[tokio::test]
 async fn hammering_a_denied_key_costs_about_one_redis_call_per_retry_window() {
     let server = RedisServer::start();
