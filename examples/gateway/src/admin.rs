@@ -480,7 +480,7 @@ pub async fn login(
     // Read before anything is checked: a playbook that ends the user's sessions
     // while this sign-in is scored or stepped up ends it too.
     let Some(generation) = state.sessions.generation(&account).await else {
-        return sessions_unavailable();
+        return crate::http::sessions_unavailable();
     };
     let Some(check) = (state.users)
         .check_password_bounded(&form.username, form.password)
@@ -525,7 +525,7 @@ pub async fn login(
     let value = match state.sessions.open(&account, generation).await {
         Opened::Session(value) => value,
         Opened::Ended => return sessions_ended(),
-        Opened::Unavailable => return sessions_unavailable(),
+        Opened::Unavailable => return crate::http::sessions_unavailable(),
     };
     let cookie = format!(
         "{COOKIE}={value}{}; Max-Age={}",
@@ -537,14 +537,6 @@ pub async fn login(
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
-}
-
-fn sessions_unavailable() -> Response {
-    crate::http::problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "operator sessions cannot be stored now; retry later",
-    )
 }
 
 /// The account's sessions were ended (a playbook's `terminate_sessions`) while it

@@ -673,7 +673,8 @@ pub async fn login(
     }
 }
 
-fn sessions_unavailable() -> Response {
+/// The shared store of sessions cannot be reached: `503` (fail closed).
+pub(crate) fn sessions_unavailable() -> Response {
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
