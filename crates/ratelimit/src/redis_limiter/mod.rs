@@ -219,9 +219,9 @@ impl RedisLimiter {
     ) -> Result<(Decision, Answer), Error> {
         let keys = &subject.keys;
         let now = self.monotonic_nanos();
-        if cost > 0
-            && let Some(d) = self.local_deny(&keys[0], cost, now)
-        {
+        // A peek (cost 0) answers for a cost-1 request: a cached denial answers it too
+        // (a layer peeks every policy after the first).
+        if let Some(d) = self.local_deny(&keys[0], cost.max(1), now) {
             tracing::debug!(retry_after = ?d.retry_after, "rate limit denied from the local deny cache");
             return Ok((d, Answer::LocalDeny));
         }
