@@ -618,6 +618,17 @@ pub async fn login(
         _ if step_up_required => LoginResult::StepUp,
         _ => LoginResult::Success,
     };
+    // A login about to succeed gets its token first: one refused then (the user's
+    // sessions ended meanwhile, Redis gone) is no success to learn from, and shows
+    // as denied.
+    let issued = match result {
+        LoginResult::Success => Some(gw.issue_unless_ended(&user, began).await),
+        _ => None,
+    };
+    let result = match &issued {
+        Some(answer) if answer.status() != StatusCode::OK => LoginResult::Denied,
+        _ => result,
+    };
     // Only a completed login teaches the history; a failure feeds the velocity counters.
     let teach = match result {
         LoginResult::Success => Some(LoginOutcome::Success),
@@ -645,15 +656,9 @@ pub async fn login(
         gw.detect(event.with_evidence("request_id", id.0.clone()))
             .await;
     }
-    match result {
-        // A denied login is answered as a wrong password: a bot whose attempts score
-        // as an attack must not learn which of its passwords are right.
-        LoginResult::Failure | LoginResult::Denied => problem(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "wrong username or password",
-        ),
-        LoginResult::StepUp => {
+    match (result, issued) {
+        (_, Some(answer)) => answer,
+        (LoginResult::StepUp, None) => {
             let challenge = match gw.step_ups.open(&user, ip, began).await {
                 Ok(c) => c,
                 Err(e) => return step_ups_unavailable(&e),
@@ -669,7 +674,13 @@ pub async fn login(
             )
                 .into_response()
         }
-        _ => gw.issue_unless_ended(&user, began).await,
+        // A denied login is answered as a wrong password: a bot whose attempts score
+        // as an attack must not learn which of its passwords are right.
+        _ => problem(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong username or password",
+        ),
     }
 }
 
@@ -977,27 +988,37 @@ pub async fn step_up(
         },
         None => false,
     };
-    let outcome = if ok {
-        LoginOutcome::StepUpSuccess
+    // The token first: a code that passed but gets none (the user's sessions ended
+    // since the login began) teaches nothing.
+    let issued = if ok {
+        if let Err(e) = gw.step_ups.close(&body.challenge).await {
+            return step_ups_unavailable(&e); // no token for a challenge that stays open
+        }
+        // Sessions ended since the login that opened the challenge end it too.
+        Some(gw.issue_unless_ended(&ch.user, ch.began).await)
     } else {
-        LoginOutcome::StepUpFailure
+        None
     };
-    let ctx = gw
-        .context_of(ip, &ch.user, &headers, tls.as_ref())
-        .with_login(outcome);
-    let mut signals = Signals::default();
-    signals.geo = Some(gw.geo.lookup(ip));
-    let _ = gw.scorer.record(&ctx, &signals);
-    // The device answered the second factor (or failed to): that is what its trust
-    // learns from this login.
-    let fp =
-        DeviceFingerprint::compute(&gw.fingerprint_key, &FingerprintInputs::from_request(&ctx));
-    gw.devices.observe(&ch.user, &fp, Some(outcome), &[]);
-    let result = if ok {
-        LoginResult::StepUpPassed
-    } else {
-        LoginResult::StepUpFailed
+    let (outcome, result) = match &issued {
+        None => (Some(LoginOutcome::StepUpFailure), LoginResult::StepUpFailed),
+        Some(answer) if answer.status() == StatusCode::OK => {
+            (Some(LoginOutcome::StepUpSuccess), LoginResult::StepUpPassed)
+        }
+        Some(_) => (None, LoginResult::Denied),
     };
+    if let Some(outcome) = outcome {
+        let ctx = gw
+            .context_of(ip, &ch.user, &headers, tls.as_ref())
+            .with_login(outcome);
+        let mut signals = Signals::default();
+        signals.geo = Some(gw.geo.lookup(ip));
+        let _ = gw.scorer.record(&ctx, &signals);
+        // The device answered the second factor (or failed to): that is what its trust
+        // learns from this login.
+        let fp =
+            DeviceFingerprint::compute(&gw.fingerprint_key, &FingerprintInputs::from_request(&ctx));
+        gw.devices.observe(&ch.user, &fp, Some(outcome), &[]);
+    }
     gw.show_tls(
         &id,
         ip,
@@ -1008,21 +1029,17 @@ pub async fn step_up(
             score: None,
         },
     );
-    if !ok {
-        if ch.attempts_left == 0 {
-            gw.codes_exhausted(&ch.user, ip).await;
-        }
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "invalid_code",
-            "wrong or expired code",
-        );
+    if let Some(answer) = issued {
+        return answer;
     }
-    if let Err(e) = gw.step_ups.close(&body.challenge).await {
-        return step_ups_unavailable(&e); // no token for a challenge that stays open
+    if ch.attempts_left == 0 {
+        gw.codes_exhausted(&ch.user, ip).await;
     }
-    // Sessions ended since the login that opened the challenge end it too.
-    gw.issue_unless_ended(&ch.user, ch.began).await
+    problem(
+        StatusCode::UNAUTHORIZED,
+        "invalid_code",
+        "wrong or expired code",
+    )
 }
 
 /// `GET /api/me`: the caller's claims.

@@ -523,12 +523,19 @@ async fn a_challenge_opened_before_the_sessions_end_gives_no_token_after_it() {
         (StatusCode::UNAUTHORIZED, &json!("sessions_ended")),
         "{body}"
     );
+    // A code that got no token taught no device anything.
+    let mfa_completions = || {
+        let devices = gw.devices.devices("carol");
+        devices.iter().map(|d| d.mfa_completions).sum::<u32>()
+    };
+    assert_eq!(mfa_completions(), 0);
     h.clock.advance(Duration::from_secs(30)); // the next code
     let after = challenge().await;
     let (s, body) = answer(after).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(h.me(token).await, StatusCode::OK);
+    assert_eq!(mfa_completions(), 1);
     h.gw.shutdown().await;
 }
 
