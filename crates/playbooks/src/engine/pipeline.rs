@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hashbrown::hash_table::Entry;
-use palisade_core_traits::{EvidenceBasis, SecurityEvent, Severity, Timestamp, canonical_ip};
+use palisade_core_traits::{
+    EvidenceBasis, IpNetwork, SecurityEvent, Severity, Timestamp, canonical_ip, client_net,
+};
 
 use super::{BanHistory, Engine, MINUTE, Pending};
 use crate::Error;
@@ -199,7 +201,7 @@ impl Engine {
 
     fn allowlisted(&self, target: &Target, th: u64) -> bool {
         self.allow.find(th, |(_, t)| t == target).is_some()
-            || matches!(target, Target::Ip { ip } if self.allow_nets.iter().any(|n| n.contains(*ip)))
+            || matches!(target, Target::Ip { ip } if self.allow_nets.iter().any(|n| reaches(n, *ip)))
     }
 
     /// The decision active at `now` for this action kind and target: `(id, until)`.
@@ -486,4 +488,15 @@ impl Engine {
         self.account(&plan);
         Ok(plan)
     }
+}
+
+/// Whether acting on `ip` would reach into the allowlisted network `n`. A block takes
+/// an address as its `client_net` (an IPv6 address's whole /64, a 6to4, Teredo or
+/// NAT64 address as the IPv4 client it carries), so `n` is compared with that scope,
+/// not with the address alone: a /80 inside the /64, or an IPv4 network behind NAT64.
+fn reaches(n: &IpNetwork, ip: IpAddr) -> bool {
+    let scope = client_net(ip);
+    n.contains(ip)
+        || n.contains(scope)
+        || (scope.is_ipv6() && n.addr().is_ipv6() && client_net(n.addr()) == scope)
 }

@@ -465,6 +465,43 @@ fn allowlist_covers_ips_networks_users_and_mapped_addresses() {
     );
 }
 
+/// A block reaches an IPv6 address's whole /64 and a tunnelled address's IPv4
+/// client, so an allowlisted network that such a block would reach is never blocked
+/// through another address: a /80 (or a single host) inside the attacker's /64, an
+/// IPv4 network behind NAT64, 6to4 or Teredo.
+#[test]
+fn allowlisted_networks_are_not_reached_through_a_wider_block() {
+    let mut def = Definition::default_set().unwrap();
+    for n in [
+        "2001:db8:1:2:aaaa::/80",
+        "2001:db8:7:7::5/128",
+        "198.51.100.0/24",
+    ] {
+        def.allowlist.networks.push(n.parse().unwrap());
+    }
+    let mut e = Engine::new(def);
+    for (n, ip) in [
+        "2001:db8:1:2:bbbb::1",                 // same /64 as the /80
+        "2001:db8:7:7:ffff::9",                 // same /64 as the /128
+        "64:ff9b::c633:6407",                   // NAT64 of 198.51.100.7
+        "2002:c633:6407::1",                    // 6to4 of 198.51.100.7
+        "2001:0:4136:e378:8000:63bf:39cc:9bf8", // Teredo of 198.51.100.7
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = e.evaluate(&ip_ev(n as u32, ip), at(0));
+        assert_eq!(
+            p.steps[0].verdict,
+            Verdict::Suppressed(Suppression::Allowlisted),
+            "{ip}"
+        );
+    }
+    // Outside every allowlisted scope: blocked as usual.
+    let p = e.evaluate(&ip_ev(9, "2001:db8:1:3::1"), at(0));
+    assert_eq!(p.steps[0].verdict, Verdict::Execute);
+}
+
 #[test]
 fn budget_caps_each_action_kind_per_rolling_minute() {
     let mut e = engine(); // 120 per minute and kind
