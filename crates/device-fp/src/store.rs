@@ -194,7 +194,15 @@ impl DeviceStore for InMemoryDeviceStore {
             let e = &mut devices[i];
             let at = scoring_time(now, monotonic, e);
             let trust_before = self.policy.score(&e.record, at);
-            e.record.fingerprint = fp.clone();
+            // Only a completed login updates what the device looks like: a failed or
+            // unjudged sighting may match by leaving attributes out, and stored, its
+            // sparse fingerprint would make the device match more than itself.
+            if matches!(
+                outcome,
+                Some(LoginOutcome::Success | LoginOutcome::StepUpSuccess)
+            ) {
+                e.record.fingerprint = fp.clone();
+            }
             apply(&mut e.record, outcome, flags, at);
             e.seen_monotonic = monotonic;
             let trust = self.policy.score(&e.record, at);

@@ -96,6 +96,46 @@ fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
     );
 }
 
+/// A failed sighting that matched a known device (here by leaving out the device's
+/// time zone and screen) does not replace the device's stored fingerprint: an
+/// attacker's failed attempt cannot make the victim's device match anything with the
+/// same User-Agent.
+#[test]
+fn a_failed_sighting_does_not_replace_a_known_devices_fingerprint() {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
+    let store = store(4, &clock);
+    let rich = |timezone: &str| {
+        let ctx = RequestContext::new("192.0.2.1".parse().unwrap(), Timestamp::from_unix_secs(0))
+            .with_header("User-Agent", chrome(124))
+            .with_header("Accept-Language", "en");
+        let mut inputs = FingerprintInputs::from_request(&ctx);
+        inputs.timezone = Some(timezone.to_owned());
+        inputs.screen = Some((1920, 1080));
+        DeviceFingerprint::compute(&key, &inputs)
+    };
+    let victim = store.observe(
+        "alice",
+        &rich("Europe/London"),
+        Some(LoginOutcome::Success),
+        &[],
+    );
+    assert!(victim.new_device);
+    let sparse = store.observe(
+        "alice",
+        &fp(&key, &chrome(124)),
+        Some(LoginOutcome::Failure),
+        &[],
+    );
+    assert_eq!(sparse.device, victim.device, "matched by what it left out");
+    let elsewhere = rich("Asia/Tokyo");
+    let o = store.observe("alice", &elsewhere, Some(LoginOutcome::Failure), &[]);
+    assert!(
+        o.new_device,
+        "the stored time zone still tells the devices apart"
+    );
+}
+
 #[test]
 fn spellings_of_one_account_share_its_devices() {
     let key = FingerprintKey::new(&[3u8; 32]).unwrap();
