@@ -156,6 +156,9 @@ pub(crate) fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<O
     }
 }
 
+/// The claims a policy can require: each has its arm in [`check`].
+pub(crate) const REQUIRABLE: [&str; 7] = ["exp", "nbf", "iat", "iss", "aud", "sub", "jti"];
+
 /// The policy's claim rules except time, in jsonwebtoken's order.
 pub(crate) fn check(claims: &Map<String, Value>, policy: &Policy) -> Result<(), Error> {
     let sub = claim(claims, "sub", Value::as_str);
@@ -182,7 +185,7 @@ pub(crate) fn check(claims: &Map<String, Value>, policy: &Policy) -> Result<(), 
             "aud" => aud.is_parsed(),
             "iat" => claim(claims, "iat", is_numeric).is_parsed(),
             "jti" => claim(claims, "jti", Value::as_str).is_parsed(),
-            _ => continue, // refused when the policy is built
+            _ => continue, // not in REQUIRABLE: refused when the policy is built
         };
         if !present {
             return Err(Error::MissingClaim(label(required)));

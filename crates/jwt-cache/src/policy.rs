@@ -7,6 +7,7 @@ use jsonwebtoken::Algorithm;
 use jsonwebtoken::Validation;
 use ring::digest;
 
+use crate::claims::REQUIRABLE;
 use crate::error::Error;
 use crate::mldsa::MlDsa;
 
@@ -162,7 +163,6 @@ impl PolicyBuilder {
                 ));
             }
         }
-        const REQUIRABLE: [&str; 7] = ["exp", "nbf", "iat", "iss", "aud", "sub", "jti"];
         if let Some(name) =
             (self.required_claims.iter()).find(|n| !REQUIRABLE.contains(&n.as_str()))
         {
