@@ -501,22 +501,28 @@ fn token_response(token: Option<String>) -> Response {
 }
 
 impl Gateway {
-    /// The token answer to a login that read `began` before it checked the password,
-    /// unless a playbook ended the user's sessions since (`terminate_sessions`). The
-    /// count is read again after the token is minted: an end after that read revokes
-    /// the token (ends are counted before the tokens are revoked, and the revocation
-    /// covers every token minted until it), an end before it refuses the login, so a
-    /// login in flight does not outlive the end.
-    pub async fn issue_unless_ended(&self, user: &str, began: Generation) -> Response {
+    /// The token answer to a login that read `began` before it checked the password
+    /// (`Ok`), or the refusal (`Err`) if a playbook ended the user's sessions since
+    /// (`terminate_sessions`), or a token or the count cannot be had. The count is
+    /// read again after the token is minted: an end after that read revokes the token
+    /// (ends are counted before the tokens are revoked, and the revocation covers
+    /// every token minted until it), an end before it refuses the login, so a login in
+    /// flight does not outlive the end.
+    pub async fn issue_unless_ended(
+        &self,
+        user: &str,
+        began: Generation,
+    ) -> Result<Response, Response> {
         let token = self.issue(user);
         match self.sessions.operators.generation(user).await {
-            Some(now) if now == began => token_response(token),
-            Some(_) => problem(
+            None => Err(sessions_unavailable()),
+            Some(now) if now != began => Err(problem(
                 StatusCode::UNAUTHORIZED,
                 "sessions_ended",
                 "this account's sessions were just ended; log in again",
-            ),
-            None => sessions_unavailable(),
+            )),
+            Some(_) if token.is_none() => Err(token_response(None)),
+            Some(_) => Ok(token_response(token)),
         }
     }
 
@@ -626,7 +632,7 @@ pub async fn login(
         _ => None,
     };
     let result = match &issued {
-        Some(answer) if answer.status() != StatusCode::OK => LoginResult::Denied,
+        Some(Err(_)) => LoginResult::Denied,
         _ => result,
     };
     // Only a completed login teaches the history; a failure feeds the velocity counters.
@@ -657,7 +663,7 @@ pub async fn login(
             .await;
     }
     match (result, issued) {
-        (_, Some(answer)) => answer,
+        (_, Some(answer)) => answer.unwrap_or_else(|refused| refused),
         (LoginResult::StepUp, None) => {
             let challenge = match gw.step_ups.open(&user, ip, began).await {
                 Ok(c) => c,
@@ -1001,10 +1007,8 @@ pub async fn step_up(
     };
     let (outcome, result) = match &issued {
         None => (Some(LoginOutcome::StepUpFailure), LoginResult::StepUpFailed),
-        Some(answer) if answer.status() == StatusCode::OK => {
-            (Some(LoginOutcome::StepUpSuccess), LoginResult::StepUpPassed)
-        }
-        Some(_) => (None, LoginResult::Denied),
+        Some(Ok(_)) => (Some(LoginOutcome::StepUpSuccess), LoginResult::StepUpPassed),
+        Some(Err(_)) => (None, LoginResult::Denied),
     };
     if let Some(outcome) = outcome {
         let ctx = gw
@@ -1030,7 +1034,7 @@ pub async fn step_up(
         },
     );
     if let Some(answer) = issued {
-        return answer;
+        return answer.unwrap_or_else(|refused| refused);
     }
     if ch.attempts_left == 0 {
         gw.codes_exhausted(&ch.user, ip).await;

@@ -437,7 +437,7 @@ async fn a_login_in_flight_when_the_users_sessions_end_does_not_outlive_them() {
             .unwrap()
     };
     end().await;
-    let r = gw.issue_unless_ended("alice", began).await;
+    let r = gw.issue_unless_ended("alice", began).await.unwrap_err();
     assert_eq!(
         r.status(),
         StatusCode::UNAUTHORIZED,
@@ -456,7 +456,7 @@ async fn a_login_in_flight_when_the_users_sessions_end_does_not_outlive_them() {
 
     h.clock.advance(Duration::from_secs(1));
     let began = gw.sessions.operators.generation("alice").await.unwrap();
-    let r = gw.issue_unless_ended("alice", began).await;
+    let r = gw.issue_unless_ended("alice", began).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "nothing ended meanwhile");
     let body = axum::body::to_bytes(r.into_body(), 16_384).await.unwrap();
     let body: Value = serde_json::from_slice(&body).unwrap();
