@@ -205,7 +205,7 @@ pub struct MatchResult {
     pub same_device: bool,
     /// Weighted share of compared attributes that agree, 0..=1 (stable weigh 3, drifting 1).
     pub similarity: f64,
-    /// Attributes present on both sides that differ.
+    /// Attributes that differ, or that one side has and the other lacks.
     pub differing: Vec<Attribute>,
 }
 
@@ -302,10 +302,15 @@ impl DeviceFingerprint {
     ///
     /// Rules (FP-STALKER style, one update at a time):
     /// 1. at least one stable attribute is present on both sides, and none differs;
-    /// 2. the browser major is the same or up to [`MAX_MAJOR_STEP`] higher (present on
-    ///    one side only counts as different);
+    /// 2. the browser major is the same or up to [`MAX_MAJOR_STEP`] higher;
     /// 3. an OS update does not coincide with a browser update;
     /// 4. at most [`MAX_DRIFT`] other drifting attributes differ.
+    ///
+    /// An attribute present on one side only differs (and lowers `similarity`): a
+    /// sighting that leaves out what a device sent (client hints, JA4, client-reported
+    /// values) is another device, so copying a User-Agent is not enough to be taken
+    /// for it. The price: one device seen through two paths that send different
+    /// attribute sets (a browser form and an API client) is two devices.
     pub fn matches(&self, observed: &DeviceFingerprint) -> MatchResult {
         let (mut agree, mut total) = (0u32, 0u32);
         let mut stable_common = 0;
@@ -316,22 +321,16 @@ impl DeviceFingerprint {
         let mut major_changed = false;
         let mut differing = Vec::new();
         for (i, a) in Attribute::ALL.iter().enumerate() {
-            let (s, o) = match (self.tags[i], observed.tags[i]) {
-                (Some(s), Some(o)) => (s, o),
+            // An attribute on one side only is a difference: leaving attributes out
+            // must never make a sighting match a device that had them.
+            let same = match (self.tags[i], observed.tags[i]) {
                 (None, None) => continue,
-                _ if *a == Attribute::BrowserMajor => {
-                    major_ok = false;
-                    differing.push(*a);
-                    total += 1;
-                    continue;
+                (Some(s), Some(o)) if *a == Attribute::BrowserMajor => {
+                    major_changed = s != o;
+                    self.major_successors.contains(&o)
                 }
-                _ => continue,
-            };
-            let same = if *a == Attribute::BrowserMajor {
-                major_changed = s != o;
-                self.major_successors.contains(&o)
-            } else {
-                s == o
+                (Some(s), Some(o)) => s == o,
+                _ => false,
             };
             let w = if a.tier() == Tier::Stable { 3 } else { 1 };
             total += w;

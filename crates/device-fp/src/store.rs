@@ -195,8 +195,8 @@ impl DeviceStore for InMemoryDeviceStore {
             let at = scoring_time(now, monotonic, e);
             let trust_before = self.policy.score(&e.record, at);
             // Only a completed login updates what the device looks like: a failed or
-            // unjudged sighting may match by leaving attributes out, and stored, its
-            // sparse fingerprint would make the device match more than itself.
+            // unjudged sighting (perhaps an attacker's) may still differ in a few
+            // drifting attributes, and stored, it would move the device toward it.
             if matches!(
                 outcome,
                 Some(LoginOutcome::Success | LoginOutcome::StepUpSuccess)

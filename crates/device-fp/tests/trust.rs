@@ -96,44 +96,114 @@ fn trust_grows_with_logins_and_mfa_decays_unseen_and_drops_on_flags() {
     );
 }
 
-/// A failed sighting that matched a known device (here by leaving out the device's
-/// time zone and screen) does not replace the device's stored fingerprint: an
-/// attacker's failed attempt cannot make the victim's device match anything with the
-/// same User-Agent.
+/// A failed sighting that matched a known device (its Accept-Language and
+/// Accept-Encoding differ: two drifting attributes, within the tolerance) does not
+/// replace the device's stored fingerprint: an attacker's failed attempt cannot move
+/// the victim's device toward the attacker's own requests.
 #[test]
 fn a_failed_sighting_does_not_replace_a_known_devices_fingerprint() {
     let key = FingerprintKey::new(&[3u8; 32]).unwrap();
     let clock = ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
     let store = store(4, &clock);
-    let rich = |timezone: &str| {
-        let ctx = RequestContext::new("192.0.2.1".parse().unwrap(), Timestamp::from_unix_secs(0))
-            .with_header("User-Agent", chrome(124))
-            .with_header("Accept-Language", "en");
-        let mut inputs = FingerprintInputs::from_request(&ctx);
-        inputs.timezone = Some(timezone.to_owned());
-        inputs.screen = Some((1920, 1080));
-        DeviceFingerprint::compute(&key, &inputs)
+    let sighting = |language: &str, encoding: &str, extra_header: bool| {
+        let mut ctx =
+            RequestContext::new("192.0.2.1".parse().unwrap(), Timestamp::from_unix_secs(0))
+                .with_header("User-Agent", chrome(124))
+                .with_header("Accept-Language", language)
+                .with_header("Accept-Encoding", encoding);
+        if extra_header {
+            ctx = ctx.with_header("X-Requested-With", "x");
+        }
+        DeviceFingerprint::compute(&key, &FingerprintInputs::from_request(&ctx))
     };
     let victim = store.observe(
         "alice",
-        &rich("Europe/London"),
+        &sighting("en", "gzip", false),
         Some(LoginOutcome::Success),
         &[],
     );
     assert!(victim.new_device);
-    let sparse = store.observe(
+    let attacker = store.observe(
         "alice",
-        &fp(&key, &chrome(124)),
+        &sighting("fr", "br", false),
         Some(LoginOutcome::Failure),
         &[],
     );
-    assert_eq!(sparse.device, victim.device, "matched by what it left out");
-    let elsewhere = rich("Asia/Tokyo");
-    let o = store.observe("alice", &elsewhere, Some(LoginOutcome::Failure), &[]);
-    assert!(
-        o.new_device,
-        "the stored time zone still tells the devices apart"
+    assert_eq!(
+        attacker.device, victim.device,
+        "two drifting attributes differ"
     );
+    // One more difference from the victim's device (the header order), none from the
+    // attacker's first request: had that been stored, this would match it.
+    let o = store.observe(
+        "alice",
+        &sighting("fr", "br", true),
+        Some(LoginOutcome::Failure),
+        &[],
+    );
+    assert!(o.new_device, "the stored fingerprint is still the victim's");
+}
+
+/// A request that copies a known device's User-Agent but leaves out what else the
+/// device sent (client hints, time zone, screen, JA4) is another device: it gets none
+/// of the known device's trust, so it cannot skip a step-up that trust would skip.
+#[test]
+fn a_sighting_that_leaves_out_a_devices_attributes_is_another_device() {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
+    let store = store(4, &clock);
+    let ctx = RequestContext::new("192.0.2.1".parse().unwrap(), Timestamp::from_unix_secs(0))
+        .with_header("User-Agent", chrome(124))
+        .with_header("Accept-Language", "en")
+        .with_header(
+            "Sec-CH-UA",
+            r#""Chromium";v="124", "Google Chrome";v="124""#,
+        )
+        .with_header("Sec-CH-UA-Mobile", "?0")
+        .with_header("Sec-CH-UA-Platform", r#""Windows""#);
+    let mut inputs = FingerprintInputs::from_request(&ctx);
+    inputs.timezone = Some("Europe/London".to_owned());
+    inputs.screen = Some((1920, 1080));
+    let rich = DeviceFingerprint::compute(&key, &inputs);
+    let victim = store.observe("alice", &rich, Some(LoginOutcome::StepUpSuccess), &[]);
+    for _ in 0..3 {
+        store.observe("alice", &rich, Some(LoginOutcome::Success), &[]);
+    }
+    let trusted = store.observe("alice", &rich, None, &[]);
+    assert_eq!(trusted.device, victim.device);
+    assert!(
+        trusted.trust_before.score > 0.5,
+        "{:?}",
+        trusted.trust_before
+    );
+
+    // Each attribute left out on its own is enough to tell the devices apart.
+    let mut without_timezone = inputs.clone();
+    without_timezone.timezone = None;
+    let mut without_screen = inputs.clone();
+    without_screen.screen = None;
+    let mut without_hints = inputs.clone();
+    without_hints.client_hints = None;
+    for (left_out, sparse) in [
+        ("timezone", without_timezone),
+        ("screen", without_screen),
+        ("client hints", without_hints),
+    ] {
+        let m = rich.matches(&DeviceFingerprint::compute(&key, &sparse));
+        assert!(!m.same_device, "without its {left_out}: {m:?}");
+        assert!(m.similarity < 1.0, "without its {left_out}: {m:?}");
+    }
+    // The User-Agent alone, as an attacker who knows the victim's browser sends it.
+    let sparse = store.observe(
+        "alice",
+        &fp(&key, &chrome(124)),
+        Some(LoginOutcome::Success),
+        &[],
+    );
+    assert!(sparse.new_device);
+    assert_eq!(sparse.trust_before.score, 0.0);
+    // The other way round too: the sparse device's sighting does not match the rich one.
+    assert!(!fp(&key, &chrome(124)).matches(&rich).same_device);
 }
 
 #[test]
