@@ -285,6 +285,40 @@ impl Config {
             self.travel_min_km,
             "must be finite and >= 0",
         )?;
+        let v = &self.velocity;
+        check(
+            (16..=1 << 20).contains(&v.width),
+            "velocity.width",
+            v.width,
+            "must be in 16..=1048576",
+        )?;
+        check(
+            (1..=16).contains(&v.depth),
+            "velocity.depth",
+            v.depth,
+            "must be in 1..=16",
+        )?;
+        check(
+            (1..=4096).contains(&v.top_k),
+            "velocity.top_k",
+            v.top_k,
+            "must be in 1..=4096",
+        )?;
+        for (field, t) in [
+            ("velocity.user_failures", v.user_failures),
+            ("velocity.ip_failures", v.ip_failures),
+            ("velocity.prefix_failures", v.prefix_failures),
+            ("velocity.asn_failures", v.asn_failures),
+            ("velocity.distinct_users", v.distinct_users),
+        ] {
+            // 0, a negative or NaN threshold would switch its window off unseen.
+            check(
+                t.0.iter().all(|x| x.is_finite() && *x > 0.0),
+                field,
+                format!("{:?}", t.0),
+                "every window's threshold must be finite and > 0",
+            )?;
+        }
         if let Some(u) = &self.user_scale {
             check(
                 u.window <= self.history_cap,

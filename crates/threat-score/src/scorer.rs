@@ -306,16 +306,17 @@ impl ThreatScorer {
                 Signal::CredentialStuffing,
                 v.stuffing,
                 format!(
-                    "{} failed logins from this IP in a window (or its prefix/ASN)",
-                    v.ip_failures
+                    "failed logins in a window: {} from this IP, {} from its prefix, {} \
+                     from its ASN",
+                    v.ip_failures, v.prefix_failures, v.asn_failures
                 ),
             ),
             (
                 Signal::PasswordSpray,
                 v.spray,
                 format!(
-                    "{} usernames failed from this IP in a window (or its prefix)",
-                    v.ip_distinct_users
+                    "usernames failed in a window: {} from this IP, {} from its prefix",
+                    v.ip_distinct_users, v.prefix_distinct_users
                 ),
             ),
         ] {
@@ -373,6 +374,11 @@ impl ThreatScorer {
         }
         // Noisy-OR: score = 1 − Π(1 − r_i) = 1 − exp(−Σ w_i).
         let total: f64 = parts.iter().map(|x| x.2).sum();
+        let username_only: f64 = parts
+            .iter()
+            .filter(|x| x.0 == Signal::BruteForce)
+            .map(|x| x.2)
+            .sum();
         let score = if total.is_finite() {
             (1.0 - (-total).exp()).clamp(0.0, 1.0)
         } else {
@@ -393,7 +399,26 @@ impl ThreatScorer {
             .collect();
         contributions.sort_by(|a, b| b.share.total_cmp(&a.share));
         let confidence = (history as f64 / cfg.min_history.get() as f64).min(1.0);
-        let verdict = cfg.thresholds.verdict(score);
+        let mut verdict = cfg.thresholds.verdict(score);
+        // Failures on a username can come from anyone, anywhere: on their own they
+        // step the next login up, never block it, or failing logins on an account
+        // would lock its owner out.
+        if verdict == Verdict::Block
+            && username_only > 0.0
+            && cfg
+                .thresholds
+                .verdict(1.0 - (-(total - username_only)).exp())
+                != Verdict::Block
+        {
+            verdict = Verdict::StepUp;
+            if let Some(c) = contributions
+                .iter_mut()
+                .find(|c| c.signal == Signal::BruteForce)
+            {
+                c.reason
+                    .push_str("; failures on the username alone step a login up, never block it");
+            }
+        }
         crate::telemetry::scored(
             verdict,
             contributions.first().map_or("none", |c| c.signal.name()),
@@ -547,13 +572,18 @@ impl ThreatScorer {
         let id = EventId::new(id).ok()?;
         let ip = canonical_ip(ctx.peer_ip);
         let kind = top.event_kind();
-        // A brute force, stuffing or spray is the source's doing: the event is about the
-        // address (what a response may block), the targeted account goes in the
-        // evidence. Everything else is about the account.
-        let about_source = matches!(
-            kind,
-            EventKind::BruteForce | EventKind::CredentialStuffing | EventKind::PasswordSpray
-        );
+        // A brute force, stuffing or spray is the source's doing when the address's own
+        // failures carry it: the event is then about the address (what a response may
+        // block), the targeted account goes in the evidence. A username's failures
+        // from elsewhere, or a prefix's or an ASN's, are not this address's doing (it
+        // may be the owner's): such an event, and every other, is about the account.
+        let v = &score.velocity;
+        let about_source = match kind {
+            EventKind::BruteForce => v.ip_brute_force >= 0.5,
+            EventKind::CredentialStuffing => v.ip_stuffing >= 0.5,
+            EventKind::PasswordSpray => v.ip_spray >= 0.5,
+            _ => false,
+        };
         let subject = if user_id.is_empty() || about_source {
             Subject::ip(ip)
         } else {

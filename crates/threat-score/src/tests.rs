@@ -212,6 +212,80 @@ fn brute_force_is_named_and_blocks() {
     assert_eq!(ev.evidence("user"), Some("user1"));
 }
 
+/// 40 failures on user1's username, each from another address (spread over /24s
+/// and ASNs): the owner's own login from home with the right password is stepped up,
+/// not blocked, and its event is about the account, not the owner's address (which a
+/// playbook would block). Before, the owner was denied and her address blamed.
+#[test]
+fn a_distributed_brute_force_neither_blocks_nor_blames_the_owner() {
+    let (_, s) = populated(10, 5);
+    for i in 0..40u32 {
+        let attacker = Login::new(
+            "user1",
+            ip(&format!("198.{}.{}.7", 18 + i % 2, i)),
+            CHROME_WIN,
+        )
+        .with_geo(geo(65_000 + i, "BR"));
+        s.record_login(&attacker, LoginOutcome::Failure);
+    }
+    let owner = Login::new("user1", ip("10.0.0.1"), CHROME_WIN).with_geo(geo(64_501, "FR"));
+    let t = s.score_login(&owner);
+    assert_eq!(t.velocity.user_failures, 40);
+    assert_eq!(t.velocity.ip_failures, 0);
+    assert_eq!(t.verdict, Verdict::StepUp, "{t:?}");
+    let brute_force = t
+        .contributions
+        .iter()
+        .find(|c| c.signal == Signal::BruteForce);
+    assert!(brute_force.unwrap().reason.contains("never block"), "{t:?}");
+    let ev = s.event_login(&owner, &t, LoginOutcome::Success).unwrap();
+    assert_eq!(ev.kind, EventKind::BruteForce);
+    assert_eq!(ev.subject, Subject::user("user1"));
+    assert_eq!(ev.evidence("ip"), Some("10.0.0.1"));
+    // One attacker's own failed attempt is not blamed either: its address failed once.
+    let one = Login::new("user1", ip("198.18.0.7"), CHROME_WIN).with_geo(geo(65_000, "BR"));
+    let t = s.score_login(&one);
+    let ev = s.event_login(&one, &t, LoginOutcome::Failure).unwrap();
+    assert_eq!(ev.subject, Subject::user("user1"));
+}
+
+/// Failures from many addresses of one ASN make the stuffing signal; the reason names
+/// the level that carries it, and an address of that ASN with no failures of its own
+/// is not what the event blames.
+#[test]
+fn stuffing_carried_by_an_asn_is_explained_and_not_blamed_on_one_address() {
+    let (_, s) = populated(10, 5);
+    for i in 0..200u32 {
+        let a = Login::new(
+            format!("victim{i}"),
+            ip(&format!("100.{}.{}.9", 64 + i % 50, i)),
+            FIREFOX,
+        )
+        .with_geo(geo(64_999, "NL"));
+        s.record_login(&a, LoginOutcome::Failure);
+    }
+    let next = Login::new("user2", ip("100.127.9.9"), FIREFOX).with_geo(geo(64_999, "NL"));
+    let t = s.score_login(&next);
+    let stuffing = t
+        .contributions
+        .iter()
+        .find(|c| c.signal == Signal::CredentialStuffing)
+        .unwrap();
+    assert!(
+        stuffing.reason.contains("0 from this IP"),
+        "{}",
+        stuffing.reason
+    );
+    assert!(
+        stuffing.reason.contains("200 from its ASN"),
+        "{}",
+        stuffing.reason
+    );
+    if let Some(ev) = s.event_login(&next, &t, LoginOutcome::Success) {
+        assert_ne!(ev.subject, Subject::ip(ip("100.127.9.9")), "{ev:?}");
+    }
+}
+
 #[test]
 fn impossible_travel() {
     let (clock, s) = scorer();
@@ -419,7 +493,35 @@ fn config_is_validated() {
         },
         ..Config::default()
     };
-    assert!(build(bad, clock).is_err());
+    assert!(build(bad, clock.clone()).is_err());
+    // Velocity: a threshold that would switch its window off unseen, and sketch sizes
+    // that would be clamped (or overflow) where they were not refused.
+    type Edit = fn(&mut crate::VelocityConfig);
+    let velocity = |f: Edit| {
+        let mut v = crate::VelocityConfig::default();
+        f(&mut v);
+        Config {
+            velocity: v,
+            ..Config::default()
+        }
+    };
+    let cases: [(Edit, &str); 6] = [
+        (
+            |v| v.user_failures.0[0] = f64::NAN,
+            "velocity.user_failures",
+        ),
+        (|v| v.ip_failures.0[1] = 0.0, "velocity.ip_failures"),
+        (|v| v.distinct_users.0[2] = -5.0, "velocity.distinct_users"),
+        (|v| v.width = usize::MAX / 2, "velocity.width"),
+        (|v| v.depth = 0, "velocity.depth"),
+        (|v| v.top_k = 0, "velocity.top_k"),
+    ];
+    for (f, name) in cases {
+        match build(velocity(f), clock.clone()) {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, name),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
 }
 
 #[test]

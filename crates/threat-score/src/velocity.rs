@@ -221,8 +221,25 @@ pub struct VelocityRisk {
     pub user_failures: u64,
     /// The largest per-window failure count from the IP.
     pub ip_failures: u64,
+    /// The largest per-window failure count from the IP's prefix (/24 or /64).
+    pub prefix_failures: u64,
+    /// The largest per-window failure count from the IP's ASN.
+    pub asn_failures: u64,
     /// The largest per-window distinct failing usernames from the IP.
     pub ip_distinct_users: u64,
+    /// The largest per-window distinct failing usernames from the IP's prefix.
+    pub prefix_distinct_users: u64,
+    /// The IP's own failures (on any username) against the brute-force thresholds:
+    /// 0.5 or more when this address alone failed as often as a brute force does.
+    /// A brute force is blamed on the address only then: the username's failures may
+    /// come from anywhere, and the attempt scored may be the owner's.
+    pub ip_brute_force: f64,
+    /// The IP's own failures against the stuffing thresholds (`stuffing` is the largest
+    /// of the IP's, its prefix's and its ASN's).
+    pub ip_stuffing: f64,
+    /// The IP's own distinct failing usernames against the spray thresholds (`spray`
+    /// is the larger of the IP's and its prefix's).
+    pub ip_spray: f64,
 }
 
 /// `1 − 2^−x`: 0 at 0, 0.5 at the threshold, monotone, below 1 for any finite x.
@@ -515,19 +532,25 @@ impl Velocity {
             ],
         );
         let (brute_force, user_failures) = Self::risk_of(user, &cfg.user_failures);
-        let (ip_risk, ip_failures) = Self::risk_of(ip, &cfg.ip_failures);
+        let (ip_stuffing, ip_failures) = Self::risk_of(ip, &cfg.ip_failures);
+        let (prefix_risk, prefix_failures) = Self::risk_of(prefix, &cfg.prefix_failures);
+        let (asn_risk, asn_failures) = Self::risk_of(asn, &cfg.asn_failures);
         let (ip_spray, ip_distinct_users) = Self::risk_of(ip_users, &cfg.distinct_users);
-        let stuffing = ip_risk
-            .max(Self::risk_of(prefix, &cfg.prefix_failures).0)
-            .max(Self::risk_of(asn, &cfg.asn_failures).0);
-        let spray = ip_spray.max(Self::risk_of(prefix_users, &cfg.distinct_users).0);
+        let (prefix_spray, prefix_distinct_users) =
+            Self::risk_of(prefix_users, &cfg.distinct_users);
         VelocityRisk {
             brute_force,
-            stuffing,
-            spray,
+            stuffing: ip_stuffing.max(prefix_risk).max(asn_risk),
+            spray: ip_spray.max(prefix_spray),
             user_failures,
             ip_failures,
+            prefix_failures,
+            asn_failures,
             ip_distinct_users,
+            prefix_distinct_users,
+            ip_brute_force: Self::risk_of(ip, &cfg.user_failures).0,
+            ip_stuffing,
+            ip_spray,
         }
     }
 }

@@ -298,17 +298,55 @@ async fn every_route_answers_with_the_right_status_and_headers() {
     h.gw.shutdown().await;
 }
 
+/// A brute force on bob from many addresses (failures anyone can make) steps bob's
+/// next login up; it does not lock bob out. Before, the account's failures alone made
+/// the verdict a block, and bob's right password was refused like a wrong one.
+/// (A step-up answer tells a guesser the password was right, as every step-up does;
+/// the per-account limit bounds how fast anyone gets to guess.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_denied_login_tells_nothing_about_the_password() {
+async fn a_brute_force_on_an_account_steps_its_owner_up_not_out() {
     let h = trusted().await;
-    // A brute force on bob from many addresses: the account's velocity scores the
-    // next attempts as an attack (verdict block), the limit refusing most of them.
     for i in 0..40 {
         let _ = h.login("bob", "not-it", &format!("198.51.100.{i}")).await;
     }
     h.clock.advance(Duration::from_secs(60));
-    let right = h.login("bob", "bob-demo-password", "198.51.100.200").await;
-    let wrong = h.login("bob", "still-not-it", "198.51.100.201").await;
+    let (s, wrong) = h.login("bob", "still-not-it", "198.51.100.201").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong["error"], "invalid_credentials", "{wrong}");
+    let (s, right) = h.login("bob", "bob-demo-password", "198.51.100.200").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(right["error"], "step_up_required", "{right}");
+    let code = demo_totp("bob", h.clock.now().as_unix_secs()).unwrap();
+    let r = h
+        .http
+        .post(format!("{}/login/step-up", h.base))
+        .header("x-forwarded-for", "198.51.100.200")
+        .json(&json!({"challenge": right["challenge"], "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        h.me(body["access_token"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
+    h.gw.shutdown().await;
+}
+
+/// A login the risk verdict denies is answered as a wrong password: the right password
+/// does not stand out. Here bob, at home in London for a month, signs in from
+/// Changchun two minutes after his last login (impossible travel: a block).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_login_tells_nothing_about_the_password() {
+    let h = trusted().await;
+    for _ in 0..30 {
+        h.clock.advance(Duration::from_secs(86_400));
+        h.token("bob", LONDON).await;
+    }
+    h.clock.advance(Duration::from_secs(120));
+    let right = h.login("bob", "bob-demo-password", CHANGCHUN).await;
+    let wrong = h.login("bob", "still-not-it", CHANGCHUN).await;
     assert_eq!(right.0, StatusCode::UNAUTHORIZED, "{}", right.1);
     assert_eq!(right, wrong, "the right password must not stand out");
     let snapshot: Value = serde_json::from_str(h.gw.gateway.dashboard.snapshot().as_str()).unwrap();

@@ -30,7 +30,7 @@ duration = "15m"
 #[test]
 fn default_set_loads() {
     let def = Definition::default_set().unwrap();
-    assert_eq!(def.playbooks.len(), 6);
+    assert_eq!(def.playbooks.len(), 7);
     assert_eq!(def.engine.max_actions_per_minute, 120);
     assert_eq!(def.playbooks[0].name, "brute-force-ip");
 }
