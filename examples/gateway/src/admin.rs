@@ -364,6 +364,14 @@ impl AdminState {
         origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
     }
 
+    /// A browser's form post from another origin (a sibling subdomain that
+    /// `SameSite=Strict` lets through, or `null` from a sandboxed frame): refused. A
+    /// request without `Origin` is not a browser's cross-site one (browsers send it on
+    /// every `POST`; our pages' `Referrer-Policy: same-origin` makes it our origin).
+    fn is_cross_origin_post(&self, headers: &HeaderMap) -> bool {
+        headers.contains_key(header::ORIGIN) && !self.is_our_origin(headers)
+    }
+
     /// Cookies get `Secure` when browsers reach us over https (directly or through the
     /// proxy that `--public-origin` names).
     fn cookie_attributes(&self) -> &'static str {
@@ -409,9 +417,12 @@ pub fn page_headers() -> [(header::HeaderName, HeaderValue); 4] {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ),
+        // Nothing to another origin; to ours, the page's own origin: with
+        // `no-referrer` a browser's form post says `Origin: null`, which the sign-in
+        // form must refuse (a sandboxed cross-site frame says it too).
         (
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
     ]
@@ -456,6 +467,9 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Response {
+    if state.is_cross_origin_post(&headers) {
+        return cross_origin_post();
+    }
     let tls = tls.map(|axum::Extension(t)| t);
     let facts = facts.map(|axum::Extension(f)| f);
     let account = palisade_core_traits::normalize_user_id(&form.username).into_owned();
@@ -594,8 +608,16 @@ fn code_required(challenge: &str, refused: bool) -> Response {
         .into_response()
 }
 
+/// A form posted from another origin: nothing of it is done.
+fn cross_origin_post() -> Response {
+    (StatusCode::FORBIDDEN, "cross-origin form post refused").into_response()
+}
+
 /// `POST /dashboard/logout`.
 pub async fn logout(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if state.is_cross_origin_post(&headers) {
+        return cross_origin_post();
+    }
     if let Some(c) = session_cookie(&headers) {
         state.sessions.close(c).await;
     }

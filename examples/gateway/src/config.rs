@@ -90,14 +90,15 @@ pub struct Config {
     #[arg(long = "intel", env = "PALISADE_INTEL", value_delimiter = ',')]
     pub intel: Vec<PathBuf>,
 
-    /// GeoIP2/GeoLite2 City database (the bundled MaxMind test database by default:
-    /// it locates only MaxMind's test addresses).
-    #[arg(long, env = "PALISADE_GEOIP_CITY", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/geoip/GeoLite2-City-Test.mmdb"))]
-    pub geoip_city: PathBuf,
+    /// GeoIP2/GeoLite2 City database file. Without it, MaxMind's test database built
+    /// into the binary (it locates only MaxMind's test addresses).
+    #[arg(long, env = "PALISADE_GEOIP_CITY")]
+    pub geoip_city: Option<PathBuf>,
 
-    /// GeoLite2 ASN database (the bundled MaxMind test database by default).
-    #[arg(long, env = "PALISADE_GEOIP_ASN", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/geoip/GeoLite2-ASN-Test.mmdb"))]
-    pub geoip_asn: PathBuf,
+    /// GeoLite2 ASN database file. Without it, MaxMind's test database built into the
+    /// binary.
+    #[arg(long, env = "PALISADE_GEOIP_ASN")]
+    pub geoip_asn: Option<PathBuf>,
 
     /// Webhook that receives the playbooks' notifications (https).
     #[arg(long, env = "PALISADE_WEBHOOK_URL", hide_env_values = true)]

@@ -607,6 +607,31 @@ fn layer(
     RateLimitLayer::new(vec![policy.map_err(part("ratelimit"))?]).map_err(part("ratelimit"))
 }
 
+/// MaxMind's test databases, built in: the binary runs wherever it is copied (a
+/// container image, `cargo install`) without files beside it.
+const TEST_CITY_DB: &[u8] = include_bytes!("../data/geoip/GeoLite2-City-Test.mmdb");
+const TEST_ASN_DB: &[u8] = include_bytes!("../data/geoip/GeoLite2-ASN-Test.mmdb");
+
+/// The configured GeoIP database files, each defaulting to the built-in test database.
+fn geo_lookup(config: &Config) -> Result<MaxMindLookup, palisade_threat_score::Error> {
+    let read = |what: &'static str, path: &Option<std::path::PathBuf>, built_in: &[u8]| {
+        path.as_ref().map_or_else(
+            || Ok(built_in.to_vec()),
+            |p| {
+                std::fs::read(p).map_err(|source| palisade_threat_score::Error::GeoFile {
+                    what,
+                    path: p.display().to_string(),
+                    source,
+                })
+            },
+        )
+    };
+    MaxMindLookup::from_bytes(
+        Some(read("city", &config.geoip_city, TEST_CITY_DB)?),
+        Some(read("asn", &config.geoip_asn, TEST_ASN_DB)?),
+    )
+}
+
 impl Gateway {
     /// Wires every crate for `config`, in memory.
     ///
@@ -619,10 +644,7 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         let dashboard = Arc::new(Dashboard::default());
         let users = Arc::new(Users::demo());
-        let geo = Arc::new(
-            MaxMindLookup::open(Some(&config.geoip_city), Some(&config.geoip_asn))
-                .map_err(part("geoip"))?,
-        );
+        let geo = Arc::new(geo_lookup(&config).map_err(part("geoip"))?);
         let scorer = Arc::new(
             ThreatScorer::builder()
                 .clock(clock.clone())
@@ -1038,7 +1060,32 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use palisade_core_traits::{ManualClock, Timestamp};
+    use palisade_threat_score::GeoLookup;
+
+    /// Without database files the built-in MaxMind test databases answer (facts from
+    /// shared/testdata/MANIFEST.md, read with python's maxminddb); a file that is
+    /// not there stops the start with its path, never falls back.
+    #[test]
+    fn geoip_defaults_to_the_built_in_test_databases() {
+        let built_in = geo_lookup(&Config::try_parse_from(["palisade-gateway"]).unwrap());
+        let london = built_in.unwrap().lookup(IpAddr::from([81, 2, 69, 142]));
+        assert_eq!(london.country.as_deref(), Some("GB"));
+        let (lat, lon) = london.location.unwrap();
+        assert!((lat - 51.5142).abs() < 1e-4 && (lon + 0.0931).abs() < 1e-4);
+        let built_in = geo_lookup(&Config::try_parse_from(["palisade-gateway"]).unwrap());
+        assert_eq!(
+            built_in.unwrap().lookup(IpAddr::from([1, 128, 0, 0])).asn,
+            Some(1221)
+        );
+        for flag in ["--geoip-city", "--geoip-asn"] {
+            let config =
+                Config::try_parse_from(["palisade-gateway", flag, "/nonexistent/geo.mmdb"]);
+            let error = geo_lookup(&config.unwrap()).unwrap_err().to_string();
+            assert!(error.contains("/nonexistent/geo.mmdb"), "{flag}: {error}");
+        }
+    }
 
     /// Concurrent answers to one challenge, spread over two stores: exactly
     /// [`CHALLENGE_ATTEMPTS`] are let through, each with its own count of tries left.

@@ -250,7 +250,7 @@ impl Dashboard {
         (Self::snapshot_of(&s), rx)
     }
 
-    /// A fresh snapshot (for a client that lagged: it keeps its receiver).
+    /// The snapshot a client would get now.
     pub fn snapshot(&self) -> Utf8Bytes {
         Self::snapshot_of(&self.lock())
     }

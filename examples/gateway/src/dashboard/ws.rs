@@ -40,9 +40,13 @@ pub async fn serve_socket(
         let text = match next {
             Ok(text) => text,
             // Fell behind the stream: what it missed is gone, a snapshot replaces it.
+            // A new receiver with it: the old one would go on with messages older than
+            // the snapshot (the oldest the stream still holds).
             Err(RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "dashboard client lagged; resyncing");
-                dashboard.snapshot()
+                let (snapshot, fresh) = dashboard.subscribe();
+                rx = fresh;
+                snapshot
             }
             Err(RecvError::Closed) => return,
         };
