@@ -275,6 +275,10 @@ def schema_self_tests(chart: helm.Chart) -> None:
         "a secret variable in extraEnv": {
             "config": {"extraEnv": [{"name": "PALISADE_PKCS11_PIN", "value": "1234"}]}},
         "runAsUser 0": {"securityContext": {"runAsUser": 0}},
+        "a secret variable (peer regions) in extraEnv": {
+            "config": {"extraEnv": [{"name": "PALISADE_PEER_REGIONS", "value": "eu=redis://:pw@x"}]}},
+        "a trusted proxy prefix longer than the address": {"config": {"trustedProxies": ["10.0.0.0/33"]}},
+        "a public origin with port 0": {"config": {"publicOrigin": "https://auth.example.com:0"}},
     }
     for what, values in bad.items():
         try:
@@ -282,6 +286,26 @@ def schema_self_tests(chart: helm.Chart) -> None:
             report(False, f"self-test: values.schema.json refuses {what}", "accepted")
         except helm.HelmError as e:
             report(True, f"self-test: values.schema.json refuses {what}", str(e).splitlines()[-1])
+    # Webhooks off: no egress to the internet at all.
+    policy = chart.render({"webhook": {"enabled": False}}, name=RELEASE, namespace=NAMESPACE)
+    policy = "".join(t for p, t in policy.items() if p.endswith("networkpolicy.yaml"))
+    report("0.0.0.0/0" not in policy and "::/0" not in policy and "NetworkPolicy" in policy,
+           "self-test: without webhooks the NetworkPolicy allows no egress to the internet")
+    # A grace period shorter than the shutdown would kill the Pod before it saves.
+    try:
+        chart.render({"terminationGracePeriodSeconds": 30}, name=RELEASE, namespace=NAMESPACE)
+        report(False, "self-test: the template refuses a grace period shorter than a shutdown",
+               "rendered")
+    except helm.HelmError as e:
+        report("shorter than a shutdown" in str(e),
+               "self-test: the template refuses a grace period shorter than a shutdown", str(e))
+    try:
+        chart.render({"state": {"existingClaim": "shared"}}, name=RELEASE, namespace=NAMESPACE)
+        report(False, "self-test: the template refuses one state claim for several replicas",
+               "rendered")
+    except helm.HelmError as e:
+        report("existingClaim" in str(e),
+               "self-test: the template refuses one state claim for several replicas", str(e))
     # The template refuses "latest" on its own, for installs that skip the schema.
     with tempfile.TemporaryDirectory() as tmp:
         copy_dir = Path(tmp) / CHART.name
