@@ -57,9 +57,10 @@ struct MinMax {
 
 impl MinMax {
     fn learn(&mut self, x: &[f64]) {
-        if self.min.len() < x.len() {
-            self.min.resize(x.len(), f64::INFINITY);
-            self.max.resize(x.len(), f64::NEG_INFINITY);
+        if self.min.len() < x.len() || self.max.len() < x.len() {
+            self.min.resize(x.len().max(self.min.len()), f64::INFINITY);
+            self.max
+                .resize(x.len().max(self.max.len()), f64::NEG_INFINITY);
         }
         for (i, &v) in x.iter().enumerate() {
             if v.is_finite() {
@@ -174,16 +175,21 @@ impl HalfSpaceTrees {
     }
 
     /// Whether a deserialized detector has the shape its configuration promises (every
-    /// tree complete for its height), so scoring cannot index out of bounds.
+    /// tree complete for its height, its features and the scaler's within the feature
+    /// count, finite split points), so learning and scoring cannot index out of bounds.
     pub fn is_consistent(&self) -> bool {
         let h = self.config.height;
         (1..=20).contains(&h)
             && self.config.window >= 1
             && !self.trees.is_empty()
-            && self
-                .trees
-                .iter()
-                .all(|t| t.nodes.len() == (1usize << (h + 1)) - 1)
+            && self.scaler.min.len() == self.scaler.max.len()
+            && self.scaler.min.len() <= self.features
+            && self.trees.iter().all(|t| {
+                t.nodes.len() == (1usize << (h + 1)) - 1
+                    && t.nodes
+                        .iter()
+                        .all(|n| n.feature < self.features && n.threshold.is_finite())
+            })
     }
 
     /// Anomaly score in [0, 1] (higher = more anomalous); 0 during the first window.

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use palisade_core_traits::{
     Clock, EventId, EventKind, EvidenceBasis, LoginOutcome, RequestContext, Score, SecurityEvent,
-    Severity, Subject, Timestamp, canonical_ip, normalize_user_id,
+    Severity, Subject, Timestamp, canonical_ip, client_net, normalize_user_id,
 };
 use siphasher::sip::SipHasher13;
 
@@ -84,7 +84,8 @@ pub fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
 /// An attempt as the scorer uses it: canonical keys, hashed values, resolved signals.
 struct Prepared {
     asn: Option<u32>,
-    ip: IpAddr,
+    /// The client's network as the velocity counters key it (`client_net`).
+    net: IpAddr,
     user: u64,
     values: [u64; LEVELS],
     sources: Sources,
@@ -150,11 +151,16 @@ impl ThreatScorer {
         };
         let user_agent = ctx.user_agent().unwrap_or("");
         let ua = self.ua.parse(user_agent);
-        let ip_bytes = match ip {
+        let octets = |a: IpAddr| match a {
             IpAddr::V4(v4) => v4.octets().to_vec(),
             IpAddr::V6(v6) => v6.octets().to_vec(),
         };
-        let prefix = match ip {
+        // The velocity counters key a client as the family does (core-traits'
+        // `client_net`, as ratelimit and playbooks): an IPv6 address as its /64, one
+        // that carries an IPv4 client (6to4, Teredo, NAT64) as that IPv4 address. An
+        // attacker rotating addresses inside a /64 is one source.
+        let net = client_net(ip);
+        let prefix = match net {
             IpAddr::V4(v4) => self.hash(8, &v4.octets()[..3]),
             IpAddr::V6(v6) => self.hash(9, &v6.octets()[..8]),
         };
@@ -165,7 +171,7 @@ impl ThreatScorer {
             .filter(|c| !c.is_empty())
             .map_or(0, |c| self.hash(2, c.to_ascii_uppercase().as_bytes()));
         let values = [
-            self.hash(0, &ip_bytes),
+            self.hash(0, &octets(ip)),
             asn,
             country,
             self.hash(3, user_agent.as_bytes()),
@@ -185,12 +191,12 @@ impl ThreatScorer {
             .map(|f| f.clamp(0.0, 1.0));
         Prepared {
             asn: geo.asn,
-            ip,
+            net,
             user,
             values,
             sources: Sources {
                 user,
-                ip: values[0],
+                ip: self.hash(0, &octets(net)),
                 prefix,
                 asn,
             },
@@ -464,7 +470,7 @@ impl ThreatScorer {
         self.velocity.record(now, p.sources, success);
         crate::telemetry::recorded(if success { "success" } else { "failure" });
         if !success {
-            let mut sources = vec![FailureSource::Ip(p.ip), FailureSource::prefix_of(p.ip)];
+            let mut sources = vec![FailureSource::Ip(p.net), FailureSource::prefix_of(p.net)];
             sources.extend(p.asn.map(FailureSource::Asn));
             self.velocity.record_failure_sources(now, &sources);
             return Ok(());

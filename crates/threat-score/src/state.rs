@@ -64,17 +64,19 @@ impl State {
         }
         if self.behaviour.as_ref().is_some_and(|h| !h.is_consistent()) {
             return Err(Error::InvalidState {
-                reason: "behaviour detector trees do not match their height",
+                reason: "behaviour detector does not have the shape of its configuration",
             });
         }
+        // Scores are stored as at least f32::MIN_POSITIVE: a 0 or subnormal one would
+        // make a user's typical score 0 and every later login infinitely unusual.
         if self
             .users
             .iter()
             .flat_map(|(_, entries)| entries)
-            .any(|e| e.s.is_some_and(|s| !(s.is_finite() && s >= 0.0)))
+            .any(|e| e.s.is_some_and(|s| !(s.is_normal() && s > 0.0)))
         {
             return Err(Error::InvalidState {
-                reason: "a login's stored score is negative or not finite",
+                reason: "a login's stored score is not a positive normal number",
             });
         }
         Ok(())

@@ -286,6 +286,48 @@ fn stuffing_carried_by_an_asn_is_explained_and_not_blamed_on_one_address() {
     }
 }
 
+/// The velocity counters key a client as the family does (`client_net`): addresses
+/// rotated inside one IPv6 /64 are one source, and so are the 6to4 addresses of one
+/// IPv4 host (each of its 2^16 /64s) and that host itself.
+#[test]
+fn a_client_rotating_ipv6_addresses_is_one_source() {
+    let (_, s) = scorer();
+    for i in 0..30u32 {
+        let a = Login::new(
+            format!("victim{i}"),
+            ip(&format!("2001:db8:1:2::{i:x}")),
+            FIREFOX,
+        );
+        s.record_login(&a, LoginOutcome::Failure);
+    }
+    let next = s.score_login(&Login::new("victim99", ip("2001:db8:1:2:ffff::1"), FIREFOX));
+    assert_eq!(next.velocity.ip_failures, 30);
+    assert_eq!(next.velocity.ip_distinct_users, 30);
+    assert!(next.velocity.ip_stuffing >= 0.5 && next.velocity.ip_spray >= 0.5);
+    // One IPv4 host, 198.51.100.7, through 6to4 prefixes and then as itself.
+    for i in 0..30u32 {
+        let a = Login::new(
+            format!("victim{i}"),
+            ip(&format!("2002:c633:6407:{i:x}::1")),
+            FIREFOX,
+        );
+        s.record_login(&a, LoginOutcome::Failure);
+    }
+    let itself = s.score_login(&Login::new("victim99", ip("198.51.100.7"), FIREFOX));
+    assert_eq!(itself.velocity.ip_failures, 30);
+    assert!(itself.velocity.ip_spray >= 0.5, "{:?}", itself.velocity);
+    let top = s.top_failing_sources(0, SourceKind::Ip, 2);
+    let sources: Vec<_> = top.iter().map(|h| h.source).collect();
+    assert!(
+        sources.contains(&FailureSource::Ip(ip("198.51.100.7"))),
+        "{sources:?}"
+    );
+    assert!(
+        sources.contains(&FailureSource::Ip(ip("2001:db8:1:2::"))),
+        "{sources:?}"
+    );
+}
+
 #[test]
 fn impossible_travel() {
     let (clock, s) = scorer();
@@ -424,6 +466,21 @@ fn state_roundtrip_keeps_scores() {
         Login::new("user3", ip("203.0.113.1"), FIREFOX).with_geo(geo(1, "US")),
     ] {
         assert_eq!(r.score_login(&a).score, s.score_login(&a).score);
+    }
+    // A stored score of 0 (or subnormal) would make the user's typical score 0 and
+    // every later login infinitely unusual: refused.
+    for s in [0.0, 1e-40] {
+        let mut bad: serde_json::Value = serde_json::from_str(&json).unwrap();
+        bad["users"][0][1][0]["s"] = s.into();
+        let loaded = load(
+            Config::default(),
+            clock.clone(),
+            serde_json::from_value(bad).unwrap(),
+        );
+        assert!(
+            matches!(loaded, Err(Error::InvalidState { .. })),
+            "{s}: {loaded:?}"
+        );
     }
     let mut bad: serde_json::Value = serde_json::from_str(&json).unwrap();
     bad["version"] = 99.into();

@@ -92,6 +92,44 @@ fn behaviour_anomaly_is_a_named_contribution_when_enabled() {
     );
 }
 
+/// A saved detector whose parts disagree (a scaler with fewer maxima than minima, a
+/// split on a feature it does not have) is refused when loaded: the first would panic
+/// at the next completed login.
+#[test]
+fn a_saved_detector_out_of_shape_is_refused() {
+    let cfg = BehaviourConfig {
+        features: 2,
+        ..BehaviourConfig::default()
+    };
+    let (clock, s) = behaviour_scorer(Some(cfg));
+    train_behaviour(&clock, &s);
+    let saved = serde_json::to_value(s.state()).unwrap();
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 2] = [
+        ("scaler", |b| b["scaler"]["max"] = serde_json::json!([])),
+        ("feature", |b| {
+            b["trees"][0]["nodes"][0]["feature"] = 7.into()
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut state = saved.clone();
+        edit(&mut state["behaviour"]);
+        let state = serde_json::from_value(state).unwrap();
+        let loaded = load(
+            Config {
+                behaviour: Some(cfg),
+                ..Config::default()
+            },
+            clock.clone(),
+            state,
+        );
+        assert!(
+            matches!(loaded, Err(Error::InvalidState { .. })),
+            "{what}: {loaded:?}"
+        );
+    }
+}
+
 #[test]
 fn behaviour_signal_is_off_by_default() {
     let (clock, s) = behaviour_scorer(None);
