@@ -36,7 +36,8 @@ pub use ja4::{
 };
 pub use limits::{MAX_HEADER_VALUE, MAX_HEADERS};
 pub use store::{
-    DEFAULT_MAX_DEVICES_PER_USER, InMemoryDeviceStore, InMemoryDeviceStoreBuilder, Stats,
+    DEFAULT_MAX_DEVICES_PER_USER, DEFAULT_MAX_USERS, InMemoryDeviceStore,
+    InMemoryDeviceStoreBuilder, Stats,
 };
 pub use trust::{DeviceId, DeviceRecord, DeviceStore, Observation, TrustPolicy, TrustScore};
 pub use ua::{UA_CACHE_BYTES, UAP_CORE_VERSION, UserAgent};

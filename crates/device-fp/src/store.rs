@@ -16,6 +16,10 @@ use crate::trust::{DeviceId, DeviceRecord, DeviceStore, Observation, TrustPolicy
 
 /// Devices per user kept by default.
 pub const DEFAULT_MAX_DEVICES_PER_USER: NonZeroUsize = NonZeroUsize::new(5).expect("5 > 0");
+/// Users kept by default.
+pub const DEFAULT_MAX_USERS: NonZeroUsize = NonZeroUsize::new(1_000_000).expect("> 0");
+/// How many users a full store looks at to pick the one to forget.
+const EVICTION_SAMPLE: usize = 8;
 
 /// Counters of an [`InMemoryDeviceStore`] since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub struct Stats {
     pub new_devices: u64,
     /// Devices dropped to keep a user within `max_devices_per_user`.
     pub evicted_devices: u64,
+    /// Users forgotten (with their devices) to keep the store within `max_users`.
+    pub evicted_users: u64,
     /// Users with at least one device now.
     pub users: usize,
     /// Devices stored now, over all users.
@@ -49,7 +55,9 @@ struct Users {
 }
 
 /// An in-memory [`DeviceStore`] keeping at most `max_devices_per_user` per user;
-/// when full, the least-trusted device (oldest `last_seen` on ties) is evicted.
+/// when full, the least-trusted device (oldest `last_seen` on ties) is evicted. At
+/// most `max_users` users are kept (see
+/// [`InMemoryDeviceStoreBuilder::max_users`]).
 /// Users are keyed by [`normalize_user_id`]: `Alice` and `alice` share their devices.
 ///
 /// Time comes from the builder's clock. Trust decays with the time a device went
@@ -70,6 +78,7 @@ struct Users {
 #[derive(Debug)]
 pub struct InMemoryDeviceStore {
     users: Mutex<Users>,
+    max_users: usize,
     max_devices_per_user: usize,
     policy: TrustPolicy,
     clock: Arc<dyn Clock>,
@@ -79,12 +88,23 @@ pub struct InMemoryDeviceStore {
 #[derive(Debug)]
 #[must_use]
 pub struct InMemoryDeviceStoreBuilder {
+    max_users: NonZeroUsize,
     max_devices_per_user: NonZeroUsize,
     policy: TrustPolicy,
     clock: Arc<dyn Clock>,
 }
 
 impl InMemoryDeviceStoreBuilder {
+    /// Users kept (default [`DEFAULT_MAX_USERS`], 1,000,000). A sighting of a new user
+    /// in a full store forgets another user and their devices: the least recently
+    /// seen of a few (an arbitrary sample of 8), so memory stays bounded whoever the
+    /// caller records sightings for. A forgotten user's devices are new again (no
+    /// trust): the bound fails closed.
+    pub fn max_users(mut self, n: NonZeroUsize) -> Self {
+        self.max_users = n;
+        self
+    }
+
     /// Devices kept per user (default [`DEFAULT_MAX_DEVICES_PER_USER`], 5).
     pub fn max_devices_per_user(mut self, n: NonZeroUsize) -> Self {
         self.max_devices_per_user = n;
@@ -110,6 +130,7 @@ impl InMemoryDeviceStoreBuilder {
         self.policy.validate()?;
         Ok(InMemoryDeviceStore {
             users: Mutex::new(Users::default()),
+            max_users: self.max_users.get(),
             max_devices_per_user: self.max_devices_per_user.get(),
             policy: self.policy,
             clock: self.clock,
@@ -122,6 +143,7 @@ impl InMemoryDeviceStore {
     /// system clock.
     pub fn builder() -> InMemoryDeviceStoreBuilder {
         InMemoryDeviceStoreBuilder {
+            max_users: DEFAULT_MAX_USERS,
             max_devices_per_user: DEFAULT_MAX_DEVICES_PER_USER,
             policy: TrustPolicy::default(),
             clock: Arc::new(SystemClock),
@@ -145,6 +167,23 @@ impl InMemoryDeviceStore {
 fn scoring_time(now: Timestamp, monotonic: Duration, e: &Entry) -> Timestamp {
     let elapsed = monotonic.saturating_sub(e.seen_monotonic);
     now.max(e.record.last_seen.saturating_add(elapsed))
+}
+
+/// Forgets the least recently seen of a few users, with their devices.
+fn forget_a_user(users: &mut Users) {
+    let last_seen = |devices: &[Entry]| devices.iter().map(|e| e.record.last_seen).max();
+    let victim = (users.map.iter())
+        .take(EVICTION_SAMPLE)
+        .min_by_key(|(_, (_, devices))| last_seen(devices))
+        .map(|(user, _)| user.clone());
+    if let Some((_, devices)) = victim.and_then(|user| users.map.remove(&user)) {
+        users.devices -= devices.len();
+        users.stats.evicted_users += 1;
+        tracing::debug!(
+            devices = devices.len(),
+            "user forgotten to keep the store bounded"
+        );
+    }
 }
 
 fn apply(
@@ -183,6 +222,9 @@ impl DeviceStore for InMemoryDeviceStore {
         users.stats.observations += 1;
         // One account, however the login form spelled it (core-traits' rule).
         let key = normalize_user_id(user).into_owned();
+        if users.map.len() >= self.max_users && !users.map.contains_key(&key) {
+            forget_a_user(users);
+        }
         let (next_id, devices) = users.map.entry(key).or_default();
         let best = devices
             .iter()

@@ -224,6 +224,42 @@ fn spellings_of_one_account_share_its_devices() {
     assert_eq!(store.devices("alice")[0].successful_logins, 2);
 }
 
+/// The store keeps at most `max_users` users: a new user in a full store forgets the
+/// least recently seen one (here the sample covers every user), devices and all.
+#[test]
+fn bounded_in_users_and_the_least_recently_seen_forgotten() {
+    let key = FingerprintKey::new(&[3u8; 32]).unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
+    let store = InMemoryDeviceStore::builder()
+        .max_users(NonZeroUsize::new(3).unwrap())
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let device = fp(&key, &chrome(124));
+    for user in ["alice", "u1", "u2"] {
+        clock.advance(Duration::from_secs(60));
+        store.observe(user, &device, Some(LoginOutcome::Success), &[]);
+    }
+    clock.advance(Duration::from_secs(60));
+    assert!(!store.observe("alice", &device, None, &[]).new_device);
+    clock.advance(Duration::from_secs(60));
+    store.observe("u3", &device, Some(LoginOutcome::Success), &[]);
+    let stats = store.stats();
+    assert_eq!((stats.users, stats.devices, stats.evicted_users), (3, 3, 1));
+    assert!(
+        store.devices("u1").is_empty(),
+        "the least recently seen goes"
+    );
+    for kept in ["alice", "u2", "u3"] {
+        assert_eq!(store.devices(kept).len(), 1, "{kept}");
+    }
+    // A forgotten user's device is new again: no trust carried over.
+    let again = store.observe("u1", &device, None, &[]);
+    assert!(again.new_device);
+    assert_eq!(again.trust_before.score, 0.0);
+    assert_eq!(store.stats().users, 3);
+}
+
 #[test]
 fn bounded_per_user_and_least_trusted_evicted() {
     let key = FingerprintKey::new(&[3u8; 32]).unwrap();
