@@ -423,4 +423,16 @@ fn a_pin_in_a_pkcs11_uri_never_shows_in_any_error() {
     assert!(e.contains("token appears twice"), "{e}");
     let e = TokenSelector::parse(&uris[2]).unwrap_err().to_string();
     assert!(e.contains("path attribute #2"), "{e}");
+    // A well-formed URI that matches no token: its values are not shown either, only
+    // the names of the attributes it selects by.
+    let unmatched = format!("pkcs11:token=no-such-{PIN};serial={PIN}");
+    let e = Pkcs11Store::builder()
+        .context(hsm.pkcs11().clone())
+        .token(unmatched.as_str())
+        .pin(Pin::new(SoftHsm::USER_PIN))
+        .build()
+        .unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains(PIN), "{shown}");
+    assert!(shown.contains("(token, serial)"), "{shown}");
 }

@@ -82,6 +82,37 @@ fn signing_survives_the_token_logging_out_underneath() {
     }
 }
 
+/// A token logged out lists no private object, without an error: a key generated then
+/// must not take a version that exists (before, it took 1 again, a second object under
+/// the first key's label, and a ring that held both could not load again).
+#[test]
+fn a_key_generated_after_a_logout_takes_the_next_version() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let store = store();
+    let first = store.generate("after-logout", JwsAlgorithm::ES256).unwrap();
+    let outsider = user_session();
+    outsider.logout().unwrap();
+    drop(outsider);
+    let second = store.generate("after-logout", JwsAlgorithm::ES256).unwrap();
+    assert_eq!(
+        (first.key.version, second.key.version),
+        (first.key.version, first.key.version + 1)
+    );
+    assert_ne!(first.kid(), second.kid());
+    // Both are listed, each version once.
+    let listed: Vec<_> = (store.list().unwrap().into_iter())
+        .filter(|k| k.key.name == "after-logout")
+        .map(|k| k.key.version)
+        .collect();
+    let mut distinct = listed.clone();
+    distinct.dedup();
+    assert_eq!(distinct, listed);
+    assert!(
+        listed.ends_with(&[first.key.version, second.key.version]),
+        "{listed:?}"
+    );
+}
+
 #[test]
 fn a_refused_pin_is_offered_once_not_on_every_signature() {
     use palisade_hsm_keys::Error;

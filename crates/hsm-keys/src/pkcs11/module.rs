@@ -62,11 +62,17 @@ pub(super) fn find_slot(
         1 => Ok(found.remove(0)),
         0 => Err(Error::config(
             "token",
-            format!("no initialised token matches {selector:?}"),
+            format!(
+                "no initialised token matches the selector ({})",
+                selector.names()
+            ),
         )),
         n => Err(Error::config(
             "token",
-            format!("{n} tokens match {selector:?}; be more specific"),
+            format!(
+                "{n} tokens match the selector ({}); be more specific",
+                selector.names()
+            ),
         )),
     }
 }

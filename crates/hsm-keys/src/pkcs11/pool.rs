@@ -189,17 +189,21 @@ impl Inner {
 
     /// Every session is presumed dead: forget the idle ones and the handles.
     pub(super) fn new_epoch(&self) {
-        let new = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        let new = {
+            // The epoch moves under the pool's lock, where `checkout` reads it with
+            // the count: a checkout that counted a session of the new epoch must not
+            // have the count reset under it (its failed open would take it below 0).
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let new = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            // Dropped without C_CloseSession (no-drop sessions): see `epoch`.
+            pool.idle.clear();
+            pool.open = 0;
+            new
+        };
         self.counters
             .session_recoveries
             .fetch_add(1, Ordering::Relaxed);
         telemetry::session_recovery();
-        {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            // Dropped without C_CloseSession (no-drop sessions): see `epoch`.
-            pool.idle.clear();
-            pool.open = 0;
-        }
         self.returned.notify_all();
         tracing::warn!(token = %self.token_label, epoch = new, "PKCS#11 sessions lost; reopening");
     }
@@ -263,7 +267,7 @@ impl Inner {
                     Err(e) => {
                         pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
                         if self.epoch.load(Ordering::Acquire) == epoch {
-                            pool.open -= 1;
+                            pool.open = pool.open.saturating_sub(1);
                         }
                         // The token's own session limit: wait for one of ours.
                         let wait =

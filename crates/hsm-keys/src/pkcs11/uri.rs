@@ -60,6 +60,22 @@ fn query_attribute_error(name: &str, position: usize) -> Error {
 }
 
 impl TokenSelector {
+    /// The names of the attributes it selects by (`token, serial`), for errors: never
+    /// their values, which may come from a URI.
+    pub(crate) fn names(&self) -> String {
+        [
+            ("token", &self.token),
+            ("manufacturer", &self.manufacturer),
+            ("model", &self.model),
+            ("serial", &self.serial),
+        ]
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
     /// Parses a token label, or a `pkcs11:` URI (RFC 7512, scheme in any case).
     ///
     /// Path attributes `object`, `type`, `id` and `library-*` are accepted and

@@ -13,7 +13,7 @@ use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
+use cryptoki::session::{Session, SessionState};
 use cryptoki::slot::Slot;
 use palisade_core_traits::JwsAlgorithm;
 use ring::rand::SystemRandom;
@@ -298,6 +298,17 @@ impl Pkcs11Store {
     fn refresh_locked(&self) -> Result<Vec<KeyInfo>, Error> {
         let inner = &self.inner;
         let found = inner.with_keeper(|s| {
+            // Logged out, a token lists no private object at all (no error): the keys
+            // would look gone, and a new one would take version 1 again. Log in first.
+            if !matches!(
+                s.get_session_info()?.session_state(),
+                SessionState::RoUser | SessionState::RwUser
+            ) {
+                return Err(CkError::Pkcs11(
+                    RvError::UserNotLoggedIn,
+                    cryptoki::context::Function::FindObjects,
+                ));
+            }
             let mut out = Vec::new();
             for handle in s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])? {
                 // Another process or store may be destroying this object right now.
