@@ -159,9 +159,9 @@ impl RedisLimiterBuilder {
         self
     }
 
-    /// The local clock: its monotonic reading times the circuit breaker and the deny
-    /// cache; its wall time drives the `LocalShare` fallback's decisions. Decisions on
-    /// Redis always use Redis `TIME`.
+    /// The local clock: its monotonic reading times the circuit breaker, the deny
+    /// cache and the `LocalShare` fallback's decisions (a wall-clock step, NTP or a
+    /// resumed VM, refills no share). Decisions on Redis always use Redis `TIME`.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -289,7 +289,8 @@ impl RedisLimiterBuilder {
                              the policy denies every check Redis cannot answer"
                         );
                     }
-                    share.map(|q| KeyedLimiter::with_clock(q, self.clock.clone()))
+                    let elapsed: Arc<dyn Clock> = Arc::new(Elapsed(self.clock.clone()));
+                    share.map(|q| KeyedLimiter::with_clock(q, elapsed))
                 })
                 .collect(),
             _ => Vec::new(),
@@ -439,5 +440,21 @@ impl RedisLimiter {
         } else {
             format!("{}:!epoch", self.prefix)
         }
+    }
+}
+
+/// A clock whose "now" is another clock's monotonic reading: the `LocalShare`
+/// fallback's limiters decide on elapsed time, which a wall-clock step does not move.
+#[derive(Debug)]
+struct Elapsed(Arc<dyn Clock>);
+
+impl Clock for Elapsed {
+    fn now(&self) -> palisade_core_traits::Timestamp {
+        let nanos = u64::try_from(self.0.monotonic().as_nanos()).unwrap_or(u64::MAX);
+        palisade_core_traits::Timestamp::from_unix_nanos(nanos)
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.0.monotonic()
     }
 }

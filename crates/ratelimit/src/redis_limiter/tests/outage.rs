@@ -341,6 +341,40 @@ async fn a_wall_clock_step_back_does_not_hold_the_circuit_open() {
     }
 }
 
+/// `LocalShare`'s shares decide on elapsed (monotonic) time: the wall clock stepping
+/// an hour forward during an outage (NTP, a resumed VM) refills nothing, where every
+/// instance would otherwise admit another share at once; elapsed time does refill.
+#[tokio::test]
+async fn a_wall_clock_step_forward_does_not_refill_the_local_shares() {
+    let mut server = persistent_server();
+    let clock = manual_clock();
+    // burst 10, 10/min, 2 instances: a share of 5, one more every 12 s.
+    let l = RedisLimiter::builder(vec![policy("p", 10, 10, Duration::from_secs(60))])
+        .timeout(Duration::from_millis(250))
+        .circuit_breaker(nz!(1), Duration::from_secs(3600))
+        .failure_policy(FailurePolicy::LocalShare { instances: nz!(2) })
+        .deny_cache_keys(0)
+        .clock(Arc::new(clock.clone()))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    server.stop();
+    let mut admitted = 0;
+    for _ in 0..8 {
+        admitted += usize::from(l.check("k", 1).await.unwrap().allowed);
+    }
+    assert_eq!(admitted, 5);
+    let wall = clock.now().as_unix_nanos();
+    clock.set(Timestamp::from_unix_nanos(wall + 3_600_000_000_000));
+    assert!(
+        !l.check("k", 1).await.unwrap().allowed,
+        "the wall clock refilled the share"
+    );
+    clock.advance(Duration::from_secs(12));
+    assert!(l.check("k", 1).await.unwrap().allowed, "12 s refill one");
+    assert!(!l.check("k", 1).await.unwrap().allowed);
+}
+
 /// A request whose cost is above a burst is denied, not an error: answered with the
 /// key's state as a peek sees it, and nothing is consumed.
 #[tokio::test]
