@@ -566,11 +566,79 @@ impl Gateway {
     }
 }
 
+/// The largest request body any route reads (bodies are small here).
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+
+/// Marks a `/login` request whose account limit [`keyed_login_gate`] already spent.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountCounted;
+
+/// The account a `/login` body names (nothing else of it is read here).
+#[derive(Deserialize)]
+struct LoginAccount {
+    username: String,
+}
+
+/// In front of `/login`'s `Idempotency-Key` records: a request with a key spends the
+/// account's limit before its record is compared or replayed. Otherwise someone who
+/// shares a victim's address and learns the victim's key would get `422` for each
+/// wrong password and the token for the right one, as fast as the address limit
+/// allows. Over the limit it is `429`, and not counted as a failed login (it checked
+/// no password: a client's retry storm must not look like a brute force). A body that
+/// names no usable account goes on, for the handler to refuse.
+pub async fn keyed_login_gate(
+    State(gw): State<Arc<Gateway>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !request
+        .headers()
+        .contains_key(crate::idempotency::IDEMPOTENCY_KEY)
+    {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "request body too large",
+        );
+    };
+    if let Ok(LoginAccount { username }) = serde_json::from_slice(&bytes) {
+        let user = normalize_user_id(&username).into_owned();
+        if Users::could_exist(&user) {
+            let d = gw.account_limit.check(&user).await;
+            if !d.allowed {
+                return limited_login(&d);
+            }
+            parts.extensions.insert(AccountCounted);
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// The answer to a login over its account's limit (or one the limit could not decide).
+fn limited_login(d: &palisade_ratelimit::Decision) -> Response {
+    if d.denial != Some(Denial::Limited) {
+        // Not held against the account or the client.
+        return undecided(d);
+    }
+    let r = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many login attempts for this account",
+    );
+    with_retry_after(r, d)
+}
+
 /// `POST /login`: per-account limit, device trust, risk, then allow, step up or deny.
 pub async fn login(
     State(gw): State<Arc<Gateway>>,
     axum::Extension(RequestFacts { id, ip }): axum::Extension<RequestFacts>,
     tls: Option<axum::Extension<ClientTls>>,
+    counted: Option<axum::Extension<AccountCounted>>,
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> Response {
@@ -583,20 +651,17 @@ pub async fn login(
             "username must be 1 to 256 characters",
         );
     }
-    let d = gw.account_limit.check(&user).await;
-    if !d.allowed && d.denial != Some(Denial::Limited) {
-        // Not held against the account or the client.
-        return undecided(&d);
-    }
-    if !d.allowed {
-        gw.limited_attempt(&RequestFacts { id, ip }, &user, &headers, tls.as_ref())
-            .await;
-        let r = problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many login attempts for this account",
-        );
-        return with_retry_after(r, &d);
+    if counted.is_none() {
+        let d = gw.account_limit.check(&user).await;
+        if !d.allowed {
+            // A guess refused by the limit is a failed login for risk and the
+            // dashboard (brute-force detection sees it).
+            if d.denial == Some(Denial::Limited) {
+                gw.limited_attempt(&RequestFacts { id, ip }, &user, &headers, tls.as_ref())
+                    .await;
+            }
+            return limited_login(&d);
+        }
     }
     // Read before the password is checked: see `Gateway::issue_unless_ended`.
     let Some(began) = gw.sessions.operators.generation(&user).await else {

@@ -11,7 +11,10 @@
 //!   storing its refusals would let anyone fill the store with made-up keys and junk
 //!   bodies. A deviation from the draft (which says errors SHOULD be replayed too):
 //!   such a retry runs again (for `/login`, one more password check, counted against
-//!   the account like the first).
+//!   the account like the first). A keyed `/login` spends the account's limit before
+//!   its record is compared or replayed (`http::keyed_login_gate`): the `422` or replay
+//!   answer would otherwise tell a guesser who shares the client's address and key
+//!   whether a password was the stored one, faster than the limit allows.
 //! - **Single flight** for identical concurrent safe requests (`GET`, `HEAD`, same
 //!   identity, method and URI): a request identical to one whose handler is waiting
 //!   (it did not answer in its first poll) waits for that answer instead of running.

@@ -75,7 +75,13 @@ pub fn router(
         .with_state(gw.clone())
         .route_service(
             "/login",
-            ServiceBuilder::new().layer(idem()).service(logins.clone()),
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    gw.clone(),
+                    http::keyed_login_gate,
+                ))
+                .layer(idem())
+                .service(logins.clone()),
         )
         .route_service(
             "/login/step-up",
@@ -107,7 +113,7 @@ pub fn router(
     let app = public.merge(operators).merge(metrics);
     ServiceBuilder::new()
         // Bodies are small here: a bound before anything reads them.
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(http::MAX_BODY))
         .layer(http::FrontLayer(gw.clone()))
         .layer(gw.ip_layer.clone())
         .service(app)

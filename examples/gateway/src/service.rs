@@ -638,7 +638,7 @@ impl Gateway {
     /// With `config.redis`, limits, blocks, revocations and verification keys are shared
     /// through Redis (one URL: a server; several: a cluster's nodes).
     pub async fn build(
-        config: Config,
+        mut config: Config,
         clock: Arc<dyn Clock>,
         bus: Bus,
     ) -> Result<Gateway, StartError> {
@@ -836,7 +836,9 @@ impl Gateway {
         let (store, state_file): (Arc<dyn KeyStore>, _) =
             match (&config.pkcs11_module, &config.pkcs11_uri) {
                 (Some(module), Some(uri)) => {
-                    let pin = config.pkcs11_pin.clone().ok_or_else(|| {
+                    // Moved into the store's zeroized `Pin`: the configuration the
+                    // gateway keeps holds no copy.
+                    let pin = config.pkcs11_pin.take().ok_or_else(|| {
                         part("pkcs11")(
                             "--pkcs11-pin (PALISADE_PKCS11_PIN) is required with --pkcs11",
                         )

@@ -577,6 +577,61 @@ async fn a_challenge_opened_before_the_sessions_end_gives_no_token_after_it() {
     h.gw.shutdown().await;
 }
 
+/// Someone who shares alice's address and learns her `Idempotency-Key` gets no faster
+/// way to guess her password: each reuse of the key spends the account's limit before
+/// the record is compared, so the guesses meet `429` once the burst is spent, and so
+/// does the right password while the limit holds. (Before, every wrong guess got `422`
+/// and the right one the replayed token, at the address limit's pace.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_no_way_around_the_account_limit() {
+    let h = trusted().await;
+    let keyed = |password: String| {
+        let (http, b) = (h.http.clone(), h.base.clone());
+        async move {
+            let r = http
+                .post(format!("{b}/login"))
+                .header("x-forwarded-for", LONDON)
+                .header("idempotency-key", "\"alice-1\"")
+                .json(&json!({"username": "alice", "password": password}))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.headers().contains_key("idempotent-replayed"))
+        }
+    };
+    assert_eq!(
+        keyed("alice-demo-password".into()).await,
+        (StatusCode::OK, false)
+    );
+    let mut answers = Vec::new();
+    for i in 0..10 {
+        answers.push(keyed(format!("guess-{i}")).await);
+    }
+    // The burst is 5 a minute and alice's own login spent one.
+    let expected: Vec<_> = (0..10)
+        .map(|i| {
+            let status = if i < 4 {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::TOO_MANY_REQUESTS
+            };
+            (status, false)
+        })
+        .collect();
+    assert_eq!(answers, expected);
+    assert_eq!(
+        keyed("alice-demo-password".into()).await,
+        (StatusCode::TOO_MANY_REQUESTS, false)
+    );
+    // A minute later the limit lets one through: her own retry is replayed.
+    h.clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        keyed("alice-demo-password".into()).await,
+        (StatusCode::OK, true)
+    );
+    h.gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_storm_with_one_idempotency_key_logs_in_once() {
     let h = trusted().await;
