@@ -292,34 +292,27 @@ def schema_self_tests(chart: helm.Chart) -> None:
     report("0.0.0.0/0" not in policy and "::/0" not in policy and "NetworkPolicy" in policy,
            "self-test: without webhooks the NetworkPolicy allows no egress to the internet")
     # A grace period shorter than the shutdown would kill the Pod before it saves.
-    try:
-        chart.render({"terminationGracePeriodSeconds": 30}, name=RELEASE, namespace=NAMESPACE)
-        report(False, "self-test: the template refuses a grace period shorter than a shutdown",
-               "rendered")
-    except helm.HelmError as e:
-        report("shorter than a shutdown" in str(e),
-               "self-test: the template refuses a grace period shorter than a shutdown", str(e))
-    try:
-        chart.render({"state": {"existingClaim": "shared"}}, name=RELEASE, namespace=NAMESPACE)
-        report(False, "self-test: the template refuses one state claim for several replicas",
-               "rendered")
-    except helm.HelmError as e:
-        report("existingClaim" in str(e),
-               "self-test: the template refuses one state claim for several replicas", str(e))
+    refused(chart, "a grace period shorter than a shutdown", {"terminationGracePeriodSeconds": 30},
+            "shorter than a shutdown")
+    refused(chart, "one state claim for several replicas", {"state": {"existingClaim": "shared"}},
+            "existingClaim")
     # The template refuses "latest" on its own, for installs that skip the schema.
     with tempfile.TemporaryDirectory() as tmp:
         copy_dir = Path(tmp) / CHART.name
         shutil.copytree(CHART, copy_dir)
         (copy_dir / "values.schema.json").unlink()
         with helm.Chart.load(copy_dir) as unchecked:
-            try:
-                unchecked.render({"image": {"tag": "latest"}}, name=RELEASE, namespace=NAMESPACE)
-                report(False, "self-test: without the schema, the template refuses the latest tag",
-                       "rendered")
-            except helm.HelmError as e:
-                report("latest" in str(e),
-                       "self-test: without the schema, the template refuses the latest tag", str(e))
+            refused(unchecked, "the latest tag (without the schema)", {"image": {"tag": "latest"}},
+                    "latest")
 
+
+def refused(chart: helm.Chart, what: str, values: dict, says: str) -> None:
+    """The template must fail to render `values`, with an error that says `says`."""
+    try:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+        report(False, f"self-test: the template refuses {what}", "rendered")
+    except helm.HelmError as e:
+        report(says in str(e), f"self-test: the template refuses {what}", str(e))
 
 def main() -> int:
     print(f"tools: helm SDK {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__}), "
