@@ -547,7 +547,9 @@ impl<S: KeyStore> KeyRing<S> {
         }
     }
 
-    /// Writes the state file atomically (temp file in the same directory, fsync, rename).
+    /// Writes the state file atomically and durably (temp file in the same directory,
+    /// fsync, rename, fsync of the directory: without the last, a power cut can bring
+    /// back the previous file, and with it a previous active key).
     fn save(&self, keys: &[RingKey]) -> Result<(), Error> {
         let Some(path) = &self.inner.config.state_file else {
             return Ok(());
@@ -562,6 +564,10 @@ impl<S: KeyStore> KeyRing<S> {
         tmp.write_all(&json).map_err(|e| state_err(path, e))?;
         tmp.as_file().sync_all().map_err(|e| state_err(path, e))?;
         tmp.persist(path).map_err(|e| state_err(path, e.error))?;
+        #[cfg(unix)]
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| state_err(path, e))?;
         Ok(())
     }
 }

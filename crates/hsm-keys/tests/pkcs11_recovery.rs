@@ -113,6 +113,46 @@ fn a_key_generated_after_a_logout_takes_the_next_version() {
     );
 }
 
+/// Another application's key pair under a label of our form whose public half does not
+/// fit it (a P-384 key labelled ES256) is left out of the listing; before, it failed
+/// the listing, and with it `build` and every `generate`.
+#[test]
+fn a_foreign_object_under_our_label_form_does_not_break_the_store() {
+    use palisade_hsm_keys::cryptoki::mechanism::Mechanism;
+    use palisade_hsm_keys::cryptoki::object::Attribute;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let outsider = user_session();
+    let label = b"foreign/1/ES256".to_vec();
+    let p384 = vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+    let (public, private) = outsider
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Label(label.clone()),
+                Attribute::EcParams(p384),
+                Attribute::Verify(true),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Label(label),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Sign(true),
+            ],
+        )
+        .unwrap();
+    let store = store();
+    let listed = store.list().unwrap();
+    assert!(listed.iter().all(|k| k.key.name != "foreign"), "{listed:?}");
+    let ours = store
+        .generate("beside-foreign", JwsAlgorithm::ES256)
+        .unwrap();
+    sign_compact(&store, &ours, None, b"{}").unwrap();
+    outsider.destroy_object(public).unwrap();
+    outsider.destroy_object(private).unwrap();
+}
+
 #[test]
 fn a_refused_pin_is_offered_once_not_on_every_signature() {
     use palisade_hsm_keys::Error;

@@ -337,10 +337,19 @@ impl Pkcs11Store {
             let info = match known {
                 Some(i) => i,
                 None => match inner.with_keeper(|s| read_public(s, alg, &label)) {
-                    Ok(public) => KeyInfo {
-                        key: key.clone(),
-                        algorithm: alg,
-                        jwk: public.to_jwk()?,
+                    Ok(public) => match public.to_jwk() {
+                        Ok(jwk) => KeyInfo {
+                            key: key.clone(),
+                            algorithm: alg,
+                            jwk,
+                        },
+                        // Another application's object under a label of our form, whose
+                        // public half is not what its algorithm says: not ours, and no
+                        // reason to fail the whole listing (and every `generate`).
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "object whose public key does not fit its label left out of the list");
+                            continue;
+                        }
                     },
                     // Half-destroyed (or half-created elsewhere): not a key yet.
                     Err(e) => {
