@@ -7,7 +7,7 @@
 //!   key and payload while it runs gets `409 Conflict`, after it replays the stored
 //!   response (marked `Idempotent-Replayed: true`); the same key with another payload
 //!   gets `422 Unprocessable Content`. A `5xx` or a `429` is not stored: the client may
-//!   retry; nor is any answer but a `2xx` to a client known only by its address:
+//!   retry; nor a `405` (a method the route does not have is no request of its); nor is any answer but a `2xx` to a client known only by its address:
 //!   storing its refusals would let anyone fill the store with made-up keys and junk
 //!   bodies. A deviation from the draft (which says errors SHOULD be replayed too):
 //!   such a retry runs again (for `/login`, one more password check, counted against
@@ -932,6 +932,9 @@ where
     let status = response.status();
     if status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
+        // A method the route does not have: no request of the resource's, and one
+        // account could fill the store with made-up keys.
+        || status == StatusCode::METHOD_NOT_ALLOWED
         || (!who.is_subject() && !status.is_success())
     {
         idem.finish(held, fp, None).await;
