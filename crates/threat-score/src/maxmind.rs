@@ -52,17 +52,19 @@ impl MaxMindLookup {
 
     /// From database files.
     pub fn open(city: Option<&Path>, asn: Option<&Path>) -> Result<Self, Error> {
-        let read = |what: &'static str, p: Option<&Path>| {
-            p.map(|p| {
-                std::fs::read(p).map_err(|source| Error::GeoFile {
-                    what,
-                    path: p.display().to_string(),
-                    source,
-                })
-            })
-            .transpose()
-        };
+        let read = |what, p: Option<&Path>| p.map(|p| Self::read(what, p)).transpose();
         Self::from_bytes(read("city", city)?, read("asn", asn)?)
+    }
+
+    /// The bytes of the `what` database (`"city"`, `"asn"`) at `path`, for
+    /// [`from_bytes`](Self::from_bytes): [`Error::GeoFile`] names the file it could
+    /// not read.
+    pub fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
+        std::fs::read(path).map_err(|source| Error::GeoFile {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
     }
 }
 

@@ -614,17 +614,9 @@ const TEST_ASN_DB: &[u8] = include_bytes!("../data/geoip/GeoLite2-ASN-Test.mmdb"
 
 /// The configured GeoIP database files, each defaulting to the built-in test database.
 fn geo_lookup(config: &Config) -> Result<MaxMindLookup, palisade_threat_score::Error> {
-    let read = |what: &'static str, path: &Option<std::path::PathBuf>, built_in: &[u8]| {
-        path.as_ref().map_or_else(
-            || Ok(built_in.to_vec()),
-            |p| {
-                std::fs::read(p).map_err(|source| palisade_threat_score::Error::GeoFile {
-                    what,
-                    path: p.display().to_string(),
-                    source,
-                })
-            },
-        )
+    let read = |what, path: &Option<std::path::PathBuf>, built_in: &[u8]| {
+        path.as_ref()
+            .map_or_else(|| Ok(built_in.to_vec()), |p| MaxMindLookup::read(what, p))
     };
     MaxMindLookup::from_bytes(
         Some(read("city", &config.geoip_city, TEST_CITY_DB)?),
