@@ -57,10 +57,10 @@ struct MinMax {
 
 impl MinMax {
     fn learn(&mut self, x: &[f64]) {
-        if self.min.len() < x.len() || self.max.len() < x.len() {
-            self.min.resize(x.len().max(self.min.len()), f64::INFINITY);
-            self.max
-                .resize(x.len().max(self.max.len()), f64::NEG_INFINITY);
+        // `min` and `max` have one length (`is_consistent` refuses a state where not).
+        if self.min.len() < x.len() {
+            self.min.resize(x.len(), f64::INFINITY);
+            self.max.resize(x.len(), f64::NEG_INFINITY);
         }
         for (i, &v) in x.iter().enumerate() {
             if v.is_finite() {

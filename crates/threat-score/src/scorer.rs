@@ -170,8 +170,9 @@ impl ThreatScorer {
             .as_ref()
             .filter(|c| !c.is_empty())
             .map_or(0, |c| self.hash(2, c.to_ascii_uppercase().as_bytes()));
+        let ip_hash = self.hash(0, &octets(ip));
         let values = [
-            self.hash(0, &octets(ip)),
+            ip_hash,
             asn,
             country,
             self.hash(3, user_agent.as_bytes()),
@@ -196,7 +197,12 @@ impl ThreatScorer {
             values,
             sources: Sources {
                 user,
-                ip: self.hash(0, &octets(net)),
+                // An IPv4 client is its own network: its hash is already made.
+                ip: if net == ip {
+                    ip_hash
+                } else {
+                    self.hash(0, &octets(net))
+                },
                 prefix,
                 asn,
             },

@@ -271,10 +271,9 @@ fn mix(a: u64, b: u64) -> u64 {
 }
 
 impl Velocity {
+    /// Sketches of `cfg`'s sizes, which `Config::validate` bounds.
     pub(crate) fn new(cfg: &VelocityConfig) -> Self {
-        let width = cfg.width.max(16);
-        let depth = cfg.depth.clamp(1, 16);
-        let top_k = cfg.top_k.clamp(1, 4096);
+        let (width, depth, top_k) = (cfg.width, cfg.depth, cfg.top_k);
         let windows = WINDOWS
             .iter()
             .map(|&(len, n)| Window {
