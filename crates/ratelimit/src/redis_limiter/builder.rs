@@ -274,6 +274,7 @@ impl RedisLimiterBuilder {
     }
 
     fn build(self, conn: Conn) -> RedisLimiter {
+        let elapsed: Arc<dyn Clock> = Arc::new(Elapsed(self.clock.clone()));
         let fallback = match self.failure {
             FailurePolicy::LocalShare { instances } => self
                 .policies
@@ -289,8 +290,7 @@ impl RedisLimiterBuilder {
                              the policy denies every check Redis cannot answer"
                         );
                     }
-                    let elapsed: Arc<dyn Clock> = Arc::new(Elapsed(self.clock.clone()));
-                    share.map(|q| KeyedLimiter::with_clock(q, elapsed))
+                    share.map(|q| KeyedLimiter::with_clock(q, elapsed.clone()))
                 })
                 .collect(),
             _ => Vec::new(),
