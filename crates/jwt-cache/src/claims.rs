@@ -184,7 +184,10 @@ pub(crate) fn check(claims: &Map<String, Value>, policy: &Policy) -> Result<(), 
             "iss" => iss.is_parsed(),
             "aud" => aud.is_parsed(),
             "iat" => claim(claims, "iat", is_numeric).is_parsed(),
-            "jti" => claim(claims, "jti", Value::as_str).is_parsed(),
+            // An empty `jti` names no token: it cannot be revoked one at a time.
+            "jti" => {
+                matches!(claim(claims, "jti", Value::as_str), Claim::Parsed(j) if !j.is_empty())
+            }
             _ => continue, // not in REQUIRABLE: refused when the policy is built
         };
         if !present {
@@ -378,6 +381,50 @@ mod tests {
         }
     }
 
+    /// Asking for `jti` (as the docs advise, to revoke tokens one at a time) adds to
+    /// the required claims: `exp` stays required unless explicitly let go. With
+    /// jsonwebtoken's replacing semantics a token without `exp` passed, never expired
+    /// and could not be revoked.
+    #[test]
+    fn requiring_more_claims_keeps_exp_required_unless_let_go() {
+        let claims = |json: &str| serde_json::from_str::<Map<String, Value>>(json).unwrap();
+        let no_exp = claims(r#"{"iss": "https://idp.example", "jti": "t-1"}"#);
+        let with_jti = Policy::builder()
+            .algorithms(&[Algorithm::HS256])
+            .issuers(&["https://idp.example"])
+            .required_claims(&["jti"])
+            .build()
+            .unwrap();
+        match check(&no_exp, &with_jti) {
+            Err(Error::MissingClaim(name)) => assert_eq!(name, "\"exp\""),
+            other => panic!("{other:?}"),
+        }
+        let let_go = Policy::builder()
+            .algorithms(&[Algorithm::HS256])
+            .required_claims(&["jti"])
+            .allow_missing_exp()
+            .build()
+            .unwrap();
+        assert!(check(&no_exp, &let_go).is_ok());
+        // Naming `exp` wins over letting it go.
+        let named = Policy::builder()
+            .algorithms(&[Algorithm::HS256])
+            .allow_missing_exp()
+            .required_claims(&["exp"])
+            .build()
+            .unwrap();
+        assert!(matches!(
+            check(&no_exp, &named),
+            Err(Error::MissingClaim(_))
+        ));
+        let kept = Policy::builder()
+            .algorithms(&[Algorithm::HS256])
+            .required_claims(&["jti"])
+            .build()
+            .unwrap();
+        assert_ne!(kept.fingerprint(), let_go.fingerprint());
+    }
+
     /// `iat` and `jti` can be required (jsonwebtoken would ignore them), and a name
     /// the policy cannot check is a configuration error, not a silent no-op.
     #[test]
@@ -399,6 +446,11 @@ mod tests {
             (r#"{"exp": 4102444800, "iat": 1700000000}"#, "\"jti\""),
             (
                 r#"{"exp": 4102444800, "iat": 1700000000, "jti": null}"#,
+                "\"jti\"",
+            ),
+            // An empty `jti` names no token to revoke.
+            (
+                r#"{"exp": 4102444800, "iat": 1700000000, "jti": ""}"#,
                 "\"jti\"",
             ),
         ] {

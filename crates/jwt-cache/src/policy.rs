@@ -66,6 +66,7 @@ pub struct PolicyBuilder {
     leeway_secs: u64,
     reject_expiring_in_less_than_secs: u64,
     required_claims: Vec<String>,
+    exp_optional: bool,
     typ: Option<String>,
     validate_nbf: bool,
 }
@@ -117,15 +118,28 @@ impl PolicyBuilder {
         self
     }
 
-    /// The registered claims that must be present: any of `exp`, `nbf`, `iat`,
-    /// `iss`, `aud`, `sub`, `jti` (a token without one is `MissingClaim`). Any other
-    /// name is refused by [`build`](Self::build): jsonwebtoken ignores the names it
-    /// does not know, and also `iat` and `jti`, so a policy asking for `jti` (to
-    /// revoke tokens one at a time) would have accepted tokens without it. Replaces
-    /// the default `{"exp"}`; the claims that issuer, audience and subject
-    /// constraints need stay required whatever the order of the calls.
+    /// Registered claims that must be present besides `exp` (always required unless
+    /// [`allow_missing_exp`](Self::allow_missing_exp)): any of `exp`, `nbf`, `iat`,
+    /// `iss`, `aud`, `sub`, `jti` (a token without one is `MissingClaim`; a required
+    /// `jti` must be a non-empty string, since an empty one revokes nothing). Any
+    /// other name is refused by [`build`](Self::build): jsonwebtoken ignores the
+    /// names it does not know, and also `iat` and `jti`, so a policy asking for `jti`
+    /// (to revoke tokens one at a time) would have accepted tokens without it. Adds to
+    /// the required set (jsonwebtoken's `set_required_spec_claims` replaces it: there,
+    /// asking for `jti` alone stops requiring `exp`); the claims that issuer, audience
+    /// and subject constraints need stay required whatever the order of the calls.
     pub fn required_claims(mut self, claims: &[&str]) -> Self {
-        self.required_claims = claims.iter().map(|s| (*s).to_owned()).collect();
+        self.required_claims
+            .extend(claims.iter().map(|s| (*s).to_owned()));
+        self
+    }
+
+    /// Accept tokens without `exp`, unless [`required_claims`](Self::required_claims)
+    /// names it. Such a token never expires, is cached for the cache's `max_ttl`
+    /// each time, and cannot be revoked one at a time (the blacklist needs `exp` to
+    /// know how long to keep the entry): only for issuers that never send one.
+    pub fn allow_missing_exp(mut self) -> Self {
+        self.exp_optional = true;
         self
     }
 
@@ -176,6 +190,7 @@ impl PolicyBuilder {
         }
         let mut required_claims: BTreeSet<String> = self.required_claims.into_iter().collect();
         for (set, name) in [
+            (!self.exp_optional, "exp"),
             (self.issuers.is_some(), "iss"),
             (self.audiences.is_some(), "aud"),
             (self.subject.is_some(), "sub"),
@@ -212,7 +227,8 @@ impl Policy {
             subject: None,
             leeway_secs: 0,
             reject_expiring_in_less_than_secs: 0,
-            required_claims: vec!["exp".to_owned()],
+            required_claims: Vec::new(),
+            exp_optional: false,
             typ: None,
             validate_nbf: true,
         }
