@@ -41,7 +41,10 @@ impl Config {
         self
     }
 
-    /// Allowed clock skew between instances (default 5 s).
+    /// Allowed clock skew between instances (default 5 s): entries outlive `exp +
+    /// leeway` by it, and a watermark given `T` covers `iat <= T + skew` (an issuer
+    /// whose clock runs ahead stamps a token minted before `T` that much later). Set it
+    /// to the validators' `iat` leeway.
     pub fn skew(mut self, skew: Duration) -> Self {
         self.skew = skew;
         self
@@ -132,6 +135,28 @@ impl Record {
             Record::Token { expires_ms, .. } | Record::Mark { expires_ms, .. } => *expires_ms,
         }
     }
+
+    /// Whether this record (read under `other`'s key) revokes at least what `other`
+    /// does, for at least as long: same kind, watermark and expiry no lower.
+    #[cfg(feature = "redis")]
+    pub(crate) fn covers(&self, other: &Record) -> bool {
+        match (self, other) {
+            (Record::Token { expires_ms: a, .. }, Record::Token { expires_ms: b, .. }) => a >= b,
+            (
+                Record::Mark {
+                    secs: a,
+                    expires_ms: ae,
+                    ..
+                },
+                Record::Mark {
+                    secs: b,
+                    expires_ms: be,
+                    ..
+                },
+            ) => a >= b && ae >= be,
+            _ => false,
+        }
+    }
 }
 
 pub(crate) fn check_id(field: &'static str, value: &str) -> Result<(), Error> {
@@ -193,7 +218,9 @@ impl Config {
         }))
     }
 
-    /// The record for a watermark "issued at or before `t`" (whole seconds, floor).
+    /// The record for a watermark "issued at or before `t`", moved `skew` later (whole
+    /// seconds, floor): an issuer whose clock runs ahead stamps a token it minted
+    /// before `t` with an `iat` up to `skew` past it, and validators accept that `iat`.
     pub(crate) fn mark_record(
         &self,
         scope: Scope,
@@ -210,7 +237,7 @@ impl Config {
         }
         Ok(Record::Mark {
             scope,
-            secs: t.as_unix_secs(),
+            secs: t.saturating_add(self.skew).as_unix_secs(),
             expires_ms: ms(self.mark_expiry(now, t)),
         })
     }

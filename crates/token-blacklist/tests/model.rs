@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core_traits::{
-    ManualClock, RevocationCheck, RevocationStatus, Timestamp, TokenIdentity, TokenRevoker,
+    Clock, ManualClock, RevocationCheck, RevocationStatus, Timestamp, TokenIdentity, TokenRevoker,
 };
 use palisade_token_blacklist::{Config, Error, MAX_ID_LEN, MemoryBlacklist};
 
@@ -107,9 +107,36 @@ fn a_token_with_an_empty_subject_is_revoked_like_one_without() {
     assert_eq!(bl.len(), 1);
 }
 
+/// A watermark covers tokens stamped up to `skew` after the time given: an issuer
+/// whose clock runs ahead (within the validators' leeway) stamps a token it minted
+/// just before the revocation with a later `iat`.
+#[test]
+fn a_watermark_covers_a_token_stamped_by_an_issuer_clock_running_ahead() {
+    let (clock, bl) = setup(Config::default().skew(Duration::from_secs(5)));
+    // Minted half a second before the revocation by an issuer 3 s ahead.
+    let ahead = token("a").with_issued_at(NOW + 2);
+    bl.revoke_user("iss", "alice", clock.now()).unwrap();
+    assert_eq!(bl.check(&ahead), RevocationStatus::Revoked);
+    assert_eq!(
+        bl.check(&token("b").with_issued_at(NOW + 5)),
+        RevocationStatus::Revoked
+    );
+    // Past the skew: a token minted after the revocation.
+    assert_eq!(
+        bl.check(&token("c").with_issued_at(NOW + 6)),
+        RevocationStatus::NotRevoked
+    );
+    bl.revoke_all(clock.now()).unwrap();
+    assert_eq!(
+        bl.check(&token("d").with_subject("bob").with_issued_at(NOW + 5)),
+        RevocationStatus::Revoked
+    );
+}
+
 #[test]
 fn a_token_minted_in_the_watermarks_second_is_revoked() {
-    let (_, bl) = setup(Config::default());
+    // No skew: this is about the rounding of the time given.
+    let (_, bl) = setup(Config::default().skew(Duration::ZERO));
     // Watermark at NOW + 0.999 s: floor is NOW.
     let t = Timestamp::from_unix_micros(NOW * 1_000_000 + 999_000);
     bl.revoke_user("iss", "alice", t).unwrap();
@@ -127,7 +154,7 @@ fn a_token_minted_in_the_watermarks_second_is_revoked() {
 
 #[test]
 fn watermarks_combine_as_their_maximum_and_never_go_down() {
-    let (_, bl) = setup(Config::default());
+    let (_, bl) = setup(Config::default().skew(Duration::ZERO));
     bl.revoke_user("iss", "alice", Timestamp::from_unix_secs(NOW - 100))
         .unwrap();
     bl.revoke_issuer("iss", Timestamp::from_unix_secs(NOW - 50))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use palisade_core_traits::{
     Clock, Error as CoreError, IpBlocker, RevocationCheck, SessionTerminator, StepUpRequirer,
-    Timestamp, TokenIdentity, TokenRevoker, TrustedProxies, async_trait, normalize_user_id,
+    TokenRevoker, TrustedProxies, async_trait, normalize_user_id,
 };
 use palisade_device_fp::{FingerprintKey, InMemoryDeviceStore, TrustPolicy};
 use palisade_hsm_keys::{JwsAlgorithm, KeyRing, KeyStore, Pin, Pkcs11Store, SoftStore};
@@ -33,6 +33,15 @@ use palisade_token_blacklist::redis;
 
 /// How far instances' clocks may differ: the jwt-cache leeway for `exp`, `nbf`, `iat`.
 const CLOCK_SKEW_SECS: u64 = 5;
+
+/// The blacklist's settings: a watermark covers tokens stamped up to
+/// [`CLOCK_SKEW_SECS`] past its time (an instance whose clock runs ahead, as far as
+/// the validator's leeway accepts, stamps a later `iat` on a token it minted before
+/// the revocation). The price: a login within those seconds after a revocation gets
+/// a token that is already revoked, and logs in again.
+fn revocation_config() -> palisade_token_blacklist::Config {
+    palisade_token_blacklist::Config::default().skew(Duration::from_secs(CLOCK_SKEW_SECS))
+}
 
 /// Lifetime of issued access tokens.
 pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -359,33 +368,6 @@ impl StepUpRequirer for StepUps {
                 Ok(())
             }
         }
-    }
-}
-
-/// Revokes a user's tokens up to [`CLOCK_SKEW_SECS`] past the given time: an instance
-/// whose clock runs ahead (by as much as the validator's leeway accepts) stamps a
-/// later `iat` than the moment of the revocation on a token it minted before it,
-/// which the revocation must cover too. The price: a login within those seconds after
-/// the revocation gets a token that is already revoked, and logs in again.
-#[derive(Debug)]
-struct SkewedRevoker(Arc<dyn TokenRevoker>);
-
-#[async_trait]
-impl TokenRevoker for SkewedRevoker {
-    async fn revoke_token(&self, token: &TokenIdentity) -> Result<(), CoreError> {
-        self.0.revoke_token(token).await
-    }
-
-    async fn revoke_user(
-        &self,
-        issuer: &str,
-        subject: &str,
-        issued_before: Timestamp,
-    ) -> Result<(), CoreError> {
-        let skew = Duration::from_secs(CLOCK_SKEW_SECS);
-        (self.0)
-            .revoke_user(issuer, subject, issued_before.saturating_add(skew))
-            .await
     }
 }
 
@@ -725,6 +707,7 @@ impl Gateway {
             None => {
                 let b = Arc::new(
                     MemoryBlacklist::builder()
+                        .config(revocation_config())
                         .clock(clock.clone())
                         .build()
                         .map_err(part("token-blacklist"))?,
@@ -733,6 +716,7 @@ impl Gateway {
             }
             Some(access) => {
                 let mut builder = RedisBlacklist::builder()
+                    .config(revocation_config())
                     .prefix(&format!("{REDIS_PREFIX}:revoked"))
                     .timeout(REVOCATION_TIMEOUT)
                     .clock(clock.clone());
@@ -765,7 +749,6 @@ impl Gateway {
                 (b.clone(), b)
             }
         };
-        let blacklist: Arc<dyn TokenRevoker> = Arc::new(SkewedRevoker(blacklist));
         // One connection for the fleet's keys, idempotency records and step-ups.
         let conn = match redis {
             None => None,

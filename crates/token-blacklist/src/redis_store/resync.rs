@@ -1,7 +1,7 @@
 //! Resyncs and the store's bookkeeping: per-node connections, the eviction-policy
 //! check, epochs and settle markers, the scan, and the repair under its lock.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -414,7 +414,9 @@ impl Inner {
         let timeout = self.settings.timeout;
         let prefix = &self.settings.prefix;
         let mut complete = true;
-        let mut seen: HashSet<String> = HashSet::new();
+        // What Redis holds, by key: a record it holds narrower than ours (an old
+        // snapshot, a failover that missed a write) needs repair as much as a missing one.
+        let mut seen: HashMap<String, Record> = HashMap::new();
         for client in &self.nodes {
             let mut c = node(client, timeout).await?;
             check_eviction_policy(&mut c, &self.settings, &self.local).await?;
@@ -422,7 +424,7 @@ impl Inner {
             while let Some(page) = scan.next_page(&mut c, timeout).await? {
                 for (k, r) in page {
                     complete &= self.hold(&r);
-                    seen.insert(k);
+                    seen.insert(k, r);
                 }
                 if *locked {
                     self.renew().await?;
@@ -436,7 +438,7 @@ impl Inner {
             .into_iter()
             .filter(|r| r.expires_ms() > now_ms)
             .map(|r| (key(prefix, &r), r))
-            .filter(|(k, _)| !seen.contains(k))
+            .filter(|(k, r)| !seen.get(k).is_some_and(|held| held.covers(r)))
             .collect();
         if missing.is_empty() {
             return Ok((seen.len(), complete, 0, false));
@@ -494,21 +496,28 @@ impl Inner {
         Ok(())
     }
 
-    /// Under the lock: writes the records whose keys are still missing (a previous
-    /// holder may have written them since our scan), in pipelined batches.
+    /// Under the lock: writes the records Redis still misses or holds narrower (a
+    /// previous holder may have written them since our scan), in pipelined batches.
+    /// The write widens what is there (revoke.lua), never narrows it.
     async fn repair_locked(&self, missing: &[(String, Record)]) -> Result<usize, Error> {
         let timeout = self.settings.timeout;
         let mut written = 0;
         for batch in missing.chunks(REPAIR_BATCH) {
-            let exists = batch.iter().map(|(k, _)| {
-                let mut c = redis::cmd("EXISTS");
+            let gets = batch.iter().map(|(k, _)| {
+                let mut c = redis::cmd("GET");
                 c.arg(k);
                 c
             });
-            let replies = timed(timeout, self.conn.many(exists.collect(), false)).await?;
+            let replies = timed(timeout, self.conn.many(gets.collect(), false)).await?;
             let mut writes = Vec::new();
-            for ((k, r), present) in batch.iter().zip(replies) {
-                if !redis::from_redis_value::<bool>(present).map_err(redis::RedisError::from)? {
+            for ((k, r), held) in batch.iter().zip(replies) {
+                let held: Option<String> =
+                    redis::from_redis_value(held).map_err(redis::RedisError::from)?;
+                if !held
+                    .as_deref()
+                    .and_then(decode)
+                    .is_some_and(|h| h.covers(r))
+                {
                     writes.push((k.as_str(), r));
                 }
             }

@@ -225,6 +225,73 @@ async fn a_lower_watermark_never_narrows_one_in_redis() {
     );
 }
 
+/// Redis going back to an older value of a key it kept (a restart from an old RDB
+/// snapshot, a failover to a replica that missed a write; the epoch key survives, so
+/// no loss is seen): a replica's resync writes back the wider record it holds, so a
+/// replica started afterwards does not accept what the later revocation covered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_widens_a_record_redis_went_back_to_an_older_value_of() {
+    let server = RedisServer::start();
+    let a = builder().connect(&server.url()).await.unwrap();
+    let iss = "https://idp.example";
+    let between = TokenIdentity::new(iss)
+        .with_subject("alice")
+        .with_jti("between")
+        .with_issued_at(NOW_EXP - 1000)
+        .with_expires_at(NOW_EXP);
+    let (earlier, later) = (NOW_EXP - 2000, NOW_EXP - 500);
+    // Watermarks are stored `skew` (Config's default, 5 s) past the time given.
+    let stored = |secs: u64| format!(" {} ", secs + 5);
+    for scope in [
+        Scope::User {
+            issuer: iss.into(),
+            subject: "alice".into(),
+        },
+        Scope::Global,
+    ] {
+        let revoke = |secs| {
+            let a = &a;
+            let scope = scope.clone();
+            async move {
+                let at = Timestamp::from_unix_secs(secs);
+                match scope {
+                    Scope::Global => a.revoke_all(at).await,
+                    _ => a.revoke_user(iss, "alice", at).await,
+                }
+            }
+        };
+        let k = key(
+            "palisade:tb",
+            &Record::Mark {
+                scope: scope.clone(),
+                secs: 0,
+                expires_ms: 0,
+            },
+        );
+        revoke(earlier).await.unwrap();
+        let old = server.command(&["GET", &k]).unwrap().text();
+        assert!(old.contains(&stored(earlier)), "{old}");
+        revoke(later).await.unwrap();
+        assert!(revoked(&a, &between));
+        // Redis back at the earlier value, TTL included.
+        let pttl = server.command(&["PTTL", &k]).unwrap().text();
+        let reply = server.command(&["SET", &k, &old, "PX", &pttl]).unwrap();
+        assert_eq!(reply.text(), "OK");
+        let (_, repaired) = a.resync().await.unwrap();
+        assert_eq!(repaired, 1, "{scope:?}");
+        let now = server.command(&["GET", &k]).unwrap().text();
+        assert!(now.contains(&stored(later)), "{scope:?}: {now}");
+        let c = builder().connect(&server.url()).await.unwrap();
+        assert!(revoked(&c, &between), "a new replica: {scope:?}");
+        assert_eq!(
+            c.check_remote(&between).await.unwrap(),
+            RevocationStatus::Revoked
+        );
+        // A record Redis holds as wide as ours is left alone.
+        assert_eq!(a.resync().await.unwrap().1, 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_subscribers_in_the_middle_of_a_burst_still_converges() {
     let server = RedisServer::start();
