@@ -71,6 +71,22 @@ impl Config {
                 "must be above zero: watermarks live that long",
             ));
         }
+        // Bounds that keep lifetimes' sums far from overflow.
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        for (field, d, max, what) in [
+            ("leeway", self.leeway, DAY, "24 h"),
+            ("skew", self.skew, DAY, "24 h"),
+            (
+                "max_token_lifetime",
+                self.max_token_lifetime,
+                DAY * 3650,
+                "10 years",
+            ),
+        ] {
+            if d > max {
+                return Err(Error::config(field, format!("must be at most {what}")));
+            }
+        }
         Ok(())
     }
 

@@ -33,22 +33,31 @@ pub(crate) fn check_region(field: &'static str, name: &str) -> Result<(), Error>
     Ok(())
 }
 
-/// A key prefix (also the channel name): non-empty, no hash-tag braces.
+/// A key prefix (also the channel name): non-empty, no hash-tag braces, and none of
+/// `SCAN MATCH`'s pattern characters: a resync scans `prefix:*`, and a `[` or a backslash in
+/// the prefix would match none of its keys (a new replica would settle empty).
 pub(crate) fn check_prefix(prefix: &str) -> Result<(), Error> {
-    if prefix.is_empty() || prefix.contains(['{', '}']) {
+    if prefix.is_empty() || prefix.contains(['{', '}', '*', '?', '[', ']', '\\']) {
         return Err(Error::config(
             "prefix",
-            format!("{prefix:?} must be non-empty and free of '{{' and '}}'"),
+            format!("{prefix:?} must be non-empty and free of {{ }} * ? [ ] \\"),
         ));
     }
     Ok(())
 }
 
-/// Zero durations are refused by name.
+/// The longest a duration setting may be: the replica multiplies some (a lock's lease
+/// is ten timeouts), and no heartbeat, timeout or window of a day makes sense.
+const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
+
+/// Zero durations and durations over a day are refused by name.
 pub(crate) fn check_durations(durations: &[(&'static str, Duration)]) -> Result<(), Error> {
     for &(name, d) in durations {
         if d.is_zero() {
             return Err(Error::config(name, "must be above zero"));
+        }
+        if d > MAX_SETTING {
+            return Err(Error::config(name, "must be at most 24 h"));
         }
     }
     Ok(())
@@ -115,7 +124,8 @@ impl RedisBlacklistBuilder {
         self
     }
 
-    /// Key prefix and pub/sub channel name (default `palisade:tb`); no `{` or `}`.
+    /// Key prefix and pub/sub channel name (default `palisade:tb`); none of
+    /// `{ } * ? [ ]` or a backslash (refused by `connect`).
     pub fn prefix(mut self, prefix: &str) -> Self {
         prefix.clone_into(&mut self.settings.prefix);
         self

@@ -235,3 +235,39 @@ async fn a_zero_repair_window_is_refused_by_name() {
         "{e}"
     );
 }
+
+/// Settings that would make the replica overflow a `Duration` (a lease of ten
+/// timeouts), or scan nothing (`SCAN MATCH` pattern characters in the prefix: a `[`
+/// matched none of the keys, and a new replica settled empty), are refused by name.
+#[tokio::test]
+async fn out_of_range_durations_and_pattern_characters_in_the_prefix_are_refused() {
+    let field = |e: Error| match e {
+        Error::InvalidConfig { field, .. } => field,
+        other => panic!("{other}"),
+    };
+    let refused = |b: crate::RedisBlacklistBuilder| async move {
+        field(b.connect("redis://127.0.0.1:1/").await.unwrap_err())
+    };
+    let b = RedisBlacklist::builder;
+    assert_eq!(refused(b().timeout(Duration::MAX)).await, "timeout");
+    assert_eq!(
+        refused(b().repair_window(Duration::from_secs(24 * 3600 + 1))).await,
+        "repair_window"
+    );
+    for prefix in ["tb[prod]", "tb\\1", "tb*", "tb?", "tb]", "{tb}"] {
+        assert_eq!(refused(b().prefix(prefix)).await, "prefix", "{prefix}");
+    }
+    let config = |c: crate::Config| async move { refused(b().config(c)).await };
+    assert_eq!(
+        config(crate::Config::default().max_token_lifetime(Duration::MAX)).await,
+        "max_token_lifetime"
+    );
+    assert_eq!(
+        config(crate::Config::default().leeway(Duration::MAX)).await,
+        "leeway"
+    );
+    assert_eq!(
+        config(crate::Config::default().skew(Duration::from_secs(86_401))).await,
+        "skew"
+    );
+}
