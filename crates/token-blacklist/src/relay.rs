@@ -361,6 +361,10 @@ async fn session(inner: &Arc<RelayInner>) -> Result<(), Error> {
     let mut probe = tokio::time::interval(inner.settings.probe_every);
     let mut resync = tokio::time::interval(inner.settings.resync_every);
     resync.reset();
+    // A source subscription that hears none of our probes (which the source took) for
+    // this long is dead: a server gone without a reset leaves it open and silent.
+    let silence = (inner.settings.probe_every * 10).max(inner.settings.timeout * 3);
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             msg = from.next() => {
@@ -372,6 +376,7 @@ async fn session(inner: &Arc<RelayInner>) -> Result<(), Error> {
                     if id != inner.id {
                         continue;
                     }
+                    last_heard = tokio::time::Instant::now();
                     while pending.front().is_some_and(|(s, _)| *s < n) {
                         pending.pop_front();
                     }
@@ -420,6 +425,9 @@ async fn session(inner: &Arc<RelayInner>) -> Result<(), Error> {
                 inner
                     .publish(&inner.source_conn, format!("X {} {seq}", inner.id))
                     .await?;
+                if last_heard.elapsed() > silence {
+                    return Err(lost("source"));
+                }
             }
             _ = resync.tick(), if job.is_none() => job = spawn_scan(),
             outcome = scanned(&mut job) => {

@@ -436,22 +436,33 @@ impl Inner {
 
     /// Reads the epoch ids, and publishes a heartbeat carrying their digest and our
     /// monotonic send time; if they are not the ids we are settled under, Redis lost
-    /// data. If Redis does not answer, no heartbeat: freshness ages.
-    async fn heartbeat(&self) {
+    /// data. If Redis does not answer, no heartbeat: freshness ages. Returns whether
+    /// Redis took the heartbeat (so this subscription should hear it).
+    async fn heartbeat(&self) -> bool {
         let sent = self.mono_nanos();
         let Ok(ids) = self.read_epochs().await else {
-            return;
+            return false;
         };
         if let Some(known) = self.settled_epochs()
             && as_read(&known) != ids
         {
             self.lost("a heartbeat");
-            return;
+            return false;
         }
         let msg = format!("H {} {sent} {:016x}", self.instance, digest(&ids));
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(&self.channel).arg(msg);
-        let _ = timed(self.settings.timeout, self.conn.query::<i64>(&cmd)).await;
+        timed(self.settings.timeout, self.conn.query::<i64>(&cmd))
+            .await
+            .is_ok()
+    }
+
+    /// How long a subscription may go without hearing one of our own heartbeats that
+    /// Redis took before it counts as dead: a connection whose peer vanished without
+    /// a reset (a failover that moved the address, a lost conntrack entry) stays open
+    /// and silent, since a subscriber never writes.
+    fn silence_bound(&self) -> Duration {
+        (self.settings.heartbeat * 10).max(self.settings.timeout * 3)
     }
 
     pub(super) async fn subscribe(&self) -> RedisResult<redis::aio::PubSub> {
@@ -544,12 +555,19 @@ pub(super) async fn replicate(inner: Arc<Inner>) {
         let mut resync = tokio::time::interval(inner.settings.resync_every);
         resync.reset();
         let mut open_seen = inner.local.stats.stale_allowed.load(Ordering::Relaxed);
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(msg) => match inner.apply_message(msg.get_payload_bytes()) {
-                        Msg::Heard(h) if caught_up => inner.confirm_heartbeat(h),
-                        Msg::Heard(h) => heard = heard.max(Some(h)),
+                        Msg::Heard(h) if caught_up => {
+                            last_heard = tokio::time::Instant::now();
+                            inner.confirm_heartbeat(h);
+                        }
+                        Msg::Heard(h) => {
+                            last_heard = tokio::time::Instant::now();
+                            heard = heard.max(Some(h));
+                        }
                         // Before the catch-up, a relayed record published before we
                         // subscribed may not be applied yet: the next ack will do.
                         Msg::Region(i, sent) if caught_up => inner.confirm_region(i, sent),
@@ -561,10 +579,16 @@ pub(super) async fn replicate(inner: Arc<Inner>) {
                     }
                 },
                 _ = heartbeat.tick() => {
-                    inner
+                    let published = inner
                         .heartbeat()
                         .instrument(tracing::trace_span!("token_blacklist.heartbeat"))
                         .await;
+                    if published && last_heard.elapsed() > inner.silence_bound() {
+                        tracing::warn!(
+                            "revocation subscription hears none of our heartbeats; resubscribing and resyncing"
+                        );
+                        break;
+                    }
                     inner.release_markers().await;
                     if job.is_none() && !inner.is_settled() && inner.quiet().await {
                         job = Some(Job::spawn(&inner));
