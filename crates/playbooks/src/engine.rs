@@ -472,10 +472,14 @@ impl Engine {
         if d.failed {
             return None;
         }
+        // Only a ban that was in force was counted (not a dry run or a pending approval).
+        let counted = d.in_force();
         d.failed = true;
         end_by(&mut self.expiries, d, retry, h);
         let d = d.clone();
-        self.uncount_ban(step, th);
+        if counted {
+            self.uncount_ban(step, th);
+        }
         let kind = match &step.why.origin {
             crate::plan::Origin::Playbook { kind, .. } => Some(*kind),
             _ => None,

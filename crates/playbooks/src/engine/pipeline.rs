@@ -38,12 +38,15 @@ impl Engine {
             ActionDef::Notify { severity } => Some(severity.unwrap_or(event.severity)),
             _ => None,
         };
-        // An active decision holds back this candidate unless the candidate escalates
-        // it: stronger evidence, or a notification of higher severity. Only kinds
-        // with nothing to undo escalate (a block is extended by the next one instead).
+        // An active decision holds back this candidate unless the candidate binds
+        // further (a trial must not hold back enforcement) or escalates it: stronger
+        // evidence, or a notification of higher severity. Only kinds with nothing to
+        // undo escalate (a block is extended by the next one instead).
+        let binds = force(mode == Mode::DryRun, def.approval().is_some());
         let active_decision = self
             .find_active(def.kind(), target, th)
             .filter(|d| d.active_until > now)
+            .filter(|d| decision_force(d) >= binds)
             .filter(|d| match &d.action {
                 Action::Notify { severity, .. } => {
                     d.basis >= event.basis && notify_severity.is_none_or(|s| *severity >= s)
@@ -204,16 +207,18 @@ impl Engine {
             || matches!(target, Target::Ip { ip } if self.allow_nets.iter().any(|n| reaches(n, *ip)))
     }
 
-    /// The decision active at `now` for this action kind and target: `(id, until)`.
+    /// The decision active at `now` for this action kind and target that holds back
+    /// a candidate binding as far as `binds` ([`force`]): `(id, until)`.
     fn active_decision(
         &self,
         kind: ActionKind,
         target: &Target,
         th: u64,
         now: Timestamp,
+        binds: u8,
     ) -> Option<(u64, Timestamp)> {
         self.find_active(kind, target, th)
-            .filter(|d| d.active_until > now)
+            .filter(|d| d.active_until > now && decision_force(d) >= binds)
             .map(|d| (d.id, d.active_until))
     }
 
@@ -289,7 +294,11 @@ impl Engine {
         let id = self.next_id;
         self.next_id += 1;
         let active_until = awaiting.unwrap_or_else(|| now.saturating_add(c.window));
-        if let (Action::BlockIp { .. }, Some(p)) = (&step.action, c.playbook) {
+        // Only a ban in force counts toward escalation: a dry run never is, an
+        // approval is counted when given (`approve`).
+        if let (Action::BlockIp { .. }, Some(p), Verdict::Execute) =
+            (&step.action, c.playbook, step.verdict)
+        {
             self.record_offence(p, step.rule, (&step.target, c.target_hash), now);
         }
         self.insert(
@@ -309,6 +318,25 @@ impl Engine {
             c.target_hash,
         );
         step.decision = Some(id);
+    }
+
+    /// The rule of playbook `name` whose block waited for approval: its first
+    /// `block_ip` with an approval. By name, so decisions restored from a [`State`]
+    /// (fresh `Arc`s) find it too.
+    ///
+    /// [`State`]: crate::State
+    fn approved_block_rule(&self, name: Option<&str>) -> Option<(usize, usize)> {
+        let pi = (self.def.playbooks.iter()).position(|p| Some(p.name.as_str()) == name)?;
+        let rule = (self.def.playbooks[pi].actions.iter()).position(|a| {
+            matches!(
+                a.get_ref(),
+                ActionDef::BlockIp {
+                    approval: Some(_),
+                    ..
+                }
+            )
+        })?;
+        Some((pi, rule))
     }
 
     fn record_offence(
@@ -395,7 +423,8 @@ impl Engine {
             _ => window,
         };
         let th = self.hasher.hash_one(&target);
-        let active = self.active_decision(action.kind(), &target, th, now);
+        let binds = force(mode == Mode::DryRun, false);
+        let active = self.active_decision(action.kind(), &target, th, now, binds);
         let severity = match &action {
             Action::Notify { severity, .. } => *severity,
             _ => Severity::Info,
@@ -478,6 +507,13 @@ impl Engine {
             },
         };
         let th = self.hasher.hash_one(&d.target);
+        // The ban is in force from now: it counts toward escalation now.
+        if !d.dry_run
+            && matches!(d.action, Action::BlockIp { .. })
+            && let Some((pi, rule)) = self.approved_block_rule(d.playbook.as_deref())
+        {
+            self.record_offence(pi, rule, (&d.target, th), now);
+        }
         self.insert(d, th);
         let plan = Plan {
             event: None,
@@ -488,6 +524,24 @@ impl Engine {
         self.account(&plan);
         Ok(plan)
     }
+}
+
+/// How far an action binds: a dry run (0) never, one awaiting approval (1) once
+/// approved, any other (2) now. An active decision holds back only candidates that
+/// bind no further than it does, so neither a trial nor a pending approval holds back
+/// an automatic enforcement (which replaces it).
+fn force(dry_run: bool, awaiting_approval: bool) -> u8 {
+    match (dry_run, awaiting_approval) {
+        (true, _) => 0,
+        (false, true) => 1,
+        (false, false) => 2,
+    }
+}
+
+/// [`force`] of a decision. A failed one or one taken elsewhere still binds: it holds
+/// repeats back until its retry or the other instance's end.
+fn decision_force(d: &Decision) -> u8 {
+    force(d.dry_run, d.awaiting_approval.is_some())
 }
 
 /// Whether acting on `ip` would reach into the allowlisted network `n`. A block takes

@@ -12,14 +12,15 @@ use crate::Error;
 use crate::definition::Definition;
 use crate::plan::{ActionKind, Decision, Target};
 
-/// A repeat offender's history, which `block_ip` escalation counts: the bans planned
-/// within `decay_after` of each other, and when the last one was planned. Forgotten
-/// once `decay_after` passes without a ban.
+/// A repeat offender's history, which `block_ip` escalation counts: the bans put in
+/// force (executed or approved; not dry runs or pending approvals) within `decay_after`
+/// of each other, and when the last one was. Forgotten once `decay_after` passes
+/// without a ban.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanHistory {
     /// Bans counted.
     pub count: u32,
-    /// When the last of them was planned.
+    /// When the last of them was put in force.
     pub last: Timestamp,
     /// How long the history lasts after the last ban.
     pub decay_after: Duration,

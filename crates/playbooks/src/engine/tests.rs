@@ -832,3 +832,229 @@ fn state_round_trips_and_restore_keeps_dedup_and_expiry() {
     assert_eq!(p.steps[0].decision, Some(2));
     assert!(State::from_json("{\"decisions\":[],\"x\":1}").is_err());
 }
+
+#[test]
+fn a_dry_run_playbook_never_holds_back_an_enforced_one() {
+    let def = Definition::from_toml(
+        "t",
+        r#"
+[[playbook]]
+name = "bf-trial"
+kinds = ["brute_force"]
+subject = "ip"
+cooldown = "5m"
+mode = "dry_run"
+[[playbook.action]]
+type = "block_ip"
+duration = "1d"
+[[playbook.action]]
+type = "notify"
+severity = "critical"
+
+[[playbook]]
+name = "brute-force-ip"
+kinds = ["brute_force"]
+subject = "ip"
+min_severity = "high"
+cooldown = "5m"
+[[playbook.action]]
+type = "block_ip"
+duration = "15m"
+[[playbook.action]]
+type = "notify"
+"#,
+    )
+    .unwrap();
+    let mut e = Engine::new(def);
+    let p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    assert_eq!(
+        verdicts(&p),
+        vec![
+            (ActionKind::BlockIp, Verdict::DryRun),
+            (ActionKind::Notify, Verdict::DryRun),
+            (ActionKind::BlockIp, Verdict::Execute),
+            (ActionKind::Notify, Verdict::Execute),
+        ]
+    );
+    // The enforced block replaced the trial's: a repeat is its duplicate, for both.
+    let again = e.evaluate(&ip_ev(2, "198.51.100.4"), at(10));
+    let block = p.steps[2].decision.unwrap();
+    for s in [&again.steps[0], &again.steps[2]] {
+        assert_eq!(
+            s.verdict,
+            Verdict::Suppressed(Suppression::Duplicate { decision: block })
+        );
+    }
+    // An operator's block is not held back by a trial's either.
+    let mut medium = ip_ev(3, "198.51.100.5");
+    medium.severity = Severity::Medium;
+    let trial = e.evaluate(&medium, at(20));
+    assert_eq!(
+        verdicts(&trial),
+        vec![
+            (ActionKind::BlockIp, Verdict::DryRun),
+            (ActionKind::Notify, Verdict::DryRun)
+        ]
+    );
+    let manual = e.manual(
+        Action::BlockIp {
+            ip: "198.51.100.5".parse().unwrap(),
+            duration: Duration::from_secs(3600),
+        },
+        Duration::from_secs(3600),
+        Mode::Enforce,
+        "operator",
+        at(30),
+    );
+    assert_eq!(manual.steps[0].verdict, Verdict::Execute);
+}
+
+#[test]
+fn dry_run_bans_do_not_escalate_enforced_ones() {
+    let def = Definition::from_toml(
+        "t",
+        r#"
+[[playbook]]
+name = "enforced"
+kinds = ["brute_force"]
+subject = "ip"
+min_severity = "high"
+cooldown = "1s"
+[[playbook.action]]
+type = "block_ip"
+duration = "15m"
+escalation = { factor = 2, max = "1d", decay_after = "7d" }
+
+[[playbook]]
+name = "trial"
+kinds = ["brute_force"]
+subject = "ip"
+min_severity = "medium"
+cooldown = "1s"
+mode = "dry_run"
+[[playbook.action]]
+type = "block_ip"
+duration = "1m"
+escalation = { factor = 2, max = "1m", decay_after = "7d" }
+"#,
+    )
+    .unwrap();
+    let mut e = Engine::new(def);
+    let target = Target::Ip {
+        ip: "198.51.100.4".parse().unwrap(),
+    };
+    // Three dry-run "bans" that never held.
+    for (n, t) in [(1, 0), (2, 61), (3, 122)] {
+        let mut x = ip_ev(n, "198.51.100.4");
+        x.severity = Severity::Medium;
+        let p = e.evaluate(&x, at(t));
+        assert_eq!(verdicts(&p), vec![(ActionKind::BlockIp, Verdict::DryRun)]);
+    }
+    assert_eq!(e.ban_history(&target, at(123)), None);
+    // The first real ban is a first ban.
+    let p = e.evaluate(&ip_ev(4, "198.51.100.4"), at(183));
+    assert_eq!(p.steps[0].verdict, Verdict::Execute);
+    assert_eq!(p.steps[0].why.resolution, Resolution::Block { secs: 900 });
+    let seven_days = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(
+        e.ban_history(&target, at(184)),
+        Some(BanHistory {
+            count: 1,
+            last: at(183),
+            decay_after: seven_days
+        })
+    );
+}
+
+#[test]
+fn a_pending_approval_neither_holds_back_an_automatic_block_nor_counts_until_approved() {
+    let def = Definition::from_toml(
+        "t",
+        r#"
+[[playbook]]
+name = "gated"
+kinds = ["brute_force"]
+subject = "ip"
+cooldown = "1s"
+[[playbook.action]]
+type = "block_ip"
+duration = "1d"
+escalation = { factor = 2, max = "7d", decay_after = "7d" }
+approval = "10m"
+
+[[playbook]]
+name = "auto"
+kinds = ["brute_force"]
+subject = "ip"
+min_severity = "high"
+cooldown = "1s"
+[[playbook.action]]
+type = "block_ip"
+duration = "15m"
+escalation = { factor = 2, max = "1d", decay_after = "7d" }
+"#,
+    )
+    .unwrap();
+    let mut e = Engine::new(def);
+    let medium = |n, ip: &str| {
+        let mut x = ip_ev(n, ip);
+        x.severity = Severity::Medium;
+        x
+    };
+    let a = Target::Ip {
+        ip: "198.51.100.4".parse().unwrap(),
+    };
+    let seven_days = Duration::from_secs(7 * 24 * 3600);
+    // An approval nobody gave is no ban.
+    let p = e.evaluate(&medium(1, "198.51.100.4"), at(0));
+    assert_eq!(
+        p.steps[0].verdict,
+        Verdict::AwaitApproval { until: at(600) }
+    );
+    assert_eq!(e.ban_history(&a, at(1)), None);
+    let _ = e.expire(at(601));
+    let p = e.evaluate(&medium(2, "198.51.100.4"), at(700));
+    assert_eq!(
+        p.steps[0].why.resolution,
+        Resolution::Block { secs: 86_400 }
+    );
+    // Approved, it is in force: counted then.
+    let id = p.steps[0].decision.unwrap();
+    let approved = e.approve(id, at(760)).unwrap();
+    assert_eq!(approved.steps[0].verdict, Verdict::Execute);
+    assert_eq!(
+        e.ban_history(&a, at(761)),
+        Some(BanHistory {
+            count: 1,
+            last: at(760),
+            decay_after: seven_days
+        })
+    );
+    // A pending approval does not hold back another playbook's automatic block of
+    // the address: the block is enforced and replaces the request, which can no
+    // longer be approved.
+    let b = Target::Ip {
+        ip: "198.51.100.5".parse().unwrap(),
+    };
+    let p = e.evaluate(&ip_ev(3, "198.51.100.5"), at(800));
+    assert_eq!(
+        verdicts(&p),
+        vec![
+            (
+                ActionKind::BlockIp,
+                Verdict::AwaitApproval { until: at(1400) }
+            ),
+            (ActionKind::BlockIp, Verdict::Execute),
+        ]
+    );
+    assert_eq!(p.steps[1].why.resolution, Resolution::Block { secs: 900 });
+    let pending = p.steps[0].decision.unwrap();
+    assert!(matches!(
+        e.approve(pending, at(810)),
+        Err(Error::UnknownDecision(d)) if d == pending
+    ));
+    assert_eq!(e.ban_history(&b, at(801)).map(|h| h.count), Some(1));
+    let expired = e.expire(at(900));
+    let replaced = expired.iter().find(|d| d.id == pending).unwrap();
+    assert!(!replaced.needs_revert());
+}
