@@ -237,8 +237,10 @@ impl Engine {
     }
 
     /// The active `block_ip` decisions (awaiting approval and taken elsewhere
-    /// included). A caller whose blocks cover more than one address (an IPv6 /64) must
-    /// not lift a block at one decision's expiry while another of them covers it.
+    /// included). [`expire`](Self::expire) already marks a block replaced by a newer
+    /// one of the same target ([`Decision::superseded`]); a caller whose blocker
+    /// reaches wider than one target (wider than its `client_net`) must not lift a
+    /// block at one decision's expiry while another of them covers it.
     pub fn active_blocks(&self) -> impl Iterator<Item = &Decision> {
         (self.active.iter())
             .map(|(_, d)| d)
@@ -289,6 +291,33 @@ impl Engine {
             if !continued {
                 self.replaced.push(old);
             }
+        }
+    }
+
+    /// Marks the blocks in `replaced` that a newer block in force of the same target
+    /// (still active, or replaced too) covers: undoing them would lift it. Checked at
+    /// expiry, not at replacement, so a newer block that failed meanwhile covers nothing.
+    fn mark_superseded(&self, replaced: &mut [Decision]) {
+        if !replaced.iter().any(Decision::needs_revert) {
+            return;
+        }
+        let is_block = |d: &Decision| matches!(d.action, Action::BlockIp { .. });
+        let mut newest: HashMap<&Target, u64> = HashMap::new();
+        for d in replaced.iter().filter(|d| is_block(d) && d.in_force()) {
+            let id = newest.entry(&d.target).or_insert(d.id);
+            *id = (*id).max(d.id);
+        }
+        let covered: Vec<bool> = (replaced.iter())
+            .map(|d| {
+                let th = self.hasher.hash_one(&d.target);
+                d.needs_revert()
+                    && (newest.get(&d.target).is_some_and(|n| *n > d.id)
+                        || (self.find_active(ActionKind::BlockIp, &d.target, th))
+                            .is_some_and(|a| a.id > d.id && a.in_force()))
+            })
+            .collect();
+        for (d, covered) in replaced.iter_mut().zip(covered) {
+            d.superseded |= covered;
         }
     }
 
@@ -571,9 +600,13 @@ impl Engine {
     }
 
     /// Forgets every decision whose time is over and returns them; the caller reverts
-    /// those with [`Decision::needs_revert`]. Each decision is returned exactly once.
+    /// those with [`Decision::needs_revert`]. Each decision is returned exactly once,
+    /// also one replaced by a newer decision before `expire` ran; a block replaced by
+    /// a newer block in force of the same target comes back
+    /// [`superseded`](Decision::superseded), with nothing to undo.
     pub fn expire(&mut self, now: Timestamp) -> Vec<Decision> {
         let mut out = std::mem::take(&mut self.replaced);
+        self.mark_superseded(&mut out);
         while let Some(entry) = self.expiries.first_entry() {
             let (until, id) = *entry.key();
             if until > now {

@@ -559,6 +559,12 @@ pub struct Decision {
     /// false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub failed: bool,
+    /// A block handed out by [`expire`](crate::Engine::expire) after a newer block
+    /// of the same target, in force, replaced it (it ended and the target offended
+    /// again before `expire` ran): nothing to undo, since lifting it would lift the
+    /// newer block. Absent from JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
 }
 
 impl Decision {
@@ -569,9 +575,13 @@ impl Decision {
         !self.dry_run && !self.failed && self.awaiting_approval.is_none()
     }
 
-    /// Whether expiry must undo something: an IP block enforced by this instance.
+    /// Whether expiry must undo something: an IP block enforced by this instance and
+    /// not [`superseded`](Self::superseded) by a newer one.
     pub fn needs_revert(&self) -> bool {
-        self.in_force() && !self.elsewhere && matches!(self.action, Action::BlockIp { .. })
+        self.in_force()
+            && !self.elsewhere
+            && !self.superseded
+            && matches!(self.action, Action::BlockIp { .. })
     }
 
     /// Whether expiry must close an incident: a notification sent by this instance (a

@@ -404,3 +404,32 @@ fn a_state_written_by_0_1_0_loads_and_resumes() {
         "third ban: 15 min × 2²"
     );
 }
+
+/// The documented loop (revert what `expire` hands out with `needs_revert`) when an
+/// address offends again after its block ended but before the expiry tick ran.
+#[tokio::test(start_paused = true)]
+async fn the_expiry_loop_never_lifts_a_newer_block_of_the_same_address() {
+    let (r, exec) = setup();
+    let mut e = Engine::new(Definition::default_set().unwrap());
+    exec.execute(&e.evaluate(&ip(1, "198.51.100.4"), at(0)))
+        .await;
+    exec.execute(&e.evaluate(&ip(2, "198.51.100.4"), at(901)))
+        .await;
+    for t in [902, 901 + 1800] {
+        for d in e.expire(at(t)) {
+            exec.revert(&d).await;
+        }
+    }
+    let blocks: Vec<String> = (r.calls().into_iter())
+        .filter(|c| c.contains("block"))
+        .collect();
+    assert_eq!(
+        blocks,
+        vec![
+            "block 198.51.100.4 900s",
+            "block 198.51.100.4 1800s",
+            "unblock 198.51.100.4"
+        ]
+    );
+    assert_eq!(exec.stats().unblock_ip, applied(1));
+}

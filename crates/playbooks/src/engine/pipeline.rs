@@ -314,6 +314,7 @@ impl Engine {
                 basis: c.basis,
                 elsewhere: false,
                 failed: false,
+                superseded: false,
             },
             c.target_hash,
         );

@@ -45,17 +45,23 @@ struct CoolDown(
 );
 
 /// All the engine's state that must survive a restart: active and approval-pending
-/// decisions, offence history, cool-downs, the budget window and the next decision id.
+/// decisions, decisions replaced before `expire` ran (still to be handed out by it),
+/// offence history, cool-downs, the budget window and the next decision id.
 ///
 /// The JSON format is the one 0.1.0 wrote as `Snapshot` (same fields, unknown fields
 /// refused); a state of an earlier version, with one budget for every action kind or
-/// cool-downs without an evidence basis, still loads.
+/// cool-downs without an evidence basis, still loads. Replaced decisions are written
+/// only when there are some (`replaced`): such a state is refused by versions before
+/// it with [`Error::InvalidState`] (unknown field), never misread.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct State {
     /// Active and approval-pending decisions.
     pub decisions: Vec<Decision>,
+    /// Decisions replaced before `expire` ran, which it still hands out (once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    replaced: Vec<Decision>,
     /// Repeat-offender history: target, count, last offence, decay.
     offences: Vec<(Target, BanHistory)>,
     /// Cool-downs: playbook name, group target, group kind, until.
@@ -89,6 +95,7 @@ impl Engine {
     /// defined are dropped.
     pub fn restore(def: Definition, state: State) -> Self {
         let mut e = Engine::new(def);
+        e.replaced = state.replaced;
         for d in state.decisions {
             let th = e.hasher.hash_one(&d.target);
             e.insert(d, th);
@@ -123,6 +130,7 @@ impl Engine {
         decisions.sort_by_key(|d| d.id);
         State {
             decisions,
+            replaced: self.replaced.clone(),
             offences: (self.offences.iter())
                 .map(|(_, t, o)| (t.clone(), *o))
                 .collect(),

@@ -1058,3 +1058,114 @@ escalation = { factor = 2, max = "1d", decay_after = "7d" }
     let replaced = expired.iter().find(|d| d.id == pending).unwrap();
     assert!(!replaced.needs_revert());
 }
+
+#[test]
+fn a_block_replaced_before_expire_ran_is_not_reverted_over_the_new_block() {
+    let mut e = engine();
+    let first = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    let old = first.steps[0].decision.unwrap();
+    // The 900 s block is over, but the caller's expiry tick has not run yet when the
+    // address offends again: an escalated block replaces the old decision.
+    let p = e.evaluate(&ip_ev(2, "198.51.100.4"), at(901));
+    assert_eq!(p.steps[0].verdict, Verdict::Execute);
+    assert!(matches!(
+        p.steps[0].why.resolution,
+        Resolution::Escalated { secs: 1800, .. }
+    ));
+    let new = p.steps[0].decision.unwrap();
+    // The old decision is still handed out once (for the audit), with nothing to
+    // undo: lifting it would lift the new block.
+    let expired = e.expire(at(902));
+    let replaced = expired.iter().find(|d| d.id == old).unwrap();
+    assert!(!replaced.needs_revert(), "{replaced:?}");
+    assert!(
+        expired
+            .iter()
+            .all(|d| !(d.needs_revert() && d.target == p.steps[0].target)),
+        "{expired:?}"
+    );
+    // The new block is reverted at its own end, once.
+    let later = e.expire(at(901 + 1800));
+    let reverted: Vec<u64> = (later.iter().filter(|d| d.needs_revert()))
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(reverted, vec![new]);
+    // A newer block that failed does not hold the address: the old one is undone.
+    let _ = e.evaluate(&ip_ev(3, "198.51.100.7"), at(10_000));
+    let p = e.evaluate(&ip_ev(4, "198.51.100.7"), at(10_901));
+    let retry = e.failed(&p, p.steps[0].decision.unwrap(), at(10_961));
+    assert!(retry.is_some());
+    let expired = e.expire(at(10_902));
+    let undone: Vec<String> = (expired.iter().filter(|d| d.needs_revert()))
+        .map(|d| d.target.value())
+        .collect();
+    assert_eq!(undone, vec!["198.51.100.7".to_owned()]);
+}
+
+#[test]
+fn decisions_replaced_before_expire_ran_survive_a_restart() {
+    let def = || {
+        Definition::from_toml(
+            "t",
+            r#"
+[[playbook]]
+name = "block"
+kinds = ["brute_force"]
+subject = "ip"
+cooldown = "1s"
+[[playbook.action]]
+type = "block_ip"
+duration = "15m"
+escalation = { factor = 2, max = "1d", decay_after = "7d" }
+
+[[playbook]]
+name = "page"
+kinds = ["brute_force"]
+subject = "ip"
+cooldown = "1h"
+[[playbook.action]]
+type = "notify"
+severity = "medium"
+
+[[playbook]]
+name = "page-hard"
+kinds = ["brute_force"]
+subject = "ip"
+cooldown = "1h"
+[[playbook.action]]
+type = "notify"
+severity = "critical"
+"#,
+        )
+        .unwrap()
+    };
+    let mut e = Engine::new(def());
+    // Block (0), a medium page (1), then a critical page of another playbook (2)
+    // that escalates it: 1 is replaced, its incident (another key) still open.
+    let p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+    let ids: Vec<_> = p.steps.iter().map(|s| (s.decision, s.verdict)).collect();
+    assert_eq!(
+        ids,
+        vec![
+            (Some(0), Verdict::Execute),
+            (Some(1), Verdict::Execute),
+            (Some(2), Verdict::Execute)
+        ]
+    );
+    // The block ends and is replaced by an escalated one (3) before any expiry tick.
+    let p = e.evaluate(&ip_ev(2, "198.51.100.4"), at(901));
+    assert_eq!(
+        (p.steps[0].decision, p.steps[0].verdict),
+        (Some(3), Verdict::Execute)
+    );
+    // A restart now: the replaced decisions are still handed out, once, the page to
+    // resolve and the old block with nothing to undo.
+    let json = e.state().to_json();
+    let mut r = Engine::restore(def(), State::from_json(&json).unwrap());
+    let mut expired: Vec<_> = (r.expire(at(902)).into_iter())
+        .map(|d| (d.id, d.needs_revert(), d.needs_resolve()))
+        .collect();
+    expired.sort_unstable();
+    assert_eq!(expired, vec![(0, false, false), (1, false, true)]);
+    assert!(r.expire(at(902)).is_empty());
+}
