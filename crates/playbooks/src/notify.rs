@@ -277,6 +277,9 @@ impl HttpNotifier {
     }
 
     /// A Slack incoming webhook (`text` plus `blocks`). The URL is the credential.
+    /// The summary and incident key appear only in the blocks, as escaped code spans
+    /// in `verbatim` text objects (no link, mention or formatting); the top-level
+    /// `text`, which Slack still parses, names only the severity and the source.
     pub fn slack(webhook_url: impl Into<String>) -> HttpNotifierBuilder {
         HttpNotifierBuilder::new(Flavor::Slack, webhook_url.into())
     }

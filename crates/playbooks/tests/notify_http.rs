@@ -188,10 +188,17 @@ async fn slack_and_webhook_payloads() {
         .unwrap();
     let s = &r.seen()[0];
     assert_eq!(s.path, "/services/T0/B0/s3cr3t");
-    assert_eq!(s.body["text"], "[CRITICAL] takeover of &lt;alice&gt;");
+    assert_eq!(
+        s.body["text"],
+        "[CRITICAL] security notification from gw-eu1"
+    );
     assert_eq!(s.body["blocks"][0]["type"], "section");
     assert_eq!(s.body["blocks"][0]["text"]["type"], "mrkdwn");
-    assert_eq!(s.body["blocks"][0]["text"]["text"], s.body["text"]);
+    assert_eq!(s.body["blocks"][0]["text"]["verbatim"], true);
+    assert_eq!(
+        s.body["blocks"][0]["text"]["text"],
+        "[CRITICAL] `takeover of &lt;alice&gt;`"
+    );
     assert_eq!(s.body["blocks"][1]["type"], "context");
     assert_eq!(
         s.body["blocks"][1]["elements"][0]["text"],
@@ -201,7 +208,12 @@ async fn slack_and_webhook_payloads() {
         .send(&Notification::resolve("ato:alice", "over"))
         .await
         .unwrap();
-    assert_eq!(r.seen()[1].body["text"], "[RESOLVED] over");
+    let resolved = &r.seen()[1].body;
+    assert_eq!(
+        resolved["text"],
+        "[RESOLVED] security notification from gw-eu1"
+    );
+    assert_eq!(resolved["blocks"][0]["text"]["text"], "[RESOLVED] `over`");
 
     let hook = HttpNotifier::webhook(format!("{base}/hook"))
         .build()

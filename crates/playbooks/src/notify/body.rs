@@ -18,30 +18,55 @@ fn severity_name(s: Severity) -> &'static str {
     }
 }
 
-/// Slack mrkdwn control characters; escaping them keeps attacker-chosen text (a user
-/// name in a summary) from becoming `<!channel>` mentions or links.
+/// Slack's control characters, escaped as Slack asks: text can never form
+/// `<!channel>`, `<@user>` or `<url|label>`.
 fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-pub(super) fn slack_body(n: &Notification, source: &str) -> Value {
-    let summary = slack_escape(&n.summary);
-    let key = slack_escape(&n.dedup_key);
-    let text = match n.action {
-        NotificationAction::Trigger => {
-            format!("[{}] {summary}", severity_name(n.severity).to_uppercase())
+/// Text we did not choose (a summary naming a user id, an incident key) as one mrkdwn
+/// code span, escaped: no formatting applies inside it, a backtick (which would close
+/// it) becomes U+02CB `ˋ` and a line break (which would end it) a space.
+fn slack_code(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('`');
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '`' => out.push('\u{2cb}'),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => out.push(' '),
+            c => out.push(c),
         }
-        NotificationAction::Resolve => format!("[RESOLVED] {summary}"),
+    }
+    out.push('`');
+    out
+}
+
+/// A mrkdwn text object that Slack shows as sent: `verbatim` turns off its automatic
+/// parsing (bare URLs and channel names into links, mentions).
+fn slack_mrkdwn(text: String) -> Value {
+    json!({ "type": "mrkdwn", "text": text, "verbatim": true })
+}
+
+pub(super) fn slack_body(n: &Notification, source: &str) -> Value {
+    let source = slack_escape(source);
+    let label = match n.action {
+        NotificationAction::Trigger => severity_name(n.severity).to_uppercase(),
+        NotificationAction::Resolve => "RESOLVED".to_owned(),
     };
+    let text = format!("[{label}] {}", slack_code(&n.summary));
+    let context = format!("incident {} · {source}", slack_code(&n.dedup_key));
     json!({
-        "text": text,
+        // The notification fallback, which `verbatim` does not cover (Slack still
+        // links URLs in it): nothing in it comes from the notification's text.
+        "text": format!("[{label}] security notification from {source}"),
         "blocks": [
-            { "type": "section", "text": { "type": "mrkdwn", "text": text } },
-            { "type": "context", "elements": [
-                { "type": "mrkdwn", "text": format!("incident `{key}` · {}", slack_escape(source)) }
-            ] }
+            { "type": "section", "text": slack_mrkdwn(text) },
+            { "type": "context", "elements": [slack_mrkdwn(context)] }
         ]
     })
 }

@@ -146,12 +146,63 @@ fn long_dedup_keys_are_hashed_not_truncated() {
 fn slack_text_cannot_mention_the_channel() {
     let n = Notification::trigger(Severity::High, "user <!channel> & <http://x|y>", "k");
     let body = slack_body(&n, "svc");
-    let text = body["text"].as_str().unwrap();
     assert_eq!(
-        text,
-        "[HIGH] user &lt;!channel&gt; &amp; &lt;http://x|y&gt;"
+        body["blocks"][0]["text"]["text"],
+        "[HIGH] `user &lt;!channel&gt; &amp; &lt;http://x|y&gt;`"
     );
 }
+
+#[test]
+fn slack_text_objects_are_verbatim() {
+    let n = Notification::trigger(
+        Severity::Medium,
+        "brute-force-user: BruteForce about https://sso-reset.example/verify (Medium)",
+        "brute-force-user:https://sso-reset.example/verify",
+    );
+    let body = slack_body(&n, "svc");
+    for t in [
+        &body["blocks"][0]["text"],
+        &body["blocks"][1]["elements"][0],
+    ] {
+        assert_eq!(t["type"], "mrkdwn", "{t}");
+        assert_eq!(t["verbatim"], serde_json::Value::Bool(true), "{t}");
+    }
+}
+
+#[test]
+fn attacker_text_stays_inside_its_code_span_and_out_of_the_fallback() {
+    // A user id that tries to close the code span, format, break the line and link.
+    let user = "a` *bold* _it_ ~st~ https://sso-reset.example/verify\n`b";
+    let n = Notification::trigger(
+        Severity::Medium,
+        format!("brute-force-user: BruteForce about {user} (Medium)"),
+        format!("brute-force-user:{user}"),
+    );
+    let body = slack_body(&n, "gw-eu1");
+    assert_eq!(
+        body["blocks"][0]["text"]["text"],
+        "[MEDIUM] `brute-force-user: BruteForce about a\u{2cb} *bold* _it_ ~st~ \
+         https://sso-reset.example/verify \u{2cb}b (Medium)`"
+    );
+    assert_eq!(
+        body["blocks"][1]["elements"][0]["text"],
+        "incident `brute-force-user:a\u{2cb} *bold* _it_ ~st~ \
+         https://sso-reset.example/verify \u{2cb}b` · gw-eu1"
+    );
+    // The top-level text (Slack's notification fallback, which `verbatim` does not
+    // cover) carries nothing the attacker chose.
+    assert_eq!(body["text"], "[MEDIUM] security notification from gw-eu1");
+    let resolve = slack_body(
+        &Notification::resolve(n.dedup_key.clone(), "over"),
+        "gw-eu1",
+    );
+    assert_eq!(
+        resolve["text"],
+        "[RESOLVED] security notification from gw-eu1"
+    );
+    assert_eq!(resolve["blocks"][0]["text"]["text"], "[RESOLVED] `over`");
+}
+
 #[test]
 fn a_zero_request_timeout_is_refused_by_name() {
     let policy = RetryPolicy::default().with_timeout(Duration::ZERO);
