@@ -235,11 +235,21 @@ enum About {
 /// refuses a log with any edited, dropped, inserted or reordered record. Truncation of
 /// the tail is only detected against an anchor kept elsewhere (the last hash
 /// [`verify_audit`] returns).
+///
+/// A write or flush that fails ([`Error::Io`]) may leave part of a record in the log,
+/// so the log then takes no more records ([`Error::AuditNeedsRepair`]) instead of
+/// writing records that would never verify. To repair it: [`verify_audit`] the file,
+/// which stops at the partial last line; truncate the file to the end of its last
+/// complete line (an error on any earlier line is not a failed write: investigate);
+/// verify again and continue with [`AuditLog::resume`] and the `(count, last_hash)`
+/// it returns.
 #[derive(Debug)]
 pub struct AuditLog<W: Write> {
     out: W,
     seq: u64,
     prev: String,
+    /// A write failed: the log may end in part of a record.
+    poisoned: bool,
 }
 
 impl<W: Write> AuditLog<W> {
@@ -249,6 +259,7 @@ impl<W: Write> AuditLog<W> {
             out,
             seq: 0,
             prev: AUDIT_GENESIS.to_owned(),
+            poisoned: false,
         }
     }
 
@@ -258,6 +269,7 @@ impl<W: Write> AuditLog<W> {
             out,
             seq: count,
             prev: last_hash,
+            poisoned: false,
         }
     }
 
@@ -273,6 +285,9 @@ impl<W: Write> AuditLog<W> {
         d: AuditDetails,
         about: About,
     ) -> Result<(), Error> {
+        if self.poisoned {
+            return Err(Error::AuditNeedsRepair { seq: self.seq });
+        }
         let activity_id = if about == About::Restore {
             3
         } else {
@@ -301,8 +316,16 @@ impl<W: Write> AuditLog<W> {
         rec.hash = rec.hash_of();
         let mut line = rec.to_line();
         line.push('\n');
-        self.out.write_all(line.as_bytes())?;
-        self.out.flush()?;
+        // Whatever part of the line reached the writer stays there: the next record
+        // would not chain onto it.
+        if let Err(e) = self
+            .out
+            .write_all(line.as_bytes())
+            .and_then(|()| self.out.flush())
+        {
+            self.poisoned = true;
+            return Err(Error::Io(e));
+        }
         self.seq += 1;
         self.prev = rec.hash;
         Ok(())

@@ -49,9 +49,21 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// Writing the audit log failed.
+    /// Writing the audit log failed. The [`AuditLog`](crate::AuditLog) then takes no
+    /// more records ([`Error::AuditNeedsRepair`]).
     #[error("audit log I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// An earlier write to this [`AuditLog`](crate::AuditLog) failed and may have left
+    /// part of a record in the log, after which no record would verify: it takes no
+    /// more until repaired (verify the log, truncate it to the end of its last
+    /// complete line, continue it with [`AuditLog::resume`](crate::AuditLog::resume)).
+    #[error(
+        "audit log needs repair: writing record {seq} failed; verify the log, truncate it to its last complete line and resume it"
+    )]
+    AuditNeedsRepair {
+        /// The record whose write failed.
+        seq: u64,
+    },
     /// An OCSF event could not be mapped to a `SecurityEvent`.
     #[error("OCSF event: field `{field}`: {reason}")]
     Ocsf {

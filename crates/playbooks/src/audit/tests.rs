@@ -131,3 +131,69 @@ fn resume_continues_the_chain() {
     let all = String::from_utf8(audit.get_ref().clone()).unwrap();
     assert_eq!(verify_audit(&all).unwrap().0, n + 1);
 }
+
+/// Takes the first write whole, then writes half of the next and fails (a full
+/// disk), then works again.
+struct Flaky {
+    buf: Vec<u8>,
+    calls: u32,
+}
+
+impl Write for Flaky {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        let n = match self.calls {
+            2 => b.len() / 2,
+            3 => return Err(std::io::Error::other("no space left on device")),
+            _ => b.len(),
+        };
+        self.buf.extend_from_slice(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_write_stops_the_log_until_it_is_repaired() {
+    let mut e = Engine::new(Definition::default_set().unwrap());
+    let now = Timestamp::from_unix_secs(1_800_000_000);
+    let ev = SecurityEvent::new(
+        EventId::new("e1").unwrap(),
+        now,
+        EventKind::BruteForce,
+        Severity::High,
+        Subject::Ip {
+            ip: "198.51.100.4".parse().unwrap(),
+        },
+        "test",
+    );
+    let plan = e.evaluate(&ev, now); // block + notify: two records
+    let mut log = AuditLog::new(Flaky {
+        buf: Vec::new(),
+        calls: 0,
+    });
+    // Record 0 is written, record 1 only in part.
+    let err = log.record_plan(&plan, &[]).unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err:?}");
+    // The writer works again, but nothing may follow a partial record: every record
+    // after it would fail to verify.
+    let err = log.record_plan(&plan, &[]).unwrap_err();
+    assert!(matches!(err, Error::AuditNeedsRepair { seq: 1 }), "{err:?}");
+    assert!(err.to_string().contains("needs repair"), "{err}");
+    assert_eq!(log.get_ref().calls, 3, "nothing more was written");
+    // The documented repair: verify, which stops at the partial last line; truncate
+    // the log to the end of its last complete line; verify again; resume.
+    let mut bytes = log.get_ref().buf.clone();
+    let err = verify_audit(&String::from_utf8_lossy(&bytes)).unwrap_err();
+    assert!(matches!(err, Error::Audit { line: 2, .. }), "{err}");
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    bytes.truncate(end);
+    let (count, last) = verify_audit(std::str::from_utf8(&bytes).unwrap()).unwrap();
+    assert_eq!(count, 1);
+    let mut log = AuditLog::resume(bytes, count, last);
+    log.record_plan(&plan, &[]).unwrap();
+    let all = String::from_utf8(log.get_ref().clone()).unwrap();
+    assert_eq!(verify_audit(&all).unwrap().0, 3);
+}
