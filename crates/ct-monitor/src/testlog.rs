@@ -7,8 +7,8 @@
 //! (`get-sth`, `get-sth-consistency`, `get-proof-by-hash`, `get-entries`,
 //! `get-roots`) or static-ct-api (checkpoint, Merkle tiles, gzip data tiles,
 //! partial tiles that vanish once the full tile exists), and can be told to
-//! misbehave: fork, rewrite history, serve bad proofs, rate-limit with `429`,
-//! serve an entry too large for one `get-entries` answer.
+//! misbehave: fork, rewrite history, roll its head back, serve bad proofs,
+//! rate-limit with `429`, serve an entry too large for one `get-entries` answer.
 //!
 //! Its Merkle code (roots, PATH, SUBPROOF) is a naive recursive RFC 6962
 //! implementation, written apart from the verifier it is used to test.
@@ -244,12 +244,17 @@ fn bad_setup(e: impl std::fmt::Display) -> Error {
 
 impl Inner {
     fn sign(&mut self) -> Result<(), Error> {
+        self.sign_size(self.size)
+    }
+
+    /// Signs a head of the first `size` leaves, whatever `self.size` serves.
+    fn sign_size(&mut self, size: u64) -> Result<(), Error> {
         let mut sth = SignedTreeHead {
-            tree_size: self.size,
+            tree_size: size,
             // Milliseconds, as RFC 6962 stamps heads; taken as is, so a test can
             // make the log stamp a head in the past or the future.
             timestamp: self.clock.now().as_unix_micros() / 1_000,
-            root_hash: root(&self.leaves[..self.size as usize]),
+            root_hash: root(&self.leaves[..size as usize]),
             signature: DigitallySigned {
                 hash_algorithm: 4,
                 signature_algorithm: 3,
@@ -633,6 +638,16 @@ impl TestLog {
         st.size = size.min(ENTRIES);
         st.tiles_size = st.size;
         st.sign()
+    }
+
+    /// Signs and serves a head of the first `size` entries (at most the current
+    /// size), stamped by the log's clock, while entries, proofs and tiles still
+    /// cover the current tree: a log that went back to a smaller tree (its signer
+    /// restored from an old snapshot) and can still prove the larger one.
+    pub fn roll_back_head(&self, size: u64) -> Result<(), Error> {
+        let mut st = self.lock();
+        let size = size.min(st.size);
+        st.sign_size(size)
     }
 
     /// The clock that stamps the heads signed from now on (by

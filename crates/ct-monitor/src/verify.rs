@@ -85,6 +85,15 @@ pub enum Misbehaviour {
         /// The larger head with the earlier timestamp.
         other: SignedTreeHead,
     },
+    /// A smaller validly signed tree head stamped later than the trusted one: the
+    /// log says its tree shrank (RFC 6962 §3.5), a rollback. The two signed heads
+    /// prove it; no consistency proof is needed or asked for.
+    Rollback {
+        /// The head trusted so far.
+        trusted: SignedTreeHead,
+        /// The smaller head with the later timestamp.
+        other: SignedTreeHead,
+    },
 }
 
 impl Misbehaviour {
@@ -99,6 +108,7 @@ impl Misbehaviour {
             Self::InconsistentWithPinned { .. } => "inconsistent_with_pinned",
             Self::BadInclusionProof { .. } => "bad_inclusion_proof",
             Self::TimestampRegression { .. } => "timestamp_regression",
+            Self::Rollback { .. } => "rollback",
         }
     }
 }
@@ -138,7 +148,8 @@ impl LogMisbehaved {
                 None
             }
             Misbehaviour::Fork { trusted, other }
-            | Misbehaviour::TimestampRegression { trusted, other } => {
+            | Misbehaviour::TimestampRegression { trusted, other }
+            | Misbehaviour::Rollback { trusted, other } => {
                 ev.extend(sth_evidence("trusted", trusted));
                 ev.extend(sth_evidence("other", other));
                 None
@@ -221,8 +232,15 @@ pub enum TreeHeadUpdate {
     /// It is the same tree (same size and root), possibly re-signed; a re-signed
     /// head with a later timestamp replaces the trusted one.
     Same,
-    /// It is an older head, consistent with the trusted one; nothing changes.
+    /// It is an older head (smaller, stamped no later than the trusted one),
+    /// consistent with the trusted one; nothing changes.
     Older,
+}
+
+/// Whether `sth` is a smaller tree than `trusted` stamped later: an honest log
+/// only signs its current tree, so a cached old head carries its old timestamp.
+pub(crate) fn rolls_back(trusted: &SignedTreeHead, sth: &SignedTreeHead) -> bool {
+    sth.tree_size < trusted.tree_size && sth.timestamp > trusted.timestamp
 }
 
 /// Verification state for one log.
@@ -373,6 +391,8 @@ impl LogVerifier {
 
     /// Offers a new tree head with the consistency proof between it and the
     /// trusted head (from the smaller to the larger; empty when sizes are equal).
+    /// A smaller head stamped after the trusted one is [`Misbehaviour::Rollback`]
+    /// whatever the proof (an empty one will do).
     pub fn update_tree_head(
         &mut self,
         sth: SignedTreeHead,
@@ -408,6 +428,12 @@ impl LogVerifier {
                     other: sth,
                 }))
             };
+        }
+        if rolls_back(&trusted, &sth) {
+            return Err(self.misbehaved(Misbehaviour::Rollback {
+                trusted,
+                other: sth,
+            }));
         }
         let (old, new) = if sth.tree_size < trusted.tree_size {
             (sth.clone(), trusted.clone())

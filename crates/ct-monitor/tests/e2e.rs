@@ -1074,3 +1074,66 @@ async fn a_tile_over_the_body_limit_fails_naming_the_tile() {
     );
     m.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smaller_head_signed_later_is_a_rollback_and_stops_the_log() {
+    let t0 = Timestamp::from_unix_secs(1_893_456_000);
+    for protocol in BOTH {
+        // To a smaller tree the log can still prove, to the empty tree, and to a
+        // smaller tree it can no longer prove (no proof is needed: both heads are
+        // signed).
+        for (back_to, can_prove) in [(300, true), (0, true), (300, false)] {
+            let clock = Arc::new(ManualClock::new(t0));
+            let log = TestLog::start(protocol, 500).await.unwrap();
+            log.set_clock(clock.clone());
+            log.set_size(500).unwrap();
+            let store = Arc::new(MemoryStateStore::default());
+            let mut m = builder(&log, store.clone())
+                .clock(clock.clone())
+                .spawn()
+                .unwrap();
+            until(&mut m, is_ok).await;
+            let trusted = log.head();
+            clock.advance(Duration::from_secs(1));
+            if can_prove {
+                log.roll_back_head(back_to).unwrap();
+            } else {
+                log.set_size(back_to).unwrap();
+            }
+            let rolled = log.head();
+            assert_eq!(rolled.tree_size, back_to);
+            let events = until(&mut m, |e| is_misbehaved(e) || failing(e)).await;
+            let last = events.last().unwrap();
+            let Event::LogMisbehaved(mis) = last else {
+                panic!("{protocol:?} back to {back_to}, can prove: {can_prove}: {events:?}")
+            };
+            assert_eq!(
+                mis.evidence,
+                Misbehaviour::Rollback {
+                    trusted: trusted.clone(),
+                    other: rolled
+                },
+                "{protocol:?} back to {back_to}, can prove: {can_prove}"
+            );
+            let sec = m.security_event(last).unwrap().unwrap();
+            assert_eq!(sec.kind, EventKind::LogMisbehaviour);
+            let size = |p: &str| sec.evidence(&format!("{p}_tree_size")).map(str::to_owned);
+            assert_eq!(size("trusted"), Some("500".into()));
+            assert_eq!(size("other"), Some(back_to.to_string()));
+            // The task stops and the store keeps the trusted head and its leaves.
+            let stop = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
+            assert!(
+                matches!(
+                    stop.last(),
+                    Some(Event::Health { health: Health::Stopped { reason }, .. })
+                        if reason == "log misbehaved: rollback"
+                ),
+                "{stop:?}"
+            );
+            let saved = store.load(log.key().log_id()).unwrap().unwrap();
+            assert_eq!(saved.trusted, trusted);
+            assert_eq!(saved.range.size(), 500);
+            m.shutdown().await;
+        }
+    }
+}

@@ -44,13 +44,14 @@ fn honest_log_advances_and_recomputes_every_root() {
     assert_eq!(v.append_leaves(l[512..].iter().copied()).unwrap(), 1024);
     assert_eq!(v.range().root(), s1024.root_hash);
     // Re-signed same tree (its later signature is kept), and an older head with
-    // its proof, which changes nothing.
+    // its proof, stamped before the trusted one (a cached copy), which changes
+    // nothing. Stamped after it, it would be a rollback.
     let resigned = log.sth(1024, naive::root(&l), 3);
     assert_eq!(
         v.update_tree_head(resigned.clone(), &[]).unwrap(),
         TreeHeadUpdate::Same
     );
-    let s778 = log.sth(778, naive::root(&l[..778]), 4);
+    let s778 = log.sth(778, naive::root(&l[..778]), 2);
     assert_eq!(
         v.update_tree_head(s778, &naive::proof(778, &l)).unwrap(),
         TreeHeadUpdate::Older
@@ -431,4 +432,64 @@ fn restored_state_whose_range_does_not_give_the_head_root_is_corrupt() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_smaller_head_signed_later_is_a_rollback() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let mut v = LogVerifier::new("t", log.key.clone());
+    let s1024 = log.sth(1024, naive::root(&l), 2_000);
+    v.update_tree_head(s1024.clone(), &[]).unwrap();
+    // Signed after the 1,024 head, and smaller: the log went back (RFC 6962 §3.5),
+    // even with a valid proof between the two.
+    let rolled = log.sth(512, naive::root(&l[..512]), 3_000);
+    let m = v
+        .update_tree_head(rolled.clone(), &naive::proof(512, &l))
+        .unwrap_err();
+    assert_eq!(
+        m.evidence,
+        Misbehaviour::Rollback {
+            trusted: s1024.clone(),
+            other: rolled.clone()
+        }
+    );
+    assert_eq!(m.evidence.kind(), "rollback");
+    let ev = m
+        .to_security_event(Timestamp::from_unix_secs(1_700_000_000))
+        .unwrap();
+    assert_eq!(ev.evidence("misbehaviour"), Some("rollback"));
+    assert_eq!(ev.evidence("trusted_tree_size"), Some("1024"));
+    assert_eq!(ev.evidence("trusted_timestamp"), Some("2000"));
+    assert_eq!(ev.evidence("other_tree_size"), Some("512"));
+    assert_eq!(ev.evidence("other_timestamp"), Some("3000"));
+    // No proof needed: the two signed heads are the evidence.
+    assert_eq!(
+        v.update_tree_head(rolled, &[]).unwrap_err().evidence.kind(),
+        "rollback"
+    );
+    // Wiped to the empty tree, signed later: the same (no proof is ever asked).
+    let wiped = log.sth(0, naive::root(&[]), 2_001);
+    assert_eq!(
+        v.update_tree_head(wiped, &[]).unwrap_err().evidence.kind(),
+        "rollback"
+    );
+    // A cached older head (stamped at or before the trusted one) changes nothing.
+    for t in [1_000, 2_000] {
+        let cached = log.sth(512, naive::root(&l[..512]), t);
+        assert_eq!(
+            v.update_tree_head(cached, &naive::proof(512, &l)).unwrap(),
+            TreeHeadUpdate::Older
+        );
+        let empty = log.sth(0, naive::root(&[]), t);
+        assert_eq!(
+            v.update_tree_head(empty, &[]).unwrap(),
+            TreeHeadUpdate::Older
+        );
+    }
+    assert_eq!(
+        v.trusted(),
+        Some(&s1024),
+        "never advances past misbehaviour"
+    );
 }

@@ -22,7 +22,7 @@ use crate::responses::{consistency_proof_ranges, perfect_subtrees, tile_path};
 use crate::state::{State, StateStore};
 use crate::sth::SignedTreeHead;
 use crate::telemetry::{self, Counters};
-use crate::verify::{AppendError, LogMisbehaved, LogVerifier, Misbehaviour};
+use crate::verify::{AppendError, LogMisbehaved, LogVerifier, Misbehaviour, rolls_back};
 use crate::watch::{Authorizer, SharedWatchlist, Watchlist};
 
 /// How far ahead of our clock a head may be stamped before it is refused: room
@@ -334,7 +334,9 @@ impl LogTask {
         {
             None => or_stop(&mut stop, self.init(sth)).await??,
             Some(trusted) => {
-                let proof = if sth.tree_size == trusted.tree_size {
+                // A rollback needs no proof (the two signed heads are the evidence):
+                // a log that can no longer prove its larger tree is still reported.
+                let proof = if sth.tree_size == trusted.tree_size || rolls_back(&trusted, &sth) {
                     Vec::new()
                 } else {
                     let (m, n) = if sth.tree_size < trusted.tree_size {
