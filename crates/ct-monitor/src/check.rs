@@ -23,6 +23,10 @@ pub fn tbs_hash(tbs_der: &[u8]) -> Result<Hash, Error> {
     Ok(sha256(&strip_ct_extensions(tbs_der)?))
 }
 
+/// Most (item, identifier) matches of one entry: past it, matching stops and the
+/// entry is [`Verdict::Malformed`] (wildcard names can match every item each).
+pub(crate) const MAX_MATCHES_PER_ENTRY: usize = 10_000;
+
 /// What a monitor learns from one parsable certificate or precertificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateInfo {
@@ -57,9 +61,10 @@ pub enum Verdict {
         /// What matched.
         matches: Vec<WatchMatch>,
     },
-    /// The entry could not be parsed; it counts as a match for every watch item.
+    /// The entry could not be parsed or checked, or is over the per-entry limits
+    /// (identifiers, matches); it counts as a match for every watch item.
     Malformed {
-        /// Why parsing failed.
+        /// Why parsing or checking failed.
         reason: String,
         /// Every watch item.
         matches: Vec<WatchMatch>,
@@ -268,9 +273,10 @@ pub fn check_log_entry(
 }
 
 /// Checks the entry at position `index` of its log: parse, match, authorize.
-/// Never fails: a parse error, or a static-ct `leaf_index` extension that is
-/// malformed or differs from `index`, is a [`Verdict::Malformed`] that matches
-/// every item.
+/// Never fails: a parse error, a static-ct `leaf_index` extension that is
+/// malformed or differs from `index`, a certificate with more than 10,000
+/// identifiers ([`Error::TooManyIdentifiers`]) or an entry with more than 10,000
+/// (item, identifier) matches is a [`Verdict::Malformed`] that matches every item.
 pub fn check_entry(
     entry: &TimestampedEntry<'_>,
     index: u64,
@@ -297,7 +303,15 @@ pub fn check_entry(
             };
         }
     };
-    let matches = watchlist.matches(&info.identifiers);
+    let Some(matches) = watchlist.matches_at_most(&info.identifiers, MAX_MATCHES_PER_ENTRY) else {
+        // Bounded work, and never "no match": the entry alerts like an unparsable one.
+        return Verdict::Malformed {
+            reason: format!(
+                "more than {MAX_MATCHES_PER_ENTRY} watch matches in one entry; not matched further"
+            ),
+            matches: watchlist.match_all(),
+        };
+    };
     if matches.is_empty() {
         Verdict::NoMatch
     } else if authorizer.is_authorized(&info.tbs_hash, &info.spki_hash) {

@@ -208,6 +208,14 @@ pub enum Error {
         /// MMD plus the poll interval.
         limit: std::time::Duration,
     },
+    /// A certificate carries more identifiers (names, addresses and anomalies,
+    /// after de-duplication) than one entry may cost to match. The monitor
+    /// treats the entry as malformed: it matches every watch item.
+    #[error("certificate has more than {limit} names and addresses")]
+    TooManyIdentifiers {
+        /// The limit.
+        limit: usize,
+    },
     /// A configuration that cannot work, named by its field (a builder's setter or a
     /// config struct's field, e.g. `"poll_interval"` or `"logs.witnesses"`).
     #[error("invalid configuration of {field}: {reason}")]

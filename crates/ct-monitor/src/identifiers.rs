@@ -6,6 +6,8 @@
 //! The rule when in doubt: produce more candidate names, never fewer. An extra
 //! candidate can only cause an extra alert; a missing one hides a certificate.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 
 use palisade_core_traits::canonical_ip;
@@ -15,9 +17,16 @@ use x509_parser::prelude::{FromDer, TbsCertificate};
 
 use crate::error::Error;
 
+/// Most identifiers (names, addresses and anomalies, after de-duplication) taken
+/// from one certificate. Real certificates carry at most a few thousand names;
+/// more is refused ([`Error::TooManyIdentifiers`]) so that one hostile entry
+/// cannot cost unbounded memory and matching time.
+pub(crate) const MAX_IDENTIFIERS: usize = 10_000;
+
 /// The names and addresses a certificate is valid for, normalised for matching:
-/// DNS names lower-case ASCII (punycode), without a trailing dot, deduplicated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// DNS names lower-case ASCII (punycode), without a trailing dot, deduplicated
+/// (in the order first seen).
+#[derive(Clone, Default)]
 pub struct Identifiers {
     /// DNS names, possibly with `*` and `?` labels.
     pub dns_names: Vec<String>,
@@ -25,21 +34,80 @@ pub struct Identifiers {
     pub ip_addrs: Vec<IpAddr>,
     /// Oddities found while extracting (e.g. an IP SAN of 8 bytes), for the event.
     pub anomalies: Vec<String>,
+    /// Boxed: it rides along in every event's `CertificateInfo`.
+    index: Box<Index>,
+}
+
+/// Where each name and address was pushed, so de-duplication is a hash lookup (a
+/// scan would make N names cost N²). An entry is checked against the vector
+/// before a value is skipped, so a caller editing the public fields never loses
+/// a name to a stale entry.
+#[derive(Clone, Default)]
+struct Index {
+    dns: HashMap<String, usize>,
+    ip: HashMap<IpAddr, usize>,
+}
+
+impl PartialEq for Identifiers {
+    fn eq(&self, other: &Self) -> bool {
+        self.dns_names == other.dns_names
+            && self.ip_addrs == other.ip_addrs
+            && self.anomalies == other.anomalies
+    }
+}
+
+impl Eq for Identifiers {}
+
+impl fmt::Debug for Identifiers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identifiers")
+            .field("dns_names", &self.dns_names)
+            .field("ip_addrs", &self.ip_addrs)
+            .field("anomalies", &self.anomalies)
+            .finish()
+    }
 }
 
 impl Identifiers {
     fn push_dns(&mut self, name: String) {
-        if !name.is_empty() && !self.dns_names.contains(&name) {
-            self.dns_names.push(name);
+        if name.is_empty() {
+            return;
         }
+        if let Some(&i) = self.index.dns.get(&name)
+            && self.dns_names.get(i) == Some(&name)
+        {
+            return;
+        }
+        self.index.dns.insert(name.clone(), self.dns_names.len());
+        self.dns_names.push(name);
     }
 
     fn push_ip(&mut self, ip: IpAddr) {
         // An IPv4-mapped IPv6 SAN is the IPv4 address (ARCHITECTURE: canonical form).
         let ip = canonical_ip(ip);
-        if !self.ip_addrs.contains(&ip) {
-            self.ip_addrs.push(ip);
+        if let Some(&i) = self.index.ip.get(&ip)
+            && self.ip_addrs.get(i) == Some(&ip)
+        {
+            return;
         }
+        self.index.ip.insert(ip, self.ip_addrs.len());
+        self.ip_addrs.push(ip);
+    }
+
+    /// Names, addresses and anomalies so far.
+    fn count(&self) -> usize {
+        self.dns_names.len() + self.ip_addrs.len() + self.anomalies.len()
+    }
+
+    /// [`Error::TooManyIdentifiers`] once over [`MAX_IDENTIFIERS`]; checked after
+    /// each value, which adds a bounded number of readings.
+    fn within_limit(&self) -> Result<(), Error> {
+        if self.count() > MAX_IDENTIFIERS {
+            return Err(Error::TooManyIdentifiers {
+                limit: MAX_IDENTIFIERS,
+            });
+        }
+        Ok(())
     }
 
     /// One decoded string from a CN (`is_cn`) or a DNS SAN, before the NUL rule.
@@ -53,12 +121,14 @@ impl Identifiers {
         }
     }
 
-    /// The identifiers of a DER certificate.
+    /// The identifiers of a DER certificate. More than 10,000 (names, addresses
+    /// and anomalies) is [`Error::TooManyIdentifiers`].
     pub fn from_certificate_der(der: &[u8]) -> Result<Self, Error> {
         from_certificate_der(der)
     }
 
     /// The identifiers of a DER `TBSCertificate` (as logged for a precertificate).
+    /// More than 10,000 is [`Error::TooManyIdentifiers`].
     pub fn from_tbs_der(der: &[u8]) -> Result<Self, Error> {
         from_tbs_der(der)
     }
@@ -168,6 +238,7 @@ pub(crate) fn from_parsed_tbs(tbs: &TbsCertificate<'_>) -> Result<Identifiers, E
         for s in decode_directory_string(v.tag().0, v.data) {
             ids.add_value(&s, true);
         }
+        ids.within_limit()?;
     }
     for ext in tbs.extensions() {
         match ext.parsed_extension() {
@@ -189,6 +260,7 @@ pub(crate) fn from_parsed_tbs(tbs: &TbsCertificate<'_>) -> Result<Identifiers, E
                         },
                         _ => {}
                     }
+                    ids.within_limit()?;
                 }
             }
             ParsedExtension::ParseError { error }

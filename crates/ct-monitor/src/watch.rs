@@ -188,6 +188,54 @@ pub struct WatchMatch {
     pub identifier: String,
 }
 
+/// More matches than the limit.
+struct Full;
+
+/// The matches of one entry: each (item, identifier) pair once, by a hash set
+/// (a scan of the list per match would be quadratic), up to a limit.
+struct Found<'a> {
+    out: Vec<WatchMatch>,
+    names: HashSet<(usize, &'a str)>,
+    ips: HashSet<(usize, IpAddr)>,
+    limit: usize,
+}
+
+impl<'a> Found<'a> {
+    fn new(limit: usize) -> Self {
+        Self {
+            out: Vec::new(),
+            names: HashSet::new(),
+            ips: HashSet::new(),
+            limit,
+        }
+    }
+
+    fn name(&mut self, items: &[WatchItem], i: usize, name: &'a str) -> Result<(), Full> {
+        if self.names.insert((i, name)) {
+            self.add(&items[i], name.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn ip(&mut self, items: &[WatchItem], i: usize, ip: IpAddr) -> Result<(), Full> {
+        if self.ips.insert((i, ip)) {
+            self.add(&items[i], ip.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, item: &WatchItem, identifier: String) -> Result<(), Full> {
+        if self.out.len() >= self.limit {
+            return Err(Full);
+        }
+        self.out.push(WatchMatch {
+            item: item.clone(),
+            identifier,
+        });
+        Ok(())
+    }
+}
+
 /// An immutable, indexed set of watch items.
 #[derive(Debug, Clone, Default)]
 pub struct Watchlist {
@@ -247,25 +295,31 @@ impl Watchlist {
         &self.items
     }
 
-    fn push(&self, out: &mut Vec<WatchMatch>, i: usize, identifier: &str) {
-        let item = &self.items[i];
-        if !out
-            .iter()
-            .any(|m| m.item == *item && m.identifier == identifier)
-        {
-            out.push(WatchMatch {
-                item: item.clone(),
-                identifier: identifier.to_string(),
-            });
-        }
+    /// Every (item, identifier) pair that matches, each once, in the order found.
+    /// Not capped: [`crate::check_entry`] caps the matches of one entry.
+    pub fn matches(&self, ids: &Identifiers) -> Vec<WatchMatch> {
+        let mut found = Found::new(usize::MAX);
+        // Unreachable with no limit; the matches so far either way.
+        let _ = self.find(ids, &mut found);
+        found.out
     }
 
-    /// Every (item, identifier) pair that matches.
-    pub fn matches(&self, ids: &Identifiers) -> Vec<WatchMatch> {
-        let mut out = Vec::new();
+    /// [`Watchlist::matches`], or `None` once more than `limit` pairs match
+    /// (matching stops there, so the work stays bounded).
+    pub(crate) fn matches_at_most(
+        &self,
+        ids: &Identifiers,
+        limit: usize,
+    ) -> Option<Vec<WatchMatch>> {
+        let mut found = Found::new(limit);
+        self.find(ids, &mut found).ok()?;
+        Some(found.out)
+    }
+
+    fn find<'a>(&self, ids: &'a Identifiers, found: &mut Found<'a>) -> Result<(), Full> {
         for name in &ids.dns_names {
             for &i in &self.root_items {
-                self.push(&mut out, i, name);
+                found.name(&self.items, i, name)?;
             }
             // The literal suffix: labels right of the last one with '*' or '?'.
             let literal_start = match name.rfind(['*', '?']) {
@@ -278,7 +332,7 @@ impl Watchlist {
                 if let Some(items) = self.by_domain.get(suffix) {
                     for &i in items {
                         if self.items[i].matches_dns_name(name) {
-                            self.push(&mut out, i, name);
+                            found.name(&self.items, i, name)?;
                         }
                     }
                 }
@@ -296,7 +350,7 @@ impl Watchlist {
                 };
                 for &i in candidates {
                     if self.items[i].matches_dns_name(name) {
-                        self.push(&mut out, i, name);
+                        found.name(&self.items, i, name)?;
                     }
                 }
             }
@@ -304,32 +358,32 @@ impl Watchlist {
         for ip in &ids.ip_addrs {
             for &i in &self.ip_items {
                 if self.items[i].matches_ip(ip) {
-                    self.push(&mut out, i, &ip.to_string());
+                    found.ip(&self.items, i, *ip)?;
                 }
             }
         }
-        out
+        Ok(())
     }
 
     /// The unindexed reference: every item against every identifier. Same result
     /// as [`Watchlist::matches`] (property-tested), slower.
     pub fn matches_linear(&self, ids: &Identifiers) -> Vec<WatchMatch> {
-        let mut out = Vec::new();
+        let mut found = Found::new(usize::MAX);
         for name in &ids.dns_names {
             for (i, item) in self.items.iter().enumerate() {
                 if item.matches_dns_name(name) {
-                    self.push(&mut out, i, name);
+                    let _ = found.name(&self.items, i, name);
                 }
             }
         }
         for ip in &ids.ip_addrs {
             for (i, item) in self.items.iter().enumerate() {
                 if item.matches_ip(ip) {
-                    self.push(&mut out, i, &ip.to_string());
+                    let _ = found.ip(&self.items, i, *ip);
                 }
             }
         }
-        out
+        found.out
     }
 
     /// A malformed entry matches every item (fail towards alerting).

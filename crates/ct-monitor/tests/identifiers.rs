@@ -438,7 +438,8 @@ proptest! {
             if *sub || d.is_empty() { WatchItem::DomainAndSubdomains(d) } else { WatchItem::Domain(d) }
         });
         let w = Watchlist::new(items);
-        let ids = Identifiers { dns_names: names.iter().map(|l| l.join(".")).collect(), ..Default::default() };
+        let mut ids = Identifiers::default();
+        ids.dns_names = names.iter().map(|l| l.join(".")).collect();
         let mut a = w.matches(&ids);
         let mut b = w.matches_linear(&ids);
         a.sort_by_key(|m| format!("{:?}", m));
@@ -541,7 +542,8 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     match content.len() {
         n if n < 0x80 => out.push(n as u8),
         n if n < 0x100 => out.extend_from_slice(&[0x81, n as u8]),
-        n => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+        n if n < 0x1_0000 => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+        n => out.extend_from_slice(&[0x83, (n >> 16) as u8, (n >> 8) as u8, n as u8]),
     }
     out.extend_from_slice(content);
     out
@@ -549,6 +551,20 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 
 /// A minimal TBSCertificate whose only name is one iPAddress SAN of these bytes.
 fn tbs_with_ip_san(ip: &[u8]) -> Vec<u8> {
+    tbs_with_sans(&der(0x87, ip))
+}
+
+/// A minimal TBSCertificate whose only names are these dNSName SANs.
+fn tbs_with_dns_sans<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Vec<u8> {
+    let general_names: Vec<u8> = names
+        .into_iter()
+        .flat_map(|n| der(0x82, n.as_ref().as_bytes()))
+        .collect();
+    tbs_with_sans(&general_names)
+}
+
+/// A minimal TBSCertificate whose subjectAltName holds these DER GeneralNames.
+fn tbs_with_sans(general_names: &[u8]) -> Vec<u8> {
     let ecdsa_sha256 = der(0x30, &der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 4, 3, 2]));
     let validity = [der(0x17, b"250101000000Z"), der(0x17, b"260101000000Z")].concat();
     let alg = [
@@ -558,7 +574,7 @@ fn tbs_with_ip_san(ip: &[u8]) -> Vec<u8> {
     .concat();
     let point = [&[0u8, 4][..], &[1; 64]].concat();
     let spki = der(0x30, &[der(0x30, &alg), der(0x03, &point)].concat());
-    let san = der(0x30, &der(0x87, ip));
+    let san = der(0x30, general_names);
     let ext = der(
         0x30,
         &[der(0x06, &[0x55, 0x1d, 0x11]), der(0x04, &san)].concat(),
@@ -626,4 +642,123 @@ fn ipv4_mapped_ipv6_is_the_ipv4_address_on_both_sides() {
             .matches(&v4_san)
             .is_empty()
     );
+}
+
+#[test]
+fn hundreds_of_thousands_of_names_are_deduplicated_and_matched() {
+    // Same-length names, so the old pairwise comparison compared every byte:
+    // quadratic in the names (hours here), where hashing is linear.
+    const N: u32 = 150_000;
+    let name = |i: u32| format!("h{i:06}.example.com");
+    let mut ids = Identifiers::default();
+    for _ in 0..2 {
+        for i in 0..N {
+            ids.add_dns_san(name(i).as_bytes());
+            ids.add_dns_san(format!("10.{}.{}.{}", i >> 16, (i >> 8) & 0xff, i & 0xff).as_bytes());
+        }
+    }
+    assert_eq!(ids.dns_names.len(), N as usize, "each name once");
+    assert_eq!(ids.ip_addrs.len(), N as usize, "each address once");
+    assert_eq!(ids.dns_names[0], "h000000.example.com");
+    assert_eq!(
+        ids.dns_names[N as usize - 1],
+        name(N - 1),
+        "in first-seen order"
+    );
+    assert_eq!(ids.ip_addrs[1], "10.0.0.1".parse::<IpAddr>().unwrap());
+    let w = list(&[".example.com", "h000007.example.com", "10.0.0.0/8"]);
+    let m = w.matches(&ids);
+    // Every name under .example.com, one of them exactly, every address in 10/8.
+    assert_eq!(m.len(), 2 * N as usize + 1);
+    assert_eq!(w.matches_linear(&ids).len(), m.len());
+    // Names given twice are matched once per item.
+    ids.dns_names.push(name(3));
+    assert_eq!(w.matches(&ids).len(), m.len());
+    // A name the caller replaced by hand is added again, not taken as a duplicate.
+    ids.dns_names[0] = "replaced.example.net".into();
+    ids.add_dns_san(name(0).as_bytes());
+    assert_eq!(ids.dns_names.last(), Some(&name(0)));
+}
+
+#[test]
+fn a_certificate_with_too_many_names_is_malformed_and_matches_every_item() {
+    let w = list(&[".example.com", "elsewhere.org"]);
+    let precert = |tbs: &[u8]| -> Verdict {
+        let entry = TimestampedEntry {
+            timestamp: 0,
+            entry: SignedEntry::Precert {
+                issuer_key_hash: [0; 32],
+                tbs_certificate: tbs,
+            },
+            extensions: &[],
+        };
+        check_entry(&entry, 5, &w, &Authorizer::new())
+    };
+    // 9,000 names, each twice: under the limit of 10,000 identifiers once deduplicated.
+    let names: Vec<String> = (0..18_000)
+        .map(|i| format!("h{:05}.example.com", i % 9_000))
+        .collect();
+    let tbs = tbs_with_dns_sans(&names);
+    assert_eq!(
+        Identifiers::from_tbs_der(&tbs).unwrap().dns_names.len(),
+        9_000
+    );
+    match precert(&tbs) {
+        Verdict::Unauthorized { matches, .. } => assert_eq!(matches.len(), 9_000),
+        v => panic!("{v:?}"),
+    }
+    // 20,000 distinct names: over the limit. Extraction stops with an error, and the
+    // entry alerts as malformed, matching every item (never as "no match").
+    let tbs = tbs_with_dns_sans((0..20_000).map(|i| format!("h{i:05}.example.com")));
+    assert!(matches!(
+        Identifiers::from_tbs_der(&tbs),
+        Err(Error::TooManyIdentifiers { limit: 10_000 })
+    ));
+    match precert(&tbs) {
+        Verdict::Malformed { reason, matches } => {
+            assert!(reason.contains("more than 10000"), "{reason}");
+            assert_eq!(matches, w.match_all());
+        }
+        v => panic!("{v:?}"),
+    }
+    // Names that match nothing: still malformed, so still an alert.
+    let tbs = tbs_with_dns_sans((0..20_000).map(|i| format!("h{i:05}.unwatched.net")));
+    assert!(precert(&tbs).is_alert());
+}
+
+#[test]
+fn an_entry_with_too_many_matches_is_malformed_and_matches_every_item() {
+    // Each `h<i>.*.com` matches every `.d<j>.com`: names × items matches.
+    let w = Watchlist::new((0..100).map(|j| WatchItem::parse(&format!(".d{j}.com")).unwrap()));
+    let check = |names: u32| {
+        let tbs = tbs_with_dns_sans((0..names).map(|i| format!("h{i}.*.com")));
+        let entry = TimestampedEntry {
+            timestamp: 0,
+            entry: SignedEntry::Precert {
+                issuer_key_hash: [0; 32],
+                tbs_certificate: &tbs,
+            },
+            extensions: &[],
+        };
+        check_entry(&entry, 0, &w, &Authorizer::new())
+    };
+    // 50 × 100 = 5,000 matches: under the limit of 10,000.
+    match check(50) {
+        Verdict::Unauthorized { matches, .. } => assert_eq!(matches.len(), 5_000),
+        v => panic!("{v:?}"),
+    }
+    // 200 × 100 = 20,000: over it; every item once instead, as malformed.
+    match check(200) {
+        Verdict::Malformed { reason, matches } => {
+            assert!(reason.contains("more than 10000 watch matches"), "{reason}");
+            assert_eq!(matches, w.match_all());
+        }
+        v => panic!("{v:?}"),
+    }
+    // The public matcher itself is not capped: it returns what matched.
+    let mut ids = Identifiers::default();
+    for i in 0..200 {
+        ids.add_dns_san(format!("h{i}.*.com").as_bytes());
+    }
+    assert_eq!(w.matches(&ids).len(), 20_000);
 }
