@@ -396,11 +396,18 @@ impl Rfc6962Client {
 
     /// `get-entries` for `[start, end]` (inclusive, as in RFC 6962). The log may
     /// return fewer entries than asked; the caller asks again for the rest.
+    /// `end < start`, or all 2^64 entries (`0..=u64::MAX`), is [`Error::Http`]
+    /// without a status, before any request.
     pub async fn get_entries(&mut self, start: u64, end: u64) -> Result<Vec<RawEntry>, Error> {
         let path = format!("ct/v1/get-entries?start={start}&end={end}");
         if end < start {
             return Err(self.f.err(&path, None, "end before start"));
         }
+        let Some(asked) = (end - start).checked_add(1) else {
+            return Err(self
+                .f
+                .err(&path, None, "2^64 entries asked, more than a u64 counts"));
+        };
         let span = tracing::debug_span!("ct_fetch_entries", log = %self.f.log, start, end);
         let body = self
             .f
@@ -414,7 +421,7 @@ impl Rfc6962Client {
                 e
             })?;
         self.f
-            .decode(&path, responses::parse_get_entries(&body, end - start + 1))
+            .decode(&path, responses::parse_get_entries(&body, asked))
     }
 
     /// `get-roots`: the accepted roots, DER.

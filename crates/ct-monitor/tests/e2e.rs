@@ -419,6 +419,17 @@ async fn rfc6962_client_reads_roots_and_proofs() {
         err.contains("get-entries?start=10&end=12") && err.contains("400"),
         "{err}"
     );
+    // 2^64 entries cannot be counted in a u64: a typed error, not an overflow.
+    let n = log.requests().len();
+    match c.get_entries(0, u64::MAX).await {
+        Err(Error::Http {
+            status: None,
+            reason,
+            ..
+        }) => assert!(reason.contains("2^64"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(log.requests().len(), n, "refused before asking the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
