@@ -1,5 +1,6 @@
-//! Persisting a log's verified progress: the trusted tree head and the compact
-//! range. [`FileStateStore`] writes a temporary file, syncs it, renames it over the
+//! Persisting a log's progress: the trusted tree head and the compact range of
+//! the leaves read so far (confirmed by a signed root only once the range reaches
+//! the head's size). [`FileStateStore`] writes a temporary file, syncs it, renames it over the
 //! old one and syncs the directory, so after a crash the file holds either the old
 //! or the new progress, never a torn one. A state file that cannot be read back is
 //! an error, never "no state": silently starting again from zero would repeat
@@ -32,7 +33,9 @@ use crate::sth::{DigitallySigned, SignedTreeHead};
 pub struct State {
     /// The last tree head whose signature and consistency were verified.
     pub trusted: SignedTreeHead,
-    /// The leaves verified so far (never ahead of `trusted`).
+    /// The leaves read so far (never ahead of `trusted`). Leaves short of
+    /// `trusted.tree_size` are as the log served them: no signed root has
+    /// confirmed them yet; the root check happens when the range reaches that size.
     pub range: CompactRange,
 }
 

@@ -375,7 +375,8 @@ impl LogVerifier {
         self.trusted.as_ref()
     }
 
-    /// The leaves verified so far.
+    /// The leaves appended so far. Confirmed by a signed root only when the range
+    /// is at the trusted size; short of it, they are as the log served them.
     pub fn range(&self) -> &CompactRange {
         &self.range
     }
@@ -545,7 +546,8 @@ impl LogVerifier {
             let mut next = self.range.clone();
             next.append(leaf);
             if next.size() == trusted.tree_size && next.root() != trusted.root_hash {
-                // Do not advance: the state stays at the last verified position.
+                // Do not advance: the state stays before the leaf that failed
+                // (the leaves before it are unconfirmed, not verified).
                 return Err(AppendError::Misbehaved(self.misbehaved(
                     Misbehaviour::RootMismatch {
                         sth: trusted,

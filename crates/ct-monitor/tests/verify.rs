@@ -493,3 +493,37 @@ fn a_smaller_head_signed_later_is_a_rollback() {
         "never advances past misbehaviour"
     );
 }
+
+/// Pins the limitation `docs/ct-monitor.md` documents ("Delivery and the restart
+/// guarantee"): a saved range may hold leaves no signed root has confirmed yet,
+/// so one wrong entry saved before the root check is reported again after a
+/// restart even when the log then serves the right entries. A fix must change
+/// this test and those docs together.
+#[test]
+fn leaves_saved_before_the_root_check_are_not_confirmed_and_a_wrong_one_stays() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let mut v = LogVerifier::new("t", log.key.clone());
+    let s1024 = log.sth(1024, naive::root(&l), 1);
+    v.update_tree_head(s1024.clone(), &[]).unwrap();
+    let mut served = l.clone();
+    served[700] = naive::leaf(b"substituted");
+    // Accepted: nothing checks a leaf before the range reaches the trusted size.
+    assert_eq!(
+        v.append_leaves(served[..1000].iter().copied()).unwrap(),
+        1000
+    );
+    let saved = v.state().unwrap();
+    assert_eq!(saved.range.size(), 1000);
+    // Restarted on that state, with the right entries from 1000 on.
+    let mut w = LogVerifier::builder("t", log.key.clone())
+        .state(saved)
+        .build()
+        .unwrap();
+    let m = misbehaved(w.append_leaves(l[1000..].iter().copied()).unwrap_err());
+    assert!(matches!(
+        m.evidence,
+        Misbehaviour::RootMismatch { ref sth, .. } if *sth == s1024
+    ));
+    assert_eq!(w.range().size(), 1023, "stops before the last leaf");
+}

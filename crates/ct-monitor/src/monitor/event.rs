@@ -67,7 +67,8 @@ pub enum Event {
     Backlog {
         /// Log name.
         log: String,
-        /// Entries verified and processed.
+        /// Entries read and checked (their leaves are confirmed by a signed root
+        /// only when they reach `tree_size`).
         verified: u64,
         /// Size of the trusted tree head.
         tree_size: u64,

@@ -257,7 +257,10 @@ impl MonitorBuilder {
 ///   once, never lost;
 /// - progress never moves past an entry whose event was not returned, nor past a
 ///   misbehaviour: after [`Event::LogMisbehaved`] the log's task stops, and the
-///   stored state still holds the last verified tree head.
+///   stored state still holds the last trusted tree head. The stored leaves short
+///   of that head's size are unconfirmed (no signed root covers them yet): a
+///   wrong entry among them is reported again after a restart, even once the log
+///   serves the right one (see docs/ct-monitor.md).
 ///
 /// [`Event::Health`] and [`Event::Backlog`] are informational and not tracked.
 /// A certificate whose TBS hash was already discovered in this run (its
