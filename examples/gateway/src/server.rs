@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get, post};
-use palisade_core_traits::Clock;
+use palisade_core_traits::{Clock, Timestamp};
 use palisade_device_fp::rustls;
 use palisade_device_fp::rustls::pki_types::pem::PemObject;
 use palisade_device_fp::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use palisade_device_fp::{Ja4Acceptor, Ja4ConnectInfo, Ja4Listener};
-use palisade_playbooks::{AuditLog, Definition, Engine};
+use palisade_playbooks::{AuditLog, Definition, Engine, verify_audit};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
@@ -219,6 +219,47 @@ impl Running {
     }
 }
 
+/// The playbooks' audit log, continued where the last run left it: its chain verified
+/// and resumed (a new `AuditLog` on the old file restarted the chain at 0, and the file
+/// never verified again after a restart). A file that does not verify (a crash in the
+/// middle of a write, a failed write, an edit) is moved aside as
+/// `audit.jsonl.<unix seconds>.unverified`, kept as evidence, and a new chain starts:
+/// appending to it would leave every later record unverifiable too.
+fn open_audit(path: &Path, now: Timestamp) -> Result<AuditLog<std::fs::File>, StartError> {
+    let anchor = match std::fs::read(path) {
+        Ok(bytes) => {
+            let verified = String::from_utf8(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|text| verify_audit(&text).map_err(|e| e.to_string()));
+            match verified {
+                Ok(anchor) => Some(anchor),
+                Err(e) => {
+                    let aside =
+                        path.with_extension(format!("jsonl.{}.unverified", now.as_unix_secs()));
+                    tracing::error!(
+                        error = %e,
+                        kept_as = %aside.display(),
+                        "the audit log does not verify; kept aside, a new one starts"
+                    );
+                    std::fs::rename(path, &aside).map_err(part("audit log"))?;
+                    None
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(part("audit log")(e)),
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(part("audit log"))?;
+    Ok(match anchor {
+        Some((count, last_hash)) => AuditLog::resume(file, count, last_hash),
+        None => AuditLog::new(file),
+    })
+}
+
 /// Starts the gateway on `config.listen` (port 0 picks a free one).
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.state_dir).map_err(part("state directory"))?;
@@ -249,15 +290,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         }
         None => Engine::new(def),
     };
-    let audit_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir.join("audit.jsonl"))
-        .map_err(part("audit log"))?;
+    let audit = open_audit(&state_dir.join("audit.jsonl"), clock.now())?;
     let responder = Responder {
         engine,
         executor: gw.executor()?,
-        audit: AuditLog::new(audit_file),
+        audit,
         correlator: match gw.incident_ids.clone() {
             None => Correlator::new(incident::WINDOW),
             Some(ids) => Correlator::fleet(incident::WINDOW, ids),

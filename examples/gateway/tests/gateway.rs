@@ -1310,3 +1310,76 @@ async fn the_operator_form_is_stepped_up_reported_and_ended_like_a_login() {
     assert!(seen, "no account takeover in the audit");
     h.gw.shutdown().await;
 }
+
+/// The playbooks' audit log goes on across restarts as one chain: a restart resumes it
+/// (it began a second chain at 0 in the same file, which then never verified). A file
+/// that does not verify is kept aside and a new chain starts.
+#[tokio::test]
+async fn the_audit_log_stays_one_verifiable_chain_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
+    let lines = || {
+        std::fs::read_to_string(&path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let attack = |gw: &Running, id: &str, ip: &str| {
+        let event = SecurityEvent::new(
+            EventId::new(id).unwrap(),
+            clock.now(),
+            EventKind::BruteForce,
+            Severity::High,
+            Subject::ip(ip.parse().unwrap()),
+            "test",
+        );
+        let bus = gw.gateway.bus.clone();
+        async move { bus.publish(event).await }
+    };
+    let audited_more_than = |n: usize| {
+        let lines = &lines;
+        async move {
+            for _ in 0..300 {
+                if lines() > n {
+                    return lines();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no audit record after {n}");
+        }
+    };
+    let run = || start(common::config(dir.path(), &[]), clock.clone());
+
+    let gw = run().await.unwrap();
+    attack(&gw, "before-restart", "198.51.100.7").await;
+    let first = audited_more_than(0).await;
+    gw.shutdown().await;
+    let gw = run().await.unwrap();
+    attack(&gw, "after-restart", "198.51.100.8").await;
+    let second = audited_more_than(first).await;
+    gw.shutdown().await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (count, _) = palisade_playbooks::verify_audit(&text).unwrap();
+    assert_eq!(count as usize, text.lines().count());
+    assert!(count as usize >= second);
+
+    // A torn last line (a crash in the middle of a write): kept aside, a new chain.
+    std::fs::write(&path, format!("{text}{{\"seq\":")).unwrap();
+    let gw = run().await.unwrap();
+    attack(&gw, "after-a-torn-write", "198.51.100.9").await;
+    audited_more_than(0).await;
+    gw.shutdown().await;
+    let fresh = std::fs::read_to_string(&path).unwrap();
+    assert!(palisade_playbooks::verify_audit(&fresh).is_ok(), "{fresh}");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("audit.jsonl.") && n.ends_with(".unverified"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let kept = std::fs::read_to_string(dir.path().join(&aside[0])).unwrap();
+    assert!(
+        kept.starts_with(&text),
+        "the unverifiable file is kept whole"
+    );
+}
