@@ -689,6 +689,59 @@ async fn read_only_logs_stop_at_their_final_tree_head() {
     m.shutdown().await;
 }
 
+/// A read-only log whose final tree head is smaller than a head this monitor trusted
+/// before the log was frozen: the saved head contradicts the final one, and that is
+/// misbehaviour whatever the log serves now (here its final head, which alone passes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_head_past_a_read_only_logs_final_head_is_misbehaviour() {
+    let log = TestLog::start(Protocol::Rfc6962, 500).await.unwrap();
+    let store = Arc::new(MemoryStateStore::default());
+    let mut m = builder(&log, store.clone()).spawn().unwrap();
+    until(&mut m, is_ok).await;
+    m.shutdown().await;
+    log.set_size(400).unwrap();
+    let final_head = (400, log.head().root_hash);
+    let mut config = log.log_config();
+    config.final_tree_head = Some(final_head);
+    let mut m = Monitor::builder()
+        .log(config)
+        .state_store(store.clone())
+        .poll_interval(Duration::from_millis(20))
+        .client_config(fast_client())
+        .spawn()
+        .unwrap();
+    let events = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
+    let [
+        Event::LogMisbehaved(m0),
+        Event::Health {
+            health: Health::Stopped { reason },
+            ..
+        },
+    ] = &events[..]
+    else {
+        panic!("{events:#?}")
+    };
+    let Misbehaviour::InconsistentWithPinned {
+        pinned_size,
+        sth,
+        failure,
+        ..
+    } = &m0.evidence
+    else {
+        panic!("{:?}", m0.evidence)
+    };
+    assert_eq!((*pinned_size, sth.tree_size), (400, 500));
+    assert_eq!(
+        *failure,
+        ProofFailure::SizesReversed {
+            size1: 500,
+            size2: 400
+        }
+    );
+    assert!(reason.contains("inconsistent_with_pinned"), "{reason}");
+    m.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honours_429_retry_after_as_an_http_date() {
     // The monitor's wall clock stands still at 2030-01-01T00:00:00Z; the log asks to

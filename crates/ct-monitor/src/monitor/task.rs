@@ -307,6 +307,15 @@ impl LogTask {
 
     /// One poll: fetch the head, verify it against the trusted one, process entries.
     async fn step(&mut self) -> Result<(), Halt> {
+        // A head trusted before the log was frozen (restored from the state) that the
+        // final head contradicts: the log showed us a tree its final head disowns.
+        if let Some((size, root)) = self.cfg.final_tree_head
+            && let Some(trusted) = self.verifier.as_ref().and_then(LogVerifier::trusted)
+            && (trusted.tree_size > size
+                || (trusted.tree_size == size && trusted.root_hash != root))
+        {
+            return Err(self.contradicts_final(trusted.clone(), size, root).into());
+        }
         let mut stop = self.outbox.stop();
         let sth = or_stop(&mut stop, self.tree_head()).await??;
         let now = self.shared.clock.now();
