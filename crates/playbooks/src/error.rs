@@ -80,7 +80,21 @@ pub enum Error {
         /// The HTTP status.
         status: u16,
     },
-    /// Delivery failed after the retries the policy allows (or a `Retry-After` too long).
+    /// The receiver answered `429` with a `Retry-After` longer than the policy's
+    /// `max_retry_after`: not retried (core-traits `Refused`), so neither the
+    /// notifier nor the executor knocks again before the receiver asked.
+    #[error(
+        "notifier {endpoint}: HTTP 429 asking to wait {retry_after:?}, longer than the {max:?} allowed; not retried"
+    )]
+    NotifyDeferred {
+        /// `scheme://host[:port]/…`, never the secret path.
+        endpoint: String,
+        /// The wait the receiver asked for.
+        retry_after: std::time::Duration,
+        /// The policy's `max_retry_after`.
+        max: std::time::Duration,
+    },
+    /// Delivery failed after the retries the policy allows.
     #[error("notifier {endpoint}: gave up after {attempts} attempt(s): {reason}")]
     NotifyGaveUp {
         /// `scheme://host[:port]/…`, never the secret path.

@@ -204,7 +204,8 @@ impl HttpNotifierBuilder {
 ///
 /// Delivery policy ([`RetryPolicy`]): `429` is retried after its `Retry-After` (either
 /// form of RFC 9110: delay-seconds or an HTTP-date, a date in the past meaning now;
-/// refused if longer than `max_retry_after`), `5xx` and connection failures (nothing
+/// refused if longer than `max_retry_after`: `Error::NotifyDeferred`, core-traits
+/// `Refused`, so the executor does not retry it either), `5xx` and connection failures (nothing
 /// was sent) with doubling backoff, both at most `max_attempts` times in all. Any other
 /// `4xx` (and `3xx`: redirects are not followed, so a secret URL is never replayed to
 /// another host) is never retried. A request timeout is not retried either: the
@@ -414,14 +415,11 @@ impl HttpNotifier {
             let now = self.clock.now().to_system_time();
             let header = resp.headers().get(reqwest::header::RETRY_AFTER);
             return match header.and_then(|v| retry_after(v.to_str().ok()?, now)) {
-                Some(w) if w > p.max_retry_after => Err(Failed::Stop(self.gave_up(
-                    attempt,
-                    format!(
-                        "HTTP 429 with Retry-After {}s, longer than the {}s allowed",
-                        w.as_secs(),
-                        p.max_retry_after.as_secs()
-                    ),
-                ))),
+                Some(w) if w > p.max_retry_after => Err(Failed::Stop(Error::NotifyDeferred {
+                    endpoint: self.endpoint.shown.clone(),
+                    retry_after: w,
+                    max: p.max_retry_after,
+                })),
                 Some(w) => Err(Failed::Retry(w, Some(status), reason)),
                 None => Err(Failed::Retry(backoff, Some(status), reason)),
             };
@@ -450,7 +448,9 @@ impl Notifier for HttpNotifier {
         match self.send(n).await {
             Ok(_) => Ok(()),
             Err(Error::NotifyTimeout { after, .. }) => Err(ActionError::Timeout(after)),
-            Err(e @ Error::NotifyRejected { .. }) => Err(ActionError::Refused(e.to_string())),
+            Err(e @ (Error::NotifyRejected { .. } | Error::NotifyDeferred { .. })) => {
+                Err(ActionError::Refused(e.to_string()))
+            }
             Err(e) => Err(ActionError::Unavailable {
                 backend: self.flavor.name(),
                 source: Box::new(e),

@@ -251,10 +251,42 @@ async fn a_retry_after_beyond_the_policy_fails_without_waiting() {
     let hook = webhook(&base);
     let err = hook.send(&alert()).await.unwrap_err();
     assert!(
-        matches!(&err, Error::NotifyGaveUp { attempts: 1, reason, .. } if reason.contains("3600")),
+        matches!(&err, Error::NotifyDeferred { retry_after, .. } if retry_after.as_secs() == 3600),
         "{err}"
     );
     assert_eq!(r.seen().len(), 1);
+}
+
+/// The executor does not knock again either: a receiver asking for an hour's wait was
+/// sent the notification three times within a few hundred milliseconds (the notifier's
+/// stop reached the executor as `Unavailable`, which it retries).
+#[tokio::test]
+async fn the_executor_honours_a_retry_after_beyond_the_policy_too() {
+    let (r, base) = Receiver::start(&[
+        (429, Some("3600")),
+        (429, Some("3600")),
+        (429, Some("3600")),
+    ])
+    .await;
+    let exec = Executor::builder()
+        .notifier(Arc::new(webhook(&base)))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut engine = Engine::new(Definition::default_set().unwrap());
+    let plan = engine.evaluate(&event(), Timestamp::from_unix_secs(1_800_000_000));
+    let out = exec.execute(&plan).await;
+    let notify = plan.steps[1].decision.unwrap();
+    assert!(
+        out.iter()
+            .any(|(d, o)| *d == notify && matches!(o, Outcome::Failed { attempts: 1, .. })),
+        "{out:?}"
+    );
+    assert_eq!(r.seen().len(), 1);
+    assert!(matches!(
+        webhook(&base).notify(&alert()).await,
+        Err(ActionError::Refused(_))
+    ));
 }
 
 /// The notifiers' clock in the HTTP-date tests: Fri, 15 Jan 2027 08:00:00 GMT.
@@ -286,7 +318,7 @@ async fn a_429_with_an_http_date_waits_until_that_date() {
         .unwrap();
     let err = hook.send(&alert()).await.unwrap_err();
     assert!(
-        matches!(&err, Error::NotifyGaveUp { attempts: 1, reason, .. } if reason.contains("3600s")),
+        matches!(&err, Error::NotifyDeferred { retry_after, .. } if retry_after.as_secs() == 3600),
         "{err}"
     );
     assert_eq!(r.seen().len(), 1);
