@@ -219,12 +219,22 @@ impl RedisBlacklist {
 
     async fn revoke_record(&self, r: &Record, scope: &'static str) -> Result<(), Error> {
         let local = &self.inner.local;
-        local.apply(r)?;
+        // A full replica still shares the revocation through Redis (every other
+        // replica holds it), stops calling itself fresh, and answers `Full`.
+        let full = match local.apply(r) {
+            Ok(_) => None,
+            Err(e @ Error::Full { .. }) => {
+                self.inner.cannot_hold(&e);
+                Some(e)
+            }
+            Err(e) => return Err(e),
+        };
         local.stats.revocation(scope);
         self.inner
             .write(r)
             .instrument(tracing::debug_span!("token_blacklist.revoke", scope))
-            .await
+            .await?;
+        full.map_or(Ok(()), Err)
     }
 
     /// Revokes every token of `(issuer, subject)` with `iat <= issued_before`.

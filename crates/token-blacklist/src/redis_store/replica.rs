@@ -256,14 +256,19 @@ impl Inner {
         match self.local.apply(r) {
             Ok(_) => true,
             Err(e) => {
-                // SeqCst here and in `settle`: a store then a load of the other
-                // variable on each side, which only a total order keeps apart.
-                self.drops.fetch_add(1, Ordering::SeqCst);
-                self.incomplete.store(true, Ordering::SeqCst);
-                tracing::error!(error = %e, "replica cannot hold a revocation; not fresh until it can");
+                self.cannot_hold(&e);
                 false
             }
         }
+    }
+
+    /// A revocation this replica could not hold: not fresh until a resync holds all.
+    pub(super) fn cannot_hold(&self, e: &Error) {
+        // SeqCst here and in `settle`: a store then a load of the other
+        // variable on each side, which only a total order keeps apart.
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        self.incomplete.store(true, Ordering::SeqCst);
+        tracing::error!(error = %e, "replica cannot hold a revocation; not fresh until it can");
     }
 
     /// Redis lost data (an epoch id is gone or changed): not fresh, whatever the

@@ -730,6 +730,37 @@ async fn a_revocation_refused_during_a_resync_keeps_the_replica_incomplete() {
     );
 }
 
+/// A full replica asked to revoke answers `Full`, but the revocation is still written
+/// to Redis, so every other replica refuses the token; the full one stops calling
+/// itself fresh. Before, nothing was written: the revocation existed nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replica_still_shares_the_revocation_it_cannot_hold() {
+    let server = RedisServer::start();
+    let small = five_slot_replica(&server.url()).await;
+    let other = builder().connect(&server.url()).await.unwrap();
+    for i in 0..5 {
+        small.revoke_token(&token(i)).await.unwrap();
+    }
+    assert!(small.freshness().is_some());
+    assert!(matches!(
+        small.revoke_token(&token(5)).await,
+        Err(Error::Full { capacity: 5 })
+    ));
+    wait_until("the sixth reaches the other replica", || {
+        revoked(&other, &token(5))
+    })
+    .await;
+    assert_eq!(
+        other.check_remote(&token(5)).await.unwrap(),
+        RevocationStatus::Revoked
+    );
+    assert_eq!(small.freshness(), None);
+    assert_eq!(
+        small.check(&token(5), FailurePolicy::Closed),
+        RevocationStatus::Unknown
+    );
+}
+
 /// Wall time for tests on a `ManualClock` (lifetimes are far in the future: NOW_EXP).
 const T0: u64 = 1_700_000_000;
 
