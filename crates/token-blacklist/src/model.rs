@@ -95,10 +95,10 @@ impl Config {
         Timestamp::from_unix_secs(exp_secs).saturating_add(self.leeway + self.skew)
     }
 
-    /// When a watermark may go: the last token it covers (issued at or before
-    /// `max(now, t)`) expires `max_token_lifetime` later, plus leeway and skew.
-    fn mark_expiry(&self, now: Timestamp, t: Timestamp) -> Timestamp {
-        now.max(t)
+    /// When a watermark may go: the last token it covers (stamped at or before
+    /// `max(now, covered)`) expires `max_token_lifetime` later, plus leeway and skew.
+    fn mark_expiry(&self, now: Timestamp, covered: Timestamp) -> Timestamp {
+        now.max(covered)
             .saturating_add(self.max_token_lifetime + self.leeway + self.skew)
     }
 }
@@ -251,10 +251,13 @@ impl Config {
             Scope::Issuer { issuer } => check_id("iss", issuer)?,
             Scope::Global => {}
         }
+        // The last token covered is stamped `skew` past `t`: the lifetime counts from
+        // there, and keeps its own `skew` margin for the instances' clocks.
+        let covered = t.saturating_add(self.skew);
         Ok(Record::Mark {
             scope,
-            secs: t.saturating_add(self.skew).as_unix_secs(),
-            expires_ms: ms(self.mark_expiry(now, t)),
+            secs: covered.as_unix_secs(),
+            expires_ms: ms(self.mark_expiry(now, covered)),
         })
     }
 }

@@ -361,14 +361,17 @@ async fn session(inner: &Arc<RelayInner>) -> Result<(), Error> {
     let mut probe = tokio::time::interval(inner.settings.probe_every);
     let mut resync = tokio::time::interval(inner.settings.resync_every);
     resync.reset();
-    // A source subscription that hears none of our probes (which the source took) for
-    // this long is dead: a server gone without a reset leaves it open and silent.
+    // A source subscription that delivers nothing at all for this long after the
+    // source took a probe of ours is dead: a server gone without a reset leaves it
+    // open and silent. Any message counts (a burst of revocations, each written to
+    // the target in turn, delays our probe's return but not the messages before it).
     let silence = (inner.settings.probe_every * 10).max(inner.settings.timeout * 3);
-    let mut last_heard = tokio::time::Instant::now();
+    let mut unheard_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             msg = from.next() => {
                 let msg = msg.ok_or_else(|| lost("source"))?;
+                unheard_since = None;
                 let Ok(text) = std::str::from_utf8(msg.get_payload_bytes()) else { continue };
                 if let Some(rest) = text.strip_prefix("X ") {
                     let Some((id, n)) = rest.split_once(' ') else { continue };
@@ -376,7 +379,6 @@ async fn session(inner: &Arc<RelayInner>) -> Result<(), Error> {
                     if id != inner.id {
                         continue;
                     }
-                    last_heard = tokio::time::Instant::now();
                     while pending.front().is_some_and(|(s, _)| *s < n) {
                         pending.pop_front();
                     }
@@ -425,7 +427,11 @@ async fn session(inner: &Arc<RelayInner>) -> Result<(), Error> {
                 inner
                     .publish(&inner.source_conn, format!("X {} {seq}", inner.id))
                     .await?;
-                if last_heard.elapsed() > silence {
+                if unheard_since
+                    .get_or_insert_with(tokio::time::Instant::now)
+                    .elapsed()
+                    > silence
+                {
                     return Err(lost("source"));
                 }
             }

@@ -204,9 +204,12 @@ fn watermarks_live_max_token_lifetime_plus_leeway_plus_skew() {
     let (clock, bl) = setup(config);
     bl.revoke_user("iss", "alice", Timestamp::from_unix_secs(NOW))
         .unwrap();
-    clock.set(Timestamp::from_unix_secs(NOW + 3600 + 65 - 1));
+    // It covers tokens stamped up to NOW + 5 (skew): the last of them is accepted
+    // until NOW + 5 + 3600 + 60 (leeway), and the watermark outlives that by the
+    // skew again (instances' clocks).
+    clock.set(Timestamp::from_unix_secs(NOW + 5 + 3600 + 65 - 1));
     assert_eq!(bl.sweep(), 0);
-    clock.set(Timestamp::from_unix_secs(NOW + 3600 + 65));
+    clock.set(Timestamp::from_unix_secs(NOW + 5 + 3600 + 65));
     assert_eq!(bl.sweep(), 1);
 }
 

@@ -177,9 +177,10 @@ proptest! {
 }
 
 fn mark(reference: &mut Reference, key: MarkKey, t: u64, now: u64) {
-    let until = t.max(now) + MAX_LIFETIME + LEEWAY + SKEW;
-    // A watermark covers `iat` up to `skew` past the time given (issuers' clocks).
+    // A watermark covers `iat` up to `skew` past the time given (issuers' clocks),
+    // and lives from there.
     let covered = t + SKEW;
+    let until = covered.max(now) + MAX_LIFETIME + LEEWAY + SKEW;
     let e = reference.marks.entry(key).or_insert((covered, until));
     e.0 = e.0.max(covered);
     e.1 = e.1.max(until);

@@ -462,12 +462,15 @@ impl Inner {
             .is_ok()
     }
 
-    /// How long a subscription may go without hearing one of our own heartbeats that
-    /// Redis took before it counts as dead: a connection whose peer vanished without
-    /// a reset (a failover that moved the address, a lost conntrack entry) stays open
-    /// and silent, since a subscriber never writes.
-    fn silence_bound(&self) -> Duration {
-        (self.settings.heartbeat * 10).max(self.settings.timeout * 3)
+    /// How long a subscription may stay silent after Redis took a heartbeat of ours
+    /// (counted from the first such heartbeat not followed by any message) before it
+    /// counts as dead: a connection whose peer vanished without a reset (a failover
+    /// that moved the address, a lost conntrack entry) stays open and silent, since a
+    /// subscriber never writes. Doubles with each silent restart in a row (up to 32
+    /// times), so a node that never hears us is not resynced every few seconds.
+    fn silence_bound(&self, silent_restarts: u32) -> Duration {
+        let base = (self.settings.heartbeat * 10).max(self.settings.timeout * 3);
+        base * (1 << silent_restarts.min(5))
     }
 
     pub(super) async fn subscribe(&self) -> RedisResult<redis::aio::PubSub> {
@@ -532,6 +535,7 @@ async fn finished(job: &mut Option<Job>) -> Result<Synced, String> {
 /// the same state.
 pub(super) async fn replicate(inner: Arc<Inner>) {
     let mut backoff = Duration::from_millis(50);
+    let mut silent_restarts = 0;
     loop {
         let subscribed = inner
             .subscribe()
@@ -560,24 +564,28 @@ pub(super) async fn replicate(inner: Arc<Inner>) {
         let mut resync = tokio::time::interval(inner.settings.resync_every);
         resync.reset();
         let mut open_seen = inner.local.stats.stale_allowed.load(Ordering::Relaxed);
-        let mut last_heard = tokio::time::Instant::now();
+        // Since when Redis has taken a heartbeat of ours and nothing came back.
+        let mut unheard_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => match inner.apply_message(msg.get_payload_bytes()) {
-                        Msg::Heard(h) if caught_up => {
-                            last_heard = tokio::time::Instant::now();
-                            inner.confirm_heartbeat(h);
+                    Some(msg) => {
+                        unheard_since = None;
+                        match inner.apply_message(msg.get_payload_bytes()) {
+                            Msg::Heard(h) if caught_up => {
+                                silent_restarts = 0;
+                                inner.confirm_heartbeat(h);
+                            }
+                            Msg::Heard(h) => {
+                                silent_restarts = 0;
+                                heard = heard.max(Some(h));
+                            }
+                            // Before the catch-up, a relayed record published before we
+                            // subscribed may not be applied yet: the next ack will do.
+                            Msg::Region(i, sent) if caught_up => inner.confirm_region(i, sent),
+                            Msg::Region(..) | Msg::Other => {}
                         }
-                        Msg::Heard(h) => {
-                            last_heard = tokio::time::Instant::now();
-                            heard = heard.max(Some(h));
-                        }
-                        // Before the catch-up, a relayed record published before we
-                        // subscribed may not be applied yet: the next ack will do.
-                        Msg::Region(i, sent) if caught_up => inner.confirm_region(i, sent),
-                        Msg::Region(..) | Msg::Other => {}
-                    },
+                    }
                     None => {
                         tracing::warn!("revocation subscription lost; resubscribing and resyncing");
                         break;
@@ -588,11 +596,15 @@ pub(super) async fn replicate(inner: Arc<Inner>) {
                         .heartbeat()
                         .instrument(tracing::trace_span!("token_blacklist.heartbeat"))
                         .await;
-                    if published && last_heard.elapsed() > inner.silence_bound() {
-                        tracing::warn!(
-                            "revocation subscription hears none of our heartbeats; resubscribing and resyncing"
-                        );
-                        break;
+                    if published {
+                        let since = *unheard_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() > inner.silence_bound(silent_restarts) {
+                            tracing::warn!(
+                                "revocation subscription silent though Redis took our heartbeats; resubscribing and resyncing"
+                            );
+                            silent_restarts += 1;
+                            break;
+                        }
                     }
                     inner.release_markers().await;
                     if job.is_none() && !inner.is_settled() && inner.quiet().await {

@@ -1058,3 +1058,34 @@ async fn a_subscription_that_went_silent_is_replaced() {
     })
     .await;
 }
+
+/// A Redis that stalls for longer than the silence bound (here every client paused for
+/// 4 s; a fork for a snapshot, a network blip) with the subscription alive is not a
+/// dead subscription: the first heartbeat Redis takes afterwards comes back, and the
+/// replica neither resubscribes nor starts a full resync. Measuring the silence from
+/// the last heartbeat heard made every replica resync at once after such a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_with_the_subscription_alive_is_not_taken_for_silence() {
+    let server = RedisServer::start();
+    let replica = builder()
+        .timeout(Duration::from_secs(1))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    wait_until("settled", || replica.freshness().is_some()).await;
+    let resyncs = replica.stats().resyncs;
+    let reply = server.command(&["CLIENT", "PAUSE", "4000", "ALL"]).unwrap();
+    assert_eq!(reply.text(), "OK");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_until("fresh again", || {
+        replica
+            .freshness()
+            .is_some_and(|f| f < Duration::from_secs(1))
+    })
+    .await;
+    assert_eq!(
+        replica.stats().resyncs,
+        resyncs,
+        "no resync after the stall"
+    );
+}
