@@ -532,9 +532,10 @@ impl Engine {
         Some(d)
     }
 
-    /// The index of the playbook a step cites (steps share the engine's names).
+    /// The index of the playbook a step cites, by name (names are unique; a decision
+    /// restored from a `State` holds its own copy of the name).
     fn playbook_index(&self, playbook: Option<&Arc<str>>) -> Option<usize> {
-        playbook.and_then(|p| self.names.iter().position(|n| Arc::ptr_eq(n, p)))
+        playbook.and_then(|p| self.names.iter().position(|n| **n == **p))
     }
 
     /// A ban counted when `step` was planned that is not this engine's after all

@@ -490,9 +490,15 @@ impl Engine {
         };
         d.awaiting_approval = None;
         d.active_until = now.saturating_add(window);
+        // The block's own rule: `failed` and `taken_elsewhere` un-count its ban by it.
+        let block_rule = if matches!(d.action, Action::BlockIp { .. }) {
+            self.approved_block_rule(d.playbook.as_deref())
+        } else {
+            None
+        };
         let step = Step {
             playbook: d.playbook.clone(),
-            rule: 0,
+            rule: block_rule.map_or(0, |(_, rule)| rule),
             action: d.action.clone(),
             target: d.target.clone(),
             verdict: if d.dry_run {
@@ -510,8 +516,7 @@ impl Engine {
         let th = self.hasher.hash_one(&d.target);
         // The ban is in force from now: it counts toward escalation now.
         if !d.dry_run
-            && matches!(d.action, Action::BlockIp { .. })
-            && let Some((pi, rule)) = self.approved_block_rule(d.playbook.as_deref())
+            && let Some((pi, rule)) = block_rule
         {
             self.record_offence(pi, rule, (&d.target, th), now);
         }

@@ -1169,3 +1169,44 @@ severity = "critical"
     assert_eq!(expired, vec![(0, false, false), (1, false, true)]);
     assert!(r.expire(at(902)).is_empty());
 }
+
+/// An approved ban that failed is un-counted like any other failed ban, also when the
+/// block is not the playbook's first action and when the decision came back from a
+/// saved `State` (its playbook name is another copy): it was counted at approval by
+/// its real rule and by name, and un-counted by rule 0 and by pointer.
+#[test]
+fn a_failed_approved_ban_is_not_counted() {
+    let def = || {
+        Definition::from_toml(
+            "t",
+            r#"
+[[playbook]]
+name = "bf"
+kinds = ["brute_force"]
+subject = "ip"
+cooldown = "5m"
+[[playbook.action]]
+type = "notify"
+[[playbook.action]]
+type = "block_ip"
+duration = "15m"
+escalation = { factor = 2, max = "1d", decay_after = "7d" }
+approval = "10m"
+"#,
+        )
+        .unwrap()
+    };
+    for restored in [false, true] {
+        let mut e = Engine::new(def());
+        let p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+        let id = p.steps[1].decision.unwrap();
+        if restored {
+            e = Engine::restore(def(), e.state());
+        }
+        let approved = e.approve(id, at(10)).unwrap();
+        let target = approved.steps[0].target.clone();
+        assert_eq!(e.ban_history(&target, at(11)).map(|h| h.count), Some(1));
+        assert!(e.failed(&approved, id, at(70)).is_some());
+        assert_eq!(e.ban_history(&target, at(71)), None, "restored: {restored}");
+    }
+}
