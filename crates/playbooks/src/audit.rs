@@ -184,13 +184,34 @@ impl AuditRecord {
 /// and the last hash: the anchor to keep elsewhere, since dropping the last records is
 /// only detectable against it.
 pub fn verify_audit(log: &str) -> Result<(u64, String), Error> {
+    verify_audit_from(log.as_bytes())
+}
+
+/// The longest audit line [`verify_audit_from`] reads (a record is about 1 KiB).
+pub const MAX_AUDIT_LINE: usize = 1 << 20;
+
+/// [`verify_audit`] over a reader, a line at a time: a log of any size is checked in
+/// the memory of one line (lines over [`MAX_AUDIT_LINE`] are refused).
+pub fn verify_audit_from(mut log: impl std::io::BufRead) -> Result<(u64, String), Error> {
+    use std::io::{BufRead, Read};
     let mut prev = AUDIT_GENESIS.to_owned();
     let mut n = 0u64;
-    for (i, line) in log.lines().enumerate() {
-        let bad = |reason: String| Error::Audit {
-            line: i + 1,
-            reason,
-        };
+    let mut buf = Vec::new();
+    for i in 1.. {
+        buf.clear();
+        let read = (&mut log)
+            .take(MAX_AUDIT_LINE as u64 + 2)
+            .read_until(b'\n', &mut buf)?;
+        if read == 0 {
+            break;
+        }
+        let bad = |reason: String| Error::Audit { line: i, reason };
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > MAX_AUDIT_LINE {
+            return Err(bad(format!("longer than {MAX_AUDIT_LINE} bytes")));
+        }
+        let line = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
         let rec = AuditRecord::from_line(line.as_bytes()).map_err(|e| bad(e.to_string()))?;
         if rec.seq != n {
             return Err(bad(format!(

@@ -15,7 +15,7 @@ mod stats;
 
 pub use audit::{
     AUDIT_GENESIS, AUDIT_OCSF_VERSION, AuditDetails, AuditLog, AuditMetadata, AuditProduct,
-    AuditRecord, verify_audit,
+    AuditRecord, MAX_AUDIT_LINE, verify_audit, verify_audit_from,
 };
 pub use definition::{
     ActionDef, AllowlistDef, DEFAULT_PLAYBOOKS, Definition, EngineSettings, Escalation, GroupBy,

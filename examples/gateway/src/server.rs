@@ -14,7 +14,7 @@ use palisade_device_fp::rustls;
 use palisade_device_fp::rustls::pki_types::pem::PemObject;
 use palisade_device_fp::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use palisade_device_fp::{Ja4Acceptor, Ja4ConnectInfo, Ja4Listener};
-use palisade_playbooks::{AuditLog, Definition, Engine, verify_audit};
+use palisade_playbooks::{AuditLog, Definition, Engine, verify_audit_from};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
@@ -220,44 +220,61 @@ impl Running {
 }
 
 /// The playbooks' audit log, continued where the last run left it: its chain verified
-/// and resumed (a new `AuditLog` on the old file restarted the chain at 0, and the file
-/// never verified again after a restart). A file that does not verify (a crash in the
-/// middle of a write, a failed write, an edit) is moved aside as
-/// `audit.jsonl.<unix seconds>.unverified`, kept as evidence, and a new chain starts:
-/// appending to it would leave every later record unverifiable too.
+/// (a line at a time, whatever the file's size) and resumed (a new `AuditLog` on the
+/// old file restarted the chain at 0, and the file never verified again after a
+/// restart). A last record that lost only its newline gets it back before anything is
+/// appended. A file that does not verify (a crash in the middle of a write, a failed
+/// write, an edit) is moved aside as `audit.jsonl.<unix seconds>[.<n>].unverified`,
+/// kept as evidence, and a new chain starts: appending to it would leave every later
+/// record unverifiable too.
 fn open_audit(path: &Path, now: Timestamp) -> Result<AuditLog<std::fs::File>, StartError> {
-    let anchor = match std::fs::read(path) {
-        Ok(bytes) => {
-            let verified = String::from_utf8(bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|text| verify_audit(&text).map_err(|e| e.to_string()));
-            match verified {
-                Ok(anchor) => Some(anchor),
-                Err(e) => {
-                    let aside =
-                        path.with_extension(format!("jsonl.{}.unverified", now.as_unix_secs()));
-                    tracing::error!(
-                        error = %e,
-                        kept_as = %aside.display(),
-                        "the audit log does not verify; kept aside, a new one starts"
-                    );
-                    std::fs::rename(path, &aside).map_err(part("audit log"))?;
-                    None
-                }
+    use std::io::{Seek, SeekFrom, Write};
+    let anchor = match std::fs::File::open(path) {
+        Ok(file) => match verify_audit_from(std::io::BufReader::new(file)) {
+            Ok(anchor) => Some(anchor),
+            Err(e) => {
+                let aside = (0..)
+                    .map(|n| {
+                        let n = if n == 0 {
+                            String::new()
+                        } else {
+                            format!(".{n}")
+                        };
+                        path.with_extension(format!("jsonl.{}{n}.unverified", now.as_unix_secs()))
+                    })
+                    .find(|p| !p.exists())
+                    .unwrap_or_else(|| unreachable!("an unbounded range"));
+                tracing::error!(
+                    error = %e,
+                    kept_as = %aside.display(),
+                    "the audit log does not verify; kept aside, a new one starts"
+                );
+                std::fs::rename(path, &aside).map_err(part("audit log"))?;
+                None
             }
-        }
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(part("audit log")(e)),
     };
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)
         .map_err(part("audit log"))?;
-    Ok(match anchor {
-        Some((count, last_hash)) => AuditLog::resume(file, count, last_hash),
-        None => AuditLog::new(file),
-    })
+    let Some((count, last_hash)) = anchor else {
+        return Ok(AuditLog::new(file));
+    };
+    if count > 0 {
+        let mut last = [0u8];
+        file.seek(SeekFrom::End(-1))
+            .and_then(|_| std::io::Read::read_exact(&mut file, &mut last))
+            .map_err(part("audit log"))?;
+        if last != *b"\n" {
+            file.write_all(b"\n").map_err(part("audit log"))?;
+        }
+    }
+    Ok(AuditLog::resume(file, count, last_hash))
 }
 
 /// Starts the gateway on `config.listen` (port 0 picks a free one).

@@ -1363,23 +1363,47 @@ async fn the_audit_log_stays_one_verifiable_chain_across_restarts() {
     assert_eq!(count as usize, text.lines().count());
     assert!(count as usize >= second);
 
-    // A torn last line (a crash in the middle of a write): kept aside, a new chain.
-    std::fs::write(&path, format!("{text}{{\"seq\":")).unwrap();
+    // A last record that lost only its newline: still one chain, the next record on
+    // a line of its own.
+    std::fs::write(&path, text.trim_end()).unwrap();
     let gw = run().await.unwrap();
-    attack(&gw, "after-a-torn-write", "198.51.100.9").await;
-    audited_more_than(0).await;
+    attack(&gw, "after-a-lost-newline", "198.51.100.10").await;
+    audited_more_than(text.lines().count()).await;
     gw.shutdown().await;
-    let fresh = std::fs::read_to_string(&path).unwrap();
-    assert!(palisade_playbooks::verify_audit(&fresh).is_ok(), "{fresh}");
-    let aside: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("audit.jsonl.") && n.ends_with(".unverified"))
-        .collect();
-    assert_eq!(aside.len(), 1, "{aside:?}");
-    let kept = std::fs::read_to_string(dir.path().join(&aside[0])).unwrap();
-    assert!(
-        kept.starts_with(&text),
-        "the unverifiable file is kept whole"
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        palisade_playbooks::verify_audit(&text).unwrap().0 as usize,
+        text.lines().count()
     );
+
+    // A torn last line (a crash in the middle of a write): kept aside, a new chain;
+    // twice within one second, two files kept.
+    let aside = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("audit.jsonl.") && n.ends_with(".unverified"))
+            .collect();
+        names.sort();
+        names
+    };
+    for (round, ip) in [(1, "198.51.100.9"), (2, "198.51.100.11")] {
+        let before = std::fs::read_to_string(&path).unwrap();
+        let kept_before = aside();
+        std::fs::write(&path, format!("{before}{{\"seq\":")).unwrap();
+        let gw = run().await.unwrap();
+        attack(&gw, &format!("after-a-torn-write-{round}"), ip).await;
+        audited_more_than(0).await;
+        gw.shutdown().await;
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert!(palisade_playbooks::verify_audit(&fresh).is_ok(), "{fresh}");
+        let kept = aside();
+        assert_eq!(kept.len(), round, "{kept:?}");
+        let new = kept.iter().find(|n| !kept_before.contains(n)).unwrap();
+        let newest = std::fs::read_to_string(dir.path().join(new)).unwrap();
+        assert!(
+            newest.starts_with(&before),
+            "the unverifiable file is kept whole"
+        );
+    }
 }

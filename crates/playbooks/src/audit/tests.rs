@@ -197,3 +197,26 @@ fn a_failed_write_stops_the_log_until_it_is_repaired() {
     let all = String::from_utf8(log.get_ref().clone()).unwrap();
     assert_eq!(verify_audit(&all).unwrap().0, 3);
 }
+
+/// The reader form gives what the string form gives, a line at a time (a log of any
+/// size in the memory of one line), and refuses a line no record could fill.
+#[test]
+fn verify_from_a_reader_agrees_with_verify_and_bounds_a_line() {
+    let text = log();
+    let whole = verify_audit(&text).unwrap();
+    assert!(whole.0 > 1);
+    let small_buffer = std::io::BufReader::with_capacity(7, text.as_bytes());
+    assert_eq!(verify_audit_from(small_buffer).unwrap(), whole);
+    // The same with CRLF line ends, which `str::lines` also accepts.
+    let crlf = text.replace('\n', "\r\n");
+    assert_eq!(verify_audit_from(crlf.as_bytes()).unwrap(), whole);
+    let too_long = format!("{text}{}\n", "x".repeat(MAX_AUDIT_LINE + 1)).into_bytes();
+    let not_utf8 = [text.as_bytes(), b"\x80\n"].concat();
+    for bytes in [too_long, not_utf8] {
+        let lines = text.lines().count();
+        match verify_audit_from(bytes.as_slice()) {
+            Err(Error::Audit { line, .. }) => assert_eq!(line, lines + 1),
+            other => panic!("{other:?}"),
+        }
+    }
+}
