@@ -81,8 +81,9 @@ pub enum Error {
         status: u16,
     },
     /// The receiver answered `429` with a `Retry-After` longer than the policy's
-    /// `max_retry_after`: not retried (core-traits `Refused`), so neither the
-    /// notifier nor the executor knocks again before the receiver asked.
+    /// `max_retry_after`: not retried (core-traits `Refused`), neither by the
+    /// notifier nor by the executor. A caller that plans the action again after
+    /// `Engine::failed` decides when: `retry_after` is the receiver's wish.
     #[error(
         "notifier {endpoint}: HTTP 429 asking to wait {retry_after:?}, longer than the {max:?} allowed; not retried"
     )]
