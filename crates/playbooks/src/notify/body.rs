@@ -30,20 +30,14 @@ fn slack_escape(s: &str) -> String {
 /// code span, escaped: no formatting applies inside it, a backtick (which would close
 /// it) becomes U+02CB `ˋ` and a line break (which would end it) a space.
 fn slack_code(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('`');
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '`' => out.push('\u{2cb}'),
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out.push('`');
-    out
+    let plain: String = (s.chars())
+        .map(|c| match c {
+            '`' => '\u{2cb}',
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => ' ',
+            c => c,
+        })
+        .collect();
+    format!("`{}`", slack_escape(&plain))
 }
 
 /// A mrkdwn text object that Slack shows as sent: `verbatim` turns off its automatic
