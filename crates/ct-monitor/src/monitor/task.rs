@@ -311,8 +311,7 @@ impl LogTask {
         // final head contradicts: the log showed us a tree its final head disowns.
         if let Some((size, root)) = self.cfg.final_tree_head
             && let Some(trusted) = self.verifier.as_ref().and_then(LogVerifier::trusted)
-            && (trusted.tree_size > size
-                || (trusted.tree_size == size && trusted.root_hash != root))
+            && past_final(trusted, size, root)
         {
             return Err(self.contradicts_final(trusted.clone(), size, root).into());
         }
@@ -331,7 +330,7 @@ impl LogTask {
             .into());
         }
         if let Some((size, root)) = self.cfg.final_tree_head
-            && (sth.tree_size > size || (sth.tree_size == size && sth.root_hash != root))
+            && past_final(&sth, size, root)
         {
             return Err(self.contradicts_final(sth, size, root).into());
         }
@@ -677,6 +676,12 @@ impl LogTask {
         tracing::info!(index, kind, "alert emitted");
         self.shared.counters.alert(&self.cfg.name, kind);
     }
+}
+
+/// Whether `head` contradicts a read-only log's final tree head `(size, root)`:
+/// larger, or of its size with another root.
+fn past_final(head: &SignedTreeHead, size: u64, root: Hash) -> bool {
+    head.tree_size > size || (head.tree_size == size && head.root_hash != root)
 }
 
 /// Lets a stop, a drop, or another log's task in between two entries of a batch:
