@@ -6,6 +6,7 @@
 pub mod activity;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod ct;
 pub mod dashboard;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use palisade_core_traits::{Clock, SecurityEvent, Severity, Timestamp};
 use palisade_playbooks::{
-    Action, ActionKind, AuditLog, BanHistory, Decision, Engine, Executor, Outcome, Plan, Target,
-    Verdict,
+    Action, ActionKind, AuditLog, BanHistory, Decision, Engine, Error as PlaybookError, Executor,
+    Outcome, Plan, Target, Verdict,
 };
 use palisade_token_blacklist::redis;
 use tokio::sync::mpsc;
@@ -367,6 +367,10 @@ pub struct Responder<W: Write> {
     pub executor: Executor,
     /// The hash-chained OCSF audit.
     pub audit: AuditLog<W>,
+    /// Opens the audit again after a failed write, its torn end cut off
+    /// ([`crate::audit::open`]); `None`: a failed write stops the audit.
+    #[allow(clippy::type_complexity)]
+    pub reopen_audit: Option<Box<dyn FnMut() -> std::io::Result<AuditLog<W>> + Send>>,
     /// Groups events into incidents.
     pub correlator: Correlator,
     /// Where operators watch.
@@ -457,9 +461,7 @@ impl<W: Write> Responder<W> {
             }
         }
         self.show_plan(incident.id, &plan, &outcomes, &elsewhere, origin);
-        if let Err(e) = self.audit.record_plan(&plan, &outcomes) {
-            tracing::error!(error = %e, "audit log write failed");
-        }
+        self.audited(|audit| audit.record_plan(&plan, &outcomes));
     }
 
     fn show_plan(
@@ -531,9 +533,33 @@ impl<W: Write> Responder<W> {
             {
                 claims.release(&decision).await;
             }
-            if let Err(e) = self.audit.record_expiry(now, &decision, outcome) {
-                tracing::error!(error = %e, "audit log write failed");
+            self.audited(|audit| audit.record_expiry(now, &decision, outcome.clone()));
+        }
+    }
+
+    /// Writes to the audit; after a failed write, opens it again (cutting off what
+    /// part of a record reached the file) and writes once more. A plan that failed
+    /// after some of its records were written is written again whole: those records
+    /// appear twice (same `command_uid`), where a lost record could not be told.
+    fn audited(&mut self, write: impl Fn(&mut AuditLog<W>) -> Result<(), PlaybookError>) {
+        let Err(e) = write(&mut self.audit) else {
+            return;
+        };
+        tracing::error!(error = %e, "audit log write failed");
+        let Some(reopen) = &mut self.reopen_audit else {
+            return;
+        };
+        match reopen() {
+            Ok(log) => {
+                self.audit = log;
+                match write(&mut self.audit) {
+                    Ok(()) => tracing::info!("audit log repaired; the record is written"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit log write failed again after its repair")
+                    }
+                }
             }
+            Err(e) => tracing::error!(error = %e, "audit log repair failed"),
         }
     }
 
@@ -638,6 +664,7 @@ mod tests {
                 .build()
                 .unwrap(),
             audit: AuditLog::new(Vec::new()),
+            reopen_audit: None,
             correlator: Correlator::new(crate::incident::WINDOW),
             dashboard: Arc::new(Dashboard::default()),
             clock: clock.clone(),
@@ -658,6 +685,67 @@ mod tests {
         clock.advance(FAILED_RETRY + Duration::from_secs(1));
         responder.handle(brute_force("bf-4", &clock)).await;
         assert_eq!(calls(), 2, "a block that held is not repeated");
+    }
+
+    /// A failed audit write no longer stops the audit until a restart: the file is
+    /// opened again, the part of a record the failed write left is cut off (kept
+    /// aside), and the record is written on the one chain.
+    #[tokio::test]
+    async fn a_failed_audit_write_is_repaired_and_the_record_written() {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // One whole record, then the start of one a failed write left behind.
+        let mut first = AuditLog::new(Vec::new());
+        first
+            .record_expiry(clock.now(), &sample_decision(&clock), None)
+            .unwrap();
+        let whole = String::from_utf8(first.get_ref().clone()).unwrap();
+        std::fs::write(&path, format!("{whole}{{\"seq\":1,\"ti")).unwrap();
+        // The log this process holds cannot write (a read-only handle): every append
+        // fails, as on a full disk.
+        let broken = AuditLog::resume(
+            std::fs::File::open(&path).unwrap(),
+            1,
+            palisade_playbooks::verify_audit(&whole).unwrap().1,
+        );
+        let reopen_path = path.clone();
+        let reopen_clock = clock.clone();
+        let mut responder = Responder {
+            engine: Engine::new(Definition::default_set().unwrap()),
+            executor: Executor::builder()
+                .ip_blocker(Arc::new(Blocker::default()))
+                .build()
+                .unwrap(),
+            audit: broken,
+            reopen_audit: Some(Box::new(move || {
+                crate::audit::open(&reopen_path, reopen_clock.now())
+            })),
+            correlator: Correlator::new(crate::incident::WINDOW),
+            dashboard: Arc::new(Dashboard::default()),
+            clock: clock.clone(),
+            claims: None,
+        };
+        responder.handle(brute_force("bf-1", &clock)).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (count, _) = palisade_playbooks::verify_audit(&text).unwrap();
+        assert!(count >= 2, "{text}");
+        assert!(
+            text.starts_with(&whole),
+            "the chain goes on from the whole record"
+        );
+        assert!(text.contains("198.51.100.7"), "{text}");
+        let torn = dir
+            .path()
+            .join(format!("audit.jsonl.{}.torn", clock.now().as_unix_secs()));
+        assert_eq!(std::fs::read_to_string(torn).unwrap(), "{\"seq\":1,\"ti");
+    }
+
+    /// A decision to write an expiry record about.
+    fn sample_decision(clock: &ManualClock) -> Decision {
+        let mut engine = Engine::new(Definition::default_set().unwrap());
+        engine.evaluate(&brute_force("sample", clock), clock.now());
+        engine.active_blocks().next().unwrap().clone()
     }
 
     #[test]

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get, post};
-use palisade_core_traits::{Clock, Timestamp};
+use palisade_core_traits::Clock;
 use palisade_device_fp::rustls;
 use palisade_device_fp::rustls::pki_types::pem::PemObject;
 use palisade_device_fp::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use palisade_device_fp::{Ja4Acceptor, Ja4ConnectInfo, Ja4Listener};
-use palisade_playbooks::{AuditLog, Definition, Engine, verify_audit_from};
+use palisade_playbooks::{Definition, Engine};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
@@ -219,64 +219,6 @@ impl Running {
     }
 }
 
-/// The playbooks' audit log, continued where the last run left it: its chain verified
-/// (a line at a time, whatever the file's size) and resumed (a new `AuditLog` on the
-/// old file restarted the chain at 0, and the file never verified again after a
-/// restart). A last record that lost only its newline gets it back before anything is
-/// appended. A file that does not verify (a crash in the middle of a write, a failed
-/// write, an edit) is moved aside as `audit.jsonl.<unix seconds>[.<n>].unverified`,
-/// kept as evidence, and a new chain starts: appending to it would leave every later
-/// record unverifiable too.
-fn open_audit(path: &Path, now: Timestamp) -> Result<AuditLog<std::fs::File>, StartError> {
-    use std::io::{Seek, SeekFrom, Write};
-    let anchor = match std::fs::File::open(path) {
-        Ok(file) => match verify_audit_from(std::io::BufReader::new(file)) {
-            Ok(anchor) => Some(anchor),
-            Err(e) => {
-                let aside = (0..)
-                    .map(|n| {
-                        let n = if n == 0 {
-                            String::new()
-                        } else {
-                            format!(".{n}")
-                        };
-                        path.with_extension(format!("jsonl.{}{n}.unverified", now.as_unix_secs()))
-                    })
-                    .find(|p| !p.exists())
-                    .unwrap_or_else(|| unreachable!("an unbounded range"));
-                tracing::error!(
-                    error = %e,
-                    kept_as = %aside.display(),
-                    "the audit log does not verify; kept aside, a new one starts"
-                );
-                std::fs::rename(path, &aside).map_err(part("audit log"))?;
-                None
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(part("audit log")(e)),
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)
-        .map_err(part("audit log"))?;
-    let Some((count, last_hash)) = anchor else {
-        return Ok(AuditLog::new(file));
-    };
-    if count > 0 {
-        let mut last = [0u8];
-        file.seek(SeekFrom::End(-1))
-            .and_then(|_| std::io::Read::read_exact(&mut file, &mut last))
-            .map_err(part("audit log"))?;
-        if last != *b"\n" {
-            file.write_all(b"\n").map_err(part("audit log"))?;
-        }
-    }
-    Ok(AuditLog::resume(file, count, last_hash))
-}
-
 /// Starts the gateway on `config.listen` (port 0 picks a free one).
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.state_dir).map_err(part("state directory"))?;
@@ -307,11 +249,16 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
         }
         None => Engine::new(def),
     };
-    let audit = open_audit(&state_dir.join("audit.jsonl"), clock.now())?;
+    let audit_path = state_dir.join("audit.jsonl");
+    let audit = crate::audit::open(&audit_path, clock.now()).map_err(part("audit log"))?;
+    let reopen_clock = clock.clone();
     let responder = Responder {
         engine,
         executor: gw.executor()?,
         audit,
+        reopen_audit: Some(Box::new(move || {
+            crate::audit::open(&audit_path, reopen_clock.now())
+        })),
         correlator: match gw.incident_ids.clone() {
             None => Correlator::new(incident::WINDOW),
             Some(ids) => Correlator::fleet(incident::WINDOW, ids),

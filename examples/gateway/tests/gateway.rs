@@ -1312,8 +1312,9 @@ async fn the_operator_form_is_stepped_up_reported_and_ended_like_a_login() {
 }
 
 /// The playbooks' audit log goes on across restarts as one chain: a restart resumes it
-/// (it began a second chain at 0 in the same file, which then never verified). A file
-/// that does not verify is kept aside and a new chain starts.
+/// (it began a second chain at 0 in the same file, which then never verified). A torn
+/// last record is cut off (kept aside) and the chain goes on; a file that does not
+/// verify otherwise is kept aside and a new chain starts.
 #[tokio::test]
 async fn the_audit_log_stays_one_verifiable_chain_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -1376,34 +1377,57 @@ async fn the_audit_log_stays_one_verifiable_chain_across_restarts() {
         text.lines().count()
     );
 
-    // A torn last line (a crash in the middle of a write): kept aside, a new chain;
-    // twice within one second, two files kept.
-    let aside = || -> Vec<String> {
+    // A torn last line (a crash in the middle of a write): cut off and kept aside,
+    // the chain goes on from the last whole record; twice within one second, two
+    // files kept.
+    let aside = |what: &str| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("audit.jsonl.") && n.ends_with(".unverified"))
+            .filter(|n| n.starts_with("audit.jsonl.") && n.ends_with(what))
             .collect();
         names.sort();
         names
     };
     for (round, ip) in [(1, "198.51.100.9"), (2, "198.51.100.11")] {
         let before = std::fs::read_to_string(&path).unwrap();
-        let kept_before = aside();
-        std::fs::write(&path, format!("{before}{{\"seq\":")).unwrap();
+        let kept_before = aside(".torn");
+        let torn = format!("{{\"seq\":{round}");
+        std::fs::write(&path, format!("{before}{torn}")).unwrap();
         let gw = run().await.unwrap();
         attack(&gw, &format!("after-a-torn-write-{round}"), ip).await;
-        audited_more_than(0).await;
+        audited_more_than(before.lines().count()).await;
         gw.shutdown().await;
-        let fresh = std::fs::read_to_string(&path).unwrap();
-        assert!(palisade_playbooks::verify_audit(&fresh).is_ok(), "{fresh}");
-        let kept = aside();
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.starts_with(&before), "the chain goes on");
+        assert_eq!(
+            palisade_playbooks::verify_audit(&after).unwrap().0 as usize,
+            after.lines().count()
+        );
+        let kept = aside(".torn");
         assert_eq!(kept.len(), round, "{kept:?}");
         let new = kept.iter().find(|n| !kept_before.contains(n)).unwrap();
-        let newest = std::fs::read_to_string(dir.path().join(new)).unwrap();
-        assert!(
-            newest.starts_with(&before),
-            "the unverifiable file is kept whole"
-        );
+        assert_eq!(std::fs::read_to_string(dir.path().join(new)).unwrap(), torn);
     }
+    assert!(aside(".unverified").is_empty());
+
+    // An edited record (a whole line that does not verify): the file is kept aside
+    // whole and a new chain starts.
+    let before = std::fs::read_to_string(&path).unwrap();
+    let edited = before.replacen("198.51.100.7", "198.51.100.6", 1);
+    assert_ne!(edited, before);
+    std::fs::write(&path, &edited).unwrap();
+    let gw = run().await.unwrap();
+    attack(&gw, "after-an-edit", "198.51.100.12").await;
+    audited_more_than(0).await;
+    gw.shutdown().await;
+    let fresh = std::fs::read_to_string(&path).unwrap();
+    assert!(fresh.starts_with("{\"seq\":0,"), "{fresh}");
+    assert!(palisade_playbooks::verify_audit(&fresh).is_ok());
+    let kept = aside(".unverified");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&kept[0])).unwrap(),
+        edited
+    );
 }
