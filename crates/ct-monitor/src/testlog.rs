@@ -84,6 +84,10 @@ pub struct Faults {
     /// Make `get-entries` answers holding entry `.0` larger by `.1` bytes, as a
     /// huge precertificate would (an extra JSON field; the entry is unchanged).
     pub large_entry: Option<(u64, usize)>,
+    /// Serve another entry (the one before it; entry 1 for entry 0) in place of
+    /// this one, in `get-entries` and data tiles, while the tree, its heads and
+    /// its proofs stay right: a CDN or replica serving a wrong object.
+    pub wrong_entry: Option<u64>,
 }
 
 /// One request as it arrived.
@@ -243,6 +247,14 @@ fn bad_setup(e: impl std::fmt::Display) -> Error {
 }
 
 impl Inner {
+    /// The entry served at `index` (see [`Faults::wrong_entry`]).
+    fn served(&self, index: usize) -> &Entry {
+        match self.faults.wrong_entry {
+            Some(w) if w == index as u64 => &self.entries[index.checked_sub(1).unwrap_or(1)],
+            _ => &self.entries[index],
+        }
+    }
+
     fn sign(&mut self) -> Result<(), Error> {
         self.sign_size(self.size)
     }
@@ -404,10 +416,9 @@ fn rfc6962(st: &Inner, uri: &Uri) -> Response {
             if st.faults.max_entries > 0 {
                 end = end.min(start + st.faults.max_entries as u64 - 1);
             }
-            let entries: Vec<serde_json::Value> = st.entries[start as usize..=end as usize]
-                .iter()
-                .zip(start..)
-                .map(|(e, index)| {
+            let entries: Vec<serde_json::Value> = (start..=end)
+                .map(|index| {
+                    let e = st.served(index as usize);
                     let mut entry = serde_json::json!({
                         "leaf_input": STANDARD.encode(&e.rfc_leaf_input),
                         "extra_data": STANDARD.encode(&e.rfc_extra_data),
@@ -478,8 +489,8 @@ fn static_ct(st: &Inner, path: &str) -> Response {
     match level {
         None => {
             let mut raw = Vec::new();
-            for entry in &st.entries[s..e] {
-                raw.extend_from_slice(&entry.tile_leaf);
+            for i in s..e {
+                raw.extend_from_slice(&st.served(i).tile_leaf);
             }
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             let body = gz
