@@ -1,7 +1,8 @@
-//! Persisting a log's progress: the trusted tree head and the compact range of
-//! the leaves read so far (confirmed by a signed root only once the range reaches
-//! the head's size). [`FileStateStore`] writes a temporary file, syncs it, renames it over the
-//! old one and syncs the directory, so after a crash the file holds either the old
+//! Persisting a log's progress: the trusted tree head, the compact range of the
+//! leaves read so far (confirmed by a signed root only once the range reaches
+//! the head's size) and the last range a signed root confirmed.
+//! [`FileStateStore`] writes a temporary file, syncs it, renames it over the old
+//! one and syncs the directory, so after a crash the file holds either the old
 //! or the new progress, never a torn one. A state file that cannot be read back is
 //! an error, never "no state": silently starting again from zero would repeat
 //! every event.
@@ -26,7 +27,7 @@ use crate::sth::{DigitallySigned, SignedTreeHead};
 /// What a monitor must remember about one log: its persisted state. Serialised
 /// with serde as versioned JSON (hashes and the signature in base64), the format of
 /// [`FileStateStore`]'s files; deserialising checks the shape (version, hash
-/// lengths, a range not ahead of its head), and [`crate::LogVerifierBuilder::state`]
+/// lengths, ranges not ahead of their head), and [`crate::LogVerifierBuilder::state`]
 /// checks the head's signature again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "Stored", try_from = "Stored")]
@@ -37,7 +38,16 @@ pub struct State {
     /// `trusted.tree_size` are as the log served them: no signed root has
     /// confirmed them yet; the root check happens when the range reaches that size.
     pub range: CompactRange,
+    /// The last range whose root equalled a trusted head's of its size (never
+    /// ahead of `range`): where reading starts again when the root check fails on
+    /// leaves read before a restart. A version 1 file has none: it loads as the
+    /// empty range (entry 0), and [`crate::LogVerifierBuilder::build`] takes
+    /// `range` instead when that is at the head's size.
+    pub confirmed: CompactRange,
 }
+
+/// The version [`State`] is written in; version 1 (no confirmed range) still loads.
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +59,11 @@ struct Stored {
     signature: String,
     range_size: u64,
     range_hashes: Vec<String>,
+    // Version 2 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    confirmed_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    confirmed_hashes: Option<Vec<String>>,
 }
 
 fn bad(reason: impl Into<String>) -> Error {
@@ -66,21 +81,27 @@ fn hash(s: &str) -> Result<Hash, Error> {
         .ok_or_else(|| bad(format!("{s:?} is not base64 of 32 bytes")))
 }
 
+fn range(size: u64, hashes: &[String]) -> Result<CompactRange, Error> {
+    let hashes = hashes.iter().map(|h| hash(h)).collect::<Result<_, _>>()?;
+    CompactRange::from_parts(size, hashes)
+}
+
+fn encode(range: &CompactRange) -> Vec<String> {
+    range.hashes().iter().map(|h| STANDARD.encode(h)).collect()
+}
+
 impl From<State> for Stored {
     fn from(state: State) -> Self {
         Self {
-            version: 1,
+            version: VERSION,
             tree_size: state.trusted.tree_size,
             timestamp: state.trusted.timestamp,
             root_hash: STANDARD.encode(state.trusted.root_hash),
             signature: STANDARD.encode(state.trusted.signature.to_tls()),
             range_size: state.range.size(),
-            range_hashes: state
-                .range
-                .hashes()
-                .iter()
-                .map(|h| STANDARD.encode(h))
-                .collect(),
+            range_hashes: encode(&state.range),
+            confirmed_size: Some(state.confirmed.size()),
+            confirmed_hashes: Some(encode(&state.confirmed)),
         }
     }
 }
@@ -89,9 +110,16 @@ impl TryFrom<Stored> for State {
     type Error = Error;
 
     fn try_from(s: Stored) -> Result<Self, Error> {
-        if s.version != 1 {
-            return Err(bad(format!("unknown version {}", s.version)));
-        }
+        let confirmed = match (s.version, s.confirmed_size, &s.confirmed_hashes) {
+            // Nothing was confirmed on record: the empty range is (by every head).
+            (1, None, None) => CompactRange::new(),
+            (VERSION, Some(size), Some(hashes)) => range(size, hashes)?,
+            (1, ..) => return Err(bad("version 1 has no confirmed range")),
+            (VERSION, ..) => {
+                return Err(bad("version 2 needs confirmed_size and confirmed_hashes"));
+            }
+            (v, ..) => return Err(bad(format!("unknown version {v}"))),
+        };
         let signature = STANDARD
             .decode(&s.signature)
             .map_err(|e| bad(format!("signature: {e}")))?;
@@ -101,16 +129,18 @@ impl TryFrom<Stored> for State {
             root_hash: hash(&s.root_hash)?,
             signature: DigitallySigned::from_tls(&signature)?,
         };
-        let hashes = s
-            .range_hashes
-            .iter()
-            .map(|h| hash(h))
-            .collect::<Result<Vec<_>, _>>()?;
-        let range = CompactRange::from_parts(s.range_size, hashes)?;
+        let range = range(s.range_size, &s.range_hashes)?;
         if range.size() > trusted.tree_size {
             return Err(bad("range is ahead of the trusted tree head"));
         }
-        Ok(Self { trusted, range })
+        if confirmed.size() > range.size() {
+            return Err(bad("confirmed range is ahead of the range read"));
+        }
+        Ok(Self {
+            trusted,
+            range,
+            confirmed,
+        })
     }
 }
 

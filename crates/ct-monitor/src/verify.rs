@@ -1,7 +1,7 @@
-//! Per-log verification state: the last trusted tree head and a compact range of
-//! the leaves seen so far. Whatever the log does wrong comes out as a
-//! [`LogMisbehaved`] carrying the signed objects and the proof, and the state
-//! does not advance past it.
+//! Per-log verification state: the last trusted tree head, a compact range of
+//! the leaves seen so far and the last range a signed root confirmed. Whatever
+//! the log does wrong comes out as a [`LogMisbehaved`] carrying the signed
+//! objects and the proof, and the state does not advance past it.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -252,6 +252,11 @@ pub struct LogVerifier {
     /// A (size, root) trusted out of band, checked against the first signed head.
     pinned: Option<(u64, Hash)>,
     range: CompactRange,
+    /// The last range whose root a trusted head of its size confirmed.
+    confirmed: CompactRange,
+    /// `range` holds unconfirmed leaves restored from a saved state: read before
+    /// this run, so a root mismatch over them is no evidence of this run.
+    restored: bool,
 }
 
 /// Configures a [`LogVerifier`] that does not start from nothing: from a pinned tree
@@ -285,9 +290,10 @@ impl LogVerifierBuilder {
     }
 
     /// The verifier. Fails when the state's head does not verify with the key
-    /// ([`Error::BadSignature`]), when its range is ahead of its head
-    /// ([`Error::Malformed`]), when its range reaches the head's size with another
-    /// root ([`Error::BadState`]: the saved state is corrupt), or when both a pin and a state were given
+    /// ([`Error::BadSignature`]), when its range is ahead of its head or its
+    /// confirmed range ahead of its range ([`Error::Malformed`]), when its range
+    /// reaches the head's size with another root ([`Error::BadState`]: the saved
+    /// state is corrupt), or when both a pin and a state were given
     /// ([`Error::InvalidConfig`]: a restored verifier already trusts a head).
     pub fn build(self) -> Result<LogVerifier, Error> {
         let mut v = LogVerifier::new(self.log, self.key);
@@ -305,6 +311,13 @@ impl LogVerifierBuilder {
                         "compact range is ahead of the trusted tree head",
                     ));
                 }
+                if state.confirmed.size() > state.range.size() {
+                    return Err(Error::malformed(
+                        "LogVerifier state",
+                        0,
+                        "confirmed compact range is ahead of the range read",
+                    ));
+                }
                 // The head's signature is the log's; a range that stops at its size
                 // but has another root was damaged here, not by the log.
                 if state.range.size() == state.trusted.tree_size
@@ -318,6 +331,14 @@ impl LogVerifierBuilder {
                         ),
                     });
                 }
+                // At the head's size the range is confirmed (its root was just
+                // checked), whatever the state says (a version 1 file says nothing).
+                v.confirmed = if state.range.size() == state.trusted.tree_size {
+                    state.range.clone()
+                } else {
+                    state.confirmed
+                };
+                v.restored = state.range.size() > v.confirmed.size();
                 v.trusted = Some(state.trusted);
                 v.range = state.range;
                 Ok(v)
@@ -340,6 +361,8 @@ impl LogVerifier {
             trusted: None,
             pinned: None,
             range: CompactRange::new(),
+            confirmed: CompactRange::new(),
+            restored: false,
         }
     }
 
@@ -367,6 +390,7 @@ impl LogVerifier {
         self.trusted.clone().map(|trusted| State {
             trusted,
             range: self.range.clone(),
+            confirmed: self.confirmed.clone(),
         })
     }
 
@@ -379,6 +403,12 @@ impl LogVerifier {
     /// is at the trusted size; short of it, they are as the log served them.
     pub fn range(&self) -> &CompactRange {
         &self.range
+    }
+
+    /// The last range a signed root confirmed: its root equalled the root of a
+    /// trusted head of its size (the empty range when none did yet).
+    pub fn confirmed(&self) -> &CompactRange {
+        &self.confirmed
     }
 
     fn misbehaved(&self, evidence: Misbehaviour) -> Box<LogMisbehaved> {
@@ -530,6 +560,12 @@ impl LogVerifier {
     /// Appends the leaf hashes of the next entries (in log order) and, when the
     /// range reaches the trusted size, compares the recomputed root with it.
     /// Leaves beyond the trusted size are refused until a larger head is trusted.
+    ///
+    /// A root that differs is [`AppendError::Misbehaved`] when every unconfirmed
+    /// leaf was appended since the verifier was built. When some came with a
+    /// restored [`State`] (read in an earlier run, maybe served wrong once and
+    /// right since), it is [`AppendError::ReadAgain`] instead: the range goes back
+    /// to the confirmed one, and a mismatch after that is misbehaviour.
     pub fn append_leaves(
         &mut self,
         leaves: impl IntoIterator<Item = Hash>,
@@ -546,6 +582,20 @@ impl LogVerifier {
             let mut next = self.range.clone();
             next.append(leaf);
             if next.size() == trusted.tree_size && next.root() != trusted.root_hash {
+                if self.restored {
+                    // Not this run's evidence: read the leaves again.
+                    tracing::warn!(
+                        log = %self.log,
+                        tree_size = trusted.tree_size,
+                        from = self.confirmed.size(),
+                        "root mismatch over leaves read before a restart; reading them again"
+                    );
+                    self.restored = false;
+                    self.range = self.confirmed.clone();
+                    return Err(AppendError::ReadAgain {
+                        from: self.range.size(),
+                    });
+                }
                 // Do not advance: the state stays before the leaf that failed
                 // (the leaves before it are unconfirmed, not verified).
                 return Err(AppendError::Misbehaved(self.misbehaved(
@@ -556,6 +606,10 @@ impl LogVerifier {
                 )));
             }
             self.range = next;
+            if self.range.size() == trusted.tree_size {
+                self.confirmed = self.range.clone();
+                self.restored = false;
+            }
         }
         Ok(self.range.size())
     }
@@ -604,4 +658,11 @@ pub enum AppendError {
     },
     /// The log's data contradicts its signed head.
     Misbehaved(Box<LogMisbehaved>),
+    /// The root check failed over leaves restored from a saved state, not all
+    /// read by this verifier: no evidence. The range went back to the confirmed
+    /// one; append the leaves again from `from`.
+    ReadAgain {
+        /// The size of the confirmed range: the index of the next leaf to append.
+        from: u64,
+    },
 }

@@ -1,12 +1,15 @@
 //! Progress survives a restart through the file store, a crash mid-save leaves the
-//! previous state, and a damaged state file is an error rather than a fresh start.
+//! previous state, a damaged state file is an error rather than a fresh start,
+//! and a file written before version 2 (no confirmed range) still loads.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 mod common;
 
+use base64::Engine;
 use common::{TestLog, naive};
 use palisade_ct_monitor::{
-    Error, FileStateStore, LogVerifier, MemoryStateStore, State, StateStore, TreeHeadUpdate,
+    CompactRange, Error, FileStateStore, LogVerifier, MemoryStateStore, State, StateStore,
+    TreeHeadUpdate,
 };
 
 #[test]
@@ -85,10 +88,18 @@ fn damaged_state_is_an_error_not_a_fresh_start() {
     v.append_leaves(l[..3].iter().copied()).unwrap();
     store.save(&id, &v.state().unwrap()).unwrap();
     let good = std::fs::read_to_string(store.path(&id)).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
+    for key in ["confirmed_size", "confirmed_hashes"] {
+        json.as_object_mut().unwrap().remove(key).unwrap();
+    }
+    let without_confirmed = json.to_string();
     for damaged in [
         good[..good.len() / 2].to_string(),
         good.replace("\"range_size\": 3", "\"range_size\": 4"),
-        good.replace("\"version\": 1", "\"version\": 2"),
+        good.replace("\"version\": 2", "\"version\": 3"),
+        // Version 2 without its confirmed range, version 1 with one.
+        without_confirmed,
+        good.replace("\"version\": 2", "\"version\": 1"),
         good.replace("\"range_size\": 3", "\"range_size\": 2000"),
     ] {
         std::fs::write(store.path(&id), &damaged).unwrap();
@@ -124,4 +135,74 @@ fn memory_store_round_trip() {
     let p = v.state().unwrap();
     let json = serde_json::to_string(&p).unwrap();
     assert_eq!(serde_json::from_str::<State>(&json).unwrap(), p);
+}
+
+/// A version 1 file (written before the confirmed range was kept) loads. Its
+/// confirmed range is the empty one (entry 0: nothing on record was confirmed),
+/// unless its range is at the head's size, where the range's root is checked
+/// against the head and the range is the confirmed one. Saved again, it is
+/// version 2 and reads back the same.
+#[test]
+fn a_version_1_state_file_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = TestLog::new();
+    let id = *log.key.log_id();
+    let l = common::navigli_leaf_hashes();
+    let store = FileStateStore::new(dir.path()).unwrap();
+    let head = log.sth(1024, naive::root(&l), 1);
+    for read in [700, 1024] {
+        let mut range = CompactRange::new();
+        for leaf in &l[..read] {
+            range.append(*leaf);
+        }
+        let b64 = |h: &[u8]| base64::engine::general_purpose::STANDARD.encode(h);
+        // The version 1 fields, as the code before version 2 wrote them.
+        let v1 = serde_json::json!({
+            "version": 1,
+            "tree_size": head.tree_size,
+            "timestamp": head.timestamp,
+            "root_hash": b64(&head.root_hash),
+            "signature": b64(&head.signature.to_tls()),
+            "range_size": range.size(),
+            "range_hashes": range.hashes().iter().map(|h| b64(h)).collect::<Vec<_>>(),
+        });
+        std::fs::write(store.path(&id), serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
+        let state = store.load(&id).unwrap().unwrap();
+        assert_eq!((&state.trusted, &state.range), (&head, &range));
+        assert_eq!(state.confirmed, CompactRange::new());
+        let v = LogVerifier::builder("test", log.key.clone())
+            .state(state)
+            .build()
+            .unwrap();
+        let confirmed = if read == 1024 {
+            range.clone()
+        } else {
+            CompactRange::new()
+        };
+        assert_eq!(v.confirmed(), &confirmed, "{read}");
+        assert_eq!(v.range(), &range);
+        store.save(&id, &v.state().unwrap()).unwrap();
+        let text = std::fs::read_to_string(store.path(&id)).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert_eq!(store.load(&id).unwrap(), v.state());
+    }
+}
+
+#[test]
+fn a_confirmed_range_ahead_of_the_range_read_is_refused() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let mut v = LogVerifier::new("test", log.key.clone());
+    v.update_tree_head(log.sth(1024, naive::root(&l), 1), &[])
+        .unwrap();
+    v.append_leaves(l[..3].iter().copied()).unwrap();
+    let mut json = serde_json::to_value(v.state().unwrap()).unwrap();
+    assert_eq!(json["confirmed_size"], 0);
+    json["confirmed_size"] = 4.into();
+    json["confirmed_hashes"] = serde_json::json!([json["range_hashes"][0]]);
+    let err = serde_json::from_value::<State>(json).unwrap_err();
+    assert!(
+        err.to_string().contains("confirmed range is ahead"),
+        "{err}"
+    );
 }

@@ -407,6 +407,7 @@ fn restored_state_whose_range_does_not_give_the_head_root_is_corrupt() {
     let good = State {
         trusted: s512.clone(),
         range: range.clone(),
+        confirmed: range.clone(),
     };
     assert!(
         LogVerifier::builder("t", log.key.clone())
@@ -422,6 +423,7 @@ fn restored_state_whose_range_does_not_give_the_head_root_is_corrupt() {
     let corrupt = State {
         trusted: s512,
         range: other,
+        confirmed: palisade_ct_monitor::CompactRange::new(),
     };
     match LogVerifier::builder("t", log.key.clone())
         .state(corrupt)
@@ -494,36 +496,88 @@ fn a_smaller_head_signed_later_is_a_rollback() {
     );
 }
 
-/// Pins the limitation `docs/ct-monitor.md` documents ("Delivery and the restart
-/// guarantee"): a saved range may hold leaves no signed root has confirmed yet,
-/// so one wrong entry saved before the root check is reported again after a
-/// restart even when the log then serves the right entries. A fix must change
-/// this test and those docs together.
+/// Review finding 4: a wrong leaf saved before the root check (served once by
+/// the log, a CDN or a replica) no longer poisons the state. After a restart, a
+/// root mismatch over leaves read before it sends the verifier back to its last
+/// confirmed range; the right leaves read again pass. A mismatch over leaves all
+/// appended since the verifier was built is misbehaviour, as before. (On the
+/// old code the restarted verifier reported `RootMismatch` and never recovered.)
 #[test]
-fn leaves_saved_before_the_root_check_are_not_confirmed_and_a_wrong_one_stays() {
+fn a_wrong_leaf_saved_before_the_root_check_is_read_again_from_the_confirmed_range() {
     let log = TestLog::new();
     let l = common::navigli_leaf_hashes();
     let mut v = LogVerifier::new("t", log.key.clone());
-    let s1024 = log.sth(1024, naive::root(&l), 1);
-    v.update_tree_head(s1024.clone(), &[]).unwrap();
+    assert_eq!(v.confirmed().size(), 0);
+    v.update_tree_head(log.sth(512, naive::root(&l[..512]), 1), &[])
+        .unwrap();
+    v.append_leaves(l[..512].iter().copied()).unwrap();
+    assert_eq!(v.confirmed(), v.range(), "confirmed by the head of 512");
+    let at_512 = v.state().unwrap();
+    let s1024 = log.sth(1024, naive::root(&l), 2);
+    let proof = naive::proof(512, &l);
+    v.update_tree_head(s1024.clone(), &proof).unwrap();
     let mut served = l.clone();
     served[700] = naive::leaf(b"substituted");
     // Accepted: nothing checks a leaf before the range reaches the trusted size.
     assert_eq!(
-        v.append_leaves(served[..1000].iter().copied()).unwrap(),
+        v.append_leaves(served[512..1000].iter().copied()).unwrap(),
         1000
     );
     let saved = v.state().unwrap();
-    assert_eq!(saved.range.size(), 1000);
-    // Restarted on that state, with the right entries from 1000 on.
-    let mut w = LogVerifier::builder("t", log.key.clone())
-        .state(saved)
+    assert_eq!((saved.range.size(), saved.confirmed.size()), (1000, 512));
+    let restore = || {
+        LogVerifier::builder("t", log.key.clone())
+            .state(saved.clone())
+            .build()
+            .unwrap()
+    };
+
+    // Restarted, and the log serves the right entries from 1000 on: read again
+    // from 512, and the right leaf 700 passes the root check.
+    let mut w = restore();
+    assert_eq!(
+        w.append_leaves(l[1000..].iter().copied()),
+        Err(AppendError::ReadAgain { from: 512 })
+    );
+    assert_eq!((w.range(), w.range().size()), (w.confirmed(), 512));
+    assert_eq!(w.append_leaves(l[512..].iter().copied()).unwrap(), 1024);
+    assert_eq!(w.range().root(), s1024.root_hash);
+    assert_eq!(w.state().unwrap().confirmed.size(), 1024);
+
+    // Restarted, and the log still serves the wrong leaf: read again once, then
+    // the mismatch over this run's leaves is evidence.
+    let mut x = restore();
+    assert_eq!(
+        x.append_leaves(l[1000..].iter().copied()),
+        Err(AppendError::ReadAgain { from: 512 })
+    );
+    let m = misbehaved(x.append_leaves(served[512..].iter().copied()).unwrap_err());
+    assert_eq!(
+        m.evidence,
+        Misbehaviour::RootMismatch {
+            sth: s1024.clone(),
+            computed: naive::root(&served)
+        }
+    );
+    assert_eq!(x.range().size(), 1023, "stops before the last leaf");
+
+    // Restarted from a confirmed range (nothing unconfirmed restored): a wrong
+    // leaf read in this run is evidence at once.
+    let mut y = LogVerifier::builder("t", log.key.clone())
+        .state(at_512)
         .build()
         .unwrap();
-    let m = misbehaved(w.append_leaves(l[1000..].iter().copied()).unwrap_err());
+    y.update_tree_head(s1024.clone(), &proof).unwrap();
+    let m = misbehaved(y.append_leaves(served[512..].iter().copied()).unwrap_err());
+    assert!(matches!(m.evidence, Misbehaviour::RootMismatch { .. }));
+
+    // A confirmed range ahead of the range read is refused.
+    let mut ahead = saved.clone();
+    ahead.confirmed = w.state().unwrap().range;
     assert!(matches!(
-        m.evidence,
-        Misbehaviour::RootMismatch { ref sth, .. } if *sth == s1024
+        LogVerifier::builder("t", log.key.clone())
+            .state(ahead)
+            .build(),
+        Err(Error::Malformed { .. })
     ));
-    assert_eq!(w.range().size(), 1023, "stops before the last leaf");
 }

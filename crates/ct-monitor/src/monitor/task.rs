@@ -508,6 +508,7 @@ impl LogTask {
         }
         let state = State {
             trusted: sth,
+            confirmed: range.clone(),
             range,
         };
         self.verifier = Some(
