@@ -1201,3 +1201,146 @@ async fn a_smaller_head_signed_later_is_a_rollback_and_stops_the_log() {
         }
     }
 }
+
+/// Runs a monitor on `store` that reads and confirms the first 500 entries, then
+/// one that, with the log at 1,024 serving entry 746 in place of 747
+/// (`Faults::wrong_entry`, a CDN or replica serving a wrong object), reads up to
+/// 748 and is shut down before the root check at 1,024 (the alert for 1002 is
+/// never handed over): the saved state holds the wrong leaf and the last
+/// confirmed range (500). The fault stays set.
+async fn poison_the_state(log: &TestLog, store: &dyn Fn() -> Arc<dyn StateStore>) {
+    let mut a = builder(log, store()).spawn().unwrap();
+    until(&mut a, is_ok).await;
+    a.shutdown().await;
+    log.set_size(1024).unwrap();
+    log.set_faults(Faults {
+        wrong_entry: Some(747),
+        ..Faults::default()
+    });
+    let mut b = builder(log, store()).spawn().unwrap();
+    let events = until(&mut b, |e| {
+        matches!(e, Event::Discovered { index: 748, .. })
+    })
+    .await;
+    b.shutdown().await;
+    // The wrong entry hid 747 (static-ct: its `leaf_index` says 746, `Malformed`).
+    assert_eq!(discovered(&events), [748], "{:?}", log.protocol());
+    let saved = store().load(log.key().log_id()).unwrap().unwrap();
+    assert_eq!(saved.trusted.tree_size, 1024);
+    assert!((749..=1002).contains(&saved.range.size()), "{saved:?}");
+}
+
+/// The paths of the requests since the `since`-th that fetched entries.
+fn entries_fetched(log: &TestLog, since: usize) -> Vec<String> {
+    log.requests()[since..]
+        .iter()
+        .map(|r| r.path.clone())
+        .filter(|p| p.contains("get-entries") || p.starts_with("/tile/data/"))
+        .collect()
+}
+
+/// The first fetch of entries from index 500.
+fn fetches_500(path: &str) -> bool {
+    path.contains("start=500&") || path == "/tile/data/001"
+}
+
+/// Review finding 4: a wrong entry saved before the root check no longer poisons
+/// the state. The next monitor, with the log serving the right entries, fails the
+/// root check over leaves read before the restart, reads again from the last
+/// confirmed range (500), passes the check, stays healthy, and alerts on the
+/// right entry 747 that the wrong one hid; 748 is delivered again (at least once
+/// in this case). On the old code it reported `LogMisbehaved` and stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_entry_saved_before_the_root_check_is_read_again_after_a_restart() {
+    for protocol in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            || -> Arc<dyn StateStore> { Arc::new(FileStateStore::new(dir.path()).unwrap()) };
+        let log = TestLog::start(protocol, 500).await.unwrap();
+        poison_the_state(&log, &store).await;
+        log.set_faults(Faults::default());
+        let since = log.requests().len();
+        let mut c = builder(&log, store()).spawn().unwrap();
+        let events = until(&mut c, |e| is_ok(e) || is_misbehaved(e)).await;
+        assert!(is_ok(events.last().unwrap()), "{protocol:?}: {events:#?}");
+        assert!(!events.iter().any(failing), "{protocol:?}: {events:#?}");
+        // 1002 before the root check; 747 and 748 after reading again from 500
+        // (1002 again is a duplicate within this run).
+        assert_eq!(discovered(&events), [1002, 747, 748], "{protocol:?}");
+        assert_eq!(c.stats().duplicates, 1);
+        let fetched = entries_fetched(&log, since);
+        assert!(
+            !fetches_500(&fetched[0]) && fetched.iter().any(|p| fetches_500(p)),
+            "{protocol:?}: {fetched:?}"
+        );
+        // Healthy at the next polls too (no event), and the saved range is the log's.
+        assert!(quiet(&mut c).await.is_err());
+        c.shutdown().await;
+        let saved = store().load(log.key().log_id()).unwrap().unwrap();
+        assert_eq!(saved.range.root(), log.head().root_hash);
+        assert_eq!(saved.range.size(), 1024);
+    }
+}
+
+/// No regression: a log that serves a wrong entry to this run is caught, with
+/// its signed head and the root of what it served as evidence; after a restart
+/// over a poisoned state, a log that still serves the wrong entry is caught once
+/// the entries from the confirmed range were read again in this run. (On the old
+/// code the restarted monitor reported at once, without reading 500.. again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_entry_served_to_this_run_is_misbehaviour() {
+    for protocol in BOTH {
+        let root_mismatch = |events: &[Event]| match events.last() {
+            Some(Event::LogMisbehaved(m)) => match &m.evidence {
+                Misbehaviour::RootMismatch { sth, computed } => (sth.clone(), *computed),
+                e => panic!("{protocol:?}: {e:?}"),
+            },
+            e => panic!("{protocol:?}: {e:?}"),
+        };
+        // One run: the wrong entry is read and checked in it.
+        let log = TestLog::start(protocol, 1024).await.unwrap();
+        log.set_faults(Faults {
+            wrong_entry: Some(747),
+            ..Faults::default()
+        });
+        let mut m = builder(&log, Arc::new(MemoryStateStore::default()))
+            .spawn()
+            .unwrap();
+        let events = until(&mut m, |e| is_ok(e) || is_misbehaved(e)).await;
+        let (sth, computed) = root_mismatch(&events);
+        assert_eq!(sth, log.head());
+        assert_ne!(computed, sth.root_hash);
+        assert!(!discovered(&events).contains(&747));
+        let stop = until(&mut m, |e| matches!(e, Event::Health { .. })).await;
+        assert!(matches!(
+            stop.last(),
+            Some(Event::Health {
+                health: Health::Stopped { .. },
+                ..
+            })
+        ));
+        m.shutdown().await;
+
+        // Restarted over a poisoned state while the log still serves the wrong entry.
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            || -> Arc<dyn StateStore> { Arc::new(FileStateStore::new(dir.path()).unwrap()) };
+        let log = TestLog::start(protocol, 500).await.unwrap();
+        poison_the_state(&log, &store).await;
+        let since = log.requests().len();
+        let mut c = builder(&log, store()).spawn().unwrap();
+        let events = until(&mut c, |e| is_ok(e) || is_misbehaved(e)).await;
+        let (again, again_computed) = root_mismatch(&events);
+        assert_eq!((again, again_computed), (log.head(), computed));
+        assert_eq!(discovered(&events), [1002, 748], "{protocol:?}");
+        assert!(
+            entries_fetched(&log, since).iter().any(|p| fetches_500(p)),
+            "{protocol:?}"
+        );
+        c.shutdown().await;
+        // Never past the failed check: the next restart reads again and reports again.
+        let saved = store().load(log.key().log_id()).unwrap().unwrap();
+        assert_eq!(saved.trusted, log.head());
+        assert!(saved.range.size() < 1024, "{protocol:?}");
+    }
+}

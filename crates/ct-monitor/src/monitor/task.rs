@@ -543,7 +543,9 @@ impl LogTask {
             let (n, mut matches) = (batch.len() as u64, 0);
             for entry in batch {
                 matches += u64::from(matches_an_item(&entry.verdict));
-                self.process(entry).await?;
+                if !self.process(entry).await? {
+                    break;
+                }
             }
             self.shared.counters.entries(&self.cfg.name, n, matches);
             self.save().await?;
@@ -619,7 +621,9 @@ impl LogTask {
         }
     }
 
-    async fn process(&mut self, entry: Fetched) -> Result<(), Halt> {
+    /// Checks, hands over and appends one entry; `false` when the verifier went
+    /// back to its confirmed range and the rest of the batch must be read again.
+    async fn process(&mut self, entry: Fetched) -> Result<bool, Halt> {
         let log = self.cfg.name.clone();
         let event = match entry.verdict {
             Verdict::Unauthorized { info, matches } => {
@@ -654,6 +658,12 @@ impl LogTask {
             Some(v) => v.append_leaves([entry.leaf_hash]),
             None => Err(AppendError::NoTrustedTreeHead),
         };
+        if let Err(AppendError::ReadAgain { .. }) = appended {
+            // Leaves from before a restart failed the root check: the entries from
+            // the confirmed range on (this one too) are read and alerted on again.
+            self.save().await?;
+            return Ok(false);
+        }
         if let Err(e) = appended {
             // Fail towards alerting: the entry's event still goes out, but the
             // progress stays before it.
@@ -670,7 +680,7 @@ impl LogTask {
             self.alerted(entry.index, kind);
             self.save().await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn alerted(&self, index: u64, kind: &'static str) {
