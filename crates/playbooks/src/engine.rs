@@ -128,6 +128,8 @@ struct Pending {
     basis: EvidenceBasis,
     /// The severity a notification would be sent with (budget exemption).
     severity: Severity,
+    /// The event's kind (`None` for manual actions).
+    event_kind: Option<EventKind>,
 }
 
 impl Engine {
@@ -509,18 +511,25 @@ impl Engine {
         if counted {
             self.uncount_ban(step, th);
         }
-        let kind = match &step.why.origin {
+        let Some(pi) = self.playbook_index(step.playbook.as_ref()) else {
+            return Some(d);
+        };
+        // The groups `plan` may have filed the cool-down under; one grouped by
+        // playbook holds back every target, and stays. The kind is the decision's (an
+        // approved step cites the approval, not the event); an approved decision from
+        // an older state has none, so every kind of its playbook is tried.
+        let origin_kind = match &step.why.origin {
             crate::plan::Origin::Playbook { kind, .. } => Some(*kind),
             _ => None,
         };
-        if let Some(pi) = self.playbook_index(step.playbook.as_ref()) {
-            // The group `plan` filed the cool-down under; one grouped by playbook
-            // holds back every target, and stays.
-            let group_kind = match self.def.playbooks[pi].group_by {
-                GroupBy::Subject => None,
-                GroupBy::SubjectAndKind => kind,
-                GroupBy::Playbook => return Some(d),
-            };
+        let p = &self.def.playbooks[pi];
+        let kinds: Vec<Option<EventKind>> = match (p.group_by, d.event_kind.or(origin_kind)) {
+            (GroupBy::Subject, _) => vec![None],
+            (GroupBy::SubjectAndKind, Some(k)) => vec![Some(k)],
+            (GroupBy::SubjectAndKind, None) => p.kinds.iter().copied().map(Some).collect(),
+            (GroupBy::Playbook, _) => return Some(d),
+        };
+        for group_kind in kinds {
             let gh = self.group_hash(pi, Some(th), group_kind);
             let group = |(_, (i, t, k), _, _): &(u64, GroupKey, Timestamp, EvidenceBasis)| {
                 *i == pi && t.as_ref() == Some(&step.target) && *k == group_kind

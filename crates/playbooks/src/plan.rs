@@ -550,6 +550,12 @@ pub struct Decision {
     /// What the evidence behind it was tied to (manual actions: authenticated).
     #[serde(default)]
     pub basis: EvidenceBasis,
+    /// The kind of the event that started it (`None` for manual actions and in
+    /// states saved by earlier versions): a playbook grouped by subject and kind
+    /// filed its cool-down under it, which [`Engine::failed`](crate::Engine::failed)
+    /// ends early, also after an approval. Absent from JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_kind: Option<EventKind>,
     /// Carried out by another instance ([`Verdict::Elsewhere`]): that instance undoes
     /// it, this one never does. Absent from JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

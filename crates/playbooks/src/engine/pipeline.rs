@@ -199,6 +199,7 @@ impl Engine {
             target_hash: th,
             basis: event.basis,
             severity: notify_severity.unwrap_or(event.severity),
+            event_kind: Some(event.kind),
         }
     }
 
@@ -312,6 +313,7 @@ impl Engine {
                 dry_run,
                 awaiting_approval: awaiting,
                 basis: c.basis,
+                event_kind: c.event_kind,
                 elsewhere: false,
                 failed: false,
                 superseded: false,
@@ -440,6 +442,7 @@ impl Engine {
             // An operator's manual action is theirs to answer for.
             basis: EvidenceBasis::Authenticated,
             severity,
+            event_kind: None,
         };
         let mut step = Step {
             playbook: None,

@@ -1210,3 +1210,57 @@ approval = "10m"
         assert_eq!(e.ban_history(&target, at(71)), None, "restored: {restored}");
     }
 }
+
+/// A failed approved action ends its playbook's cool-down at the retry also when the
+/// cool-down is grouped by subject and event kind: the approved step cites the
+/// approval, not the event, so the kind the group was filed under came from the
+/// decision (it was looked up as "no kind" and the cool-down held until its end).
+#[test]
+fn a_failed_approved_action_ends_a_cooldown_grouped_by_kind() {
+    let def = || {
+        Definition::from_toml(
+            "t",
+            r#"
+[[playbook]]
+name = "gated"
+kinds = ["brute_force", "credential_stuffing"]
+subject = "ip"
+cooldown = "30m"
+group_by = "subject_and_kind"
+[[playbook.action]]
+type = "block_ip"
+duration = "15m"
+approval = "10m"
+"#,
+        )
+        .unwrap()
+    };
+    // Fresh, restored, and restored from a state of an earlier version (no kind in
+    // its decisions: every kind of the playbook is tried).
+    for restored in ["no", "state", "old state"] {
+        let mut e = Engine::new(def());
+        let p = e.evaluate(&ip_ev(1, "198.51.100.4"), at(0));
+        assert!(matches!(p.steps[0].verdict, Verdict::AwaitApproval { .. }));
+        let id = p.steps[0].decision.unwrap();
+        if restored != "no" {
+            let mut json = e.state().to_json();
+            assert_eq!(json.matches(r#","event_kind":"brute_force""#).count(), 1);
+            if restored == "old state" {
+                json = json.replace(r#","event_kind":"brute_force""#, "");
+            }
+            e = Engine::restore(def(), State::from_json(&json).unwrap());
+        }
+        let approved = e.approve(id, at(10)).unwrap();
+        assert_eq!(approved.steps[0].verdict, Verdict::Execute);
+        assert!(e.failed(&approved, id, at(70)).is_some());
+        // Before the retry: held back; after it: planned again, not cooling down.
+        let soon = e.evaluate(&ip_ev(2, "198.51.100.4"), at(60));
+        assert!(matches!(soon.steps[0].verdict, Verdict::Suppressed(_)));
+        let again = e.evaluate(&ip_ev(3, "198.51.100.4"), at(71));
+        assert!(
+            matches!(again.steps[0].verdict, Verdict::AwaitApproval { .. }),
+            "restored: {restored}: {}",
+            again.steps[0].why
+        );
+    }
+}
