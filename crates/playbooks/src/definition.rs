@@ -95,10 +95,14 @@ pub struct EngineSettings {
     /// Default mode of every playbook.
     #[serde(default)]
     pub mode: Mode,
-    /// At most this many actions of one kind (executed, dry-run or awaiting approval)
-    /// per rolling minute. Each action kind has its own budget, so a flood of cheap
-    /// actions (blocks) cannot starve rare severe ones (ending a taken-over account's
-    /// sessions); notifications of high or critical severity are never budgeted.
+    /// At most this many actions of one kind per rolling minute, for each of: actions
+    /// in force, those awaiting approval, dry runs. A candidate counts the kept
+    /// actions that bind at least as far as it would (dry run < awaiting approval <
+    /// in force), so a trial or a pending approval never spends what enforcement may
+    /// do, and a trial meets the suppression it would meet if it were enforced. Each
+    /// action kind has its own budget, so a flood of cheap actions (blocks) cannot
+    /// starve rare severe ones (ending a taken-over account's sessions);
+    /// notifications of high or critical severity are never budgeted.
     #[serde(default = "default_budget")]
     pub max_actions_per_minute: u32,
     /// The longest step-up that evidence from an unauthenticated attempt may require

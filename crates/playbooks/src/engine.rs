@@ -98,9 +98,10 @@ pub struct Engine {
     cooldowns: HashTable<(u64, GroupKey, Timestamp, EvidenceBasis)>,
     /// Per playbook, the keyed hash its cool-down groups are filed under.
     group_salts: Vec<u64>,
-    /// Times of recent budgeted actions, one queue per action kind
-    /// (indexed like [`ActionKind::ALL`]).
-    budgets: [VecDeque<Timestamp>; ActionKind::ALL.len()],
+    /// Times of recent budgeted actions, per action kind (indexed like
+    /// [`ActionKind::ALL`]) and per how far they bind (dry run, awaiting approval, in
+    /// force: `pipeline::force`), so a trial never spends what enforcement may do.
+    budgets: [[VecDeque<Timestamp>; 3]; ActionKind::ALL.len()],
     next_id: u64,
     /// Over, but replaced before `expire` ran: still handed out by `expire`, once.
     replaced: Vec<Decision>,

@@ -49,7 +49,9 @@ pub struct EngineStats {
     pub suppressed_duplicate: u64,
     /// Steps suppressed: the playbook is cooling down for the group.
     pub suppressed_cool_down: u64,
-    /// Steps suppressed: the per-minute budget of their action kind is spent.
+    /// Steps suppressed: the per-minute budget of their action kind is spent (dry-run
+    /// and approval candidates included: they are held back by what binds as far as
+    /// they do or further, never the reverse).
     pub suppressed_budget: u64,
     /// High-severity notifications kept although their budget was spent
     /// ([`Note::OverBudget`]; also counted under their verdict).

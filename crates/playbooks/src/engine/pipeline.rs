@@ -2,6 +2,7 @@
 //! [`Engine::approve`], resolved against its target and run through the fixed pipeline:
 //! allowlist → evidence → de-duplication → cool-down → budget → mode → approval.
 
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -267,12 +268,21 @@ impl Engine {
         }
         let horizon = now.saturating_sub(MINUTE);
         let kind = step.action.kind();
-        let budget = &mut self.budgets[kind as usize];
-        while budget.front().is_some_and(|t| *t <= horizon) {
-            budget.pop_front();
+        let dry_run = c.mode == Mode::DryRun;
+        // Like de-duplication: what binds less never spends what binds more. A
+        // candidate counts the kept actions that bind at least as far as it would, so
+        // enforcement counts only enforcement, and a trial sees the suppression it
+        // would meet if it were enforced, its own spending included.
+        let binds = usize::from(force(dry_run, c.approval.is_some()));
+        let budgets = &mut self.budgets[kind as usize];
+        for budget in budgets.iter_mut() {
+            while budget.front().is_some_and(|t| *t <= horizon) {
+                budget.pop_front();
+            }
         }
+        let spent: usize = budgets[binds..].iter().map(VecDeque::len).sum();
         let cap = self.def.engine.max_actions_per_minute;
-        if budget.len() >= cap as usize {
+        if spent >= cap as usize {
             // A budget caps what a flood can make us do; it never silences the alarm.
             if kind == ActionKind::Notify && c.severity >= Severity::High {
                 step.why.note = Note::OverBudget { cap };
@@ -281,8 +291,7 @@ impl Engine {
                 return;
             }
         }
-        budget.push_back(now);
-        let dry_run = c.mode == Mode::DryRun;
+        budgets[binds].push_back(now);
         let awaiting = c.approval.map(|a| now.saturating_add(a));
         step.verdict = match (awaiting, dry_run) {
             (Some(until), _) => Verdict::AwaitApproval { until },

@@ -50,9 +50,11 @@ struct CoolDown(
 ///
 /// The JSON format is the one 0.1.0 wrote as `Snapshot` (same fields, unknown fields
 /// refused); a state of an earlier version, with one budget for every action kind or
-/// cool-downs without an evidence basis, still loads. Replaced decisions are written
-/// only when there are some (`replaced`): such a state is refused by versions before
-/// it with [`Error::InvalidState`] (unknown field), never misread.
+/// every mode (read as budgets in force), or cool-downs without an evidence basis,
+/// still loads. Replaced decisions and the budgets of pending approvals and dry runs
+/// are written only when there are some (`replaced`, `approval_budgets`,
+/// `dry_run_budgets`): such a state is refused by versions before them with
+/// [`Error::InvalidState`] (unknown field), never misread.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -66,9 +68,15 @@ pub struct State {
     offences: Vec<(Target, BanHistory)>,
     /// Cool-downs: playbook name, group target, group kind, until.
     cooldowns: Vec<CoolDown>,
-    /// Times of recent budgeted actions, per action kind.
+    /// Times of recent budgeted actions in force, per action kind (in states written
+    /// before budgets per mode: every kept action's).
     #[serde(default)]
     budgets: Vec<(ActionKind, Timestamp)>,
+    /// The same for actions awaiting approval, and for dry runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    approval_budgets: Vec<(ActionKind, Timestamp)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dry_run_budgets: Vec<(ActionKind, Timestamp)>,
     /// States before budgets per kind kept one budget for every kind; read and dropped
     /// (it only ever holds the last minute).
     #[serde(default, skip_serializing)]
@@ -116,12 +124,23 @@ impl Engine {
                 e.set_cooldown(e.group_hash(i, th, kind), (i, target, kind), until, basis);
             }
         }
-        for (kind, t) in state.budgets {
-            e.budgets[kind as usize].push_back(t);
+        // Index 2 in force, 1 awaiting approval, 0 dry run (`pipeline::force`).
+        let tiers = [state.dry_run_budgets, state.approval_budgets, state.budgets];
+        for (tier, entries) in tiers.into_iter().enumerate() {
+            for (kind, t) in entries {
+                e.budgets[kind as usize][tier].push_back(t);
+            }
         }
         e.next_id = state.next_id;
         e.counters.set_active(e.active.len());
         e
+    }
+
+    /// The budget entries of one tier (`pipeline::force`), per kind.
+    fn budget_entries(&self, tier: usize) -> Vec<(ActionKind, Timestamp)> {
+        (ActionKind::ALL.iter())
+            .flat_map(|k| self.budgets[*k as usize][tier].iter().map(|t| (*k, *t)))
+            .collect()
     }
 
     /// The state to persist.
@@ -140,9 +159,9 @@ impl Engine {
                     CoolDown(name, t.clone(), *k, *u, *b)
                 })
                 .collect(),
-            budgets: (ActionKind::ALL.iter())
-                .flat_map(|k| self.budgets[*k as usize].iter().map(|t| (*k, *t)))
-                .collect(),
+            budgets: self.budget_entries(2),
+            approval_budgets: self.budget_entries(1),
+            dry_run_budgets: self.budget_entries(0),
             budget: Vec::new(),
             next_id: self.next_id,
         }

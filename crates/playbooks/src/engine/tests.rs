@@ -1264,3 +1264,132 @@ approval = "10m"
         );
     }
 }
+
+/// A definition with a budget of 3 per minute and kind: `first` (listed first, in the
+/// mode or with the approval given) and an enforced `auto` that fires on high severity.
+fn budget_def(first: &str) -> Definition {
+    Definition::from_toml(
+        "t",
+        &format!(
+            r#"
+[engine]
+max_actions_per_minute = 3
+
+[[playbook]]
+name = "first"
+kinds = ["brute_force"]
+subject = "ip"
+min_severity = "medium"
+cooldown = "1s"
+{first}
+
+[[playbook]]
+name = "auto"
+kinds = ["brute_force"]
+subject = "ip"
+min_severity = "high"
+cooldown = "1s"
+[[playbook.action]]
+type = "block_ip"
+duration = "15m"
+"#
+        ),
+    )
+    .unwrap()
+}
+
+fn medium_ev(n: u32, ip: &str) -> SecurityEvent {
+    let mut x = ip_ev(n, ip);
+    x.severity = Severity::Medium;
+    x
+}
+
+#[test]
+fn a_dry_run_playbook_never_spends_the_enforcement_budget() {
+    let mut e = Engine::new(budget_def(
+        "mode = \"dry_run\"\n[[playbook.action]]\ntype = \"block_ip\"\nduration = \"1d\"",
+    ));
+    // The trial fires on five addresses: its own budget bounds it at three.
+    let trial: Vec<Verdict> = (0..5)
+        .map(|n| {
+            e.evaluate(&medium_ev(n, &format!("192.0.2.{n}")), at(0))
+                .steps[0]
+                .verdict
+        })
+        .collect();
+    let budget = Verdict::Suppressed(Suppression::Budget);
+    assert_eq!(
+        trial,
+        [Verdict::DryRun; 3]
+            .into_iter()
+            .chain([budget; 2])
+            .collect::<Vec<_>>()
+    );
+    // An enforced block is not held back by the trial's spending; the trial, as it
+    // would be if it were enforced, still is.
+    let p = e.evaluate(&ip_ev(10, "198.51.100.4"), at(1));
+    assert_eq!(
+        verdicts(&p),
+        vec![
+            (ActionKind::BlockIp, budget),
+            (ActionKind::BlockIp, Verdict::Execute)
+        ],
+        "{}",
+        p.steps[1].why
+    );
+    // The enforced budget still bounds enforcement: three in force, then no more.
+    let auto: Vec<Verdict> = (11..14)
+        .map(|n| {
+            e.evaluate(&ip_ev(n, &format!("198.51.100.{n}")), at(2))
+                .steps[1]
+                .verdict
+        })
+        .collect();
+    assert_eq!(auto, [Verdict::Execute, Verdict::Execute, budget]);
+    // The split survives a restart.
+    let mut r = Engine::restore(
+        budget_def(
+            "mode = \"dry_run\"\n[[playbook.action]]\ntype = \"block_ip\"\nduration = \"1d\"",
+        ),
+        e.state(),
+    );
+    let budgets = |e: &Engine| {
+        let v: serde_json::Value = serde_json::from_str(&e.state().to_json()).unwrap();
+        (v["budgets"].clone(), v["dry_run_budgets"].clone())
+    };
+    assert_eq!(budgets(&r), budgets(&e));
+    assert_eq!(budgets(&e).1.as_array().map(Vec::len), Some(3));
+    let p = r.evaluate(&ip_ev(20, "198.51.100.20"), at(3));
+    assert_eq!(verdicts(&p), vec![(ActionKind::BlockIp, budget); 2]);
+    // A minute later both budgets are free again.
+    let p = r.evaluate(&ip_ev(21, "198.51.100.21"), at(62));
+    assert_eq!(
+        verdicts(&p),
+        vec![
+            (ActionKind::BlockIp, Verdict::DryRun),
+            (ActionKind::BlockIp, Verdict::Execute)
+        ]
+    );
+}
+
+#[test]
+fn pending_approvals_never_spend_the_enforcement_budget() {
+    let mut e = Engine::new(budget_def(
+        "[[playbook.action]]\ntype = \"block_ip\"\nduration = \"1d\"\napproval = \"10m\"",
+    ));
+    for n in 0..3 {
+        let p = e.evaluate(&medium_ev(n, &format!("192.0.2.{n}")), at(0));
+        assert!(matches!(p.steps[0].verdict, Verdict::AwaitApproval { .. }));
+    }
+    let budget = Verdict::Suppressed(Suppression::Budget);
+    let p = e.evaluate(&medium_ev(3, "192.0.2.3"), at(0));
+    assert_eq!(p.steps[0].verdict, budget, "approvals are budgeted too");
+    let p = e.evaluate(&ip_ev(10, "198.51.100.4"), at(1));
+    assert_eq!(
+        verdicts(&p),
+        vec![
+            (ActionKind::BlockIp, budget),
+            (ActionKind::BlockIp, Verdict::Execute)
+        ]
+    );
+}
