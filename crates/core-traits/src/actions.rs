@@ -190,6 +190,11 @@ pub struct Notification {
     /// The event that caused it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<SecurityEvent>,
+    /// This notification's own id (not its incident's: that is `dedup_key`), the same
+    /// on every attempt to deliver it: delivery is at least once, and a receiver drops
+    /// a repeat by it. `None`: the notifier picks one per delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl Notification {
@@ -205,6 +210,7 @@ impl Notification {
             summary: summary.into(),
             dedup_key: dedup_key.into(),
             event: None,
+            id: None,
         }
     }
 
@@ -216,12 +222,19 @@ impl Notification {
             summary: summary.into(),
             dedup_key: dedup_key.into(),
             event: None,
+            id: None,
         }
     }
 
     /// Attaches the causing event.
     pub fn with_event(mut self, event: SecurityEvent) -> Self {
         self.event = Some(event);
+        self
+    }
+
+    /// Sets its id ([`Notification::id`]).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
         self
     }
 }

@@ -212,6 +212,11 @@ fn token_identity_and_notification_round_trip() {
     assert_eq!(back, n);
     let r = Notification::resolve("bf:alice", "block expired");
     assert_eq!(r.action, NotificationAction::Resolve);
+    // An id is written only when set: a notification without one reads as before.
+    assert!(!serde_json::to_string(&r).unwrap().contains("\"id\""));
+    let r = r.with_id("n-1");
+    let back: Notification = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back.id.as_deref(), Some("n-1"));
     assert_eq!(JwsAlgorithm::EdDSA.to_string(), "EdDSA");
     let alg: JwsAlgorithm = serde_json::from_str("\"PS256\"").unwrap();
     assert_eq!(alg, JwsAlgorithm::PS256);

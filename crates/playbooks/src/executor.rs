@@ -275,7 +275,10 @@ impl Executor {
         let Some(n) = self.responders.notifier.clone() else {
             return Outcome::NoResponder;
         };
-        let note = Notification::resolve(dedup_key, format!("resolved: {summary}"));
+        let note = with_random_id(Notification::resolve(
+            dedup_key,
+            format!("resolved: {summary}"),
+        ));
         self.attempt(Dispatched::Resolve, || {
             let (n, note) = (n.clone(), note.clone());
             async move { n.notify(&note).await }
@@ -351,8 +354,13 @@ impl Executor {
                 dedup_key,
             } => match r.notifier.clone() {
                 Some(n) => {
-                    let note =
-                        Notification::trigger(severity, summary.to_string(), dedup_key.to_string());
+                    // One id for every attempt, the retries below included: the
+                    // receiver drops a repeat of a notification that did arrive.
+                    let note = with_random_id(Notification::trigger(
+                        severity,
+                        summary.to_string(),
+                        dedup_key.to_string(),
+                    ));
                     self.attempt(what, || {
                         let (n, note) = (n.clone(), note.clone());
                         async move { n.notify(&note).await }
@@ -393,5 +401,21 @@ impl Executor {
                 }
             }
         }
+    }
+}
+
+/// 128 random bits in hex: a notification's id. `None` if the system's random source
+/// fails (the notification then goes without one).
+pub(crate) fn random_id() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
+}
+
+fn with_random_id(n: Notification) -> Notification {
+    match random_id() {
+        Some(id) => n.with_id(id),
+        None => n,
     }
 }

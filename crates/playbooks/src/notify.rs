@@ -12,6 +12,7 @@ use palisade_core_traits::{
     Clock, Error as ActionError, Notification, Notifier, SystemClock, async_trait,
 };
 use reqwest::StatusCode;
+use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -205,8 +206,13 @@ impl HttpNotifierBuilder {
 /// Delivery policy ([`RetryPolicy`]): `429` is retried after its `Retry-After` (either
 /// form of RFC 9110: delay-seconds or an HTTP-date, a date in the past meaning now;
 /// refused if longer than `max_retry_after`: `Error::NotifyDeferred`, core-traits
-/// `Refused`, so the executor does not retry it either), `5xx` and connection failures (nothing
-/// was sent) with doubling backoff, both at most `max_attempts` times in all. Any other
+/// `Refused`, so the executor does not retry it either), `5xx`, connection failures
+/// and requests lost after they were sent (reset or closed before an answer) with
+/// doubling backoff, all at most `max_attempts` times in all. Delivery is at least
+/// once: a lost request may have arrived, so every attempt carries the
+/// notification's id ([`Notification::id`], or one picked per delivery) as the
+/// `Idempotency-Key` header (and, for the webhook, as `id` in the body), by which
+/// the receiver drops a repeat. Any other
 /// `4xx` (and `3xx`: redirects are not followed, so a secret URL is never replayed to
 /// another host) is never retried. A request timeout is not retried either: the
 /// receiver may have acted on it, and the executor records it as "outcome unknown".
@@ -343,6 +349,20 @@ impl HttpNotifier {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<u32, Error> {
+        // One id for every attempt: a request lost after it was sent goes again, and
+        // the receiver drops the repeat by its id (delivery is at least once).
+        let with_id;
+        let n = match n.id {
+            Some(_) => n,
+            None => {
+                with_id = match crate::executor::random_id() {
+                    Some(id) => n.clone().with_id(id),
+                    None => n.clone(),
+                };
+                &with_id
+            }
+        };
+        let key = n.id.as_deref().and_then(idempotency_key);
         let body = self.body(n);
         let p = self.policy;
         let mut backoff = p.initial_backoff;
@@ -356,7 +376,8 @@ impl HttpNotifier {
                 endpoint = %self.endpoint.shown,
                 attempt,
             );
-            let failed = match self.attempt(&body, attempt, backoff).instrument(span).await {
+            let sent = self.attempt(&body, key.as_ref(), attempt, backoff);
+            let failed = match sent.instrument(span).await {
                 Ok(()) => return Ok(attempt),
                 Err(f) => f,
             };
@@ -377,13 +398,21 @@ impl HttpNotifier {
 
     /// One request; `backoff` is the wait before the next one unless the receiver
     /// names another.
-    async fn attempt(&self, body: &Value, attempt: u32, backoff: Duration) -> Result<(), Failed> {
+    async fn attempt(
+        &self,
+        body: &Value,
+        key: Option<&HeaderValue>,
+        attempt: u32,
+        backoff: Duration,
+    ) -> Result<(), Failed> {
         let p = self.policy;
-        let sent = (self.client.post(self.endpoint.url.clone()))
+        let mut request = (self.client.post(self.endpoint.url.clone()))
             .timeout(p.timeout)
-            .json(body)
-            .send()
-            .await;
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key.clone());
+        }
+        let sent = request.send().await;
         let resp = match sent {
             Ok(resp) => resp,
             Err(e) if e.is_timeout() => {
@@ -397,6 +426,13 @@ impl HttpNotifier {
             Err(e) if e.is_connect() => {
                 tracing::debug!("notifier: connect failed");
                 let reason = format!("cannot connect ({})", e.without_url());
+                return Err(Failed::Retry(backoff, None, reason));
+            }
+            // Lost after it was written (reset, closed before an answer): it may have
+            // been delivered. Sent again under the same id rather than lost.
+            Err(e) if e.is_request() || e.is_body() => {
+                tracing::debug!("notifier: no answer after sending; retrying");
+                let reason = format!("no answer after sending ({})", e.without_url());
                 return Err(Failed::Retry(backoff, None, reason));
             }
             Err(e) => {
@@ -457,6 +493,18 @@ impl Notifier for HttpNotifier {
             }),
         }
     }
+}
+
+/// The `Idempotency-Key` header for a notification id: the id itself if it is a
+/// short token of visible ASCII, else its SHA-256 (deterministic: every attempt and
+/// every retry by the caller carries the same key).
+fn idempotency_key(id: &str) -> Option<HeaderValue> {
+    let token = !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_graphic());
+    if token {
+        return HeaderValue::from_str(id).ok();
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    HeaderValue::from_str(&format!("sha256:{}", hex::encode(d.as_ref()))).ok()
 }
 
 /// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date, whose wait

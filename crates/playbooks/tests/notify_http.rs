@@ -222,10 +222,12 @@ async fn slack_and_webhook_payloads() {
     hook.send(&n).await.unwrap();
     let mut body = r.seen()[2].body.clone();
     assert_eq!(body["source"], "palisade-playbooks");
-    // Without our `source`, the body is the core-traits Notification, field for field.
+    // Without our `source`, the body is the core-traits Notification, field for field,
+    // with the id the notifier gave it (it had none).
     body.as_object_mut().unwrap().remove("source");
     let back: Notification = serde_json::from_value(body).unwrap();
-    assert_eq!(back, n);
+    let id = back.id.clone().expect("an id");
+    assert_eq!(back, n.with_id(id));
 }
 
 #[tokio::test]
@@ -477,4 +479,120 @@ async fn expiry_of_a_notify_decision_sends_resolve_with_the_trigger_dedup_key() 
         assert!(d.needs_revert() && !d.needs_resolve());
     }
     assert_eq!(r.seen().len(), 2);
+}
+
+/// One request as a raw receiver read it: its `Idempotency-Key` header and body.
+type Raw = (Option<String>, Value);
+
+/// A receiver that reads each request whole, then closes the connection without an
+/// answer for the first `drop_first` of them (the request may have been acted on:
+/// the client cannot tell), and answers `200` after that.
+async fn dropping_receiver(drop_first: usize) -> (Arc<Mutex<Vec<Raw>>>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body) = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed before a whole request");
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let head = text[..end].to_ascii_lowercase();
+                    let len: usize = (head.lines())
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if buf.len() >= end + 4 + len {
+                        break (head, buf[end + 4..end + 4 + len].to_vec());
+                    }
+                }
+            };
+            let key = (head.lines())
+                .find_map(|l| l.strip_prefix("idempotency-key:"))
+                .map(|v| v.trim().to_owned());
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push((key, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                log.len()
+            };
+            if n > drop_first {
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                sock.write_all(ok).await.unwrap();
+            }
+            drop(sock);
+        }
+    });
+    (seen, format!("http://{addr}/hook"))
+}
+
+#[tokio::test]
+async fn a_request_lost_after_it_was_sent_is_retried_with_the_same_idempotency_key() {
+    let (seen, url) = dropping_receiver(1).await;
+    let hook = webhook(&url);
+    assert_eq!(hook.send(&alert()).await.unwrap(), 2, "at least once");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let key = seen[0].0.clone().expect("an Idempotency-Key header");
+    assert!(key.len() >= 32, "{key}");
+    assert_eq!(
+        seen[1].0.as_deref(),
+        Some(key.as_str()),
+        "the retry is the same notification"
+    );
+    // The webhook body carries it too; the bodies are the same.
+    assert_eq!(seen[0].1["id"], key.as_str());
+    assert_eq!(seen[0].1, seen[1].1);
+
+    // Another notification, even with the same content, has another key.
+    let (seen, url) = dropping_receiver(0).await;
+    let hook = webhook(&url);
+    hook.send(&alert()).await.unwrap();
+    hook.send(&alert()).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_ne!(seen[0].0, seen[1].0);
+    // A caller's own id is used as it is.
+    let (seen, url) = dropping_receiver(0).await;
+    webhook(&url).send(&alert().with_id("n-42")).await.unwrap();
+    assert_eq!(seen.lock().unwrap()[0].0.as_deref(), Some("n-42"));
+}
+
+#[tokio::test]
+async fn the_executors_retry_of_a_lost_notification_carries_the_same_key() {
+    // The notifier tries once and gives up (unavailable); the executor tries again.
+    let (seen, url) = dropping_receiver(1).await;
+    let once = RetryPolicy::new(NonZeroU32::MIN, Duration::from_millis(10));
+    let hook = HttpNotifier::webhook(&url).retry(once).build().unwrap();
+    let exec = Executor::builder()
+        .notifier(Arc::new(hook))
+        .retries(1)
+        .backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let mut engine = Engine::new(Definition::default_set().unwrap());
+    let now = Timestamp::from_unix_secs(1_800_000_000);
+    let plan = engine.evaluate(&event(), now);
+    let outcomes = exec.execute(&plan).await;
+    let notify = plan
+        .steps
+        .iter()
+        .find(|s| s.action.kind().name() == "notify")
+        .unwrap();
+    let outcome = outcomes
+        .iter()
+        .find(|(d, _)| Some(*d) == notify.decision)
+        .unwrap();
+    assert!(
+        matches!(outcome.1, Outcome::Applied { attempts: 2 }),
+        "{outcome:?}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].0.is_some());
+    assert_eq!(seen[0].0, seen[1].0);
 }

@@ -247,3 +247,17 @@ fn retry_after_reads_delay_seconds_and_all_three_http_date_forms() {
         assert_eq!(retry_after(bad, before), None, "{bad:?}");
     }
 }
+
+#[test]
+fn an_idempotency_key_is_the_id_or_its_digest_never_a_bad_header() {
+    assert_eq!(idempotency_key("n-42").unwrap(), "n-42");
+    // Not a header token (a space, a line break, non-ASCII, too long): its SHA-256,
+    // the same every time, different for another id.
+    for odd in ["n 1", "n\r\nx: y", "ünï", &"k".repeat(256), ""] {
+        let key = idempotency_key(odd).unwrap();
+        let key = key.to_str().unwrap();
+        assert!(key.starts_with("sha256:") && key.len() == 71, "{key}");
+        assert_eq!(idempotency_key(odd).unwrap(), key);
+    }
+    assert_ne!(idempotency_key("n 1"), idempotency_key("n 2"));
+}
