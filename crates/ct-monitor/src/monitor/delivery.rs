@@ -118,4 +118,14 @@ impl Seen {
         }
         true
     }
+
+    /// Takes back the sighting [`first_sighting`](Self::first_sighting) just
+    /// recorded, for an entry whose event was not handed over (it is read again).
+    pub(super) fn forget(&mut self, tbs_hash: Hash) {
+        if self.set.remove(&tbs_hash)
+            && let Some(i) = self.order.iter().rposition(|h| *h == tbs_hash)
+        {
+            self.order.remove(i);
+        }
+    }
 }

@@ -625,6 +625,8 @@ impl LogTask {
     /// back to its confirmed range and the rest of the batch must be read again.
     async fn process(&mut self, entry: Fetched) -> Result<bool, Halt> {
         let log = self.cfg.name.clone();
+        // The certificate this entry sighted first, if it did.
+        let mut sighted = None;
         let event = match entry.verdict {
             Verdict::Unauthorized { info, matches } => {
                 let first = self
@@ -633,7 +635,9 @@ impl LogTask {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .first_sighting(info.tbs_hash);
-                if !first {
+                if first {
+                    sighted = Some(info.tbs_hash);
+                } else {
                     self.shared.counters.duplicate();
                 }
                 first.then_some(Event::Discovered {
@@ -661,6 +665,13 @@ impl LogTask {
         if let Err(AppendError::ReadAgain { .. }) = appended {
             // Leaves from before a restart failed the root check: the entries from
             // the confirmed range on (this one too) are read and alerted on again.
+            // This entry's event was not handed over: its certificate is not seen
+            // yet, or reading it again would take it for a duplicate.
+            if let Some(tbs_hash) = sighted {
+                (self.shared.seen.lock())
+                    .unwrap_or_else(|p| p.into_inner())
+                    .forget(tbs_hash);
+            }
             self.save().await?;
             return Ok(false);
         }
