@@ -99,7 +99,8 @@ pub struct EngineSettings {
     /// in force, those awaiting approval, dry runs. A candidate counts the kept
     /// actions that bind at least as far as it would (dry run < awaiting approval <
     /// in force), so a trial or a pending approval never spends what enforcement may
-    /// do, and a trial meets the suppression it would meet if it were enforced. Each
+    /// do, and a trial meets at least the suppression it would meet if it were
+    /// enforced (pending approvals count for it, not for enforcement). Each
     /// action kind has its own budget, so a flood of cheap actions (blocks) cannot
     /// starve rare severe ones (ending a taken-over account's sessions);
     /// notifications of high or critical severity are never budgeted.

@@ -14,15 +14,18 @@
 //!   evidence, and a new chain starts: appending to it would leave every later record
 //!   unverifiable too.
 //!
+//! A file that cannot be read is an error, never taken for one that does not verify.
 //! The same opening repairs the log after a failed write while the gateway runs
-//! ([`crate::response::Responder`] reopens it and writes the record again).
+//! ([`reopener`]: [`crate::response::Responder`] reopens it and writes the record
+//! again).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use palisade_core_traits::Timestamp;
-use palisade_playbooks::{AuditLog, MAX_AUDIT_LINE, verify_audit_from};
+use palisade_playbooks::{AuditLog, Error as PlaybookError, MAX_AUDIT_LINE, verify_audit_from};
 
 /// Opens the audit file at `path` for appending, its chain verified and resumed (see
 /// the module's docs); `now` names what is kept aside.
@@ -30,6 +33,8 @@ pub fn open(path: &Path, now: Timestamp) -> std::io::Result<AuditLog<File>> {
     let anchor = match File::open(path) {
         Ok(file) => match verify_audit_from(BufReader::new(file)) {
             Ok(anchor) => Some(anchor),
+            // The file could not be read: nothing says it does not verify.
+            Err(PlaybookError::Io(e)) => return Err(e),
             Err(e) => match cut_torn_tail(path, now)? {
                 Some((anchor, torn)) => {
                     tracing::warn!(
@@ -73,6 +78,41 @@ pub fn open(path: &Path, now: Timestamp) -> std::io::Result<AuditLog<File>> {
     Ok(AuditLog::resume(file, count, last_hash))
 }
 
+/// [`open`] for a log whose write failed, as [`crate::response::Responder`] calls it
+/// after each failed write: after a failed repair (the disk still full), the next
+/// tries only once a wait has passed (1 s, doubling to a minute), so a flood of
+/// events does not re-verify a large file for each one.
+pub fn reopener(
+    path: PathBuf,
+    clock: std::sync::Arc<dyn palisade_core_traits::Clock>,
+) -> impl FnMut() -> std::io::Result<AuditLog<File>> + Send {
+    const FIRST_WAIT: Duration = Duration::from_secs(1);
+    const LONGEST_WAIT: Duration = Duration::from_secs(60);
+    let mut wait = FIRST_WAIT;
+    let mut not_before: Option<Instant> = None;
+    move || {
+        if let Some(t) = not_before
+            && Instant::now() < t
+        {
+            return Err(std::io::Error::other(format!(
+                "the last repair failed; the next waits {} s",
+                wait.as_secs()
+            )));
+        }
+        match open(&path, clock.now()) {
+            Ok(log) => {
+                (wait, not_before) = (FIRST_WAIT, None);
+                Ok(log)
+            }
+            Err(e) => {
+                not_before = Some(Instant::now() + wait);
+                wait = (wait * 2).min(LONGEST_WAIT);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// If the file ends in bytes after its last newline and everything up to that newline
 /// verifies: keeps those bytes aside, cuts them off, and returns the chain's anchor
 /// and where the bytes went. `None` if the damage is anything else.
@@ -96,11 +136,22 @@ fn cut_torn_tail(path: &Path, now: Timestamp) -> std::io::Result<Option<((u64, S
         return Ok(None); // ends in a newline: a whole line is wrong, not torn
     }
     file.seek(SeekFrom::Start(0))?;
-    let Ok(anchor) = verify_audit_from(BufReader::new((&mut file).take(cut))) else {
-        return Ok(None);
+    let anchor = match verify_audit_from(BufReader::new((&mut file).take(cut))) {
+        Ok(anchor) => anchor,
+        Err(PlaybookError::Io(e)) => return Err(e),
+        Err(_) => return Ok(None),
     };
+    // The cut bytes are on disk (synced) before they leave the log; a copy that
+    // could not be written (a full disk) is removed, and nothing is cut.
     let torn = aside(path, now, "torn");
-    std::fs::write(&torn, &tail[(tail_len - (len - cut)) as usize..])?;
+    let kept = File::create_new(&torn).and_then(|mut f| {
+        f.write_all(&tail[(tail_len - (len - cut)) as usize..])?;
+        f.sync_all()
+    });
+    if let Err(e) = kept {
+        let _ = std::fs::remove_file(&torn);
+        return Err(e);
+    }
     file.set_len(cut)?;
     file.sync_all()?;
     Ok(Some((anchor, torn)))
@@ -119,4 +170,48 @@ fn aside(path: &Path, now: Timestamp, what: &str) -> PathBuf {
         })
         .find(|p| !p.exists())
         .unwrap_or_else(|| unreachable!("an unbounded range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use palisade_core_traits::{Clock, ManualClock};
+
+    use super::*;
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_800_000_000)))
+    }
+
+    /// A file that cannot be read is an error: it is not moved aside as if it did
+    /// not verify (a read error on a failing disk would have ended the chain).
+    #[test]
+    fn an_unreadable_audit_is_an_error_not_an_unverifiable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::create_dir(&path).unwrap(); // opens, but every read fails
+        assert!(open(&path, clock().now()).is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["audit.jsonl"]);
+    }
+
+    /// After a failed repair the next one waits: a flood of events does not open
+    /// (and re-verify) the file for each; once the wait has passed it is tried again.
+    #[test]
+    fn a_failed_repair_is_not_tried_again_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("state");
+        let mut reopen = reopener(missing.join("audit.jsonl"), clock());
+        assert!(reopen().is_err(), "no directory yet");
+        std::fs::create_dir(&missing).unwrap();
+        let waiting = reopen().err().unwrap();
+        assert!(waiting.to_string().contains("waits"), "{waiting}");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(reopen().is_ok());
+        assert!(missing.join("audit.jsonl").exists());
+    }
 }

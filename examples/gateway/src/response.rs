@@ -540,7 +540,8 @@ impl<W: Write> Responder<W> {
     /// Writes to the audit; after a failed write, opens it again (cutting off what
     /// part of a record reached the file) and writes once more. A plan that failed
     /// after some of its records were written is written again whole: those records
-    /// appear twice (same `command_uid`), where a lost record could not be told.
+    /// appear twice (a decision's with the same `command_uid`), where a lost record
+    /// could not be told.
     fn audited(&mut self, write: impl Fn(&mut AuditLog<W>) -> Result<(), PlaybookError>) {
         let Err(e) = write(&mut self.audit) else {
             return;

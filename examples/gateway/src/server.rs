@@ -251,14 +251,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Sta
     };
     let audit_path = state_dir.join("audit.jsonl");
     let audit = crate::audit::open(&audit_path, clock.now()).map_err(part("audit log"))?;
-    let reopen_clock = clock.clone();
     let responder = Responder {
         engine,
         executor: gw.executor()?,
         audit,
-        reopen_audit: Some(Box::new(move || {
-            crate::audit::open(&audit_path, reopen_clock.now())
-        })),
+        reopen_audit: Some(Box::new(crate::audit::reopener(audit_path, clock.clone()))),
         correlator: match gw.incident_ids.clone() {
             None => Correlator::new(incident::WINDOW),
             Some(ids) => Correlator::fleet(incident::WINDOW, ids),
