@@ -10,6 +10,8 @@
 //!   `cryptoki` context.
 //! - [`Kryoptic`]: a kryoptic token (PKCS#11 3.2, with ML-DSA) from the module
 //!   `scripts/test.sh setup` builds.
+//! - [`FreezingProxy`]: a TCP proxy whose connections can go silent without closing,
+//!   as a server gone without a reset leaves them.
 //!
 //! Nothing here skips: if `redis-server` or the SoftHSM2 module is missing, the
 //! fixture panics with a message that names `scripts/test.sh`, which installs them
@@ -18,12 +20,14 @@
 #![forbid(unsafe_code)]
 
 mod kryoptic;
+mod proxy;
 mod redis;
 mod resp;
 mod softhsm;
 mod token;
 
 pub use kryoptic::Kryoptic;
+pub use proxy::FreezingProxy;
 pub use redis::{RedisCluster, RedisServer, unrelated_ca_pem};
 pub use resp::{Reply, command, command_unix};
 pub use softhsm::SoftHsm;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{builder, revoked, token, unrevoked, wait_until};
 use palisade_core_traits::{RevocationStatus, Timestamp};
-use palisade_testkit::RedisServer;
+use palisade_testkit::{FreezingProxy, RedisServer};
 use palisade_token_blacklist::{
     Error, FailurePolicy, RedisBlacklist, RedisBlacklistBuilder, Relay,
 };
@@ -210,6 +210,43 @@ async fn two_relays_both_ways_do_not_echo_forever() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!((to_b.stats().relayed, to_a.stats().relayed), (x, y));
     assert!(x <= 4 && y <= 4, "{x} {y}");
+}
+
+/// A relay whose subscription to the source region went silent without closing (a
+/// server gone without a reset) starts a new session: it stops hearing its own
+/// probes, which the source still takes, gives the subscription up after
+/// `max(10 × probe_every, 3 × timeout)`, subscribes again and scans. Without that,
+/// revocations made meanwhile waited for the periodic resync (here an hour away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_source_subscription_went_silent_subscribes_again() {
+    let server_a = RedisServer::start();
+    let server_b = RedisServer::start();
+    let proxy = FreezingProxy::start(server_a.port());
+    let a = builder().connect(&server_a.url()).await.unwrap();
+    let b = builder().connect(&server_b.url()).await.unwrap();
+    let r = Relay::builder()
+        .region("region-a")
+        .timeout(Duration::from_secs(1))
+        .probe_every(Duration::from_millis(100))
+        .resync_every(Duration::from_secs(3600))
+        .connect(&proxy.redis_url(), &server_b.url())
+        .await
+        .unwrap();
+    a.revoke_token(&token(1)).await.unwrap();
+    wait_until("relayed by the first subscription", || {
+        revoked(&b, &token(1))
+    })
+    .await;
+    let before = r.stats();
+    // The subscription goes silent; the relay's probes still reach region A.
+    proxy.freeze_subscriptions();
+    a.revoke_token(&token(2)).await.unwrap();
+    wait_until("relayed after the silence", || revoked(&b, &token(2))).await;
+    let after = r.stats();
+    assert!(after.failures > before.failures, "{before:?} {after:?}");
+    assert!(after.resyncs > before.resyncs, "{before:?} {after:?}");
+    a.revoke_token(&token(3)).await.unwrap();
+    wait_until("relayed by the new subscription", || revoked(&b, &token(3))).await;
 }
 
 #[tokio::test]

@@ -950,77 +950,6 @@ async fn checks_keep_answering_while_a_large_store_resyncs() {
 // Redis losing data, the repair, and the eviction-policy check.
 mod loss;
 
-/// A TCP proxy to a Redis server. `freeze` stops carrying the server's bytes to the
-/// client on the connections open at that moment, and closes nothing: a server that
-/// vanished without a reset (a failover that moved the address, a lost conntrack
-/// entry), as the client sees it. Connections opened later are carried normally.
-struct FreezingProxy {
-    port: u16,
-    opened: Arc<std::sync::atomic::AtomicU64>,
-    frozen_below: Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FreezingProxy {
-    async fn start(upstream: u16) -> FreezingProxy {
-        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let opened = Arc::new(AtomicU64::new(0));
-        let frozen_below = Arc::new(AtomicU64::new(0));
-        let (count, frozen) = (opened.clone(), frozen_below.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let id = count.fetch_add(1, SeqCst);
-                let frozen = frozen.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let (mut from_client, mut to_client) = client.into_split();
-                    let (mut from_server, mut to_server) = server.into_split();
-                    let up = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
-                    });
-                    let mut buf = vec![0; 16 * 1024];
-                    loop {
-                        let n = match from_server.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if id < frozen.load(SeqCst) {
-                            continue; // swallowed
-                        }
-                        if to_client.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    up.abort();
-                });
-            }
-        });
-        FreezingProxy {
-            port,
-            opened,
-            frozen_below,
-            task,
-        }
-    }
-
-    fn freeze(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.frozen_below.store(self.opened.load(SeqCst), SeqCst);
-    }
-}
-
-impl Drop for FreezingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// A subscription whose server went silent without closing it is replaced: the
 /// replica stops hearing its own heartbeats (which Redis still takes, through the
 /// connection manager), resubscribes and resyncs. Before, it waited for the next
@@ -1029,13 +958,13 @@ impl Drop for FreezingProxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_that_went_silent_is_replaced() {
     let server = RedisServer::start();
-    let proxy = FreezingProxy::start(server.port()).await;
+    let proxy = palisade_testkit::FreezingProxy::start(server.port());
     let manager = redis::Client::open(server.url())
         .unwrap()
         .get_connection_manager()
         .await
         .unwrap();
-    let through_proxy = redis::Client::open(format!("redis://127.0.0.1:{}/", proxy.port)).unwrap();
+    let through_proxy = redis::Client::open(proxy.redis_url()).unwrap();
     let replica = builder()
         .timeout(Duration::from_secs(1))
         .connect_manager(manager, through_proxy)
