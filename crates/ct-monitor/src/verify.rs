@@ -85,11 +85,13 @@ pub enum Misbehaviour {
         /// The larger head with the earlier timestamp.
         other: SignedTreeHead,
     },
-    /// A smaller validly signed tree head stamped later than the trusted one: the
-    /// log says its tree shrank (RFC 6962 §3.5), a rollback. The two signed heads
-    /// prove it; no consistency proof is needed or asked for.
+    /// A smaller validly signed tree head stamped later than the earliest signed
+    /// head of the trusted tree: the log says its tree shrank (RFC 6962 §3.5), a
+    /// rollback. The two signed heads prove it; no consistency proof is needed or
+    /// asked for.
     Rollback {
-        /// The head trusted so far.
+        /// The earliest signed head seen of the trusted tree (its size and root),
+        /// stamped before `other`.
         trusted: SignedTreeHead,
         /// The smaller head with the later timestamp.
         other: SignedTreeHead,
@@ -232,15 +234,15 @@ pub enum TreeHeadUpdate {
     /// It is the same tree (same size and root), possibly re-signed; a re-signed
     /// head with a later timestamp replaces the trusted one.
     Same,
-    /// It is an older head (smaller, stamped no later than the trusted one),
-    /// consistent with the trusted one; nothing changes.
+    /// It is an older head (smaller, stamped no later than the earliest signed
+    /// head of the trusted tree), consistent with the trusted one; nothing changes.
     Older,
 }
 
-/// Whether `sth` is a smaller tree than `trusted` stamped later: an honest log
+/// Whether `sth` is a smaller tree than `earlier` stamped later: an honest log
 /// only signs its current tree, so a cached old head carries its old timestamp.
-pub(crate) fn rolls_back(trusted: &SignedTreeHead, sth: &SignedTreeHead) -> bool {
-    sth.tree_size < trusted.tree_size && sth.timestamp > trusted.timestamp
+pub(crate) fn rolls_back(earlier: &SignedTreeHead, sth: &SignedTreeHead) -> bool {
+    sth.tree_size < earlier.tree_size && sth.timestamp > earlier.timestamp
 }
 
 /// Verification state for one log.
@@ -249,6 +251,9 @@ pub struct LogVerifier {
     log: String,
     key: LogKey,
     trusted: Option<SignedTreeHead>,
+    /// The earliest signed head seen of the trusted tree: a smaller head stamped
+    /// after it is a rollback even when stamped before `trusted` (a re-signing).
+    earliest: Option<SignedTreeHead>,
     /// A (size, root) trusted out of band, checked against the first signed head.
     pinned: Option<(u64, Hash)>,
     range: CompactRange,
@@ -339,6 +344,8 @@ impl LogVerifierBuilder {
                     state.confirmed
                 };
                 v.restored = state.range.size() > v.confirmed.size();
+                // Not saved yet: the trusted head is the earliest on record.
+                v.earliest = Some(state.trusted.clone());
                 v.trusted = Some(state.trusted);
                 v.range = state.range;
                 Ok(v)
@@ -359,6 +366,7 @@ impl LogVerifier {
             log: log.into(),
             key,
             trusted: None,
+            earliest: None,
             pinned: None,
             range: CompactRange::new(),
             confirmed: CompactRange::new(),
@@ -399,6 +407,18 @@ impl LogVerifier {
         self.trusted.as_ref()
     }
 
+    /// The earliest signed head seen of the trusted tree (same size and root):
+    /// a smaller head stamped after it is a rollback.
+    pub fn earliest(&self) -> Option<&SignedTreeHead> {
+        self.earliest.as_ref()
+    }
+
+    /// Trusts a new tree: its first signature is the earliest one seen.
+    fn trust(&mut self, sth: SignedTreeHead) {
+        self.earliest = Some(sth.clone());
+        self.trusted = Some(sth);
+    }
+
     /// The leaves appended so far. Confirmed by a signed root only when the range
     /// is at the trusted size; short of it, they are as the log served them.
     pub fn range(&self) -> &CompactRange {
@@ -422,8 +442,8 @@ impl LogVerifier {
 
     /// Offers a new tree head with the consistency proof between it and the
     /// trusted head (from the smaller to the larger; empty when sizes are equal).
-    /// A smaller head stamped after the trusted one is [`Misbehaviour::Rollback`]
-    /// whatever the proof (an empty one will do).
+    /// A smaller head stamped after the earliest signed head of the trusted tree
+    /// is [`Misbehaviour::Rollback`] whatever the proof (an empty one will do).
     pub fn update_tree_head(
         &mut self,
         sth: SignedTreeHead,
@@ -443,12 +463,20 @@ impl LogVerifier {
             if let Some((size, root)) = self.pinned {
                 return self.first_after_pin(size, root, sth, proof);
             }
-            self.trusted = Some(sth);
+            self.trust(sth);
             return Ok(TreeHeadUpdate::Initial);
         };
         if sth.tree_size == trusted.tree_size {
             return if sth.root_hash == trusted.root_hash {
-                // Keep the freshest signature of this tree: staleness is measured from it.
+                // Keep the freshest signature of this tree (staleness is measured
+                // from it) and the earliest (rollbacks are measured from it).
+                if self
+                    .earliest
+                    .as_ref()
+                    .is_some_and(|e| sth.timestamp < e.timestamp)
+                {
+                    self.earliest = Some(sth.clone());
+                }
                 if sth.timestamp > trusted.timestamp {
                     self.trusted = Some(sth);
                 }
@@ -460,9 +488,11 @@ impl LogVerifier {
                 }))
             };
         }
-        if rolls_back(&trusted, &sth) {
+        if let Some(earliest) = self.earliest.clone()
+            && rolls_back(&earliest, &sth)
+        {
             return Err(self.misbehaved(Misbehaviour::Rollback {
-                trusted,
+                trusted: earliest,
                 other: sth,
             }));
         }
@@ -507,7 +537,7 @@ impl LogVerifier {
                 other: sth,
             }));
         }
-        self.trusted = Some(sth);
+        self.trust(sth);
         Ok(TreeHeadUpdate::Advanced)
     }
 
@@ -547,11 +577,11 @@ impl LogVerifier {
             // Older than the pin: consistent, but nothing to trust yet.
             std::cmp::Ordering::Less => Ok(TreeHeadUpdate::Older),
             std::cmp::Ordering::Equal => {
-                self.trusted = Some(sth);
+                self.trust(sth);
                 Ok(TreeHeadUpdate::Same)
             }
             std::cmp::Ordering::Greater => {
-                self.trusted = Some(sth);
+                self.trust(sth);
                 Ok(TreeHeadUpdate::Advanced)
             }
         }

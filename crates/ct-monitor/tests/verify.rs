@@ -581,3 +581,88 @@ fn a_wrong_leaf_saved_before_the_root_check_is_read_again_from_the_confirmed_ran
         Err(Error::Malformed { .. })
     ));
 }
+
+/// The log signed 1,024 at 2,000 and re-signed it at 4,000: a head of 512 stamped
+/// in between says the tree was smaller after it had signed 1,024, a rollback
+/// proven by the first signing. (On the old code only the re-signed head's
+/// timestamp was kept, and this head was an older copy: `Older`.)
+#[test]
+fn a_smaller_head_signed_between_two_signings_of_the_trusted_tree_is_a_rollback() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let mut v = LogVerifier::new("t", log.key.clone());
+    let first = log.sth(1024, naive::root(&l), 2_000);
+    v.update_tree_head(first.clone(), &[]).unwrap();
+    let resigned = log.sth(1024, naive::root(&l), 4_000);
+    assert_eq!(
+        v.update_tree_head(resigned.clone(), &[]).unwrap(),
+        TreeHeadUpdate::Same
+    );
+    assert_eq!(v.trusted(), Some(&resigned), "freshness from the latest");
+    // Stamped before the first signing, or at it: a cached copy, as before.
+    for t in [1_000, 2_000] {
+        let cached = log.sth(512, naive::root(&l[..512]), t);
+        assert_eq!(
+            v.update_tree_head(cached, &naive::proof(512, &l)).unwrap(),
+            TreeHeadUpdate::Older,
+            "{t}"
+        );
+    }
+    // Stamped after the first signing (up to the latest one, and after it): the
+    // first signing is the evidence, whatever the proof.
+    for t in [2_001, 3_000, 4_000, 5_000] {
+        let rolled = log.sth(512, naive::root(&l[..512]), t);
+        let m = v
+            .update_tree_head(rolled.clone(), &naive::proof(512, &l))
+            .unwrap_err();
+        assert_eq!(
+            m.evidence,
+            Misbehaviour::Rollback {
+                trusted: first.clone(),
+                other: rolled
+            },
+            "{t}"
+        );
+    }
+    // A same-tree head signed before the first one seen is an earlier signing too.
+    let earlier = log.sth(1024, naive::root(&l), 1_500);
+    assert_eq!(
+        v.update_tree_head(earlier.clone(), &[]).unwrap(),
+        TreeHeadUpdate::Same
+    );
+    assert_eq!(v.trusted(), Some(&resigned));
+    let rolled = log.sth(512, naive::root(&l[..512]), 1_800);
+    assert_eq!(
+        v.update_tree_head(rolled.clone(), &[])
+            .unwrap_err()
+            .evidence,
+        Misbehaviour::Rollback {
+            trusted: earlier,
+            other: rolled
+        }
+    );
+    // A larger tree trusted: its own first signing is the one that counts.
+    let mut w = LogVerifier::new("t", log.key.clone());
+    w.update_tree_head(log.sth(512, naive::root(&l[..512]), 2_000), &[])
+        .unwrap();
+    let s1024 = log.sth(1024, naive::root(&l), 3_000);
+    w.update_tree_head(s1024.clone(), &naive::proof(512, &l))
+        .unwrap();
+    w.update_tree_head(log.sth(1024, naive::root(&l), 4_000), &[])
+        .unwrap();
+    let cached = log.sth(778, naive::root(&l[..778]), 2_500);
+    assert_eq!(
+        w.update_tree_head(cached, &naive::proof(778, &l)).unwrap(),
+        TreeHeadUpdate::Older
+    );
+    let rolled = log.sth(778, naive::root(&l[..778]), 3_500);
+    assert_eq!(
+        w.update_tree_head(rolled.clone(), &[])
+            .unwrap_err()
+            .evidence,
+        Misbehaviour::Rollback {
+            trusted: s1024,
+            other: rolled
+        }
+    );
+}

@@ -344,7 +344,10 @@ impl LogTask {
             Some(trusted) => {
                 // A rollback needs no proof (the two signed heads are the evidence):
                 // a log that can no longer prove its larger tree is still reported.
-                let proof = if sth.tree_size == trusted.tree_size || rolls_back(&trusted, &sth) {
+                let earliest = self.verifier.as_ref().and_then(LogVerifier::earliest);
+                let proof = if sth.tree_size == trusted.tree_size
+                    || earliest.is_some_and(|e| rolls_back(e, &sth))
+                {
                     Vec::new()
                 } else {
                     let (m, n) = if sth.tree_size < trusted.tree_size {
