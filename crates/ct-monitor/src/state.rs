@@ -1,4 +1,5 @@
-//! Persisting a log's progress: the trusted tree head, the compact range of the
+//! Persisting a log's progress: the trusted tree head and the earliest signature
+//! seen of its tree, the compact range of the
 //! leaves read so far (confirmed by a signed root only once the range reaches
 //! the head's size) and the last range a signed root confirmed.
 //! [`FileStateStore`] writes a temporary file, syncs it, renames it over the old
@@ -27,13 +28,19 @@ use crate::sth::{DigitallySigned, SignedTreeHead};
 /// What a monitor must remember about one log: its persisted state. Serialised
 /// with serde as versioned JSON (hashes and the signature in base64), the format of
 /// [`FileStateStore`]'s files; deserialising checks the shape (version, hash
-/// lengths, ranges not ahead of their head), and [`crate::LogVerifierBuilder::state`]
-/// checks the head's signature again.
+/// lengths, ranges not ahead of their head, the earliest head not stamped after
+/// the trusted one), and [`crate::LogVerifierBuilder::state`] checks both heads'
+/// signatures again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "Stored", try_from = "Stored")]
 pub struct State {
     /// The last tree head whose signature and consistency were verified.
     pub trusted: SignedTreeHead,
+    /// The earliest signed head seen of the trusted tree (its size and root,
+    /// stamped no later than `trusted`): a smaller head stamped after it is a
+    /// rollback. A file without one (version 1, or version 2 before it was kept)
+    /// loads with `trusted` here, as that code measured rollbacks from it.
+    pub earliest: SignedTreeHead,
     /// The leaves read so far (never ahead of `trusted`). Leaves short of
     /// `trusted.tree_size` are as the log served them: no signed root has
     /// confirmed them yet; the root check happens when the range reaches that size.
@@ -64,6 +71,12 @@ struct Stored {
     confirmed_size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     confirmed_hashes: Option<Vec<String>>,
+    // Version 2, optional: the earliest head's own fields (size and root are the
+    // trusted head's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    earliest_timestamp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    earliest_signature: Option<String>,
 }
 
 fn bad(reason: impl Into<String>) -> Error {
@@ -79,6 +92,13 @@ fn hash(s: &str) -> Result<Hash, Error> {
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| bad(format!("{s:?} is not base64 of 32 bytes")))
+}
+
+fn signature(s: &str) -> Result<DigitallySigned, Error> {
+    let bytes = STANDARD
+        .decode(s)
+        .map_err(|e| bad(format!("signature: {e}")))?;
+    DigitallySigned::from_tls(&bytes)
 }
 
 fn range(size: u64, hashes: &[String]) -> Result<CompactRange, Error> {
@@ -102,6 +122,8 @@ impl From<State> for Stored {
             range_hashes: encode(&state.range),
             confirmed_size: Some(state.confirmed.size()),
             confirmed_hashes: Some(encode(&state.confirmed)),
+            earliest_timestamp: Some(state.earliest.timestamp),
+            earliest_signature: Some(STANDARD.encode(state.earliest.signature.to_tls())),
         }
     }
 }
@@ -120,15 +142,28 @@ impl TryFrom<Stored> for State {
             }
             (v, ..) => return Err(bad(format!("unknown version {v}"))),
         };
-        let signature = STANDARD
-            .decode(&s.signature)
-            .map_err(|e| bad(format!("signature: {e}")))?;
         let trusted = SignedTreeHead {
             tree_size: s.tree_size,
             timestamp: s.timestamp,
             root_hash: hash(&s.root_hash)?,
-            signature: DigitallySigned::from_tls(&signature)?,
+            signature: signature(&s.signature)?,
         };
+        let earliest = match (s.version, s.earliest_timestamp, &s.earliest_signature) {
+            (_, None, None) => trusted.clone(),
+            (VERSION, Some(timestamp), Some(sig)) => SignedTreeHead {
+                timestamp,
+                signature: signature(sig)?,
+                ..trusted.clone()
+            },
+            _ => {
+                return Err(bad(
+                    "earliest_timestamp and earliest_signature go together, in version 2",
+                ));
+            }
+        };
+        if earliest.timestamp > trusted.timestamp {
+            return Err(bad("the earliest head is stamped after the trusted head"));
+        }
         let range = range(s.range_size, &s.range_hashes)?;
         if range.size() > trusted.tree_size {
             return Err(bad("range is ahead of the trusted tree head"));
@@ -138,6 +173,7 @@ impl TryFrom<Stored> for State {
         }
         Ok(Self {
             trusted,
+            earliest,
             range,
             confirmed,
         })

@@ -294,8 +294,9 @@ impl LogVerifierBuilder {
         self
     }
 
-    /// The verifier. Fails when the state's head does not verify with the key
-    /// ([`Error::BadSignature`]), when its range is ahead of its head or its
+    /// The verifier. Fails when the state's head or earliest head does not verify
+    /// with the key ([`Error::BadSignature`]), when its earliest head is not an
+    /// earlier signature of its head's tree ([`Error::BadState`]), when its range is ahead of its head or its
     /// confirmed range ahead of its range ([`Error::Malformed`]), when its range
     /// reaches the head's size with another root ([`Error::BadState`]: the saved
     /// state is corrupt), or when both a pin and a state were given
@@ -336,6 +337,20 @@ impl LogVerifierBuilder {
                         ),
                     });
                 }
+                state.earliest.verify(&v.key)?;
+                // Both signatures are the log's: a mismatch was made here.
+                let (e, t) = (&state.earliest, &state.trusted);
+                if (e.tree_size, e.root_hash) != (t.tree_size, t.root_hash)
+                    || e.timestamp > t.timestamp
+                {
+                    return Err(Error::BadState {
+                        path: None,
+                        reason: format!(
+                            "corrupt state: the earliest head (size {}, stamped {}) is not an earlier signature of the trusted head (size {}, stamped {})",
+                            e.tree_size, e.timestamp, t.tree_size, t.timestamp
+                        ),
+                    });
+                }
                 // At the head's size the range is confirmed (its root was just
                 // checked), whatever the state says (a version 1 file says nothing).
                 v.confirmed = if state.range.size() == state.trusted.tree_size {
@@ -344,9 +359,8 @@ impl LogVerifierBuilder {
                     state.confirmed
                 };
                 v.restored = state.range.size() > v.confirmed.size();
-                // Not saved yet: the trusted head is the earliest on record.
-                v.earliest = Some(state.trusted.clone());
                 v.trusted = Some(state.trusted);
+                v.earliest = Some(state.earliest);
                 v.range = state.range;
                 Ok(v)
             }
@@ -396,6 +410,7 @@ impl LogVerifier {
     /// What a [`crate::StateStore`] should save, once a head is trusted.
     pub fn state(&self) -> Option<State> {
         self.trusted.clone().map(|trusted| State {
+            earliest: self.earliest.clone().unwrap_or_else(|| trusted.clone()),
             trusted,
             range: self.range.clone(),
             confirmed: self.confirmed.clone(),

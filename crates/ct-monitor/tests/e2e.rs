@@ -1374,3 +1374,58 @@ async fn a_wrong_entry_served_to_this_run_is_misbehaviour() {
         assert!(saved.range.size() < 1024, "{protocol:?}");
     }
 }
+
+/// The log signs 500 at t0 and re-signs it at t0 + 10 s, each seen by a monitor
+/// on one store (restarted in between, so the first signing must survive a
+/// save and a load). A head of 300 stamped at t0 + 5 s, between the two, is a
+/// rollback proven by the first signing; one stamped at t0 − 5 s is an older
+/// copy and reports nothing. (On the old code the first was an older copy too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smaller_head_signed_between_two_signings_of_the_trusted_tree_is_a_rollback() {
+    let t0_secs = 1_893_456_000;
+    let t0 = Timestamp::from_unix_secs(t0_secs);
+    for protocol in BOTH {
+        for (at, rollback) in [(t0_secs + 5, true), (t0_secs - 5, false)] {
+            let clock = Arc::new(ManualClock::new(t0));
+            let log_clock = Arc::new(ManualClock::new(t0));
+            let log = TestLog::start(protocol, 500).await.unwrap();
+            log.set_clock(log_clock.clone());
+            log.set_size(500).unwrap();
+            let first = log.head();
+            let store = Arc::new(MemoryStateStore::default());
+            let run = || builder(&log, store.clone()).clock(clock.clone()).spawn();
+            let mut m = run().unwrap();
+            until(&mut m, is_ok).await;
+            m.shutdown().await;
+            clock.advance(Duration::from_secs(10));
+            log_clock.advance(Duration::from_secs(10));
+            log.set_size(500).unwrap();
+            let mut m = run().unwrap();
+            until(&mut m, is_ok).await;
+            m.shutdown().await;
+            let saved = store.load(log.key().log_id()).unwrap().unwrap();
+            assert_eq!(saved.trusted, log.head(), "the re-signed head is trusted");
+            log_clock.set(Timestamp::from_unix_secs(at));
+            log.roll_back_head(300).unwrap();
+            let rolled = log.head();
+            let mut m = run().unwrap();
+            let events = until(&mut m, |e| is_misbehaved(e) || is_ok(e) || failing(e)).await;
+            let case = format!(
+                "{protocol:?} stamped t0 {:+} s: {events:?}",
+                at as i64 - t0_secs as i64
+            );
+            match events.last().unwrap() {
+                Event::LogMisbehaved(mis) if rollback => assert_eq!(
+                    mis.evidence,
+                    Misbehaviour::Rollback {
+                        trusted: first.clone(),
+                        other: rolled
+                    },
+                    "{case}"
+                ),
+                e => assert!(!rollback && is_ok(e), "{case}"),
+            }
+            m.shutdown().await;
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Progress survives a restart through the file store, a crash mid-save leaves the
 //! previous state, a damaged state file is an error rather than a fresh start,
-//! and a file written before version 2 (no confirmed range) still loads.
+//! a file written before version 2 (no confirmed range) or before the earliest
+//! signed head was kept still loads, and that head survives a save and a load.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails loudly, which is the point
 
 mod common;
@@ -8,8 +9,8 @@ mod common;
 use base64::Engine;
 use common::{TestLog, naive};
 use palisade_ct_monitor::{
-    CompactRange, Error, FileStateStore, LogVerifier, MemoryStateStore, State, StateStore,
-    TreeHeadUpdate,
+    CompactRange, Error, FileStateStore, LogVerifier, MemoryStateStore, Misbehaviour, State,
+    StateStore, TreeHeadUpdate,
 };
 
 #[test]
@@ -170,6 +171,7 @@ fn a_version_1_state_file_loads() {
         let state = store.load(&id).unwrap().unwrap();
         assert_eq!((&state.trusted, &state.range), (&head, &range));
         assert_eq!(state.confirmed, CompactRange::new());
+        assert_eq!(state.earliest, head, "no earliest head: the trusted one");
         let v = LogVerifier::builder("test", log.key.clone())
             .state(state)
             .build()
@@ -205,4 +207,117 @@ fn a_confirmed_range_ahead_of_the_range_read_is_refused() {
         err.to_string().contains("confirmed range is ahead"),
         "{err}"
     );
+}
+
+/// The earliest signature of the trusted tree is saved beside the re-signed head
+/// and restored: a smaller head stamped between the two is still a rollback
+/// after a restart, proven by the first signing.
+#[test]
+fn the_earliest_signed_head_survives_a_save_and_a_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = TestLog::new();
+    let id = *log.key.log_id();
+    let l = common::navigli_leaf_hashes();
+    let store = FileStateStore::new(dir.path()).unwrap();
+    let first = log.sth(1024, naive::root(&l), 2_000);
+    let resigned = log.sth(1024, naive::root(&l), 4_000);
+    let mut v = LogVerifier::new("test", log.key.clone());
+    v.update_tree_head(first.clone(), &[]).unwrap();
+    v.update_tree_head(resigned.clone(), &[]).unwrap();
+    store.save(&id, &v.state().unwrap()).unwrap();
+    let text = std::fs::read_to_string(store.path(&id)).unwrap();
+    assert!(text.contains("\"earliest_timestamp\": 2000"), "{text}");
+    let state = store.load(&id).unwrap().unwrap();
+    assert_eq!((&state.trusted, &state.earliest), (&resigned, &first));
+    let mut w = LogVerifier::builder("test", log.key.clone())
+        .state(state)
+        .build()
+        .unwrap();
+    assert_eq!((w.trusted(), w.earliest()), (Some(&resigned), Some(&first)));
+    let rolled = log.sth(512, naive::root(&l[..512]), 3_000);
+    assert_eq!(
+        w.update_tree_head(rolled.clone(), &naive::proof(512, &l))
+            .unwrap_err()
+            .evidence,
+        Misbehaviour::Rollback {
+            trusted: first,
+            other: rolled
+        }
+    );
+}
+
+/// A version 2 file written before the earliest head was kept loads with the
+/// trusted head as its earliest (what that code measured rollbacks from).
+#[test]
+fn a_version_2_state_file_without_the_earliest_head_loads() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let mut v = LogVerifier::new("test", log.key.clone());
+    let head = log.sth(1024, naive::root(&l), 2_000);
+    v.update_tree_head(head.clone(), &[]).unwrap();
+    let mut json = serde_json::to_value(v.state().unwrap()).unwrap();
+    for key in ["earliest_timestamp", "earliest_signature"] {
+        json.as_object_mut().unwrap().remove(key).unwrap();
+    }
+    let state: State = serde_json::from_value(json).unwrap();
+    assert_eq!(state.earliest, head);
+    assert_eq!(state, v.state().unwrap());
+}
+
+#[test]
+fn an_earliest_head_that_is_not_an_earlier_signature_of_the_trusted_tree_is_refused() {
+    let log = TestLog::new();
+    let l = common::navigli_leaf_hashes();
+    let mut v = LogVerifier::new("test", log.key.clone());
+    v.update_tree_head(log.sth(1024, naive::root(&l), 2_000), &[])
+        .unwrap();
+    v.update_tree_head(log.sth(1024, naive::root(&l), 4_000), &[])
+        .unwrap();
+    let good = v.state().unwrap();
+    // In the file: stamped after the trusted head, half of the pair, or in version 1.
+    let json = serde_json::to_value(&good).unwrap();
+    let mut later = json.clone();
+    later["earliest_timestamp"] = 4_001.into();
+    let mut half = json.clone();
+    half.as_object_mut().unwrap().remove("earliest_signature");
+    let mut v1 = json.clone();
+    v1["version"] = 1.into();
+    for key in ["confirmed_size", "confirmed_hashes"] {
+        v1.as_object_mut().unwrap().remove(key);
+    }
+    for damaged in [later, half, v1] {
+        assert!(
+            matches!(
+                serde_json::from_value::<State>(damaged.clone()),
+                Err(e) if e.to_string().contains("earliest")
+            ),
+            "{damaged}"
+        );
+    }
+    // In memory: validly signed, but of another tree or stamped later, is a
+    // corrupt state; a signature that does not verify is refused as such.
+    let build = |state: State| {
+        LogVerifier::builder("test", log.key.clone())
+            .state(state)
+            .build()
+    };
+    for earliest in [
+        log.sth(512, naive::root(&l[..512]), 1_000),
+        log.sth(1024, naive::root(&l[..1023]), 1_000),
+        log.sth(1024, naive::root(&l), 4_001),
+    ] {
+        let state = State {
+            earliest,
+            ..good.clone()
+        };
+        match build(state) {
+            Err(Error::BadState { reason, .. }) => {
+                assert!(reason.contains("corrupt state"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut forged = good.clone();
+    forged.earliest.timestamp = 1_000;
+    assert!(matches!(build(forged), Err(Error::BadSignature { .. })));
 }

@@ -406,6 +406,7 @@ fn restored_state_whose_range_does_not_give_the_head_root_is_corrupt() {
     }
     let good = State {
         trusted: s512.clone(),
+        earliest: s512.clone(),
         range: range.clone(),
         confirmed: range.clone(),
     };
@@ -421,7 +422,8 @@ fn restored_state_whose_range_does_not_give_the_head_root_is_corrupt() {
         other.append(*leaf);
     }
     let corrupt = State {
-        trusted: s512,
+        trusted: s512.clone(),
+        earliest: s512,
         range: other,
         confirmed: palisade_ct_monitor::CompactRange::new(),
     };

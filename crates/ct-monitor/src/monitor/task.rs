@@ -510,6 +510,7 @@ impl LogTask {
             .into());
         }
         let state = State {
+            earliest: sth.clone(),
             trusted: sth,
             confirmed: range.clone(),
             range,
