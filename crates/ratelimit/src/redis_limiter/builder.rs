@@ -324,8 +324,9 @@ impl RedisLimiterBuilder {
 /// Connect-time checks and set-up.
 impl RedisLimiter {
     /// Loads both scripts (on a cluster, on every primary) so the first check is one
-    /// round trip too. A failure here (say, an ACL without SCRIPT) only costs the
-    /// NOSCRIPT fallback later, so it is logged, not returned.
+    /// round trip too. A failure here is logged, not returned: a check that meets
+    /// NOSCRIPT loads the script itself (redis-rs's `Script`: `SCRIPT LOAD`, then
+    /// `EVALSHA` again), so an ACL must allow `SCRIPT LOAD` (`+@scripting` does).
     async fn preloaded(self) -> Self {
         for source in [CHECK_SCRIPT, BLOCK_SCRIPT] {
             let mut cmd = redis::cmd("SCRIPT");
@@ -334,9 +335,9 @@ impl RedisLimiter {
             match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), load).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "SCRIPT LOAD failed; EVAL fallback stays")
+                    tracing::debug!(error = %e, "SCRIPT LOAD failed; checks load it on NOSCRIPT")
                 }
-                Err(_) => tracing::debug!("SCRIPT LOAD timed out; EVAL fallback stays"),
+                Err(_) => tracing::debug!("SCRIPT LOAD timed out; checks load it on NOSCRIPT"),
             }
         }
         self
