@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use palisade_core_traits::Clock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue};
+use redis::{Cmd, FromRedisValue, RedisResult};
 
 use super::conn::{Breaker, Conn, Epochs, epoch_id, slot_tags};
 use super::stats::Counters;
@@ -222,12 +222,11 @@ impl RedisLimiterBuilder {
         self.validate()?;
         ensure_crypto_provider();
         let patience = self.timeout.max(Duration::from_secs(2));
-        let conn = tokio::time::timeout(
-            patience,
-            client.get_connection_manager_with_config(self.manager_config()),
-        )
-        .await
-        .map_err(|_| Error::Timeout(patience))??;
+        let config = self.manager_config();
+        let conn = patiently(patience, || {
+            client.get_connection_manager_with_config(config.clone())
+        })
+        .await?;
         self.connect_manager(conn).await
     }
 
@@ -368,11 +367,11 @@ impl RedisLimiter {
     async fn eviction_policies(&self) -> Result<Vec<String>, String> {
         let patience = self.timeout.max(Duration::from_secs(1));
         let ask = |cmd: Cmd| async move {
-            match tokio::time::timeout(patience, self.conn.query_each(&cmd)).await {
-                Ok(Ok(replies)) => Ok(replies),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {patience:?}")),
-            }
+            // Redis's own words, not our "redis failed": they go into the refusal.
+            (patiently(patience, || self.conn.query_each(&cmd)).await).map_err(|e| match e {
+                Error::Redis(redis) => redis.to_string(),
+                other => other.to_string(),
+            })
         };
         let mut config = redis::cmd("CONFIG");
         config.arg("GET").arg("maxmemory-policy");
@@ -421,13 +420,8 @@ impl RedisLimiter {
         let mut read = redis::cmd("GET");
         read.arg(&key);
         let patience = self.timeout.max(Duration::from_secs(1));
-        let learn = async {
-            self.conn.query::<Option<String>>(&create).await?;
-            self.conn.query::<Option<String>>(&read).await
-        };
-        let value = tokio::time::timeout(patience, learn)
-            .await
-            .map_err(|_| Error::Timeout(patience))??;
+        patiently(patience, || self.conn.query::<Option<String>>(&create)).await?;
+        let value = patiently(patience, || self.conn.query::<Option<String>>(&read)).await?;
         // A foreign value stays unknown (0); the first check replaces it.
         let id = value.as_deref().and_then(epoch_id).unwrap_or(0);
         self.epochs.known[0].store(id, Ordering::Release);
@@ -457,5 +451,26 @@ impl Clock for Elapsed {
 
     fn monotonic(&self) -> Duration {
         self.0.monotonic()
+    }
+}
+
+/// Runs a connect-time query until it answers or `patience` has passed. The
+/// connection's per-call timeout is sized for checks (tens of milliseconds); one slow
+/// answer at connect (a Redis starting up or briefly busy) must not fail the start, so
+/// a query that timed out is sent again (every set-up query is idempotent). Any other
+/// error is returned at once.
+async fn patiently<T, Fut>(patience: Duration, mut query: impl FnMut() -> Fut) -> Result<T, Error>
+where
+    Fut: std::future::Future<Output = RedisResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::time::timeout_at(deadline, query()).await {
+            Err(_) => return Err(Error::Timeout(patience)),
+            Ok(Err(e)) if e.is_timeout() && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "redis slow to answer at connect; asking again");
+            }
+            Ok(answer) => return Ok(answer?),
+        }
     }
 }

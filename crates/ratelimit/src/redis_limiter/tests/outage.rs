@@ -481,3 +481,24 @@ async fn outage_with_more_instances_than_burst_units_admits_nothing_locally() {
     assert_eq!(run.stats_during.fallback_local, 30);
     assert!(run.after.iter().all(|d| d.allowed), "{:?}", run.after);
 }
+
+/// A Redis slow to answer at connect (here every client paused for 300 ms, as a
+/// server starting up or busy with a fork is) does not fail the start: the per-call
+/// timeout (50 ms) is for checks, and a set-up query that timed out is asked again
+/// until the connect's patience (2 s) runs out. Before, the first slow answer failed
+/// the connect ("redis failed"), and a gateway on a loaded machine did not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_slow_to_answer_at_connect_does_not_fail_the_start() {
+    let server = RedisServer::start();
+    for _ in 0..3 {
+        let paused =
+            palisade_testkit::command(server.port(), &["CLIENT", "PAUSE", "300", "ALL"]).unwrap();
+        assert_eq!(paused, palisade_testkit::Reply::Status("OK".into()));
+        let l = RedisLimiter::builder(vec![policy("p", 5, 1, Duration::from_secs(1))])
+            .timeout(Duration::from_millis(50))
+            .connect(&server.url())
+            .await
+            .unwrap();
+        assert!(l.check("alice", 1).await.unwrap().allowed);
+    }
+}
