@@ -17,7 +17,7 @@ use crate::response::Bus;
 use crate::service::StartError;
 
 /// Errors of the CT part.
-fn part<E: std::fmt::Display>(e: E) -> StartError {
+fn part<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> StartError {
     crate::service::part("ct-monitor")(e)
 }
 

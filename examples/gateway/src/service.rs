@@ -494,11 +494,24 @@ pub enum StartError {
     },
 }
 
-/// Names `part` as the source of an error (`map_err(part("redis"))`).
-pub(crate) fn part<E: std::fmt::Display>(part: &'static str) -> impl FnOnce(E) -> StartError {
-    move |e| StartError::Part {
-        part,
-        message: e.to_string(),
+/// Names `part` as the source of an error (`map_err(part("redis"))`). The message
+/// carries the error's causes too: a crate's error often names only its class
+/// ("redis failed"), and the operator needs the cause (a timeout, a refused
+/// connection).
+pub(crate) fn part<E>(part: &'static str) -> impl FnOnce(E) -> StartError
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |e| {
+        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+        let mut message = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cause = c.source();
+        }
+        StartError::Part { part, message }
     }
 }
 
@@ -1040,6 +1053,25 @@ mod tests {
     use clap::Parser;
     use palisade_core_traits::{ManualClock, Timestamp};
     use palisade_threat_score::GeoLookup;
+
+    /// A start error names the part and the causes: the crates' errors name only
+    /// their class ("redis failed"), which told an operator nothing.
+    #[test]
+    fn a_start_error_carries_its_causes() {
+        let timed_out = palisade_ratelimit::redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer",
+        ));
+        let StartError::Part {
+            part: named,
+            message,
+        } = part("redis")(palisade_ratelimit::Error::from(timed_out));
+        assert_eq!(named, "redis");
+        assert!(message.starts_with("redis failed: "), "{message}");
+        assert!(message.contains("no answer"), "{message}");
+        let StartError::Part { message, .. } = part("config")("plain words");
+        assert_eq!(message, "plain words");
+    }
 
     /// Without database files the built-in MaxMind test databases answer (facts from
     /// shared/testdata/MANIFEST.md, read with python's maxminddb); a file that is
