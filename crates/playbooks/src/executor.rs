@@ -406,14 +406,15 @@ impl Executor {
 
 /// 128 random bits in hex: a notification's id. `None` if the system's random source
 /// fails (the notification then goes without one).
-pub(crate) fn random_id() -> Option<String> {
+fn random_id() -> Option<String> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
     Some(hex::encode(bytes))
 }
 
-fn with_random_id(n: Notification) -> Notification {
+/// `n` with a random id ([`random_id`]), or as it is if none could be drawn.
+pub(crate) fn with_random_id(n: Notification) -> Notification {
     match random_id() {
         Some(id) => n.with_id(id),
         None => n,

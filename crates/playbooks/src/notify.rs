@@ -355,10 +355,7 @@ impl HttpNotifier {
         let n = match n.id {
             Some(_) => n,
             None => {
-                with_id = match crate::executor::random_id() {
-                    Some(id) => n.clone().with_id(id),
-                    None => n.clone(),
-                };
+                with_id = crate::executor::with_random_id(n.clone());
                 &with_id
             }
         };
