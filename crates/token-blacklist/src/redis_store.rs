@@ -23,7 +23,7 @@ mod resync;
 pub use builder::RedisBlacklistBuilder;
 pub(crate) use builder::{check_durations, check_prefix, check_region, ensure_crypto_provider};
 use replica::Inner;
-pub(crate) use replica::REVOKE_LUA;
+pub(crate) use replica::{REVOKE_LUA, silence_bound};
 pub(crate) use resync::{REPAIR_BATCH, Scan, node, timed, write_records};
 
 /// What a check answers when the replica cannot prove it is fresh.

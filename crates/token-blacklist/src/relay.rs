@@ -35,7 +35,7 @@ use tracing::Instrument;
 use crate::Error;
 use crate::redis_store::{
     Conn, REPAIR_BATCH, REVOKE_LUA, Scan, check_durations, check_prefix, check_region,
-    ensure_crypto_provider, key, node, timed, write_records,
+    ensure_crypto_provider, key, node, silence_bound, timed, write_records,
 };
 use crate::wire::decode;
 
@@ -365,7 +365,7 @@ async fn session(inner: &Arc<RelayInner>) -> Result<(), Error> {
     // source took a probe of ours is dead: a server gone without a reset leaves it
     // open and silent. Any message counts (a burst of revocations, each written to
     // the target in turn, delays our probe's return but not the messages before it).
-    let silence = (inner.settings.probe_every * 10).max(inner.settings.timeout * 3);
+    let silence = silence_bound(inner.settings.probe_every, inner.settings.timeout);
     let mut unheard_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {

@@ -469,8 +469,8 @@ impl Inner {
     /// subscriber never writes. Doubles with each silent restart in a row (up to 32
     /// times), so a node that never hears us is not resynced every few seconds.
     fn silence_bound(&self, silent_restarts: u32) -> Duration {
-        let base = (self.settings.heartbeat * 10).max(self.settings.timeout * 3);
-        base * (1 << silent_restarts.min(5))
+        silence_bound(self.settings.heartbeat, self.settings.timeout)
+            * (1 << silent_restarts.min(5))
     }
 
     pub(super) async fn subscribe(&self) -> RedisResult<redis::aio::PubSub> {
@@ -533,6 +533,13 @@ async fn finished(job: &mut Option<Job>) -> Result<Synced, String> {
 /// proving freshness. Records only ever widen (set union, highest watermark, latest
 /// expiry), so a message applied before or after a resync read the same key ends in
 /// the same state.
+/// How long a subscription may deliver nothing after Redis took a message of ours sent
+/// every `every` (a replica's heartbeat, a relay's probe) before it counts as dead:
+/// ten of them, and at least three call timeouts.
+pub(crate) fn silence_bound(every: Duration, timeout: Duration) -> Duration {
+    (every * 10).max(timeout * 3)
+}
+
 pub(super) async fn replicate(inner: Arc<Inner>) {
     let mut backoff = Duration::from_millis(50);
     let mut silent_restarts = 0;
